@@ -1,0 +1,41 @@
+# podwall — `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+# Control-plane binaries for envtest-style tests, built from the Go module proxy and cached outside the repo.
+KUBE_ASSETS = $(shell hack/build-kube.sh | tail -n 1)
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+STATICCHECK_VERSION := v0.8.2
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build podwall's binaries into bin/
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+.PHONY: kube-bin
+kube-bin: ## build (once) and cache kube-apiserver and etcd for the tests; prints their folder
+	@hack/build-kube.sh
+
+.PHONY: test
+test: lint ## run every test: unit, root network-namespace datapath tests, real kube-apiserver tests
+	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 ./...
+
+.PHONY: lint
+lint: $(STATICCHECK) ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files -o --exclude-standard '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZTIME (default 20s)
+	@for spec in $$(grep -rlE '^func Fuzz' --include='*_test.go' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$spec/*_test.go | cut -d' ' -f2); do \
+	    echo "fuzz $$spec $$f"; $(GO) test $$spec -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-20s} || exit 1; \
+	  done; done

@@ -1,0 +1,124 @@
+package policy
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const sample = `
+namespace: shop
+workload: Deployment/web
+revision: 7
+mode: Protect
+egress:
+- id: dns
+  origin: manifest
+  peer: service:kube-system/kube-dns
+  cidrs: [10.96.0.10/32]
+  ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]
+- id: api
+  origin: learned
+  peer: workload:shop/Deployment/api
+  cidrs: [10.244.1.0/24, "fd00::5/128"]
+  ports: [{protocol: TCP, port: 8000, endPort: 8010}]
+loopback:
+- {id: envoy-admin, origin: manifest, action: deny, ports: [{protocol: TCP, port: 15000}]}
+names:
+  10.244.1.7: workload:shop/Deployment/api
+`
+
+func TestDecode(t *testing.T) {
+	got, err := Decode([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Policy{
+		Namespace: "shop", Workload: "Deployment/web", Revision: 7, Mode: Protect,
+		Egress: []Rule{
+			{ID: "dns", Origin: OriginManifest, Peer: "service:kube-system/kube-dns",
+				CIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.10/32")},
+				Ports: []PortRange{{Protocol: UDP, Port: 53}, {Protocol: TCP, Port: 53}}},
+			{ID: "api", Origin: OriginLearned, Peer: "workload:shop/Deployment/api",
+				CIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00::5/128")},
+				Ports: []PortRange{{Protocol: TCP, Port: 8000, EndPort: 8010}}},
+		},
+		Loopback: []LoopbackRule{{ID: "envoy-admin", Origin: OriginManifest, Action: Deny,
+			Ports: []PortRange{{Protocol: TCP, Port: 15000}}}},
+		Names: map[netip.Addr]string{netip.MustParseAddr("10.244.1.7"): "workload:shop/Deployment/api"},
+	}
+	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+		cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+		t.Fatalf("decode (-want +got):\n%s", d)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, tc := range []struct{ name, doc, want string }{
+		{"mode", `{mode: Enforce}`, "mode"},
+		{"unknown field", `{mode: Learn, extra: 1}`, "unknown field"},
+		{"bad cidr", `{mode: Learn, egress: [{id: a, origin: user, cidrs: [10.0.0.300/32]}]}`, "decode"},
+		{"host bits", `{mode: Learn, egress: [{id: a, origin: user, cidrs: [10.0.0.1/8]}]}`, "host bits"},
+		{"duplicate id", `{mode: Learn, egress: [{id: a, origin: user}], ingress: [{id: a, origin: user}]}`, "not unique"},
+		{"reserved id", `{mode: Learn, egress: [{id: default, origin: user}]}`, "reserved"},
+		{"origin", `{mode: Learn, egress: [{id: a, origin: magic}]}`, "origin"},
+		{"protocol", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: ICMP}]}]}`, "protocol"},
+		{"range", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: TCP, port: 9, endPort: 3}]}]}`, "range"},
+		{"port overflow", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: TCP, port: 70000}]}]}`, "decode"},
+		{"loopback action", `{mode: Learn, loopback: [{id: a, origin: user, action: maybe, ports: [{protocol: TCP, port: 1}]}]}`, "action"},
+		{"loopback ports", `{mode: Learn, loopback: [{id: a, origin: user, action: deny}]}`, "no ports"},
+		{"negative revision", `{mode: Learn, revision: -1}`, "negative"},
+		{"not a policy", `[1, 2]`, "decode"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.doc))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Decode(%s) = %v, want error containing %q", tc.doc, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPortBounds(t *testing.T) {
+	for _, tc := range []struct {
+		r      PortRange
+		lo, hi uint16
+	}{{PortRange{Protocol: TCP}, 0, 65535}, {PortRange{Protocol: TCP, Port: 80}, 80, 80},
+		{PortRange{Protocol: TCP, Port: 80, EndPort: 90}, 80, 90}} {
+		if lo, hi := tc.r.Bounds(); lo != tc.lo || hi != tc.hi {
+			t.Errorf("%+v.Bounds() = %d, %d; want %d, %d", tc.r, lo, hi, tc.lo, tc.hi)
+		}
+	}
+}
+
+// FuzzDecode checks that no input panics the decoder and that whatever it accepts is valid and
+// survives a JSON round trip unchanged.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(sample))
+	f.Add([]byte(`{"mode":"Learn"}`))
+	f.Add([]byte(`{mode: Protect, ingress: [{id: x, origin: user, cidrs: ["::/0"]}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := Decode(data)
+		if err != nil {
+			return
+		}
+		if err := p.Validate(); err != nil {
+			t.Fatalf("accepted an invalid policy: %v", err)
+		}
+		out, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Decode(out)
+		if err != nil {
+			t.Fatalf("re-decode of %s: %v", out, err)
+		}
+		out2, _ := json.Marshal(again)
+		if string(out) != string(out2) {
+			t.Fatalf("round trip changed the policy:\n%s\n%s", out, out2)
+		}
+	})
+}

@@ -1,0 +1,219 @@
+// Package policy defines the resolved policy that policygen serves to a sidecar and that the sidecar
+// enforces: peers already resolved to addresses, every rule carrying a stable id for the verdict log.
+// It is the one contract between policygen and the sidecar, so it has no dependency on either.
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Mode is the enforcement mode of a workload.
+type Mode string
+
+// The modes, in the order a workload is promoted through them.
+const (
+	// Learn allows everything and records every new connection for policygen.
+	Learn Mode = "Learn"
+	// Monitor allows everything and logs what Protect would deny as an audit.
+	Monitor Mode = "Monitor"
+	// Protect enforces: what no rule allows is refused.
+	Protect Mode = "Protect"
+)
+
+// Protocol is an L4 protocol a rule may name.
+type Protocol string
+
+// The protocols a port rule may name.
+const (
+	TCP  Protocol = "TCP"
+	UDP  Protocol = "UDP"
+	SCTP Protocol = "SCTP"
+)
+
+// Number returns the IANA protocol number.
+func (p Protocol) Number() uint8 {
+	switch p {
+	case TCP:
+		return 6
+	case UDP:
+		return 17
+	case SCTP:
+		return 132
+	}
+	return 0
+}
+
+// Origin says where a rule came from.
+type Origin string
+
+// The origins of a rule.
+const (
+	OriginManifest Origin = "manifest"
+	OriginLearned  Origin = "learned"
+	OriginUser     Origin = "user"
+)
+
+// Policy is one workload's resolved policy.
+type Policy struct {
+	// Namespace and Workload name the workload the policy belongs to ("Deployment/web").
+	Namespace string `json:"namespace"`
+	Workload  string `json:"workload"`
+	// Revision increases with every change policygen makes; the sidecar logs it with each verdict.
+	Revision int64 `json:"revision"`
+	Mode     Mode  `json:"mode"`
+	// Ingress rules match the remote source of inbound connections, Egress the remote destination of
+	// outbound ones.
+	Ingress []Rule `json:"ingress,omitempty"`
+	Egress  []Rule `json:"egress,omitempty"`
+	// Loopback rules say which in-pod ports the pod's own processes may reach over loopback. Loopback
+	// traffic no rule names is allowed, so that an app keeps talking to itself; a deny rule forbids a
+	// port (a proxy's admin port, say).
+	Loopback []LoopbackRule `json:"loopback,omitempty"`
+	// Names maps peer addresses to a readable name (workload or Service) for the verdict log, so that
+	// even a denied peer is named. Optional.
+	Names map[netip.Addr]string `json:"names,omitempty"`
+}
+
+// Rule allows connections with a set of peers on a set of ports.
+type Rule struct {
+	// ID is stable across revisions and unique within the policy; verdict lines name it.
+	ID     string `json:"id"`
+	Origin Origin `json:"origin"`
+	// Peer names the peer as people know it: "workload:ns/Deployment/api", "service:ns/api",
+	// "cidr:10.0.0.0/8".
+	Peer string `json:"peer"`
+	// CIDRs are the peer's resolved addresses; a single address is a /32 or /128.
+	CIDRs []netip.Prefix `json:"cidrs"`
+	// Ports the rule allows; empty means every port of every protocol.
+	Ports []PortRange `json:"ports,omitempty"`
+}
+
+// PortRange is one protocol's port or range of ports. EndPort 0 means Port alone; Port 0 means every
+// port of the protocol.
+type PortRange struct {
+	Protocol Protocol `json:"protocol"`
+	Port     uint16   `json:"port,omitempty"`
+	EndPort  uint16   `json:"endPort,omitempty"`
+}
+
+// Bounds returns the first and last port of the range.
+func (r PortRange) Bounds() (uint16, uint16) {
+	switch {
+	case r.Port == 0:
+		return 0, 65535
+	case r.EndPort == 0:
+		return r.Port, r.Port
+	}
+	return r.Port, r.EndPort
+}
+
+// Action is what a loopback rule does.
+type Action string
+
+// The loopback actions.
+const (
+	Allow Action = "allow"
+	Deny  Action = "deny"
+)
+
+// LoopbackRule allows or forbids in-pod ports to the pod's processes.
+type LoopbackRule struct {
+	ID     string      `json:"id"`
+	Origin Origin      `json:"origin"`
+	Action Action      `json:"action"`
+	Ports  []PortRange `json:"ports"`
+}
+
+// Validate reports the first thing that makes the policy unsafe or meaningless to apply.
+func (p *Policy) Validate() error {
+	switch p.Mode {
+	case Learn, Monitor, Protect:
+	default:
+		return fmt.Errorf("mode %q: want Learn, Monitor or Protect", p.Mode)
+	}
+	if p.Revision < 0 {
+		return fmt.Errorf("revision %d is negative", p.Revision)
+	}
+	ids := map[string]bool{}
+	for _, set := range []struct {
+		name  string
+		rules []Rule
+	}{{"ingress", p.Ingress}, {"egress", p.Egress}} {
+		for i, r := range set.rules {
+			if err := r.validate(ids); err != nil {
+				return fmt.Errorf("%s[%d]: %w", set.name, i, err)
+			}
+		}
+	}
+	for i, r := range p.Loopback {
+		if err := checkID(r.ID, ids); err != nil {
+			return fmt.Errorf("loopback[%d]: %w", i, err)
+		}
+		if r.Action != Allow && r.Action != Deny {
+			return fmt.Errorf("loopback[%d]: action %q: want allow or deny", i, r.Action)
+		}
+		if len(r.Ports) == 0 {
+			return fmt.Errorf("loopback[%d]: no ports", i)
+		}
+		if err := checkPorts(r.Ports); err != nil {
+			return fmt.Errorf("loopback[%d]: %w", i, err)
+		}
+	}
+	for a := range p.Names {
+		if !a.IsValid() {
+			return fmt.Errorf("names: invalid address")
+		}
+	}
+	return nil
+}
+
+func (r *Rule) validate(ids map[string]bool) error {
+	if err := checkID(r.ID, ids); err != nil {
+		return err
+	}
+	switch r.Origin {
+	case OriginManifest, OriginLearned, OriginUser:
+	default:
+		return fmt.Errorf("rule %s: origin %q: want manifest, learned or user", r.ID, r.Origin)
+	}
+	for _, c := range r.CIDRs {
+		if !c.IsValid() {
+			return fmt.Errorf("rule %s: invalid CIDR", r.ID)
+		}
+		if c.Masked() != c {
+			return fmt.Errorf("rule %s: CIDR %s has host bits set", r.ID, c)
+		}
+	}
+	if err := checkPorts(r.Ports); err != nil {
+		return fmt.Errorf("rule %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+func checkID(id string, seen map[string]bool) error {
+	if id == "" || len(id) > 128 || strings.ContainsAny(id, " \t\n\"") {
+		return fmt.Errorf("rule id %q: want 1-128 characters without spaces or quotes", id)
+	}
+	if id == "default" {
+		return fmt.Errorf("rule id %q is reserved", id)
+	}
+	if seen[id] {
+		return fmt.Errorf("rule id %q is not unique", id)
+	}
+	seen[id] = true
+	return nil
+}
+
+func checkPorts(ports []PortRange) error {
+	for _, pr := range ports {
+		if pr.Protocol.Number() == 0 {
+			return fmt.Errorf("protocol %q: want TCP, UDP or SCTP", pr.Protocol)
+		}
+		if pr.EndPort != 0 && (pr.Port == 0 || pr.EndPort < pr.Port) {
+			return fmt.Errorf("port range %d-%d is empty or open-ended", pr.Port, pr.EndPort)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,18 @@
+//go:build tools
+
+// Package podwall pins dependencies that the code is about to use, so that go mod tidy keeps them.
+// Delete an import here once real code imports it.
+package podwall
+
+import (
+	_ "github.com/florianl/go-nfqueue/v2"
+	_ "github.com/go-logr/logr"
+	_ "github.com/google/go-cmp/cmp"
+	_ "github.com/google/nftables"
+	_ "github.com/prometheus/client_golang/prometheus"
+	_ "github.com/spf13/viper"
+	_ "github.com/ti-mo/conntrack"
+	_ "k8s.io/client-go/kubernetes"
+	_ "sigs.k8s.io/controller-runtime"
+	_ "sigs.k8s.io/yaml"
+)
