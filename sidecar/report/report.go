@@ -1,0 +1,111 @@
+// Package report aggregates the connections a sidecar observes in Learn and Monitor mode into one
+// entry per direction, peer, protocol and port, bounded in memory, for delivery to policygen. Adding
+// never blocks on delivery: when the bound is reached the oldest entry is evicted and counted.
+package report
+
+import (
+	"container/list"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Key identifies an aggregated entry.
+type Key struct {
+	Direction string // ingress, egress or loopback
+	Peer      netip.Addr
+	Proto     uint8
+	Port      uint16 // the local port for ingress, the remote (original) port otherwise
+}
+
+// Entry is one aggregated observation.
+type Entry struct {
+	Key
+	Count     uint64
+	FirstSeen time.Time
+	LastSeen  time.Time
+	// Verdict is the latest verdict seen for the key (allow or audit).
+	Verdict string
+}
+
+// Aggregator is a bounded, concurrency-safe table of entries.
+type Aggregator struct {
+	mu      sync.Mutex
+	max     int
+	byKey   map[Key]*list.Element
+	order   *list.List // oldest first
+	dropped uint64
+}
+
+// New returns an aggregator holding at most limit entries (at least 1).
+func New(limit int) *Aggregator {
+	return &Aggregator{max: max(limit, 1), byKey: map[Key]*list.Element{}, order: list.New()}
+}
+
+// Add counts one connection at time now.
+func (a *Aggregator) Add(k Key, verdict string, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if el, ok := a.byKey[k]; ok {
+		e := el.Value.(*Entry)
+		e.Count++
+		e.LastSeen, e.Verdict = now, verdict
+		return
+	}
+	if a.order.Len() >= a.max {
+		oldest := a.order.Front()
+		a.dropped += oldest.Value.(*Entry).Count
+		delete(a.byKey, oldest.Value.(*Entry).Key)
+		a.order.Remove(oldest)
+	}
+	a.byKey[k] = a.order.PushBack(&Entry{Key: k, Count: 1, FirstSeen: now, LastSeen: now, Verdict: verdict})
+}
+
+// Drain removes and returns every entry, oldest first.
+func (a *Aggregator) Drain() []Entry {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]Entry, 0, a.order.Len())
+	for el := a.order.Front(); el != nil; el = el.Next() {
+		out = append(out, *el.Value.(*Entry))
+	}
+	a.order.Init()
+	clear(a.byKey)
+	return out
+}
+
+// Restore puts back entries whose delivery failed, merging them with what arrived since; the oldest
+// are evicted first if the bound is exceeded.
+func (a *Aggregator) Restore(entries []Entry) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
+		if el, ok := a.byKey[e.Key]; ok {
+			cur := el.Value.(*Entry)
+			cur.Count += e.Count
+			cur.FirstSeen = e.FirstSeen
+			a.order.MoveToFront(el)
+			continue
+		}
+		if a.order.Len() >= a.max {
+			a.dropped += e.Count // the restored entry is older than anything held
+			continue
+		}
+		a.byKey[e.Key] = a.order.PushFront(&e)
+	}
+}
+
+// Len is the number of entries held.
+func (a *Aggregator) Len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.order.Len()
+}
+
+// Dropped is how many connections were evicted unreported since the start.
+func (a *Aggregator) Dropped() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.dropped
+}

@@ -1,0 +1,68 @@
+package report
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func key(port uint16) Key {
+	return Key{Direction: "egress", Peer: netip.MustParseAddr("10.0.0.1"), Proto: 6, Port: port}
+}
+
+func TestAggregateEvictRestore(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	a := New(2)
+	a.Add(key(1), "allow", t0)
+	a.Add(key(1), "audit", t0.Add(time.Second))
+	a.Add(key(2), "allow", t0.Add(2*time.Second))
+	a.Add(key(3), "allow", t0.Add(3*time.Second)) // evicts key 1 (2 connections)
+	if got := a.Dropped(); got != 2 {
+		t.Fatalf("dropped = %d, want 2", got)
+	}
+	got := a.Drain()
+	want := []Entry{
+		{Key: key(2), Count: 1, FirstSeen: t0.Add(2 * time.Second), LastSeen: t0.Add(2 * time.Second), Verdict: "allow"},
+		{Key: key(3), Count: 1, FirstSeen: t0.Add(3 * time.Second), LastSeen: t0.Add(3 * time.Second), Verdict: "allow"},
+	}
+	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+		t.Fatalf("drain (-want +got):\n%s", d)
+	}
+	if a.Len() != 0 {
+		t.Fatalf("len after drain = %d", a.Len())
+	}
+
+	// A failed delivery comes back; a newer observation of the same key merges into it; a full table
+	// drops the oldest restored entry rather than a newer one.
+	a.Add(key(3), "allow", t0.Add(4*time.Second))
+	a.Restore(got)
+	if a.Len() != 2 {
+		t.Fatalf("len after restore = %d, want 2", a.Len())
+	}
+	after := a.Drain()
+	if after[0].Key != key(2) || after[1].Key != key(3) || after[1].Count != 2 || !after[1].FirstSeen.Equal(t0.Add(3*time.Second)) {
+		t.Fatalf("after restore: %+v", after)
+	}
+	a.Add(key(5), "allow", t0)
+	a.Add(key(6), "allow", t0)
+	a.Restore([]Entry{{Key: key(7), Count: 4}})
+	if got := a.Dropped(); got != 6 {
+		t.Fatalf("dropped = %d, want 6", got)
+	}
+}
+
+func TestBoundUnderFlood(t *testing.T) {
+	a := New(1000)
+	now := time.Now()
+	for i := range 100_000 {
+		a.Add(key(uint16(i)), "allow", now)
+	}
+	if a.Len() != 1000 {
+		t.Fatalf("len = %d, want the bound 1000", a.Len())
+	}
+	if got := a.Dropped(); got != 100_000-1000 {
+		t.Fatalf("dropped = %d, want %d", got, 100_000-1000)
+	}
+}
