@@ -1,0 +1,213 @@
+package decide
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// Direction says which way a connection goes, seen from the pod.
+type Direction uint8
+
+// The directions. The zero Direction is invalid, so that a forgotten field fails closed.
+const (
+	// Ingress: a remote peer connects to the pod.
+	Ingress Direction = iota + 1
+	// Egress: the pod connects to a remote peer.
+	Egress
+	// Loopback: a process in the pod connects to a port in the pod.
+	Loopback
+)
+
+var directionNames = [...]string{Ingress: "ingress", Egress: "egress", Loopback: "loopback"}
+
+// String returns the direction as the verdict line spells it.
+func (d Direction) String() string {
+	if d == 0 || int(d) >= len(directionNames) {
+		return "invalid"
+	}
+	return directionNames[d]
+}
+
+// Verdict is what happens to a connection.
+type Verdict uint8
+
+// The verdicts. The zero Verdict is invalid.
+const (
+	Allow Verdict = iota + 1
+	Deny
+	// Audit allows a connection that Protect would deny (Monitor mode).
+	Audit
+)
+
+var verdictNames = [...]string{Allow: "allow", Deny: "deny", Audit: "audit"}
+
+// String returns the verdict as the verdict line spells it.
+func (v Verdict) String() string {
+	if v == 0 || int(v) >= len(verdictNames) {
+		return "invalid"
+	}
+	return verdictNames[v]
+}
+
+// Conn describes a new connection.
+type Conn struct {
+	Direction Direction
+	// Proto is the IANA protocol number (6 TCP, 17 UDP, 132 SCTP, ...).
+	Proto uint8
+	// Local is the pod's end and Remote the peer's. For a Loopback connection both are in the pod:
+	// Local is the side that connects and Remote the port it connects to.
+	Local, Remote netip.AddrPort
+	// Original is, for a connection a mesh proxy's REDIRECT rewrote, the destination it had before:
+	// for an app→proxy loopback connection the real remote, for an inbound connection the pod port
+	// the peer asked for. The zero value means unknown. A connection that no NAT touched may carry
+	// its own destination here; it is then judged as it is.
+	Original netip.AddrPort
+}
+
+// Src returns the endpoint that opened the connection.
+func (c Conn) Src() netip.AddrPort {
+	if c.Direction == Ingress {
+		return c.Remote
+	}
+	return c.Local
+}
+
+// Dst returns the endpoint the connection was opened to, as the packet shows it (after any redirect).
+func (c Conn) Dst() netip.AddrPort {
+	if c.Direction == Ingress {
+		return c.Local
+	}
+	return c.Remote
+}
+
+// Decision is the outcome of Decide, with everything a verdict line needs to explain it.
+type Decision struct {
+	Verdict Verdict
+	// Rule is the id of the rule that decided, "default" when the mode's default did, or
+	// "loopback-default" for loopback traffic no loopback rule names.
+	Rule string
+	// Evaluator names the pipeline step that decided (see the package documentation).
+	Evaluator string
+	// Peer names the remote that was judged: the deciding rule's peer, else the policy's name for the
+	// address, else "cidr:<ip>/32" (or /128). For a redirected connection it is the original
+	// destination's peer.
+	Peer string
+	// Record asks the caller to report the connection to policygen (Learn mode).
+	Record bool
+	// Mode and Revision are those of the policy the Decider was built from (after Options.Mode), so
+	// that a verdict line names the revision that decided even while a new one is being swapped in.
+	Mode     policy.Mode
+	Revision int64
+}
+
+// DefaultMeshPorts are the mesh proxies' redirect targets: Envoy (Istio) outbound 15001 and inbound
+// 15006, Linkerd outbound 4140 and inbound 4143.
+var DefaultMeshPorts = []uint16{15001, 15006, 4140, 4143}
+
+// Options tune a Decider. The zero value is ready to use.
+type Options struct {
+	// Mode, when set, overrides the policy's mode (the operator's mode override).
+	Mode policy.Mode
+	// MeshPorts are the local ports a mesh proxy redirects connections to. Only redirect targets
+	// belong here, not ports the proxy merely listens on (its admin port is an ordinary loopback
+	// port). Nil means DefaultMeshPorts; an empty, non-nil slice means no mesh.
+	MeshPorts []uint16
+}
+
+// Decider decides connections under one policy revision. It is immutable and safe for concurrent use.
+type Decider struct {
+	mode      policy.Mode
+	revision  int64
+	meshPorts []uint16
+	ingress   *ruleSet
+	egress    *ruleSet
+	loopback  *loopbackSet
+	names     map[netip.Addr]string
+}
+
+// New indexes p for Decide. The Decider shares p's rule slices and names map, so p must not change
+// afterwards (a new revision is a new Policy).
+func New(p *policy.Policy, opts Options) (*Decider, error) {
+	if p == nil {
+		return nil, errors.New("no policy")
+	}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid policy: %w", err)
+	}
+	mode := p.Mode
+	switch opts.Mode {
+	case "":
+	case policy.Learn, policy.Monitor, policy.Protect:
+		mode = opts.Mode
+	default:
+		return nil, fmt.Errorf("mode override %q: want Learn, Monitor or Protect", opts.Mode)
+	}
+	mesh := opts.MeshPorts
+	if mesh == nil {
+		mesh = DefaultMeshPorts
+	}
+	for _, port := range mesh {
+		if port == 0 {
+			return nil, errors.New("mesh port 0")
+		}
+	}
+	return &Decider{
+		mode:      mode,
+		revision:  p.Revision,
+		meshPorts: append([]uint16(nil), mesh...),
+		ingress:   newRuleSet(p.Ingress),
+		egress:    newRuleSet(p.Egress),
+		loopback:  newLoopbackSet(p.Loopback),
+		names:     p.Names,
+	}, nil
+}
+
+// Decide decides c. It allocates only to name a peer the policy does not name.
+func (d *Decider) Decide(c Conn) Decision {
+	s := d.subject(&c)
+	for _, e := range pipeline {
+		if o := e.eval(d, s); o.verdict != 0 {
+			return d.finish(o, e.name, &s)
+		}
+	}
+	return d.finish(outcome{verdict: Deny, rule: "default"}, "default", &s)
+}
+
+// finish names the peer and applies the mode to a Protect outcome.
+func (d *Decider) finish(o outcome, evaluator string, s *subject) Decision {
+	dec := Decision{Verdict: o.verdict, Rule: o.rule, Evaluator: evaluator, Peer: o.peer,
+		Mode: d.mode, Revision: d.revision}
+	if dec.Peer == "" {
+		dec.Peer = d.peerName(s.peer)
+	}
+	switch d.mode {
+	case policy.Monitor:
+		if dec.Verdict == Deny {
+			dec.Verdict = Audit
+		}
+	case policy.Learn:
+		dec.Verdict, dec.Record = Allow, true
+	}
+	return dec
+}
+
+func (d *Decider) peerName(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	if n, ok := d.names[a]; ok {
+		return n
+	}
+	var buf [64]byte
+	b := append(buf[:0], "cidr:"...)
+	b = a.AppendTo(b)
+	if a.Is4() {
+		b = append(b, "/32"...)
+	} else {
+		b = append(b, "/128"...)
+	}
+	return string(b)
+}

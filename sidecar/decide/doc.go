@@ -1,0 +1,44 @@
+// Package decide turns one new connection into a verdict under a workload's policy. It is pure: no
+// I/O, no clock, no kernel, so that every decision is a table test away.
+//
+// A Decider is built once per policy revision (New) and is then read-only and safe for concurrent use
+// by every queue worker; a new revision gets a new Decider, swapped in atomically by the caller.
+//
+// # The pipeline
+//
+// Decide runs an ordered list of small named evaluators, each of which allows, denies or passes the
+// connection on; the evaluator that decides is named in the Decision, and so in the verdict line:
+//
+//   - "invalid-conn" denies a connection it cannot judge (unknown direction, no remote address).
+//   - "origdst-unknown" denies a connection to a mesh proxy's redirect port whose original destination
+//     is unknown: the proxy would forward it to a peer no rule was checked against, so it fails closed.
+//   - "loopback" judges in-pod connections by the policy's loopback rules: a matching deny rule
+//     denies, else a matching allow rule allows, else the connection is allowed with rule
+//     "loopback-default". Loopback traffic is allowed by default because a pod's processes talking
+//     to each other (app to sidecar, health checks over localhost, the app to itself) is the pod's
+//     own business and never leaves it; what the operator wants to forbid, such as a proxy's admin
+//     port, they name with a deny rule. Deny wins over allow so that a broad allow rule never
+//     reopens a port a deny rule closes.
+//   - "ingress" and "egress" allow a connection that a rule of that direction allows.
+//   - "default" ends the pipeline with the mode's default.
+//
+// Connections to a mesh proxy's redirect port (Options.MeshPorts) are judged against the destination
+// they had before the redirect: an app→proxy loopback connection by the egress rules, with the real
+// remote as peer; an inbound connection redirected to the proxy's inbound port by the ingress rules on
+// the port it was sent to.
+//
+// # Modes
+//
+// The pipeline is the Protect pipeline. In Protect a deny is a deny. In Monitor what Protect would deny
+// is allowed with verdict Audit. In Learn everything is allowed and every decision is marked Record, so
+// that the caller reports the connection to policygen; the rule and evaluator still say what Protect
+// would have done.
+//
+// # Cost
+//
+// Decide does not grow with the number of rules. Rules are indexed by protocol and port (exact ports in
+// a map, port ranges in a short list) and, under each port key, by prefix: one map per address family
+// keyed by netip.Prefix, probed once per distinct prefix length present. A lookup costs a few map
+// probes per distinct port range and prefix length in the policy, however many peers the rules name.
+// When several rules allow a connection, the first in policy order is reported.
+package decide

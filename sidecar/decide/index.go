@@ -1,0 +1,220 @@
+package decide
+
+import (
+	"net/netip"
+	"slices"
+
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// portKey names a protocol's port range; proto 0 stands for every protocol (a rule without ports).
+type portKey struct {
+	proto  uint8
+	lo, hi uint16
+}
+
+func (k portKey) contains(proto uint8, port uint16) bool {
+	return (k.proto == 0 || k.proto == proto) && k.lo <= port && port <= k.hi
+}
+
+// portKeys returns the keys a rule's port list stands for; no ports means every port of every protocol.
+func portKeys(ports []policy.PortRange) []portKey {
+	if len(ports) == 0 {
+		return []portKey{{0, 0, 65535}}
+	}
+	keys := make([]portKey, 0, len(ports))
+	for _, pr := range ports {
+		lo, hi := pr.Bounds()
+		keys = append(keys, portKey{pr.Protocol.Number(), lo, hi})
+	}
+	return keys
+}
+
+// portIndex maps port keys to values. Single ports, by far the most common, live in a map; ranges
+// (including "every port") in a list that policies keep short, since ranges are few and shared.
+type portIndex[V any] struct {
+	exact  map[portKey]V
+	ranges []rangeEntry[V]
+}
+
+type rangeEntry[V any] struct {
+	key portKey
+	val V
+}
+
+// at returns the value stored under k, storing mk() first if there is none. It is for building only.
+func (x *portIndex[V]) at(k portKey, mk func() V) V {
+	if k.lo == k.hi && k.proto != 0 {
+		if v, ok := x.exact[k]; ok {
+			return v
+		}
+		if x.exact == nil {
+			x.exact = map[portKey]V{}
+		}
+		v := mk()
+		x.exact[k] = v
+		return v
+	}
+	for _, e := range x.ranges {
+		if e.key == k {
+			return e.val
+		}
+	}
+	v := mk()
+	x.ranges = append(x.ranges, rangeEntry[V]{k, v})
+	return v
+}
+
+// single returns the value stored under proto's single port, if any; callers then scan the ranges.
+// (An iterator over both would be neater, but its closure escapes and costs an allocation per call.)
+func (x *portIndex[V]) single(proto uint8, port uint16) (V, bool) {
+	v, ok := x.exact[portKey{proto, port, port}]
+	return v, ok
+}
+
+// minRule returns the lower of two rule indexes, where -1 means none.
+func minRule(a, b int32) int32 {
+	if a < 0 || (b >= 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+// v6Key is a masked IPv6 prefix. It is a plain array rather than a netip.Prefix: half the size in a
+// map that may hold every peer of a large policy, and cheaper to hash.
+type v6Key struct {
+	addr [16]byte
+	bits uint8
+}
+
+// prefixTable maps the prefixes under one port key to the first rule (lowest index) naming them. A
+// lookup probes once per distinct prefix length of the address's family.
+type prefixTable struct {
+	lens4, lens6 []uint8
+	v4           map[uint64]int32 // address << 8 | prefix length
+	v6           map[v6Key]int32
+}
+
+func newPrefixTable() *prefixTable {
+	return &prefixTable{v4: map[uint64]int32{}, v6: map[v6Key]int32{}}
+}
+
+func v4Key(a netip.Addr, bits uint8) uint64 {
+	b := a.As4()
+	return uint64(b[0])<<32 | uint64(b[1])<<24 | uint64(b[2])<<16 | uint64(b[3])<<8 | uint64(bits)
+}
+
+// add records that rule names prefix p (which Policy.Validate has checked is masked); an earlier rule
+// naming the same prefix keeps it.
+func (t *prefixTable) add(p netip.Prefix, rule int32) {
+	bits := uint8(p.Bits())
+	if p.Addr().Is4() {
+		if _, ok := t.v4[v4Key(p.Addr(), bits)]; !ok {
+			t.v4[v4Key(p.Addr(), bits)] = rule
+		}
+		t.lens4 = addLen(t.lens4, bits)
+		return
+	}
+	k := v6Key{p.Addr().As16(), bits}
+	if _, ok := t.v6[k]; !ok {
+		t.v6[k] = rule
+	}
+	t.lens6 = addLen(t.lens6, bits)
+}
+
+func addLen(lens []uint8, bits uint8) []uint8 {
+	if slices.Contains(lens, bits) {
+		return lens
+	}
+	return append(lens, bits)
+}
+
+// lookup returns the lowest rule index whose prefix contains a, or -1.
+func (t *prefixTable) lookup(a netip.Addr) int32 {
+	best := int32(-1)
+	if a.Is4() {
+		for _, bits := range t.lens4 {
+			p, _ := a.Prefix(int(bits))
+			if r, ok := t.v4[v4Key(p.Addr(), bits)]; ok {
+				best = minRule(best, r)
+			}
+		}
+		return best
+	}
+	for _, bits := range t.lens6 {
+		p, _ := a.Prefix(int(bits))
+		if r, ok := t.v6[v6Key{p.Addr().As16(), bits}]; ok {
+			best = minRule(best, r)
+		}
+	}
+	return best
+}
+
+// ruleSet indexes one direction's rules (ingress or egress) by port, then prefix.
+type ruleSet struct {
+	byPort portIndex[*prefixTable]
+	// rules is the policy's own slice, shared rather than copied: the caller keeps the policy anyway,
+	// and a copy of the ids and names of 100k rules would cost megabytes.
+	rules []policy.Rule
+}
+
+func newRuleSet(rules []policy.Rule) *ruleSet {
+	s := &ruleSet{rules: rules}
+	for i, r := range rules {
+		for _, k := range portKeys(r.Ports) {
+			t := s.byPort.at(k, newPrefixTable)
+			for _, p := range r.CIDRs {
+				t.add(p, int32(i))
+			}
+		}
+	}
+	return s
+}
+
+// lookup returns the index of the first rule that allows addr on proto and port, or -1.
+func (s *ruleSet) lookup(proto uint8, port uint16, addr netip.Addr) int32 {
+	best := int32(-1)
+	if t, ok := s.byPort.single(proto, port); ok {
+		best = t.lookup(addr)
+	}
+	for _, e := range s.byPort.ranges {
+		if e.key.contains(proto, port) {
+			best = minRule(best, e.val.lookup(addr))
+		}
+	}
+	return best
+}
+
+// loopbackSet indexes the loopback rules, deny and allow apart, by port.
+type loopbackSet struct {
+	deny, allow portIndex[int32]
+	rules       []policy.LoopbackRule
+}
+
+func newLoopbackSet(rules []policy.LoopbackRule) *loopbackSet {
+	s := &loopbackSet{rules: rules}
+	for i, r := range rules {
+		idx := &s.allow
+		if r.Action == policy.Deny {
+			idx = &s.deny
+		}
+		for _, k := range portKeys(r.Ports) {
+			idx.at(k, func() int32 { return int32(i) })
+		}
+	}
+	return s
+}
+
+// first returns the lowest rule index in idx matching proto and port, or -1.
+func first(idx *portIndex[int32], proto uint8, port uint16) int32 {
+	best := int32(-1)
+	if r, ok := idx.single(proto, port); ok {
+		best = r
+	}
+	for _, e := range idx.ranges {
+		if e.key.contains(proto, port) {
+			best = minRule(best, e.val)
+		}
+	}
+	return best
+}

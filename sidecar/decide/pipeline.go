@@ -1,0 +1,106 @@
+package decide
+
+import (
+	"net/netip"
+	"slices"
+)
+
+// subject is the connection as the rules see it: after a mesh redirect, the destination behind it.
+type subject struct {
+	// dir picks the rules that judge: a redirected app→proxy connection is judged as Egress.
+	dir   Direction
+	proto uint8
+	// peer is the remote whose prefixes and name count; port is the port the rules match.
+	peer netip.Addr
+	port uint16
+	// origUnknown marks a connection to a mesh redirect port whose original destination is unknown.
+	origUnknown bool
+}
+
+// subject resolves the mesh redirect, if any, of c.
+func (d *Decider) subject(c *Conn) subject {
+	s := subject{dir: c.Direction, proto: c.Proto, peer: c.Remote.Addr(), port: c.Dst().Port()}
+	if c.Direction != Loopback && c.Direction != Ingress {
+		return s
+	}
+	dst := c.Dst()
+	if !slices.Contains(d.meshPorts, dst.Port()) || c.Original == dst {
+		return s
+	}
+	if !c.Original.IsValid() {
+		s.origUnknown = true
+		return s
+	}
+	s.port = c.Original.Port()
+	if c.Direction == Loopback {
+		s.dir, s.peer = Egress, c.Original.Addr()
+	}
+	return s
+}
+
+// outcome is an evaluator's answer: verdict 0 passes the connection on to the next evaluator.
+type outcome struct {
+	verdict Verdict
+	rule    string
+	// peer is the deciding rule's peer name; empty leaves naming to the policy's names.
+	peer string
+}
+
+var next = outcome{}
+
+// evaluator is one named step of the pipeline.
+type evaluator struct {
+	name string
+	eval func(d *Decider, s subject) outcome
+}
+
+// pipeline is the Protect pipeline, in order; Decide ends it with the mode's default.
+var pipeline = []evaluator{
+	{"invalid-conn", invalidConn},
+	{"origdst-unknown", origdstUnknown},
+	{"loopback", loopbackRules},
+	{"ingress", func(d *Decider, s subject) outcome { return rules(d.ingress, Ingress, s) }},
+	{"egress", func(d *Decider, s subject) outcome { return rules(d.egress, Egress, s) }},
+}
+
+// invalidConn denies what cannot be judged: it is a caller's bug, and failing closed shows it.
+func invalidConn(_ *Decider, s subject) outcome {
+	if s.dir == 0 || s.dir > Loopback || !s.peer.IsValid() {
+		return outcome{verdict: Deny, rule: "default"}
+	}
+	return next
+}
+
+// origdstUnknown fails closed on a redirected connection whose real destination is unknown: the proxy
+// would carry it to a peer no rule was checked against.
+func origdstUnknown(_ *Decider, s subject) outcome {
+	if s.origUnknown {
+		return outcome{verdict: Deny, rule: "default"}
+	}
+	return next
+}
+
+// loopbackRules decides every loopback connection left: deny rule, else allow rule, else allow.
+func loopbackRules(d *Decider, s subject) outcome {
+	if s.dir != Loopback {
+		return next
+	}
+	if r := first(&d.loopback.deny, s.proto, s.port); r >= 0 {
+		return outcome{verdict: Deny, rule: d.loopback.rules[r].ID}
+	}
+	if r := first(&d.loopback.allow, s.proto, s.port); r >= 0 {
+		return outcome{verdict: Allow, rule: d.loopback.rules[r].ID}
+	}
+	return outcome{verdict: Allow, rule: "loopback-default"}
+}
+
+// rules allows a connection of direction dir that one of set's rules allows.
+func rules(set *ruleSet, dir Direction, s subject) outcome {
+	if s.dir != dir {
+		return next
+	}
+	if r := set.lookup(s.proto, s.port, s.peer); r >= 0 {
+		return outcome{verdict: Allow, rule: set.rules[r].ID, peer: set.rules[r].Peer}
+	}
+	return next
+}
