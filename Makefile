@@ -39,3 +39,10 @@ fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 	  for f in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$spec/*_test.go | cut -d' ' -f2); do \
 	    echo "fuzz $$spec $$f"; $(GO) test $$spec -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-20s} || exit 1; \
 	  done; done
+
+CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+
+.PHONY: generate
+generate: ## regenerate deepcopy code and CRD YAML (manifests/crds/) from policygen/api
+	$(CONTROLLER_GEN) object paths=./policygen/api/...
+	$(CONTROLLER_GEN) crd paths=./policygen/api/... output:crd:artifacts:config=manifests/crds

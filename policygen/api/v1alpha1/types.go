@@ -1,0 +1,290 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Mode is how a workload's sidecars enforce its policy.
+// +kubebuilder:validation:Enum=Learn;Monitor;Protect
+type Mode string
+
+// The modes, in promotion order.
+const (
+	// Learn allows everything and reports every new connection, which policygen turns into learned rules.
+	Learn Mode = "Learn"
+	// Monitor allows everything and logs what Protect would deny as an audit.
+	Monitor Mode = "Monitor"
+	// Protect refuses what no rule allows.
+	Protect Mode = "Protect"
+)
+
+// Origin says who wrote a rule; policygen rewrites manifest and learned rules and never touches user rules.
+// +kubebuilder:validation:Enum=manifest;learned;user
+type Origin string
+
+// The origins.
+const (
+	OriginManifest Origin = "manifest"
+	OriginLearned  Origin = "learned"
+	OriginUser     Origin = "user"
+)
+
+// Protocol is an L4 protocol.
+// +kubebuilder:validation:Enum=TCP;UDP;SCTP
+type Protocol string
+
+// Action is what a loopback rule does.
+// +kubebuilder:validation:Enum=allow;deny
+type Action string
+
+// WorkloadPolicySpec is the desired policy of one workload.
+type WorkloadPolicySpec struct {
+	// Workload is the top owner of the pods this policy applies to, in the policy's namespace.
+	Workload WorkloadRef `json:"workload"`
+	// Mode is Learn, Monitor or Protect.
+	// +kubebuilder:default=Learn
+	// +optional
+	Mode Mode `json:"mode,omitempty"`
+	// AutoProtect promotes Monitor to Protect once no audit has been seen for the configured period.
+	// +optional
+	AutoProtect bool `json:"autoProtect,omitempty"`
+	// Ingress rules allow inbound connections from their peers.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Ingress []Rule `json:"ingress,omitempty"`
+	// Egress rules allow outbound connections to their peers.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Egress []Rule `json:"egress,omitempty"`
+	// Loopback rules allow or forbid in-pod ports to the pod's own processes; unnamed ports are allowed.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Loopback []LoopbackRule `json:"loopback,omitempty"`
+}
+
+// WorkloadRef names a workload: a Deployment, StatefulSet, DaemonSet, Job, CronJob, ReplicaSet or bare Pod.
+type WorkloadRef struct {
+	// +kubebuilder:validation:Enum=Deployment;StatefulSet;DaemonSet;Job;CronJob;ReplicaSet;Pod
+	Kind string `json:"kind"`
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// Rule allows connections with its peers on its ports.
+type Rule struct {
+	// Name is unique within its list and stable, so that verdict lines can name the rule.
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=100
+	Name string `json:"name"`
+	// Origin says who wrote the rule.
+	// +kubebuilder:default=user
+	// +optional
+	Origin Origin `json:"origin,omitempty"`
+	// Peers are the remote ends the rule allows.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	Peers []Peer `json:"peers"`
+	// Ports the rule allows; empty means every port.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Ports []Port `json:"ports,omitempty"`
+}
+
+// Peer names a remote end by identity, never by pod IP: exactly one field is set.
+// +kubebuilder:validation:XValidation:rule="[has(self.workload), has(self.selector), has(self.service), has(self.cidr), has(self.nodes)].filter(x, x).size() == 1",message="set exactly one of workload, selector, service, cidr, nodes"
+type Peer struct {
+	// Workload is another workload's pods.
+	// +optional
+	Workload *WorkloadPeer `json:"workload,omitempty"`
+	// Selector is the pods matching label selectors.
+	// +optional
+	Selector *SelectorPeer `json:"selector,omitempty"`
+	// Service is a Service: its cluster IPs and the pods behind it.
+	// +optional
+	Service *ServicePeer `json:"service,omitempty"`
+	// CIDR is an address range in canonical form (no host bits), e.g. 10.0.0.0/8 or 2001:db8::/32.
+	// +kubebuilder:validation:MaxLength=43
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self) == cidr(self).masked()",message="must be a CIDR without host bits, e.g. 10.0.0.0/8"
+	// +optional
+	CIDR string `json:"cidr,omitempty"`
+	// Nodes is the cluster's node addresses, where kubelet probes come from.
+	// +kubebuilder:validation:XValidation:rule="self",message="set nodes to true or leave it out"
+	// +optional
+	Nodes bool `json:"nodes,omitempty"`
+}
+
+// WorkloadPeer names a workload, in the policy's namespace unless Namespace is set.
+type WorkloadPeer struct {
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Namespace   string `json:"namespace,omitempty"`
+	WorkloadRef `json:",inline"`
+}
+
+// SelectorPeer selects pods by labels, in the namespaces NamespaceSelector selects (the policy's own
+// namespace when it is left out). At least one selector is set.
+// +kubebuilder:validation:XValidation:rule="has(self.podSelector) || has(self.namespaceSelector)",message="set podSelector, namespaceSelector or both"
+type SelectorPeer struct {
+	// +optional
+	NamespaceSelector *LabelSelector `json:"namespaceSelector,omitempty"`
+	// +optional
+	PodSelector *LabelSelector `json:"podSelector,omitempty"`
+}
+
+// ServicePeer names a Service, in the policy's namespace unless Namespace is set.
+type ServicePeer struct {
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+}
+
+// LabelSelector is metav1.LabelSelector with bounds and syntax checks, so that the API server rejects a
+// selector that would fail to parse later. An empty selector matches everything.
+type LabelSelector struct {
+	// +kubebuilder:validation:MaxProperties=16
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="label keys must be valid label names"
+	// +optional
+	MatchLabels map[string]LabelValue `json:"matchLabels,omitempty"`
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	MatchExpressions []LabelRequirement `json:"matchExpressions,omitempty"`
+}
+
+// LabelValue is a label's value, checked by pattern rather than CEL, which keeps the schema's rule cost
+// within the API server's budget.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$`
+type LabelValue string
+
+// LabelRequirement is one selector expression.
+// +kubebuilder:validation:XValidation:rule="(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",message="In and NotIn need values, Exists and DoesNotExist take none"
+type LabelRequirement struct {
+	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`
+	Key string `json:"key"`
+	// +kubebuilder:validation:Enum=In;NotIn;Exists;DoesNotExist
+	Operator string `json:"operator"`
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$`
+	// +optional
+	Values []string `json:"values,omitempty"`
+}
+
+// Port is one protocol's port or port range; no port means every port of the protocol.
+// +kubebuilder:validation:XValidation:rule="!has(self.endPort) || (has(self.port) && self.endPort >= self.port)",message="endPort needs a port and must not be below it"
+type Port struct {
+	// +kubebuilder:default=TCP
+	// +optional
+	Protocol Protocol `json:"protocol,omitempty"`
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	EndPort int32 `json:"endPort,omitempty"`
+}
+
+// LoopbackRule allows or forbids in-pod ports to the pod's own processes.
+type LoopbackRule struct {
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=100
+	Name string `json:"name"`
+	// +kubebuilder:default=user
+	// +optional
+	Origin Origin `json:"origin,omitempty"`
+	Action Action `json:"action"`
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	Ports []Port `json:"ports"`
+}
+
+// WorkloadPolicyStatus is what policygen observed about the policy.
+type WorkloadPolicyStatus struct {
+	// Revision is the resolved policy's revision that policygen serves to the workload's sidecars.
+	// +optional
+	Revision int64 `json:"revision,omitempty"`
+	// Rules counts ingress, egress and loopback rules.
+	// +optional
+	Rules int32 `json:"rules,omitempty"`
+	// Sidecars is how many sidecars are subscribed; SidecarsInSync how many of them run the latest revision.
+	// +optional
+	Sidecars int32 `json:"sidecars,omitempty"`
+	// +optional
+	SidecarsInSync int32 `json:"sidecarsInSync,omitempty"`
+	// Replicas holds each policygen replica's view of its own subscribers; Sidecars and SidecarsInSync
+	// are their sums.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Replicas []ReplicaStatus `json:"replicas,omitempty"`
+	// LearnedFlows counts the reported connections that added or widened a learned rule.
+	// +optional
+	LearnedFlows int64 `json:"learnedFlows,omitempty"`
+	// Violations counts the connections reported as denied or audited.
+	// +optional
+	Violations int64 `json:"violations,omitempty"`
+	// ModeSince is when the current mode began; quiet periods count from the later of it and the last
+	// learned flow or violation.
+	// +optional
+	ModeSince *metav1.Time `json:"modeSince,omitempty"`
+	// +optional
+	LastLearned *metav1.Time `json:"lastLearned,omitempty"`
+	// +optional
+	LastViolation *metav1.Time `json:"lastViolation,omitempty"`
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// ReplicaStatus is one policygen replica's subscribers of this policy.
+type ReplicaStatus struct {
+	Name           string      `json:"name"`
+	Revision       int64       `json:"revision"`
+	Sidecars       int32       `json:"sidecars"`
+	SidecarsInSync int32       `json:"sidecarsInSync"`
+	Updated        metav1.Time `json:"updated"`
+}
+
+// WorkloadPolicy is one workload's firewall policy.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=wp;wpol,categories=podwall
+// +kubebuilder:printcolumn:name="Workload",type=string,JSONPath=`.spec.workload.name`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Rules",type=integer,JSONPath=`.status.rules`
+// +kubebuilder:printcolumn:name="Revision",type=integer,JSONPath=`.status.revision`,priority=1
+// +kubebuilder:printcolumn:name="Sidecars",type=integer,JSONPath=`.status.sidecars`,priority=1
+// +kubebuilder:printcolumn:name="In-Sync",type=integer,JSONPath=`.status.sidecarsInSync`
+// +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.violations`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type WorkloadPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   WorkloadPolicySpec   `json:"spec"`
+	Status WorkloadPolicyStatus `json:"status,omitempty"`
+}
+
+// WorkloadPolicyList is a list of WorkloadPolicy.
+// +kubebuilder:object:root=true
+type WorkloadPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []WorkloadPolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&WorkloadPolicy{}, &WorkloadPolicyList{})
+}

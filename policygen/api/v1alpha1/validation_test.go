@@ -1,0 +1,120 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"podwall.io/podwall/internal/testenv"
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+)
+
+// crdDir is manifests/crds, found from this file so that the test runs from any directory.
+func crdDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "manifests", "crds")
+}
+
+func valid() *v1.WorkloadPolicy {
+	return &v1.WorkloadPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "deployment-web", Namespace: "default"},
+		Spec: v1.WorkloadPolicySpec{
+			Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"},
+			Ingress: []v1.Rule{{
+				Name:  "from-api",
+				Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}},
+				Ports: []v1.Port{{Protocol: "TCP", Port: 8080}},
+			}},
+			Egress: []v1.Rule{{
+				Name: "internet",
+				Peers: []v1.Peer{
+					{CIDR: "10.0.0.0/8"}, {CIDR: "2001:db8::/32"},
+					{Service: &v1.ServicePeer{Namespace: "kube-system", Name: "kube-dns"}},
+					{Selector: &v1.SelectorPeer{PodSelector: &v1.LabelSelector{
+						MatchLabels:      map[string]v1.LabelValue{"app.kubernetes.io/name": "db"},
+						MatchExpressions: []v1.LabelRequirement{{Key: "tier", Operator: "In", Values: []string{"a", "b"}}},
+					}}},
+				},
+				Ports: []v1.Port{{Port: 1000, EndPort: 2000}, {Protocol: "UDP"}},
+			}},
+			Loopback: []v1.LoopbackRule{{Name: "admin", Action: "deny", Ports: []v1.Port{{Port: 15000}}}},
+		},
+	}
+}
+
+func TestAPIServerValidation(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{CRDDirectoryPaths: []string{crdDir()}})
+	s := clientgoscheme.Scheme
+	if err := v1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(env.Config, client.Options{Scheme: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	t.Run("valid policy is stored with defaults", func(t *testing.T) {
+		p := valid()
+		if err := c.Create(ctx, p); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		if p.Spec.Mode != v1.Learn || p.Spec.Ingress[0].Origin != v1.OriginUser || p.Spec.Egress[0].Ports[0].Protocol != "TCP" {
+			t.Errorf("defaults not applied: mode %q origin %q protocol %q", p.Spec.Mode, p.Spec.Ingress[0].Origin, p.Spec.Egress[0].Ports[0].Protocol)
+		}
+	})
+
+	bad := []struct {
+		name   string
+		mutate func(p *v1.WorkloadPolicy)
+		want   string
+	}{
+		{"cidr with host bits", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[0].CIDR = "10.1.2.3/8" }, "without host bits"},
+		{"not a cidr", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[0].CIDR = "10.0.0.300/32" }, "without host bits"},
+		{"port above 65535", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Ports[0].Port = 70000 }, "65535"},
+		{"negative port", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Ports[0].Port = -1 }, "greater than or equal to 1"},
+		{"end port below port", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Ports[0].EndPort = 999 }, "endPort"},
+		{"end port without port", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Ports[1].EndPort = 10 }, "endPort"},
+		{"unknown protocol", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Ports[0].Protocol = "ICMP" }, "Unsupported value"},
+		{"two peer kinds", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[0].Nodes = true }, "exactly one"},
+		{"empty peer", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[0] = v1.Peer{} }, "exactly one"},
+		{"bad label key", func(p *v1.WorkloadPolicy) {
+			p.Spec.Egress[0].Peers[3].Selector.PodSelector.MatchLabels = map[string]v1.LabelValue{"bad key!": "x"}
+		}, "label keys"},
+		{"bad label value", func(p *v1.WorkloadPolicy) {
+			p.Spec.Egress[0].Peers[3].Selector.PodSelector.MatchLabels = map[string]v1.LabelValue{"app": "-x-"}
+		}, "should match"},
+		{"In without values", func(p *v1.WorkloadPolicy) {
+			p.Spec.Egress[0].Peers[3].Selector.PodSelector.MatchExpressions[0].Values = nil
+		}, "need values"},
+		{"bad operator", func(p *v1.WorkloadPolicy) {
+			p.Spec.Egress[0].Peers[3].Selector.PodSelector.MatchExpressions[0].Operator = "Gt"
+		}, "Unsupported value"},
+		{"selector with neither", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[3].Selector = &v1.SelectorPeer{} }, "podSelector"},
+		{"duplicate rule names", func(p *v1.WorkloadPolicy) { p.Spec.Egress = append(p.Spec.Egress, p.Spec.Egress[0]) }, "Duplicate value"},
+		{"rule without peers", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Peers = nil }, "peers"},
+		{"bad mode", func(p *v1.WorkloadPolicy) { p.Spec.Mode = "Enforce" }, "Unsupported value"},
+		{"bad loopback action", func(p *v1.WorkloadPolicy) { p.Spec.Loopback[0].Action = "drop" }, "Unsupported value"},
+		{"bad workload kind", func(p *v1.WorkloadPolicy) { p.Spec.Workload.Kind = "Service" }, "Unsupported value"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			p := valid()
+			p.Name = "bad-" + strings.ReplaceAll(strings.ToLower(tc.name), " ", "-")
+			tc.mutate(p)
+			err := c.Create(ctx, p)
+			if err == nil {
+				t.Fatalf("API server accepted %s", tc.name)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
