@@ -97,6 +97,9 @@ type Decision struct {
 	Peer string
 	// Record asks the caller to report the connection to policygen (Learn mode).
 	Record bool
+	// Redirected says the connection went to a mesh redirect port and was judged against
+	// Conn.Original, which the verdict line then shows.
+	Redirected bool
 	// Mode and Revision are those of the policy the Decider was built from (after Options.Mode), so
 	// that a verdict line names the revision that decided even while a new one is being swapped in.
 	Mode     policy.Mode
@@ -179,7 +182,7 @@ func (d *Decider) Decide(c Conn) Decision {
 // finish names the peer and applies the mode to a Protect outcome.
 func (d *Decider) finish(o outcome, evaluator string, s *subject) Decision {
 	dec := Decision{Verdict: o.verdict, Rule: o.rule, Evaluator: evaluator, Peer: o.peer,
-		Mode: d.mode, Revision: d.revision}
+		Redirected: s.redirected, Mode: d.mode, Revision: d.revision}
 	if dec.Peer == "" {
 		dec.Peer = d.peerName(s.peer)
 	}

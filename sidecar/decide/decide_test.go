@@ -86,6 +86,11 @@ func deny(rule, evaluator, peer string) Decision {
 	return Decision{Verdict: Deny, Rule: rule, Evaluator: evaluator, Peer: peer}
 }
 
+func redirected(d Decision) Decision {
+	d.Redirected = true
+	return d
+}
+
 var decideCases = []decideCase{
 	{"ingress from frontend", in(tcp, "10.244.1.3:5000", "10.244.0.5:8080"),
 		allow("from-frontend", "ingress", "workload:shop/Deployment/frontend")},
@@ -123,21 +128,22 @@ var decideCases = []decideCase{
 	{"loopback default", lo(tcp, "[::1]:25000", ""), allow("loopback-default", "loopback", "cidr:::1/128")},
 	{"loopback udp default", lo(udp, "127.0.0.1:8080", ""), allow("loopback-default", "loopback", "cidr:127.0.0.1/32")},
 	{"redirect to allowed peer", lo(tcp, "127.0.0.1:15001", "10.96.0.10:53"),
-		allow("dns", "egress", "service:kube-system/kube-dns")},
+		redirected(allow("dns", "egress", "service:kube-system/kube-dns"))},
 	{"redirect to linkerd", lo(tcp, "127.0.0.1:4140", "10.244.2.1:8000"),
-		allow("api", "egress", "workload:shop/Deployment/api")},
-	{"redirect to denied peer", lo(tcp, "127.0.0.1:15001", "192.0.2.1:80"), deny("default", "default", "service:other/named")},
+		redirected(allow("api", "egress", "workload:shop/Deployment/api"))},
+	{"redirect to denied peer", lo(tcp, "127.0.0.1:15001", "192.0.2.1:80"),
+		redirected(deny("default", "default", "service:other/named"))},
 	{"redirect behind loopback allow rule is still judged", lo(tcp, "127.0.0.1:15001", "1.1.1.1:80"),
-		deny("default", "default", "cidr:1.1.1.1/32")},
+		redirected(deny("default", "default", "cidr:1.1.1.1/32"))},
 	{"redirect with unknown original", lo(tcp, "127.0.0.1:15001", ""), deny("default", "origdst-unknown", "cidr:127.0.0.1/32")},
 	{"direct connection to mesh port", lo(tcp, "127.0.0.1:15001", "127.0.0.1:15001"),
 		allow("app-ports", "loopback", "cidr:127.0.0.1/32")},
 	{"inbound redirect judged on original port", Conn{Direction: Ingress, Proto: tcp,
 		Remote: ap("10.244.1.3:5000"), Local: ap("10.244.0.5:15006"), Original: ap("10.244.0.5:8080")},
-		allow("from-frontend", "ingress", "workload:shop/Deployment/frontend")},
+		redirected(allow("from-frontend", "ingress", "workload:shop/Deployment/frontend"))},
 	{"inbound redirect to a closed port", Conn{Direction: Ingress, Proto: tcp,
 		Remote: ap("10.244.1.3:5000"), Local: ap("10.244.0.5:15006"), Original: ap("10.244.0.5:22")},
-		deny("default", "default", "cidr:10.244.1.3/32")},
+		redirected(deny("default", "default", "cidr:10.244.1.3/32"))},
 	{"inbound redirect with unknown original", in(tcp, "10.244.1.3:5000", "10.244.0.5:15006"),
 		deny("default", "origdst-unknown", "cidr:10.244.1.3/32")},
 	{"no direction", Conn{Proto: tcp, Remote: ap("10.96.0.10:53")}, deny("default", "invalid-conn", "cidr:10.96.0.10/32")},

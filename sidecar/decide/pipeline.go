@@ -13,8 +13,9 @@ type subject struct {
 	// peer is the remote whose prefixes and name count; port is the port the rules match.
 	peer netip.Addr
 	port uint16
-	// origUnknown marks a connection to a mesh redirect port whose original destination is unknown.
-	origUnknown bool
+	// origUnknown marks a connection to a mesh redirect port whose original destination is unknown,
+	// redirected one whose original destination is judged.
+	origUnknown, redirected bool
 }
 
 // subject resolves the mesh redirect, if any, of c.
@@ -31,7 +32,7 @@ func (d *Decider) subject(c *Conn) subject {
 		s.origUnknown = true
 		return s
 	}
-	s.port = c.Original.Port()
+	s.port, s.redirected = c.Original.Port(), true
 	if c.Direction == Loopback {
 		s.dir, s.peer = Egress, c.Original.Addr()
 	}
