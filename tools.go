@@ -9,7 +9,6 @@ import (
 	_ "github.com/go-logr/logr"
 	_ "github.com/google/nftables"
 	_ "github.com/prometheus/client_golang/prometheus"
-	_ "github.com/spf13/viper"
 	_ "k8s.io/client-go/kubernetes"
 	_ "sigs.k8s.io/controller-runtime"
 	_ "sigs.k8s.io/yaml"

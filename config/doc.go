@@ -1,0 +1,75 @@
+// Package config is the one package that reads podwall's configuration; nothing else imports viper.
+// Each binary gets a Load function that returns a typed struct, validated before anyone uses it, so
+// that components take plain values and never look up a key.
+//
+// # Sources
+//
+// A setting comes from the first of these that has it:
+//
+//  1. a flag (--queue-count=4);
+//  2. the environment, PODWALL_ and the key upper-cased with dashes as underscores
+//     (PODWALL_QUEUE_COUNT=4); an empty variable counts as unset;
+//  3. the YAML file named by --config / PODWALL_CONFIG (queue-count: 4); a missing file means no
+//     settings from it, because the ConfigMap that provides it is optional;
+//  4. the default, which is the flag's default and is shown by --help.
+//
+// A key is spelled the same in all three places. Lists are YAML lists in the file and comma-separated
+// in flags and the environment. Unknown keys in the file, values a field cannot hold exactly (a port of
+// 70000, a count of 1.5, true for a number) and invalid settings are errors that name the key; every
+// validation problem is reported at once.
+//
+// # Sidecar keys
+//
+// LoadSidecar reads these; the file defaults to /etc/podwall/config.yaml, where the injector mounts the
+// per-workload ConfigMap. "live" keys reach a running sidecar through WatchSidecar; a change to any
+// other key in the file is reported as a RestartRequiredError and takes effect at the next start.
+//
+//	key                   default                            live  meaning
+//	mode                  "" (the policy's)                  yes   Learn, Monitor or Protect, overriding the policy's
+//	log-allows            first                              yes   first, all or none (denies are always logged)
+//	log-allow-interval    1m                                 yes   with first: how long a logged allow keeps its key quiet
+//	log-rate              100                                yes   verdict lines per second, sustained
+//	log-burst             200                                yes   verdict lines at once above log-rate
+//	mesh-outbound-ports   15001,4140 (Envoy, Linkerd)        no    proxy ports receiving redirected outbound connections
+//	mesh-inbound-ports    15006,4143 (Envoy, Linkerd)        no    proxy ports receiving redirected inbound connections
+//	queue-base            100                                no    first NFQUEUE number
+//	queue-count           0 = one per CPU, at most 4         no    NFQUEUE queues, fanned out by the kernel
+//	fail-mode             closed                             no    closed or open: traffic while no sidecar decides
+//	policy-file           ""                                 no    resolved policy to enforce standalone
+//	policy-cache-dir      /var/lib/podwall                   no    last received policy, re-applied at start
+//	listen-addr           :9947                              no    /metrics and /readyz
+//	pod-name              ""  (downward API metadata.name)   no    PODWALL_POD_NAME
+//	pod-namespace         ""  (metadata.namespace)           no    PODWALL_POD_NAMESPACE
+//	pod-service-account   ""  (spec.serviceAccountName)      no    PODWALL_POD_SERVICE_ACCOUNT
+//	pod-ips               ""  (status.podIPs)                no    PODWALL_POD_IPS, comma-separated
+//	workload              ""  (set by the injector)          no    PODWALL_WORKLOAD, "Kind/name"
+//	policygen-url         "" (standalone)                    no    policygen's policy API, https
+//	policygen-token-file  /var/run/secrets/podwall.io/token  no    projected token, audience podwall
+//	policygen-ca-file     "" (system roots)                  no    CA bundle for policygen
+//
+// Exactly one of policy-file and policygen-url must be set. Port 9947 for listen-addr keeps clear of
+// the ports apps and proxies usually take in the pod's shared network namespace (Prometheus 9090,
+// Envoy 9901 and 150xx, Linkerd 41xx); it must not be a mesh port.
+//
+// # Hot reload
+//
+// WatchSidecar watches the file's directory, not the file: the kubelet updates a ConfigMap volume by
+// writing a new timestamped directory, pointing a temporary symlink at it and renaming that over the
+// ..data symlink, so the file's own symlink never changes. Each change re-reads all sources, and the
+// watcher passes on only a valid configuration; a bad file is reported and the last good one stays.
+// (A ConfigMap mounted with subPath is never updated by the kubelet; mount the whole volume.)
+//
+// # Adding a binary's configuration
+//
+// In a new file of this package (injector.go, say):
+//
+//  1. Declare the struct. Each field carries `mapstructure:"<key>"`; groups of fields are nested
+//     structs tagged `mapstructure:",squash"` (keys stay flat). Add File string `mapstructure:"config"`.
+//  2. Declare a loader: the binary's name, its default file (or ""), and a function that defines one
+//     pflag per key with its default and help. The flags are the registry of keys: a key without a
+//     flag has no default and no environment variable.
+//  3. Write a validate method that collects problems (problems.add, oneOf) and a LoadX(args) that
+//     calls loader.load, fills in machine-dependent defaults, then validates.
+//  4. Test like sidecar_test.go: precedence and errors as tables with t.Setenv, the keys-are-flags
+//     guard, and a Fuzz target over the file. For hot reload, reuse watchFile (see WatchSidecar).
+package config

@@ -1,0 +1,207 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// DefaultSidecarFile is where the injector mounts the per-workload ConfigMap's config.yaml.
+const DefaultSidecarFile = "/etc/podwall/config.yaml"
+
+// maxAutoQueues caps queue-count 0 (one queue per CPU): past a few queues, a sidecar that shares the
+// pod's CPU limit gains little and each queue costs a netlink socket and its buffer.
+const maxAutoQueues = 4
+
+// Sidecar is the sidecar's configuration. Every field is one key; the table in the package
+// documentation lists the keys, their defaults and whether a running sidecar reloads them.
+type Sidecar struct {
+	// File is the config file that was read (key config), the file WatchSidecar watches.
+	File string `mapstructure:"config"`
+	// Live holds the settings a running sidecar applies without a restart.
+	Live SidecarLive `mapstructure:",squash"`
+	// Mesh names the local ports of a service-mesh proxy that the pod's traffic is redirected to.
+	Mesh MeshPorts `mapstructure:",squash"`
+	// Queue is the range of NFQUEUE numbers the sidecar binds, one worker each.
+	Queue Queues `mapstructure:",squash"`
+	// FailMode says what happens to traffic when the sidecar is not there to decide (key fail-mode).
+	FailMode FailMode `mapstructure:"fail-mode"`
+	// PolicyFile is a resolved policy file to enforce without policygen (key policy-file, standalone
+	// mode). Exactly one of PolicyFile and PolicyGen.URL is set.
+	PolicyFile string `mapstructure:"policy-file"`
+	// CacheDir keeps the last policy received so that a restart re-applies it before the first packet
+	// (key policy-cache-dir); empty disables the cache.
+	CacheDir string `mapstructure:"policy-cache-dir"`
+	// ListenAddr serves /metrics (Prometheus) and /readyz (ready once the ruleset is in place) on one
+	// port (key listen-addr).
+	ListenAddr string `mapstructure:"listen-addr"`
+	// Pod is who the sidecar runs for, as the downward API tells it.
+	Pod Pod `mapstructure:",squash"`
+	// PolicyGen is where the sidecar subscribes to its policy.
+	PolicyGen PolicyGen `mapstructure:",squash"`
+}
+
+// SidecarLive holds the settings that WatchSidecar delivers to a running sidecar.
+type SidecarLive struct {
+	// Mode overrides the policy's mode (key mode); empty uses the policy's.
+	Mode policy.Mode `mapstructure:"mode"`
+	// Log tunes the verdict log.
+	Log VerdictLog `mapstructure:",squash"`
+}
+
+// VerdictLog tunes the verdict lines on stdout. Denies are always logged; the rate limit covers every
+// line and the sidecar counts what it suppressed.
+type VerdictLog struct {
+	// Allows says which allows are logged (key log-allows).
+	Allows AllowLog `mapstructure:"log-allows"`
+	// AllowInterval is how long an allow logged under LogFirstAllow keeps the same connection key
+	// (direction, peer, port, rule) quiet (key log-allow-interval).
+	AllowInterval time.Duration `mapstructure:"log-allow-interval"`
+	// Rate is the sustained verdict lines per second (key log-rate), Burst how many may come at once
+	// (key log-burst): a token bucket.
+	Rate  float64 `mapstructure:"log-rate"`
+	Burst int     `mapstructure:"log-burst"`
+}
+
+// AllowLog says which allow verdicts are logged.
+type AllowLog string
+
+// The allow logging choices.
+const (
+	// LogFirstAllow logs the first allow of each connection key per AllowInterval.
+	LogFirstAllow AllowLog = "first"
+	// LogAllAllows logs every allow.
+	LogAllAllows AllowLog = "all"
+	// LogNoAllows logs no allow; denies and audits are still logged.
+	LogNoAllows AllowLog = "none"
+)
+
+// MeshPorts are a mesh proxy's local redirect targets. The defaults cover Envoy (Istio) and Linkerd;
+// a port on neither list is an ordinary local port.
+type MeshPorts struct {
+	// Outbound ports receive the app's redirected outgoing connections (key mesh-outbound-ports;
+	// Envoy 15001, Linkerd 4140): the sidecar decides them against the original destination.
+	Outbound []uint16 `mapstructure:"mesh-outbound-ports"`
+	// Inbound ports receive redirected incoming connections (key mesh-inbound-ports; Envoy 15006,
+	// Linkerd 4143): the sidecar decides them against the original source.
+	Inbound []uint16 `mapstructure:"mesh-inbound-ports"`
+}
+
+// Queues is the range Base .. Base+Count-1 of NFQUEUE numbers. Queue numbers belong to the network
+// namespace, so the pod's own namespace is all they must be unique in.
+type Queues struct {
+	// Base is the first queue number (key queue-base). 100 keeps clear of 0, which other netfilter
+	// tools default to.
+	Base uint16 `mapstructure:"queue-base"`
+	// Count is how many queues the kernel fans new connections out over (key queue-count); 0 when
+	// loading means one per CPU the sidecar may use (GOMAXPROCS, which follows the container's CPU
+	// limit), at most 4. A loaded config always has Count ≥ 1.
+	Count uint16 `mapstructure:"queue-count"`
+}
+
+// FailMode says what the pod's traffic meets while no sidecar decides it.
+type FailMode string
+
+// The fail modes.
+const (
+	// FailClosed refuses new connections while the sidecar is gone and leaves the deny rules in place
+	// when it exits.
+	FailClosed FailMode = "closed"
+	// FailOpen lets new connections through while the sidecar is gone (the queue's bypass flag) and
+	// removes its table when it exits.
+	FailOpen FailMode = "open"
+)
+
+// Pod identifies the pod. The injector fills these from the downward API, as PODWALL_POD_NAME
+// (metadata.name), PODWALL_POD_NAMESPACE (metadata.namespace), PODWALL_POD_IPS (status.podIPs),
+// PODWALL_POD_SERVICE_ACCOUNT (spec.serviceAccountName) and PODWALL_WORKLOAD (a literal the injector
+// works out from the owner references). All are optional: they label verdict lines.
+type Pod struct {
+	Name           string `mapstructure:"pod-name"`
+	Namespace      string `mapstructure:"pod-namespace"`
+	ServiceAccount string `mapstructure:"pod-service-account"`
+	// IPs are the pod's addresses, one per family.
+	IPs []netip.Addr `mapstructure:"pod-ips"`
+	// Workload is the pod's top owner as "Kind/name" ("Deployment/web"), as in policy.Policy.
+	Workload string `mapstructure:"workload"`
+}
+
+// PolicyGen says how to reach policygen's policy API.
+type PolicyGen struct {
+	// URL is the policy API's https URL (key policygen-url); empty means standalone (PolicyFile).
+	URL string `mapstructure:"policygen-url"`
+	// TokenFile is the projected service-account token (audience podwall) the sidecar presents (key
+	// policygen-token-file). It is re-read for every connection because the kubelet rotates it.
+	TokenFile string `mapstructure:"policygen-token-file"`
+	// CAFile verifies policygen's certificate (key policygen-ca-file); empty uses the system roots.
+	CAFile string `mapstructure:"policygen-ca-file"`
+}
+
+// sidecarLoader declares the sidecar's keys; the flag defaults are the defaults.
+var sidecarLoader = loader{
+	name:        "podwall-sidecar",
+	defaultFile: DefaultSidecarFile,
+	flags: func(f *pflag.FlagSet) {
+		f.String("mode", "", "override the policy's mode: Learn, Monitor or Protect (empty: the policy's)")
+		f.String("log-allows", string(LogFirstAllow), "which allows to log: first, all or none")
+		f.Duration("log-allow-interval", time.Minute, "with log-allows=first, how long a logged allow keeps its connection key quiet")
+		f.Float64("log-rate", 100, "verdict lines per second, sustained")
+		f.Int("log-burst", 200, "verdict lines at once above log-rate")
+		f.IntSlice("mesh-outbound-ports", []int{15001, 4140}, "mesh proxy ports receiving redirected outbound connections")
+		f.IntSlice("mesh-inbound-ports", []int{15006, 4143}, "mesh proxy ports receiving redirected inbound connections")
+		f.Uint16("queue-base", 100, "first NFQUEUE number")
+		f.Uint16("queue-count", 0, "number of NFQUEUE queues (0: one per CPU, at most 4)")
+		f.String("fail-mode", string(FailClosed), "traffic while the sidecar is not deciding: closed or open")
+		f.String("policy-file", "", "resolved policy file to enforce without policygen (standalone)")
+		f.String("policy-cache-dir", "/var/lib/podwall", "where the last received policy is kept (empty: no cache)")
+		f.String("listen-addr", ":9947", "address serving /metrics and /readyz")
+		f.String("pod-name", "", "this pod's name")
+		f.String("pod-namespace", "", "this pod's namespace")
+		f.String("pod-service-account", "", "this pod's service account")
+		f.StringSlice("pod-ips", nil, "this pod's IP addresses")
+		f.String("workload", "", `this pod's workload, "Kind/name"`)
+		f.String("policygen-url", "", "policygen's policy API (https); empty: standalone")
+		f.String("policygen-token-file", "/var/run/secrets/podwall.io/token", "service-account token for policygen")
+		f.String("policygen-ca-file", "", "CA bundle for policygen's certificate (empty: system roots)")
+	},
+}
+
+// LoadSidecar reads the sidecar's configuration from args (without the program name), the PODWALL_*
+// environment and the config file, and validates it. An invalid configuration is an error that names
+// each offending key.
+func LoadSidecar(args []string) (Sidecar, error) {
+	s, _, err := loadSidecar(args)
+	return s, err
+}
+
+// loadSidecar is LoadSidecar that also returns the file's content, for the watcher.
+func loadSidecar(args []string) (Sidecar, []byte, error) {
+	var s Sidecar
+	data, err := sidecarLoader.load(args, &s)
+	if err != nil {
+		return Sidecar{}, nil, err
+	}
+	s.resolve()
+	if err := s.validate(); err != nil {
+		return Sidecar{}, nil, fmt.Errorf("invalid sidecar config: %w", err)
+	}
+	return s, data, nil
+}
+
+// resolve fills in the values that depend on the machine and accepts the mode in any letter case.
+func (s *Sidecar) resolve() {
+	for _, m := range []policy.Mode{policy.Learn, policy.Monitor, policy.Protect} {
+		if strings.EqualFold(string(s.Live.Mode), string(m)) {
+			s.Live.Mode = m
+		}
+	}
+	if s.Queue.Count == 0 {
+		s.Queue.Count = uint16(min(runtime.GOMAXPROCS(0), maxAutoQueues))
+	}
+}
