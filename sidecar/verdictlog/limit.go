@@ -1,0 +1,88 @@
+package verdictlog
+
+import (
+	"time"
+
+	"podwall.io/podwall/sidecar/decide"
+)
+
+// bucket is a token bucket: rate tokens a second, at most burst saved up. A rate of zero or less
+// means no limit. It is not safe for concurrent use; the Logger's mutex guards it.
+type bucket struct {
+	rate, burst, tokens float64
+	last                time.Time
+}
+
+func newBucket(rate float64, burst int, now time.Time) bucket {
+	return bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
+}
+
+// take spends a token if there is one.
+func (b *bucket) take(now time.Time) bool {
+	if b.rate <= 0 {
+		return true
+	}
+	// A clock that steps back must not drain the bucket: only forward time refills it.
+	if elapsed := now.Sub(b.last); elapsed > 0 {
+		b.tokens = min(b.burst, b.tokens+elapsed.Seconds()*b.rate)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// maxFirstKeys bounds the memory of the "first" filter. Past it the filter forgets and starts a new
+// interval early: some allows are logged twice, none is lost.
+const maxFirstKeys = 1 << 16
+
+type firstKey struct {
+	dir  decide.Direction
+	port uint16
+	peer string
+}
+
+// firstFilter remembers which peer, port and direction had an allow logged in the current interval.
+type firstFilter struct {
+	interval time.Duration
+	start    time.Time
+	seen     map[firstKey]struct{}
+}
+
+// seenBefore reports whether k already had a line in this interval; it does not record k (see mark),
+// so that an allow the rate limit suppresses does not count as logged.
+func (f *firstFilter) seenBefore(k firstKey, now time.Time) bool {
+	if now.Sub(f.start) >= f.interval || now.Before(f.start) || len(f.seen) >= maxFirstKeys {
+		clear(f.seen)
+		f.start = now
+	}
+	_, ok := f.seen[k]
+	return ok
+}
+
+func (f *firstFilter) mark(k firstKey) { f.seen[k] = struct{}{} }
+
+// suppressed counts the lines not written since the last summary.
+type suppressed struct {
+	rateLimited, dropped uint64
+	byVerdict            [decide.Audit + 1]uint64
+	since                time.Time
+}
+
+func (s *suppressed) add(v decide.Verdict, now time.Time, rateLimited bool) {
+	if s.rateLimited+s.dropped == 0 {
+		s.since = now
+	}
+	if rateLimited {
+		s.rateLimited++
+	} else {
+		s.dropped++
+	}
+	if int(v) < len(s.byVerdict) {
+		s.byVerdict[v]++
+	}
+}
+
+func (s *suppressed) any() bool { return s.rateLimited+s.dropped > 0 }

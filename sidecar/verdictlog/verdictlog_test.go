@@ -1,0 +1,416 @@
+package verdictlog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"podwall.io/podwall/sidecar/decide"
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// lockedBuffer collects what the writer goroutine writes, readable while it runs.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines parses every line written so far.
+func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for line := range strings.Lines(b.buf.String()) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// clock is a settable clock for Options.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+var t0 = time.Date(2026, 11, 27, 3, 0, 0, 123456789, time.UTC)
+
+var id = Identity{Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web"}
+
+func newLogger(t *testing.T, w io.Writer, opts Options) (*Logger, *clock) {
+	t.Helper()
+	c := &clock{t: t0}
+	opts.Now = c.now
+	l, err := New(w, id, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	return l, c
+}
+
+func closeLogger(t *testing.T, l *Logger) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func egress(remote string) decide.Conn {
+	return decide.Conn{Direction: decide.Egress, Proto: 6, Local: netip.MustParseAddrPort("10.244.0.5:40000"),
+		Remote: netip.MustParseAddrPort(remote)}
+}
+
+func decision(v decide.Verdict, peer string) decide.Decision {
+	rule := "default"
+	if v == decide.Allow {
+		rule = "r1"
+	}
+	return decide.Decision{Verdict: v, Rule: rule, Evaluator: "egress", Peer: peer, Mode: policy.Protect, Revision: 7}
+}
+
+func TestLine(t *testing.T) {
+	var out lockedBuffer
+	l, _ := newLogger(t, &out, Options{})
+	l.Log(decide.Conn{Direction: decide.Loopback, Proto: 6, Local: netip.MustParseAddrPort("127.0.0.1:40000"),
+		Remote: netip.MustParseAddrPort("127.0.0.1:15001"), Original: netip.MustParseAddrPort("[fd00::1]:443")},
+		decide.Decision{Verdict: decide.Audit, Rule: "default", Evaluator: "default", Peer: "cidr:fd00::1/128",
+			Redirected: true, Mode: policy.Monitor, Revision: 42})
+	l.Log(decide.Conn{Direction: decide.Ingress, Proto: 17, Local: netip.MustParseAddrPort("10.244.0.5:53"),
+		Remote: netip.MustParseAddrPort("10.244.1.3:5000")},
+		decide.Decision{Verdict: decide.Allow, Rule: "dns\"\n", Evaluator: "ingress", Peer: "workload:a/\\b\x01",
+			Mode: policy.Protect, Revision: 1})
+	closeLogger(t, l)
+	want := []map[string]any{{
+		"time": "2026-11-27T03:00:00.123456789Z", "pod": "web-5d9c", "namespace": "shop", "workload": "Deployment/web",
+		"direction": "loopback", "proto": "TCP", "src": "127.0.0.1:40000", "dst": "127.0.0.1:15001",
+		"peer": "cidr:fd00::1/128", "verdict": "audit", "rule": "default", "mode": "Monitor", "policy_revision": 42.0,
+		"evaluator": "default", "original_dst": "[fd00::1]:443",
+	}, {
+		"time": "2026-11-27T03:00:00.123456789Z", "pod": "web-5d9c", "namespace": "shop", "workload": "Deployment/web",
+		"direction": "ingress", "proto": "UDP", "src": "10.244.1.3:5000", "dst": "10.244.0.5:53",
+		"peer": "workload:a/\\b\x01", "verdict": "allow", "rule": "dns\"\n", "mode": "Protect", "policy_revision": 1.0,
+		"evaluator": "ingress",
+	}}
+	if diff := cmp.Diff(want, out.lines(t)); diff != "" {
+		t.Fatalf("lines (-want +got):\n%s", diff)
+	}
+}
+
+// logged returns the verdict and dst of each verdict line, and the counts of each summary line.
+func logged(t *testing.T, out *lockedBuffer) []string {
+	var got []string
+	for _, m := range out.lines(t) {
+		if _, ok := m["suppressed"]; ok {
+			got = append(got, fmt.Sprintf("summary suppressed=%v rate_limited=%v dropped=%v deny=%v audit=%v allow=%v since=%v",
+				m["suppressed"], m["rate_limited"], m["dropped"], m["suppressed_deny"], m["suppressed_audit"],
+				m["suppressed_allow"], m["since"]))
+			continue
+		}
+		got = append(got, fmt.Sprintf("%s %s %s", m["verdict"], m["dst"], m["time"]))
+	}
+	return got
+}
+
+func TestAllows(t *testing.T) {
+	type step struct {
+		advance time.Duration
+		v       decide.Verdict
+		remote  string
+	}
+	steps := []step{
+		{0, decide.Allow, "10.0.0.1:80"},
+		{0, decide.Allow, "10.0.0.1:80"},  // same peer and port
+		{0, decide.Allow, "10.0.0.1:443"}, // same peer, other port
+		{0, decide.Deny, "10.0.0.1:22"},
+		{0, decide.Deny, "10.0.0.1:22"}, // denies always
+		{0, decide.Audit, "10.0.0.1:22"},
+		{30 * time.Second, decide.Allow, "10.0.0.1:80"},
+		{30 * time.Second, decide.Allow, "10.0.0.1:80"}, // a new interval
+	}
+	const s0, s30, s60 = "2026-11-27T03:00:00.123456789Z", "2026-11-27T03:00:30.123456789Z", "2026-11-27T03:01:00.123456789Z"
+	for _, tc := range []struct {
+		allows   Allows
+		want     []string
+		filtered uint64
+	}{
+		{AllowsAll, []string{"allow 10.0.0.1:80 " + s0, "allow 10.0.0.1:80 " + s0, "allow 10.0.0.1:443 " + s0,
+			"deny 10.0.0.1:22 " + s0, "deny 10.0.0.1:22 " + s0, "audit 10.0.0.1:22 " + s0,
+			"allow 10.0.0.1:80 " + s30, "allow 10.0.0.1:80 " + s60}, 0},
+		{AllowsNone, []string{"deny 10.0.0.1:22 " + s0, "deny 10.0.0.1:22 " + s0, "audit 10.0.0.1:22 " + s0}, 5},
+		{AllowsFirst, []string{"allow 10.0.0.1:80 " + s0, "allow 10.0.0.1:443 " + s0,
+			"deny 10.0.0.1:22 " + s0, "deny 10.0.0.1:22 " + s0, "audit 10.0.0.1:22 " + s0,
+			"allow 10.0.0.1:80 " + s60}, 2},
+	} {
+		t.Run(string(tc.allows), func(t *testing.T) {
+			var out lockedBuffer
+			l, clk := newLogger(t, &out, Options{Allows: tc.allows})
+			for _, s := range steps {
+				clk.advance(s.advance)
+				l.Log(egress(s.remote), decision(s.v, "cidr:10.0.0.1/32"))
+			}
+			closeLogger(t, l)
+			if diff := cmp.Diff(tc.want, logged(t, &out)); diff != "" {
+				t.Fatalf("lines (-want +got):\n%s", diff)
+			}
+			if st := l.Stats(); st.Filtered != tc.filtered || st.Logged != uint64(len(tc.want)) {
+				t.Fatalf("stats %+v, want %d filtered and %d logged", st, tc.filtered, len(tc.want))
+			}
+		})
+	}
+}
+
+// TestFirstRateLimited checks that an allow the rate limit suppressed does not count as the first.
+func TestFirstRateLimited(t *testing.T) {
+	var out lockedBuffer
+	l, clk := newLogger(t, &out, Options{Allows: AllowsFirst, Rate: 1})
+	l.Log(egress("10.0.0.2:80"), decision(decide.Deny, "p"))
+	l.Log(egress("10.0.0.1:80"), decision(decide.Allow, "p")) // rate limited
+	clk.advance(time.Second)
+	l.Log(egress("10.0.0.1:80"), decision(decide.Allow, "p"))
+	closeLogger(t, l)
+	want := []string{"deny 10.0.0.2:80 2026-11-27T03:00:00.123456789Z",
+		"summary suppressed=1 rate_limited=1 dropped=0 deny=0 audit=0 allow=1 since=2026-11-27T03:00:00.123456789Z",
+		"allow 10.0.0.1:80 2026-11-27T03:00:01.123456789Z"}
+	if diff := cmp.Diff(want, logged(t, &out)); diff != "" {
+		t.Fatalf("lines (-want +got):\n%s", diff)
+	}
+}
+
+func TestFirstForgetsWhenFull(t *testing.T) {
+	f := firstFilter{interval: time.Hour, start: t0, seen: map[firstKey]struct{}{}}
+	f.mark(firstKey{peer: "a"})
+	if !f.seenBefore(firstKey{peer: "a"}, t0) {
+		t.Fatal("a marked key is not seen")
+	}
+	for i := range maxFirstKeys {
+		f.mark(firstKey{port: uint16(i), peer: "b"})
+	}
+	if f.seenBefore(firstKey{peer: "a"}, t0) || len(f.seen) != 0 {
+		t.Fatalf("a full filter kept %d keys", len(f.seen))
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	var out lockedBuffer
+	l, clk := newLogger(t, &out, Options{Rate: 2, Burst: 3})
+	for i := range 5 {
+		l.Log(egress(fmt.Sprintf("10.0.0.%d:80", i)), decision([]decide.Verdict{decide.Deny, decide.Allow, decide.Audit}[i%3], "p"))
+	}
+	clk.advance(250 * time.Millisecond) // half a token: still limited
+	l.Log(egress("10.0.0.9:80"), decision(decide.Deny, "p"))
+	clk.advance(250 * time.Millisecond) // one token
+	l.Log(egress("10.0.0.10:80"), decision(decide.Deny, "p"))
+	l.Log(egress("10.0.0.11:80"), decision(decide.Deny, "p"))
+	closeLogger(t, l)
+	want := []string{
+		"deny 10.0.0.0:80 2026-11-27T03:00:00.123456789Z",
+		"allow 10.0.0.1:80 2026-11-27T03:00:00.123456789Z",
+		"audit 10.0.0.2:80 2026-11-27T03:00:00.123456789Z",
+		"summary suppressed=3 rate_limited=3 dropped=0 deny=2 audit=0 allow=1 since=2026-11-27T03:00:00.123456789Z",
+		"deny 10.0.0.10:80 2026-11-27T03:00:00.623456789Z",
+		// The last line is suppressed too, and Close reports it.
+		"summary suppressed=1 rate_limited=1 dropped=0 deny=1 audit=0 allow=0 since=2026-11-27T03:00:00.623456789Z",
+	}
+	if diff := cmp.Diff(want, logged(t, &out)); diff != "" {
+		t.Fatalf("lines (-want +got):\n%s", diff)
+	}
+	want2 := Stats{Logged: 4, RateLimited: 4, Summaries: 2}
+	if diff := cmp.Diff(want2, l.Stats()); diff != "" {
+		t.Fatalf("stats (-want +got):\n%s", diff)
+	}
+}
+
+func TestBucketClockStepsBack(t *testing.T) {
+	b := newBucket(1, 1, t0)
+	if !b.take(t0) || b.take(t0.Add(-time.Hour)) || !b.take(t0.Add(time.Second)) {
+		t.Fatal("a clock stepping back changed the bucket")
+	}
+}
+
+// blockingWriter blocks every Write until release is closed.
+type blockingWriter struct {
+	release chan struct{}
+	lockedBuffer
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	<-w.release
+	return w.lockedBuffer.Write(p)
+}
+
+// TestBlockedWriter checks that a writer that blocks never blocks Log, and that what it costs is counted
+// and reported once the writer is back.
+func TestBlockedWriter(t *testing.T) {
+	w := &blockingWriter{release: make(chan struct{})}
+	l, _ := newLogger(t, w, Options{BufferBytes: 4096})
+	const workers, each = 4, 200
+	done := make(chan struct{})
+	go func() {
+		var wg sync.WaitGroup
+		for g := range workers {
+			wg.Go(func() {
+				for i := range each {
+					l.Log(egress(fmt.Sprintf("10.0.%d.%d:80", g, i)), decision(decide.Deny, "p"))
+				}
+			})
+		}
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Log blocked behind a blocked writer")
+	}
+	st := l.Stats()
+	if st.Dropped == 0 || st.Logged+st.Dropped != workers*each {
+		t.Fatalf("stats %+v: want drops, and every line logged or dropped", st)
+	}
+	close(w.release)
+	closeLogger(t, l)
+	var lines, dropped uint64
+	for _, m := range w.lines(t) {
+		if n, ok := m["dropped"].(float64); ok {
+			dropped += uint64(n)
+		} else {
+			lines++
+		}
+	}
+	if lines != st.Logged || dropped != st.Dropped {
+		t.Fatalf("wrote %d lines reporting %d dropped; stats %+v", lines, dropped, st)
+	}
+}
+
+func TestCloseTimesOutOnBlockedWriter(t *testing.T) {
+	w := &blockingWriter{release: make(chan struct{})}
+	defer close(w.release)
+	l, _ := newLogger(t, w, Options{})
+	l.Log(egress("10.0.0.1:80"), decision(decide.Deny, "p"))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := l.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close = %v, want a deadline error", err)
+	}
+	l.Log(egress("10.0.0.1:80"), decision(decide.Deny, "p"))
+	if st := l.Stats(); st.Dropped != 1 {
+		t.Fatalf("a line after Close: stats %+v, want it dropped", st)
+	}
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+func TestWriteErrorsCounted(t *testing.T) {
+	l, _ := newLogger(t, failingWriter{}, Options{})
+	l.Log(egress("10.0.0.1:80"), decision(decide.Deny, "p"))
+	closeLogger(t, l)
+	if st := l.Stats(); st.WriteErrors != 1 || st.Logged != 1 {
+		t.Fatalf("stats %+v, want one write error", st)
+	}
+}
+
+func TestConcurrentLines(t *testing.T) {
+	var out lockedBuffer
+	l, _ := newLogger(t, &out, Options{})
+	const workers, each = 8, 500
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Go(func() {
+			for i := range each {
+				l.Log(egress(fmt.Sprintf("10.0.%d.%d:80", g, i%250)), decision(decide.Allow, fmt.Sprint("peer-", g)))
+			}
+		})
+	}
+	wg.Wait()
+	closeLogger(t, l)
+	seen := map[string]int{}
+	for _, m := range out.lines(t) {
+		seen[m["peer"].(string)]++
+	}
+	for g := range workers {
+		if n := seen[fmt.Sprint("peer-", g)]; n != each {
+			t.Errorf("worker %d: %d lines, want %d", g, n, each)
+		}
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	for _, opts := range []Options{
+		{Allows: "some"}, {Rate: -1}, {Rate: math.NaN()}, {Rate: math.Inf(1)}, {Burst: -1},
+		{BufferBytes: -1}, {FirstInterval: -time.Second},
+	} {
+		if l, err := New(io.Discard, id, opts); err == nil {
+			_ = l.Close(context.Background())
+			t.Errorf("New accepted %+v", opts)
+		}
+	}
+}
+
+func TestAllowsUnmarshalText(t *testing.T) {
+	var a Allows
+	if err := a.UnmarshalText([]byte("first")); err != nil || a != AllowsFirst {
+		t.Fatalf("first: %v, %q", err, a)
+	}
+	if err := a.UnmarshalText([]byte("some")); err == nil || a != AllowsFirst {
+		t.Fatalf("some: %v, %q", err, a)
+	}
+}
+
+func TestLogDoesNotAllocate(t *testing.T) {
+	l, _ := newLogger(t, io.Discard, Options{Allows: AllowsFirst})
+	c, d := egress("[fd00::1]:443"), decision(decide.Deny, "workload:shop/Deployment/api")
+	if n := testing.AllocsPerRun(1000, func() { l.Log(c, d) }); n != 0 {
+		t.Fatalf("Log allocates %v times per line", n)
+	}
+}
+
+func BenchmarkLog(b *testing.B) {
+	l, err := New(io.Discard, id, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = l.Close(context.Background()) }()
+	c, d := egress("10.0.0.1:443"), decision(decide.Allow, "workload:shop/Deployment/api")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.Log(c, d)
+		}
+	})
+}
