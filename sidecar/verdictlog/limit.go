@@ -38,13 +38,15 @@ func (b *bucket) take(now time.Time) bool {
 // interval early: some allows are logged twice, none is lost.
 const maxFirstKeys = 1 << 16
 
+// firstKey identifies a connection for AllowsFirst: direction, peer, port, and the rule, so that a new
+// policy revision allowing the same peer by another rule shows once.
 type firstKey struct {
-	dir  decide.Direction
-	port uint16
-	peer string
+	dir        decide.Direction
+	port       uint16
+	peer, rule string
 }
 
-// firstFilter remembers which peer, port and direction had an allow logged in the current interval.
+// firstFilter remembers which keys had an allow logged in the current interval.
 type firstFilter struct {
 	interval time.Duration
 	start    time.Time

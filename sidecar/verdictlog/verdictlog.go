@@ -20,7 +20,7 @@ const (
 	AllowsAll Allows = "all"
 	// AllowsNone logs no allow: only denies and audits.
 	AllowsNone Allows = "none"
-	// AllowsFirst logs the first allow per peer, port and direction in each FirstInterval.
+	// AllowsFirst logs the first allow per direction, peer, port and rule in each FirstInterval.
 	AllowsFirst Allows = "first"
 )
 
@@ -157,7 +157,7 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 			l.stats.Filtered++
 			return
 		case AllowsFirst:
-			key = firstKey{dir: c.Direction, port: c.Dst().Port(), peer: d.Peer}
+			key = firstKey{dir: c.Direction, port: c.Dst().Port(), peer: d.Peer, rule: d.Rule}
 			if d.Redirected {
 				key.port = c.Original.Port()
 			}

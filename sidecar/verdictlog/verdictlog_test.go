@@ -151,16 +151,18 @@ func TestAllows(t *testing.T) {
 		advance time.Duration
 		v       decide.Verdict
 		remote  string
+		rule    string // empty: decision's
 	}
 	steps := []step{
-		{0, decide.Allow, "10.0.0.1:80"},
-		{0, decide.Allow, "10.0.0.1:80"},  // same peer and port
-		{0, decide.Allow, "10.0.0.1:443"}, // same peer, other port
-		{0, decide.Deny, "10.0.0.1:22"},
-		{0, decide.Deny, "10.0.0.1:22"}, // denies always
-		{0, decide.Audit, "10.0.0.1:22"},
-		{30 * time.Second, decide.Allow, "10.0.0.1:80"},
-		{30 * time.Second, decide.Allow, "10.0.0.1:80"}, // a new interval
+		{0, decide.Allow, "10.0.0.1:80", ""},
+		{0, decide.Allow, "10.0.0.1:80", ""},    // same peer and port
+		{0, decide.Allow, "10.0.0.1:80", "new"}, // same peer and port, another rule
+		{0, decide.Allow, "10.0.0.1:443", ""},   // same peer, other port
+		{0, decide.Deny, "10.0.0.1:22", ""},
+		{0, decide.Deny, "10.0.0.1:22", ""}, // denies always
+		{0, decide.Audit, "10.0.0.1:22", ""},
+		{30 * time.Second, decide.Allow, "10.0.0.1:80", ""},
+		{30 * time.Second, decide.Allow, "10.0.0.1:80", ""}, // a new interval
 	}
 	const s0, s30, s60 = "2026-11-27T03:00:00.123456789Z", "2026-11-27T03:00:30.123456789Z", "2026-11-27T03:01:00.123456789Z"
 	for _, tc := range []struct {
@@ -168,11 +170,12 @@ func TestAllows(t *testing.T) {
 		want     []string
 		filtered uint64
 	}{
-		{AllowsAll, []string{"allow 10.0.0.1:80 " + s0, "allow 10.0.0.1:80 " + s0, "allow 10.0.0.1:443 " + s0,
+		{AllowsAll, []string{"allow 10.0.0.1:80 " + s0, "allow 10.0.0.1:80 " + s0, "allow 10.0.0.1:80 " + s0,
+			"allow 10.0.0.1:443 " + s0,
 			"deny 10.0.0.1:22 " + s0, "deny 10.0.0.1:22 " + s0, "audit 10.0.0.1:22 " + s0,
 			"allow 10.0.0.1:80 " + s30, "allow 10.0.0.1:80 " + s60}, 0},
-		{AllowsNone, []string{"deny 10.0.0.1:22 " + s0, "deny 10.0.0.1:22 " + s0, "audit 10.0.0.1:22 " + s0}, 5},
-		{AllowsFirst, []string{"allow 10.0.0.1:80 " + s0, "allow 10.0.0.1:443 " + s0,
+		{AllowsNone, []string{"deny 10.0.0.1:22 " + s0, "deny 10.0.0.1:22 " + s0, "audit 10.0.0.1:22 " + s0}, 6},
+		{AllowsFirst, []string{"allow 10.0.0.1:80 " + s0, "allow 10.0.0.1:80 " + s0, "allow 10.0.0.1:443 " + s0,
 			"deny 10.0.0.1:22 " + s0, "deny 10.0.0.1:22 " + s0, "audit 10.0.0.1:22 " + s0,
 			"allow 10.0.0.1:80 " + s60}, 2},
 	} {
@@ -181,7 +184,11 @@ func TestAllows(t *testing.T) {
 			l, clk := newLogger(t, &out, Options{Allows: tc.allows})
 			for _, s := range steps {
 				clk.advance(s.advance)
-				l.Log(egress(s.remote), decision(s.v, "cidr:10.0.0.1/32"))
+				d := decision(s.v, "cidr:10.0.0.1/32")
+				if s.rule != "" {
+					d.Rule = s.rule
+				}
+				l.Log(egress(s.remote), d)
 			}
 			closeLogger(t, l)
 			if diff := cmp.Diff(tc.want, logged(t, &out)); diff != "" {
@@ -413,4 +420,26 @@ func BenchmarkLog(b *testing.B) {
 			l.Log(c, d)
 		}
 	})
+}
+
+// TestFirstRedirectedKeysOnOriginalPort checks that app→proxy connections, which all go to the proxy's
+// port, are told apart by the port of the destination they were judged against.
+func TestFirstRedirectedKeysOnOriginalPort(t *testing.T) {
+	var out lockedBuffer
+	l, _ := newLogger(t, &out, Options{Allows: AllowsFirst})
+	for _, orig := range []string{"10.0.0.1:80", "10.0.0.1:443", "10.0.0.1:443"} {
+		c := decide.Conn{Direction: decide.Loopback, Proto: 6, Local: netip.MustParseAddrPort("127.0.0.1:40000"),
+			Remote: netip.MustParseAddrPort("127.0.0.1:15001"), Original: netip.MustParseAddrPort(orig)}
+		d := decision(decide.Allow, "cidr:10.0.0.1/32")
+		d.Redirected = true
+		l.Log(c, d)
+	}
+	closeLogger(t, l)
+	var got []any
+	for _, m := range out.lines(t) {
+		got = append(got, m["original_dst"])
+	}
+	if diff := cmp.Diff([]any{"10.0.0.1:80", "10.0.0.1:443"}, got); diff != "" {
+		t.Fatalf("logged original destinations (-want +got):\n%s", diff)
+	}
 }
