@@ -82,7 +82,7 @@ func benchConns(n int) []Conn {
 // stay about flat.
 func BenchmarkDecide(b *testing.B) {
 	for _, n := range []int{10, 100_000} {
-		d, err := New(benchPolicy(n), Options{})
+		d, err := New(benchPolicy(n), meshPorts)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -101,7 +101,7 @@ func BenchmarkDecide(b *testing.B) {
 // TestBenchPolicyDecides keeps the benchmark honest: its connections get the verdicts it intends.
 func TestBenchPolicyDecides(t *testing.T) {
 	for _, n := range []int{10, 1000} {
-		d, err := New(benchPolicy(n), Options{})
+		d, err := New(benchPolicy(n), meshPorts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +118,7 @@ func BenchmarkNew(b *testing.B) {
 	p := benchPolicy(100_000)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := New(p, Options{}); err != nil {
+		if _, err := New(p, meshPorts); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"podwall.io/podwall/sidecar/policy"
 )
@@ -106,17 +107,15 @@ type Decision struct {
 	Revision int64
 }
 
-// DefaultMeshPorts are the mesh proxies' redirect targets: Envoy (Istio) outbound 15001 and inbound
-// 15006, Linkerd outbound 4140 and inbound 4143.
-var DefaultMeshPorts = []uint16{15001, 15006, 4140, 4143}
-
 // Options tune a Decider. The zero value is ready to use.
 type Options struct {
 	// Mode, when set, overrides the policy's mode (the operator's mode override).
 	Mode policy.Mode
-	// MeshPorts are the local ports a mesh proxy redirects connections to. Only redirect targets
-	// belong here, not ports the proxy merely listens on (its admin port is an ordinary loopback
-	// port). Nil means DefaultMeshPorts; an empty, non-nil slice means no mesh.
+	// MeshPorts are the local ports a mesh proxy redirects connections to, outbound and inbound alike
+	// (Envoy 15001 and 15006, Linkerd 4140 and 4143); none means no mesh. Only redirect targets belong
+	// here, not ports the proxy merely listens on: its admin port is an ordinary loopback port.
+	// Connections to these ports are judged against Conn.Original, so the caller must fill it in for
+	// them (with the destination itself when conntrack shows no NAT).
 	MeshPorts []uint16
 }
 
@@ -148,11 +147,7 @@ func New(p *policy.Policy, opts Options) (*Decider, error) {
 	default:
 		return nil, fmt.Errorf("mode override %q: want Learn, Monitor or Protect", opts.Mode)
 	}
-	mesh := opts.MeshPorts
-	if mesh == nil {
-		mesh = DefaultMeshPorts
-	}
-	for _, port := range mesh {
+	for _, port := range opts.MeshPorts {
 		if port == 0 {
 			return nil, errors.New("mesh port 0")
 		}
@@ -160,7 +155,7 @@ func New(p *policy.Policy, opts Options) (*Decider, error) {
 	return &Decider{
 		mode:      mode,
 		revision:  p.Revision,
-		meshPorts: append([]uint16(nil), mesh...),
+		meshPorts: slices.Clone(opts.MeshPorts),
 		ingress:   newRuleSet(p.Ingress),
 		egress:    newRuleSet(p.Egress),
 		loopback:  newLoopbackSet(p.Loopback),

@@ -36,6 +36,9 @@ names:
   192.0.2.1: "service:other/named"
 `
 
+// meshPorts are Envoy's and Linkerd's redirect targets.
+var meshPorts = Options{MeshPorts: []uint16{15001, 15006, 4140, 4143}}
+
 func mustPolicy(t testing.TB, doc string) *policy.Policy {
 	t.Helper()
 	p, err := policy.Decode([]byte(doc))
@@ -151,7 +154,7 @@ var decideCases = []decideCase{
 }
 
 func TestDecide(t *testing.T) {
-	d, err := New(mustPolicy(t, testPolicy), Options{})
+	d, err := New(mustPolicy(t, testPolicy), meshPorts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +175,7 @@ func TestDecideModes(t *testing.T) {
 	for _, mode := range []policy.Mode{policy.Monitor, policy.Learn} {
 		p := mustPolicy(t, testPolicy)
 		p.Mode = mode
-		d, err := New(p, Options{})
+		d, err := New(p, meshPorts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,7 +198,7 @@ func TestDecideModes(t *testing.T) {
 func TestOptions(t *testing.T) {
 	p := mustPolicy(t, testPolicy)
 	p.Mode = policy.Learn
-	d, err := New(p, Options{Mode: policy.Protect, MeshPorts: []uint16{}})
+	d, err := New(p, Options{Mode: policy.Protect})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +254,7 @@ func TestDirectionAndVerdictNames(t *testing.T) {
 }
 
 func TestDecideAllocations(t *testing.T) {
-	d, err := New(mustPolicy(t, testPolicy), Options{})
+	d, err := New(mustPolicy(t, testPolicy), meshPorts)
 	if err != nil {
 		t.Fatal(err)
 	}

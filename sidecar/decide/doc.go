@@ -36,9 +36,14 @@
 //
 // # Cost
 //
-// Decide does not grow with the number of rules. Rules are indexed by protocol and port (exact ports in
-// a map, port ranges in a short list) and, under each port key, by prefix: one map per address family
-// keyed by netip.Prefix, probed once per distinct prefix length present. A lookup costs a few map
-// probes per distinct port range and prefix length in the policy, however many peers the rules name.
-// When several rules allow a connection, the first in policy order is reported.
+// Decide does not grow with the number of rules. Rules are indexed by protocol and port (single ports
+// in a map, port ranges in a short list) and, under each port key, by prefix: one map per address
+// family keyed by the masked prefix, probed once per distinct prefix length present under that key. A
+// lookup costs a few map probes per matching port key and prefix length, however many peers the rules
+// name; only the number of distinct port ranges (scanned as a list) adds to it, and policies have few.
+// When several rules allow a connection, the first in policy order is reported, so that the answer
+// does not depend on the index. BenchmarkDecide measures 10 against 100,000 rules per direction.
+//
+// Decide allocates nothing, except one short string to name a peer that neither a rule nor the
+// policy's names do.
 package decide
