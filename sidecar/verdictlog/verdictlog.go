@@ -150,24 +150,11 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	var key firstKey
-	if d.Verdict == decide.Allow {
-		switch l.allows {
-		case AllowsNone:
-			l.stats.Filtered++
-			return
-		case AllowsFirst:
-			key = firstKey{dir: c.Direction, port: c.Dst().Port(), peer: d.Peer, rule: d.Rule}
-			if d.Redirected {
-				key.port = c.Original.Port()
-			}
-			if l.first.seenBefore(key, now) {
-				l.stats.Filtered++
-				return
-			}
-		}
-	}
+	key, first, wanted := l.wanted(&c, &d, now)
 	switch {
+	case !wanted:
+		l.stats.Filtered++
+		return
 	case l.closed || len(l.buf) >= l.maxBuf:
 		l.stats.Dropped++
 		l.pending.add(d.Verdict, now, false)
@@ -177,7 +164,7 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 		l.pending.add(d.Verdict, now, true)
 		return
 	}
-	if d.Verdict == decide.Allow && l.allows == AllowsFirst {
+	if first {
 		l.first.mark(key)
 	}
 	l.flushSummary(now)
@@ -187,6 +174,25 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 	case l.wake <- struct{}{}:
 	default:
 	}
+}
+
+// wanted applies Options.Allows. For an allow under AllowsFirst it also returns the key to mark (first)
+// once the line is actually written. l.mu is held.
+func (l *Logger) wanted(c *decide.Conn, d *decide.Decision, now time.Time) (key firstKey, first, ok bool) {
+	if d.Verdict != decide.Allow {
+		return key, false, true
+	}
+	switch l.allows {
+	case AllowsNone:
+		return key, false, false
+	case AllowsFirst:
+		key = firstKey{dir: c.Direction, port: c.Dst().Port(), peer: d.Peer, rule: d.Rule}
+		if d.Redirected {
+			key.port = c.Original.Port()
+		}
+		return key, true, !l.first.seenBefore(key, now)
+	}
+	return key, false, true
 }
 
 // flushSummary appends the summary of what was suppressed, if anything was. l.mu is held.

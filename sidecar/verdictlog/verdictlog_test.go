@@ -400,10 +400,16 @@ func TestAllowsUnmarshalText(t *testing.T) {
 }
 
 func TestLogDoesNotAllocate(t *testing.T) {
-	l, _ := newLogger(t, io.Discard, Options{Allows: AllowsFirst})
-	c, d := egress("[fd00::1]:443"), decision(decide.Deny, "workload:shop/Deployment/api")
-	if n := testing.AllocsPerRun(1000, func() { l.Log(c, d) }); n != 0 {
-		t.Fatalf("Log allocates %v times per line", n)
+	c := egress("[fd00::1]:443")
+	for _, tc := range []struct {
+		allows Allows
+		v      decide.Verdict
+	}{{AllowsFirst, decide.Deny}, {AllowsFirst, decide.Allow}, {AllowsAll, decide.Allow}, {AllowsNone, decide.Allow}} {
+		l, _ := newLogger(t, io.Discard, Options{Allows: tc.allows})
+		d := decision(tc.v, "workload:shop/Deployment/api")
+		if n := testing.AllocsPerRun(1000, func() { l.Log(c, d) }); n != 0 {
+			t.Errorf("%s, %s: Log allocates %v times per line", tc.allows, tc.v, n)
+		}
 	}
 }
 
