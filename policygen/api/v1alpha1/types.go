@@ -284,7 +284,3 @@ type WorkloadPolicyList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []WorkloadPolicy `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&WorkloadPolicy{}, &WorkloadPolicyList{})
-}

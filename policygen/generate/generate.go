@@ -1,0 +1,203 @@
+// Package generate derives a workload's day-0 rules from its manifest: ingress on the ports Services
+// selecting it expose and on probe ports from the nodes, egress to cluster DNS and to the Services its
+// environment or the podwall.io/egress annotation names. Everything here is pure, so that the rules a
+// manifest yields can be table-tested without a cluster.
+package generate
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+)
+
+// EgressAnnotation on a workload or its pod template names further Services the workload calls, as a
+// comma- or space-separated list of "name" (same namespace) or "namespace/name".
+const EgressAnnotation = "podwall.io/egress"
+
+// Input is what a workload's manifest rules are derived from.
+type Input struct {
+	Namespace string
+	Template  *corev1.PodTemplateSpec
+	// Annotations are the workload object's own annotations (the template's are read too).
+	Annotations map[string]string
+	// Services are the cluster's Services (any namespace).
+	Services []corev1.Service
+	// DNS is the cluster DNS Service; no DNS rule is generated when its name is empty.
+	DNS v1.ServicePeer
+	// ClusterDomain is the cluster's DNS domain, "cluster.local" when empty.
+	ClusterDomain string
+}
+
+// Rules are the generated rules, all of origin manifest, sorted by name.
+type Rules struct {
+	Ingress []v1.Rule
+	Egress  []v1.Rule
+}
+
+// anyPeer is every address: a Service's clients are not known from the manifest.
+var anyPeer = []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}
+
+// Manifest returns the manifest rules for in.
+func Manifest(in Input) Rules {
+	var r Rules
+	podLabels := labels.Set(in.Template.Labels)
+	for _, svc := range in.Services {
+		if svc.Namespace != in.Namespace || len(svc.Spec.Selector) == 0 {
+			continue
+		}
+		if !labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
+			continue
+		}
+		var ports []v1.Port
+		for _, sp := range svc.Spec.Ports {
+			if p := targetPort(in.Template, sp); p != 0 {
+				ports = append(ports, v1.Port{Protocol: protocol(sp.Protocol), Port: p})
+			}
+		}
+		if len(ports) > 0 {
+			r.Ingress = append(r.Ingress, rule("m-svc-"+svc.Name, anyPeer, ports))
+		}
+	}
+	if ports := probePorts(in.Template); len(ports) > 0 {
+		r.Ingress = append(r.Ingress, rule("m-probes", []v1.Peer{{Nodes: true}}, ports))
+	}
+	if in.DNS.Name != "" {
+		r.Egress = append(r.Egress, rule("m-dns", []v1.Peer{{Service: &v1.ServicePeer{Namespace: in.DNS.Namespace, Name: in.DNS.Name}}},
+			[]v1.Port{{Protocol: "UDP", Port: 53}, {Protocol: "TCP", Port: 53}}))
+	}
+	for _, ref := range referencedServices(in) {
+		svc := ref.svc
+		name := "m-svc-" + svc.Name
+		if svc.Namespace != in.Namespace {
+			name += "." + svc.Namespace
+		}
+		r.Egress = append(r.Egress, rule(name, []v1.Peer{{Service: &v1.ServicePeer{Namespace: svc.Namespace, Name: svc.Name}}},
+			servicePorts(svc, ref.port)))
+	}
+	byName := func(a, b v1.Rule) int { return cmp.Compare(a.Name, b.Name) }
+	slices.SortFunc(r.Ingress, byName)
+	slices.SortFunc(r.Egress, byName)
+	r.Egress = mergeSameName(r.Egress)
+	return r
+}
+
+// mergeSameName joins adjacent rules of one name (a Service referenced twice, with different ports).
+func mergeSameName(rules []v1.Rule) []v1.Rule {
+	var out []v1.Rule
+	for _, r := range rules {
+		if n := len(out); n > 0 && out[n-1].Name == r.Name {
+			out[n-1].Ports = NormalizePorts(append(out[n-1].Ports, r.Ports...))
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func rule(name string, peers []v1.Peer, ports []v1.Port) v1.Rule {
+	if len(name) > 100 {
+		name = strings.TrimRight(name[:100], "-.")
+	}
+	return v1.Rule{Name: name, Origin: v1.OriginManifest, Peers: peers, Ports: NormalizePorts(ports)}
+}
+
+func protocol(p corev1.Protocol) v1.Protocol {
+	if p == "" {
+		return "TCP"
+	}
+	return v1.Protocol(p)
+}
+
+// targetPort resolves a Service port's target to a number on the pod, 0 if a named target is not found.
+func targetPort(t *corev1.PodTemplateSpec, sp corev1.ServicePort) int32 {
+	switch {
+	case sp.TargetPort.Type == intstr.String && sp.TargetPort.StrVal != "":
+		return namedPort(t, sp.TargetPort.StrVal)
+	case sp.TargetPort.IntVal != 0:
+		return sp.TargetPort.IntVal
+	}
+	return sp.Port
+}
+
+func namedPort(t *corev1.PodTemplateSpec, name string) int32 {
+	for _, c := range slices.Concat(t.Spec.InitContainers, t.Spec.Containers) {
+		for _, p := range c.Ports {
+			if p.Name == name {
+				return p.ContainerPort
+			}
+		}
+	}
+	return 0
+}
+
+// probePorts are the TCP ports the kubelet probes, from the node.
+func probePorts(t *corev1.PodTemplateSpec) []v1.Port {
+	var ports []v1.Port
+	add := func(p intstr.IntOrString) {
+		n := p.IntVal
+		if p.Type == intstr.String {
+			n = namedPort(t, p.StrVal)
+		}
+		if n > 0 {
+			ports = append(ports, v1.Port{Protocol: "TCP", Port: n})
+		}
+	}
+	for _, c := range slices.Concat(t.Spec.InitContainers, t.Spec.Containers) {
+		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+			switch {
+			case pr == nil:
+			case pr.HTTPGet != nil:
+				add(pr.HTTPGet.Port)
+			case pr.TCPSocket != nil:
+				add(pr.TCPSocket.Port)
+			case pr.GRPC != nil:
+				add(intstr.FromInt32(pr.GRPC.Port))
+			}
+		}
+	}
+	return ports
+}
+
+// servicePorts are the ports a client of svc connects to: the Service ports (cluster IP) and their
+// numeric target ports (pod IPs, when the client's node translates at the socket). Only the named
+// service port when port is not 0.
+func servicePorts(svc *corev1.Service, port int32) []v1.Port {
+	var ports []v1.Port
+	for _, sp := range svc.Spec.Ports {
+		if port != 0 && sp.Port != port {
+			continue
+		}
+		ports = append(ports, v1.Port{Protocol: protocol(sp.Protocol), Port: sp.Port})
+		if sp.TargetPort.Type == intstr.Int && sp.TargetPort.IntVal != 0 {
+			ports = append(ports, v1.Port{Protocol: protocol(sp.Protocol), Port: sp.TargetPort.IntVal})
+		}
+	}
+	return ports
+}
+
+// NormalizePorts sorts ports, drops duplicates and ports inside a whole-protocol entry.
+func NormalizePorts(ports []v1.Port) []v1.Port {
+	out := slices.Clone(ports)
+	for i := range out {
+		if out[i].Protocol == "" {
+			out[i].Protocol = "TCP"
+		}
+	}
+	slices.SortFunc(out, func(a, b v1.Port) int {
+		return cmp.Or(cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port), cmp.Compare(a.EndPort, b.EndPort))
+	})
+	out = slices.Compact(out)
+	all := map[v1.Protocol]bool{}
+	for _, p := range out {
+		if p.Port == 0 {
+			all[p.Protocol] = true
+		}
+	}
+	return slices.DeleteFunc(out, func(p v1.Port) bool { return p.Port != 0 && all[p.Protocol] })
+}

@@ -1,0 +1,155 @@
+// Package generator is the controller that keeps one WorkloadPolicy per workload in opted-in namespaces,
+// writing the rules derived from the workload's manifest (origin manifest) and leaving every other rule
+// alone. It runs on the leader only, like everything that writes to the API server.
+package generator
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/generate"
+	"podwall.io/podwall/policygen/workload"
+)
+
+// InjectLabel on a namespace opts its workloads in.
+const InjectLabel = "podwall.io/inject"
+
+// Options configure the generator; the zero value uses kube-system/kube-dns and cluster.local.
+type Options struct {
+	// DNS is the cluster DNS Service every workload may reach.
+	DNS types.NamespacedName
+	// ClusterDomain is the cluster's DNS domain.
+	ClusterDomain string
+}
+
+// Generator reconciles workloads into WorkloadPolicies.
+type Generator struct {
+	client client.Client
+	opts   Options
+}
+
+// New returns a generator writing through c (reads come from c's cache).
+func New(c client.Client, opts Options) *Generator {
+	if opts.DNS.Name == "" {
+		opts.DNS = types.NamespacedName{Namespace: "kube-system", Name: "kube-dns"}
+	}
+	if opts.ClusterDomain == "" {
+		opts.ClusterDomain = "cluster.local"
+	}
+	return &Generator{client: c, opts: opts}
+}
+
+// requestFor encodes a workload as a reconcile request: the name is "Kind/name".
+func requestFor(k workload.Key) reconcile.Request {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: k.Namespace, Name: k.Kind + "/" + k.Name}}
+}
+
+// Reconcile brings the workload's policy's manifest rules up to date.
+func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	kind, name, _ := strings.Cut(req.Name, "/")
+	key := workload.Key{Namespace: req.Namespace, Kind: kind, Name: name}
+	optedIn, err := g.optedIn(ctx, key.Namespace)
+	if err != nil || !optedIn {
+		return reconcile.Result{}, err
+	}
+	obj, err := workload.New(kind)
+	if err != nil {
+		return reconcile.Result{}, reconcile.TerminalError(err)
+	}
+	if err := g.client.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: name}, obj); err != nil {
+		// A deleted workload's policy goes with it: the policy has the workload as its owner.
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !workload.IsTop(obj) || obj.GetDeletionTimestamp() != nil {
+		return reconcile.Result{}, nil
+	}
+	tpl, err := workload.Template(obj)
+	if err != nil {
+		return reconcile.Result{}, reconcile.TerminalError(err)
+	}
+	var svcs corev1.ServiceList
+	if err := g.client.List(ctx, &svcs); err != nil {
+		return reconcile.Result{}, fmt.Errorf("list services: %w", err)
+	}
+	rules := generate.Manifest(generate.Input{
+		Namespace: key.Namespace, Template: tpl, Annotations: obj.GetAnnotations(), Services: svcs.Items,
+		DNS:           v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
+		ClusterDomain: g.opts.ClusterDomain,
+	})
+	return reconcile.Result{}, g.write(ctx, key, obj, rules)
+}
+
+func (g *Generator) optedIn(ctx context.Context, name string) (bool, error) {
+	var ns corev1.Namespace
+	if err := g.client.Get(ctx, types.NamespacedName{Name: name}, &ns); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return ns.Labels[InjectLabel] == "enabled" && ns.DeletionTimestamp == nil, nil
+}
+
+// write creates the policy or replaces its manifest rules, retrying on conflicts with other writers
+// (people editing their rules, the learner adding learned ones).
+func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Object, rules generate.Rules) error {
+	gvk, err := g.client.GroupVersionKindFor(owner)
+	if err != nil {
+		return fmt.Errorf("kind of %s: %w", key, err)
+	}
+	ownerRef := metav1.OwnerReference{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind, Name: owner.GetName(), UID: owner.GetUID()}
+	name := types.NamespacedName{Namespace: key.Namespace, Name: workload.PolicyName(key.Kind, key.Name)}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var p v1.WorkloadPolicy
+		err := g.client.Get(ctx, name, &p)
+		if apierrors.IsNotFound(err) {
+			p = v1.WorkloadPolicy{
+				ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name, OwnerReferences: []metav1.OwnerReference{ownerRef}},
+				Spec: v1.WorkloadPolicySpec{
+					Workload: v1.WorkloadRef{Kind: key.Kind, Name: key.Name}, Mode: v1.Learn,
+					Ingress: rules.Ingress, Egress: rules.Egress,
+				},
+			}
+			if err := g.client.Create(ctx, &p); err != nil {
+				return fmt.Errorf("create policy %s: %w", name, err)
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("get policy %s: %w", name, err)
+		}
+		before := p.Spec.DeepCopy()
+		p.Spec.Ingress = generate.ReplaceOrigin(p.Spec.Ingress, v1.OriginManifest, rules.Ingress)
+		p.Spec.Egress = generate.ReplaceOrigin(p.Spec.Egress, v1.OriginManifest, rules.Egress)
+		if equality.Semantic.DeepEqual(before, &p.Spec) {
+			return nil
+		}
+		if err := g.client.Update(ctx, &p); err != nil {
+			return fmt.Errorf("update policy %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// SetupWithManager registers the controller and its watches.
+func (g *Generator) SetupWithManager(mgr ctrl.Manager) error {
+	b := ctrl.NewControllerManagedBy(mgr).Named("workloadpolicy-generator")
+	for _, kind := range workload.Kinds {
+		obj, _ := workload.New(kind)
+		b = b.Watches(obj, g.enqueueSelf(kind))
+	}
+	return b.
+		Watches(&corev1.Service{}, g.enqueueAll()).
+		Watches(&corev1.Namespace{}, g.enqueueNamespace()).
+		Watches(&v1.WorkloadPolicy{}, enqueuePolicyWorkload()).
+		Complete(g)
+}

@@ -1,0 +1,122 @@
+package generator
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/internal/pgtest"
+)
+
+func deployment(ns, name string, env ...corev1.EnvVar) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "app", Image: "app", Env: env,
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+						HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromString("http")}}},
+				}}},
+			},
+		},
+	}
+}
+
+func service(ns, name string, port int32, target intstr.IntOrString) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name},
+			Ports: []corev1.ServicePort{{Protocol: "TCP", Port: port, TargetPort: target}}},
+	}
+}
+
+func TestGeneratorWritesManifestRulesAndKeepsUserRules(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
+		return New(mgr.GetClient(), Options{}).SetupWithManager(mgr)
+	})
+	pgtest.Namespace(t, c, "shop", map[string]string{InjectLabel: "enabled"})
+	pgtest.Namespace(t, c, "plain", nil)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.Create(ctx, service("shop", "web", 80, intstr.FromString("http"))))
+	must(c.Create(ctx, service("shop", "api", 9000, intstr.FromInt32(9001))))
+	must(c.Create(ctx, deployment("shop", "web", corev1.EnvVar{Name: "API_URL", Value: "http://api:9000/"})))
+	must(c.Create(ctx, deployment("plain", "web")))
+
+	want := v1.WorkloadPolicySpec{
+		Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"},
+		Mode:     v1.Learn,
+		Ingress: []v1.Rule{
+			{Name: "m-probes", Origin: "manifest", Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
+			{Name: "m-svc-web", Origin: "manifest", Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
+		},
+		Egress: []v1.Rule{
+			{Name: "m-dns", Origin: "manifest", Peers: []v1.Peer{{Service: &v1.ServicePeer{Namespace: "kube-system", Name: "kube-dns"}}},
+				Ports: []v1.Port{{Protocol: "TCP", Port: 53}, {Protocol: "UDP", Port: 53}}},
+			{Name: "m-svc-api", Origin: "manifest", Peers: []v1.Peer{{Service: &v1.ServicePeer{Namespace: "shop", Name: "api"}}},
+				Ports: []v1.Port{{Protocol: "TCP", Port: 9000}, {Protocol: "TCP", Port: 9001}}},
+		},
+	}
+	key := types.NamespacedName{Namespace: "shop", Name: "deployment-web"}
+	var p v1.WorkloadPolicy
+	pgtest.Eventually(t, 10*time.Second, func() error {
+		if err := c.Get(ctx, key, &p); err != nil {
+			return err
+		}
+		if d := cmp.Diff(want, p.Spec); d != "" {
+			return fmt.Errorf("spec (-want +got):\n%s", d)
+		}
+		return nil
+	})
+	if len(p.OwnerReferences) != 1 || p.OwnerReferences[0].Kind != "Deployment" {
+		t.Errorf("owner references %+v, want the Deployment", p.OwnerReferences)
+	}
+
+	// A user rule survives regeneration; a manifest rule deleted by hand comes back.
+	user := v1.Rule{Name: "m-svc-web", Origin: "user", Peers: []v1.Peer{{CIDR: "10.0.0.0/8"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}}
+	p.Spec.Ingress = []v1.Rule{user}
+	p.Spec.Egress = p.Spec.Egress[:1]
+	must(c.Update(ctx, &p))
+	admin := service("shop", "web-admin", 81, intstr.FromInt32(8081))
+	admin.Spec.Selector = map[string]string{"app": "web"}
+	must(c.Create(ctx, admin))
+	want.Ingress = []v1.Rule{user, want.Ingress[0], {Name: "m-svc-web-admin", Origin: "manifest",
+		Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8081}}}}
+	pgtest.Eventually(t, 10*time.Second, func() error {
+		if err := c.Get(ctx, key, &p); err != nil {
+			return err
+		}
+		if d := cmp.Diff(want, p.Spec); d != "" {
+			return fmt.Errorf("spec (-want +got):\n%s", d)
+		}
+		return nil
+	})
+
+	// Namespaces that did not opt in get no policy.
+	err := c.Get(ctx, types.NamespacedName{Namespace: "plain", Name: "deployment-web"}, &p)
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("policy in a namespace without %s: err %v", InjectLabel, err)
+	}
+}

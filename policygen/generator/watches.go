@@ -1,0 +1,77 @@
+package generator
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/workload"
+)
+
+// enqueueSelf maps a workload object to its own request; objects some other workload controls (a
+// Deployment's ReplicaSets, a controlled pod) map to nothing.
+func (g *Generator) enqueueSelf(kind string) handler.EventHandler {
+	return handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
+		if !workload.IsTop(obj) {
+			return nil
+		}
+		return []reconcile.Request{requestFor(workload.Key{Namespace: obj.GetNamespace(), Kind: kind, Name: obj.GetName()})}
+	})
+}
+
+// enqueueAll maps a Service change to every workload of every opted-in namespace: a Service feeds the
+// ingress rules of the workloads it selects and the egress rules of any workload that names it.
+func (g *Generator) enqueueAll() handler.EventHandler {
+	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+		var list corev1.NamespaceList
+		if err := g.client.List(ctx, &list, client.MatchingLabels{InjectLabel: "enabled"}); err != nil {
+			log.FromContext(ctx).Error(err, "list opted-in namespaces")
+			return nil
+		}
+		var reqs []reconcile.Request
+		for _, ns := range list.Items {
+			reqs = append(reqs, g.workloadsIn(ctx, ns.Name)...)
+		}
+		return reqs
+	})
+}
+
+// enqueueNamespace maps a namespace change (its opt-in label) to its workloads.
+func (g *Generator) enqueueNamespace() handler.EventHandler {
+	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		return g.workloadsIn(ctx, obj.GetName())
+	})
+}
+
+// enqueuePolicyWorkload maps a policy change to its workload, so that manifest rules someone removed
+// by hand come back.
+func enqueuePolicyWorkload() handler.EventHandler {
+	return handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
+		p := obj.(*v1.WorkloadPolicy)
+		return []reconcile.Request{requestFor(workload.Key{Namespace: p.Namespace, Kind: p.Spec.Workload.Kind, Name: p.Spec.Workload.Name})}
+	})
+}
+
+func (g *Generator) workloadsIn(ctx context.Context, ns string) []reconcile.Request {
+	var reqs []reconcile.Request
+	for _, kind := range workload.Kinds {
+		list, _ := workload.NewList(kind)
+		if err := g.client.List(ctx, list, client.InNamespace(ns)); err != nil {
+			log.FromContext(ctx).Error(err, "list workloads", "kind", kind, "namespace", ns)
+			continue
+		}
+		objs, _ := meta.ExtractList(list)
+		for _, o := range objs {
+			if obj := o.(client.Object); workload.IsTop(obj) {
+				reqs = append(reqs, requestFor(workload.Key{Namespace: ns, Kind: kind, Name: obj.GetName()}))
+			}
+		}
+	}
+	return reqs
+}

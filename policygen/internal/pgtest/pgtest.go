@@ -1,0 +1,104 @@
+// Package pgtest starts what policygen's tests need: a real API server with the podwall CRDs installed,
+// a client for it, and a controller-runtime manager whose caches the code under test reads.
+package pgtest
+
+import (
+	"context"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"podwall.io/podwall/internal/testenv"
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+)
+
+// Scheme knows the built-in types and podwall's.
+func Scheme() *kruntime.Scheme {
+	s := kruntime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := v1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// CRDDir is manifests/crds in this repository.
+func CRDDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "manifests", "crds")
+}
+
+// Start runs an API server with the CRDs and returns its config and a direct (uncached) client.
+func Start(t testing.TB) (*rest.Config, client.Client) {
+	t.Helper()
+	env := testenv.Start(t, testenv.Options{CRDDirectoryPaths: []string{CRDDir()}})
+	c, err := client.New(env.Config, client.Options{Scheme: Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env.Config, c
+}
+
+// Manager returns a manager without leader election, metrics or probes; setup registers what the test
+// runs in it before it starts, and the manager stops when the test ends.
+func Manager(t testing.TB, cfg *rest.Config, setup func(manager.Manager) error) manager.Manager {
+	t.Helper()
+	mgr, err := manager.New(cfg, manager.Options{Scheme: Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setup(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	return mgr
+}
+
+// Namespace creates a namespace with the given labels.
+func Namespace(t testing.TB, c client.Client, name string, labels map[string]string) {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if err := c.Create(context.Background(), ns); err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+}
+
+// Eventually polls cond every 20 ms until it returns nil or the deadline passes, then fails with the
+// last error.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
