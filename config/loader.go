@@ -53,8 +53,9 @@ type loader struct {
 }
 
 // load merges the sources into dst, a pointer to the binary's struct, refusing unknown keys and values
-// its fields cannot hold exactly. It returns the file's content (nil when there was none) so that a
-// watcher can tell whether the file changed. dst is not validated here: that is the caller's job.
+// its fields cannot hold exactly. It returns the file's content (nil when there was none), even along
+// with an error, so that a watcher judges exactly the content it read. dst is not validated here:
+// that is the caller's job.
 func (l loader) load(args []string, dst any) ([]byte, error) {
 	flags := pflag.NewFlagSet(l.name, pflag.ContinueOnError)
 	flags.SetOutput(io.Discard)
@@ -80,7 +81,7 @@ func (l loader) load(args []string, dst any) ([]byte, error) {
 	path := v.GetString(fileKey)
 	data, err := readFile(v, path)
 	if err != nil {
-		return nil, err
+		return data, err
 	}
 	var unknown []string
 	for _, key := range v.AllKeys() {
@@ -90,15 +91,16 @@ func (l loader) load(args []string, dst any) ([]byte, error) {
 	}
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
-		return nil, fmt.Errorf("config file %s: unknown key %s", path, strings.Join(unknown, ", "))
+		return data, fmt.Errorf("config file %s: unknown key %s", path, strings.Join(unknown, ", "))
 	}
 	if err := v.UnmarshalExact(dst, strictDecoding); err != nil {
-		return nil, fmt.Errorf("decode settings: %w", keyedErrors(err))
+		return data, fmt.Errorf("decode settings: %w", keyedErrors(err))
 	}
 	return data, nil
 }
 
-// readFile merges the YAML file at path into v. A missing file (or an empty path) leaves v alone.
+// readFile merges the YAML file at path into v and returns its content. A missing file (or an empty
+// path) leaves v alone.
 func readFile(v *viper.Viper, path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
@@ -111,14 +113,14 @@ func readFile(v *viper.Viper, path string) ([]byte, error) {
 		return nil, fmt.Errorf("read config file: %w", err)
 	}
 	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("config file %s: %d bytes, over the %d limit", path, len(data), maxFileSize)
+		return data, fmt.Errorf("config file %s: %d bytes, over the %d limit", path, len(data), maxFileSize)
 	}
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return nil, fmt.Errorf("config file %s: %w", path, err)
+		return data, fmt.Errorf("config file %s: %w", path, err)
 	}
 	if v.InConfig(fileKey) {
-		return nil, fmt.Errorf("config file %s: key %q names the file itself and cannot be set in it", path, fileKey)
+		return data, fmt.Errorf("config file %s: key %q names the file itself and cannot be set in it", path, fileKey)
 	}
 	return data, nil
 }

@@ -180,16 +180,17 @@ func LoadSidecar(args []string) (Sidecar, error) {
 	return s, err
 }
 
-// loadSidecar is LoadSidecar that also returns the file's content, for the watcher.
+// loadSidecar is LoadSidecar that also returns the file's content, even with an error, for the
+// watcher.
 func loadSidecar(args []string) (Sidecar, []byte, error) {
 	var s Sidecar
 	data, err := sidecarLoader.load(args, &s)
 	if err != nil {
-		return Sidecar{}, nil, err
+		return Sidecar{}, data, err
 	}
 	s.resolve()
 	if err := s.validate(); err != nil {
-		return Sidecar{}, nil, fmt.Errorf("invalid sidecar config: %w", err)
+		return Sidecar{}, data, fmt.Errorf("invalid sidecar config: %w", err)
 	}
 	return s, data, nil
 }

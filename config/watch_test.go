@@ -1,0 +1,279 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// deadline bounds every wait for a callback; events arrive in milliseconds.
+const deadline = 10 * time.Second
+
+// kubeletVolume lays out a ConfigMap volume as the kubelet's atomic writer does: the data sits in a
+// timestamped directory, ..data links to it, and config.yaml links through ..data.
+type kubeletVolume struct {
+	t   *testing.T
+	dir string
+	n   int
+}
+
+func newKubeletVolume(t *testing.T, content string) *kubeletVolume {
+	k := &kubeletVolume{t: t, dir: t.TempDir()}
+	k.update(content)
+	if err := os.Symlink(filepath.Join("..data", "config.yaml"), k.file()); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func (k *kubeletVolume) file() string { return filepath.Join(k.dir, "config.yaml") }
+
+// update publishes content the kubelet's way: write a new timestamped directory, point ..data_tmp at
+// it, rename ..data_tmp over ..data (the atomic step), and remove the old directory.
+func (k *kubeletVolume) update(content string) {
+	k.t.Helper()
+	k.n++
+	ts := fmt.Sprintf("..2026_11_27_03_00_%02d.%d", k.n, 100000+k.n)
+	data := filepath.Join(k.dir, "..data")
+	old, _ := os.Readlink(data)
+	for _, err := range []error{
+		os.Mkdir(filepath.Join(k.dir, ts), 0o755),
+		os.WriteFile(filepath.Join(k.dir, ts, "config.yaml"), []byte(content), 0o644),
+		os.Symlink(ts, data+"_tmp"),
+		os.Rename(data+"_tmp", data),
+	} {
+		if err != nil {
+			k.t.Fatal(err)
+		}
+	}
+	if old != "" {
+		if err := os.RemoveAll(filepath.Join(k.dir, old)); err != nil {
+			k.t.Fatal(err)
+		}
+	}
+}
+
+// callbacks records what a watcher reports, in order: a Sidecar for onChange, an error for onError.
+type callbacks chan any
+
+// watch loads the config from args, starts WatchSidecar on it and stops it when the test ends.
+func watch(t *testing.T, args []string) (Sidecar, callbacks) {
+	t.Helper()
+	running, err := LoadSidecar(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := make(callbacks, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done, err := WatchSidecar(ctx, args, running, func(s Sidecar) { cb <- s }, func(err error) { cb <- err })
+	if err != nil {
+		cancel()
+		t.Fatalf("WatchSidecar: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(deadline):
+			t.Error("watcher did not stop")
+		}
+	})
+	return running, cb
+}
+
+// next waits for the next callback.
+func (cb callbacks) next(t *testing.T) any {
+	t.Helper()
+	select {
+	case got := <-cb:
+		return got
+	case <-time.After(deadline):
+		t.Fatal("no callback")
+	}
+	return nil
+}
+
+// change waits for the next callback and fails unless it is onChange.
+func (cb callbacks) change(t *testing.T) Sidecar {
+	t.Helper()
+	got := cb.next(t)
+	s, ok := got.(Sidecar)
+	if !ok {
+		t.Fatalf("got %v, want a change", got)
+	}
+	return s
+}
+
+// error waits for the next callback and fails unless it is onError.
+func (cb callbacks) error(t *testing.T) error {
+	t.Helper()
+	got := cb.next(t)
+	err, ok := got.(error)
+	if !ok {
+		t.Fatalf("got change %+v, want an error", got)
+	}
+	return err
+}
+
+func TestWatchSidecarKubeletUpdate(t *testing.T) {
+	vol := newKubeletVolume(t, "policy-file: /p\n")
+	running, cb := watch(t, []string{"--config", vol.file()})
+
+	vol.update("policy-file: /p\nmode: Protect\nlog-allows: all\n")
+	want := running
+	want.Live.Mode, want.Live.Log.Allows = policy.Protect, LogAllAllows
+	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+		t.Errorf("first update (-want +got):\n%s", diff)
+	}
+
+	vol.update("policy-file: /p\nmode: Protect\nlog-allows: all\nlog-rate: 7\nlog-burst: 9\n")
+	want.Live.Log.Rate, want.Live.Log.Burst = 7, 9
+	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+		t.Errorf("second update (-want +got):\n%s", diff)
+	}
+
+	// Back to the original file: every live key returns to its default.
+	vol.update("policy-file: /p\n")
+	if diff := cmp.Diff(running, cb.change(t), equal); diff != "" {
+		t.Errorf("third update (-want +got):\n%s", diff)
+	}
+}
+
+func TestWatchSidecarKeepsLastGoodConfig(t *testing.T) {
+	vol := newKubeletVolume(t, "policy-file: /p\nmode: Monitor\n")
+	running, cb := watch(t, []string{"--config", vol.file()})
+
+	// Each bad file is reported once, and no change is delivered for it: the next callback after the
+	// reports is the change to the good file, made from the last good config.
+	for _, bad := range []struct{ content, want string }{
+		{"policy-file: /p\nmode: [Protect\n", "config file"},
+		{"policy-file: /p\nmode: Protect\nlog-burst: 0\n", "log-burst: 0"},
+		{"\x00\xff", "config file"},
+		{"mode: Protect\n", "policy-file: set policy-file"},
+	} {
+		vol.update(bad.content)
+		err := cb.error(t)
+		if !strings.Contains(err.Error(), bad.want) || !strings.Contains(err.Error(), "keeping the running config") {
+			t.Errorf("error for %q = %q, want it to contain %q", bad.content, err, bad.want)
+		}
+	}
+
+	vol.update("policy-file: /p\nmode: Learn\n")
+	want := running
+	want.Live.Mode = policy.Learn
+	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+		t.Errorf("config after the bad files (-want +got):\n%s", diff)
+	}
+}
+
+func TestWatchSidecarRestartOnlyKeys(t *testing.T) {
+	vol := newKubeletVolume(t, "policy-file: /p\n")
+	running, cb := watch(t, []string{"--config", vol.file()})
+
+	vol.update("policy-file: /p\nqueue-base: 300\nfail-mode: open\nmode: Learn\n")
+	var restart *RestartRequiredError
+	if err := cb.error(t); !errors.As(err, &restart) {
+		t.Fatalf("error = %v, want a RestartRequiredError", err)
+	}
+	if diff := cmp.Diff([]string{"fail-mode", "queue-base"}, restart.Keys); diff != "" {
+		t.Errorf("restart keys (-want +got):\n%s", diff)
+	}
+	want := running
+	want.Live.Mode = policy.Learn
+	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+		t.Errorf("config keeps the running queue and fail mode (-want +got):\n%s", diff)
+	}
+
+	// A restart-only change alone delivers no config.
+	vol.update("policy-file: /p\nqueue-base: 400\nmode: Learn\n")
+	if err := cb.error(t); !errors.As(err, &restart) || fmt.Sprint(restart.Keys) != "[queue-base]" {
+		t.Fatalf("error = %v, want a RestartRequiredError for queue-base", err)
+	}
+	vol.update("policy-file: /p\nqueue-base: 400\nmode: Monitor\n")
+	if err := cb.error(t); !errors.As(err, &restart) {
+		t.Fatalf("error = %v, want the restart still pending", err)
+	}
+	want.Live.Mode = policy.Monitor
+	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+		t.Errorf("config after the restart-only change (-want +got):\n%s", diff)
+	}
+}
+
+func TestWatchSidecarFlagsAndEnvStillWin(t *testing.T) {
+	t.Setenv("PODWALL_MODE", "Monitor")
+	vol := newKubeletVolume(t, "policy-file: /p\n")
+	running, cb := watch(t, []string{"--config", vol.file(), "--log-rate=50"})
+
+	vol.update("policy-file: /p\nmode: Protect\nlog-rate: 1\nlog-allows: none\n")
+	want := running
+	want.Live.Log.Allows = LogNoAllows
+	got := cb.change(t)
+	if diff := cmp.Diff(want, got, equal); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+	if got.Live.Mode != policy.Monitor || got.Live.Log.Rate != 50 {
+		t.Errorf("mode %q, log-rate %v: the file overrode the env or a flag", got.Live.Mode, got.Live.Log.Rate)
+	}
+}
+
+// TestWatchSidecarPlainFile covers a file that is not a kubelet volume, replaced atomically the way
+// editors and config tools do: a new file renamed over the old one.
+func TestWatchSidecarPlainFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "podwall.yaml")
+	replace := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(path+".new", []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".new", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace("policy-file: /p\n")
+	running, cb := watch(t, []string{"--config", path})
+
+	replace("policy-file: /p\nlog-allow-interval: 5m\n")
+	want := running
+	want.Live.Log.AllowInterval = 5 * time.Minute
+	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+
+	// The file going away means defaults again.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.error(t); !strings.Contains(err.Error(), "policy-file: set policy-file") {
+		t.Errorf("error = %v, want the missing policy source", err)
+	}
+}
+
+func TestWatchSidecarNoDirectory(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent", "config.yaml")
+	ctx, cancel := context.WithCancel(context.Background())
+	done, err := WatchSidecar(ctx, nil, Sidecar{File: missing}, func(Sidecar) {}, func(error) {})
+	if err != nil {
+		t.Fatalf("WatchSidecar on a missing directory: %v", err)
+	}
+	select {
+	case <-done:
+		t.Fatal("watcher stopped before its context ended")
+	default:
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(deadline):
+		t.Fatal("watcher did not stop")
+	}
+}
