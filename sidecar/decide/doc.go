@@ -25,7 +25,9 @@
 // Connections to a mesh proxy's redirect port (Options.MeshPorts) are judged against the destination
 // they had before the redirect: an app→proxy loopback connection by the egress rules, with the real
 // remote as peer; an inbound connection redirected to the proxy's inbound port by the ingress rules on
-// the port it was sent to.
+// the port it was sent to; a loopback connection whose original destination is the pod itself (a
+// loopback address or the connecting side's own address, as when the proxy calls the app through its
+// inbound port) by the loopback rules on the original port.
 //
 // # Modes
 //

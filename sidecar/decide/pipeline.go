@@ -34,7 +34,12 @@ func (d *Decider) subject(c *Conn) subject {
 	}
 	s.port, s.redirected = c.Original.Port(), true
 	if c.Direction == Loopback {
-		s.dir, s.peer = Egress, c.Original.Addr()
+		s.peer = c.Original.Addr()
+		// A connection whose real destination is the pod itself (the proxy's hairpin through its
+		// inbound port, to the pod's own address) stays loopback traffic; the rest went out.
+		if !s.peer.IsLoopback() && s.peer != c.Local.Addr() {
+			s.dir = Egress
+		}
 	}
 	return s
 }
