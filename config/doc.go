@@ -57,7 +57,9 @@
 // writing a new timestamped directory, pointing a temporary symlink at it and renaming that over the
 // ..data symlink, so the file's own symlink never changes. Each change re-reads all sources, and the
 // watcher passes on only a valid configuration; a bad file is reported and the last good one stays.
-// (A ConfigMap mounted with subPath is never updated by the kubelet; mount the whole volume.)
+// A ConfigMap mounted with subPath is never updated by the kubelet: mount the whole volume. Outside
+// Kubernetes, replace the file by renaming a new one over it; a file rewritten in place may be read
+// half-written.
 //
 // # Adding a binary's configuration
 //
@@ -70,6 +72,7 @@
 //     flag has no default and no environment variable.
 //  3. Write a validate method that collects problems (problems.add, oneOf) and a LoadX(args) that
 //     calls loader.load, fills in machine-dependent defaults, then validates.
-//  4. Test like sidecar_test.go: precedence and errors as tables with t.Setenv, the keys-are-flags
-//     guard, and a Fuzz target over the file. For hot reload, reuse watchFile (see WatchSidecar).
+//  4. Test like sidecar_test.go: precedence and errors as tables with t.Setenv (writeSources), the
+//     keys-are-flags guard, and a Fuzz target over the file. For hot reload, build on watchFile and
+//     changedKeys as WatchSidecar does, and test with kubeletVolume from watch_test.go.
 package config

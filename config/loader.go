@@ -83,15 +83,8 @@ func (l loader) load(args []string, dst any) ([]byte, error) {
 	if err != nil {
 		return data, err
 	}
-	var unknown []string
-	for _, key := range v.AllKeys() {
-		if flags.Lookup(key) == nil {
-			unknown = append(unknown, strconv.Quote(key))
-		}
-	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return data, fmt.Errorf("config file %s: unknown key %s", path, strings.Join(unknown, ", "))
+	if err := checkKeys(v, flags); err != nil {
+		return data, fmt.Errorf("config file %s: %w", path, err)
 	}
 	if err := v.UnmarshalExact(dst, strictDecoding); err != nil {
 		return data, fmt.Errorf("decode settings: %w", keyedErrors(err))
@@ -105,7 +98,7 @@ func readFile(v *viper.Viper, path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
-	data, err := os.ReadFile(path)
+	data, err := readAtMost(path, maxFileSize+1)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -113,7 +106,7 @@ func readFile(v *viper.Viper, path string) ([]byte, error) {
 		return nil, fmt.Errorf("read config file: %w", err)
 	}
 	if len(data) > maxFileSize {
-		return data, fmt.Errorf("config file %s: %d bytes, over the %d limit", path, len(data), maxFileSize)
+		return data, fmt.Errorf("config file %s: larger than the %d-byte limit", path, maxFileSize)
 	}
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
@@ -123,6 +116,33 @@ func readFile(v *viper.Viper, path string) ([]byte, error) {
 		return data, fmt.Errorf("config file %s: key %q names the file itself and cannot be set in it", path, fileKey)
 	}
 	return data, nil
+}
+
+// readAtMost reads up to limit bytes of a file, so that a config path naming a device or a runaway
+// file cannot exhaust memory.
+func readAtMost(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
+}
+
+// checkKeys refuses keys in the file that no flag declares, naming all of them. Only the file can
+// bring such keys: flags and environment variables are looked up by the declared keys alone.
+func checkKeys(v *viper.Viper, flags *pflag.FlagSet) error {
+	var unknown []string
+	for _, key := range v.AllKeys() {
+		if flags.Lookup(key) == nil {
+			unknown = append(unknown, strconv.Quote(key))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return fmt.Errorf("unknown key %s", strings.Join(unknown, ", "))
 }
 
 // strictDecoding turns off viper's weak typing, under which `queue-count: true` would mean 1, and

@@ -58,7 +58,7 @@ func FuzzSidecarFile(f *testing.F) {
 			t.Fatalf("config written back does not load: %v\n%s", err, out)
 		}
 		reloaded.File = path
-		if diff := cmp.Diff(got, reloaded, equal); diff != "" {
+		if diff := cmp.Diff(got, reloaded, sameConfig); diff != "" {
 			t.Fatalf("config changed on the way back (-first +second):\n%s\nfile:\n%s", diff, out)
 		}
 	})

@@ -18,11 +18,11 @@ import (
 	"podwall.io/podwall/sidecar/policy"
 )
 
-// equal compares configs: netip.Addr by value, an empty list as no list.
-var equal = cmp.Options{cmpopts.EquateEmpty(), cmpopts.EquateComparable(netip.Addr{})}
+// sameConfig compares configs: netip.Addr by value, an empty list as no list.
+var sameConfig = cmp.Options{cmpopts.EquateEmpty(), cmpopts.EquateComparable(netip.Addr{})}
 
-// defaultSidecar is the configuration with every default, read from file, enforcing policyFile.
-func defaultSidecar(file, policyFile string) Sidecar {
+// defaultSidecar is the configuration with every default, read from file.
+func defaultSidecar(file string) Sidecar {
 	return Sidecar{
 		File: file,
 		Live: SidecarLive{Log: VerdictLog{Allows: LogFirstAllow, AllowInterval: time.Minute, Rate: 100, Burst: 200}},
@@ -32,16 +32,15 @@ func defaultSidecar(file, policyFile string) Sidecar {
 			Count: uint16(min(runtime.GOMAXPROCS(0), 4)),
 		},
 		FailMode:   FailClosed,
-		PolicyFile: policyFile,
 		CacheDir:   "/var/lib/podwall",
 		ListenAddr: ":9947",
 		PolicyGen:  PolicyGen{TokenFile: "/var/run/secrets/podwall.io/token"},
 	}
 }
 
-// setup writes content (if not empty) as the config file of a fresh directory, sets env with $FILE
+// writeSources writes content (if not empty) as the config file of a fresh directory, sets env with $FILE
 // standing for the file's path, and returns the path and args with $FILE replaced.
-func setup(t *testing.T, content string, env map[string]string, args []string) (string, []string) {
+func writeSources(t *testing.T, content string, env map[string]string, args []string) (string, []string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if content != "" {
@@ -155,14 +154,14 @@ policy-file: /from/file
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			path, args := setup(t, tc.file, tc.env, tc.args)
+			path, args := writeSources(t, tc.file, tc.env, tc.args)
 			got, err := LoadSidecar(args)
 			if err != nil {
 				t.Fatalf("LoadSidecar: %v", err)
 			}
-			want := defaultSidecar(path, "")
+			want := defaultSidecar(path)
 			tc.want(&want)
-			if diff := cmp.Diff(want, got, equal); diff != "" {
+			if diff := cmp.Diff(want, got, sameConfig); diff != "" {
 				t.Errorf("config (-want +got):\n%s", diff)
 			}
 		})
@@ -217,12 +216,13 @@ func TestLoadSidecarErrors(t *testing.T) {
 		{name: "every problem at once", file: "mode: x\nfail-mode: y\nlog-burst: 0\n", want: []string{"mode:", "fail-mode:", "log-burst:"}},
 		{name: "unknown flag", args: []string{"--modes=Protect"}, want: []string{"unknown flag: --modes"}},
 		{name: "positional argument", args: []string{"Protect"}, want: []string{`unexpected argument "Protect"`}},
-		{name: "file too large", file: "# " + strings.Repeat("x", maxFileSize) + "\n", want: []string{"over the 1048576 limit"}},
+		{name: "file too large", file: "# " + strings.Repeat("x", maxFileSize) + "\n", want: []string{"larger than the 1048576-byte limit"}},
+		{name: "file is a device", args: []string{"--config=/dev/zero"}, want: []string{"larger than the 1048576-byte limit"}},
 		{name: "file is a directory", args: []string{"--config=" + os.TempDir()}, want: []string{"read config file"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, args := setup(t, tc.file, tc.env, append([]string{"--config=$FILE", "--policy-file=/p"}, tc.args...))
+			_, args := writeSources(t, tc.file, tc.env, append([]string{"--config=$FILE", "--policy-file=/p"}, tc.args...))
 			got, err := LoadSidecar(args)
 			if err == nil {
 				t.Fatalf("LoadSidecar accepted the config: %+v", got)
@@ -232,7 +232,7 @@ func TestLoadSidecarErrors(t *testing.T) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
 			}
-			if diff := cmp.Diff(Sidecar{}, got, equal); diff != "" {
+			if diff := cmp.Diff(Sidecar{}, got, sameConfig); diff != "" {
 				t.Errorf("a failed load returned a config:\n%s", diff)
 			}
 		})

@@ -15,8 +15,8 @@ import (
 	"podwall.io/podwall/sidecar/policy"
 )
 
-// deadline bounds every wait for a callback; events arrive in milliseconds.
-const deadline = 10 * time.Second
+// callbackDeadline bounds every wait for a callback; events arrive in milliseconds.
+const callbackDeadline = 10 * time.Second
 
 // kubeletVolume lays out a ConfigMap volume as the kubelet's atomic writer does: the data sits in a
 // timestamped directory, ..data links to it, and config.yaml links through ..data.
@@ -65,8 +65,8 @@ func (k *kubeletVolume) update(content string) {
 // callbacks records what a watcher reports, in order: a Sidecar for onChange, an error for onError.
 type callbacks chan any
 
-// watch loads the config from args, starts WatchSidecar on it and stops it when the test ends.
-func watch(t *testing.T, args []string) (Sidecar, callbacks) {
+// startSidecarWatch loads the config from args, starts WatchSidecar on it and stops it when the test ends.
+func startSidecarWatch(t *testing.T, args []string) (Sidecar, callbacks) {
 	t.Helper()
 	running, err := LoadSidecar(args)
 	if err != nil {
@@ -83,7 +83,7 @@ func watch(t *testing.T, args []string) (Sidecar, callbacks) {
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(deadline):
+		case <-time.After(callbackDeadline):
 			t.Error("watcher did not stop")
 		}
 	})
@@ -96,7 +96,7 @@ func (cb callbacks) next(t *testing.T) any {
 	select {
 	case got := <-cb:
 		return got
-	case <-time.After(deadline):
+	case <-time.After(callbackDeadline):
 		t.Fatal("no callback")
 	}
 	return nil
@@ -126,31 +126,31 @@ func (cb callbacks) error(t *testing.T) error {
 
 func TestWatchSidecarKubeletUpdate(t *testing.T) {
 	vol := newKubeletVolume(t, "policy-file: /p\n")
-	running, cb := watch(t, []string{"--config", vol.file()})
+	running, cb := startSidecarWatch(t, []string{"--config", vol.file()})
 
 	vol.update("policy-file: /p\nmode: Protect\nlog-allows: all\n")
 	want := running
 	want.Live.Mode, want.Live.Log.Allows = policy.Protect, LogAllAllows
-	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("first update (-want +got):\n%s", diff)
 	}
 
 	vol.update("policy-file: /p\nmode: Protect\nlog-allows: all\nlog-rate: 7\nlog-burst: 9\n")
 	want.Live.Log.Rate, want.Live.Log.Burst = 7, 9
-	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("second update (-want +got):\n%s", diff)
 	}
 
 	// Back to the original file: every live key returns to its default.
 	vol.update("policy-file: /p\n")
-	if diff := cmp.Diff(running, cb.change(t), equal); diff != "" {
+	if diff := cmp.Diff(running, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("third update (-want +got):\n%s", diff)
 	}
 }
 
 func TestWatchSidecarKeepsLastGoodConfig(t *testing.T) {
 	vol := newKubeletVolume(t, "policy-file: /p\nmode: Monitor\n")
-	running, cb := watch(t, []string{"--config", vol.file()})
+	running, cb := startSidecarWatch(t, []string{"--config", vol.file()})
 
 	// Each bad file is reported once, and no change is delivered for it: the next callback after the
 	// reports is the change to the good file, made from the last good config.
@@ -170,14 +170,14 @@ func TestWatchSidecarKeepsLastGoodConfig(t *testing.T) {
 	vol.update("policy-file: /p\nmode: Learn\n")
 	want := running
 	want.Live.Mode = policy.Learn
-	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("config after the bad files (-want +got):\n%s", diff)
 	}
 }
 
 func TestWatchSidecarRestartOnlyKeys(t *testing.T) {
 	vol := newKubeletVolume(t, "policy-file: /p\n")
-	running, cb := watch(t, []string{"--config", vol.file()})
+	running, cb := startSidecarWatch(t, []string{"--config", vol.file()})
 
 	vol.update("policy-file: /p\nqueue-base: 300\nfail-mode: open\nmode: Learn\n")
 	var restart *RestartRequiredError
@@ -189,7 +189,7 @@ func TestWatchSidecarRestartOnlyKeys(t *testing.T) {
 	}
 	want := running
 	want.Live.Mode = policy.Learn
-	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("config keeps the running queue and fail mode (-want +got):\n%s", diff)
 	}
 
@@ -203,7 +203,7 @@ func TestWatchSidecarRestartOnlyKeys(t *testing.T) {
 		t.Fatalf("error = %v, want the restart still pending", err)
 	}
 	want.Live.Mode = policy.Monitor
-	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("config after the restart-only change (-want +got):\n%s", diff)
 	}
 }
@@ -211,13 +211,13 @@ func TestWatchSidecarRestartOnlyKeys(t *testing.T) {
 func TestWatchSidecarFlagsAndEnvStillWin(t *testing.T) {
 	t.Setenv("PODWALL_MODE", "Monitor")
 	vol := newKubeletVolume(t, "policy-file: /p\n")
-	running, cb := watch(t, []string{"--config", vol.file(), "--log-rate=50"})
+	running, cb := startSidecarWatch(t, []string{"--config", vol.file(), "--log-rate=50"})
 
 	vol.update("policy-file: /p\nmode: Protect\nlog-rate: 1\nlog-allows: none\n")
 	want := running
 	want.Live.Log.Allows = LogNoAllows
 	got := cb.change(t)
-	if diff := cmp.Diff(want, got, equal); diff != "" {
+	if diff := cmp.Diff(want, got, sameConfig); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
 	if got.Live.Mode != policy.Monitor || got.Live.Log.Rate != 50 {
@@ -240,12 +240,12 @@ func TestWatchSidecarPlainFile(t *testing.T) {
 		}
 	}
 	replace("policy-file: /p\n")
-	running, cb := watch(t, []string{"--config", path})
+	running, cb := startSidecarWatch(t, []string{"--config", path})
 
 	replace("policy-file: /p\nlog-allow-interval: 5m\n")
 	want := running
 	want.Live.Log.AllowInterval = 5 * time.Minute
-	if diff := cmp.Diff(want, cb.change(t), equal); diff != "" {
+	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
 
@@ -273,7 +273,7 @@ func TestWatchSidecarNoDirectory(t *testing.T) {
 	cancel()
 	select {
 	case <-done:
-	case <-time.After(deadline):
+	case <-time.After(callbackDeadline):
 		t.Fatal("watcher did not stop")
 	}
 }
