@@ -7,14 +7,14 @@ import (
 
 // subject is the connection as the rules see it: after a mesh redirect, the destination behind it.
 type subject struct {
-	// dir picks the rules that judge: a redirected app→proxy connection is judged as Egress.
+	// dir picks the rules that judge: an app→proxy connection to a remote is judged as Egress.
 	dir   Direction
 	proto uint8
 	// peer is the remote whose prefixes and name count; port is the port the rules match.
 	peer netip.Addr
 	port uint16
-	// origUnknown marks a connection to a mesh redirect port whose original destination is unknown,
-	// redirected one whose original destination is judged.
+	// origUnknown marks a connection to a mesh redirect port whose original destination is unknown;
+	// redirected, one that is judged against its original destination.
 	origUnknown, redirected bool
 }
 
