@@ -46,3 +46,7 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 generate: ## regenerate deepcopy code and CRD YAML (manifests/crds/) from policygen/api
 	$(CONTROLLER_GEN) object paths=./policygen/api/...
 	$(CONTROLLER_GEN) crd paths=./policygen/api/... output:crd:artifacts:config=manifests/crds
+
+.PHONY: run
+run: ## run podwall here with no cluster: a demo pod namespace guarded by the sidecar under a built-in policy (root)
+	hack/demo.sh

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"podwall.io/podwall/config"
+	"podwall.io/podwall/sidecar/agent"
+	"podwall.io/podwall/sidecar/verdictlog"
+)
+
+// options translates the loaded configuration into the agent's options.
+func options(c config.Sidecar) agent.Options {
+	return agent.Options{
+		Pod:          c.Pod.Name,
+		Namespace:    c.Pod.Namespace,
+		Workload:     c.Pod.Workload,
+		PolicyFile:   c.PolicyFile,
+		CacheDir:     c.CacheDir,
+		FailOpen:     c.FailMode == config.FailOpen,
+		QueueNum:     c.Queue.Base,
+		QueueCount:   c.Queue.Count,
+		MeshOutPorts: c.Mesh.Outbound,
+		MeshInPorts:  c.Mesh.Inbound,
+		HTTPAddr:     c.ListenAddr,
+		Tunables:     tunables(c.Live),
+	}
+}
+
+func tunables(l config.SidecarLive) agent.Tunables {
+	return agent.Tunables{Mode: l.Mode, Log: verdictlog.Options{
+		Allows:        verdictlog.Allows(l.Log.Allows),
+		FirstInterval: l.Log.AllowInterval,
+		Rate:          l.Log.Rate,
+		Burst:         l.Log.Burst,
+	}}
+}

@@ -1,0 +1,121 @@
+// Package agent is the sidecar: it owns the pod's network namespace, keeps the podwall ruleset in
+// place, decides each queued connection and logs every verdict. Run is the whole sidecar; the binary's
+// main only loads its configuration and calls it.
+package agent
+
+import (
+	"context"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/nftables"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/sidecar/ruleset"
+	"podwall.io/podwall/sidecar/verdictlog"
+)
+
+// Options configure the sidecar. Zero values take the documented defaults.
+type Options struct {
+	// NetNS is the path of the network namespace to guard; empty means the one the process runs in
+	// (the pod's). Tests and the local demo set it.
+	NetNS string
+	// Pod, Namespace and Workload identify the pod in verdict lines.
+	Pod, Namespace, Workload string
+	// PolicyFile is a policy to enforce and watch for changes (standalone mode); empty means none.
+	PolicyFile string
+	// CacheDir keeps the last applied policy across restarts; empty disables the cache.
+	CacheDir string
+	// FailOpen removes the ruleset when the sidecar stops and lets packets pass while no verdict loop
+	// is bound; the default, fail-closed, leaves the policy enforced in the kernel and refuses the rest.
+	FailOpen bool
+	// QueueNum and QueueCount choose the NFQUEUE queues (defaults 100 and 2).
+	QueueNum, QueueCount uint16
+	// MeshOutPorts and MeshInPorts are the mesh proxy's outbound and inbound redirect targets
+	// (defaults: Envoy 15001/15006, Linkerd 4140/4143).
+	MeshOutPorts, MeshInPorts []uint16
+	// HTTPAddr serves /readyz, /healthz and /metrics (default ":9947").
+	HTTPAddr string
+	// Stdout receives the verdict lines (default os.Stdout).
+	Stdout io.Writer
+	// StallTimeout is the watchdog's limit for one verdict (default 2s).
+	StallTimeout time.Duration
+	// LearnedLimit bounds the observed connections held for reporting (default 10000).
+	LearnedLimit int
+	// Tunables may change while the sidecar runs (Reconfigure).
+	Tunables
+}
+
+// Tunables are the settings a running sidecar takes without a restart.
+type Tunables struct {
+	// Mode overrides the policy's mode when set.
+	Mode policy.Mode
+	// Log chooses which allows are logged and the log rate limit. Its FirstInterval is also how long
+	// the kernel lets repeat connections of a logged allow through without asking (the seen sets).
+	Log verdictlog.Options
+}
+
+func (o *Options) setDefaults() {
+	if o.QueueNum == 0 {
+		o.QueueNum = 100
+	}
+	if o.QueueCount == 0 {
+		o.QueueCount = 2
+	}
+	if o.MeshOutPorts == nil {
+		o.MeshOutPorts = []uint16{15001, 4140}
+	}
+	if o.MeshInPorts == nil {
+		o.MeshInPorts = []uint16{15006, 4143}
+	}
+	if o.HTTPAddr == "" {
+		o.HTTPAddr = ":9947"
+	}
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.StallTimeout == 0 {
+		o.StallTimeout = 2 * time.Second
+	}
+	if o.LearnedLimit == 0 {
+		o.LearnedLimit = 10000
+	}
+	if o.Log.FirstInterval == 0 {
+		o.Log.FirstInterval = time.Minute
+	}
+}
+
+// Sidecar is a running sidecar.
+type Sidecar struct {
+	opts  Options
+	log   logr.Logger
+	nsfd  int // the guarded namespace, 0 for the process's own
+	nft   *nftables.Conn
+	queue ruleset.QueueKind
+	dp    datapath
+	ready atomic.Bool
+	reg   *prometheus.Registry
+
+	mu       sync.Mutex // serializes policy and tunable changes
+	policy   *policy.Policy
+	tunables Tunables
+	vlog     atomic.Pointer[verdictlog.Logger]
+	// retired sums the counters of verdict loggers replaced by Reconfigure, so metrics never go back.
+	retired  verdictlog.Stats
+	revision prometheus.Gauge
+	applyErr prometheus.Counter
+}
+
+// Run guards the namespace until ctx ends, then leaves it in the fail mode's state.
+func Run(ctx context.Context, opts Options, log logr.Logger) error {
+	s, err := New(opts, log)
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
+}

@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/florianl/go-nfqueue/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"podwall.io/podwall/sidecar/decide"
+	"podwall.io/podwall/sidecar/nfq"
+	"podwall.io/podwall/sidecar/packet"
+	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/sidecar/report"
+	"podwall.io/podwall/sidecar/ruleset"
+)
+
+// loIndex is the loopback interface's index, the same in every network namespace.
+const loIndex = 1
+
+// datapath turns each queued packet into a decision, logs it, records it for policygen when asked, and
+// answers the kernel with NF_REPEAT and a verdict mark: the ruleset's mark rules, placed before its
+// queue rules, then reject or accept the packet in the kernel (see sidecar/ruleset).
+type datapath struct {
+	decider  atomic.Pointer[decide.Decider]
+	log      func(decide.Conn, decide.Decision)
+	learned  *report.Aggregator
+	verdicts *prometheus.CounterVec
+	badPkts  prometheus.Counter
+}
+
+// handle is the nfq.Handler.
+func (d *datapath) handle(p nfq.Packet) nfq.Verdict {
+	dec := d.decider.Load()
+	pkt, err := packet.Parse(p.Payload)
+	if err != nil || !packet.HasPorts(pkt.Proto) {
+		// Only TCP, UDP and SCTP are queued; anything else here is malformed or hostile. It gets the
+		// fail-safe answer, a drop, which costs a legitimate peer nothing it could have used.
+		d.badPkts.Inc()
+		return nfq.Verdict{Action: nfqueue.NfDrop}
+	}
+	c := d.conn(pkt, p)
+	v := dec.Decide(c)
+	d.verdicts.WithLabelValues(c.Direction.String(), v.Verdict.String()).Inc()
+	d.log(c, v)
+	if v.Record {
+		d.learned.Add(report.Key{Direction: c.Direction.String(), Peer: c.Remote.Addr(), Proto: c.Proto,
+			Port: recordedPort(c)}, v.Verdict.String(), time.Now())
+	}
+	if v.Verdict == decide.Deny {
+		return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: ruleset.MarkDeny}
+	}
+	return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: ruleset.MarkAllow}
+}
+
+// conn describes the connection a queued packet opens. The hook tells the direction: the ruleset
+// queues egress at output (an out-device set) and ingress and loopback at input. Egress is queued
+// before NAT, so an app→proxy connection that a mesh proxy's REDIRECT will send to the proxy arrives
+// here with its real remote as destination, and is judged and logged against it.
+func (d *datapath) conn(pkt packet.Packet, p nfq.Packet) decide.Conn {
+	c := decide.Conn{Proto: pkt.Proto}
+	switch {
+	case p.OutDev != 0:
+		c.Direction, c.Local, c.Remote = decide.Egress, pkt.Src, pkt.Dst
+	case p.InDev == loIndex:
+		c.Direction, c.Local, c.Remote = decide.Loopback, pkt.Src, pkt.Dst
+	default:
+		c.Direction, c.Local, c.Remote = decide.Ingress, pkt.Dst, pkt.Src
+		// The ruleset copies the connection's original destination port into the mark's low bits
+		// before queueing an inbound packet (its conntrack entry cannot be looked up yet).
+		if port := uint16(p.Mark & 0xffff); port != 0 {
+			c.Original = netip.AddrPortFrom(pkt.Dst.Addr(), port)
+		}
+	}
+	return c
+}
+
+// recordedPort is the port a learned rule allows: the pod's port for ingress, the remote's otherwise.
+func recordedPort(c decide.Conn) uint16 {
+	if c.Original.IsValid() {
+		return c.Original.Port()
+	}
+	if c.Direction == decide.Ingress {
+		return c.Local.Port()
+	}
+	return c.Remote.Port()
+}
+
+// modeOf returns the mode a policy runs in after the operator's override.
+func modeOf(p *policy.Policy, override policy.Mode) policy.Mode {
+	if override != "" {
+		return override
+	}
+	return p.Mode
+}

@@ -1,0 +1,61 @@
+package agent
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// TestFailClosedExitAndCachedRestart stops a fail-closed sidecar: the policy must stay enforced by the
+// kernel alone. A sidecar restarted without its policy file must re-apply the cached policy before it
+// turns ready.
+func TestFailClosedExitAndCachedRestart(t *testing.T) {
+	w := newWorld(t)
+	w.writePolicy(t, policy.Protect, 7, 80)
+	_, stop := w.start(t, nil)
+	stop()
+	if _, err := w.dial(w.peerAddr(80)); err != nil {
+		t.Fatalf("allowed connection with the sidecar gone (fail-closed): %v", err)
+	}
+	w.mustRefuseFast(t, w.peerAddr(81))
+
+	if err := os.Remove(w.policyFile); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := w.start(t, nil)
+	if got := s.Revision(); got != 7 {
+		t.Fatalf("restarted sidecar runs revision %d, want the cached 7", got)
+	}
+	if _, err := w.dial(w.peerAddr(80)); err != nil {
+		t.Fatalf("allowed connection after restart from cache: %v", err)
+	}
+	w.mustRefuseFast(t, w.peerAddr(81))
+}
+
+// TestFailOpenExitRemovesTheRuleset: a fail-open sidecar takes its table with it.
+func TestFailOpenExitRemovesTheRuleset(t *testing.T) {
+	w := newWorld(t)
+	w.writePolicy(t, policy.Protect, 1, 80)
+	_, stop := w.start(t, func(o *Options) { o.FailOpen = true })
+	w.mustRefuseFast(t, w.peerAddr(81))
+	stop()
+	if _, err := w.dial(w.peerAddr(81)); err != nil {
+		t.Fatalf("fail-open sidecar gone, connection still refused: %v", err)
+	}
+	if out := w.pod.Exec(t, "nft", "list", "tables"); strings.Contains(out, "podwall") {
+		t.Fatalf("table left behind after a fail-open exit:\n%s", out)
+	}
+}
+
+// TestNoPolicyStartsDenyAll: a fail-closed pod that never had a policy refuses everything but its own
+// sidecar's traffic.
+func TestNoPolicyStartsDenyAll(t *testing.T) {
+	w := newWorld(t)
+	s, _ := w.start(t, func(o *Options) { o.PolicyFile = "" })
+	if s.Revision() != 0 {
+		t.Fatalf("revision %d, want the baseline's 0", s.Revision())
+	}
+	w.mustRefuseFast(t, w.peerAddr(80))
+}
