@@ -1,0 +1,220 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Injector is the injector's configuration (podwall-injector). Every field is one key, spelled as its
+// `mapstructure` tag; --help lists them with their defaults.
+type Injector struct {
+	// File is the config file that was read (key config); the injector has none by default.
+	File string `mapstructure:"config"`
+	// Serve says where the webhook, metrics and health endpoints listen.
+	Serve InjectorServe `mapstructure:",squash"`
+	// TLS says where the webhook's serving certificate comes from.
+	TLS InjectorTLS `mapstructure:",squash"`
+	// NativeSidecars chooses the container layout (key native-sidecars): auto asks the API server's
+	// version at start (native sidecars from Kubernetes 1.29), always and never force one layout.
+	NativeSidecars NativeSidecars `mapstructure:"native-sidecars"`
+	// Sidecar is what the injector puts into each pod.
+	Sidecar InjectedSidecar `mapstructure:",squash"`
+}
+
+// InjectorServe holds the injector's listening ports.
+type InjectorServe struct {
+	// Port is the webhook's HTTPS port (key port).
+	Port int `mapstructure:"port"`
+	// MetricsAddr serves Prometheus metrics, among them the webhook's latency histogram (key
+	// metrics-addr); "0" disables it.
+	MetricsAddr string `mapstructure:"metrics-addr"`
+	// HealthAddr serves /healthz and /readyz (key health-addr).
+	HealthAddr string `mapstructure:"health-addr"`
+}
+
+// InjectorTLS says how the webhook gets its certificate.
+type InjectorTLS struct {
+	// Mode is managed (the injector keeps its own CA and serving certificate in a Secret, patches the
+	// caBundle of its MutatingWebhookConfiguration and renews) or external (key cert-mode: a mounted
+	// certificate, from cert-manager say, read from CertDir and reloaded when it changes).
+	Mode CertMode `mapstructure:"cert-mode"`
+	// CertDir holds tls.crt and tls.key in external mode (key cert-dir).
+	CertDir string `mapstructure:"cert-dir"`
+	// Namespace is the injector's own namespace (key namespace, from the downward API), where the
+	// Secret lives and which its Service's DNS names carry.
+	Namespace string `mapstructure:"namespace"`
+	// Service is the name of the Service in front of the webhook (key service-name).
+	Service string `mapstructure:"service-name"`
+	// Secret keeps the CA and serving certificate in managed mode (key secret-name).
+	Secret string `mapstructure:"secret-name"`
+	// WebhookConfig is the MutatingWebhookConfiguration whose caBundle managed mode patches (key
+	// webhook-config-name).
+	WebhookConfig string `mapstructure:"webhook-config-name"`
+	// ExtraHosts are more DNS names or IP addresses for the serving certificate (key cert-hosts).
+	ExtraHosts []string `mapstructure:"cert-hosts"`
+	// Validity is how long a serving certificate lasts (key cert-validity) and RenewBefore how long
+	// before its end a new one is issued (key cert-renew-before).
+	Validity    time.Duration `mapstructure:"cert-validity"`
+	RenewBefore time.Duration `mapstructure:"cert-renew-before"`
+}
+
+// CertMode says who provides the webhook's serving certificate.
+type CertMode string
+
+// The certificate modes.
+const (
+	// CertManaged: the injector creates and renews its CA and certificate itself.
+	CertManaged CertMode = "managed"
+	// CertExternal: a mounted certificate, and someone else (cert-manager's CA injector) sets the caBundle.
+	CertExternal CertMode = "external"
+)
+
+// NativeSidecars chooses between the native-sidecar layout and the older one.
+type NativeSidecars string
+
+// The layout choices.
+const (
+	NativeAuto   NativeSidecars = "auto"
+	NativeAlways NativeSidecars = "always"
+	NativeNever  NativeSidecars = "never"
+)
+
+// InjectedSidecar is the sidecar the injector adds to each pod.
+type InjectedSidecar struct {
+	// Image and PullPolicy of the podwall container (keys sidecar-image, sidecar-image-pull-policy).
+	Image      string `mapstructure:"sidecar-image"`
+	PullPolicy string `mapstructure:"sidecar-image-pull-policy"`
+	// Resources are Kubernetes quantities; an empty one is left unset (keys sidecar-cpu-request,
+	// sidecar-memory-request, sidecar-cpu-limit, sidecar-memory-limit).
+	CPURequest    string `mapstructure:"sidecar-cpu-request"`
+	MemoryRequest string `mapstructure:"sidecar-memory-request"`
+	CPULimit      string `mapstructure:"sidecar-cpu-limit"`
+	MemoryLimit   string `mapstructure:"sidecar-memory-limit"`
+	// Privileged runs the sidecar privileged instead of with NET_ADMIN alone (key sidecar-privileged),
+	// for runtimes whose capability handling falls short.
+	Privileged bool `mapstructure:"sidecar-privileged"`
+	// Port serves the sidecar's /readyz, /healthz and /metrics (key sidecar-port); the injector passes
+	// it to the sidecar as its listen-addr, so the probes and the sidecar agree.
+	Port int `mapstructure:"sidecar-port"`
+	// PolicyGenURL is policygen's policy API (key policygen-url).
+	PolicyGenURL string `mapstructure:"policygen-url"`
+	// PolicyGenCAConfigMap names a ConfigMap with key ca.crt, present in each opted-in namespace (as
+	// kube-root-ca.crt is, or one that trust-manager distributes), that verifies policygen (key
+	// policygen-ca-configmap); empty: the system roots.
+	PolicyGenCAConfigMap string `mapstructure:"policygen-ca-configmap"`
+	// TokenExpiration is the lifetime asked for the projected token (key token-expiration); the
+	// kubelet rotates it at 80%.
+	TokenExpiration time.Duration `mapstructure:"token-expiration"`
+}
+
+// injectorLoader declares the injector's keys; the flag defaults are the defaults.
+var injectorLoader = loader{
+	name: "podwall-injector",
+	flags: func(f *pflag.FlagSet) {
+		f.Int("port", 9443, "webhook HTTPS port")
+		f.String("metrics-addr", ":8080", `address serving /metrics ("0": off)`)
+		f.String("health-addr", ":8081", "address serving /healthz and /readyz")
+		f.String("cert-mode", string(CertManaged), "managed (own CA in a Secret, caBundle patched, renewed) or external (mounted certificate)")
+		f.String("cert-dir", "/var/run/podwall-injector/certs", "with cert-mode=external: folder holding tls.crt and tls.key")
+		f.String("namespace", "podwall-system", "the injector's namespace")
+		f.String("service-name", "podwall-injector", "the webhook's Service")
+		f.String("secret-name", "podwall-injector-tls", "with cert-mode=managed: Secret keeping the CA and certificate")
+		f.String("webhook-config-name", "podwall-injector", "with cert-mode=managed: MutatingWebhookConfiguration whose caBundle is kept")
+		f.StringSlice("cert-hosts", nil, "more DNS names or IPs for the serving certificate")
+		f.Duration("cert-validity", 365*24*time.Hour, "lifetime of a serving certificate")
+		f.Duration("cert-renew-before", 30*24*time.Hour, "renew a certificate this long before it expires")
+		f.String("native-sidecars", string(NativeAuto), "container layout: auto (by server version, 1.29+), always or never")
+		f.String("sidecar-image", "podwall/sidecar:dev", "image of the injected podwall container")
+		f.String("sidecar-image-pull-policy", "IfNotPresent", "Always, IfNotPresent or Never")
+		f.String("sidecar-cpu-request", "10m", "CPU request of the sidecar (empty: none)")
+		f.String("sidecar-memory-request", "32Mi", "memory request of the sidecar (empty: none)")
+		f.String("sidecar-cpu-limit", "", "CPU limit of the sidecar (empty: none)")
+		f.String("sidecar-memory-limit", "128Mi", "memory limit of the sidecar (empty: none)")
+		f.Bool("sidecar-privileged", false, "run the sidecar privileged instead of with NET_ADMIN only")
+		f.Int("sidecar-port", 9947, "sidecar's port for /readyz, /healthz and /metrics")
+		f.String("policygen-url", "https://podwall-policygen.podwall-system.svc:8443", "policygen's policy API for the sidecars")
+		f.String("policygen-ca-configmap", "", "ConfigMap (key ca.crt) in each pod's namespace verifying policygen (empty: system roots)")
+		f.Duration("token-expiration", time.Hour, "lifetime of the sidecar's projected token (audience podwall)")
+	},
+}
+
+// LoadInjector reads the injector's configuration from args (without the program name), the PODWALL_*
+// environment and the file named by --config, and validates it.
+func LoadInjector(args []string) (Injector, error) {
+	var c Injector
+	if _, err := injectorLoader.load(args, &c); err != nil {
+		return Injector{}, err
+	}
+	if err := c.validate(); err != nil {
+		return Injector{}, fmt.Errorf("invalid injector config: %w", err)
+	}
+	return c, nil
+}
+
+func (c Injector) validate() error {
+	var p problems
+	checkPort(&p, "port", c.Serve.Port)
+	checkPort(&p, "sidecar-port", c.Sidecar.Port)
+	oneOf(&p, "cert-mode", c.TLS.Mode, CertManaged, CertExternal)
+	oneOf(&p, "native-sidecars", c.NativeSidecars, NativeAuto, NativeAlways, NativeNever)
+	oneOf(&p, "sidecar-image-pull-policy", c.Sidecar.PullPolicy, "Always", "IfNotPresent", "Never")
+	for key, name := range map[string]string{"namespace": c.TLS.Namespace, "service-name": c.TLS.Service} {
+		if !isDNSLabel(name) {
+			p.add(key, "%q is not a DNS label", name)
+		}
+	}
+	if c.TLS.Mode == CertManaged {
+		for key, name := range map[string]string{"secret-name": c.TLS.Secret, "webhook-config-name": c.TLS.WebhookConfig} {
+			if !isDNSSubdomain(name) {
+				p.add(key, "%q is not a DNS subdomain name", name)
+			}
+		}
+	}
+	if c.TLS.Mode == CertExternal && c.TLS.CertDir == "" {
+		p.add("cert-dir", "required with cert-mode=external")
+	}
+	if c.TLS.Validity < time.Hour {
+		p.add("cert-validity", "%v is under the 1h minimum", c.TLS.Validity)
+	}
+	if c.TLS.RenewBefore <= 0 || c.TLS.RenewBefore >= c.TLS.Validity {
+		p.add("cert-renew-before", "%v must be positive and shorter than cert-validity", c.TLS.RenewBefore)
+	}
+	c.Sidecar.check(&p)
+	return errors.Join(p...)
+}
+
+func (s InjectedSidecar) check(p *problems) {
+	if s.Image == "" {
+		p.add("sidecar-image", "required")
+	}
+	quantities := map[string]string{
+		"sidecar-cpu-request": s.CPURequest, "sidecar-memory-request": s.MemoryRequest,
+		"sidecar-cpu-limit": s.CPULimit, "sidecar-memory-limit": s.MemoryLimit,
+	}
+	for key, q := range quantities {
+		if _, err := resource.ParseQuantity(q); q != "" && err != nil {
+			p.add(key, "%q is not a Kubernetes quantity", q)
+		}
+	}
+	if u, err := url.Parse(s.PolicyGenURL); err != nil || u.Scheme != "https" || u.Host == "" {
+		p.add("policygen-url", "%q is not an https URL: the token must not travel in clear", s.PolicyGenURL)
+	}
+	if s.PolicyGenCAConfigMap != "" && !isDNSSubdomain(s.PolicyGenCAConfigMap) {
+		p.add("policygen-ca-configmap", "%q is not a DNS subdomain name", s.PolicyGenCAConfigMap)
+	}
+	// The API server refuses projected tokens shorter than 10 minutes.
+	if s.TokenExpiration < 10*time.Minute {
+		p.add("token-expiration", "%v is under the API server's 10m minimum", s.TokenExpiration)
+	}
+}
+
+func checkPort(p *problems, key string, port int) {
+	if port < 1 || port > 65535 {
+		p.add(key, "%d is not a port from 1 to 65535", port)
+	}
+}

@@ -1,0 +1,159 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+)
+
+// defaultInjector is the injector's configuration with every default.
+func defaultInjector() Injector {
+	return Injector{
+		Serve: InjectorServe{Port: 9443, MetricsAddr: ":8080", HealthAddr: ":8081"},
+		TLS: InjectorTLS{
+			Mode: CertManaged, CertDir: "/var/run/podwall-injector/certs", Namespace: "podwall-system",
+			Service: "podwall-injector", Secret: "podwall-injector-tls", WebhookConfig: "podwall-injector",
+			Validity: 365 * 24 * time.Hour, RenewBefore: 30 * 24 * time.Hour,
+		},
+		NativeSidecars: NativeAuto,
+		Sidecar: InjectedSidecar{
+			Image: "podwall/sidecar:dev", PullPolicy: "IfNotPresent", CPURequest: "10m", MemoryRequest: "32Mi",
+			MemoryLimit: "128Mi", Port: 9947, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443",
+			TokenExpiration: time.Hour,
+		},
+	}
+}
+
+func TestLoadInjector(t *testing.T) {
+	tests := []struct {
+		name string
+		file string
+		env  map[string]string
+		args []string
+		want func(c *Injector)
+	}{{
+		name: "defaults",
+		want: func(*Injector) {},
+	}, {
+		name: "file, env over file, flags over env",
+		file: "sidecar-image: reg/podwall:1\nnative-sidecars: never\ncert-hosts: [127.0.0.1, localhost]\nport: 1\n",
+		env:  map[string]string{"PODWALL_PORT": "2", "PODWALL_SIDECAR_CPU_LIMIT": "100m"},
+		args: []string{"--port=3", "--cert-mode=external"},
+		want: func(c *Injector) {
+			c.Sidecar.Image = "reg/podwall:1"
+			c.NativeSidecars = NativeNever
+			c.TLS.ExtraHosts = []string{"127.0.0.1", "localhost"}
+			c.Sidecar.CPULimit = "100m"
+			c.Serve.Port = 3
+			c.TLS.Mode = CertExternal
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path, args := writeSources(t, tt.file, tt.env, tt.args)
+			got, err := LoadInjector(append([]string{"--config=" + path}, args...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := defaultInjector()
+			want.File = path
+			tt.want(&want)
+			if diff := cmp.Diff(want, got, sameConfig); diff != "" {
+				t.Errorf("config (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadInjectorErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--port=0", "--sidecar-port=70000"}, []string{"port: 0 is not", "sidecar-port: 70000 is not"}},
+		{[]string{"--cert-mode=self"}, []string{`cert-mode: "self" is not one of`}},
+		{[]string{"--cert-mode=external", "--cert-dir="}, []string{"cert-dir: required"}},
+		{[]string{"--cert-validity=30m", "--cert-renew-before=1h"}, []string{"cert-validity: 30m0s is under", "cert-renew-before: 1h0m0s must be"}},
+		{[]string{"--native-sidecars=maybe"}, []string{"native-sidecars:"}},
+		{[]string{"--sidecar-memory-limit=lots", "--sidecar-image="}, []string{"sidecar-memory-limit:", "sidecar-image: required"}},
+		{[]string{"--policygen-url=http://policygen"}, []string{"policygen-url:"}},
+		{[]string{"--token-expiration=5m", "--namespace=Bad_NS"}, []string{"token-expiration:", "namespace:"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := LoadInjector(append([]string{"--config="}, tt.args...))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestInjectorKeysAreFlags guards the one-registry rule for the injector's keys.
+func TestInjectorKeysAreFlags(t *testing.T) {
+	var fields []string
+	for key := range settingsByKey(Injector{}) {
+		fields = append(fields, key)
+	}
+	flags := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	flags.String(fileKey, "", "")
+	injectorLoader.flags(flags)
+	var names []string
+	flags.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
+	slices.Sort(fields)
+	slices.Sort(names)
+	if diff := cmp.Diff(names, fields); diff != "" {
+		t.Errorf("flags (-) and struct keys (+) differ:\n%s", diff)
+	}
+}
+
+// FuzzInjectorFile feeds arbitrary files to LoadInjector: no panic, and an accepted config written back
+// out loads the same.
+func FuzzInjectorFile(f *testing.F) {
+	for _, seed := range []string{
+		"sidecar-image: x\n", "port: 70000\n", "cert-hosts: [a, 1.2.3.4]\ncert-validity: 2h\ncert-renew-before: 1h\n",
+		"sidecar-cpu-limit: 1e3\n", "native-sidecars: never\nsidecar-privileged: true\n", "- a\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	dir := f.TempDir()
+	path, again := filepath.Join(dir, "c.yaml"), filepath.Join(dir, "again.yaml")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := LoadInjector([]string{"--config", path})
+		if err != nil {
+			return
+		}
+		settings := settingsByKey(got)
+		delete(settings, fileKey)
+		out, err := yaml.Marshal(settings)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(again, out, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		reloaded, err := LoadInjector([]string{"--config", again})
+		if err != nil {
+			t.Fatalf("config written back does not load: %v\n%s", err, out)
+		}
+		reloaded.File = path
+		if diff := cmp.Diff(got, reloaded, sameConfig); diff != "" {
+			t.Fatalf("config changed on the way back:\n%s", diff)
+		}
+	})
+}
