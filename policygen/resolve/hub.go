@@ -1,0 +1,223 @@
+package resolve
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/workload"
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// ErrNoPolicy is returned for a workload that has no WorkloadPolicy (yet).
+var ErrNoPolicy = errors.New("workload has no policy")
+
+// Hub keeps the resolved policies of the workloads being asked for.
+//
+// Revisions: every replica resolves from its own cache, and a sidecar may move between replicas, so a
+// revision must mean the same everywhere without coordination. A new resolved form takes as its
+// revision the highest resourceVersion this replica has seen in any event (its watermark), and at
+// least the previous revision plus one. resourceVersions are etcd revisions, increasing across the
+// cluster, so whatever change a replica sees later carries a higher number than any revision issued
+// before it on any replica, and a sidecar waiting for "a revision after mine" is never skipped. Two
+// replicas may give one content different revisions; the content hash (served as the ETag) lets a
+// sidecar that moved say what it holds, and a differing hash is answered at once.
+type Hub struct {
+	reader client.Reader
+	log    logr.Logger
+	idle   time.Duration
+
+	watermark  atomic.Int64
+	recomputes atomic.Uint64
+	mu        sync.Mutex
+	entries   map[workload.Key]*entry
+	dirty     map[workload.Key]bool
+	wake      chan struct{}
+}
+
+// entry is one workload's resolved state.
+type entry struct {
+	pol      *policy.Policy // nil with err set when it could not be resolved
+	err      error
+	hash     string
+	deps     deps
+	changed  chan struct{} // closed when pol is replaced
+	users    int           // callers between Acquire and release
+	lastUsed time.Time
+}
+
+// Snapshot is one resolved revision of a workload's policy.
+type Snapshot struct {
+	Policy *policy.Policy
+	// Hash identifies the content (the revision aside).
+	Hash string
+	// Changed is closed when a newer snapshot replaces this one.
+	Changed <-chan struct{}
+}
+
+// NewHub returns a hub that reads from r (an informer cache) and forgets a workload nobody has asked
+// for in idle (5 minutes when 0).
+func NewHub(r client.Reader, log logr.Logger, idle time.Duration) *Hub {
+	if idle <= 0 {
+		idle = 5 * time.Minute
+	}
+	return &Hub{reader: r, log: log, idle: idle, entries: map[workload.Key]*entry{}, dirty: map[workload.Key]bool{}, wake: make(chan struct{}, 1)}
+}
+
+// Acquire returns the workload's current snapshot, resolving it on first use, and keeps it maintained
+// until release is called.
+func (h *Hub) Acquire(ctx context.Context, k workload.Key) (Snapshot, func(), error) {
+	h.mu.Lock()
+	e, ok := h.entries[k]
+	if !ok {
+		e = &entry{changed: make(chan struct{}), deps: deps{anyNamespace: true, nodes: true}}
+		h.entries[k] = e
+	}
+	e.users++
+	e.lastUsed = time.Now()
+	h.mu.Unlock()
+	release := func() {
+		h.mu.Lock()
+		e.users--
+		e.lastUsed = time.Now()
+		h.mu.Unlock()
+	}
+	if !ok {
+		h.recompute(ctx, k)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e.pol == nil {
+		err := e.err
+		if err == nil {
+			err = ErrNoPolicy
+		}
+		return Snapshot{Changed: e.changed}, release, err
+	}
+	return Snapshot{Policy: e.pol, Hash: e.hash, Changed: e.changed}, release, nil
+}
+
+// Bump gives the workload's current content a revision above after, for a sidecar that holds other
+// content under a revision this replica has not issued (it was served by another replica).
+func (h *Hub) Bump(k workload.Key, after int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.entries[k]
+	if e == nil || e.pol == nil || e.pol.Revision > after {
+		return
+	}
+	h.publish(e, e.pol, e.hash, after+1)
+}
+
+// Recomputes counts resolutions since the start.
+func (h *Hub) Recomputes() uint64 { return h.recomputes.Load() }
+
+// Revision is the workload's current revision, 0 when it is not resolved here.
+func (h *Hub) Revision(k workload.Key) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e := h.entries[k]; e != nil && e.pol != nil {
+		return e.pol.Revision
+	}
+	return 0
+}
+
+// recompute resolves k again and publishes a new revision if the content changed. While it reads, the
+// entry depends on everything, so that a change landing between the reads and the new dependencies
+// marks it dirty again instead of being missed.
+func (h *Hub) recompute(ctx context.Context, k workload.Key) {
+	h.mu.Lock()
+	if e := h.entries[k]; e != nil {
+		e.deps = deps{anyNamespace: true, nodes: true}
+	}
+	h.mu.Unlock()
+	pol, d, err := h.resolve(ctx, k)
+	h.recomputes.Add(1)
+	hash := ""
+	if err == nil {
+		hash = contentHash(pol)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.entries[k]
+	if e == nil {
+		return
+	}
+	e.deps = d
+	if err != nil {
+		if !errors.Is(err, ErrNoPolicy) {
+			h.log.Error(err, "resolve policy", "workload", k.String())
+		}
+		// Keep serving the last good policy when resolution fails; forget it when the policy is gone.
+		if e.pol == nil || errors.Is(err, ErrNoPolicy) {
+			e.err = err
+			if e.pol != nil {
+				e.pol, e.hash = nil, ""
+				close(e.changed)
+				e.changed = make(chan struct{})
+			}
+		}
+		return
+	}
+	if e.pol != nil && e.hash == hash {
+		return
+	}
+	rev := max(h.watermark.Load(), 1)
+	if e.pol != nil {
+		rev = max(rev, e.pol.Revision+1)
+	}
+	e.err = nil
+	h.publish(e, pol, hash, rev)
+}
+
+// publish installs pol under rev and wakes everyone waiting on the previous snapshot; h.mu is held.
+func (h *Hub) publish(e *entry, pol *policy.Policy, hash string, rev int64) {
+	cp := *pol
+	cp.Revision = rev
+	e.pol, e.hash = &cp, hash
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+func (h *Hub) resolve(ctx context.Context, k workload.Key) (*policy.Policy, deps, error) {
+	d := deps{namespaces: map[string]bool{k.Namespace: true}}
+	var wp v1alpha1.WorkloadPolicy
+	err := h.reader.Get(ctx, client.ObjectKey{Namespace: k.Namespace, Name: workload.PolicyName(k.Kind, k.Name)}, &wp)
+	if apierrors.IsNotFound(err) {
+		return nil, d, ErrNoPolicy
+	}
+	if err != nil {
+		return nil, d, fmt.Errorf("get policy: %w", err)
+	}
+	if wp.Spec.Workload.Kind != k.Kind || wp.Spec.Workload.Name != k.Name {
+		return nil, d, ErrNoPolicy
+	}
+	pol, rd, err := resolvePolicy(ctx, h.reader, &wp)
+	if err != nil {
+		return nil, d, err
+	}
+	return pol, rd, nil
+}
+
+// contentHash identifies a resolved policy's content, whatever its revision.
+func contentHash(p *policy.Policy) string {
+	cp := *p
+	cp.Revision = 0
+	data, err := json.Marshal(&cp)
+	if err != nil {
+		panic(fmt.Sprintf("marshal resolved policy: %v", err)) // plain data: cannot fail
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:16])
+}
