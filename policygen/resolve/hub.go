@@ -40,10 +40,10 @@ type Hub struct {
 
 	watermark  atomic.Int64
 	recomputes atomic.Uint64
-	mu        sync.Mutex
-	entries   map[workload.Key]*entry
-	dirty     map[workload.Key]bool
-	wake      chan struct{}
+	mu         sync.Mutex
+	entries    map[workload.Key]*entry
+	dirty      map[workload.Key]bool
+	wake       chan struct{}
 }
 
 // entry is one workload's resolved state.

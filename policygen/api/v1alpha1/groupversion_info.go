@@ -15,7 +15,7 @@ import (
 
 var (
 	// GroupVersion is the API group and version of every type here.
-	GroupVersion = schema.GroupVersion{Group: "podwall.io", Version: "v1alpha1"}
+	GroupVersion  = schema.GroupVersion{Group: "podwall.io", Version: "v1alpha1"}
 	schemeBuilder = runtime.NewSchemeBuilder(func(s *runtime.Scheme) error {
 		s.AddKnownTypes(GroupVersion, &WorkloadPolicy{}, &WorkloadPolicyList{})
 		metav1.AddToGroupVersion(s, GroupVersion)
