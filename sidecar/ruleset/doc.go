@@ -1,0 +1,31 @@
+// Package ruleset builds and applies the sidecar's nftables ruleset in the pod's network namespace:
+// one inet table, "podwall", that the sidecar alone owns and that holds every object it creates.
+//
+// The build functions (buildChains, buildSets and the expression helpers) return rules, sets and
+// elements and do no I/O; Apply sends the whole table as one netlink batch, so that the kernel swaps
+// it atomically and a policy the kernel refuses leaves the previous ruleset in force.
+//
+// Both base chains (output for egress, input for ingress and loopback) run the same pipeline:
+//
+//  1. established and related traffic is accepted (conntrack's fast path), invalid dropped;
+//  2. mark rules: the sidecar's own sockets (MarkSelf) pass; a packet the verdict loop answered with
+//     NF_REPEAT re-enters the chain carrying MarkDeny (refused: TCP reset or ICMP prohibited) or
+//     MarkAllow (its key is added to a seen set, the connection marked, the packet accepted);
+//  3. keys the kernel may decide alone are accepted: seen keys (unless LogAllowsAll), and what the
+//     allow sets allow with LogAllowsNone or Offline;
+//  4. the opening packet of every other connection is queued (TCP: the SYN itself, since a
+//     "ct state new" match lets a few openings through unqueued);
+//  5. a final default decides whatever slipped past the queue: refused in Protect and Offline,
+//     accepted in Learn and Monitor.
+//
+// Peers live only in sets ("address . protocol . port" with ranges, the kernel's pipapo), so the
+// number of rules and the cost per packet do not grow with the policy.
+//
+// Egress is judged before NAT, so a connection that a mesh proxy's outbound redirect sends to the
+// proxy is judged by its real remote. Loopback traffic is judged on input: ports of the policy's
+// loopback deny rules (original ports, so a proxy's hairpin redirect does not hide them) are queued,
+// so that the deny is logged and refused; the rest is the pod talking to itself and passes. Inbound
+// connections are keyed on their original destination port, so that a mesh proxy's inbound redirect
+// is judged on the application's port; since their conntrack entry is not confirmed yet at input, the
+// port is copied into the queued packet's mark for user space.
+package ruleset

@@ -1,0 +1,180 @@
+package ruleset
+
+import (
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// The chains of the podwall table.
+const (
+	// ChainOutput (hook output, priority mangle) judges egress: connections the pod's processes open
+	// to remote peers. It runs before NAT (priority -100), so a connection that a mesh proxy's outbound
+	// REDIRECT (Envoy 15001, Linkerd 4140) would send to the proxy is judged here, by its real remote,
+	// and user space needs no conntrack lookup to find it.
+	ChainOutput = "output"
+	// ChainInput (hook input) judges ingress, and sends loopback traffic to ChainLoopback.
+	ChainInput = "input"
+	// ChainLoopback judges connections between the pod's own processes. Loopback is judged on input,
+	// where the conntrack entry is already confirmed and user space can look it up.
+	ChainLoopback = "loopback"
+)
+
+// chainSpec is one chain to create and its rules, in order.
+type chainSpec struct {
+	chain *nftables.Chain
+	rules [][]expr.Any
+}
+
+// buildChains returns every chain of the table with its rules. It does no I/O. The rules depend on
+// the options and the mode only, never on the size of the policy.
+func buildChains(t *nftables.Table, o Options, mode policy.Mode) []chainSpec {
+	b := builder{o: o, refuse: mode == policy.Protect || o.Offline}
+	accept := nftables.ChainPolicyAccept
+	base := func(name string, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
+		return &nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: hook,
+			Priority: prio, Policy: &accept}
+	}
+	return []chainSpec{
+		{base(ChainOutput, nftables.ChainHookOutput, nftables.ChainPriorityMangle), b.output()},
+		{base(ChainInput, nftables.ChainHookInput, nftables.ChainPriorityFilter), b.input()},
+		{&nftables.Chain{Table: t, Name: ChainLoopback}, b.loopback()},
+	}
+}
+
+// builder builds the rules of each chain.
+type builder struct {
+	o Options
+	// refuse says whether what no rule allows is refused (Protect, or no verdict loop at all) or
+	// accepted (Learn and Monitor, which the verdict loop only logs).
+	refuse bool
+}
+
+// rules collects rules, each the concatenation of its parts.
+type rules [][]expr.Any
+
+func (r *rules) add(parts ...[]expr.Any) {
+	var rule []expr.Any
+	for _, p := range parts {
+		rule = append(rule, p...)
+	}
+	*r = append(*r, rule)
+}
+
+var (
+	acceptV = []expr.Any{verdict(expr.VerdictAccept)}
+	dropV   = []expr.Any{verdict(expr.VerdictDrop)}
+)
+
+// prelude is what both base chains start with. The mark rules come before any queue rule: the
+// verdict loop answers a queued packet with NF_REPEAT and MarkAllow or MarkDeny, and the packet
+// re-enters the chain from the top carrying it.
+func (b builder) prelude() rules {
+	var r rules
+	r.add(ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), acceptV)
+	// Neighbour discovery and MLD: the kernel does not track them, and IPv6 does not work without.
+	r.add(l4protoIs(protoICMP6), ctStateIn(expr.CtStateBitUNTRACKED), acceptV)
+	r.add(ctStateIn(expr.CtStateBitINVALID), dropV)
+	// The sidecar's own sockets carry MarkSelf (SO_MARK): it reaches policygen and DNS under deny-all.
+	r.add(markIs(MarkSelf), acceptV)
+	r.add(markIs(MarkDeny), reject(true))
+	r.add(markIs(MarkDeny), reject(false))
+	return r
+}
+
+// remember adds the key of an allowed connection to the seen sets (when they are in use), marks the
+// connection, and accepts. Adding to a full set fails and ends its rule, so the accept has a rule of
+// its own: a full seen set must never send the packet back to the queue.
+func (b builder) remember(r *rules, k keyKind, seen4, seen6 string) {
+	if b.o.usesSeen() {
+		for _, v6 := range []bool{false, true} {
+			set := seen4
+			if v6 {
+				set = seen6
+			}
+			r.add(markIs(MarkAllow), loadKey(k, v6),
+				[]expr.Any{&expr.Dynset{SrcRegKey: regKey, SetName: set, Operation: dynsetOpAdd}})
+		}
+	}
+	r.add(markIs(MarkAllow), setAllowCtMark(), acceptV)
+}
+
+// dynsetOpAdd adds a key that is not in the set yet; a key already there keeps its expiry, so an
+// allowed peer is logged again once per Options.SeenTimeout.
+const dynsetOpAdd = 0 // NFT_DYNSET_OP_ADD
+
+// known accepts keys the kernel may decide alone: seen ones, and with LogAllowsNone or Offline the
+// ones the policy allows.
+func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string) {
+	if b.o.usesSeen() {
+		r.add(loadKey(k, false), []expr.Any{lookup(seen4, regKey)}, acceptV)
+		r.add(loadKey(k, true), []expr.Any{lookup(seen6, regKey)}, acceptV)
+	}
+	if b.o.LogAllows == LogAllowsNone || b.o.Offline {
+		r.add(loadKey(k, false), []expr.Any{lookup(allow4, regKey)}, acceptV)
+		r.add(loadKey(k, true), []expr.Any{lookup(allow6, regKey)}, acceptV)
+	}
+}
+
+// queue sends each new connection's opening packet to the verdict loop: for TCP the SYN alone, for
+// other protocols the first packet conntrack sees. Offline has no queue rules.
+func (b builder) queue(r *rules, pre []expr.Any) {
+	if b.o.Offline {
+		return
+	}
+	q := []expr.Any{queueExpr(b.o)}
+	r.add(pre, tcpSynOnly(), q)
+	r.add(pre, l4protoNot(protoTCP), ctStateIn(expr.CtStateBitNEW), q)
+}
+
+// final is the chain's last word on what nothing above decided, which includes whatever slipped past
+// the queue: refused in Protect and Offline, accepted (the chains' policy) otherwise.
+func (b builder) final(r *rules) {
+	if b.refuse {
+		r.add(reject(true))
+		r.add(reject(false))
+	}
+}
+
+func (b builder) output() [][]expr.Any {
+	r := b.prelude()
+	b.remember(&r, keyEgress, SetSeenEgress4, SetSeenEgress6)
+	r.add(metaIs(expr.MetaKeyOIF, le32(loIndex)), acceptV) // loopback is judged on input
+	b.known(&r, keyEgress, SetSeenEgress4, SetSeenEgress6, SetAllowEgress4, SetAllowEgress6)
+	b.queue(&r, nil)
+	b.final(&r)
+	return r
+}
+
+func (b builder) input() [][]expr.Any {
+	r := b.prelude()
+	r.add(metaIs(expr.MetaKeyIIF, le32(loIndex)), []expr.Any{jump(ChainLoopback)})
+	b.remember(&r, keyIngress, SetSeenIngress4, SetSeenIngress6)
+	// Kubelet probes and scrapes reach the sidecar in every mode.
+	r.add(tcpDportIn(SetSelfPorts), acceptV)
+	b.known(&r, keyIngress, SetSeenIngress4, SetSeenIngress6, SetAllowIngress4, SetAllowIngress6)
+	if !b.o.Offline {
+		r.add(markOrigPort())
+	}
+	b.queue(&r, nil)
+	b.final(&r)
+	return r
+}
+
+// loopback: connections to ports of the policy's loopback deny rules are queued, so that user space
+// logs the deny and refuses it; the rest is the pod talking to itself and passes. The port is the
+// original one: a connection to the pod's own address that a mesh proxy redirects to itself (hairpin)
+// is judged on the port the app asked for.
+func (b builder) loopback() [][]expr.Any {
+	var r rules
+	r.add(markIs(MarkAllow), setAllowCtMark(), acceptV)
+	denied := append(loadProtoOrigPort(), lookup(SetLoopbackDeny, regKey32))
+	b.queue(&r, denied)
+	if b.refuse {
+		r.add(denied, reject(true))
+		r.add(denied, reject(false))
+	}
+	r.add(acceptV)
+	return r
+}

@@ -1,0 +1,301 @@
+package ruleset
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// TableName is the one table the sidecar owns, in the inet family (IPv4 and IPv6 alike).
+const TableName = "podwall"
+
+// Packet and connection marks. The podwall bits are MarkMask (0x00f00000), a nibble that the users of
+// marks inside a pod's network namespace leave alone: Istio marks 0x539 (1337) for its proxy's traffic
+// and TPROXY, kube-proxy's 0x4000 and 0x8000 and Calico's and Cilium's marks live in the host's
+// namespace, and veth crossings clear the packet mark anyway. Rules compare only these bits.
+const (
+	MarkMask uint32 = 0x00f00000
+	// MarkSelf is the SO_MARK of the sidecar's own sockets: their packets are accepted, so that the
+	// sidecar reaches policygen and DNS even under a deny-all policy.
+	MarkSelf uint32 = 0x00100000
+	// MarkAllow, set by an NF_REPEAT verdict, accepts the queued packet, records the key in the seen
+	// set and sets MarkAllow in the connection mark (other bits of the connection mark are kept).
+	MarkAllow uint32 = 0x00200000
+	// MarkDeny, set by an NF_REPEAT verdict, refuses the queued packet: a TCP reset, or ICMP
+	// administratively prohibited.
+	MarkDeny uint32 = 0x00400000
+	// MarkPortMask: an inbound packet is queued with its connection's original destination port, in
+	// host order, in these bits of the packet mark (the rest of its mark is cleared).
+	MarkPortMask uint32 = 0x0000ffff
+)
+
+// QueueKind says how the rules hand packets to the verdict loop.
+type QueueKind int
+
+// The ways to queue.
+const (
+	// QueueNative is nftables' own queue expression (kernel module nft_queue).
+	QueueNative QueueKind = iota
+	// QueueCompat is the xtables NFQUEUE target through nftables' compat layer, for kernels built
+	// without nft_queue.
+	QueueCompat
+)
+
+func (k QueueKind) String() string {
+	switch k {
+	case QueueNative:
+		return "native"
+	case QueueCompat:
+		return "compat"
+	}
+	return fmt.Sprintf("QueueKind(%d)", int(k))
+}
+
+// LogAllows says which allowed connections reach the verdict loop, and so its log.
+type LogAllows int
+
+// The choices, the zero value first.
+const (
+	// LogAllowsFirst queues a key (peer, protocol, port) once per Options.SeenTimeout; repeat
+	// connections with a key seen allowed are accepted in the kernel.
+	LogAllowsFirst LogAllows = iota
+	// LogAllowsAll queues every new connection.
+	LogAllowsAll
+	// LogAllowsNone accepts what the policy allows in the kernel; only the rest is queued.
+	LogAllowsNone
+)
+
+// DefaultSeenTimeout is Options.SeenTimeout's default.
+const DefaultSeenTimeout = time.Minute
+
+// Options shape the ruleset. The zero value queues to queue 0 with the native expression, fails
+// closed, and logs each allowed key once a minute.
+type Options struct {
+	// Queue is how packets are queued; DetectQueue tells what the kernel has.
+	Queue QueueKind
+	// QueueNum is the first queue, QueueCount how many (default 1). More than one fans connections
+	// out over the queues by CPU.
+	QueueNum, QueueCount uint16
+	// FailOpen sets the queue's bypass flag: while no verdict loop is bound, new connections are
+	// accepted instead of dropped.
+	FailOpen bool
+	// LogAllows says which allowed connections are queued (see LogAllows).
+	LogAllows LogAllows
+	// SeenTimeout is how long a seen key is accepted in the kernel (default DefaultSeenTimeout).
+	SeenTimeout time.Duration
+	// SelfPorts are the sidecar's own TCP ports (metrics, readiness), open to ingress in every mode.
+	SelfPorts []uint16
+	// Offline leaves out the queue rules: what the allow sets allow is accepted and the rest refused,
+	// in every mode. It is what a fail-closed sidecar leaves behind when it exits.
+	Offline bool
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.QueueCount == 0 {
+		o.QueueCount = 1
+	}
+	if o.SeenTimeout == 0 {
+		o.SeenTimeout = DefaultSeenTimeout
+	}
+	switch {
+	case o.Queue != QueueNative && o.Queue != QueueCompat:
+		return o, fmt.Errorf("queue kind %d unknown", o.Queue)
+	case int(o.QueueNum)+int(o.QueueCount) > 1<<16:
+		return o, fmt.Errorf("queues %d+%d run past 65535", o.QueueNum, o.QueueCount)
+	case o.LogAllows < LogAllowsFirst || o.LogAllows > LogAllowsNone:
+		return o, fmt.Errorf("log allows %d unknown", o.LogAllows)
+	case o.SeenTimeout < time.Millisecond:
+		return o, fmt.Errorf("seen timeout %s: want at least 1ms", o.SeenTimeout)
+	case slices.Contains(o.SelfPorts, 0):
+		return o, errors.New("port 0 in self ports")
+	}
+	return o, nil
+}
+
+// usesSeen says whether the seen sets exist: with LogAllowsAll every connection is queued anyway.
+func (o Options) usesSeen() bool { return o.LogAllows != LogAllowsAll }
+
+func table() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+}
+
+// Dial opens a connection to nftables in the network namespace netnsFD (0: the caller's), with a
+// netlink send buffer that holds the largest batch Apply sends (a batch is sent in one message).
+func Dial(netnsFD int) (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(func(nc *netlink.Conn) error {
+		return nc.SetWriteBuffer(sndBuf)
+	})}
+	if netnsFD != 0 {
+		opts = append(opts, nftables.WithNetNSFd(netnsFD))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial nftables: %w", err)
+	}
+	return c, nil
+}
+
+// Apply makes the podwall table enforce p (nil: the deny-all baseline, Protect without rules) with
+// options o, in one netlink batch: the kernel swaps the whole ruleset at once or, on any error, keeps
+// the previous one. The base chains stay registered across the swap, so packets waiting in a queue
+// for their verdict survive it (a chain leaving its hook would drop them); their rules and all sets
+// are replaced, which also forgets the seen keys of the previous policy. Nothing outside the table is
+// touched. c should come from Dial.
+func Apply(c *nftables.Conn, p *policy.Policy, o Options) error {
+	o, err := o.withDefaults()
+	if err != nil {
+		return fmt.Errorf("ruleset options: %w", err)
+	}
+	if p == nil {
+		p = &policy.Policy{Mode: policy.Protect}
+	}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("invalid policy: %w", err)
+	}
+	t := table()
+	sets, err := buildSets(t, p, o)
+	if err != nil {
+		return err
+	}
+	chains := buildChains(t, o, p.Mode)
+	old, err := current(c)
+	if err != nil {
+		return err
+	}
+
+	c.AddTable(t)
+	old.clear(c, chains)
+	for _, ch := range chains {
+		c.AddChain(ch.chain)
+	}
+	for _, s := range sets {
+		// These fail only for anonymous sets or unencodable keys, which buildSets never makes.
+		if err := c.AddSet(s.set, nil); err != nil {
+			return fmt.Errorf("set %s: %w", s.set.Name, err)
+		}
+		for _, part := range chunks(s.set, s.elems) {
+			if err := c.SetAddElements(s.set, part); err != nil {
+				return fmt.Errorf("set %s: %w", s.set.Name, err)
+			}
+		}
+	}
+	for _, ch := range chains {
+		for _, r := range ch.rules {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch.chain, Exprs: r})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("apply ruleset: %w", err)
+	}
+	return nil
+}
+
+// Remove deletes the podwall table, if there is one: what a fail-open sidecar does when it exits.
+func Remove(c *nftables.Conn) error {
+	t := table()
+	c.AddTable(t) // so that the delete never fails for want of a table
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("remove ruleset: %w", err)
+	}
+	return nil
+}
+
+// DetectQueue tells which queue the kernel supports, native first. It probes with a rule in a chain
+// of the podwall table that the same batch deletes again (and the table too, if the probe created
+// it), so nothing changes, inside the table or out.
+func DetectQueue(c *nftables.Conn) (QueueKind, error) {
+	var errs []error
+	for _, k := range []QueueKind{QueueNative, QueueCompat} {
+		err := probe(c, queueExpr(Options{Queue: k, QueueCount: 1}))
+		if err == nil {
+			return k, nil
+		}
+		errs = append(errs, fmt.Errorf("%s queue: %w", k, err))
+	}
+	return 0, fmt.Errorf("kernel cannot queue: %w", errors.Join(errs...))
+}
+
+// probe adds and removes a rule made of e in one batch; the kernel refuses it if it lacks e.
+func probe(c *nftables.Conn, e expr.Any) error {
+	old, err := current(c)
+	if err != nil {
+		return err
+	}
+	t := table()
+	ch := &nftables.Chain{Table: t, Name: "queue_probe"}
+	c.AddTable(t)
+	c.AddChain(ch)
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{e}})
+	c.DelChain(ch)
+	if !old.exists {
+		c.DelTable(t)
+	}
+	return c.Flush()
+}
+
+// state is what the podwall table holds now.
+type state struct {
+	exists bool
+	chains []*nftables.Chain
+	sets   []*nftables.Set
+}
+
+func current(c *nftables.Conn) (state, error) {
+	var s state
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return s, fmt.Errorf("list tables: %w", err)
+	}
+	for _, t := range tables {
+		s.exists = s.exists || t.Name == TableName
+	}
+	if !s.exists {
+		return s, nil
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return s, fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name == TableName {
+			s.chains = append(s.chains, ch)
+		}
+	}
+	if s.sets, err = c.GetSets(table()); err != nil {
+		return s, fmt.Errorf("list sets: %w", err)
+	}
+	return s, nil
+}
+
+// clear queues what empties the table for want: every chain flushed (which drops the rules'
+// references to sets and chains), every set deleted, and every chain deleted that want has not, or
+// has with another hook. Base chains that stay keep their hook registration.
+func (s state) clear(c *nftables.Conn, want []chainSpec) {
+	for _, ch := range s.chains {
+		c.FlushChain(ch)
+	}
+	for _, set := range s.sets {
+		c.DelSet(set)
+	}
+	for _, ch := range s.chains {
+		i := slices.IndexFunc(want, func(w chainSpec) bool { return w.chain.Name == ch.Name })
+		if i < 0 || !sameHook(ch, want[i].chain) {
+			c.DelChain(ch)
+		}
+	}
+}
+
+func sameHook(a, b *nftables.Chain) bool {
+	if (a.Hooknum == nil) != (b.Hooknum == nil) {
+		return false
+	}
+	return a.Hooknum == nil || *a.Hooknum == *b.Hooknum && *a.Priority == *b.Priority && a.Type == b.Type
+}

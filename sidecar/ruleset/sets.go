@@ -1,0 +1,169 @@
+package ruleset
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/google/nftables"
+
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// The sets of the podwall table. Peers live only in sets, so the number of rules never depends on the
+// size of the policy and the cost per packet stays flat (one hash or pipapo lookup).
+const (
+	// SetAllowIngress4 and its siblings hold what the policy allows, as elements
+	// "address range . protocol . port range" (the kernel's pipapo set for concatenated ranges).
+	// Ingress sets match the remote source and the ORIGINAL destination port, egress sets the remote
+	// destination and port.
+	SetAllowIngress4 = "allow_ingress4"
+	SetAllowIngress6 = "allow_ingress6"
+	SetAllowEgress4  = "allow_egress4"
+	SetAllowEgress6  = "allow_egress6"
+	// SetSeenIngress4 and its siblings remember, for Options.SeenTimeout, the keys of connections the
+	// verdict loop allowed, so that repeat connections are accepted in the kernel (LogAllowsFirst and
+	// LogAllowsNone only).
+	SetSeenIngress4 = "seen_ingress4"
+	SetSeenIngress6 = "seen_ingress6"
+	SetSeenEgress4  = "seen_egress4"
+	SetSeenEgress6  = "seen_egress6"
+	// SetSelfPorts holds the sidecar's own TCP ports, open to ingress in every mode.
+	SetSelfPorts = "self_ports"
+	// SetLoopbackDeny holds "protocol . port range" of the in-pod ports the policy's loopback deny
+	// rules forbid.
+	SetLoopbackDeny = "loopback_deny"
+)
+
+const (
+	// maxElements bounds the elements of one Apply (about 70 MB of netlink messages at most).
+	maxElements = 1 << 20
+	// maxWork bounds the effort of making a set's elements disjoint (see disjoint).
+	maxWork = 4 << 20
+	// seenSize bounds each seen set. When one is full the kernel stops adding to it and repeat
+	// connections are queued again: slower, never wrong.
+	seenSize = 65536
+	// sndBuf is the netlink send buffer Dial asks for: one batch of maxElements fits.
+	sndBuf = 128 << 20
+)
+
+var (
+	keyAddrPort4 = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+	keyAddrPort6 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetProto, nftables.TypeInetService)
+	keyProtoPort = nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
+)
+
+// setSpec is one set to create and the elements to put in it.
+type setSpec struct {
+	set   *nftables.Set
+	elems []nftables.SetElement
+}
+
+// buildSets returns every set of the table with its elements. It does no I/O.
+func buildSets(t *nftables.Table, p *policy.Policy, o Options) ([]setSpec, error) {
+	var specs []setSpec
+	total := 0
+	for _, dir := range []struct {
+		name4, name6 string
+		rules        []policy.Rule
+	}{{SetAllowIngress4, SetAllowIngress6, p.Ingress}, {SetAllowEgress4, SetAllowEgress6, p.Egress}} {
+		v4, v6 := ruleBoxes(dir.rules)
+		for _, fam := range []struct {
+			name  string
+			key   nftables.SetDatatype
+			boxes []box
+		}{{dir.name4, keyAddrPort4, v4}, {dir.name6, keyAddrPort6, v6}} {
+			boxes, err := disjoint(fam.boxes, maxWork)
+			if err != nil {
+				return nil, fmt.Errorf("set %s: %w", fam.name, err)
+			}
+			if total += len(boxes); total > maxElements {
+				return nil, fmt.Errorf("policy too large: more than %d set elements", maxElements)
+			}
+			specs = append(specs, setSpec{set: intervalSet(t, fam.name, fam.key), elems: boxElements(boxes)})
+		}
+	}
+	if o.usesSeen() {
+		for _, s := range []struct {
+			name string
+			key  nftables.SetDatatype
+		}{{SetSeenIngress4, keyAddrPort4}, {SetSeenIngress6, keyAddrPort6}, {SetSeenEgress4, keyAddrPort4}, {SetSeenEgress6, keyAddrPort6}} {
+			specs = append(specs, setSpec{set: seenSet(t, s.name, s.key, o.SeenTimeout)})
+		}
+	}
+	specs = append(specs,
+		setSpec{set: portSet(t, SetSelfPorts), elems: portElements(o.SelfPorts)},
+		setSpec{set: intervalSet(t, SetLoopbackDeny, keyProtoPort), elems: spanElements(loopbackSpans(p.Loopback))},
+	)
+	return specs, nil
+}
+
+// intervalSet is a set of concatenated ranges: the kernel backs it with pipapo, whose lookup cost does
+// not grow with the number of elements in any way a packet would notice.
+func intervalSet(t *nftables.Table, name string, key nftables.SetDatatype) *nftables.Set {
+	return &nftables.Set{Table: t, Name: name, KeyType: key, Interval: true, Concatenation: true}
+}
+
+// seenSet is a hash set the ruleset adds keys to from the packet path, each key expiring after timeout.
+func seenSet(t *nftables.Table, name string, key nftables.SetDatatype, timeout time.Duration) *nftables.Set {
+	return &nftables.Set{Table: t, Name: name, KeyType: key, Concatenation: true, Dynamic: true,
+		HasTimeout: true, Timeout: timeout, Size: seenSize}
+}
+
+func portSet(t *nftables.Table, name string) *nftables.Set {
+	return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeInetService}
+}
+
+// boxElements encodes boxes as elements with a start and an end key. Every field of a concatenated key
+// takes a multiple of four bytes (one register each): address, protocol + 3 bytes of padding, port in
+// network order + 2 bytes of padding.
+func boxElements(boxes []box) []nftables.SetElement {
+	elems := make([]nftables.SetElement, len(boxes))
+	for i, b := range boxes {
+		elems[i] = nftables.SetElement{Key: addrKey(b.lo, b.proto, b.span.lo), KeyEnd: addrKey(b.hi, b.proto, b.span.hi)}
+	}
+	return elems
+}
+
+// addrKey encodes "address . protocol . port" as the kernel's registers hold it.
+func addrKey(a netip.Addr, proto uint8, port uint16) []byte {
+	return append(a.AsSlice(), proto, 0, 0, 0, byte(port>>8), byte(port), 0, 0)
+}
+
+func spanElements(spans []span) []nftables.SetElement {
+	elems := make([]nftables.SetElement, len(spans))
+	for i, s := range spans {
+		elems[i] = nftables.SetElement{Key: []byte{s.proto, 0, 0, 0, byte(s.lo >> 8), byte(s.lo), 0, 0},
+			KeyEnd: []byte{s.proto, 0, 0, 0, byte(s.hi >> 8), byte(s.hi), 0, 0}}
+	}
+	return elems
+}
+
+func portElements(ports []uint16) []nftables.SetElement {
+	seen := map[uint16]bool{}
+	var elems []nftables.SetElement
+	for _, p := range ports {
+		if !seen[p] {
+			seen[p] = true
+			elems = append(elems, nftables.SetElement{Key: []byte{byte(p >> 8), byte(p)}})
+		}
+	}
+	return elems
+}
+
+// chunks splits elements into groups whose netlink encoding stays under the 64 KiB an attribute can
+// hold: a larger list would overflow the nested attribute's 16-bit length.
+func chunks(s *nftables.Set, elems []nftables.SetElement) [][]nftables.SetElement {
+	const budget = 60000
+	per := 4 + 2*(8+int(s.KeyType.Bytes)) // item header, key and key end, each nested twice
+	n := budget / per
+	var out [][]nftables.SetElement
+	for len(elems) > n {
+		out = append(out, elems[:n])
+		elems = elems[n:]
+	}
+	if len(elems) > 0 {
+		out = append(out, elems)
+	}
+	return out
+}
