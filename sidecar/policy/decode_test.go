@@ -64,6 +64,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"host bits", `{mode: Learn, egress: [{id: a, origin: user, cidrs: [10.0.0.1/8]}]}`, "host bits"},
 		{"duplicate id", `{mode: Learn, egress: [{id: a, origin: user}], ingress: [{id: a, origin: user}]}`, "not unique"},
 		{"reserved id", `{mode: Learn, egress: [{id: default, origin: user}]}`, "reserved"},
+		{"reserved loopback id", `{mode: Learn, loopback: [{id: loopback-default, origin: user, action: allow, ports: [{protocol: TCP, port: 1}]}]}`, "reserved"},
 		{"origin", `{mode: Learn, egress: [{id: a, origin: magic}]}`, "origin"},
 		{"protocol", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: ICMP}]}]}`, "protocol"},
 		{"range", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: TCP, port: 9, endPort: 3}]}]}`, "range"},

@@ -196,8 +196,8 @@ func checkID(id string, seen map[string]bool) error {
 	if id == "" || len(id) > 128 || strings.ContainsAny(id, " \t\n\"") {
 		return fmt.Errorf("rule id %q: want 1-128 characters without spaces or quotes", id)
 	}
-	if id == "default" {
-		return fmt.Errorf("rule id %q is reserved", id)
+	if id == "default" || id == "loopback-default" {
+		return fmt.Errorf("rule id %q is reserved: verdict lines use it for the mode's default", id)
 	}
 	if seen[id] {
 		return fmt.Errorf("rule id %q is not unique", id)
