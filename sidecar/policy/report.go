@@ -1,0 +1,99 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Direction is which way an observed connection went, seen from the reporting pod.
+type Direction string
+
+// The directions.
+const (
+	Ingress  Direction = "ingress"
+	Egress   Direction = "egress"
+	Loopback Direction = "loopback"
+)
+
+// MaxReportEntries bounds one report; a sidecar with more sends several.
+const MaxReportEntries = 4096
+
+// Report is what a sidecar posts to policygen (POST /v1/reports): the connections it observed since
+// its last report, aggregated to one entry per direction, peer, protocol and port. policygen accepts a
+// report only for the caller's own workload; Namespace, Workload and Pod may be left empty, and when set
+// must name the caller.
+type Report struct {
+	Namespace string `json:"namespace,omitempty"`
+	// Workload is "Kind/name", as in Policy.Workload.
+	Workload string `json:"workload,omitempty"`
+	Pod      string `json:"pod,omitempty"`
+	// Revision is the policy revision the sidecar runs, and Mode the mode it enforces.
+	Revision int64         `json:"revision"`
+	Mode     Mode          `json:"mode,omitempty"`
+	Entries  []ReportEntry `json:"entries"`
+	// Dropped counts connections the sidecar evicted unreported (its bound was reached) since it last
+	// reported.
+	Dropped uint64 `json:"dropped,omitempty"`
+}
+
+// ReportEntry is one aggregated observation.
+type ReportEntry struct {
+	Direction Direction  `json:"direction"`
+	Peer      netip.Addr `json:"peer"`
+	Protocol  Protocol   `json:"protocol"`
+	// Port is the pod's own port for ingress, the remote (original) port for egress and loopback.
+	Port  uint16 `json:"port"`
+	Count uint64 `json:"count"`
+	// Verdict is the latest verdict for the entry: allow, audit (Monitor: Protect would deny) or deny.
+	Verdict   string    `json:"verdict,omitempty"`
+	FirstSeen time.Time `json:"firstSeen,omitzero"`
+	LastSeen  time.Time `json:"lastSeen,omitzero"`
+}
+
+// Validate reports the first malformed entry.
+func (r *Report) Validate() error {
+	if r.Revision < 0 {
+		return fmt.Errorf("revision %d is negative", r.Revision)
+	}
+	switch r.Mode {
+	case "", Learn, Monitor, Protect:
+	default:
+		return fmt.Errorf("mode %q: want Learn, Monitor or Protect", r.Mode)
+	}
+	if len(r.Entries) > MaxReportEntries {
+		return fmt.Errorf("%d entries, over the %d limit", len(r.Entries), MaxReportEntries)
+	}
+	for i, e := range r.Entries {
+		if err := e.validate(); err != nil {
+			return fmt.Errorf("entries[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (e *ReportEntry) validate() error {
+	switch e.Direction {
+	case Ingress, Egress, Loopback:
+	default:
+		return fmt.Errorf("direction %q: want ingress, egress or loopback", e.Direction)
+	}
+	if !e.Peer.IsValid() {
+		return fmt.Errorf("peer: missing or invalid address")
+	}
+	if e.Protocol.Number() == 0 {
+		return fmt.Errorf("protocol %q: want TCP, UDP or SCTP", e.Protocol)
+	}
+	if e.Port == 0 {
+		return fmt.Errorf("port 0")
+	}
+	if e.Count == 0 {
+		return fmt.Errorf("count 0")
+	}
+	switch e.Verdict {
+	case "", "allow", "audit", "deny":
+	default:
+		return fmt.Errorf("verdict %q: want allow, audit or deny", e.Verdict)
+	}
+	return nil
+}

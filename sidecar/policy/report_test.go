@@ -1,0 +1,57 @@
+package policy
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestReportValidate(t *testing.T) {
+	good := func() Report {
+		return Report{Revision: 3, Mode: Learn, Entries: []ReportEntry{
+			{Direction: Egress, Peer: netip.MustParseAddr("10.0.0.1"), Protocol: TCP, Port: 443, Count: 2, Verdict: "allow"},
+		}}
+	}
+	tests := []struct {
+		name   string
+		mutate func(*Report)
+		want   string
+	}{
+		{"valid", func(*Report) {}, ""},
+		{"negative revision", func(r *Report) { r.Revision = -1 }, "negative"},
+		{"bad mode", func(r *Report) { r.Mode = "Off" }, "mode"},
+		{"bad direction", func(r *Report) { r.Entries[0].Direction = "up" }, "direction"},
+		{"no peer", func(r *Report) { r.Entries[0].Peer = netip.Addr{} }, "peer"},
+		{"bad protocol", func(r *Report) { r.Entries[0].Protocol = "ICMP" }, "protocol"},
+		{"port 0", func(r *Report) { r.Entries[0].Port = 0 }, "port 0"},
+		{"count 0", func(r *Report) { r.Entries[0].Count = 0 }, "count 0"},
+		{"bad verdict", func(r *Report) { r.Entries[0].Verdict = "maybe" }, "verdict"},
+		{"too many", func(r *Report) { r.Entries = make([]ReportEntry, MaxReportEntries+1) }, "limit"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := good()
+			tc.mutate(&r)
+			err := r.Validate()
+			if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Validate() = %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestReportJSON(t *testing.T) {
+	in := `{"revision":7,"entries":[{"direction":"ingress","peer":"fd00::1","protocol":"UDP","port":53,"count":1}]}`
+	var r Report
+	if err := json.Unmarshal([]byte(in), &r); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal(&r)
+	if string(out) != in {
+		t.Errorf("round trip:\n got %s\nwant %s", out, in)
+	}
+}
