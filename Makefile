@@ -19,6 +19,10 @@ build: ## build podwall's binaries into bin/
 kube-bin: ## build (once) and cache kube-apiserver and etcd for the tests; prints their folder
 	@hack/build-kube.sh
 
+.PHONY: cluster-bin
+cluster-bin: ## build (once) and cache every binary of the local e2e cluster (adds kubelet, controller-manager, scheduler, kubectl)
+	@hack/build-kube.sh kube-apiserver etcd node
+
 .PHONY: test
 test: lint ## run every test: unit, root network-namespace datapath tests, real kube-apiserver tests
 	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 ./...

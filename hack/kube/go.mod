@@ -1,7 +1,7 @@
 // Wrapper module that builds the Kubernetes binaries the tests need (kube-apiserver, kubelet,
 // kube-controller-manager, kube-scheduler, kubectl) from the Go module proxy. k8s.io/kubernetes
 // replaces its staging modules with local folders, which a dependent module cannot see, so each is
-// replaced here by its published version. Build with hack/kube/build.sh (make kube-bin).
+// replaced here by its published version. Build with hack/build-kube.sh (make kube-bin, make cluster-bin).
 module podwall.io/hack/kube
 
 go 1.26.0
