@@ -1,0 +1,24 @@
+// Package injector is podwall's mutating admission webhook: it puts the podwall sidecar into every pod
+// created in a namespace labelled podwall.io/inject=enabled, and keeps the webhook's own TLS in order.
+//
+// The mutation is a typed defaulter (admission.Defaulter[*corev1.Pod]): it edits the decoded pod and
+// controller-runtime computes the JSON patch, so no patch is written by hand. Warnings for the client
+// (a hostNetwork pod left alone, an app container that could flush the firewall) travel from the
+// defaulter to the response through the request's context.
+//
+// # Layouts
+//
+// On API servers from 1.29 on, the podwall container is a native sidecar: the first init container,
+// with restartPolicy Always and a startup probe on its /readyz, so no other init or app container
+// starts before the ruleset is in place. On older servers an init container (the sidecar binary with
+// --baseline-only) installs the deny-all baseline first and the podwall container runs as the first
+// ordinary container; until it applies the policy, the baseline denies.
+//
+// # Selection
+//
+// The MutatingWebhookConfiguration selects opted-in namespaces, never kube-system or podwall-system,
+// and sends pods of namespaces labelled podwall.io/strict=true to the strict path (/inject-strict).
+// Strictness travels in the path so that the webhook needs no namespace reads: each request is
+// decided from the request alone. Strict namespaces ignore a pod's opt-out and deny app containers
+// that could flush the firewall; elsewhere those get a warning.
+package injector

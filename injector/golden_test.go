@@ -1,0 +1,191 @@
+package injector
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/google/go-cmp/cmp"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the injector's output")
+
+// goldenCase is one fixture: testdata/<name>.yaml goes in, testdata/<name>.golden.yaml is expected.
+type goldenCase struct {
+	name string
+	// strict sends the pod through the strict path, as a namespace labelled podwall.io/strict=true.
+	strict bool
+	// server is the API server's version, which picks the layout; default v1.37.2.
+	server string
+	// opts are the injector's options; zero means the defaults.
+	opts Options
+}
+
+var goldenCases = []goldenCase{
+	{name: "plain-pod"},
+	{name: "deployment-pod"},
+	{name: "istio-pod"},
+	{name: "linkerd-pod"},
+	{name: "host-network"},
+	{name: "opt-out"},
+	{name: "strict-opt-out", strict: true},
+	{name: "strict-net-admin", strict: true},
+	{name: "already-injected"},
+	{name: "net-admin-app"},
+	{name: "init-containers"},
+	{name: "old-cluster", server: "v1.28.15"},
+	{name: "custom-config", opts: Options{
+		Image:      "registry.example/podwall/sidecar:1.2.0",
+		PullPolicy: corev1.PullAlways,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+		},
+		Privileged:           true,
+		Port:                 9950,
+		PolicyGenURL:         "https://policygen.example:443",
+		PolicyGenCAConfigMap: "podwall-policygen-ca",
+		TokenExpiration:      2 * time.Hour,
+	}},
+	{name: "system-namespace"},
+}
+
+// goldenResult is what a fixture records: the admission answer and the pod the API server would store.
+type goldenResult struct {
+	Allowed  bool           `json:"allowed"`
+	Message  string         `json:"message,omitempty"`
+	Warnings []string       `json:"warnings,omitempty"`
+	Pod      map[string]any `json:"pod"`
+}
+
+func TestGolden(t *testing.T) {
+	for _, tc := range goldenCases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.injector(t)
+			raw := readPodJSON(t, filepath.Join("testdata", tc.name+".yaml"))
+			got := admit(t, in.Webhook(tc.strict), raw)
+			path := filepath.Join("testdata", tc.name+".golden.yaml")
+			if *update {
+				writeGolden(t, path, got)
+			}
+			var want goldenResult
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./injector -update)", err)
+			}
+			if err := yaml.Unmarshal(data, &want); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("admission (-%s +got):\n%s", path, diff)
+			}
+			if !got.Allowed {
+				return
+			}
+			// A second pass over the result, as when the API server re-invokes the webhook, changes nothing.
+			again, err := json.Marshal(got.Pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(got.Pod, admit(t, in.Webhook(tc.strict), again).Pod); diff != "" {
+				t.Errorf("second pass changed the pod (-first +second):\n%s", diff)
+			}
+		})
+	}
+}
+
+func (tc goldenCase) injector(t *testing.T) *Injector {
+	t.Helper()
+	server := tc.server
+	if server == "" {
+		server = "v1.37.2"
+	}
+	native, err := nativeSupported(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := tc.opts
+	opts.NativeSidecars = native
+	if opts.PolicyGenURL == "" {
+		opts.PolicyGenURL = "https://podwall-policygen.podwall-system.svc:8443"
+	}
+	return New(opts)
+}
+
+func readPodJSON(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return raw
+}
+
+// admit sends a pod CREATE through the webhook as the API server would and applies the returned
+// JSON patch to the pod.
+func admit(t *testing.T, wh *admission.Webhook, raw []byte) goldenResult {
+	t.Helper()
+	var meta struct {
+		Metadata metav1.ObjectMeta `json:"metadata"`
+	}
+	if err := json.Unmarshal(raw, &meta); err != nil {
+		t.Fatal(err)
+	}
+	resp := wh.Handle(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		UID:       "test",
+		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Namespace: meta.Metadata.Namespace,
+		Operation: admissionv1.Create,
+		Object:    runtime.RawExtension{Raw: raw},
+	}})
+	out := goldenResult{Allowed: resp.Allowed, Warnings: resp.Warnings}
+	if resp.Result != nil {
+		out.Message = resp.Result.Message
+	}
+	patched := raw
+	if len(resp.Patches) > 0 {
+		ops, err := json.Marshal(resp.Patches)
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch, err := jsonpatch.DecodePatch(ops)
+		if err != nil {
+			t.Fatalf("decode patch: %v", err)
+		}
+		if patched, err = patch.Apply(raw); err != nil {
+			t.Fatalf("apply patch: %v", err)
+		}
+	}
+	if err := json.Unmarshal(patched, &out.Pod); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func writeGolden(t *testing.T, path string, r goldenResult) {
+	t.Helper()
+	data, err := yaml.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

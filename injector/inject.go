@@ -1,0 +1,167 @@
+package injector
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// systemNamespaces are never injected, whatever their labels: the cluster's own components and
+// podwall's must start without the webhook.
+var systemNamespaces = []string{"kube-system", "podwall-system"}
+
+// Injector decides whether a pod gets the sidecar and puts it in.
+type Injector struct {
+	opts Options
+}
+
+// New returns an Injector; zero fields of opts take their defaults.
+func New(opts Options) *Injector {
+	opts.setDefaults()
+	return &Injector{opts: opts}
+}
+
+// namespacePolicy is what the webhook knows about the pod's namespace: its name and whether it is strict.
+type namespacePolicy struct {
+	name   string
+	strict bool
+}
+
+// status is the value of AnnotationStatus: what the injector added, so that a later pass (the API
+// server re-invokes the webhook after other webhooks changed the pod) removes exactly that first.
+type status struct {
+	Layout         string   `json:"layout"`
+	InitContainers []string `json:"initContainers,omitempty"`
+	Containers     []string `json:"containers,omitempty"`
+	Volumes        []string `json:"volumes"`
+}
+
+// Inject mutates pod in place and returns warnings for the client. An error means the pod must be
+// denied (a strict namespace refusing an app that could flush the firewall); the pod is then left as
+// it came. A pod that is not to be injected comes back unchanged, with a warning if the client
+// should know why.
+func (in *Injector) Inject(pod *corev1.Pod, ns namespacePolicy) ([]string, error) {
+	if slices.Contains(systemNamespaces, ns.name) {
+		return nil, nil
+	}
+	if pod.Spec.HostNetwork {
+		return []string{"podwall: pod not injected: a hostNetwork pod shares the node's network, which the sidecar must not own"}, nil
+	}
+	var warnings []string
+	if strings.EqualFold(pod.Annotations[AnnotationInject], "false") {
+		if !ns.strict {
+			return nil, nil
+		}
+		warnings = append(warnings, "podwall: opt-out ignored: namespace "+ns.name+" is strict")
+	}
+	work := pod.DeepCopy()
+	removeInjected(work)
+	risky := riskyContainers(&work.Spec)
+	if len(risky) > 0 && ns.strict {
+		return nil, fmt.Errorf("podwall: namespace %s is strict: %s, which could flush the pod's firewall", ns.name, strings.Join(risky, "; "))
+	}
+	for _, r := range risky {
+		warnings = append(warnings, "podwall: "+r+", which could flush the pod's firewall")
+	}
+	st := in.add(work)
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("encode status: %w", err)
+	}
+	if work.Annotations == nil {
+		work.Annotations = map[string]string{}
+	}
+	work.Annotations[AnnotationStatus] = string(raw)
+	*pod = *work
+	return warnings, nil
+}
+
+// removeInjected takes out what an earlier pass injected: what its status lists and, whatever the
+// status says (it may be missing or mangled), anything under podwall's reserved names.
+func removeInjected(pod *corev1.Pod) {
+	var st status
+	_ = json.Unmarshal([]byte(pod.Annotations[AnnotationStatus]), &st) // a bad status removes by name only
+	containers := append([]string{ContainerName, InitContainerName}, st.Containers...)
+	containers = append(containers, st.InitContainers...)
+	volumes := append([]string{volumeConfig, volumeToken, volumeCache}, st.Volumes...)
+	named := func(names []string) func(corev1.Container) bool {
+		return func(c corev1.Container) bool { return slices.Contains(names, c.Name) }
+	}
+	pod.Spec.InitContainers = slices.DeleteFunc(pod.Spec.InitContainers, named(containers))
+	pod.Spec.Containers = slices.DeleteFunc(pod.Spec.Containers, named(containers))
+	pod.Spec.Volumes = slices.DeleteFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return slices.Contains(volumes, v.Name) })
+	delete(pod.Annotations, AnnotationStatus)
+}
+
+// riskyCapabilities let a process rewrite or bypass the pod's nftables ruleset.
+var riskyCapabilities = []corev1.Capability{"NET_ADMIN", "SYS_ADMIN", "ALL"}
+
+// riskyContainers describes each container that could flush the firewall: privileged, or granted
+// NET_ADMIN or SYS_ADMIN. Mesh init containers (istio-init, linkerd-init) are no exception, whatever
+// their name says: strict namespaces need the mesh's CNI plugin, which does without them.
+func riskyContainers(spec *corev1.PodSpec) []string {
+	var out []string
+	check := func(kind string, c corev1.Container) {
+		sc := c.SecurityContext
+		if sc == nil {
+			return
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			out = append(out, fmt.Sprintf("%s %q is privileged", kind, c.Name))
+			return
+		}
+		if sc.Capabilities == nil {
+			return
+		}
+		for _, add := range sc.Capabilities.Add {
+			name := corev1.Capability(strings.TrimPrefix(strings.ToUpper(string(add)), "CAP_"))
+			if slices.Contains(riskyCapabilities, name) {
+				out = append(out, fmt.Sprintf("%s %q adds %s", kind, c.Name, add))
+				return
+			}
+		}
+	}
+	for _, c := range spec.InitContainers {
+		check("init container", c)
+	}
+	for _, c := range spec.Containers {
+		check("container", c)
+	}
+	return out
+}
+
+// add puts the sidecar, its volumes and (on old clusters) the baseline init container into a pod that
+// holds none of them, and returns the status to record.
+func (in *Injector) add(pod *corev1.Pod) status {
+	mesh := detectMesh(pod)
+	sidecar := in.sidecar(pod, mesh)
+	st := status{Volumes: []string{volumeConfig, volumeToken, volumeCache}}
+	if in.opts.NativeSidecars {
+		st.Layout = "native"
+		always := corev1.ContainerRestartPolicyAlways
+		sidecar.RestartPolicy = &always
+		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, sidecar)
+		st.InitContainers = []string{ContainerName}
+	} else {
+		st.Layout = "init-container"
+		if _, ok := pod.Annotations[defaultContainerAnnotation]; !ok && len(pod.Spec.Containers) > 0 {
+			if pod.Annotations == nil {
+				pod.Annotations = map[string]string{}
+			}
+			pod.Annotations[defaultContainerAnnotation] = pod.Spec.Containers[0].Name
+		}
+		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, in.baseline(sidecar))
+		pod.Spec.Containers = slices.Insert(pod.Spec.Containers, 0, sidecar)
+		st.InitContainers = []string{InitContainerName}
+		st.Containers = []string{ContainerName}
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, in.volumes(pod)...)
+	return st
+}
+
+// defaultContainerAnnotation keeps `kubectl logs` and `kubectl exec` on the app when podwall is the
+// first container (the init-container layout).
+const defaultContainerAnnotation = "kubectl.kubernetes.io/default-container"

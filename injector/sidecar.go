@@ -1,0 +1,192 @@
+package injector
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// sidecar builds the podwall container for pod. It runs as root with NET_ADMIN only: nftables and
+// NFQUEUE are netlink, which needs NET_ADMIN (not NET_RAW), and Kubernetes cannot grant ambient
+// capabilities, so a non-root user would hold NET_ADMIN in its bounding set but not use it. Every other
+// capability is dropped, privilege escalation is off and the root filesystem read-only.
+func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts) corev1.Container {
+	port := intstr.FromInt32(in.opts.Port)
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: port}},
+			PeriodSeconds:    period,
+			FailureThreshold: failures,
+		}
+	}
+	return corev1.Container{
+		Name:            ContainerName,
+		Image:           in.opts.Image,
+		ImagePullPolicy: in.opts.PullPolicy,
+		Command:         []string{SidecarBinary},
+		Env:             in.env(pod, mesh),
+		Ports:           []corev1.ContainerPort{{Name: "podwall-http", ContainerPort: in.opts.Port, Protocol: corev1.ProtocolTCP}},
+		Resources:       *in.opts.Resources.DeepCopy(),
+		// Ready means the ruleset is in place: the startup probe holds back every later container
+		// (native layout) until then; 1s steps for up to 2 minutes.
+		StartupProbe:             probe("/readyz", 1, 120),
+		ReadinessProbe:           probe("/readyz", 5, 2),
+		LivenessProbe:            probe("/healthz", 10, 3),
+		VolumeMounts:             mounts(),
+		SecurityContext:          in.securityContext(),
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+// baseline is the init container of the old-cluster layout: the same binary and settings, run with
+// BaselineFlag, so that the deny-all baseline is in place before any other container starts.
+func (in *Injector) baseline(sidecar corev1.Container) corev1.Container {
+	c := *sidecar.DeepCopy()
+	c.Name = InitContainerName
+	c.Args = []string{BaselineFlag}
+	c.Ports = nil
+	c.StartupProbe, c.ReadinessProbe, c.LivenessProbe = nil, nil, nil
+	return c
+}
+
+func (in *Injector) securityContext() *corev1.SecurityContext {
+	sc := &corev1.SecurityContext{
+		RunAsUser:              ptr.To[int64](0),
+		RunAsGroup:             ptr.To[int64](0),
+		RunAsNonRoot:           ptr.To(false),
+		ReadOnlyRootFilesystem: ptr.To(true),
+		SeccompProfile:         &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+	if in.opts.Privileged {
+		sc.Privileged = ptr.To(true)
+		return sc
+	}
+	sc.AllowPrivilegeEscalation = ptr.To(false)
+	sc.Capabilities = &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}, Drop: []corev1.Capability{"ALL"}}
+	return sc
+}
+
+// env passes the pod's identity (downward API) and the injector's settings as the sidecar's
+// PODWALL_* variables (config/sidecar.go). The environment overrides the per-workload file, so only
+// what the injector owns goes here.
+func (in *Injector) env(pod *corev1.Pod, mesh meshPorts) []corev1.EnvVar {
+	field := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	env := []corev1.EnvVar{
+		field("PODWALL_POD_NAME", "metadata.name"),
+		field("PODWALL_POD_NAMESPACE", "metadata.namespace"),
+		field("PODWALL_POD_IPS", "status.podIPs"),
+		field("PODWALL_POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+	}
+	if w := workloadOf(pod); w != "" {
+		env = append(env, corev1.EnvVar{Name: "PODWALL_WORKLOAD", Value: w})
+	}
+	env = append(env,
+		corev1.EnvVar{Name: "PODWALL_CONFIG", Value: configFile},
+		corev1.EnvVar{Name: "PODWALL_LISTEN_ADDR", Value: ":" + strconv.Itoa(int(in.opts.Port))},
+		corev1.EnvVar{Name: "PODWALL_POLICY_CACHE_DIR", Value: cacheDir},
+		corev1.EnvVar{Name: "PODWALL_POLICYGEN_URL", Value: in.opts.PolicyGenURL},
+		corev1.EnvVar{Name: "PODWALL_POLICYGEN_TOKEN_FILE", Value: tokenFile},
+	)
+	if in.opts.PolicyGenCAConfigMap != "" {
+		env = append(env, corev1.EnvVar{Name: "PODWALL_POLICYGEN_CA_FILE", Value: caFile})
+	}
+	if mesh.name != "" {
+		env = append(env,
+			corev1.EnvVar{Name: "PODWALL_MESH_OUTBOUND_PORTS", Value: strconv.Itoa(mesh.outbound)},
+			corev1.EnvVar{Name: "PODWALL_MESH_INBOUND_PORTS", Value: strconv.Itoa(mesh.inbound)},
+		)
+	}
+	return env
+}
+
+func mounts() []corev1.VolumeMount {
+	return []corev1.VolumeMount{
+		// The whole ConfigMap volume, not a subPath: the kubelet updates only whole volumes, and the
+		// sidecar hot-reloads.
+		{Name: volumeConfig, MountPath: configDir, ReadOnly: true},
+		{Name: volumeToken, MountPath: tokenDir, ReadOnly: true},
+		{Name: volumeCache, MountPath: cacheDir},
+	}
+}
+
+// volumes are the per-workload ConfigMap (optional: absent means the sidecar's defaults), the
+// projected token with audience podwall (plus policygen's CA when configured) and the policy cache.
+func (in *Injector) volumes(pod *corev1.Pod) []corev1.Volume {
+	cm := pod.Annotations[AnnotationConfig]
+	if cm == "" {
+		cm = NamespaceConfigMap
+	}
+	sources := []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+		Audience: TokenAudience, ExpirationSeconds: ptr.To(int64(in.opts.TokenExpiration.Seconds())), Path: "token",
+	}}}
+	if in.opts.PolicyGenCAConfigMap != "" {
+		sources = append(sources, corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{
+			LocalObjectReference: corev1.LocalObjectReference{Name: in.opts.PolicyGenCAConfigMap},
+			Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+		}})
+	}
+	return []corev1.Volume{
+		{Name: volumeConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: cm}, Optional: ptr.To(true),
+		}}},
+		{Name: volumeToken, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: sources, DefaultMode: ptr.To[int32](0o400),
+		}}},
+		{Name: volumeCache, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			SizeLimit: ptr.To(resource.MustParse("16Mi")),
+		}}},
+	}
+}
+
+// meshPorts are a mesh proxy's redirect targets; name is empty without a proxy.
+type meshPorts struct {
+	name              string
+	outbound, inbound int
+}
+
+// detectMesh finds an Istio (Envoy) or Linkerd proxy: as a container or native sidecar, or (Istio) by
+// the annotation its injector leaves. The webhook is re-invoked after other webhooks change the pod,
+// so a proxy injected after podwall is still seen.
+func detectMesh(pod *corev1.Pod) meshPorts {
+	has := func(name string) bool {
+		match := func(c corev1.Container) bool { return c.Name == name }
+		return slices.ContainsFunc(pod.Spec.Containers, match) || slices.ContainsFunc(pod.Spec.InitContainers, match)
+	}
+	_, istioStatus := pod.Annotations["sidecar.istio.io/status"]
+	switch {
+	case has("istio-proxy") || istioStatus:
+		return meshPorts{name: "istio", outbound: 15001, inbound: 15006}
+	case has("linkerd-proxy"):
+		return meshPorts{name: "linkerd", outbound: 4140, inbound: 4143}
+	}
+	return meshPorts{}
+}
+
+// workloadOf names the pod's workload as "Kind/name" from its controller reference alone (the webhook
+// reads nothing from the API): a ReplicaSet carrying the pod-template-hash stands for its Deployment.
+// A bare pod is its own workload; one whose name the API server has yet to generate gets none (the
+// sidecar then labels its lines without a workload).
+func workloadOf(pod *corev1.Pod) string {
+	owner := metav1.GetControllerOf(pod)
+	if owner == nil {
+		if pod.Name == "" {
+			return ""
+		}
+		return "Pod/" + pod.Name
+	}
+	if hash := pod.Labels["pod-template-hash"]; owner.Kind == "ReplicaSet" && hash != "" {
+		if name, ok := strings.CutSuffix(owner.Name, "-"+hash); ok {
+			return "Deployment/" + name
+		}
+	}
+	return fmt.Sprintf("%s/%s", owner.Kind, owner.Name)
+}
