@@ -120,18 +120,18 @@ func (h *Hub) Bump(k workload.Key, after int64) {
 	h.publish(e, e.pol, e.hash, after+1)
 }
 
-// Recomputes counts resolutions since the start.
-func (h *Hub) Recomputes() uint64 { return h.recomputes.Load() }
-
-// Revision is the workload's current revision, 0 when it is not resolved here.
-func (h *Hub) Revision(k workload.Key) int64 {
+// Current is the workload's current revision and content hash, zero when it is not resolved here.
+func (h *Hub) Current(k workload.Key) (int64, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if e := h.entries[k]; e != nil && e.pol != nil {
-		return e.pol.Revision
+		return e.pol.Revision, e.hash
 	}
-	return 0
+	return 0, ""
 }
+
+// Recomputes counts resolutions since the start.
+func (h *Hub) Recomputes() uint64 { return h.recomputes.Load() }
 
 // recompute resolves k again and publishes a new revision if the content changed. While it reads, the
 // entry depends on everything, so that a change landing between the reads and the new dependencies

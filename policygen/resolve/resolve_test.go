@@ -10,7 +10,6 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,55 +20,6 @@ import (
 	"podwall.io/podwall/policygen/workload"
 	"podwall.io/podwall/sidecar/policy"
 )
-
-// cluster builds objects the way the controllers a test API server lacks would: a Deployment's
-// ReplicaSet and pods with owner references, pod IPs in status.
-type cluster struct {
-	t   *testing.T
-	c   client.Client
-	ctx context.Context
-}
-
-func (k cluster) create(obj client.Object) client.Object {
-	k.t.Helper()
-	if err := k.c.Create(k.ctx, obj); err != nil {
-		k.t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
-	}
-	return obj
-}
-
-func controlledBy(owner client.Object, kind string) []metav1.OwnerReference {
-	yes := true
-	return []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: kind, Name: owner.GetName(), UID: owner.GetUID(), Controller: &yes}}
-}
-
-// deployment creates a Deployment with one ReplicaSet and pods holding ips.
-func (k cluster) deployment(ns, name string, ips ...string) []*corev1.Pod {
-	labels := map[string]string{"app": name}
-	tpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}
-	d := k.create(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tpl}})
-	rs := k.create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-5d8f", OwnerReferences: controlledBy(d, "Deployment")},
-		Spec: appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tpl}})
-	var pods []*corev1.Pod
-	for i, ip := range ips {
-		pod := k.create(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s-5d8f-%d", name, i),
-			Labels: labels, OwnerReferences: controlledBy(rs, "ReplicaSet")}, Spec: tpl.Spec}).(*corev1.Pod)
-		k.setIP(pod, ip)
-		pods = append(pods, pod)
-	}
-	return pods
-}
-
-func (k cluster) setIP(pod *corev1.Pod, ip string) {
-	k.t.Helper()
-	pod.Status.Phase = corev1.PodRunning
-	pod.Status.PodIP, pod.Status.PodIPs = ip, []corev1.PodIP{{IP: ip}}
-	if err := k.c.Status().Update(k.ctx, pod); err != nil {
-		k.t.Fatalf("set pod ip: %v", err)
-	}
-}
 
 func pfx(s ...string) []netip.Prefix {
 	out := []netip.Prefix{}
@@ -82,7 +32,7 @@ func pfx(s ...string) []netip.Prefix {
 func TestHubResolvesAndRevises(t *testing.T) {
 	cfg, c := pgtest.Start(t)
 	ctx := context.Background()
-	k := cluster{t, c, ctx}
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
 	var hub *Hub
 	mgr := pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
 		if err := Index(ctx, mgr.GetFieldIndexer()); err != nil {
@@ -96,17 +46,17 @@ func TestHubResolvesAndRevises(t *testing.T) {
 	})
 	pgtest.Namespace(t, c, "shop", map[string]string{"team": "shop"})
 	pgtest.Namespace(t, c, "ops", map[string]string{"team": "ops"})
-	apiPods := k.deployment("shop", "api", "10.1.0.1", "10.1.0.2")
-	k.deployment("ops", "prom", "10.2.0.1")
-	k.deployment("shop", "web", "10.1.0.9")
-	svc := k.create(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "api"},
+	apiPods := k.Deployment("shop", "api", "", "10.1.0.1", "10.1.0.2")
+	k.Deployment("ops", "prom", "", "10.2.0.1")
+	k.Deployment("shop", "web", "", "10.1.0.9")
+	svc := k.Create(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "api"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "api"}, Ports: []corev1.ServicePort{{Port: 80}}}}).(*corev1.Service)
-	node := k.create(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}).(*corev1.Node)
+	node := k.Create(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}).(*corev1.Node)
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.1.10"}, {Type: corev1.NodeHostName, Address: "node-1"}}
 	if err := c.Status().Update(ctx, node); err != nil {
 		t.Fatal(err)
 	}
-	k.create(&v1.WorkloadPolicy{
+	k.Create(&v1.WorkloadPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-web"},
 		Spec: v1.WorkloadPolicySpec{
 			Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: v1.Protect,
@@ -184,7 +134,7 @@ func TestHubResolvesAndRevises(t *testing.T) {
 	}
 
 	// A pod IP change changes set elements under the same rule ids, with a higher revision.
-	k.setIP(apiPods[1], "10.1.0.3")
+	k.SetIP(apiPods[1], "10.1.0.3")
 	select {
 	case <-first.Changed:
 	case <-time.After(10 * time.Second):

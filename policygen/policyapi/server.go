@@ -1,0 +1,254 @@
+// Package policyapi is the HTTP API sidecars talk to, served over TLS by every policygen replica from
+// its own informer cache: GET /v1/policy long-polls the caller's own workload's resolved policy, POST
+// /v1/reports takes the connections it observed. A caller is the pod its projected service-account
+// token (audience podwall) is bound to, checked with TokenReview; API.md documents the wire protocol.
+package policyapi
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"podwall.io/podwall/policygen/resolve"
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// Options configure the server; zero values take the defaults in parentheses.
+type Options struct {
+	// Addr is the TLS listen address (":9443").
+	Addr string
+	// CertFile and KeyFile are the serving certificate, re-read when they change.
+	CertFile, KeyFile string
+	// Audience is the token audience sidecars request ("podwall").
+	Audience string
+	// DefaultWait is how long a long-poll waits when the caller does not say (30s); MaxWait bounds
+	// what it may ask for (2m).
+	DefaultWait, MaxWait time.Duration
+	// ReviewTTL is how long a TokenReview result is reused for the same token (1m).
+	ReviewTTL time.Duration
+	// MaxReportBytes bounds a report's body (1 MiB).
+	MaxReportBytes int64
+	// ReportInterval and ReportBurst rate-limit reports per pod: one per interval on average, burst at
+	// once (5s, 5).
+	ReportInterval time.Duration
+	ReportBurst    int
+	// Replica names this replica in the WorkloadPolicy status (its pod name).
+	Replica string
+	// StatusInterval is how often subscriber counts are written to the status (5s).
+	StatusInterval time.Duration
+}
+
+func (o *Options) setDefaults() {
+	o.Addr = cmp.Or(o.Addr, ":9443")
+	o.Audience = cmp.Or(o.Audience, "podwall")
+	o.DefaultWait = cmp.Or(o.DefaultWait, 30*time.Second)
+	o.MaxWait = cmp.Or(o.MaxWait, 2*time.Minute)
+	o.ReviewTTL = cmp.Or(o.ReviewTTL, time.Minute)
+	o.MaxReportBytes = cmp.Or(o.MaxReportBytes, 1<<20)
+	o.ReportInterval = cmp.Or(o.ReportInterval, 5*time.Second)
+	o.ReportBurst = cmp.Or(o.ReportBurst, 5)
+	o.Replica = cmp.Or(o.Replica, "policygen")
+	o.StatusInterval = cmp.Or(o.StatusInterval, 5*time.Second)
+}
+
+// ReportSink takes a validated report of the caller's own workload.
+type ReportSink interface {
+	Accept(ctx context.Context, id Identity, r *policy.Report) error
+}
+
+// Server serves the policy API.
+type Server struct {
+	opts     Options
+	hub      *resolve.Hub
+	auth     *authenticator
+	sink     ReportSink
+	limits   *limiter
+	sidecars *tracker
+	log      logr.Logger
+}
+
+// New returns a server reading pods from reader (a cache), reviewing tokens through reviews and
+// writing status through writer.
+func New(opts Options, hub *resolve.Hub, reviews authnclient.TokenReviewInterface, reader client.Reader, writer client.Client, sink ReportSink, log logr.Logger) *Server {
+	opts.setDefaults()
+	return &Server{
+		opts: opts, hub: hub, sink: sink, log: log,
+		auth:     &authenticator{reviews: reviews, reader: reader, audience: opts.Audience, ttl: opts.ReviewTTL, now: time.Now, cache: map[[32]byte]review{}},
+		limits:   newLimiter(opts.ReportInterval, opts.ReportBurst),
+		sidecars: newTracker(hub, writer, opts.Replica, log),
+	}
+}
+
+// Handler routes the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/policy", s.getPolicy)
+	mux.HandleFunc("POST /v1/reports", s.postReport)
+	return mux
+}
+
+// identify authenticates the request, writing the error response when it fails.
+func (s *Server) identify(w http.ResponseWriter, r *http.Request, kind string) (Identity, bool) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		s.fail(w, kind, http.StatusUnauthorized, "missing bearer token")
+		return Identity{}, false
+	}
+	id, err := s.auth.authenticate(r.Context(), token)
+	switch {
+	case errors.Is(err, errUnauthenticated):
+		s.fail(w, kind, http.StatusUnauthorized, err.Error())
+	case errors.Is(err, errForbidden):
+		s.fail(w, kind, http.StatusForbidden, err.Error())
+	case err != nil:
+		s.log.Error(err, "authenticate")
+		s.fail(w, kind, http.StatusServiceUnavailable, "cannot authenticate now, retry")
+	default:
+		return id, true
+	}
+	return Identity{}, false
+}
+
+// fail writes a JSON error and counts it.
+func (s *Server) fail(w http.ResponseWriter, kind string, code int, msg string) {
+	requests.WithLabelValues(kind, strconv.Itoa(code)).Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// getPolicy long-polls the caller's policy: it answers as soon as the policy differs from what the
+// caller holds (after, If-None-Match), else 304 when the wait ends.
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.identify(w, r, "policy")
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	if wl := q.Get("workload"); wl != "" && wl != id.Workload.String() {
+		s.fail(w, "policy", http.StatusForbidden, fmt.Sprintf("pod %s may read only the policy of %s", id.Pod, id.Workload))
+		return
+	}
+	after, err := strconv.ParseInt(cmp.Or(q.Get("after"), "0"), 10, 64)
+	if err != nil || after < 0 {
+		s.fail(w, "policy", http.StatusBadRequest, "after: want a revision (a non-negative integer)")
+		return
+	}
+	wait := s.opts.DefaultWait
+	if v := q.Get("wait"); v != "" {
+		secs, err := strconv.Atoi(v)
+		if err != nil || secs < 0 {
+			s.fail(w, "policy", http.StatusBadRequest, "wait: want seconds (a non-negative integer)")
+			return
+		}
+		wait = min(time.Duration(secs)*time.Second, s.opts.MaxWait)
+	}
+	held := strings.Trim(r.Header.Get("If-None-Match"), `"`)
+	done := s.sidecars.polling(id, after, held)
+	defer done()
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	s.longPoll(ctx, w, id, after, held)
+}
+
+func (s *Server) longPoll(ctx context.Context, w http.ResponseWriter, id Identity, after int64, held string) {
+	for {
+		snap, release, err := s.hub.Acquire(ctx, id.Workload)
+		if err != nil && !errors.Is(err, resolve.ErrNoPolicy) {
+			release()
+			s.log.Error(err, "resolve policy", "workload", id.Workload.String())
+			s.fail(w, "policy", http.StatusServiceUnavailable, "policy cannot be resolved now, retry")
+			return
+		}
+		if err == nil {
+			newer := snap.Policy.Revision > after
+			if held != "" {
+				newer = snap.Hash != held
+				if newer && snap.Policy.Revision <= after {
+					// The caller holds other content under a revision another replica issued.
+					release()
+					s.hub.Bump(id.Workload, after)
+					continue
+				}
+			}
+			if newer {
+				release()
+				s.writePolicy(w, snap)
+				return
+			}
+		}
+		select {
+		case <-snap.Changed:
+			release()
+		case <-ctx.Done():
+			release()
+			if err != nil {
+				s.fail(w, "policy", http.StatusNotFound, fmt.Sprintf("no WorkloadPolicy for %s yet", id.Workload))
+				return
+			}
+			requests.WithLabelValues("policy", "304").Inc()
+			w.Header().Set("ETag", `"`+snap.Hash+`"`)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+}
+
+func (s *Server) writePolicy(w http.ResponseWriter, snap resolve.Snapshot) {
+	requests.WithLabelValues("policy", "200").Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("ETag", `"`+snap.Hash+`"`)
+	w.Header().Set("X-Podwall-Revision", strconv.FormatInt(snap.Policy.Revision, 10))
+	_ = json.NewEncoder(w).Encode(snap.Policy)
+}
+
+// postReport accepts a report of the caller's own workload.
+func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.identify(w, r, "report")
+	if !ok {
+		return
+	}
+	if wait, ok := s.limits.allow(string(id.UID)); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+1)))
+		s.fail(w, "report", http.StatusTooManyRequests, fmt.Sprintf("more than one report per %s from pod %s", s.opts.ReportInterval, id.Pod))
+		return
+	}
+	var rep policy.Report
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.opts.MaxReportBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rep); err != nil {
+		if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
+			s.fail(w, "report", http.StatusRequestEntityTooLarge, fmt.Sprintf("report over %d bytes", s.opts.MaxReportBytes))
+			return
+		}
+		s.fail(w, "report", http.StatusBadRequest, "decode report: "+err.Error())
+		return
+	}
+	if err := rep.Validate(); err != nil {
+		s.fail(w, "report", http.StatusBadRequest, "invalid report: "+err.Error())
+		return
+	}
+	if (rep.Namespace != "" && rep.Namespace != id.Workload.Namespace) ||
+		(rep.Workload != "" && rep.Workload != id.Workload.Kind+"/"+id.Workload.Name) ||
+		(rep.Pod != "" && rep.Pod != id.Pod.Name) {
+		s.fail(w, "report", http.StatusForbidden, fmt.Sprintf("pod %s may report only for itself, in %s", id.Pod, id.Workload))
+		return
+	}
+	if err := s.sink.Accept(r.Context(), id, &rep); err != nil {
+		s.log.Error(err, "accept report", "workload", id.Workload.String())
+		s.fail(w, "report", http.StatusServiceUnavailable, "report not stored, retry")
+		return
+	}
+	requests.WithLabelValues("report", "202").Inc()
+	w.WriteHeader(http.StatusAccepted)
+}

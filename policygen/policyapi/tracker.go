@@ -1,0 +1,155 @@
+package policyapi
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/resolve"
+	"podwall.io/podwall/policygen/workload"
+)
+
+// tracker knows which sidecars poll this replica and what they hold, and writes this replica's entry
+// of each WorkloadPolicy's status.replicas (server-side apply, a field manager per replica, so replicas
+// never overwrite each other's entries).
+type tracker struct {
+	hub     *resolve.Hub
+	writer  client.Client
+	replica string
+	log     logr.Logger
+
+	mu      sync.Mutex
+	pods    map[types.UID]*sidecar
+	written map[workload.Key]counts
+}
+
+type sidecar struct {
+	workload workload.Key
+	after    int64
+	hash     string
+	polls    int // in flight
+	lastSeen time.Time
+}
+
+type counts struct {
+	revision         int64
+	sidecars, inSync int32
+}
+
+func newTracker(hub *resolve.Hub, writer client.Client, replica string, log logr.Logger) *tracker {
+	return &tracker{hub: hub, writer: writer, replica: replica, log: log, pods: map[types.UID]*sidecar{}, written: map[workload.Key]counts{}}
+}
+
+// polling records a poll starting; the returned func records its end.
+func (t *tracker) polling(id Identity, after int64, hash string) func() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sc := t.pods[id.UID]
+	if sc == nil {
+		sc = &sidecar{}
+		t.pods[id.UID] = sc
+	}
+	sc.workload, sc.after, sc.hash = id.Workload, after, hash
+	sc.polls++
+	sc.lastSeen = time.Now()
+	subscribers.Inc()
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		sc.polls--
+		sc.lastSeen = time.Now()
+		subscribers.Dec()
+	}
+}
+
+// tally counts, per workload, the sidecars polling now or within grace, and those holding the current
+// revision; it forgets sidecars gone longer.
+func (t *tracker) tally(grace time.Duration) map[workload.Key]counts {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[workload.Key]counts{}
+	for uid, sc := range t.pods {
+		if sc.polls == 0 && time.Since(sc.lastSeen) > grace {
+			delete(t.pods, uid)
+			continue
+		}
+		rev, hash := t.hub.Current(sc.workload)
+		c := out[sc.workload]
+		c.revision = rev
+		c.sidecars++
+		if (sc.hash != "" && sc.hash == hash) || (sc.hash == "" && sc.after == rev && rev != 0) {
+			c.inSync++
+		}
+		out[sc.workload] = c
+	}
+	return out
+}
+
+// flush writes the entries that changed since the last flush; a workload whose sidecars all left gets
+// a zero entry once.
+func (t *tracker) flush(ctx context.Context, grace time.Duration) {
+	now := tallyWithZeros(t.tally(grace), t.written)
+	for k, c := range now {
+		if prev, ok := t.written[k]; ok && prev == c {
+			continue
+		}
+		if err := t.apply(ctx, k, c); err != nil {
+			t.log.Error(err, "write replica status", "workload", k.String())
+			continue
+		}
+		if c.sidecars == 0 {
+			delete(t.written, k)
+		} else {
+			t.written[k] = c
+		}
+	}
+}
+
+func tallyWithZeros(now, written map[workload.Key]counts) map[workload.Key]counts {
+	for k := range written {
+		if _, ok := now[k]; !ok {
+			now[k] = counts{}
+		}
+	}
+	return now
+}
+
+func (t *tracker) apply(ctx context.Context, k workload.Key, c counts) error {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("WorkloadPolicy"))
+	u.SetNamespace(k.Namespace)
+	u.SetName(workload.PolicyName(k.Kind, k.Name))
+	entry := map[string]any{
+		"name": t.replica, "revision": c.revision, "sidecars": int64(c.sidecars), "sidecarsInSync": int64(c.inSync),
+		"updated": time.Now().UTC().Format(time.RFC3339),
+	}
+	if err := unstructured.SetNestedSlice(u.Object, []any{entry}, "status", "replicas"); err != nil {
+		return err
+	}
+	err := t.writer.Status().Patch(ctx, u, client.Apply, client.FieldOwner("podwall-policygen/"+t.replica), client.ForceOwnership)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// run flushes every interval until ctx ends.
+func (t *tracker) run(ctx context.Context, interval, grace time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			t.flush(ctx, grace)
+		}
+	}
+}
