@@ -133,7 +133,7 @@ func (t *tracker) apply(ctx context.Context, k workload.Key, c counts) error {
 	if err := unstructured.SetNestedSlice(u.Object, []any{entry}, "status", "replicas"); err != nil {
 		return err
 	}
-	err := t.writer.Status().Patch(ctx, u, client.Apply, client.FieldOwner("podwall-policygen/"+t.replica), client.ForceOwnership)
+	err := t.writer.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("podwall-policygen/"+t.replica), client.ForceOwnership)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
