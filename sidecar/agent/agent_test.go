@@ -271,7 +271,7 @@ func TestMonitorAuditsAndLearnRecords(t *testing.T) {
 	w.out.waitFor(t, map[string]any{"verdict": "allow", "dst": w.peerAddr(8080), "mode": "Learn"})
 	found := false
 	for _, e := range s.dp.learned.Drain() {
-		if e.Direction == "egress" && e.Peer == w.peerIP && e.Port == 8080 && e.Proto == 6 {
+		if e.Direction == policy.Egress && e.Peer == w.peerIP && e.Port == 8080 && e.Protocol == policy.TCP {
 			found = true
 		}
 	}

@@ -44,9 +44,11 @@ func (d *datapath) handle(p nfq.Packet) nfq.Verdict {
 	v := dec.Decide(c)
 	d.verdicts.WithLabelValues(c.Direction.String(), v.Verdict.String()).Inc()
 	d.log(c, v)
-	if v.Record {
-		d.learned.Add(report.Key{Direction: c.Direction.String(), Peer: c.Remote.Addr(), Proto: c.Proto,
-			Port: recordedPort(c)}, v.Verdict.String(), time.Now())
+	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
+	// counts.
+	if v.Record || v.Verdict != decide.Allow {
+		d.learned.Add(report.Key{Direction: policy.Direction(c.Direction.String()), Peer: c.Remote.Addr(),
+			Protocol: policy.ProtocolOf(c.Proto), Port: recordedPort(c)}, v.Verdict.String(), time.Now())
 	}
 	if v.Verdict == decide.Deny {
 		return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: ruleset.MarkDeny}

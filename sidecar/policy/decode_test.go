@@ -83,6 +83,17 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+func TestProtocolNumbers(t *testing.T) {
+	for _, p := range []Protocol{TCP, UDP, SCTP} {
+		if got := ProtocolOf(p.Number()); got != p {
+			t.Errorf("ProtocolOf(%d) = %q, want %q", p.Number(), got, p)
+		}
+	}
+	if got := ProtocolOf(1); got != "" {
+		t.Errorf("ProtocolOf(1) = %q, want none", got)
+	}
+}
+
 func TestPortBounds(t *testing.T) {
 	for _, tc := range []struct {
 		r      PortRange

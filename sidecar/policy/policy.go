@@ -45,6 +45,16 @@ func (p Protocol) Number() uint8 {
 	return 0
 }
 
+// ProtocolOf returns the protocol with IANA number n, or "" for one a rule cannot name.
+func ProtocolOf(n uint8) Protocol {
+	for _, p := range []Protocol{TCP, UDP, SCTP} {
+		if p.Number() == n {
+			return p
+		}
+	}
+	return ""
+}
+
 // Origin says where a rule came from.
 type Origin string
 

@@ -8,24 +8,20 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"podwall.io/podwall/sidecar/policy"
 )
 
 // Key identifies an aggregated entry.
 type Key struct {
-	Direction string // ingress, egress or loopback
+	Direction policy.Direction
 	Peer      netip.Addr
-	Proto     uint8
-	Port      uint16 // the local port for ingress, the remote (original) port otherwise
+	Protocol  policy.Protocol
+	Port      uint16 // the pod's port for ingress, the remote port otherwise
 }
 
-// Entry is one aggregated observation.
-type Entry struct {
-	Key
-	Count     uint64
-	FirstSeen time.Time
-	LastSeen  time.Time
-	// Verdict is the latest verdict seen for the key (allow or audit).
-	Verdict string
+func keyOf(e *policy.ReportEntry) Key {
+	return Key{Direction: e.Direction, Peer: e.Peer, Protocol: e.Protocol, Port: e.Port}
 }
 
 // Aggregator is a bounded, concurrency-safe table of entries.
@@ -47,27 +43,29 @@ func (a *Aggregator) Add(k Key, verdict string, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if el, ok := a.byKey[k]; ok {
-		e := el.Value.(*Entry)
+		e := el.Value.(*policy.ReportEntry)
 		e.Count++
 		e.LastSeen, e.Verdict = now, verdict
 		return
 	}
 	if a.order.Len() >= a.max {
 		oldest := a.order.Front()
-		a.dropped += oldest.Value.(*Entry).Count
-		delete(a.byKey, oldest.Value.(*Entry).Key)
+		e := oldest.Value.(*policy.ReportEntry)
+		a.dropped += e.Count
+		delete(a.byKey, keyOf(e))
 		a.order.Remove(oldest)
 	}
-	a.byKey[k] = a.order.PushBack(&Entry{Key: k, Count: 1, FirstSeen: now, LastSeen: now, Verdict: verdict})
+	a.byKey[k] = a.order.PushBack(&policy.ReportEntry{Direction: k.Direction, Peer: k.Peer, Protocol: k.Protocol,
+		Port: k.Port, Count: 1, FirstSeen: now, LastSeen: now, Verdict: verdict})
 }
 
 // Drain removes and returns every entry, oldest first.
-func (a *Aggregator) Drain() []Entry {
+func (a *Aggregator) Drain() []policy.ReportEntry {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]Entry, 0, a.order.Len())
+	out := make([]policy.ReportEntry, 0, a.order.Len())
 	for el := a.order.Front(); el != nil; el = el.Next() {
-		out = append(out, *el.Value.(*Entry))
+		out = append(out, *el.Value.(*policy.ReportEntry))
 	}
 	a.order.Init()
 	clear(a.byKey)
@@ -76,13 +74,13 @@ func (a *Aggregator) Drain() []Entry {
 
 // Restore puts back entries whose delivery failed, merging them with what arrived since; the oldest
 // are evicted first if the bound is exceeded.
-func (a *Aggregator) Restore(entries []Entry) {
+func (a *Aggregator) Restore(entries []policy.ReportEntry) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
-		if el, ok := a.byKey[e.Key]; ok {
-			cur := el.Value.(*Entry)
+		if el, ok := a.byKey[keyOf(&e)]; ok {
+			cur := el.Value.(*policy.ReportEntry)
 			cur.Count += e.Count
 			cur.FirstSeen = e.FirstSeen
 			a.order.MoveToFront(el)
@@ -92,7 +90,7 @@ func (a *Aggregator) Restore(entries []Entry) {
 			a.dropped += e.Count // the restored entry is older than anything held
 			continue
 		}
-		a.byKey[e.Key] = a.order.PushFront(&e)
+		a.byKey[keyOf(&e)] = a.order.PushFront(&e)
 	}
 }
 

@@ -6,10 +6,17 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"podwall.io/podwall/sidecar/policy"
 )
 
 func key(port uint16) Key {
-	return Key{Direction: "egress", Peer: netip.MustParseAddr("10.0.0.1"), Proto: 6, Port: port}
+	return Key{Direction: policy.Egress, Peer: netip.MustParseAddr("10.0.0.1"), Protocol: policy.TCP, Port: port}
+}
+
+func entry(k Key, count uint64, first, last time.Time, verdict string) policy.ReportEntry {
+	return policy.ReportEntry{Direction: k.Direction, Peer: k.Peer, Protocol: k.Protocol, Port: k.Port,
+		Count: count, FirstSeen: first, LastSeen: last, Verdict: verdict}
 }
 
 func TestAggregateEvictRestore(t *testing.T) {
@@ -23,9 +30,9 @@ func TestAggregateEvictRestore(t *testing.T) {
 		t.Fatalf("dropped = %d, want 2", got)
 	}
 	got := a.Drain()
-	want := []Entry{
-		{Key: key(2), Count: 1, FirstSeen: t0.Add(2 * time.Second), LastSeen: t0.Add(2 * time.Second), Verdict: "allow"},
-		{Key: key(3), Count: 1, FirstSeen: t0.Add(3 * time.Second), LastSeen: t0.Add(3 * time.Second), Verdict: "allow"},
+	want := []policy.ReportEntry{
+		entry(key(2), 1, t0.Add(2*time.Second), t0.Add(2*time.Second), "allow"),
+		entry(key(3), 1, t0.Add(3*time.Second), t0.Add(3*time.Second), "allow"),
 	}
 	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
 		t.Fatalf("drain (-want +got):\n%s", d)
@@ -42,12 +49,12 @@ func TestAggregateEvictRestore(t *testing.T) {
 		t.Fatalf("len after restore = %d, want 2", a.Len())
 	}
 	after := a.Drain()
-	if after[0].Key != key(2) || after[1].Key != key(3) || after[1].Count != 2 || !after[1].FirstSeen.Equal(t0.Add(3*time.Second)) {
+	if keyOf(&after[0]) != key(2) || keyOf(&after[1]) != key(3) || after[1].Count != 2 || !after[1].FirstSeen.Equal(t0.Add(3*time.Second)) {
 		t.Fatalf("after restore: %+v", after)
 	}
 	a.Add(key(5), "allow", t0)
 	a.Add(key(6), "allow", t0)
-	a.Restore([]Entry{{Key: key(7), Count: 4}})
+	a.Restore([]policy.ReportEntry{entry(key(7), 4, t0, t0, "allow")})
 	if got := a.Dropped(); got != 6 {
 		t.Fatalf("dropped = %d, want 6", got)
 	}
