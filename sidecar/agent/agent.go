@@ -15,6 +15,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"podwall.io/podwall/sidecar/pgclient"
 	"podwall.io/podwall/sidecar/policy"
 	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
@@ -29,6 +30,8 @@ type Options struct {
 	Pod, Namespace, Workload string
 	// PolicyFile is a policy to enforce and watch for changes (standalone mode); empty means none.
 	PolicyFile string
+	// PolicyGen subscribes to policygen when its URL is set (the cluster mode).
+	PolicyGen PolicyGen
 	// CacheDir keeps the last applied policy across restarts; empty disables the cache.
 	CacheDir string
 	// FailOpen removes the ruleset when the sidecar stops and lets packets pass while no verdict loop
@@ -49,6 +52,18 @@ type Options struct {
 	LearnedLimit int
 	// Tunables may change while the sidecar runs (Reconfigure).
 	Tunables
+}
+
+// PolicyGen says how to reach policygen's policy API.
+type PolicyGen struct {
+	// URL is the API's https URL; empty means standalone (PolicyFile).
+	URL string
+	// TokenFile is the projected service-account token (audience podwall), re-read for each request.
+	TokenFile string
+	// CAFile verifies policygen's certificate; empty uses the system roots.
+	CAFile string
+	// ReportInterval is how often observations are reported (default 10s).
+	ReportInterval time.Duration
 }
 
 // Tunables are the settings a running sidecar takes without a restart.
@@ -100,6 +115,8 @@ type Sidecar struct {
 	dp    datapath
 	ready atomic.Bool
 	reg   *prometheus.Registry
+	// client talks to policygen; nil in standalone mode.
+	client *pgclient.Client
 
 	mu       sync.Mutex // serializes policy and tunable changes
 	policy   *policy.Policy

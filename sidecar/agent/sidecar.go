@@ -13,6 +13,7 @@ import (
 
 	"podwall.io/podwall/sidecar/decide"
 	"podwall.io/podwall/sidecar/nfq"
+	"podwall.io/podwall/sidecar/pgclient"
 	"podwall.io/podwall/sidecar/policy"
 	"podwall.io/podwall/sidecar/report"
 	"podwall.io/podwall/sidecar/ruleset"
@@ -50,6 +51,14 @@ func New(opts Options, log logr.Logger) (*Sidecar, error) {
 		learned: report.New(opts.LearnedLimit),
 	}
 	s.registerMetrics()
+	if pg := opts.PolicyGen; pg.URL != "" {
+		c, err := pgclient.New(pgclient.Options{URL: pg.URL, TokenFile: pg.TokenFile, CAFile: pg.CAFile,
+			Mark: ruleset.MarkSelf, ReportInterval: pg.ReportInterval, Registerer: s.reg}, log.WithName("policygen"))
+		if err != nil {
+			return nil, err
+		}
+		s.client = c
+	}
 	return s, nil
 }
 
@@ -87,6 +96,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	go serveHTTP(httpCtx, l, &s.ready, s.reg, s.log)
 	if s.opts.PolicyFile != "" {
 		go s.watchPolicyFile(ctx, fileData)
+	}
+	if s.client != nil {
+		go s.client.Subscribe(ctx, first.Revision, s.Apply)
+		go s.client.ReportLoop(ctx, s.dp.learned, s.reportHeader)
 	}
 	<-ctx.Done()
 	s.ready.Store(false)
@@ -248,6 +261,14 @@ func withMode(p *policy.Policy, override policy.Mode) *policy.Policy {
 	c := *p
 	c.Mode = override
 	return &c
+}
+
+// reportHeader is who reports, under which revision and mode.
+func (s *Sidecar) reportHeader() policy.Report {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return policy.Report{Namespace: s.opts.Namespace, Workload: s.opts.Workload, Pod: s.opts.Pod,
+		Revision: s.policy.Revision, Mode: modeOf(s.policy, s.tunables.Mode)}
 }
 
 func (s *Sidecar) identity() verdictlog.Identity {

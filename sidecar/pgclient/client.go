@@ -1,0 +1,198 @@
+// Package pgclient is the sidecar's side of policygen's policy API (policygen/API.md): it long-polls
+// the workload's resolved policy and hands each new revision to the datapath, and it delivers the
+// connections the sidecar observed. It keeps no state the datapath needs: when policygen is away the
+// sidecar goes on enforcing what it holds, and the client reconnects with jittered backoff, saying so
+// once rather than once per attempt.
+package pgclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure a Client; zero values take the defaults in parentheses.
+type Options struct {
+	// URL is policygen's policy API, https://host:port.
+	URL string
+	// TokenFile holds the projected service-account token (audience podwall); it is re-read for every
+	// request because the kubelet rotates it.
+	TokenFile string
+	// CAFile verifies policygen's certificate; empty uses the system roots.
+	CAFile string
+	// Mark is set as SO_MARK on every socket the client opens, DNS lookups included, so that the
+	// ruleset lets the sidecar reach policygen even under deny-all (ruleset.MarkSelf). 0 sets none.
+	Mark uint32
+	// Wait is how long policygen may hold a long-poll (30s).
+	Wait time.Duration
+	// ReportInterval is how often observations are sent (10s; policygen accepts one per 5s per pod).
+	ReportInterval time.Duration
+	// MinBackoff and MaxBackoff bound the wait between failed attempts (1s, 30s).
+	MinBackoff, MaxBackoff time.Duration
+	// Registerer receives the client's metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+func (o *Options) setDefaults() {
+	if o.Wait == 0 {
+		o.Wait = 30 * time.Second
+	}
+	if o.ReportInterval == 0 {
+		o.ReportInterval = 10 * time.Second
+	}
+	if o.MinBackoff == 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+}
+
+// Client talks to policygen.
+type Client struct {
+	opts Options
+	http *http.Client
+	log  logr.Logger
+
+	// reachable is the last known state, so that a change of state is logged once.
+	reachable atomic.Bool
+	connected prometheus.Gauge
+	failures  *prometheus.CounterVec
+}
+
+// New builds a client. It fails on a malformed URL or an unreadable CA bundle; policygen being down is
+// not an error here.
+func New(o Options, log logr.Logger) (*Client, error) {
+	o.setDefaults()
+	if !strings.HasPrefix(o.URL, "https://") {
+		return nil, fmt.Errorf("policygen url %q: want https://", o.URL)
+	}
+	o.URL = strings.TrimSuffix(o.URL, "/")
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read policygen CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("policygen CA %s: no certificate in it", o.CAFile)
+		}
+		tlsConf.RootCAs = pool
+	}
+	dialer := markedDialer(o.Mark)
+	transport := &http.Transport{
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       tlsConf,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: o.Wait + 15*time.Second,
+		IdleConnTimeout:       o.Wait + time.Minute,
+		MaxIdleConnsPerHost:   2,
+	}
+	c := &Client{opts: o, http: &http.Client{Transport: transport}, log: log}
+	c.reachable.Store(true) // the first failure is news
+	c.connected = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "podwall_policygen_connected", Help: "1 while the last request to policygen succeeded.",
+	})
+	c.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podwall_policygen_failures_total", Help: "Failed requests to policygen, by endpoint.",
+	}, []string{"endpoint"})
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(c.connected, c.failures)
+	}
+	return c, nil
+}
+
+// markedDialer returns a dialer whose sockets, and whose resolver's sockets, carry SO_MARK mark.
+func markedDialer(mark uint32) *net.Dialer {
+	control := func(_, _ string, rc syscall.RawConn) error {
+		if mark == 0 {
+			return nil
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		return serr
+	}
+	d := &net.Dialer{Timeout: 10 * time.Second, Control: control}
+	d.Resolver = &net.Resolver{PreferGo: true, Dial: (&net.Dialer{Timeout: 5 * time.Second, Control: control}).DialContext}
+	return d
+}
+
+// request sends one authenticated request.
+func (c *Client) request(ctx context.Context, method, path string, body io.Reader, header http.Header) (*http.Response, error) {
+	token, err := os.ReadFile(c.opts.TokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("read token: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.opts.URL+path, body)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	return c.http.Do(req)
+}
+
+// succeeded and failed track reachability, logging only changes of state.
+func (c *Client) succeeded() {
+	c.connected.Set(1)
+	if !c.reachable.Swap(true) {
+		c.log.Info("policygen reachable again")
+	}
+}
+
+func (c *Client) failed(endpoint string, err error, holding int64) {
+	c.connected.Set(0)
+	c.failures.WithLabelValues(endpoint).Inc()
+	if c.reachable.Swap(false) {
+		c.log.Error(err, "policygen unreachable; enforcing the policy held until it is back", "revision", holding)
+	}
+}
+
+// backoff is the wait before attempt n (0-based) of a failing operation, half fixed and half random,
+// so that the sidecars of a large deployment do not come back in step.
+func (c *Client) backoff(n int) time.Duration {
+	d := c.opts.MinBackoff << min(n, 16)
+	if d > c.opts.MaxBackoff || d <= 0 {
+		d = c.opts.MaxBackoff
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends, and says whether to go on.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// apiError is policygen's error body, or the status when there is none.
+func apiError(resp *http.Response) error {
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+}

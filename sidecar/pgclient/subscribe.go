@@ -1,0 +1,89 @@
+package pgclient
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// maxPolicyBytes bounds a served policy, as policy.Decode does.
+const maxPolicyBytes = 64 << 20
+
+// Subscribe long-polls the workload's policy until ctx ends, starting from revision held (the policy in
+// force, 0 for none), and calls apply with every newer one. A policy that does not decode, or that
+// apply refuses, is logged and not asked for again: the one in force stays, and the client waits for
+// the next revision.
+func (c *Client) Subscribe(ctx context.Context, held int64, apply func(*policy.Policy) error) {
+	after, etag := held, ""
+	for fails := 0; ctx.Err() == nil; {
+		s, err := c.poll(ctx, after, etag)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.failed("policy", err, after)
+			if !sleep(ctx, c.backoff(fails)) {
+				return
+			}
+			fails++
+			continue
+		}
+		c.succeeded()
+		fails = 0
+		if s.body == nil { // nothing newer, or no WorkloadPolicy yet
+			continue
+		}
+		p, err := policy.Decode(s.body)
+		if err == nil {
+			s.revision = p.Revision
+			err = apply(p)
+		}
+		if err != nil {
+			c.log.Error(err, "policy refused; the previous one stays in force", "revision", s.revision)
+		} else {
+			c.log.Info("policy applied", "revision", p.Revision, "mode", string(p.Mode))
+		}
+		after, etag = max(after, s.revision), s.etag
+	}
+}
+
+// served is one answer to a long-poll: a body only when there is a newer policy.
+type served struct {
+	body     []byte
+	revision int64
+	etag     string
+}
+
+// poll makes one long-poll. 304 (the wait ended with nothing newer) and 404 (the workload has no
+// policy yet) come back empty; any status but those and 200 is an error.
+func (c *Client) poll(ctx context.Context, after int64, etag string) (served, error) {
+	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "wait": {strconv.Itoa(int(c.opts.Wait.Seconds()))}}
+	h := http.Header{}
+	if etag != "" {
+		h.Set("If-None-Match", etag)
+	}
+	resp, err := c.request(ctx, http.MethodGet, "/v1/policy?"+q.Encode(), nil, h)
+	if err != nil {
+		return served{}, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotModified, http.StatusNotFound:
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		return served{}, nil
+	default:
+		return served{}, fmt.Errorf("get policy: %w", apiError(resp))
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPolicyBytes+1))
+	if err != nil {
+		return served{}, fmt.Errorf("read policy: %w", err)
+	}
+	rev, _ := strconv.ParseInt(resp.Header.Get("X-Podwall-Revision"), 10, 64)
+	return served{body: body, revision: rev, etag: resp.Header.Get("ETag")}, nil
+}
