@@ -15,6 +15,10 @@ import (
 // so that a workload's pods are found without scanning the namespace.
 const ControllerIndex = "podwall.io/controller"
 
+// IPIndex is the cache index of pods by pod IPs and of Services by cluster IPs, so that a reported
+// address is named without scanning.
+const IPIndex = "podwall.io/ip"
+
 // controllerKey is the controller index value of obj's controller, "" when it has none.
 func controllerKey(obj client.Object) string {
 	if ref := metav1.GetControllerOf(obj); ref != nil {
@@ -23,7 +27,7 @@ func controllerKey(obj client.Object) string {
 	return ""
 }
 
-// Index registers the indexes the resolver lists by; call it before the cache starts.
+// Index registers the indexes policygen lists by; call it before the cache starts.
 func Index(ctx context.Context, idx client.FieldIndexer) error {
 	byController := func(obj client.Object) []string {
 		if k := controllerKey(obj); k != "" {
@@ -35,6 +39,20 @@ func Index(ctx context.Context, idx client.FieldIndexer) error {
 		if err := idx.IndexField(ctx, obj, ControllerIndex, byController); err != nil {
 			return fmt.Errorf("index %T by controller: %w", obj, err)
 		}
+	}
+	podIPs := func(obj client.Object) []string {
+		var ips []string
+		for _, ip := range obj.(*corev1.Pod).Status.PodIPs {
+			ips = append(ips, ip.IP)
+		}
+		return ips
+	}
+	if err := idx.IndexField(ctx, &corev1.Pod{}, IPIndex, podIPs); err != nil {
+		return fmt.Errorf("index pods by IP: %w", err)
+	}
+	clusterIPs := func(obj client.Object) []string { return obj.(*corev1.Service).Spec.ClusterIPs }
+	if err := idx.IndexField(ctx, &corev1.Service{}, IPIndex, clusterIPs); err != nil {
+		return fmt.Errorf("index services by IP: %w", err)
 	}
 	return nil
 }

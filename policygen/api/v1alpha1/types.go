@@ -236,6 +236,9 @@ type WorkloadPolicyStatus struct {
 	// Violations counts the connections reported as denied or audited.
 	// +optional
 	Violations int64 `json:"violations,omitempty"`
+	// Mode is the mode ModeSince refers to; a differing spec.mode (someone changed it) restarts the clock.
+	// +optional
+	Mode Mode `json:"mode,omitempty"`
 	// ModeSince is when the current mode began; quiet periods count from the later of it and the last
 	// learned flow or violation.
 	// +optional

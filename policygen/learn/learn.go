@@ -1,0 +1,186 @@
+// Package learn turns what sidecars report into learned rules and promotes workloads through the modes.
+// The decisions are pure functions (Merge, Promote); Learner and Promoter wrap them with the cache and
+// the API server.
+package learn
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/generate"
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// MaxPortsPerRule bounds a learned rule's port list: a peer seen on more distinct ports of a protocol
+// than this gets the whole protocol, since a list that long is a range in all but name.
+const MaxPortsPerRule = 32
+
+// Observation is one reported flow with its peer already identified.
+type Observation struct {
+	Direction policy.Direction
+	// Addr is the remote address; Peer is who it is (a workload, Service, the nodes, or Addr's CIDR).
+	Addr     netip.Addr
+	Peer     v1.Peer
+	Protocol v1.Protocol
+	Port     int32
+}
+
+// Merge adds the observations to spec as learned rules, one rule per direction and peer with the
+// ports merged, skipping what an existing rule already allows. It returns how many observations added
+// or widened a rule. Only Learn mode learns: Protect never does, and in Monitor what Protect would deny
+// is exactly what the operator wants to see as audits, not have allowed behind their back. Loopback is
+// not learned (it is allowed unless denied).
+func Merge(spec *v1.WorkloadPolicySpec, obs []Observation) int {
+	if spec.Mode != v1.Learn && spec.Mode != "" {
+		return 0
+	}
+	learned := 0
+	for _, o := range obs {
+		var rules *[]v1.Rule
+		switch o.Direction {
+		case policy.Ingress:
+			rules = &spec.Ingress
+		case policy.Egress:
+			rules = &spec.Egress
+		default:
+			continue
+		}
+		if covered(*rules, o) {
+			continue
+		}
+		if add(rules, o) {
+			learned++
+		}
+	}
+	return learned
+}
+
+// covered reports whether a rule already allows o: one naming the same peer, or a CIDR holding its
+// address, with a port range holding its port.
+func covered(rules []v1.Rule, o Observation) bool {
+	for _, r := range rules {
+		if !portAllowed(r.Ports, o.Protocol, o.Port) {
+			continue
+		}
+		for _, p := range r.Peers {
+			if equality.Semantic.DeepEqual(p, o.Peer) {
+				return true
+			}
+			if pfx, err := netip.ParsePrefix(p.CIDR); err == nil && pfx.Contains(o.Addr) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func portAllowed(ports []v1.Port, proto v1.Protocol, port int32) bool {
+	if len(ports) == 0 {
+		return true
+	}
+	for _, p := range ports {
+		if cmp.Or(p.Protocol, "TCP") != proto {
+			continue
+		}
+		if p.Port == 0 || p.Port == port || (p.EndPort != 0 && p.Port <= port && port <= p.EndPort) {
+			return true
+		}
+	}
+	return false
+}
+
+// add puts o's port into the learned rule for its peer, creating the rule if needed.
+func add(rules *[]v1.Rule, o Observation) bool {
+	name := RuleName(o.Peer)
+	i := slices.IndexFunc(*rules, func(r v1.Rule) bool { return r.Name == name })
+	if i < 0 {
+		*rules = append(*rules, v1.Rule{Name: name, Origin: v1.OriginLearned, Peers: []v1.Peer{o.Peer},
+			Ports: []v1.Port{{Protocol: o.Protocol, Port: o.Port}}})
+		return true
+	}
+	r := &(*rules)[i]
+	if r.Origin != v1.OriginLearned {
+		return false // someone else's rule holds the name: never touch it
+	}
+	r.Ports = widen(generate.NormalizePorts(append(r.Ports, v1.Port{Protocol: o.Protocol, Port: o.Port})))
+	return true
+}
+
+// widen turns runs of consecutive ports into ranges and a protocol with too many entries into the
+// whole protocol.
+func widen(ports []v1.Port) []v1.Port {
+	var out []v1.Port
+	for _, p := range ports {
+		if n := len(out); n > 0 && out[n-1].Protocol == p.Protocol && out[n-1].Port != 0 && p.Port != 0 {
+			last := &out[n-1]
+			end := max(last.EndPort, last.Port)
+			if p.Port <= end+1 {
+				if pe := max(p.EndPort, p.Port); pe > end {
+					last.EndPort = pe
+				}
+				continue
+			}
+		}
+		out = append(out, p)
+	}
+	perProto := map[v1.Protocol]int{}
+	for _, p := range out {
+		perProto[p.Protocol]++
+	}
+	var res []v1.Port
+	for _, p := range out {
+		switch n := perProto[p.Protocol]; {
+		case n > MaxPortsPerRule:
+			res = append(res, v1.Port{Protocol: p.Protocol})
+			perProto[p.Protocol] = -1 // emitted once
+		case n >= 0:
+			res = append(res, p)
+		}
+	}
+	return res
+}
+
+var notName = regexp.MustCompile(`[^a-z0-9.-]+`)
+
+// RuleName is the learned rule's name for a peer: readable, stable, and valid as a rule name.
+func RuleName(p v1.Peer) string {
+	var n string
+	switch {
+	case p.Workload != nil:
+		n = "l-" + strings.ToLower(p.Workload.Kind) + "-" + p.Workload.Name
+		if p.Workload.Namespace != "" {
+			n += "." + p.Workload.Namespace
+		}
+	case p.Service != nil:
+		n = "l-svc-" + p.Service.Name
+		if p.Service.Namespace != "" {
+			n += "." + p.Service.Namespace
+		}
+	case p.Nodes:
+		n = "l-nodes"
+	default:
+		n = "l-cidr-" + strings.NewReplacer(".", "-", ":", "-", "/", "-").Replace(p.CIDR)
+	}
+	n = strings.Trim(notName.ReplaceAllString(strings.ToLower(n), "-"), "-.")
+	if len(n) > 100 {
+		sum := sha256.Sum256([]byte(n))
+		n = strings.Trim(n[:87], "-.") + "-" + hex.EncodeToString(sum[:])[:12]
+	}
+	return n
+}
+
+// sortObservations orders observations so that rules and ports are learned in a stable order.
+func sortObservations(obs []Observation) {
+	slices.SortFunc(obs, func(a, b Observation) int {
+		return cmp.Or(cmp.Compare(a.Direction, b.Direction), a.Addr.Compare(b.Addr),
+			cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port))
+	})
+}

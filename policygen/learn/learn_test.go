@@ -1,0 +1,113 @@
+package learn
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/sidecar/policy"
+)
+
+var (
+	api  = v1.Peer{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}
+	db   = v1.Peer{Service: &v1.ServicePeer{Namespace: "data", Name: "db"}}
+	ext  = v1.Peer{CIDR: "203.0.113.7/32"}
+	addr = netip.MustParseAddr
+)
+
+func obs(dir policy.Direction, ip string, peer v1.Peer, proto v1.Protocol, port int32) Observation {
+	return Observation{Direction: dir, Addr: addr(ip), Peer: peer, Protocol: proto, Port: port}
+}
+
+func TestMerge(t *testing.T) {
+	manifest := v1.Rule{Name: "m-svc-web", Origin: "manifest", Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}}
+	user := v1.Rule{Name: "l-deployment-api", Origin: "user", Peers: []v1.Peer{api}, Ports: []v1.Port{{Protocol: "TCP", Port: 1}}}
+	tests := []struct {
+		name    string
+		spec    v1.WorkloadPolicySpec
+		obs     []Observation
+		want    v1.WorkloadPolicySpec
+		learned int
+	}{
+		{"new peers become rules, ports merge",
+			v1.WorkloadPolicySpec{Mode: v1.Learn},
+			[]Observation{
+				obs("egress", "10.1.0.5", api, "TCP", 8000), obs("egress", "10.1.0.6", api, "TCP", 8001),
+				obs("egress", "10.1.0.5", api, "UDP", 53), obs("egress", "10.0.0.9", db, "TCP", 5432),
+				obs("ingress", "203.0.113.7", ext, "TCP", 443), obs("loopback", "127.0.0.1", v1.Peer{CIDR: "127.0.0.1/32"}, "TCP", 15000),
+			},
+			v1.WorkloadPolicySpec{Mode: v1.Learn,
+				Ingress: []v1.Rule{{Name: "l-cidr-203-0-113-7-32", Origin: "learned", Peers: []v1.Peer{ext}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}}},
+				Egress: []v1.Rule{
+					{Name: "l-deployment-api", Origin: "learned", Peers: []v1.Peer{api}, Ports: []v1.Port{{Protocol: "TCP", Port: 8000, EndPort: 8001}, {Protocol: "UDP", Port: 53}}},
+					{Name: "l-svc-db.data", Origin: "learned", Peers: []v1.Peer{db}, Ports: []v1.Port{{Protocol: "TCP", Port: 5432}}},
+				}},
+			5},
+		{"already allowed is not learned",
+			v1.WorkloadPolicySpec{Mode: v1.Learn, Ingress: []v1.Rule{manifest}},
+			[]Observation{obs("ingress", "10.9.9.9", api, "TCP", 8080)},
+			v1.WorkloadPolicySpec{Mode: v1.Learn, Ingress: []v1.Rule{manifest}},
+			0},
+		{"a user rule holding the name is left alone",
+			v1.WorkloadPolicySpec{Mode: v1.Learn, Egress: []v1.Rule{user}},
+			[]Observation{obs("egress", "10.1.0.5", api, "TCP", 8000)},
+			v1.WorkloadPolicySpec{Mode: v1.Learn, Egress: []v1.Rule{user}},
+			0},
+		{"nothing in Protect",
+			v1.WorkloadPolicySpec{Mode: v1.Protect},
+			[]Observation{obs("egress", "10.1.0.5", api, "TCP", 8000)},
+			v1.WorkloadPolicySpec{Mode: v1.Protect},
+			0},
+		{"nothing in Monitor",
+			v1.WorkloadPolicySpec{Mode: v1.Monitor},
+			[]Observation{obs("egress", "10.1.0.5", api, "TCP", 8000)},
+			v1.WorkloadPolicySpec{Mode: v1.Monitor},
+			0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := tc.spec.DeepCopy()
+			n := Merge(spec, tc.obs)
+			if d := cmp.Diff(&tc.want, spec); d != "" {
+				t.Errorf("spec (-want +got):\n%s", d)
+			}
+			if n != tc.learned {
+				t.Errorf("learned %d, want %d", n, tc.learned)
+			}
+		})
+	}
+}
+
+func TestWidenManyPorts(t *testing.T) {
+	spec := &v1.WorkloadPolicySpec{Mode: v1.Learn}
+	var o []Observation
+	for p := int32(1000); p < 1000+2*(MaxPortsPerRule+1); p += 2 {
+		o = append(o, obs("egress", "10.1.0.5", api, "TCP", p))
+	}
+	o = append(o, obs("egress", "10.1.0.5", api, "UDP", 53))
+	Merge(spec, o)
+	want := []v1.Port{{Protocol: "TCP"}, {Protocol: "UDP", Port: 53}}
+	if d := cmp.Diff(want, spec.Egress[0].Ports); d != "" {
+		t.Errorf("ports (-want +got):\n%s", d)
+	}
+}
+
+func TestRuleName(t *testing.T) {
+	long := v1.Peer{Workload: &v1.WorkloadPeer{Namespace: "ns", WorkloadRef: v1.WorkloadRef{Kind: "StatefulSet", Name: "a-very-long-name-that-goes-on-and-on-and-on-and-on-and-on-and-on-and-on-and-on-and-on-and-on"}}}
+	for _, tc := range []struct {
+		peer v1.Peer
+		want string
+	}{
+		{api, "l-deployment-api"},
+		{db, "l-svc-db.data"},
+		{v1.Peer{CIDR: "2001:db8::1/128"}, "l-cidr-2001-db8--1-128"},
+		{v1.Peer{Nodes: true}, "l-nodes"},
+		{long, "l-statefulset-a-very-long-name-that-goes-on-and-on-and-on-and-on-and-on-and-on-and-on-a-f1d50196d7a2"},
+	} {
+		if got := RuleName(tc.peer); got != tc.want || len(got) > 100 {
+			t.Errorf("RuleName = %q (%d), want %q", got, len(got), tc.want)
+		}
+	}
+}

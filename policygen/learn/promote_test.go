@@ -1,0 +1,44 @@
+package learn
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+)
+
+func TestPromote(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: t0.Add(d)} }
+	opts := PromoteOptions{LearnQuiet: time.Hour, MonitorQuiet: 2 * time.Hour}
+	tests := []struct {
+		name     string
+		spec     v1.WorkloadPolicySpec
+		status   v1.WorkloadPolicyStatus
+		now      time.Duration
+		opts     PromoteOptions
+		want     v1.Mode
+		wantWait time.Duration
+	}{
+		{"learn, not quiet long enough", v1.WorkloadPolicySpec{Mode: v1.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 40 * time.Minute, opts, v1.Learn, 20 * time.Minute},
+		{"learn, quiet", v1.WorkloadPolicySpec{Mode: v1.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, time.Hour, opts, v1.Monitor, 0},
+		{"learn, learned recently", v1.WorkloadPolicySpec{}, v1.WorkloadPolicyStatus{ModeSince: at(0), LastLearned: at(50 * time.Minute)}, 70 * time.Minute, opts, v1.Learn, 40 * time.Minute},
+		{"learn, learned before the mode began", v1.WorkloadPolicySpec{Mode: v1.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(time.Hour), LastLearned: at(0)}, 2 * time.Hour, opts, v1.Monitor, 0},
+		{"learn promotion off", v1.WorkloadPolicySpec{Mode: v1.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, PromoteOptions{MonitorQuiet: time.Hour}, v1.Learn, 0},
+		{"monitor without auto-protect stays", v1.WorkloadPolicySpec{Mode: v1.Monitor}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, opts, v1.Monitor, 0},
+		{"monitor, auto-protect, quiet", v1.WorkloadPolicySpec{Mode: v1.Monitor, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 2 * time.Hour, opts, v1.Protect, 0},
+		{"monitor, auto-protect, recent audit", v1.WorkloadPolicySpec{Mode: v1.Monitor, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0), LastViolation: at(90 * time.Minute)}, 2 * time.Hour, opts, v1.Monitor, 90 * time.Minute},
+		{"protect stays", v1.WorkloadPolicySpec{Mode: v1.Protect, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, opts, v1.Protect, 0},
+		{"clock not started", v1.WorkloadPolicySpec{Mode: v1.Learn}, v1.WorkloadPolicyStatus{}, 100 * time.Hour, opts, v1.Learn, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, wait := Promote(&tc.spec, &tc.status, t0.Add(tc.now), tc.opts)
+			if got != tc.want || wait != tc.wantWait {
+				t.Errorf("Promote = %s, %v; want %s, %v", got, wait, tc.want, tc.wantWait)
+			}
+		})
+	}
+}
