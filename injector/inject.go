@@ -159,6 +159,11 @@ func (in *Injector) add(pod *corev1.Pod) status {
 		st.Containers = []string{ContainerName}
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, in.volumes(pod)...)
+	// A projected token needs a named service account. The API server's ServiceAccount admission
+	// plugin names "default" before webhooks run; where it is off, do as it would.
+	if pod.Spec.ServiceAccountName == "" {
+		pod.Spec.ServiceAccountName = "default"
+	}
 	return st
 }
 

@@ -1,0 +1,322 @@
+package injector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"podwall.io/podwall/config"
+	"podwall.io/podwall/internal/testenv"
+)
+
+// cluster is a real API server with the test's namespaces.
+type cluster struct {
+	cfg *rest.Config
+	cs  kubernetes.Interface
+}
+
+// startCluster starts kube-apiserver and etcd and creates namespaces: opted (opted in), strict (opted
+// in, strict), plain (not opted in); kube-system and podwall-system carry the opt-in label too, to show
+// that the webhook's selector never picks them.
+func startCluster(t testing.TB) *cluster {
+	t.Helper()
+	env := testenv.Start(t, testenv.Options{})
+	c := &cluster{cfg: env.Config, cs: kubernetes.NewForConfigOrDie(env.Config)}
+	ctx := context.Background()
+	optIn := map[string]string{"podwall.io/inject": "enabled"}
+	for name, labels := range map[string]map[string]string{
+		"opted":          optIn,
+		"strict":         {"podwall.io/inject": "enabled", "podwall.io/strict": "true"},
+		"plain":          nil,
+		"podwall-system": optIn,
+	} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+		if _, err := c.cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ks, err := c.cs.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks.Labels["podwall.io/inject"] = "enabled"
+	if _, err := c.cs.CoreV1().Namespaces().Update(ctx, ks, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// installWebhook creates the webhook configuration of manifests/injector under name, pointed at
+// 127.0.0.1:port (the API server cannot reach a Service here), with caBundle as given.
+func (c *cluster) installWebhook(t testing.TB, name string, port int, caBundle []byte) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "manifests", "injector", "webhook.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(data, &mwc); err != nil {
+		t.Fatal(err)
+	}
+	mwc.Name = name
+	for i := range mwc.Webhooks {
+		cc := &mwc.Webhooks[i].ClientConfig
+		cc.URL = ptr.To(fmt.Sprintf("https://127.0.0.1:%d%s", port, *cc.Service.Path))
+		cc.Service = nil
+		cc.CABundle = caBundle
+	}
+	api := c.cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	if _, err := api.Create(context.Background(), &mwc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = api.Delete(context.Background(), name, metav1.DeleteOptions{}) })
+}
+
+// runInjector runs Run with the given flags until the returned stop is called (or the test ends).
+func (c *cluster) runInjector(t testing.TB, args ...string) (stop func()) {
+	t.Helper()
+	cfg, err := config.LoadInjector(append([]string{"--config=", "--metrics-addr=0", "--health-addr=0"}, args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log := testr.NewWithInterface(t, testr.Options{})
+	go func() { done <- Run(ctx, c.cfg, cfg, log) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("injector: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// warnings collects the warnings the API server passes on from the webhook.
+type warnings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.list = append(w.list, text)
+}
+
+// createPod creates a pod with a fresh client, so the warnings are this request's.
+func (c *cluster) createPod(ns string, pod *corev1.Pod) (*corev1.Pod, []string, error) {
+	w := &warnings{}
+	cfg := rest.CopyConfig(c.cfg)
+	cfg.WarningHandler = w
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	got, err := cs.CoreV1().Pods(ns).Create(context.Background(), pod, metav1.CreateOptions{})
+	return got, w.list, err
+}
+
+func testPod(mutate ...func(*corev1.Pod)) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "app-"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:v1"}}},
+	}
+	for _, m := range mutate {
+		m(p)
+	}
+	return p
+}
+
+func injected(p *corev1.Pod) bool {
+	return len(p.Spec.InitContainers) > 0 && p.Spec.InitContainers[0].Name == ContainerName && p.Annotations[AnnotationStatus] != ""
+}
+
+// eventually polls f every 100ms until it returns nil or the deadline passes.
+func eventually(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitInjecting waits until pods created in the opted namespace come back injected.
+func (c *cluster) waitInjecting(t testing.TB) {
+	t.Helper()
+	eventually(t, 30*time.Second, func() error {
+		p, _, err := c.createPod("opted", testPod())
+		if err != nil {
+			return err
+		}
+		if !injected(p) {
+			return errors.New("pod created but not injected")
+		}
+		return nil
+	})
+}
+
+func TestAgainstAPIServer(t *testing.T) {
+	c := startCluster(t)
+	port := freePort(t)
+	c.installWebhook(t, "podwall-injector", port, nil)
+	stop := c.runInjector(t, "--port="+strconv.Itoa(port), "--cert-hosts=127.0.0.1")
+	c.waitInjecting(t)
+
+	t.Run("managed TLS: Secret and caBundle", func(t *testing.T) {
+		ctx := context.Background()
+		secret, err := c.cs.CoreV1().Secrets("podwall-system").Get(ctx, "podwall-injector-tls", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mwc, err := c.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "podwall-injector", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, wh := range mwc.Webhooks {
+			if string(wh.ClientConfig.CABundle) != string(secret.Data[keyCABundle]) {
+				t.Errorf("webhook %s: caBundle is not the Secret's CA bundle", wh.Name)
+			}
+		}
+	})
+	t.Run("pods", func(t *testing.T) { testPods(t, c) })
+	t.Run("golden outputs are valid pods", func(t *testing.T) { testGoldenPodsValid(t, c) })
+	t.Run("webhook down blocks only opted-in namespaces", func(t *testing.T) {
+		stop()
+		eventually(t, 30*time.Second, func() error {
+			_, _, err := c.createPod("opted", testPod())
+			if err == nil || !strings.Contains(err.Error(), "failed calling webhook") {
+				return fmt.Errorf("pod create in opted-in namespace with the injector down: %v, want failed calling webhook", err)
+			}
+			return nil
+		})
+		for _, ns := range []string{"plain", "kube-system", "podwall-system"} {
+			if _, _, err := c.createPod(ns, testPod()); err != nil {
+				t.Errorf("namespace %s: %v", ns, err)
+			}
+		}
+	})
+}
+
+// testPods checks what the API server stores for each kind of pod, through the real webhook.
+func testPods(t *testing.T, c *cluster) {
+	tests := []struct {
+		name         string
+		ns           string
+		pod          *corev1.Pod
+		wantInjected bool
+		wantWarning  string
+		wantDenied   string
+	}{
+		{name: "opted-in namespace", ns: "opted", pod: testPod(), wantInjected: true},
+		{name: "not opted in", ns: "plain", pod: testPod()},
+		{name: "kube-system never", ns: "kube-system", pod: testPod()},
+		{name: "podwall-system never", ns: "podwall-system", pod: testPod()},
+		{name: "opt-out honoured", ns: "opted", pod: testPod(optOut)},
+		{name: "opt-out ignored when strict", ns: "strict", pod: testPod(optOut), wantInjected: true, wantWarning: "opt-out ignored"},
+		{name: "hostNetwork skipped with a warning", ns: "opted", pod: testPod(func(p *corev1.Pod) { p.Spec.HostNetwork = true }), wantWarning: "hostNetwork"},
+		{name: "NET_ADMIN app warned", ns: "opted", pod: testPod(netAdmin), wantInjected: true, wantWarning: "NET_ADMIN"},
+		{name: "NET_ADMIN app denied when strict", ns: "strict", pod: testPod(netAdmin), wantDenied: "is strict"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warns, err := c.createPod(tt.ns, tt.pod)
+			if tt.wantDenied != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantDenied) {
+					t.Fatalf("error %v, want a denial saying %q", err, tt.wantDenied)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if injected(got) != tt.wantInjected {
+				t.Errorf("injected %v, want %v: init containers %v", injected(got), tt.wantInjected, names(got.Spec.InitContainers))
+			}
+			if w := strings.Join(warns, "\n"); !strings.Contains(w, tt.wantWarning) || (tt.wantWarning == "" && w != "") {
+				t.Errorf("warnings %q, want %q", warns, tt.wantWarning)
+			}
+			if tt.wantInjected && *got.Spec.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
+				t.Errorf("podwall is not a native sidecar on a %s server", "v1.37")
+			}
+		})
+	}
+}
+
+func optOut(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationInject: "false"} }
+
+func netAdmin(p *corev1.Pod) {
+	p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}
+}
+
+func names(cs []corev1.Container) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+// testGoldenPodsValid creates every injected golden pod as it is (no webhook: namespace plain), so
+// that the API server's validation judges each layout and option set the fixtures show.
+func testGoldenPodsValid(t *testing.T, c *cluster) {
+	for _, tc := range goldenCases {
+		path := filepath.Join("testdata", tc.name+".golden.yaml")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g struct {
+			Allowed bool       `json:"allowed"`
+			Pod     corev1.Pod `json:"pod"`
+		}
+		if err := yaml.Unmarshal(data, &g); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if !g.Allowed || g.Pod.Annotations[AnnotationStatus] == "" {
+			continue
+		}
+		g.Pod.Namespace, g.Pod.Name, g.Pod.GenerateName = "", "", "golden-"
+		if _, err := c.cs.CoreV1().Pods("plain").Create(context.Background(), &g.Pod, metav1.CreateOptions{}); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}
