@@ -3,7 +3,6 @@ package ruleset
 import (
 	"cmp"
 	"fmt"
-	"net/netip"
 	"slices"
 
 	"podwall.io/podwall/sidecar/policy"
@@ -21,7 +20,7 @@ func compareSpans(a, b span) int {
 
 // box is one set element of an allow set: a range of addresses times a span of ports.
 type box struct {
-	lo, hi netip.Addr
+	lo, hi addr
 	span
 }
 
@@ -41,7 +40,7 @@ func ruleBoxes(rules []policy.Rule) (v4, v6 []box) {
 			for _, pr := range ports {
 				plo, phi := pr.Bounds()
 				b := box{lo: lo, hi: hi, span: span{pr.Protocol.Number(), plo, phi}}
-				if lo.Is4() {
+				if c.Addr().Is4() {
 					v4 = append(v4, b)
 				} else {
 					v6 = append(v6, b)
@@ -52,44 +51,93 @@ func ruleBoxes(rules []policy.Rule) (v4, v6 []box) {
 	return v4, v6
 }
 
-// prefixRange returns the first and last address of a prefix.
-func prefixRange(p netip.Prefix) (netip.Addr, netip.Addr) {
-	p = p.Masked()
-	a := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(a)*8; i++ {
-		a[i/8] |= 0x80 >> (i % 8)
-	}
-	hi, _ := netip.AddrFromSlice(a)
-	return p.Addr(), hi
-}
-
 // disjoint rewrites boxes as an equal union of boxes that do not overlap. The kernel's set for
 // concatenated ranges (pipapo) refuses an element that overlaps one already in the set, so two rules
 // that allow the same peer and port (a /24 and one of its addresses, say) must become disjoint
-// elements. It sweeps the address axis: between two consecutive range boundaries the same port spans
-// apply, merged per protocol; neighbouring address stretches with the same spans become one element.
-// Peers are the large dimension of a policy and port spans the small one, so the result stays close
-// to the input in size. work bounds the effort (address stretches times spans) so that a pathological
-// policy fails with an error instead of stalling the sidecar.
+// elements. Between two consecutive address range boundaries the same port spans apply, merged per
+// protocol; neighbouring address stretches with the same spans become one element. Peers are the
+// large dimension of a policy and port spans the small one, so the result stays close to the input in
+// size. work bounds the effort (address stretches times spans) so that a pathological policy fails
+// with an error instead of stalling the sidecar.
 func disjoint(boxes []box, work int) ([]box, error) {
+	if out, ok := disjointRanges(boxes); ok {
+		return out, nil
+	}
+	return sweep(boxes, work)
+}
+
+// disjointRanges handles the common case fast: boxes whose address ranges are equal or disjoint
+// (distinct peers, each with its ports). Sorted by address, each range's spans are merged on their
+// own. It reports false when two different ranges overlap.
+func disjointRanges(boxes []box) ([]box, bool) {
+	sorted := slices.Clone(boxes)
+	slices.SortFunc(sorted, func(a, b box) int {
+		return cmp.Or(a.lo.compare(b.lo), a.hi.compare(b.hi), compareSpans(a.span, b.span))
+	})
+	out := make([]box, 0, len(sorted))
+	var prev []box // the previous range's merged boxes
+	for i := 0; i < len(sorted); {
+		lo, hi := sorted[i].lo, sorted[i].hi
+		if i > 0 && !sorted[i-1].hi.less(lo) {
+			return nil, false
+		}
+		start := len(out)
+		for ; i < len(sorted) && sorted[i].lo == lo && sorted[i].hi == hi; i++ {
+			b := sorted[i]
+			if last := len(out) - 1; last >= start && out[last].proto == b.proto && uint32(b.span.lo) <= uint32(out[last].span.hi)+1 {
+				out[last].span.hi = max(out[last].span.hi, b.span.hi)
+				continue
+			}
+			out = append(out, b)
+		}
+		cur := out[start:]
+		if len(prev) == len(cur) && adjacent(prev[0].hi, lo) && sameSpans(prev, cur) {
+			for k := range prev { // extend the previous range instead
+				prev[k].hi = hi
+			}
+			out = out[:start]
+			continue
+		}
+		prev = cur
+	}
+	return out, true
+}
+
+func adjacent(a, b addr) bool {
+	n, ok := a.next()
+	return ok && n == b
+}
+
+func sameSpans(a, b []box) bool {
+	for i := range a {
+		if a[i].span != b[i].span {
+			return false
+		}
+	}
+	return true
+}
+
+// sweep makes any boxes disjoint by sweeping the address axis: at each range boundary the set of
+// active spans changes, and the stretch up to the next boundary gets the merged active spans.
+func sweep(boxes []box, work int) ([]box, error) {
 	type event struct {
-		at  netip.Addr
+		at  addr
 		add bool
 		span
 	}
 	events := make([]event, 0, 2*len(boxes))
 	for _, b := range boxes {
 		events = append(events, event{b.lo, true, b.span})
-		if next := b.hi.Next(); next.IsValid() { // no end event past the last address
+		if next, ok := b.hi.next(); ok { // no end event past the last address
 			events = append(events, event{next, false, b.span})
 		}
 	}
-	slices.SortFunc(events, func(a, b event) int { return a.at.Compare(b.at) })
+	slices.SortFunc(events, func(a, b event) int { return a.at.compare(b.at) })
 
 	var out []box
 	active := map[span]int{}
 	var cur []span // merged spans of the stretch being built
-	var start netip.Addr
+	var start addr
 	for i := 0; i < len(events); {
 		at := events[i].at
 		for ; i < len(events) && events[i].at == at; i++ {
@@ -107,33 +155,21 @@ func disjoint(boxes []box, work int) ([]box, error) {
 		if slices.Equal(next, cur) {
 			continue
 		}
-		out = appendStretch(out, start, at.Prev(), cur)
+		out = appendStretch(out, start, at.prev(), cur)
 		cur, start = next, at
 	}
 	if len(cur) > 0 { // a box reaches the family's last address
-		out = appendStretch(out, start, maxAddr(start), cur)
+		out = appendStretch(out, start, lastAddr, cur)
 	}
 	return out, nil
 }
 
 // appendStretch appends one box per span for the addresses lo..hi.
-func appendStretch(out []box, lo, hi netip.Addr, spans []span) []box {
+func appendStretch(out []box, lo, hi addr, spans []span) []box {
 	for _, s := range spans {
 		out = append(out, box{lo: lo, hi: hi, span: s})
 	}
 	return out
-}
-
-// maxAddr is the last address of a's family.
-func maxAddr(a netip.Addr) netip.Addr {
-	if a.Is4() {
-		return netip.AddrFrom4([4]byte{255, 255, 255, 255})
-	}
-	var b [16]byte
-	for i := range b {
-		b[i] = 0xff
-	}
-	return netip.AddrFrom16(b)
 }
 
 // mergeSpans returns the union of the active spans as sorted, non-overlapping spans, adjacent ranges

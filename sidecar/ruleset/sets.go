@@ -2,7 +2,6 @@ package ruleset
 
 import (
 	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/google/nftables"
@@ -21,6 +20,13 @@ const (
 	SetAllowIngress6 = "allow_ingress6"
 	SetAllowEgress4  = "allow_egress4"
 	SetAllowEgress6  = "allow_egress6"
+	// SetAllowIngress4Exact and its siblings hold the allowed keys of one address and one port, the
+	// bulk of a large policy, in a hash set: the kernel fills a hash set several times faster than a
+	// pipapo set, and a lookup costs about the same. A packet is allowed if either set matches.
+	SetAllowIngress4Exact = SetAllowIngress4 + exactSuffix
+	SetAllowIngress6Exact = SetAllowIngress6 + exactSuffix
+	SetAllowEgress4Exact  = SetAllowEgress4 + exactSuffix
+	SetAllowEgress6Exact  = SetAllowEgress6 + exactSuffix
 	// SetSeenIngress4 and its siblings remember, for Options.SeenTimeout, the keys of connections the
 	// verdict loop allowed, so that repeat connections are accepted in the kernel (LogAllowsFirst and
 	// LogAllowsNone only).
@@ -36,6 +42,7 @@ const (
 )
 
 const (
+	exactSuffix = "_exact"
 	// maxElements bounds the elements of one Apply (about 70 MB of netlink messages at most).
 	maxElements = 1 << 20
 	// maxWork bounds the effort of making a set's elements disjoint (see disjoint).
@@ -64,23 +71,28 @@ func buildSets(t *nftables.Table, p *policy.Policy, o Options) ([]setSpec, error
 	var specs []setSpec
 	total := 0
 	for _, dir := range []struct {
-		name4, name6 string
-		rules        []policy.Rule
-	}{{SetAllowIngress4, SetAllowIngress6, p.Ingress}, {SetAllowEgress4, SetAllowEgress6, p.Egress}} {
+		names [4]string // ranges v4, exact v4, ranges v6, exact v6
+		rules []policy.Rule
+	}{
+		{[4]string{SetAllowIngress4, SetAllowIngress4Exact, SetAllowIngress6, SetAllowIngress6Exact}, p.Ingress},
+		{[4]string{SetAllowEgress4, SetAllowEgress4Exact, SetAllowEgress6, SetAllowEgress6Exact}, p.Egress},
+	} {
 		v4, v6 := ruleBoxes(dir.rules)
-		for _, fam := range []struct {
-			name  string
+		for i, fam := range []struct {
 			key   nftables.SetDatatype
 			boxes []box
-		}{{dir.name4, keyAddrPort4, v4}, {dir.name6, keyAddrPort6, v6}} {
+		}{{keyAddrPort4, v4}, {keyAddrPort6, v6}} {
+			ranges, exact := dir.names[2*i], dir.names[2*i+1]
 			boxes, err := disjoint(fam.boxes, maxWork)
 			if err != nil {
-				return nil, fmt.Errorf("set %s: %w", fam.name, err)
+				return nil, fmt.Errorf("set %s: %w", ranges, err)
 			}
 			if total += len(boxes); total > maxElements {
 				return nil, fmt.Errorf("policy too large: more than %d set elements", maxElements)
 			}
-			specs = append(specs, setSpec{set: intervalSet(t, fam.name, fam.key), elems: boxElements(boxes)})
+			rangeElems, exactElems := boxElements(boxes, i == 1)
+			specs = append(specs, setSpec{set: intervalSet(t, ranges, fam.key), elems: rangeElems},
+				setSpec{set: exactSet(t, exact, fam.key), elems: exactElems})
 		}
 	}
 	if o.usesSeen() {
@@ -104,6 +116,11 @@ func intervalSet(t *nftables.Table, name string, key nftables.SetDatatype) *nfta
 	return &nftables.Set{Table: t, Name: name, KeyType: key, Interval: true, Concatenation: true}
 }
 
+// exactSet is a hash set of whole keys.
+func exactSet(t *nftables.Table, name string, key nftables.SetDatatype) *nftables.Set {
+	return &nftables.Set{Table: t, Name: name, KeyType: key, Concatenation: true}
+}
+
 // seenSet is a hash set the ruleset adds keys to from the packet path, each key expiring after timeout.
 func seenSet(t *nftables.Table, name string, key nftables.SetDatatype, timeout time.Duration) *nftables.Set {
 	return &nftables.Set{Table: t, Name: name, KeyType: key, Concatenation: true, Dynamic: true,
@@ -114,20 +131,39 @@ func portSet(t *nftables.Table, name string) *nftables.Set {
 	return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeInetService}
 }
 
-// boxElements encodes boxes as elements with a start and an end key. Every field of a concatenated key
-// takes a multiple of four bytes (one register each): address, protocol + 3 bytes of padding, port in
-// network order + 2 bytes of padding.
-func boxElements(boxes []box) []nftables.SetElement {
-	elems := make([]nftables.SetElement, len(boxes))
-	for i, b := range boxes {
-		elems[i] = nftables.SetElement{Key: addrKey(b.lo, b.proto, b.span.lo), KeyEnd: addrKey(b.hi, b.proto, b.span.hi)}
+// boxElements encodes boxes as elements: those of one address and one port as a key alone (for an
+// exact set), the others with a start and an end key (for an interval set). Every field of a
+// concatenated key takes a multiple of four bytes (one register each): address, protocol + 3 bytes of
+// padding, port in network order + 2 bytes of padding.
+func boxElements(boxes []box, v6 bool) (ranges, exact []nftables.SetElement) {
+	keyLen := len(addrKey(nil, addr{}, v6, 0, 0))
+	buf := make([]byte, 0, 2*keyLen*len(boxes)) // one allocation for every key
+	key := func(a addr, proto uint8, port uint16) []byte {
+		buf = addrKey(buf, a, v6, proto, port)
+		return buf[len(buf)-keyLen : len(buf) : len(buf)]
 	}
-	return elems
+	n := 0
+	for _, b := range boxes {
+		if b.lo == b.hi && b.span.lo == b.span.hi {
+			n++
+		}
+	}
+	ranges = make([]nftables.SetElement, 0, len(boxes)-n)
+	exact = make([]nftables.SetElement, 0, n)
+	for _, b := range boxes {
+		start := key(b.lo, b.proto, b.span.lo)
+		if b.lo == b.hi && b.span.lo == b.span.hi {
+			exact = append(exact, nftables.SetElement{Key: start})
+			continue
+		}
+		ranges = append(ranges, nftables.SetElement{Key: start, KeyEnd: key(b.hi, b.proto, b.span.hi)})
+	}
+	return ranges, exact
 }
 
-// addrKey encodes "address . protocol . port" as the kernel's registers hold it.
-func addrKey(a netip.Addr, proto uint8, port uint16) []byte {
-	return append(a.AsSlice(), proto, 0, 0, 0, byte(port>>8), byte(port), 0, 0)
+// addrKey appends "address . protocol . port" to b as the kernel's registers hold it.
+func addrKey(b []byte, a addr, v6 bool, proto uint8, port uint16) []byte {
+	return append(appendAddr(b, a, v6), proto, 0, 0, 0, byte(port>>8), byte(port), 0, 0)
 }
 
 func spanElements(spans []span) []nftables.SetElement {
