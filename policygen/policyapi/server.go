@@ -25,7 +25,7 @@ import (
 
 // Options configure the server; zero values take the defaults in parentheses.
 type Options struct {
-	// Addr is the TLS listen address (":9443").
+	// Addr is the TLS listen address (":8443").
 	Addr string
 	// CertFile and KeyFile are the serving certificate, re-read when they change.
 	CertFile, KeyFile string
@@ -49,7 +49,7 @@ type Options struct {
 }
 
 func (o *Options) setDefaults() {
-	o.Addr = cmp.Or(o.Addr, ":9443")
+	o.Addr = cmp.Or(o.Addr, ":8443")
 	o.Audience = cmp.Or(o.Audience, "podwall")
 	o.DefaultWait = cmp.Or(o.DefaultWait, 30*time.Second)
 	o.MaxWait = cmp.Or(o.MaxWait, 2*time.Minute)

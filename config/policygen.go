@@ -1,0 +1,140 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// PolicyGenServer is policygen's configuration (podwall-policygen). Every field is one key, spelled as its
+// `mapstructure` tag; --help lists them with their defaults.
+type PolicyGenServer struct {
+	// File is the config file that was read (key config); policygen has none by default.
+	File string `mapstructure:"config"`
+	// API is the policy API the sidecars subscribe to.
+	API PolicyAPI `mapstructure:",squash"`
+	// Generate tunes the manifest rules.
+	Generate PolicyGenerate `mapstructure:",squash"`
+	// Promote sets the quiet periods of mode promotion.
+	Promote PolicyPromote `mapstructure:",squash"`
+	// MetricsAddr serves Prometheus metrics (key metrics-addr); "0" disables it.
+	MetricsAddr string `mapstructure:"metrics-addr"`
+	// HealthAddr serves /healthz and /readyz (key health-addr).
+	HealthAddr string `mapstructure:"health-addr"`
+	// LeaderElect elects one replica to write policies (key leader-elect); every replica serves the API.
+	LeaderElect bool `mapstructure:"leader-elect"`
+	// Namespace is policygen's own namespace, where the leader Lease lives (key namespace).
+	Namespace string `mapstructure:"namespace"`
+	// Replica names this replica in WorkloadPolicy status (key replica-name, the pod's name).
+	Replica string `mapstructure:"replica-name"`
+}
+
+// PolicyAPI is the policy API's listener and limits.
+type PolicyAPI struct {
+	// Addr is the TLS listen address (key api-addr).
+	Addr string `mapstructure:"api-addr"`
+	// CertFile and KeyFile are the serving certificate, reloaded on change (keys tls-cert-file,
+	// tls-key-file).
+	CertFile string `mapstructure:"tls-cert-file"`
+	KeyFile  string `mapstructure:"tls-key-file"`
+	// Audience is what sidecar tokens must be issued for (key token-audience).
+	Audience string `mapstructure:"token-audience"`
+	// MaxWait bounds a long-poll (key max-wait).
+	MaxWait time.Duration `mapstructure:"max-wait"`
+	// MaxReportBytes bounds a report body (key max-report-bytes).
+	MaxReportBytes int64 `mapstructure:"max-report-bytes"`
+	// ReportInterval and ReportBurst rate-limit reports per pod (keys report-interval, report-burst).
+	ReportInterval time.Duration `mapstructure:"report-interval"`
+	ReportBurst    int           `mapstructure:"report-burst"`
+}
+
+// PolicyGenerate tunes manifest rules.
+type PolicyGenerate struct {
+	// DNSService is the cluster DNS Service every workload may reach, "namespace/name" (key dns-service).
+	DNSService string `mapstructure:"dns-service"`
+	// ClusterDomain is the cluster's DNS suffix for Service names in URLs (key cluster-domain).
+	ClusterDomain string `mapstructure:"cluster-domain"`
+}
+
+// PolicyPromote sets the quiet periods; 0 disables a promotion.
+type PolicyPromote struct {
+	// LearnQuiet: Learn becomes Monitor after this long with nothing new learned (key learn-quiet-period).
+	LearnQuiet time.Duration `mapstructure:"learn-quiet-period"`
+	// MonitorQuiet: Monitor becomes Protect, for policies with autoProtect, after this long without an
+	// audit (key monitor-quiet-period).
+	MonitorQuiet time.Duration `mapstructure:"monitor-quiet-period"`
+}
+
+var policyGenServerLoader = loader{
+	name: "podwall-policygen",
+	flags: func(f *pflag.FlagSet) {
+		f.String("api-addr", ":8443", "policy API TLS listen address")
+		f.String("tls-cert-file", "/var/run/podwall-policygen/certs/tls.crt", "policy API serving certificate")
+		f.String("tls-key-file", "/var/run/podwall-policygen/certs/tls.key", "policy API serving key")
+		f.String("token-audience", "podwall", "audience sidecar tokens must carry")
+		f.Duration("max-wait", 2*time.Minute, "longest long-poll a sidecar may ask for")
+		f.Int64("max-report-bytes", 1<<20, "largest report body accepted")
+		f.Duration("report-interval", 5*time.Second, "one report per pod per this interval, on average")
+		f.Int("report-burst", 5, "reports a pod may send at once above the rate")
+		f.String("dns-service", "kube-system/kube-dns", "cluster DNS Service every workload may reach (namespace/name)")
+		f.String("cluster-domain", "cluster.local", "cluster DNS domain")
+		f.Duration("learn-quiet-period", 24*time.Hour, "Learn -> Monitor after this long with nothing new learned (0: never)")
+		f.Duration("monitor-quiet-period", 7*24*time.Hour, "Monitor -> Protect (autoProtect policies) after this long without audits (0: never)")
+		f.String("metrics-addr", ":8080", `address serving /metrics ("0": off)`)
+		f.String("health-addr", ":8081", "address serving /healthz and /readyz")
+		f.Bool("leader-elect", true, "elect one replica to write policies; every replica serves the API")
+		f.String("namespace", "podwall-system", "policygen's namespace (leader Lease)")
+		f.String("replica-name", "", "this replica's name in WorkloadPolicy status (the pod name)")
+	},
+}
+
+// LoadPolicyGenServer reads policygen's configuration from args (without the program name), the PODWALL_*
+// environment and the file named by --config, and validates it.
+func LoadPolicyGenServer(args []string) (PolicyGenServer, error) {
+	var c PolicyGenServer
+	if _, err := policyGenServerLoader.load(args, &c); err != nil {
+		return PolicyGenServer{}, err
+	}
+	if err := c.validate(); err != nil {
+		return PolicyGenServer{}, fmt.Errorf("invalid policygen config: %w", err)
+	}
+	return c, nil
+}
+
+func (c PolicyGenServer) validate() error {
+	var p problems
+	if c.API.CertFile == "" || c.API.KeyFile == "" {
+		p.add("tls-cert-file", "a certificate and key are required: the API carries tokens")
+	}
+	if c.API.Audience == "" {
+		p.add("token-audience", "required")
+	}
+	if c.API.MaxWait < time.Second || c.API.MaxWait > 10*time.Minute {
+		p.add("max-wait", "%v is outside 1s to 10m", c.API.MaxWait)
+	}
+	if c.API.MaxReportBytes < 1024 {
+		p.add("max-report-bytes", "%d is under 1024", c.API.MaxReportBytes)
+	}
+	if c.API.ReportInterval <= 0 {
+		p.add("report-interval", "%v must be positive", c.API.ReportInterval)
+	}
+	if c.API.ReportBurst < 1 {
+		p.add("report-burst", "%d must be at least 1", c.API.ReportBurst)
+	}
+	if ns, name, ok := strings.Cut(c.Generate.DNSService, "/"); !ok || !isDNSLabel(ns) || !isDNSLabel(name) {
+		p.add("dns-service", "%q is not namespace/name", c.Generate.DNSService)
+	}
+	if !isDNSSubdomain(c.Generate.ClusterDomain) {
+		p.add("cluster-domain", "%q is not a DNS name", c.Generate.ClusterDomain)
+	}
+	if c.Promote.LearnQuiet < 0 || c.Promote.MonitorQuiet < 0 {
+		p.add("learn-quiet-period", "quiet periods must not be negative")
+	}
+	if !isDNSLabel(c.Namespace) {
+		p.add("namespace", "%q is not a DNS label", c.Namespace)
+	}
+	return errors.Join(p...)
+}
