@@ -234,6 +234,12 @@ func TestAgainstAPIServer(t *testing.T) {
 			}
 		}
 	})
+	t.Run("external certificate", func(t *testing.T) {
+		if err := c.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), "podwall-injector", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		testExternalCerts(t, c)
+	})
 }
 
 // testPods checks what the API server stores for each kind of pod, through the real webhook.
