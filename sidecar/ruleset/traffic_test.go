@@ -162,6 +162,21 @@ func TestOffline(t *testing.T) {
 	}
 	wantConnect(t, x.pod, ap(netip.MustParseAddr("127.0.0.1"), 8080))
 	wantRefused(t, x.pod, ap(netip.MustParseAddr("127.0.0.1"), 15000))
+	wantUDPRefused(t, x.pod, ap(x.peerAddr, 53))
+}
+
+// wantUDPRefused sends a datagram from ns: the reject at output drops it, which the sending socket
+// learns at once (EPERM), instead of waiting for an answer that never comes.
+func wantUDPRefused(t *testing.T, ns *netnstest.NS, addr netip.AddrPort) {
+	t.Helper()
+	c, err := ns.Dial("udp", addr.String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("query")); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("udp to %s: %v, want operation not permitted", addr, err)
+	}
 }
 
 // TestEstablishedSurviveReapply: a connection open before a re-Apply that no longer allows it keeps
