@@ -44,6 +44,17 @@ fuzz: ## run each fuzz target for FUZZTIME (default 20s)
 	    echo "fuzz $$spec $$f"; $(GO) test $$spec -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-20s} || exit 1; \
 	  done; done
 
+.PHONY: bench
+bench: ## run every bench-* target; each prints BENCH <name> value= unit= baseline= ratio= lines
+	@for t in $$(grep -hoE '^bench-[a-zA-Z0-9_-]+:' $(MAKEFILE_LIST) | tr -d : | sort -u); do \
+	  $(MAKE) --no-print-directory $$t || exit 1; done
+
+.PHONY: bench-datapath
+bench-datapath: ## (root, ~2 min) sidecar datapath figures vs the same netns with no firewall; see BENCHMARKS.md
+	$(GO) build -o $(BIN)/ ./cmd/podwall-sidecar
+	PODWALL_SIDECAR=$(abspath $(BIN))/podwall-sidecar \
+	  $(GO) test -tags bench -count=1 -timeout 10m -run '^TestDatapath$$' -v ./bench/datapath/
+
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 
 .PHONY: generate
