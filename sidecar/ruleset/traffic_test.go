@@ -228,8 +228,8 @@ func TestQueueWithoutListener(t *testing.T) {
 	wantConnect(t, x.pod, ap(x.peerAddr, 80))
 }
 
-// verdicts is a tiny verdict loop on the sidecar's nfq package: it allows destination port 80 and
-// 8080 (the original port, for inbound), denies the rest, and records what it saw.
+// verdicts is a tiny verdict loop on the sidecar's nfq package: it allows destination ports 80 and
+// 82 (the original port, for inbound), denies the rest, and records what it saw.
 type verdicts struct {
 	queued atomic.Int32
 	mu     sync.Mutex
@@ -245,7 +245,7 @@ func (v *verdicts) handle(p nfq.Packet) nfq.Verdict {
 		return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: MarkDeny}
 	}
 	port := pkt.Dst.Port()
-	if p.OutDev == 0 { // inbound: the original port is in the mark
+	if p.OutDev == 0 && p.InDev != loIndex { // inbound: the original port is in the mark
 		v.mu.Lock()
 		v.marks = append(v.marks, p.Mark)
 		v.mu.Unlock()
@@ -273,21 +273,26 @@ func (v *verdicts) serve(t *testing.T, ns *netnstest.NS, queue uint16) {
 }
 
 // TestVerdictMarks runs the queue path with a real verdict loop: an NF_REPEAT with MarkAllow accepts
-// and remembers the key (the repeat connection is not queued again), MarkDeny refuses fast, and an
-// inbound connection redirected by a mesh proxy is queued with its original port in the mark and
-// remembered under that port.
+// and remembers the key for SeenTimeout (the repeat connection is not queued again until then),
+// MarkDeny refuses fast, an inbound connection redirected by a mesh proxy is queued with its original
+// port in the mark and remembered under that port, and loopback deny ports are queued too.
 func TestVerdictMarks(t *testing.T) {
 	x := newTopo(t)
 	for _, port := range []string{":80", ":81"} {
 		echo(t, x.peer, port)
 	}
-	echo(t, x.pod, ":8080")
+	for _, addr := range []string{":8080", "127.0.0.1:82", "127.0.0.1:15000", "127.0.0.1:15001"} {
+		echo(t, x.pod, addr)
+	}
 	// The pod's "mesh proxy" redirects inbound port 80 to 8080, as Istio redirects to 15006.
 	x.pod.Exec(t, "nft", "add table ip mesh; add chain ip mesh pre { type nat hook prerouting priority dstnat; };"+
 		" add rule ip mesh pre tcp dport 80 redirect to :8080")
 	v := &verdicts{}
 	v.serve(t, x.pod, 3)
-	apply(t, x.c, nil, Options{Queue: QueueCompat, QueueNum: 3})
+	p := &policy.Policy{Mode: policy.Protect, Loopback: []policy.LoopbackRule{{ID: "admin", Origin: policy.OriginUser,
+		Action: policy.Deny, Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 82}, {Protocol: policy.TCP, Port: 15000}}}}}
+	const seenTimeout = 300 * time.Millisecond
+	apply(t, x.c, p, Options{Queue: QueueCompat, QueueNum: 3, SeenTimeout: seenTimeout})
 
 	wantConnect(t, x.pod, ap(x.peerAddr, 80))
 	wantConnect(t, x.pod, ap(x.peerAddr, 80))
@@ -309,6 +314,32 @@ func TestVerdictMarks(t *testing.T) {
 		if len(sets[name]) != 1 || sets[name][0] != want {
 			t.Errorf("set %s = %v, want [%s]", name, sets[name], want)
 		}
+	}
+
+	// Loopback: a deny port is queued and answered either way; other ports pass unqueued.
+	lo := netip.MustParseAddr("127.0.0.1")
+	before := v.queued.Load()
+	wantConnect(t, x.pod, ap(lo, 82))
+	wantRefused(t, x.pod, ap(lo, 15000))
+	wantConnect(t, x.pod, ap(lo, 15001))
+	if n := v.queued.Load() - before; n != 2 {
+		t.Errorf("%d loopback packets queued, want 2 (the deny ports)", n)
+	}
+
+	// Once the seen key expires, the next connection is queued (and logged) again.
+	for deadline := time.Now().Add(10 * seenTimeout); ; {
+		if _, sets := readBack(t, x.pod, x.c); len(sets[SetSeenEgress4]) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("seen key still there %s after its %s timeout", 10*seenTimeout, seenTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before = v.queued.Load()
+	wantConnect(t, x.pod, ap(x.peerAddr, 80))
+	if n := v.queued.Load() - before; n != 1 {
+		t.Errorf("%d packets queued after the seen key expired, want 1", n)
 	}
 }
 
