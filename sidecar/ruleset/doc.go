@@ -18,8 +18,9 @@
 //  5. a final default decides whatever slipped past the queue: refused in Protect and Offline,
 //     accepted in Learn and Monitor.
 //
-// Peers live only in sets ("address . protocol . port" with ranges, the kernel's pipapo), so the
-// number of rules and the cost per packet do not grow with the policy.
+// Peers live only in sets, "address . protocol . port": single keys in hash sets, ranges (CIDRs,
+// port ranges) in the kernel's pipapo sets, made disjoint first. The number of rules and the cost per
+// packet do not grow with the policy.
 //
 // Egress is judged before NAT, so a connection that a mesh proxy's outbound redirect sends to the
 // proxy is judged by its real remote. Loopback traffic is judged on input: ports of the policy's

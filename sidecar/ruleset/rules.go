@@ -105,7 +105,7 @@ func (b builder) remember(r *rules, k keyKind, seen4, seen6 string) {
 const dynsetOpAdd = 0 // NFT_DYNSET_OP_ADD
 
 // known accepts keys the kernel may decide alone: seen ones, and with LogAllowsNone or Offline the
-// ones the policy allows.
+// ones the policy allows (in its exact set or its range set).
 func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string) {
 	if b.o.usesSeen() {
 		r.add(loadKey(k, false), []expr.Any{lookup(seen4, regKey)}, acceptV)
