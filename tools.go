@@ -6,9 +6,4 @@ package podwall
 
 import (
 	_ "github.com/florianl/go-nfqueue/v2"
-	_ "github.com/go-logr/logr"
-	_ "github.com/prometheus/client_golang/prometheus"
-	_ "k8s.io/client-go/kubernetes"
-	_ "sigs.k8s.io/controller-runtime"
-	_ "sigs.k8s.io/yaml"
 )

@@ -21,27 +21,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"podwall.io/podwall/internal/testenv"
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/scheme"
 )
 
 // Scheme knows the built-in types and podwall's.
-func Scheme() *kruntime.Scheme {
-	s := kruntime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := v1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
+func Scheme() *kruntime.Scheme { return scheme.New() }
 
 // CRDDir is manifests/crds in this repository.
 func CRDDir() string {

@@ -1,0 +1,160 @@
+// Package export writes a WorkloadPolicy as a Kubernetes networking.k8s.io/v1 NetworkPolicy, for
+// clusters or reviews without podwall, and lists what a NetworkPolicy cannot say. A rule whose peers
+// cannot be expressed at all is left out rather than exported with no peers, which a NetworkPolicy
+// reads as "everyone".
+package export
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+)
+
+// Input is a policy and the selectors its workload and peers are found by.
+type Input struct {
+	Policy *v1.WorkloadPolicy
+	// PodSelector selects the policy's own workload's pods.
+	PodSelector *metav1.LabelSelector
+	// Workloads holds peer workloads' pod selectors by "namespace/Kind/name".
+	Workloads map[string]*metav1.LabelSelector
+	// Services holds peer Services by "namespace/name".
+	Services map[string]*corev1.Service
+}
+
+// NetworkPolicy translates in; the strings say what was left out or changes meaning.
+func NetworkPolicy(in Input) (*networkingv1.NetworkPolicy, []string) {
+	wp := in.Policy
+	x := &exporter{in: in}
+	np := &networkingv1.NetworkPolicy{
+		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: wp.Namespace, Name: "podwall-" + wp.Name,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "podwall"}},
+		Spec: networkingv1.NetworkPolicySpec{
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
+		},
+	}
+	if in.PodSelector != nil {
+		np.Spec.PodSelector = *in.PodSelector
+	} else {
+		x.note("workload %s/%s not found: the exported policy selects no pods until podSelector is filled in", wp.Spec.Workload.Kind, wp.Spec.Workload.Name)
+		np.Spec.PodSelector = metav1.LabelSelector{MatchLabels: map[string]string{"podwall.io/unresolved-workload": "true"}}
+	}
+	if m := wp.Spec.Mode; m != v1.Protect && m != "" {
+		x.note("mode %s: a NetworkPolicy always enforces; these are the rules Protect would enforce", m)
+	}
+	for _, r := range wp.Spec.Ingress {
+		if peers := x.peers("ingress", r); len(peers) > 0 {
+			np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: peers, Ports: ports(r.Ports)})
+		}
+	}
+	for _, r := range wp.Spec.Egress {
+		if peers := x.peers("egress", r); len(peers) > 0 {
+			np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: peers, Ports: ports(r.Ports)})
+		}
+	}
+	for _, l := range wp.Spec.Loopback {
+		x.note("loopback rule %s (%s): NetworkPolicy does not see traffic inside a pod", l.Name, l.Action)
+	}
+	return np, x.notes
+}
+
+type exporter struct {
+	in    Input
+	notes []string
+}
+
+func (x *exporter) note(format string, args ...any) {
+	x.notes = append(x.notes, fmt.Sprintf(format, args...))
+}
+
+func (x *exporter) peers(dir string, r v1.Rule) []networkingv1.NetworkPolicyPeer {
+	var out []networkingv1.NetworkPolicyPeer
+	for _, p := range r.Peers {
+		np, why := x.peer(p)
+		if why != "" {
+			x.note("%s rule %s: %s", dir, r.Name, why)
+			continue
+		}
+		out = append(out, np)
+	}
+	if len(out) == 0 && len(r.Peers) > 0 {
+		x.note("%s rule %s left out: none of its peers can be expressed", dir, r.Name)
+	}
+	return out
+}
+
+// peer translates one peer, or says why it cannot.
+func (x *exporter) peer(p v1.Peer) (networkingv1.NetworkPolicyPeer, string) {
+	ns := x.in.Policy.Namespace
+	switch {
+	case p.CIDR != "":
+		return networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: p.CIDR}}, ""
+	case p.Workload != nil:
+		wns := or(p.Workload.Namespace, ns)
+		key := wns + "/" + p.Workload.Kind + "/" + p.Workload.Name
+		sel := x.in.Workloads[key]
+		if sel == nil {
+			return networkingv1.NetworkPolicyPeer{}, "workload " + key + " not found"
+		}
+		return inNamespace(ns, wns, sel), ""
+	case p.Service != nil:
+		sns := or(p.Service.Namespace, ns)
+		svc := x.in.Services[sns+"/"+p.Service.Name]
+		if svc == nil || len(svc.Spec.Selector) == 0 {
+			return networkingv1.NetworkPolicyPeer{}, "Service " + sns + "/" + p.Service.Name + " has no pod selector (missing, ExternalName or manual endpoints)"
+		}
+		// NetworkPolicy sees traffic after the Service's translation: its pods, on their target ports.
+		return inNamespace(ns, sns, &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}), ""
+	case p.Selector != nil:
+		out := networkingv1.NetworkPolicyPeer{}
+		if p.Selector.PodSelector != nil {
+			out.PodSelector = p.Selector.PodSelector.AsMeta()
+		}
+		if p.Selector.NamespaceSelector != nil {
+			out.NamespaceSelector = p.Selector.NamespaceSelector.AsMeta()
+		}
+		return out, ""
+	case p.Nodes:
+		return networkingv1.NetworkPolicyPeer{}, "nodes cannot be selected (most network plugins let kubelet probes through anyway)"
+	}
+	return networkingv1.NetworkPolicyPeer{}, "empty peer"
+}
+
+// inNamespace selects pods by sel in namespace ns, seen from a policy in namespace from.
+func inNamespace(from, ns string, sel *metav1.LabelSelector) networkingv1.NetworkPolicyPeer {
+	out := networkingv1.NetworkPolicyPeer{PodSelector: sel.DeepCopy()}
+	if ns != from {
+		out.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}
+	}
+	return out
+}
+
+func ports(in []v1.Port) []networkingv1.NetworkPolicyPort {
+	var out []networkingv1.NetworkPolicyPort
+	for _, p := range in {
+		proto := corev1.Protocol(or(string(p.Protocol), "TCP"))
+		np := networkingv1.NetworkPolicyPort{Protocol: &proto}
+		if p.Port != 0 {
+			port := intstr.FromInt32(p.Port)
+			np.Port = &port
+		}
+		if p.EndPort != 0 {
+			end := p.EndPort
+			np.EndPort = &end
+		}
+		out = append(out, np)
+	}
+	return out
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
