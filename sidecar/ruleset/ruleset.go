@@ -147,7 +147,8 @@ func Dial(netnsFD int) (*nftables.Conn, error) {
 // the previous one. The base chains stay registered across the swap, so packets waiting in a queue
 // for their verdict survive it (a chain leaving its hook would drop them); their rules and all sets
 // are replaced, which also forgets the seen keys of the previous policy. Nothing outside the table is
-// touched. c should come from Dial.
+// touched. c should come from Dial; Apply, Remove and DetectQueue must not run concurrently on one
+// connection, whose batch they share.
 func Apply(c *nftables.Conn, p *policy.Policy, o Options) error {
 	o, err := o.withDefaults()
 	if err != nil {

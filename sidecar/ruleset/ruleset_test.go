@@ -373,6 +373,24 @@ func lastLines(text, head string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// TestApplyOverOtherShape: a table left by another version (a base chain on another priority, a
+// chain and a set that are no longer used, a rule jumping between them) is brought to exactly what
+// Apply builds, in one batch.
+func TestApplyOverOtherShape(t *testing.T) {
+	want := netnstest.New(t)
+	apply(t, dial(t, want), samplePolicy(policy.Protect), Options{Queue: QueueCompat})
+
+	ns := netnstest.New(t)
+	ns.Exec(t, "nft", "add table inet podwall; add set inet podwall old_set { type ipv4_addr; elements = { 192.0.2.1 } };"+
+		" add chain inet podwall output { type filter hook output priority filter; policy drop; };"+
+		" add chain inet podwall old; add rule inet podwall output ip daddr @old_set jump old;"+
+		" add chain inet podwall loopback { type filter hook prerouting priority raw; }")
+	apply(t, dial(t, ns), samplePolicy(policy.Protect), Options{Queue: QueueCompat})
+	if diff := cmp.Diff(listRuleset(t, want), listRuleset(t, ns)); diff != "" {
+		t.Errorf("ruleset applied over another shape (-fresh +got):\n%s", diff)
+	}
+}
+
 func TestRemove(t *testing.T) {
 	ns := netnstest.New(t)
 	c := dial(t, ns)
