@@ -171,19 +171,30 @@ func Apply(c *nftables.Conn, p *policy.Policy, o Options) error {
 		return err
 	}
 
+	if err := old.replace(c, t, chains, sets); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("apply ruleset: %w", err)
+	}
+	return nil
+}
+
+// replace queues the batch that turns the table from s into chains and sets.
+func (s state) replace(c *nftables.Conn, t *nftables.Table, chains []chainSpec, sets []setSpec) error {
 	c.AddTable(t)
-	old.clear(c, chains)
+	s.clear(c, chains)
 	for _, ch := range chains {
 		c.AddChain(ch.chain)
 	}
-	for _, s := range sets {
+	for _, set := range sets {
 		// These fail only for anonymous sets or unencodable keys, which buildSets never makes.
-		if err := c.AddSet(s.set, nil); err != nil {
-			return fmt.Errorf("set %s: %w", s.set.Name, err)
+		if err := c.AddSet(set.set, nil); err != nil {
+			return fmt.Errorf("set %s: %w", set.set.Name, err)
 		}
-		for _, part := range chunks(s.set, s.elems) {
-			if err := c.SetAddElements(s.set, part); err != nil {
-				return fmt.Errorf("set %s: %w", s.set.Name, err)
+		for _, part := range chunks(set.set, set.elems) {
+			if err := c.SetAddElements(set.set, part); err != nil {
+				return fmt.Errorf("set %s: %w", set.set.Name, err)
 			}
 		}
 	}
@@ -191,9 +202,6 @@ func Apply(c *nftables.Conn, p *policy.Policy, o Options) error {
 		for _, r := range ch.rules {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch.chain, Exprs: r})
 		}
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("apply ruleset: %w", err)
 	}
 	return nil
 }
