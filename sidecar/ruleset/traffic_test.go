@@ -135,13 +135,14 @@ func ap(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a,
 func host(a netip.Addr) []netip.Prefix { return []netip.Prefix{netip.PrefixFrom(a, a.BitLen())} }
 
 // TestOffline: with no verdict loop at all, what the allow sets allow connects in both directions and
-// families, and the rest is refused fast; loopback deny ports are refused, other loopback passes.
+// families, and the rest is refused fast; the sidecar's own port is open; loopback deny ports are
+// refused, other loopback passes.
 func TestOffline(t *testing.T) {
 	x := newTopo(t)
 	for _, port := range []string{"80", "81"} {
 		echo(t, x.peer, net.JoinHostPort("::", port))
 	}
-	for _, addr := range []string{":8080", ":8081", "127.0.0.1:15000"} {
+	for _, addr := range []string{":8080", ":8081", ":9090", "127.0.0.1:15000"} {
 		echo(t, x.pod, addr)
 	}
 	p := &policy.Policy{Mode: policy.Protect,
@@ -150,7 +151,7 @@ func TestOffline(t *testing.T) {
 			Ports: tcp(8080)}},
 		Loopback: []policy.LoopbackRule{{ID: "admin", Origin: policy.OriginUser, Action: policy.Deny, Ports: tcp(15000)}},
 	}
-	apply(t, x.c, p, Options{Offline: true})
+	apply(t, x.c, p, Options{Offline: true, SelfPorts: []uint16{9090}})
 	x.waitDAD(t)
 	for _, peer := range []netip.Addr{x.peerAddr, x.peerV6} {
 		wantConnect(t, x.pod, ap(peer, 80))
@@ -159,6 +160,7 @@ func TestOffline(t *testing.T) {
 	for _, pod := range []netip.Addr{x.podAddr, x.podV6} {
 		wantConnect(t, x.peer, ap(pod, 8080))
 		wantRefused(t, x.peer, ap(pod, 8081))
+		wantConnect(t, x.peer, ap(pod, 9090)) // the sidecar's own port: probes pass in every mode
 	}
 	wantConnect(t, x.pod, ap(netip.MustParseAddr("127.0.0.1"), 8080))
 	wantRefused(t, x.pod, ap(netip.MustParseAddr("127.0.0.1"), 15000))
