@@ -26,7 +26,9 @@ const (
 	// sidecar reaches policygen and DNS even under a deny-all policy.
 	MarkSelf uint32 = 0x00100000
 	// MarkAllow, set by an NF_REPEAT verdict, accepts the queued packet, records the key in the seen
-	// set and sets MarkAllow in the connection mark (other bits of the connection mark are kept).
+	// set and sets MarkAllow in the connection mark (other bits of the connection mark are kept). Only
+	// connections the verdict loop allowed carry it; those the kernel accepted alone (seen or allowed
+	// keys) do not.
 	MarkAllow uint32 = 0x00200000
 	// MarkDeny, set by an NF_REPEAT verdict, refuses the queued packet: a TCP reset, or ICMP
 	// administratively prohibited.
