@@ -18,7 +18,7 @@ import (
 const (
 	// envSidecar is the sidecar binary to measure (make bench-datapath builds it into bin/).
 	envSidecar = "PODWALL_SIDECAR"
-	// envRounds is how many interleaved rounds each figure takes per side (default 6).
+	// envRounds is how many interleaved rounds each figure takes per side (default 8).
 	envRounds = "PODWALL_BENCH_ROUNDS"
 	// envSeconds is how long one round of load runs (default 1s).
 	envSeconds = "PODWALL_BENCH_SECONDS"
@@ -113,7 +113,7 @@ func sidecarBinary(t *testing.T) string {
 // settings reads the rounds per figure and the length of one round.
 func settings(t *testing.T) (int, time.Duration) {
 	t.Helper()
-	rounds, round := 6, time.Second
+	rounds, round := 8, time.Second
 	if s := os.Getenv(envRounds); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
