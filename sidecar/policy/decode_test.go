@@ -56,6 +56,26 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestDecodeJSONMatchesYAML: the JSON fast path and the YAML path agree.
+func TestDecodeJSONMatchesYAML(t *testing.T) {
+	fromYAML, err := Decode([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := json.Marshal(fromYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromJSON, err := Decode(append([]byte("\n  "), js...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(fromYAML, fromJSON, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+		cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+		t.Fatalf("JSON and YAML decode differ (-yaml +json):\n%s", d)
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
 	for _, tc := range []struct{ name, doc, want string }{
 		{"mode", `{mode: Enforce}`, "mode"},
@@ -73,6 +93,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"loopback ports", `{mode: Learn, loopback: [{id: a, origin: user, action: deny}]}`, "no ports"},
 		{"negative revision", `{mode: Learn, revision: -1}`, "negative"},
 		{"not a policy", `[1, 2]`, "decode"},
+		{"json unknown field", `{"mode": "Learn", "extra": 1}`, "unknown field"},
+		{"json trailing data", `{"mode": "Learn"} {"mode": "Protect"}`, "after the policy"},
+		{"json bad cidr", `{"mode": "Learn", "egress": [{"id": "a", "origin": "user", "cidrs": ["10.0.0.300/32"]}]}`, "decode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Decode([]byte(tc.doc))
