@@ -2,6 +2,7 @@ package ruleset
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -68,32 +69,9 @@ type setSpec struct {
 
 // buildSets returns every set of the table with its elements. It does no I/O.
 func buildSets(t *nftables.Table, p *policy.Policy, o Options) ([]setSpec, error) {
-	var specs []setSpec
-	total := 0
-	for _, dir := range []struct {
-		names [4]string // ranges v4, exact v4, ranges v6, exact v6
-		rules []policy.Rule
-	}{
-		{[4]string{SetAllowIngress4, SetAllowIngress4Exact, SetAllowIngress6, SetAllowIngress6Exact}, p.Ingress},
-		{[4]string{SetAllowEgress4, SetAllowEgress4Exact, SetAllowEgress6, SetAllowEgress6Exact}, p.Egress},
-	} {
-		v4, v6 := ruleBoxes(dir.rules)
-		for i, fam := range []struct {
-			key   nftables.SetDatatype
-			boxes []box
-		}{{keyAddrPort4, v4}, {keyAddrPort6, v6}} {
-			ranges, exact := dir.names[2*i], dir.names[2*i+1]
-			boxes, err := disjoint(fam.boxes, maxWork)
-			if err != nil {
-				return nil, fmt.Errorf("set %s: %w", ranges, err)
-			}
-			if total += len(boxes); total > maxElements {
-				return nil, fmt.Errorf("policy too large: more than %d set elements", maxElements)
-			}
-			rangeElems, exactElems := boxElements(boxes, i == 1)
-			specs = append(specs, setSpec{set: intervalSet(t, ranges, fam.key), elems: rangeElems},
-				setSpec{set: exactSet(t, exact, fam.key, len(exactElems)), elems: exactElems})
-		}
+	specs, err := allowSets(t, p)
+	if err != nil {
+		return nil, err
 	}
 	if o.usesSeen() {
 		for _, s := range []struct {
@@ -108,6 +86,65 @@ func buildSets(t *nftables.Table, p *policy.Policy, o Options) ([]setSpec, error
 		setSpec{set: intervalSet(t, SetLoopbackDeny, keyProtoPort), elems: spanElements(loopbackSpans(p.Loopback))},
 	)
 	return specs, nil
+}
+
+// allowFamily is the allow sets of one direction and address family: the input boxes, and what
+// building them yields.
+type allowFamily struct {
+	ranges, exact string // set names
+	v6            bool
+	boxes         []box
+	out           [2]setSpec
+	err           error
+}
+
+// allowSets builds the allow sets, the four directions and families in parallel: their elements are
+// the bulk of the work of an Apply.
+func allowSets(t *nftables.Table, p *policy.Policy) ([]setSpec, error) {
+	in4, in6 := ruleBoxes(p.Ingress)
+	out4, out6 := ruleBoxes(p.Egress)
+	fams := []allowFamily{
+		{ranges: SetAllowIngress4, exact: SetAllowIngress4Exact, boxes: in4},
+		{ranges: SetAllowIngress6, exact: SetAllowIngress6Exact, v6: true, boxes: in6},
+		{ranges: SetAllowEgress4, exact: SetAllowEgress4Exact, boxes: out4},
+		{ranges: SetAllowEgress6, exact: SetAllowEgress6Exact, v6: true, boxes: out6},
+	}
+	var wg sync.WaitGroup
+	for i := range fams {
+		wg.Go(func() { fams[i].build(t) })
+	}
+	wg.Wait()
+	var specs []setSpec
+	total := 0
+	for _, f := range fams {
+		if f.err != nil {
+			return nil, f.err
+		}
+		if total += len(f.out[0].elems) + len(f.out[1].elems); total > maxElements {
+			return nil, fmt.Errorf("policy too large: more than %d set elements", maxElements)
+		}
+		specs = append(specs, f.out[:]...)
+	}
+	return specs, nil
+}
+
+func (f *allowFamily) build(t *nftables.Table) {
+	key := keyAddrPort4
+	if f.v6 {
+		key = keyAddrPort6
+	}
+	boxes, err := disjoint(f.boxes, maxWork)
+	if err != nil {
+		f.err = fmt.Errorf("set %s: %w", f.ranges, err)
+		return
+	}
+	if len(boxes) > maxElements { // before encoding them
+		f.err = fmt.Errorf("policy too large: more than %d set elements", maxElements)
+		return
+	}
+	ranges, exact := boxElements(boxes, f.v6)
+	f.out = [2]setSpec{{set: intervalSet(t, f.ranges, key), elems: ranges},
+		{set: exactSet(t, f.exact, key, len(exact)), elems: exact}}
 }
 
 // intervalSet is a set of concatenated ranges: the kernel backs it with pipapo, whose lookup cost does
