@@ -124,7 +124,7 @@ func (tc goldenCase) injector(t *testing.T) *Injector {
 	return New(opts)
 }
 
-func readPodJSON(t *testing.T, path string) []byte {
+func readPodJSON(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
