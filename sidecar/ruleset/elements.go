@@ -3,6 +3,7 @@ package ruleset
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"podwall.io/podwall/sidecar/policy"
@@ -36,6 +37,9 @@ func ruleBoxes(rules []policy.Rule) (v4, v6 []box) {
 			ports = allProtocols
 		}
 		for _, c := range r.CIDRs {
+			if c.Addr().Is4In6() && c.Bits() >= 96 { // an IPv4 peer written as IPv6: packets carry IPv4
+				c = netip.PrefixFrom(c.Addr().Unmap(), c.Bits()-96)
+			}
 			lo, hi := prefixRange(c)
 			for _, pr := range ports {
 				plo, phi := pr.Bounds()

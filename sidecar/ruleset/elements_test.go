@@ -127,11 +127,14 @@ func TestRuleBoxes(t *testing.T) {
 		Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 8000, EndPort: 8080}},
 	}, {
 		CIDRs: []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32")},
+	}, {
+		CIDRs: []netip.Prefix{netip.MustParsePrefix("::ffff:203.0.113.0/120")},
+		Ports: []policy.PortRange{{Protocol: policy.UDP, Port: 53}},
 	}}
 	v4, v6 := ruleBoxes(rules)
 	want4 := []box{bx("192.0.2.0", "192.0.2.255", 6, 8000, 8080),
 		bx("198.51.100.7", "198.51.100.7", 6, 0, 65535), bx("198.51.100.7", "198.51.100.7", 17, 0, 65535),
-		bx("198.51.100.7", "198.51.100.7", 132, 0, 65535)}
+		bx("198.51.100.7", "198.51.100.7", 132, 0, 65535), bx("203.0.113.0", "203.0.113.255", 17, 53, 53)}
 	want6 := []box{bx("2001:db8::", "2001:db8::3", 6, 8000, 8080)}
 	if diff := cmp.Diff(want4, v4, cmpBoxes); diff != "" {
 		t.Errorf("v4 (-want +got):\n%s", diff)
