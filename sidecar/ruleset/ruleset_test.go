@@ -3,6 +3,7 @@ package ruleset
 import (
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -185,6 +186,34 @@ func TestReadBack(t *testing.T) {
 	want := []string{"NFQUEUE rev 3 info 0500020002000000", "NFQUEUE rev 3 info 0500020002000000"}
 	if diff := cmp.Diff(want, targets); diff != "" {
 		t.Errorf("queue targets (-want +got):\n%s", diff)
+	}
+}
+
+// TestApplyRandomPolicies applies policies of random, overlapping peers and ports: the kernel accepts
+// every one (its pipapo sets refuse overlapping elements, its hash sets duplicates).
+func TestApplyRandomPolicies(t *testing.T) {
+	ns := netnstest.New(t)
+	c := dial(t, ns)
+	rng := rand.New(rand.NewPCG(3, 4))
+	protos := []policy.Protocol{policy.TCP, policy.UDP, policy.SCTP}
+	for round := range 30 {
+		p := &policy.Policy{Mode: policy.Protect}
+		for i := range 1 + rng.IntN(60) {
+			a := netip.AddrFrom4([4]byte{10, 0, byte(rng.IntN(4)), byte(rng.IntN(256))})
+			if rng.IntN(3) == 0 {
+				a = netip.AddrFrom16([16]byte{0xfd, 15: byte(rng.IntN(256))})
+			}
+			r := policy.Rule{ID: fmt.Sprint(i), Origin: policy.OriginLearned,
+				CIDRs: []netip.Prefix{netip.PrefixFrom(a, a.BitLen()-rng.IntN(10)).Masked()}}
+			for range rng.IntN(3) {
+				lo := uint16(1 + rng.IntN(30))
+				r.Ports = append(r.Ports, policy.PortRange{Protocol: protos[rng.IntN(3)], Port: lo, EndPort: lo + uint16(rng.IntN(3))})
+			}
+			p.Egress = append(p.Egress, r)
+		}
+		if err := Apply(c, p, Options{Queue: QueueCompat}); err != nil {
+			t.Fatalf("round %d: %v\npolicy: %+v", round, err, p.Egress)
+		}
 	}
 }
 
