@@ -2,7 +2,7 @@
 # Builds the Kubernetes and etcd binaries the tests need from the Go module proxy and caches them
 # outside the repository, keyed by version: a cached binary is never rebuilt.
 #   hack/build-kube.sh [name ...]   (default: kube-apiserver etcd; "node" = the rest a local cluster needs:
-#                                    kubelet kube-controller-manager kube-scheduler kubectl)
+#                                    kubelet kube-controller-manager kube-scheduler kube-proxy kubectl)
 # Prints the cache folder (usable as KUBEBUILDER_ASSETS) on its last line. The Kubernetes binaries share
 # the wrapper module hack/kube and so Go's build cache: after the first, each costs only its own link.
 # A lock, taken only when something is missing, serializes concurrent builders: a test starting while
@@ -17,7 +17,7 @@ mkdir -p "$cache"
 names=()
 for name in "$@"; do
   case $name in
-    node) names+=(kubelet kube-controller-manager kube-scheduler kubectl) ;;
+    node) names+=(kubelet kube-controller-manager kube-scheduler kube-proxy kubectl) ;;
     *) names+=("$name") ;;
   esac
 done
@@ -30,7 +30,7 @@ for name in "${names[@]}"; do
   echo "building $name into $cache (minutes when cold)" >&2
   case $name in
     etcd) (cd "$here/etcd" && go build -ldflags "-s -w" -o "$out.tmp" go.etcd.io/etcd/server/v3) ;;
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubelet|kubectl)
+    kube-apiserver|kube-controller-manager|kube-scheduler|kube-proxy|kubelet|kubectl)
       (cd "$here/kube" && go build -ldflags "$ldflags" -o "$out.tmp" "k8s.io/kubernetes/cmd/$name") ;;
     *) echo "build-kube: unknown binary $name" >&2; exit 2 ;;
   esac

@@ -1,0 +1,164 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"podwall.io/podwall/e2e/internal/stack"
+)
+
+// namespace creates a namespace with the given labels for one test and deletes it afterwards.
+func namespace(t *testing.T, labels map[string]string) string {
+	t.Helper()
+	ns, err := env.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-", Labels: labels},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpNamespace(t, ns.Name)
+		}
+		env.Client.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+	})
+	return ns.Name
+}
+
+// dumpNamespace logs what a failed test leaves: pods, events and every container's log.
+func dumpNamespace(t *testing.T, ns string) {
+	for _, args := range [][]string{{"get", "pods,events", "-o", "wide"}, {"logs", "--all-containers", "--prefix", "-l", "e2e", "--tail", "40"}} {
+		out, _ := kubectlOut(append([]string{"-n", ns}, args...)...)
+		t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
+	}
+}
+
+// kubectl runs kubectl against the cluster and returns its output, failing the test on error.
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := kubectlOut(args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func kubectlOut(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, env.kubectl, append([]string{"--kubeconfig", env.Kubeconfig}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// eventually polls cond every 250 ms until it returns nil or timeout passes, then fails with the
+// last error.
+func eventually(t *testing.T, what string, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// runningPod waits until the pod runs with every container ready and returns it.
+func runningPod(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
+	var pod *corev1.Pod
+	eventually(t, "pod "+ns+"/"+name+" running and ready", 2*time.Minute, func() error {
+		var err error
+		pod, err = env.Client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if pod.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("phase %s", pod.Status.Phase)
+		}
+		for _, c := range pod.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status != corev1.ConditionTrue {
+				return fmt.Errorf("not ready: %s", c.Message)
+			}
+		}
+		return nil
+	})
+	return pod
+}
+
+// waitLog waits until `kubectl logs` of the container shows a line containing every one of parts, and
+// returns that line.
+func waitLog(t *testing.T, ns, pod, container string, timeout time.Duration, parts ...string) string {
+	t.Helper()
+	var found string
+	eventually(t, fmt.Sprintf("log of %s/%s -c %s shows %q", ns, pod, container, parts), timeout, func() error {
+		out, err := kubectlOut("-n", ns, "logs", pod, "-c", container)
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if containsAll(line, parts) {
+				found = line
+				return nil
+			}
+		}
+		return fmt.Errorf("no such line in %d bytes", len(out))
+	})
+	return found
+}
+
+func containsAll(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// workloadContainer runs the test workload's subcommand.
+func workloadContainer(name string, args ...string) corev1.Container {
+	return corev1.Container{Name: name, Image: stack.WorkloadImage, ImagePullPolicy: corev1.PullIfNotPresent, Args: args}
+}
+
+// createPod creates a pod labelled e2e=<name> and waits until it runs.
+func createPod(t *testing.T, ns, name string, spec corev1.PodSpec) *corev1.Pod {
+	t.Helper()
+	spec.TerminationGracePeriodSeconds = ptr.To[int64](1)
+	_, err := env.Client.CoreV1().Pods(ns).Create(context.Background(), &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"e2e": name}},
+		Spec:       spec,
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create pod %s: %v", name, err)
+	}
+	return runningPod(t, ns, name)
+}
+
+// service exposes the pods labelled e2e=<name> on port.
+func service(t *testing.T, ns, name string, port int32) *corev1.Service {
+	t.Helper()
+	svc, err := env.Client.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"e2e": name},
+			Ports: []corev1.ServicePort{{Port: port, Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create service %s: %v", name, err)
+	}
+	return svc
+}

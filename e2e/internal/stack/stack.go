@@ -1,0 +1,100 @@
+// Package stack assembles the local cluster that `make e2e` and `make cluster` use: it builds (or
+// finds cached) the Kubernetes binaries, builds the images of podwall's binaries and of the test
+// workload, and starts the cluster with those images loaded.
+package stack
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"podwall.io/podwall/e2e/internal/cluster"
+	"podwall.io/podwall/e2e/internal/images"
+)
+
+// Image references. The tag is not "latest", so that pods using them with imagePullPolicy
+// IfNotPresent never try a registry (none is reachable here).
+const (
+	WorkloadImage = "podwall.test/workload:e2e"
+	imagePrefix   = "podwall.test/"
+	imageTag      = ":e2e"
+)
+
+// PodwallImage is the image of one of podwall's binaries (e.g. "podwall-sidecar").
+func PodwallImage(binary string) string { return imagePrefix + binary + imageTag }
+
+// Up starts a cluster for the repository at root. The caller must Stop it. Missing maps each of
+// podwall's images that could not be built (its binary does not compile yet) to the reason.
+func Up(ctx context.Context, root string) (c *cluster.Cluster, missing map[string]error, err error) {
+	binDir, err := kubeBinaries(ctx, root)
+	if err != nil {
+		return nil, nil, err
+	}
+	work, err := os.MkdirTemp("", "podwall-images-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(work)
+	specs, err := imageSpecs(root)
+	if err != nil {
+		return nil, nil, err
+	}
+	start := time.Now()
+	tarball, missing, err := images.Builder{ModuleDir: root, WorkDir: work}.Build(ctx, specs)
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprintf(os.Stderr, "stack: images built in %s\n", time.Since(start).Round(time.Second))
+	start = time.Now()
+	c, err = cluster.Start(ctx, cluster.Options{BinDir: binDir, Images: []string{tarball}, Import: images.Import})
+	if err == nil {
+		fmt.Fprintf(os.Stderr, "stack: cluster up in %s\n", time.Since(start).Round(time.Second))
+	}
+	return c, missing, err
+}
+
+// Podwall lists podwall's binaries that exist in the tree (cmd/<name>/main.go), each of which gets
+// an image.
+func Podwall(root string) ([]string, error) {
+	mains, err := filepath.Glob(filepath.Join(root, "cmd", "*", "main.go"))
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, m := range mains {
+		names = append(names, filepath.Base(filepath.Dir(m)))
+	}
+	return names, nil
+}
+
+func imageSpecs(root string) ([]images.Spec, error) {
+	const workload = "./e2e/cmd/workload"
+	specs := []images.Spec{
+		{Ref: cluster.PauseImage, Package: workload, Args: []string{"pause"}},
+		{Ref: WorkloadImage, Package: workload},
+	}
+	names, err := Podwall(root)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		specs = append(specs, images.Spec{Ref: PodwallImage(n), Package: "./cmd/" + n, Optional: true})
+	}
+	return specs, nil
+}
+
+// kubeBinaries runs hack/build-kube.sh for everything the cluster runs and returns its folder.
+func kubeBinaries(ctx context.Context, root string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "build-kube.sh"), "kube-apiserver", "etcd", "node")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/build-kube.sh: %w", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1], nil
+}
