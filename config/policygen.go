@@ -30,6 +30,9 @@ type PolicyGenServer struct {
 	Namespace string `mapstructure:"namespace"`
 	// Replica names this replica in WorkloadPolicy status (key replica-name, the pod's name).
 	Replica string `mapstructure:"replica-name"`
+	// ReplicaStatusTTL is how long a replica's entry in WorkloadPolicy status counts without being
+	// refreshed (key replica-status-ttl): a killed replica's sidecars stop counting after it.
+	ReplicaStatusTTL time.Duration `mapstructure:"replica-status-ttl"`
 }
 
 // PolicyAPI is the policy API's listener and limits.
@@ -88,6 +91,7 @@ var policyGenServerLoader = loader{
 		f.Bool("leader-elect", true, "elect one replica to write policies; every replica serves the API")
 		f.String("namespace", "podwall-system", "policygen's namespace (leader Lease)")
 		f.String("replica-name", "", "this replica's name in WorkloadPolicy status (the pod name)")
+		f.Duration("replica-status-ttl", 2*time.Minute, "a replica's sidecar counts in WorkloadPolicy status expire after this long unrefreshed")
 	},
 }
 
@@ -132,6 +136,9 @@ func (c PolicyGenServer) validate() error {
 	}
 	if c.Promote.LearnQuiet < 0 || c.Promote.MonitorQuiet < 0 {
 		p.add("learn-quiet-period", "quiet periods must not be negative")
+	}
+	if c.ReplicaStatusTTL < 3*time.Second {
+		p.add("replica-status-ttl", "%v is under the 3s minimum", c.ReplicaStatusTTL)
 	}
 	if !isDNSLabel(c.Namespace) {
 		p.add("namespace", "%q is not a DNS label", c.Namespace)

@@ -82,7 +82,9 @@ func setup(ctx context.Context, mgr ctrl.Manager, cfg config.PolicyGenServer, re
 	if err := gen.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("generator: %w", err)
 	}
-	prom := learn.NewPromoter(mgr.GetClient(), learn.PromoteOptions{LearnQuiet: cfg.Promote.LearnQuiet, MonitorQuiet: cfg.Promote.MonitorQuiet})
+	prom := learn.NewPromoter(mgr.GetClient(), learn.PromoteOptions{
+		LearnQuiet: cfg.Promote.LearnQuiet, MonitorQuiet: cfg.Promote.MonitorQuiet, Stale: cfg.ReplicaStatusTTL,
+	})
 	if err := prom.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("promoter: %w", err)
 	}
@@ -95,6 +97,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, cfg config.PolicyGenServer, re
 		Addr: cfg.API.Addr, CertFile: cfg.API.CertFile, KeyFile: cfg.API.KeyFile, Audience: cfg.API.Audience,
 		MaxWait: cfg.API.MaxWait, MaxReportBytes: cfg.API.MaxReportBytes,
 		ReportInterval: cfg.API.ReportInterval, ReportBurst: cfg.API.ReportBurst, Replica: cfg.Replica,
+		StatusTTL: cfg.ReplicaStatusTTL,
 	}, hub, cs.AuthenticationV1().TokenReviews(), mgr.GetCache(), mgr.GetClient(), learner, log.WithName("api"))
 	// These run on every replica (they say so with NeedLeaderElection).
 	for _, r := range []manager.Runnable{hub, learner, srv} {

@@ -42,7 +42,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       s.opts.MaxWait + time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	go s.sidecars.run(ctx, s.opts.StatusInterval, s.opts.MaxWait+s.opts.StatusInterval)
+	tracked := make(chan struct{})
+	go func() {
+		defer close(tracked)
+		s.sidecars.run(ctx, s.opts.StatusInterval, s.opts.MaxWait+s.opts.StatusInterval, s.opts.StatusTTL)
+	}()
+	defer func() { <-tracked }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -46,6 +46,9 @@ type Options struct {
 	Replica string
 	// StatusInterval is how often subscriber counts are written to the status (5s).
 	StatusInterval time.Duration
+	// StatusTTL is how long a replica's status entry counts without being rewritten (2m); unchanged
+	// entries are rewritten every third of it. The promoter must drop entries after the same TTL.
+	StatusTTL time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -59,6 +62,7 @@ func (o *Options) setDefaults() {
 	o.ReportBurst = cmp.Or(o.ReportBurst, 5)
 	o.Replica = cmp.Or(o.Replica, "policygen")
 	o.StatusInterval = cmp.Or(o.StatusInterval, 5*time.Second)
+	o.StatusTTL = cmp.Or(o.StatusTTL, 2*time.Minute)
 }
 
 // ReportSink takes a validated report of the caller's own workload.

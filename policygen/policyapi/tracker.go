@@ -27,7 +27,14 @@ type tracker struct {
 
 	mu      sync.Mutex
 	pods    map[types.UID]*sidecar
-	written map[workload.Key]counts
+	written map[workload.Key]written
+}
+
+// written is an entry as last written, and when: entries are rewritten before the leader's promoter
+// would take them for a dead replica's.
+type written struct {
+	counts
+	at time.Time
 }
 
 type sidecar struct {
@@ -44,7 +51,7 @@ type counts struct {
 }
 
 func newTracker(hub *resolve.Hub, writer client.Client, replica string, log logr.Logger) *tracker {
-	return &tracker{hub: hub, writer: writer, replica: replica, log: log, pods: map[types.UID]*sidecar{}, written: map[workload.Key]counts{}}
+	return &tracker{hub: hub, writer: writer, replica: replica, log: log, pods: map[types.UID]*sidecar{}, written: map[workload.Key]written{}}
 }
 
 // polling records a poll starting; the returned func records its end.
@@ -92,12 +99,16 @@ func (t *tracker) tally(grace time.Duration) map[workload.Key]counts {
 	return out
 }
 
-// flush writes the entries that changed since the last flush; a workload whose sidecars all left gets
-// a zero entry once.
-func (t *tracker) flush(ctx context.Context, grace time.Duration) {
-	now := tallyWithZeros(t.tally(grace), t.written)
-	for k, c := range now {
-		if prev, ok := t.written[k]; ok && prev == c {
+// flush writes the entries that changed since the last flush or were written longer than refresh
+// ago; a workload whose sidecars all left gets a zero entry once.
+func (t *tracker) flush(ctx context.Context, tally map[workload.Key]counts, refresh time.Duration) {
+	for k := range t.written {
+		if _, ok := tally[k]; !ok {
+			tally[k] = counts{}
+		}
+	}
+	for k, c := range tally {
+		if prev, ok := t.written[k]; ok && prev.counts == c && time.Since(prev.at) < refresh {
 			continue
 		}
 		if err := t.apply(ctx, k, c); err != nil {
@@ -107,18 +118,9 @@ func (t *tracker) flush(ctx context.Context, grace time.Duration) {
 		if c.sidecars == 0 {
 			delete(t.written, k)
 		} else {
-			t.written[k] = c
+			t.written[k] = written{c, time.Now()}
 		}
 	}
-}
-
-func tallyWithZeros(now, written map[workload.Key]counts) map[workload.Key]counts {
-	for k := range written {
-		if _, ok := now[k]; !ok {
-			now[k] = counts{}
-		}
-	}
-	return now
 }
 
 func (t *tracker) apply(ctx context.Context, k workload.Key, c counts) error {
@@ -140,16 +142,20 @@ func (t *tracker) apply(ctx context.Context, k workload.Key, c counts) error {
 	return err
 }
 
-// run flushes every interval until ctx ends.
-func (t *tracker) run(ctx context.Context, interval, grace time.Duration) {
+// run flushes every interval until ctx ends, rewriting unchanged entries every ttl/3; at the end it
+// zeroes this replica's entries, since its sidecars are moving to another replica.
+func (t *tracker) run(ctx context.Context, interval, grace, ttl time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			retire, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			t.flush(retire, map[workload.Key]counts{}, ttl/3)
 			return
 		case <-tick.C:
-			t.flush(ctx, grace)
+			t.flush(ctx, t.tally(grace), ttl/3)
 		}
 	}
 }

@@ -1,0 +1,155 @@
+package policygen_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/internal/pgtest"
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// TestTwoReplicasSurviveTheLossOfOne runs two real podwall-policygen processes against a real API
+// server with sidecars (simulated clients with real bound tokens) subscribed to both, kills one, and
+// checks that every sidecar keeps its policy, gets the next change from the survivor, and that the
+// survivor takes over the writing (leader election).
+func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	bin := pgtest.BuildPolicygen(t)
+	kubeconfig := pgtest.Kubeconfig(t, cfg)
+	pgtest.Namespace(t, c, "podwall-system", nil)
+	pgtest.Namespace(t, c, "shop", map[string]string{"podwall.io/inject": "enabled"})
+	web := k.Deployment("shop", "web", "web", "10.1.0.1", "10.1.0.2", "10.1.0.3")
+	api := k.Deployment("shop", "api", "api", "10.1.0.9")
+
+	certFile, keyFile, httpClient := pgtest.CertFiles(t)
+	addrs := []string{pgtest.FreeAddr(t), pgtest.FreeAddr(t)}
+	var replicas []*exec.Cmd
+	for i, addr := range addrs {
+		cmd := pgtest.StartProcess(t, bin, []string{"KUBECONFIG=" + kubeconfig},
+			"--api-addr="+addr, "--tls-cert-file="+certFile, "--tls-key-file="+keyFile, "--metrics-addr=0", "--health-addr=0",
+			"--namespace=podwall-system", fmt.Sprintf("--replica-name=replica-%d", i), "--learn-quiet-period=0", "--report-interval=1ms", "--replica-status-ttl=10s")
+		replicas = append(replicas, cmd)
+	}
+
+	// The leader generates web's policy; give it a user rule naming api, whose pod IP will change.
+	key := client.ObjectKey{Namespace: "shop", Name: "deployment-web"}
+	pgtest.Eventually(t, 60*time.Second, func() error { return c.Get(ctx, key, &v1.WorkloadPolicy{}) })
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var wp v1.WorkloadPolicy
+		if err := c.Get(ctx, key, &wp); err != nil {
+			return err
+		}
+		wp.Spec.Egress = append(wp.Spec.Egress, v1.Rule{Name: "api", Origin: v1.OriginUser,
+			Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}}})
+		return c.Update(ctx, &wp)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Two sidecars per web pod, one starting on each replica.
+	subCtx, stopSubs := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var subs []*pgtest.Subscriber
+	for i := range 2 * len(web) {
+		urls := []string{"https://" + addrs[i%2], "https://" + addrs[(i+1)%2]}
+		s := &pgtest.Subscriber{URLs: urls, Token: k.Token(web[i/2], "podwall"), Client: httpClient, Wait: 20}
+		subs = append(subs, s)
+		wg.Go(func() { s.Run(subCtx) })
+	}
+	t.Cleanup(func() { stopSubs(); wg.Wait() })
+	allHold := func(ip string) func() error {
+		return func() error {
+			for i, s := range subs {
+				if p := s.Current(); p == nil || !holds(p, ip) {
+					return fmt.Errorf("sidecar %d holds %v, want a policy allowing api at %s", i, p, ip)
+				}
+			}
+			return nil
+		}
+	}
+	pgtest.Eventually(t, 30*time.Second, allHold("10.1.0.9"))
+
+	// Lose replica 0 outright.
+	if err := replicas[0].Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = replicas[0].Wait()
+	k.SetIP(api[0], "10.1.0.10")
+	pgtest.Eventually(t, 15*time.Second, allHold("10.1.0.10"))
+	for i, s := range subs {
+		if revs := s.Revisions(); !slices.IsSorted(revs) || len(slices.Compact(slices.Clone(revs))) != len(revs) {
+			t.Errorf("sidecar %d got revisions %v, want strictly increasing", i, revs)
+		}
+	}
+
+	// The survivor writes: a new workload gets its policy (after the lease of a killed leader expires).
+	k.Deployment("shop", "worker", "", "10.1.0.20")
+	pgtest.Eventually(t, 60*time.Second, func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "deployment-worker"}, &v1.WorkloadPolicy{})
+	})
+
+	// Reports reach the survivor and become learned rules.
+	report := []byte(`{"revision":1,"entries":[{"direction":"egress","peer":"10.1.0.20","protocol":"TCP","port":7000,"count":1}]}`)
+	req, _ := http.NewRequest("POST", "https://"+addrs[1]+"/v1/reports", bytes.NewReader(report))
+	req.Header.Set("Authorization", "Bearer "+k.Token(web[0], "podwall"))
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("report: %d", resp.StatusCode)
+	}
+	pgtest.Eventually(t, 20*time.Second, func() error {
+		var wp v1.WorkloadPolicy
+		if err := c.Get(ctx, key, &wp); err != nil {
+			return err
+		}
+		for _, r := range wp.Spec.Egress {
+			if r.Name == "l-deployment-worker" && r.Origin == v1.OriginLearned {
+				return nil
+			}
+		}
+		return fmt.Errorf("no learned rule for worker in %+v", wp.Spec.Egress)
+	})
+
+	// The status counts the survivor's sidecars (one per pod), all in sync.
+	pgtest.Eventually(t, 60*time.Second, func() error {
+		var wp v1.WorkloadPolicy
+		if err := c.Get(ctx, key, &wp); err != nil {
+			return err
+		}
+		if wp.Status.Sidecars != int32(len(web)) || wp.Status.SidecarsInSync != int32(len(web)) {
+			return fmt.Errorf("status sidecars %d in sync %d (replicas %+v), want %d", wp.Status.Sidecars, wp.Status.SidecarsInSync, wp.Status.Replicas, len(web))
+		}
+		return nil
+	})
+}
+
+// holds reports whether p has an egress rule allowing ip.
+func holds(p *policy.Policy, ip string) bool {
+	a := netip.MustParseAddr(ip)
+	for _, r := range p.Egress {
+		for _, c := range r.CIDRs {
+			if c.Contains(a) && r.ID == "egress/api" {
+				return true
+			}
+		}
+	}
+	return false
+}
