@@ -30,6 +30,10 @@ type PolicyGenServer struct {
 	Namespace string `mapstructure:"namespace"`
 	// Replica names this replica in WorkloadPolicy status (key replica-name, the pod's name).
 	Replica string `mapstructure:"replica-name"`
+	// KubeQPS and KubeBurst bound policygen's requests to the API server (keys kube-api-qps,
+	// kube-api-burst): TokenReviews of reconnecting sidecars and status writes go through them.
+	KubeQPS   float32 `mapstructure:"kube-api-qps"`
+	KubeBurst int     `mapstructure:"kube-api-burst"`
 	// ReplicaStatusTTL is how long a replica's entry in WorkloadPolicy status counts without being
 	// refreshed (key replica-status-ttl): a killed replica's sidecars stop counting after it.
 	ReplicaStatusTTL time.Duration `mapstructure:"replica-status-ttl"`
@@ -91,6 +95,8 @@ var policyGenServerLoader = loader{
 		f.Bool("leader-elect", true, "elect one replica to write policies; every replica serves the API")
 		f.String("namespace", "podwall-system", "policygen's namespace (leader Lease)")
 		f.String("replica-name", "", "this replica's name in WorkloadPolicy status (the pod name)")
+		f.Float32("kube-api-qps", 50, "requests per second to the API server, sustained")
+		f.Int("kube-api-burst", 100, "requests to the API server at once above kube-api-qps")
 		f.Duration("replica-status-ttl", 2*time.Minute, "a replica's sidecar counts in WorkloadPolicy status expire after this long unrefreshed")
 	},
 }
@@ -136,6 +142,9 @@ func (c PolicyGenServer) validate() error {
 	}
 	if c.Promote.LearnQuiet < 0 || c.Promote.MonitorQuiet < 0 {
 		p.add("learn-quiet-period", "quiet periods must not be negative")
+	}
+	if c.KubeQPS <= 0 || c.KubeBurst < 1 {
+		p.add("kube-api-qps", "qps %v and burst %d must be positive", c.KubeQPS, c.KubeBurst)
 	}
 	if c.ReplicaStatusTTL < 3*time.Second {
 		p.add("replica-status-ttl", "%v is under the 3s minimum", c.ReplicaStatusTTL)

@@ -33,6 +33,8 @@ import (
 
 // Run runs policygen against the cluster restCfg points to until ctx ends.
 func Run(ctx context.Context, cfg config.PolicyGenServer, restCfg *rest.Config, log logr.Logger) error {
+	restCfg = rest.CopyConfig(restCfg)
+	restCfg.QPS, restCfg.Burst = cfg.KubeQPS, cfg.KubeBurst
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                        scheme.New(),
 		Logger:                        log,

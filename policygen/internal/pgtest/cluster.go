@@ -80,9 +80,18 @@ func (k Cluster) SetIP(pod *corev1.Pod, ip string) {
 // Token requests a real token for the pod's service account, bound to the pod, with the audience.
 func (k Cluster) Token(pod *corev1.Pod, audience string) string {
 	k.T.Helper()
-	cs, err := kubernetes.NewForConfig(k.Cfg)
+	token, err := k.RequestToken(pod, audience)
 	if err != nil {
 		k.T.Fatal(err)
+	}
+	return token
+}
+
+// RequestToken is Token returning its error, for use off the test's goroutine.
+func (k Cluster) RequestToken(pod *corev1.Pod, audience string) (string, error) {
+	cs, err := kubernetes.NewForConfig(k.Cfg)
+	if err != nil {
+		return "", err
 	}
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
@@ -94,7 +103,7 @@ func (k Cluster) Token(pod *corev1.Pod, audience string) string {
 			BoundObjectRef: &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		k.T.Fatalf("token request for %s/%s: %v", pod.Namespace, pod.Name, err)
+		return "", fmt.Errorf("token request for %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	return tr.Status.Token
+	return tr.Status.Token, nil
 }
