@@ -16,10 +16,13 @@ import (
 	"github.com/go-logr/logr/testr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"podwall.io/podwall/config"
@@ -60,7 +63,38 @@ func startCluster(t testing.TB) *cluster {
 	if _, err := c.cs.CoreV1().Namespaces().Update(ctx, ks, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	c.apply(t, "rbac.yaml")
 	return c
+}
+
+// apply creates the objects of manifests/injector/<file>; with dryRun the API server validates them
+// (schema, references, RBAC escalation checks) and stores nothing.
+func (c *cluster) apply(t testing.TB, file string, opts ...client.CreateOption) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "manifests", "injector", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(c.cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for doc := range strings.SplitSeq(string(data), "\n---\n") {
+		obj := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if err := cl.Create(context.Background(), obj, opts...); err != nil {
+			t.Fatalf("%s: %s %s: %v", file, obj.GetKind(), obj.GetName(), err)
+		}
+	}
+}
+
+// asInjector is the API server as the injector's ServiceAccount sees it, bound by rbac.yaml.
+func (c *cluster) asInjector() *rest.Config {
+	cfg := rest.CopyConfig(c.cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:podwall-system:podwall-injector"}
+	return cfg
 }
 
 // installWebhook creates the webhook configuration of manifests/injector under name, pointed at
@@ -99,7 +133,7 @@ func (c *cluster) runInjector(t testing.TB, args ...string) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := testr.NewWithInterface(t, testr.Options{})
-	go func() { done <- Run(ctx, c.cfg, cfg, log) }()
+	go func() { done <- Run(ctx, c.asInjector(), cfg, log) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -196,6 +230,17 @@ func (c *cluster) waitInjecting(t testing.TB) {
 
 func TestAgainstAPIServer(t *testing.T) {
 	c := startCluster(t)
+	t.Run("manifests are accepted", func(t *testing.T) {
+		for _, file := range []string{"service.yaml", "deployment.yaml", "webhook.yaml"} {
+			c.apply(t, file, client.DryRunAll)
+		}
+	})
+	t.Run("the injector's RBAC grants no pod reads", func(t *testing.T) {
+		_, err := kubernetes.NewForConfigOrDie(c.asInjector()).CoreV1().Pods("opted").List(context.Background(), metav1.ListOptions{})
+		if !apierrors.IsForbidden(err) {
+			t.Fatalf("list pods as the injector: %v, want forbidden", err)
+		}
+	})
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector", port, nil)
 	stop := c.runInjector(t, "--port="+strconv.Itoa(port), "--cert-hosts=127.0.0.1")
