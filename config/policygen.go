@@ -83,7 +83,7 @@ var policyGenServerLoader = loader{
 		f.String("tls-key-file", "/var/run/podwall-policygen/certs/tls.key", "policy API serving key")
 		f.String("token-audience", "podwall", "audience sidecar tokens must carry")
 		f.Duration("max-wait", 2*time.Minute, "longest long-poll a sidecar may ask for")
-		f.Int64("max-report-bytes", 1<<20, "largest report body accepted")
+		f.Int64("max-report-bytes", 2<<20, "largest report body accepted (4096 entries take up to ~1 MiB)")
 		f.Duration("report-interval", 5*time.Second, "one report per pod per this interval, on average")
 		f.Int("report-burst", 5, "reports a pod may send at once above the rate")
 		f.String("dns-service", "kube-system/kube-dns", "cluster DNS Service every workload may reach (namespace/name)")

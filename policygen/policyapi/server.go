@@ -36,7 +36,7 @@ type Options struct {
 	DefaultWait, MaxWait time.Duration
 	// ReviewTTL is how long a TokenReview result is reused for the same token (1m).
 	ReviewTTL time.Duration
-	// MaxReportBytes bounds a report's body (1 MiB).
+	// MaxReportBytes bounds a report's body (2 MiB: a full report of 4096 entries takes up to ~1 MiB).
 	MaxReportBytes int64
 	// ReportInterval and ReportBurst rate-limit reports per pod: one per interval on average, burst at
 	// once (5s, 5).
@@ -57,7 +57,7 @@ func (o *Options) setDefaults() {
 	o.DefaultWait = cmp.Or(o.DefaultWait, 30*time.Second)
 	o.MaxWait = cmp.Or(o.MaxWait, 2*time.Minute)
 	o.ReviewTTL = cmp.Or(o.ReviewTTL, time.Minute)
-	o.MaxReportBytes = cmp.Or(o.MaxReportBytes, 1<<20)
+	o.MaxReportBytes = cmp.Or(o.MaxReportBytes, 2<<20)
 	o.ReportInterval = cmp.Or(o.ReportInterval, 5*time.Second)
 	o.ReportBurst = cmp.Or(o.ReportBurst, 5)
 	o.Replica = cmp.Or(o.Replica, "policygen")
