@@ -21,6 +21,9 @@ import (
 // key, which makes projected tokens and TokenReview work.
 type pki struct {
 	CA, ServingCert, ServingKey, ClientCert, ClientKey, SAKey, SAPub string
+
+	caCert *x509.Certificate
+	caKey  *ecdsa.PrivateKey
 }
 
 func newPKI(dir string, hostIP net.IP, serviceIP net.IP) (pki, error) {
@@ -39,6 +42,7 @@ func newPKI(dir string, hostIP net.IP, serviceIP net.IP) (pki, error) {
 	if err != nil {
 		return p, err
 	}
+	p.caCert, p.caKey = caCert, caKey
 	if err := writePEM(p.CA, "CERTIFICATE", caCert.Raw); err != nil {
 		return p, err
 	}
@@ -115,4 +119,28 @@ func writeKey(path string, key *ecdsa.PrivateKey) error {
 
 func writePEM(path, typ string, der []byte) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+}
+
+// ServingCert issues a TLS serving certificate for hosts (DNS names or IP addresses) from the
+// cluster's CA, which every pod already trusts through the kube-root-ca.crt ConfigMap. It returns the
+// certificate and key in PEM.
+func (c *Cluster) ServingCert(hosts ...string) (certPEM, keyPEM []byte, err error) {
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: hosts[0]}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	key, cert, err := issue(tmpl, c.pki.caCert, c.pki.caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
 }

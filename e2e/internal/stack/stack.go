@@ -16,16 +16,16 @@ import (
 	"podwall.io/podwall/e2e/internal/images"
 )
 
-// Image references. The tag is not "latest", so that pods using them with imagePullPolicy
-// IfNotPresent never try a registry (none is reachable here).
-const (
-	WorkloadImage = "podwall.test/workload:e2e"
-	imagePrefix   = "podwall.test/"
-	imageTag      = ":e2e"
-)
+// WorkloadImage is the test workload's image. Its tag is not "latest", so that pods using it with
+// imagePullPolicy IfNotPresent never try a registry (none is reachable here).
+const WorkloadImage = "podwall.test/workload:e2e"
 
-// PodwallImage is the image of one of podwall's binaries (e.g. "podwall-sidecar").
-func PodwallImage(binary string) string { return imagePrefix + binary + imageTag }
+// PodwallImage is the image of one of podwall's binaries ("podwall-sidecar" -> podwall/sidecar:dev):
+// the names manifests/ and the injector's defaults use, so that `kubectl apply -k manifests/` runs
+// the images built from this tree unchanged.
+func PodwallImage(binary string) string {
+	return "podwall/" + strings.TrimPrefix(binary, "podwall-") + ":dev"
+}
 
 // Up starts a cluster for the repository at root. The caller must Stop it. Missing maps each of
 // podwall's images that could not be built (its binary does not compile yet) to the reason.

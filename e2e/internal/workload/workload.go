@@ -29,16 +29,17 @@ func Run(ctx context.Context, args []string, out io.Writer) error {
 		<-ctx.Done()
 		return nil
 	case "serve":
-		addr := fs.String("addr", ":8080", "listen address")
+		addrs := fs.String("addr", ":8080", "listen addresses, comma-separated")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		return serve(ctx, *addr, out)
+		return serve(ctx, strings.Split(*addrs, ","), out)
 	case "connect":
 		c := connector{out: out}
 		fs.StringVar(&c.url, "url", "", "URL to GET; $VAR and ${VAR} are expanded from the environment")
 		fs.DurationVar(&c.interval, "interval", time.Second, "pause between attempts")
 		fs.DurationVar(&c.timeout, "timeout", 3*time.Second, "limit of one attempt")
+		fs.IntVar(&c.count, "count", 0, "attempts before exiting (0: until stopped)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -61,23 +62,35 @@ func Run(ctx context.Context, args []string, out io.Writer) error {
 	return fmt.Errorf("unknown subcommand %q", args[0])
 }
 
-// serve answers every request with "ok <hostname>" and logs the peer of each.
-func serve(ctx context.Context, addr string, out io.Writer) error {
+// serve answers every request on every address with "ok <hostname>" and logs each request's peer
+// and local address: a test reads there whether a connection got through.
+func serve(ctx context.Context, addrs []string, out io.Writer) error {
 	host, _ := os.Hostname()
-	srv := &http.Server{Addr: addr, ReadHeaderTimeout: 5 * time.Second,
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(out, "request from=%s path=%s\n", r.RemoteAddr, r.URL.Path)
+			local := r.Context().Value(http.LocalAddrContextKey)
+			fmt.Fprintf(out, "request from=%s to=%v path=%s\n", r.RemoteAddr, local, r.URL.Path)
 			fmt.Fprintf(w, "ok %s\n", host)
 		})}
-	go func() {
-		<-ctx.Done()
+	errs := make(chan error, len(addrs))
+	for _, a := range addrs {
+		ln, err := listen(ctx, a)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "serving addr=%s\n", a)
+		go func() { errs <- srv.Serve(ln) }()
+	}
+	select {
+	case <-ctx.Done():
 		srv.Close()
-	}()
-	fmt.Fprintf(out, "serving addr=%s\n", addr)
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return nil
+	case err := <-errs:
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
-	return nil
 }
 
 // connector GETs one URL in a loop. Its first attempt is its first action, which lets a test prove
@@ -86,6 +99,7 @@ type connector struct {
 	url      string
 	interval time.Duration
 	timeout  time.Duration
+	count    int
 	out      io.Writer
 }
 
@@ -95,7 +109,7 @@ func (c connector) run(ctx context.Context) error {
 	}
 	// A fresh connection per attempt: a kept-alive one would be judged only once.
 	client := &http.Client{Timeout: c.timeout, Transport: &http.Transport{DisableKeepAlives: true}}
-	for {
+	for n := 1; ; n++ {
 		start := time.Now()
 		resp, err := client.Get(c.url)
 		ms := time.Since(start).Milliseconds()
@@ -106,6 +120,9 @@ func (c connector) run(ctx context.Context) error {
 			resp.Body.Close()
 			fmt.Fprintf(c.out, "connect ok url=%s ms=%d status=%d body=%q\n", c.url, ms, resp.StatusCode,
 				strings.TrimSpace(string(body)))
+		}
+		if n == c.count {
+			return nil
 		}
 		select {
 		case <-ctx.Done():

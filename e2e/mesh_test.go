@@ -1,0 +1,67 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"regexp"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// TestUnlabelledNamespaceUntouched: with podwall deployed, a pod in a namespace without the opt-in
+// label gets no sidecar and its traffic flows as before.
+func TestUnlabelledNamespaceUntouched(t *testing.T) {
+	requirePodwall(t)
+	ns := namespace(t, nil)
+	server := createPod(t, ns, "server", corev1.PodSpec{Containers: []corev1.Container{workloadContainer("server", "serve")}})
+	client := createPod(t, ns, "client", corev1.PodSpec{Containers: []corev1.Container{
+		workloadContainer("client", "connect", "-url", fmt.Sprintf("http://%s:8080/", server.Status.PodIP)),
+	}})
+	for _, p := range []*corev1.Pod{server, client} {
+		if len(p.Spec.InitContainers) != 0 || len(p.Spec.Containers) != 1 {
+			t.Errorf("pod %s was changed: init %d, containers %d", p.Name, len(p.Spec.InitContainers), len(p.Spec.Containers))
+		}
+		for k := range p.Annotations {
+			if len(k) > len("podwall.io/") && k[:len("podwall.io/")] == "podwall.io/" {
+				t.Errorf("pod %s carries annotation %s", p.Name, k)
+			}
+		}
+	}
+	waitLog(t, ns, "client", "client", time.Minute, "connect ok")
+}
+
+// TestMeshProxy: in a pod whose outgoing TCP an init step redirects to a local proxy (as istio-init
+// does), the sidecar judges and logs the app's connection against its real remote, not the proxy.
+func TestMeshProxy(t *testing.T) {
+	requirePodwall(t)
+	ns := namespace(t, map[string]string{injectLabel: "enabled"})
+	deployment(t, ns, "server", corev1.PodSpec{Containers: []corev1.Container{workloadContainer("server", "serve")}})
+	svc := service(t, ns, "server", 8080)
+	root, proxyUID := int64(0), int64(1337)
+	meshInit := workloadContainer("mesh-init", "redirect", "-to-port", "15001", "-proxy-uid", "1337")
+	meshInit.SecurityContext = &corev1.SecurityContext{RunAsUser: &root,
+		Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}
+	proxy := workloadContainer("proxy", "proxy", "-addr", ":15001")
+	proxy.SecurityContext = &corev1.SecurityContext{RunAsUser: &proxyUID}
+	remote := fmt.Sprintf("%s:8080", svc.Spec.ClusterIP)
+	app := workloadContainer("app", "connect", "-url", "http://"+remote+"/")
+	deployment(t, ns, "meshed", corev1.PodSpec{InitContainers: []corev1.Container{meshInit}, Containers: []corev1.Container{proxy, app}})
+	pod := podOf(t, ns, "meshed")
+
+	waitLog(t, ns, pod.Name, "app", time.Minute, "connect ok")
+	// The proxy sees the app's connection with the app's own source address and port; the verdict
+	// line with that source is the app's connection (the proxy's onward one has another port).
+	relay := waitLog(t, ns, pod.Name, "proxy", time.Minute, "proxy relay", "to="+remote)
+	m := relayFrom.FindStringSubmatch(relay)
+	if m == nil {
+		t.Fatalf("proxy line without a source: %s", relay)
+	}
+	line := waitLog(t, ns, pod.Name, "podwall", time.Minute,
+		`"src":"`+m[1]+`"`, `"dst":"`+remote+`"`, `"peer":"service:`+ns+`/server"`)
+	t.Logf("verdict line for the app's redirected connection: %s", line)
+}
+
+var relayFrom = regexp.MustCompile(`from=(\S+)`)

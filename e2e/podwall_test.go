@@ -1,0 +1,210 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"podwall.io/podwall/policygen/api/v1alpha1"
+)
+
+// TestPodwallStory is the product's main path on a real cluster, step by step (each step needs the
+// previous): opt a namespace in, run a client and a server, learn, protect, and check that nothing
+// unlisted ever gets through, not even before the firewall is up or while its sidecar is dead.
+func TestPodwallStory(t *testing.T) {
+	requirePodwall(t)
+	ns := namespace(t, map[string]string{injectLabel: "enabled"})
+	// The server serves :8080 (its Service) and :9090 (listed nowhere). It stays in Learn, which
+	// admits everything, so a request it logs on :9090 is one that the client's sidecar let out.
+	deployment(t, ns, "server", corev1.PodSpec{Containers: []corev1.Container{workloadContainer("server", "serve", "-addr", ":8080,:9090")}})
+	svc := service(t, ns, "server", 8080)
+	// The Service selects e2e=server; the Deployment's pods carry it.
+	allowedURL := fmt.Sprintf("http://%s:8080/", svc.Spec.ClusterIP)
+	deployment(t, ns, "client", corev1.PodSpec{Containers: []corev1.Container{workloadContainer("client", "connect", "-url", allowedURL)}})
+	server := podOf(t, ns, "server")
+	unlistedURL := fmt.Sprintf("http://%s:9090/", server.Status.PodIP)
+	client := podOf(t, ns, "client")
+
+	steps := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"sidecar first", func(t *testing.T) { sidecarFirst(t, client) }},
+		{"learn", func(t *testing.T) { learn(t, ns) }},
+		{"protect keeps the allowed flow", func(t *testing.T) { protect(t, ns, client) }},
+		{"unlisted connection refused fast and logged", func(t *testing.T) {
+			unlistedRefused(t, ns, client, server, unlistedURL)
+		}},
+		{"no packet before the ruleset", func(t *testing.T) {
+			client = firstPacket(t, ns, client, unlistedURL)
+		}},
+		{"killing the sidecar lets nothing unlisted through", func(t *testing.T) {
+			killSidecar(t, ns, client)
+		}},
+	}
+	for _, s := range steps {
+		if !t.Run(s.name, s.run) {
+			return
+		}
+	}
+	if leaks := logLines(t, ns, podOf(t, ns, "server").Name, "server", ":9090 path="); len(leaks) > 0 {
+		t.Errorf("the server accepted unlisted connections:\n%s", strings.Join(leaks, "\n"))
+	}
+}
+
+// sidecarFirst: the injected podwall container is the pod's first container, a native sidecar that
+// must be ready before any other container starts.
+func sidecarFirst(t *testing.T, pod *corev1.Pod) {
+	if len(pod.Spec.InitContainers) == 0 || pod.Spec.InitContainers[0].Name != "podwall" {
+		t.Fatalf("first init container is not podwall: %+v", pod.Spec.InitContainers)
+	}
+	sc := pod.Spec.InitContainers[0]
+	if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways || sc.StartupProbe == nil {
+		t.Errorf("podwall is not a native sidecar with a startup probe: restartPolicy %v, startupProbe %v", sc.RestartPolicy, sc.StartupProbe)
+	}
+	sidecarStarted := pod.Status.InitContainerStatuses[0].State.Running.StartedAt.Time
+	for _, st := range pod.Status.ContainerStatuses {
+		if st.State.Running == nil || st.State.Running.StartedAt.Time.Before(sidecarStarted) {
+			t.Errorf("container %s started before the sidecar (%v)", st.Name, st.State)
+		}
+	}
+}
+
+// learn: in Learn mode the client's flow to the server becomes a learned rule, next to the rules
+// derived from the manifests.
+func learn(t *testing.T, ns string) {
+	eventually(t, "client policy learns the flow to the server", 2*time.Minute, func() error {
+		p, err := policy(t, ns, "deployment-client")
+		if err != nil {
+			return err
+		}
+		if p.Spec.Mode != v1alpha1.Learn {
+			return fmt.Errorf("mode %s, want Learn", p.Spec.Mode)
+		}
+		origins := map[v1alpha1.Origin]bool{}
+		learned := false
+		for _, r := range p.Spec.Egress {
+			origins[r.Origin] = true
+			for _, peer := range r.Peers {
+				if r.Origin == v1alpha1.OriginLearned && peer.Service != nil && peer.Service.Name == "server" && hasPort(r, 8080) {
+					learned = true
+				}
+			}
+		}
+		if !learned || !origins[v1alpha1.OriginManifest] {
+			return fmt.Errorf("egress %+v: want a learned rule to service server:8080 and a manifest rule", p.Spec.Egress)
+		}
+		return nil
+	})
+}
+
+func hasPort(r v1alpha1.Rule, port int32) bool {
+	for _, p := range r.Ports {
+		if p.Port == port {
+			return true
+		}
+	}
+	return false
+}
+
+// protect switches the client to Protect and checks that its allowed flow goes on working.
+func protect(t *testing.T, ns string, client *corev1.Pod) {
+	setMode(t, ns, "deployment-client", v1alpha1.Protect)
+	waitLog(t, ns, client.Name, "podwall", time.Minute, "policy applied", `"mode":"Protect"`)
+	since := time.Now()
+	eventually(t, "three allowed connections under Protect", time.Minute, func() error {
+		ok := len(linesSince(t, ns, client.Name, "client", since, "connect ok"))
+		if ok < 3 {
+			return fmt.Errorf("%d connections so far", ok)
+		}
+		return nil
+	})
+	if fails := linesSince(t, ns, client.Name, "client", since, "connect fail"); len(fails) > 0 {
+		t.Errorf("the allowed flow failed under Protect:\n%s", strings.Join(fails, "\n"))
+	}
+}
+
+// linesSince is logLines limited to lines logged after since.
+func linesSince(t *testing.T, ns, pod, container string, since time.Time, parts ...string) []string {
+	t.Helper()
+	out := kubectl(t, "-n", ns, "logs", pod, "-c", container, "--since-time", since.UTC().Format(time.RFC3339))
+	var found []string
+	for _, line := range strings.Split(out, "\n") {
+		if containsAll(line, parts) {
+			found = append(found, line)
+		}
+	}
+	return found
+}
+
+var msField = regexp.MustCompile(`ms=(\d+)`)
+
+// unlistedRefused: a new connection that no rule lists is refused at once (a reset, not a two-minute
+// SYN timeout), and the sidecar's log says so.
+func unlistedRefused(t *testing.T, ns string, client, server *corev1.Pod, url string) {
+	line := execConnect(t, ns, client.Name, "client", url)
+	m := msField.FindStringSubmatch(line)
+	if !strings.Contains(line, "connect fail") || !strings.Contains(line, "connection refused") || m == nil {
+		t.Fatalf("unlisted connection: %s, want a refusal", line)
+	}
+	if ms, _ := strconv.Atoi(m[1]); ms > 1000 {
+		t.Errorf("refusal took %d ms", ms)
+	}
+	waitLog(t, ns, client.Name, "podwall", 30*time.Second,
+		`"verdict":"deny"`, `"direction":"egress"`, `"dst":"`+server.Status.PodIP+`:9090"`, `"mode":"Protect"`)
+}
+
+// firstPacket rolls out a new client pod whose extra container connects to the unlisted port at its
+// first instruction and then every 200 ms: had any packet left the pod before the sidecar's ruleset
+// was in place, the server would log it. The new pod's allowed flow works from its first attempt.
+func firstPacket(t *testing.T, ns string, old *corev1.Pod, unlistedURL string) *corev1.Pod {
+	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"prober","image":%q,"imagePullPolicy":"IfNotPresent","args":["connect","-url",%q,"-interval","200ms","-timeout","2s"]}]}}}}`,
+		old.Spec.Containers[0].Image, unlistedURL)
+	kubectl(t, "-n", ns, "patch", "deployment", "client", "--type", "strategic", "-p", patch)
+	pod := podOf(t, ns, "client", old.Name)
+	first := waitLog(t, ns, pod.Name, "prober", time.Minute, "connect")
+	if !strings.Contains(first, "connect fail") {
+		t.Errorf("the prober's first connection was not refused: %s", first)
+	}
+	if first := waitLog(t, ns, pod.Name, "client", time.Minute, "connect"); !strings.Contains(first, "connect ok") {
+		t.Errorf("the new pod's first allowed connection failed: %s", first)
+	}
+	return pod
+}
+
+// killSidecar kills the podwall container of a protected pod while its prober keeps trying the
+// unlisted port: nothing gets through while the sidecar is dead or restarting, and once it is back it
+// denies and logs again.
+func killSidecar(t *testing.T, ns string, pod *corev1.Pod) {
+	killContainer(t, containerID(pod, "podwall"))
+	killed := time.Now()
+	eventually(t, "the sidecar restarts", 2*time.Minute, func() error {
+		p, err := env.Client.CoreV1().Pods(ns).Get(context.Background(), pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		st := p.Status.InitContainerStatuses[0]
+		if st.RestartCount < 1 || !st.Ready {
+			return fmt.Errorf("restarts %d, ready %v", st.RestartCount, st.Ready)
+		}
+		return nil
+	})
+	eventually(t, "the restarted sidecar denies the prober again", time.Minute, func() error {
+		if len(linesSince(t, ns, pod.Name, "podwall", killed, `"verdict":"deny"`)) == 0 {
+			return fmt.Errorf("no deny line since the kill")
+		}
+		return nil
+	})
+	if oks := linesSince(t, ns, pod.Name, "prober", killed, "connect ok"); len(oks) > 0 {
+		t.Errorf("unlisted connections succeeded around the sidecar's death:\n%s", strings.Join(oks, "\n"))
+	}
+}
