@@ -20,8 +20,8 @@ import (
 	"podwall.io/podwall/sidecar/policy"
 )
 
-// TestTwoReplicasSurviveTheLossOfOne runs two real podwall-policygen processes against a real API
-// server with sidecars (simulated clients with real bound tokens) subscribed to both, kills one, and
+// TestTwoReplicasSurviveTheLossOfOne runs two real podwall-policygen processes (under the RBAC of
+// manifests/policygen) against a real API server with sidecars (simulated clients with real bound tokens) subscribed to both, kills one, and
 // checks that every sidecar keeps its policy, gets the next change from the survivor, and that the
 // survivor takes over the writing (leader election).
 func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
@@ -29,8 +29,11 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 	ctx := context.Background()
 	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
 	bin := pgtest.BuildPolicygen(t)
-	kubeconfig := pgtest.Kubeconfig(t, cfg)
 	pgtest.Namespace(t, c, "podwall-system", nil)
+	// The replicas run as policygen's ServiceAccount under the manifests' RBAC, so that a missing
+	// permission fails here.
+	applyManifest(t, c, "rbac.yaml")
+	kubeconfig := pgtest.Kubeconfig(t, cfg, "system:serviceaccount:podwall-system:podwall-policygen")
 	pgtest.Namespace(t, c, "shop", map[string]string{"podwall.io/inject": "enabled"})
 	web := k.Deployment("shop", "web", "web", "10.1.0.1", "10.1.0.2", "10.1.0.3")
 	api := k.Deployment("shop", "api", "api", "10.1.0.9")

@@ -23,28 +23,33 @@ func TestManifestsAreAccepted(t *testing.T) {
 	_, direct := pgtest.Start(t)
 	pgtest.Namespace(t, direct, "podwall-system", nil)
 	c := client.WithFieldValidation(direct, metav1.FieldValidationStrict) // unknown fields are errors
-	dir := filepath.Join(pgtest.CRDDir(), "..", "policygen")
 	for _, name := range []string{"rbac.yaml", "service.yaml", "deployment.yaml"} {
-		data, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
+		applyManifest(t, c, name)
+	}
+}
+
+// applyManifest creates the objects of manifests/policygen/<name>.
+func applyManifest(t *testing.T, c client.Client, name string) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(pgtest.CRDDir(), "..", "policygen", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		var u unstructured.Unstructured
+		err := dec.Decode(&u.Object)
+		if errors.Is(err, io.EOF) {
+			return
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-		for {
-			var u unstructured.Unstructured
-			err := dec.Decode(&u.Object)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			if len(u.Object) == 0 {
-				continue
-			}
-			if err := c.Create(context.Background(), &u); err != nil {
-				t.Errorf("%s: %s %s refused: %v", name, u.GetKind(), u.GetName(), err)
-			}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if err := c.Create(context.Background(), &u); err != nil {
+			t.Errorf("%s: %s %s refused: %v", name, u.GetKind(), u.GetName(), err)
 		}
 	}
 }

@@ -58,7 +58,7 @@ func TestBenchPolicygen(t *testing.T) {
 	}
 	k := pgtest.Cluster{T: t, C: c, Cfg: fast}
 	bin := pgtest.BuildPolicygen(t)
-	kubeconfig := pgtest.Kubeconfig(t, cfg)
+	kubeconfig := pgtest.Kubeconfig(t, cfg, "")
 	pgtest.Namespace(t, c, "podwall-system", nil)
 	for i := range namespaces {
 		pgtest.Namespace(t, c, nsOf(i), map[string]string{"podwall.io/inject": "enabled"})

@@ -27,12 +27,14 @@ func BuildPolicygen(t testing.TB) string {
 	return bin
 }
 
-// Kubeconfig writes a kubeconfig for cfg (an envtest admin config) and returns its path.
-func Kubeconfig(t testing.TB, cfg *rest.Config) string {
+// Kubeconfig writes a kubeconfig for cfg (an envtest admin config), acting as the user impersonate
+// names unless it is empty, and returns its path.
+func Kubeconfig(t testing.TB, cfg *rest.Config, impersonate string) string {
 	t.Helper()
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken,
+		Impersonate: impersonate}
 	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
 	kc.CurrentContext = "test"
 	path := filepath.Join(t.TempDir(), "kubeconfig")
