@@ -264,6 +264,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	})
 	t.Run("pods", func(t *testing.T) { testPods(t, c) })
 	t.Run("golden outputs are valid pods", func(t *testing.T) { testGoldenPodsValid(t, c) })
+	t.Run("mesh proxy added by a later webhook", func(t *testing.T) { testMeshAddedLater(t, c) })
 	t.Run("webhook down blocks only opted-in namespaces", func(t *testing.T) {
 		stop()
 		eventually(t, 30*time.Second, func() error {
