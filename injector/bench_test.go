@@ -89,7 +89,7 @@ func createPods(t *testing.T, cs kubernetes.Interface, s side, n, workers int) f
 					optOut(pod)
 				}
 				if s.preinjected {
-					if _, err := pre.Inject(pod, namespacePolicy{name: s.ns}); err != nil {
+					if _, err := pre.Inject(pod, Namespace{Name: s.ns}); err != nil {
 						errs <- err
 						return
 					}

@@ -24,10 +24,12 @@ func New(opts Options) *Injector {
 	return &Injector{opts: opts}
 }
 
-// namespacePolicy is what the webhook knows about the pod's namespace: its name and whether it is strict.
-type namespacePolicy struct {
-	name   string
-	strict bool
+// Namespace is what the injector knows about the pod's namespace.
+type Namespace struct {
+	Name string
+	// Strict namespaces (label podwall.io/strict=true) ignore opt-outs and deny app containers that
+	// could flush the firewall.
+	Strict bool
 }
 
 // status is the value of AnnotationStatus: what the injector added, so that a later pass (the API
@@ -43,8 +45,8 @@ type status struct {
 // denied (a strict namespace refusing an app that could flush the firewall); the pod is then left as
 // it came. A pod that is not to be injected comes back unchanged, with a warning if the client
 // should know why.
-func (in *Injector) Inject(pod *corev1.Pod, ns namespacePolicy) ([]string, error) {
-	if slices.Contains(systemNamespaces, ns.name) {
+func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
+	if slices.Contains(systemNamespaces, ns.Name) {
 		return nil, nil
 	}
 	if pod.Spec.HostNetwork {
@@ -52,16 +54,16 @@ func (in *Injector) Inject(pod *corev1.Pod, ns namespacePolicy) ([]string, error
 	}
 	var warnings []string
 	if strings.EqualFold(pod.Annotations[AnnotationInject], "false") {
-		if !ns.strict {
+		if !ns.Strict {
 			return nil, nil
 		}
-		warnings = append(warnings, "podwall: opt-out ignored: namespace "+ns.name+" is strict")
+		warnings = append(warnings, "podwall: opt-out ignored: namespace "+ns.Name+" is strict")
 	}
 	work := pod.DeepCopy()
 	removeInjected(work)
 	risky := riskyContainers(&work.Spec)
-	if len(risky) > 0 && ns.strict {
-		return nil, fmt.Errorf("podwall: namespace %s is strict: %s, which could flush the pod's firewall", ns.name, strings.Join(risky, "; "))
+	if len(risky) > 0 && ns.Strict {
+		return nil, fmt.Errorf("podwall: namespace %s is strict: %s, which could flush the pod's firewall", ns.Name, strings.Join(risky, "; "))
 	}
 	for _, r := range risky {
 		warnings = append(warnings, "podwall: "+r+", which could flush the pod's firewall")

@@ -70,7 +70,7 @@ func (d defaulter) Default(ctx context.Context, pod *corev1.Pod) error {
 	if ns == "" {
 		ns = req.Namespace
 	}
-	warnings, err := d.in.Inject(pod, namespacePolicy{name: ns, strict: d.strict})
+	warnings, err := d.in.Inject(pod, Namespace{Name: ns, Strict: d.strict})
 	addWarnings(ctx, warnings...)
 	return err
 }
