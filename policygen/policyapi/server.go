@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -227,19 +228,13 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "report", http.StatusTooManyRequests, fmt.Sprintf("more than one report per %s from pod %s", s.opts.ReportInterval, id.Pod))
 		return
 	}
-	var rep policy.Report
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, s.opts.MaxReportBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rep); err != nil {
-		if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
-			s.fail(w, "report", http.StatusRequestEntityTooLarge, fmt.Sprintf("report over %d bytes", s.opts.MaxReportBytes))
-			return
-		}
-		s.fail(w, "report", http.StatusBadRequest, "decode report: "+err.Error())
+	rep, err := decodeReport(http.MaxBytesReader(w, r.Body, s.opts.MaxReportBytes))
+	if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
+		s.fail(w, "report", http.StatusRequestEntityTooLarge, fmt.Sprintf("report over %d bytes", s.opts.MaxReportBytes))
 		return
 	}
-	if err := rep.Validate(); err != nil {
-		s.fail(w, "report", http.StatusBadRequest, "invalid report: "+err.Error())
+	if err != nil {
+		s.fail(w, "report", http.StatusBadRequest, err.Error())
 		return
 	}
 	if (rep.Namespace != "" && rep.Namespace != id.Workload.Namespace) ||
@@ -248,11 +243,31 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "report", http.StatusForbidden, fmt.Sprintf("pod %s may report only for itself, in %s", id.Pod, id.Workload))
 		return
 	}
-	if err := s.sink.Accept(r.Context(), id, &rep); err != nil {
+	if err := s.sink.Accept(r.Context(), id, rep); err != nil {
 		s.log.Error(err, "accept report", "workload", id.Workload.String())
 		s.fail(w, "report", http.StatusServiceUnavailable, "report not stored, retry")
 		return
 	}
 	requests.WithLabelValues("report", "202").Inc()
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// decodeReport reads one JSON report, refusing unknown fields and anything after it, and validates it.
+func decodeReport(body io.Reader) (*policy.Report, error) {
+	var rep policy.Report
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rep); err != nil {
+		return nil, fmt.Errorf("decode report: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
+			return nil, err
+		}
+		return nil, fmt.Errorf("decode report: data after the report")
+	}
+	if err := rep.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid report: %w", err)
+	}
+	return &rep, nil
 }
