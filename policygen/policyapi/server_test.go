@@ -135,6 +135,9 @@ func TestPolicyAPI(t *testing.T) {
 		first, etag = p, h.Get("ETag")
 		return nil
 	})
+	if etag != `"`+policy.ContentHash(first)+`"` {
+		t.Errorf("ETag %s is not the served policy's ContentHash %s", etag, policy.ContentHash(first))
+	}
 	if first.Workload != "Deployment/web" || first.Mode != policy.Monitor || first.Revision <= 0 ||
 		len(first.Egress) != 1 || first.Egress[0].CIDRs[0] != netip.MustParsePrefix("10.1.0.5/32") {
 		t.Fatalf("served %+v", first)

@@ -2,9 +2,6 @@ package resolve
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -146,7 +143,7 @@ func (h *Hub) recompute(ctx context.Context, k workload.Key) {
 	h.recomputes.Add(1)
 	hash := ""
 	if err == nil {
-		hash = contentHash(pol)
+		hash = policy.ContentHash(pol)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -208,16 +205,4 @@ func (h *Hub) resolve(ctx context.Context, k workload.Key) (*policy.Policy, deps
 		return nil, d, err
 	}
 	return pol, rd, nil
-}
-
-// contentHash identifies a resolved policy's content, whatever its revision.
-func contentHash(p *policy.Policy) string {
-	cp := *p
-	cp.Revision = 0
-	data, err := json.Marshal(&cp)
-	if err != nil {
-		panic(fmt.Sprintf("marshal resolved policy: %v", err)) // plain data: cannot fail
-	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:16])
 }
