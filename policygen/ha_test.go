@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,13 +41,12 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 
 	certFile, keyFile, httpClient := pgtest.CertFiles(t)
 	addrs := []string{pgtest.FreeAddr(t), pgtest.FreeAddr(t)}
-	var replicas []*exec.Cmd
-	for i, addr := range addrs {
-		cmd := pgtest.StartProcess(t, bin, []string{"KUBECONFIG=" + kubeconfig},
-			"--api-addr="+addr, "--tls-cert-file="+certFile, "--tls-key-file="+keyFile, "--metrics-addr=0", "--health-addr=0",
+	start := func(i int) *exec.Cmd {
+		return pgtest.StartProcess(t, bin, []string{"KUBECONFIG=" + kubeconfig},
+			"--api-addr="+addrs[i], "--tls-cert-file="+certFile, "--tls-key-file="+keyFile, "--metrics-addr=0", "--health-addr=0",
 			"--namespace=podwall-system", fmt.Sprintf("--replica-name=replica-%d", i), "--learn-quiet-period=0", "--report-interval=1ms", "--replica-status-ttl=10s")
-		replicas = append(replicas, cmd)
 	}
+	replicas := []*exec.Cmd{start(0), start(1)}
 
 	// The leader generates web's policy; give it a user rule naming api, whose pod IP will change.
 	key := client.ObjectKey{Namespace: "shop", Name: "deployment-web"}
@@ -139,6 +139,37 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 		}
 		if wp.Status.Sidecars != int32(len(web)) || wp.Status.SidecarsInSync != int32(len(web)) {
 			return fmt.Errorf("status sidecars %d in sync %d (replicas %+v), want %d", wp.Status.Sidecars, wp.Status.SidecarsInSync, wp.Status.Replicas, len(web))
+		}
+		return nil
+	})
+
+	// Rolling restart: replica 0 comes back, then replica 1 stops gracefully (SIGTERM ends its
+	// long-polls, hands over the lease and zeroes its status entry); the sidecars follow replica 0.
+	replicas[0] = start(0)
+	pgtest.Eventually(t, 30*time.Second, func() error {
+		_, err := httpClient.Get("https://" + addrs[0] + "/v1/policy")
+		return err
+	})
+	if err := replicas[1].Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := replicas[1].Wait(); err != nil {
+		t.Errorf("replica 1 after SIGTERM: %v", err)
+	}
+	k.SetIP(api[0], "10.1.0.11")
+	pgtest.Eventually(t, 15*time.Second, allHold("10.1.0.11"))
+	pgtest.Eventually(t, 60*time.Second, func() error {
+		var wp v1.WorkloadPolicy
+		if err := c.Get(ctx, key, &wp); err != nil {
+			return err
+		}
+		for _, r := range wp.Status.Replicas {
+			if r.Name == "replica-1" && r.Sidecars != 0 {
+				return fmt.Errorf("stopped replica still counts %d sidecars", r.Sidecars)
+			}
+		}
+		if wp.Status.Sidecars != int32(len(web)) {
+			return fmt.Errorf("status sidecars %d (replicas %+v), want %d", wp.Status.Sidecars, wp.Status.Replicas, len(web))
 		}
 		return nil
 	})
