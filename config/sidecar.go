@@ -45,6 +45,10 @@ type Sidecar struct {
 	Pod Pod `mapstructure:",squash"`
 	// PolicyGen is where the sidecar subscribes to its policy.
 	PolicyGen PolicyGen `mapstructure:",squash"`
+	// BaselineOnly installs the ruleset the sidecar starts from (the cached policy, else the fail
+	// mode's baseline) with no verdict loop, and exits (key baseline-only): the injector's init
+	// container on clusters without native sidecars, so that no app container starts unguarded.
+	BaselineOnly bool `mapstructure:"baseline-only"`
 }
 
 // SidecarLive holds the settings that WatchSidecar delivers to a running sidecar.
@@ -169,6 +173,7 @@ var sidecarLoader = loader{
 		f.String("policygen-url", "", "policygen's policy API (https); empty: standalone")
 		f.String("policygen-token-file", "/var/run/secrets/podwall.io/token", "service-account token for policygen")
 		f.String("policygen-ca-file", "", "CA bundle for policygen's certificate (empty: system roots)")
+		f.Bool("baseline-only", false, "install the starting ruleset (cached policy or baseline) without a verdict loop, then exit")
 	},
 }
 

@@ -39,6 +39,9 @@ func run(ctx context.Context, cfg config.Sidecar, log logr.Logger) error {
 	if err != nil {
 		return err
 	}
+	if cfg.BaselineOnly {
+		return s.InstallBaseline()
+	}
 	onChange := func(c config.Sidecar) {
 		if err := s.Reconfigure(tunables(c.Live)); err != nil {
 			log.Error(err, "configuration change refused; the previous one stays in force")

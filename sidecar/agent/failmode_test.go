@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-logr/logr/testr"
+
 	"podwall.io/podwall/sidecar/policy"
 )
 
@@ -58,4 +60,22 @@ func TestNoPolicyStartsDenyAll(t *testing.T) {
 		t.Fatalf("revision %d, want the baseline's 0", s.Revision())
 	}
 	w.mustRefuseFast(t, w.peerAddr(80))
+}
+
+// TestInstallBaseline: the init container's ruleset refuses what no policy allows with no verdict loop
+// bound, and lets the policy's peers through.
+func TestInstallBaseline(t *testing.T) {
+	w := newWorld(t)
+	w.writePolicy(t, policy.Protect, 2, 80)
+	s, err := New(Options{NetNS: w.pod.Path(), PolicyFile: w.policyFile, Stdout: w.out}, testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InstallBaseline(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.dial(w.peerAddr(80)); err != nil {
+		t.Fatalf("allowed connection under the baseline: %v", err)
+	}
+	w.mustRefuseFast(t, w.peerAddr(81))
 }

@@ -111,6 +111,21 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	return err
 }
 
+// InstallBaseline applies the ruleset a starting sidecar begins with (the policy file's or the cached
+// policy, else the fail mode's baseline) in its offline form, with no queue rules, and returns: what
+// the injector's init container does on clusters without native sidecars, so that the pod's other
+// containers start guarded before the sidecar container is up.
+func (s *Sidecar) InstallBaseline() error {
+	p, _ := s.initialPolicy()
+	o := s.rulesetOptions(s.tunables)
+	o.Offline = true
+	if err := ruleset.Apply(s.nft, withMode(p, s.tunables.Mode), o); err != nil {
+		return fmt.Errorf("install baseline: %w", err)
+	}
+	s.log.Info("baseline installed", "revision", p.Revision)
+	return nil
+}
+
 // leave puts the namespace in the fail mode's state as the sidecar stops.
 func (s *Sidecar) leave() error {
 	if s.opts.FailOpen {
