@@ -135,4 +135,5 @@ func (h *Hub) forgetIdle() {
 			delete(h.entries, k)
 		}
 	}
+	resolved.Set(float64(len(h.entries)))
 }

@@ -80,6 +80,7 @@ func (h *Hub) Acquire(ctx context.Context, k workload.Key) (Snapshot, func(), er
 	if !ok {
 		e = &entry{changed: make(chan struct{}), deps: deps{anyNamespace: true, nodes: true}}
 		h.entries[k] = e
+		resolved.Set(float64(len(h.entries)))
 	}
 	e.users++
 	e.lastUsed = time.Now()
@@ -141,6 +142,7 @@ func (h *Hub) recompute(ctx context.Context, k workload.Key) {
 	h.mu.Unlock()
 	pol, d, err := h.resolve(ctx, k)
 	h.recomputes.Add(1)
+	resolutions.Inc()
 	hash := ""
 	if err == nil {
 		hash = policy.ContentHash(pol)
@@ -183,6 +185,7 @@ func (h *Hub) publish(e *entry, pol *policy.Policy, hash string, rev int64) {
 	cp := *pol
 	cp.Revision = rev
 	e.pol, e.hash = &cp, hash
+	revisions.Inc()
 	close(e.changed)
 	e.changed = make(chan struct{})
 }
