@@ -50,6 +50,7 @@ type entry struct {
 	hash     string
 	deps     deps
 	changed  chan struct{} // closed when pol is replaced
+	ready    chan struct{} // closed once the first resolution is done
 	users    int           // callers between Acquire and release
 	lastUsed time.Time
 }
@@ -78,7 +79,7 @@ func (h *Hub) Acquire(ctx context.Context, k workload.Key) (Snapshot, func(), er
 	h.mu.Lock()
 	e, ok := h.entries[k]
 	if !ok {
-		e = &entry{changed: make(chan struct{}), deps: deps{anyNamespace: true, nodes: true}}
+		e = &entry{changed: make(chan struct{}), ready: make(chan struct{}), deps: deps{anyNamespace: true, nodes: true}}
 		h.entries[k] = e
 		resolved.Set(float64(len(h.entries)))
 	}
@@ -93,6 +94,13 @@ func (h *Hub) Acquire(ctx context.Context, k workload.Key) (Snapshot, func(), er
 	}
 	if !ok {
 		h.recompute(ctx, k)
+		close(e.ready)
+	}
+	select {
+	case <-e.ready: // a concurrent first caller resolved it
+	case <-ctx.Done():
+		release()
+		return Snapshot{}, func() {}, ctx.Err()
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
