@@ -169,7 +169,7 @@ func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) {
 func (s *Server) longPoll(ctx context.Context, w http.ResponseWriter, id Identity, after int64, held string) {
 	for {
 		snap, release, err := s.hub.Acquire(ctx, id.Workload)
-		if err != nil && ctx.Err() != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			release()
 			requests.WithLabelValues("policy", "304").Inc()
 			w.WriteHeader(http.StatusNotModified) // the wait ended while the first resolution ran

@@ -96,11 +96,9 @@ func (h *Hub) Acquire(ctx context.Context, k workload.Key) (Snapshot, func(), er
 		h.recompute(ctx, k)
 		close(e.ready)
 	}
-	select {
-	case <-e.ready: // a concurrent first caller resolved it
-	case <-ctx.Done():
+	if err := waitReady(ctx, e.ready); err != nil {
 		release()
-		return Snapshot{}, func() {}, ctx.Err()
+		return Snapshot{}, func() {}, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -112,6 +110,22 @@ func (h *Hub) Acquire(ctx context.Context, k workload.Key) (Snapshot, func(), er
 		return Snapshot{Changed: e.changed}, release, err
 	}
 	return Snapshot{Policy: e.pol, Hash: e.hash, Changed: e.changed}, release, nil
+}
+
+// waitReady waits for a concurrent first caller's resolution; a resolved entry never waits, even
+// when ctx is done.
+func waitReady(ctx context.Context, ready <-chan struct{}) error {
+	select {
+	case <-ready:
+		return nil
+	default:
+	}
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Bump gives the workload's current content a revision above after, for a sidecar that holds other
