@@ -116,7 +116,7 @@ type Link struct {
 	Addr netip.Prefix
 }
 
-var subnet atomic.Int64
+var subnet, hostPairs atomic.Int64
 
 // Pair links two namespaces with a veth pair, addressed from a fresh 10.x/24 and a fresh fd00::/64.
 // It returns the a-side and the b-side; removing either namespace removes the pair.
@@ -139,6 +139,26 @@ func Pair(t testing.TB, a, b *NS) (Link, Link) {
 		l.ns.Exec(t, "ip", "link", "set", l.name, "up")
 	}
 	return Link{a, an, pa}, Link{b, bn, pb}
+}
+
+// PairHost links a namespace with the host's namespace through a veth pair, for a test whose namespace
+// must reach a server that runs on the host (at the host side's address). Only the link and its /30 are
+// added on the host — 10.251.<pid>.x, so that test processes running at once do not collide — and they
+// go when the namespace is removed.
+func PairHost(t testing.TB, ns *NS) (host, inside Link) {
+	t.Helper()
+	i := byte(hostPairs.Add(1) % 64)
+	pid := os.Getpid()
+	hn, nn := fmt.Sprintf("pwh%d-%d", pid%100000, i), fmt.Sprintf("pwn%d", i)
+	ph := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 251, byte(pid), 4*i + 1}), 30)
+	pn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 251, byte(pid), 4*i + 2}), 30)
+	mustRun(t, "ip", "link", "add", hn, "type", "veth", "peer", "name", nn, "netns", ns.Name)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", hn).Run() })
+	mustRun(t, "ip", "addr", "add", ph.String(), "dev", hn)
+	mustRun(t, "ip", "link", "set", hn, "up")
+	ns.Exec(t, "ip", "addr", "add", pn.String(), "dev", nn)
+	ns.Exec(t, "ip", "link", "set", nn, "up")
+	return Link{nil, hn, ph}, Link{ns, nn, pn}
 }
 
 func mustRun(t testing.TB, args ...string) string {

@@ -116,11 +116,12 @@ func TLS(t testing.TB) (net.Listener, *http.Client) {
 	return ln, client
 }
 
-// CertFiles writes a fresh self-signed certificate for 127.0.0.1 and its key as PEM files, and returns
-// their paths and a client that trusts the certificate.
-func CertFiles(t testing.TB) (certFile, keyFile string, client *http.Client) {
+// CertFiles writes a fresh self-signed certificate for 127.0.0.1 (and the extra addresses) and its key
+// as PEM files, and returns their paths and a client that trusts the certificate. The certificate file
+// is also the CA bundle a client needs.
+func CertFiles(t testing.TB, extra ...net.IP) (certFile, keyFile string, client *http.Client) {
 	t.Helper()
-	cert, client := selfSigned(t)
+	cert, client := selfSigned(t, extra...)
 	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +139,7 @@ func CertFiles(t testing.TB) (certFile, keyFile string, client *http.Client) {
 	return certFile, keyFile, client
 }
 
-func selfSigned(t testing.TB) (tls.Certificate, *http.Client) {
+func selfSigned(t testing.TB, extra ...net.IP) (tls.Certificate, *http.Client) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -147,7 +148,7 @@ func selfSigned(t testing.TB) (tls.Certificate, *http.Client) {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "policygen"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		IPAddresses: append([]net.IP{net.ParseIP("127.0.0.1")}, extra...), KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)

@@ -14,15 +14,18 @@ import (
 )
 
 // BuildPolicygen builds cmd/podwall-policygen into a temporary folder and returns the binary's path.
-func BuildPolicygen(t testing.TB) string {
+func BuildPolicygen(t testing.TB) string { return Build(t, "podwall-policygen") }
+
+// Build builds cmd/<name> of this repository into a temporary folder and returns the binary's path.
+func Build(t testing.TB, name string) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	bin := filepath.Join(t.TempDir(), "podwall-policygen")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/podwall-policygen")
+	bin := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build podwall-policygen: %v\n%s", err, out)
+		t.Fatalf("build %s: %v\n%s", name, err, out)
 	}
 	return bin
 }
