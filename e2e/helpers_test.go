@@ -35,10 +35,15 @@ func namespace(t *testing.T, labels map[string]string) string {
 	return ns.Name
 }
 
-// dumpNamespace logs what a failed test leaves: pods, events and every container's log.
+// dumpNamespace logs what a failed test leaves: pods, events and every container's log, and the
+// logs of podwall's own services.
 func dumpNamespace(t *testing.T, ns string) {
-	for _, args := range [][]string{{"get", "pods,events", "-o", "wide"}, {"logs", "--all-containers", "--prefix", "-l", "e2e", "--tail", "40"}} {
-		out, _ := kubectlOut(append([]string{"-n", ns}, args...)...)
+	for _, args := range [][]string{
+		{"-n", ns, "get", "pods,events", "-o", "wide"},
+		{"-n", ns, "logs", "--all-containers", "--prefix", "-l", "e2e", "--tail", "60"},
+		{"-n", "podwall-system", "logs", "--all-containers", "--prefix", "-l", "app.kubernetes.io/part-of=podwall", "--tail", "60"},
+	} {
+		out, _ := kubectlOut(args...)
 		t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
 	}
 }

@@ -52,16 +52,27 @@ func TestMeshProxy(t *testing.T) {
 	pod := podOf(t, ns, "meshed")
 
 	waitLog(t, ns, pod.Name, "app", time.Minute, "connect ok")
-	// The proxy sees the app's connection with the app's own source address and port; the verdict
-	// line with that source is the app's connection (the proxy's onward one has another port).
-	relay := waitLog(t, ns, pod.Name, "proxy", time.Minute, "proxy relay", "to="+remote)
-	m := relayFrom.FindStringSubmatch(relay)
-	if m == nil {
-		t.Fatalf("proxy line without a source: %s", relay)
-	}
-	line := waitLog(t, ns, pod.Name, "podwall", time.Minute,
-		`"src":"`+m[1]+`"`, `"dst":"`+remote+`"`, `"peer":"service:`+ns+`/server"`)
-	t.Logf("verdict line for the app's redirected connection: %s", line)
+	// The proxy sees each of the app's connections with the app's own source address and port; a
+	// verdict line with one of those sources is the app's connection (the proxy's onward one has
+	// another port). Allows are logged once per peer and port, so not every relay has a line.
+	eventually(t, "a verdict line for one of the app's redirected connections, against "+remote, time.Minute, func() error {
+		sources := map[string]bool{}
+		for _, relay := range logLines(t, ns, pod.Name, "proxy", "proxy relay", "to="+remote) {
+			if m := relayFrom.FindStringSubmatch(relay); m != nil {
+				sources[m[1]] = true
+			}
+		}
+		for _, line := range logLines(t, ns, pod.Name, "podwall", `"dst":"`+remote+`"`) {
+			if m := verdictSrc.FindStringSubmatch(line); m != nil && sources[m[1]] {
+				t.Logf("verdict line for the app's redirected connection: %s", line)
+				return nil
+			}
+		}
+		return fmt.Errorf("none among %d relayed connections", len(sources))
+	})
 }
 
-var relayFrom = regexp.MustCompile(`from=(\S+)`)
+var (
+	relayFrom  = regexp.MustCompile(`from=(\S+)`)
+	verdictSrc = regexp.MustCompile(`"src":"([^"]+)"`)
+)
