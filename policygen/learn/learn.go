@@ -23,6 +23,10 @@ import (
 // than this gets the whole protocol, since a list that long is a range in all but name.
 const MaxPortsPerRule = 32
 
+// MaxRules is the CRD's bound on a rule list: a new learned rule that would pass it is not added
+// (the API server would refuse the whole update), and the flow stays unlearned.
+const MaxRules = 256
+
 // Observation is one reported flow with its peer already identified.
 type Observation struct {
 	Direction policy.Direction
@@ -101,6 +105,9 @@ func portAllowed(ports []v1.Port, proto v1.Protocol, port int32) bool {
 func add(rules *[]v1.Rule, o Observation) bool {
 	name := RuleName(o.Peer)
 	i := slices.IndexFunc(*rules, func(r v1.Rule) bool { return r.Name == name })
+	if i < 0 && len(*rules) >= MaxRules {
+		return false
+	}
 	if i < 0 {
 		*rules = append(*rules, v1.Rule{Name: name, Origin: v1.OriginLearned, Peers: []v1.Peer{o.Peer},
 			Ports: []v1.Port{{Protocol: o.Protocol, Port: o.Port}}})

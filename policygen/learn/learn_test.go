@@ -94,6 +94,18 @@ func TestWidenManyPorts(t *testing.T) {
 	}
 }
 
+func TestMergeStopsAtTheRuleLimit(t *testing.T) {
+	spec := &v1.WorkloadPolicySpec{Mode: v1.Learn}
+	var o []Observation
+	for i := range MaxRules + 10 {
+		ip := netip.AddrFrom4([4]byte{192, 0, byte(i >> 8), byte(i)})
+		o = append(o, obs("egress", ip.String(), v1.Peer{CIDR: ip.String() + "/32"}, "TCP", 443))
+	}
+	if n := Merge(spec, o); n != MaxRules || len(spec.Egress) != MaxRules {
+		t.Errorf("learned %d into %d rules, want %d", n, len(spec.Egress), MaxRules)
+	}
+}
+
 func TestRuleName(t *testing.T) {
 	long := v1.Peer{Workload: &v1.WorkloadPeer{Namespace: "ns", WorkloadRef: v1.WorkloadRef{Kind: "StatefulSet", Name: "a-very-long-name-that-goes-on-and-on-and-on-and-on-and-on-and-on-and-on-and-on-and-on-and-on"}}}
 	for _, tc := range []struct {
