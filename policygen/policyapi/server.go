@@ -50,6 +50,9 @@ type Options struct {
 	// StatusTTL is how long a replica's status entry counts without being rewritten (2m); unchanged
 	// entries are rewritten every third of it. The promoter must drop entries after the same TTL.
 	StatusTTL time.Duration
+	// UI, if set, is served under /ui/ on the same listener (the web UI, package ui), so that people
+	// reach it where sidecars reach policygen, over the same certificate.
+	UI http.Handler
 }
 
 func (o *Options) setDefaults() {
@@ -99,6 +102,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/policy", s.getPolicy)
 	mux.HandleFunc("POST /v1/reports", s.postReport)
+	if s.opts.UI != nil {
+		mux.Handle("/ui/", s.opts.UI)
+	}
 	return mux
 }
 

@@ -1,0 +1,268 @@
+// podwall UI: a few pages over /ui/api, drawn with plain DOM calls. Every value from the cluster goes
+// in through textContent, never as HTML.
+"use strict";
+
+const tokenKey = "podwall-token";
+const $ = (id) => document.getElementById(id);
+
+function headers() {
+  const t = sessionStorage.getItem(tokenKey);
+  return t ? { Authorization: "Bearer " + t } : {};
+}
+
+async function api(path, opts = {}) {
+  const res = await fetch("api/" + path, { ...opts, headers: { ...headers(), ...(opts.headers || {}) } });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.error || res.status + " " + res.statusText);
+  return body;
+}
+
+function showError(err) {
+  const e = $("error");
+  e.textContent = err ? String(err.message || err) : "";
+  e.hidden = !err;
+}
+
+function el(tag, text, cls) {
+  const n = document.createElement(tag);
+  if (text !== undefined) n.textContent = String(text);
+  if (cls) n.className = cls;
+  return n;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const c of cells) tr.appendChild(c instanceof Node ? c : el("td", c));
+  return tr;
+}
+
+// ---- workloads ----
+
+async function showWorkloads() {
+  const ns = $("ns-filter").value;
+  const data = await api("workloads" + (ns ? "?namespace=" + encodeURIComponent(ns) : ""));
+  const sel = $("ns-filter");
+  for (const n of data.namespaces) {
+    if (![...sel.options].some((o) => o.value === n)) sel.appendChild(new Option(n, n));
+  }
+  const body = $("workloads").tBodies[0];
+  body.replaceChildren();
+  for (const w of data.workloads) {
+    const link = el("a", w.workload);
+    link.href = "#/policy/" + encodeURIComponent(w.namespace) + "/" + encodeURIComponent(w.policy);
+    const name = el("td"); name.appendChild(link);
+    const sync = el("td", w.inSync + " / " + w.sidecars, "num" + (w.inSync < w.sidecars ? " bad" : ""));
+    const viol = el("td", w.lastHour, "num" + (w.lastHour > 0 ? " bad" : ""));
+    body.appendChild(row([w.namespace, name, el("td", w.mode, "mode mode-" + w.mode),
+      el("td", w.rules.manifest + " / " + w.rules.learned + " / " + w.rules.user, "num"), sync, viol]));
+  }
+  $("workloads-empty").hidden = data.workloads.length > 0;
+}
+
+// ---- one policy ----
+
+let shownPolicy = null;
+
+async function showPolicy(ns, name) {
+  const p = await api("policies/" + encodeURIComponent(ns) + "/" + encodeURIComponent(name));
+  shownPolicy = p;
+  $("policy-title").textContent = p.namespace + " / " + p.workload + " (revision " + p.revision + ")";
+  $("mode-select").value = p.mode;
+  $("mode-select").disabled = !p.canChangeMode;
+  $("mode-apply").disabled = !p.canChangeMode;
+  $("mode-note").textContent = p.canChangeMode ? "" :
+    "read-only: your Kubernetes permissions do not let you patch this WorkloadPolicy";
+  const groups = $("rule-groups");
+  groups.replaceChildren();
+  for (const g of p.groups) {
+    const div = el("div", undefined, "origin");
+    div.id = "rules-" + g.origin;
+    div.appendChild(el("h3", g.origin + " rules (" + g.rules.length + ")"));
+    const ul = el("ul");
+    for (const r of g.rules) ul.appendChild(el("li", r));
+    if (g.rules.length === 0) ul.appendChild(el("li", "none", "hint"));
+    div.appendChild(ul);
+    groups.appendChild(div);
+  }
+  $("netpol").textContent = p.networkPolicy;
+}
+
+async function applyMode() {
+  if (!shownPolicy) return;
+  const mode = $("mode-select").value;
+  await api("policies/" + encodeURIComponent(shownPolicy.namespace) + "/" + encodeURIComponent(shownPolicy.policy) + "/mode", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ mode }),
+  });
+  $("mode-note").textContent = "mode set to " + mode;
+}
+
+// ---- live verdicts ----
+
+const live = { after: 0, ctl: null, paused: false, rows: 0, maxRows: 500 };
+
+function addVerdict(v) {
+  const body = $("verdicts").tBodies[0];
+  const tr = row([new Date(v.time).toLocaleTimeString(), el("td", v.verdict, "verdict-" + v.verdict),
+    v.namespace + "/" + v.pod, v.direction, v.peer, v.protocol + " " + v.port, v.rule, el("td", v.count, "num")]);
+  tr.dataset.seq = v.seq;
+  body.insertBefore(tr, body.firstChild); // newest first
+  if (body.rows.length > live.maxRows) body.deleteRow(-1);
+}
+
+// stream reads the server-sent events with fetch (EventSource cannot send the token), resuming after
+// the last verdict shown; the server keeps what arrives while the view is paused or disconnected.
+async function stream() {
+  if (live.ctl || live.paused) return;
+  const ctl = new AbortController();
+  live.ctl = ctl;
+  $("live-state").textContent = "connected";
+  try {
+    const res = await fetch("api/verdicts?after=" + live.after, { headers: headers(), signal: ctl.signal });
+    if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || res.statusText);
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value;
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        handleEvent(buf.slice(0, i));
+        buf = buf.slice(i + 2);
+      }
+    }
+  } catch (err) {
+    if (!ctl.signal.aborted) showError(err);
+  }
+  if (live.ctl === ctl) live.ctl = null;
+  if (!ctl.signal.aborted && route().page === "live") setTimeout(stream, 1000);
+}
+
+function handleEvent(text) {
+  let event = "message", data = "";
+  for (const line of text.split("\n")) {
+    if (line.startsWith("event: ")) event = line.slice(7);
+    else if (line.startsWith("data: ")) data += line.slice(6);
+  }
+  if (event === "lost") {
+    $("live-state").textContent = data + " verdicts fell out of the server's buffer while away";
+  } else if (event === "message" && data) {
+    const v = JSON.parse(data);
+    if (v.seq <= live.after) return;
+    live.after = v.seq;
+    addVerdict(v);
+  }
+}
+
+function stopStream() {
+  if (live.ctl) live.ctl.abort();
+  live.ctl = null;
+}
+
+function togglePause() {
+  live.paused = !live.paused;
+  $("pause").textContent = live.paused ? "Resume" : "Pause";
+  if (live.paused) {
+    stopStream();
+    $("live-state").textContent = "paused: policygen keeps new verdicts and sends them on resume";
+  } else {
+    stream();
+  }
+}
+
+// ---- connection graph ----
+
+const svgNS = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, text) {
+  const n = document.createElementNS(svgNS, tag);
+  for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+  if (text !== undefined) n.textContent = text;
+  return n;
+}
+
+async function showGraph() {
+  const g = await api("graph");
+  const size = 720, r = Math.max(120, size / 2 - 150), c = size / 2;
+  const root = svg("svg", { viewBox: `0 0 ${size} ${size}`, role: "img", "aria-label": "connection graph" });
+  const defs = svg("defs", {});
+  for (const [id, color] of [["arrow-allowed", "#1f7a4d"], ["arrow-denied", "#b42318"]]) {
+    const m = svg("marker", { id, viewBox: "0 0 10 10", refX: 22, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+    m.appendChild(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: color }));
+    defs.appendChild(m);
+  }
+  root.appendChild(defs);
+  const pos = {};
+  g.nodes.forEach((n, i) => {
+    const a = (2 * Math.PI * i) / Math.max(g.nodes.length, 1) - Math.PI / 2;
+    pos[n.id] = [c + r * Math.cos(a), c + r * Math.sin(a)];
+  });
+  for (const e of g.edges) {
+    const [x1, y1] = pos[e.from], [x2, y2] = pos[e.to];
+    const line = svg("line", { x1, y1, x2, y2, class: e.kind, "marker-end": `url(#arrow-${e.kind})` });
+    line.appendChild(svg("title", {}, `${e.from} → ${e.to}: ${e.kind} (${e.label})`));
+    root.appendChild(line);
+    root.appendChild(svg("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 3, class: "edge", "text-anchor": "middle" }, e.label));
+  }
+  for (const n of g.nodes) {
+    const [x, y] = pos[n.id];
+    const node = svg("circle", { cx: x, cy: y, r: 12, class: n.workload ? "workload" : "peer" });
+    node.appendChild(svg("title", {}, n.id + (n.mode ? " (" + n.mode + ")" : "")));
+    root.appendChild(node);
+    const left = x < c - 1;
+    root.appendChild(svg("text", { x: x + (left ? -16 : 16), y: y + 4, "text-anchor": left ? "end" : "start", class: "node" }, n.id));
+  }
+  $("graph").replaceChildren(root);
+}
+
+// ---- routing ----
+
+function route() {
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  return { page: parts[0] || "workloads", args: parts.slice(1) };
+}
+
+let refresh = null;
+
+async function render() {
+  const { page, args } = route();
+  clearInterval(refresh);
+  if (page !== "live") stopStream();
+  for (const s of document.querySelectorAll(".page")) s.hidden = s.id !== "page-" + page;
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.id === "nav-" + page);
+  showError(null);
+  try {
+    if (page === "workloads") {
+      await showWorkloads();
+      refresh = setInterval(() => showWorkloads().catch(showError), 5000);
+    } else if (page === "policy") {
+      await showPolicy(args[0], args[1]);
+    } else if (page === "live") {
+      stream();
+    } else if (page === "graph") {
+      await showGraph();
+    }
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function init() {
+  $("token").value = "";
+  $("signin").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const t = $("token").value.trim();
+    if (t) sessionStorage.setItem(tokenKey, t);
+    $("token").value = "";
+    stopStream();
+    render();
+  });
+  $("signout").addEventListener("click", () => { sessionStorage.removeItem(tokenKey); stopStream(); render(); });
+  $("ns-filter").addEventListener("change", () => showWorkloads().catch(showError));
+  $("mode-apply").addEventListener("click", () => applyMode().catch(showError));
+  $("pause").addEventListener("click", togglePause);
+  window.addEventListener("hashchange", render);
+  render();
+}
+
+init();

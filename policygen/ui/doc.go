@@ -1,0 +1,16 @@
+// Package ui is podwall's web UI, served by policygen under /ui on the policy API's listener, its
+// assets embedded in the binary (the clusters it runs on may be offline, so nothing comes from a CDN).
+//
+// Pages: the workloads (mode, rules by origin, sidecars in sync, violations of the last hour), each
+// policy in plain words with its NetworkPolicy export, the live verdicts (server-sent events from a
+// ring buffer the report sink feeds, so a paused or reconnecting view replays what it missed) and the
+// connection graph.
+//
+// Every request carries the caller's Kubernetes bearer token (pasted once into the page, or set by an
+// authenticating proxy in front of policygen). Reading needs RBAC to list WorkloadPolicies; changing a
+// workload's mode needs RBAC to patch that WorkloadPolicy, checked with a SubjectAccessReview for the
+// caller, after which policygen patches it with its own client. Everyone else sees the UI read-only.
+//
+// Verdicts and the last hour's counts are of the reports this replica received: with several
+// replicas behind a Service, each UI shows its own replica's share.
+package ui

@@ -1,0 +1,193 @@
+package ui
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"podwall.io/podwall/policygen/policyapi"
+	"podwall.io/podwall/policygen/resolve"
+	"podwall.io/podwall/policygen/workload"
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// Verdict is one reported deny or audit as the live view shows it.
+type Verdict struct {
+	// Seq orders verdicts within this replica; a reconnecting stream asks for what follows its last.
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Namespace string    `json:"namespace"`
+	// Workload is "Kind/name" of the reporting pod's workload.
+	Workload  string `json:"workload"`
+	Pod       string `json:"pod"`
+	Direction string `json:"direction"`
+	// Peer names the remote end (a workload "namespace/Kind/name", a Service, or the address);
+	// PeerAddr is the address reported.
+	Peer     string `json:"peer"`
+	PeerAddr string `json:"peerAddr"`
+	Protocol string `json:"protocol"`
+	Port     uint16 `json:"port"`
+	Verdict  string `json:"verdict"`
+	Count    uint64 `json:"count"`
+	// Rule is what decided: "default" (no rule allows it) for ingress and egress, where rules only allow.
+	Rule string `json:"rule"`
+	Mode string `json:"mode,omitempty"`
+}
+
+// Feed keeps the latest denies and audits in a ring, per-minute counts of the last hour per workload,
+// and wakes the streams waiting for more.
+type Feed struct {
+	names client.Reader
+	now   func() time.Time
+
+	mu      sync.Mutex
+	ring    []Verdict // ring[seq % len]
+	next    uint64    // the next Seq; Seq starts at 1
+	wake    chan struct{}
+	buckets map[workload.Key]*[60]minute
+}
+
+type minute struct {
+	at    int64 // unix minute
+	count uint64
+}
+
+// DefaultFeedSize is how many verdicts a feed keeps when NewFeed is given 0.
+const DefaultFeedSize = 4096
+
+// NewFeed returns a feed of size verdicts naming peers from names (a cache with resolve's IP index).
+func NewFeed(names client.Reader, size int) *Feed {
+	if size <= 0 {
+		size = DefaultFeedSize
+	}
+	return &Feed{names: names, now: time.Now, ring: make([]Verdict, size), next: 1, wake: make(chan struct{}),
+		buckets: map[workload.Key]*[60]minute{}}
+}
+
+// Sink wraps a report sink: reports go to next first, and only those it took are recorded, so that a
+// report the sidecar must resend is not shown twice.
+func (f *Feed) Sink(next policyapi.ReportSink) policyapi.ReportSink { return sink{next: next, feed: f} }
+
+type sink struct {
+	next policyapi.ReportSink
+	feed *Feed
+}
+
+func (s sink) Accept(ctx context.Context, id policyapi.Identity, r *policy.Report) error {
+	if err := s.next.Accept(ctx, id, r); err != nil {
+		return err
+	}
+	s.feed.Record(ctx, id, r)
+	return nil
+}
+
+// Record adds a report's denies and audits.
+func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Report) {
+	var vs []Verdict
+	for _, e := range r.Entries {
+		if e.Verdict != "deny" && e.Verdict != "audit" {
+			continue
+		}
+		at := e.LastSeen
+		if at.IsZero() {
+			at = f.now()
+		}
+		vs = append(vs, Verdict{Time: at.UTC(), Namespace: id.Workload.Namespace,
+			Workload: id.Workload.Kind + "/" + id.Workload.Name, Pod: id.Pod.Name, Direction: string(e.Direction),
+			Peer: f.peerName(ctx, e.Peer), PeerAddr: e.Peer.String(), Protocol: string(e.Protocol), Port: e.Port,
+			Verdict: e.Verdict, Count: e.Count, Rule: "default", Mode: string(r.Mode)})
+	}
+	if len(vs) > 0 {
+		f.add(id.Workload, vs)
+	}
+}
+
+// add numbers the verdicts of workload k, keeps them and wakes the streams.
+func (f *Feed) add(k workload.Key, vs []Verdict) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b := f.buckets[k]
+	if b == nil {
+		b = &[60]minute{}
+		f.buckets[k] = b
+	}
+	for _, v := range vs {
+		v.Seq = f.next
+		f.ring[f.next%uint64(len(f.ring))] = v
+		f.next++
+		m := f.now().Unix() / 60
+		if slot := &b[m%60]; slot.at == m {
+			slot.count += v.Count
+		} else {
+			*slot = minute{at: m, count: v.Count}
+		}
+	}
+	close(f.wake)
+	f.wake = make(chan struct{})
+}
+
+// peerName names addr by the pod or Service holding it, falling back to the address.
+func (f *Feed) peerName(ctx context.Context, addr netip.Addr) string {
+	var pods corev1.PodList
+	if err := f.names.List(ctx, &pods, client.MatchingFields{resolve.IPIndex: addr.String()}); err == nil {
+		for i := range pods.Items {
+			if pods.Items[i].Spec.HostNetwork {
+				continue
+			}
+			if k, err := workload.Of(ctx, f.names, &pods.Items[i]); err == nil {
+				return k.String()
+			}
+		}
+	}
+	var svcs corev1.ServiceList
+	if err := f.names.List(ctx, &svcs, client.MatchingFields{resolve.IPIndex: addr.String()}); err == nil && len(svcs.Items) > 0 {
+		return svcs.Items[0].Namespace + "/Service/" + svcs.Items[0].Name
+	}
+	return addr.String()
+}
+
+// After returns the verdicts following seq, oldest first, how many of them the ring no longer holds,
+// and a channel closed when more arrive.
+func (f *Feed) After(seq uint64) (vs []Verdict, lost uint64, more <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	oldest := uint64(1)
+	if f.next > uint64(len(f.ring)) {
+		oldest = f.next - uint64(len(f.ring))
+	}
+	first := seq + 1
+	if first > f.next {
+		first = oldest // a seq this feed never issued: the caller saw another replica or an earlier run
+	}
+	if first < oldest {
+		lost, first = oldest-first, oldest
+	}
+	for s := first; s < f.next; s++ {
+		vs = append(vs, f.ring[s%uint64(len(f.ring))])
+	}
+	return vs, lost, f.wake
+}
+
+// LastHour returns each workload's denies and audits of the last 60 minutes.
+func (f *Feed) LastHour() map[workload.Key]uint64 {
+	now := f.now().Unix() / 60
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[workload.Key]uint64{}
+	for k, b := range f.buckets {
+		var n uint64
+		for _, m := range b {
+			if now-m.at < 60 {
+				n += m.count
+			}
+		}
+		if n > 0 {
+			out[k] = n
+		}
+	}
+	return out
+}

@@ -1,0 +1,146 @@
+package ui
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/export"
+	"podwall.io/podwall/policygen/workload"
+)
+
+// Row is one workload on the workloads page.
+type Row struct {
+	Namespace string `json:"namespace"`
+	// Policy is the WorkloadPolicy's name; Workload is "Kind/name".
+	Policy   string            `json:"policy"`
+	Workload string            `json:"workload"`
+	Mode     v1.Mode           `json:"mode"`
+	Rules    map[v1.Origin]int `json:"rules"`
+	Sidecars int32             `json:"sidecars"`
+	InSync   int32             `json:"inSync"`
+	// LastHour counts the denies and audits reported to this replica in the last hour; Violations is
+	// the policy's count since it was created, from every replica.
+	LastHour   uint64 `json:"lastHour"`
+	Violations int64  `json:"violations"`
+}
+
+// workloads lists the WorkloadPolicies, of one namespace when ?namespace= says so, with the
+// namespaces there are to filter by.
+func (s *Server) workloads(w http.ResponseWriter, r *http.Request) {
+	var list v1.WorkloadPolicyList
+	if err := s.reader.List(r.Context(), &list); err != nil {
+		s.log.Error(err, "list policies")
+		writeError(w, http.StatusServiceUnavailable, "cannot list policies now, retry")
+		return
+	}
+	only := r.URL.Query().Get("namespace")
+	lastHour := s.feed.LastHour()
+	rows, namespaces := []Row{}, []string{}
+	for i := range list.Items {
+		p := &list.Items[i]
+		if !slices.Contains(namespaces, p.Namespace) {
+			namespaces = append(namespaces, p.Namespace)
+		}
+		if only != "" && p.Namespace != only {
+			continue
+		}
+		k := workload.Key{Namespace: p.Namespace, Kind: p.Spec.Workload.Kind, Name: p.Spec.Workload.Name}
+		rows = append(rows, Row{Namespace: p.Namespace, Policy: p.Name, Workload: k.Kind + "/" + k.Name,
+			Mode: modeOf(p), Rules: CountByOrigin(&p.Spec), Sidecars: p.Status.Sidecars, InSync: p.Status.SidecarsInSync,
+			LastHour: lastHour[k], Violations: p.Status.Violations})
+	}
+	slices.SortFunc(rows, func(a, b Row) int {
+		return strings.Compare(a.Namespace+"/"+a.Workload, b.Namespace+"/"+b.Workload)
+	})
+	slices.Sort(namespaces)
+	writeJSON(w, map[string]any{"namespaces": namespaces, "workloads": rows})
+}
+
+// modeOf is the policy's mode, Learn (the API server's default) when unset.
+func modeOf(p *v1.WorkloadPolicy) v1.Mode {
+	if p.Spec.Mode == "" {
+		return v1.Learn
+	}
+	return p.Spec.Mode
+}
+
+// PolicyPage is one workload's policy.
+type PolicyPage struct {
+	Namespace string      `json:"namespace"`
+	Policy    string      `json:"policy"`
+	Workload  string      `json:"workload"`
+	Mode      v1.Mode     `json:"mode"`
+	Revision  int64       `json:"revision"`
+	Groups    []RuleGroup `json:"groups"`
+	// NetworkPolicy is the export as YAML, with comment lines for what it cannot express.
+	NetworkPolicy string `json:"networkPolicy"`
+	// CanChangeMode says whether the caller's RBAC lets them patch this policy.
+	CanChangeMode bool `json:"canChangeMode"`
+}
+
+func (s *Server) policy(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	key := types.NamespacedName{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
+	var p v1.WorkloadPolicy
+	if err := s.reader.Get(ctx, key, &p); err != nil {
+		s.getFailed(w, key, err)
+		return
+	}
+	var np strings.Builder
+	if err := export.Write(ctx, s.reader, key.Namespace, key.Name, &np); err != nil {
+		s.log.Error(err, "export policy", "policy", key.String())
+		np.Reset()
+		fmt.Fprintf(&np, "# cannot export now: %v\n", err)
+	}
+	canPatch, err := s.access.may(r, "patch", key.Namespace, key.Name)
+	if err != nil {
+		s.log.Error(err, "check patch access", "policy", key.String())
+	}
+	writeJSON(w, PolicyPage{Namespace: p.Namespace, Policy: p.Name, Workload: p.Spec.Workload.Kind + "/" + p.Spec.Workload.Name,
+		Mode: modeOf(&p), Revision: p.Status.Revision, Groups: Describe(&p.Spec), NetworkPolicy: np.String(), CanChangeMode: canPatch})
+}
+
+func (s *Server) getFailed(w http.ResponseWriter, key types.NamespacedName, err error) {
+	if apierrors.IsNotFound(err) {
+		writeError(w, http.StatusNotFound, "no WorkloadPolicy "+key.String())
+		return
+	}
+	s.log.Error(err, "get policy", "policy", key.String())
+	writeError(w, http.StatusServiceUnavailable, "cannot read the policy now, retry")
+}
+
+// setMode patches spec.mode for a caller RBAC lets patch this WorkloadPolicy.
+func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
+	key := types.NamespacedName{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
+	if !s.allowed(w, r, "patch", key.Namespace, key.Name) {
+		return
+	}
+	var body struct {
+		Mode v1.Mode `json:"mode"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024)).Decode(&body); err != nil {
+		writeError(w, http.StatusBadRequest, "want {\"mode\": \"Learn\"|\"Monitor\"|\"Protect\"}")
+		return
+	}
+	if !slices.Contains([]v1.Mode{v1.Learn, v1.Monitor, v1.Protect}, body.Mode) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("mode %q: want Learn, Monitor or Protect", body.Mode))
+		return
+	}
+	p := &v1.WorkloadPolicy{}
+	p.Namespace, p.Name = key.Namespace, key.Name
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"mode": body.Mode}})
+	if err := s.writer.Patch(r.Context(), p, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		s.getFailed(w, key, err)
+		return
+	}
+	s.log.Info("mode changed from the UI", "policy", key.String(), "mode", body.Mode)
+	writeJSON(w, map[string]any{"mode": modeOf(p)})
+}

@@ -1,0 +1,116 @@
+package ui
+
+import (
+	"cmp"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
+	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// Options configure the UI; zero values take the defaults in parentheses.
+type Options struct {
+	// AccessTTL is how long an authentication or authorization answer is reused per token (30s): a
+	// revoked permission takes effect within it.
+	AccessTTL time.Duration
+	// KeepAlive is how often an idle verdict stream sends a comment, so that proxies keep it open (15s).
+	KeepAlive time.Duration
+}
+
+// Server serves the UI.
+type Server struct {
+	opts   Options
+	reader client.Reader
+	writer client.Client
+	access *access
+	feed   *Feed
+	log    logr.Logger
+}
+
+// New returns a UI reading from reader (policygen's cache), patching modes through writer, checking
+// callers through reviews and sars, and streaming verdicts from feed.
+func New(opts Options, reader client.Reader, writer client.Client, reviews authnclient.TokenReviewInterface,
+	sars authzclient.SubjectAccessReviewInterface, feed *Feed, log logr.Logger) *Server {
+	opts.AccessTTL = cmp.Or(opts.AccessTTL, 30*time.Second)
+	opts.KeepAlive = cmp.Or(opts.KeepAlive, 15*time.Second)
+	return &Server{opts: opts, reader: reader, writer: writer, access: newAccess(reviews, sars, opts.AccessTTL), feed: feed, log: log}
+}
+
+// Handler serves the UI under /ui/: the page and its assets to anyone (they hold no data), the JSON
+// API under /ui/api/ to callers RBAC lets read WorkloadPolicies.
+func (s *Server) Handler() http.Handler {
+	static, err := fs.Sub(assets, "assets")
+	if err != nil {
+		panic(err) // the embedded folder is part of the build
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /ui/", http.StripPrefix("/ui/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /ui/api/workloads", s.reading(s.workloads))
+	mux.HandleFunc("GET /ui/api/policies/{namespace}/{name}", s.reading(s.policy))
+	mux.HandleFunc("POST /ui/api/policies/{namespace}/{name}/mode", s.setMode)
+	mux.HandleFunc("GET /ui/api/graph", s.reading(s.graph))
+	mux.HandleFunc("GET /ui/api/verdicts", s.reading(s.stream))
+	return securityHeaders(mux)
+}
+
+// securityHeaders keeps the page from being framed or loading anything but its own assets.
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// reading lets through callers that may list WorkloadPolicies in every namespace.
+func (s *Server) reading(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.allowed(w, r, "list", "", "") {
+			h(w, r)
+		}
+	}
+}
+
+// allowed asks whether the caller may do verb, writing the error response when not.
+func (s *Server) allowed(w http.ResponseWriter, r *http.Request, verb, namespace, name string) bool {
+	yes, err := s.access.may(r, verb, namespace, name)
+	switch {
+	case errors.Is(err, errNoToken), errors.Is(err, errBadToken):
+		writeError(w, http.StatusUnauthorized, err.Error())
+	case err != nil:
+		s.log.Error(err, "check access")
+		writeError(w, http.StatusServiceUnavailable, "cannot check access now, retry")
+	case !yes:
+		what := "list WorkloadPolicies"
+		if name != "" {
+			what = verb + " WorkloadPolicy " + namespace + "/" + name
+		}
+		writeError(w, http.StatusForbidden, "your Kubernetes permissions do not let you "+what)
+	default:
+		return true
+	}
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}

@@ -1,0 +1,54 @@
+package ui
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// stream serves verdicts as server-sent events: first those after ?after= (or the Last-Event-ID a
+// reconnecting EventSource sends) that the ring still holds, oldest first, then each as it arrives.
+// Each event's id is its Seq, so that a client that paused or lost its connection resumes where it
+// left off; an event "lost" says how many fell out of the ring meanwhile.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
+	after, err := strconv.ParseUint(cmp.Or(r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after"), "0"), 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "after: want a verdict sequence number")
+		return
+	}
+	rc := http.NewResponseController(w)
+	// The policy API's write timeout bounds long-polls; a stream lives as long as its reader.
+	if err := rc.SetWriteDeadline(time.Time{}); err != nil {
+		s.log.V(1).Info("cannot lift the write deadline of a verdict stream", "error", err.Error())
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	keepAlive := time.NewTicker(s.opts.KeepAlive)
+	defer keepAlive.Stop()
+	for {
+		vs, lost, more := s.feed.After(after)
+		if lost > 0 {
+			fmt.Fprintf(w, "event: lost\ndata: %d\n\n", lost)
+		}
+		for _, v := range vs {
+			data, _ := json.Marshal(v)
+			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", v.Seq, data)
+			after = v.Seq
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-more:
+		case <-keepAlive.C:
+			fmt.Fprint(w, ": keep-alive\n\n")
+		}
+	}
+}

@@ -1,0 +1,95 @@
+package ui
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+)
+
+func testSpec() *v1.WorkloadPolicySpec {
+	return &v1.WorkloadPolicySpec{
+		Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"},
+		Ingress: []v1.Rule{
+			{Name: "probes", Origin: v1.OriginManifest, Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
+			{Name: "from-lb", Origin: v1.OriginUser, Peers: []v1.Peer{{CIDR: "10.0.0.0/8"}}},
+		},
+		Egress: []v1.Rule{
+			{Name: "dns", Origin: v1.OriginManifest, Peers: []v1.Peer{{Service: &v1.ServicePeer{Namespace: "kube-system", Name: "kube-dns"}}},
+				Ports: []v1.Port{{Protocol: "UDP", Port: 53}, {Protocol: "TCP", Port: 53}}},
+			{Name: "learned-api", Origin: v1.OriginLearned, Peers: []v1.Peer{
+				{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}},
+				{Selector: &v1.SelectorPeer{PodSelector: &v1.LabelSelector{MatchLabels: map[string]v1.LabelValue{"app": "cache"}}}},
+			}, Ports: []v1.Port{{Port: 9000, EndPort: 9010}, {Protocol: "UDP"}}},
+		},
+		Loopback: []v1.LoopbackRule{{Name: "proxy-admin", Origin: v1.OriginManifest, Action: "deny", Ports: []v1.Port{{Protocol: "TCP", Port: 15000}}}},
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	want := []RuleGroup{
+		{Origin: v1.OriginManifest, Rules: []string{
+			"Allow connections from the cluster's nodes on TCP 8080 (probes).",
+			"Allow connections to Service kube-dns in namespace kube-system on UDP 53, TCP 53 (dns).",
+			"Forbid the pod's own processes to reach its local TCP 15000 (proxy-admin).",
+		}},
+		{Origin: v1.OriginLearned, Rules: []string{
+			"Allow connections to Deployment api or pods labelled app=cache of this namespace on TCP 9000-9010, every UDP port (learned-api).",
+		}},
+		{Origin: v1.OriginUser, Rules: []string{
+			"Allow connections from addresses 10.0.0.0/8 on every port (from-lb).",
+		}},
+	}
+	if diff := cmp.Diff(want, Describe(testSpec())); diff != "" {
+		t.Errorf("Describe (-want +got):\n%s", diff)
+	}
+	empty := Describe(&v1.WorkloadPolicySpec{})
+	if diff := cmp.Diff([]RuleGroup{{Origin: v1.OriginManifest, Rules: []string{}}, {Origin: v1.OriginLearned, Rules: []string{}},
+		{Origin: v1.OriginUser, Rules: []string{}}}, empty); diff != "" {
+		t.Errorf("Describe of no rules (-want +got):\n%s", diff)
+	}
+}
+
+func TestCountByOrigin(t *testing.T) {
+	want := map[v1.Origin]int{v1.OriginManifest: 3, v1.OriginLearned: 1, v1.OriginUser: 1}
+	if diff := cmp.Diff(want, CountByOrigin(testSpec())); diff != "" {
+		t.Errorf("CountByOrigin (-want +got):\n%s", diff)
+	}
+}
+
+func TestBuildGraph(t *testing.T) {
+	web := v1.WorkloadPolicy{Spec: *testSpec()}
+	web.Namespace, web.Spec.Mode = "shop", v1.Protect
+	api := v1.WorkloadPolicy{Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}
+	api.Namespace = "shop"
+	vs := []Verdict{
+		{Namespace: "shop", Workload: "Deployment/web", Direction: "egress", Peer: "shop/Deployment/db", Protocol: "TCP", Port: 5432},
+		{Namespace: "shop", Workload: "Deployment/api", Direction: "ingress", Peer: "192.0.2.7", Protocol: "TCP", Port: 80},
+		{Namespace: "shop", Workload: "Deployment/api", Direction: "loopback", Peer: "127.0.0.1", Protocol: "TCP", Port: 15000},
+	}
+	got := BuildGraph([]v1.WorkloadPolicy{web, api}, vs)
+	want := Graph{
+		Nodes: []Node{
+			{ID: "10.0.0.0/8"}, {ID: "192.0.2.7"},
+			{ID: "kube-system/Service/kube-dns"},
+			{ID: "pods labelled app=cache of this namespace"},
+			{ID: "shop/Deployment/api", Workload: true, Mode: v1.Learn},
+			{ID: "shop/Deployment/db"},
+			{ID: "shop/Deployment/web", Workload: true, Mode: v1.Protect},
+			{ID: "the cluster's nodes"},
+		},
+		Edges: []Edge{
+			{From: "10.0.0.0/8", To: "shop/Deployment/web", Kind: "allowed", Label: "every port"},
+			{From: "192.0.2.7", To: "shop/Deployment/api", Kind: "denied", Label: "TCP 80"},
+			{From: "shop/Deployment/web", To: "kube-system/Service/kube-dns", Kind: "allowed", Label: "UDP 53, TCP 53"},
+			{From: "shop/Deployment/web", To: "pods labelled app=cache of this namespace", Kind: "allowed", Label: "TCP 9000-9010, every UDP port"},
+			{From: "shop/Deployment/web", To: "shop/Deployment/api", Kind: "allowed", Label: "TCP 9000-9010, every UDP port"},
+			{From: "shop/Deployment/web", To: "shop/Deployment/db", Kind: "denied", Label: "TCP 5432"},
+			{From: "the cluster's nodes", To: "shop/Deployment/web", Kind: "allowed", Label: "TCP 8080"},
+		},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("BuildGraph (-want +got):\n%s", diff)
+	}
+}
