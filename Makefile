@@ -42,7 +42,7 @@ e2e: e2e-deps cluster-bin ## end-to-end tests on a real local cluster (root): pr
 	  rm -f $$log; exit $$rc
 
 .PHONY: cluster
-cluster: e2e-deps cluster-bin ## bring the local single-node cluster up by hand (root); prints KUBECONFIG, Ctrl-C tears it down
+cluster: e2e-deps cluster-bin ## the bare local single-node cluster, by hand (root); prints KUBECONFIG, Ctrl-C tears it down
 	$(GO) run ./e2e/cmd/cluster
 
 .PHONY: lint
@@ -85,8 +85,18 @@ generate: ## regenerate deepcopy code and CRD YAML (manifests/crds/) from policy
 	$(CONTROLLER_GEN) crd paths=./policygen/api/... output:crd:artifacts:config=manifests/crds
 
 .PHONY: run
-run: ## run podwall here with no cluster: a demo pod namespace guarded by the sidecar under a built-in policy (root)
+run: e2e-deps cluster-bin ## podwall on a local single-node cluster built here, with a demo workload (root); Ctrl-C removes it all
+	$(GO) run ./e2e/cmd/cluster -podwall -demo
+
+.PHONY: run-netns
+run-netns: ## the sidecar alone, no cluster: a demo pod namespace guarded under a built-in policy (root)
 	hack/demo.sh
+
+KUBECTL ?= kubectl
+
+.PHONY: deploy
+deploy: ## install podwall into the current kubeconfig's cluster (kubectl apply -k manifests/; images podwall/*:dev)
+	$(KUBECTL) apply -k manifests/
 
 .PHONY: bench-policygen
 bench-policygen: ## (~5 min) real policygen, 2,000 pods in 200 workloads, 500 subscribers: IP-change propagation p99 and RSS vs the issue's targets

@@ -1,9 +1,11 @@
-// Command cluster brings up the local single-node e2e cluster by hand (`make cluster`), prints how to
-// reach it, and tears it down, host state included, on Ctrl-C. Run it from the repository's root.
+// Command cluster runs the local single-node cluster by hand: `make cluster` (the bare cluster) and
+// `make run` (-podwall -demo: podwall deployed and a demo workload). It prints how to reach it and
+// tears it down, host state included, on Ctrl-C. Run it from the repository's root, as root.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,6 +15,9 @@ import (
 )
 
 func main() {
+	podwall := flag.Bool("podwall", false, "deploy podwall (kubectl apply -k manifests/)")
+	demo := flag.Bool("demo", false, "with -podwall: deploy the demo workload in namespace demo")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root, err := os.Getwd()
@@ -26,12 +31,12 @@ func main() {
 	for ref, err := range missing {
 		fmt.Fprintf(os.Stderr, "image %s left out: %v\n", ref, err)
 	}
-	fmt.Printf(`local cluster up (node %s at %s); component logs in %s/logs
-  export KUBECONFIG=%s
-  kubectl get pods -A
-images: %s and podwall's own (imagePullPolicy: IfNotPresent)
-Ctrl-C tears it down.
-`, c.HostIP, c.APIServerURL, c.Dir(), c.Kubeconfig, stack.WorkloadImage)
+	if err := stack.Setup(ctx, c, root, *podwall, *demo); err != nil {
+		fmt.Fprintln(os.Stderr, "cluster:", err)
+		stop()
+	} else {
+		fmt.Print(stack.Usage(ctx, c, *podwall, *demo))
+	}
 	<-ctx.Done()
 	fmt.Println("tearing down")
 	if err := c.Stop(); err != nil {
