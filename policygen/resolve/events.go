@@ -11,6 +11,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,18 +40,38 @@ func (h *Hub) Watch(ctx context.Context, informers cache.Informers) error {
 	return nil
 }
 
-// updated skips pod updates that cannot change a resolved policy (conditions, container statuses).
+// updated skips updates that cannot change a resolved policy (pod conditions, ReplicaSet replica
+// counts, node heartbeats, a policy's status), which are most updates; only the watermark moves.
 func (h *Hub) updated(old, cur any) {
-	if a, ok := old.(*corev1.Pod); ok {
-		b := cur.(*corev1.Pod)
-		if equality.Semantic.DeepEqual(a.Labels, b.Labels) && slices.Equal(a.Status.PodIPs, b.Status.PodIPs) &&
-			a.Status.Phase == b.Status.Phase && (a.DeletionTimestamp == nil) == (b.DeletionTimestamp == nil) &&
-			equality.Semantic.DeepEqual(a.OwnerReferences, b.OwnerReferences) {
-			h.raise(b.ResourceVersion)
-			return
-		}
+	if irrelevant(old, cur) {
+		h.raise(cur.(client.Object).GetResourceVersion())
+		return
 	}
 	h.changed(cur)
+}
+
+func irrelevant(old, cur any) bool {
+	same := equality.Semantic.DeepEqual
+	switch a := old.(type) {
+	case *corev1.Pod:
+		b := cur.(*corev1.Pod)
+		return same(a.Labels, b.Labels) && slices.Equal(a.Status.PodIPs, b.Status.PodIPs) && a.Status.Phase == b.Status.Phase &&
+			(a.DeletionTimestamp == nil) == (b.DeletionTimestamp == nil) && same(a.OwnerReferences, b.OwnerReferences)
+	case *appsv1.ReplicaSet:
+		return same(a.OwnerReferences, cur.(*appsv1.ReplicaSet).OwnerReferences)
+	case *batchv1.Job:
+		return same(a.OwnerReferences, cur.(*batchv1.Job).OwnerReferences)
+	case *corev1.Service:
+		b := cur.(*corev1.Service)
+		return same(a.Spec.Selector, b.Spec.Selector) && slices.Equal(a.Spec.ClusterIPs, b.Spec.ClusterIPs)
+	case *corev1.Node:
+		return slices.Equal(a.Status.Addresses, cur.(*corev1.Node).Status.Addresses)
+	case *corev1.Namespace:
+		return same(a.Labels, cur.(*corev1.Namespace).Labels)
+	case *v1alpha1.WorkloadPolicy:
+		return a.Generation == cur.(*v1alpha1.WorkloadPolicy).Generation // spec unchanged
+	}
+	return false
 }
 
 // changed marks the entries an object may affect and wakes the worker.
@@ -63,19 +84,19 @@ func (h *Hub) changed(o any) {
 		return
 	}
 	h.raise(obj.GetResourceVersion())
+	owners := h.ownersOf(obj) // reads the cache: before taking the lock
 	h.mu.Lock()
-	for k, e := range h.entries {
-		var hit bool
-		switch obj.(type) {
-		case *corev1.Node:
-			hit = e.deps.nodes
-		case *corev1.Namespace:
-			hit = e.deps.anyNamespace
-		default:
-			hit = e.deps.touches(obj.GetNamespace())
-		}
-		if hit {
+	if wp, ok := obj.(*v1alpha1.WorkloadPolicy); ok {
+		// A policy feeds only its own workload's resolved form.
+		k := workload.Key{Namespace: wp.Namespace, Kind: wp.Spec.Workload.Kind, Name: wp.Spec.Workload.Name}
+		if h.entries[k] != nil {
 			h.dirty[k] = true
+		}
+	} else {
+		for k, e := range h.entries {
+			if affects(obj, owners, &e.deps) {
+				h.dirty[k] = true
+			}
 		}
 	}
 	n := len(h.dirty)
@@ -86,6 +107,54 @@ func (h *Hub) changed(o any) {
 		default:
 		}
 	}
+}
+
+// affects reports whether a change to obj, which belongs to the workloads owners, may change a
+// policy resolved with d.
+func affects(obj client.Object, owners []workload.Key, d *deps) bool {
+	switch obj.(type) {
+	case *corev1.Node:
+		return d.nodes
+	case *corev1.Namespace:
+		return d.anyNamespace
+	}
+	if d.anyNamespace || d.namespaces[obj.GetNamespace()] {
+		return true
+	}
+	for _, k := range owners {
+		if d.workloads[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// ownersOf lists the workloads a pod, ReplicaSet or Job may count for as a workload peer: itself and
+// its controllers up to the top one.
+func (h *Hub) ownersOf(obj client.Object) []workload.Key {
+	ns := obj.GetNamespace()
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		keys := []workload.Key{{Namespace: ns, Kind: "Pod", Name: o.Name}}
+		if k, err := workload.Of(context.Background(), h.reader, o); err == nil {
+			keys = append(keys, k)
+		}
+		if ref := metav1.GetControllerOf(o); ref != nil {
+			keys = append(keys, workload.Key{Namespace: ns, Kind: ref.Kind, Name: ref.Name})
+		}
+		return keys
+	case *appsv1.ReplicaSet, *batchv1.Job:
+		kind := "ReplicaSet"
+		if _, isJob := o.(*batchv1.Job); isJob {
+			kind = "Job"
+		}
+		keys := []workload.Key{{Namespace: ns, Kind: kind, Name: obj.GetName()}}
+		if ref := metav1.GetControllerOf(obj); ref != nil {
+			keys = append(keys, workload.Key{Namespace: ns, Kind: ref.Kind, Name: ref.Name})
+		}
+		return keys
+	}
+	return nil
 }
 
 // raise moves the watermark up to a resourceVersion.

@@ -79,7 +79,7 @@ func (h *Hub) Acquire(ctx context.Context, k workload.Key) (Snapshot, func(), er
 	h.mu.Lock()
 	e, ok := h.entries[k]
 	if !ok {
-		e = &entry{changed: make(chan struct{}), ready: make(chan struct{}), deps: deps{anyNamespace: true, nodes: true}}
+		e = &entry{changed: make(chan struct{}), ready: make(chan struct{}), deps: everything}
 		h.entries[k] = e
 		resolved.Set(float64(len(h.entries)))
 	}
@@ -159,7 +159,7 @@ func (h *Hub) Recomputes() uint64 { return h.recomputes.Load() }
 func (h *Hub) recompute(ctx context.Context, k workload.Key) {
 	h.mu.Lock()
 	if e := h.entries[k]; e != nil {
-		e.deps = deps{anyNamespace: true, nodes: true}
+		e.deps = everything
 	}
 	h.mu.Unlock()
 	pol, d, err := h.resolve(ctx, k)
@@ -213,7 +213,7 @@ func (h *Hub) publish(e *entry, pol *policy.Policy, hash string, rev int64) {
 }
 
 func (h *Hub) resolve(ctx context.Context, k workload.Key) (*policy.Policy, deps, error) {
-	d := deps{namespaces: map[string]bool{k.Namespace: true}}
+	d := newDeps()
 	var wp v1alpha1.WorkloadPolicy
 	err := h.reader.Get(ctx, client.ObjectKey{Namespace: k.Namespace, Name: workload.PolicyName(k.Kind, k.Name)}, &wp)
 	if apierrors.IsNotFound(err) {

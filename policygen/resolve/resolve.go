@@ -25,13 +25,20 @@ import (
 )
 
 // deps records what a resolved policy was built from, so that a change elsewhere does not recompute it.
+// (The policy object itself is matched by its workload, not through deps.)
 type deps struct {
-	namespaces   map[string]bool // pods, Services, ReplicaSets, Jobs or the policy in these namespaces
-	anyNamespace bool            // a namespace selector: namespace labels and every namespace's pods
+	namespaces   map[string]bool       // any pod or Service here (Service and selector peers)
+	workloads    map[workload.Key]bool // these workloads' pods, ReplicaSets and Jobs (workload peers)
+	anyNamespace bool                  // a namespace selector: namespace labels and every namespace's pods
 	nodes        bool
 }
 
-func (d *deps) touches(ns string) bool { return d.anyNamespace || d.namespaces[ns] }
+func newDeps() deps {
+	return deps{namespaces: map[string]bool{}, workloads: map[workload.Key]bool{}}
+}
+
+// everything is what an entry depends on while it is being resolved.
+var everything = deps{anyNamespace: true, nodes: true}
 
 // resolver resolves one policy against a cache.
 type resolver struct {
@@ -44,7 +51,7 @@ type resolver struct {
 
 // Resolve returns wp's resolved form (revision 0) and what it depends on.
 func resolvePolicy(ctx context.Context, r client.Reader, wp *v1alpha1.WorkloadPolicy) (*policy.Policy, deps, error) {
-	rs := &resolver{ctx: ctx, r: r, ns: wp.Namespace, deps: deps{namespaces: map[string]bool{wp.Namespace: true}}, names: map[netip.Addr]string{}}
+	rs := &resolver{ctx: ctx, r: r, ns: wp.Namespace, deps: newDeps(), names: map[netip.Addr]string{}}
 	mode := policy.Mode(wp.Spec.Mode)
 	if mode == "" {
 		mode = policy.Learn
@@ -207,6 +214,9 @@ func (rs *resolver) selectorPods(s *v1alpha1.SelectorPeer) ([]corev1.Pod, error)
 			namespaces = append(namespaces, n.Name)
 		}
 	}
+	for _, ns := range namespaces {
+		rs.deps.namespaces[ns] = true
+	}
 	var pods []corev1.Pod
 	for _, ns := range namespaces {
 		var list corev1.PodList
@@ -234,7 +244,7 @@ func selectorString(s *v1alpha1.SelectorPeer) string {
 // workloadPods lists a workload's pods through the controller index: a Deployment's through its
 // ReplicaSets, a CronJob's through its Jobs.
 func (rs *resolver) workloadPods(k workload.Key) ([]corev1.Pod, error) {
-	rs.deps.namespaces[k.Namespace] = true
+	rs.deps.workloads[k] = true
 	if k.Kind == "Pod" {
 		var pod corev1.Pod
 		if err := rs.r.Get(rs.ctx, client.ObjectKey{Namespace: k.Namespace, Name: k.Name}, &pod); err != nil {
