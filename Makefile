@@ -27,6 +27,10 @@ cluster-bin: ## build (once) and cache every binary of the local e2e cluster (ad
 test: lint ## run every test: unit, root network-namespace datapath tests, real kube-apiserver tests
 	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 ./...
 
+.PHONY: test-ui
+test-ui: ## the web UI in headless Chromium against policygen on a real API server; screenshots in policygen/ui/testdata/artifacts/ (or PODWALL_UI_ARTIFACTS)
+	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 -v -run '^TestBrowser$$' ./policygen/ui/
+
 E2E_PKGS := containerd runc containernetworking-plugins iptables conntrack nftables iproute2
 
 .PHONY: e2e-deps

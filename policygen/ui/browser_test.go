@@ -1,0 +1,210 @@
+package ui_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/internal/pgtest"
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// tableJS returns a table's body rows as arrays of cell texts.
+const tableJS = `[...document.querySelectorAll('%s tbody tr')].map(r => [...r.cells].map(c => c.textContent))`
+
+// TestBrowser drives the UI in headless Chromium against policygen on a real API server.
+func TestBrowser(t *testing.T) {
+	ctx := browser(t)
+	w := newWorld(t)
+	// One deny before anyone looks: the live view must replay it and the workloads page count it.
+	w.report("web", policy.Protect, entry("deny", policy.Egress, "10.1.0.3", 5432))
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(w.url)); err != nil {
+		t.Fatalf("open the UI: %v", err)
+	}
+	signIn(t, ctx, w.viewer)
+	t.Run("workloads", func(t *testing.T) { checkWorkloads(t, ctx) })
+	t.Run("live", func(t *testing.T) { checkLive(t, ctx, w) })
+	t.Run("policy read-only", func(t *testing.T) { checkReadOnlyPolicy(t, ctx, w) })
+	t.Run("graph", func(t *testing.T) { checkGraph(t, ctx) })
+	t.Run("operator changes a mode", func(t *testing.T) { checkOperator(t, ctx, w) })
+}
+
+// signIn pastes a token into the page, as a person would.
+func signIn(t *testing.T, ctx context.Context, token string) {
+	t.Helper()
+	err := chromedp.Do(ctx, chromedp.WaitVisible("#token"), chromedp.SendKeys("#token", token), chromedp.Click("#signin-button"))
+	if err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+}
+
+// waitRows polls a table's rows until ok accepts them or the timeout passes.
+func waitRows(t *testing.T, ctx context.Context, table string, timeout time.Duration, ok func([][]string) bool) [][]string {
+	t.Helper()
+	var got [][]string
+	pgtest.Eventually(t, timeout, func() error {
+		var err error
+		if got, err = chromedp.Run(ctx, chromedp.Evaluate[[][]string](fmt.Sprintf(tableJS, table))); err != nil {
+			return err
+		}
+		if !ok(got) {
+			return fmt.Errorf("%s shows %q", table, got)
+		}
+		return nil
+	})
+	return got
+}
+
+func checkWorkloads(t *testing.T, ctx context.Context) {
+	navigate(t, ctx, "#/workloads")
+	got := waitRows(t, ctx, "#workloads", 10*time.Second, func(r [][]string) bool { return len(r) == 4 })
+	// Rules by origin depend on the generator; the seeded user rule and the modes do not.
+	var brief [][]string
+	for _, r := range got {
+		brief = append(brief, []string{r[0], r[1], r[2], r[3][strings.LastIndex(r[3], "/")+2:], r[4], r[5]})
+	}
+	want := [][]string{
+		{"billing", "Deployment/ledger", "Learn", "0", "0 / 0", "0"},
+		{"shop", "Deployment/api", "Monitor", "0", "0 / 0", "0"},
+		{"shop", "Deployment/db", "Protect", "0", "0 / 0", "0"},
+		{"shop", "Deployment/web", "Protect", "1", "0 / 0", "1"},
+	}
+	if diff := cmp.Diff(want, brief); diff != "" {
+		t.Errorf("workloads table (namespace, workload, mode, user rules, in sync, last hour) (-want +got):\n%s", diff)
+	}
+	screenshot(t, ctx, "workloads")
+	if err := chromedp.Do(ctx, chromedp.SetValue("#ns-filter", "billing"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('ns-filter').dispatchEvent(new Event('change'))`)); err != nil {
+		t.Fatal(err)
+	}
+	waitRows(t, ctx, "#workloads", 5*time.Second, func(r [][]string) bool { return len(r) == 1 && r[0][1] == "Deployment/ledger" })
+	if err := chromedp.Do(ctx, chromedp.SetValue("#ns-filter", "")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func navigate(t *testing.T, ctx context.Context, hash string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`location.hash = '`+hash+`'`)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func hasRow(rows [][]string, verdict, peer, port string) bool {
+	for _, r := range rows {
+		if r[1] == verdict && r[4] == peer && r[5] == port {
+			return true
+		}
+	}
+	return false
+}
+
+func checkLive(t *testing.T, ctx context.Context, w *world) {
+	navigate(t, ctx, "#/live")
+	// The deny reported before the page opened is replayed from policygen's buffer.
+	waitRows(t, ctx, "#verdicts", 10*time.Second, func(r [][]string) bool { return hasRow(r, "deny", "shop/Deployment/db", "TCP 5432") })
+
+	start := time.Now()
+	w.report("api", policy.Protect, entry("deny", policy.Ingress, "192.0.2.7", 8080))
+	rows := waitRows(t, ctx, "#verdicts", 2*time.Second, func(r [][]string) bool { return hasRow(r, "deny", "192.0.2.7", "TCP 8080") })
+	t.Logf("a new deny reached the live view %v after its report was posted", time.Since(start).Round(time.Millisecond))
+	if got := rows[0]; got[1] != "deny" || got[4] != "192.0.2.7" || got[6] != "default" || !strings.HasPrefix(got[2], "shop/api-") {
+		t.Errorf("newest row is %q, want the new deny first (pod shop/api-..., rule default)", got)
+	}
+
+	// Pausing closes the stream; what arrives meanwhile is kept by policygen and shown on resume.
+	if err := chromedp.Do(ctx, chromedp.Click("#pause")); err != nil {
+		t.Fatal(err)
+	}
+	w.report("api", policy.Monitor, entry("audit", policy.Egress, "10.1.0.1", 443))
+	if err := chromedp.Do(ctx, chromedp.Click("#pause")); err != nil {
+		t.Fatal(err)
+	}
+	rows = waitRows(t, ctx, "#verdicts", 5*time.Second, func(r [][]string) bool { return hasRow(r, "audit", "shop/Deployment/web", "TCP 443") })
+	if len(rows) != 3 {
+		t.Errorf("after resuming: %d rows, want 3 (each verdict once): %q", len(rows), rows)
+	}
+	screenshot(t, ctx, "live")
+}
+
+func checkReadOnlyPolicy(t *testing.T, ctx context.Context, w *world) {
+	navigate(t, ctx, "#/policy/shop/deployment-web")
+	user, err := chromedp.Run(ctx, chromedp.Poll[string](
+		`document.querySelector('#rules-user li') && document.getElementById('netpol').textContent && document.querySelector('#rules-user li').textContent`,
+		chromedp.WithPollingTimeout(10*time.Second)))
+	if err != nil {
+		t.Fatalf("policy page: %v", err)
+	}
+	if want := "Allow connections to Deployment api on TCP 8080 (web-to-api)."; user != want {
+		t.Errorf("user rule in words: %q, want %q", user, want)
+	}
+	state, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]any](`({select: document.getElementById('mode-select').disabled,
+		apply: document.getElementById('mode-apply').disabled, netpol: document.getElementById('netpol').textContent,
+		manifest: document.querySelectorAll('#rules-manifest li').length})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if state["select"] != true || state["apply"] != true {
+		t.Errorf("a viewer's mode controls: %v, want both disabled", state)
+	}
+	if np, _ := state["netpol"].(string); !strings.Contains(np, "kind: NetworkPolicy") || !strings.Contains(np, "port: 8080") {
+		t.Errorf("NetworkPolicy export:\n%s", np)
+	}
+	screenshot(t, ctx, "policy")
+	// The server refuses the viewer too, whatever the page allows.
+	code, err := chromedp.Run(ctx, chromedp.Evaluate[int](`fetch('api/policies/shop/deployment-web/mode', {method: 'POST',
+		headers: {Authorization: 'Bearer ' + sessionStorage.getItem('podwall-token')}, body: '{"mode":"Learn"}'}).then(r => r.status)`,
+		chromedp.EvalAwaitPromise))
+	if err != nil || code != 403 {
+		t.Errorf("viewer's POST of a mode: %d %v, want 403", code, err)
+	}
+	var p v1.WorkloadPolicy
+	if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &p); err != nil || p.Spec.Mode != v1.Protect {
+		t.Errorf("web's mode is %q (%v), want Protect unchanged", p.Spec.Mode, err)
+	}
+}
+
+func checkGraph(t *testing.T, ctx context.Context) {
+	navigate(t, ctx, "#/graph")
+	counts, err := chromedp.Run(ctx, chromedp.Poll[map[string]int](`document.querySelector('#graph svg') && {
+		allowed: document.querySelectorAll('#graph line.allowed').length, denied: document.querySelectorAll('#graph line.denied').length,
+		nodes: document.querySelectorAll('#graph circle.workload').length}`, chromedp.WithPollingTimeout(10*time.Second)))
+	if err != nil {
+		t.Fatalf("graph: %v", err)
+	}
+	// Three denied connections were reported; four workloads have policies.
+	if counts["denied"] != 3 || counts["nodes"] != 4 || counts["allowed"] < 1 {
+		t.Errorf("graph: %v, want 3 denied edges, 4 workload nodes and some allowed edges", counts)
+	}
+	screenshot(t, ctx, "graph")
+}
+
+func checkOperator(t *testing.T, ctx context.Context, w *world) {
+	if err := chromedp.Do(ctx, chromedp.Click("#signout")); err != nil {
+		t.Fatal(err)
+	}
+	navigate(t, ctx, "#/policy/shop/deployment-web")
+	signIn(t, ctx, w.operator)
+	if err := chromedp.Do(ctx, chromedp.WaitEnabled("#mode-apply"), chromedp.SetValue("#mode-select", "Monitor"),
+		chromedp.Click("#mode-apply")); err != nil {
+		t.Fatalf("change mode: %v", err)
+	}
+	pgtest.Eventually(t, 5*time.Second, func() error {
+		var p v1.WorkloadPolicy
+		if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &p); err != nil {
+			return err
+		}
+		if p.Spec.Mode != v1.Monitor {
+			return fmt.Errorf("mode %s, want Monitor", p.Spec.Mode)
+		}
+		return nil
+	})
+}

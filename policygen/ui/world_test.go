@@ -1,0 +1,255 @@
+package ui_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/go-logr/logr/testr"
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"podwall.io/podwall/config"
+	"podwall.io/podwall/policygen"
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/internal/pgtest"
+	"podwall.io/podwall/sidecar/policy"
+)
+
+// world is a real API server with seeded workloads, policygen running against it as its own
+// ServiceAccount under the manifests' RBAC, and two UI callers: a viewer and an operator.
+type world struct {
+	t        *testing.T
+	c        client.Client
+	cluster  pgtest.Cluster
+	url      string // https://addr/ui/
+	https    *http.Client
+	pods     map[string]*corev1.Pod // by workload name
+	viewer   string                 // token of a user who may read policies
+	operator string                 // token of a user who may also patch them
+}
+
+func newWorld(t *testing.T) *world {
+	cfg, c := pgtest.Start(t)
+	w := &world{t: t, c: c, cluster: pgtest.Cluster{T: t, C: c, Cfg: cfg}, pods: map[string]*corev1.Pod{}}
+	pgtest.Namespace(t, c, "podwall-system", nil)
+	applyFile(t, c, filepath.Join(pgtest.CRDDir(), "..", "policygen", "rbac.yaml"))
+	pgtest.Namespace(t, c, "shop", map[string]string{"podwall.io/inject": "enabled"})
+	pgtest.Namespace(t, c, "billing", map[string]string{"podwall.io/inject": "enabled"})
+	for i, name := range []string{"web", "api", "db"} {
+		w.pods[name] = w.cluster.Deployment("shop", name, name, fmt.Sprintf("10.1.0.%d", i+1))[0]
+	}
+	w.pods["ledger"] = w.cluster.Deployment("billing", "ledger", "ledger", "10.2.0.1")[0]
+	w.startPolicygen(cfg)
+	w.seedPolicies()
+	w.viewer = w.user(cfg, "viewer", "get", "list", "watch")
+	w.operator = w.user(cfg, "operator", "get", "list", "watch", "patch")
+	return w
+}
+
+// applyFile creates every object of a multi-document YAML file.
+func applyFile(t *testing.T, c client.Client, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		var obj unstructured.Unstructured
+		if err := dec.Decode(&obj.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			t.Fatalf("decode %s: %v", path, err)
+		}
+		if len(obj.Object) == 0 {
+			continue
+		}
+		if err := c.Create(context.Background(), &obj); err != nil {
+			t.Fatalf("create %s %s: %v", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+}
+
+// startPolicygen runs policygen.Run in this process, as its ServiceAccount, serving on a fresh
+// self-signed certificate, until the test ends.
+func (w *world) startPolicygen(admin *rest.Config) {
+	t := w.t
+	certFile, keyFile, https := pgtest.CertFiles(t)
+	addr := pgtest.FreeAddr(t)
+	cfg, err := config.LoadPolicyGenServer([]string{"--api-addr=" + addr, "--tls-cert-file=" + certFile,
+		"--tls-key-file=" + keyFile, "--metrics-addr=0", "--health-addr=0", "--leader-elect=false",
+		"--replica-name=r0", "--learn-quiet-period=0", "--monitor-quiet-period=0", "--report-interval=1ms",
+		"--report-burst=100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restCfg := rest.CopyConfig(admin)
+	restCfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:podwall-system:podwall-policygen"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- policygen.Run(ctx, cfg, restCfg, testr.New(t)) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("policygen: %v", err)
+		}
+	})
+	w.url, w.https = "https://"+addr+"/ui/", https
+	pgtest.Eventually(t, 30*time.Second, func() error {
+		resp, err := https.Get(w.url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /ui/: %s", resp.Status)
+		}
+		return nil
+	})
+}
+
+// seedPolicies waits for the generated policies and gives them modes and a user rule, as people would.
+func (w *world) seedPolicies() {
+	modes := map[string]v1.Mode{"deployment-web": v1.Protect, "deployment-api": v1.Monitor, "deployment-db": v1.Protect}
+	for name, mode := range modes {
+		key := client.ObjectKey{Namespace: "shop", Name: name}
+		pgtest.Eventually(w.t, 60*time.Second, func() error { return w.c.Get(context.Background(), key, &v1.WorkloadPolicy{}) })
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var p v1.WorkloadPolicy
+			if err := w.c.Get(context.Background(), key, &p); err != nil {
+				return err
+			}
+			p.Spec.Mode = mode
+			if name == "deployment-web" {
+				p.Spec.Egress = append(p.Spec.Egress, v1.Rule{Name: "web-to-api", Origin: v1.OriginUser,
+					Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}},
+					Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}})
+			}
+			return w.c.Update(context.Background(), &p)
+		})
+		if err != nil {
+			w.t.Fatalf("seed %s: %v", name, err)
+		}
+	}
+	pgtest.Eventually(w.t, 60*time.Second, func() error {
+		return w.c.Get(context.Background(), client.ObjectKey{Namespace: "billing", Name: "deployment-ledger"}, &v1.WorkloadPolicy{})
+	})
+}
+
+// user creates a ServiceAccount in namespace ops bound to a ClusterRole with verbs on WorkloadPolicies,
+// and returns a token of it as kubectl create token would issue.
+func (w *world) user(admin *rest.Config, name string, verbs ...string) string {
+	ctx := context.Background()
+	if err := w.c.Get(ctx, client.ObjectKey{Name: "ops"}, &corev1.Namespace{}); err != nil {
+		pgtest.Namespace(w.t, w.c, "ops", nil)
+	}
+	w.cluster.Create(&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "ops", Name: name}})
+	w.cluster.Create(&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "ui-" + name},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"podwall.io"}, Resources: []string{"workloadpolicies"}, Verbs: verbs}}})
+	w.cluster.Create(&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "ui-" + name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "ui-" + name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "ops", Name: name}}})
+	cs, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts("ops").CreateToken(ctx, name, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		w.t.Fatalf("token for %s: %v", name, err)
+	}
+	return tr.Status.Token
+}
+
+// report posts a report as the workload's pod would, with one entry.
+func (w *world) report(workloadName string, mode policy.Mode, e policy.ReportEntry) {
+	w.t.Helper()
+	pod := w.pods[workloadName]
+	body, _ := json.Marshal(policy.Report{Namespace: pod.Namespace, Workload: "Deployment/" + workloadName, Pod: pod.Name,
+		Mode: mode, Entries: []policy.ReportEntry{e}})
+	req, _ := http.NewRequest("POST", strings.TrimSuffix(w.url, "/ui/")+"/v1/reports", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+w.cluster.Token(pod, "podwall"))
+	resp, err := w.https.Do(req)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		w.t.Fatalf("report from %s: %s", workloadName, resp.Status)
+	}
+}
+
+func entry(verdict string, dir policy.Direction, peer string, port uint16) policy.ReportEntry {
+	return policy.ReportEntry{Direction: dir, Peer: netip.MustParseAddr(peer), Protocol: policy.TCP, Port: port, Count: 1,
+		Verdict: verdict, LastSeen: time.Now()}
+}
+
+// chromium finds the browser, or skips the test saying how to get one.
+func chromium(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if path, err := exec.LookPath(name); err == nil {
+			return path
+		}
+	}
+	t.Skip("no Chromium binary on PATH (apt-get install -y chromium): the browser test of the UI did not run")
+	return ""
+}
+
+// browser starts headless Chromium with a fresh profile; it ends with the test.
+func browser(t *testing.T) context.Context {
+	path := chromium(t)
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+		// policygen serves a self-signed certificate made for this test.
+		chromedp.IgnoreCertErrors,
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	return ctx
+}
+
+// screenshot saves the whole page as <artifacts>/<name>.png.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	dir := os.Getenv("PODWALL_UI_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("testdata", "artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot %s", path)
+}
