@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "podwall.io/podwall/policygen/api/v1alpha1"
@@ -94,6 +95,7 @@ func (p *Promoter) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 		if err := p.client.Update(ctx, &wp); err != nil {
 			return reconcile.Result{}, fmt.Errorf("promote to %s: %w", next, err)
 		}
+		log.FromContext(ctx).Info("mode promoted", "from", st.Mode, "to", next, "since", st.ModeSince.Time)
 		st.Mode, st.ModeSince = next, &metav1.Time{Time: now}
 		wait = 0
 	}
