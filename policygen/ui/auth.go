@@ -107,6 +107,17 @@ func (a *access) may(r *http.Request, verb, namespace, name string) (bool, error
 	return yes, nil
 }
 
+// who names the request's caller for the log, once may has authenticated them.
+func (a *access) who(r *http.Request) string {
+	token, err := tokenOf(r)
+	if err != nil {
+		return ""
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.callers[sha256.Sum256([]byte(token))].v.User
+}
+
 func (a *access) authenticate(ctx context.Context, key [32]byte, token string) (caller, error) {
 	now := a.now()
 	a.mu.Lock()

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"cmp"
 	"context"
 	"net/netip"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
 	"podwall.io/podwall/policygen/policyapi"
 	"podwall.io/podwall/policygen/resolve"
 	"podwall.io/podwall/policygen/workload"
@@ -88,6 +90,7 @@ func (s sink) Accept(ctx context.Context, id policyapi.Identity, r *policy.Repor
 // Record adds a report's denies and audits.
 func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Report) {
 	var vs []Verdict
+	var spec *v1.WorkloadPolicySpec // read once, for loopback entries
 	for _, e := range r.Entries {
 		if e.Verdict != "deny" && e.Verdict != "audit" {
 			continue
@@ -96,10 +99,17 @@ func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Repo
 		if at.IsZero() {
 			at = f.now()
 		}
+		rule := "default"
+		if e.Direction == policy.Loopback {
+			if spec == nil {
+				spec = f.specOf(ctx, id.Workload)
+			}
+			rule = LoopbackRule(spec, string(e.Protocol), e.Port)
+		}
 		vs = append(vs, Verdict{Time: at.UTC(), Namespace: id.Workload.Namespace,
 			Workload: id.Workload.Kind + "/" + id.Workload.Name, Pod: id.Pod.Name, Direction: string(e.Direction),
 			Peer: f.peerName(ctx, e.Peer), PeerAddr: e.Peer.String(), Protocol: string(e.Protocol), Port: e.Port,
-			Verdict: e.Verdict, Count: e.Count, Rule: "default", Mode: string(r.Mode)})
+			Verdict: e.Verdict, Count: e.Count, Rule: rule, Mode: string(r.Mode)})
 	}
 	if len(vs) > 0 {
 		f.add(id.Workload, vs)
@@ -128,6 +138,35 @@ func (f *Feed) add(k workload.Key, vs []Verdict) {
 	}
 	close(f.wake)
 	f.wake = make(chan struct{})
+}
+
+// specOf reads the workload's policy from the cache; an empty one when it cannot.
+func (f *Feed) specOf(ctx context.Context, k workload.Key) *v1.WorkloadPolicySpec {
+	var p v1.WorkloadPolicy
+	if err := f.names.Get(ctx, client.ObjectKey{Namespace: k.Namespace, Name: workload.PolicyName(k.Kind, k.Name)}, &p); err != nil {
+		return &v1.WorkloadPolicySpec{}
+	}
+	return &p.Spec
+}
+
+// LoopbackRule names the loopback deny rule of spec covering the port, "default" when none does.
+// Reports do not name rules; ingress and egress rules only allow, so what denies those is always the
+// default, and a loopback deny is the forbidding rule's (of the policy as it is now).
+func LoopbackRule(spec *v1.WorkloadPolicySpec, proto string, port uint16) string {
+	for _, l := range spec.Loopback {
+		if l.Action != "deny" {
+			continue
+		}
+		for _, p := range l.Ports {
+			if string(cmp.Or(p.Protocol, "TCP")) != proto {
+				continue
+			}
+			if p.Port == 0 || (int32(port) >= p.Port && int32(port) <= max(p.EndPort, p.Port)) {
+				return l.Name
+			}
+		}
+	}
+	return "default"
 }
 
 // peerName names addr by the pod or Service holding it, falling back to the address.

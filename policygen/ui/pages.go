@@ -141,6 +141,6 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 		s.getFailed(w, key, err)
 		return
 	}
-	s.log.Info("mode changed from the UI", "policy", key.String(), "mode", body.Mode)
+	s.log.Info("mode changed from the UI", "policy", key.String(), "mode", body.Mode, "user", s.access.who(r))
 	writeJSON(w, map[string]any{"mode": modeOf(p)})
 }

@@ -93,3 +93,24 @@ func TestBuildGraph(t *testing.T) {
 		t.Errorf("BuildGraph (-want +got):\n%s", diff)
 	}
 }
+
+func TestLoopbackRule(t *testing.T) {
+	spec := &v1.WorkloadPolicySpec{Loopback: []v1.LoopbackRule{
+		{Name: "app", Action: "allow", Ports: []v1.Port{{Port: 8080}}},
+		{Name: "admin", Action: "deny", Ports: []v1.Port{{Port: 15000, EndPort: 15004}}},
+		{Name: "stats-udp", Action: "deny", Ports: []v1.Port{{Protocol: "UDP"}}},
+	}}
+	tests := []struct {
+		proto string
+		port  uint16
+		want  string
+	}{
+		{"TCP", 15000, "admin"}, {"TCP", 15004, "admin"}, {"TCP", 15005, "default"},
+		{"UDP", 9, "stats-udp"}, {"TCP", 8080, "default"},
+	}
+	for _, tt := range tests {
+		if got := LoopbackRule(spec, tt.proto, tt.port); got != tt.want {
+			t.Errorf("LoopbackRule(%s %d) = %q, want %q", tt.proto, tt.port, got, tt.want)
+		}
+	}
+}

@@ -198,11 +198,16 @@ async function showGraph() {
     pos[n.id] = [c + r * Math.cos(a), c + r * Math.sin(a)];
   });
   for (const e of g.edges) {
-    const [x1, y1] = pos[e.from], [x2, y2] = pos[e.to];
+    // Each edge runs on its right-hand side, denied ones further out, so that A->B and B->A, or an
+    // allowed and a denied connection of one pair, stay apart.
+    const [ax, ay] = pos[e.from], [bx, by] = pos[e.to];
+    const len = Math.hypot(bx - ax, by - ay) || 1, off = e.kind === "denied" ? 12 : 5;
+    const ox = (-(by - ay) / len) * off, oy = ((bx - ax) / len) * off;
+    const [x1, y1, x2, y2] = [ax + ox, ay + oy, bx + ox, by + oy];
     const line = svg("line", { x1, y1, x2, y2, class: e.kind, "marker-end": `url(#arrow-${e.kind})` });
     line.appendChild(svg("title", {}, `${e.from} → ${e.to}: ${e.kind} (${e.label})`));
     root.appendChild(line);
-    root.appendChild(svg("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 3, class: "edge", "text-anchor": "middle" }, e.label));
+    root.appendChild(svg("text", { x: (x1 + x2) / 2 + ox, y: (y1 + y2) / 2 + oy, class: "edge", "text-anchor": "middle" }, e.label));
   }
   for (const n of g.nodes) {
     const [x, y] = pos[n.id];
