@@ -1,0 +1,140 @@
+package policygen_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"podwall.io/podwall/config"
+	"podwall.io/podwall/policygen"
+	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/policygen/internal/pgtest"
+	"podwall.io/podwall/sidecar/pgclient"
+	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/sidecar/report"
+)
+
+// TestSidecarClientAgainstPolicygen runs policygen.Run in-process and the sidecar's own policygen
+// client (sidecar/pgclient) against it: the client gets its workload's generated policy and each
+// revision after a change, and its reports become learned rules.
+func TestSidecarClientAgainstPolicygen(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	pgtest.Namespace(t, c, "podwall-system", nil)
+	pgtest.Namespace(t, c, "shop", map[string]string{"podwall.io/inject": "enabled"})
+	web := k.Deployment("shop", "web", "web", "10.1.0.1")
+	api := k.Deployment("shop", "api", "api", "10.1.0.9")
+
+	certFile, keyFile, _ := pgtest.CertFiles(t)
+	addr := pgtest.FreeAddr(t)
+	pgCfg, err := config.LoadPolicyGenServer([]string{"--api-addr=" + addr, "--tls-cert-file=" + certFile, "--tls-key-file=" + keyFile,
+		"--metrics-addr=0", "--health-addr=0", "--leader-elect=false", "--replica-name=inproc", "--learn-quiet-period=0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- policygen.Run(runCtx, pgCfg, cfg, testr.New(t)) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("policygen.Run: %v", err)
+		}
+	})
+
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(k.Token(web[0], "podwall")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := pgclient.New(pgclient.Options{URL: "https://" + addr, TokenFile: tokenFile, CAFile: certFile,
+		Wait: 5 * time.Second, ReportInterval: 200 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []*policy.Policy
+	subCtx, stopSub := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stopSub(); wg.Wait() })
+	wg.Go(func() {
+		cl.Subscribe(subCtx, 0, func(p *policy.Policy) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, p)
+			return nil
+		})
+	})
+	latest := func() *policy.Policy {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) == 0 {
+			return nil
+		}
+		return got[len(got)-1]
+	}
+	// The generated policy arrives: Learn mode, the DNS rule.
+	pgtest.Eventually(t, 30*time.Second, func() error {
+		p := latest()
+		if p == nil || p.Workload != "Deployment/web" || p.Mode != policy.Learn || len(p.Egress) == 0 || p.Egress[0].ID != "egress/m-dns" {
+			return fmt.Errorf("client holds %+v", p)
+		}
+		return nil
+	})
+
+	// Reports from the client's ReportLoop become a learned rule naming api, which resolves to its IP.
+	obs := report.New(100)
+	obs.Add(report.Key{Direction: policy.Egress, Peer: netip.MustParseAddr("10.1.0.9"), Protocol: policy.TCP, Port: 8000}, "allow", time.Now())
+	wg.Go(func() {
+		cl.ReportLoop(subCtx, obs, func() policy.Report { return policy.Report{Revision: latest().Revision, Mode: policy.Learn} })
+	})
+	hasAPI := func(ip string) func() error {
+		return func() error {
+			p := latest()
+			for _, r := range p.Egress {
+				if r.ID == "egress/l-deployment-api" && len(r.CIDRs) == 1 && r.CIDRs[0] == netip.MustParsePrefix(ip+"/32") {
+					return nil
+				}
+			}
+			return fmt.Errorf("client's policy (revision %d) has no learned rule for api at %s: %+v", p.Revision, ip, p.Egress)
+		}
+	}
+	pgtest.Eventually(t, 30*time.Second, hasAPI("10.1.0.9"))
+
+	// A peer's new IP reaches the client under the same rule id; a user's mode change too.
+	k.SetIP(api[0], "10.1.0.10")
+	pgtest.Eventually(t, 15*time.Second, hasAPI("10.1.0.10"))
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var wp v1.WorkloadPolicy
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &wp); err != nil {
+			return err
+		}
+		wp.Spec.Mode = v1.Protect
+		return c.Update(ctx, &wp)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Eventually(t, 15*time.Second, func() error {
+		if p := latest(); p.Mode != policy.Protect {
+			return fmt.Errorf("client runs mode %s", p.Mode)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(got); i++ {
+		if got[i].Revision <= got[i-1].Revision {
+			t.Errorf("revisions %d then %d: want increasing", got[i-1].Revision, got[i].Revision)
+		}
+	}
+}
