@@ -60,6 +60,7 @@ func (o *Options) setDefaults() {
 	o.Audience = cmp.Or(o.Audience, "podwall")
 	o.DefaultWait = cmp.Or(o.DefaultWait, 30*time.Second)
 	o.MaxWait = cmp.Or(o.MaxWait, 2*time.Minute)
+	o.DefaultWait = min(o.DefaultWait, o.MaxWait)
 	o.ReviewTTL = cmp.Or(o.ReviewTTL, time.Minute)
 	o.MaxReportBytes = cmp.Or(o.MaxReportBytes, 2<<20)
 	o.ReportInterval = cmp.Or(o.ReportInterval, 5*time.Second)
