@@ -29,7 +29,7 @@ test: lint ## run every test: unit, root network-namespace datapath tests, real 
 
 .PHONY: test-ui
 test-ui: ## the web UI in headless Chromium against policygen on a real API server; screenshots in policygen/ui/testdata/artifacts/ (or PODWALL_UI_ARTIFACTS)
-	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 -v -run '^TestBrowser$$' ./policygen/ui/
+	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 -v -run '^TestUI$$' ./policygen/ui/
 
 E2E_PKGS := containerd runc containernetworking-plugins iptables conntrack nftables iproute2
 

@@ -14,10 +14,9 @@ import (
 	"podwall.io/podwall/sidecar/policy"
 )
 
-// TestAccess checks, without a browser, who may read and who may change what, and that the verdict
+// testAccess checks, without a browser, who may read and who may change what, and that the verdict
 // stream resumes after the last event a client saw.
-func TestAccess(t *testing.T) {
-	w := newWorld(t)
+func testAccess(t *testing.T, w *world) {
 	nobody := w.user(w.cluster.Cfg, "nobody", "get") // may get, not list: not enough to read the UI
 	tests := []struct {
 		name, method, path, token string
@@ -64,25 +63,34 @@ func TestAccess(t *testing.T) {
 	t.Run("stream resumes after Last-Event-ID", func(t *testing.T) { checkResume(t, w) })
 }
 
-// checkResume reads two verdicts, reconnects with the first one's id, and gets only the second.
+// checkResume reads two new verdicts, reconnects with the first one's id, and gets only the second.
 func checkResume(t *testing.T, w *world) {
-	w.report("web", policy.Protect, entry("deny", policy.Egress, "10.1.0.3", 5432))
-	w.report("web", policy.Protect, entry("deny", policy.Egress, "10.1.0.2", 9090))
-	first := readVerdicts(t, w, "", 2)
-	if first[0].Port != 5432 || first[1].Port != 9090 || first[1].Seq <= first[0].Seq {
-		t.Fatalf("stream from the start: %+v", first)
+	w.report("web", policy.Protect, entry("deny", policy.Egress, "10.1.0.3", 6001))
+	w.report("web", policy.Protect, entry("deny", policy.Egress, "10.1.0.2", 6002))
+	seen := map[uint16]ui.Verdict{}
+	readVerdicts(t, w, "", func(v ui.Verdict) bool {
+		seen[v.Port] = v
+		return seen[6001].Seq != 0 && seen[6002].Seq != 0
+	})
+	if seen[6002].Seq <= seen[6001].Seq {
+		t.Fatalf("verdicts out of order: %+v", seen)
 	}
-	again := readVerdicts(t, w, strconv.FormatUint(first[0].Seq, 10), 1)
-	if again[0].Seq != first[1].Seq {
-		t.Errorf("after Last-Event-ID %d: got seq %d, want %d", first[0].Seq, again[0].Seq, first[1].Seq)
+	var again []ui.Verdict
+	readVerdicts(t, w, strconv.FormatUint(seen[6001].Seq, 10), func(v ui.Verdict) bool {
+		again = append(again, v)
+		return true
+	})
+	if again[0].Seq != seen[6002].Seq {
+		t.Errorf("after Last-Event-ID %d: got seq %d, want %d", seen[6001].Seq, again[0].Seq, seen[6002].Seq)
 	}
-	if again[0].Peer != "shop/Deployment/api" || again[0].Rule != "default" || again[0].Pod != w.pods["web"].Name {
-		t.Errorf("verdict %+v: want peer shop/Deployment/api, rule default, pod %s", again[0], w.pods["web"].Name)
+	if v := again[0]; v.Peer != "shop/Deployment/api" || v.Rule != "default" || v.Pod != w.pods["web"].Name || v.Verdict != "deny" {
+		t.Errorf("verdict %+v: want a deny of pod %s to shop/Deployment/api, rule default", v, w.pods["web"].Name)
 	}
 }
 
-// readVerdicts opens the stream (resuming after lastID unless empty) and reads n verdicts.
-func readVerdicts(t *testing.T, w *world, lastID string, n int) []ui.Verdict {
+// readVerdicts opens the stream (resuming after lastID unless empty) and reads verdicts until done
+// says so.
+func readVerdicts(t *testing.T, w *world, lastID string, done func(ui.Verdict) bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -99,19 +107,17 @@ func readVerdicts(t *testing.T, w *world, lastID string, n int) []ui.Verdict {
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
 		t.Fatalf("stream: %s %s", resp.Status, ct)
 	}
-	var out []ui.Verdict
 	sc := bufio.NewScanner(resp.Body)
-	for len(out) < n && sc.Scan() {
+	for sc.Scan() {
 		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
 			var v ui.Verdict
 			if err := json.Unmarshal([]byte(data), &v); err != nil {
 				t.Fatalf("event %q: %v", data, err)
 			}
-			out = append(out, v)
+			if done(v) {
+				return
+			}
 		}
 	}
-	if len(out) < n {
-		t.Fatalf("stream ended after %d verdicts, want %d: %v", len(out), n, sc.Err())
-	}
-	return out
+	t.Fatalf("stream ended before the verdicts looked for: %v", sc.Err())
 }

@@ -19,10 +19,18 @@ import (
 // tableJS returns a table's body rows as arrays of cell texts.
 const tableJS = `[...document.querySelectorAll('%s tbody tr')].map(r => [...r.cells].map(c => c.textContent))`
 
-// TestBrowser drives the UI in headless Chromium against policygen on a real API server.
-func TestBrowser(t *testing.T) {
-	ctx := browser(t)
+// TestUI runs policygen on a real API server with seeded workloads, then drives the UI in headless
+// Chromium (skipped when there is none) and checks access rules over plain HTTP. One policygen per
+// process: its controllers' names are registered globally.
+func TestUI(t *testing.T) {
 	w := newWorld(t)
+	t.Run("browser", func(t *testing.T) { testBrowser(t, w) })
+	t.Run("access", func(t *testing.T) { testAccess(t, w) })
+}
+
+// testBrowser drives the UI in headless Chromium.
+func testBrowser(t *testing.T, w *world) {
+	ctx := browser(t)
 	// One deny before anyone looks: the live view must replay it and the workloads page count it.
 	w.report("web", policy.Protect, entry("deny", policy.Egress, "10.1.0.3", 5432))
 
