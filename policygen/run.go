@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -31,6 +32,8 @@ import (
 	"podwall.io/podwall/policygen/scheme"
 	"podwall.io/podwall/policygen/ui"
 )
+
+var skipNameValidation = true
 
 // Run runs policygen against the cluster restCfg points to until ctx ends.
 func Run(ctx context.Context, cfg config.PolicyGenServer, restCfg *rest.Config, log logr.Logger) error {
@@ -47,6 +50,9 @@ func Run(ctx context.Context, cfg config.PolicyGenServer, restCfg *rest.Config, 
 		LeaderElectionReleaseOnCancel: true,
 		// managedFields are most of a cached object and nothing here reads them.
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
+		// Run may run more than once in one process (tests do); the controllers' names then repeat,
+		// which only means their metrics are shared.
+		Controller: ctrlconfig.Controller{SkipNameValidation: &skipNameValidation},
 	})
 	if err != nil {
 		return fmt.Errorf("new manager: %w", err)
