@@ -145,7 +145,8 @@ function handleEvent(text) {
     else if (line.startsWith("data: ")) data += line.slice(6);
   }
   if (event === "lost") {
-    $("live-state").textContent = data + " verdicts fell out of the server's buffer while away";
+    // On a first connection the older verdicts were never shown: nothing was missed.
+    if (live.after > 0) $("live-state").textContent = data + " verdicts fell out of the server's buffer while away";
   } else if (event === "message" && data) {
     const v = JSON.parse(data);
     if (v.seq <= live.after) return;
