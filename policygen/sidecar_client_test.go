@@ -67,7 +67,7 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { stopSub(); wg.Wait() })
 	wg.Go(func() {
-		cl.Subscribe(subCtx, 0, func(p *policy.Policy) error {
+		cl.Subscribe(subCtx, nil, func(p *policy.Policy) error {
 			mu.Lock()
 			defer mu.Unlock()
 			got = append(got, p)

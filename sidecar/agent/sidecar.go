@@ -98,7 +98,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		go s.watchPolicyFile(ctx, fileData)
 	}
 	if s.client != nil {
-		go s.client.Subscribe(ctx, first.Revision, s.Apply)
+		go s.client.Subscribe(ctx, first, s.Apply)
 		go s.client.ReportLoop(ctx, s.dp.learned, s.reportHeader)
 	}
 	<-ctx.Done()

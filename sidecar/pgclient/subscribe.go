@@ -14,12 +14,18 @@ import (
 // maxPolicyBytes bounds a served policy, as policy.Decode does.
 const maxPolicyBytes = 64 << 20
 
-// Subscribe long-polls the workload's policy until ctx ends, starting from revision held (the policy in
-// force, 0 for none), and calls apply with every newer one. A policy that does not decode, or that
-// apply refuses, is logged and not asked for again: the one in force stays, and the client waits for
-// the next revision.
-func (c *Client) Subscribe(ctx context.Context, held int64, apply func(*policy.Policy) error) {
-	after, etag := held, ""
+// Subscribe long-polls the workload's policy until ctx ends, starting from held (the policy in force:
+// cached or a baseline, nil for none), and calls apply with every newer one. A policy that does not
+// decode, or that apply refuses, is logged and not asked for again: the one in force stays, and the
+// client waits for the next revision.
+func (c *Client) Subscribe(ctx context.Context, held *policy.Policy, apply func(*policy.Policy) error) {
+	var after int64
+	var etag string
+	if held != nil && held.Revision > 0 {
+		// A policy from policygen (a baseline has revision 0): name its content, so that a replica that
+		// numbered the same content differently does not leave this sidecar behind.
+		after, etag = held.Revision, `"`+policy.ContentHash(held)+`"`
+	}
 	for fails := 0; ctx.Err() == nil; {
 		s, err := c.poll(ctx, after, etag)
 		if err != nil {
