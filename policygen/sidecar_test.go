@@ -59,17 +59,8 @@ func newSidecarWorld(t *testing.T) *sidecarWorld {
 	a, b := netnstest.Pair(t, w.pod, w.peer)
 	host, _ := netnstest.PairHost(t, w.pod)
 	w.podIP, w.peerIP = a.Addr.Addr(), b.Addr.Addr()
-	for _, port := range []int{80, 81, 8080} {
-		l := w.peer.Listen(t, "tcp", netip.AddrPortFrom(w.peerIP, uint16(port)).String())
-		go func() {
-			for {
-				conn, err := l.Accept()
-				if err != nil {
-					return
-				}
-				conn.Close()
-			}
-		}()
+	for _, port := range []uint16{80, 81, 8080} {
+		w.peer.Serve(t, netip.AddrPortFrom(w.peerIP, port).String())
 	}
 
 	pgBin, scBin := pgtest.BuildPolicygen(t), pgtest.Build(t, "podwall-sidecar")

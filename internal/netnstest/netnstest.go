@@ -102,6 +102,23 @@ func (n *NS) Listen(t testing.TB, network, addr string) net.Listener {
 	return l
 }
 
+// Serve listens on a TCP address inside the namespace and closes every connection it accepts: a peer
+// that is there, for tests that only ask whether a connection gets through. It stops when the test ends.
+func (n *NS) Serve(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	l := n.Listen(t, "tcp", addr)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l
+}
+
 // Dial connects from inside the namespace, giving up after timeout.
 func (n *NS) Dial(network, addr string, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn

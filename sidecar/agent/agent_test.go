@@ -95,7 +95,7 @@ func newWorld(t *testing.T) *world {
 	a, b := netnstest.Pair(t, w.pod, w.peer)
 	w.podIP, w.peerIP = a.Addr.Addr(), b.Addr.Addr()
 	for _, port := range []int{80, 81, 8080} {
-		serve(w.peer.Listen(t, "tcp", fmt.Sprintf("%s:%d", w.peerIP, port)))
+		w.peer.Serve(t, fmt.Sprintf("%s:%d", w.peerIP, port))
 	}
 	dir := t.TempDir()
 	w.policyFile, w.cacheDir = filepath.Join(dir, "policy.yaml"), filepath.Join(dir, "cache")
@@ -104,18 +104,6 @@ func newWorld(t *testing.T) *world {
 	}
 	w.httpAddr = freePort(t)
 	return w
-}
-
-func serve(l net.Listener) {
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 }
 
 func freePort(t *testing.T) string {

@@ -29,7 +29,7 @@ func TestMeshRedirectJudgedAgainstTheRealRemote(t *testing.T) {
 			c.Close()
 		}
 	}()
-	serve(w.pod.Listen(t, "tcp", "127.0.0.1:15000"))
+	w.pod.Serve(t, "127.0.0.1:15000")
 	w.writePolicy(t, policy.Protect, 5, 80)
 	w.start(t, nil)
 

@@ -31,17 +31,7 @@ func setup(t *testing.T) (*netnstest.NS, net.Listener) {
 		"-j", "REJECT", "--reject-with", "tcp-reset")
 	ns.Exec(t, "iptables", "-A", "OUTPUT", "-o", "lo", "-p", "tcp", "--dport", "8000", "--syn", "-j", "NFQUEUE",
 		"--queue-num", fmt.Sprint(queueNum))
-	l := ns.Listen(t, "tcp", "127.0.0.1:8000")
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ns, l
+	return ns, ns.Serve(t, "127.0.0.1:8000")
 }
 
 func serve(t *testing.T, ns *netnstest.NS, m *Metrics, stall time.Duration, h Handler) {
