@@ -53,6 +53,7 @@ type Cluster struct {
 	ownDir      bool
 	pki         pki
 	host        hostState
+	lock        *os.File // the host journal, see lockHost
 	procs       []*proc
 	apiPort     int
 	kubeletPort int
@@ -71,8 +72,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		}
 		c.ownDir = true
 	}
-	if c.host, err = snapshotHost(); err != nil {
-		return nil, fmt.Errorf("record host state: %w", err)
+	if c.lock, err = c.lockHost(); err != nil {
+		if c.ownDir {
+			os.RemoveAll(c.dir)
+		}
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -150,7 +154,7 @@ func (c *Cluster) stop() error {
 	if p := byName["containerd"]; p != nil {
 		c.killContainers()
 		p.stop(10 * time.Second)
-		c.killShims()
+		killShimsOf(c.ContainerdSocket)
 	}
 	for _, n := range []string{"kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
 		if p := byName[n]; p != nil {
@@ -164,7 +168,11 @@ func (c *Cluster) stop() error {
 			err = errors.Join(err, rerr)
 		}
 	}
-	return err
+	if err != nil {
+		// The journal stays: the next Start retries the restore.
+		return errors.Join(err, c.lock.Close())
+	}
+	return unlockHost(c.lock)
 }
 
 func (c *Cluster) path(elem ...string) string {

@@ -8,7 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // sysctls the kubelet, kube-proxy and the CNI bridge plugin change on the host.
@@ -179,9 +182,11 @@ func removeKubeChains(bin, table string) error {
 }
 
 // removeCgroups removes the kubelet's cgroup trees (the cgroupfs driver creates "kubepods" in every
-// v1 hierarchy); rmdir works only on empty cgroups, so deepest first.
+// v1 hierarchy). Any process still in them is a container of this cluster whose shim is gone: it is
+// killed first, since rmdir works only on empty cgroups (deepest first).
 func removeCgroups() error {
 	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
+	killCgroupProcs(roots)
 	var errs []error
 	for _, root := range roots {
 		var dirs []string
@@ -230,4 +235,32 @@ func splitRule(line string) []string {
 		args = append(args, cur.String())
 	}
 	return args
+}
+
+// killCgroupProcs SIGKILLs every process in the cgroup trees and waits (up to 5 s) until they are empty.
+func killCgroupProcs(roots []string) {
+	procs := func() []int {
+		var pids []int
+		for _, root := range roots {
+			filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.Name() == "cgroup.procs" {
+					b, _ := os.ReadFile(p)
+					for _, f := range strings.Fields(string(b)) {
+						if pid, err := strconv.Atoi(f); err == nil {
+							pids = append(pids, pid)
+						}
+					}
+				}
+				return nil
+			})
+		}
+		return pids
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pids := procs(); len(pids) > 0 && time.Now().Before(deadline); pids = procs() {
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -97,14 +97,14 @@ func (c *Cluster) waitFor(ctx context.Context, what string, timeout time.Duratio
 	}
 }
 
-// killShims ends the containerd shims that this cluster's containerd started (found by the socket
-// address on their command line) once their containers are gone; shims re-parent themselves away
-// from containerd, so stopping containerd does not end them.
-func (c *Cluster) killShims() {
+// killShimsOf ends the containerd shims that the cluster's containerd at socket started (found by
+// the socket address on their command line) once their containers are gone; shims re-parent
+// themselves away from containerd, so stopping containerd does not end them.
+func killShimsOf(socket string) {
 	paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(b, []byte("containerd-shim")) || !bytes.Contains(b, []byte(c.ContainerdSocket)) {
+		if err != nil || !bytes.Contains(b, []byte("containerd-shim")) || !bytes.Contains(b, []byte(socket)) {
 			continue
 		}
 		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
