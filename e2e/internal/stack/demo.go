@@ -55,6 +55,10 @@ func Usage(ctx context.Context, c *cluster.Cluster, podwall, demo bool) string {
 `, c.HostIP, c.APIServerURL, c.Dir(), c.Kubeconfig, filepath.Join(c.BinDir(), "kubectl"))
 	if podwall {
 		s += "podwall runs in namespace podwall-system (kubectl apply -k manifests/).\n"
+		if svc, err := c.Client.CoreV1().Services(systemNamespace).Get(ctx, "podwall-policygen", metav1.GetOptions{}); err == nil {
+			s += fmt.Sprintf("web UI: https://%s:8443/ui/ (its certificate is from the cluster's CA, %s)\n",
+				svc.Spec.ClusterIP, filepath.Join(c.Dir(), "pki", "ca.crt"))
+		}
 	}
 	if demo {
 		server := "<server's cluster IP>"
@@ -62,6 +66,7 @@ func Usage(ctx context.Context, c *cluster.Cluster, podwall, demo bool) string {
 			server = svc.Spec.ClusterIP
 		}
 		s += fmt.Sprintf(`demo workload in namespace demo (opted in, Learn mode): a client calls the server every second.
+  kubectl -n demo create token ui-user                   # a token for the web UI (reads policies, changes modes)
   kubectl -n demo logs deploy/client -c podwall -f       # the client's verdict lines
   kubectl -n demo get workloadpolicies -o yaml            # manifest and learned rules
   kubectl -n demo patch workloadpolicy deployment-client --type merge -p '{"spec":{"mode":"Protect"}}'
