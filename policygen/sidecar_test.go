@@ -261,14 +261,19 @@ func apiPeer() v1.Peer {
 	return v1.Peer{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}
 }
 
-// TestSidecarFollowsPolicygen runs the real sidecar against the real policygen: learning from reports,
+// TestSidecarFollowsPolicygen runs the real sidecar against the real policygen: the first policy in
+// force before ready, learning from reports,
 // a policy change reaching the datapath, policygen going away and coming back without the enforcement
 // changing or a revision being lost, and a sidecar restarted while policygen is down enforcing its
 // cached policy before it turns ready.
 func TestSidecarFollowsPolicygen(t *testing.T) {
 	w := newSidecarWorld(t)
 	w.startSidecar()
-	w.waitMetric("podwall_policy_revision", func(v float64) bool { return v > 0 })
+	// A new sidecar turns ready only once policygen's first policy is in force, so that the app does
+	// not start under the deny-all baseline.
+	if rev := w.metric("podwall_policy_revision"); rev <= 0 {
+		t.Fatalf("ready at revision %v, before policygen's first policy", rev)
+	}
 
 	// Learn: a connection is allowed, reported, and becomes a learned rule.
 	w.mustConnect(8080)

@@ -64,6 +64,9 @@ type PolicyGen struct {
 	CAFile string
 	// ReportInterval is how often observations are reported (default 10s).
 	ReportInterval time.Duration
+	// FirstPolicyWait is how long a sidecar with no policy at all (no cache) waits for policygen's
+	// first one before it turns ready under the baseline (default 10s).
+	FirstPolicyWait time.Duration
 }
 
 // Tunables are the settings a running sidecar takes without a restart.
@@ -96,6 +99,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.StallTimeout == 0 {
 		o.StallTimeout = 2 * time.Second
+	}
+	if o.PolicyGen.FirstPolicyWait == 0 {
+		o.PolicyGen.FirstPolicyWait = 10 * time.Second
 	}
 	if o.LearnedLimit == 0 {
 		o.LearnedLimit = 10000

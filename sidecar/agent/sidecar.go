@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,8 +91,6 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.opts.HTTPAddr, err)
 	}
-	s.ready.Store(true)
-	s.log.Info("ready", "revision", first.Revision, "mode", string(modeOf(first, s.tunables.Mode)))
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
 	go serveHTTP(httpCtx, l, &s.ready, s.reg, s.log)
@@ -98,9 +98,15 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		go s.watchPolicyFile(ctx, fileData)
 	}
 	if s.client != nil {
-		go s.client.Subscribe(ctx, first, s.Apply)
+		received := make(chan struct{})
+		go s.client.Subscribe(ctx, first, firstTime(received, s.Apply))
 		go s.client.ReportLoop(ctx, s.dp.learned, s.reportHeader)
+		if first.Revision == 0 {
+			s.awaitFirstPolicy(ctx, received)
+		}
 	}
+	s.ready.Store(true)
+	s.log.Info("ready", "revision", s.Revision(), "mode", string(s.mode()))
 	<-ctx.Done()
 	s.ready.Store(false)
 	err = s.leave()
@@ -124,6 +130,39 @@ func (s *Sidecar) InstallBaseline() error {
 	}
 	s.log.Info("baseline installed", "revision", p.Revision)
 	return nil
+}
+
+// awaitFirstPolicy holds readiness back, for at most PolicyGen.FirstPolicyWait, until policygen's first
+// policy is in force: a new pod's app containers, which start once the sidecar is ready, then meet
+// their policy rather than the deny-all baseline. Past the wait the baseline stays in force (fail safe)
+// and the sidecar turns ready anyway, so that a policygen outage does not hold every new pod back.
+func (s *Sidecar) awaitFirstPolicy(ctx context.Context, received <-chan struct{}) {
+	t := time.NewTimer(s.opts.PolicyGen.FirstPolicyWait)
+	defer t.Stop()
+	select {
+	case <-received:
+	case <-ctx.Done():
+	case <-t.C:
+		s.log.Info("no policy from policygen yet; ready under the baseline", "waited", s.opts.PolicyGen.FirstPolicyWait.String())
+	}
+}
+
+// firstTime wraps apply so that the first policy it applies closes received.
+func firstTime(received chan struct{}, apply func(*policy.Policy) error) func(*policy.Policy) error {
+	var once sync.Once
+	return func(p *policy.Policy) error {
+		err := apply(p)
+		if err == nil {
+			once.Do(func() { close(received) })
+		}
+		return err
+	}
+}
+
+func (s *Sidecar) mode() policy.Mode {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return modeOf(s.policy, s.tunables.Mode)
 }
 
 // leave puts the namespace in the fail mode's state as the sidecar stops.
