@@ -1,16 +1,11 @@
 package config
 
 import (
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/spf13/pflag"
-	"sigs.k8s.io/yaml"
 )
 
 // defaultInjector is the injector's configuration with every default.
@@ -101,59 +96,12 @@ func TestLoadInjectorErrors(t *testing.T) {
 	}
 }
 
-// TestInjectorKeysAreFlags guards the one-registry rule for the injector's keys.
-func TestInjectorKeysAreFlags(t *testing.T) {
-	var fields []string
-	for key := range settingsByKey(Injector{}) {
-		fields = append(fields, key)
-	}
-	flags := pflag.NewFlagSet("test", pflag.ContinueOnError)
-	flags.String(fileKey, "", "")
-	injectorLoader.flags(flags)
-	var names []string
-	flags.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
-	slices.Sort(fields)
-	slices.Sort(names)
-	if diff := cmp.Diff(names, fields); diff != "" {
-		t.Errorf("flags (-) and struct keys (+) differ:\n%s", diff)
-	}
-}
-
 // FuzzInjectorFile feeds arbitrary files to LoadInjector: no panic, and an accepted config written back
 // out loads the same.
 func FuzzInjectorFile(f *testing.F) {
-	for _, seed := range []string{
+	seeds := []string{
 		"sidecar-image: x\n", "port: 70000\n", "cert-hosts: [a, 1.2.3.4]\ncert-validity: 2h\ncert-renew-before: 1h\n",
 		"sidecar-cpu-limit: 1e3\n", "native-sidecars: never\nsidecar-privileged: true\n", "- a\n",
-	} {
-		f.Add([]byte(seed))
 	}
-	dir := f.TempDir()
-	path, again := filepath.Join(dir, "c.yaml"), filepath.Join(dir, "again.yaml")
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		got, err := LoadInjector([]string{"--config", path})
-		if err != nil {
-			return
-		}
-		settings := settingsByKey(got)
-		delete(settings, fileKey)
-		out, err := yaml.Marshal(settings)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(again, out, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		reloaded, err := LoadInjector([]string{"--config", again})
-		if err != nil {
-			t.Fatalf("config written back does not load: %v\n%s", err, out)
-		}
-		reloaded.File = path
-		if diff := cmp.Diff(got, reloaded, sameConfig); diff != "" {
-			t.Fatalf("config changed on the way back:\n%s", diff)
-		}
-	})
+	fuzzFile(f, seeds, LoadInjector, Injector.validate, func(c *Injector) *string { return &c.File }, sameConfig)
 }

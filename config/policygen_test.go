@@ -1,16 +1,9 @@
 package config
 
 import (
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/go-cmp/cmp"
-	"github.com/spf13/pflag"
-	"sigs.k8s.io/yaml"
 )
 
 func TestLoadPolicyGenServer(t *testing.T) {
@@ -55,55 +48,8 @@ func TestLoadPolicyGenServer(t *testing.T) {
 	}
 }
 
-// TestPolicyGenServerKeysAreFlags: every field is a flag and every flag a field.
-func TestPolicyGenServerKeysAreFlags(t *testing.T) {
-	var fields []string
-	for key := range settingsByKey(PolicyGenServer{}) {
-		fields = append(fields, key)
-	}
-	flags := pflag.NewFlagSet("test", pflag.ContinueOnError)
-	flags.String(fileKey, "", "")
-	policyGenServerLoader.flags(flags)
-	var names []string
-	flags.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
-	slices.Sort(fields)
-	slices.Sort(names)
-	if diff := cmp.Diff(names, fields); diff != "" {
-		t.Errorf("flags (-) and struct keys (+) differ:\n%s", diff)
-	}
-}
-
 // FuzzPolicyGenServerFile: a file that loads writes back to one that loads to the same configuration.
 func FuzzPolicyGenServerFile(f *testing.F) {
-	for _, seed := range []string{"max-wait: 30s\n", "dns-service: a/b\nreport-burst: 2\n", "learn-quiet-period: -1h\n", "- x\n", "max-report-bytes: 1e9\n"} {
-		f.Add([]byte(seed))
-	}
-	dir := f.TempDir()
-	path, again := filepath.Join(dir, "c.yaml"), filepath.Join(dir, "again.yaml")
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		got, err := LoadPolicyGenServer([]string{"--config", path})
-		if err != nil {
-			return
-		}
-		settings := settingsByKey(got)
-		delete(settings, fileKey)
-		out, err := yaml.Marshal(settings)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(again, out, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		reloaded, err := LoadPolicyGenServer([]string{"--config", again})
-		if err != nil {
-			t.Fatalf("config written back does not load: %v\n%s", err, out)
-		}
-		reloaded.File = path
-		if diff := cmp.Diff(got, reloaded); diff != "" {
-			t.Fatalf("config changed on the way back:\n%s", diff)
-		}
-	})
+	seeds := []string{"max-wait: 30s\n", "dns-service: a/b\nreport-burst: 2\n", "learn-quiet-period: -1h\n", "- x\n", "max-report-bytes: 1e9\n"}
+	fuzzFile(f, seeds, LoadPolicyGenServer, PolicyGenServer.validate, func(c *PolicyGenServer) *string { return &c.File })
 }
