@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -238,6 +240,18 @@ func TestProtectAllowsPolicyAndRefusesTheRestFast(t *testing.T) {
 	for range 20 {
 		if _, err := w.dial(w.peerAddr(80)); err != nil {
 			t.Fatalf("repeat allowed connection: %v", err)
+		}
+	}
+	resp, err := http.Get("http://" + w.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, series := range []string{`podwall_verdicts_total{direction="egress",verdict="deny"} 1`,
+		`podwall_queue_kernel_drops_total{queue="100",reason="queue_full"} 0`, `podwall_policy_revision 3`} {
+		if !strings.Contains(string(body), series) {
+			t.Errorf("metrics lack %s:\n%s", series, body)
 		}
 	}
 }

@@ -79,7 +79,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer stopLoop()
 	loop, err := nfq.Bind(loopCtx, nfq.Options{NetNS: s.nsfd, QueueNum: s.opts.QueueNum,
 		QueueCount: s.opts.QueueCount, FailOpen: s.opts.FailOpen, StallTimeout: s.opts.StallTimeout,
-		Metrics: nfq.NewMetrics(s.reg)}, s.dp.handle, s.log)
+		Metrics: nfq.NewMetrics(s.reg), Registerer: s.reg}, s.dp.handle, s.log)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,14 @@
 package nfq
 
 import (
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 )
 
 // Metrics are the verdict loop's Prometheus series.
@@ -16,6 +21,68 @@ type Metrics struct {
 	Overruns prometheus.Counter
 	// Restarts counts workers the watchdog replaced.
 	Restarts prometheus.Counter
+}
+
+// procQueues is the kernel's table of bound queues in the reading thread's network namespace: queue
+// number, peer port id, packets waiting, copy mode, copy range, packets dropped because the queue was
+// full, packets dropped because the socket could not take them, last packet id, 1.
+const procQueues = "/proc/thread-self/net/netfilter/nfnetlink_queue"
+
+// kernelDrops exports the kernel's own drop counters of the sidecar's queues: what it dropped (or,
+// fail-open, let through) because a queue was full or our socket could not take a packet. They are
+// read at scrape time, from the guarded namespace.
+type kernelDrops struct {
+	netns       int
+	first, last uint16
+	desc        *prometheus.Desc
+}
+
+func (k *kernelDrops) Describe(ch chan<- *prometheus.Desc) { ch <- k.desc }
+
+func (k *kernelDrops) Collect(ch chan<- prometheus.Metric) {
+	table, err := readInNetNS(k.netns, procQueues)
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(table), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 7 {
+			continue
+		}
+		num, err := strconv.ParseUint(f[0], 10, 16)
+		if err != nil || uint16(num) < k.first || uint16(num) > k.last {
+			continue
+		}
+		for _, c := range []struct{ reason, value string }{{"queue_full", f[5]}, {"socket", f[6]}} {
+			if n, err := strconv.ParseFloat(c.value, 64); err == nil {
+				ch <- prometheus.MustNewConstMetric(k.desc, prometheus.CounterValue, n, f[0], c.reason)
+			}
+		}
+	}
+}
+
+// readInNetNS reads a file from a thread in the network namespace netns (0: the process's own). The
+// thread is thrown away afterwards rather than trusted back in the process's namespace.
+func readInNetNS(netns int, path string) ([]byte, error) {
+	if netns == 0 {
+		return os.ReadFile(path)
+	}
+	type result struct {
+		data []byte
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := unix.Setns(netns, unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		data, err := os.ReadFile(path)
+		ch <- result{data, err}
+	}()
+	r := <-ch
+	return r.data, r.err
 }
 
 // NewMetrics creates the series and registers them with reg when it is not nil.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/florianl/go-nfqueue/v2"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,6 +56,8 @@ type Options struct {
 	StallTimeout time.Duration
 	// Metrics receives the queues' counters; nil counts nothing.
 	Metrics *Metrics
+	// Registerer, when set, also exports the kernel's drop counters of the queues.
+	Registerer prometheus.Registerer
 }
 
 func (o *Options) setDefaults() {
@@ -96,6 +99,15 @@ func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop,
 			return nil, err
 		}
 		l.workers = append(l.workers, w)
+	}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(&kernelDrops{netns: opts.NetNS, first: opts.QueueNum,
+			last: opts.QueueNum + opts.QueueCount - 1, desc: prometheus.NewDesc("podwall_queue_kernel_drops_total",
+				"Packets the kernel could not queue to the sidecar (dropped, or accepted when failing open), by queue and reason.",
+				[]string{"queue", "reason"}, nil)}); err != nil {
+			l.stop()
+			return nil, fmt.Errorf("register queue drop counters: %w", err)
+		}
 	}
 	log.Info("verdict loop bound", "queues", opts.QueueCount, "first", opts.QueueNum)
 	return l, nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/florianl/go-nfqueue/v2"
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"podwall.io/podwall/internal/netnstest"
@@ -35,8 +36,12 @@ func setup(t *testing.T) (*netnstest.NS, net.Listener) {
 }
 
 func serve(t *testing.T, ns *netnstest.NS, m *Metrics, stall time.Duration, h Handler) {
+	serveWith(t, Options{NetNS: ns.Fd(), QueueNum: queueNum, StallTimeout: stall, Metrics: m}, h)
+}
+
+func serveWith(t *testing.T, o Options, h Handler) {
 	ctx, cancel := context.WithCancel(context.Background())
-	loop, err := Bind(ctx, Options{NetNS: ns.Fd(), QueueNum: queueNum, StallTimeout: stall, Metrics: m}, h, testr.New(t))
+	loop, err := Bind(ctx, o, h, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,5 +100,54 @@ func TestWatchdogReplacesAStuckWorker(t *testing.T) {
 	c.Close()
 	if got := testutil.ToFloat64(m.Restarts); got != 1 {
 		t.Fatalf("watchdog restarts = %v, want 1", got)
+	}
+}
+
+// TestKernelDropsAreExported fills a one-packet queue while its handler holds the first packet: the
+// kernel drops the next openings and the counter read from the namespace says so.
+func TestKernelDropsAreExported(t *testing.T) {
+	ns, l := setup(t)
+	reg := prometheus.NewRegistry()
+	release := make(chan struct{})
+	var held atomic.Bool
+	serveWith(t, Options{NetNS: ns.Fd(), QueueNum: queueNum, MaxQueueLen: 1, StallTimeout: time.Minute, Registerer: reg},
+		func(Packet) Verdict {
+			if !held.Swap(true) {
+				<-release
+			}
+			return Verdict{Action: nfqueue.NfAccept}
+		})
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			if c, err := ns.Dial("tcp", l.Addr().String(), 5*time.Second); err == nil {
+				c.Close()
+			}
+			done <- struct{}{}
+		}()
+	}
+	drops := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := 0.0
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				total += m.GetCounter().GetValue()
+			}
+		}
+		return total
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for drops() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no kernel drop counted while the queue was full")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(release)
+	for range 4 {
+		<-done
 	}
 }
