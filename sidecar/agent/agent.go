@@ -127,7 +127,9 @@ type Sidecar struct {
 	mu       sync.Mutex // serializes policy and tunable changes
 	policy   *policy.Policy
 	tunables Tunables
-	vlog     atomic.Pointer[verdictlog.Logger]
+	// stopped is set when the sidecar leaves the namespace; no policy is applied after it.
+	stopped bool
+	vlog    atomic.Pointer[verdictlog.Logger]
 	// retired sums the counters of verdict loggers replaced by Reconfigure, so metrics never go back.
 	retired  verdictlog.Stats
 	revision prometheus.Gauge

@@ -16,8 +16,12 @@ import (
 func TestFailClosedExitAndCachedRestart(t *testing.T) {
 	w := newWorld(t)
 	w.writePolicy(t, policy.Protect, 7, 80)
-	_, stop := w.start(t, nil)
+	gone, stop := w.start(t, nil)
 	stop()
+	// A policy arriving after the exit (a long-poll answered late) must not bring the queue rules back.
+	if err := gone.Apply(w.policy(policy.Protect, 8, 80, 81)); err == nil {
+		t.Fatal("a stopped sidecar applied a policy")
+	}
 	if _, err := w.dial(w.peerAddr(80)); err != nil {
 		t.Fatalf("allowed connection with the sidecar gone (fail-closed): %v", err)
 	}

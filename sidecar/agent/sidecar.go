@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -64,8 +65,9 @@ func New(opts Options, log logr.Logger) (*Sidecar, error) {
 	return s, nil
 }
 
-// Run installs the first policy (the cached one, else the policy file's, else the fail mode's
-// baseline), binds the queues, turns ready, and then follows policy and configuration changes until ctx
+// Run installs the first policy (the policy file's, else the cached one, else the fail mode's
+// baseline), binds the queues, turns ready (with policygen and no cache, once its first policy is in
+// force or FirstPolicyWait has passed), and then follows policy and configuration changes until ctx
 // ends. It then leaves the namespace in the fail mode's state: fail-closed keeps the policy enforced in
 // the kernel and refuses the rest, fail-open removes the table.
 func (s *Sidecar) Run(ctx context.Context) error {
@@ -167,12 +169,13 @@ func (s *Sidecar) mode() policy.Mode {
 
 // leave puts the namespace in the fail mode's state as the sidecar stops.
 func (s *Sidecar) leave() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true // a policy arriving late must not put the queue rules back
 	if s.opts.FailOpen {
 		s.log.Info("fail-open: removing the ruleset")
 		return ruleset.Remove(s.nft)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.log.Info("fail-closed: leaving the policy enforced in the kernel", "revision", s.policy.Revision)
 	o := s.rulesetOptions(s.tunables)
 	o.Offline = true
@@ -188,6 +191,9 @@ func (s *Sidecar) Apply(p *policy.Policy) error {
 }
 
 func (s *Sidecar) applyLocked(p *policy.Policy, t Tunables) error {
+	if s.stopped {
+		return errors.New("sidecar stopping: policy not applied")
+	}
 	old := s.dp.decider.Load()
 	// The decider changes first: a connection queued under the old ruleset but decided by the new
 	// policy is judged by the stricter of the two moments, and an allow under the old policy can no
