@@ -23,10 +23,12 @@ const loIndex = 1
 // answers the kernel with NF_REPEAT and a verdict mark: the ruleset's mark rules, placed before its
 // queue rules, then reject or accept the packet in the kernel (see sidecar/ruleset).
 type datapath struct {
-	decider  atomic.Pointer[decide.Decider]
-	log      func(decide.Conn, decide.Decision)
-	learned  *report.Aggregator
-	verdicts *prometheus.CounterVec
+	decider atomic.Pointer[decide.Decider]
+	log     func(decide.Conn, decide.Decision)
+	learned *report.Aggregator
+	// verdicts are podwall_verdicts_total's series by direction and verdict, resolved once so that the
+	// verdict path does no label lookup.
+	verdicts [4][4]prometheus.Counter
 	badPkts  prometheus.Counter
 }
 
@@ -42,7 +44,7 @@ func (d *datapath) handle(p nfq.Packet) nfq.Verdict {
 	}
 	c := d.conn(pkt, p)
 	v := dec.Decide(c)
-	d.verdicts.WithLabelValues(c.Direction.String(), v.Verdict.String()).Inc()
+	d.verdicts[c.Direction][v.Verdict].Inc()
 	d.log(c, v)
 	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
 	// counts.

@@ -6,14 +6,20 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"podwall.io/podwall/sidecar/decide"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
 // registerMetrics creates the sidecar's own series; the verdict loop registers its own in Run.
 func (s *Sidecar) registerMetrics() {
-	s.dp.verdicts = prometheus.NewCounterVec(prometheus.CounterOpts{
+	verdicts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "podwall_verdicts_total", Help: "Decisions made in user space, by direction and verdict.",
 	}, []string{"direction", "verdict"})
+	for _, d := range []decide.Direction{decide.Ingress, decide.Egress, decide.Loopback} {
+		for _, v := range []decide.Verdict{decide.Allow, decide.Deny, decide.Audit} {
+			s.dp.verdicts[d][v] = verdicts.WithLabelValues(d.String(), v.String())
+		}
+	}
 	s.dp.badPkts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "podwall_unparsable_packets_total", Help: "Queued packets that could not be parsed and were dropped.",
 	})
@@ -23,7 +29,7 @@ func (s *Sidecar) registerMetrics() {
 	s.applyErr = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "podwall_policy_apply_errors_total", Help: "Policies refused (invalid, or the kernel refused the batch); the previous one stayed in force.",
 	})
-	s.reg.MustRegister(s.dp.verdicts, s.dp.badPkts, s.revision, s.applyErr,
+	s.reg.MustRegister(verdicts, s.dp.badPkts, s.revision, s.applyErr,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "podwall_learned_pending", Help: "Observed connections waiting to be reported.",
 		}, func() float64 { return float64(s.dp.learned.Len()) }),

@@ -192,11 +192,12 @@ func (w *worker) hook(nf *nfqueue.Nfqueue) nfqueue.HookFunc {
 			p.Payload = *a.Payload
 		}
 		v := w.handle(p)
-		var opts []nfqueue.VerdictOption
+		var err error
 		if v.Mark != 0 {
-			opts = append(opts, nfqueue.WithMark(v.Mark))
+			err = nf.SetVerdictWithOption(*a.PacketID, v.Action, nfqueue.WithMark(v.Mark))
+		} else {
+			err = nf.SetVerdict(*a.PacketID, v.Action)
 		}
-		err := nf.SetVerdictWithOption(*a.PacketID, v.Action, opts...)
 		w.busySince.Store(0)
 		w.opts.Metrics.observe(time.Since(start), err)
 		if err != nil {
