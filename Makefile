@@ -84,9 +84,9 @@ bench-injector: ## (~1 min) 500 pod creates at concurrency 8 with and without th
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 
 .PHONY: generate
-generate: ## regenerate deepcopy code and CRD YAML (manifests/crds/) from policygen/api
-	$(CONTROLLER_GEN) object paths=./policygen/api/...
-	$(CONTROLLER_GEN) crd paths=./policygen/api/... output:crd:artifacts:config=manifests/crds
+generate: ## regenerate deepcopy code and CRD YAML (manifests/crds/) from api/v1alpha1
+	$(CONTROLLER_GEN) object paths=./api/v1alpha1/...
+	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=manifests/crds
 
 .PHONY: run
 run: e2e-deps cluster-bin ## podwall on a local single-node cluster built here, with a demo workload (root); Ctrl-C removes it all

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"podwall.io/podwall/api/policy"
 )
 
 // PolicyGenServer is policygen's configuration (podwall-policygen). Every field is one key, spelled as its
@@ -81,7 +83,7 @@ var policyGenServerLoader = loader{
 		f.String("api-addr", ":8443", "policy API TLS listen address")
 		f.String("tls-cert-file", "/var/run/podwall-policygen/certs/tls.crt", "policy API serving certificate")
 		f.String("tls-key-file", "/var/run/podwall-policygen/certs/tls.key", "policy API serving key")
-		f.String("token-audience", "podwall", "audience sidecar tokens must carry")
+		f.String("token-audience", policy.TokenAudience, "audience sidecar tokens must carry")
 		f.Duration("max-wait", 2*time.Minute, "longest long-poll a sidecar may ask for")
 		f.Int64("max-report-bytes", 2<<20, "largest report body accepted (4096 entries take up to ~1 MiB)")
 		f.Duration("report-interval", 5*time.Second, "one report per pod per this interval, on average")

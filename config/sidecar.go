@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // DefaultSidecarFile is where the injector mounts the per-workload ConfigMap's config.yaml.

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // validate reports every problem at once, each prefixed with its key, so that an operator fixes a

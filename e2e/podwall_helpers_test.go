@@ -17,8 +17,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/e2e/internal/stack"
-	"podwall.io/podwall/policygen/api/v1alpha1"
 )
 
 const injectLabel = "podwall.io/inject"
@@ -108,8 +109,8 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// policy reads a WorkloadPolicy through kubectl, as a user would.
-func policy(t *testing.T, ns, name string) (*v1alpha1.WorkloadPolicy, error) {
+// workloadPolicy reads a WorkloadPolicy through kubectl, as a user would.
+func workloadPolicy(t *testing.T, ns, name string) (*v1alpha1.WorkloadPolicy, error) {
 	t.Helper()
 	out, err := kubectlOut("-n", ns, "get", "workloadpolicy", name, "-o", "json")
 	if err != nil {
@@ -120,7 +121,7 @@ func policy(t *testing.T, ns, name string) (*v1alpha1.WorkloadPolicy, error) {
 }
 
 // setMode switches a workload's policy to mode.
-func setMode(t *testing.T, ns, name string, mode v1alpha1.Mode) {
+func setMode(t *testing.T, ns, name string, mode policy.Mode) {
 	t.Helper()
 	kubectl(t, "-n", ns, "patch", "workloadpolicy", name, "--type", "merge", "-p", fmt.Sprintf(`{"spec":{"mode":%q}}`, mode))
 }

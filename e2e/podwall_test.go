@@ -14,7 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/v1alpha1"
 )
 
 // TestPodwallStory is the product's main path on a real cluster, step by step (each step needs the
@@ -83,24 +84,24 @@ func sidecarFirst(t *testing.T, pod *corev1.Pod) {
 // derived from the manifests.
 func learn(t *testing.T, ns string) {
 	eventually(t, "client policy learns the flow to the server", 2*time.Minute, func() error {
-		p, err := policy(t, ns, "deployment-client")
+		p, err := workloadPolicy(t, ns, "deployment-client")
 		if err != nil {
 			return err
 		}
-		if p.Spec.Mode != v1alpha1.Learn {
+		if p.Spec.Mode != policy.Learn {
 			return fmt.Errorf("mode %s, want Learn", p.Spec.Mode)
 		}
-		origins := map[v1alpha1.Origin]bool{}
+		origins := map[policy.Origin]bool{}
 		learned := false
 		for _, r := range p.Spec.Egress {
 			origins[r.Origin] = true
 			for _, peer := range r.Peers {
-				if r.Origin == v1alpha1.OriginLearned && peer.Service != nil && peer.Service.Name == "server" && hasPort(r, 8080) {
+				if r.Origin == policy.OriginLearned && peer.Service != nil && peer.Service.Name == "server" && hasPort(r, 8080) {
 					learned = true
 				}
 			}
 		}
-		if !learned || !origins[v1alpha1.OriginManifest] {
+		if !learned || !origins[policy.OriginManifest] {
 			return fmt.Errorf("egress %+v: want a learned rule to service server:8080 and a manifest rule", p.Spec.Egress)
 		}
 		return nil
@@ -118,7 +119,7 @@ func hasPort(r v1alpha1.Rule, port int32) bool {
 
 // protect switches the client to Protect and checks that its allowed flow goes on working.
 func protect(t *testing.T, ns string, client *corev1.Pod) {
-	setMode(t, ns, "deployment-client", v1alpha1.Protect)
+	setMode(t, ns, "deployment-client", policy.Protect)
 	waitLog(t, ns, client.Name, "podwall", time.Minute, "policy applied", `"mode":"Protect"`)
 	since := time.Now()
 	eventually(t, "three allowed connections under Protect", time.Minute, func() error {

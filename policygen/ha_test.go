@@ -16,9 +16,9 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // TestTwoReplicasSurviveTheLossOfOne runs two real podwall-policygen processes (under the RBAC of
@@ -56,7 +56,7 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 		if err := c.Get(ctx, key, &wp); err != nil {
 			return err
 		}
-		wp.Spec.Egress = append(wp.Spec.Egress, v1.Rule{Name: "api", Origin: v1.OriginUser,
+		wp.Spec.Egress = append(wp.Spec.Egress, v1.Rule{Name: "api", Origin: policy.OriginUser,
 			Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}}})
 		return c.Update(ctx, &wp)
 	})
@@ -124,7 +124,7 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 			return err
 		}
 		for _, r := range wp.Spec.Egress {
-			if r.Name == "l-deployment-worker" && r.Origin == v1.OriginLearned {
+			if r.Name == "l-deployment-worker" && r.Origin == policy.OriginLearned {
 				return nil
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"podwall.io/podwall/internal/testenv"
 	"podwall.io/podwall/policygen/internal/pgtest"
 )
 
@@ -31,7 +32,7 @@ func TestManifestsAreAccepted(t *testing.T) {
 // applyManifest creates the objects of manifests/policygen/<name>.
 func applyManifest(t *testing.T, c client.Client, name string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(pgtest.CRDDir(), "..", "policygen", name))
+	data, err := os.ReadFile(filepath.Join(testenv.CRDDir(), "..", "policygen", name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,17 +14,17 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/policy/pgclient"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/config"
 	"podwall.io/podwall/policygen"
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
-	"podwall.io/podwall/sidecar/pgclient"
-	"podwall.io/podwall/sidecar/policy"
 	"podwall.io/podwall/sidecar/report"
 )
 
 // TestSidecarClientAgainstPolicygen runs policygen.Run in-process and the sidecar's own policygen
-// client (sidecar/pgclient) against it: the client gets its workload's generated policy and each
+// client (api/policy/pgclient) against it: the client gets its workload's generated policy and each
 // revision after a change, and its reports become learned rules.
 func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	cfg, c := pgtest.Start(t)
@@ -93,7 +93,7 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 
 	// Reports from the client's ReportLoop become a learned rule naming api, which resolves to its IP.
 	obs := report.New(100)
-	obs.Add(report.Key{Direction: policy.Egress, Peer: netip.MustParseAddr("10.1.0.9"), Protocol: policy.TCP, Port: 8000}, "allow", time.Now())
+	obs.Add(report.Key{Direction: policy.Egress, Peer: netip.MustParseAddr("10.1.0.9"), Protocol: policy.TCP, Port: 8000}, report.Outcome{Verdict: policy.Allow}, time.Now())
 	wg.Go(func() {
 		cl.ReportLoop(subCtx, obs, func() policy.Report { return policy.Report{Revision: latest().Revision, Mode: policy.Learn} })
 	})
@@ -118,7 +118,7 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &wp); err != nil {
 			return err
 		}
-		wp.Spec.Mode = v1.Protect
+		wp.Spec.Mode = policy.Protect
 		return c.Update(ctx, &wp)
 	})
 	if err != nil {

@@ -24,10 +24,10 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/netnstest"
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // sidecarWorld is a real podwall-sidecar guarding a pod namespace (joined to a peer namespace, and to
@@ -283,7 +283,7 @@ func TestSidecarFollowsPolicygen(t *testing.T) {
 			return err
 		}
 		for _, r := range wp.Spec.Egress {
-			if r.Origin == v1.OriginLearned && slices.ContainsFunc(r.Ports, func(p v1.Port) bool { return p.Port == 8080 }) {
+			if r.Origin == policy.OriginLearned && slices.ContainsFunc(r.Ports, func(p v1.Port) bool { return p.Port == 8080 }) {
 				return nil
 			}
 		}
@@ -291,7 +291,7 @@ func TestSidecarFollowsPolicygen(t *testing.T) {
 	})
 
 	// Protect: the learned flow still works, anything else is refused fast.
-	w.update(func(wp *v1.WorkloadPolicy) { wp.Spec.Mode = v1.Protect })
+	w.update(func(wp *v1.WorkloadPolicy) { wp.Spec.Mode = policy.Protect })
 	w.mustConnect(8080)
 	w.mustRefuse(81)
 
@@ -305,7 +305,7 @@ func TestSidecarFollowsPolicygen(t *testing.T) {
 	// policygen comes back; the next change arrives.
 	w.policygen = w.pgStart()
 	w.update(func(wp *v1.WorkloadPolicy) {
-		wp.Spec.Egress = append(wp.Spec.Egress, v1.Rule{Name: "api-81", Origin: v1.OriginUser, Peers: []v1.Peer{apiPeer()},
+		wp.Spec.Egress = append(wp.Spec.Egress, v1.Rule{Name: "api-81", Origin: policy.OriginUser, Peers: []v1.Peer{apiPeer()},
 			Ports: []v1.Port{{Protocol: "TCP", Port: 81}}})
 	})
 	w.mustConnect(81)

@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/nftables"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
-	"podwall.io/podwall/sidecar/policy"
 	"podwall.io/podwall/sidecar/ruleset"
 )
 

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // fillerPorts are the ports the generated filler rules allow, cycled so that the decider's port index

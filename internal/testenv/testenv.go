@@ -39,14 +39,22 @@ func Start(t testing.TB, opts Options) *envtest.Environment {
 	return env
 }
 
+// RepoRoot is the repository's top folder, found from this file so that tests run from any directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// CRDDir is manifests/crds, podwall's CustomResourceDefinitions.
+func CRDDir() string { return filepath.Join(RepoRoot(), "manifests", "crds") }
+
 // Assets returns the folder that holds kube-apiserver and etcd.
 func Assets(t testing.TB) string {
 	t.Helper()
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
 		return dir
 	}
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "..", "hack", "build-kube.sh")
+	script := filepath.Join(RepoRoot(), "hack", "build-kube.sh")
 	out, err := exec.Command(script).Output()
 	if err != nil {
 		t.Fatalf("%s: %v (run make kube-bin)", script, err)

@@ -21,10 +21,10 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/policygen/scheme"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // The scale and targets.
@@ -250,7 +250,7 @@ func createWorkloads(t *testing.T, c client.Client) [][]*corev1.Pod {
 			peers = append(peers, v1.Peer{Workload: &v1.WorkloadPeer{Namespace: nsOf(p), WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: nameOf(p)}}})
 		}
 		wp := &v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "deployment-" + name},
-			Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: name}, Mode: v1.Protect,
+			Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: name}, Mode: policy.Protect,
 				Egress: []v1.Rule{{Name: "peers", Peers: peers, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}}}}}
 		if err := c.Create(ctx, wp); err != nil {
 			return err

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/scheme"
 	"podwall.io/podwall/policygen/workload"
 )

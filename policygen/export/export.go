@@ -12,7 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 // Input is a policy and the selectors its workload and peers are found by.
@@ -44,7 +45,7 @@ func NetworkPolicy(in Input) (*networkingv1.NetworkPolicy, []string) {
 		x.note("workload %s/%s not found: the exported policy selects no pods until podSelector is filled in", wp.Spec.Workload.Kind, wp.Spec.Workload.Name)
 		np.Spec.PodSelector = metav1.LabelSelector{MatchLabels: map[string]string{"podwall.io/unresolved-workload": "true"}}
 	}
-	if m := wp.Spec.Mode; m != v1.Protect && m != "" {
+	if m := wp.Spec.Mode; m != policy.Protect && m != "" {
 		x.note("mode %s: a NetworkPolicy always enforces; these are the rules Protect would enforce", m)
 	}
 	for _, r := range wp.Spec.Ingress {

@@ -13,7 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
 )
 
@@ -28,7 +29,7 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 	k.Create(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "api"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "api"}, Ports: []corev1.ServicePort{{Port: 80}}}})
 	k.Create(&v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-web"},
-		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: v1.Monitor,
+		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Monitor,
 			Ingress: []v1.Rule{
 				{Name: "m-probes", Origin: "manifest", Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
 				{Name: "m-svc-web", Origin: "manifest", Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},

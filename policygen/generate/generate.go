@@ -13,7 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 // EgressAnnotation on a workload or its pod template names further Services the workload calls, as a
@@ -104,14 +105,14 @@ func rule(name string, peers []v1.Peer, ports []v1.Port) v1.Rule {
 	if len(name) > 100 {
 		name = strings.TrimRight(name[:100], "-.")
 	}
-	return v1.Rule{Name: name, Origin: v1.OriginManifest, Peers: peers, Ports: NormalizePorts(ports)}
+	return v1.Rule{Name: name, Origin: policy.OriginManifest, Peers: peers, Ports: NormalizePorts(ports)}
 }
 
-func protocol(p corev1.Protocol) v1.Protocol {
+func protocol(p corev1.Protocol) policy.Protocol {
 	if p == "" {
 		return "TCP"
 	}
-	return v1.Protocol(p)
+	return policy.Protocol(p)
 }
 
 // targetPort resolves a Service port's target to a number on the pod, 0 if a named target is not found.
@@ -193,7 +194,7 @@ func NormalizePorts(ports []v1.Port) []v1.Port {
 		return cmp.Or(cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port), cmp.Compare(a.EndPort, b.EndPort))
 	})
 	out = slices.Compact(out)
-	all := map[v1.Protocol]bool{}
+	all := map[policy.Protocol]bool{}
 	for _, p := range out {
 		if p.Port == 0 {
 			all[p.Protocol] = true

@@ -8,7 +8,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 func svc(ns, name string, sel map[string]string, ports ...corev1.ServicePort) corev1.Service {
@@ -52,15 +53,15 @@ func services() []corev1.Service {
 }
 
 func egressRule(name string, ns, svcName string, ports ...v1.Port) v1.Rule {
-	return v1.Rule{Name: name, Origin: v1.OriginManifest, Peers: []v1.Peer{{Service: &v1.ServicePeer{Namespace: ns, Name: svcName}}}, Ports: ports}
+	return v1.Rule{Name: name, Origin: policy.OriginManifest, Peers: []v1.Peer{{Service: &v1.ServicePeer{Namespace: ns, Name: svcName}}}, Ports: ports}
 }
 
 func TestManifest(t *testing.T) {
 	dnsRule := egressRule("m-dns", "kube-system", "kube-dns", v1.Port{Protocol: "TCP", Port: 53}, v1.Port{Protocol: "UDP", Port: 53})
 	webIngress := []v1.Rule{
-		{Name: "m-probes", Origin: v1.OriginManifest, Peers: []v1.Peer{{Nodes: true}},
+		{Name: "m-probes", Origin: policy.OriginManifest, Peers: []v1.Peer{{Nodes: true}},
 			Ports: []v1.Port{{Protocol: "TCP", Port: 8080}, {Protocol: "TCP", Port: 9090}}},
-		{Name: "m-svc-web", Origin: v1.OriginManifest, Peers: anyPeer,
+		{Name: "m-svc-web", Origin: policy.OriginManifest, Peers: anyPeer,
 			Ports: []v1.Port{{Protocol: "TCP", Port: 8080}, {Protocol: "TCP", Port: 8443}}},
 	}
 	tests := []struct {
@@ -124,7 +125,7 @@ func TestNormalizePorts(t *testing.T) {
 }
 
 func TestReplaceOrigin(t *testing.T) {
-	r := func(name string, o v1.Origin) v1.Rule { return v1.Rule{Name: name, Origin: o} }
+	r := func(name string, o policy.Origin) v1.Rule { return v1.Rule{Name: name, Origin: o} }
 	tests := []struct {
 		name      string
 		rules     []v1.Rule
@@ -140,7 +141,7 @@ func TestReplaceOrigin(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if d := cmp.Diff(tc.want, ReplaceOrigin(tc.rules, v1.OriginManifest, tc.generated)); d != "" {
+			if d := cmp.Diff(tc.want, ReplaceOrigin(tc.rules, policy.OriginManifest, tc.generated)); d != "" {
 				t.Errorf("rules (-want +got):\n%s", d)
 			}
 		})

@@ -4,14 +4,15 @@ import (
 	"cmp"
 	"slices"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 // ReplaceOrigin returns rules with every rule of origin replaced by generated, keeping the rules of
 // other origins untouched and in place. A generated rule whose name another origin's rule already
 // holds is dropped: a person's rule always wins over a generated one. Generated rules follow the kept
 // ones, sorted by name, so that the result does not depend on the order of generation.
-func ReplaceOrigin(rules []v1.Rule, origin v1.Origin, generated []v1.Rule) []v1.Rule {
+func ReplaceOrigin(rules []v1.Rule, origin policy.Origin, generated []v1.Rule) []v1.Rule {
 	out := make([]v1.Rule, 0, len(rules)+len(generated))
 	taken := map[string]bool{}
 	for _, r := range rules {

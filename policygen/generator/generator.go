@@ -18,7 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/generate"
 	"podwall.io/podwall/policygen/workload"
 )
@@ -115,7 +116,7 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 			p = v1.WorkloadPolicy{
 				ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name, OwnerReferences: []metav1.OwnerReference{ownerRef}},
 				Spec: v1.WorkloadPolicySpec{
-					Workload: v1.WorkloadRef{Kind: key.Kind, Name: key.Name}, Mode: v1.Learn,
+					Workload: v1.WorkloadRef{Kind: key.Kind, Name: key.Name}, Mode: policy.Learn,
 					Ingress: rules.Ingress, Egress: rules.Egress,
 				},
 			}
@@ -128,8 +129,8 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 			return fmt.Errorf("get policy %s: %w", name, err)
 		}
 		before := p.Spec.DeepCopy()
-		p.Spec.Ingress = generate.ReplaceOrigin(p.Spec.Ingress, v1.OriginManifest, rules.Ingress)
-		p.Spec.Egress = generate.ReplaceOrigin(p.Spec.Egress, v1.OriginManifest, rules.Egress)
+		p.Spec.Ingress = generate.ReplaceOrigin(p.Spec.Ingress, policy.OriginManifest, rules.Ingress)
+		p.Spec.Egress = generate.ReplaceOrigin(p.Spec.Egress, policy.OriginManifest, rules.Egress)
 		if equality.Semantic.DeepEqual(before, &p.Spec) {
 			return nil
 		}

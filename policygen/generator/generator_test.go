@@ -15,7 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
 )
 
@@ -67,7 +68,7 @@ func TestGeneratorWritesManifestRulesAndKeepsUserRules(t *testing.T) {
 
 	want := v1.WorkloadPolicySpec{
 		Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"},
-		Mode:     v1.Learn,
+		Mode:     policy.Learn,
 		Ingress: []v1.Rule{
 			{Name: "m-probes", Origin: "manifest", Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
 			{Name: "m-svc-web", Origin: "manifest", Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},

@@ -14,9 +14,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/generate"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // MaxPortsPerRule bounds a learned rule's port list: a peer seen on more distinct ports of a protocol
@@ -33,7 +33,7 @@ type Observation struct {
 	// Addr is the remote address; Peer is who it is (a workload, Service, the nodes, or Addr's CIDR).
 	Addr     netip.Addr
 	Peer     v1.Peer
-	Protocol v1.Protocol
+	Protocol policy.Protocol
 	Port     int32
 }
 
@@ -43,7 +43,7 @@ type Observation struct {
 // is exactly what the operator wants to see as audits, not have allowed behind their back. Loopback is
 // not learned (it is allowed unless denied).
 func Merge(spec *v1.WorkloadPolicySpec, obs []Observation) int {
-	if spec.Mode != v1.Learn && spec.Mode != "" {
+	if spec.Mode != policy.Learn && spec.Mode != "" {
 		return 0
 	}
 	learned := 0
@@ -86,7 +86,7 @@ func covered(rules []v1.Rule, o Observation) bool {
 	return false
 }
 
-func portAllowed(ports []v1.Port, proto v1.Protocol, port int32) bool {
+func portAllowed(ports []v1.Port, proto policy.Protocol, port int32) bool {
 	if len(ports) == 0 {
 		return true
 	}
@@ -109,12 +109,12 @@ func add(rules *[]v1.Rule, o Observation) bool {
 		return false
 	}
 	if i < 0 {
-		*rules = append(*rules, v1.Rule{Name: name, Origin: v1.OriginLearned, Peers: []v1.Peer{o.Peer},
+		*rules = append(*rules, v1.Rule{Name: name, Origin: policy.OriginLearned, Peers: []v1.Peer{o.Peer},
 			Ports: []v1.Port{{Protocol: o.Protocol, Port: o.Port}}})
 		return true
 	}
 	r := &(*rules)[i]
-	if r.Origin != v1.OriginLearned {
+	if r.Origin != policy.OriginLearned {
 		return false // someone else's rule holds the name: never touch it
 	}
 	r.Ports = widen(generate.NormalizePorts(append(r.Ports, v1.Port{Protocol: o.Protocol, Port: o.Port})))
@@ -138,7 +138,7 @@ func widen(ports []v1.Port) []v1.Port {
 		}
 		out = append(out, p)
 	}
-	perProto := map[v1.Protocol]int{}
+	perProto := map[policy.Protocol]int{}
 	for _, p := range out {
 		perProto[p.Protocol]++
 	}

@@ -6,8 +6,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 var (
@@ -17,7 +17,7 @@ var (
 	addr = netip.MustParseAddr
 )
 
-func obs(dir policy.Direction, ip string, peer v1.Peer, proto v1.Protocol, port int32) Observation {
+func obs(dir policy.Direction, ip string, peer v1.Peer, proto policy.Protocol, port int32) Observation {
 	return Observation{Direction: dir, Addr: addr(ip), Peer: peer, Protocol: proto, Port: port}
 }
 
@@ -32,13 +32,13 @@ func TestMerge(t *testing.T) {
 		learned int
 	}{
 		{"new peers become rules, ports merge",
-			v1.WorkloadPolicySpec{Mode: v1.Learn},
+			v1.WorkloadPolicySpec{Mode: policy.Learn},
 			[]Observation{
-				obs("egress", "10.1.0.5", api, "TCP", 8000), obs("egress", "10.1.0.6", api, "TCP", 8001),
-				obs("egress", "10.1.0.5", api, "UDP", 53), obs("egress", "10.0.0.9", db, "TCP", 5432),
-				obs("ingress", "203.0.113.7", ext, "TCP", 443), obs("loopback", "127.0.0.1", v1.Peer{CIDR: "127.0.0.1/32"}, "TCP", 15000),
+				obs(policy.Egress, "10.1.0.5", api, "TCP", 8000), obs(policy.Egress, "10.1.0.6", api, "TCP", 8001),
+				obs(policy.Egress, "10.1.0.5", api, "UDP", 53), obs(policy.Egress, "10.0.0.9", db, "TCP", 5432),
+				obs(policy.Ingress, "203.0.113.7", ext, "TCP", 443), obs(policy.Loopback, "127.0.0.1", v1.Peer{CIDR: "127.0.0.1/32"}, "TCP", 15000),
 			},
-			v1.WorkloadPolicySpec{Mode: v1.Learn,
+			v1.WorkloadPolicySpec{Mode: policy.Learn,
 				Ingress: []v1.Rule{{Name: "l-cidr-203-0-113-7-32", Origin: "learned", Peers: []v1.Peer{ext}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}}},
 				Egress: []v1.Rule{
 					{Name: "l-deployment-api", Origin: "learned", Peers: []v1.Peer{api}, Ports: []v1.Port{{Protocol: "TCP", Port: 8000, EndPort: 8001}, {Protocol: "UDP", Port: 53}}},
@@ -46,24 +46,24 @@ func TestMerge(t *testing.T) {
 				}},
 			5},
 		{"already allowed is not learned",
-			v1.WorkloadPolicySpec{Mode: v1.Learn, Ingress: []v1.Rule{manifest}},
-			[]Observation{obs("ingress", "10.9.9.9", api, "TCP", 8080)},
-			v1.WorkloadPolicySpec{Mode: v1.Learn, Ingress: []v1.Rule{manifest}},
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Ingress: []v1.Rule{manifest}},
+			[]Observation{obs(policy.Ingress, "10.9.9.9", api, "TCP", 8080)},
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Ingress: []v1.Rule{manifest}},
 			0},
 		{"a user rule holding the name is left alone",
-			v1.WorkloadPolicySpec{Mode: v1.Learn, Egress: []v1.Rule{user}},
-			[]Observation{obs("egress", "10.1.0.5", api, "TCP", 8000)},
-			v1.WorkloadPolicySpec{Mode: v1.Learn, Egress: []v1.Rule{user}},
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Egress: []v1.Rule{user}},
+			[]Observation{obs(policy.Egress, "10.1.0.5", api, "TCP", 8000)},
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Egress: []v1.Rule{user}},
 			0},
 		{"nothing in Protect",
-			v1.WorkloadPolicySpec{Mode: v1.Protect},
-			[]Observation{obs("egress", "10.1.0.5", api, "TCP", 8000)},
-			v1.WorkloadPolicySpec{Mode: v1.Protect},
+			v1.WorkloadPolicySpec{Mode: policy.Protect},
+			[]Observation{obs(policy.Egress, "10.1.0.5", api, "TCP", 8000)},
+			v1.WorkloadPolicySpec{Mode: policy.Protect},
 			0},
 		{"nothing in Monitor",
-			v1.WorkloadPolicySpec{Mode: v1.Monitor},
-			[]Observation{obs("egress", "10.1.0.5", api, "TCP", 8000)},
-			v1.WorkloadPolicySpec{Mode: v1.Monitor},
+			v1.WorkloadPolicySpec{Mode: policy.Monitor},
+			[]Observation{obs(policy.Egress, "10.1.0.5", api, "TCP", 8000)},
+			v1.WorkloadPolicySpec{Mode: policy.Monitor},
 			0},
 	}
 	for _, tc := range tests {
@@ -81,12 +81,12 @@ func TestMerge(t *testing.T) {
 }
 
 func TestWidenManyPorts(t *testing.T) {
-	spec := &v1.WorkloadPolicySpec{Mode: v1.Learn}
+	spec := &v1.WorkloadPolicySpec{Mode: policy.Learn}
 	var o []Observation
 	for p := int32(1000); p < 1000+2*(MaxPortsPerRule+1); p += 2 {
-		o = append(o, obs("egress", "10.1.0.5", api, "TCP", p))
+		o = append(o, obs(policy.Egress, "10.1.0.5", api, "TCP", p))
 	}
-	o = append(o, obs("egress", "10.1.0.5", api, "UDP", 53))
+	o = append(o, obs(policy.Egress, "10.1.0.5", api, "UDP", 53))
 	Merge(spec, o)
 	want := []v1.Port{{Protocol: "TCP"}, {Protocol: "UDP", Port: 53}}
 	if d := cmp.Diff(want, spec.Egress[0].Ports); d != "" {
@@ -95,11 +95,11 @@ func TestWidenManyPorts(t *testing.T) {
 }
 
 func TestMergeStopsAtTheRuleLimit(t *testing.T) {
-	spec := &v1.WorkloadPolicySpec{Mode: v1.Learn}
+	spec := &v1.WorkloadPolicySpec{Mode: policy.Learn}
 	var o []Observation
 	for i := range MaxRules + 10 {
 		ip := netip.AddrFrom4([4]byte{192, 0, byte(i >> 8), byte(i)})
-		o = append(o, obs("egress", ip.String(), v1.Peer{CIDR: ip.String() + "/32"}, "TCP", 443))
+		o = append(o, obs(policy.Egress, ip.String(), v1.Peer{CIDR: ip.String() + "/32"}, "TCP", 443))
 	}
 	if n := Merge(spec, o); n != MaxRules || len(spec.Egress) != MaxRules {
 		t.Errorf("learned %d into %d rules, want %d", n, len(spec.Egress), MaxRules)

@@ -18,10 +18,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/policyapi"
 	"podwall.io/podwall/policygen/workload"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // maxPending bounds the observations held per workload between flushes.
@@ -65,7 +65,7 @@ type batch struct {
 type obsKey struct {
 	dir   policy.Direction
 	addr  netip.Addr
-	proto v1.Protocol
+	proto policy.Protocol
 	port  int32
 }
 
@@ -85,7 +85,7 @@ func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.R
 	var obs []Observation
 	var violations int64
 	for _, e := range r.Entries {
-		if e.Verdict == "audit" || e.Verdict == "deny" {
+		if e.Verdict == policy.Audit || e.Verdict == policy.Deny {
 			violations += int64(e.Count)
 		}
 		if e.Direction == policy.Loopback {
@@ -95,7 +95,7 @@ func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.R
 		if err != nil {
 			return err
 		}
-		obs = append(obs, Observation{Direction: e.Direction, Addr: e.Peer, Peer: peer, Protocol: v1.Protocol(e.Protocol), Port: int32(e.Port)})
+		obs = append(obs, Observation{Direction: e.Direction, Addr: e.Peer, Peer: peer, Protocol: policy.Protocol(e.Protocol), Port: int32(e.Port)})
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -17,12 +17,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/policygen/policyapi"
 	"podwall.io/podwall/policygen/resolve"
 	"podwall.io/podwall/policygen/workload"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 func TestLearnerAndPromoter(t *testing.T) {
@@ -43,7 +43,7 @@ func TestLearnerAndPromoter(t *testing.T) {
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 5432}}}}).(*corev1.Service)
 	key := types.NamespacedName{Namespace: "shop", Name: "deployment-web"}
 	k.Create(&v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
-		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: v1.Learn, AutoProtect: true,
+		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Learn, AutoProtect: true,
 			Egress: []v1.Rule{{Name: "mine", Origin: "user", Peers: []v1.Peer{{CIDR: "192.0.2.0/24"}}}}}})
 
 	// Wait for the cache to know the peers the report names.
@@ -59,13 +59,13 @@ func TestLearnerAndPromoter(t *testing.T) {
 		return nil
 	})
 	id := policyapi.Identity{Pod: client.ObjectKeyFromObject(web[0]), UID: web[0].UID, Workload: workload.Key{Namespace: "shop", Kind: "Deployment", Name: "web"}}
-	entry := func(dir policy.Direction, ip string, port uint16, verdict string) policy.ReportEntry {
+	entry := func(dir policy.Direction, ip string, port uint16, verdict policy.Verdict) policy.ReportEntry {
 		return policy.ReportEntry{Direction: dir, Peer: netip.MustParseAddr(ip), Protocol: policy.TCP, Port: port, Count: 2, Verdict: verdict}
 	}
 	reports := []policy.Report{
-		{Entries: []policy.ReportEntry{entry("egress", "10.1.0.5", 8000, "allow"), entry("egress", db.Spec.ClusterIP, 5432, "allow")}},
-		{Entries: []policy.ReportEntry{entry("egress", "10.1.0.5", 8001, "allow"), entry("ingress", "198.51.100.4", 8080, "allow"),
-			entry("egress", "192.0.2.9", 443, "allow"), entry("loopback", "127.0.0.1", 15000, "allow")}},
+		{Entries: []policy.ReportEntry{entry(policy.Egress, "10.1.0.5", 8000, policy.Allow), entry(policy.Egress, db.Spec.ClusterIP, 5432, policy.Allow)}},
+		{Entries: []policy.ReportEntry{entry(policy.Egress, "10.1.0.5", 8001, policy.Allow), entry(policy.Ingress, "198.51.100.4", 8080, policy.Allow),
+			entry(policy.Egress, "192.0.2.9", 443, policy.Allow), entry(policy.Loopback, "127.0.0.1", 15000, policy.Allow)}},
 	}
 	for _, r := range reports {
 		if err := learner.Accept(ctx, id, &r); err != nil {
@@ -98,7 +98,7 @@ func TestLearnerAndPromoter(t *testing.T) {
 	// Promotion with the injected clock: Learn -> Monitor after an hour without learning, Monitor ->
 	// Protect after two hours without audits; an audit restarts the Monitor clock.
 	prom := NewPromoter(c, PromoteOptions{LearnQuiet: time.Hour, MonitorQuiet: 2 * time.Hour, Clock: clk})
-	mode := func() v1.Mode {
+	mode := func() policy.Mode {
 		t.Helper()
 		if _, err := prom.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
 			t.Fatalf("reconcile: %v", err)
@@ -111,19 +111,19 @@ func TestLearnerAndPromoter(t *testing.T) {
 	steps := []struct {
 		advance time.Duration
 		audit   bool
-		want    v1.Mode
+		want    policy.Mode
 	}{
-		{0, false, v1.Learn}, // starts the clock
-		{59 * time.Minute, false, v1.Learn},
-		{time.Minute, false, v1.Monitor},
-		{90 * time.Minute, true, v1.Monitor}, // an audit at 1h30 into Monitor
-		{90 * time.Minute, false, v1.Monitor},
-		{30 * time.Minute, false, v1.Protect},
+		{0, false, policy.Learn}, // starts the clock
+		{59 * time.Minute, false, policy.Learn},
+		{time.Minute, false, policy.Monitor},
+		{90 * time.Minute, true, policy.Monitor}, // an audit at 1h30 into Monitor
+		{90 * time.Minute, false, policy.Monitor},
+		{30 * time.Minute, false, policy.Protect},
 	}
 	for i, s := range steps {
 		clk.Step(s.advance)
 		if s.audit {
-			r := policy.Report{Entries: []policy.ReportEntry{entry("egress", "203.0.113.1", 25, "audit")}}
+			r := policy.Report{Entries: []policy.ReportEntry{entry(policy.Egress, "203.0.113.1", 25, policy.Audit)}}
 			if err := learner.Accept(ctx, id, &r); err != nil {
 				t.Fatal(err)
 			}
@@ -133,11 +133,11 @@ func TestLearnerAndPromoter(t *testing.T) {
 			t.Fatalf("step %d: mode %s, want %s (status %+v)", i, got, s.want, wp.Status)
 		}
 	}
-	if wp.Status.Violations != 2 || wp.Status.Rules != 4 || wp.Status.Mode != v1.Protect {
+	if wp.Status.Violations != 2 || wp.Status.Rules != 4 || wp.Status.Mode != policy.Protect {
 		t.Errorf("status %+v, want 2 violations, 4 rules, mode Protect", wp.Status)
 	}
 	// Protect learns nothing.
-	r := policy.Report{Entries: []policy.ReportEntry{entry("egress", "203.0.113.2", 25, "deny")}}
+	r := policy.Report{Entries: []policy.ReportEntry{entry(policy.Egress, "203.0.113.2", 25, policy.Deny)}}
 	if err := learner.Accept(ctx, id, &r); err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 // PromoteOptions configure mode promotion; a zero period disables that promotion.
@@ -33,19 +34,19 @@ type PromoteOptions struct {
 // Promote decides a policy's next mode at now from the quiet periods, and how long until it should be
 // looked at again (0: no promotion is pending). The quiet period counts from the later of when the
 // mode began and the last learned flow (Learn) or violation (Monitor).
-func Promote(spec *v1.WorkloadPolicySpec, st *v1.WorkloadPolicyStatus, now time.Time, o PromoteOptions) (v1.Mode, time.Duration) {
-	mode := cmp.Or(spec.Mode, v1.Learn)
+func Promote(spec *v1.WorkloadPolicySpec, st *v1.WorkloadPolicyStatus, now time.Time, o PromoteOptions) (policy.Mode, time.Duration) {
+	mode := cmp.Or(spec.Mode, policy.Learn)
 	if st.ModeSince == nil {
 		return mode, 0
 	}
 	var quiet time.Duration
 	var last *metav1.Time
-	var next v1.Mode
+	var next policy.Mode
 	switch {
-	case mode == v1.Learn && o.LearnQuiet > 0:
-		quiet, last, next = o.LearnQuiet, st.LastLearned, v1.Monitor
-	case mode == v1.Monitor && spec.AutoProtect && o.MonitorQuiet > 0:
-		quiet, last, next = o.MonitorQuiet, st.LastViolation, v1.Protect
+	case mode == policy.Learn && o.LearnQuiet > 0:
+		quiet, last, next = o.LearnQuiet, st.LastLearned, policy.Monitor
+	case mode == policy.Monitor && spec.AutoProtect && o.MonitorQuiet > 0:
+		quiet, last, next = o.MonitorQuiet, st.LastViolation, policy.Protect
 	default:
 		return mode, 0
 	}
@@ -90,7 +91,7 @@ func (p *Promoter) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	st := wp.Status.DeepCopy()
 	p.summarize(&wp, st, now)
 	next, wait := Promote(&wp.Spec, st, now, p.opts)
-	if next != cmp.Or(wp.Spec.Mode, v1.Learn) {
+	if next != cmp.Or(wp.Spec.Mode, policy.Learn) {
 		wp.Spec.Mode = next
 		if err := p.client.Update(ctx, &wp); err != nil {
 			return reconcile.Result{}, fmt.Errorf("promote to %s: %w", next, err)
@@ -113,7 +114,7 @@ func (p *Promoter) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 
 // summarize fills the derived status fields.
 func (p *Promoter) summarize(wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus, now time.Time) {
-	mode := cmp.Or(wp.Spec.Mode, v1.Learn)
+	mode := cmp.Or(wp.Spec.Mode, policy.Learn)
 	if st.Mode != mode || st.ModeSince == nil {
 		st.Mode, st.ModeSince = mode, &metav1.Time{Time: now}
 	}

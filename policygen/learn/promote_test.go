@@ -6,7 +6,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 func TestPromote(t *testing.T) {
@@ -19,19 +20,19 @@ func TestPromote(t *testing.T) {
 		status   v1.WorkloadPolicyStatus
 		now      time.Duration
 		opts     PromoteOptions
-		want     v1.Mode
+		want     policy.Mode
 		wantWait time.Duration
 	}{
-		{"learn, not quiet long enough", v1.WorkloadPolicySpec{Mode: v1.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 40 * time.Minute, opts, v1.Learn, 20 * time.Minute},
-		{"learn, quiet", v1.WorkloadPolicySpec{Mode: v1.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, time.Hour, opts, v1.Monitor, 0},
-		{"learn, learned recently", v1.WorkloadPolicySpec{}, v1.WorkloadPolicyStatus{ModeSince: at(0), LastLearned: at(50 * time.Minute)}, 70 * time.Minute, opts, v1.Learn, 40 * time.Minute},
-		{"learn, learned before the mode began", v1.WorkloadPolicySpec{Mode: v1.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(time.Hour), LastLearned: at(0)}, 2 * time.Hour, opts, v1.Monitor, 0},
-		{"learn promotion off", v1.WorkloadPolicySpec{Mode: v1.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, PromoteOptions{MonitorQuiet: time.Hour}, v1.Learn, 0},
-		{"monitor without auto-protect stays", v1.WorkloadPolicySpec{Mode: v1.Monitor}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, opts, v1.Monitor, 0},
-		{"monitor, auto-protect, quiet", v1.WorkloadPolicySpec{Mode: v1.Monitor, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 2 * time.Hour, opts, v1.Protect, 0},
-		{"monitor, auto-protect, recent audit", v1.WorkloadPolicySpec{Mode: v1.Monitor, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0), LastViolation: at(90 * time.Minute)}, 2 * time.Hour, opts, v1.Monitor, 90 * time.Minute},
-		{"protect stays", v1.WorkloadPolicySpec{Mode: v1.Protect, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, opts, v1.Protect, 0},
-		{"clock not started", v1.WorkloadPolicySpec{Mode: v1.Learn}, v1.WorkloadPolicyStatus{}, 100 * time.Hour, opts, v1.Learn, 0},
+		{"learn, not quiet long enough", v1.WorkloadPolicySpec{Mode: policy.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 40 * time.Minute, opts, policy.Learn, 20 * time.Minute},
+		{"learn, quiet", v1.WorkloadPolicySpec{Mode: policy.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, time.Hour, opts, policy.Monitor, 0},
+		{"learn, learned recently", v1.WorkloadPolicySpec{}, v1.WorkloadPolicyStatus{ModeSince: at(0), LastLearned: at(50 * time.Minute)}, 70 * time.Minute, opts, policy.Learn, 40 * time.Minute},
+		{"learn, learned before the mode began", v1.WorkloadPolicySpec{Mode: policy.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(time.Hour), LastLearned: at(0)}, 2 * time.Hour, opts, policy.Monitor, 0},
+		{"learn promotion off", v1.WorkloadPolicySpec{Mode: policy.Learn}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, PromoteOptions{MonitorQuiet: time.Hour}, policy.Learn, 0},
+		{"monitor without auto-protect stays", v1.WorkloadPolicySpec{Mode: policy.Monitor}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, opts, policy.Monitor, 0},
+		{"monitor, auto-protect, quiet", v1.WorkloadPolicySpec{Mode: policy.Monitor, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 2 * time.Hour, opts, policy.Protect, 0},
+		{"monitor, auto-protect, recent audit", v1.WorkloadPolicySpec{Mode: policy.Monitor, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0), LastViolation: at(90 * time.Minute)}, 2 * time.Hour, opts, policy.Monitor, 90 * time.Minute},
+		{"protect stays", v1.WorkloadPolicySpec{Mode: policy.Protect, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, opts, policy.Protect, 0},
+		{"clock not started", v1.WorkloadPolicySpec{Mode: policy.Learn}, v1.WorkloadPolicyStatus{}, 100 * time.Hour, opts, policy.Learn, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

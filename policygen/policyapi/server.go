@@ -1,7 +1,7 @@
 // Package policyapi is the HTTP API sidecars talk to, served over TLS by every policygen replica from
 // its own informer cache: GET /v1/policy long-polls the caller's own workload's resolved policy, POST
 // /v1/reports takes the connections it observed. A caller is the pod its projected service-account
-// token (audience podwall) is bound to, checked with TokenReview; API.md documents the wire protocol.
+// token (audience podwall) is bound to, checked with TokenReview; api/policy/API.md documents the wire protocol.
 package policyapi
 
 import (
@@ -20,8 +20,8 @@ import (
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/policygen/resolve"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // Options configure the server; zero values take the defaults in parentheses.
@@ -57,7 +57,7 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	o.Addr = cmp.Or(o.Addr, ":8443")
-	o.Audience = cmp.Or(o.Audience, "podwall")
+	o.Audience = cmp.Or(o.Audience, policy.TokenAudience)
 	o.DefaultWait = cmp.Or(o.DefaultWait, 30*time.Second)
 	o.MaxWait = cmp.Or(o.MaxWait, 2*time.Minute)
 	o.DefaultWait = min(o.DefaultWait, o.MaxWait)
@@ -101,8 +101,8 @@ func New(opts Options, hub *resolve.Hub, reviews authnclient.TokenReviewInterfac
 // Handler routes the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/policy", s.getPolicy)
-	mux.HandleFunc("POST /v1/reports", s.postReport)
+	mux.HandleFunc("GET "+policy.PolicyPath, s.getPolicy)
+	mux.HandleFunc("POST "+policy.ReportsPath, s.postReport)
 	if s.opts.UI != nil {
 		mux.Handle("/ui/", s.opts.UI)
 	}
@@ -226,7 +226,7 @@ func (s *Server) writePolicy(w http.ResponseWriter, snap resolve.Snapshot) {
 	requests.WithLabelValues("policy", "200").Inc()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("ETag", `"`+snap.Hash+`"`)
-	w.Header().Set("X-Podwall-Revision", strconv.FormatInt(snap.Policy.Revision, 10))
+	w.Header().Set(policy.HeaderRevision, strconv.FormatInt(snap.Policy.Revision, 10))
 	_ = json.NewEncoder(w).Encode(snap.Policy)
 }
 

@@ -19,10 +19,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/policygen/resolve"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // reports records accepted reports; the learner is tested on its own.
@@ -120,7 +120,7 @@ func TestPolicyAPI(t *testing.T) {
 	api := e.k.Deployment("shop", "api", "api", "10.1.0.5")
 	e.k.Create(&v1.WorkloadPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-web"},
-		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: v1.Monitor,
+		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Monitor,
 			Egress: []v1.Rule{{Name: "api", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}}}}},
 	})
 	webToken, apiToken := e.k.Token(web[0], "podwall"), e.k.Token(api[0], "podwall")

@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/resolve"
 	"podwall.io/podwall/policygen/workload"
 )

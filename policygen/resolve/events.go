@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/workload"
 )
 

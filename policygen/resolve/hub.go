@@ -12,9 +12,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/workload"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // ErrNoPolicy is returned for a workload that has no WorkloadPolicy (yet).

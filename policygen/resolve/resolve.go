@@ -1,4 +1,4 @@
-// Package resolve turns a WorkloadPolicy into the sidecar's contract, sidecar/policy.Policy: peers named
+// Package resolve turns a WorkloadPolicy into the sidecar's contract, api/policy.Policy: peers named
 // by workload, selector, Service or nodes become the addresses those name right now, read from the
 // informer cache; each rule keeps a stable id. Hub keeps the resolved form of the workloads someone is
 // asking for, recomputes it when the objects it was built from change, and gives it a new revision only
@@ -19,9 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/workload"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // deps records what a resolved policy was built from, so that a change elsewhere does not recompute it.
@@ -78,9 +78,9 @@ func resolvePolicy(ctx context.Context, r client.Reader, wp *v1alpha1.WorkloadPo
 	return p, rs.deps, nil
 }
 
-func origin(o v1alpha1.Origin) v1alpha1.Origin {
+func origin(o policy.Origin) policy.Origin {
 	if o == "" {
-		return v1alpha1.OriginUser
+		return policy.OriginUser
 	}
 	return o
 }

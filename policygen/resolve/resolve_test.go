@@ -15,10 +15,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/policygen/workload"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 func pfx(s ...string) []netip.Prefix {
@@ -59,7 +59,7 @@ func TestHubResolvesAndRevises(t *testing.T) {
 	k.Create(&v1.WorkloadPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-web"},
 		Spec: v1.WorkloadPolicySpec{
-			Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: v1.Protect,
+			Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Protect,
 			Ingress: []v1.Rule{
 				{Name: "probes", Origin: "manifest", Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
 				{Name: "metrics", Peers: []v1.Peer{{Selector: &v1.SelectorPeer{NamespaceSelector: &v1.LabelSelector{MatchLabels: map[string]v1.LabelValue{"team": "ops"}}}}}},

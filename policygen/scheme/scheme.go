@@ -5,7 +5,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
-	"podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/v1alpha1"
 )
 
 // New returns a scheme with the built-in types and podwall.io/v1alpha1.

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/policygen/ui"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // testAccess checks, without a browser, who may read and who may change what, and that the verdict
@@ -65,8 +65,8 @@ func testAccess(t *testing.T, w *world) {
 
 // checkResume reads two new verdicts, reconnects with the first one's id, and gets only the second.
 func checkResume(t *testing.T, w *world) {
-	w.report("web", policy.Protect, entry("deny", policy.Egress, "10.1.0.3", 6001))
-	w.report("web", policy.Protect, entry("deny", policy.Egress, "10.1.0.2", 6002))
+	w.report("web", policy.Protect, entry(policy.Deny, policy.Egress, "10.1.0.3", 6001))
+	w.report("web", policy.Protect, entry(policy.Deny, policy.Egress, "10.1.0.2", 6002))
 	seen := map[uint16]ui.Verdict{}
 	readVerdicts(t, w, "", func(v ui.Verdict) bool {
 		seen[v.Port] = v

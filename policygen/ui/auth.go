@@ -16,7 +16,7 @@ import (
 	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 // errNoToken and errBadToken answer 401.

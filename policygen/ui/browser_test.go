@@ -11,9 +11,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // tableJS returns a table's body rows as arrays of cell texts.
@@ -32,7 +32,7 @@ func TestUI(t *testing.T) {
 func testBrowser(t *testing.T, w *world) {
 	ctx := browser(t)
 	// One deny before anyone looks: the live view must replay it and the workloads page count it.
-	w.report("web", policy.Protect, entry("deny", policy.Egress, "10.1.0.3", 5432))
+	w.report("web", policy.Protect, entry(policy.Deny, policy.Egress, "10.1.0.3", 5432))
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(w.url)); err != nil {
 		t.Fatalf("open the UI: %v", err)
@@ -121,7 +121,7 @@ func checkLive(t *testing.T, ctx context.Context, w *world) {
 	waitRows(t, ctx, "#verdicts", 10*time.Second, func(r [][]string) bool { return hasRow(r, "deny", "shop/Deployment/db", "TCP 5432") })
 
 	start := time.Now()
-	w.report("api", policy.Protect, entry("deny", policy.Ingress, "192.0.2.7", 8080))
+	w.report("api", policy.Protect, entry(policy.Deny, policy.Ingress, "192.0.2.7", 8080))
 	rows := waitRows(t, ctx, "#verdicts", 2*time.Second, func(r [][]string) bool { return hasRow(r, "deny", "192.0.2.7", "TCP 8080") })
 	t.Logf("a new deny reached the live view %v after its report was posted", time.Since(start).Round(time.Millisecond))
 	if got := rows[0]; got[1] != "deny" || got[4] != "192.0.2.7" || got[6] != "default" || !strings.HasPrefix(got[2], "shop/api-") {
@@ -132,7 +132,7 @@ func checkLive(t *testing.T, ctx context.Context, w *world) {
 	if err := chromedp.Do(ctx, chromedp.Click("#pause")); err != nil {
 		t.Fatal(err)
 	}
-	w.report("api", policy.Monitor, entry("audit", policy.Egress, "10.1.0.1", 443))
+	w.report("api", policy.Monitor, entry(policy.Audit, policy.Egress, "10.1.0.1", 443))
 	if err := chromedp.Do(ctx, chromedp.Click("#pause")); err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func checkReadOnlyPolicy(t *testing.T, ctx context.Context, w *world) {
 		t.Errorf("viewer's POST of a mode: %d %v, want 403", code, err)
 	}
 	var p v1.WorkloadPolicy
-	if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &p); err != nil || p.Spec.Mode != v1.Protect {
+	if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &p); err != nil || p.Spec.Mode != policy.Protect {
 		t.Errorf("web's mode is %q (%v), want Protect unchanged", p.Spec.Mode, err)
 	}
 }
@@ -210,7 +210,7 @@ func checkOperator(t *testing.T, ctx context.Context, w *world) {
 		if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &p); err != nil {
 			return err
 		}
-		if p.Spec.Mode != v1.Monitor {
+		if p.Spec.Mode != policy.Monitor {
 			return fmt.Errorf("mode %s, want Monitor", p.Spec.Mode)
 		}
 		return nil

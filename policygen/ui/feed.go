@@ -1,7 +1,6 @@
 package ui
 
 import (
-	"cmp"
 	"context"
 	"net/netip"
 	"sync"
@@ -10,11 +9,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/policygen/policyapi"
 	"podwall.io/podwall/policygen/resolve"
 	"podwall.io/podwall/policygen/workload"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // Verdict is one reported deny or audit as the live view shows it.
@@ -35,9 +33,11 @@ type Verdict struct {
 	Port     uint16 `json:"port"`
 	Verdict  string `json:"verdict"`
 	Count    uint64 `json:"count"`
-	// Rule is what decided: "default" (no rule allows it) for ingress and egress, where rules only allow.
-	Rule string `json:"rule"`
-	Mode string `json:"mode,omitempty"`
+	// Rule and Evaluator are what decided, as the sidecar reported them: a rule id of the revision it
+	// ran, or "default" for the mode's default.
+	Rule      string `json:"rule"`
+	Evaluator string `json:"evaluator,omitempty"`
+	Mode      string `json:"mode,omitempty"`
 }
 
 // Feed keeps the latest denies and audits in a ring, per-minute counts of the last hour per workload,
@@ -90,26 +90,18 @@ func (s sink) Accept(ctx context.Context, id policyapi.Identity, r *policy.Repor
 // Record adds a report's denies and audits.
 func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Report) {
 	var vs []Verdict
-	var spec *v1.WorkloadPolicySpec // read once, for loopback entries
 	for _, e := range r.Entries {
-		if e.Verdict != "deny" && e.Verdict != "audit" {
+		if e.Verdict != policy.Deny && e.Verdict != policy.Audit {
 			continue
 		}
 		at := e.LastSeen
 		if at.IsZero() {
 			at = f.now()
 		}
-		rule := "default"
-		if e.Direction == policy.Loopback {
-			if spec == nil {
-				spec = f.specOf(ctx, id.Workload)
-			}
-			rule = LoopbackRule(spec, string(e.Protocol), e.Port)
-		}
 		vs = append(vs, Verdict{Time: at.UTC(), Namespace: id.Workload.Namespace,
-			Workload: id.Workload.Kind + "/" + id.Workload.Name, Pod: id.Pod.Name, Direction: string(e.Direction),
+			Workload: id.Workload.Kind + "/" + id.Workload.Name, Pod: id.Pod.Name, Direction: e.Direction.String(),
 			Peer: f.peerName(ctx, e.Peer), PeerAddr: e.Peer.String(), Protocol: string(e.Protocol), Port: e.Port,
-			Verdict: e.Verdict, Count: e.Count, Rule: rule, Mode: string(r.Mode)})
+			Verdict: e.Verdict.String(), Count: e.Count, Rule: e.Rule, Evaluator: e.Evaluator, Mode: string(r.Mode)})
 	}
 	if len(vs) > 0 {
 		f.add(id.Workload, vs)
@@ -138,35 +130,6 @@ func (f *Feed) add(k workload.Key, vs []Verdict) {
 	}
 	close(f.wake)
 	f.wake = make(chan struct{})
-}
-
-// specOf reads the workload's policy from the cache; an empty one when it cannot.
-func (f *Feed) specOf(ctx context.Context, k workload.Key) *v1.WorkloadPolicySpec {
-	var p v1.WorkloadPolicy
-	if err := f.names.Get(ctx, client.ObjectKey{Namespace: k.Namespace, Name: workload.PolicyName(k.Kind, k.Name)}, &p); err != nil {
-		return &v1.WorkloadPolicySpec{}
-	}
-	return &p.Spec
-}
-
-// LoopbackRule names the loopback deny rule of spec covering the port, "default" when none does.
-// Reports do not name rules; ingress and egress rules only allow, so what denies those is always the
-// default, and a loopback deny is the forbidding rule's (of the policy as it is now).
-func LoopbackRule(spec *v1.WorkloadPolicySpec, proto string, port uint16) string {
-	for _, l := range spec.Loopback {
-		if l.Action != "deny" {
-			continue
-		}
-		for _, p := range l.Ports {
-			if string(cmp.Or(p.Protocol, "TCP")) != proto {
-				continue
-			}
-			if p.Port == 0 || (int32(port) >= p.Port && int32(port) <= max(p.EndPort, p.Port)) {
-				return l.Name
-			}
-		}
-	}
-	return "default"
 }
 
 // peerName names addr by the pod or Service holding it, falling back to the address.

@@ -7,7 +7,8 @@ import (
 	"strconv"
 	"strings"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 // Graph is the connection graph: workloads and the peers their rules and verdicts name, and the
@@ -21,8 +22,8 @@ type Graph struct {
 type Node struct {
 	ID string `json:"id"`
 	// Workload is true for a workload with a policy; Mode is then its mode.
-	Workload bool    `json:"workload"`
-	Mode     v1.Mode `json:"mode,omitempty"`
+	Workload bool        `json:"workload"`
+	Mode     policy.Mode `json:"mode,omitempty"`
 }
 
 // Edge is a connection from the connecting end to the accepting end.

@@ -11,7 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/export"
 	"podwall.io/podwall/policygen/workload"
 )
@@ -20,12 +21,12 @@ import (
 type Row struct {
 	Namespace string `json:"namespace"`
 	// Policy is the WorkloadPolicy's name; Workload is "Kind/name".
-	Policy   string            `json:"policy"`
-	Workload string            `json:"workload"`
-	Mode     v1.Mode           `json:"mode"`
-	Rules    map[v1.Origin]int `json:"rules"`
-	Sidecars int32             `json:"sidecars"`
-	InSync   int32             `json:"inSync"`
+	Policy   string                `json:"policy"`
+	Workload string                `json:"workload"`
+	Mode     policy.Mode           `json:"mode"`
+	Rules    map[policy.Origin]int `json:"rules"`
+	Sidecars int32                 `json:"sidecars"`
+	InSync   int32                 `json:"inSync"`
 	// LastHour counts the denies and audits reported to this replica in the last hour; Violations is
 	// the policy's count since it was created, from every replica.
 	LastHour   uint64 `json:"lastHour"`
@@ -65,9 +66,9 @@ func (s *Server) workloads(w http.ResponseWriter, r *http.Request) {
 }
 
 // modeOf is the policy's mode, Learn (the API server's default) when unset.
-func modeOf(p *v1.WorkloadPolicy) v1.Mode {
+func modeOf(p *v1.WorkloadPolicy) policy.Mode {
 	if p.Spec.Mode == "" {
-		return v1.Learn
+		return policy.Learn
 	}
 	return p.Spec.Mode
 }
@@ -77,7 +78,7 @@ type PolicyPage struct {
 	Namespace string      `json:"namespace"`
 	Policy    string      `json:"policy"`
 	Workload  string      `json:"workload"`
-	Mode      v1.Mode     `json:"mode"`
+	Mode      policy.Mode `json:"mode"`
 	Revision  int64       `json:"revision"`
 	Groups    []RuleGroup `json:"groups"`
 	// NetworkPolicy is the export as YAML, with comment lines for what it cannot express.
@@ -124,13 +125,13 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body struct {
-		Mode v1.Mode `json:"mode"`
+		Mode policy.Mode `json:"mode"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024)).Decode(&body); err != nil {
 		writeError(w, http.StatusBadRequest, "want {\"mode\": \"Learn\"|\"Monitor\"|\"Protect\"}")
 		return
 	}
-	if !slices.Contains([]v1.Mode{v1.Learn, v1.Monitor, v1.Protect}, body.Mode) {
+	if !slices.Contains([]policy.Mode{policy.Learn, policy.Monitor, policy.Protect}, body.Mode) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("mode %q: want Learn, Monitor or Protect", body.Mode))
 		return
 	}

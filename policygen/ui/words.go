@@ -4,22 +4,23 @@ import (
 	"fmt"
 	"strings"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 // RuleGroup is one origin's rules in plain words.
 type RuleGroup struct {
-	Origin v1.Origin `json:"origin"`
-	Rules  []string  `json:"rules"`
+	Origin policy.Origin `json:"origin"`
+	Rules  []string      `json:"rules"`
 }
 
 // origins is the order groups are shown in: what the manifest implies, what was learned, what people wrote.
-var origins = []v1.Origin{v1.OriginManifest, v1.OriginLearned, v1.OriginUser}
+var origins = []policy.Origin{policy.OriginManifest, policy.OriginLearned, policy.OriginUser}
 
 // Describe states a policy's rules in plain words, grouped by origin; every origin has a group, empty
 // or not, so that "nothing learned yet" is visible.
 func Describe(spec *v1.WorkloadPolicySpec) []RuleGroup {
-	byOrigin := map[v1.Origin][]string{}
+	byOrigin := map[policy.Origin][]string{}
 	for _, r := range spec.Ingress {
 		byOrigin[originOf(r.Origin)] = append(byOrigin[originOf(r.Origin)],
 			fmt.Sprintf("Allow connections from %s %s (%s).", peersInWords(r.Peers), portsInWords(r.Ports), r.Name))
@@ -44,16 +45,16 @@ func Describe(spec *v1.WorkloadPolicySpec) []RuleGroup {
 }
 
 // originOf is the origin the API server defaults an empty one to.
-func originOf(o v1.Origin) v1.Origin {
+func originOf(o policy.Origin) policy.Origin {
 	if o == "" {
-		return v1.OriginUser
+		return policy.OriginUser
 	}
 	return o
 }
 
 // CountByOrigin counts a policy's rules of each origin.
-func CountByOrigin(spec *v1.WorkloadPolicySpec) map[v1.Origin]int {
-	n := map[v1.Origin]int{v1.OriginManifest: 0, v1.OriginLearned: 0, v1.OriginUser: 0}
+func CountByOrigin(spec *v1.WorkloadPolicySpec) map[policy.Origin]int {
+	n := map[policy.Origin]int{policy.OriginManifest: 0, policy.OriginLearned: 0, policy.OriginUser: 0}
 	for _, r := range spec.Ingress {
 		n[originOf(r.Origin)]++
 	}

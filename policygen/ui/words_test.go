@@ -5,39 +5,40 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 )
 
 func testSpec() *v1.WorkloadPolicySpec {
 	return &v1.WorkloadPolicySpec{
 		Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"},
 		Ingress: []v1.Rule{
-			{Name: "probes", Origin: v1.OriginManifest, Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
-			{Name: "from-lb", Origin: v1.OriginUser, Peers: []v1.Peer{{CIDR: "10.0.0.0/8"}}},
+			{Name: "probes", Origin: policy.OriginManifest, Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
+			{Name: "from-lb", Origin: policy.OriginUser, Peers: []v1.Peer{{CIDR: "10.0.0.0/8"}}},
 		},
 		Egress: []v1.Rule{
-			{Name: "dns", Origin: v1.OriginManifest, Peers: []v1.Peer{{Service: &v1.ServicePeer{Namespace: "kube-system", Name: "kube-dns"}}},
+			{Name: "dns", Origin: policy.OriginManifest, Peers: []v1.Peer{{Service: &v1.ServicePeer{Namespace: "kube-system", Name: "kube-dns"}}},
 				Ports: []v1.Port{{Protocol: "UDP", Port: 53}, {Protocol: "TCP", Port: 53}}},
-			{Name: "learned-api", Origin: v1.OriginLearned, Peers: []v1.Peer{
+			{Name: "learned-api", Origin: policy.OriginLearned, Peers: []v1.Peer{
 				{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}},
 				{Selector: &v1.SelectorPeer{PodSelector: &v1.LabelSelector{MatchLabels: map[string]v1.LabelValue{"app": "cache"}}}},
 			}, Ports: []v1.Port{{Port: 9000, EndPort: 9010}, {Protocol: "UDP"}}},
 		},
-		Loopback: []v1.LoopbackRule{{Name: "proxy-admin", Origin: v1.OriginManifest, Action: "deny", Ports: []v1.Port{{Protocol: "TCP", Port: 15000}}}},
+		Loopback: []v1.LoopbackRule{{Name: "proxy-admin", Origin: policy.OriginManifest, Action: "deny", Ports: []v1.Port{{Protocol: "TCP", Port: 15000}}}},
 	}
 }
 
 func TestDescribe(t *testing.T) {
 	want := []RuleGroup{
-		{Origin: v1.OriginManifest, Rules: []string{
+		{Origin: policy.OriginManifest, Rules: []string{
 			"Allow connections from the cluster's nodes on TCP 8080 (probes).",
 			"Allow connections to Service kube-dns in namespace kube-system on UDP 53, TCP 53 (dns).",
 			"Forbid the pod's own processes to reach its local TCP 15000 (proxy-admin).",
 		}},
-		{Origin: v1.OriginLearned, Rules: []string{
+		{Origin: policy.OriginLearned, Rules: []string{
 			"Allow connections to Deployment api or pods labelled app=cache of this namespace on TCP 9000-9010, every UDP port (learned-api).",
 		}},
-		{Origin: v1.OriginUser, Rules: []string{
+		{Origin: policy.OriginUser, Rules: []string{
 			"Allow connections from addresses 10.0.0.0/8 on every port (from-lb).",
 		}},
 	}
@@ -45,14 +46,14 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("Describe (-want +got):\n%s", diff)
 	}
 	empty := Describe(&v1.WorkloadPolicySpec{})
-	if diff := cmp.Diff([]RuleGroup{{Origin: v1.OriginManifest, Rules: []string{}}, {Origin: v1.OriginLearned, Rules: []string{}},
-		{Origin: v1.OriginUser, Rules: []string{}}}, empty); diff != "" {
+	if diff := cmp.Diff([]RuleGroup{{Origin: policy.OriginManifest, Rules: []string{}}, {Origin: policy.OriginLearned, Rules: []string{}},
+		{Origin: policy.OriginUser, Rules: []string{}}}, empty); diff != "" {
 		t.Errorf("Describe of no rules (-want +got):\n%s", diff)
 	}
 }
 
 func TestCountByOrigin(t *testing.T) {
-	want := map[v1.Origin]int{v1.OriginManifest: 3, v1.OriginLearned: 1, v1.OriginUser: 1}
+	want := map[policy.Origin]int{policy.OriginManifest: 3, policy.OriginLearned: 1, policy.OriginUser: 1}
 	if diff := cmp.Diff(want, CountByOrigin(testSpec())); diff != "" {
 		t.Errorf("CountByOrigin (-want +got):\n%s", diff)
 	}
@@ -60,7 +61,7 @@ func TestCountByOrigin(t *testing.T) {
 
 func TestBuildGraph(t *testing.T) {
 	web := v1.WorkloadPolicy{Spec: *testSpec()}
-	web.Namespace, web.Spec.Mode = "shop", v1.Protect
+	web.Namespace, web.Spec.Mode = "shop", policy.Protect
 	api := v1.WorkloadPolicy{Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}
 	api.Namespace = "shop"
 	vs := []Verdict{
@@ -74,9 +75,9 @@ func TestBuildGraph(t *testing.T) {
 			{ID: "10.0.0.0/8"}, {ID: "192.0.2.7"},
 			{ID: "kube-system/Service/kube-dns"},
 			{ID: "pods labelled app=cache of this namespace"},
-			{ID: "shop/Deployment/api", Workload: true, Mode: v1.Learn},
+			{ID: "shop/Deployment/api", Workload: true, Mode: policy.Learn},
 			{ID: "shop/Deployment/db"},
-			{ID: "shop/Deployment/web", Workload: true, Mode: v1.Protect},
+			{ID: "shop/Deployment/web", Workload: true, Mode: policy.Protect},
 			{ID: "the cluster's nodes"},
 		},
 		Edges: []Edge{
@@ -91,26 +92,5 @@ func TestBuildGraph(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("BuildGraph (-want +got):\n%s", diff)
-	}
-}
-
-func TestLoopbackRule(t *testing.T) {
-	spec := &v1.WorkloadPolicySpec{Loopback: []v1.LoopbackRule{
-		{Name: "app", Action: "allow", Ports: []v1.Port{{Port: 8080}}},
-		{Name: "admin", Action: "deny", Ports: []v1.Port{{Port: 15000, EndPort: 15004}}},
-		{Name: "stats-udp", Action: "deny", Ports: []v1.Port{{Protocol: "UDP"}}},
-	}}
-	tests := []struct {
-		proto string
-		port  uint16
-		want  string
-	}{
-		{"TCP", 15000, "admin"}, {"TCP", 15004, "admin"}, {"TCP", 15005, "default"},
-		{"UDP", 9, "stats-udp"}, {"TCP", 8080, "default"},
-	}
-	for _, tt := range tests {
-		if got := LoopbackRule(spec, tt.proto, tt.port); got != tt.want {
-			t.Errorf("LoopbackRule(%s %d) = %q, want %q", tt.proto, tt.port, got, tt.want)
-		}
 	}
 }

@@ -29,11 +29,12 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/config"
+	"podwall.io/podwall/internal/testenv"
 	"podwall.io/podwall/policygen"
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // world is a real API server with seeded workloads, policygen running against it as its own
@@ -53,7 +54,7 @@ func newWorld(t *testing.T) *world {
 	cfg, c := pgtest.Start(t)
 	w := &world{t: t, c: c, cluster: pgtest.Cluster{T: t, C: c, Cfg: cfg}, pods: map[string]*corev1.Pod{}}
 	pgtest.Namespace(t, c, "podwall-system", nil)
-	applyFile(t, c, filepath.Join(pgtest.CRDDir(), "..", "policygen", "rbac.yaml"))
+	applyFile(t, c, filepath.Join(testenv.CRDDir(), "..", "policygen", "rbac.yaml"))
 	pgtest.Namespace(t, c, "shop", map[string]string{"podwall.io/inject": "enabled"})
 	pgtest.Namespace(t, c, "billing", map[string]string{"podwall.io/inject": "enabled"})
 	for i, name := range []string{"web", "api", "db"} {
@@ -132,7 +133,7 @@ func (w *world) startPolicygen(admin *rest.Config) {
 
 // seedPolicies waits for the generated policies and gives them modes and a user rule, as people would.
 func (w *world) seedPolicies() {
-	modes := map[string]v1.Mode{"deployment-web": v1.Protect, "deployment-api": v1.Monitor, "deployment-db": v1.Protect}
+	modes := map[string]policy.Mode{"deployment-web": policy.Protect, "deployment-api": policy.Monitor, "deployment-db": policy.Protect}
 	for name, mode := range modes {
 		key := client.ObjectKey{Namespace: "shop", Name: name}
 		pgtest.Eventually(w.t, 60*time.Second, func() error { return w.c.Get(context.Background(), key, &v1.WorkloadPolicy{}) })
@@ -143,7 +144,7 @@ func (w *world) seedPolicies() {
 			}
 			p.Spec.Mode = mode
 			if name == "deployment-web" {
-				p.Spec.Egress = append(p.Spec.Egress, v1.Rule{Name: "web-to-api", Origin: v1.OriginUser,
+				p.Spec.Egress = append(p.Spec.Egress, v1.Rule{Name: "web-to-api", Origin: policy.OriginUser,
 					Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}},
 					Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}})
 			}
@@ -200,7 +201,7 @@ func (w *world) report(workloadName string, mode policy.Mode, e policy.ReportEnt
 	}
 }
 
-func entry(verdict string, dir policy.Direction, peer string, port uint16) policy.ReportEntry {
+func entry(verdict policy.Verdict, dir policy.Direction, peer string, port uint16) policy.ReportEntry {
 	return policy.ReportEntry{Direction: dir, Peer: netip.MustParseAddr(peer), Protocol: policy.TCP, Port: port, Count: 1,
 		Verdict: verdict, LastSeen: time.Now()}
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"podwall.io/podwall/sidecar/pgclient"
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/policy/pgclient"
 	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
 )

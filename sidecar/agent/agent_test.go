@@ -22,8 +22,8 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
-	"podwall.io/podwall/sidecar/policy"
 	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
@@ -121,7 +121,7 @@ func freePort(t *testing.T) string {
 func (w *world) policy(mode policy.Mode, rev int64, ports ...uint16) *policy.Policy {
 	p := &policy.Policy{Namespace: "shop", Workload: "Deployment/web", Revision: rev, Mode: mode,
 		Names: map[netip.Addr]string{w.peerIP: "workload:shop/Deployment/api"},
-		Loopback: []policy.LoopbackRule{{ID: "envoy-admin", Origin: policy.OriginManifest, Action: policy.Deny,
+		Loopback: []policy.LoopbackRule{{ID: "envoy-admin", Origin: policy.OriginManifest, Action: policy.ActionDeny,
 			Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 15000}}}}}
 	if len(ports) > 0 {
 		r := policy.Rule{ID: "api", Origin: policy.OriginUser, Peer: "workload:shop/Deployment/api",

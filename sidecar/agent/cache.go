@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // cacheFile is the last applied policy inside the cache directory (an emptyDir that outlives the

@@ -8,10 +8,10 @@ import (
 	"github.com/florianl/go-nfqueue/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/packet"
-	"podwall.io/podwall/sidecar/policy"
 	"podwall.io/podwall/sidecar/report"
 	"podwall.io/podwall/sidecar/ruleset"
 )
@@ -48,11 +48,11 @@ func (d *datapath) handle(p nfq.Packet) nfq.Verdict {
 	d.log(c, v)
 	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
 	// counts.
-	if v.Record || v.Verdict != decide.Allow {
-		d.learned.Add(report.Key{Direction: policy.Direction(c.Direction.String()), Peer: c.Remote.Addr(),
-			Protocol: policy.ProtocolOf(c.Proto), Port: recordedPort(c)}, v.Verdict.String(), time.Now())
+	if v.Record || v.Verdict != policy.Allow {
+		d.learned.Add(report.Key{Direction: c.Direction, Peer: c.Remote.Addr(), Protocol: policy.ProtocolOf(c.Proto),
+			Port: recordedPort(c)}, report.Outcome{Verdict: v.Verdict, Rule: v.Rule, Evaluator: v.Evaluator}, time.Now())
 	}
-	if v.Verdict == decide.Deny {
+	if v.Verdict == policy.Deny {
 		return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: ruleset.MarkDeny}
 	}
 	return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: ruleset.MarkAllow}
@@ -66,11 +66,11 @@ func (d *datapath) conn(pkt packet.Packet, p nfq.Packet) decide.Conn {
 	c := decide.Conn{Proto: pkt.Proto}
 	switch {
 	case p.OutDev != 0:
-		c.Direction, c.Local, c.Remote = decide.Egress, pkt.Src, pkt.Dst
+		c.Direction, c.Local, c.Remote = policy.Egress, pkt.Src, pkt.Dst
 	case p.InDev == loIndex:
-		c.Direction, c.Local, c.Remote = decide.Loopback, pkt.Src, pkt.Dst
+		c.Direction, c.Local, c.Remote = policy.Loopback, pkt.Src, pkt.Dst
 	default:
-		c.Direction, c.Local, c.Remote = decide.Ingress, pkt.Dst, pkt.Src
+		c.Direction, c.Local, c.Remote = policy.Ingress, pkt.Dst, pkt.Src
 		// The ruleset copies the connection's original destination port into the mark's low bits
 		// before queueing an inbound packet (its conntrack entry cannot be looked up yet).
 		if port := uint16(p.Mark & 0xffff); port != 0 {
@@ -85,7 +85,7 @@ func recordedPort(c decide.Conn) uint16 {
 	if c.Original.IsValid() {
 		return c.Original.Port()
 	}
-	if c.Direction == decide.Ingress {
+	if c.Direction == policy.Ingress {
 		return c.Local.Port()
 	}
 	return c.Remote.Port()

@@ -7,7 +7,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // TestFailClosedExitAndCachedRestart stops a fail-closed sidecar: the policy must stay enforced by the

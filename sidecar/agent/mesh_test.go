@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // TestMeshRedirectJudgedAgainstTheRealRemote plays istio-init: the pod's outbound TCP is redirected to a

@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"podwall.io/podwall/sidecar/decide"
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
@@ -15,8 +15,8 @@ func (s *Sidecar) registerMetrics() {
 	verdicts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "podwall_verdicts_total", Help: "Decisions made in user space, by direction and verdict.",
 	}, []string{"direction", "verdict"})
-	for _, d := range []decide.Direction{decide.Ingress, decide.Egress, decide.Loopback} {
-		for _, v := range []decide.Verdict{decide.Allow, decide.Deny, decide.Audit} {
+	for _, d := range []policy.Direction{policy.Ingress, policy.Egress, policy.Loopback} {
+		for _, v := range []policy.Verdict{policy.Allow, policy.Deny, policy.Audit} {
 			s.dp.verdicts[d][v] = verdicts.WithLabelValues(d.String(), v.String())
 		}
 	}

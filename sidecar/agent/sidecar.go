@@ -14,10 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/policy/pgclient"
 	"podwall.io/podwall/sidecar/decide"
 	"podwall.io/podwall/sidecar/nfq"
-	"podwall.io/podwall/sidecar/pgclient"
-	"podwall.io/podwall/sidecar/policy"
 	"podwall.io/podwall/sidecar/report"
 	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"

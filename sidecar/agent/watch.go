@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"time"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // policyPollInterval is how often the standalone policy file is checked. Polling, rather than watching

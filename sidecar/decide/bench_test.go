@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // benchPolicy returns a policy of n egress and n ingress rules shaped like a large learned policy: one
@@ -65,14 +65,14 @@ func benchConns(n int) []Conn {
 		}
 		switch i % 4 {
 		case 0: // allowed egress
-			conns = append(conns, Conn{Direction: Egress, Proto: 6, Remote: remote, Local: netip.MustParseAddrPort("10.244.0.5:40000")})
+			conns = append(conns, Conn{Direction: policy.Egress, Proto: 6, Remote: remote, Local: netip.MustParseAddrPort("10.244.0.5:40000")})
 		case 1: // allowed ingress
-			conns = append(conns, Conn{Direction: Ingress, Proto: 6, Remote: netip.AddrPortFrom(pfx.Addr(), 40000),
+			conns = append(conns, Conn{Direction: policy.Ingress, Proto: 6, Remote: netip.AddrPortFrom(pfx.Addr(), 40000),
 				Local: netip.AddrPortFrom(netip.MustParseAddr("10.244.0.5"), remote.Port())})
 		case 2: // known peer, wrong port
-			conns = append(conns, Conn{Direction: Egress, Proto: 6, Remote: netip.AddrPortFrom(pfx.Addr(), 22)})
+			conns = append(conns, Conn{Direction: policy.Egress, Proto: 6, Remote: netip.AddrPortFrom(pfx.Addr(), 22)})
 		case 3: // unknown peer
-			conns = append(conns, Conn{Direction: Egress, Proto: 6, Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 443)})
+			conns = append(conns, Conn{Direction: policy.Egress, Proto: 6, Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 443)})
 		}
 	}
 	return conns
@@ -107,7 +107,7 @@ func TestBenchPolicyDecides(t *testing.T) {
 		}
 		for i, c := range benchConns(n) {
 			got := d.Decide(c)
-			if wantAllow := i%4 < 2; (got.Verdict == Allow) != wantAllow {
+			if wantAllow := i%4 < 2; (got.Verdict == policy.Allow) != wantAllow {
 				t.Fatalf("n=%d conn %d %+v: %+v", n, i, c, got)
 			}
 		}

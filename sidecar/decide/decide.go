@@ -6,56 +6,12 @@ import (
 	"net/netip"
 	"slices"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
-
-// Direction says which way a connection goes, seen from the pod.
-type Direction uint8
-
-// The directions. The zero Direction is invalid, so that a forgotten field fails closed.
-const (
-	// Ingress: a remote peer connects to the pod.
-	Ingress Direction = iota + 1
-	// Egress: the pod connects to a remote peer.
-	Egress
-	// Loopback: a process in the pod connects to a port in the pod.
-	Loopback
-)
-
-var directionNames = [...]string{Ingress: "ingress", Egress: "egress", Loopback: "loopback"}
-
-// String returns the direction as the verdict line spells it.
-func (d Direction) String() string {
-	if d == 0 || int(d) >= len(directionNames) {
-		return "invalid"
-	}
-	return directionNames[d]
-}
-
-// Verdict is what happens to a connection.
-type Verdict uint8
-
-// The verdicts. The zero Verdict is invalid.
-const (
-	Allow Verdict = iota + 1
-	Deny
-	// Audit allows a connection that Protect would deny (Monitor mode).
-	Audit
-)
-
-var verdictNames = [...]string{Allow: "allow", Deny: "deny", Audit: "audit"}
-
-// String returns the verdict as the verdict line spells it.
-func (v Verdict) String() string {
-	if v == 0 || int(v) >= len(verdictNames) {
-		return "invalid"
-	}
-	return verdictNames[v]
-}
 
 // Conn describes a new connection.
 type Conn struct {
-	Direction Direction
+	Direction policy.Direction
 	// Proto is the IANA protocol number (6 TCP, 17 UDP, 132 SCTP, ...).
 	Proto uint8
 	// Local is the pod's end and Remote the peer's. For a Loopback connection both are in the pod:
@@ -70,7 +26,7 @@ type Conn struct {
 
 // Src returns the endpoint that opened the connection.
 func (c Conn) Src() netip.AddrPort {
-	if c.Direction == Ingress {
+	if c.Direction == policy.Ingress {
 		return c.Remote
 	}
 	return c.Local
@@ -78,7 +34,7 @@ func (c Conn) Src() netip.AddrPort {
 
 // Dst returns the endpoint the connection was opened to, as the packet shows it (after any redirect).
 func (c Conn) Dst() netip.AddrPort {
-	if c.Direction == Ingress {
+	if c.Direction == policy.Ingress {
 		return c.Local
 	}
 	return c.Remote
@@ -86,7 +42,7 @@ func (c Conn) Dst() netip.AddrPort {
 
 // Decision is the outcome of Decide, with everything a verdict line needs to explain it.
 type Decision struct {
-	Verdict Verdict
+	Verdict policy.Verdict
 	// Rule is the id of the rule that decided, "default" when the mode's default did, or
 	// "loopback-default" for loopback traffic no loopback rule names.
 	Rule string
@@ -171,7 +127,7 @@ func (d *Decider) Decide(c Conn) Decision {
 			return d.finish(o, e.name, &s)
 		}
 	}
-	return d.finish(outcome{verdict: Deny, rule: "default"}, "default", &s)
+	return d.finish(outcome{verdict: policy.Deny, rule: "default"}, "default", &s)
 }
 
 // finish names the peer and applies the mode to a Protect outcome.
@@ -183,11 +139,11 @@ func (d *Decider) finish(o outcome, evaluator string, s *subject) Decision {
 	}
 	switch d.mode {
 	case policy.Monitor:
-		if dec.Verdict == Deny {
-			dec.Verdict = Audit
+		if dec.Verdict == policy.Deny {
+			dec.Verdict = policy.Audit
 		}
 	case policy.Learn:
-		dec.Verdict, dec.Record = Allow, true
+		dec.Verdict, dec.Record = policy.Allow, true
 	}
 	return dec
 }

@@ -6,7 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"podwall.io/podwall/sidecar/policy"
+
+	"podwall.io/podwall/api/policy"
 )
 
 const testPolicy = `
@@ -63,15 +64,15 @@ const (
 )
 
 func in(proto uint8, remote, local string) Conn {
-	return Conn{Direction: Ingress, Proto: proto, Local: ap(local), Remote: ap(remote)}
+	return Conn{Direction: policy.Ingress, Proto: proto, Local: ap(local), Remote: ap(remote)}
 }
 
 func out(proto uint8, remote string) Conn {
-	return Conn{Direction: Egress, Proto: proto, Local: ap("10.244.0.5:40000"), Remote: ap(remote)}
+	return Conn{Direction: policy.Egress, Proto: proto, Local: ap("10.244.0.5:40000"), Remote: ap(remote)}
 }
 
 func lo(proto uint8, dst, original string) Conn {
-	return Conn{Direction: Loopback, Proto: proto, Local: ap("127.0.0.1:40000"), Remote: ap(dst), Original: ap(original)}
+	return Conn{Direction: policy.Loopback, Proto: proto, Local: ap("127.0.0.1:40000"), Remote: ap(dst), Original: ap(original)}
 }
 
 type decideCase struct {
@@ -82,11 +83,11 @@ type decideCase struct {
 }
 
 func allow(rule, evaluator, peer string) Decision {
-	return Decision{Verdict: Allow, Rule: rule, Evaluator: evaluator, Peer: peer}
+	return Decision{Verdict: policy.Allow, Rule: rule, Evaluator: evaluator, Peer: peer}
 }
 
 func deny(rule, evaluator, peer string) Decision {
-	return Decision{Verdict: Deny, Rule: rule, Evaluator: evaluator, Peer: peer}
+	return Decision{Verdict: policy.Deny, Rule: rule, Evaluator: evaluator, Peer: peer}
 }
 
 func redirected(d Decision) Decision {
@@ -138,10 +139,10 @@ var decideCases = []decideCase{
 		redirected(deny("default", "default", "service:other/named"))},
 	{"redirect behind loopback allow rule is still judged", lo(tcp, "127.0.0.1:15001", "1.1.1.1:80"),
 		redirected(deny("default", "default", "cidr:1.1.1.1/32"))},
-	{"hairpin to the pod's own address", Conn{Direction: Loopback, Proto: tcp, Local: ap("10.244.0.5:40000"),
+	{"hairpin to the pod's own address", Conn{Direction: policy.Loopback, Proto: tcp, Local: ap("10.244.0.5:40000"),
 		Remote: ap("127.0.0.1:15006"), Original: ap("10.244.0.5:8080")},
 		redirected(allow("app-ports", "loopback", "cidr:10.244.0.5/32"))},
-	{"hairpin to a denied in-pod port", Conn{Direction: Loopback, Proto: tcp, Local: ap("10.244.0.5:40000"),
+	{"hairpin to a denied in-pod port", Conn{Direction: policy.Loopback, Proto: tcp, Local: ap("10.244.0.5:40000"),
 		Remote: ap("127.0.0.1:15006"), Original: ap("10.244.0.5:15000")},
 		redirected(deny("envoy-admin", "loopback", "cidr:10.244.0.5/32"))},
 	{"redirect to a loopback address", lo(tcp, "127.0.0.1:15001", "127.0.0.2:25000"),
@@ -149,16 +150,16 @@ var decideCases = []decideCase{
 	{"redirect with unknown original", lo(tcp, "127.0.0.1:15001", ""), deny("default", "origdst-unknown", "cidr:127.0.0.1/32")},
 	{"direct connection to mesh port", lo(tcp, "127.0.0.1:15001", "127.0.0.1:15001"),
 		allow("app-ports", "loopback", "cidr:127.0.0.1/32")},
-	{"inbound redirect judged on original port", Conn{Direction: Ingress, Proto: tcp,
+	{"inbound redirect judged on original port", Conn{Direction: policy.Ingress, Proto: tcp,
 		Remote: ap("10.244.1.3:5000"), Local: ap("10.244.0.5:15006"), Original: ap("10.244.0.5:8080")},
 		redirected(allow("from-frontend", "ingress", "workload:shop/Deployment/frontend"))},
-	{"inbound redirect to a closed port", Conn{Direction: Ingress, Proto: tcp,
+	{"inbound redirect to a closed port", Conn{Direction: policy.Ingress, Proto: tcp,
 		Remote: ap("10.244.1.3:5000"), Local: ap("10.244.0.5:15006"), Original: ap("10.244.0.5:22")},
 		redirected(deny("default", "default", "cidr:10.244.1.3/32"))},
 	{"inbound redirect with unknown original", in(tcp, "10.244.1.3:5000", "10.244.0.5:15006"),
 		deny("default", "origdst-unknown", "cidr:10.244.1.3/32")},
 	{"no direction", Conn{Proto: tcp, Remote: ap("10.96.0.10:53")}, deny("default", "invalid-conn", "cidr:10.96.0.10/32")},
-	{"no remote", Conn{Direction: Egress, Proto: tcp}, deny("default", "invalid-conn", "")},
+	{"no remote", Conn{Direction: policy.Egress, Proto: tcp}, deny("default", "invalid-conn", "")},
 }
 
 func TestDecide(t *testing.T) {
@@ -192,9 +193,9 @@ func TestDecideModes(t *testing.T) {
 			want.Mode, want.Revision = mode, 7
 			switch {
 			case mode == policy.Learn:
-				want.Verdict, want.Record = Allow, true
-			case want.Verdict == Deny:
-				want.Verdict = Audit
+				want.Verdict, want.Record = policy.Allow, true
+			case want.Verdict == policy.Deny:
+				want.Verdict = policy.Audit
 			}
 			if diff := cmp.Diff(want, d.Decide(tc.conn)); diff != "" {
 				t.Errorf("%s: %s (-want +got):\n%s", mode, tc.name, diff)
@@ -212,7 +213,7 @@ func TestOptions(t *testing.T) {
 	}
 	// Without mesh ports, a connection to 15001 is ordinary loopback traffic.
 	got := d.Decide(lo(tcp, "127.0.0.1:15001", ""))
-	want := Decision{Verdict: Allow, Rule: "app-ports", Evaluator: "loopback", Peer: "cidr:127.0.0.1/32",
+	want := Decision{Verdict: policy.Allow, Rule: "app-ports", Evaluator: "loopback", Peer: "cidr:127.0.0.1/32",
 		Mode: policy.Protect, Revision: 7}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("no mesh ports (-want +got):\n%s", diff)
@@ -253,8 +254,8 @@ func TestNewRejects(t *testing.T) {
 }
 
 func TestDirectionAndVerdictNames(t *testing.T) {
-	got := []string{Ingress.String(), Egress.String(), Loopback.String(), Direction(0).String(), Direction(9).String(),
-		Allow.String(), Deny.String(), Audit.String(), Verdict(0).String()}
+	got := []string{policy.Ingress.String(), policy.Egress.String(), policy.Loopback.String(), policy.Direction(0).String(), policy.Direction(9).String(),
+		policy.Allow.String(), policy.Deny.String(), policy.Audit.String(), policy.Verdict(0).String()}
 	want := []string{"ingress", "egress", "loopback", "invalid", "invalid", "allow", "deny", "audit", "invalid"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatal(diff)

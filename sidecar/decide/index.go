@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // portKey names a protocol's port range; proto 0 stands for every protocol (a rule without ports).
@@ -195,7 +195,7 @@ func newLoopbackSet(rules []policy.LoopbackRule) *loopbackSet {
 	s := &loopbackSet{rules: rules}
 	for i, r := range rules {
 		idx := &s.allow
-		if r.Action == policy.Deny {
+		if r.Action == policy.ActionDeny {
 			idx = &s.deny
 		}
 		for _, k := range portKeys(r.Ports) {

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // naiveLookup is the definition the index must agree with: the first rule, in policy order, one of whose
@@ -94,9 +94,9 @@ func randPrefix(rng *rand.Rand) netip.Prefix {
 
 func TestLoopbackFirstMatch(t *testing.T) {
 	set := newLoopbackSet([]policy.LoopbackRule{
-		{ID: "wide", Action: policy.Allow, Ports: []policy.PortRange{{Protocol: policy.TCP}}},
-		{ID: "narrow", Action: policy.Allow, Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 80}}},
-		{ID: "udp", Action: policy.Deny, Ports: []policy.PortRange{{Protocol: policy.UDP, Port: 53, EndPort: 60}}},
+		{ID: "wide", Action: policy.ActionAllow, Ports: []policy.PortRange{{Protocol: policy.TCP}}},
+		{ID: "narrow", Action: policy.ActionAllow, Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 80}}},
+		{ID: "udp", Action: policy.ActionDeny, Ports: []policy.PortRange{{Protocol: policy.UDP, Port: 53, EndPort: 60}}},
 	})
 	for _, tc := range []struct {
 		idx   *portIndex[int32]

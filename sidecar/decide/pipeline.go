@@ -3,12 +3,14 @@ package decide
 import (
 	"net/netip"
 	"slices"
+
+	"podwall.io/podwall/api/policy"
 )
 
 // subject is the connection as the rules see it: after a mesh redirect, the destination behind it.
 type subject struct {
 	// dir picks the rules that judge: an app→proxy connection to a remote is judged as Egress.
-	dir   Direction
+	dir   policy.Direction
 	proto uint8
 	// peer is the remote whose prefixes and name count; port is the port the rules match.
 	peer netip.Addr
@@ -21,7 +23,7 @@ type subject struct {
 // subject resolves the mesh redirect, if any, of c.
 func (d *Decider) subject(c *Conn) subject {
 	s := subject{dir: c.Direction, proto: c.Proto, peer: c.Remote.Addr(), port: c.Dst().Port()}
-	if c.Direction != Loopback && c.Direction != Ingress {
+	if c.Direction != policy.Loopback && c.Direction != policy.Ingress {
 		return s
 	}
 	dst := c.Dst()
@@ -33,12 +35,12 @@ func (d *Decider) subject(c *Conn) subject {
 		return s
 	}
 	s.port, s.redirected = c.Original.Port(), true
-	if c.Direction == Loopback {
+	if c.Direction == policy.Loopback {
 		s.peer = c.Original.Addr()
 		// A connection whose real destination is the pod itself (the proxy's hairpin through its
 		// inbound port, to the pod's own address) stays loopback traffic; the rest went out.
 		if !s.peer.IsLoopback() && s.peer != c.Local.Addr() {
-			s.dir = Egress
+			s.dir = policy.Egress
 		}
 	}
 	return s
@@ -46,7 +48,7 @@ func (d *Decider) subject(c *Conn) subject {
 
 // outcome is an evaluator's answer: verdict 0 passes the connection on to the next evaluator.
 type outcome struct {
-	verdict Verdict
+	verdict policy.Verdict
 	rule    string
 	// peer is the deciding rule's peer name; empty leaves naming to the policy's names.
 	peer string
@@ -65,14 +67,14 @@ var pipeline = []evaluator{
 	{"invalid-conn", invalidConn},
 	{"origdst-unknown", origdstUnknown},
 	{"loopback", loopbackRules},
-	{"ingress", func(d *Decider, s subject) outcome { return rules(d.ingress, Ingress, s) }},
-	{"egress", func(d *Decider, s subject) outcome { return rules(d.egress, Egress, s) }},
+	{"ingress", func(d *Decider, s subject) outcome { return rules(d.ingress, policy.Ingress, s) }},
+	{"egress", func(d *Decider, s subject) outcome { return rules(d.egress, policy.Egress, s) }},
 }
 
 // invalidConn denies what cannot be judged: it is a caller's bug, and failing closed shows it.
 func invalidConn(_ *Decider, s subject) outcome {
-	if s.dir == 0 || s.dir > Loopback || !s.peer.IsValid() {
-		return outcome{verdict: Deny, rule: "default"}
+	if s.dir == 0 || s.dir > policy.Loopback || !s.peer.IsValid() {
+		return outcome{verdict: policy.Deny, rule: "default"}
 	}
 	return next
 }
@@ -81,32 +83,32 @@ func invalidConn(_ *Decider, s subject) outcome {
 // would carry it to a peer no rule was checked against.
 func origdstUnknown(_ *Decider, s subject) outcome {
 	if s.origUnknown {
-		return outcome{verdict: Deny, rule: "default"}
+		return outcome{verdict: policy.Deny, rule: "default"}
 	}
 	return next
 }
 
 // loopbackRules decides every loopback connection left: deny rule, else allow rule, else allow.
 func loopbackRules(d *Decider, s subject) outcome {
-	if s.dir != Loopback {
+	if s.dir != policy.Loopback {
 		return next
 	}
 	if r := first(&d.loopback.deny, s.proto, s.port); r >= 0 {
-		return outcome{verdict: Deny, rule: d.loopback.rules[r].ID}
+		return outcome{verdict: policy.Deny, rule: d.loopback.rules[r].ID}
 	}
 	if r := first(&d.loopback.allow, s.proto, s.port); r >= 0 {
-		return outcome{verdict: Allow, rule: d.loopback.rules[r].ID}
+		return outcome{verdict: policy.Allow, rule: d.loopback.rules[r].ID}
 	}
-	return outcome{verdict: Allow, rule: "loopback-default"}
+	return outcome{verdict: policy.Allow, rule: "loopback-default"}
 }
 
 // rules allows a connection of direction dir that one of set's rules allows.
-func rules(set *ruleSet, dir Direction, s subject) outcome {
+func rules(set *ruleSet, dir policy.Direction, s subject) outcome {
 	if s.dir != dir {
 		return next
 	}
 	if r := set.lookup(s.proto, s.port, s.peer); r >= 0 {
-		return outcome{verdict: Allow, rule: set.rules[r].ID, peer: set.rules[r].Peer}
+		return outcome{verdict: policy.Allow, rule: set.rules[r].ID, peer: set.rules[r].Peer}
 	}
 	return next
 }

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // Key identifies an aggregated entry.
@@ -38,14 +38,20 @@ func New(limit int) *Aggregator {
 	return &Aggregator{max: max(limit, 1), byKey: map[Key]*list.Element{}, order: list.New()}
 }
 
-// Add counts one connection at time now.
-func (a *Aggregator) Add(k Key, verdict string, now time.Time) {
+// Outcome is what decided one observed connection: its verdict and the rule and evaluator behind it.
+type Outcome struct {
+	Verdict         policy.Verdict
+	Rule, Evaluator string
+}
+
+// Add counts one connection at time now; the entry keeps the latest outcome.
+func (a *Aggregator) Add(k Key, o Outcome, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if el, ok := a.byKey[k]; ok {
 		e := el.Value.(*policy.ReportEntry)
 		e.Count++
-		e.LastSeen, e.Verdict = now, verdict
+		e.LastSeen, e.Verdict, e.Rule, e.Evaluator = now, o.Verdict, o.Rule, o.Evaluator
 		return
 	}
 	if a.order.Len() >= a.max {
@@ -56,7 +62,7 @@ func (a *Aggregator) Add(k Key, verdict string, now time.Time) {
 		a.order.Remove(oldest)
 	}
 	a.byKey[k] = a.order.PushBack(&policy.ReportEntry{Direction: k.Direction, Peer: k.Peer, Protocol: k.Protocol,
-		Port: k.Port, Count: 1, FirstSeen: now, LastSeen: now, Verdict: verdict})
+		Port: k.Port, Count: 1, FirstSeen: now, LastSeen: now, Verdict: o.Verdict, Rule: o.Rule, Evaluator: o.Evaluator})
 }
 
 // Drain removes and returns every entry, oldest first.

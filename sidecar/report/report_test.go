@@ -7,14 +7,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 func key(port uint16) Key {
 	return Key{Direction: policy.Egress, Peer: netip.MustParseAddr("10.0.0.1"), Protocol: policy.TCP, Port: port}
 }
 
-func entry(k Key, count uint64, first, last time.Time, verdict string) policy.ReportEntry {
+func entry(k Key, count uint64, first, last time.Time, verdict policy.Verdict) policy.ReportEntry {
 	return policy.ReportEntry{Direction: k.Direction, Peer: k.Peer, Protocol: k.Protocol, Port: k.Port,
 		Count: count, FirstSeen: first, LastSeen: last, Verdict: verdict}
 }
@@ -22,17 +22,17 @@ func entry(k Key, count uint64, first, last time.Time, verdict string) policy.Re
 func TestAggregateEvictRestore(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	a := New(2)
-	a.Add(key(1), "allow", t0)
-	a.Add(key(1), "audit", t0.Add(time.Second))
-	a.Add(key(2), "allow", t0.Add(2*time.Second))
-	a.Add(key(3), "allow", t0.Add(3*time.Second)) // evicts key 1 (2 connections)
+	a.Add(key(1), Outcome{Verdict: policy.Allow}, t0)
+	a.Add(key(1), Outcome{Verdict: policy.Audit}, t0.Add(time.Second))
+	a.Add(key(2), Outcome{Verdict: policy.Allow}, t0.Add(2*time.Second))
+	a.Add(key(3), Outcome{Verdict: policy.Allow}, t0.Add(3*time.Second)) // evicts key 1 (2 connections)
 	if got := a.Dropped(); got != 2 {
 		t.Fatalf("dropped = %d, want 2", got)
 	}
 	got := a.Drain()
 	want := []policy.ReportEntry{
-		entry(key(2), 1, t0.Add(2*time.Second), t0.Add(2*time.Second), "allow"),
-		entry(key(3), 1, t0.Add(3*time.Second), t0.Add(3*time.Second), "allow"),
+		entry(key(2), 1, t0.Add(2*time.Second), t0.Add(2*time.Second), policy.Allow),
+		entry(key(3), 1, t0.Add(3*time.Second), t0.Add(3*time.Second), policy.Allow),
 	}
 	if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
 		t.Fatalf("drain (-want +got):\n%s", d)
@@ -43,7 +43,7 @@ func TestAggregateEvictRestore(t *testing.T) {
 
 	// A failed delivery comes back; a newer observation of the same key merges into it; a full table
 	// drops the oldest restored entry rather than a newer one.
-	a.Add(key(3), "allow", t0.Add(4*time.Second))
+	a.Add(key(3), Outcome{Verdict: policy.Allow}, t0.Add(4*time.Second))
 	a.Restore(got)
 	if a.Len() != 2 {
 		t.Fatalf("len after restore = %d, want 2", a.Len())
@@ -52,9 +52,9 @@ func TestAggregateEvictRestore(t *testing.T) {
 	if keyOf(&after[0]) != key(2) || keyOf(&after[1]) != key(3) || after[1].Count != 2 || !after[1].FirstSeen.Equal(t0.Add(3*time.Second)) {
 		t.Fatalf("after restore: %+v", after)
 	}
-	a.Add(key(5), "allow", t0)
-	a.Add(key(6), "allow", t0)
-	a.Restore([]policy.ReportEntry{entry(key(7), 4, t0, t0, "allow")})
+	a.Add(key(5), Outcome{Verdict: policy.Allow}, t0)
+	a.Add(key(6), Outcome{Verdict: policy.Allow}, t0)
+	a.Restore([]policy.ReportEntry{entry(key(7), 4, t0, t0, policy.Allow)})
 	if got := a.Dropped(); got != 6 {
 		t.Fatalf("dropped = %d, want 6", got)
 	}
@@ -64,7 +64,7 @@ func TestBoundUnderFlood(t *testing.T) {
 	a := New(1000)
 	now := time.Now()
 	for i := range 100_000 {
-		a.Add(key(uint16(i)), "allow", now)
+		a.Add(key(uint16(i)), Outcome{Verdict: policy.Allow}, now)
 	}
 	if a.Len() != 1000 {
 		t.Fatalf("len = %d, want the bound 1000", a.Len())

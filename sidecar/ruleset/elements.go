@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // span is one protocol's range of ports.
@@ -204,7 +204,7 @@ func mergeSpans(active map[span]int) []span {
 func loopbackSpans(rules []policy.LoopbackRule) []span {
 	active := map[span]int{}
 	for _, r := range rules {
-		if r.Action != policy.Deny {
+		if r.Action != policy.ActionDeny {
 			continue
 		}
 		for _, pr := range r.Ports {

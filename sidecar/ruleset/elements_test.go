@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 var cmpBoxes = cmp.AllowUnexported(box{}, span{}, addr{})
@@ -146,9 +146,9 @@ func TestRuleBoxes(t *testing.T) {
 
 func TestLoopbackSpans(t *testing.T) {
 	rules := []policy.LoopbackRule{
-		{Action: policy.Deny, Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 15000}, {Protocol: policy.TCP, Port: 15001, EndPort: 15005}}},
-		{Action: policy.Allow, Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 15001}}},
-		{Action: policy.Deny, Ports: []policy.PortRange{{Protocol: policy.UDP}}},
+		{Action: policy.ActionDeny, Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 15000}, {Protocol: policy.TCP, Port: 15001, EndPort: 15005}}},
+		{Action: policy.ActionAllow, Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 15001}}},
+		{Action: policy.ActionDeny, Ports: []policy.PortRange{{Protocol: policy.UDP}}},
 	}
 	want := []span{{6, 15000, 15005}, {17, 0, 65535}}
 	if diff := cmp.Diff(want, loopbackSpans(rules), cmp.AllowUnexported(span{})); diff != "" {

@@ -4,7 +4,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // The chains of the podwall table.

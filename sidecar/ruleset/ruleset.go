@@ -10,7 +10,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // TableName is the one table the sidecar owns, in the inet family (IPv4 and IPv6 alike).

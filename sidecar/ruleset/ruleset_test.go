@@ -16,8 +16,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata/*.nft golden files")
@@ -64,8 +64,8 @@ func samplePolicy(mode policy.Mode) *policy.Policy {
 			{ID: "web-one", Origin: policy.OriginLearned, CIDRs: pfx("198.51.100.7/32"), Ports: tcp(80)},
 		},
 		Loopback: []policy.LoopbackRule{
-			{ID: "admin", Origin: policy.OriginUser, Action: policy.Deny, Ports: tcp(15000)},
-			{ID: "app", Origin: policy.OriginManifest, Action: policy.Allow, Ports: tcp(8080)},
+			{ID: "admin", Origin: policy.OriginUser, Action: policy.ActionDeny, Ports: tcp(15000)},
+			{ID: "app", Origin: policy.OriginManifest, Action: policy.ActionAllow, Ports: tcp(8080)},
 		},
 	}
 }

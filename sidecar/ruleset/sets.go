@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/nftables"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // The sets of the podwall table. Peers live only in sets, so the number of rules never depends on the

@@ -17,10 +17,10 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/google/nftables"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/packet"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // fastRefusal is how soon a refused connection must fail: a silently dropped SYN would hang instead.
@@ -149,7 +149,7 @@ func TestOffline(t *testing.T) {
 		Egress: []policy.Rule{{ID: "peer", Origin: policy.OriginUser, CIDRs: append(host(x.peerAddr), host(x.peerV6)...), Ports: tcp(80)}},
 		Ingress: []policy.Rule{{ID: "peer-in", Origin: policy.OriginUser, CIDRs: append(host(x.peerAddr), host(x.peerV6)...),
 			Ports: tcp(8080)}},
-		Loopback: []policy.LoopbackRule{{ID: "admin", Origin: policy.OriginUser, Action: policy.Deny, Ports: tcp(15000)}},
+		Loopback: []policy.LoopbackRule{{ID: "admin", Origin: policy.OriginUser, Action: policy.ActionDeny, Ports: tcp(15000)}},
 	}
 	apply(t, x.c, p, Options{Offline: true, SelfPorts: []uint16{9090}})
 	x.waitDAD(t)
@@ -292,7 +292,7 @@ func TestVerdictMarks(t *testing.T) {
 	v := &verdicts{}
 	v.serve(t, x.pod, 3)
 	p := &policy.Policy{Mode: policy.Protect, Loopback: []policy.LoopbackRule{{ID: "admin", Origin: policy.OriginUser,
-		Action: policy.Deny, Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 82}, {Protocol: policy.TCP, Port: 15000}}}}}
+		Action: policy.ActionDeny, Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 82}, {Protocol: policy.TCP, Port: 15000}}}}}
 	const seenTimeout = 300 * time.Millisecond
 	apply(t, x.c, p, Options{Queue: QueueCompat, QueueNum: 3, SeenTimeout: seenTimeout})
 

@@ -6,6 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
 )
 
@@ -57,9 +58,9 @@ func (l *Logger) appendSummary(b []byte, now time.Time, s *suppressed) []byte {
 	b = appendCount(b, "suppressed", s.rateLimited+s.dropped)
 	b = appendCount(b, "rate_limited", s.rateLimited)
 	b = appendCount(b, "dropped", s.dropped)
-	b = appendCount(b, "suppressed_deny", s.byVerdict[decide.Deny])
-	b = appendCount(b, "suppressed_audit", s.byVerdict[decide.Audit])
-	b = appendCount(b, "suppressed_allow", s.byVerdict[decide.Allow])
+	b = appendCount(b, "suppressed_deny", s.byVerdict[policy.Deny])
+	b = appendCount(b, "suppressed_audit", s.byVerdict[policy.Audit])
+	b = appendCount(b, "suppressed_allow", s.byVerdict[policy.Allow])
 	b = appendTime(append(b, `,"since":`...), s.since)
 	return append(b, "}\n"...)
 }

@@ -6,8 +6,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 func TestAppendString(t *testing.T) {
@@ -67,9 +67,9 @@ func FuzzLine(f *testing.F) {
 			return
 		}
 		l := &Logger{identity: appendIdentity(nil, Identity{Pod: pod, Namespace: ns, Workload: peer})}
-		c := decide.Conn{Direction: decide.Loopback, Proto: proto, Local: netip.AddrPortFrom(a, port),
+		c := decide.Conn{Direction: policy.Loopback, Proto: proto, Local: netip.AddrPortFrom(a, port),
 			Remote: netip.AddrPortFrom(a, port), Original: netip.AddrPortFrom(a, port+1)}
-		d := decide.Decision{Verdict: decide.Deny, Rule: rule, Evaluator: peer, Peer: peer, Redirected: true,
+		d := decide.Decision{Verdict: policy.Deny, Rule: rule, Evaluator: peer, Peer: peer, Redirected: true,
 			Mode: policy.Mode(rule), Revision: int64(port)}
 		line := l.appendLine(nil, t0, &c, &d)
 		var m map[string]any

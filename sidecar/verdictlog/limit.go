@@ -3,7 +3,7 @@ package verdictlog
 import (
 	"time"
 
-	"podwall.io/podwall/sidecar/decide"
+	"podwall.io/podwall/api/policy"
 )
 
 // bucket is a token bucket: rate tokens a second, at most burst saved up. A rate of zero or less
@@ -41,7 +41,7 @@ const maxFirstKeys = 1 << 16
 // firstKey identifies a connection for AllowsFirst: direction, peer, port, and the rule, so that a new
 // policy revision allowing the same peer by another rule shows once.
 type firstKey struct {
-	dir        decide.Direction
+	dir        policy.Direction
 	port       uint16
 	peer, rule string
 }
@@ -69,11 +69,11 @@ func (f *firstFilter) mark(k firstKey) { f.seen[k] = struct{}{} }
 // suppressed counts the lines not written since the last summary.
 type suppressed struct {
 	rateLimited, dropped uint64
-	byVerdict            [decide.Audit + 1]uint64
+	byVerdict            [policy.Audit + 1]uint64
 	since                time.Time
 }
 
-func (s *suppressed) add(v decide.Verdict, now time.Time, rateLimited bool) {
+func (s *suppressed) add(v policy.Verdict, now time.Time, rateLimited bool) {
 	if s.rateLimited+s.dropped == 0 {
 		s.since = now
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
 )
 
@@ -179,7 +180,7 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 // wanted applies Options.Allows. For an allow under AllowsFirst it also returns the key to mark (first)
 // once the line is actually written. l.mu is held.
 func (l *Logger) wanted(c *decide.Conn, d *decide.Decision, now time.Time) (key firstKey, first, ok bool) {
-	if d.Verdict != decide.Allow {
+	if d.Verdict != policy.Allow {
 		return key, false, true
 	}
 	switch l.allows {

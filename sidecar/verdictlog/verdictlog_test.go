@@ -15,8 +15,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
-	"podwall.io/podwall/sidecar/policy"
 )
 
 // lockedBuffer collects what the writer goroutine writes, readable while it runs.
@@ -91,13 +92,13 @@ func closeLogger(t *testing.T, l *Logger) {
 }
 
 func egress(remote string) decide.Conn {
-	return decide.Conn{Direction: decide.Egress, Proto: 6, Local: netip.MustParseAddrPort("10.244.0.5:40000"),
+	return decide.Conn{Direction: policy.Egress, Proto: 6, Local: netip.MustParseAddrPort("10.244.0.5:40000"),
 		Remote: netip.MustParseAddrPort(remote)}
 }
 
-func decision(v decide.Verdict, peer string) decide.Decision {
+func decision(v policy.Verdict, peer string) decide.Decision {
 	rule := "default"
-	if v == decide.Allow {
+	if v == policy.Allow {
 		rule = "r1"
 	}
 	return decide.Decision{Verdict: v, Rule: rule, Evaluator: "egress", Peer: peer, Mode: policy.Protect, Revision: 7}
@@ -106,13 +107,13 @@ func decision(v decide.Verdict, peer string) decide.Decision {
 func TestLine(t *testing.T) {
 	var out lockedBuffer
 	l, _ := newLogger(t, &out, Options{})
-	l.Log(decide.Conn{Direction: decide.Loopback, Proto: 6, Local: netip.MustParseAddrPort("127.0.0.1:40000"),
+	l.Log(decide.Conn{Direction: policy.Loopback, Proto: 6, Local: netip.MustParseAddrPort("127.0.0.1:40000"),
 		Remote: netip.MustParseAddrPort("127.0.0.1:15001"), Original: netip.MustParseAddrPort("[fd00::1]:443")},
-		decide.Decision{Verdict: decide.Audit, Rule: "default", Evaluator: "default", Peer: "cidr:fd00::1/128",
+		decide.Decision{Verdict: policy.Audit, Rule: "default", Evaluator: "default", Peer: "cidr:fd00::1/128",
 			Redirected: true, Mode: policy.Monitor, Revision: 42})
-	l.Log(decide.Conn{Direction: decide.Ingress, Proto: 17, Local: netip.MustParseAddrPort("10.244.0.5:53"),
+	l.Log(decide.Conn{Direction: policy.Ingress, Proto: 17, Local: netip.MustParseAddrPort("10.244.0.5:53"),
 		Remote: netip.MustParseAddrPort("10.244.1.3:5000")},
-		decide.Decision{Verdict: decide.Allow, Rule: "dns\"\n", Evaluator: "ingress", Peer: "workload:a/\\b\x01",
+		decide.Decision{Verdict: policy.Allow, Rule: "dns\"\n", Evaluator: "ingress", Peer: "workload:a/\\b\x01",
 			Mode: policy.Protect, Revision: 1})
 	closeLogger(t, l)
 	want := []map[string]any{{
@@ -149,20 +150,20 @@ func logged(t *testing.T, out *lockedBuffer) []string {
 func TestAllows(t *testing.T) {
 	type step struct {
 		advance time.Duration
-		v       decide.Verdict
+		v       policy.Verdict
 		remote  string
 		rule    string // empty: decision's
 	}
 	steps := []step{
-		{0, decide.Allow, "10.0.0.1:80", ""},
-		{0, decide.Allow, "10.0.0.1:80", ""},    // same peer and port
-		{0, decide.Allow, "10.0.0.1:80", "new"}, // same peer and port, another rule
-		{0, decide.Allow, "10.0.0.1:443", ""},   // same peer, other port
-		{0, decide.Deny, "10.0.0.1:22", ""},
-		{0, decide.Deny, "10.0.0.1:22", ""}, // denies always
-		{0, decide.Audit, "10.0.0.1:22", ""},
-		{30 * time.Second, decide.Allow, "10.0.0.1:80", ""},
-		{30 * time.Second, decide.Allow, "10.0.0.1:80", ""}, // a new interval
+		{0, policy.Allow, "10.0.0.1:80", ""},
+		{0, policy.Allow, "10.0.0.1:80", ""},    // same peer and port
+		{0, policy.Allow, "10.0.0.1:80", "new"}, // same peer and port, another rule
+		{0, policy.Allow, "10.0.0.1:443", ""},   // same peer, other port
+		{0, policy.Deny, "10.0.0.1:22", ""},
+		{0, policy.Deny, "10.0.0.1:22", ""}, // denies always
+		{0, policy.Audit, "10.0.0.1:22", ""},
+		{30 * time.Second, policy.Allow, "10.0.0.1:80", ""},
+		{30 * time.Second, policy.Allow, "10.0.0.1:80", ""}, // a new interval
 	}
 	const s0, s30, s60 = "2026-11-27T03:00:00.123456789Z", "2026-11-27T03:00:30.123456789Z", "2026-11-27T03:01:00.123456789Z"
 	for _, tc := range []struct {
@@ -205,10 +206,10 @@ func TestAllows(t *testing.T) {
 func TestFirstRateLimited(t *testing.T) {
 	var out lockedBuffer
 	l, clk := newLogger(t, &out, Options{Allows: AllowsFirst, Rate: 1})
-	l.Log(egress("10.0.0.2:80"), decision(decide.Deny, "p"))
-	l.Log(egress("10.0.0.1:80"), decision(decide.Allow, "p")) // rate limited
+	l.Log(egress("10.0.0.2:80"), decision(policy.Deny, "p"))
+	l.Log(egress("10.0.0.1:80"), decision(policy.Allow, "p")) // rate limited
 	clk.advance(time.Second)
-	l.Log(egress("10.0.0.1:80"), decision(decide.Allow, "p"))
+	l.Log(egress("10.0.0.1:80"), decision(policy.Allow, "p"))
 	closeLogger(t, l)
 	want := []string{"deny 10.0.0.2:80 2026-11-27T03:00:00.123456789Z",
 		"summary suppressed=1 rate_limited=1 dropped=0 deny=0 audit=0 allow=1 since=2026-11-27T03:00:00.123456789Z",
@@ -236,13 +237,13 @@ func TestRateLimit(t *testing.T) {
 	var out lockedBuffer
 	l, clk := newLogger(t, &out, Options{Rate: 2, Burst: 3})
 	for i := range 5 {
-		l.Log(egress(fmt.Sprintf("10.0.0.%d:80", i)), decision([]decide.Verdict{decide.Deny, decide.Allow, decide.Audit}[i%3], "p"))
+		l.Log(egress(fmt.Sprintf("10.0.0.%d:80", i)), decision([]policy.Verdict{policy.Deny, policy.Allow, policy.Audit}[i%3], "p"))
 	}
 	clk.advance(250 * time.Millisecond) // half a token: still limited
-	l.Log(egress("10.0.0.9:80"), decision(decide.Deny, "p"))
+	l.Log(egress("10.0.0.9:80"), decision(policy.Deny, "p"))
 	clk.advance(250 * time.Millisecond) // one token
-	l.Log(egress("10.0.0.10:80"), decision(decide.Deny, "p"))
-	l.Log(egress("10.0.0.11:80"), decision(decide.Deny, "p"))
+	l.Log(egress("10.0.0.10:80"), decision(policy.Deny, "p"))
+	l.Log(egress("10.0.0.11:80"), decision(policy.Deny, "p"))
 	closeLogger(t, l)
 	want := []string{
 		"deny 10.0.0.0:80 2026-11-27T03:00:00.123456789Z",
@@ -292,7 +293,7 @@ func TestBlockedWriter(t *testing.T) {
 		for g := range workers {
 			wg.Go(func() {
 				for i := range each {
-					l.Log(egress(fmt.Sprintf("10.0.%d.%d:80", g, i)), decision(decide.Deny, "p"))
+					l.Log(egress(fmt.Sprintf("10.0.%d.%d:80", g, i)), decision(policy.Deny, "p"))
 				}
 			})
 		}
@@ -327,13 +328,13 @@ func TestCloseTimesOutOnBlockedWriter(t *testing.T) {
 	w := &blockingWriter{release: make(chan struct{})}
 	defer close(w.release)
 	l, _ := newLogger(t, w, Options{})
-	l.Log(egress("10.0.0.1:80"), decision(decide.Deny, "p"))
+	l.Log(egress("10.0.0.1:80"), decision(policy.Deny, "p"))
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := l.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Close = %v, want a deadline error", err)
 	}
-	l.Log(egress("10.0.0.1:80"), decision(decide.Deny, "p"))
+	l.Log(egress("10.0.0.1:80"), decision(policy.Deny, "p"))
 	if st := l.Stats(); st.Dropped != 1 {
 		t.Fatalf("a line after Close: stats %+v, want it dropped", st)
 	}
@@ -345,7 +346,7 @@ func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken p
 
 func TestWriteErrorsCounted(t *testing.T) {
 	l, _ := newLogger(t, failingWriter{}, Options{})
-	l.Log(egress("10.0.0.1:80"), decision(decide.Deny, "p"))
+	l.Log(egress("10.0.0.1:80"), decision(policy.Deny, "p"))
 	closeLogger(t, l)
 	if st := l.Stats(); st.WriteErrors != 1 || st.Logged != 1 {
 		t.Fatalf("stats %+v, want one write error", st)
@@ -360,7 +361,7 @@ func TestConcurrentLines(t *testing.T) {
 	for g := range workers {
 		wg.Go(func() {
 			for i := range each {
-				l.Log(egress(fmt.Sprintf("10.0.%d.%d:80", g, i%250)), decision(decide.Allow, fmt.Sprint("peer-", g)))
+				l.Log(egress(fmt.Sprintf("10.0.%d.%d:80", g, i%250)), decision(policy.Allow, fmt.Sprint("peer-", g)))
 			}
 		})
 	}
@@ -403,8 +404,8 @@ func TestLogDoesNotAllocate(t *testing.T) {
 	c := egress("[fd00::1]:443")
 	for _, tc := range []struct {
 		allows Allows
-		v      decide.Verdict
-	}{{AllowsFirst, decide.Deny}, {AllowsFirst, decide.Allow}, {AllowsAll, decide.Allow}, {AllowsNone, decide.Allow}} {
+		v      policy.Verdict
+	}{{AllowsFirst, policy.Deny}, {AllowsFirst, policy.Allow}, {AllowsAll, policy.Allow}, {AllowsNone, policy.Allow}} {
 		l, _ := newLogger(t, io.Discard, Options{Allows: tc.allows})
 		d := decision(tc.v, "workload:shop/Deployment/api")
 		if n := testing.AllocsPerRun(1000, func() { l.Log(c, d) }); n != 0 {
@@ -419,7 +420,7 @@ func BenchmarkLog(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer func() { _ = l.Close(context.Background()) }()
-	c, d := egress("10.0.0.1:443"), decision(decide.Allow, "workload:shop/Deployment/api")
+	c, d := egress("10.0.0.1:443"), decision(policy.Allow, "workload:shop/Deployment/api")
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -434,9 +435,9 @@ func TestFirstRedirectedKeysOnOriginalPort(t *testing.T) {
 	var out lockedBuffer
 	l, _ := newLogger(t, &out, Options{Allows: AllowsFirst})
 	for _, orig := range []string{"10.0.0.1:80", "10.0.0.1:443", "10.0.0.1:443"} {
-		c := decide.Conn{Direction: decide.Loopback, Proto: 6, Local: netip.MustParseAddrPort("127.0.0.1:40000"),
+		c := decide.Conn{Direction: policy.Loopback, Proto: 6, Local: netip.MustParseAddrPort("127.0.0.1:40000"),
 			Remote: netip.MustParseAddrPort("127.0.0.1:15001"), Original: netip.MustParseAddrPort(orig)}
-		d := decision(decide.Allow, "cidr:10.0.0.1/32")
+		d := decision(policy.Allow, "cidr:10.0.0.1/32")
 		d.Redirected = true
 		l.Log(c, d)
 	}

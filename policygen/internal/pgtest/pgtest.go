@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -35,16 +34,10 @@ import (
 // Scheme knows the built-in types and podwall's.
 func Scheme() *kruntime.Scheme { return scheme.New() }
 
-// CRDDir is manifests/crds in this repository.
-func CRDDir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "manifests", "crds")
-}
-
 // Start runs an API server with the CRDs and returns its config and a direct (uncached) client.
 func Start(t testing.TB) (*rest.Config, client.Client) {
 	t.Helper()
-	env := testenv.Start(t, testenv.Options{CRDDirectoryPaths: []string{CRDDir()}})
+	env := testenv.Start(t, testenv.Options{CRDDirectoryPaths: []string{testenv.CRDDir()}})
 	c, err := client.New(env.Config, client.Options{Scheme: Scheme()})
 	if err != nil {
 		t.Fatal(err)

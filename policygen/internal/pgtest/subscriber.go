@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // Subscriber plays a sidecar's policy client: it long-polls policygen with a pod's token, keeps the

@@ -10,7 +10,7 @@ import (
 func TestReportValidate(t *testing.T) {
 	good := func() Report {
 		return Report{Revision: 3, Mode: Learn, Entries: []ReportEntry{
-			{Direction: Egress, Peer: netip.MustParseAddr("10.0.0.1"), Protocol: TCP, Port: 443, Count: 2, Verdict: "allow"},
+			{Direction: Egress, Peer: netip.MustParseAddr("10.0.0.1"), Protocol: TCP, Port: 443, Count: 2, Verdict: Allow, Rule: "default", Evaluator: "egress"},
 		}}
 	}
 	tests := []struct {
@@ -21,12 +21,12 @@ func TestReportValidate(t *testing.T) {
 		{"valid", func(*Report) {}, ""},
 		{"negative revision", func(r *Report) { r.Revision = -1 }, "negative"},
 		{"bad mode", func(r *Report) { r.Mode = "Off" }, "mode"},
-		{"bad direction", func(r *Report) { r.Entries[0].Direction = "up" }, "direction"},
+		{"bad direction", func(r *Report) { r.Entries[0].Direction = 9 }, "direction"},
 		{"no peer", func(r *Report) { r.Entries[0].Peer = netip.Addr{} }, "peer"},
 		{"bad protocol", func(r *Report) { r.Entries[0].Protocol = "ICMP" }, "protocol"},
 		{"port 0", func(r *Report) { r.Entries[0].Port = 0 }, "port 0"},
 		{"count 0", func(r *Report) { r.Entries[0].Count = 0 }, "count 0"},
-		{"bad verdict", func(r *Report) { r.Entries[0].Verdict = "maybe" }, "verdict"},
+		{"bad verdict", func(r *Report) { r.Entries[0].Verdict = 9 }, "verdict"},
 		{"too many", func(r *Report) { r.Entries = make([]ReportEntry, MaxReportEntries+1) }, "limit"},
 	}
 	for _, tc := range tests {
@@ -41,8 +41,20 @@ func TestReportValidate(t *testing.T) {
 	}
 }
 
+func TestReportJSONRefusesUnknownNames(t *testing.T) {
+	for _, in := range []string{
+		`{"revision":1,"entries":[{"direction":"up","peer":"10.0.0.1","protocol":"TCP","port":1,"count":1}]}`,
+		`{"revision":1,"entries":[{"direction":"egress","peer":"10.0.0.1","protocol":"TCP","port":1,"count":1,"verdict":"maybe"}]}`,
+	} {
+		var r Report
+		if err := json.Unmarshal([]byte(in), &r); err == nil {
+			t.Errorf("%s decoded", in)
+		}
+	}
+}
+
 func TestReportJSON(t *testing.T) {
-	in := `{"revision":7,"entries":[{"direction":"ingress","peer":"fd00::1","protocol":"UDP","port":53,"count":1}]}`
+	in := `{"revision":7,"entries":[{"direction":"ingress","peer":"fd00::1","protocol":"UDP","port":53,"count":1,"verdict":"deny","rule":"default","evaluator":"ingress"}]}`
 	var r Report
 	if err := json.Unmarshal([]byte(in), &r); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-// Package pgclient is the sidecar's side of policygen's policy API (policygen/API.md): it long-polls
+// Package pgclient is the sidecar's side of policygen's policy API (api/policy/API.md): it long-polls
 // the workload's resolved policy and hands each new revision to the datapath, and it delivers the
 // connections the sidecar observed. It keeps no state the datapath needs: when policygen is away the
 // sidecar goes on enforcing what it holds, and the client reconnects with jittered backoff, saying so

@@ -6,16 +6,6 @@ import (
 	"time"
 )
 
-// Direction is which way an observed connection went, seen from the reporting pod.
-type Direction string
-
-// The directions.
-const (
-	Ingress  Direction = "ingress"
-	Egress   Direction = "egress"
-	Loopback Direction = "loopback"
-)
-
 // MaxReportEntries bounds one report; a sidecar with more sends several.
 const MaxReportEntries = 4096
 
@@ -46,7 +36,11 @@ type ReportEntry struct {
 	Port  uint16 `json:"port"`
 	Count uint64 `json:"count"`
 	// Verdict is the latest verdict for the entry: allow, audit (Monitor: Protect would deny) or deny.
-	Verdict   string    `json:"verdict,omitempty"`
+	Verdict Verdict `json:"verdict,omitempty"`
+	// Rule and Evaluator name what decided the latest verdict, as the verdict line does: a rule id of
+	// the policy revision the sidecar ran ("default" for the mode's default), and the decision step.
+	Rule      string    `json:"rule,omitempty"`
+	Evaluator string    `json:"evaluator,omitempty"`
 	FirstSeen time.Time `json:"firstSeen,omitzero"`
 	LastSeen  time.Time `json:"lastSeen,omitzero"`
 }
@@ -73,10 +67,8 @@ func (r *Report) Validate() error {
 }
 
 func (e *ReportEntry) validate() error {
-	switch e.Direction {
-	case Ingress, Egress, Loopback:
-	default:
-		return fmt.Errorf("direction %q: want ingress, egress or loopback", e.Direction)
+	if !e.Direction.Valid() {
+		return fmt.Errorf("direction: missing")
 	}
 	if !e.Peer.IsValid() {
 		return fmt.Errorf("peer: missing or invalid address")
@@ -90,10 +82,8 @@ func (e *ReportEntry) validate() error {
 	if e.Count == 0 {
 		return fmt.Errorf("count 0")
 	}
-	switch e.Verdict {
-	case "", "allow", "audit", "deny":
-	default:
-		return fmt.Errorf("verdict %q: want allow, audit or deny", e.Verdict)
+	if e.Verdict != 0 && !e.Verdict.Valid() {
+		return fmt.Errorf("verdict %d is invalid", e.Verdict)
 	}
 	return nil
 }

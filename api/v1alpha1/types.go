@@ -2,40 +2,9 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"podwall.io/podwall/api/policy"
 )
-
-// Mode is how a workload's sidecars enforce its policy.
-// +kubebuilder:validation:Enum=Learn;Monitor;Protect
-type Mode string
-
-// The modes, in promotion order.
-const (
-	// Learn allows everything and reports every new connection, which policygen turns into learned rules.
-	Learn Mode = "Learn"
-	// Monitor allows everything and logs what Protect would deny as an audit.
-	Monitor Mode = "Monitor"
-	// Protect refuses what no rule allows.
-	Protect Mode = "Protect"
-)
-
-// Origin says who wrote a rule; policygen rewrites manifest and learned rules and never touches user rules.
-// +kubebuilder:validation:Enum=manifest;learned;user
-type Origin string
-
-// The origins.
-const (
-	OriginManifest Origin = "manifest"
-	OriginLearned  Origin = "learned"
-	OriginUser     Origin = "user"
-)
-
-// Protocol is an L4 protocol.
-// +kubebuilder:validation:Enum=TCP;UDP;SCTP
-type Protocol string
-
-// Action is what a loopback rule does.
-// +kubebuilder:validation:Enum=allow;deny
-type Action string
 
 // WorkloadPolicySpec is the desired policy of one workload.
 type WorkloadPolicySpec struct {
@@ -44,7 +13,7 @@ type WorkloadPolicySpec struct {
 	// Mode is Learn, Monitor or Protect.
 	// +kubebuilder:default=Learn
 	// +optional
-	Mode Mode `json:"mode,omitempty"`
+	Mode policy.Mode `json:"mode,omitempty"`
 	// AutoProtect promotes Monitor to Protect once no audit has been seen for the configured period.
 	// +optional
 	AutoProtect bool `json:"autoProtect,omitempty"`
@@ -86,7 +55,7 @@ type Rule struct {
 	// Origin says who wrote the rule.
 	// +kubebuilder:default=user
 	// +optional
-	Origin Origin `json:"origin,omitempty"`
+	Origin policy.Origin `json:"origin,omitempty"`
 	// Peers are the remote ends the rule allows.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
@@ -186,7 +155,7 @@ type LabelRequirement struct {
 type Port struct {
 	// +kubebuilder:default=TCP
 	// +optional
-	Protocol Protocol `json:"protocol,omitempty"`
+	Protocol policy.Protocol `json:"protocol,omitempty"`
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	// +optional
@@ -204,8 +173,8 @@ type LoopbackRule struct {
 	Name string `json:"name"`
 	// +kubebuilder:default=user
 	// +optional
-	Origin Origin `json:"origin,omitempty"`
-	Action Action `json:"action"`
+	Origin policy.Origin `json:"origin,omitempty"`
+	Action policy.Action `json:"action"`
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	Ports []Port `json:"ports"`
@@ -238,7 +207,7 @@ type WorkloadPolicyStatus struct {
 	Violations int64 `json:"violations,omitempty"`
 	// Mode is the mode ModeSince refers to; a differing spec.mode (someone changed it) restarts the clock.
 	// +optional
-	Mode Mode `json:"mode,omitempty"`
+	Mode policy.Mode `json:"mode,omitempty"`
 	// ModeSince is when the current mode began; quiet periods count from the later of it and the last
 	// learned flow or violation.
 	// +optional

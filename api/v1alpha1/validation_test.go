@@ -2,8 +2,6 @@ package v1alpha1_test
 
 import (
 	"context"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -11,15 +9,10 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/testenv"
-	v1 "podwall.io/podwall/policygen/api/v1alpha1"
 )
-
-// crdDir is manifests/crds, found from this file so that the test runs from any directory.
-func crdDir() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "manifests", "crds")
-}
 
 func valid() *v1.WorkloadPolicy {
 	return &v1.WorkloadPolicy{
@@ -49,7 +42,7 @@ func valid() *v1.WorkloadPolicy {
 }
 
 func TestAPIServerValidation(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{CRDDirectoryPaths: []string{crdDir()}})
+	env := testenv.Start(t, testenv.Options{CRDDirectoryPaths: []string{testenv.CRDDir()}})
 	s := clientgoscheme.Scheme
 	if err := v1.AddToScheme(s); err != nil {
 		t.Fatal(err)
@@ -65,7 +58,7 @@ func TestAPIServerValidation(t *testing.T) {
 		if err := c.Create(ctx, p); err != nil {
 			t.Fatalf("create: %v", err)
 		}
-		if p.Spec.Mode != v1.Learn || p.Spec.Ingress[0].Origin != v1.OriginUser || p.Spec.Egress[0].Ports[0].Protocol != "TCP" {
+		if p.Spec.Mode != policy.Learn || p.Spec.Ingress[0].Origin != policy.OriginUser || p.Spec.Egress[0].Ports[0].Protocol != "TCP" {
 			t.Errorf("defaults not applied: mode %q origin %q protocol %q", p.Spec.Mode, p.Spec.Ingress[0].Origin, p.Spec.Egress[0].Ports[0].Protocol)
 		}
 	})

@@ -9,62 +9,6 @@ import (
 	"strings"
 )
 
-// Mode is the enforcement mode of a workload.
-type Mode string
-
-// The modes, in the order a workload is promoted through them.
-const (
-	// Learn allows everything and records every new connection for policygen.
-	Learn Mode = "Learn"
-	// Monitor allows everything and logs what Protect would deny as an audit.
-	Monitor Mode = "Monitor"
-	// Protect enforces: what no rule allows is refused.
-	Protect Mode = "Protect"
-)
-
-// Protocol is an L4 protocol a rule may name.
-type Protocol string
-
-// The protocols a port rule may name.
-const (
-	TCP  Protocol = "TCP"
-	UDP  Protocol = "UDP"
-	SCTP Protocol = "SCTP"
-)
-
-// Number returns the IANA protocol number.
-func (p Protocol) Number() uint8 {
-	switch p {
-	case TCP:
-		return 6
-	case UDP:
-		return 17
-	case SCTP:
-		return 132
-	}
-	return 0
-}
-
-// ProtocolOf returns the protocol with IANA number n, or "" for one a rule cannot name.
-func ProtocolOf(n uint8) Protocol {
-	for _, p := range []Protocol{TCP, UDP, SCTP} {
-		if p.Number() == n {
-			return p
-		}
-	}
-	return ""
-}
-
-// Origin says where a rule came from.
-type Origin string
-
-// The origins of a rule.
-const (
-	OriginManifest Origin = "manifest"
-	OriginLearned  Origin = "learned"
-	OriginUser     Origin = "user"
-)
-
 // Policy is one workload's resolved policy.
 type Policy struct {
 	// Namespace and Workload name the workload the policy belongs to ("Deployment/web").
@@ -119,15 +63,6 @@ func (r PortRange) Bounds() (uint16, uint16) {
 	return r.Port, r.EndPort
 }
 
-// Action is what a loopback rule does.
-type Action string
-
-// The loopback actions.
-const (
-	Allow Action = "allow"
-	Deny  Action = "deny"
-)
-
 // LoopbackRule allows or forbids in-pod ports to the pod's processes.
 type LoopbackRule struct {
 	ID     string      `json:"id"`
@@ -161,7 +96,7 @@ func (p *Policy) Validate() error {
 		if err := checkID(r.ID, ids); err != nil {
 			return fmt.Errorf("loopback[%d]: %w", i, err)
 		}
-		if r.Action != Allow && r.Action != Deny {
+		if r.Action != ActionAllow && r.Action != ActionDeny {
 			return fmt.Errorf("loopback[%d]: action %q: want allow or deny", i, r.Action)
 		}
 		if len(r.Ports) == 0 {

@@ -46,7 +46,7 @@ func TestDecode(t *testing.T) {
 				CIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00::5/128")},
 				Ports: []PortRange{{Protocol: TCP, Port: 8000, EndPort: 8010}}},
 		},
-		Loopback: []LoopbackRule{{ID: "envoy-admin", Origin: OriginManifest, Action: Deny,
+		Loopback: []LoopbackRule{{ID: "envoy-admin", Origin: OriginManifest, Action: ActionDeny,
 			Ports: []PortRange{{Protocol: TCP, Port: 15000}}}},
 		Names: map[netip.Addr]string{netip.MustParseAddr("10.244.1.7"): "workload:shop/Deployment/api"},
 	}

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
 
 // Observations is where reports come from: report.Aggregator.
@@ -69,7 +69,7 @@ func (c *Client) send(ctx context.Context, entries []policy.ReportEntry, dropped
 		if err != nil {
 			return sent, 0, fmt.Errorf("encode report: %w", err)
 		}
-		resp, err := c.request(ctx, http.MethodPost, "/v1/reports", bytes.NewReader(body),
+		resp, err := c.request(ctx, http.MethodPost, policy.ReportsPath, bytes.NewReader(body),
 			http.Header{"Content-Type": {"application/json"}})
 		if err != nil {
 			return sent, 0, err

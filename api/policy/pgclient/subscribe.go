@@ -8,11 +8,8 @@ import (
 	"net/url"
 	"strconv"
 
-	"podwall.io/podwall/sidecar/policy"
+	"podwall.io/podwall/api/policy"
 )
-
-// maxPolicyBytes bounds a served policy, as policy.Decode does.
-const maxPolicyBytes = 64 << 20
 
 // Subscribe long-polls the workload's policy until ctx ends, starting from held (the policy in force:
 // cached or a baseline, nil for none), and calls apply with every newer one. A policy that does not
@@ -73,7 +70,7 @@ func (c *Client) poll(ctx context.Context, after int64, etag string) (served, er
 	if etag != "" {
 		h.Set("If-None-Match", etag)
 	}
-	resp, err := c.request(ctx, http.MethodGet, "/v1/policy?"+q.Encode(), nil, h)
+	resp, err := c.request(ctx, http.MethodGet, policy.PolicyPath+"?"+q.Encode(), nil, h)
 	if err != nil {
 		return served{}, err
 	}
@@ -86,10 +83,10 @@ func (c *Client) poll(ctx context.Context, after int64, etag string) (served, er
 	default:
 		return served{}, fmt.Errorf("get policy: %w", apiError(resp))
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPolicyBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, policy.MaxPolicyBytes+1))
 	if err != nil {
 		return served{}, fmt.Errorf("read policy: %w", err)
 	}
-	rev, _ := strconv.ParseInt(resp.Header.Get("X-Podwall-Revision"), 10, 64)
+	rev, _ := strconv.ParseInt(resp.Header.Get(policy.HeaderRevision), 10, 64)
 	return served{body: body, revision: rev, etag: resp.Header.Get("ETag")}, nil
 }

@@ -10,9 +10,6 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// maxSize bounds a policy document: 64 MiB holds a policy of well over a million peers.
-const maxSize = 64 << 20
-
 // Decode parses a policy from JSON or YAML, rejecting unknown fields, and validates it. A policy that
 // does not decode or validate is returned as an error and never partly.
 //
@@ -20,8 +17,8 @@ const maxSize = 64 << 20
 // parser costs tens of times the document's size in memory, which for a policy of 100k peers took the
 // sidecar's peak memory from tens of MiB to over 500.
 func Decode(data []byte) (*Policy, error) {
-	if len(data) > maxSize {
-		return nil, fmt.Errorf("policy is %d bytes, over the %d limit", len(data), maxSize)
+	if len(data) > MaxPolicyBytes {
+		return nil, fmt.Errorf("policy is %d bytes, over the %d limit", len(data), MaxPolicyBytes)
 	}
 	var p Policy
 	err := decodeJSON(data, &p)
