@@ -131,9 +131,13 @@ func walkExtensions(p []byte, next uint8) (uint8, int, error) {
 	for i := 0; ; i++ {
 		var size int
 		switch next {
-		case 0, 43, 60, 135, 139, 140, 253, 254:
-			// Hop-by-hop, Routing, Destination options, Mobility, HIP, Shim6, experiments: the
-			// second byte counts 8-octet units after the first eight.
+		case 0, 43, 60:
+			// Hop-by-hop, Routing, Destination options: the second byte counts 8-octet units after
+			// the first eight. The walk follows exactly the kernel's list of extension headers
+			// (ipv6_ext_hdr: these, Fragment, Authentication and No Next Header), so that the
+			// protocol judged here is the one nftables matches (meta l4proto): Mobility (135), HIP
+			// (139), Shim6 (140) and the experimental 253 and 254 are upper-layer protocols to the
+			// kernel, and walking past them would judge a packet by ports the kernel never sees.
 			if next == 0 && i != 0 {
 				return 0, 0, fmt.Errorf("%w: IPv6 hop-by-hop header not first", ErrMalformed)
 			}

@@ -272,10 +272,66 @@ func FuzzParse(f *testing.F) {
 		if p.Proto != ProtoTCP && p.TCPFlags != 0 {
 			t.Fatalf("protocol %d gave TCP flags: %+v", p.Proto, p)
 		}
+		if want, ok := kernelL4Proto(b); ok && b[0]>>4 == 6 && p.Proto != want {
+			t.Fatalf("protocol %d, the kernel sees %d", p.Proto, want)
+		}
 		if again, _ := Parse(b); again != p {
 			t.Fatalf("parse not deterministic: %+v then %+v", p, again)
 		}
 	})
+}
+
+// kernelExtHeaders are the next-header values the kernel walks as IPv6 extension headers
+// (include/net/ipv6.h ipv6_ext_hdr): hop-by-hop, routing, fragment, authentication, no next header,
+// destination options. Every other value is an upper-layer protocol to nftables' meta l4proto.
+var kernelExtHeaders = map[uint8]bool{0: true, 43: true, 44: true, 51: true, 59: true, 60: true}
+
+// kernelL4Proto is the upper-layer protocol of an IPv6 packet as the kernel's ipv6_find_hdr finds it,
+// for a first fragment; ok is false when the kernel would stop without one (truncated, No Next Header).
+func kernelL4Proto(b []byte) (uint8, bool) {
+	if len(b) < 40 {
+		return 0, false
+	}
+	next, off := b[6], 40
+	for kernelExtHeaders[next] {
+		if next == 59 || len(b) < off+8 {
+			return 0, false
+		}
+		size := (int(b[off+1]) + 1) * 8
+		switch next {
+		case 44:
+			size = 8
+		case 51:
+			size = (int(b[off+1]) + 2) * 4
+		}
+		next, off = b[off], off+size
+	}
+	return next, true
+}
+
+// TestExtensionHeadersAsTheKernelSees: protocols the kernel treats as upper-layer are never walked,
+// whatever follows them.
+func TestExtensionHeadersAsTheKernelSees(t *testing.T) {
+	for proto := range 256 {
+		pkt := ipv6(uint8(proto), "fd00::1", "fd00::2", make([]byte, 64), opts(60, 1))
+		got, err := Parse(pkt)
+		want, ok := kernelL4Proto(pkt)
+		if !ok {
+			continue
+		}
+		if err != nil && !kernelExtHeaders[uint8(proto)] && !HasPorts(uint8(proto)) { // zero bytes are no valid TCP, UDP or SCTP header
+			t.Errorf("protocol %d: %v", proto, err)
+			continue
+		}
+		if err == nil && got.Proto != want {
+			t.Errorf("protocol %d: parsed as %d, the kernel sees %d", proto, got.Proto, want)
+		}
+	}
+	// A Mobility header followed by TCP bytes is Mobility, with no ports.
+	mob := ipv6(135, "fd00::1", "fd00::2", tcp(40000, 443, TCPFlagSYN))
+	if p, err := Parse(mob); err != nil || p.Proto != 135 || p.Dst.Port() != 0 {
+		t.Fatalf("Parse(mobility) = %+v, %v; want protocol 135 without ports", p, err)
+	}
 }
 
 func BenchmarkParse(b *testing.B) {
