@@ -1,6 +1,6 @@
 // Package generator is the controller that keeps one WorkloadPolicy per workload in opted-in namespaces,
-// writing the rules derived from the workload's manifest (origin manifest) and leaving every other rule
-// alone. It runs on the leader only, like everything that writes to the API server.
+// writing the rules package manifest derives from the workload's manifest (origin manifest) and leaving
+// every other rule alone. It runs on the leader only, like everything that writes to the API server.
 package generator
 
 import (
@@ -20,7 +20,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
-	"podwall.io/podwall/policygen/generate"
+	"podwall.io/podwall/policygen/manifest"
 	"podwall.io/podwall/policygen/workload"
 )
 
@@ -84,7 +84,7 @@ func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if err := g.client.List(ctx, &svcs); err != nil {
 		return reconcile.Result{}, fmt.Errorf("list services: %w", err)
 	}
-	rules := generate.Manifest(generate.Input{
+	rules := manifest.Derive(manifest.Input{
 		Namespace: key.Namespace, Template: tpl, Annotations: obj.GetAnnotations(), Services: svcs.Items,
 		DNS:           v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
 		ClusterDomain: g.opts.ClusterDomain,
@@ -102,7 +102,7 @@ func (g *Generator) optedIn(ctx context.Context, name string) (bool, error) {
 
 // write creates the policy or replaces its manifest rules, retrying on conflicts with other writers
 // (people editing their rules, the learner adding learned ones).
-func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Object, rules generate.Rules) error {
+func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Object, rules manifest.Rules) error {
 	gvk, err := g.client.GroupVersionKindFor(owner)
 	if err != nil {
 		return fmt.Errorf("kind of %s: %w", key, err)
@@ -129,8 +129,8 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 			return fmt.Errorf("get policy %s: %w", name, err)
 		}
 		before := p.Spec.DeepCopy()
-		p.Spec.Ingress = generate.ReplaceOrigin(p.Spec.Ingress, policy.OriginManifest, rules.Ingress)
-		p.Spec.Egress = generate.ReplaceOrigin(p.Spec.Egress, policy.OriginManifest, rules.Egress)
+		p.Spec.Ingress = manifest.ReplaceOrigin(p.Spec.Ingress, policy.OriginManifest, rules.Ingress)
+		p.Spec.Egress = manifest.ReplaceOrigin(p.Spec.Egress, policy.OriginManifest, rules.Egress)
 		if equality.Semantic.DeepEqual(before, &p.Spec) {
 			return nil
 		}

@@ -2,7 +2,8 @@
 // by workload, selector, Service or nodes become the addresses those name right now, read from the
 // informer cache; each rule keeps a stable id. Hub keeps the resolved form of the workloads someone is
 // asking for, recomputes it when the objects it was built from change, and gives it a new revision only
-// when the resolved form itself changed.
+// when the resolved form itself changed. OwnerOf goes the other way, from a reported address to who
+// holds it, for the learner and the live view alike.
 package resolve
 
 import (

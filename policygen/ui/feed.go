@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
@@ -25,8 +24,8 @@ type Verdict struct {
 	Workload  string `json:"workload"`
 	Pod       string `json:"pod"`
 	Direction string `json:"direction"`
-	// Peer names the remote end (a workload "namespace/Kind/name", a Service, or the address);
-	// PeerAddr is the address reported.
+	// Peer names the remote end as resolve.Owner does: a workload "namespace/Kind/name", a Service
+	// "namespace/Service/name", "nodes", or the address; PeerAddr is the address reported.
 	Peer     string `json:"peer"`
 	PeerAddr string `json:"peerAddr"`
 	Protocol string `json:"protocol"`
@@ -61,7 +60,7 @@ type minute struct {
 // DefaultFeedSize is how many verdicts a feed keeps when NewFeed is given 0.
 const DefaultFeedSize = 4096
 
-// NewFeed returns a feed of size verdicts naming peers from names (a cache with resolve's IP index).
+// NewFeed returns a feed of size verdicts naming peers from names (a cache with resolve's IPIndex).
 func NewFeed(names client.Reader, size int) *Feed {
 	if size <= 0 {
 		size = DefaultFeedSize
@@ -132,24 +131,14 @@ func (f *Feed) add(k workload.Key, vs []Verdict) {
 	f.wake = make(chan struct{})
 }
 
-// peerName names addr by the pod or Service holding it, falling back to the address.
+// peerName names the owner of addr, falling back to the address: a name the cache cannot give now is
+// no reason to lose the verdict.
 func (f *Feed) peerName(ctx context.Context, addr netip.Addr) string {
-	var pods corev1.PodList
-	if err := f.names.List(ctx, &pods, client.MatchingFields{resolve.IPIndex: addr.String()}); err == nil {
-		for i := range pods.Items {
-			if pods.Items[i].Spec.HostNetwork {
-				continue
-			}
-			if k, err := workload.Of(ctx, f.names, &pods.Items[i]); err == nil {
-				return k.String()
-			}
-		}
+	o, err := resolve.OwnerOf(ctx, f.names, addr)
+	if err != nil {
+		return addr.String()
 	}
-	var svcs corev1.ServiceList
-	if err := f.names.List(ctx, &svcs, client.MatchingFields{resolve.IPIndex: addr.String()}); err == nil && len(svcs.Items) > 0 {
-		return svcs.Items[0].Namespace + "/Service/" + svcs.Items[0].Name
-	}
-	return addr.String()
+	return o.String()
 }
 
 // After returns the verdicts following seq, oldest first, how many of them the ring no longer holds,

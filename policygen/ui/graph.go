@@ -93,14 +93,17 @@ func (g *graphBuilder) edge(e Edge) {
 	g.edges[e] = true
 }
 
-// peerID names a peer as a node; workloads as "namespace/Kind/name", so that a peer workload and its
-// own policy's node are one.
+// peerID names a peer as a node; workloads, Services and the nodes as a verdict's peer names them
+// (resolve.Owner), so that a peer workload and its own policy's node are one, and a denied connection
+// from a peer some rule names lands on that rule's node.
 func peerID(ns string, p v1.Peer) string {
 	switch {
 	case p.Workload != nil:
 		return cmp.Or(p.Workload.Namespace, ns) + "/" + p.Workload.Kind + "/" + p.Workload.Name
 	case p.Service != nil:
 		return cmp.Or(p.Service.Namespace, ns) + "/Service/" + p.Service.Name
+	case p.Nodes:
+		return "nodes"
 	case p.CIDR != "":
 		return p.CIDR
 	}

@@ -68,26 +68,29 @@ func TestBuildGraph(t *testing.T) {
 		{Namespace: "shop", Workload: "Deployment/web", Direction: "egress", Peer: "shop/Deployment/db", Protocol: "TCP", Port: 5432},
 		{Namespace: "shop", Workload: "Deployment/api", Direction: "ingress", Peer: "192.0.2.7", Protocol: "TCP", Port: 80},
 		{Namespace: "shop", Workload: "Deployment/api", Direction: "loopback", Peer: "127.0.0.1", Protocol: "TCP", Port: 15000},
+		// The nodes a rule allows and the nodes a verdict names are one graph node.
+		{Namespace: "shop", Workload: "Deployment/web", Direction: "ingress", Peer: "nodes", Protocol: "TCP", Port: 9090},
 	}
 	got := BuildGraph([]v1.WorkloadPolicy{web, api}, vs)
 	want := Graph{
 		Nodes: []Node{
 			{ID: "10.0.0.0/8"}, {ID: "192.0.2.7"},
 			{ID: "kube-system/Service/kube-dns"},
+			{ID: "nodes"},
 			{ID: "pods labelled app=cache of this namespace"},
 			{ID: "shop/Deployment/api", Workload: true, Mode: policy.Learn},
 			{ID: "shop/Deployment/db"},
 			{ID: "shop/Deployment/web", Workload: true, Mode: policy.Protect},
-			{ID: "the cluster's nodes"},
 		},
 		Edges: []Edge{
 			{From: "10.0.0.0/8", To: "shop/Deployment/web", Kind: "allowed", Label: "every port"},
 			{From: "192.0.2.7", To: "shop/Deployment/api", Kind: "denied", Label: "TCP 80"},
+			{From: "nodes", To: "shop/Deployment/web", Kind: "allowed", Label: "TCP 8080"},
+			{From: "nodes", To: "shop/Deployment/web", Kind: "denied", Label: "TCP 9090"},
 			{From: "shop/Deployment/web", To: "kube-system/Service/kube-dns", Kind: "allowed", Label: "UDP 53, TCP 53"},
 			{From: "shop/Deployment/web", To: "pods labelled app=cache of this namespace", Kind: "allowed", Label: "TCP 9000-9010, every UDP port"},
 			{From: "shop/Deployment/web", To: "shop/Deployment/api", Kind: "allowed", Label: "TCP 9000-9010, every UDP port"},
 			{From: "shop/Deployment/web", To: "shop/Deployment/db", Kind: "denied", Label: "TCP 5432"},
-			{From: "the cluster's nodes", To: "shop/Deployment/web", Kind: "allowed", Label: "TCP 8080"},
 		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

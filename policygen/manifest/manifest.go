@@ -1,8 +1,9 @@
-// Package generate derives a workload's day-0 rules from its manifest: ingress on the ports Services
-// selecting it expose and on probe ports from the nodes, egress to cluster DNS and to the Services its
-// environment or the podwall.io/egress annotation names. Everything here is pure, so that the rules a
-// manifest yields can be table-tested without a cluster.
-package generate
+// Package manifest derives a workload's day-0 rules, those of origin manifest, from its manifest:
+// ingress on the ports Services selecting it expose and on probe ports from the nodes, egress to cluster
+// DNS and to the Services its environment or the podwall.io/egress annotation names. Everything here is
+// pure, so that the rules a manifest yields can be table-tested without a cluster; the generator
+// controller reads the cluster and writes them into the workload's WorkloadPolicy.
+package manifest
 
 import (
 	"cmp"
@@ -44,8 +45,8 @@ type Rules struct {
 // anyPeer is every address: a Service's clients are not known from the manifest.
 var anyPeer = []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}
 
-// Manifest returns the manifest rules for in.
-func Manifest(in Input) Rules {
+// Derive returns the manifest rules for in.
+func Derive(in Input) Rules {
 	var r Rules
 	podLabels := labels.Set(in.Template.Labels)
 	for _, svc := range in.Services {

@@ -1,4 +1,4 @@
-package generate
+package manifest
 
 import (
 	"testing"
@@ -56,7 +56,7 @@ func egressRule(name string, ns, svcName string, ports ...v1.Port) v1.Rule {
 	return v1.Rule{Name: name, Origin: policy.OriginManifest, Peers: []v1.Peer{{Service: &v1.ServicePeer{Namespace: ns, Name: svcName}}}, Ports: ports}
 }
 
-func TestManifest(t *testing.T) {
+func TestDerive(t *testing.T) {
 	dnsRule := egressRule("m-dns", "kube-system", "kube-dns", v1.Port{Protocol: "TCP", Port: 53}, v1.Port{Protocol: "UDP", Port: 53})
 	webIngress := []v1.Rule{
 		{Name: "m-probes", Origin: policy.OriginManifest, Peers: []v1.Peer{{Nodes: true}},
@@ -101,7 +101,7 @@ func TestManifest(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Manifest(Input{Namespace: "shop", Template: template(tc.env...), Annotations: tc.annotations, Services: services(), DNS: dns})
+			got := Derive(Input{Namespace: "shop", Template: template(tc.env...), Annotations: tc.annotations, Services: services(), DNS: dns})
 			if d := cmp.Diff(tc.want, got); d != "" {
 				t.Errorf("rules (-want +got):\n%s", d)
 			}
@@ -109,9 +109,9 @@ func TestManifest(t *testing.T) {
 	}
 }
 
-func TestManifestWithoutServicesOrDNS(t *testing.T) {
+func TestDeriveWithoutServicesOrDNS(t *testing.T) {
 	tpl := &corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}}
-	if d := cmp.Diff(Rules{}, Manifest(Input{Namespace: "shop", Template: tpl, Services: services()})); d != "" {
+	if d := cmp.Diff(Rules{}, Derive(Input{Namespace: "shop", Template: tpl, Services: services()})); d != "" {
 		t.Errorf("rules (-want +got):\n%s", d)
 	}
 }

@@ -1,6 +1,3 @@
-// Package learn turns what sidecars report into learned rules and promotes workloads through the modes.
-// The decisions are pure functions (Merge, Promote); Learner and Promoter wrap them with the cache and
-// the API server.
 package learn
 
 import (
@@ -16,7 +13,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
-	"podwall.io/podwall/policygen/generate"
+	"podwall.io/podwall/policygen/manifest"
 )
 
 // MaxPortsPerRule bounds a learned rule's port list: a peer seen on more distinct ports of a protocol
@@ -117,7 +114,7 @@ func add(rules *[]v1.Rule, o Observation) bool {
 	if r.Origin != policy.OriginLearned {
 		return false // someone else's rule holds the name: never touch it
 	}
-	r.Ports = widen(generate.NormalizePorts(append(r.Ports, v1.Port{Protocol: o.Protocol, Port: o.Port})))
+	r.Ports = widen(manifest.NormalizePorts(append(r.Ports, v1.Port{Protocol: o.Protocol, Port: o.Port})))
 	return true
 }
 

@@ -1,0 +1,37 @@
+package learn
+
+import (
+	"context"
+	"net/netip"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/policygen/resolve"
+)
+
+// identify names the owner of a reported address as a peer, reading the cache: a workload, a Service,
+// the nodes, or else the address itself as a CIDR. A workload or Service in ns (the reporter's
+// namespace) is named without a namespace, as a person would write it.
+func identify(ctx context.Context, r client.Reader, ns string, a netip.Addr) (v1.Peer, error) {
+	o, err := resolve.OwnerOf(ctx, r, a)
+	if err != nil {
+		return v1.Peer{}, err
+	}
+	inNS := func(namespace string) string {
+		if namespace == ns {
+			return ""
+		}
+		return namespace
+	}
+	switch o.Kind {
+	case resolve.OwnerWorkload:
+		return v1.Peer{Workload: &v1.WorkloadPeer{Namespace: inNS(o.Workload.Namespace),
+			WorkloadRef: v1.WorkloadRef{Kind: o.Workload.Kind, Name: o.Workload.Name}}}, nil
+	case resolve.OwnerService:
+		return v1.Peer{Service: &v1.ServicePeer{Namespace: inNS(o.Service.Namespace), Name: o.Service.Name}}, nil
+	case resolve.OwnerNodes:
+		return v1.Peer{Nodes: true}, nil
+	}
+	return v1.Peer{CIDR: netip.PrefixFrom(a, a.BitLen()).String()}, nil
+}
