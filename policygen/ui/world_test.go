@@ -201,9 +201,10 @@ func (w *world) report(workloadName string, mode policy.Mode, e policy.ReportEnt
 	}
 }
 
+// entry is one reported connection that the mode's default decided, as a sidecar reports it.
 func entry(verdict policy.Verdict, dir policy.Direction, peer string, port uint16) policy.ReportEntry {
 	return policy.ReportEntry{Direction: dir, Peer: netip.MustParseAddr(peer), Protocol: policy.TCP, Port: port, Count: 1,
-		Verdict: verdict, LastSeen: time.Now()}
+		Verdict: verdict, Rule: "default", Evaluator: "default", LastSeen: time.Now()}
 }
 
 // chromium finds the browser, or skips the test saying how to get one.
