@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"podwall.io/podwall/config"
+	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/internal/testenv"
 )
 
@@ -257,7 +258,7 @@ func TestAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, wh := range mwc.Webhooks {
-			if string(wh.ClientConfig.CABundle) != string(secret.Data[keyCABundle]) {
+			if string(wh.ClientConfig.CABundle) != string(secret.Data[certs.KeyCABundle]) {
 				t.Errorf("webhook %s: caBundle is not the Secret's CA bundle", wh.Name)
 			}
 		}

@@ -3,32 +3,16 @@ package injector
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-)
 
-// Keys of the certificate Secret. ca.crt is the bundle the API server trusts: the current CA first,
-// then earlier CAs while they are valid, so that replicas still serving a certificate of the previous
-// CA keep working through a CA rotation.
-const (
-	keyCABundle = "ca.crt"
-	keyCAKey    = "ca.key"
-	keyCert     = corev1.TLSCertKey
-	keyKey      = corev1.TLSPrivateKeyKey
+	"podwall.io/podwall/internal/certs"
 )
-
-// resync bounds how long a replica goes without re-reading the Secret and re-checking the caBundle:
-// it picks up another replica's renewal and repairs a caBundle that someone reset.
-const resync = time.Minute
 
 // CertOptions configure managed TLS.
 type CertOptions struct {
@@ -42,111 +26,35 @@ type CertOptions struct {
 	Validity, RenewBefore time.Duration
 }
 
-// CertKeeper keeps the webhook's serving certificate: it creates a CA and certificate in a Secret
-// when there are none, renews them before they expire, keeps the caBundle of the webhook
-// configuration in step and hands the current certificate to the TLS server. Replicas share the Secret;
-// an update that loses the race is retried after re-reading the winner's.
-type CertKeeper struct {
-	opts    CertOptions
-	client  kubernetes.Interface
-	log     logr.Logger
-	now     func() time.Time
-	current atomic.Pointer[tls.Certificate]
-}
-
-// NewCertKeeper returns a keeper; call Ensure once before serving, then Run.
-func NewCertKeeper(client kubernetes.Interface, opts CertOptions, log logr.Logger) *CertKeeper {
-	return &CertKeeper{opts: opts, client: client, log: log, now: time.Now}
-}
-
-// GetCertificate serves the current certificate (tls.Config.GetCertificate).
-func (k *CertKeeper) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if c := k.current.Load(); c != nil {
-		return c, nil
-	}
-	return nil, errors.New("no serving certificate yet")
-}
-
-// Run re-checks the certificate until ctx ends: at each resync and in time to renew. Failures are
-// retried with backoff; the last good certificate stays in use meanwhile.
-func (k *CertKeeper) Run(ctx context.Context) error {
-	backoff := time.Second
-	for {
-		wait, err := k.Ensure(ctx)
-		if err != nil {
-			k.log.Error(err, "keeping the webhook certificate; retrying", "in", backoff)
-			wait, backoff = backoff, min(2*backoff, resync)
-		} else {
-			backoff = time.Second
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-	}
-}
-
-// Ensure makes the Secret hold a valid CA and serving certificate (creating or renewing them), puts
-// the CA bundle into the webhook configuration and serves the certificate. It returns how long until
-// the next check.
-func (k *CertKeeper) Ensure(ctx context.Context) (time.Duration, error) {
-	secret, err := k.client.CoreV1().Secrets(k.opts.Namespace).Get(ctx, k.opts.Secret, metav1.GetOptions{})
-	exists := err == nil
-	if apierrors.IsNotFound(err) {
-		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: k.opts.Secret, Namespace: k.opts.Namespace}, Type: corev1.SecretTypeOpaque}
-	} else if err != nil {
-		return 0, fmt.Errorf("get secret %s/%s: %w", k.opts.Namespace, k.opts.Secret, err)
-	}
-	b, changed, err := k.bundle(secret.Data)
-	if err != nil {
-		return 0, err
-	}
-	if changed {
-		if err := k.store(ctx, secret, b, exists); err != nil {
-			return 0, err
-		}
-		k.log.Info("webhook certificate issued", "notAfter", b.leaf.NotAfter)
-	}
-	// The API server must trust the certificate before it is served: caBundle first.
-	if err := k.patchCABundle(ctx, b.caBundle); err != nil {
-		return 0, err
-	}
-	cert, err := tls.X509KeyPair(b.certPEM, b.keyPEM)
-	if err != nil {
-		return 0, fmt.Errorf("load serving certificate: %w", err)
-	}
-	k.current.Store(&cert)
-	return min(b.leaf.NotAfter.Add(-k.opts.RenewBefore).Sub(k.now()), resync), nil
-}
-
-func (k *CertKeeper) store(ctx context.Context, secret *corev1.Secret, b *certBundle, exists bool) error {
-	secret.Data = map[string][]byte{keyCABundle: b.caBundle, keyCAKey: b.caKeyPEM, keyCert: b.certPEM, keyKey: b.keyPEM}
-	var err error
-	if exists {
-		_, err = k.client.CoreV1().Secrets(k.opts.Namespace).Update(ctx, secret, metav1.UpdateOptions{})
-	} else {
-		_, err = k.client.CoreV1().Secrets(k.opts.Namespace).Create(ctx, secret, metav1.CreateOptions{})
-	}
-	if err != nil {
-		// Conflict or AlreadyExists: another replica renewed first; the retry reads its certificate.
-		return fmt.Errorf("store secret %s/%s: %w", k.opts.Namespace, k.opts.Secret, err)
-	}
-	return nil
+// NewCertKeeper returns the manager of the webhook's serving certificate: a CA and certificate kept in
+// a Secret shared by the replicas and renewed before they expire, whose CA bundle goes into the
+// webhook configuration's caBundle before a certificate is served, so that the API server trusts it.
+func NewCertKeeper(client kubernetes.Interface, opts CertOptions, log logr.Logger) *certs.Manager {
+	return certs.NewManager(client, certs.Options{
+		Namespace:   opts.Namespace,
+		Secret:      opts.Secret,
+		CAName:      "podwall-injector-ca",
+		Hosts:       opts.Hosts,
+		Validity:    opts.Validity,
+		RenewBefore: opts.RenewBefore,
+		Publish: func(ctx context.Context, caBundle []byte) error {
+			return patchCABundle(ctx, client, opts.WebhookConfig, caBundle, log)
+		},
+	}, log)
 }
 
 // patchCABundle sets caBundle on every webhook of the configuration that lacks it. A missing
 // configuration is no error: it may be applied after the injector starts, and the next resync
 // patches it.
-func (k *CertKeeper) patchCABundle(ctx context.Context, caBundle []byte) error {
-	api := k.client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	cfg, err := api.Get(ctx, k.opts.WebhookConfig, metav1.GetOptions{})
+func patchCABundle(ctx context.Context, client kubernetes.Interface, name string, caBundle []byte, log logr.Logger) error {
+	api := client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	cfg, err := api.Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		k.log.Info("webhook configuration not found; caBundle not set yet", "name", k.opts.WebhookConfig)
+		log.Info("webhook configuration not found; caBundle not set yet", "name", name)
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("get webhook configuration %s: %w", k.opts.WebhookConfig, err)
+		return fmt.Errorf("get webhook configuration %s: %w", name, err)
 	}
 	changed := false
 	for i := range cfg.Webhooks {
@@ -159,8 +67,8 @@ func (k *CertKeeper) patchCABundle(ctx context.Context, caBundle []byte) error {
 		return nil
 	}
 	if _, err := api.Update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("update caBundle of %s: %w", k.opts.WebhookConfig, err)
+		return fmt.Errorf("update caBundle of %s: %w", name, err)
 	}
-	k.log.Info("caBundle updated", "webhookConfiguration", k.opts.WebhookConfig)
+	log.Info("caBundle updated", "webhookConfiguration", name)
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
@@ -15,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"podwall.io/podwall/config"
+	"podwall.io/podwall/internal/certs"
 )
 
 // Run serves the webhook until ctx ends. In managed TLS mode it first makes sure a certificate exists
@@ -35,10 +35,10 @@ func Run(ctx context.Context, kube *rest.Config, cfg config.Injector, log logr.L
 	log.Info("injector starting", "nativeSidecars", native, "certMode", cfg.TLS.Mode)
 
 	serverOpts := webhook.Options{Port: cfg.Serve.Port, CertDir: cfg.TLS.CertDir}
-	var keeper *CertKeeper
+	var keeper *certs.Manager
 	if cfg.TLS.Mode == config.CertManaged {
 		keeper = NewCertKeeper(client, certOptions(cfg.TLS), log.WithName("certs"))
-		if err := ensureFirst(ctx, keeper); err != nil {
+		if err := keeper.EnsureFirst(ctx); err != nil {
 			return err
 		}
 		serverOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = keeper.GetCertificate }}
@@ -79,22 +79,5 @@ func certOptions(c config.InjectorTLS) CertOptions {
 		Hosts:         append([]string{svc + ".svc", svc, svc + ".svc.cluster.local"}, c.ExtraHosts...),
 		Validity:      c.Validity,
 		RenewBefore:   c.RenewBefore,
-	}
-}
-
-// ensureFirst obtains the first certificate, retrying while the API server is unreachable or another
-// replica wins the race to create the Secret.
-func ensureFirst(ctx context.Context, k *CertKeeper) error {
-	var err error
-	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
-		if _, err = k.Ensure(ctx); err == nil {
-			return nil
-		}
-		k.log.Error(err, "first webhook certificate; retrying", "in", wait)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("first webhook certificate: %w", err)
-		case <-time.After(wait):
-		}
 	}
 }

@@ -1,19 +1,18 @@
 package cluster
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"podwall.io/podwall/internal/certs"
 )
+
+// validity of every certificate of the throwaway cluster, its CA's included.
+const validity = 7 * 24 * time.Hour
 
 // pki holds the files of the cluster's one certificate authority: the API server's serving
 // certificate, one client certificate in group system:masters that every component and the tests
@@ -22,8 +21,7 @@ import (
 type pki struct {
 	CA, ServingCert, ServingKey, ClientCert, ClientKey, SAKey, SAPub string
 
-	caCert *x509.Certificate
-	caKey  *ecdsa.PrivateKey
+	ca *certs.KeyPair
 }
 
 func newPKI(dir string, hostIP net.IP, serviceIP net.IP) (pki, error) {
@@ -35,112 +33,72 @@ func newPKI(dir string, hostIP net.IP, serviceIP net.IP) (pki, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return p, err
 	}
-	caKey, caCert, err := issue(&x509.Certificate{
-		Subject: pkix.Name{CommonName: "podwall-e2e-ca"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}, nil, nil)
+	now := time.Now()
+	ca, err := certs.NewCA("podwall-e2e-ca", now, validity)
 	if err != nil {
 		return p, err
 	}
-	p.caCert, p.caKey = caCert, caKey
-	if err := writePEM(p.CA, "CERTIFICATE", caCert.Raw); err != nil {
+	p.ca = ca
+	if err := os.WriteFile(p.CA, ca.CertPEM(), 0o600); err != nil {
 		return p, err
 	}
-	serving := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "kube-apiserver"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), hostIP, serviceIP},
-	}
-	client := &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "podwall-e2e-admin", Organization: []string{"system:masters"}},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
 	for _, c := range []struct {
-		tmpl      *x509.Certificate
+		req       certs.Request
 		cert, key string
-	}{{serving, p.ServingCert, p.ServingKey}, {client, p.ClientCert, p.ClientKey}} {
-		key, cert, err := issue(c.tmpl, caCert, caKey)
+	}{
+		{certs.Request{
+			CommonName: "kube-apiserver",
+			Hosts: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+				"127.0.0.1", hostIP.String(), serviceIP.String()},
+		}, p.ServingCert, p.ServingKey},
+		{certs.Request{CommonName: "podwall-e2e-admin", Organization: []string{"system:masters"}, Client: true}, p.ClientCert, p.ClientKey},
+	} {
+		c.req.Now, c.req.Validity = now, validity
+		pair, err := ca.Issue(c.req)
 		if err != nil {
 			return p, err
 		}
-		if err := writePEM(c.cert, "CERTIFICATE", cert.Raw); err != nil {
-			return p, err
-		}
-		if err := writeKey(c.key, key); err != nil {
+		if err := writeKeyPair(pair, c.cert, c.key); err != nil {
 			return p, err
 		}
 	}
-	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	saKey, err := certs.NewKey()
 	if err != nil {
 		return p, err
 	}
-	if err := writeKey(p.SAKey, saKey); err != nil {
+	keyPEM, err := certs.EncodeKey(saKey)
+	if err != nil {
+		return p, err
+	}
+	if err := os.WriteFile(p.SAKey, keyPEM, 0o600); err != nil {
 		return p, err
 	}
 	pub, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
 	if err != nil {
 		return p, err
 	}
-	return p, writePEM(p.SAPub, "PUBLIC KEY", pub)
+	return p, os.WriteFile(p.SAPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600)
 }
 
-// issue creates a key and a certificate from tmpl, signed by parent (self-signed when parent is nil).
-func issue(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl.SerialNumber = serial
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(7 * 24 * time.Hour)
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		return nil, nil, fmt.Errorf("certificate %s: %w", tmpl.Subject.CommonName, err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	return key, cert, err
-}
-
-func writeKey(path string, key *ecdsa.PrivateKey) error {
-	der, err := x509.MarshalECPrivateKey(key)
+func writeKeyPair(pair *certs.KeyPair, certFile, keyFile string) error {
+	keyPEM, err := pair.KeyPEM()
 	if err != nil {
 		return err
 	}
-	return writePEM(path, "EC PRIVATE KEY", der)
-}
-
-func writePEM(path, typ string, der []byte) error {
-	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+	if err := os.WriteFile(certFile, pair.CertPEM(), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(keyFile, keyPEM, 0o600)
 }
 
 // ServingCert issues a TLS serving certificate for hosts (DNS names or IP addresses) from the
 // cluster's CA, which every pod already trusts through the kube-root-ca.crt ConfigMap. It returns the
 // certificate and key in PEM.
 func (c *Cluster) ServingCert(hosts ...string) (certPEM, keyPEM []byte, err error) {
-	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: hosts[0]}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	key, cert, err := issue(tmpl, c.pki.caCert, c.pki.caKey)
+	pair, err := c.pki.ca.Issue(certs.Request{Hosts: hosts, Now: time.Now(), Validity: validity})
 	if err != nil {
 		return nil, nil, err
 	}
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
+	keyPEM, err = pair.KeyPEM()
+	return pair.CertPEM(), keyPEM, err
 }

@@ -4,14 +4,8 @@ package pgtest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/internal/testenv"
 	"podwall.io/podwall/policygen/scheme"
 )
@@ -97,66 +92,59 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	}
 }
 
-// TLS returns a listener on 127.0.0.1 serving a fresh self-signed certificate, and a client that
-// trusts it.
+// TLS returns a listener on 127.0.0.1 serving a fresh certificate, and a client that trusts it.
 func TLS(t testing.TB) (net.Listener, *http.Client) {
 	t.Helper()
-	cert, client := selfSigned(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
+	_, leaf, client := serving(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{leaf.TLSCertificate()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ln, client
 }
 
-// CertFiles writes a fresh self-signed certificate for 127.0.0.1 (and the extra addresses) and its key
-// as PEM files, and returns their paths and a client that trusts the certificate. The certificate file
-// is also the CA bundle a client needs.
+// CertFiles writes a fresh certificate for 127.0.0.1 (and the extra addresses) and its key as PEM
+// files, and returns their paths and a client that trusts the certificate. The certificate file holds
+// the chain up to the CA, so it is also the CA bundle a client needs.
 func CertFiles(t testing.TB, extra ...net.IP) (certFile, keyFile string, client *http.Client) {
 	t.Helper()
-	cert, client := selfSigned(t, extra...)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	ca, leaf, client := serving(t, extra...)
+	keyPEM, err := leaf.KeyPEM()
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	for path, block := range map[string]*pem.Block{
-		certFile: {Type: "CERTIFICATE", Bytes: cert.Certificate[0]},
-		keyFile:  {Type: "PRIVATE KEY", Bytes: keyDER},
-	} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	for path, data := range map[string][]byte{certFile: append(leaf.CertPEM(), ca.CertPEM()...), keyFile: keyPEM} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return certFile, keyFile, client
 }
 
-func selfSigned(t testing.TB, extra ...net.IP) (tls.Certificate, *http.Client) {
+// serving issues an hour's certificate for 127.0.0.1 and the extra addresses from a fresh CA, and
+// returns both with a client that trusts the CA.
+func serving(t testing.TB, extra ...net.IP) (ca, leaf *certs.KeyPair, client *http.Client) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	ca, err := certs.NewCA("policygen-test-ca", now, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "policygen"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: append([]net.IP{net.ParseIP("127.0.0.1")}, extra...), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	hosts := []string{"127.0.0.1"}
+	for _, ip := range extra {
+		hosts = append(hosts, ip.String())
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
+	leaf, err = ca.Issue(certs.Request{CommonName: "policygen", Hosts: hosts, Now: now, Validity: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	client := &http.Client{Transport: &http.Transport{
+	pool.AddCert(ca.Cert)
+	client = &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		MaxIdleConnsPerHost: 1000,
 	}}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, client
+	return ca, leaf, client
 }
