@@ -22,6 +22,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
+	"podwall.io/podwall/policygen/kubeauth"
 	"podwall.io/podwall/policygen/resolve"
 )
 
@@ -54,6 +55,10 @@ func start(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reviewer, err := kubeauth.New(cs, kubeauth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, httpClient := pgtest.TLS(t)
 	sink := &reports{}
 	pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
@@ -65,7 +70,7 @@ func start(t *testing.T) *env {
 			return err
 		}
 		srv := New(Options{ReportInterval: time.Hour, ReportBurst: 4, MaxReportBytes: 4096, StatusInterval: 100 * time.Millisecond},
-			hub, cs.AuthenticationV1().TokenReviews(), mgr.GetCache(), mgr.GetClient(), sink, testr.New(t))
+			hub, reviewer, mgr.GetCache(), mgr.GetClient(), sink, testr.New(t))
 		if err := mgr.Add(hub); err != nil {
 			return err
 		}
