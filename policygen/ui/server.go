@@ -25,12 +25,12 @@ type Options struct {
 
 // Server serves the UI.
 type Server struct {
-	opts   Options
-	reader client.Reader
-	writer client.Client
+	opts     Options
+	reader   client.Reader
+	writer   client.Client
 	reviewer *kubeauth.Reviewer
-	feed   *Feed
-	log    logr.Logger
+	feed     *Feed
+	log      logr.Logger
 }
 
 // New returns a UI reading from reader (policygen's cache), patching modes through writer, having
