@@ -26,6 +26,7 @@ import (
 
 	"podwall.io/podwall/config"
 	"podwall.io/podwall/policygen/generator"
+	"podwall.io/podwall/policygen/kubeauth"
 	"podwall.io/podwall/policygen/learn"
 	"podwall.io/podwall/policygen/policyapi"
 	"podwall.io/podwall/policygen/resolve"
@@ -102,15 +103,18 @@ func setup(ctx context.Context, mgr ctrl.Manager, cfg config.PolicyGenServer, re
 	if err != nil {
 		return fmt.Errorf("clientset: %w", err)
 	}
+	reviewer, err := kubeauth.New(cs, kubeauth.Options{})
+	if err != nil {
+		return err
+	}
 	feed := ui.NewFeed(mgr.GetCache(), 0)
-	web := ui.New(ui.Options{}, mgr.GetCache(), mgr.GetClient(), cs.AuthenticationV1().TokenReviews(),
-		cs.AuthorizationV1().SubjectAccessReviews(), feed, log.WithName("ui"))
+	web := ui.New(ui.Options{}, mgr.GetCache(), mgr.GetClient(), reviewer, feed, log.WithName("ui"))
 	srv := policyapi.New(policyapi.Options{
 		Addr: cfg.API.Addr, CertFile: cfg.API.CertFile, KeyFile: cfg.API.KeyFile, Audience: cfg.API.Audience,
 		MaxWait: cfg.API.MaxWait, MaxReportBytes: cfg.API.MaxReportBytes,
 		ReportInterval: cfg.API.ReportInterval, ReportBurst: cfg.API.ReportBurst, Replica: cfg.Replica,
 		StatusTTL: cfg.ReplicaStatusTTL, UI: web.Handler(),
-	}, hub, cs.AuthenticationV1().TokenReviews(), mgr.GetCache(), mgr.GetClient(), feed.Sink(learner), log.WithName("api"))
+	}, hub, reviewer, mgr.GetCache(), mgr.GetClient(), feed.Sink(learner), log.WithName("api"))
 	// These run on every replica (they say so with NeedLeaderElection).
 	for _, r := range []manager.Runnable{hub, learner, srv} {
 		if err := mgr.Add(r); err != nil {

@@ -1,7 +1,8 @@
 // Package policyapi is the HTTP API sidecars talk to, served over TLS by every policygen replica from
 // its own informer cache: GET /v1/policy long-polls the caller's own workload's resolved policy, POST
 // /v1/reports takes the connections it observed. A caller is the pod its projected service-account
-// token (audience podwall) is bound to, checked with TokenReview; api/policy/API.md documents the wire protocol.
+// token (audience podwall) is bound to, reviewed by the API server (package kubeauth); api/policy/API.md
+// documents the wire protocol.
 package policyapi
 
 import (
@@ -17,10 +18,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/policygen/kubeauth"
 	"podwall.io/podwall/policygen/resolve"
 )
 
@@ -35,8 +36,6 @@ type Options struct {
 	// DefaultWait is how long a long-poll waits when the caller does not say (30s); MaxWait bounds
 	// what it may ask for (2m).
 	DefaultWait, MaxWait time.Duration
-	// ReviewTTL is how long a TokenReview result is reused for the same token (1m).
-	ReviewTTL time.Duration
 	// MaxReportBytes bounds a report's body (2 MiB: a full report of 4096 entries takes up to ~1 MiB).
 	MaxReportBytes int64
 	// ReportInterval and ReportBurst rate-limit reports per pod: one per interval on average, burst at
@@ -61,7 +60,6 @@ func (o *Options) setDefaults() {
 	o.DefaultWait = cmp.Or(o.DefaultWait, 30*time.Second)
 	o.MaxWait = cmp.Or(o.MaxWait, 2*time.Minute)
 	o.DefaultWait = min(o.DefaultWait, o.MaxWait)
-	o.ReviewTTL = cmp.Or(o.ReviewTTL, time.Minute)
 	o.MaxReportBytes = cmp.Or(o.MaxReportBytes, 2<<20)
 	o.ReportInterval = cmp.Or(o.ReportInterval, 5*time.Second)
 	o.ReportBurst = cmp.Or(o.ReportBurst, 5)
@@ -86,13 +84,13 @@ type Server struct {
 	log      logr.Logger
 }
 
-// New returns a server reading pods from reader (a cache), reviewing tokens through reviews and
+// New returns a server reading pods from reader (a cache), having tokens reviewed by reviewer and
 // writing status through writer.
-func New(opts Options, hub *resolve.Hub, reviews authnclient.TokenReviewInterface, reader client.Reader, writer client.Client, sink ReportSink, log logr.Logger) *Server {
+func New(opts Options, hub *resolve.Hub, reviewer *kubeauth.Reviewer, reader client.Reader, writer client.Client, sink ReportSink, log logr.Logger) *Server {
 	opts.setDefaults()
 	return &Server{
 		opts: opts, hub: hub, sink: sink, log: log,
-		auth:     &authenticator{reviews: reviews, reader: reader, audience: opts.Audience, ttl: opts.ReviewTTL, now: time.Now, cache: map[[32]byte]review{}},
+		auth:     &authenticator{reviewer: reviewer, reader: reader, audience: opts.Audience},
 		limits:   newLimiter(opts.ReportInterval, opts.ReportBurst),
 		sidecars: newTracker(hub, writer, opts.Replica, log),
 	}
@@ -111,14 +109,11 @@ func (s *Server) Handler() http.Handler {
 
 // identify authenticates the request, writing the error response when it fails.
 func (s *Server) identify(w http.ResponseWriter, r *http.Request, kind string) (Identity, bool) {
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || token == "" {
-		s.fail(w, kind, http.StatusUnauthorized, "missing bearer token")
-		return Identity{}, false
-	}
-	id, err := s.auth.authenticate(r.Context(), token)
+	id, err := s.auth.authenticate(r)
 	switch {
-	case errors.Is(err, errUnauthenticated):
+	case errors.Is(err, kubeauth.ErrNoToken):
+		s.fail(w, kind, http.StatusUnauthorized, "missing bearer token")
+	case errors.Is(err, kubeauth.ErrRefused), errors.Is(err, errUnauthenticated):
 		s.fail(w, kind, http.StatusUnauthorized, err.Error())
 	case errors.Is(err, errForbidden):
 		s.fail(w, kind, http.StatusForbidden, err.Error())

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	dto "github.com/prometheus/client_model/go"
+	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,6 +23,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
+	"podwall.io/podwall/policygen/kubeauth"
 	"podwall.io/podwall/policygen/resolve"
 )
 
@@ -54,6 +56,10 @@ func start(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reviewer, err := kubeauth.New(cs, kubeauth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, httpClient := pgtest.TLS(t)
 	sink := &reports{}
 	pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
@@ -65,13 +71,28 @@ func start(t *testing.T) *env {
 			return err
 		}
 		srv := New(Options{ReportInterval: time.Hour, ReportBurst: 4, MaxReportBytes: 4096, StatusInterval: 100 * time.Millisecond},
-			hub, cs.AuthenticationV1().TokenReviews(), mgr.GetCache(), mgr.GetClient(), sink, testr.New(t))
+			hub, reviewer, mgr.GetCache(), mgr.GetClient(), sink, testr.New(t))
 		if err := mgr.Add(hub); err != nil {
 			return err
 		}
 		return mgr.Add(runnable(func(ctx context.Context) error { return srv.Serve(ctx, ln) }))
 	})
 	return &env{t: t, url: "https://" + ln.Addr().String(), client: httpClient, c: c, k: pgtest.Cluster{T: t, C: c, Cfg: cfg}, sink: sink}
+}
+
+// unboundToken is a token of the service account for audience podwall, bound to no pod.
+func (e *env) unboundToken(ns, sa string) string {
+	e.t.Helper()
+	cs, err := kubernetes.NewForConfig(e.k.Cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), sa,
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: []string{policy.TokenAudience}}}, metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tr.Status.Token
 }
 
 type runnable func(context.Context) error
@@ -197,6 +218,7 @@ func TestPolicyAPI(t *testing.T) {
 			{"no token", "", "", 401},
 			{"garbage token", "not-a-token", "", 401},
 			{"wrong audience", e.k.Token(web[0], "other"), "", 401},
+			{"not bound to a pod", e.unboundToken("shop", "web"), "", 401},
 			{"other workload", webToken, "?workload=shop/Deployment/api", 403},
 			{"own workload by name", webToken, "?workload=shop/Deployment/web&wait=0", 200},
 			{"workload without a policy", apiToken, "?wait=0", 404},

@@ -10,6 +10,8 @@
 // authenticating proxy in front of policygen). Reading needs RBAC to list WorkloadPolicies; changing a
 // workload's mode needs RBAC to patch that WorkloadPolicy, checked with a SubjectAccessReview for the
 // caller, after which policygen patches it with its own client. Everyone else sees the UI read-only.
+// The API server's answers are reused (package kubeauth): who a token is for a minute, what they may
+// do for 30 seconds, so a revoked permission takes effect within that.
 //
 // Verdicts and the last hour's counts are of the reports this replica received: with several
 // replicas behind a Service, each UI shows its own replica's share.

@@ -101,7 +101,7 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request) {
 		np.Reset()
 		fmt.Fprintf(&np, "# cannot export now: %v\n", err)
 	}
-	canPatch, err := s.access.may(r, "patch", key.Namespace, key.Name)
+	_, canPatch, err := s.may(r, "patch", key.Namespace, key.Name)
 	if err != nil {
 		s.log.Error(err, "check patch access", "policy", key.String())
 	}
@@ -121,7 +121,8 @@ func (s *Server) getFailed(w http.ResponseWriter, key types.NamespacedName, err 
 // setMode patches spec.mode for a caller RBAC lets patch this WorkloadPolicy.
 func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 	key := types.NamespacedName{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
-	if !s.allowed(w, r, "patch", key.Namespace, key.Name) {
+	user, ok := s.allowed(w, r, "patch", key.Namespace, key.Name)
+	if !ok {
 		return
 	}
 	var body struct {
@@ -142,6 +143,6 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 		s.getFailed(w, key, err)
 		return
 	}
-	s.log.Info("mode changed from the UI", "policy", key.String(), "mode", body.Mode, "user", s.access.who(r))
+	s.log.Info("mode changed from the UI", "policy", key.String(), "mode", body.Mode, "user", user)
 	writeJSON(w, map[string]any{"mode": modeOf(p)})
 }

@@ -4,15 +4,14 @@ import (
 	"cmp"
 	"embed"
 	"encoding/json"
-	"errors"
 	"io/fs"
 	"net/http"
 	"time"
 
 	"github.com/go-logr/logr"
-	authnclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
-	authzclient "k8s.io/client-go/kubernetes/typed/authorization/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"podwall.io/podwall/policygen/kubeauth"
 )
 
 //go:embed assets
@@ -20,30 +19,25 @@ var assets embed.FS
 
 // Options configure the UI; zero values take the defaults in parentheses.
 type Options struct {
-	// AccessTTL is how long an authentication or authorization answer is reused per token (30s): a
-	// revoked permission takes effect within it.
-	AccessTTL time.Duration
 	// KeepAlive is how often an idle verdict stream sends a comment, so that proxies keep it open (15s).
 	KeepAlive time.Duration
 }
 
 // Server serves the UI.
 type Server struct {
-	opts   Options
-	reader client.Reader
-	writer client.Client
-	access *access
-	feed   *Feed
-	log    logr.Logger
+	opts     Options
+	reader   client.Reader
+	writer   client.Client
+	reviewer *kubeauth.Reviewer
+	feed     *Feed
+	log      logr.Logger
 }
 
-// New returns a UI reading from reader (policygen's cache), patching modes through writer, checking
-// callers through reviews and sars, and streaming verdicts from feed.
-func New(opts Options, reader client.Reader, writer client.Client, reviews authnclient.TokenReviewInterface,
-	sars authzclient.SubjectAccessReviewInterface, feed *Feed, log logr.Logger) *Server {
-	opts.AccessTTL = cmp.Or(opts.AccessTTL, 30*time.Second)
+// New returns a UI reading from reader (policygen's cache), patching modes through writer, having
+// callers checked by reviewer, and streaming verdicts from feed.
+func New(opts Options, reader client.Reader, writer client.Client, reviewer *kubeauth.Reviewer, feed *Feed, log logr.Logger) *Server {
 	opts.KeepAlive = cmp.Or(opts.KeepAlive, 15*time.Second)
-	return &Server{opts: opts, reader: reader, writer: writer, access: newAccess(reviews, sars, opts.AccessTTL), feed: feed, log: log}
+	return &Server{opts: opts, reader: reader, writer: writer, reviewer: reviewer, feed: feed, log: log}
 }
 
 // Handler serves the UI under /ui/: the page and its assets to anyone (they hold no data), the JSON
@@ -76,31 +70,10 @@ func securityHeaders(h http.Handler) http.Handler {
 // reading lets through callers that may list WorkloadPolicies in every namespace.
 func (s *Server) reading(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.allowed(w, r, "list", "", "") {
+		if _, ok := s.allowed(w, r, "list", "", ""); ok {
 			h(w, r)
 		}
 	}
-}
-
-// allowed asks whether the caller may do verb, writing the error response when not.
-func (s *Server) allowed(w http.ResponseWriter, r *http.Request, verb, namespace, name string) bool {
-	yes, err := s.access.may(r, verb, namespace, name)
-	switch {
-	case errors.Is(err, errNoToken), errors.Is(err, errBadToken):
-		writeError(w, http.StatusUnauthorized, err.Error())
-	case err != nil:
-		s.log.Error(err, "check access")
-		writeError(w, http.StatusServiceUnavailable, "cannot check access now, retry")
-	case !yes:
-		what := "list WorkloadPolicies"
-		if name != "" {
-			what = verb + " WorkloadPolicy " + namespace + "/" + name
-		}
-		writeError(w, http.StatusForbidden, "your Kubernetes permissions do not let you "+what)
-	default:
-		return true
-	}
-	return false
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
