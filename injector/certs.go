@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -70,19 +72,20 @@ func (k *CertKeeper) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, err
 // Run re-checks the certificate until ctx ends: at each resync and in time to renew. Failures are
 // retried with backoff; the last good certificate stays in use meanwhile.
 func (k *CertKeeper) Run(ctx context.Context) error {
-	backoff := time.Second
+	fresh := wait.Backoff{Duration: time.Second, Factor: 2, Steps: math.MaxInt, Cap: resync}
+	retry := fresh
 	for {
-		wait, err := k.Ensure(ctx)
+		next, err := k.Ensure(ctx)
 		if err != nil {
-			k.log.Error(err, "keeping the webhook certificate; retrying", "in", backoff)
-			wait, backoff = backoff, min(2*backoff, resync)
+			next = retry.Step()
+			k.log.Error(err, "keeping the webhook certificate; retrying", "in", next)
 		} else {
-			backoff = time.Second
+			retry = fresh
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(wait):
+		case <-time.After(next):
 		}
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -86,15 +88,17 @@ func certOptions(c config.InjectorTLS) CertOptions {
 // replica wins the race to create the Secret.
 func ensureFirst(ctx context.Context, k *CertKeeper) error {
 	var err error
-	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+	retry := wait.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Steps: math.MaxInt, Cap: 10 * time.Second}
+	for {
 		if _, err = k.Ensure(ctx); err == nil {
 			return nil
 		}
-		k.log.Error(err, "first webhook certificate; retrying", "in", wait)
+		next := retry.Step()
+		k.log.Error(err, "first webhook certificate; retrying", "in", next)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("first webhook certificate: %w", err)
-		case <-time.After(wait):
+		case <-time.After(next):
 		}
 	}
 }
