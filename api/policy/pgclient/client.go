@@ -43,7 +43,7 @@ type Options struct {
 	Transport http.RoundTripper
 	// Wait is how long policygen may hold a long-poll (30s).
 	Wait time.Duration
-	// ReportInterval is how often observations are sent (10s; policygen accepts one per 5s per pod).
+	// ReportInterval is how often reports are sent (10s; policygen accepts one per 5s per pod).
 	ReportInterval time.Duration
 	// MinBackoff and MaxBackoff bound the wait between failed attempts (1s, 30s).
 	MinBackoff, MaxBackoff time.Duration
@@ -64,7 +64,7 @@ func (o *Options) setDefaults() {
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = 30 * time.Second
 	}
-	o.MinBackoff = min(o.MinBackoff, o.MaxBackoff)
+	o.MinBackoff = min(o.MinBackoff, o.MaxBackoff) // the cap holds from the first attempt on
 }
 
 // Client talks to policygen.
@@ -98,6 +98,7 @@ func New(o Options, log logr.Logger) (*Client, error) {
 			return nil, err
 		}
 	}
+	// Jitter 1 adds up to the step again, so halving both bounds gives half to all of min·2ⁿ.
 	c := &Client{opts: o, http: &http.Client{Transport: transport}, log: log, backoff: wait.Backoff{
 		Duration: o.MinBackoff / 2, Factor: 2, Jitter: 1, Steps: math.MaxInt, Cap: o.MaxBackoff / 2,
 	}}
