@@ -3,28 +3,30 @@ package policygen_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os/exec"
-	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/policy/pgclient"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
 )
 
 // TestTwoReplicasSurviveTheLossOfOne runs two real podwall-policygen processes (under the RBAC of
-// manifests/policygen) against a real API server with sidecars (simulated clients with real bound tokens) subscribed to both, kills one, and
-// checks that every sidecar keeps its policy, gets the next change from the survivor, and that the
-// survivor takes over the writing (leader election).
+// manifests/policygen) against a real API server with sidecars (the sidecar's policy client with real
+// bound tokens) subscribed to both, kills one, and checks that every sidecar keeps its policy, gets the
+// next change from the survivor, and that the survivor takes over the writing (leader election).
 func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 	cfg, c := pgtest.Start(t)
 	ctx := context.Background()
@@ -65,20 +67,21 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 	}
 
 	// Two sidecars per web pod, one starting on each replica.
-	subCtx, stopSubs := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	var subs []*pgtest.Subscriber
+	var subs []*applied
 	for i := range 2 * len(web) {
-		urls := []string{"https://" + addrs[i%2], "https://" + addrs[(i+1)%2]}
-		s := &pgtest.Subscriber{URLs: urls, Token: k.Token(web[i/2], "podwall"), Client: httpClient, Wait: 20}
-		subs = append(subs, s)
-		wg.Go(func() { s.Run(subCtx) })
+		// The URL names the Service; the transport chooses the replica.
+		cl, err := pgclient.New(pgclient.Options{URL: "https://127.0.0.1", TokenFile: pgtest.TokenFile(t, k.Token(web[i/2], "podwall")),
+			Transport: service(httpClient, addrs[i%2], addrs[(i+1)%2]), Wait: 20 * time.Second,
+			MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(t).WithValues("sidecar", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, subscribe(t, cl))
 	}
-	t.Cleanup(func() { stopSubs(); wg.Wait() })
 	allHold := func(ip string) func() error {
 		return func() error {
 			for i, s := range subs {
-				if p := s.Current(); p == nil || !holds(p, ip) {
+				if p := s.latest(); p == nil || !holds(p, ip) {
 					return fmt.Errorf("sidecar %d holds %v, want a policy allowing api at %s", i, p, ip)
 				}
 			}
@@ -95,7 +98,7 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 	k.SetIP(api[0], "10.1.0.10")
 	pgtest.Eventually(t, 15*time.Second, allHold("10.1.0.10"))
 	for i, s := range subs {
-		if revs := s.Revisions(); !slices.IsSorted(revs) || len(slices.Compact(slices.Clone(revs))) != len(revs) {
+		if revs := s.revisions(); !increasing(revs) {
 			t.Errorf("sidecar %d got revisions %v, want strictly increasing", i, revs)
 		}
 	}
@@ -173,6 +176,25 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// service plays the Service in front of the replicas for one sidecar: each new connection goes to the
+// first of addrs that accepts it, so the sidecar stays on its replica while that one lives and moves on
+// when it is gone. base trusts policygen's certificate.
+func service(base *http.Client, addrs ...string) http.RoundTripper {
+	tr := base.Transport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var errs []error
+		for _, addr := range addrs {
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				return conn, nil
+			}
+			errs = append(errs, err)
+		}
+		return nil, errors.Join(errs...)
+	}
+	return tr
 }
 
 // holds reports whether p has an egress rule allowing ip.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -52,39 +50,15 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 		}
 	})
 
-	tokenFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokenFile, []byte(k.Token(web[0], "podwall")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cl, err := pgclient.New(pgclient.Options{URL: "https://" + addr, TokenFile: tokenFile, CAFile: certFile,
+	cl, err := pgclient.New(pgclient.Options{URL: "https://" + addr, TokenFile: pgtest.TokenFile(t, k.Token(web[0], "podwall")), CAFile: certFile,
 		Wait: 5 * time.Second, ReportInterval: 200 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var got []*policy.Policy
-	subCtx, stopSub := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { stopSub(); wg.Wait() })
-	wg.Go(func() {
-		cl.Subscribe(subCtx, nil, func(p *policy.Policy) error {
-			mu.Lock()
-			defer mu.Unlock()
-			got = append(got, p)
-			return nil
-		})
-	})
-	latest := func() *policy.Policy {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(got) == 0 {
-			return nil
-		}
-		return got[len(got)-1]
-	}
+	got := subscribe(t, cl)
 	// The generated policy arrives: Learn mode, the DNS rule.
 	pgtest.Eventually(t, 30*time.Second, func() error {
-		p := latest()
+		p := got.latest()
 		if p == nil || p.Workload != "Deployment/web" || p.Mode != policy.Learn || len(p.Egress) == 0 || p.Egress[0].ID != "egress/m-dns" {
 			return fmt.Errorf("client holds %+v", p)
 		}
@@ -94,12 +68,14 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	// Reports from the client's ReportLoop become a learned rule naming api, which resolves to its IP.
 	obs := report.New(100)
 	obs.Add(report.Key{Direction: policy.Egress, Peer: netip.MustParseAddr("10.1.0.9"), Protocol: policy.TCP, Port: 8000}, report.Outcome{Verdict: policy.Allow}, time.Now())
+	var wg sync.WaitGroup
 	wg.Go(func() {
-		cl.ReportLoop(subCtx, obs, func() policy.Report { return policy.Report{Revision: latest().Revision, Mode: policy.Learn} })
+		cl.ReportLoop(t.Context(), obs, func() policy.Report { return policy.Report{Revision: got.latest().Revision, Mode: policy.Learn} })
 	})
+	t.Cleanup(wg.Wait)
 	hasAPI := func(ip string) func() error {
 		return func() error {
-			p := latest()
+			p := got.latest()
 			for _, r := range p.Egress {
 				if r.ID == "egress/l-deployment-api" && len(r.CIDRs) == 1 && r.CIDRs[0] == netip.MustParsePrefix(ip+"/32") {
 					return nil
@@ -125,16 +101,63 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 		t.Fatal(err)
 	}
 	pgtest.Eventually(t, 15*time.Second, func() error {
-		if p := latest(); p.Mode != policy.Protect {
+		if p := got.latest(); p.Mode != policy.Protect {
 			return fmt.Errorf("client runs mode %s", p.Mode)
 		}
 		return nil
 	})
-	mu.Lock()
-	defer mu.Unlock()
-	for i := 1; i < len(got); i++ {
-		if got[i].Revision <= got[i-1].Revision {
-			t.Errorf("revisions %d then %d: want increasing", got[i-1].Revision, got[i].Revision)
+	if revs := got.revisions(); !increasing(revs) {
+		t.Errorf("client got revisions %v, want strictly increasing", revs)
+	}
+}
+
+// subscribe runs cl's subscription, from no policy, until the test ends and returns what it applies.
+func subscribe(t *testing.T, cl *pgclient.Client) *applied {
+	a := &applied{}
+	var wg sync.WaitGroup
+	wg.Go(func() { cl.Subscribe(t.Context(), nil, a.apply) })
+	t.Cleanup(wg.Wait)
+	return a
+}
+
+// applied records the policies a subscription applied, in order.
+type applied struct {
+	mu  sync.Mutex
+	got []*policy.Policy
+}
+
+func (a *applied) apply(p *policy.Policy) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.got = append(a.got, p)
+	return nil
+}
+
+// latest is the policy in force, nil before the first.
+func (a *applied) latest() *policy.Policy {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.got) == 0 {
+		return nil
+	}
+	return a.got[len(a.got)-1]
+}
+
+func (a *applied) revisions() []int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	revs := make([]int64, len(a.got))
+	for i, p := range a.got {
+		revs[i] = p.Revision
+	}
+	return revs
+}
+
+func increasing(revs []int64) bool {
+	for i := 1; i < len(revs); i++ {
+		if revs[i] <= revs[i-1] {
+			return false
 		}
 	}
+	return true
 }

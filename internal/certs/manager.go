@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -82,15 +84,17 @@ func (m *Manager) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 // replica wins the race to create the Secret, until ctx ends.
 func (m *Manager) EnsureFirst(ctx context.Context) error {
 	var err error
-	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
+	retry := wait.Backoff{Duration: 250 * time.Millisecond, Factor: 2, Steps: math.MaxInt, Cap: 10 * time.Second}
+	for {
 		if _, err = m.Ensure(ctx); err == nil {
 			return nil
 		}
-		m.log.Error(err, "first certificate; retrying", "in", wait)
+		next := retry.Step()
+		m.log.Error(err, "first certificate; retrying", "in", next)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("first certificate: %w", err)
-		case <-time.After(wait):
+		case <-time.After(next):
 		}
 	}
 }
@@ -98,19 +102,20 @@ func (m *Manager) EnsureFirst(ctx context.Context) error {
 // Run re-checks the certificate until ctx ends: at each resync and in time to renew. Failures are
 // retried with backoff; the last good certificate stays in use meanwhile.
 func (m *Manager) Run(ctx context.Context) error {
-	backoff := time.Second
+	fresh := wait.Backoff{Duration: time.Second, Factor: 2, Steps: math.MaxInt, Cap: resync}
+	retry := fresh
 	for {
-		wait, err := m.Ensure(ctx)
+		next, err := m.Ensure(ctx)
 		if err != nil {
-			m.log.Error(err, "keeping the certificate; retrying", "in", backoff)
-			wait, backoff = backoff, min(2*backoff, resync)
+			next = retry.Step()
+			m.log.Error(err, "keeping the certificate; retrying", "in", next)
 		} else {
-			backoff = time.Second
+			retry = fresh
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(wait):
+		case <-time.After(next):
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/policy/pgclient"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/policygen/scheme"
@@ -82,17 +84,22 @@ func TestBenchPolicygen(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	subs := make([]*pgtest.Subscriber, subscribers)
 	arrivals := make([]*arrivalLog, subscribers)
 	for j := range subscribers {
+		// All subscribers share one transport and its connection pool; each reads its token from a file
+		// as a sidecar does.
+		cl, err := pgclient.New(pgclient.Options{URL: "https://" + addr, TokenFile: pgtest.TokenFile(t, tokens[j]),
+			Transport: httpClient.Transport, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}, logr.Discard())
+		if err != nil {
+			t.Fatal(err)
+		}
 		arrivals[j] = &arrivalLog{}
-		subs[j] = &pgtest.Subscriber{URLs: []string{"https://" + addr}, Token: tokens[j], Client: httpClient, OnUpdate: arrivals[j].add}
-		wg.Go(func() { subs[j].Run(ctx) })
+		wg.Go(func() { cl.Subscribe(ctx, nil, arrivals[j].apply) })
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	pgtest.Eventually(t, 3*time.Minute, func() error {
-		for j, s := range subs {
-			if s.Current() == nil {
+		for j, a := range arrivals {
+			if !a.held() {
 				return fmt.Errorf("subscriber %d has no policy yet", j)
 			}
 		}
@@ -156,10 +163,20 @@ type arrival struct {
 	p  *policy.Policy
 }
 
-func (a *arrivalLog) add(p *policy.Policy, at time.Time) {
+// apply records p as arrived now; it is the subscriber's apply callback.
+func (a *arrivalLog) apply(p *policy.Policy) error {
+	at := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.got = append(a.got, arrival{at, p})
+	return nil
+}
+
+// held reports whether a policy has arrived.
+func (a *arrivalLog) held() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.got) > 0
 }
 
 // firstWith is when the first policy holding ip arrived after t0.

@@ -11,7 +11,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +23,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Options configure a Client; zero values take the defaults in parentheses.
@@ -37,9 +38,12 @@ type Options struct {
 	// Mark is set as SO_MARK on every socket the client opens, DNS lookups included, so that the
 	// ruleset lets the sidecar reach policygen even under deny-all (ruleset.MarkSelf). 0 sets none.
 	Mark uint32
+	// Transport, if set, carries every request instead of one built from CAFile and Mark, for callers
+	// that share connections or choose where they go.
+	Transport http.RoundTripper
 	// Wait is how long policygen may hold a long-poll (30s).
 	Wait time.Duration
-	// ReportInterval is how often observations are sent (10s; policygen accepts one per 5s per pod).
+	// ReportInterval is how often reports are sent (10s; policygen accepts one per 5s per pod).
 	ReportInterval time.Duration
 	// MinBackoff and MaxBackoff bound the wait between failed attempts (1s, 30s).
 	MinBackoff, MaxBackoff time.Duration
@@ -60,6 +64,7 @@ func (o *Options) setDefaults() {
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = 30 * time.Second
 	}
+	o.MinBackoff = min(o.MinBackoff, o.MaxBackoff) // the cap holds from the first attempt on
 }
 
 // Client talks to policygen.
@@ -67,6 +72,10 @@ type Client struct {
 	opts Options
 	http *http.Client
 	log  logr.Logger
+	// backoff is copied by each retrying loop and stepped at each failure: attempt n waits between
+	// half and all of MinBackoff·2ⁿ, capped at MaxBackoff, so that the sidecars of a large deployment
+	// do not come back in step.
+	backoff wait.Backoff
 
 	// reachable is the last known state, so that a change of state is logged once.
 	reachable atomic.Bool
@@ -82,6 +91,32 @@ func New(o Options, log logr.Logger) (*Client, error) {
 		return nil, fmt.Errorf("policygen url %q: want https://", o.URL)
 	}
 	o.URL = strings.TrimSuffix(o.URL, "/")
+	transport := o.Transport
+	if transport == nil {
+		var err error
+		if transport, err = newTransport(o); err != nil {
+			return nil, err
+		}
+	}
+	// Jitter 1 adds up to the step again, so halving both bounds gives half to all of min·2ⁿ.
+	c := &Client{opts: o, http: &http.Client{Transport: transport}, log: log, backoff: wait.Backoff{
+		Duration: o.MinBackoff / 2, Factor: 2, Jitter: 1, Steps: math.MaxInt, Cap: o.MaxBackoff / 2,
+	}}
+	c.reachable.Store(true) // the first failure is news
+	c.connected = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "podwall_policygen_connected", Help: "1 while the last request to policygen succeeded.",
+	})
+	c.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "podwall_policygen_failures_total", Help: "Failed requests to policygen, by endpoint.",
+	}, []string{"endpoint"})
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(c.connected, c.failures)
+	}
+	return c, nil
+}
+
+// newTransport builds the sidecar's transport: policygen verified against CAFile, sockets marked.
+func newTransport(o Options) (*http.Transport, error) {
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
@@ -94,27 +129,14 @@ func New(o Options, log logr.Logger) (*Client, error) {
 		}
 		tlsConf.RootCAs = pool
 	}
-	dialer := markedDialer(o.Mark)
-	transport := &http.Transport{
-		DialContext:           dialer.DialContext,
+	return &http.Transport{
+		DialContext:           markedDialer(o.Mark).DialContext,
 		TLSClientConfig:       tlsConf,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: o.Wait + 15*time.Second,
 		IdleConnTimeout:       o.Wait + time.Minute,
 		MaxIdleConnsPerHost:   2,
-	}
-	c := &Client{opts: o, http: &http.Client{Transport: transport}, log: log}
-	c.reachable.Store(true) // the first failure is news
-	c.connected = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "podwall_policygen_connected", Help: "1 while the last request to policygen succeeded.",
-	})
-	c.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podwall_policygen_failures_total", Help: "Failed requests to policygen, by endpoint.",
-	}, []string{"endpoint"})
-	if o.Registerer != nil {
-		o.Registerer.MustRegister(c.connected, c.failures)
-	}
-	return c, nil
+	}, nil
 }
 
 // markedDialer returns a dialer whose sockets, and whose resolver's sockets, carry SO_MARK mark.
@@ -167,16 +189,6 @@ func (c *Client) failed(endpoint string, err error, holding int64) {
 	if c.reachable.Swap(false) {
 		c.log.Error(err, "policygen unreachable; enforcing the policy held until it is back", "revision", holding)
 	}
-}
-
-// backoff is the wait before attempt n (0-based) of a failing operation, half fixed and half random,
-// so that the sidecars of a large deployment do not come back in step.
-func (c *Client) backoff(n int) time.Duration {
-	d := c.opts.MinBackoff << min(n, 16)
-	if d > c.opts.MaxBackoff || d <= 0 {
-		d = c.opts.MaxBackoff
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // sleep waits d or until ctx ends, and says whether to go on.

@@ -13,22 +13,33 @@ func TestBackoffGrowsJitteredAndBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for n, full := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second,
-		16 * time.Second, 30 * time.Second, 30 * time.Second} {
-		seen := map[time.Duration]bool{}
-		for range 200 {
-			d := c.backoff(n)
+	fulls := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second,
+		16 * time.Second, 30 * time.Second, 30 * time.Second}
+	seen := make([]map[time.Duration]bool, len(fulls))
+	for n := range seen {
+		seen[n] = map[time.Duration]bool{}
+	}
+	for range 200 {
+		retry := c.backoff
+		for n, full := range fulls {
+			d := retry.Step()
 			if d < full/2 || d > full {
-				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", n, d, full/2, full)
+				t.Fatalf("attempt %d waits %v, want within [%v, %v]", n, d, full/2, full)
 			}
-			seen[d] = true
-		}
-		if len(seen) < 10 {
-			t.Fatalf("backoff(%d) took only %d values in 200 draws: not jittered", n, len(seen))
+			seen[n][d] = true
 		}
 	}
-	if d := c.backoff(1000); d > 30*time.Second || d < 15*time.Second {
-		t.Fatalf("backoff(1000) = %v, want capped at 30s", d)
+	for n := range seen {
+		if len(seen[n]) < 10 {
+			t.Fatalf("attempt %d waited only %d distinct times in 200 draws: not jittered", n, len(seen[n]))
+		}
+	}
+	retry := c.backoff
+	for range 1000 {
+		retry.Step()
+	}
+	if d := retry.Step(); d > 30*time.Second || d < 15*time.Second {
+		t.Fatalf("attempt 1000 waits %v, want capped at 30s", d)
 	}
 }
 

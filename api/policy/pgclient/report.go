@@ -13,8 +13,8 @@ import (
 	"podwall.io/podwall/api/policy"
 )
 
-// Observations is where reports come from: report.Aggregator.
-type Observations interface {
+// ReportSource is where reports come from: report.Aggregator.
+type ReportSource interface {
 	// Drain takes every pending entry, oldest first.
 	Drain() []policy.ReportEntry
 	// Restore puts back entries that could not be delivered.
@@ -23,24 +23,24 @@ type Observations interface {
 	Dropped() uint64
 }
 
-// ReportLoop sends what obs gathered every ReportInterval until ctx ends. header fills in the
-// report's identity, revision and mode at sending time. Undelivered entries go back into obs (which
+// ReportLoop sends what src gathered every ReportInterval until ctx ends. header fills in the
+// report's identity, revision and mode at sending time. Undelivered entries go back into src (which
 // bounds them), and a failing policygen is retried with backoff; the verdict path never waits for it.
-func (c *Client) ReportLoop(ctx context.Context, obs Observations, header func() policy.Report) {
-	var reported uint64 // obs.Dropped() at the last delivery
-	wait, fails := c.opts.ReportInterval, 0
+func (c *Client) ReportLoop(ctx context.Context, src ReportSource, header func() policy.Report) {
+	var reported uint64 // src.Dropped() at the last delivery
+	wait, retry := c.opts.ReportInterval, c.backoff
 	for sleep(ctx, wait) {
-		entries, dropped := obs.Drain(), obs.Dropped()
+		entries, dropped := src.Drain(), src.Dropped()
 		if len(entries) == 0 && dropped == reported {
 			wait = c.opts.ReportInterval
 			continue
 		}
 		sent, retryAfter, err := c.send(ctx, entries, dropped-reported, header)
 		if sent < len(entries) {
-			obs.Restore(entries[sent:])
+			src.Restore(entries[sent:])
 		}
 		if err == nil {
-			reported, wait, fails = dropped, c.opts.ReportInterval, 0
+			reported, wait, retry = dropped, c.opts.ReportInterval, c.backoff
 			c.succeeded()
 			continue
 		}
@@ -48,8 +48,7 @@ func (c *Client) ReportLoop(ctx context.Context, obs Observations, header func()
 			return
 		}
 		c.failed("reports", err, header().Revision)
-		wait = max(retryAfter, c.backoff(fails))
-		fails++
+		wait = max(retryAfter, retry.Step())
 	}
 }
 

@@ -23,21 +23,20 @@ func (c *Client) Subscribe(ctx context.Context, held *policy.Policy, apply func(
 		// numbered the same content differently does not leave this sidecar behind.
 		after, etag = held.Revision, `"`+policy.ContentHash(held)+`"`
 	}
-	for fails := 0; ctx.Err() == nil; {
+	for retry := c.backoff; ctx.Err() == nil; {
 		s, err := c.poll(ctx, after, etag)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			c.failed("policy", err, after)
-			if !sleep(ctx, c.backoff(fails)) {
+			if !sleep(ctx, retry.Step()) {
 				return
 			}
-			fails++
 			continue
 		}
 		c.succeeded()
-		fails = 0
+		retry = c.backoff
 		if s.body == nil { // nothing newer, or no WorkloadPolicy yet
 			continue
 		}
