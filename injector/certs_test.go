@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -179,6 +178,6 @@ func testExternalCerts(t *testing.T, c *cluster) {
 	}
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector-external", port, b.caBundle)
-	c.runInjector(t, "--port="+strconv.Itoa(port), "--cert-mode=external", "--cert-dir="+dir)
+	c.runInjector(t, Options{Port: port, TLS: TLSOptions{External: true, CertDir: dir}})
 	c.waitInjecting(t)
 }
