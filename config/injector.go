@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"podwall.io/podwall/api/sidecar"
 )
 
 // Injector is the injector's configuration (podwall-injector). Every field is one key, spelled as its
@@ -136,7 +138,7 @@ var injectorLoader = loader{
 		f.String("sidecar-cpu-limit", "", "CPU limit of the sidecar (empty: none)")
 		f.String("sidecar-memory-limit", "128Mi", "memory limit of the sidecar (empty: none)")
 		f.Bool("sidecar-privileged", false, "run the sidecar privileged instead of with NET_ADMIN only")
-		f.Int("sidecar-port", 9947, "sidecar's port for /readyz, /healthz and /metrics")
+		f.Int("sidecar-port", sidecar.DefaultPort, "sidecar's port for /readyz, /healthz and /metrics")
 		f.String("policygen-url", "https://podwall-policygen.podwall-system.svc:8443", "policygen's policy API for the sidecars")
 		f.String("policygen-ca-configmap", "", "ConfigMap (key ca.crt) in each pod's namespace verifying policygen (empty: system roots)")
 		f.Duration("token-expiration", time.Hour, "lifetime of the sidecar's projected token (audience podwall)")

@@ -16,6 +16,8 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"podwall.io/podwall/api/sidecar"
 )
 
 // envPrefix starts every environment variable podwall reads: PODWALL_<KEY>, the key upper-cased with
@@ -23,8 +25,9 @@ import (
 const envPrefix = "PODWALL"
 
 // fileKey is the key (flag --config, env PODWALL_CONFIG) naming the config file. Every binary has it,
-// and its struct carries it as `mapstructure:"config"` so that a watcher knows what to watch.
-const fileKey = "config"
+// and its struct carries it as `mapstructure:"config"` so that a watcher knows what to watch. The
+// injector sets it for the sidecar, whose contract names it.
+const fileKey = string(sidecar.KeyConfig)
 
 // maxFileSize bounds a config file: a ConfigMap cannot hold more than 1 MiB.
 const maxFileSize = 1 << 20

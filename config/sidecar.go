@@ -4,16 +4,18 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/sidecar"
 )
 
 // DefaultSidecarFile is where the injector mounts the per-workload ConfigMap's config.yaml.
-const DefaultSidecarFile = "/etc/podwall/config.yaml"
+const DefaultSidecarFile = sidecar.ConfigFile
 
 // maxAutoQueues caps queue-count 0 (one queue per CPU): past a few queues, a sidecar that shares the
 // pod's CPU limit gains little and each queue costs a netlink socket and its buffer.
@@ -147,7 +149,8 @@ type PolicyGen struct {
 	CAFile string `mapstructure:"policygen-ca-file"`
 }
 
-// sidecarLoader declares the sidecar's keys; the flag defaults are the defaults.
+// sidecarLoader declares the sidecar's keys; the flag defaults are the defaults. The keys the injector
+// sets, and the paths it mounts, are named by api/sidecar, which the injector builds the container from.
 var sidecarLoader = loader{
 	name:        "podwall-sidecar",
 	defaultFile: DefaultSidecarFile,
@@ -157,23 +160,23 @@ var sidecarLoader = loader{
 		f.Duration("log-allow-interval", time.Minute, "with log-allows=first, how long a logged allow keeps its connection key quiet")
 		f.Float64("log-rate", 100, "verdict lines per second, sustained")
 		f.Int("log-burst", 200, "verdict lines at once above log-rate")
-		f.IntSlice("mesh-outbound-ports", []int{15001, 4140}, "mesh proxy ports receiving redirected outbound connections")
-		f.IntSlice("mesh-inbound-ports", []int{15006, 4143}, "mesh proxy ports receiving redirected inbound connections")
+		f.IntSlice(string(sidecar.KeyMeshOutboundPorts), []int{15001, 4140}, "mesh proxy ports receiving redirected outbound connections")
+		f.IntSlice(string(sidecar.KeyMeshInboundPorts), []int{15006, 4143}, "mesh proxy ports receiving redirected inbound connections")
 		f.Uint16("queue-base", 100, "first NFQUEUE number")
 		f.Uint16("queue-count", 0, "number of NFQUEUE queues (0: one per CPU, at most 4)")
 		f.String("fail-mode", string(FailClosed), "traffic while the sidecar is not deciding: closed or open")
 		f.String("policy-file", "", "resolved policy file to enforce without policygen (standalone)")
-		f.String("policy-cache-dir", "/var/lib/podwall", "where the last received policy is kept (empty: no cache)")
-		f.String("listen-addr", ":9947", "address serving /metrics and /readyz")
-		f.String("pod-name", "", "this pod's name")
-		f.String("pod-namespace", "", "this pod's namespace")
-		f.String("pod-service-account", "", "this pod's service account")
-		f.StringSlice("pod-ips", nil, "this pod's IP addresses")
-		f.String("workload", "", `this pod's workload, "Kind/name"`)
-		f.String("policygen-url", "", "policygen's policy API (https); empty: standalone")
-		f.String("policygen-token-file", "/var/run/secrets/podwall.io/token", "service-account token for policygen")
-		f.String("policygen-ca-file", "", "CA bundle for policygen's certificate (empty: system roots)")
-		f.Bool("baseline-only", false, "install the starting ruleset (cached policy or baseline) without a verdict loop, then exit")
+		f.String(string(sidecar.KeyPolicyCacheDir), sidecar.CacheDir, "where the last received policy is kept (empty: no cache)")
+		f.String(string(sidecar.KeyListenAddr), ":"+strconv.Itoa(sidecar.DefaultPort), "address serving /metrics and /readyz")
+		f.String(string(sidecar.KeyPodName), "", "this pod's name")
+		f.String(string(sidecar.KeyPodNamespace), "", "this pod's namespace")
+		f.String(string(sidecar.KeyPodServiceAccount), "", "this pod's service account")
+		f.StringSlice(string(sidecar.KeyPodIPs), nil, "this pod's IP addresses")
+		f.String(string(sidecar.KeyWorkload), "", `this pod's workload, "Kind/name"`)
+		f.String(string(sidecar.KeyPolicyGenURL), "", "policygen's policy API (https); empty: standalone")
+		f.String(string(sidecar.KeyPolicyGenTokenFile), sidecar.TokenFile, "service-account token for policygen")
+		f.String(string(sidecar.KeyPolicyGenCAFile), "", "CA bundle for policygen's certificate (empty: system roots)")
+		f.Bool(string(sidecar.KeyBaselineOnly), false, "install the starting ruleset (cached policy or baseline) without a verdict loop, then exit")
 	},
 }
 

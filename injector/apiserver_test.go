@@ -7,13 +7,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,8 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"podwall.io/podwall/config"
 	"podwall.io/podwall/internal/certs"
+	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/internal/testenv"
 )
 
@@ -124,17 +124,18 @@ func (c *cluster) installWebhook(t testing.TB, name string, port int, caBundle [
 	t.Cleanup(func() { _ = api.Delete(context.Background(), name, metav1.DeleteOptions{}) })
 }
 
-// runInjector runs Run with the given flags until the returned stop is called (or the test ends).
-func (c *cluster) runInjector(t testing.TB, args ...string) (stop func()) {
+// runInjector runs Run with opts, serving no metrics or health endpoints, until the returned stop is
+// called (or the test ends). Its metrics go to a registry of its own unless opts names one.
+func (c *cluster) runInjector(t testing.TB, opts Options) (stop func()) {
 	t.Helper()
-	cfg, err := config.LoadInjector(append([]string{"--config=", "--metrics-addr=0", "--health-addr=0"}, args...))
-	if err != nil {
-		t.Fatal(err)
+	opts.MetricsAddr, opts.HealthAddr = "0", "0"
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := testr.NewWithInterface(t, testr.Options{})
-	go func() { done <- Run(ctx, c.asInjector(), cfg, log) }()
+	go func() { done <- Run(ctx, c.asInjector(), opts, log) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -185,7 +186,7 @@ func testPod(mutate ...func(*corev1.Pod)) *corev1.Pod {
 }
 
 func injected(p *corev1.Pod) bool {
-	return len(p.Spec.InitContainers) > 0 && p.Spec.InitContainers[0].Name == ContainerName && p.Annotations[AnnotationStatus] != ""
+	return len(p.Spec.InitContainers) > 0 && p.Spec.InitContainers[0].Name == sidecar.ContainerName && p.Annotations[AnnotationStatus] != ""
 }
 
 // eventually polls f every 100ms until it returns nil or the deadline passes.
@@ -244,7 +245,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	})
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector", port, nil)
-	stop := c.runInjector(t, "--port="+strconv.Itoa(port), "--cert-hosts=127.0.0.1")
+	stop := c.runInjector(t, Options{Port: port, TLS: TLSOptions{ExtraHosts: []string{"127.0.0.1"}}})
 	c.waitInjecting(t)
 
 	t.Run("managed TLS: Secret and caBundle", func(t *testing.T) {
@@ -352,23 +353,12 @@ func names(cs []corev1.Container) []string {
 // that the API server's validation judges each layout and option set the fixtures show.
 func testGoldenPodsValid(t *testing.T, c *cluster) {
 	for _, tc := range goldenCases {
-		path := filepath.Join("testdata", tc.name+".golden.yaml")
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var g struct {
-			Allowed bool       `json:"allowed"`
-			Pod     corev1.Pod `json:"pod"`
-		}
-		if err := yaml.Unmarshal(data, &g); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if !g.Allowed || g.Pod.Annotations[AnnotationStatus] == "" {
+		pod, ok := injectedGoldenPod(t, tc.name)
+		if !ok {
 			continue
 		}
-		g.Pod.Namespace, g.Pod.Name, g.Pod.GenerateName = "", "", "golden-"
-		if _, err := c.cs.CoreV1().Pods("plain").Create(context.Background(), &g.Pod, metav1.CreateOptions{}); err != nil {
+		pod.Namespace, pod.Name, pod.GenerateName = "", "", "golden-"
+		if _, err := c.cs.CoreV1().Pods("plain").Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}

@@ -30,7 +30,8 @@ func TestBenchInjector(t *testing.T) {
 	c := startCluster(t)
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector", port, nil)
-	c.runInjector(t, "--port="+strconv.Itoa(port), "--cert-hosts=127.0.0.1")
+	reg := prometheus.NewRegistry()
+	c.runInjector(t, Options{Port: port, TLS: TLSOptions{ExtraHosts: []string{"127.0.0.1"}}, Registerer: reg})
 	c.waitInjecting(t)
 
 	fast := rest.CopyConfig(c.cfg)
@@ -38,7 +39,7 @@ func TestBenchInjector(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(fast)
 	createPods(t, cs, side{ns: "plain"}, 50, workers) // warm-up: connections, etcd, caches
 	createPods(t, cs, side{ns: "opted"}, 50, workers)
-	before := histogram(t)
+	before := histogram(t, reg)
 
 	// Four sides: plain pods where no webhook is called (the baseline); the same pods through the
 	// webhook; pods injected beforehand where no webhook is called (the cost of storing a bigger pod);
@@ -53,7 +54,7 @@ func TestBenchInjector(t *testing.T) {
 			best[s.name] = max(best[s.name], rate)
 		}
 	}
-	after := histogram(t)
+	after := histogram(t, reg)
 	// The webhook and noop sides send their pods through the webhook: one call each, no re-invocation.
 	t.Logf("webhook calls: %d for %d pods", after.GetSampleCount()-before.GetSampleCount(), 2*rounds*pods)
 	p99 := quantile(before, after, 0.99) * 1000
@@ -71,7 +72,7 @@ type side struct {
 }
 
 // pre injects the preinjected side's pods as the webhook would with its defaults.
-var pre = New(Options{NativeSidecars: true, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443"})
+var pre = New(SidecarOptions{NativeSidecars: true, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443"})
 
 // createPods creates n pods as s says from workers goroutines and returns pods per second. In the
 // opted namespace each pod not opted out must come back injected.
@@ -114,14 +115,27 @@ func createPods(t *testing.T, cs kubernetes.Interface, s side, n, workers int) f
 	return float64(n) / elapsed.Seconds()
 }
 
-// histogram reads the /inject latency histogram.
-func histogram(t *testing.T) *dto.Histogram {
+// histogram reads the /inject latency histogram from the injector's registry.
+func histogram(t *testing.T, reg prometheus.Gatherer) *dto.Histogram {
 	t.Helper()
-	var m dto.Metric
-	if err := Latency.WithLabelValues(PathInject).(prometheus.Metric).Write(&m); err != nil {
+	families, err := reg.Gather()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return m.GetHistogram()
+	for _, f := range families {
+		if f.GetName() != "podwall_injector_request_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "path" && l.GetValue() == PathInject {
+					return m.GetHistogram()
+				}
+			}
+		}
+	}
+	t.Fatal("no latency histogram for " + PathInject)
+	return nil
 }
 
 // quantile estimates q over the requests observed between two readings of the histogram, as

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -123,6 +122,6 @@ func testExternalCerts(t *testing.T, c *cluster) {
 	}
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector-external", port, ca.CertPEM())
-	c.runInjector(t, "--port="+strconv.Itoa(port), "--cert-mode=external", "--cert-dir="+dir)
+	c.runInjector(t, Options{Port: port, TLS: TLSOptions{External: true, CertDir: dir}})
 	c.waitInjecting(t)
 }

@@ -12,6 +12,8 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"podwall.io/podwall/api/sidecar"
 )
 
 // FuzzAdmissionReview sends arbitrary bodies through the webhook's HTTP handler, the whole decoding
@@ -30,7 +32,7 @@ func FuzzAdmissionReview(f *testing.F) {
 	} {
 		f.Add([]byte(seed), false)
 	}
-	in := New(Options{NativeSidecars: true, PolicyGenURL: "https://policygen:8443"})
+	in := New(SidecarOptions{NativeSidecars: true, PolicyGenURL: "https://policygen:8443"})
 	hooks := map[bool]http.Handler{false: in.Webhook(false).WithRecoverPanic(false), true: in.Webhook(true).WithRecoverPanic(false)}
 	f.Fuzz(func(t *testing.T, body []byte, strict bool) {
 		rec := httptest.NewRecorder()
@@ -67,7 +69,7 @@ func checkWhole(t *testing.T, raw, patch []byte) {
 	if err := json.Unmarshal(patched, &pod); err != nil {
 		t.Fatalf("patched pod does not decode: %v", err)
 	}
-	if len(pod.Spec.InitContainers) == 0 || pod.Spec.InitContainers[0].Name != ContainerName || pod.Annotations[AnnotationStatus] == "" {
+	if len(pod.Spec.InitContainers) == 0 || pod.Spec.InitContainers[0].Name != sidecar.ContainerName || pod.Annotations[AnnotationStatus] == "" {
 		t.Fatalf("patched pod is not injected: %s", patched)
 	}
 	count := func(name string) int {
@@ -79,13 +81,13 @@ func checkWhole(t *testing.T, raw, patch []byte) {
 		}
 		return n
 	}
-	for _, v := range []string{volumeConfig, volumeToken, volumeCache} {
+	for _, v := range injectedVolumes() {
 		if count(v) != 1 {
 			t.Fatalf("volume %s appears %d times", v, count(v))
 		}
 	}
 	all := slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers)
-	if n := len(slices.DeleteFunc(all, func(c corev1.Container) bool { return c.Name != ContainerName })); n != 1 {
+	if n := len(slices.DeleteFunc(all, func(c corev1.Container) bool { return c.Name != sidecar.ContainerName })); n != 1 {
 		t.Fatalf("%d podwall containers", n)
 	}
 }

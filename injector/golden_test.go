@@ -30,7 +30,7 @@ type goldenCase struct {
 	// server is the API server's version, which picks the layout; default v1.37.2.
 	server string
 	// opts are the injector's options; zero means the defaults.
-	opts Options
+	opts SidecarOptions
 }
 
 var goldenCases = []goldenCase{
@@ -46,7 +46,7 @@ var goldenCases = []goldenCase{
 	{name: "net-admin-app"},
 	{name: "init-containers"},
 	{name: "old-cluster", server: "v1.28.15"},
-	{name: "custom-config", opts: Options{
+	{name: "custom-config", opts: SidecarOptions{
 		Image:      "registry.example/podwall/sidecar:1.2.0",
 		PullPolicy: corev1.PullAlways,
 		Resources: corev1.ResourceRequirements{
@@ -122,6 +122,25 @@ func (tc goldenCase) injector(t *testing.T) *Injector {
 		opts.PolicyGenURL = "https://podwall-policygen.podwall-system.svc:8443"
 	}
 	return New(opts)
+}
+
+// injectedGoldenPod reads the pod of testdata/<name>.golden.yaml; ok is false when the webhook denied
+// it or left it uninjected.
+func injectedGoldenPod(t testing.TB, name string) (pod *corev1.Pod, ok bool) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g struct {
+		Allowed bool       `json:"allowed"`
+		Pod     corev1.Pod `json:"pod"`
+	}
+	if err := yaml.Unmarshal(data, &g); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return &g.Pod, g.Allowed && g.Pod.Annotations[AnnotationStatus] != ""
 }
 
 func readPodJSON(t testing.TB, path string) []byte {

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"podwall.io/podwall/api/sidecar"
 )
 
 // systemNamespaces are never injected, whatever their labels: the cluster's own components and
@@ -15,11 +17,11 @@ var systemNamespaces = []string{"kube-system", "podwall-system"}
 
 // Injector decides whether a pod gets the sidecar and puts it in.
 type Injector struct {
-	opts Options
+	opts SidecarOptions
 }
 
 // New returns an Injector; zero fields of opts take their defaults.
-func New(opts Options) *Injector {
+func New(opts SidecarOptions) *Injector {
 	opts.setDefaults()
 	return &Injector{opts: opts}
 }
@@ -86,9 +88,9 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 func removeInjected(pod *corev1.Pod) {
 	var st status
 	_ = json.Unmarshal([]byte(pod.Annotations[AnnotationStatus]), &st) // a bad status removes by name only
-	containers := append([]string{ContainerName, InitContainerName}, st.Containers...)
+	containers := append([]string{sidecar.ContainerName, sidecar.InitContainerName}, st.Containers...)
 	containers = append(containers, st.InitContainers...)
-	volumes := append([]string{volumeConfig, volumeToken, volumeCache}, st.Volumes...)
+	volumes := append(injectedVolumes(), st.Volumes...)
 	named := func(names []string) func(corev1.Container) bool {
 		return func(c corev1.Container) bool { return slices.Contains(names, c.Name) }
 	}
@@ -139,14 +141,14 @@ func riskyContainers(spec *corev1.PodSpec) []string {
 // holds none of them, and returns the status to record.
 func (in *Injector) add(pod *corev1.Pod) status {
 	mesh := detectMesh(pod)
-	sidecar := in.sidecar(pod, mesh)
-	st := status{Volumes: []string{volumeConfig, volumeToken, volumeCache}}
+	podwall := in.sidecar(pod, mesh)
+	st := status{Volumes: injectedVolumes()}
 	if in.opts.NativeSidecars {
 		st.Layout = "native"
 		always := corev1.ContainerRestartPolicyAlways
-		sidecar.RestartPolicy = &always
-		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, sidecar)
-		st.InitContainers = []string{ContainerName}
+		podwall.RestartPolicy = &always
+		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, podwall)
+		st.InitContainers = []string{sidecar.ContainerName}
 	} else {
 		st.Layout = "init-container"
 		if _, ok := pod.Annotations[defaultContainerAnnotation]; !ok && len(pod.Spec.Containers) > 0 {
@@ -155,10 +157,10 @@ func (in *Injector) add(pod *corev1.Pod) status {
 			}
 			pod.Annotations[defaultContainerAnnotation] = pod.Spec.Containers[0].Name
 		}
-		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, in.baseline(sidecar))
-		pod.Spec.Containers = slices.Insert(pod.Spec.Containers, 0, sidecar)
-		st.InitContainers = []string{InitContainerName}
-		st.Containers = []string{ContainerName}
+		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, in.baseline(podwall))
+		pod.Spec.Containers = slices.Insert(pod.Spec.Containers, 0, podwall)
+		st.InitContainers = []string{sidecar.InitContainerName}
+		st.Containers = []string{sidecar.ContainerName}
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, in.volumes(pod)...)
 	// A projected token needs a named service account. The API server's ServiceAccount admission
@@ -167,6 +169,11 @@ func (in *Injector) add(pod *corev1.Pod) status {
 		pod.Spec.ServiceAccountName = "default"
 	}
 	return st
+}
+
+// injectedVolumes are the names of the volumes add puts in.
+func injectedVolumes() []string {
+	return []string{sidecar.VolumeConfig, sidecar.VolumeToken, sidecar.VolumeCache}
 }
 
 // defaultContainerAnnotation keeps `kubectl logs` and `kubectl exec` on the app when podwall is the

@@ -5,8 +5,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/discovery"
-
-	"podwall.io/podwall/config"
 )
 
 // nativeSidecarsSince is the first Kubernetes minor with native sidecars (init containers with
@@ -23,15 +21,12 @@ func nativeSupported(gitVersion string) (bool, error) {
 	return v.AtLeast(nativeSidecarsSince), nil
 }
 
-// detectNative decides the layout once at start: the operator's choice, else the server's version.
-// Nodes may lag the API server by up to three minors; an operator whose kubelets are older than 1.29
-// sets native-sidecars=never.
-func detectNative(mode config.NativeSidecars, disc discovery.ServerVersionInterface) (bool, error) {
-	switch mode {
-	case config.NativeAlways:
-		return true, nil
-	case config.NativeNever:
-		return false, nil
+// detectNative decides the layout once at start: the operator's choice (force), else the server's
+// version. Nodes may lag the API server by up to three minors; an operator whose kubelets are older
+// than 1.29 forces the older layout.
+func detectNative(force *bool, disc discovery.ServerVersionInterface) (bool, error) {
+	if force != nil {
+		return *force, nil
 	}
 	info, err := disc.ServerVersion()
 	if err != nil {

@@ -1,22 +1,19 @@
 package injector
 
 import (
-	"fmt"
+	"cmp"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"podwall.io/podwall/config"
+	"podwall.io/podwall/api/sidecar"
 )
 
-// Names shared with the rest of podwall (see DESIGN.md) and with the sidecar's configuration.
+// The annotations and ConfigMap the injector reads and writes; the container, volume and path names
+// it shares with the sidecar are in api/sidecar.
 const (
-	// ContainerName is the injected sidecar; the name is reserved: a pod's own container of that name
-	// is replaced.
-	ContainerName = "podwall"
-	// InitContainerName installs the deny-all baseline on clusters without native sidecars.
-	InitContainerName = "podwall-init"
 	// AnnotationInject set to "false" opts a pod out, unless its namespace is strict.
 	AnnotationInject = "podwall.io/inject"
 	// AnnotationConfig names the pod's per-workload ConfigMap.
@@ -25,98 +22,96 @@ const (
 	AnnotationStatus = "podwall.io/status"
 	// NamespaceConfigMap is the ConfigMap mounted when the pod names none (optional: absent is fine).
 	NamespaceConfigMap = "podwall-config"
-	// BaselineFlag makes the sidecar binary install the deny-all baseline and exit (old clusters).
-	BaselineFlag = "--baseline-only"
-	// SidecarBinary is the sidecar image's entry point.
-	SidecarBinary = "/podwall-sidecar"
-	// TokenAudience is the audience of the sidecar's projected token, checked by policygen.
-	TokenAudience = "podwall"
 )
 
-// Paths inside the sidecar; the config, token and cache paths are the sidecar's own defaults, set
-// explicitly so that the mounts and the sidecar cannot drift apart.
-const (
-	configDir    = "/etc/podwall"
-	configFile   = configDir + "/config.yaml"
-	tokenDir     = "/var/run/secrets/podwall.io"
-	tokenFile    = tokenDir + "/token"
-	caFile       = tokenDir + "/ca.crt"
-	cacheDir     = "/var/lib/podwall"
-	volumeConfig = "podwall-config"
-	volumeToken  = "podwall-token"
-	volumeCache  = "podwall-cache"
-)
-
-// Options say what the injector puts into pods. The zero value of a field means its default.
+// Options configure Run; zero values take the defaults in parentheses.
 type Options struct {
-	// Image of the sidecar; default podwall/sidecar:dev.
+	// Port is the webhook's HTTPS port (9443).
+	Port int
+	// MetricsAddr serves Prometheus metrics, among them the webhook's latency histogram (":8080");
+	// "0" disables it.
+	MetricsAddr string
+	// HealthAddr serves /healthz and /readyz (":8081"); "0" disables it.
+	HealthAddr string
+	// TLS says where the webhook's serving certificate comes from.
+	TLS TLSOptions
+	// NativeSidecars forces the container layout; nil decides at start from the API server's version
+	// (native sidecars from Kubernetes 1.29). Run sets Sidecar.NativeSidecars from it.
+	NativeSidecars *bool
+	// Sidecar is what the injector puts into each pod.
+	Sidecar SidecarOptions
+	// Registerer receives the webhook's metrics (controller-runtime's metrics.Registry, which the
+	// manager serves on MetricsAddr).
+	Registerer prometheus.Registerer
+}
+
+// TLSOptions say how the webhook gets its certificate; zero values take the defaults in parentheses.
+type TLSOptions struct {
+	// External serves a mounted certificate (cert-manager's, say) from CertDir, reloaded when it
+	// changes, and leaves the caBundle to whoever issued it. Otherwise (the default) the injector keeps
+	// its own CA and serving certificate in Secret, patches the caBundle of WebhookConfig and renews.
+	External bool
+	// CertDir holds tls.crt and tls.key when External ("/var/run/podwall-injector/certs").
+	CertDir string
+	// Namespace is the injector's own namespace, where the Secret lives and which the Service's DNS
+	// names carry ("podwall-system").
+	Namespace string
+	// Service is the Service in front of the webhook ("podwall-injector").
+	Service string
+	// Secret keeps the CA and serving certificate ("podwall-injector-tls").
+	Secret string
+	// WebhookConfig is the MutatingWebhookConfiguration whose caBundle is kept ("podwall-injector").
+	WebhookConfig string
+	// ExtraHosts are more DNS names or IP addresses for the serving certificate, beside the Service's.
+	ExtraHosts []string
+	// Validity is how long a serving certificate lasts (365 days), RenewBefore how long before its
+	// end a new one is issued (30 days).
+	Validity, RenewBefore time.Duration
+}
+
+func (o *Options) setDefaults() {
+	o.Port = cmp.Or(o.Port, 9443)
+	o.MetricsAddr = cmp.Or(o.MetricsAddr, ":8080")
+	o.HealthAddr = cmp.Or(o.HealthAddr, ":8081")
+	if o.Registerer == nil {
+		o.Registerer = metrics.Registry
+	}
+	t := &o.TLS
+	t.CertDir = cmp.Or(t.CertDir, "/var/run/podwall-injector/certs")
+	t.Namespace = cmp.Or(t.Namespace, "podwall-system")
+	t.Service = cmp.Or(t.Service, "podwall-injector")
+	t.Secret = cmp.Or(t.Secret, "podwall-injector-tls")
+	t.WebhookConfig = cmp.Or(t.WebhookConfig, "podwall-injector")
+	t.Validity = cmp.Or(t.Validity, 365*24*time.Hour)
+	t.RenewBefore = cmp.Or(t.RenewBefore, 30*24*time.Hour)
+}
+
+// SidecarOptions say what the injector puts into pods; zero values take the defaults in parentheses.
+type SidecarOptions struct {
+	// Image of the sidecar ("podwall/sidecar:dev").
 	Image string
-	// PullPolicy of the image; default IfNotPresent.
+	// PullPolicy of the image (IfNotPresent).
 	PullPolicy corev1.PullPolicy
 	// Resources of the sidecar (and of the baseline init container); none by default.
 	Resources corev1.ResourceRequirements
 	// Privileged runs the sidecar privileged instead of with NET_ADMIN alone.
 	Privileged bool
-	// Port of the sidecar's /readyz, /healthz and /metrics; default 9947.
+	// Port of the sidecar's /readyz, /healthz and /metrics (sidecar.DefaultPort).
 	Port int32
 	// PolicyGenURL is policygen's policy API.
 	PolicyGenURL string
 	// PolicyGenCAConfigMap names a ConfigMap (key ca.crt) in the pod's namespace that verifies
 	// policygen; empty: the sidecar uses the system roots.
 	PolicyGenCAConfigMap string
-	// TokenExpiration of the projected token; default 1h.
+	// TokenExpiration of the projected token (1h).
 	TokenExpiration time.Duration
 	// NativeSidecars chooses the native-sidecar layout (Kubernetes ≥ 1.29).
 	NativeSidecars bool
 }
 
-func (o *Options) setDefaults() {
-	if o.Image == "" {
-		o.Image = "podwall/sidecar:dev"
-	}
-	if o.PullPolicy == "" {
-		o.PullPolicy = corev1.PullIfNotPresent
-	}
-	if o.Port == 0 {
-		o.Port = 9947
-	}
-	if o.TokenExpiration == 0 {
-		o.TokenExpiration = time.Hour
-	}
-}
-
-// optionsFrom translates the loaded configuration; native is the layout decided at start.
-func optionsFrom(c config.InjectedSidecar, native bool) (Options, error) {
-	res := corev1.ResourceRequirements{}
-	for _, q := range []struct {
-		list  *corev1.ResourceList
-		name  corev1.ResourceName
-		value string
-	}{
-		{&res.Requests, corev1.ResourceCPU, c.CPURequest}, {&res.Requests, corev1.ResourceMemory, c.MemoryRequest},
-		{&res.Limits, corev1.ResourceCPU, c.CPULimit}, {&res.Limits, corev1.ResourceMemory, c.MemoryLimit},
-	} {
-		if q.value == "" {
-			continue
-		}
-		v, err := resource.ParseQuantity(q.value)
-		if err != nil {
-			return Options{}, fmt.Errorf("sidecar %s %q: %w", q.name, q.value, err)
-		}
-		if *q.list == nil {
-			*q.list = corev1.ResourceList{}
-		}
-		(*q.list)[q.name] = v
-	}
-	return Options{
-		Image:                c.Image,
-		PullPolicy:           corev1.PullPolicy(c.PullPolicy),
-		Resources:            res,
-		Privileged:           c.Privileged,
-		Port:                 int32(c.Port),
-		PolicyGenURL:         c.PolicyGenURL,
-		PolicyGenCAConfigMap: c.PolicyGenCAConfigMap,
-		TokenExpiration:      c.TokenExpiration,
-		NativeSidecars:       native,
-	}, nil
+func (o *SidecarOptions) setDefaults() {
+	o.Image = cmp.Or(o.Image, "podwall/sidecar:dev")
+	o.PullPolicy = cmp.Or(o.PullPolicy, corev1.PullIfNotPresent)
+	o.Port = cmp.Or(o.Port, sidecar.DefaultPort)
+	o.TokenExpiration = cmp.Or(o.TokenExpiration, time.Hour)
 }

@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"podwall.io/podwall/api/sidecar"
 )
 
 // testMeshAddedLater registers a second webhook, called after podwall's (the API server orders
@@ -58,7 +60,7 @@ func testMeshAddedLater(t *testing.T, c *cluster) {
 		return err
 	})
 	all := append(names(got.Spec.InitContainers), names(got.Spec.Containers)...)
-	if count(all, ContainerName) != 1 || count(all, "istio-proxy") != 1 {
+	if count(all, sidecar.ContainerName) != 1 || count(all, "istio-proxy") != 1 {
 		t.Fatalf("containers %v, want one podwall and one istio-proxy", all)
 	}
 	if env := envOf(got.Spec.InitContainers[0], "PODWALL_MESH_OUTBOUND_PORTS"); env != "15001" {

@@ -13,31 +13,29 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"podwall.io/podwall/config"
 	"podwall.io/podwall/internal/certs"
 )
 
-// Run serves the webhook until ctx ends. In managed TLS mode it first makes sure a certificate exists
-// (so the server never starts without one) and then keeps it renewed.
-func Run(ctx context.Context, kube *rest.Config, cfg config.Injector, log logr.Logger) error {
+// Run serves the webhook, against the cluster kube points to, until ctx ends. With a managed
+// certificate it first makes sure one exists (so the server never starts without one) and then keeps
+// it renewed.
+func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) error {
+	opts.setDefaults()
 	client, err := kubernetes.NewForConfig(kube)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	native, err := detectNative(cfg.NativeSidecars, client.Discovery())
+	native, err := detectNative(opts.NativeSidecars, client.Discovery())
 	if err != nil {
 		return err
 	}
-	opts, err := optionsFrom(cfg.Sidecar, native)
-	if err != nil {
-		return err
-	}
-	log.Info("injector starting", "nativeSidecars", native, "certMode", cfg.TLS.Mode)
+	opts.Sidecar.NativeSidecars = native
+	log.Info("injector starting", "nativeSidecars", native, "externalCert", opts.TLS.External)
 
-	serverOpts := webhook.Options{Port: cfg.Serve.Port, CertDir: cfg.TLS.CertDir}
+	serverOpts := webhook.Options{Port: opts.Port, CertDir: opts.TLS.CertDir}
 	var keeper *certs.Manager
-	if cfg.TLS.Mode == config.CertManaged {
-		keeper = NewCertKeeper(client, certOptions(cfg.TLS), log.WithName("certs"))
+	if !opts.TLS.External {
+		keeper = NewCertKeeper(client, certOptions(opts.TLS), log.WithName("certs"))
 		if err := keeper.EnsureFirst(ctx); err != nil {
 			return err
 		}
@@ -46,15 +44,15 @@ func Run(ctx context.Context, kube *rest.Config, cfg config.Injector, log logr.L
 	srv := webhook.NewServer(serverOpts)
 	mgr, err := manager.New(kube, manager.Options{
 		Logger:                 log,
-		Metrics:                metricsserver.Options{BindAddress: cfg.Serve.MetricsAddr},
-		HealthProbeBindAddress: cfg.Serve.HealthAddr,
+		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress: opts.HealthAddr,
 		WebhookServer:          srv,
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
 	// GetWebhookServer adds the server to the manager's runnables.
-	Register(mgr.GetWebhookServer(), New(opts))
+	Register(mgr.GetWebhookServer(), New(opts.Sidecar), opts.Registerer)
 	if keeper != nil {
 		if err := mgr.Add(manager.RunnableFunc(keeper.Run)); err != nil {
 			return fmt.Errorf("add certificate keeper: %w", err)
@@ -70,7 +68,7 @@ func Run(ctx context.Context, kube *rest.Config, cfg config.Injector, log logr.L
 }
 
 // certOptions names the Service's DNS names and the extra hosts in the serving certificate.
-func certOptions(c config.InjectorTLS) CertOptions {
+func certOptions(c TLSOptions) CertOptions {
 	svc := c.Service + "." + c.Namespace
 	return CertOptions{
 		Namespace:     c.Namespace,

@@ -11,6 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/sidecar"
 )
 
 // sidecar builds the podwall container for pod. It runs as root with NET_ADMIN only: nftables and
@@ -27,10 +30,10 @@ func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts) corev1.Container {
 		}
 	}
 	return corev1.Container{
-		Name:            ContainerName,
+		Name:            sidecar.ContainerName,
 		Image:           in.opts.Image,
 		ImagePullPolicy: in.opts.PullPolicy,
-		Command:         []string{SidecarBinary},
+		Command:         []string{sidecar.Binary},
 		Env:             in.env(pod, mesh),
 		Ports:           []corev1.ContainerPort{{Name: "podwall-http", ContainerPort: in.opts.Port, Protocol: corev1.ProtocolTCP}},
 		Resources:       *in.opts.Resources.DeepCopy(),
@@ -45,12 +48,13 @@ func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts) corev1.Container {
 	}
 }
 
-// baseline is the init container of the old-cluster layout: the same binary and settings, run with
-// BaselineFlag, so that the deny-all baseline is in place before any other container starts.
-func (in *Injector) baseline(sidecar corev1.Container) corev1.Container {
-	c := *sidecar.DeepCopy()
-	c.Name = InitContainerName
-	c.Args = []string{BaselineFlag}
+// baseline is the init container of the old-cluster layout: the podwall container's binary and
+// settings, run with baseline-only, so that the deny-all baseline is in place before any other
+// container starts.
+func (in *Injector) baseline(podwall corev1.Container) corev1.Container {
+	c := *podwall.DeepCopy()
+	c.Name = sidecar.InitContainerName
+	c.Args = []string{sidecar.KeyBaselineOnly.Flag()}
 	c.Ports = nil
 	c.StartupProbe, c.ReadinessProbe, c.LivenessProbe = nil, nil, nil
 	return c
@@ -74,35 +78,36 @@ func (in *Injector) securityContext() *corev1.SecurityContext {
 }
 
 // env passes the pod's identity (downward API) and the injector's settings as the sidecar's
-// PODWALL_* variables (config/sidecar.go). The environment overrides the per-workload file, so only
-// what the injector owns goes here.
+// PODWALL_* variables. The environment overrides the per-workload file, so only what the injector
+// owns goes here.
 func (in *Injector) env(pod *corev1.Pod, mesh meshPorts) []corev1.EnvVar {
-	field := func(name, path string) corev1.EnvVar {
-		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	field := func(key sidecar.Key, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: key.Env(), ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
+	value := func(key sidecar.Key, v string) corev1.EnvVar { return corev1.EnvVar{Name: key.Env(), Value: v} }
 	env := []corev1.EnvVar{
-		field("PODWALL_POD_NAME", "metadata.name"),
-		field("PODWALL_POD_NAMESPACE", "metadata.namespace"),
-		field("PODWALL_POD_IPS", "status.podIPs"),
-		field("PODWALL_POD_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+		field(sidecar.KeyPodName, "metadata.name"),
+		field(sidecar.KeyPodNamespace, "metadata.namespace"),
+		field(sidecar.KeyPodIPs, "status.podIPs"),
+		field(sidecar.KeyPodServiceAccount, "spec.serviceAccountName"),
 	}
 	if w := workloadOf(pod); w != "" {
-		env = append(env, corev1.EnvVar{Name: "PODWALL_WORKLOAD", Value: w})
+		env = append(env, value(sidecar.KeyWorkload, w))
 	}
 	env = append(env,
-		corev1.EnvVar{Name: "PODWALL_CONFIG", Value: configFile},
-		corev1.EnvVar{Name: "PODWALL_LISTEN_ADDR", Value: ":" + strconv.Itoa(int(in.opts.Port))},
-		corev1.EnvVar{Name: "PODWALL_POLICY_CACHE_DIR", Value: cacheDir},
-		corev1.EnvVar{Name: "PODWALL_POLICYGEN_URL", Value: in.opts.PolicyGenURL},
-		corev1.EnvVar{Name: "PODWALL_POLICYGEN_TOKEN_FILE", Value: tokenFile},
+		value(sidecar.KeyConfig, sidecar.ConfigFile),
+		value(sidecar.KeyListenAddr, ":"+strconv.Itoa(int(in.opts.Port))),
+		value(sidecar.KeyPolicyCacheDir, sidecar.CacheDir),
+		value(sidecar.KeyPolicyGenURL, in.opts.PolicyGenURL),
+		value(sidecar.KeyPolicyGenTokenFile, sidecar.TokenFile),
 	)
 	if in.opts.PolicyGenCAConfigMap != "" {
-		env = append(env, corev1.EnvVar{Name: "PODWALL_POLICYGEN_CA_FILE", Value: caFile})
+		env = append(env, value(sidecar.KeyPolicyGenCAFile, sidecar.CAFile))
 	}
 	if mesh.name != "" {
 		env = append(env,
-			corev1.EnvVar{Name: "PODWALL_MESH_OUTBOUND_PORTS", Value: strconv.Itoa(mesh.outbound)},
-			corev1.EnvVar{Name: "PODWALL_MESH_INBOUND_PORTS", Value: strconv.Itoa(mesh.inbound)},
+			value(sidecar.KeyMeshOutboundPorts, strconv.Itoa(mesh.outbound)),
+			value(sidecar.KeyMeshInboundPorts, strconv.Itoa(mesh.inbound)),
 		)
 	}
 	return env
@@ -112,9 +117,9 @@ func mounts() []corev1.VolumeMount {
 	return []corev1.VolumeMount{
 		// The whole ConfigMap volume, not a subPath: the kubelet updates only whole volumes, and the
 		// sidecar hot-reloads.
-		{Name: volumeConfig, MountPath: configDir, ReadOnly: true},
-		{Name: volumeToken, MountPath: tokenDir, ReadOnly: true},
-		{Name: volumeCache, MountPath: cacheDir},
+		{Name: sidecar.VolumeConfig, MountPath: sidecar.ConfigDir, ReadOnly: true},
+		{Name: sidecar.VolumeToken, MountPath: sidecar.TokenDir, ReadOnly: true},
+		{Name: sidecar.VolumeCache, MountPath: sidecar.CacheDir},
 	}
 }
 
@@ -126,22 +131,22 @@ func (in *Injector) volumes(pod *corev1.Pod) []corev1.Volume {
 		cm = NamespaceConfigMap
 	}
 	sources := []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-		Audience: TokenAudience, ExpirationSeconds: ptr.To(int64(in.opts.TokenExpiration.Seconds())), Path: "token",
+		Audience: policy.TokenAudience, ExpirationSeconds: ptr.To(int64(in.opts.TokenExpiration.Seconds())), Path: sidecar.TokenFileName,
 	}}}
 	if in.opts.PolicyGenCAConfigMap != "" {
 		sources = append(sources, corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{
 			LocalObjectReference: corev1.LocalObjectReference{Name: in.opts.PolicyGenCAConfigMap},
-			Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+			Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: sidecar.CAFileName}},
 		}})
 	}
 	return []corev1.Volume{
-		{Name: volumeConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		{Name: sidecar.VolumeConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: cm}, Optional: ptr.To(true),
 		}}},
-		{Name: volumeToken, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		{Name: sidecar.VolumeToken, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: sources, DefaultMode: ptr.To[int32](0o400),
 		}}},
-		{Name: volumeCache, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+		{Name: sidecar.VolumeCache, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
 			SizeLimit: ptr.To(resource.MustParse("16Mi")),
 		}}},
 	}

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
@@ -22,21 +21,19 @@ const (
 	PathStrict = "/inject-strict"
 )
 
-// Latency is the webhook's own latency histogram, per path, from the request's arrival to the
-// response written. Its buckets are fine below 10 ms, the budget a pod create can afford.
-var Latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-	Name:    "podwall_injector_request_duration_seconds",
-	Help:    "Time to answer an admission request, by path.",
-	Buckets: []float64{.0002, .0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, 1},
-}, []string{"path"})
-
-// The histogram is served with controller-runtime's own metrics, on the manager's metrics address.
-func init() { metrics.Registry.MustRegister(Latency) }
-
-// Register serves the injector's two paths on srv, timed by Latency.
-func Register(srv webhook.Server, in *Injector) {
+// Register serves the injector's two paths on srv, each request timed in the webhook's own latency
+// histogram, which it registers on reg: podwall_injector_request_duration_seconds, per path, from the
+// request's arrival to the response written. Its buckets are fine below 10 ms, the budget a pod
+// create can afford.
+func Register(srv webhook.Server, in *Injector, reg prometheus.Registerer) {
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "podwall_injector_request_duration_seconds",
+		Help:    "Time to answer an admission request, by path.",
+		Buckets: []float64{.0002, .0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, 1},
+	}, []string{"path"})
+	reg.MustRegister(latency)
 	for path, strict := range map[string]bool{PathInject: false, PathStrict: true} {
-		srv.Register(path, timed(path, in.Webhook(strict)))
+		srv.Register(path, timed(latency.WithLabelValues(path), in.Webhook(strict)))
 	}
 }
 
@@ -105,9 +102,8 @@ func (h warningHandler) Handle(ctx context.Context, req admission.Request) admis
 	return resp.WithWarnings(list.items...)
 }
 
-// timed observes each request's duration in Latency.
-func timed(path string, next http.Handler) http.Handler {
-	observer := Latency.WithLabelValues(path)
+// timed observes each request's duration in observer.
+func timed(observer prometheus.Observer, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		next.ServeHTTP(w, r)

@@ -8,23 +8,26 @@
 package policygen
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
+	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"podwall.io/podwall/config"
 	"podwall.io/podwall/policygen/generator"
 	"podwall.io/podwall/policygen/kubeauth"
 	"podwall.io/podwall/policygen/learn"
@@ -34,31 +37,90 @@ import (
 	"podwall.io/podwall/policygen/ui"
 )
 
-var skipNameValidation = true
+// Options configure Run; zero values take the defaults in parentheses.
+type Options struct {
+	// APIAddr is the policy API's TLS listen address (":8443"); CertFile and KeyFile are its serving
+	// certificate, re-read when they change.
+	APIAddr, CertFile, KeyFile string
+	// Audience is what sidecar tokens must be issued for (policy.TokenAudience).
+	Audience string
+	// MaxWait bounds a long-poll (2m), MaxReportBytes a report body (2 MiB).
+	MaxWait        time.Duration
+	MaxReportBytes int64
+	// ReportInterval and ReportBurst rate-limit reports per pod: one per interval on average, burst
+	// at once (5s, 5).
+	ReportInterval time.Duration
+	ReportBurst    int
+	// DNS is the cluster DNS Service every workload may reach (kube-system/kube-dns), ClusterDomain
+	// the cluster's DNS suffix for Service names in URLs ("cluster.local").
+	DNS           types.NamespacedName
+	ClusterDomain string
+	// LearnQuiet promotes Learn to Monitor after this long with nothing new learned; MonitorQuiet
+	// promotes Monitor to Protect, for policies with autoProtect, after this long without an audit.
+	// 0 disables a promotion.
+	LearnQuiet, MonitorQuiet time.Duration
+	// MetricsAddr serves Prometheus metrics (":8080"); "0" disables it.
+	MetricsAddr string
+	// HealthAddr serves /healthz and /readyz (":8081"); "0" disables it.
+	HealthAddr string
+	// LeaderElect elects one replica to write policies; every replica serves the API. Off, this
+	// replica writes as if it led.
+	LeaderElect bool
+	// Namespace is policygen's own namespace, where the leader Lease lives ("podwall-system").
+	Namespace string
+	// Replica names this replica in WorkloadPolicy status ("policygen"; the pod's name in a cluster).
+	Replica string
+	// KubeQPS and KubeBurst bound the requests to the API server (50, 100): TokenReviews of
+	// reconnecting sidecars and status writes go through them.
+	KubeQPS   float32
+	KubeBurst int
+	// ReplicaStatusTTL is how long a replica's entry in WorkloadPolicy status counts without being
+	// refreshed (2m): a killed replica's sidecars stop counting after it.
+	ReplicaStatusTTL time.Duration
+	// Registerer receives policygen's metrics (controller-runtime's metrics.Registry, which the
+	// manager serves on MetricsAddr).
+	Registerer prometheus.Registerer
+}
 
-// Run runs policygen against the cluster restCfg points to until ctx ends.
-func Run(ctx context.Context, cfg config.PolicyGenServer, restCfg *rest.Config, log logr.Logger) error {
-	restCfg = rest.CopyConfig(restCfg)
-	restCfg.QPS, restCfg.Burst = cfg.KubeQPS, cfg.KubeBurst
-	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+func (o *Options) setDefaults() {
+	o.MetricsAddr = cmp.Or(o.MetricsAddr, ":8080")
+	o.HealthAddr = cmp.Or(o.HealthAddr, ":8081")
+	o.Namespace = cmp.Or(o.Namespace, "podwall-system")
+	o.Replica = cmp.Or(o.Replica, "policygen")
+	o.KubeQPS = cmp.Or(o.KubeQPS, 50)
+	o.KubeBurst = cmp.Or(o.KubeBurst, 100)
+	o.ReplicaStatusTTL = cmp.Or(o.ReplicaStatusTTL, 2*time.Minute)
+	if o.Registerer == nil {
+		o.Registerer = metrics.Registry
+	}
+}
+
+// Run runs policygen against the cluster kube points to until ctx ends.
+func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) error {
+	opts.setDefaults()
+	kube = rest.CopyConfig(kube)
+	kube.QPS, kube.Burst = opts.KubeQPS, opts.KubeBurst
+	mgr, err := ctrl.NewManager(kube, ctrl.Options{
 		Scheme:                        scheme.New(),
 		Logger:                        log,
-		Metrics:                       metricsserver.Options{BindAddress: cfg.MetricsAddr},
-		HealthProbeBindAddress:        cfg.HealthAddr,
-		LeaderElection:                cfg.LeaderElect,
+		Metrics:                       metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:        opts.HealthAddr,
+		LeaderElection:                opts.LeaderElect,
 		LeaderElectionID:              "podwall-policygen",
-		LeaderElectionNamespace:       cfg.Namespace,
+		LeaderElectionNamespace:       opts.Namespace,
 		LeaderElectionReleaseOnCancel: true,
 		// managedFields are most of a cached object and nothing here reads them.
 		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
-		// Run may run more than once in one process (tests do); the controllers' names then repeat,
-		// which only means their metrics are shared.
-		Controller: ctrlconfig.Controller{SkipNameValidation: &skipNameValidation},
+		// controller-runtime refuses a controller name already used in the process, whatever
+		// Registerer is given, because its own controller metrics are process-wide and labelled by
+		// name alone. A test process may run Run more than once (go test -count=2 of an in-process
+		// test), and the second run's controllers then only share those series; a binary runs Run once.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		return fmt.Errorf("new manager: %w", err)
 	}
-	if err := setup(ctx, mgr, cfg, restCfg, log); err != nil {
+	if err := setup(ctx, mgr, opts, kube, log); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
@@ -72,34 +134,32 @@ func Run(ctx context.Context, cfg config.PolicyGenServer, restCfg *rest.Config, 
 	}); err != nil {
 		return fmt.Errorf("ready check: %w", err)
 	}
-	log.Info("starting policygen", "replica", cfg.Replica, "api", cfg.API.Addr, "leaderElection", cfg.LeaderElect)
+	log.Info("starting policygen", "replica", opts.Replica, "api", opts.APIAddr, "leaderElection", opts.LeaderElect)
 	return mgr.Start(ctx)
 }
 
 // setup registers every part with the manager.
-func setup(ctx context.Context, mgr ctrl.Manager, cfg config.PolicyGenServer, restCfg *rest.Config, log logr.Logger) error {
+func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Config, log logr.Logger) error {
 	if err := resolve.Index(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
-	hub := resolve.NewHub(mgr.GetCache(), log.WithName("resolve"), 0)
+	hub := resolve.NewHub(mgr.GetCache(), resolve.HubOptions{Registerer: opts.Registerer}, log.WithName("resolve"))
 	if err := hub.Watch(ctx, mgr.GetCache()); err != nil {
 		return err
 	}
-	dnsNS, dnsName, _ := strings.Cut(cfg.Generate.DNSService, "/")
-	gen := generator.New(mgr.GetClient(), generator.Options{
-		DNS: types.NamespacedName{Namespace: dnsNS, Name: dnsName}, ClusterDomain: cfg.Generate.ClusterDomain,
-	})
+	gen := generator.New(mgr.GetClient(), generator.Options{DNS: opts.DNS, ClusterDomain: opts.ClusterDomain})
 	if err := gen.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("generator: %w", err)
 	}
 	prom := learn.NewPromoter(mgr.GetClient(), learn.PromoteOptions{
-		LearnQuiet: cfg.Promote.LearnQuiet, MonitorQuiet: cfg.Promote.MonitorQuiet, Stale: cfg.ReplicaStatusTTL,
+		LearnQuiet: opts.LearnQuiet, MonitorQuiet: opts.MonitorQuiet, Stale: opts.ReplicaStatusTTL,
 	})
 	if err := prom.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("promoter: %w", err)
 	}
-	learner := learn.NewLearner(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetCache(), learn.LearnerOptions{}, log.WithName("learn"))
-	cs, err := kubernetes.NewForConfig(restCfg)
+	learner := learn.NewLearner(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetCache(),
+		learn.LearnerOptions{Registerer: opts.Registerer}, log.WithName("learn"))
+	cs, err := kubernetes.NewForConfig(kube)
 	if err != nil {
 		return fmt.Errorf("clientset: %w", err)
 	}
@@ -110,10 +170,10 @@ func setup(ctx context.Context, mgr ctrl.Manager, cfg config.PolicyGenServer, re
 	feed := ui.NewFeed(mgr.GetCache(), 0)
 	web := ui.New(ui.Options{}, mgr.GetCache(), mgr.GetClient(), reviewer, feed, log.WithName("ui"))
 	srv := policyapi.New(policyapi.Options{
-		Addr: cfg.API.Addr, CertFile: cfg.API.CertFile, KeyFile: cfg.API.KeyFile, Audience: cfg.API.Audience,
-		MaxWait: cfg.API.MaxWait, MaxReportBytes: cfg.API.MaxReportBytes,
-		ReportInterval: cfg.API.ReportInterval, ReportBurst: cfg.API.ReportBurst, Replica: cfg.Replica,
-		StatusTTL: cfg.ReplicaStatusTTL, UI: web.Handler(),
+		Addr: opts.APIAddr, CertFile: opts.CertFile, KeyFile: opts.KeyFile, Audience: opts.Audience,
+		MaxWait: opts.MaxWait, MaxReportBytes: opts.MaxReportBytes,
+		ReportInterval: opts.ReportInterval, ReportBurst: opts.ReportBurst, Replica: opts.Replica,
+		StatusTTL: opts.ReplicaStatusTTL, UI: web.Handler(), Registerer: opts.Registerer,
 	}, hub, reviewer, mgr.GetCache(), mgr.GetClient(), feed.Sink(learner), log.WithName("api"))
 	// These run on every replica (they say so with NeedLeaderElection).
 	for _, r := range []manager.Runnable{hub, learner, srv} {

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/policy/pgclient"
 	v1 "podwall.io/podwall/api/v1alpha1"
-	"podwall.io/podwall/config"
 	"podwall.io/podwall/policygen"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/sidecar/report"
@@ -35,14 +35,11 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 
 	certFile, keyFile, _ := pgtest.CertFiles(t)
 	addr := pgtest.FreeAddr(t)
-	pgCfg, err := config.LoadPolicyGenServer([]string{"--api-addr=" + addr, "--tls-cert-file=" + certFile, "--tls-key-file=" + keyFile,
-		"--metrics-addr=0", "--health-addr=0", "--leader-elect=false", "--replica-name=inproc", "--learn-quiet-period=0"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	opts := policygen.Options{APIAddr: addr, CertFile: certFile, KeyFile: keyFile, MetricsAddr: "0", HealthAddr: "0",
+		Replica: "inproc", Registerer: prometheus.NewRegistry()}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- policygen.Run(runCtx, pgCfg, cfg, testr.New(t)) }()
+	go func() { done <- policygen.Run(runCtx, cfg, opts, testr.New(t)) }()
 	t.Cleanup(func() {
 		stop()
 		if err := <-done; err != nil {

@@ -25,12 +25,17 @@ func main() {
 		log.Error(err, "configuration")
 		os.Exit(2)
 	}
+	opts, err := options(cfg)
+	if err != nil {
+		log.Error(err, "configuration")
+		os.Exit(2)
+	}
 	kube, err := ctrl.GetConfig()
 	if err != nil {
 		log.Error(err, "kubernetes client configuration")
 		os.Exit(2)
 	}
-	if err := injector.Run(ctrl.SetupSignalHandler(), kube, cfg, log); err != nil {
+	if err := injector.Run(ctrl.SetupSignalHandler(), kube, opts, log); err != nil {
 		log.Error(err, "injector failed")
 		os.Exit(1)
 	}

@@ -40,12 +40,12 @@ func main() {
 		log.Error(err, "configuration")
 		os.Exit(2)
 	}
-	restCfg, err := ctrl.GetConfig()
+	kube, err := ctrl.GetConfig()
 	if err != nil {
 		log.Error(err, "kubernetes client configuration")
 		os.Exit(2)
 	}
-	if err := policygen.Run(ctx, cfg, restCfg, log); err != nil {
+	if err := policygen.Run(ctx, kube, options(cfg), log); err != nil {
 		log.Error(err, "policygen failed")
 		os.Exit(1)
 	}

@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
@@ -27,19 +26,14 @@ import (
 // maxPending bounds the observations held per workload between flushes.
 const maxPending = 10000
 
-var dropped = prometheus.NewCounter(prometheus.CounterOpts{
-	Name: "podwall_policygen_learn_dropped_total",
-	Help: "Reported observations dropped because a workload's pending batch was full.",
-})
-
-func init() { metrics.Registry.MustRegister(dropped) }
-
 // LearnerOptions configure a Learner; zero values take the defaults in parentheses.
 type LearnerOptions struct {
 	// Interval is how often pending observations are written (2s).
 	Interval time.Duration
 	// Clock stamps lastLearned and lastViolation (the real clock).
 	Clock clock.PassiveClock
+	// Registerer receives the learner's metrics; nil registers none.
+	Registerer prometheus.Registerer
 }
 
 // Learner takes reports (it is the policy API's ReportSink), identifies their peers from the cache and
@@ -52,6 +46,8 @@ type Learner struct {
 	cache  client.Reader
 	opts   LearnerOptions
 	log    logr.Logger
+	// dropped counts observations refused because a batch was full.
+	dropped prometheus.Counter
 
 	mu      sync.Mutex
 	pending map[workload.Key]*batch
@@ -77,7 +73,14 @@ func NewLearner(writer client.Client, api, cache client.Reader, opts LearnerOpti
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	return &Learner{writer: writer, api: api, cache: cache, opts: opts, log: log, pending: map[workload.Key]*batch{}}
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "podwall_policygen_learn_dropped_total",
+		Help: "Reported observations dropped because a workload's pending batch was full.",
+	})
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(dropped)
+	}
+	return &Learner{writer: writer, api: api, cache: cache, opts: opts, log: log, dropped: dropped, pending: map[workload.Key]*batch{}}
 }
 
 // Accept queues a validated report of id's workload.
@@ -108,7 +111,7 @@ func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.R
 	for _, o := range obs {
 		k := keyOf(o)
 		if _, held := b.obs[k]; !held && len(b.obs) >= maxPending {
-			dropped.Inc()
+			l.dropped.Inc()
 			continue
 		}
 		b.obs[k] = o

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
@@ -52,6 +53,8 @@ type Options struct {
 	// UI, if set, is served under /ui/ on the same listener (the web UI, package ui), so that people
 	// reach it where sidecars reach policygen, over the same certificate.
 	UI http.Handler
+	// Registerer receives the server's metrics; nil registers none.
+	Registerer prometheus.Registerer
 }
 
 func (o *Options) setDefaults() {
@@ -81,6 +84,7 @@ type Server struct {
 	sink     ReportSink
 	limits   *limiter
 	sidecars *tracker
+	metrics  metrics
 	log      logr.Logger
 }
 
@@ -88,11 +92,12 @@ type Server struct {
 // writing status through writer.
 func New(opts Options, hub *resolve.Hub, reviewer *kubeauth.Reviewer, reader client.Reader, writer client.Client, sink ReportSink, log logr.Logger) *Server {
 	opts.setDefaults()
+	m := newMetrics(opts.Registerer)
 	return &Server{
-		opts: opts, hub: hub, sink: sink, log: log,
+		opts: opts, hub: hub, sink: sink, metrics: m, log: log,
 		auth:     &authenticator{reviewer: reviewer, reader: reader, audience: opts.Audience},
 		limits:   newLimiter(opts.ReportInterval, opts.ReportBurst),
-		sidecars: newTracker(hub, writer, opts.Replica, log),
+		sidecars: newTracker(hub, writer, opts.Replica, m.subscribers, log),
 	}
 }
 
@@ -128,7 +133,7 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request, kind string) (
 
 // fail writes a JSON error and counts it.
 func (s *Server) fail(w http.ResponseWriter, kind string, code int, msg string) {
-	requests.WithLabelValues(kind, strconv.Itoa(code)).Inc()
+	s.metrics.requests.WithLabelValues(kind, strconv.Itoa(code)).Inc()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
@@ -173,7 +178,7 @@ func (s *Server) longPoll(ctx context.Context, w http.ResponseWriter, id Identit
 		snap, release, err := s.hub.Acquire(ctx, id.Workload)
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			release()
-			requests.WithLabelValues("policy", "304").Inc()
+			s.metrics.requests.WithLabelValues("policy", "304").Inc()
 			w.WriteHeader(http.StatusNotModified) // the wait ended while the first resolution ran
 			return
 		}
@@ -209,7 +214,7 @@ func (s *Server) longPoll(ctx context.Context, w http.ResponseWriter, id Identit
 				s.fail(w, "policy", http.StatusNotFound, fmt.Sprintf("no WorkloadPolicy for %s yet", id.Workload))
 				return
 			}
-			requests.WithLabelValues("policy", "304").Inc()
+			s.metrics.requests.WithLabelValues("policy", "304").Inc()
 			w.Header().Set("ETag", `"`+snap.Hash+`"`)
 			w.WriteHeader(http.StatusNotModified)
 			return
@@ -218,7 +223,7 @@ func (s *Server) longPoll(ctx context.Context, w http.ResponseWriter, id Identit
 }
 
 func (s *Server) writePolicy(w http.ResponseWriter, snap resolve.Snapshot) {
-	requests.WithLabelValues("policy", "200").Inc()
+	s.metrics.requests.WithLabelValues("policy", "200").Inc()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("ETag", `"`+snap.Hash+`"`)
 	w.Header().Set(policy.HeaderRevision, strconv.FormatInt(snap.Policy.Revision, 10))
@@ -256,7 +261,7 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "report", http.StatusServiceUnavailable, "report not stored, retry")
 		return
 	}
-	requests.WithLabelValues("report", "202").Inc()
+	s.metrics.requests.WithLabelValues("report", "202").Inc()
 	w.WriteHeader(http.StatusAccepted)
 }
 

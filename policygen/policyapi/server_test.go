@@ -47,6 +47,7 @@ type env struct {
 	c      client.Client
 	k      pgtest.Cluster
 	sink   *reports
+	srv    *Server
 }
 
 func start(t *testing.T) *env {
@@ -62,22 +63,23 @@ func start(t *testing.T) *env {
 	}
 	ln, httpClient := pgtest.TLS(t)
 	sink := &reports{}
+	var srv *Server
 	pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
 		if err := resolve.Index(ctx, mgr.GetFieldIndexer()); err != nil {
 			return err
 		}
-		hub := resolve.NewHub(mgr.GetCache(), testr.New(t), 0)
+		hub := resolve.NewHub(mgr.GetCache(), resolve.HubOptions{}, testr.New(t))
 		if err := hub.Watch(ctx, mgr.GetCache()); err != nil {
 			return err
 		}
-		srv := New(Options{ReportInterval: time.Hour, ReportBurst: 4, MaxReportBytes: 4096, StatusInterval: 100 * time.Millisecond},
+		srv = New(Options{ReportInterval: time.Hour, ReportBurst: 4, MaxReportBytes: 4096, StatusInterval: 100 * time.Millisecond},
 			hub, reviewer, mgr.GetCache(), mgr.GetClient(), sink, testr.New(t))
 		if err := mgr.Add(hub); err != nil {
 			return err
 		}
 		return mgr.Add(runnable(func(ctx context.Context) error { return srv.Serve(ctx, ln) }))
 	})
-	return &env{t: t, url: "https://" + ln.Addr().String(), client: httpClient, c: c, k: pgtest.Cluster{T: t, C: c, Cfg: cfg}, sink: sink}
+	return &env{t: t, url: "https://" + ln.Addr().String(), client: httpClient, c: c, k: pgtest.Cluster{T: t, C: c, Cfg: cfg}, sink: sink, srv: srv}
 }
 
 // unboundToken is a token of the service account for audience podwall, bound to no pod.
@@ -187,7 +189,7 @@ func TestPolicyAPI(t *testing.T) {
 			done <- result{code, p}
 		}()
 		pgtest.Eventually(t, 5*time.Second, func() error {
-			if subscribersNow() == 0 {
+			if e.subscribersNow() == 0 {
 				return fmt.Errorf("poll not parked yet")
 			}
 			return nil
@@ -288,10 +290,10 @@ func TestPolicyAPI(t *testing.T) {
 	})
 }
 
-// subscribersNow reads the gauge of parked polls.
-func subscribersNow() float64 {
+// subscribersNow reads the server's gauge of parked polls.
+func (e *env) subscribersNow() float64 {
 	var m dto.Metric
-	if err := subscribers.Write(&m); err != nil {
+	if err := e.srv.metrics.subscribers.Write(&m); err != nil {
 		return 0
 	}
 	return m.GetGauge().GetValue()

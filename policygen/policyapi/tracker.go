@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,10 +21,11 @@ import (
 // of each WorkloadPolicy's status.replicas (server-side apply, a field manager per replica, so replicas
 // never overwrite each other's entries).
 type tracker struct {
-	hub     *resolve.Hub
-	writer  client.Client
-	replica string
-	log     logr.Logger
+	hub         *resolve.Hub
+	writer      client.Client
+	replica     string
+	subscribers prometheus.Gauge // polls in flight
+	log         logr.Logger
 
 	mu      sync.Mutex
 	pods    map[types.UID]*sidecar
@@ -50,8 +52,9 @@ type counts struct {
 	sidecars, inSync int32
 }
 
-func newTracker(hub *resolve.Hub, writer client.Client, replica string, log logr.Logger) *tracker {
-	return &tracker{hub: hub, writer: writer, replica: replica, log: log, pods: map[types.UID]*sidecar{}, written: map[workload.Key]written{}}
+func newTracker(hub *resolve.Hub, writer client.Client, replica string, subscribers prometheus.Gauge, log logr.Logger) *tracker {
+	return &tracker{hub: hub, writer: writer, replica: replica, subscribers: subscribers, log: log,
+		pods: map[types.UID]*sidecar{}, written: map[workload.Key]written{}}
 }
 
 // polling records a poll starting; the returned func records its end.
@@ -66,13 +69,13 @@ func (t *tracker) polling(id Identity, after int64, hash string) func() {
 	sc.workload, sc.after, sc.hash = id.Workload, after, hash
 	sc.polls++
 	sc.lastSeen = time.Now()
-	subscribers.Inc()
+	t.subscribers.Inc()
 	return func() {
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		sc.polls--
 		sc.lastSeen = time.Now()
-		subscribers.Dec()
+		t.subscribers.Dec()
 	}
 }
 

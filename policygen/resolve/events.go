@@ -204,5 +204,5 @@ func (h *Hub) forgetIdle() {
 			delete(h.entries, k)
 		}
 	}
-	resolved.Set(float64(len(h.entries)))
+	h.metrics.resolved.Set(float64(len(h.entries)))
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -31,9 +32,10 @@ var ErrNoPolicy = errors.New("workload has no policy")
 // replicas may give one content different revisions; the content hash (served as the ETag) lets a
 // sidecar that moved say what it holds, and a differing hash is answered at once.
 type Hub struct {
-	reader client.Reader
-	log    logr.Logger
-	idle   time.Duration
+	reader  client.Reader
+	log     logr.Logger
+	idle    time.Duration
+	metrics metrics
 
 	watermark  atomic.Int64
 	recomputes atomic.Uint64
@@ -64,13 +66,21 @@ type Snapshot struct {
 	Changed <-chan struct{}
 }
 
-// NewHub returns a hub that reads from r (an informer cache) and forgets a workload nobody has asked
-// for in idle (5 minutes when 0).
-func NewHub(r client.Reader, log logr.Logger, idle time.Duration) *Hub {
-	if idle <= 0 {
-		idle = 5 * time.Minute
+// HubOptions configure a Hub; zero values take the defaults in parentheses.
+type HubOptions struct {
+	// Idle is how long a workload nobody asks for is kept up to date (5m).
+	Idle time.Duration
+	// Registerer receives the hub's metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+// NewHub returns a hub that reads from r (an informer cache).
+func NewHub(r client.Reader, opts HubOptions, log logr.Logger) *Hub {
+	if opts.Idle <= 0 {
+		opts.Idle = 5 * time.Minute
 	}
-	return &Hub{reader: r, log: log, idle: idle, entries: map[workload.Key]*entry{}, dirty: map[workload.Key]bool{}, wake: make(chan struct{}, 1)}
+	return &Hub{reader: r, log: log, idle: opts.Idle, metrics: newMetrics(opts.Registerer),
+		entries: map[workload.Key]*entry{}, dirty: map[workload.Key]bool{}, wake: make(chan struct{}, 1)}
 }
 
 // Acquire returns the workload's current snapshot, resolving it on first use, and keeps it maintained
@@ -81,7 +91,7 @@ func (h *Hub) Acquire(ctx context.Context, k workload.Key) (Snapshot, func(), er
 	if !ok {
 		e = &entry{changed: make(chan struct{}), ready: make(chan struct{}), deps: everything}
 		h.entries[k] = e
-		resolved.Set(float64(len(h.entries)))
+		h.metrics.resolved.Set(float64(len(h.entries)))
 	}
 	e.users++
 	e.lastUsed = time.Now()
@@ -164,7 +174,7 @@ func (h *Hub) recompute(ctx context.Context, k workload.Key) {
 	h.mu.Unlock()
 	pol, d, err := h.resolve(ctx, k)
 	h.recomputes.Add(1)
-	resolutions.Inc()
+	h.metrics.resolutions.Inc()
 	hash := ""
 	if err == nil {
 		hash = policy.ContentHash(pol)
@@ -207,7 +217,7 @@ func (h *Hub) publish(e *entry, pol *policy.Policy, hash string, rev int64) {
 	cp := *pol
 	cp.Revision = rev
 	e.pol, e.hash = &cp, hash
-	revisions.Inc()
+	h.metrics.revisions.Inc()
 	close(e.changed)
 	e.changed = make(chan struct{})
 }

@@ -38,7 +38,7 @@ func TestHubResolvesAndRevises(t *testing.T) {
 		if err := Index(ctx, mgr.GetFieldIndexer()); err != nil {
 			return err
 		}
-		hub = NewHub(mgr.GetCache(), testr.New(t), 0)
+		hub = NewHub(mgr.GetCache(), HubOptions{}, testr.New(t))
 		if err := hub.Watch(ctx, mgr.GetCache()); err != nil {
 			return err
 		}

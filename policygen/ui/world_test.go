@@ -18,6 +18,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -31,7 +32,6 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
-	"podwall.io/podwall/config"
 	"podwall.io/podwall/internal/testenv"
 	"podwall.io/podwall/policygen"
 	"podwall.io/podwall/policygen/internal/pgtest"
@@ -99,18 +99,13 @@ func (w *world) startPolicygen(admin *rest.Config) {
 	t := w.t
 	certFile, keyFile, https := pgtest.CertFiles(t)
 	addr := pgtest.FreeAddr(t)
-	cfg, err := config.LoadPolicyGenServer([]string{"--api-addr=" + addr, "--tls-cert-file=" + certFile,
-		"--tls-key-file=" + keyFile, "--metrics-addr=0", "--health-addr=0", "--leader-elect=false",
-		"--replica-name=r0", "--learn-quiet-period=0", "--monitor-quiet-period=0", "--report-interval=1ms",
-		"--report-burst=100"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	opts := policygen.Options{APIAddr: addr, CertFile: certFile, KeyFile: keyFile, MetricsAddr: "0", HealthAddr: "0",
+		Replica: "r0", ReportInterval: time.Millisecond, ReportBurst: 100, Registerer: prometheus.NewRegistry()}
 	restCfg := rest.CopyConfig(admin)
 	restCfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:podwall-system:podwall-policygen"}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- policygen.Run(ctx, cfg, restCfg, testr.New(t)) }()
+	go func() { done <- policygen.Run(ctx, restCfg, opts, testr.New(t)) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
