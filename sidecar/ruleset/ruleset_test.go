@@ -20,6 +20,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata/*.nft golden files")
@@ -102,7 +103,7 @@ func listRuleset(t *testing.T, ns *netnstest.NS) string {
 // TestGolden compares nft's listing of the applied ruleset with testdata/<case>.nft; go test -update
 // rewrites them.
 func TestGolden(t *testing.T) {
-	netnstest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	for _, tc := range []struct {
 		name string
 		p    *policy.Policy
