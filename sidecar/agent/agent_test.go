@@ -92,7 +92,7 @@ type world struct {
 }
 
 func newWorld(t *testing.T) *world {
-	netnstest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	w := &world{pod: netnstest.New(t), peer: netnstest.New(t), out: &lines{}}
 	a, b := netnstest.Pair(t, w.pod, w.peer)
 	w.podIP, w.peerIP = a.Addr.Addr(), b.Addr.Addr()
