@@ -24,10 +24,12 @@
 //	peer             what the remote end was judged as: "workload:<namespace>/<Kind>/<name>",
 //	                 "cidr:<prefix>", or another name the policy gives it
 //	verdict          "allow", "deny", or "audit" (allowed in Monitor mode, would be denied in Protect)
-//	rule             the id of the policy rule that decided, or "default" for the mode's default
+//	rule             the id of the policy rule that decided; "default" for the mode's default, or
+//	                 "loopback-default" for loopback traffic no loopback rule names
 //	mode             "Learn", "Monitor" or "Protect": the mode enforced, after any override
 //	policy_revision  the revision of the policy in force (0: no policy yet, the fail mode's baseline)
-//	evaluator        the decision step that decided (for example "egress", "loopback", "default")
+//	evaluator        the decision step that decided: "invalid-conn", "origdst-unknown", "loopback",
+//	                 "ingress", "egress", or "default" (the mode's default ended the pipeline)
 //	original_dst     only on a connection judged behind a mesh proxy's redirect: the destination it
 //	                 was judged against, before the redirect
 //
@@ -44,7 +46,9 @@
 //	suppressed                      lines not written since "since": rate_limited + dropped, never 0
 //	rate_limited                    of those, refused by the rate limit
 //	dropped                         of those, dropped because the writer fell behind
-//	suppressed_deny, _audit, _allow the suppressed lines by verdict
+//	suppressed_deny                 of those, the denies
+//	suppressed_audit                the audits
+//	suppressed_allow                the allows
 //	since                           when the first of them was suppressed
 //
 // A summary line has a suppressed field and no verdict; Line.IsSummary tells the two apart.

@@ -32,7 +32,7 @@ type Line struct {
 	Peer string `json:"peer,omitempty"`
 	// Verdict is what happened to the connection.
 	Verdict policy.Verdict `json:"verdict,omitzero"`
-	// Rule is the id of the rule that decided, or "default" for the mode's default.
+	// Rule is the id of the rule that decided, "default" for the mode's default, or "loopback-default".
 	Rule string `json:"rule,omitempty"`
 	// Mode is the mode enforced, after any override.
 	Mode policy.Mode `json:"mode,omitempty"`
