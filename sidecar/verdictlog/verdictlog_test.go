@@ -411,11 +411,13 @@ func TestLogDoesNotAllocate(t *testing.T) {
 	for _, tc := range []struct {
 		allows Allows
 		v      policy.Verdict
-	}{{AllowsFirst, policy.Deny}, {AllowsFirst, policy.Allow}, {AllowsAll, policy.Allow}, {AllowsNone, policy.Allow}} {
-		l, _ := newLogger(t, io.Discard, Options{Allows: tc.allows})
+		rate   float64 // the clock stands still: past the burst, every line is rate limited
+	}{{AllowsFirst, policy.Deny, 0}, {AllowsFirst, policy.Allow, 0}, {AllowsAll, policy.Allow, 0},
+		{AllowsNone, policy.Allow, 0}, {AllowsAll, policy.Deny, 100}} {
+		l, _ := newLogger(t, io.Discard, Options{Allows: tc.allows, Rate: tc.rate})
 		d := decision(tc.v, "workload:shop/Deployment/api")
 		if n := testing.AllocsPerRun(1000, func() { l.Log(c, d) }); n != 0 {
-			t.Errorf("%s, %s: Log allocates %v times per line", tc.allows, tc.v, n)
+			t.Errorf("%s, %s, rate %v: Log allocates %v times per line", tc.allows, tc.v, tc.rate, n)
 		}
 	}
 }
