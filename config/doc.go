@@ -74,6 +74,6 @@
 //  3. Write a validate method that collects problems (problems.add, oneOf) and a LoadX(args) that
 //     calls loader.load, fills in machine-dependent defaults, then validates.
 //  4. Test like sidecar_test.go: precedence and errors as tables with t.Setenv (writeSources), the
-//     keys-are-flags guard, and a Fuzz target over the file. For hot reload, build on watchFile and
-//     changedKeys as WatchSidecar does, and test with kubeletVolume from watch_test.go.
+//     keys-are-flags guard, and a Fuzz target over the file. For hot reload, build on filewatch.Watch
+//     and changedKeys as WatchSidecar does, and test with kubeletVolume from watch_test.go.
 package config

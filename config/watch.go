@@ -3,16 +3,12 @@ package config
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 
-	"github.com/fsnotify/fsnotify"
+	"podwall.io/podwall/internal/filewatch"
 )
 
 // RestartRequiredError reports keys whose new value in the file takes effect only at the next start.
@@ -40,7 +36,7 @@ func (e *RestartRequiredError) Error() string {
 // directory does not exist, there is nothing to watch (no volume is mounted there) and only ctx ends it.
 func WatchSidecar(ctx context.Context, args []string, running Sidecar, onChange func(Sidecar), onError func(error)) (<-chan struct{}, error) {
 	r := &sidecarReload{args: args, current: running, onChange: onChange, onError: onError}
-	return watchFile(ctx, running.File, r.reload, onError)
+	return filewatch.Watch(ctx, running.File, r.reload, onError)
 }
 
 // sidecarReload holds what a reload compares against.
@@ -82,57 +78,6 @@ func (r *sidecarReload) reload() {
 		r.current.Live = next.Live
 		r.onChange(r.current)
 	}
-}
-
-// watchFile calls changed once at the start and again after every event that may have replaced the
-// file at path: an event on the file's own name or on the kubelet's ..data symlink beside it. It
-// watches the directory because the kubelet swaps ..data (and editors rename a new file over the old)
-// and a watch on the file would follow the replaced inode. Watch errors go to onError.
-func watchFile(ctx context.Context, path string, changed func(), onError func(error)) (<-chan struct{}, error) {
-	done := make(chan struct{})
-	dir := filepath.Dir(path)
-	if _, err := os.Stat(dir); path == "" || errors.Is(err, fs.ErrNotExist) {
-		go func() {
-			<-ctx.Done()
-			close(done)
-		}()
-		return done, nil
-	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", dir, err)
-	}
-	if err := w.Add(dir); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("watch %s: %w", dir, err)
-	}
-	names := []string{filepath.Base(path), "..data"}
-	go func() {
-		defer close(done)
-		defer w.Close()
-		changed()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				if slices.Contains(names, filepath.Base(ev.Name)) {
-					changed()
-				}
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				// An overflow loses events: look at the file anyway.
-				onError(fmt.Errorf("watch %s: %w", dir, err))
-				changed()
-			}
-		}
-	}()
-	return done, nil
 }
 
 // changedKeys lists, sorted, the keys whose values differ between two settings maps of one struct;

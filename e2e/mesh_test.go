@@ -62,9 +62,9 @@ func TestMeshProxy(t *testing.T) {
 				sources[m[1]] = true
 			}
 		}
-		for _, line := range logLines(t, ns, pod.Name, "podwall", `"dst":"`+remote+`"`) {
-			if m := verdictSrc.FindStringSubmatch(line); m != nil && sources[m[1]] {
-				t.Logf("verdict line for the app's redirected connection: %s", line)
+		for _, l := range verdictLines(t, ns, pod.Name, time.Time{}) {
+			if l.Dst.String() == remote && sources[l.Src.String()] {
+				t.Logf("verdict line for the app's redirected connection: %+v", l)
 				return nil
 			}
 		}
@@ -72,7 +72,4 @@ func TestMeshProxy(t *testing.T) {
 	})
 }
 
-var (
-	relayFrom  = regexp.MustCompile(`from=(\S+)`)
-	verdictSrc = regexp.MustCompile(`"src":"([^"]+)"`)
-)
+var relayFrom = regexp.MustCompile(`from=(\S+)`)

@@ -19,6 +19,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/e2e/internal/stack"
 )
 
@@ -124,6 +125,24 @@ func workloadPolicy(t *testing.T, ns, name string) (*v1alpha1.WorkloadPolicy, er
 func setMode(t *testing.T, ns, name string, mode policy.Mode) {
 	t.Helper()
 	kubectl(t, "-n", ns, "patch", "workloadpolicy", name, "--type", "merge", "-p", fmt.Sprintf(`{"spec":{"mode":%q}}`, mode))
+}
+
+// verdictLines returns the verdict lines of the pod's podwall sidecar, those logged since since if it is
+// not zero. The sidecar's diagnostics, which share its log, are left out.
+func verdictLines(t *testing.T, ns, pod string, since time.Time) []verdict.Line {
+	t.Helper()
+	args := []string{"-n", ns, "logs", pod, "-c", "podwall"}
+	if !since.IsZero() {
+		args = append(args, "--since-time", since.UTC().Format(time.RFC3339))
+	}
+	var lines []verdict.Line
+	for _, text := range strings.Split(kubectl(t, args...), "\n") {
+		var l verdict.Line
+		if json.Unmarshal([]byte(text), &l) == nil && l.Verdict.Valid() {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }
 
 // logLines returns the container's log lines (kubectl logs) that contain every one of parts.

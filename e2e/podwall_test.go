@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -160,8 +162,15 @@ func unlistedRefused(t *testing.T, ns string, client, server *corev1.Pod, url st
 	if ms, _ := strconv.Atoi(m[1]); ms > 1000 {
 		t.Errorf("refusal took %d ms", ms)
 	}
-	waitLog(t, ns, client.Name, "podwall", 30*time.Second,
-		`"verdict":"deny"`, `"direction":"egress"`, `"dst":"`+server.Status.PodIP+`:9090"`, `"mode":"Protect"`)
+	unlisted := netip.AddrPortFrom(netip.MustParseAddr(server.Status.PodIP), 9090)
+	eventually(t, "a deny line for "+unlisted.String(), 30*time.Second, func() error {
+		for _, l := range verdictLines(t, ns, client.Name, time.Time{}) {
+			if l.Verdict == policy.Deny && l.Direction == policy.Egress && l.Dst == unlisted && l.Mode == policy.Protect {
+				return nil
+			}
+		}
+		return errors.New("no such verdict line")
+	})
 }
 
 // firstPacket rolls out a new client pod whose extra container connects to the unlisted port at its
@@ -200,10 +209,12 @@ func killSidecar(t *testing.T, ns string, pod *corev1.Pod) {
 		return nil
 	})
 	eventually(t, "the restarted sidecar denies the prober again", time.Minute, func() error {
-		if len(linesSince(t, ns, pod.Name, "podwall", killed, `"verdict":"deny"`)) == 0 {
-			return fmt.Errorf("no deny line since the kill")
+		for _, l := range verdictLines(t, ns, pod.Name, killed) {
+			if l.Verdict == policy.Deny {
+				return nil
+			}
 		}
-		return nil
+		return errors.New("no deny line since the kill")
 	})
 	if oks := linesSince(t, ns, pod.Name, "prober", killed, "connect ok"); len(oks) > 0 {
 		t.Errorf("unlisted connections succeeded around the sidecar's death:\n%s", strings.Join(oks, "\n"))

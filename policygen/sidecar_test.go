@@ -27,6 +27,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
 )
 
@@ -51,7 +52,7 @@ type sidecarWorld struct {
 }
 
 func newSidecarWorld(t *testing.T) *sidecarWorld {
-	netnstest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	cfg, c := pgtest.Start(t)
 	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
 	w := &sidecarWorld{t: t, c: c, pod: netnstest.New(t), peer: netnstest.New(t),

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 )
 
 // Knobs, from the environment so that make bench-datapath can be tuned without editing code.
@@ -39,7 +39,7 @@ const (
 // figures, beyond the list: the cost of the user-space path). Each figure's rounds are
 // interleaved across its sides so that the machine's changing load weighs on all of them alike.
 func TestDatapath(t *testing.T) {
-	netnstest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	bin := sidecarBinary(t)
 	rounds, round := settings(t)
 	start := time.Now()

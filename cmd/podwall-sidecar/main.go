@@ -35,15 +35,15 @@ func main() {
 }
 
 func run(ctx context.Context, cfg config.Sidecar, log logr.Logger) error {
-	s, err := agent.New(options(cfg), log)
+	a, err := agent.New(options(cfg), log)
 	if err != nil {
 		return err
 	}
 	if cfg.BaselineOnly {
-		return s.InstallBaseline()
+		return a.InstallBaseline()
 	}
 	onChange := func(c config.Sidecar) {
-		if err := s.Reconfigure(tunables(c.Live)); err != nil {
+		if err := a.Reconfigure(tunables(c.Live)); err != nil {
 			log.Error(err, "configuration change refused; the previous one stays in force")
 			return
 		}
@@ -53,5 +53,5 @@ func run(ctx context.Context, cfg config.Sidecar, log logr.Logger) error {
 	if _, err := config.WatchSidecar(ctx, os.Args[1:], cfg, onChange, onError); err != nil {
 		return err
 	}
-	return s.Run(ctx)
+	return a.Run(ctx)
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"podwall.io/podwall/internal/testutil"
 )
 
 // NS is a network namespace created for one test.
@@ -26,18 +28,11 @@ type NS struct {
 
 var seq atomic.Int64
 
-// RequireRoot skips the test unless it runs as root, the one way to create namespaces here.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-}
-
-// New creates a fresh network namespace with loopback up. It is removed when the test ends.
+// New creates a fresh network namespace with loopback up. It is removed when the test ends. Without root
+// the test is skipped, or failed in CI (testutil.RequireRoot).
 func New(t testing.TB) *NS {
 	t.Helper()
-	RequireRoot(t)
+	testutil.RequireRoot(t)
 	name := fmt.Sprintf("pwt-%d-%d", os.Getpid(), seq.Add(1))
 	mustRun(t, "ip", "netns", "add", name)
 	ns := &NS{Name: name, fd: -1}

@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,60 +19,39 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
-// lines is a concurrency-safe stdout that the test reads verdict lines from.
-type lines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// verdicts decodes every verdict line written so far.
-func (l *lines) verdicts() []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(l.buf.Bytes()))
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["verdict"] != nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// waitFor polls the verdict lines until one has every field of want.
-func (l *lines) waitFor(t *testing.T, want map[string]any) map[string]any {
+// waitFor polls the verdict lines on out until one has every field that want sets (a zero field of want
+// matches anything).
+func waitFor(t *testing.T, out *testutil.Buffer, want verdict.Line) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, v := range l.verdicts() {
-			if matches(v, want) {
-				return v
+	testutil.Eventually(t, 5*time.Second, func() error {
+		for line := range strings.Lines(out.String()) {
+			var got verdict.Line
+			if err := json.Unmarshal([]byte(line), &got); err != nil {
+				t.Fatalf("verdict line %q: %v", line, err)
+			}
+			if matches(got, want) {
+				return nil
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no verdict line with %v; got:\n%s", want, l.buf.String())
-	return nil
+		return fmt.Errorf("no verdict line with %+v; got:\n%s", want, out)
+	})
 }
 
-func matches(v, want map[string]any) bool {
-	for k, w := range want {
-		if fmt.Sprint(v[k]) != fmt.Sprint(w) {
+// matches says whether got has every field that want sets.
+func matches(got, want verdict.Line) bool {
+	g, w := reflect.ValueOf(got), reflect.ValueOf(want)
+	for i := range w.NumField() {
+		if !w.Field(i).IsZero() && g.Field(i).Interface() != w.Field(i).Interface() {
 			return false
 		}
 	}
@@ -85,19 +63,18 @@ func matches(v, want map[string]any) bool {
 type world struct {
 	pod, peer     *netnstest.NS
 	podIP, peerIP netip.Addr
-	out           *lines
+	out           *testutil.Buffer
 	policyFile    string
 	cacheDir      string
 	httpAddr      string
 }
 
 func newWorld(t *testing.T) *world {
-	netnstest.RequireRoot(t)
-	w := &world{pod: netnstest.New(t), peer: netnstest.New(t), out: &lines{}}
+	w := &world{pod: netnstest.New(t), peer: netnstest.New(t), out: &testutil.Buffer{}}
 	a, b := netnstest.Pair(t, w.pod, w.peer)
 	w.podIP, w.peerIP = a.Addr.Addr(), b.Addr.Addr()
-	for _, port := range []int{80, 81, 8080} {
-		w.peer.Serve(t, fmt.Sprintf("%s:%d", w.peerIP, port))
+	for _, port := range []uint16{80, 81, 8080} {
+		w.peer.Serve(t, w.peerAddr(port).String())
 	}
 	dir := t.TempDir()
 	w.policyFile, w.cacheDir = filepath.Join(dir, "policy.yaml"), filepath.Join(dir, "cache")
@@ -150,9 +127,9 @@ func (w *world) writePolicy(t *testing.T, mode policy.Mode, rev int64, ports ...
 	}
 }
 
-// start runs a sidecar for the pod namespace and waits until /readyz says ready. The sidecar stops
+// start runs an agent for the pod namespace and waits until /readyz says ready. The agent stops
 // when the test ends (or when the returned stop is called).
-func (w *world) start(t *testing.T, tune func(*Options)) (s *Sidecar, stop func()) {
+func (w *world) start(t *testing.T, tune func(*Options)) (a *Agent, stop func()) {
 	t.Helper()
 	o := Options{NetNS: w.pod.Path(), Pod: "web-1", Namespace: "shop", Workload: "Deployment/web",
 		PolicyFile: w.policyFile, CacheDir: w.cacheDir, HTTPAddr: w.httpAddr, Stdout: w.out,
@@ -160,57 +137,61 @@ func (w *world) start(t *testing.T, tune func(*Options)) (s *Sidecar, stop func(
 	if tune != nil {
 		tune(&o)
 	}
-	s, err := New(o, testr.New(t))
+	a, err := New(o, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	var runErr error
+	exited := make(chan struct{})
+	go func() {
+		runErr = a.Run(ctx)
+		close(exited)
+	}()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
 			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("sidecar: %v", err)
+			<-exited
+			if runErr != nil {
+				t.Errorf("agent: %v", runErr)
 			}
 		})
 	}
 	t.Cleanup(stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		select {
-		case err := <-done:
-			t.Fatalf("sidecar stopped before ready: %v", err)
+		case <-exited:
+			t.Fatalf("agent stopped before ready: %v", runErr)
 		default:
 		}
-		if resp, err := http.Get("http://" + w.httpAddr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s, stop
-			}
+		resp, err := http.Get("http://" + w.httpAddr + "/readyz")
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("sidecar not ready in 10s")
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return a, stop
 }
 
 // dial connects from the pod to addr and reports how long the attempt took.
-func (w *world) dial(addr string) (time.Duration, error) {
+func (w *world) dial(addr netip.AddrPort) (time.Duration, error) {
 	start := time.Now()
-	c, err := w.pod.Dial("tcp", addr, 3*time.Second)
+	c, err := w.pod.Dial("tcp", addr.String(), 3*time.Second)
 	if err == nil {
 		c.Close()
 	}
 	return time.Since(start), err
 }
 
-func (w *world) peerAddr(port int) string { return fmt.Sprintf("%s:%d", w.peerIP, port) }
+func (w *world) peerAddr(port uint16) netip.AddrPort { return netip.AddrPortFrom(w.peerIP, port) }
 
 // mustRefuseFast asserts that a connection to addr is refused (not hung) within 100 ms.
-func (w *world) mustRefuseFast(t *testing.T, addr string) {
+func (w *world) mustRefuseFast(t *testing.T, addr netip.AddrPort) {
 	t.Helper()
 	took, err := w.dial(addr)
 	if !errors.Is(err, syscall.ECONNREFUSED) {
@@ -224,18 +205,18 @@ func (w *world) mustRefuseFast(t *testing.T, addr string) {
 func TestProtectAllowsPolicyAndRefusesTheRestFast(t *testing.T) {
 	w := newWorld(t)
 	w.writePolicy(t, policy.Protect, 3, 80)
-	s, _ := w.start(t, nil)
-	if s.queue != ruleset.QueueCompat {
-		t.Fatalf("queue kind %v; this kernel has no nft_queue, so the compat path must be taken", s.queue)
+	a, _ := w.start(t, nil)
+	if a.queue != ruleset.QueueCompat {
+		t.Fatalf("queue kind %v; this kernel has no nft_queue, so the compat path must be taken", a.queue)
 	}
 	if _, err := w.dial(w.peerAddr(80)); err != nil {
 		t.Fatalf("allowed connection: %v", err)
 	}
-	w.out.waitFor(t, map[string]any{"verdict": "allow", "direction": "egress", "dst": w.peerAddr(80),
-		"rule": "api", "peer": "workload:shop/Deployment/api", "mode": "Protect", "policy_revision": 3,
-		"pod": "web-1", "namespace": "shop", "workload": "Deployment/web"})
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Allow, Direction: policy.Egress, Dst: w.peerAddr(80),
+		Rule: "api", Peer: "workload:shop/Deployment/api", Mode: policy.Protect, PolicyRevision: 3,
+		Pod: "web-1", Namespace: "shop", Workload: "Deployment/web"})
 	w.mustRefuseFast(t, w.peerAddr(81))
-	w.out.waitFor(t, map[string]any{"verdict": "deny", "dst": w.peerAddr(81), "rule": "default"})
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Deny, Dst: w.peerAddr(81), Rule: "default"})
 	// Repeats of an allowed connection keep working (decided in the kernel once seen).
 	for range 20 {
 		if _, err := w.dial(w.peerAddr(80)); err != nil {
@@ -259,20 +240,20 @@ func TestProtectAllowsPolicyAndRefusesTheRestFast(t *testing.T) {
 func TestMonitorAuditsAndLearnRecords(t *testing.T) {
 	w := newWorld(t)
 	w.writePolicy(t, policy.Monitor, 1, 80)
-	s, _ := w.start(t, nil)
+	a, _ := w.start(t, nil)
 	if _, err := w.dial(w.peerAddr(81)); err != nil {
 		t.Fatalf("Monitor must allow what Protect would deny: %v", err)
 	}
-	w.out.waitFor(t, map[string]any{"verdict": "audit", "dst": w.peerAddr(81), "mode": "Monitor"})
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Audit, Dst: w.peerAddr(81), Mode: policy.Monitor})
 
 	w.writePolicy(t, policy.Learn, 2, 80)
-	waitRevision(t, s, 2)
+	waitRevision(t, a, 2)
 	if _, err := w.dial(w.peerAddr(8080)); err != nil {
 		t.Fatalf("Learn must allow: %v", err)
 	}
-	w.out.waitFor(t, map[string]any{"verdict": "allow", "dst": w.peerAddr(8080), "mode": "Learn"})
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Allow, Dst: w.peerAddr(8080), Mode: policy.Learn})
 	found := false
-	for _, e := range s.dp.learned.Drain() {
+	for _, e := range a.dp.reports.Drain() {
 		if e.Direction == policy.Egress && e.Peer == w.peerIP && e.Port == 8080 && e.Protocol == policy.TCP {
 			found = true
 		}
@@ -282,33 +263,34 @@ func TestMonitorAuditsAndLearnRecords(t *testing.T) {
 	}
 }
 
-func waitRevision(t *testing.T, s *Sidecar, rev int64) {
+func waitRevision(t *testing.T, a *Agent, rev int64) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("revision %d applied", rev), func() bool { return s.Revision() == rev })
-}
-
-// eventually polls cond until it holds, failing the test after 5 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not in 5s: %s", what)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if got := a.Revision(); got != rev {
+			return fmt.Errorf("revision %d in force, want %d", got, rev)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestBadPolicyKeepsTheLastGood(t *testing.T) {
 	w := newWorld(t)
 	w.writePolicy(t, policy.Protect, 1, 80)
-	s, _ := w.start(t, nil)
+	a, _ := w.start(t, nil)
 	if err := os.WriteFile(w.policyFile, []byte("mode: Protect\negress: [{id: x, origin: user, cidrs: [not-an-ip]}]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the bad policy is refused", func() bool { return testutil.ToFloat64(s.applyErr) > 0 })
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if promtest.ToFloat64(a.applyErr) == 0 {
+			return errors.New("the bad policy is not refused")
+		}
+		return nil
+	})
 	if _, err := w.dial(w.peerAddr(80)); err != nil {
 		t.Fatalf("allowed connection after a bad policy: %v", err)
 	}
 	w.mustRefuseFast(t, w.peerAddr(81))
+	// The watch goes on: the next good file is applied.
+	w.writePolicy(t, policy.Protect, 2, 80, 81)
+	waitRevision(t, a, 2)
 }

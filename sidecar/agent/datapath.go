@@ -25,7 +25,7 @@ const loIndex = 1
 type datapath struct {
 	decider atomic.Pointer[decide.Decider]
 	log     func(decide.Conn, decide.Decision)
-	learned *report.Aggregator
+	reports *report.Aggregator
 	// verdicts are podwall_verdicts_total's series by direction and verdict, resolved once so that the
 	// verdict path does no label lookup.
 	verdicts [4][4]prometheus.Counter
@@ -49,7 +49,7 @@ func (d *datapath) handle(p nfq.Packet) nfq.Verdict {
 	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
 	// counts.
 	if v.Record || v.Verdict != policy.Allow {
-		d.learned.Add(report.Key{Direction: c.Direction, Peer: c.Remote.Addr(), Protocol: policy.ProtocolOf(c.Proto),
+		d.reports.Add(report.Key{Direction: c.Direction, Peer: c.Remote.Addr(), Protocol: policy.ProtocolOf(c.Proto),
 			Port: recordedPort(c)}, report.Outcome{Verdict: v.Verdict, Rule: v.Rule, Evaluator: v.Evaluator}, time.Now())
 	}
 	if v.Verdict == policy.Deny {

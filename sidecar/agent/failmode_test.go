@@ -30,8 +30,8 @@ func TestFailClosedExitAndCachedRestart(t *testing.T) {
 	if err := os.Remove(w.policyFile); err != nil {
 		t.Fatal(err)
 	}
-	s, _ := w.start(t, nil)
-	if got := s.Revision(); got != 7 {
+	a, _ := w.start(t, nil)
+	if got := a.Revision(); got != 7 {
 		t.Fatalf("restarted sidecar runs revision %d, want the cached 7", got)
 	}
 	if _, err := w.dial(w.peerAddr(80)); err != nil {
@@ -59,9 +59,9 @@ func TestFailOpenExitRemovesTheRuleset(t *testing.T) {
 // sidecar's traffic.
 func TestNoPolicyStartsDenyAll(t *testing.T) {
 	w := newWorld(t)
-	s, _ := w.start(t, func(o *Options) { o.PolicyFile = "" })
-	if s.Revision() != 0 {
-		t.Fatalf("revision %d, want the baseline's 0", s.Revision())
+	a, _ := w.start(t, func(o *Options) { o.PolicyFile = "" })
+	if a.Revision() != 0 {
+		t.Fatalf("revision %d, want the baseline's 0", a.Revision())
 	}
 	w.mustRefuseFast(t, w.peerAddr(80))
 }
@@ -71,11 +71,11 @@ func TestNoPolicyStartsDenyAll(t *testing.T) {
 func TestInstallBaseline(t *testing.T) {
 	w := newWorld(t)
 	w.writePolicy(t, policy.Protect, 2, 80)
-	s, err := New(Options{NetNS: w.pod.Path(), PolicyFile: w.policyFile, Stdout: w.out}, testr.New(t))
+	a, err := New(Options{NetNS: w.pod.Path(), PolicyFile: w.policyFile, Stdout: w.out}, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.InstallBaseline(); err != nil {
+	if err := a.InstallBaseline(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.dial(w.peerAddr(80)); err != nil {

@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"fmt"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/verdict"
+	"podwall.io/podwall/internal/testutil"
 )
 
 // TestMeshRedirectJudgedAgainstTheRealRemote plays istio-init: the pod's outbound TCP is redirected to a
@@ -36,14 +40,18 @@ func TestMeshRedirectJudgedAgainstTheRealRemote(t *testing.T) {
 	if _, err := w.dial(w.peerAddr(80)); err != nil {
 		t.Fatalf("app→proxy connection to an allowed remote: %v", err)
 	}
-	w.out.waitFor(t, map[string]any{"verdict": "allow", "direction": "egress", "rule": "api",
-		"peer": "workload:shop/Deployment/api", "dst": w.peerAddr(80)})
-	eventually(t, "the proxy accepts the allowed connection (the redirect stays in effect)",
-		func() bool { return proxied.Load() == 1 })
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Allow, Direction: policy.Egress, Rule: "api",
+		Peer: "workload:shop/Deployment/api", Dst: w.peerAddr(80)})
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if n := proxied.Load(); n != 1 {
+			return fmt.Errorf("the proxy accepted %d connections, want the allowed one (the redirect stays in effect)", n)
+		}
+		return nil
+	})
 	w.mustRefuseFast(t, w.peerAddr(81))
-	w.out.waitFor(t, map[string]any{"verdict": "deny", "direction": "egress", "dst": w.peerAddr(81)})
-	w.mustRefuseFast(t, "127.0.0.1:15000")
-	w.out.waitFor(t, map[string]any{"verdict": "deny", "direction": "loopback", "rule": "envoy-admin"})
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Deny, Direction: policy.Egress, Dst: w.peerAddr(81)})
+	w.mustRefuseFast(t, netip.MustParseAddrPort("127.0.0.1:15000"))
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Deny, Direction: policy.Loopback, Rule: "envoy-admin"})
 }
 
 // TestUpdatesUnderTrafficFailNoAllowedConnection applies 100 policy revisions while a client keeps
@@ -51,7 +59,7 @@ func TestMeshRedirectJudgedAgainstTheRealRemote(t *testing.T) {
 func TestUpdatesUnderTrafficFailNoAllowedConnection(t *testing.T) {
 	w := newWorld(t)
 	w.writePolicy(t, policy.Protect, 1, 80)
-	s, _ := w.start(t, nil)
+	a, _ := w.start(t, nil)
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
 	stop := make(chan struct{})
@@ -65,7 +73,7 @@ func TestUpdatesUnderTrafficFailNoAllowedConnection(t *testing.T) {
 					return nil
 				default:
 				}
-				c, err := net.DialTimeout("tcp", w.peerAddr(80), 3*time.Second)
+				c, err := net.DialTimeout("tcp", w.peerAddr(80).String(), 3*time.Second)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)
@@ -81,7 +89,7 @@ func TestUpdatesUnderTrafficFailNoAllowedConnection(t *testing.T) {
 	}()
 	for rev := int64(2); rev <= 101; rev++ {
 		// Alternate the second allowed port so that every revision really changes the ruleset.
-		if err := s.Apply(w.policy(policy.Protect, rev, 80, uint16(1000+rev))); err != nil {
+		if err := a.Apply(w.policy(policy.Protect, rev, 80, uint16(1000+rev))); err != nil {
 			t.Fatalf("apply revision %d: %v", rev, err)
 		}
 	}
@@ -93,8 +101,8 @@ func TestUpdatesUnderTrafficFailNoAllowedConnection(t *testing.T) {
 	if ok.Load() == 0 {
 		t.Fatal("no connection was made during the updates")
 	}
-	if s.Revision() != 101 {
-		t.Fatalf("revision %d in force, want 101", s.Revision())
+	if a.Revision() != 101 {
+		t.Fatalf("revision %d in force, want 101", a.Revision())
 	}
 	w.mustRefuseFast(t, w.peerAddr(81))
 	t.Logf("%d connections during 100 updates", ok.Load())

@@ -3,69 +3,43 @@ package agent
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
-	"syscall"
-	"time"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/internal/filewatch"
 )
 
-// policyPollInterval is how often the standalone policy file is checked. Polling, rather than watching
-// inodes, follows every way a file can be replaced (editors, ConfigMap symlink swaps); only a file
-// whose size, modification time or inode changed is read again, since a policy can be megabytes.
-const policyPollInterval = time.Second
-
-// watchPolicyFile applies the policy file whenever its content changes. A file that does not decode or
+// watchPolicyFile applies the policy file whenever its content changes, as internal/filewatch reports
+// it (kubelet symlink swaps, renames over the file, writes in place). A file that does not decode or
 // validate, or that the kernel refuses, is reported on stderr and the last good policy stays in force.
-// last is the content already in force (nil if none).
-func (s *Sidecar) watchPolicyFile(ctx context.Context, last []byte) {
-	tick := time.NewTicker(policyPollInterval)
-	defer tick.Stop()
-	var seen fileStamp
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		stamp, err := stampOf(s.opts.PolicyFile)
-		if err != nil || stamp == seen {
-			continue
-		}
-		seen = stamp
-		data, err := os.ReadFile(s.opts.PolicyFile)
+// last is the content already in force (nil if none). The returned channel is closed once ctx is done
+// and the watch has stopped.
+func (a *Agent) watchPolicyFile(ctx context.Context, last []byte) (<-chan struct{}, error) {
+	file := a.opts.PolicyFile
+	changed := func() {
+		data, err := os.ReadFile(file)
+		// One update makes several events: only new content is applied (or reported) again.
 		if err != nil || bytes.Equal(data, last) {
-			continue
+			return
 		}
 		last = data
 		p, err := policy.Decode(data)
 		if err != nil {
-			s.applyErr.Inc()
+			a.applyErr.Inc()
 		} else {
-			err = s.Apply(p)
+			err = a.Apply(p)
 		}
 		if err != nil {
-			s.log.Error(err, "policy file change refused; the previous policy stays in force", "file", s.opts.PolicyFile)
-			continue
+			a.log.Error(err, "policy file change refused; the previous policy stays in force", "file", file)
+			return
 		}
-		s.log.Info("policy applied", "revision", p.Revision, "mode", string(p.Mode))
+		a.log.Info("policy applied", "revision", p.Revision, "mode", string(p.Mode))
 	}
-}
-
-// fileStamp tells whether a file may have changed without reading it.
-type fileStamp struct {
-	size, inode uint64
-	mtime       time.Time
-}
-
-func stampOf(path string) (fileStamp, error) {
-	fi, err := os.Stat(path) // follows symlinks: a ConfigMap swap points at a new file
+	onError := func(err error) { a.log.Error(err, "policy file watch", "file", file) }
+	done, err := filewatch.Watch(ctx, file, changed, onError)
 	if err != nil {
-		return fileStamp{}, err
+		return nil, fmt.Errorf("policy file: %w", err)
 	}
-	st := fileStamp{size: uint64(fi.Size()), mtime: fi.ModTime()}
-	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
-		st.inode = sys.Ino
-	}
-	return st, nil
+	return done, nil
 }

@@ -13,9 +13,10 @@ import (
 	"github.com/florianl/go-nfqueue/v2"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 )
 
 const (
@@ -98,7 +99,7 @@ func TestWatchdogReplacesAStuckWorker(t *testing.T) {
 		t.Fatalf("connection through a recovered queue: %v", err)
 	}
 	c.Close()
-	if got := testutil.ToFloat64(m.Restarts); got != 1 {
+	if got := promtest.ToFloat64(m.Restarts); got != 1 {
 		t.Fatalf("watchdog restarts = %v, want 1", got)
 	}
 }
@@ -139,13 +140,12 @@ func TestKernelDropsAreExported(t *testing.T) {
 		}
 		return total
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for drops() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no kernel drop counted while the queue was full")
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if drops() == 0 {
+			return errors.New("no kernel drop counted while the queue was full")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	close(release)
 	for range 4 {
 		<-done

@@ -24,7 +24,9 @@ const (
 	ctOriginal = 0 // IP_CT_DIR_ORIGINAL: the direction the connection was opened in
 )
 
-func le32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+// native32 encodes v as nftables compares 32-bit meta, mark and conntrack values: in the host's byte
+// order (not the network's, and not little-endian on a big-endian host).
+func native32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
 
 func cmpEq(reg uint32, data []byte) *expr.Cmp {
 	return &expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: data}
@@ -57,8 +59,8 @@ func nfprotoIs(v6 bool) []expr.Any {
 func markIs(v uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: regScratch},
-		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: le32(MarkMask), Xor: le32(0)},
-		cmpEq(regScratch, le32(v)),
+		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(MarkMask), Xor: native32(0)},
+		cmpEq(regScratch, native32(v)),
 	}
 }
 
@@ -66,8 +68,8 @@ func markIs(v uint32) []expr.Any {
 func ctStateIn(bits uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeySTATE, Register: regScratch},
-		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: le32(bits), Xor: le32(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: regScratch, Data: le32(0)},
+		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(bits), Xor: native32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: regScratch, Data: native32(0)},
 	}
 }
 
@@ -87,7 +89,7 @@ func tcpSynOnly() []expr.Any {
 func setAllowCtMark() []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeyMARK, Register: regScratch},
-		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: le32(^MarkMask), Xor: le32(MarkAllow)},
+		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(^MarkMask), Xor: native32(MarkAllow)},
 		&expr.Ct{Key: expr.CtKeyMARK, Register: regScratch, SourceRegister: true},
 	}
 }

@@ -142,7 +142,7 @@ func (b builder) final(r *rules) {
 func (b builder) output() [][]expr.Any {
 	r := b.prelude()
 	b.remember(&r, keyEgress, SetSeenEgress4, SetSeenEgress6)
-	r.add(metaIs(expr.MetaKeyOIF, le32(loIndex)), acceptV) // loopback is judged on input
+	r.add(metaIs(expr.MetaKeyOIF, native32(loIndex)), acceptV) // loopback is judged on input
 	b.known(&r, keyEgress, SetSeenEgress4, SetSeenEgress6, SetAllowEgress4, SetAllowEgress6)
 	b.queue(&r, nil)
 	b.final(&r)
@@ -151,7 +151,7 @@ func (b builder) output() [][]expr.Any {
 
 func (b builder) input() [][]expr.Any {
 	r := b.prelude()
-	r.add(metaIs(expr.MetaKeyIIF, le32(loIndex)), []expr.Any{jump(ChainLoopback)})
+	r.add(metaIs(expr.MetaKeyIIF, native32(loIndex)), []expr.Any{jump(ChainLoopback)})
 	b.remember(&r, keyIngress, SetSeenIngress4, SetSeenIngress6)
 	// Kubelet probes and scrapes reach the sidecar in every mode.
 	r.add(tcpDportIn(SetSelfPorts), acceptV)

@@ -1,6 +1,7 @@
 package ruleset
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -18,6 +20,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata/*.nft golden files")
@@ -100,7 +103,7 @@ func listRuleset(t *testing.T, ns *netnstest.NS) string {
 // TestGolden compares nft's listing of the applied ruleset with testdata/<case>.nft; go test -update
 // rewrites them.
 func TestGolden(t *testing.T) {
-	netnstest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	for _, tc := range []struct {
 		name string
 		p    *policy.Policy
@@ -359,19 +362,31 @@ func TestFailedApplyKeepsRuleset(t *testing.T) {
 		name string
 		p    *policy.Policy
 		o    Options
+		// want is the error's text; a kernel refusal is also checked for the errno the kernel sends.
+		want  string
+		errno syscall.Errno
 	}{
-		{"host bits", bad, Options{Queue: QueueCompat}},
-		{"unknown mode", unknownMode, Options{Queue: QueueCompat}},
-		{"too many elements", huge, Options{Queue: QueueCompat}},
-		{"queue past 65535", nil, Options{Queue: QueueCompat, QueueNum: 65535, QueueCount: 2}},
-		{"kernel refuses the batch", largePolicy(500), Options{Queue: QueueNative}},
+		{"host bits", bad, Options{Queue: QueueCompat},
+			"invalid policy: egress[0]: rule db: CIDR 10.2.0.5/16 has host bits set", 0},
+		{"unknown mode", unknownMode, Options{Queue: QueueCompat},
+			`invalid policy: mode "Enforce": want Learn, Monitor or Protect`, 0},
+		{"too many elements", huge, Options{Queue: QueueCompat},
+			fmt.Sprintf("policy too large: more than %d set elements", maxElements), 0},
+		{"queue past 65535", nil, Options{Queue: QueueCompat, QueueNum: 65535, QueueCount: 2},
+			"ruleset options: queues 65535+2 run past 65535", 0},
+		// This kernel has no "queue" expression: it answers ENOENT and refuses the whole batch.
+		{"kernel refuses the batch", largePolicy(500), Options{Queue: QueueNative},
+			"apply ruleset: ", syscall.ENOENT},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := Apply(c, tc.p, tc.o)
 			if err == nil {
 				t.Fatal("Apply succeeded")
 			}
-			t.Log(err)
+			if tc.errno == 0 && err.Error() != tc.want ||
+				tc.errno != 0 && (!strings.HasPrefix(err.Error(), tc.want) || !errors.Is(err, tc.errno)) {
+				t.Fatalf("Apply = %v, want %q (errno %v)", err, tc.want, tc.errno)
+			}
 			if diff := cmp.Diff(before, listRuleset(t, ns)); diff != "" {
 				t.Errorf("ruleset changed (-before +after):\n%s", diff)
 			}

@@ -3,6 +3,7 @@ package ruleset
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -19,6 +20,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/packet"
 )
@@ -67,15 +69,14 @@ func v6Of(t *testing.T, ns *netnstest.NS, link string) netip.Addr {
 // waitDAD waits until duplicate address detection has finished on both sides: while a link-local
 // address is tentative, the first IPv6 SYN is lost and retried a second later, ruleset or not.
 func (x *topo) waitDAD(t *testing.T) {
-	deadline := time.Now().Add(10 * time.Second)
-	for _, ns := range []*netnstest.NS{x.pod, x.peer} {
-		for ns.Exec(t, "ip", "-6", "addr", "show", "tentative") != "" {
-			if time.Now().After(deadline) {
-				t.Fatal("IPv6 addresses still tentative after 10s")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		for _, ns := range []*netnstest.NS{x.pod, x.peer} {
+			if out := ns.Exec(t, "ip", "-6", "addr", "show", "tentative"); out != "" {
+				return fmt.Errorf("IPv6 addresses still tentative in %s:\n%s", ns.Name, out)
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
-	}
+		return nil
+	})
 }
 
 // echo serves connections on ns at addr, echoing what they send after a greeting that names the
@@ -329,15 +330,12 @@ func TestVerdictMarks(t *testing.T) {
 	}
 
 	// Once the seen key expires, the next connection is queued (and logged) again.
-	for deadline := time.Now().Add(10 * seenTimeout); ; {
-		if _, sets := readBack(t, x.pod, x.c); len(sets[SetSeenEgress4]) == 0 {
-			break
+	testutil.Eventually(t, 10*seenTimeout, func() error {
+		if _, sets := readBack(t, x.pod, x.c); len(sets[SetSeenEgress4]) != 0 {
+			return fmt.Errorf("seen key still there after its %s timeout", seenTimeout)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("seen key still there %s after its %s timeout", 10*seenTimeout, seenTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	before = v.queued.Load()
 	wantConnect(t, x.pod, ap(x.peerAddr, 80))
 	if n := v.queued.Load() - before; n != 1 {

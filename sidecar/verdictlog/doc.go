@@ -1,9 +1,7 @@
 // Package verdictlog writes the sidecar's verdict lines: one JSON object per connection decision, on
 // stdout in production, so that `kubectl logs <pod> -c podwall` shows what was allowed and denied.
 //
-// A line carries the stable fields of DESIGN.md — time, pod, namespace, workload, direction, proto,
-// src, dst, peer, verdict, rule, mode, policy_revision — plus evaluator (the pipeline step that
-// decided) and, for a connection judged behind a mesh redirect, original_dst:
+// The lines and their fields are specified, and decoded, by podwall.io/podwall/api/verdict:
 //
 //	{"time":"2026-11-27T03:00:00.123456789Z","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web",
 //	 "direction":"egress","proto":"TCP","src":"10.244.0.5:40000","dst":"1.1.1.1:80","peer":"cidr:1.1.1.1/32",
@@ -19,14 +17,10 @@
 // judged: for a redirected connection, the original destination's). Allows left out this way
 // are counted (Stats.Filtered) but are not "suppressed": the operator asked for it.
 //
-// Every line, of any verdict, then passes a token bucket (Options.Rate lines per second, Options.Burst
-// at once), so that a port scan cannot flood the node's log pipeline. Nothing is dropped silently: what
-// the bucket refuses is counted, and the next line that gets through is preceded by a summary line,
-//
-//	{"time":"...","pod":...,"suppressed":12,"rate_limited":12,"dropped":0,"suppressed_deny":12,
-//	 "suppressed_audit":0,"suppressed_allow":0,"since":"..."}
-//
-// which Close also writes if anything is still unreported.
+// Every line, of any verdict, then passes a token bucket (golang.org/x/time/rate: Options.Rate lines per
+// second, Options.Burst at once), so that a port scan cannot flood the node's log pipeline. Nothing is dropped silently: what
+// the bucket refuses is counted, and the next line that gets through is preceded by a summary line
+// (verdict.Line with its suppressed counts), which Close also writes if anything is still unreported.
 //
 // # When stdout blocks
 //

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/sidecar/decide"
 )
 
@@ -20,7 +21,8 @@ func appendIdentity(b []byte, id Identity) []byte {
 	return appendString(b, id.Workload)
 }
 
-// appendLine appends the verdict line of c and d, newline included.
+// appendLine appends the verdict line of c and d, newline included: the fields of verdict.Line, in
+// its order.
 func (l *Logger) appendLine(b []byte, now time.Time, c *decide.Conn, d *decide.Decision) []byte {
 	b = appendTime(append(b, `{"time":`...), now)
 	b = append(b, l.identity...)
@@ -51,7 +53,8 @@ func (l *Logger) appendLine(b []byte, now time.Time, c *decide.Conn, d *decide.D
 	return append(b, "}\n"...)
 }
 
-// appendSummary appends the line that reports what was suppressed since s.since.
+// appendSummary appends the summary line (verdict.Line's summary fields) for what was suppressed
+// since s.since.
 func (l *Logger) appendSummary(b []byte, now time.Time, s *suppressed) []byte {
 	b = appendTime(append(b, `{"time":`...), now)
 	b = append(b, l.identity...)
@@ -78,21 +81,10 @@ func appendTime(b []byte, t time.Time) []byte {
 	return append(b, '"')
 }
 
-// appendProto names the protocols rules can name as policies spell them, others by number.
+// appendProto writes the protocol as verdict.Proto encodes it: by name if it has one, else by number.
 func appendProto(b []byte, proto uint8) []byte {
-	var name string
-	switch proto {
-	case 1:
-		name = "ICMP"
-	case 6:
-		name = "TCP"
-	case 17:
-		name = "UDP"
-	case 58:
-		name = "ICMPv6"
-	case 132:
-		name = "SCTP"
-	default:
+	name := verdict.Proto(proto).Name()
+	if name == "" {
 		return strconv.AppendUint(b, uint64(proto), 10)
 	}
 	b = append(b, '"')

@@ -5,8 +5,13 @@ import (
 	"encoding/json"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/sidecar/decide"
 )
 
@@ -56,8 +61,8 @@ func FuzzAppendString(f *testing.F) {
 	})
 }
 
-// FuzzLine checks that a whole line is one valid JSON object whatever the identity, policy strings and
-// addresses hold.
+// FuzzLine checks that a whole line is one JSON object that decodes strictly into verdict.Line, with
+// the values logged, whatever the identity, policy strings and addresses hold.
 func FuzzLine(f *testing.F) {
 	f.Add("web", "ns\n", "peer\"", "rule", []byte{10, 0, 0, 1}, uint16(80), uint8(6))
 	f.Add("", "", "\xff", "", []byte{0xfd, 15: 1}, uint16(0), uint8(200))
@@ -72,15 +77,45 @@ func FuzzLine(f *testing.F) {
 		d := decide.Decision{Verdict: policy.Deny, Rule: rule, Evaluator: peer, Peer: peer, Redirected: true,
 			Mode: policy.Mode(rule), Revision: int64(port)}
 		line := l.appendLine(nil, t0, &c, &d)
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("line %s: %v", line, err)
-		}
-		if m["pod"] != string([]rune(pod)) || m["peer"] != string([]rune(peer)) || m["rule"] != string([]rune(rule)) {
-			t.Fatalf("fields did not survive: %s", line)
-		}
 		if bytes.Count(line, []byte("\n")) != 1 || line[len(line)-1] != '\n' {
 			t.Fatalf("not one line: %q", line)
 		}
+		// Invalid UTF-8 comes back as U+FFFD.
+		valid := func(s string) string { return string([]rune(s)) }
+		want := verdict.Line{Time: t0, Pod: valid(pod), Namespace: valid(ns), Workload: valid(peer),
+			Direction: c.Direction, Proto: verdict.Proto(proto), Src: c.Src(), Dst: c.Dst(), Peer: valid(peer),
+			Verdict: d.Verdict, Rule: valid(rule), Mode: policy.Mode(valid(rule)), PolicyRevision: d.Revision,
+			Evaluator: valid(peer), OriginalDst: c.Original}
+		if diff := cmp.Diff(want, decodeStrict(t, line), sameLine); diff != "" {
+			t.Fatalf("line %s (-want +got):\n%s", line, diff)
+		}
 	})
+}
+
+// TestSummaryLine checks that a summary line, with every count distinct, decodes strictly into
+// verdict.Line.
+func TestSummaryLine(t *testing.T) {
+	l := &Logger{identity: appendIdentity(nil, id)}
+	s := suppressed{rateLimited: 5, dropped: 4, byVerdict: [...]uint64{policy.Allow: 1, policy.Deny: 6, policy.Audit: 2},
+		since: t0.Add(-time.Minute)}
+	want := verdict.Line{Time: t0, Pod: id.Pod, Namespace: id.Namespace, Workload: id.Workload, Suppressed: 9,
+		RateLimited: 5, Dropped: 4, SuppressedDeny: 6, SuppressedAudit: 2, SuppressedAllow: 1, Since: s.since}
+	if diff := cmp.Diff(want, decodeStrict(t, l.appendSummary(nil, t0, &s)), sameLine); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
+	}
+}
+
+// sameLine compares verdict.Lines, whose addresses cmp cannot look into.
+var sameLine = cmpopts.EquateComparable(netip.AddrPort{})
+
+// decodeStrict decodes one line into verdict.Line, refusing fields it does not know.
+func decodeStrict(t *testing.T, line []byte) verdict.Line {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	var l verdict.Line
+	if err := dec.Decode(&l); err != nil || dec.More() {
+		t.Fatalf("line %s: %v", line, err)
+	}
+	return l
 }

@@ -3,35 +3,18 @@ package verdictlog
 import (
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"podwall.io/podwall/api/policy"
 )
 
-// bucket is a token bucket: rate tokens a second, at most burst saved up. A rate of zero or less
-// means no limit. It is not safe for concurrent use; the Logger's mutex guards it.
-type bucket struct {
-	rate, burst, tokens float64
-	last                time.Time
-}
-
-func newBucket(rate float64, burst int, now time.Time) bucket {
-	return bucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
-}
-
-// take spends a token if there is one.
-func (b *bucket) take(now time.Time) bool {
-	if b.rate <= 0 {
-		return true
+// newLimiter returns the token bucket every line passes: r lines a second, at most burst at once. A
+// rate of zero means no limit. The Logger passes its own clock (Options.Now) to each AllowN.
+func newLimiter(r float64, burst int) *rate.Limiter {
+	if r == 0 {
+		return rate.NewLimiter(rate.Inf, burst)
 	}
-	// A clock that steps back must not drain the bucket: only forward time refills it.
-	if elapsed := now.Sub(b.last); elapsed > 0 {
-		b.tokens = min(b.burst, b.tokens+elapsed.Seconds()*b.rate)
-		b.last = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return rate.NewLimiter(rate.Limit(r), burst)
 }
 
 // maxFirstKeys bounds the memory of the "first" filter. Past it the filter forgets and starts a new

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
 )
@@ -84,7 +86,7 @@ type Logger struct {
 
 	mu      sync.Mutex
 	buf     []byte // lines waiting for the writer
-	bucket  bucket
+	limit   *rate.Limiter
 	first   firstFilter
 	pending suppressed
 	stats   Stats
@@ -106,7 +108,7 @@ func New(w io.Writer, id Identity, opts Options) (*Logger, error) {
 		now:      opts.Now,
 		allows:   opts.Allows,
 		maxBuf:   opts.BufferBytes,
-		bucket:   newBucket(opts.Rate, opts.Burst, opts.Now()),
+		limit:    newLimiter(opts.Rate, opts.Burst),
 		first:    firstFilter{interval: opts.FirstInterval, seen: map[firstKey]struct{}{}},
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -160,7 +162,7 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 		l.stats.Dropped++
 		l.pending.add(d.Verdict, now, false)
 		return
-	case !l.bucket.take(now):
+	case !l.limit.AllowN(now, 1):
 		l.stats.RateLimited++
 		l.pending.add(d.Verdict, now, true)
 		return

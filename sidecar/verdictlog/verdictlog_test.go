@@ -1,9 +1,7 @@
 package verdictlog
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,35 +15,20 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/verdict"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/sidecar/decide"
 )
 
-// lockedBuffer collects what the writer goroutine writes, readable while it runs.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines parses every line written so far.
-func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
+// lines decodes every line written so far, strictly: a line that is not one JSON object, or that has
+// a field verdict.Line does not know, fails the test.
+func lines(t *testing.T, out []byte) []verdict.Line {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for line := range strings.Lines(b.buf.String()) {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("line %q: %v", line, err)
-		}
-		out = append(out, m)
+	var got []verdict.Line
+	for line := range strings.Lines(string(out)) {
+		got = append(got, decodeStrict(t, []byte(line)))
 	}
-	return out
+	return got
 }
 
 // clock is a settable clock for Options.Now.
@@ -104,45 +87,56 @@ func decision(v policy.Verdict, peer string) decide.Decision {
 	return decide.Decision{Verdict: v, Rule: rule, Evaluator: "egress", Peer: peer, Mode: policy.Protect, Revision: 7}
 }
 
+// TestLine checks that each kind of line the Logger writes — a verdict line, one judged behind a
+// redirect, a summary — decodes strictly into verdict.Line with the values logged.
 func TestLine(t *testing.T) {
-	var out lockedBuffer
-	l, _ := newLogger(t, &out, Options{})
+	var out testutil.Buffer
+	l, clk := newLogger(t, &out, Options{Rate: 1})
 	l.Log(decide.Conn{Direction: policy.Loopback, Proto: 6, Local: netip.MustParseAddrPort("127.0.0.1:40000"),
 		Remote: netip.MustParseAddrPort("127.0.0.1:15001"), Original: netip.MustParseAddrPort("[fd00::1]:443")},
 		decide.Decision{Verdict: policy.Audit, Rule: "default", Evaluator: "default", Peer: "cidr:fd00::1/128",
 			Redirected: true, Mode: policy.Monitor, Revision: 42})
-	l.Log(decide.Conn{Direction: policy.Ingress, Proto: 17, Local: netip.MustParseAddrPort("10.244.0.5:53"),
-		Remote: netip.MustParseAddrPort("10.244.1.3:5000")},
-		decide.Decision{Verdict: policy.Allow, Rule: "dns\"\n", Evaluator: "ingress", Peer: "workload:a/\\b\x01",
-			Mode: policy.Protect, Revision: 1})
+	ingress := decide.Conn{Direction: policy.Ingress, Proto: 17, Local: netip.MustParseAddrPort("10.244.0.5:53"),
+		Remote: netip.MustParseAddrPort("10.244.1.3:5000")}
+	allow := decide.Decision{Verdict: policy.Allow, Rule: "dns\"\n", Evaluator: "ingress", Peer: "workload:a/\\b\x01",
+		Mode: policy.Protect, Revision: 1}
+	l.Log(ingress, allow) // rate limited
+	clk.advance(time.Second)
+	l.Log(ingress, allow)
 	closeLogger(t, l)
-	want := []map[string]any{{
-		"time": "2026-11-27T03:00:00.123456789Z", "pod": "web-5d9c", "namespace": "shop", "workload": "Deployment/web",
-		"direction": "loopback", "proto": "TCP", "src": "127.0.0.1:40000", "dst": "127.0.0.1:15001",
-		"peer": "cidr:fd00::1/128", "verdict": "audit", "rule": "default", "mode": "Monitor", "policy_revision": 42.0,
-		"evaluator": "default", "original_dst": "[fd00::1]:443",
+	t1 := t0.Add(time.Second)
+	want := []verdict.Line{{
+		Time: t0, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web",
+		Direction: policy.Loopback, Proto: 6, Src: netip.MustParseAddrPort("127.0.0.1:40000"),
+		Dst: netip.MustParseAddrPort("127.0.0.1:15001"), Peer: "cidr:fd00::1/128", Verdict: policy.Audit,
+		Rule: "default", Mode: policy.Monitor, PolicyRevision: 42, Evaluator: "default",
+		OriginalDst: netip.MustParseAddrPort("[fd00::1]:443"),
 	}, {
-		"time": "2026-11-27T03:00:00.123456789Z", "pod": "web-5d9c", "namespace": "shop", "workload": "Deployment/web",
-		"direction": "ingress", "proto": "UDP", "src": "10.244.1.3:5000", "dst": "10.244.0.5:53",
-		"peer": "workload:a/\\b\x01", "verdict": "allow", "rule": "dns\"\n", "mode": "Protect", "policy_revision": 1.0,
-		"evaluator": "ingress",
+		Time: t1, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web",
+		Suppressed: 1, RateLimited: 1, SuppressedAllow: 1, Since: t0,
+	}, {
+		Time: t1, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web",
+		Direction: policy.Ingress, Proto: 17, Src: netip.MustParseAddrPort("10.244.1.3:5000"),
+		Dst: netip.MustParseAddrPort("10.244.0.5:53"), Peer: "workload:a/\\b\x01", Verdict: policy.Allow,
+		Rule: "dns\"\n", Mode: policy.Protect, PolicyRevision: 1, Evaluator: "ingress",
 	}}
-	if diff := cmp.Diff(want, out.lines(t)); diff != "" {
+	if diff := cmp.Diff(want, lines(t, out.Bytes()), sameLine); diff != "" {
 		t.Fatalf("lines (-want +got):\n%s", diff)
 	}
 }
 
-// logged returns the verdict and dst of each verdict line, and the counts of each summary line.
-func logged(t *testing.T, out *lockedBuffer) []string {
+// logged returns the verdict, dst and time of each verdict line, and the counts of each summary line.
+func logged(t *testing.T, out *testutil.Buffer) []string {
+	t.Helper()
 	var got []string
-	for _, m := range out.lines(t) {
-		if _, ok := m["suppressed"]; ok {
-			got = append(got, fmt.Sprintf("summary suppressed=%v rate_limited=%v dropped=%v deny=%v audit=%v allow=%v since=%v",
-				m["suppressed"], m["rate_limited"], m["dropped"], m["suppressed_deny"], m["suppressed_audit"],
-				m["suppressed_allow"], m["since"]))
+	for _, l := range lines(t, out.Bytes()) {
+		if l.IsSummary() {
+			got = append(got, fmt.Sprintf("summary suppressed=%d rate_limited=%d dropped=%d deny=%d audit=%d allow=%d since=%s",
+				l.Suppressed, l.RateLimited, l.Dropped, l.SuppressedDeny, l.SuppressedAudit, l.SuppressedAllow,
+				l.Since.Format(time.RFC3339Nano)))
 			continue
 		}
-		got = append(got, fmt.Sprintf("%s %s %s", m["verdict"], m["dst"], m["time"]))
+		got = append(got, fmt.Sprintf("%s %s %s", l.Verdict, l.Dst, l.Time.Format(time.RFC3339Nano)))
 	}
 	return got
 }
@@ -181,7 +175,7 @@ func TestAllows(t *testing.T) {
 			"allow 10.0.0.1:80 " + s60}, 2},
 	} {
 		t.Run(string(tc.allows), func(t *testing.T) {
-			var out lockedBuffer
+			var out testutil.Buffer
 			l, clk := newLogger(t, &out, Options{Allows: tc.allows})
 			for _, s := range steps {
 				clk.advance(s.advance)
@@ -204,7 +198,7 @@ func TestAllows(t *testing.T) {
 
 // TestFirstRateLimited checks that an allow the rate limit suppressed does not count as the first.
 func TestFirstRateLimited(t *testing.T) {
-	var out lockedBuffer
+	var out testutil.Buffer
 	l, clk := newLogger(t, &out, Options{Allows: AllowsFirst, Rate: 1})
 	l.Log(egress("10.0.0.2:80"), decision(policy.Deny, "p"))
 	l.Log(egress("10.0.0.1:80"), decision(policy.Allow, "p")) // rate limited
@@ -234,7 +228,7 @@ func TestFirstForgetsWhenFull(t *testing.T) {
 }
 
 func TestRateLimit(t *testing.T) {
-	var out lockedBuffer
+	var out testutil.Buffer
 	l, clk := newLogger(t, &out, Options{Rate: 2, Burst: 3})
 	for i := range 5 {
 		l.Log(egress(fmt.Sprintf("10.0.0.%d:80", i)), decision([]policy.Verdict{policy.Deny, policy.Allow, policy.Audit}[i%3], "p"))
@@ -263,22 +257,34 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
-func TestBucketClockStepsBack(t *testing.T) {
-	b := newBucket(1, 1, t0)
-	if !b.take(t0) || b.take(t0.Add(-time.Hour)) || !b.take(t0.Add(time.Second)) {
-		t.Fatal("a clock stepping back changed the bucket")
+// TestRateLimitClockStepsBack checks that a clock stepping back neither refills the bucket nor breaks
+// it: the next second's token comes as usual.
+func TestRateLimitClockStepsBack(t *testing.T) {
+	var out testutil.Buffer
+	l, clk := newLogger(t, &out, Options{Rate: 1})
+	l.Log(egress("10.0.0.1:80"), decision(policy.Deny, "p"))
+	clk.advance(-time.Hour)
+	l.Log(egress("10.0.0.2:80"), decision(policy.Deny, "p"))
+	clk.advance(time.Hour + time.Second)
+	l.Log(egress("10.0.0.3:80"), decision(policy.Deny, "p"))
+	closeLogger(t, l)
+	want := []string{"deny 10.0.0.1:80 2026-11-27T03:00:00.123456789Z",
+		"summary suppressed=1 rate_limited=1 dropped=0 deny=1 audit=0 allow=0 since=2026-11-27T02:00:00.123456789Z",
+		"deny 10.0.0.3:80 2026-11-27T03:00:01.123456789Z"}
+	if diff := cmp.Diff(want, logged(t, &out)); diff != "" {
+		t.Fatalf("lines (-want +got):\n%s", diff)
 	}
 }
 
 // blockingWriter blocks every Write until release is closed.
 type blockingWriter struct {
 	release chan struct{}
-	lockedBuffer
+	testutil.Buffer
 }
 
 func (w *blockingWriter) Write(p []byte) (int, error) {
 	<-w.release
-	return w.lockedBuffer.Write(p)
+	return w.Buffer.Write(p)
 }
 
 // TestBlockedWriter checks that a writer that blocks never blocks Log, and that what it costs is counted
@@ -311,16 +317,16 @@ func TestBlockedWriter(t *testing.T) {
 	}
 	close(w.release)
 	closeLogger(t, l)
-	var lines, dropped uint64
-	for _, m := range w.lines(t) {
-		if n, ok := m["dropped"].(float64); ok {
-			dropped += uint64(n)
+	var written, dropped uint64
+	for _, line := range lines(t, w.Bytes()) {
+		if line.IsSummary() {
+			dropped += line.Dropped
 		} else {
-			lines++
+			written++
 		}
 	}
-	if lines != st.Logged || dropped != st.Dropped {
-		t.Fatalf("wrote %d lines reporting %d dropped; stats %+v", lines, dropped, st)
+	if written != st.Logged || dropped != st.Dropped {
+		t.Fatalf("wrote %d lines reporting %d dropped; stats %+v", written, dropped, st)
 	}
 }
 
@@ -354,7 +360,7 @@ func TestWriteErrorsCounted(t *testing.T) {
 }
 
 func TestConcurrentLines(t *testing.T) {
-	var out lockedBuffer
+	var out testutil.Buffer
 	l, _ := newLogger(t, &out, Options{})
 	const workers, each = 8, 500
 	var wg sync.WaitGroup
@@ -368,8 +374,8 @@ func TestConcurrentLines(t *testing.T) {
 	wg.Wait()
 	closeLogger(t, l)
 	seen := map[string]int{}
-	for _, m := range out.lines(t) {
-		seen[m["peer"].(string)]++
+	for _, line := range lines(t, out.Bytes()) {
+		seen[line.Peer]++
 	}
 	for g := range workers {
 		if n := seen[fmt.Sprint("peer-", g)]; n != each {
@@ -405,11 +411,13 @@ func TestLogDoesNotAllocate(t *testing.T) {
 	for _, tc := range []struct {
 		allows Allows
 		v      policy.Verdict
-	}{{AllowsFirst, policy.Deny}, {AllowsFirst, policy.Allow}, {AllowsAll, policy.Allow}, {AllowsNone, policy.Allow}} {
-		l, _ := newLogger(t, io.Discard, Options{Allows: tc.allows})
+		rate   float64 // the clock stands still: past the burst, every line is rate limited
+	}{{AllowsFirst, policy.Deny, 0}, {AllowsFirst, policy.Allow, 0}, {AllowsAll, policy.Allow, 0},
+		{AllowsNone, policy.Allow, 0}, {AllowsAll, policy.Deny, 100}} {
+		l, _ := newLogger(t, io.Discard, Options{Allows: tc.allows, Rate: tc.rate})
 		d := decision(tc.v, "workload:shop/Deployment/api")
 		if n := testing.AllocsPerRun(1000, func() { l.Log(c, d) }); n != 0 {
-			t.Errorf("%s, %s: Log allocates %v times per line", tc.allows, tc.v, n)
+			t.Errorf("%s, %s, rate %v: Log allocates %v times per line", tc.allows, tc.v, tc.rate, n)
 		}
 	}
 }
@@ -432,7 +440,7 @@ func BenchmarkLog(b *testing.B) {
 // TestFirstRedirectedKeysOnOriginalPort checks that app→proxy connections, which all go to the proxy's
 // port, are told apart by the port of the destination they were judged against.
 func TestFirstRedirectedKeysOnOriginalPort(t *testing.T) {
-	var out lockedBuffer
+	var out testutil.Buffer
 	l, _ := newLogger(t, &out, Options{Allows: AllowsFirst})
 	for _, orig := range []string{"10.0.0.1:80", "10.0.0.1:443", "10.0.0.1:443"} {
 		c := decide.Conn{Direction: policy.Loopback, Proto: 6, Local: netip.MustParseAddrPort("127.0.0.1:40000"),
@@ -442,11 +450,11 @@ func TestFirstRedirectedKeysOnOriginalPort(t *testing.T) {
 		l.Log(c, d)
 	}
 	closeLogger(t, l)
-	var got []any
-	for _, m := range out.lines(t) {
-		got = append(got, m["original_dst"])
+	var got []string
+	for _, line := range lines(t, out.Bytes()) {
+		got = append(got, line.OriginalDst.String())
 	}
-	if diff := cmp.Diff([]any{"10.0.0.1:80", "10.0.0.1:443"}, got); diff != "" {
+	if diff := cmp.Diff([]string{"10.0.0.1:80", "10.0.0.1:443"}, got); diff != "" {
 		t.Fatalf("logged original destinations (-want +got):\n%s", diff)
 	}
 }

@@ -1,27 +1,15 @@
-// Package agent is the sidecar: it owns the pod's network namespace, keeps the podwall ruleset in
-// place, decides each queued connection and logs every verdict. Run is the whole sidecar; the binary's
-// main only loads its configuration and calls it.
 package agent
 
 import (
-	"context"
 	"io"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/logr"
-	"github.com/google/nftables"
-	"github.com/prometheus/client_golang/prometheus"
-
 	"podwall.io/podwall/api/policy"
-	"podwall.io/podwall/api/policy/pgclient"
-	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
-// Options configure the sidecar. Zero values take the documented defaults.
+// Options configure the agent. Zero values take the documented defaults.
 type Options struct {
 	// NetNS is the path of the network namespace to guard; empty means the one the process runs in
 	// (the pod's). Tests and the local demo set it.
@@ -48,8 +36,8 @@ type Options struct {
 	Stdout io.Writer
 	// StallTimeout is the watchdog's limit for one verdict (default 2s).
 	StallTimeout time.Duration
-	// LearnedLimit bounds the observed connections held for reporting (default 10000).
-	LearnedLimit int
+	// ReportLimit bounds the observed connections held for reporting (default 10000).
+	ReportLimit int
 	// Tunables may change while the sidecar runs (Reconfigure).
 	Tunables
 }
@@ -103,44 +91,10 @@ func (o *Options) setDefaults() {
 	if o.PolicyGen.FirstPolicyWait == 0 {
 		o.PolicyGen.FirstPolicyWait = 10 * time.Second
 	}
-	if o.LearnedLimit == 0 {
-		o.LearnedLimit = 10000
+	if o.ReportLimit == 0 {
+		o.ReportLimit = 10000
 	}
 	if o.Log.FirstInterval == 0 {
 		o.Log.FirstInterval = time.Minute
 	}
-}
-
-// Sidecar is a running sidecar.
-type Sidecar struct {
-	opts  Options
-	log   logr.Logger
-	nsfd  int // the guarded namespace, 0 for the process's own
-	nft   *nftables.Conn
-	queue ruleset.QueueKind
-	dp    datapath
-	ready atomic.Bool
-	reg   *prometheus.Registry
-	// client talks to policygen; nil in standalone mode.
-	client *pgclient.Client
-
-	mu       sync.Mutex // serializes policy and tunable changes
-	policy   *policy.Policy
-	tunables Tunables
-	// stopped is set when the sidecar leaves the namespace; no policy is applied after it.
-	stopped bool
-	vlog    atomic.Pointer[verdictlog.Logger]
-	// retired sums the counters of verdict loggers replaced by Reconfigure, so metrics never go back.
-	retired  verdictlog.Stats
-	revision prometheus.Gauge
-	applyErr prometheus.Counter
-}
-
-// Run guards the namespace until ctx ends, then leaves it in the fail mode's state.
-func Run(ctx context.Context, opts Options, log logr.Logger) error {
-	s, err := New(opts, log)
-	if err != nil {
-		return err
-	}
-	return s.Run(ctx)
 }

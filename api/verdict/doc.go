@@ -1,0 +1,55 @@
+// Package verdict is the schema of the sidecar's verdict log: what `kubectl logs <pod> -c podwall`
+// shows on stdout, one JSON object per line. The field names are stable: tools and alerts may key on
+// them, and a field is only ever added, never renamed or given another meaning.
+//
+// The sidecar writes two kinds of line, both decoded by Line.
+//
+// # Verdict lines
+//
+// One line per decided connection:
+//
+//	{"time":"2026-11-27T03:00:00.123456789Z","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web",
+//	 "direction":"egress","proto":"TCP","src":"10.244.0.5:40000","dst":"1.1.1.1:80","peer":"cidr:1.1.1.1/32",
+//	 "verdict":"deny","rule":"default","mode":"Protect","policy_revision":7,"evaluator":"default"}
+//
+//	time             when the sidecar decided, RFC 3339 with nanoseconds, UTC
+//	pod              the pod the sidecar guards
+//	namespace        its namespace
+//	workload         its top owner, "Kind/name" (for example "Deployment/web")
+//	direction        "ingress" (a peer connects to the pod), "egress" (the pod connects out) or
+//	                 "loopback" (a process in the pod connects to a port of the pod)
+//	proto            "TCP", "UDP", "SCTP", "ICMP" or "ICMPv6"; any other protocol as its number
+//	src, dst         the connection's source and destination as address:port ([v6]:port), as the
+//	                 packet carried them
+//	peer             what the remote end was judged as: "workload:<namespace>/<Kind>/<name>",
+//	                 "cidr:<prefix>", or another name the policy gives it
+//	verdict          "allow", "deny", or "audit" (allowed in Monitor mode, would be denied in Protect)
+//	rule             the id of the policy rule that decided; "default" for the mode's default, or
+//	                 "loopback-default" for loopback traffic no loopback rule names
+//	mode             "Learn", "Monitor" or "Protect": the mode enforced, after any override
+//	policy_revision  the revision of the policy in force (0: no policy yet, the fail mode's baseline)
+//	evaluator        the decision step that decided: "invalid-conn", "origdst-unknown", "loopback",
+//	                 "ingress", "egress", or "default" (the mode's default ended the pipeline)
+//	original_dst     only on a connection judged behind a mesh proxy's redirect: the destination it
+//	                 was judged against, before the redirect
+//
+// # Summary lines
+//
+// Lines the sidecar did not write — refused by its rate limit, or dropped because stdout stopped
+// draining — are counted, and the next line that gets through is preceded by a summary line (the
+// sidecar also writes one as it stops, if anything is unreported):
+//
+//	{"time":"...","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web","suppressed":12,
+//	 "rate_limited":12,"dropped":0,"suppressed_deny":12,"suppressed_audit":0,"suppressed_allow":0,"since":"..."}
+//
+//	time, pod, namespace, workload  as on a verdict line
+//	suppressed                      lines not written since "since": rate_limited + dropped, never 0
+//	rate_limited                    of those, refused by the rate limit
+//	dropped                         of those, dropped because the writer fell behind
+//	suppressed_deny                 of those, the denies
+//	suppressed_audit                the audits
+//	suppressed_allow                the allows
+//	since                           when the first of them was suppressed
+//
+// A summary line has a suppressed field and no verdict; Line.IsSummary tells the two apart.
+package verdict

@@ -1,0 +1,109 @@
+package verdict
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"podwall.io/podwall/api/policy"
+)
+
+// Line is one line of the verdict log, of either kind (see the package documentation): the fields of a
+// verdict line are zero on a summary line and the other way round. Encoding leaves zero fields out; the
+// sidecar writes every field of a line's kind.
+type Line struct {
+	// Time is when the line was made.
+	Time time.Time `json:"time"`
+	// Pod, Namespace and Workload ("Kind/name") name the guarded pod.
+	Pod       string `json:"pod"`
+	Namespace string `json:"namespace"`
+	Workload  string `json:"workload"`
+
+	// Direction is which way the connection goes, seen from the pod.
+	Direction policy.Direction `json:"direction,omitzero"`
+	// Proto is the connection's L4 protocol.
+	Proto Proto `json:"proto,omitzero"`
+	// Src and Dst are the connection's ends as the packet carried them.
+	Src netip.AddrPort `json:"src,omitzero"`
+	Dst netip.AddrPort `json:"dst,omitzero"`
+	// Peer is what the remote end was judged as ("workload:ns/Kind/name", "cidr:prefix", ...).
+	Peer string `json:"peer,omitempty"`
+	// Verdict is what happened to the connection.
+	Verdict policy.Verdict `json:"verdict,omitzero"`
+	// Rule is the id of the rule that decided, "default" for the mode's default, or "loopback-default".
+	Rule string `json:"rule,omitempty"`
+	// Mode is the mode enforced, after any override.
+	Mode policy.Mode `json:"mode,omitempty"`
+	// PolicyRevision is the revision of the policy in force.
+	PolicyRevision int64 `json:"policy_revision,omitzero"`
+	// Evaluator is the decision step that decided.
+	Evaluator string `json:"evaluator,omitempty"`
+	// OriginalDst is, for a connection judged behind a redirect, the destination it was judged against.
+	OriginalDst netip.AddrPort `json:"original_dst,omitzero"`
+
+	// Suppressed counts the lines not written since Since: RateLimited plus Dropped. It is set on
+	// summary lines only, and never zero there.
+	Suppressed uint64 `json:"suppressed,omitzero"`
+	// RateLimited counts the lines the rate limit refused.
+	RateLimited uint64 `json:"rate_limited,omitzero"`
+	// Dropped counts the lines dropped because the writer fell behind.
+	Dropped uint64 `json:"dropped,omitzero"`
+	// SuppressedDeny, SuppressedAudit and SuppressedAllow split Suppressed by verdict.
+	SuppressedDeny  uint64 `json:"suppressed_deny,omitzero"`
+	SuppressedAudit uint64 `json:"suppressed_audit,omitzero"`
+	SuppressedAllow uint64 `json:"suppressed_allow,omitzero"`
+	// Since is when the first suppressed line was suppressed.
+	Since time.Time `json:"since,omitzero"`
+}
+
+// IsSummary says whether l is a summary line rather than a verdict line.
+func (l *Line) IsSummary() bool { return l.Suppressed > 0 }
+
+// Proto is an IANA protocol number. On a line it is the name policies use for the protocols podwall
+// knows (TCP, UDP, SCTP, ICMP, ICMPv6) and the bare number for any other.
+type Proto uint8
+
+// protoNames are the protocols written by name, indexed by number so that the verdict path's lookup
+// costs nothing.
+var protoNames = [256]string{
+	1:   "ICMP",
+	6:   string(policy.TCP),
+	17:  string(policy.UDP),
+	58:  "ICMPv6",
+	132: string(policy.SCTP),
+}
+
+// Name returns the protocol's name on a line, or "" for a protocol written as its number.
+func (p Proto) Name() string { return protoNames[p] }
+
+// MarshalJSON writes the protocol's name, or its number.
+func (p Proto) MarshalJSON() ([]byte, error) {
+	if n := p.Name(); n != "" {
+		return strconv.AppendQuote(nil, n), nil
+	}
+	return strconv.AppendUint(nil, uint64(p), 10), nil
+}
+
+// UnmarshalJSON accepts what MarshalJSON writes, and a named protocol's number too.
+func (p *Proto) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	if bytes.HasPrefix(b, []byte(`"`)) {
+		for n, name := range protoNames {
+			if name != "" && string(b) == strconv.Quote(name) {
+				*p = Proto(n)
+				return nil
+			}
+		}
+		return fmt.Errorf("proto %s: not a protocol name", b)
+	}
+	n, err := strconv.ParseUint(string(b), 10, 8)
+	if err != nil {
+		return fmt.Errorf("proto %s: want a name or a number up to 255", b)
+	}
+	*p = Proto(n)
+	return nil
+}

@@ -1,0 +1,81 @@
+// Package testutil holds the helpers every package's tests share: polling for a condition with a
+// deadline, a buffer that goroutines under test may write while the test reads it, and skipping a test
+// that lacks what it needs (root, a browser) — except in CI, where such a test fails rather than pass
+// unseen.
+package testutil
+
+import (
+	"bytes"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Eventually calls check until it returns nil. Once timeout has passed it fails the test with check's
+// last error. The wait between calls grows from 10ms to 250ms: a quick condition is seen quickly, a slow
+// one (a kubectl round trip) is not hammered.
+func Eventually(t testing.TB, timeout time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	wait := 10 * time.Millisecond
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 250*time.Millisecond)
+	}
+}
+
+// Buffer is a bytes.Buffer safe for concurrent use: code under test writes it from its goroutines while
+// the test reads what has been written so far. The zero Buffer is empty and ready.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// Bytes returns a copy of what has been written so far.
+func (b *Buffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
+
+// String returns what has been written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// SkipUnlessCI skips the test, saying why, because the machine lacks something it needs. Where the
+// environment sets CI=true the test fails instead: CI is where every test is promised to run, and a
+// skipped test there would look like a passed one.
+func SkipUnlessCI(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true: this test must run here)", why)
+	}
+	t.Skip(why)
+}
+
+// RequireRoot stops the test unless it runs as root (see SkipUnlessCI): network namespaces and
+// nftables need it.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		SkipUnlessCI(t, "needs root")
+	}
+}

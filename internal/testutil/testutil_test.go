@@ -1,0 +1,95 @@
+package testutil
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestEventually(t *testing.T) {
+	calls := 0
+	Eventually(t, time.Second, func() error {
+		if calls++; calls < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if calls != 3 {
+		t.Fatalf("check called %d times, want 3", calls)
+	}
+}
+
+// recorder is a testing.TB that records how a helper ended the test. Fatalf and Skip stop the calling
+// goroutine as the real ones do, so the helper under test runs in a goroutine of its own.
+type recorder struct {
+	testing.TB
+	failed, skipped string
+}
+
+func (r *recorder) Helper() {}
+
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.failed = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func (r *recorder) Skip(args ...any) {
+	r.skipped = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+
+// run calls f with a recorder and waits for it to return or stop.
+func run(f func(testing.TB)) *recorder {
+	r := &recorder{}
+	var wg sync.WaitGroup
+	wg.Go(func() { f(r) })
+	wg.Wait()
+	return r
+}
+
+func TestEventuallyReportsTheLastError(t *testing.T) {
+	calls := 0
+	r := run(func(tb testing.TB) {
+		Eventually(tb, 30*time.Millisecond, func() error { calls++; return fmt.Errorf("attempt %d", calls) })
+	})
+	if want := fmt.Sprintf("after 30ms: attempt %d", calls); r.failed != want || calls < 2 {
+		t.Fatalf("failed with %q after %d calls, want %q", r.failed, calls, want)
+	}
+}
+
+func TestSkipUnlessCI(t *testing.T) {
+	for _, tc := range []struct {
+		ci                    string
+		wantFailed, wantSkips bool
+	}{{"", false, true}, {"false", false, true}, {"true", true, false}} {
+		t.Run("CI="+tc.ci, func(t *testing.T) {
+			t.Setenv("CI", tc.ci)
+			r := run(func(tb testing.TB) { SkipUnlessCI(tb, "no browser") })
+			if (r.failed != "") != tc.wantFailed || (r.skipped != "") != tc.wantSkips ||
+				!strings.Contains(r.failed+r.skipped, "no browser") {
+				t.Fatalf("failed %q, skipped %q", r.failed, r.skipped)
+			}
+		})
+	}
+}
+
+func TestBufferConcurrentWrites(t *testing.T) {
+	var b Buffer
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 100 {
+				b.Write([]byte("x\n"))
+				_ = b.String()
+			}
+		})
+	}
+	wg.Wait()
+	if n := strings.Count(string(b.Bytes()), "x\n"); n != 800 {
+		t.Fatalf("%d writes kept, want 800", n)
+	}
+}

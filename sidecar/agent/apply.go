@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/sidecar/decide"
+	"podwall.io/podwall/sidecar/ruleset"
+	"podwall.io/podwall/sidecar/verdictlog"
+)
+
+// Apply makes p the enforced policy: the decider and the ruleset change together, the ruleset in one
+// netlink batch. If either refuses p, the previous policy stays in force and the error says why.
+func (a *Agent) Apply(p *policy.Policy) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.applyLocked(p, a.tunables)
+}
+
+func (a *Agent) applyLocked(p *policy.Policy, t Tunables) error {
+	if a.stopped {
+		return errors.New("sidecar stopping: policy not applied")
+	}
+	old := a.dp.decider.Load()
+	// The decider changes first: a connection queued under the old ruleset but decided by the new
+	// policy is judged by the stricter of the two moments, and an allow under the old policy can no
+	// longer slip into the new ruleset's seen sets after the swap.
+	if err := a.swapDecider(p, t); err != nil {
+		a.applyErr.Inc()
+		return err
+	}
+	if err := ruleset.Apply(a.nft, withMode(p, t.Mode), a.rulesetOptions(t)); err != nil {
+		a.dp.decider.Store(old)
+		a.applyErr.Inc()
+		return fmt.Errorf("apply ruleset: %w", err)
+	}
+	a.policy, a.tunables = p, t
+	a.revision.Set(float64(p.Revision))
+	if p != baseline(a.opts.FailOpen, t.Mode) && a.opts.CacheDir != "" {
+		if err := saveCache(a.opts.CacheDir, p); err != nil {
+			a.log.Error(err, "policy cache not updated; a restart would re-apply an older policy")
+		}
+	}
+	return nil
+}
+
+func (a *Agent) swapDecider(p *policy.Policy, t Tunables) error {
+	d, err := decide.New(p, decide.Options{Mode: t.Mode, MeshPorts: slices.Concat(a.opts.MeshOutPorts, a.opts.MeshInPorts)})
+	if err != nil {
+		return err
+	}
+	a.dp.decider.Store(d)
+	return nil
+}
+
+// Revision is the revision of the policy in force.
+func (a *Agent) Revision() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.policy.Revision
+}
+
+func (a *Agent) rulesetOptions(t Tunables) ruleset.Options {
+	o := ruleset.Options{
+		Queue: a.queue, QueueNum: a.opts.QueueNum, QueueCount: a.opts.QueueCount, FailOpen: a.opts.FailOpen,
+		SeenTimeout: t.Log.FirstInterval, SelfPorts: a.selfPorts(),
+	}
+	switch t.Log.Allows {
+	case verdictlog.AllowsAll:
+		o.LogAllows = ruleset.LogAllowsAll
+	case verdictlog.AllowsNone:
+		o.LogAllows = ruleset.LogAllowsNone
+	default:
+		o.LogAllows = ruleset.LogAllowsFirst
+	}
+	return o
+}
+
+// withMode returns p as the kernel should enforce it under a mode override.
+func withMode(p *policy.Policy, override policy.Mode) *policy.Policy {
+	if override == "" || override == p.Mode {
+		return p
+	}
+	c := *p
+	c.Mode = override
+	return &c
+}

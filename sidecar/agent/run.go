@@ -1,0 +1,231 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/nftables"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/policy/pgclient"
+	"podwall.io/podwall/sidecar/decide"
+	"podwall.io/podwall/sidecar/nfq"
+	"podwall.io/podwall/sidecar/report"
+	"podwall.io/podwall/sidecar/ruleset"
+	"podwall.io/podwall/sidecar/verdictlog"
+)
+
+// Agent is a running sidecar.
+type Agent struct {
+	opts  Options
+	log   logr.Logger
+	nsfd  int // the guarded namespace, 0 for the process's own
+	nft   *nftables.Conn
+	queue ruleset.QueueKind
+	dp    datapath
+	ready atomic.Bool
+	reg   *prometheus.Registry
+	// client talks to policygen; nil in standalone mode.
+	client *pgclient.Client
+
+	mu       sync.Mutex // serializes policy and tunable changes
+	policy   *policy.Policy
+	tunables Tunables
+	// stopped is set when the agent leaves the namespace; no policy is applied after it.
+	stopped bool
+	vlog    atomic.Pointer[verdictlog.Logger]
+	// retired sums the counters of verdict loggers replaced by Reconfigure, so metrics never go back.
+	retired  verdictlog.Stats
+	revision prometheus.Gauge
+	applyErr prometheus.Counter
+}
+
+// Run guards the namespace until ctx ends, then leaves it in the fail mode's state.
+func Run(ctx context.Context, opts Options, log logr.Logger) error {
+	a, err := New(opts, log)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// New prepares an agent: it opens the namespace's netlink sockets and finds which queue expression the
+// kernel offers. Nothing in the namespace changes until Run.
+func New(opts Options, log logr.Logger) (*Agent, error) {
+	opts.setDefaults()
+	a := &Agent{opts: opts, log: log, reg: prometheus.NewRegistry(), tunables: opts.Tunables}
+	if opts.NetNS != "" {
+		fd, err := unix.Open(opts.NetNS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open network namespace %s: %w", opts.NetNS, err)
+		}
+		a.nsfd = fd
+	}
+	nft, err := ruleset.Dial(a.nsfd)
+	if err != nil {
+		return nil, err
+	}
+	a.nft = nft
+	if a.queue, err = ruleset.DetectQueue(nft); err != nil {
+		return nil, fmt.Errorf("detect queue support: %w", err)
+	}
+	log.Info("queue support detected", "kind", a.queue.String())
+	vlog, err := verdictlog.New(opts.Stdout, a.identity(), opts.Log)
+	if err != nil {
+		return nil, fmt.Errorf("verdict log: %w", err)
+	}
+	a.vlog.Store(vlog)
+	a.dp = datapath{
+		log:     func(c decide.Conn, d decide.Decision) { a.vlog.Load().Log(c, d) },
+		reports: report.New(opts.ReportLimit),
+	}
+	a.registerMetrics()
+	if pg := opts.PolicyGen; pg.URL != "" {
+		c, err := pgclient.New(pgclient.Options{URL: pg.URL, TokenFile: pg.TokenFile, CAFile: pg.CAFile,
+			Mark: ruleset.MarkSelf, ReportInterval: pg.ReportInterval, Registerer: a.reg}, log.WithName("policygen"))
+		if err != nil {
+			return nil, err
+		}
+		a.client = c
+	}
+	return a, nil
+}
+
+// Run installs the first policy (the policy file's, else the cached one, else the fail mode's
+// baseline), binds the queues, turns ready (with policygen and no cache, once its first policy is in
+// force or FirstPolicyWait has passed), and then follows policy and configuration changes until ctx
+// ends. It then leaves the namespace in the fail mode's state: fail-closed keeps the policy enforced in
+// the kernel and refuses the rest, fail-open removes the table.
+func (a *Agent) Run(ctx context.Context) error {
+	first, fileData := a.initialPolicy()
+	// Bind before the ruleset exists so that its queue rules never meet an unbound queue; the decider
+	// must therefore exist first.
+	if err := a.swapDecider(first, a.tunables); err != nil {
+		return fmt.Errorf("initial policy: %w", err)
+	}
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	defer stopLoop()
+	loop, err := nfq.Bind(loopCtx, nfq.Options{NetNS: a.nsfd, QueueNum: a.opts.QueueNum,
+		QueueCount: a.opts.QueueCount, FailOpen: a.opts.FailOpen, StallTimeout: a.opts.StallTimeout,
+		Metrics: nfq.NewMetrics(a.reg), Registerer: a.reg}, a.dp.handle, a.log)
+	if err != nil {
+		return err
+	}
+	go loop.Run(loopCtx)
+	if err := a.Apply(first); err != nil {
+		return fmt.Errorf("initial policy: %w", err)
+	}
+	l, err := net.Listen("tcp", a.opts.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", a.opts.HTTPAddr, err)
+	}
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	defer stopHTTP()
+	go serveHTTP(httpCtx, l, &a.ready, a.reg, a.log)
+	var fileWatch <-chan struct{}
+	if a.opts.PolicyFile != "" {
+		if fileWatch, err = a.watchPolicyFile(ctx, fileData); err != nil {
+			return err
+		}
+	}
+	if a.client != nil {
+		received := make(chan struct{})
+		go a.client.Subscribe(ctx, first, firstTime(received, a.Apply))
+		go a.client.ReportLoop(ctx, a.dp.reports, a.reportHeader)
+		if first.Revision == 0 {
+			a.awaitFirstPolicy(ctx, received)
+		}
+	}
+	a.ready.Store(true)
+	a.log.Info("ready", "revision", a.Revision(), "mode", string(a.mode()))
+	<-ctx.Done()
+	if fileWatch != nil {
+		<-fileWatch // the watcher applies nothing more, nor logs after Run returns
+	}
+	a.ready.Store(false)
+	err = a.leave()
+	stopLoop()
+	if cerr := a.vlog.Load().Close(context.Background()); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// awaitFirstPolicy holds readiness back, for at most PolicyGen.FirstPolicyWait, until policygen's first
+// policy is in force: a new pod's app containers, which start once the sidecar is ready, then meet
+// their policy rather than the deny-all baseline. Past the wait the baseline stays in force (fail safe)
+// and the sidecar turns ready anyway, so that a policygen outage does not hold every new pod back.
+func (a *Agent) awaitFirstPolicy(ctx context.Context, received <-chan struct{}) {
+	t := time.NewTimer(a.opts.PolicyGen.FirstPolicyWait)
+	defer t.Stop()
+	select {
+	case <-received:
+	case <-ctx.Done():
+	case <-t.C:
+		a.log.Info("no policy from policygen yet; ready under the baseline", "waited", a.opts.PolicyGen.FirstPolicyWait.String())
+	}
+}
+
+// firstTime wraps apply so that the first policy it applies closes received.
+func firstTime(received chan struct{}, apply func(*policy.Policy) error) func(*policy.Policy) error {
+	var once sync.Once
+	return func(p *policy.Policy) error {
+		err := apply(p)
+		if err == nil {
+			once.Do(func() { close(received) })
+		}
+		return err
+	}
+}
+
+// leave puts the namespace in the fail mode's state as the sidecar stops.
+func (a *Agent) leave() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stopped = true // a policy arriving late must not put the queue rules back
+	if a.opts.FailOpen {
+		a.log.Info("fail-open: removing the ruleset")
+		return ruleset.Remove(a.nft)
+	}
+	a.log.Info("fail-closed: leaving the policy enforced in the kernel", "revision", a.policy.Revision)
+	o := a.rulesetOptions(a.tunables)
+	o.Offline = true
+	return ruleset.Apply(a.nft, withMode(a.policy, a.tunables.Mode), o)
+}
+
+func (a *Agent) mode() policy.Mode {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return modeOf(a.policy, a.tunables.Mode)
+}
+
+// reportHeader is who reports, under which revision and mode.
+func (a *Agent) reportHeader() policy.Report {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return policy.Report{Namespace: a.opts.Namespace, Workload: a.opts.Workload, Pod: a.opts.Pod,
+		Revision: a.policy.Revision, Mode: modeOf(a.policy, a.tunables.Mode)}
+}
+
+func (a *Agent) identity() verdictlog.Identity {
+	return verdictlog.Identity{Pod: a.opts.Pod, Namespace: a.opts.Namespace, Workload: a.opts.Workload}
+}
+
+func (a *Agent) selfPorts() []uint16 {
+	_, port, err := net.SplitHostPort(a.opts.HTTPAddr)
+	if err != nil {
+		return nil
+	}
+	var p uint16
+	if _, err := fmt.Sscan(port, &p); err != nil || p == 0 {
+		return nil
+	}
+	return []uint16{p}
+}
