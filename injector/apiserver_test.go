@@ -25,8 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/internal/testenv"
 )
 
