@@ -15,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/e2e/internal/stack"
+	"podwall.io/podwall/internal/testutil"
 )
 
 // namespace creates a namespace with the given labels for one test and deletes it afterwards.
@@ -65,21 +66,15 @@ func kubectlOut(args ...string) (string, error) {
 	return string(out), err
 }
 
-// eventually polls cond every 250 ms until it returns nil or timeout passes, then fails with the
-// last error.
+// eventually is testutil.Eventually with the e2e's habit of saying what it waited for.
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
+	testutil.Eventually(t, timeout, func() error {
+		if err := cond(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, timeout, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // runningPod waits until the pod runs with every container ready and returns it.

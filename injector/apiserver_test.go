@@ -28,6 +28,7 @@ import (
 	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/internal/testenv"
+	"podwall.io/podwall/internal/testutil"
 )
 
 // cluster is a real API server with the test's namespaces.
@@ -189,22 +190,6 @@ func injected(p *corev1.Pod) bool {
 	return len(p.Spec.InitContainers) > 0 && p.Spec.InitContainers[0].Name == sidecar.ContainerName && p.Annotations[AnnotationStatus] != ""
 }
 
-// eventually polls f every 100ms until it returns nil or the deadline passes.
-func eventually(t testing.TB, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -218,7 +203,7 @@ func freePort(t testing.TB) int {
 // waitInjecting waits until pods created in the opted namespace come back injected.
 func (c *cluster) waitInjecting(t testing.TB) {
 	t.Helper()
-	eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		p, _, err := c.createPod("opted", testPod())
 		if err != nil {
 			return err
@@ -269,7 +254,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("mesh proxy added by a later webhook", func(t *testing.T) { testMeshAddedLater(t, c) })
 	t.Run("webhook down blocks only opted-in namespaces", func(t *testing.T) {
 		stop()
-		eventually(t, 30*time.Second, func() error {
+		testutil.Eventually(t, 30*time.Second, func() error {
 			_, _, err := c.createPod("opted", testPod())
 			if err == nil || !strings.Contains(err.Error(), "failed calling webhook") {
 				return fmt.Errorf("pod create in opted-in namespace with the injector down: %v, want failed calling webhook", err)

@@ -56,7 +56,9 @@ func TestBenchInjector(t *testing.T) {
 	}
 	after := histogram(t, reg)
 	// The webhook and noop sides send their pods through the webhook: one call each, no re-invocation.
-	t.Logf("webhook calls: %d for %d pods", after.GetSampleCount()-before.GetSampleCount(), 2*rounds*pods)
+	if calls, want := after.GetSampleCount()-before.GetSampleCount(), uint64(2*rounds*pods); calls != want {
+		t.Errorf("webhook calls: %d for %d pods through the webhook, want one each", calls, want)
+	}
 	p99 := quantile(before, after, 0.99) * 1000
 	fmt.Printf("BENCH webhook_p99_ms value=%.2f unit=ms\n", p99)
 	fmt.Printf("BENCH create_rate value=%.0f unit=pods/s baseline=%.0f ratio=%.2f\n", best["webhook"], best["plain"], best["webhook"]/best["plain"])

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/internal/testutil"
 )
 
 // testMeshAddedLater registers a second webhook, called after podwall's (the API server orders
@@ -51,7 +52,7 @@ func testMeshAddedLater(t *testing.T, c *cluster) {
 	defer func() { _ = api.Delete(context.Background(), mwc.Name, metav1.DeleteOptions{}) }()
 
 	var got *corev1.Pod
-	eventually(t, 10*time.Second, func() error { // until the API server's webhook list has the new configuration
+	testutil.Eventually(t, 10*time.Second, func() error { // until the API server's webhook list has the new configuration
 		var err error
 		got, _, err = c.createPod("opted", testPod())
 		if err == nil && len(got.Spec.Containers) < 2 {

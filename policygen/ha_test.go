@@ -20,6 +20,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/policy/pgclient"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
 )
 
@@ -52,7 +53,7 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 
 	// The leader generates web's policy; give it a user rule naming api, whose pod IP will change.
 	key := client.ObjectKey{Namespace: "shop", Name: "deployment-web"}
-	pgtest.Eventually(t, 60*time.Second, func() error { return c.Get(ctx, key, &v1.WorkloadPolicy{}) })
+	testutil.Eventually(t, 60*time.Second, func() error { return c.Get(ctx, key, &v1.WorkloadPolicy{}) })
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var wp v1.WorkloadPolicy
 		if err := c.Get(ctx, key, &wp); err != nil {
@@ -88,7 +89,7 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 			return nil
 		}
 	}
-	pgtest.Eventually(t, 30*time.Second, allHold("10.1.0.9"))
+	testutil.Eventually(t, 30*time.Second, allHold("10.1.0.9"))
 
 	// Lose replica 0 outright.
 	if err := replicas[0].Process.Kill(); err != nil {
@@ -96,7 +97,7 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 	}
 	_ = replicas[0].Wait()
 	k.SetIP(api[0], "10.1.0.10")
-	pgtest.Eventually(t, 15*time.Second, allHold("10.1.0.10"))
+	testutil.Eventually(t, 15*time.Second, allHold("10.1.0.10"))
 	for i, s := range subs {
 		if revs := s.revisions(); !increasing(revs) {
 			t.Errorf("sidecar %d got revisions %v, want strictly increasing", i, revs)
@@ -105,7 +106,7 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 
 	// The survivor writes: a new workload gets its policy (after the lease of a killed leader expires).
 	k.Deployment("shop", "worker", "", "10.1.0.20")
-	pgtest.Eventually(t, 60*time.Second, func() error {
+	testutil.Eventually(t, 60*time.Second, func() error {
 		return c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "deployment-worker"}, &v1.WorkloadPolicy{})
 	})
 
@@ -121,7 +122,7 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("report: %d", resp.StatusCode)
 	}
-	pgtest.Eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, func() error {
 		var wp v1.WorkloadPolicy
 		if err := c.Get(ctx, key, &wp); err != nil {
 			return err
@@ -135,7 +136,7 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 	})
 
 	// The status counts the survivor's sidecars (one per pod), all in sync.
-	pgtest.Eventually(t, 60*time.Second, func() error {
+	testutil.Eventually(t, 60*time.Second, func() error {
 		var wp v1.WorkloadPolicy
 		if err := c.Get(ctx, key, &wp); err != nil {
 			return err
@@ -149,7 +150,7 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 	// Rolling restart: replica 0 comes back, then replica 1 stops gracefully (SIGTERM ends its
 	// long-polls, hands over the lease and zeroes its status entry); the sidecars follow replica 0.
 	replicas[0] = start(0)
-	pgtest.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		_, err := httpClient.Get("https://" + addrs[0] + "/v1/policy")
 		return err
 	})
@@ -160,8 +161,8 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 		t.Errorf("replica 1 after SIGTERM: %v", err)
 	}
 	k.SetIP(api[0], "10.1.0.11")
-	pgtest.Eventually(t, 15*time.Second, allHold("10.1.0.11"))
-	pgtest.Eventually(t, 60*time.Second, func() error {
+	testutil.Eventually(t, 15*time.Second, allHold("10.1.0.11"))
+	testutil.Eventually(t, 60*time.Second, func() error {
 		var wp v1.WorkloadPolicy
 		if err := c.Get(ctx, key, &wp); err != nil {
 			return err

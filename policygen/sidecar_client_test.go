@@ -16,6 +16,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/policy/pgclient"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/sidecar/report"
@@ -54,7 +55,7 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	}
 	got := subscribe(t, cl)
 	// The generated policy arrives: Learn mode, the DNS rule.
-	pgtest.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		p := got.latest()
 		if p == nil || p.Workload != "Deployment/web" || p.Mode != policy.Learn || len(p.Egress) == 0 || p.Egress[0].ID != "egress/m-dns" {
 			return fmt.Errorf("client holds %+v", p)
@@ -81,11 +82,11 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 			return fmt.Errorf("client's policy (revision %d) has no learned rule for api at %s: %+v", p.Revision, ip, p.Egress)
 		}
 	}
-	pgtest.Eventually(t, 30*time.Second, hasAPI("10.1.0.9"))
+	testutil.Eventually(t, 30*time.Second, hasAPI("10.1.0.9"))
 
 	// A peer's new IP reaches the client under the same rule id; a user's mode change too.
 	k.SetIP(api[0], "10.1.0.10")
-	pgtest.Eventually(t, 15*time.Second, hasAPI("10.1.0.10"))
+	testutil.Eventually(t, 15*time.Second, hasAPI("10.1.0.10"))
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var wp v1.WorkloadPolicy
 		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &wp); err != nil {
@@ -97,7 +98,7 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pgtest.Eventually(t, 15*time.Second, func() error {
+	testutil.Eventually(t, 15*time.Second, func() error {
 		if p := got.latest(); p.Mode != policy.Protect {
 			return fmt.Errorf("client runs mode %s", p.Mode)
 		}

@@ -83,7 +83,7 @@ func newSidecarWorld(t *testing.T) *sidecarWorld {
 			"--learn-quiet-period=0", "--report-interval=1ms")
 	}
 	w.policygen = w.pgStart()
-	pgtest.Eventually(t, 60*time.Second, func() error { return c.Get(context.Background(), w.policyName, &v1.WorkloadPolicy{}) })
+	testutil.Eventually(t, 60*time.Second, func() error { return c.Get(context.Background(), w.policyName, &v1.WorkloadPolicy{}) })
 
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
@@ -128,7 +128,7 @@ func (w *sidecarWorld) startSidecar() {
 			t.Logf("sidecar log:\n%s", out)
 		}
 	})
-	pgtest.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		_, err := w.get("/readyz")
 		return err
 	})
@@ -168,7 +168,7 @@ func (w *sidecarWorld) metric(name string) float64 {
 
 func (w *sidecarWorld) waitMetric(name string, ok func(float64) bool) {
 	w.t.Helper()
-	pgtest.Eventually(w.t, 60*time.Second, func() error {
+	testutil.Eventually(w.t, 60*time.Second, func() error {
 		if v := w.metric(name); !ok(v) {
 			return fmt.Errorf("%s = %v", name, v)
 		}
@@ -278,7 +278,7 @@ func TestSidecarFollowsPolicygen(t *testing.T) {
 
 	// Learn: a connection is allowed, reported, and becomes a learned rule.
 	w.mustConnect(8080)
-	pgtest.Eventually(t, 60*time.Second, func() error {
+	testutil.Eventually(t, 60*time.Second, func() error {
 		var wp v1.WorkloadPolicy
 		if err := w.c.Get(context.Background(), w.policyName, &wp); err != nil {
 			return err

@@ -25,6 +25,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/policy/pgclient"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/policygen/scheme"
 )
@@ -97,7 +98,7 @@ func TestBenchPolicygen(t *testing.T) {
 		wg.Go(func() { cl.Subscribe(ctx, nil, arrivals[j].apply) })
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	pgtest.Eventually(t, 3*time.Minute, func() error {
+	testutil.Eventually(t, 3*time.Minute, func() error {
 		for j, a := range arrivals {
 			if !a.held() {
 				return fmt.Errorf("subscriber %d has no policy yet", j)
@@ -119,7 +120,7 @@ func TestBenchPolicygen(t *testing.T) {
 		t0 := time.Now()
 		k.SetIP(pod, newIP)
 		var worst time.Duration
-		pgtest.Eventually(t, 30*time.Second, func() error {
+		testutil.Eventually(t, 30*time.Second, func() error {
 			worst = 0
 			for _, j := range affected {
 				at, ok := arrivals[j].firstWith(newIP, t0)

@@ -17,6 +17,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
 )
 
@@ -82,7 +83,7 @@ func TestGeneratorWritesManifestRulesAndKeepsUserRules(t *testing.T) {
 	}
 	key := types.NamespacedName{Namespace: "shop", Name: "deployment-web"}
 	var p v1.WorkloadPolicy
-	pgtest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if err := c.Get(ctx, key, &p); err != nil {
 			return err
 		}
@@ -105,7 +106,7 @@ func TestGeneratorWritesManifestRulesAndKeepsUserRules(t *testing.T) {
 	must(c.Create(ctx, admin))
 	want.Ingress = []v1.Rule{user, want.Ingress[0], {Name: "m-svc-web-admin", Origin: "manifest",
 		Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8081}}}}
-	pgtest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if err := c.Get(ctx, key, &p); err != nil {
 			return err
 		}

@@ -19,6 +19,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/policygen/policyapi"
 	"podwall.io/podwall/policygen/resolve"
@@ -47,7 +48,7 @@ func TestLearnerAndPromoter(t *testing.T) {
 			Egress: []v1.Rule{{Name: "mine", Origin: "user", Peers: []v1.Peer{{CIDR: "192.0.2.0/24"}}}}}})
 
 	// Wait for the cache to know the peers the report names.
-	pgtest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		var pods corev1.PodList
 		if err := mgr.GetCache().List(ctx, &pods, client.MatchingFields{resolve.IPIndex: "10.1.0.5"}); err != nil || len(pods.Items) != 1 {
 			return fmt.Errorf("pod 10.1.0.5 not in cache (%v)", err)

@@ -22,6 +22,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/policygen/kubeauth"
 	"podwall.io/podwall/policygen/resolve"
@@ -150,7 +151,7 @@ func TestPolicyAPI(t *testing.T) {
 
 	var first *policy.Policy
 	var etag string
-	pgtest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		code, p, h := e.policy(webToken, "?wait=1")
 		if code != http.StatusOK {
 			return fmt.Errorf("GET /v1/policy: %d", code)
@@ -188,7 +189,7 @@ func TestPolicyAPI(t *testing.T) {
 			code, p, _ := e.policy(webToken, fmt.Sprintf("?after=%d&wait=30", first.Revision))
 			done <- result{code, p}
 		}()
-		pgtest.Eventually(t, 5*time.Second, func() error {
+		testutil.Eventually(t, 5*time.Second, func() error {
 			if e.subscribersNow() == 0 {
 				return fmt.Errorf("poll not parked yet")
 			}
@@ -265,7 +266,7 @@ func TestPolicyAPI(t *testing.T) {
 	})
 
 	t.Run("status shows this replica's sidecars", func(t *testing.T) {
-		pgtest.Eventually(t, 10*time.Second, func() error {
+		testutil.Eventually(t, 10*time.Second, func() error {
 			var p v1.WorkloadPolicy
 			if err := e.c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &p); err != nil {
 				return err
@@ -281,7 +282,7 @@ func TestPolicyAPI(t *testing.T) {
 		if err := e.c.Delete(ctx, web[0]); err != nil {
 			t.Fatal(err)
 		}
-		pgtest.Eventually(t, 10*time.Second, func() error {
+		testutil.Eventually(t, 10*time.Second, func() error {
 			if code, _, _ := e.do("GET", "/v1/policy?wait=0", webToken, nil); code != 401 && code != 403 {
 				return fmt.Errorf("got %d, want 401 or 403", code)
 			}

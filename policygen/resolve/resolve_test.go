@@ -17,6 +17,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
 	"podwall.io/podwall/policygen/workload"
 )
@@ -119,7 +120,7 @@ func TestHubResolvesAndRevises(t *testing.T) {
 	ignoreRev := cmp.Options{cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".Revision" }, cmp.Ignore()),
 		cmpopts.EquateComparable(netip.Prefix{}, netip.Addr{})}
 	var first Snapshot
-	pgtest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		var err error
 		if first, err = acquire(); err != nil {
 			return err
@@ -154,7 +155,7 @@ func TestHubResolvesAndRevises(t *testing.T) {
 	if err := c.Update(ctx, apiPods[0]); err != nil {
 		t.Fatal(err)
 	}
-	pgtest.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		var pod corev1.Pod
 		if err := mgr.GetClient().Get(ctx, client.ObjectKeyFromObject(apiPods[0]), &pod); err != nil || pod.Labels["extra"] != "yes" {
 			return fmt.Errorf("cache has not seen the label yet (%v)", err)

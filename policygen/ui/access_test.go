@@ -67,16 +67,16 @@ func testAccess(t *testing.T, w *world) {
 func checkResume(t *testing.T, w *world) {
 	w.report("web", policy.Protect, entry(policy.Deny, policy.Egress, "10.1.0.3", 6001))
 	w.report("web", policy.Protect, entry(policy.Deny, policy.Egress, "10.1.0.2", 6002))
-	seen := map[uint16]ui.Verdict{}
-	readVerdicts(t, w, "", func(v ui.Verdict) bool {
+	seen := map[uint16]ui.Event{}
+	readVerdicts(t, w, "", func(v ui.Event) bool {
 		seen[v.Port] = v
 		return seen[6001].Seq != 0 && seen[6002].Seq != 0
 	})
 	if seen[6002].Seq <= seen[6001].Seq {
 		t.Fatalf("verdicts out of order: %+v", seen)
 	}
-	var again []ui.Verdict
-	readVerdicts(t, w, strconv.FormatUint(seen[6001].Seq, 10), func(v ui.Verdict) bool {
+	var again []ui.Event
+	readVerdicts(t, w, strconv.FormatUint(seen[6001].Seq, 10), func(v ui.Event) bool {
 		again = append(again, v)
 		return true
 	})
@@ -90,7 +90,7 @@ func checkResume(t *testing.T, w *world) {
 
 // readVerdicts opens the stream (resuming after lastID unless empty) and reads verdicts until done
 // says so.
-func readVerdicts(t *testing.T, w *world, lastID string, done func(ui.Verdict) bool) {
+func readVerdicts(t *testing.T, w *world, lastID string, done func(ui.Event) bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -110,7 +110,7 @@ func readVerdicts(t *testing.T, w *world, lastID string, done func(ui.Verdict) b
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-			var v ui.Verdict
+			var v ui.Event
 			if err := json.Unmarshal([]byte(data), &v); err != nil {
 				t.Fatalf("event %q: %v", data, err)
 			}

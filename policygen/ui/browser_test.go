@@ -13,7 +13,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
-	"podwall.io/podwall/policygen/internal/pgtest"
+	"podwall.io/podwall/internal/testutil"
 )
 
 // tableJS returns a table's body rows as arrays of cell texts.
@@ -58,7 +58,7 @@ func signIn(t *testing.T, ctx context.Context, token string) {
 func waitRows(t *testing.T, ctx context.Context, table string, timeout time.Duration, ok func([][]string) bool) [][]string {
 	t.Helper()
 	var got [][]string
-	pgtest.Eventually(t, timeout, func() error {
+	testutil.Eventually(t, timeout, func() error {
 		var err error
 		if got, err = chromedp.Run(ctx, chromedp.Evaluate[[][]string](fmt.Sprintf(tableJS, table))); err != nil {
 			return err
@@ -205,7 +205,7 @@ func checkOperator(t *testing.T, ctx context.Context, w *world) {
 		chromedp.Click("#mode-apply")); err != nil {
 		t.Fatalf("change mode: %v", err)
 	}
-	pgtest.Eventually(t, 5*time.Second, func() error {
+	testutil.Eventually(t, 5*time.Second, func() error {
 		var p v1.WorkloadPolicy
 		if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &p); err != nil {
 			return err

@@ -14,8 +14,8 @@ import (
 	"podwall.io/podwall/policygen/workload"
 )
 
-// Verdict is one reported deny or audit as the live view shows it.
-type Verdict struct {
+// Event is one reported deny or audit as the live view shows it.
+type Event struct {
 	// Seq orders verdicts within this replica; a reconnecting stream asks for what follows its last.
 	Seq       uint64    `json:"seq"`
 	Time      time.Time `json:"time"`
@@ -46,7 +46,7 @@ type Feed struct {
 	now   func() time.Time
 
 	mu      sync.Mutex
-	ring    []Verdict // ring[seq % len]
+	ring    []Event // ring[seq % len]
 	next    uint64    // the next Seq; Seq starts at 1
 	wake    chan struct{}
 	buckets map[workload.Key]*[60]minute
@@ -65,7 +65,7 @@ func NewFeed(names client.Reader, size int) *Feed {
 	if size <= 0 {
 		size = DefaultFeedSize
 	}
-	return &Feed{names: names, now: time.Now, ring: make([]Verdict, size), next: 1, wake: make(chan struct{}),
+	return &Feed{names: names, now: time.Now, ring: make([]Event, size), next: 1, wake: make(chan struct{}),
 		buckets: map[workload.Key]*[60]minute{}}
 }
 
@@ -88,7 +88,7 @@ func (s sink) Accept(ctx context.Context, id policyapi.Identity, r *policy.Repor
 
 // Record adds a report's denies and audits.
 func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Report) {
-	var vs []Verdict
+	var vs []Event
 	for _, e := range r.Entries {
 		if e.Verdict != policy.Deny && e.Verdict != policy.Audit {
 			continue
@@ -97,7 +97,7 @@ func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Repo
 		if at.IsZero() {
 			at = f.now()
 		}
-		vs = append(vs, Verdict{Time: at.UTC(), Namespace: id.Workload.Namespace,
+		vs = append(vs, Event{Time: at.UTC(), Namespace: id.Workload.Namespace,
 			Workload: id.Workload.Kind + "/" + id.Workload.Name, Pod: id.Pod.Name, Direction: e.Direction.String(),
 			Peer: f.peerName(ctx, e.Peer), PeerAddr: e.Peer.String(), Protocol: string(e.Protocol), Port: e.Port,
 			Verdict: e.Verdict.String(), Count: e.Count, Rule: e.Rule, Evaluator: e.Evaluator, Mode: string(r.Mode)})
@@ -108,7 +108,7 @@ func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Repo
 }
 
 // add numbers the verdicts of workload k, keeps them and wakes the streams.
-func (f *Feed) add(k workload.Key, vs []Verdict) {
+func (f *Feed) add(k workload.Key, vs []Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	b := f.buckets[k]
@@ -143,7 +143,7 @@ func (f *Feed) peerName(ctx context.Context, addr netip.Addr) string {
 
 // After returns the verdicts following seq, oldest first, how many of them the ring no longer holds,
 // and a channel closed when more arrive.
-func (f *Feed) After(seq uint64) (vs []Verdict, lost uint64, more <-chan struct{}) {
+func (f *Feed) After(seq uint64) (vs []Event, lost uint64, more <-chan struct{}) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	oldest := uint64(1)

@@ -9,7 +9,7 @@ import (
 	"podwall.io/podwall/policygen/workload"
 )
 
-func seqs(vs []Verdict) []uint64 {
+func seqs(vs []Event) []uint64 {
 	out := []uint64{}
 	for _, v := range vs {
 		out = append(out, v.Seq)
@@ -21,7 +21,7 @@ func TestFeedAfter(t *testing.T) {
 	f := NewFeed(nil, 4)
 	k := workload.Key{Namespace: "shop", Kind: "Deployment", Name: "web"}
 	for range 6 {
-		f.add(k, []Verdict{{Verdict: "deny", Count: 1}})
+		f.add(k, []Event{{Verdict: "deny", Count: 1}})
 	}
 	// The ring of 4 holds 3..6; 1 and 2 fell out.
 	tests := []struct {
@@ -54,7 +54,7 @@ func TestFeedWakes(t *testing.T) {
 		t.Fatal("woken before anything arrived")
 	default:
 	}
-	f.add(workload.Key{Name: "web"}, []Verdict{{Verdict: "audit", Count: 1}})
+	f.add(workload.Key{Name: "web"}, []Event{{Verdict: "audit", Count: 1}})
 	select {
 	case <-more:
 	default:
@@ -67,10 +67,10 @@ func TestFeedLastHour(t *testing.T) {
 	f := NewFeed(nil, 16)
 	f.now = func() time.Time { return now }
 	web, api := workload.Key{Namespace: "shop", Kind: "Deployment", Name: "web"}, workload.Key{Namespace: "shop", Kind: "Deployment", Name: "api"}
-	f.add(web, []Verdict{{Count: 3}, {Count: 2}})
+	f.add(web, []Event{{Count: 3}, {Count: 2}})
 	now = now.Add(30 * time.Minute)
-	f.add(api, []Verdict{{Count: 1}})
-	f.add(web, []Verdict{{Count: 10}})
+	f.add(api, []Event{{Count: 1}})
+	f.add(web, []Event{{Count: 10}})
 	if diff := cmp.Diff(map[workload.Key]uint64{web: 15, api: 1}, f.LastHour()); diff != "" {
 		t.Errorf("after 30 minutes (-want +got):\n%s", diff)
 	}

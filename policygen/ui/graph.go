@@ -37,7 +37,7 @@ type Edge struct {
 }
 
 // BuildGraph draws policies' rules and the verdicts as a graph.
-func BuildGraph(policies []v1.WorkloadPolicy, verdicts []Verdict) Graph {
+func BuildGraph(policies []v1.WorkloadPolicy, verdicts []Event) Graph {
 	g := graphBuilder{nodes: map[string]Node{}, edges: map[Edge]bool{}}
 	for i := range policies {
 		p := &policies[i]

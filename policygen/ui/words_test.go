@@ -64,7 +64,7 @@ func TestBuildGraph(t *testing.T) {
 	web.Namespace, web.Spec.Mode = "shop", policy.Protect
 	api := v1.WorkloadPolicy{Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}
 	api.Namespace = "shop"
-	vs := []Verdict{
+	vs := []Event{
 		{Namespace: "shop", Workload: "Deployment/web", Direction: "egress", Peer: "shop/Deployment/db", Protocol: "TCP", Port: 5432},
 		{Namespace: "shop", Workload: "Deployment/api", Direction: "ingress", Peer: "192.0.2.7", Protocol: "TCP", Port: 80},
 		{Namespace: "shop", Workload: "Deployment/api", Direction: "loopback", Peer: "127.0.0.1", Protocol: "TCP", Port: 15000},

@@ -33,6 +33,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/testenv"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen"
 	"podwall.io/podwall/policygen/internal/pgtest"
 )
@@ -113,7 +114,7 @@ func (w *world) startPolicygen(admin *rest.Config) {
 		}
 	})
 	w.url, w.https = "https://"+addr+"/ui/", https
-	pgtest.Eventually(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		resp, err := https.Get(w.url)
 		if err != nil {
 			return err
@@ -131,7 +132,7 @@ func (w *world) seedPolicies() {
 	modes := map[string]policy.Mode{"deployment-web": policy.Protect, "deployment-api": policy.Monitor, "deployment-db": policy.Protect}
 	for name, mode := range modes {
 		key := client.ObjectKey{Namespace: "shop", Name: name}
-		pgtest.Eventually(w.t, 60*time.Second, func() error { return w.c.Get(context.Background(), key, &v1.WorkloadPolicy{}) })
+		testutil.Eventually(w.t, 60*time.Second, func() error { return w.c.Get(context.Background(), key, &v1.WorkloadPolicy{}) })
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			var p v1.WorkloadPolicy
 			if err := w.c.Get(context.Background(), key, &p); err != nil {
@@ -149,7 +150,7 @@ func (w *world) seedPolicies() {
 			w.t.Fatalf("seed %s: %v", name, err)
 		}
 	}
-	pgtest.Eventually(w.t, 60*time.Second, func() error {
+	testutil.Eventually(w.t, 60*time.Second, func() error {
 		return w.c.Get(context.Background(), client.ObjectKey{Namespace: "billing", Name: "deployment-ledger"}, &v1.WorkloadPolicy{})
 	})
 }
@@ -202,14 +203,14 @@ func entry(verdict policy.Verdict, dir policy.Direction, peer string, port uint1
 		Verdict: verdict, Rule: "default", Evaluator: "default", LastSeen: time.Now()}
 }
 
-// chromium finds the browser, or skips the test saying how to get one.
+// chromium finds the browser, or skips the test saying how to get one (fails it in CI).
 func chromium(t *testing.T) string {
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if path, err := exec.LookPath(name); err == nil {
 			return path
 		}
 	}
-	t.Skip("no Chromium binary on PATH (apt-get install -y chromium): the browser test of the UI did not run")
+	testutil.SkipUnlessCI(t, "no Chromium binary on PATH (apt-get install -y chromium): the browser test of the UI did not run")
 	return ""
 }
 

@@ -33,14 +33,14 @@ type datapath struct {
 }
 
 // handle is the nfq.Handler.
-func (d *datapath) handle(p nfq.Packet) nfq.Verdict {
+func (d *datapath) handle(p nfq.Packet) nfq.Reply {
 	dec := d.decider.Load()
 	pkt, err := packet.Parse(p.Payload)
 	if err != nil || !packet.HasPorts(pkt.Proto) {
 		// Only TCP, UDP and SCTP are queued; anything else here is malformed or hostile. It gets the
 		// fail-safe answer, a drop, which costs a legitimate peer nothing it could have used.
 		d.badPkts.Inc()
-		return nfq.Verdict{Action: nfqueue.NfDrop}
+		return nfq.Reply{Action: nfqueue.NfDrop}
 	}
 	c := d.conn(pkt, p)
 	v := dec.Decide(c)
@@ -53,9 +53,9 @@ func (d *datapath) handle(p nfq.Packet) nfq.Verdict {
 			Port: recordedPort(c)}, report.Outcome{Verdict: v.Verdict, Rule: v.Rule, Evaluator: v.Evaluator}, time.Now())
 	}
 	if v.Verdict == policy.Deny {
-		return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: ruleset.MarkDeny}
+		return nfq.Reply{Action: nfqueue.NfRepeat, Mark: ruleset.MarkDeny}
 	}
-	return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: ruleset.MarkAllow}
+	return nfq.Reply{Action: nfqueue.NfRepeat, Mark: ruleset.MarkAllow}
 }
 
 // conn describes the connection a queued packet opens. The hook tells the direction: the ruleset

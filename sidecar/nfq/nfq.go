@@ -29,8 +29,8 @@ type Packet struct {
 	InDev, OutDev uint32
 }
 
-// Verdict tells the kernel what to do with a packet.
-type Verdict struct {
+// Reply tells the kernel what to do with a packet.
+type Reply struct {
 	// Action is nfqueue.NfAccept, nfqueue.NfDrop or nfqueue.NfRepeat.
 	Action int
 	// Mark, when not zero, is set on the packet; with NfRepeat the packet re-enters the hook carrying it.
@@ -39,7 +39,7 @@ type Verdict struct {
 
 // Handler decides a queued packet. It runs on the queue's worker goroutine and must not block for long:
 // the watchdog replaces a worker whose handler runs past Options.StallTimeout.
-type Handler func(Packet) Verdict
+type Handler func(Packet) Reply
 
 // Options configure the queues. The zero value of each field has the documented default.
 type Options struct {

@@ -53,13 +53,13 @@ func serveWith(t *testing.T, o Options, h Handler) {
 
 func TestVerdicts(t *testing.T) {
 	ns, l := setup(t)
-	verdict := make(chan Verdict, 1)
+	verdict := make(chan Reply, 1)
 	seen := make(chan Packet, 1)
-	serve(t, ns, nil, 0, func(p Packet) Verdict {
+	serve(t, ns, nil, 0, func(p Packet) Reply {
 		seen <- Packet{Mark: p.Mark, InDev: p.InDev, OutDev: p.OutDev, Payload: append([]byte(nil), p.Payload...)}
 		return <-verdict
 	})
-	verdict <- Verdict{Action: nfqueue.NfAccept}
+	verdict <- Reply{Action: nfqueue.NfAccept}
 	c, err := ns.Dial("tcp", l.Addr().String(), 5*time.Second)
 	if err != nil {
 		t.Fatalf("accepted connection: %v", err)
@@ -70,7 +70,7 @@ func TestVerdicts(t *testing.T) {
 		t.Fatalf("queued packet: outdev %d, %d payload bytes; want loopback and an IPv4 header", p.OutDev, len(p.Payload))
 	}
 
-	verdict <- Verdict{Action: nfqueue.NfRepeat, Mark: denyMark}
+	verdict <- Reply{Action: nfqueue.NfRepeat, Mark: denyMark}
 	start := time.Now()
 	_, err = ns.Dial("tcp", l.Addr().String(), 5*time.Second)
 	if !errors.Is(err, syscall.ECONNREFUSED) {
@@ -88,11 +88,11 @@ func TestWatchdogReplacesAStuckWorker(t *testing.T) {
 	hang := make(chan struct{})
 	t.Cleanup(func() { close(hang) })
 	var served atomic.Bool
-	serve(t, ns, m, 200*time.Millisecond, func(Packet) Verdict {
+	serve(t, ns, m, 200*time.Millisecond, func(Packet) Reply {
 		if !served.Swap(true) { // the first packet hangs the handler; the rebound worker serves the SYN's retransmission
 			<-hang
 		}
-		return Verdict{Action: nfqueue.NfAccept}
+		return Reply{Action: nfqueue.NfAccept}
 	})
 	c, err := ns.Dial("tcp", l.Addr().String(), 10*time.Second)
 	if err != nil {
@@ -112,11 +112,11 @@ func TestKernelDropsAreExported(t *testing.T) {
 	release := make(chan struct{})
 	var held atomic.Bool
 	serveWith(t, Options{NetNS: ns.Fd(), QueueNum: queueNum, MaxQueueLen: 1, StallTimeout: time.Minute, Registerer: reg},
-		func(Packet) Verdict {
+		func(Packet) Reply {
 			if !held.Swap(true) {
 				<-release
 			}
-			return Verdict{Action: nfqueue.NfAccept}
+			return Reply{Action: nfqueue.NfAccept}
 		})
 	done := make(chan struct{})
 	for range 4 {

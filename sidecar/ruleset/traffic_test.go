@@ -241,11 +241,11 @@ type verdicts struct {
 	held   chan struct{}
 }
 
-func (v *verdicts) handle(p nfq.Packet) nfq.Verdict {
+func (v *verdicts) handle(p nfq.Packet) nfq.Reply {
 	v.queued.Add(1)
 	pkt, err := packet.Parse(p.Payload)
 	if err != nil {
-		return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: MarkDeny}
+		return nfq.Reply{Action: nfqueue.NfRepeat, Mark: MarkDeny}
 	}
 	port := pkt.Dst.Port()
 	if p.OutDev == 0 && p.InDev != loIndex { // inbound: the original port is in the mark
@@ -259,9 +259,9 @@ func (v *verdicts) handle(p nfq.Packet) nfq.Verdict {
 		<-v.hold
 	}
 	if port == 80 || port == 82 {
-		return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: MarkAllow}
+		return nfq.Reply{Action: nfqueue.NfRepeat, Mark: MarkAllow}
 	}
-	return nfq.Verdict{Action: nfqueue.NfRepeat, Mark: MarkDeny}
+	return nfq.Reply{Action: nfqueue.NfRepeat, Mark: MarkDeny}
 }
 
 func (v *verdicts) serve(t *testing.T, ns *netnstest.NS, queue uint16) {

@@ -75,23 +75,6 @@ func Namespace(t testing.TB, c client.Client, name string, labels map[string]str
 	}
 }
 
-// Eventually polls cond every 20 ms until it returns nil or the deadline passes, then fails with the
-// last error.
-func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TLS returns a listener on 127.0.0.1 serving a fresh certificate, and a client that trusts it.
 func TLS(t testing.TB) (net.Listener, *http.Client) {
 	t.Helper()
