@@ -47,7 +47,7 @@ type Feed struct {
 
 	mu      sync.Mutex
 	ring    []Event // ring[seq % len]
-	next    uint64    // the next Seq; Seq starts at 1
+	next    uint64  // the next Seq; Seq starts at 1
 	wake    chan struct{}
 	buckets map[workload.Key]*[60]minute
 }
