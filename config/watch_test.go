@@ -257,23 +257,3 @@ func TestWatchSidecarPlainFile(t *testing.T) {
 		t.Errorf("error = %v, want the missing policy source", err)
 	}
 }
-
-func TestWatchSidecarNoDirectory(t *testing.T) {
-	missing := filepath.Join(t.TempDir(), "absent", "config.yaml")
-	ctx, cancel := context.WithCancel(context.Background())
-	done, err := WatchSidecar(ctx, nil, Sidecar{File: missing}, func(Sidecar) {}, func(error) {})
-	if err != nil {
-		t.Fatalf("WatchSidecar on a missing directory: %v", err)
-	}
-	select {
-	case <-done:
-		t.Fatal("watcher stopped before its context ended")
-	default:
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(callbackDeadline):
-		t.Fatal("watcher did not stop")
-	}
-}
