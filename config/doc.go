@@ -46,6 +46,7 @@
 //	policygen-url         "" (standalone)                    no    policygen's policy API, https
 //	policygen-token-file  /var/run/secrets/podwall.io/token  no    projected token, audience podwall
 //	policygen-ca-file     "" (system roots)                  no    CA bundle for policygen
+//	app-net-raw           ""  (set by the injector)          no    app containers that keep CAP_NET_RAW, announced at start
 //	baseline-only         false                              no    install the starting ruleset, no verdict loop, and exit
 //
 // Exactly one of policy-file and policygen-url must be set. Port 9947 for listen-addr keeps clear of

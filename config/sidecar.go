@@ -47,6 +47,10 @@ type Sidecar struct {
 	Pod Pod `mapstructure:",squash"`
 	// PolicyGen is where the sidecar subscribes to its policy.
 	PolicyGen PolicyGen `mapstructure:",squash"`
+	// AppNetRaw names the pod's app containers that keep CAP_NET_RAW (key app-net-raw), which the
+	// injector sets when it does not drop it: they can set SO_MARK and open raw and packet sockets that
+	// bypass the firewall, and the sidecar says so at start.
+	AppNetRaw []string `mapstructure:"app-net-raw"`
 	// BaselineOnly installs the ruleset the sidecar starts from (the cached policy, else the fail
 	// mode's baseline) with no verdict loop, and exits (key baseline-only): the injector's init
 	// container on clusters without native sidecars, so that no app container starts unguarded.
@@ -176,6 +180,7 @@ var sidecarLoader = loader{
 		f.String(string(sidecar.KeyPolicyGenURL), "", "policygen's policy API (https); empty: standalone")
 		f.String(string(sidecar.KeyPolicyGenTokenFile), sidecar.TokenFile, "service-account token for policygen")
 		f.String(string(sidecar.KeyPolicyGenCAFile), "", "CA bundle for policygen's certificate (empty: system roots)")
+		f.StringSlice(string(sidecar.KeyAppNetRaw), nil, "the pod's app containers that keep CAP_NET_RAW (set by the injector)")
 		f.Bool(string(sidecar.KeyBaselineOnly), false, "install the starting ruleset (cached policy or baseline) without a verdict loop, then exit")
 	},
 }

@@ -151,6 +151,11 @@ policy-file: /from/file
 				IPs: []netip.Addr{netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("fd00::3")}}
 			s.PolicyGen.URL, s.Queue.Count = "https://policygen.podwall-system.svc:8443", 8
 		},
+	}, {
+		name: "app containers keeping NET_RAW, from the injector's env",
+		env:  map[string]string{"PODWALL_APP_NET_RAW": "web,debug", "PODWALL_POLICY_FILE": "/p"},
+		args: []string{"--config=$FILE"},
+		want: func(s *Sidecar) { s.AppNetRaw, s.PolicyFile = []string{"web", "debug"}, "/p" },
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -127,6 +127,9 @@ func meant(t *testing.T, tc goldenCase, pod *corev1.Pod, c corev1.Container, def
 	if m := detectMesh(pod); m.name != "" {
 		want.Mesh = config.MeshPorts{Outbound: []uint16{uint16(m.outbound)}, Inbound: []uint16{uint16(m.inbound)}}
 	}
+	if holders := netRawHolders(pod); len(holders) > 0 {
+		want.AppNetRaw = holders
+	}
 	want.BaselineOnly = c.Name == sidecar.InitContainerName
 	return want
 }

@@ -45,6 +45,12 @@ var goldenCases = []goldenCase{
 	{name: "already-injected"},
 	{name: "net-admin-app"},
 	{name: "init-containers"},
+	{name: "net-raw-existing"},
+	{name: "ping-range-set"},
+	{name: "allow-net-raw"},
+	{name: "strict-allow-net-raw", strict: true},
+	{name: "net-raw-add"},
+	{name: "strict-net-raw-add", strict: true},
 	{name: "old-cluster", server: "v1.28.15"},
 	{name: "custom-config", opts: SidecarOptions{
 		Image:      "registry.example/podwall/sidecar:1.2.0",

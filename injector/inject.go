@@ -44,8 +44,8 @@ type status struct {
 }
 
 // Inject mutates pod in place and returns warnings for the client. An error means the pod must be
-// denied (a strict namespace refusing an app that could flush the firewall); the pod is then left as
-// it came. A pod that is not to be injected comes back unchanged, with a warning if the client
+// denied (a strict namespace refusing an app that could flush or bypass the firewall); the pod is then
+// left as it came. Besides adding the sidecar, it drops NET_RAW from the app containers (dropNetRaw). A pod that is not to be injected comes back unchanged, with a warning if the client
 // should know why.
 func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 	if slices.Contains(systemNamespaces, ns.Name) {
@@ -70,6 +70,12 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 	for _, r := range risky {
 		warnings = append(warnings, "podwall: "+r+", which could flush the pod's firewall")
 	}
+	rawWarnings, err := checkNetRaw(work, ns)
+	if err != nil {
+		return nil, err
+	}
+	warnings = append(warnings, rawWarnings...)
+	dropNetRaw(work)
 	st := in.add(work)
 	raw, err := json.Marshal(st)
 	if err != nil {
@@ -121,8 +127,7 @@ func riskyContainers(spec *corev1.PodSpec) []string {
 			return
 		}
 		for _, add := range sc.Capabilities.Add {
-			name := corev1.Capability(strings.TrimPrefix(strings.ToUpper(string(add)), "CAP_"))
-			if slices.Contains(riskyCapabilities, name) {
+			if slices.Contains(riskyCapabilities, capName(add)) {
 				out = append(out, fmt.Sprintf("%s %q adds %s", kind, c.Name, add))
 				return
 			}

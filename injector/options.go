@@ -18,6 +18,9 @@ const (
 	AnnotationInject = "podwall.io/inject"
 	// AnnotationConfig names the pod's per-workload ConfigMap.
 	AnnotationConfig = "podwall.io/config"
+	// AnnotationAllowNetRaw set to "true" lets the pod's containers keep NET_RAW, which the injector
+	// otherwise drops, unless its namespace is strict.
+	AnnotationAllowNetRaw = "podwall.io/allow-net-raw"
 	// AnnotationStatus records what was injected, so that a second pass replaces it.
 	AnnotationStatus = "podwall.io/status"
 	// NamespaceConfigMap is the ConfigMap mounted when the pod names none (optional: absent is fine).

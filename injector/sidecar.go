@@ -104,6 +104,9 @@ func (in *Injector) env(pod *corev1.Pod, mesh meshPorts) []corev1.EnvVar {
 	if in.opts.PolicyGenCAConfigMap != "" {
 		env = append(env, value(sidecar.KeyPolicyGenCAFile, sidecar.CAFile))
 	}
+	if holders := netRawHolders(pod); len(holders) > 0 {
+		env = append(env, value(sidecar.KeyAppNetRaw, strings.Join(holders, ",")))
+	}
 	if mesh.name != "" {
 		env = append(env,
 			value(sidecar.KeyMeshOutboundPorts, strconv.Itoa(mesh.outbound)),

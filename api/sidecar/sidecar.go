@@ -49,6 +49,9 @@ const (
 	// KeyMeshOutboundPorts and KeyMeshInboundPorts name a detected mesh proxy's redirect ports.
 	KeyMeshOutboundPorts Key = "mesh-outbound-ports"
 	KeyMeshInboundPorts  Key = "mesh-inbound-ports"
+	// KeyAppNetRaw names the pod's app containers that keep CAP_NET_RAW (comma-separated), which the
+	// injector otherwise drops: the sidecar announces that they can bypass it.
+	KeyAppNetRaw Key = "app-net-raw"
 	// KeyBaselineOnly installs the starting ruleset and exits: the init container's one argument.
 	KeyBaselineOnly Key = "baseline-only"
 )
