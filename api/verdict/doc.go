@@ -2,7 +2,7 @@
 // shows on stdout, one JSON object per line. The field names are stable: tools and alerts may key on
 // them, and a field is only ever added, never renamed or given another meaning.
 //
-// The sidecar writes two kinds of line, both decoded by Line.
+// The sidecar writes three kinds of line, all decoded by Line.
 //
 // # Verdict lines
 //
@@ -51,5 +51,22 @@
 //	suppressed_allow                the allows
 //	since                           when the first of them was suppressed
 //
-// A summary line has a suppressed field and no verdict; Line.IsSummary tells the two apart.
+// A summary line has a suppressed field and no verdict; Line.IsSummary tells it apart.
+//
+// # Notice lines
+//
+// What the operator of the pod must know about its guard, written once as the sidecar starts:
+//
+//	{"time":"...","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web","notice":"app-net-raw",
+//	 "message":"...","containers":["web"]}
+//
+//	time, pod, namespace, workload  as on a verdict line
+//	notice                          what is told: "app-net-raw", app containers hold CAP_NET_RAW (the pod's
+//	                                podwall.io/allow-net-raw annotation, an explicit capability, or a
+//	                                privileged container) and can set SO_MARK and open raw and packet sockets
+//	                                whose traffic the sidecar does not judge
+//	message                         the same in words
+//	containers                      the containers concerned
+//
+// A notice line has a notice field and no verdict; Line.IsNotice tells it apart.
 package verdict

@@ -10,8 +10,8 @@ import (
 	"podwall.io/podwall/api/policy"
 )
 
-// Line is one line of the verdict log, of either kind (see the package documentation): the fields of a
-// verdict line are zero on a summary line and the other way round. Encoding leaves zero fields out; the
+// Line is one line of the verdict log, of any kind (see the package documentation): each kind's fields
+// are zero on the other kinds. Encoding leaves zero fields out; the
 // sidecar writes every field of a line's kind.
 type Line struct {
 	// Time is when the line was made.
@@ -56,10 +56,24 @@ type Line struct {
 	SuppressedAllow uint64 `json:"suppressed_allow,omitzero"`
 	// Since is when the first suppressed line was suppressed.
 	Since time.Time `json:"since,omitzero"`
+
+	// Notice names what a notice line tells (NoticeAppNetRaw); it is set on notice lines only.
+	Notice string `json:"notice,omitempty"`
+	// Message says it in words, for people.
+	Message string `json:"message,omitempty"`
+	// Containers are the pod's containers the notice is about.
+	Containers []string `json:"containers,omitempty"`
 }
 
-// IsSummary says whether l is a summary line rather than a verdict line.
+// NoticeAppNetRaw tells that app containers of the pod hold CAP_NET_RAW: they can set SO_MARK and
+// open raw and packet sockets whose traffic the sidecar does not judge.
+const NoticeAppNetRaw = "app-net-raw"
+
+// IsSummary says whether l is a summary line rather than a verdict or notice line.
 func (l *Line) IsSummary() bool { return l.Suppressed > 0 }
+
+// IsNotice says whether l is a notice line rather than a verdict or summary line.
+func (l *Line) IsNotice() bool { return l.Notice != "" }
 
 // Proto is an IANA protocol number. On a line it is the name policies use for the protocols podwall
 // knows (TCP, UDP, SCTP, ICMP, ICMPv6) and the bare number for any other.

@@ -56,6 +56,11 @@ func TestLineJSON(t *testing.T) {
 		`{"time":"2026-11-27T03:00:00.123456789Z","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web",` +
 			`"suppressed":12,"rate_limited":10,"dropped":2,"suppressed_deny":11,"suppressed_allow":1,` +
 			`"since":"2026-11-27T03:00:00.123456789Z"}`,
+	}, {
+		Line{Time: t0, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web", Notice: NoticeAppNetRaw,
+			Message: "containers hold CAP_NET_RAW", Containers: []string{"web", "debug"}},
+		`{"time":"2026-11-27T03:00:00.123456789Z","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web",` +
+			`"notice":"app-net-raw","message":"containers hold CAP_NET_RAW","containers":["web","debug"]}`,
 	}} {
 		b, err := json.Marshal(tc.line)
 		if err != nil || string(b) != tc.json {
@@ -70,6 +75,9 @@ func TestLineJSON(t *testing.T) {
 		}
 		if got.IsSummary() != (tc.line.Suppressed > 0) {
 			t.Errorf("IsSummary = %v for %s", got.IsSummary(), tc.json)
+		}
+		if got.IsNotice() != (tc.line.Notice != "") {
+			t.Errorf("IsNotice = %v for %s", got.IsNotice(), tc.json)
 		}
 	}
 }

@@ -21,6 +21,7 @@ func options(c config.Sidecar) agent.Options {
 		MeshOutPorts: c.Mesh.Outbound,
 		MeshInPorts:  c.Mesh.Inbound,
 		HTTPAddr:     c.ListenAddr,
+		AppNetRaw:    c.AppNetRaw,
 		Tunables:     tunables(c.Live),
 	}
 }

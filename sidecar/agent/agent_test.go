@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -235,6 +236,29 @@ func TestProtectAllowsPolicyAndRefusesTheRestFast(t *testing.T) {
 			t.Errorf("metrics lack %s:\n%s", series, body)
 		}
 	}
+}
+
+// TestNoticeAppNetRaw checks that a sidecar told that app containers hold CAP_NET_RAW says so in the
+// verdict log's first line, naming them.
+func TestNoticeAppNetRaw(t *testing.T) {
+	w := newWorld(t)
+	w.writePolicy(t, policy.Protect, 1, 80)
+	w.start(t, func(o *Options) { o.AppNetRaw = []string{"web", "debug"} })
+	testutil.Eventually(t, 5*time.Second, func() error {
+		first, _, ok := strings.Cut(w.out.String(), "\n")
+		if !ok {
+			return errors.New("no line yet")
+		}
+		var got verdict.Line
+		if err := json.Unmarshal([]byte(first), &got); err != nil {
+			t.Fatalf("line %q: %v", first, err)
+		}
+		if !got.IsNotice() || got.Notice != verdict.NoticeAppNetRaw || got.Pod != "web-1" ||
+			!slices.Equal(got.Containers, []string{"web", "debug"}) || !strings.Contains(got.Message, "SO_MARK") {
+			t.Fatalf("first line %s, want the app-net-raw notice for web and debug", first)
+		}
+		return nil
+	})
 }
 
 func TestMonitorAuditsAndLearnRecords(t *testing.T) {

@@ -38,6 +38,9 @@ type Options struct {
 	StallTimeout time.Duration
 	// ReportLimit bounds the observed connections held for reporting (default 10000).
 	ReportLimit int
+	// AppNetRaw names the pod's app containers that hold CAP_NET_RAW (the injector drops it unless
+	// told otherwise); Run says so in a notice line as it starts, since they can bypass the firewall.
+	AppNetRaw []string
 	// Tunables may change while the sidecar runs (Reconfigure).
 	Tunables
 }

@@ -15,6 +15,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/policy/pgclient"
+	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/sidecar/decide"
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/report"
@@ -101,9 +102,12 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 // Run installs the first policy (the policy file's, else the cached one, else the fail mode's
 // baseline), binds the queues, turns ready (with policygen and no cache, once its first policy is in
 // force or FirstPolicyWait has passed), and then follows policy and configuration changes until ctx
-// ends. It then leaves the namespace in the fail mode's state: fail-closed keeps the policy enforced in
+// ends. Its first verdict-log line is the app-net-raw notice when app containers hold CAP_NET_RAW. It then leaves the namespace in the fail mode's state: fail-closed keeps the policy enforced in
 // the kernel and refuses the rest, fail-open removes the table.
 func (a *Agent) Run(ctx context.Context) error {
+	if len(a.opts.AppNetRaw) > 0 {
+		a.vlog.Load().Notice(verdict.NoticeAppNetRaw, appNetRawMessage, a.opts.AppNetRaw)
+	}
 	first, fileData := a.initialPolicy()
 	// Bind before the ruleset exists so that its queue rules never meet an unbound queue; the decider
 	// must therefore exist first.
@@ -157,6 +161,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	return err
 }
+
+// appNetRawMessage is the notice for app containers holding CAP_NET_RAW.
+const appNetRawMessage = "these app containers hold CAP_NET_RAW: they can set SO_MARK and open raw and packet sockets whose traffic this sidecar does not judge"
 
 // awaitFirstPolicy holds readiness back, for at most PolicyGen.FirstPolicyWait, until policygen's first
 // policy is in force: a new pod's app containers, which start once the sidecar is ready, then meet

@@ -68,6 +68,22 @@ func (l *Logger) appendSummary(b []byte, now time.Time, s *suppressed) []byte {
 	return append(b, "}\n"...)
 }
 
+// appendNotice appends a notice line: verdict.Line's notice fields.
+func (l *Logger) appendNotice(b []byte, now time.Time, notice, message string, containers []string) []byte {
+	b = appendTime(append(b, `{"time":`...), now)
+	b = append(b, l.identity...)
+	b = appendString(append(b, `,"notice":`...), notice)
+	b = appendString(append(b, `,"message":`...), message)
+	b = append(b, `,"containers":[`...)
+	for i, c := range containers {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, c)
+	}
+	return append(b, "]}\n"...)
+}
+
 func appendCount(b []byte, key string, n uint64) []byte {
 	b = append(b, `,"`...)
 	b = append(b, key...)

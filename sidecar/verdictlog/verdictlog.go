@@ -179,6 +179,22 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 	}
 }
 
+// Notice writes a notice line (verdict.Line's notice fields): something the pod's operator must know
+// about its guard, told once, so neither the rate limit nor the buffer bound refuses it. A notice after
+// Close is not written.
+func (l *Logger) Notice(notice, message string, containers []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.buf = l.appendNotice(l.buf, l.now(), notice, message, containers)
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
 // wanted applies Options.Allows. For an allow under AllowsFirst it also returns the key to mark (first)
 // once the line is actually written. l.mu is held.
 func (l *Logger) wanted(c *decide.Conn, d *decide.Decision, now time.Time) (key firstKey, first, ok bool) {

@@ -87,11 +87,13 @@ func decision(v policy.Verdict, peer string) decide.Decision {
 	return decide.Decision{Verdict: v, Rule: rule, Evaluator: "egress", Peer: peer, Mode: policy.Protect, Revision: 7}
 }
 
-// TestLine checks that each kind of line the Logger writes — a verdict line, one judged behind a
-// redirect, a summary — decodes strictly into verdict.Line with the values logged.
+// TestLine checks that each kind of line the Logger writes — a notice, a verdict line, one judged
+// behind a redirect, a summary — decodes strictly into verdict.Line with the values logged. The notice
+// takes nothing from the rate limit.
 func TestLine(t *testing.T) {
 	var out testutil.Buffer
 	l, clk := newLogger(t, &out, Options{Rate: 1})
+	l.Notice(verdict.NoticeAppNetRaw, "they \"bypass\"\n", []string{"web", "debug\x01"})
 	l.Log(decide.Conn{Direction: policy.Loopback, Proto: 6, Local: netip.MustParseAddrPort("127.0.0.1:40000"),
 		Remote: netip.MustParseAddrPort("127.0.0.1:15001"), Original: netip.MustParseAddrPort("[fd00::1]:443")},
 		decide.Decision{Verdict: policy.Audit, Rule: "default", Evaluator: "default", Peer: "cidr:fd00::1/128",
@@ -106,6 +108,9 @@ func TestLine(t *testing.T) {
 	closeLogger(t, l)
 	t1 := t0.Add(time.Second)
 	want := []verdict.Line{{
+		Time: t0, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web",
+		Notice: verdict.NoticeAppNetRaw, Message: "they \"bypass\"\n", Containers: []string{"web", "debug\x01"},
+	}, {
 		Time: t0, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web",
 		Direction: policy.Loopback, Proto: 6, Src: netip.MustParseAddrPort("127.0.0.1:40000"),
 		Dst: netip.MustParseAddrPort("127.0.0.1:15001"), Peer: "cidr:fd00::1/128", Verdict: policy.Audit,
