@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -250,6 +251,7 @@ func TestAgainstAPIServer(t *testing.T) {
 		}
 	})
 	t.Run("pods", func(t *testing.T) { testPods(t, c) })
+	t.Run("NET_RAW dropped", func(t *testing.T) { testNetRawDropped(t, c) })
 	t.Run("golden outputs are valid pods", func(t *testing.T) { testGoldenPodsValid(t, c) })
 	t.Run("mesh proxy added by a later webhook", func(t *testing.T) { testMeshAddedLater(t, c) })
 	t.Run("webhook down blocks only opted-in namespaces", func(t *testing.T) {
@@ -294,6 +296,10 @@ func testPods(t *testing.T, c *cluster) {
 		{name: "hostNetwork skipped with a warning", ns: "opted", pod: testPod(func(p *corev1.Pod) { p.Spec.HostNetwork = true }), wantWarning: "hostNetwork"},
 		{name: "NET_ADMIN app warned", ns: "opted", pod: testPod(netAdmin), wantInjected: true, wantWarning: "NET_ADMIN"},
 		{name: "NET_ADMIN app denied when strict", ns: "strict", pod: testPod(netAdmin), wantDenied: "is strict"},
+		{name: "NET_RAW kept on request, warned", ns: "opted", pod: testPod(allowNetRaw), wantInjected: true, wantWarning: "keep NET_RAW, which allows SO_MARK"},
+		{name: "NET_RAW opt-out denied when strict", ns: "strict", pod: testPod(allowNetRaw), wantDenied: "allow-net-raw=true would keep NET_RAW"},
+		{name: "NET_RAW add warned", ns: "opted", pod: testPod(addNetRaw), wantInjected: true, wantWarning: `"app" adds NET_RAW`},
+		{name: "NET_RAW add denied when strict", ns: "strict", pod: testPod(addNetRaw), wantDenied: `"app" adds NET_RAW`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -324,6 +330,38 @@ func optOut(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationInject:
 
 func netAdmin(p *corev1.Pod) {
 	p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}
+}
+
+func allowNetRaw(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationAllowNetRaw: "true"} }
+
+func addNetRaw(p *corev1.Pod) {
+	p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_RAW"}}}
+}
+
+// testNetRawDropped checks what the API server stores for a pod of an opted-in namespace: its app
+// container without NET_RAW, ICMP datagram sockets open to every group, and the sidecar's own
+// capabilities untouched.
+func testNetRawDropped(t *testing.T, c *cluster) {
+	got, _, err := c.createPod("opted", testPod(func(p *corev1.Pod) {
+		p.Spec.InitContainers = []corev1.Container{{Name: "setup", Image: "setup:v1"}}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ct := range slices.Concat(got.Spec.InitContainers, got.Spec.Containers) {
+		caps := ct.SecurityContext.Capabilities
+		want := []corev1.Capability{netRaw}
+		if ct.Name == sidecar.ContainerName {
+			want = []corev1.Capability{"ALL"}
+		}
+		if !slices.Equal(caps.Drop, want) {
+			t.Errorf("container %s drops %v, want %v", ct.Name, caps.Drop, want)
+		}
+	}
+	want := []corev1.Sysctl{{Name: "net.ipv4.ping_group_range", Value: "0 2147483647"}}
+	if sc := got.Spec.SecurityContext; sc == nil || !slices.Equal(sc.Sysctls, want) {
+		t.Errorf("pod security context %+v, want sysctls %v", sc, want)
+	}
 }
 
 func names(cs []corev1.Container) []string {
