@@ -21,4 +21,12 @@
 // Strictness travels in the path so that the webhook needs no namespace reads: each request is
 // decided from the request alone. Strict namespaces ignore a pod's opt-out and deny app containers
 // that could flush the firewall; elsewhere those get a warning.
+//
+// # NET_RAW
+//
+// App containers lose NET_RAW, which the runtime grants by default and which would let a compromised
+// app set SO_MARK and send through packet sockets past the firewall; the pod's
+// net.ipv4.ping_group_range opens ICMP datagram sockets so that ping still works. The annotation
+// podwall.io/allow-net-raw=true, or a container adding NET_RAW, keeps it with a warning, and the
+// sidecar is told which containers hold it (app-net-raw) to announce them; strict namespaces deny both.
 package injector
