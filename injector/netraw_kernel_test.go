@@ -108,7 +108,7 @@ func runAttack(spec string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if err := a.send(unix.SOCK_DGRAM, 0, a.Plain, "done", nil); err != nil {
+	if err := a.send(a.Plain, "done", nil); err != nil {
 		fmt.Fprintln(os.Stderr, "sentinel:", err)
 		return 2
 	}
@@ -150,14 +150,15 @@ func (a attack) rawSocket() error {
 // guarded port; it sends even when the mark is refused, as an attacker would.
 func (a attack) markedSend() error {
 	var markErr error
-	err := a.send(unix.SOCK_DGRAM, 0, a.Guarded, "mark", func(fd int) {
+	err := a.send(a.Guarded, "mark", func(fd int) {
 		markErr = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, a.Mark)
 	})
 	return errors.Join(markErr, err)
 }
 
-func (a attack) send(typ, proto int, port uint16, what string, prepare func(fd int)) error {
-	fd, err := unix.Socket(unix.AF_INET, typ, proto)
+// send sends a plain UDP datagram to port, after prepare (if any) has had the socket.
+func (a attack) send(port uint16, what string, prepare func(fd int)) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
 	if err != nil {
 		return err
 	}
