@@ -114,7 +114,7 @@ var riskyCapabilities = []corev1.Capability{"NET_ADMIN", "SYS_ADMIN", "ALL"}
 // their name says: strict namespaces need the mesh's CNI plugin, which does without them.
 func riskyContainers(spec *corev1.PodSpec) []string {
 	var out []string
-	check := func(kind string, c corev1.Container) {
+	appContainers(spec, func(kind string, c *corev1.Container) {
 		sc := c.SecurityContext
 		if sc == nil {
 			return
@@ -132,13 +132,7 @@ func riskyContainers(spec *corev1.PodSpec) []string {
 				return
 			}
 		}
-	}
-	for _, c := range spec.InitContainers {
-		check("init container", c)
-	}
-	for _, c := range spec.Containers {
-		check("container", c)
-	}
+	})
 	return out
 }
 

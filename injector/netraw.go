@@ -83,8 +83,9 @@ func netRawAdders(spec *corev1.PodSpec) []string {
 }
 
 // dropNetRaw drops NET_RAW from every app container that does not keep it anyway (keepsNetRaw; a
-// privileged one is riskyContainers' to report), keeping what the container set, and opens ICMP datagram sockets to every group unless the pod sets the
-// range itself. A pod that opts out keeps NET_RAW.
+// privileged one is riskyContainers' to report), keeping what the container set, and opens ICMP
+// datagram sockets to every group unless the pod sets the range itself. A pod that opts out keeps
+// NET_RAW.
 func dropNetRaw(pod *corev1.Pod) {
 	if allowsNetRaw(pod) {
 		return
