@@ -1,0 +1,175 @@
+// Package marktest plays, in root tests, the guarded workload forging packet marks: a process of an
+// unprivileged uid (65534) holding CAP_NET_RAW and no other capability, as a container runtime's
+// defaults give an app, which sets SO_MARK on its socket and connects. The attacker is the test binary
+// started again, so a test package that uses it calls Main first thing in its TestMain.
+package marktest
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"podwall.io/podwall/internal/netnstest"
+)
+
+// env carries the attack to the attacker: "mark network address".
+const env = "PODWALL_MARKTEST_ATTACK"
+
+// nobody is the attacker's uid and gid.
+const nobody = 65534
+
+// Main runs the attack and exits when the test binary was started as the attacker; otherwise it
+// returns at once.
+func Main() {
+	spec := os.Getenv(env)
+	if spec == "" {
+		return
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(attack(spec))
+	os.Exit(0)
+}
+
+// report is what the attacker tells the test: who it ran as, the mark its socket really carried, and
+// how its attempt ended.
+type report struct {
+	UID    int    `json:"uid"`
+	CapEff uint64 `json:"capEff"`
+	Mark   uint32 `json:"mark"`
+	Err    string `json:"err,omitempty"`
+	// Errno is the error's errno, if it has one, so that the test can tell a refusal from a timeout.
+	Errno syscall.Errno `json:"errno,omitempty"`
+}
+
+func attack(spec string) report {
+	r := report{UID: os.Getuid()}
+	var err error
+	if r.CapEff, err = capEff(); err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	var mark uint64
+	var network, address string
+	if _, err := fmt.Sscan(spec, &mark, &network, &address); err != nil {
+		r.Err = fmt.Sprintf("attack %q: %v", spec, err)
+		return r
+	}
+	d := net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(uint32(mark))); serr != nil {
+				return
+			}
+			var got int
+			got, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK)
+			r.Mark = uint32(got)
+		})
+		return errors.Join(err, serr)
+	}}
+	c, err := d.Dial(network, address)
+	if err == nil {
+		if strings.HasPrefix(network, "udp") {
+			_, err = io.WriteString(c, "forged")
+		}
+		c.Close()
+	}
+	if err != nil {
+		r.Err = err.Error()
+		errors.As(err, &r.Errno)
+	}
+	return r
+}
+
+// capEff reads the process's effective capabilities.
+func capEff() (uint64, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "CapEff:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return 0, errors.New("no CapEff in /proc/self/status")
+}
+
+// Attacker attacks from one network namespace.
+type Attacker struct {
+	t   testing.TB
+	ns  *netnstest.NS
+	bin string
+}
+
+// New prepares an attacker in ns: a copy of the test binary that uid 65534 may run (the original
+// lies in the go command's private work directory).
+func New(t testing.TB, ns *netnstest.NS) *Attacker {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} { // t.TempDir makes both, mode 0700
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "attacker")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &Attacker{t: t, ns: ns, bin: bin}
+}
+
+// Connect runs one attack: a socket marked mark connects to to over network ("tcp" or "udp", which
+// also sends one datagram). It returns how the attempt ended for the attacker (nil: connected, or
+// sent); whether anything arrived is for the receiving end to tell. It fails the test if the attacker
+// ran with other credentials than uid 65534 and CAP_NET_RAW alone, or if its socket did not carry the
+// mark: the attack would prove nothing.
+func (a *Attacker) Connect(mark uint32, network string, to netip.AddrPort) error {
+	a.t.Helper()
+	ids := strconv.Itoa(nobody)
+	cmd := a.ns.Command(a.t.Context(), "setpriv", "--reuid="+ids, "--regid="+ids, "--clear-groups",
+		"--inh-caps=-all,+net_raw", "--ambient-caps=-all,+net_raw", a.bin)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d %s %s", env, mark, network, to))
+	out, err := cmd.Output()
+	if err != nil {
+		a.t.Fatalf("attacker: %v: %s", err, out)
+	}
+	var r report
+	if err := json.Unmarshal(out, &r); err != nil {
+		a.t.Fatalf("attacker said %q: %v", out, err)
+	}
+	if r.UID != nobody || r.CapEff != 1<<unix.CAP_NET_RAW {
+		a.t.Fatalf("attacker ran as uid %d with capabilities %#x, want uid %d with CAP_NET_RAW alone", r.UID, r.CapEff, nobody)
+	}
+	if r.Mark != mark {
+		a.t.Fatalf("attacker's socket carried mark %#x, want %#x (%s)", r.Mark, mark, r.Err)
+	}
+	switch {
+	case r.Errno != 0:
+		return fmt.Errorf("%s: %w", r.Err, r.Errno)
+	case r.Err != "":
+		return errors.New(r.Err)
+	}
+	return nil
+}
