@@ -35,9 +35,12 @@ type Agent struct {
 	// client talks to policygen; nil in standalone mode.
 	client *pgclient.Client
 
-	mu       sync.Mutex // serializes policy and tunable changes
+	mu       sync.Mutex // serializes policy and tunable changes, and every use of nft
 	policy   *policy.Policy
 	tunables Tunables
+	// selfDests are the destinations the sidecar's own sockets connected to (allowSelf): every Apply
+	// keeps them open to MarkSelf.
+	selfDests []ruleset.Dest
 	// stopped is set when the agent leaves the namespace; no policy is applied after it.
 	stopped bool
 	vlog    atomic.Pointer[verdictlog.Logger]
@@ -89,7 +92,8 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 	a.registerMetrics()
 	if pg := opts.PolicyGen; pg.URL != "" {
 		c, err := pgclient.New(pgclient.Options{URL: pg.URL, TokenFile: pg.TokenFile, CAFile: pg.CAFile,
-			Mark: ruleset.MarkSelf, ReportInterval: pg.ReportInterval, Registerer: a.reg}, log.WithName("policygen"))
+			Mark: ruleset.MarkSelf, BeforeConnect: a.allowSelf, ReportInterval: pg.ReportInterval,
+			Registerer: a.reg}, log.WithName("policygen"))
 		if err != nil {
 			return nil, err
 		}
@@ -197,6 +201,7 @@ func (a *Agent) leave() error {
 	a.log.Info("fail-closed: leaving the policy enforced in the kernel", "revision", a.policy.Revision)
 	o := a.rulesetOptions(a.tunables)
 	o.Offline = true
+	o.SelfDests = nil // the sidecar's own sockets are gone with it
 	return ruleset.Apply(a.nft, withMode(a.policy, a.tunables.Mode), o)
 }
 

@@ -2,75 +2,19 @@ package ruleset
 
 import (
 	"errors"
-	"fmt"
-	"net"
 	"net/netip"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
-	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/sidecar/ruleset/marktest"
 )
 
 // forgedMarks are the marks an app holding CAP_NET_RAW puts on its socket: the sidecar's own, the
 // verdicts', every podwall bit, every bit.
 var forgedMarks = []uint32{MarkSelf, MarkAllow, MarkDeny | MarkAllow, MarkMask, 0xffffffff}
-
-// counter counts what a listener in a namespace received: TCP connections accepted, UDP datagrams
-// read.
-type counter struct{ n atomic.Int64 }
-
-func countTCP(t *testing.T, ns *netnstest.NS, addr string) *counter {
-	c := &counter{}
-	l := ns.Listen(t, "tcp", addr)
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.n.Add(1)
-			conn.Close()
-		}
-	}()
-	return c
-}
-
-func countUDP(t *testing.T, ns *netnstest.NS, addr string) *counter {
-	c := &counter{}
-	var pc net.PacketConn
-	if err := ns.Do(func() (err error) { pc, err = net.ListenPacket("udp", addr); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				return
-			}
-			c.n.Add(1)
-		}
-	}()
-	return c
-}
-
-// waitCount waits until c has counted want.
-func waitCount(t *testing.T, c *counter, want int64, what string) {
-	t.Helper()
-	testutil.Eventually(t, 2*time.Second, func() error {
-		if n := c.n.Load(); n != want {
-			return fmt.Errorf("%s received %d, want %d", what, n, want)
-		}
-		return nil
-	})
-}
 
 // TestForgedMarks attacks with marks: an app holding CAP_NET_RAW alone sets each podwall mark on its
 // socket and connects over TCP and UDP, IPv4 and IPv6, to a peer port the verdict loop denies, and
@@ -79,9 +23,9 @@ func waitCount(t *testing.T, c *counter, want int64, what string) {
 // process is refused afterwards; and a forged MarkAllow to an allowed port is queued like any other.
 func TestForgedMarks(t *testing.T) {
 	x := newTopo(t)
-	tcp81, udp81 := countTCP(t, x.peer, "[::]:81"), countUDP(t, x.peer, "[::]:81")
-	tcp80, udp80 := countTCP(t, x.peer, "[::]:80"), countUDP(t, x.peer, "[::]:80")
-	lo15000 := countTCP(t, x.pod, "127.0.0.1:15000")
+	tcp81, udp81 := marktest.Count(t, x.peer, "tcp", "[::]:81"), marktest.Count(t, x.peer, "udp", "[::]:81")
+	tcp80, udp80 := marktest.Count(t, x.peer, "tcp", "[::]:80"), marktest.Count(t, x.peer, "udp", "[::]:80")
+	lo15000 := marktest.Count(t, x.pod, "tcp", "127.0.0.1:15000")
 	v := &verdicts{}
 	v.serve(t, x.pod, 6)
 	p := &policy.Policy{Mode: policy.Protect, Loopback: []policy.LoopbackRule{{ID: "admin", Origin: policy.OriginUser,
@@ -117,14 +61,14 @@ func TestForgedMarks(t *testing.T) {
 	wantRefused(t, x.pod, ap(x.peerAddr, 81))
 	wantRefused(t, x.pod, ap(x.peerV6, 81))
 	sendUDP(t, x.pod, ap(x.peerAddr, 81))
-	// What is sent now arrives after anything sent before.
-	if err := dialMarked(x.pod, 0, ap(x.peerAddr, 80)); err != nil {
+	// Sent last over the same path, these arrive after anything the attackers sent.
+	if err := marktest.Dial(x.pod, 0, ap(x.peerAddr, 80)); err != nil {
 		t.Fatalf("connection to an allowed port: %v", err)
 	}
 	sendUDP(t, x.pod, ap(x.peerAddr, 80))
-	waitCount(t, udp80, 1, "udp 80")
-	for what, c := range map[string]*counter{"tcp 81": tcp81, "udp 81": udp81, "loopback 15000": lo15000} {
-		if n := c.n.Load(); n != 0 {
+	udp80.WaitReceived(t, 1, "udp 80")
+	for what, c := range map[string]*marktest.Counter{"tcp 81": tcp81, "udp 81": udp81, "loopback 15000": lo15000} {
+		if n := c.Received(); n != 0 {
 			t.Errorf("%s received %d from attackers with forged marks, want 0", what, n)
 		}
 	}
@@ -137,7 +81,7 @@ func TestForgedMarks(t *testing.T) {
 	if n := v.queued.Load() - before; n != 1 {
 		t.Errorf("forged MarkAllow to an allowed port: %d packets queued, want 1", n)
 	}
-	waitCount(t, tcp80, 2, "tcp 80")
+	tcp80.WaitReceived(t, 2, "tcp 80")
 }
 
 // sendUDP sends one datagram from ns, as an ordinary process.
@@ -153,33 +97,13 @@ func sendUDP(t *testing.T, ns *netnstest.NS, addr netip.AddrPort) {
 	}
 }
 
-// dialMarked connects from ns as root, the socket marked mark (the sidecar's: MarkSelf).
-func dialMarked(ns *netnstest.NS, mark uint32, addr netip.AddrPort) error {
-	d := net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
-	return ns.Do(func() error {
-		c, err := d.Dial("tcp", addr.String())
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
-}
-
 // TestSelfDests: MarkSelf passes to the sidecar's own destinations only, under deny-all: one added
 // with AddSelfDest (before its socket connects) or kept in Options.SelfDests across an Apply; a
 // destination dropped from them is judged again. What remains (SECURITY.md): an app that forges
 // MarkSelf reaches exactly those destinations.
 func TestSelfDests(t *testing.T) {
 	x := newTopo(t)
-	policygen, other := countTCP(t, x.peer, "[::]:9443"), countTCP(t, x.peer, "[::]:81")
+	policygen, other := marktest.Count(t, x.peer, "tcp", "[::]:9443"), marktest.Count(t, x.peer, "tcp", "[::]:81")
 	v := &verdicts{}
 	v.serve(t, x.pod, 7)
 	o := Options{Queue: QueueCompat, QueueNum: 7}
@@ -188,14 +112,14 @@ func TestSelfDests(t *testing.T) {
 	att := marktest.New(t, x.pod)
 	pg4, pg6 := ap(x.peerAddr, 9443), ap(x.peerV6, 9443)
 
-	if err := dialMarked(x.pod, MarkSelf, pg4); !errors.Is(err, syscall.ECONNREFUSED) {
+	if err := marktest.Dial(x.pod, MarkSelf, pg4); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("MarkSelf to a destination the sidecar has not added: %v, want connection refused", err)
 	}
 	for _, d := range []netip.AddrPort{pg4, pg6} {
 		if err := AddSelfDest(x.c, Dest{Proto: policy.TCP, Addr: d}); err != nil {
 			t.Fatal(err)
 		}
-		if err := dialMarked(x.pod, MarkSelf, d); err != nil {
+		if err := marktest.Dial(x.pod, MarkSelf, d); err != nil {
 			t.Errorf("the sidecar's own connection to %s: %v", d, err)
 		}
 	}
@@ -206,25 +130,25 @@ func TestSelfDests(t *testing.T) {
 	}
 	o.SelfDests = []Dest{{Proto: policy.TCP, Addr: pg6}, {Proto: policy.TCP, Addr: pg6}}
 	apply(t, x.c, nil, o)
-	if err := dialMarked(x.pod, MarkSelf, pg6); err != nil {
+	if err := marktest.Dial(x.pod, MarkSelf, pg6); err != nil {
 		t.Errorf("the sidecar's own connection after re-Apply: %v", err)
 	}
-	if err := dialMarked(x.pod, MarkSelf, pg4); !errors.Is(err, syscall.ECONNREFUSED) {
+	if err := marktest.Dial(x.pod, MarkSelf, pg4); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("MarkSelf to a destination no longer the sidecar's: %v, want connection refused", err)
 	}
-	waitCount(t, policygen, 3, "policygen stand-in")
+	policygen.WaitReceived(t, 3, "policygen stand-in")
 
 	// The attacker: MarkSelf reaches the sidecar's own destination, and nothing else.
 	if err := att.Connect(MarkSelf, "tcp", pg6); err != nil {
 		t.Errorf("forged MarkSelf to the sidecar's own destination: %v (the documented remainder)", err)
 	}
-	waitCount(t, policygen, 4, "policygen stand-in")
+	policygen.WaitReceived(t, 4, "policygen stand-in")
 	for _, to := range []netip.AddrPort{ap(x.peerV6, 81), pg4} {
 		if err := att.Connect(MarkSelf, "tcp", to); !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Errorf("forged MarkSelf to %s: %v, want connection refused", to, err)
 		}
 	}
-	if n := other.n.Load(); n != 0 {
+	if n := other.Received(); n != 0 {
 		t.Errorf("port 81 received %d connections with a forged MarkSelf, want 0", n)
 	}
 }

@@ -1,7 +1,8 @@
 // Package marktest plays, in root tests, the guarded workload forging packet marks: a process of an
 // unprivileged uid (65534) holding CAP_NET_RAW and no other capability, as a container runtime's
-// defaults give an app, which sets SO_MARK on its socket and connects. The attacker is the test binary
-// started again, so a test package that uses it calls Main first thing in its TestMain.
+// defaults give an app, which sets SO_MARK on its socket and connects; and the receiving end, which
+// counts what arrived. The attacker is the test binary started again, so a test package that uses it
+// calls Main first thing in its TestMain.
 package marktest
 
 import (
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 )
 
 // env carries the attack to the attacker: "mark network address".
@@ -172,4 +175,94 @@ func (a *Attacker) Connect(mark uint32, network string, to netip.AddrPort) error
 		return errors.New(r.Err)
 	}
 	return nil
+}
+
+// Counter counts what a listener received: TCP connections accepted or UDP datagrams read.
+type Counter struct {
+	n    atomic.Int64
+	addr net.Addr
+}
+
+// Addr is the listener's address.
+func (c *Counter) Addr() net.Addr { return c.addr }
+
+// Received is the count so far.
+func (c *Counter) Received() int64 { return c.n.Load() }
+
+// Count listens on network ("tcp" or "udp") and addr in ns (nil: the test's own namespace) and counts
+// what arrives, until the test ends: the receiving end of an attack.
+func Count(t testing.TB, ns *netnstest.NS, network, addr string) *Counter {
+	t.Helper()
+	c := &Counter{}
+	in := func(fn func() error) error { return fn() }
+	if ns != nil {
+		in = ns.Do
+	}
+	if network == "tcp" {
+		var l net.Listener
+		if err := in(func() (err error) { l, err = net.Listen(network, addr); return err }); err != nil {
+			t.Fatalf("listen %s %s: %v", network, addr, err)
+		}
+		t.Cleanup(func() { l.Close() })
+		c.addr = l.Addr()
+		go func() {
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.n.Add(1)
+				conn.Close()
+			}
+		}()
+		return c
+	}
+	var pc net.PacketConn
+	if err := in(func() (err error) { pc, err = net.ListenPacket(network, addr); return err }); err != nil {
+		t.Fatalf("listen %s %s: %v", network, addr, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	c.addr = pc.LocalAddr()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+			c.n.Add(1)
+		}
+	}()
+	return c
+}
+
+// WaitReceived waits until c has counted want, for at most two seconds.
+func (c *Counter) WaitReceived(t testing.TB, want int64, what string) {
+	t.Helper()
+	testutil.Eventually(t, 2*time.Second, func() error {
+		if n := c.Received(); n != want {
+			return fmt.Errorf("%s received %d, want %d", what, n, want)
+		}
+		return nil
+	})
+}
+
+// Dial connects over TCP from ns as the test process (root), its socket marked mark: the sidecar's
+// own connections carry ruleset.MarkSelf.
+func Dial(ns *netnstest.NS, mark uint32, to netip.AddrPort) error {
+	d := net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	return ns.Do(func() error {
+		c, err := d.Dial("tcp", to.String())
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
 }
