@@ -123,12 +123,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	go loop.Run(loopCtx)
-	if err := a.Apply(first); err != nil {
-		return fmt.Errorf("initial policy: %w", err)
-	}
+	// Hold the HTTP port before the ruleset opens it to ingress: an app that bound it first would
+	// receive what the policy does not allow.
 	l, err := net.Listen("tcp", a.opts.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", a.opts.HTTPAddr, err)
+	}
+	if err := a.Apply(first); err != nil {
+		l.Close()
+		return fmt.Errorf("initial policy: %w", err)
 	}
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
@@ -201,7 +204,8 @@ func (a *Agent) leave() error {
 	a.log.Info("fail-closed: leaving the policy enforced in the kernel", "revision", a.policy.Revision)
 	o := a.rulesetOptions(a.tunables)
 	o.Offline = true
-	o.SelfDests = nil // the sidecar's own sockets are gone with it
+	// The sidecar's own sockets go with it: an app could bind its port, or forge its mark.
+	o.SelfPorts, o.SelfDests = nil, nil
 	return ruleset.Apply(a.nft, withMode(a.policy, a.tunables.Mode), o)
 }
 

@@ -1,7 +1,7 @@
 // Package marktest plays, in root tests, the guarded workload forging packet marks: a process of an
 // unprivileged uid (65534) holding CAP_NET_RAW and no other capability, as a container runtime's
-// defaults give an app, which sets SO_MARK on its socket and connects; and the receiving end, which
-// counts what arrived. The attacker is the test binary started again, so a test package that uses it
+// defaults give an app, which sets SO_MARK on its socket and connects, or binds a port; and the
+// receiving end, which counts what arrived. The attacker is the test binary started again, so a test package that uses it
 // calls Main first thing in its TestMain.
 package marktest
 
@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -41,8 +42,42 @@ func Main() {
 	if spec == "" {
 		return
 	}
-	_ = json.NewEncoder(os.Stdout).Encode(attack(spec))
+	if addr, ok := strings.CutPrefix(spec, "listen "); ok {
+		listen(addr)
+	} else {
+		_ = json.NewEncoder(os.Stdout).Encode(attack(spec))
+	}
 	os.Exit(0)
+}
+
+// listen is the app that binds a port: it says who it runs as once it listens on addr, then one line
+// per connection it accepts, until its stdin closes.
+func listen(addr string) {
+	r := report{UID: os.Getuid()}
+	var err error
+	r.CapEff, err = capEff()
+	var l net.Listener
+	if err == nil {
+		l, err = net.Listen("tcp", addr)
+	}
+	if err != nil {
+		r.Err = err.Error()
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(r)
+	if err != nil {
+		return
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			fmt.Println("accepted")
+		}
+	}()
+	_, _ = io.Copy(io.Discard, os.Stdin)
 }
 
 // report is what the attacker tells the test: who it ran as, the mark its socket really carried, and
@@ -143,6 +178,61 @@ func New(t testing.TB, ns *netnstest.NS) *Attacker {
 	return &Attacker{t: t, ns: ns, bin: bin}
 }
 
+// command is the attacker's process: the test binary as uid 65534 with CAP_NET_RAW alone.
+func (a *Attacker) command(spec string) *exec.Cmd {
+	ids := strconv.Itoa(nobody)
+	cmd := a.ns.Command(a.t.Context(), "setpriv", "--reuid="+ids, "--regid="+ids, "--clear-groups",
+		"--inh-caps=-all,+net_raw", "--ambient-caps=-all,+net_raw", a.bin)
+	cmd.Env = append(os.Environ(), env+"="+spec)
+	return cmd
+}
+
+// check fails the test unless the attacker ran as uid 65534 with CAP_NET_RAW alone.
+func (a *Attacker) check(r report) {
+	a.t.Helper()
+	if r.UID != nobody || r.CapEff != 1<<unix.CAP_NET_RAW {
+		a.t.Fatalf("attacker ran as uid %d with capabilities %#x, want uid %d with CAP_NET_RAW alone", r.UID, r.CapEff, nobody)
+	}
+}
+
+// Listen plays an app that binds a TCP port: it listens on addr in the namespace until the test ends,
+// counting the connections it accepts.
+func (a *Attacker) Listen(addr string) *Counter {
+	a.t.Helper()
+	cmd := a.command("listen " + addr)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	a.t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	var r report
+	if !lines.Scan() {
+		a.t.Fatalf("attacker listening on %s said nothing: %v", addr, lines.Err())
+	}
+	if err := json.Unmarshal(lines.Bytes(), &r); err != nil {
+		a.t.Fatalf("attacker said %q: %v", lines.Bytes(), err)
+	}
+	a.check(r)
+	if r.Err != "" {
+		a.t.Fatalf("attacker listening on %s: %s", addr, r.Err)
+	}
+	c := &Counter{}
+	go func() {
+		for lines.Scan() {
+			c.n.Add(1)
+		}
+	}()
+	return c
+}
+
 // Connect runs one attack: a socket marked mark connects to to over network ("tcp" or "udp", which
 // also sends one datagram). It returns how the attempt ended for the attacker (nil: connected, or
 // sent); whether anything arrived is for the receiving end to tell. It fails the test if the attacker
@@ -150,11 +240,7 @@ func New(t testing.TB, ns *netnstest.NS) *Attacker {
 // mark: the attack would prove nothing.
 func (a *Attacker) Connect(mark uint32, network string, to netip.AddrPort) error {
 	a.t.Helper()
-	ids := strconv.Itoa(nobody)
-	cmd := a.ns.Command(a.t.Context(), "setpriv", "--reuid="+ids, "--regid="+ids, "--clear-groups",
-		"--inh-caps=-all,+net_raw", "--ambient-caps=-all,+net_raw", a.bin)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d %s %s", env, mark, network, to))
-	out, err := cmd.Output()
+	out, err := a.command(fmt.Sprintf("%d %s %s", mark, network, to)).Output()
 	if err != nil {
 		a.t.Fatalf("attacker: %v: %s", err, out)
 	}
@@ -162,9 +248,7 @@ func (a *Attacker) Connect(mark uint32, network string, to netip.AddrPort) error
 	if err := json.Unmarshal(out, &r); err != nil {
 		a.t.Fatalf("attacker said %q: %v", out, err)
 	}
-	if r.UID != nobody || r.CapEff != 1<<unix.CAP_NET_RAW {
-		a.t.Fatalf("attacker ran as uid %d with capabilities %#x, want uid %d with CAP_NET_RAW alone", r.UID, r.CapEff, nobody)
-	}
+	a.check(r)
 	if r.Mark != mark {
 		a.t.Fatalf("attacker's socket carried mark %#x, want %#x (%s)", r.Mark, mark, r.Err)
 	}
