@@ -3,7 +3,9 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
@@ -65,7 +67,7 @@ func (a *Agent) Revision() int64 {
 func (a *Agent) rulesetOptions(t Tunables) ruleset.Options {
 	o := ruleset.Options{
 		Queue: a.queue, QueueNum: a.opts.QueueNum, QueueCount: a.opts.QueueCount, FailOpen: a.opts.FailOpen,
-		SeenTimeout: t.Log.FirstInterval, SelfPorts: a.selfPorts(),
+		SeenTimeout: t.Log.FirstInterval, SelfPorts: a.selfPorts(), SelfDests: a.selfDests,
 	}
 	switch t.Log.Allows {
 	case verdictlog.AllowsAll:
@@ -86,4 +88,43 @@ func withMode(p *policy.Policy, override policy.Mode) *policy.Policy {
 	c := *p
 	c.Mode = override
 	return &c
+}
+
+// allowSelf opens the ruleset to MarkSelf towards one destination the sidecar's own socket is about
+// to connect to (pgclient.Options.BeforeConnect): policygen, or a DNS server for its lookup. The
+// kernel has the destination before the socket's first packet leaves; an app that forges MarkSelf
+// reaches these destinations and no other.
+func (a *Agent) allowSelf(network, address string) error {
+	d, err := selfDest(network, address)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return errors.New("sidecar stopping: no new connection")
+	}
+	if slices.Contains(a.selfDests, d) {
+		return nil
+	}
+	if err := ruleset.AddSelfDest(a.nft, d); err != nil {
+		return err
+	}
+	a.selfDests = append(a.selfDests, d)
+	return nil
+}
+
+// selfDest reads a dialer's resolved network ("tcp4", "udp6") and address.
+func selfDest(network, address string) (ruleset.Dest, error) {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return ruleset.Dest{}, fmt.Errorf("own connection to %q: %w", address, err)
+	}
+	switch {
+	case strings.HasPrefix(network, "tcp"):
+		return ruleset.Dest{Proto: policy.TCP, Addr: ap}, nil
+	case strings.HasPrefix(network, "udp"):
+		return ruleset.Dest{Proto: policy.UDP, Addr: ap}, nil
+	}
+	return ruleset.Dest{}, fmt.Errorf("own connection over %q: want tcp or udp", network)
 }

@@ -16,6 +16,7 @@ func (a *Agent) InstallBaseline() error {
 	p, _ := a.initialPolicy()
 	o := a.rulesetOptions(a.tunables)
 	o.Offline = true
+	o.SelfPorts = nil // no sidecar holds its port yet: an app that bound it would receive what it likes
 	if err := ruleset.Apply(a.nft, withMode(p, a.tunables.Mode), o); err != nil {
 		return fmt.Errorf("install baseline: %w", err)
 	}

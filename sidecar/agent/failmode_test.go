@@ -1,13 +1,18 @@
 package agent
 
 import (
+	"errors"
+	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/testr"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/sidecar/ruleset/marktest"
 )
 
 // TestFailClosedExitAndCachedRestart stops a fail-closed sidecar: the policy must stay enforced by the
@@ -38,6 +43,27 @@ func TestFailClosedExitAndCachedRestart(t *testing.T) {
 		t.Fatalf("allowed connection after restart from cache: %v", err)
 	}
 	w.mustRefuseFast(t, w.peerAddr(81))
+}
+
+// TestSidecarPortClosesWithIt: once a fail-closed sidecar has exited, an app (uid 65534) that binds
+// the sidecar's port receives nothing the policy does not allow.
+func TestSidecarPortClosesWithIt(t *testing.T) {
+	w := newWorld(t)
+	w.writePolicy(t, policy.Protect, 1, 80)
+	_, stop := w.start(t, nil)
+	stop()
+	_, port, err := net.SplitHostPort(w.httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := marktest.New(t, w.pod).Listen(":" + port)
+	to := net.JoinHostPort(w.podIP.String(), port)
+	if _, err := w.peer.Dial("tcp", to, time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("connection to the app on the sidecar's port %s: %v, want connection refused", to, err)
+	}
+	if n := app.Received(); n != 0 {
+		t.Errorf("the app on the sidecar's port accepted %d connections, want 0", n)
+	}
 }
 
 // TestFailOpenExitRemovesTheRuleset: a fail-open sidecar takes its table with it.

@@ -36,9 +36,12 @@ type Agent struct {
 	// client talks to policygen; nil in standalone mode.
 	client *pgclient.Client
 
-	mu       sync.Mutex // serializes policy and tunable changes
+	mu       sync.Mutex // serializes policy and tunable changes, and every use of nft
 	policy   *policy.Policy
 	tunables Tunables
+	// selfDests are the destinations the sidecar's own sockets connected to (allowSelf): every Apply
+	// keeps them open to MarkSelf.
+	selfDests []ruleset.Dest
 	// stopped is set when the agent leaves the namespace; no policy is applied after it.
 	stopped bool
 	vlog    atomic.Pointer[verdictlog.Logger]
@@ -90,7 +93,8 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 	a.registerMetrics()
 	if pg := opts.PolicyGen; pg.URL != "" {
 		c, err := pgclient.New(pgclient.Options{URL: pg.URL, TokenFile: pg.TokenFile, CAFile: pg.CAFile,
-			Mark: ruleset.MarkSelf, ReportInterval: pg.ReportInterval, Registerer: a.reg}, log.WithName("policygen"))
+			Mark: ruleset.MarkSelf, BeforeConnect: a.allowSelf, ReportInterval: pg.ReportInterval,
+			Registerer: a.reg}, log.WithName("policygen"))
 		if err != nil {
 			return nil, err
 		}
@@ -123,12 +127,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	go loop.Run(loopCtx)
-	if err := a.Apply(first); err != nil {
-		return fmt.Errorf("initial policy: %w", err)
-	}
+	// Hold the HTTP port before the ruleset opens it to ingress: an app that bound it first would
+	// receive what the policy does not allow.
 	l, err := net.Listen("tcp", a.opts.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", a.opts.HTTPAddr, err)
+	}
+	if err := a.Apply(first); err != nil {
+		l.Close()
+		return fmt.Errorf("initial policy: %w", err)
 	}
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
@@ -204,6 +211,8 @@ func (a *Agent) leave() error {
 	a.log.Info("fail-closed: leaving the policy enforced in the kernel", "revision", a.policy.Revision)
 	o := a.rulesetOptions(a.tunables)
 	o.Offline = true
+	// The sidecar's own sockets go with it: an app could bind its port, or forge its mark.
+	o.SelfPorts, o.SelfDests = nil, nil
 	return ruleset.Apply(a.nft, withMode(a.policy, a.tunables.Mode), o)
 }
 

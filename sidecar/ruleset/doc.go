@@ -5,7 +5,11 @@
 // elements and do no I/O; Apply sends the whole table as one netlink batch, so that the kernel swaps
 // it atomically and a policy the kernel refuses leaves the previous ruleset in force.
 //
-// Both base chains (output for egress, input for ingress and loopback) run the same pipeline:
+// Each judging base chain (output for egress, input for ingress and loopback) has a guard chain just
+// before it at the same hook, which clears the podwall bits of the packet mark (an app holding
+// CAP_NET_RAW sets any mark it likes) but MarkSelf towards the sidecar's own destinations (the
+// self_dests sets). NF_REPEAT re-runs only the judging chain, not the guard, so the verdict marks
+// below come from the verdict loop alone. Both judging chains run the same pipeline:
 //
 //  1. established and related traffic is accepted (conntrack's fast path), invalid dropped;
 //  2. mark rules: the sidecar's own sockets (MarkSelf) pass; a packet the verdict loop answered with

@@ -64,6 +64,15 @@ func markIs(v uint32) []expr.Any {
 	}
 }
 
+// clearMark clears the podwall bits of the packet mark and keeps the others.
+func clearMark() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: regScratch},
+		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(^MarkMask), Xor: native32(0)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: regScratch, SourceRegister: true},
+	}
+}
+
 // ctStateIn matches packets whose conntrack state is one of bits.
 func ctStateIn(bits uint32) []expr.Any {
 	return []expr.Any{

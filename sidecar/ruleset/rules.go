@@ -19,6 +19,18 @@ const (
 	// ChainLoopback judges connections between the pod's own processes. Loopback is judged on input,
 	// where the conntrack entry is already confirmed and user space can look it up.
 	ChainLoopback = "loopback"
+	// ChainGuardOutput and ChainGuardInput run just before ChainOutput and ChainInput at the same hook
+	// and clear the podwall bits of every packet's mark, but MarkSelf on the way to one of the
+	// sidecar's own destinations (see guard).
+	ChainGuardOutput = "guard_output"
+	ChainGuardInput  = "guard_input"
+)
+
+// The guard chains' priorities: one before the chain each guards, so that marks set by anything
+// registered earlier at the hook are cleared too.
+var (
+	priorityGuardOutput = nftables.ChainPriorityRef(*nftables.ChainPriorityMangle - 1)
+	priorityGuardInput  = nftables.ChainPriorityRef(*nftables.ChainPriorityFilter - 1)
 )
 
 // chainSpec is one chain to create and its rules, in order.
@@ -37,7 +49,9 @@ func buildChains(t *nftables.Table, o Options, mode policy.Mode) []chainSpec {
 			Priority: prio, Policy: &accept}
 	}
 	return []chainSpec{
+		{base(ChainGuardOutput, nftables.ChainHookOutput, priorityGuardOutput), guard()},
 		{base(ChainOutput, nftables.ChainHookOutput, nftables.ChainPriorityMangle), b.output()},
+		{base(ChainGuardInput, nftables.ChainHookInput, priorityGuardInput), guard()},
 		{base(ChainInput, nftables.ChainHookInput, nftables.ChainPriorityFilter), b.input()},
 		{&nftables.Chain{Table: t, Name: ChainLoopback}, b.loopback()},
 	}
@@ -67,7 +81,23 @@ var (
 	dropV   = []expr.Any{verdict(expr.VerdictDrop)}
 )
 
-// prelude is what both base chains start with. The mark rules come before any queue rule: the
+// guard is the rules of both guard chains. A verdict's NF_REPEAT re-runs only the hook entry that
+// queued the packet (the judging chain), never the entries of earlier priority at the hook, so a guard
+// chain sees each packet exactly once, as its sender made it: an app holding CAP_NET_RAW can set any
+// SO_MARK. Clearing the podwall bits there leaves the verdict loop the only source of MarkAllow and
+// MarkDeny the judging chains ever see. MarkSelf is kept only towards the sidecar's own destinations
+// (Options.SelfDests), so that a forged MarkSelf reaches nothing else. The other bits of the mark (a
+// mesh proxy's) are kept. A packet without podwall bits, nearly every packet, costs one rule.
+func guard() [][]expr.Any {
+	var r rules
+	r.add(markIs(0), acceptV)
+	r.add(markIs(MarkSelf), loadKey(keyEgress, false), []expr.Any{lookup(SetSelfDests4, regKey)}, acceptV)
+	r.add(markIs(MarkSelf), loadKey(keyEgress, true), []expr.Any{lookup(SetSelfDests6, regKey)}, acceptV)
+	r.add(clearMark())
+	return r
+}
+
+// prelude is what both judging chains start with. The mark rules come before any queue rule: the
 // verdict loop answers a queued packet with NF_REPEAT and MarkAllow or MarkDeny, and the packet
 // re-enters the chain from the top carrying it.
 func (b builder) prelude() rules {
@@ -77,6 +107,7 @@ func (b builder) prelude() rules {
 	r.add(l4protoIs(protoICMP6), ctStateIn(expr.CtStateBitUNTRACKED), acceptV)
 	r.add(ctStateIn(expr.CtStateBitINVALID), dropV)
 	// The sidecar's own sockets carry MarkSelf (SO_MARK): it reaches policygen and DNS under deny-all.
+	// The guard chain has cleared MarkSelf from packets to any other destination.
 	r.add(markIs(MarkSelf), acceptV)
 	r.add(markIs(MarkDeny), reject(true))
 	r.add(markIs(MarkDeny), reject(false))

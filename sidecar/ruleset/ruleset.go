@@ -19,11 +19,13 @@ const TableName = "podwall"
 // Packet and connection marks. The podwall bits are MarkMask (0x00f00000), a nibble that the users of
 // marks inside a pod's network namespace leave alone: Istio marks 0x539 (1337) for its proxy's traffic
 // and TPROXY, kube-proxy's 0x4000 and 0x8000 and Calico's and Cilium's marks live in the host's
-// namespace, and veth crossings clear the packet mark anyway. Rules compare only these bits.
+// namespace, and veth crossings clear the packet mark anyway. Rules compare only these bits. An app
+// holding CAP_NET_RAW can put any mark on its packets (SO_MARK): the guard chains clear these bits
+// before the judging chains see a packet, so that only the verdict loop sets them.
 const (
 	MarkMask uint32 = 0x00f00000
-	// MarkSelf is the SO_MARK of the sidecar's own sockets: their packets are accepted, so that the
-	// sidecar reaches policygen and DNS even under a deny-all policy.
+	// MarkSelf is the SO_MARK of the sidecar's own sockets: their packets to Options.SelfDests are
+	// accepted, so that the sidecar reaches policygen and DNS even under a deny-all policy.
 	MarkSelf uint32 = 0x00100000
 	// MarkAllow, set by an NF_REPEAT verdict, accepts the queued packet, records the key in the seen
 	// set and sets MarkAllow in the connection mark (other bits of the connection mark are kept). Only
@@ -94,6 +96,10 @@ type Options struct {
 	SeenTimeout time.Duration
 	// SelfPorts are the sidecar's own TCP ports (metrics, readiness), open to ingress in every mode.
 	SelfPorts []uint16
+	// SelfDests are the destinations the sidecar's own sockets (MarkSelf) may reach whatever the
+	// policy; MarkSelf on a packet to any other destination is cleared, so it is judged like any
+	// other. AddSelfDest adds to them between Applies.
+	SelfDests []Dest
 	// Offline leaves out the queue rules: what the allow sets allow is accepted and the rest refused,
 	// in every mode. It is what a fail-closed sidecar leaves behind when it exits.
 	Offline bool
@@ -117,6 +123,11 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("seen timeout %s: want at least 1ms", o.SeenTimeout)
 	case slices.Contains(o.SelfPorts, 0):
 		return o, errors.New("port 0 in self ports")
+	}
+	for _, d := range o.SelfDests {
+		if err := d.validate(); err != nil {
+			return o, err
+		}
 	}
 	return o, nil
 }

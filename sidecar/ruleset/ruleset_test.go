@@ -21,13 +21,16 @@ import (
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
 	"podwall.io/podwall/internal/testutil"
+	"podwall.io/podwall/sidecar/ruleset/marktest"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata/*.nft golden files")
 
 // TestMain checks that no test touched the host's podwall table: every test works in namespaces of
-// its own. (The rest of the host's ruleset belongs to others, who may change it meanwhile.)
+// its own. (The rest of the host's ruleset belongs to others, who may change it meanwhile.) Started as
+// marktest's attacker, the binary attacks instead.
 func TestMain(m *testing.M) {
+	marktest.Main()
 	flag.Parse()
 	host := func() string {
 		out, _ := exec.Command("nft", "list", "table", "inet", TableName).CombinedOutput()
@@ -73,6 +76,15 @@ func samplePolicy(mode policy.Mode) *policy.Policy {
 	}
 }
 
+// sampleSelfDests are a sidecar's own destinations: policygen, and DNS servers, one of them an IPv4
+// address written as IPv6.
+var sampleSelfDests = []Dest{
+	{Proto: policy.TCP, Addr: netip.MustParseAddrPort("10.96.0.7:9443")},
+	{Proto: policy.UDP, Addr: netip.MustParseAddrPort("[::ffff:10.96.0.10]:53")},
+	{Proto: policy.TCP, Addr: netip.MustParseAddrPort("10.96.0.10:53")},
+	{Proto: policy.UDP, Addr: netip.MustParseAddrPort("[fd00:96::a]:53")},
+}
+
 func dial(t *testing.T, ns *netnstest.NS) *nftables.Conn {
 	t.Helper()
 	c, err := Dial(ns.Fd())
@@ -109,7 +121,7 @@ func TestGolden(t *testing.T) {
 		p    *policy.Policy
 		o    Options
 	}{
-		{"protect", samplePolicy(policy.Protect), Options{Queue: QueueCompat, SelfPorts: []uint16{9090}}},
+		{"protect", samplePolicy(policy.Protect), Options{Queue: QueueCompat, SelfPorts: []uint16{9090}, SelfDests: sampleSelfDests}},
 		{"monitor-lognone-fanout-failopen", samplePolicy(policy.Monitor),
 			Options{Queue: QueueCompat, QueueNum: 4, QueueCount: 2, FailOpen: true, LogAllows: LogAllowsNone}},
 		{"learn-logall", samplePolicy(policy.Learn), Options{Queue: QueueCompat, LogAllows: LogAllowsAll}},
@@ -142,12 +154,15 @@ func TestGolden(t *testing.T) {
 func TestReadBack(t *testing.T) {
 	ns := netnstest.New(t)
 	c := dial(t, ns)
-	apply(t, c, samplePolicy(policy.Protect), Options{Queue: QueueCompat, QueueNum: 5, QueueCount: 2, SelfPorts: []uint16{9090, 9091}})
+	apply(t, c, samplePolicy(policy.Protect), Options{Queue: QueueCompat, QueueNum: 5, QueueCount: 2, SelfPorts: []uint16{9090, 9091},
+		SelfDests: sampleSelfDests})
 	chains, sets := readBack(t, ns, c)
 	wantChains := map[string]chainInfo{
-		ChainOutput:   {Hook: "output", Priority: -150, Rules: 16},
-		ChainInput:    {Hook: "input", Priority: 0, Rules: 18},
-		ChainLoopback: {Rules: 6},
+		ChainGuardOutput: {Hook: "output", Priority: -151, Rules: 4},
+		ChainOutput:      {Hook: "output", Priority: -150, Rules: 16},
+		ChainGuardInput:  {Hook: "input", Priority: -1, Rules: 4},
+		ChainInput:       {Hook: "input", Priority: 0, Rules: 18},
+		ChainLoopback:    {Rules: 6},
 	}
 	if diff := cmp.Diff(wantChains, chains); diff != "" {
 		t.Errorf("chains (-want +got):\n%s", diff)
@@ -166,6 +181,8 @@ func TestReadBack(t *testing.T) {
 		SetAllowEgress6Exact: {"fd00:2::53 . 17 . 53", "fd00:2::53 . 6 . 53"},
 		SetSeenIngress4:      {}, SetSeenIngress6: {}, SetSeenEgress4: {}, SetSeenEgress6: {},
 		SetSelfPorts:    {"9090", "9091"},
+		SetSelfDests4:   {"10.96.0.10 . 17 . 53", "10.96.0.10 . 6 . 53", "10.96.0.7 . 6 . 9443"},
+		SetSelfDests6:   {"fd00:96::a . 17 . 53"},
 		SetLoopbackDeny: {"6 . 15000"},
 	}
 	if diff := cmp.Diff(wantSets, sets); diff != "" {

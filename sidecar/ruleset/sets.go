@@ -37,6 +37,11 @@ const (
 	SetSeenEgress6  = "seen_egress6"
 	// SetSelfPorts holds the sidecar's own TCP ports, open to ingress in every mode.
 	SetSelfPorts = "self_ports"
+	// SetSelfDests4 and SetSelfDests6 hold "address . protocol . port" of the destinations the
+	// sidecar's own sockets connect to (Options.SelfDests, AddSelfDest): the only ones MarkSelf
+	// passes to.
+	SetSelfDests4 = "self_dests4"
+	SetSelfDests6 = "self_dests6"
 	// SetLoopbackDeny holds "protocol . port range" of the in-pod ports the policy's loopback deny
 	// rules forbid.
 	SetLoopbackDeny = "loopback_deny"
@@ -81,8 +86,11 @@ func buildSets(t *nftables.Table, p *policy.Policy, o Options) ([]setSpec, error
 			specs = append(specs, setSpec{set: seenSet(t, s.name, s.key, o.SeenTimeout)})
 		}
 	}
+	self4, self6 := destElements(o.SelfDests)
 	specs = append(specs,
 		setSpec{set: portSet(t, SetSelfPorts), elems: portElements(o.SelfPorts)},
+		setSpec{set: selfDestSet(t, false), elems: self4},
+		setSpec{set: selfDestSet(t, true), elems: self6},
 		setSpec{set: intervalSet(t, SetLoopbackDeny, keyProtoPort), elems: spanElements(loopbackSpans(p.Loopback))},
 	)
 	return specs, nil

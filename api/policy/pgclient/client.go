@@ -38,8 +38,13 @@ type Options struct {
 	// Mark is set as SO_MARK on every socket the client opens, DNS lookups included, so that the
 	// ruleset lets the sidecar reach policygen even under deny-all (ruleset.MarkSelf). 0 sets none.
 	Mark uint32
-	// Transport, if set, carries every request instead of one built from CAFile and Mark, for callers
-	// that share connections or choose where they go.
+	// BeforeConnect, if set, is called before each socket the client opens, DNS lookups included,
+	// connects, with the resolved network and address ("tcp4", "10.96.0.7:443"; "udp6",
+	// "[fd00::a]:53"); an error aborts that dial. The sidecar lets exactly these destinations through
+	// its ruleset under Mark.
+	BeforeConnect func(network, address string) error
+	// Transport, if set, carries every request instead of one built from CAFile, Mark and
+	// BeforeConnect, for callers that share connections or choose where they go.
 	Transport http.RoundTripper
 	// Wait is how long policygen may hold a long-poll (30s).
 	Wait time.Duration
@@ -130,7 +135,7 @@ func newTransport(o Options) (*http.Transport, error) {
 		tlsConf.RootCAs = pool
 	}
 	return &http.Transport{
-		DialContext:           markedDialer(o.Mark).DialContext,
+		DialContext:           dialer(o).DialContext,
 		TLSClientConfig:       tlsConf,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: o.Wait + 15*time.Second,
@@ -139,15 +144,22 @@ func newTransport(o Options) (*http.Transport, error) {
 	}, nil
 }
 
-// markedDialer returns a dialer whose sockets, and whose resolver's sockets, carry SO_MARK mark.
-func markedDialer(mark uint32) *net.Dialer {
-	control := func(_, _ string, rc syscall.RawConn) error {
-		if mark == 0 {
+// dialer returns a dialer whose sockets, and whose resolver's sockets, carry SO_MARK o.Mark and are
+// announced to o.BeforeConnect. A dialer's Control runs after the address is resolved and before the
+// socket connects, for the resolver's sockets as for the client's own.
+func dialer(o Options) *net.Dialer {
+	control := func(network, address string, rc syscall.RawConn) error {
+		if o.BeforeConnect != nil {
+			if err := o.BeforeConnect(network, address); err != nil {
+				return err
+			}
+		}
+		if o.Mark == 0 {
 			return nil
 		}
 		var serr error
 		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(o.Mark))
 		}); err != nil {
 			return err
 		}
