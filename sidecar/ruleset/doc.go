@@ -8,9 +8,10 @@
 // Both base chains (output for egress, input for ingress and loopback) run the same pipeline:
 //
 //  1. established and related traffic is accepted (conntrack's fast path), invalid dropped;
-//  2. mark rules: the sidecar's own sockets (MarkSelf) pass; a packet the verdict loop answered with
-//     NF_REPEAT re-enters the chain carrying MarkDeny (refused: TCP reset or ICMP prohibited) or
-//     MarkAllow (its key is added to a seen set, the connection marked, the packet accepted);
+//  2. mark rules: the sidecar's own sockets (MarkSelf) pass, their connection marked MarkSelf; a
+//     packet the verdict loop answered with NF_REPEAT re-enters the chain carrying MarkDeny (refused:
+//     TCP reset or ICMP prohibited) or MarkAllow (its key is added to a seen set, the connection
+//     marked, the packet accepted);
 //  3. keys the kernel may decide alone are accepted: seen keys (unless LogAllowsAll), and what the
 //     allow sets allow with LogAllowsNone or Offline;
 //  4. the opening packet of every other connection is queued (TCP: the SYN itself, since a

@@ -84,12 +84,12 @@ func tcpSynOnly() []expr.Any {
 	)
 }
 
-// setAllowCtMark records the allow verdict in the connection's mark without touching the mark bits
-// that belong to others (a mesh proxy's TPROXY mark, say): ct mark = (ct mark &^ MarkMask) ^ MarkAllow.
-func setAllowCtMark() []expr.Any {
+// setCtMark records v (MarkAllow or MarkSelf) in the connection's mark without touching the mark bits
+// that belong to others (a mesh proxy's TPROXY mark, say): ct mark = (ct mark &^ MarkMask) ^ v.
+func setCtMark(v uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeyMARK, Register: regScratch},
-		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(^MarkMask), Xor: native32(MarkAllow)},
+		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(^MarkMask), Xor: native32(v)},
 		&expr.Ct{Key: expr.CtKeyMARK, Register: regScratch, SourceRegister: true},
 	}
 }

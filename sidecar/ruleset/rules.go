@@ -77,7 +77,8 @@ func (b builder) prelude() rules {
 	r.add(l4protoIs(protoICMP6), ctStateIn(expr.CtStateBitUNTRACKED), acceptV)
 	r.add(ctStateIn(expr.CtStateBitINVALID), dropV)
 	// The sidecar's own sockets carry MarkSelf (SO_MARK): it reaches policygen and DNS under deny-all.
-	r.add(markIs(MarkSelf), acceptV)
+	// The connection keeps it in its mark, so that revocation knows it for the sidecar's (SelfConn).
+	r.add(markIs(MarkSelf), setCtMark(MarkSelf), acceptV)
 	r.add(markIs(MarkDeny), reject(true))
 	r.add(markIs(MarkDeny), reject(false))
 	return r
@@ -97,7 +98,7 @@ func (b builder) remember(r *rules, k keyKind, seen4, seen6 string) {
 				[]expr.Any{&expr.Dynset{SrcRegKey: regKey, SetName: set, Operation: dynsetOpAdd}})
 		}
 	}
-	r.add(markIs(MarkAllow), setAllowCtMark(), acceptV)
+	r.add(markIs(MarkAllow), setCtMark(MarkAllow), acceptV)
 }
 
 // dynsetOpAdd adds a key that is not in the set yet; a key already there keeps its expiry, so an
@@ -170,7 +171,7 @@ func (b builder) input() [][]expr.Any {
 // is judged on the port the app asked for.
 func (b builder) loopback() [][]expr.Any {
 	var r rules
-	r.add(markIs(MarkAllow), setAllowCtMark(), acceptV)
+	r.add(markIs(MarkAllow), setCtMark(MarkAllow), acceptV)
 	denied := append(loadProtoOrigPort(), lookup(SetLoopbackDeny, regKey32))
 	b.queue(&r, denied)
 	if b.refuse {
