@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"podwall.io/podwall/internal/netnstest"
 	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/sidecar/ruleset"
+	"podwall.io/podwall/sidecar/verdictlog"
 )
 
 // The flows of the revocation tests, by the port they are opened to: egress to the peer, ingress to
@@ -366,4 +368,39 @@ func markedControl(_, _ string, rc syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// TestRevokedFlowIsNotTakenUpMidStream checks that a cut connection stays cut when its next packet
+// matches what the kernel accepts without asking: here the pod, whose inbound port the new policy
+// closes, answers first, and its reply matches an egress rule the kernel enforces from its allow set
+// (log-allows none). Conntrack takes such a mid-stream segment up as a new connection; the ruleset
+// must refuse it, since only a SYN opens a TCP connection.
+func TestRevokedFlowIsNotTakenUpMidStream(t *testing.T) {
+	w := newRevokeWorld(t)
+	anyPort := policy.PortRange{Protocol: policy.TCP, Port: 1, EndPort: 65535}
+	w.write(t, w.rules(policy.Protect, 1, []policy.PortRange{anyPort}, []policy.PortRange{tcpPort(ingressTCP)}))
+	a, _ := w.world.start(t, func(o *Options) { o.Log.Allows = verdictlog.AllowsNone })
+	f := w.openTCP(t, "ingress-tcp", 1, ingressTCP)[0]
+	mustCarry(t, f)
+
+	start := time.Now()
+	if err := a.Apply(w.rules(policy.Protect, 2, []policy.PortRange{anyPort}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	testutil.Eventually(t, time.Until(start.Add(time.Second)), func() error {
+		if _, err := f.pod.Write([]byte("x")); err != nil {
+			return nil // reset
+		}
+		f.pod.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := f.pod.Read(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil // reset
+		}
+		return errors.New("the pod's side of the cut connection is not reset")
+	})
+	// The pod's segment drew the reset, so it never reached the peer.
+	f.peer.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := f.peer.Read(buf); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the peer read %q, %v after the revocation, want nothing", buf[:n], err)
+	}
 }

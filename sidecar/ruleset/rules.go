@@ -120,6 +120,17 @@ func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string)
 	}
 }
 
+// midStream refuses, where what no rule allows is refused, a TCP segment that is not a SYN and yet not
+// part of a connection conntrack knows: conntrack takes such a segment up as a new connection (a
+// connection whose entry was deleted because the policy no longer allows it, say), and its key might
+// match a seen or allowed key in the reverse direction. Only a SYN opens a connection, and only the
+// verdict loop or the policy's own keys let one through.
+func (b builder) midStream(r *rules) {
+	if b.refuse {
+		r.add(tcpNotSynOnly(), []expr.Any{tcpReset})
+	}
+}
+
 // queue sends each new connection's opening packet to the verdict loop: for TCP the SYN alone, for
 // other protocols the first packet conntrack sees. Offline has no queue rules.
 func (b builder) queue(r *rules, pre []expr.Any) {
@@ -144,6 +155,7 @@ func (b builder) output() [][]expr.Any {
 	r := b.prelude()
 	b.remember(&r, keyEgress, SetSeenEgress4, SetSeenEgress6)
 	r.add(metaIs(expr.MetaKeyOIF, native32(loIndex)), acceptV) // loopback is judged on input
+	b.midStream(&r)
 	b.known(&r, keyEgress, SetSeenEgress4, SetSeenEgress6, SetAllowEgress4, SetAllowEgress6)
 	b.queue(&r, nil)
 	b.final(&r)
@@ -156,6 +168,7 @@ func (b builder) input() [][]expr.Any {
 	b.remember(&r, keyIngress, SetSeenIngress4, SetSeenIngress6)
 	// Kubelet probes and scrapes reach the sidecar in every mode.
 	r.add(tcpDportIn(SetSelfPorts), acceptV)
+	b.midStream(&r)
 	b.known(&r, keyIngress, SetSeenIngress4, SetSeenIngress6, SetAllowIngress4, SetAllowIngress6)
 	if !b.o.Offline {
 		r.add(markOrigPort())

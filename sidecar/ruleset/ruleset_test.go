@@ -145,8 +145,8 @@ func TestReadBack(t *testing.T) {
 	apply(t, c, samplePolicy(policy.Protect), Options{Queue: QueueCompat, QueueNum: 5, QueueCount: 2, SelfPorts: []uint16{9090, 9091}})
 	chains, sets := readBack(t, ns, c)
 	wantChains := map[string]chainInfo{
-		ChainOutput:   {Hook: "output", Priority: -150, Rules: 16},
-		ChainInput:    {Hook: "input", Priority: 0, Rules: 18},
+		ChainOutput:   {Hook: "output", Priority: -150, Rules: 17},
+		ChainInput:    {Hook: "input", Priority: 0, Rules: 19},
 		ChainLoopback: {Rules: 6},
 	}
 	if diff := cmp.Diff(wantChains, chains); diff != "" {
