@@ -27,20 +27,27 @@ import (
 // The flows of the revocation tests, by the port they are opened to: egress to the peer, ingress to
 // the pod.
 const (
-	egressTCP  = 7100 // cut
-	keptTCP    = 7101 // egress, still allowed
-	egressUDP  = 7200 // cut
-	ingressTCP = 7300 // cut
-	ingressUDP = 7400 // cut
+	egressTCP   = 7100 // cut
+	keptTCP     = 7101 // egress, still allowed
+	egressUDP   = 7200 // cut
+	ingressTCP  = 7300 // cut
+	ingressUDP  = 7400 // cut
+	loopbackTCP = 7500 // cut by a loopback deny rule
 )
 
 // flow is an open connection between the pod and the peer, one socket at each end. UDP flows use
 // connected sockets at both ends, so that each end learns of an ICMP refusal as TCP learns of a reset.
 type flow struct {
-	name      string
-	ingress   bool // the peer opened it
+	name    string
+	ingress bool // the peer opened it
+	// pod and peer are the two ends; for a loopback flow, the pod's client and its server.
 	pod, peer net.Conn
+	// refusal is what the revoked line must say refused the flow.
+	refusal verdict.Line
 }
+
+// byDefault is the refusal of a flow that no rule of the new policy allows.
+var byDefault = verdict.Line{Rule: "default", Evaluator: "default", Peer: "workload:shop/Deployment/api"}
 
 func (f flow) String() string { return f.name }
 
@@ -109,7 +116,7 @@ func (w *revokeWorld) openTCP(t *testing.T, name string, n int, port uint16) []f
 	t.Helper()
 	var flows []flow
 	for i := range n {
-		f := flow{name: fmt.Sprintf("%s-%d", name, i), ingress: port == ingressTCP}
+		f := flow{name: fmt.Sprintf("%s-%d", name, i), ingress: port == ingressTCP, refusal: byDefault}
 		var l net.Listener
 		var err error
 		if port == ingressTCP {
@@ -140,7 +147,7 @@ func (w *revokeWorld) openTCP(t *testing.T, name string, n int, port uint16) []f
 // (ingress): a connected socket at each end.
 func (w *revokeWorld) openUDP(t *testing.T, name string, egress bool, port uint16) flow {
 	t.Helper()
-	f := flow{name: name, ingress: !egress}
+	f := flow{name: name, ingress: !egress, refusal: byDefault}
 	podEnd, peerEnd := netip.AddrPortFrom(w.podIP, 40000+port), w.peerAddr(port)
 	if !egress {
 		podEnd, peerEnd = netip.AddrPortFrom(w.podIP, port), netip.AddrPortFrom(w.peerIP, 40000+port)
@@ -158,6 +165,22 @@ func (w *revokeWorld) openUDP(t *testing.T, name string, egress bool, port uint1
 			t.Fatalf("open %s: %v", f, err)
 		}
 		t.Cleanup(func() { (*end.conn).Close() })
+	}
+	return f
+}
+
+// openLoopback opens a TCP connection inside the pod, from the app to its own loopbackTCP.
+func (w *revokeWorld) openLoopback(t *testing.T) flow {
+	t.Helper()
+	l := w.pod.Listen(t, "tcp", netip.AddrPortFrom(netip.IPv6Loopback(), loopbackTCP).String())
+	f := flow{name: "loopback-tcp", refusal: verdict.Line{Rule: "no-admin", Evaluator: "loopback", Peer: "cidr:::1/128"}}
+	var err error
+	if f.pod, err = w.pod.Dial("tcp", l.Addr().String(), 3*time.Second); err != nil {
+		t.Fatalf("open %s: %v", f, err)
+	}
+	t.Cleanup(func() { f.pod.Close() })
+	if f.peer, err = l.Accept(); err != nil {
+		t.Fatalf("accept %s: %v", f, err)
 	}
 	return f
 }
@@ -249,8 +272,8 @@ func mustBeRevokedOnce(t *testing.T, out *testutil.Buffer, rev int64, cut []flow
 		for _, l := range lines {
 			if l.Src == src && l.Dst == dst {
 				n++
-				want := verdict.Line{Verdict: policy.Revoked, Rule: "default", Evaluator: "default",
-					Mode: policy.Protect, PolicyRevision: rev, Peer: "workload:shop/Deployment/api"}
+				want := f.refusal
+				want.Verdict, want.Mode, want.PolicyRevision = policy.Revoked, policy.Protect, rev
 				if !matches(l, want) {
 					t.Errorf("%s: revoked line %+v, want %+v", f, l, want)
 				}
@@ -283,13 +306,17 @@ func TestPolicyChangeCutsWhatItNoLongerAllows(t *testing.T) {
 		[]policy.PortRange{tcpPort(ingressTCP), udpPort(ingressUDP)}))
 	cut := append(w.openTCP(t, "egress-tcp", 3, egressTCP), w.openTCP(t, "ingress-tcp", 3, ingressTCP)...)
 	cut = append(cut, w.openUDP(t, "egress-udp", true, egressUDP), w.openUDP(t, "ingress-udp", false, ingressUDP))
+	cut = append(cut, w.openLoopback(t))
 	kept := w.openTCP(t, "egress-kept", 1, keptTCP)
 	for _, f := range append(cut, kept...) {
 		mustCarry(t, f)
 	}
 
+	p := w.rules(policy.Protect, 2, []policy.PortRange{tcpPort(keptTCP)}, nil)
+	p.Loopback = []policy.LoopbackRule{{ID: "no-admin", Origin: policy.OriginUser, Action: policy.ActionDeny,
+		Ports: []policy.PortRange{tcpPort(loopbackTCP)}}}
 	start := time.Now()
-	if err := a.Apply(w.rules(policy.Protect, 2, []policy.PortRange{tcpPort(keptTCP)}, nil)); err != nil {
+	if err := a.Apply(p); err != nil {
 		t.Fatal(err)
 	}
 	mustBeCut(t, start.Add(time.Second), cut)

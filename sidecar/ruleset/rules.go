@@ -179,12 +179,14 @@ func (b builder) input() [][]expr.Any {
 }
 
 // loopback: connections to ports of the policy's loopback deny rules are queued, so that user space
-// logs the deny and refuses it; the rest is the pod talking to itself and passes. The port is the
+// logs the deny and refuses it; the rest is the pod talking to itself and passes. A revoked connection
+// is not taken up mid-stream here either: its server's next segment would not name the denied port. The port is the
 // original one: a connection to the pod's own address that a mesh proxy redirects to itself (hairpin)
 // is judged on the port the app asked for.
 func (b builder) loopback() [][]expr.Any {
 	var r rules
 	r.add(markIs(MarkAllow), setCtMark(MarkAllow), acceptV)
+	b.midStream(&r)
 	denied := append(loadProtoOrigPort(), lookup(SetLoopbackDeny, regKey32))
 	b.queue(&r, denied)
 	if b.refuse {

@@ -147,7 +147,7 @@ func TestReadBack(t *testing.T) {
 	wantChains := map[string]chainInfo{
 		ChainOutput:   {Hook: "output", Priority: -150, Rules: 17},
 		ChainInput:    {Hook: "input", Priority: 0, Rules: 19},
-		ChainLoopback: {Rules: 6},
+		ChainLoopback: {Rules: 7},
 	}
 	if diff := cmp.Diff(wantChains, chains); diff != "" {
 		t.Errorf("chains (-want +got):\n%s", diff)
