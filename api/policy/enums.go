@@ -84,9 +84,12 @@ const (
 	Deny
 	// Audit allows a connection that Protect would deny (Monitor mode).
 	Audit
+	// Revoked cuts an established connection that an earlier policy revision (or Learn or Monitor)
+	// admitted and that the policy now in force refuses.
+	Revoked
 )
 
-var verdictNames = [...]string{Allow: "allow", Deny: "deny", Audit: "audit"}
+var verdictNames = [...]string{Allow: "allow", Deny: "deny", Audit: "audit", Revoked: "revoked"}
 
 // String returns the verdict's wire name.
 func (v Verdict) String() string { return name(verdictNames[:], v) }

@@ -23,7 +23,8 @@
 //	                 packet carried them
 //	peer             what the remote end was judged as: "workload:<namespace>/<Kind>/<name>",
 //	                 "cidr:<prefix>", or another name the policy gives it
-//	verdict          "allow", "deny", or "audit" (allowed in Monitor mode, would be denied in Protect)
+//	verdict          "allow", "deny", "audit" (allowed in Monitor mode, would be denied in Protect), or
+//	                 "revoked" (an established connection cut, see below)
 //	rule             the id of the policy rule that decided; "default" for the mode's default, or
 //	                 "loopback-default" for loopback traffic no loopback rule names
 //	mode             "Learn", "Monitor" or "Protect": the mode enforced, after any override
@@ -33,6 +34,18 @@
 //	original_dst     only on a connection judged behind a mesh proxy's redirect: the destination it
 //	                 was judged against, before the redirect
 //
+// # Revoked lines
+//
+// After every policy change in Protect (a new revision, or a move from Learn or Monitor to Protect),
+// the sidecar judges the pod's established connections again, under the policy now in force, and
+// cuts each one it refuses. Each cut connection gets one line of the same shape with verdict
+// "revoked": direction, proto, src, dst and original_dst as the connection was opened, and rule,
+// evaluator, peer, mode and policy_revision saying what now refuses it:
+//
+//	{"time":"...","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web","direction":"egress",
+//	 "proto":"TCP","src":"10.244.0.5:40000","dst":"10.96.0.7:5432","peer":"workload:shop/Deployment/db",
+//	 "verdict":"revoked","rule":"default","mode":"Protect","policy_revision":8,"evaluator":"default"}
+//
 // # Summary lines
 //
 // Lines the sidecar did not write — refused by its rate limit, or dropped because stdout stopped
@@ -40,7 +53,8 @@
 // sidecar also writes one as it stops, if anything is unreported):
 //
 //	{"time":"...","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web","suppressed":12,
-//	 "rate_limited":12,"dropped":0,"suppressed_deny":12,"suppressed_audit":0,"suppressed_allow":0,"since":"..."}
+//	 "rate_limited":12,"dropped":0,"suppressed_deny":12,"suppressed_audit":0,"suppressed_allow":0,
+//	 "suppressed_revoked":0,"since":"..."}
 //
 //	time, pod, namespace, workload  as on a verdict line
 //	suppressed                      lines not written since "since": rate_limited + dropped, never 0
@@ -49,6 +63,7 @@
 //	suppressed_deny                 of those, the denies
 //	suppressed_audit                the audits
 //	suppressed_allow                the allows
+//	suppressed_revoked              the revoked connections
 //	since                           when the first of them was suppressed
 //
 // A summary line has a suppressed field and no verdict; Line.IsSummary tells it apart.

@@ -50,10 +50,11 @@ type Line struct {
 	RateLimited uint64 `json:"rate_limited,omitzero"`
 	// Dropped counts the lines dropped because the writer fell behind.
 	Dropped uint64 `json:"dropped,omitzero"`
-	// SuppressedDeny, SuppressedAudit and SuppressedAllow split Suppressed by verdict.
-	SuppressedDeny  uint64 `json:"suppressed_deny,omitzero"`
-	SuppressedAudit uint64 `json:"suppressed_audit,omitzero"`
-	SuppressedAllow uint64 `json:"suppressed_allow,omitzero"`
+	// SuppressedDeny, SuppressedAudit, SuppressedAllow and SuppressedRevoked split Suppressed by verdict.
+	SuppressedDeny    uint64 `json:"suppressed_deny,omitzero"`
+	SuppressedAudit   uint64 `json:"suppressed_audit,omitzero"`
+	SuppressedAllow   uint64 `json:"suppressed_allow,omitzero"`
+	SuppressedRevoked uint64 `json:"suppressed_revoked,omitzero"`
 	// Since is when the first suppressed line was suppressed.
 	Since time.Time `json:"since,omitzero"`
 

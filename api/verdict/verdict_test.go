@@ -51,11 +51,20 @@ func TestLineJSON(t *testing.T) {
 			`"verdict":"deny","rule":"default","mode":"Protect","policy_revision":7,"evaluator":"default",` +
 			`"original_dst":"[fd00::1]:443"}`,
 	}, {
-		Line{Time: t0, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web", Suppressed: 12,
-			RateLimited: 10, Dropped: 2, SuppressedDeny: 11, SuppressedAudit: 0, SuppressedAllow: 1, Since: t0},
+		Line{Time: t0, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web", Direction: policy.Ingress,
+			Proto: 17, Src: netip.MustParseAddrPort("10.244.0.9:5353"), Dst: netip.MustParseAddrPort("10.244.0.5:53"),
+			Peer: "cidr:10.244.0.9/32", Verdict: policy.Revoked, Rule: "default", Mode: policy.Protect, PolicyRevision: 8,
+			Evaluator: "default"},
 		`{"time":"2026-11-27T03:00:00.123456789Z","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web",` +
-			`"suppressed":12,"rate_limited":10,"dropped":2,"suppressed_deny":11,"suppressed_allow":1,` +
-			`"since":"2026-11-27T03:00:00.123456789Z"}`,
+			`"direction":"ingress","proto":"UDP","src":"10.244.0.9:5353","dst":"10.244.0.5:53","peer":"cidr:10.244.0.9/32",` +
+			`"verdict":"revoked","rule":"default","mode":"Protect","policy_revision":8,"evaluator":"default"}`,
+	}, {
+		Line{Time: t0, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web", Suppressed: 12,
+			RateLimited: 10, Dropped: 2, SuppressedDeny: 10, SuppressedAudit: 0, SuppressedAllow: 1,
+			SuppressedRevoked: 1, Since: t0},
+		`{"time":"2026-11-27T03:00:00.123456789Z","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web",` +
+			`"suppressed":12,"rate_limited":10,"dropped":2,"suppressed_deny":10,"suppressed_allow":1,` +
+			`"suppressed_revoked":1,"since":"2026-11-27T03:00:00.123456789Z"}`,
 	}, {
 		Line{Time: t0, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web", Notice: NoticeAppNetRaw,
 			Message: "containers hold CAP_NET_RAW", Containers: []string{"web", "debug"}},

@@ -84,6 +84,9 @@ func TestDatapath(t *testing.T) {
 	large, small := measureApply(t, rounds)
 	report(t, "apply_10k_ms", large, "ms", small, "value ≤ 50 (baseline: a 10-peer policy)")
 
+	cut, alone := measureRevoke(t, rounds)
+	report(t, "revoke_ms", cut, "ms", alone, "value ≤ 1000 (1,000 open flows cut; baseline: the same apply with none open)")
+
 	// Peak memory after every run, with the 100k-peer policy and default logging, against 10 peers.
 	report(t, "rss_mib", big.peakRSS(t), "MiB", fw.peakRSS(t), "value ≤ 25 (100k-peer policy; baseline 10 peers)")
 	t.Logf("peak RSS with every allow logged: %.1f MiB (10 peers), %.1f MiB (100k peers)", all.peakRSS(t), allBig.peakRSS(t))

@@ -115,7 +115,13 @@ func (w *world) policy(mode policy.Mode, rev int64, ports ...uint16) *policy.Pol
 // writePolicy replaces the policy file atomically, as a ConfigMap update or an editor would.
 func (w *world) writePolicy(t *testing.T, mode policy.Mode, rev int64, ports ...uint16) {
 	t.Helper()
-	data, err := json.Marshal(w.policy(mode, rev, ports...))
+	w.write(t, w.policy(mode, rev, ports...))
+}
+
+// write replaces the policy file with p, atomically.
+func (w *world) write(t *testing.T, p *policy.Policy) {
+	t.Helper()
+	data, err := json.Marshal(p)
 	if err != nil {
 		t.Fatal(err)
 	}

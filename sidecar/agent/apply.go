@@ -9,12 +9,14 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
+	"podwall.io/podwall/sidecar/revoke"
 	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
 // Apply makes p the enforced policy: the decider and the ruleset change together, the ruleset in one
-// netlink batch. If either refuses p, the previous policy stays in force and the error says why.
+// netlink batch. If either refuses p, the previous policy stays in force and the error says why. In
+// Protect, the established connections p refuses are then cut (revoke).
 func (a *Agent) Apply(p *policy.Policy) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -40,12 +42,27 @@ func (a *Agent) applyLocked(p *policy.Policy, t Tunables) error {
 	}
 	a.policy, a.tunables = p, t
 	a.revision.Set(float64(p.Revision))
+	if modeOf(p, t.Mode) == policy.Protect {
+		a.revoke()
+	}
 	if p != baseline(a.opts.FailOpen, t.Mode) && a.opts.CacheDir != "" {
 		if err := saveCache(a.opts.CacheDir, p); err != nil {
 			a.log.Error(err, "policy cache not updated; a restart would re-apply an older policy")
 		}
 	}
 	return nil
+}
+
+// revoke cuts the established connections that the decider now in force refuses, each with a revoked
+// line: conntrack would otherwise carry them on under the new policy. Learn and Monitor never cut. A
+// failure leaves the policy in force and is logged; the connections it could not cut run on.
+func (a *Agent) revoke() {
+	n, err := revoke.Revoke(a.nsfd, a.dp.decider.Load(), revoke.Options{SelfPorts: a.selfPorts(),
+		Own: ruleset.SelfConn, Log: a.dp.log})
+	a.revoked.Add(float64(n))
+	if err != nil {
+		a.log.Error(err, "established connections the policy refuses may run on")
+	}
 }
 
 func (a *Agent) swapDecider(p *policy.Policy, t Tunables) error {

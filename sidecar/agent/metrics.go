@@ -29,7 +29,10 @@ func (a *Agent) registerMetrics() {
 	a.applyErr = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "podwall_policy_apply_errors_total", Help: "Policies refused (invalid, or the kernel refused the batch); the previous one stayed in force.",
 	})
-	a.reg.MustRegister(verdicts, a.dp.badPkts, a.revision, a.applyErr,
+	a.revoked = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "podwall_revoked_total", Help: "Established connections cut because the policy in force refuses them.",
+	})
+	a.reg.MustRegister(verdicts, a.dp.badPkts, a.revision, a.applyErr, a.revoked,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "podwall_learned_pending", Help: "Observed connections waiting to be reported.",
 		}, func() float64 { return float64(a.dp.reports.Len()) }),

@@ -49,6 +49,7 @@ type Agent struct {
 	retired  verdictlog.Stats
 	revision prometheus.Gauge
 	applyErr prometheus.Counter
+	revoked  prometheus.Counter
 }
 
 // Run guards the namespace until ctx ends, then leaves it in the fail mode's state.

@@ -12,14 +12,17 @@
 // below come from the verdict loop alone. Both judging chains run the same pipeline:
 //
 //  1. established and related traffic is accepted (conntrack's fast path), invalid dropped;
-//  2. mark rules: the sidecar's own sockets (MarkSelf) pass; a packet the verdict loop answered with
-//     NF_REPEAT re-enters the chain carrying MarkDeny (refused: TCP reset or ICMP prohibited) or
-//     MarkAllow (its key is added to a seen set, the connection marked, the packet accepted);
-//  3. keys the kernel may decide alone are accepted: seen keys (unless LogAllowsAll), and what the
+//  2. mark rules: the sidecar's own sockets (MarkSelf) pass, their connection marked MarkSelf; a
+//     packet the verdict loop answered with NF_REPEAT re-enters the chain carrying MarkDeny (refused:
+//     TCP reset or ICMP prohibited) or MarkAllow (its key is added to a seen set, the connection
+//     marked, the packet accepted);
+//  3. where what no rule allows is refused, a TCP segment other than a SYN is refused: it opens no
+//     connection, and a connection cut by revocation must not be taken up mid-stream by a key;
+//  4. keys the kernel may decide alone are accepted: seen keys (unless LogAllowsAll), and what the
 //     allow sets allow with LogAllowsNone or Offline;
-//  4. the opening packet of every other connection is queued (TCP: the SYN itself, since a
+//  5. the opening packet of every other connection is queued (TCP: the SYN itself, since a
 //     "ct state new" match lets a few openings through unqueued);
-//  5. a final default decides whatever slipped past the queue: refused in Protect and Offline,
+//  6. a final default decides whatever slipped past the queue: refused in Protect and Offline,
 //     accepted in Learn and Monitor.
 //
 // Peers live only in sets, "address . protocol . port": single keys in hash sets, ranges (CIDRs,

@@ -84,21 +84,26 @@ func ctStateIn(bits uint32) []expr.Any {
 
 // tcpSynOnly matches a TCP segment whose flags among SYN, ACK, RST and FIN are SYN alone: the opening
 // segment of a connection. Unlike "ct state new" it lets no opening segment slip past the queue.
-func tcpSynOnly() []expr.Any {
+func tcpSynOnly() []expr.Any { return tcpSyn(expr.CmpOpEq) }
+
+// tcpNotSynOnly matches every other TCP segment: one that cannot open a connection.
+func tcpNotSynOnly() []expr.Any { return tcpSyn(expr.CmpOpNeq) }
+
+func tcpSyn(op expr.CmpOp) []expr.Any {
 	const fin, syn, rst, ack = 0x01, 0x02, 0x04, 0x10
 	return append(l4protoIs(protoTCP),
 		&expr.Payload{DestRegister: regScratch, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 1, Mask: []byte{syn | ack | rst | fin}, Xor: []byte{0}},
-		cmpEq(regScratch, []byte{syn}),
+		&expr.Cmp{Op: op, Register: regScratch, Data: []byte{syn}},
 	)
 }
 
-// setAllowCtMark records the allow verdict in the connection's mark without touching the mark bits
-// that belong to others (a mesh proxy's TPROXY mark, say): ct mark = (ct mark &^ MarkMask) ^ MarkAllow.
-func setAllowCtMark() []expr.Any {
+// setCtMark records v (MarkAllow or MarkSelf) in the connection's mark without touching the mark bits
+// that belong to others (a mesh proxy's TPROXY mark, say): ct mark = (ct mark &^ MarkMask) ^ v.
+func setCtMark(v uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeyMARK, Register: regScratch},
-		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(^MarkMask), Xor: native32(MarkAllow)},
+		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(^MarkMask), Xor: native32(v)},
 		&expr.Ct{Key: expr.CtKeyMARK, Register: regScratch, SourceRegister: true},
 	}
 }
@@ -118,10 +123,13 @@ func markOrigPort() []expr.Any {
 // SYN would leave the client retrying for over two minutes.
 func reject(tcp bool) []expr.Any {
 	if tcp {
-		return append(l4protoIs(protoTCP), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+		return append(l4protoIs(protoTCP), tcpReset)
 	}
 	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}}
 }
+
+// tcpReset refuses a packet already known to be TCP.
+var tcpReset = &expr.Reject{Type: unix.NFT_REJECT_TCP_RST}
 
 // keyKind says which packet fields make up a lookup key.
 type keyKind int

@@ -107,8 +107,9 @@ func (b builder) prelude() rules {
 	r.add(l4protoIs(protoICMP6), ctStateIn(expr.CtStateBitUNTRACKED), acceptV)
 	r.add(ctStateIn(expr.CtStateBitINVALID), dropV)
 	// The sidecar's own sockets carry MarkSelf (SO_MARK): it reaches policygen and DNS under deny-all.
-	// The guard chain has cleared MarkSelf from packets to any other destination.
-	r.add(markIs(MarkSelf), acceptV)
+	// The guard chain has cleared MarkSelf from packets to any other destination. The connection keeps
+	// it in its mark, so that revocation knows the connection for the sidecar's own (SelfConn).
+	r.add(markIs(MarkSelf), setCtMark(MarkSelf), acceptV)
 	r.add(markIs(MarkDeny), reject(true))
 	r.add(markIs(MarkDeny), reject(false))
 	return r
@@ -128,7 +129,7 @@ func (b builder) remember(r *rules, k keyKind, seen4, seen6 string) {
 				[]expr.Any{&expr.Dynset{SrcRegKey: regKey, SetName: set, Operation: dynsetOpAdd}})
 		}
 	}
-	r.add(markIs(MarkAllow), setAllowCtMark(), acceptV)
+	r.add(markIs(MarkAllow), setCtMark(MarkAllow), acceptV)
 }
 
 // dynsetOpAdd adds a key that is not in the set yet; a key already there keeps its expiry, so an
@@ -147,6 +148,17 @@ func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string)
 		r.add(loadKey(k, false), []expr.Any{lookup(allow4, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(allow6+exactSuffix, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(allow6, regKey)}, acceptV)
+	}
+}
+
+// midStream refuses, where what no rule allows is refused, a TCP segment that is not a SYN and yet not
+// part of a connection conntrack knows: conntrack takes such a segment up as a new connection (a
+// connection whose entry was deleted because the policy no longer allows it, say), and its key might
+// match a seen or allowed key in the reverse direction. Only a SYN opens a connection, and only the
+// verdict loop or the policy's own keys let one through.
+func (b builder) midStream(r *rules) {
+	if b.refuse {
+		r.add(tcpNotSynOnly(), []expr.Any{tcpReset})
 	}
 }
 
@@ -174,6 +186,7 @@ func (b builder) output() [][]expr.Any {
 	r := b.prelude()
 	b.remember(&r, keyEgress, SetSeenEgress4, SetSeenEgress6)
 	r.add(metaIs(expr.MetaKeyOIF, native32(loIndex)), acceptV) // loopback is judged on input
+	b.midStream(&r)
 	b.known(&r, keyEgress, SetSeenEgress4, SetSeenEgress6, SetAllowEgress4, SetAllowEgress6)
 	b.queue(&r, nil)
 	b.final(&r)
@@ -186,6 +199,7 @@ func (b builder) input() [][]expr.Any {
 	b.remember(&r, keyIngress, SetSeenIngress4, SetSeenIngress6)
 	// Kubelet probes and scrapes reach the sidecar in every mode.
 	r.add(tcpDportIn(SetSelfPorts), acceptV)
+	b.midStream(&r)
 	b.known(&r, keyIngress, SetSeenIngress4, SetSeenIngress6, SetAllowIngress4, SetAllowIngress6)
 	if !b.o.Offline {
 		r.add(markOrigPort())
@@ -196,12 +210,14 @@ func (b builder) input() [][]expr.Any {
 }
 
 // loopback: connections to ports of the policy's loopback deny rules are queued, so that user space
-// logs the deny and refuses it; the rest is the pod talking to itself and passes. The port is the
+// logs the deny and refuses it; the rest is the pod talking to itself and passes. A revoked connection
+// is not taken up mid-stream here either: its server's next segment would not name the denied port. The port is the
 // original one: a connection to the pod's own address that a mesh proxy redirects to itself (hairpin)
 // is judged on the port the app asked for.
 func (b builder) loopback() [][]expr.Any {
 	var r rules
-	r.add(markIs(MarkAllow), setAllowCtMark(), acceptV)
+	r.add(markIs(MarkAllow), setCtMark(MarkAllow), acceptV)
+	b.midStream(&r)
 	denied := append(loadProtoOrigPort(), lookup(SetLoopbackDeny, regKey32))
 	b.queue(&r, denied)
 	if b.refuse {

@@ -25,7 +25,8 @@ const TableName = "podwall"
 const (
 	MarkMask uint32 = 0x00f00000
 	// MarkSelf is the SO_MARK of the sidecar's own sockets: their packets to Options.SelfDests are
-	// accepted, so that the sidecar reaches policygen and DNS even under a deny-all policy.
+	// accepted, so that the sidecar reaches policygen and DNS even under a deny-all policy, and their
+	// connections carry it in the connection mark (SelfConn).
 	MarkSelf uint32 = 0x00100000
 	// MarkAllow, set by an NF_REPEAT verdict, accepts the queued packet, records the key in the seen
 	// set and sets MarkAllow in the connection mark (other bits of the connection mark are kept). Only
@@ -39,6 +40,10 @@ const (
 	// host order, in these bits of the packet mark (the rest of its mark is cleared).
 	MarkPortMask uint32 = 0x0000ffff
 )
+
+// SelfConn says whether a connection mark is that of a connection the ruleset accepted as the
+// sidecar's own: policy revocation never cuts those.
+func SelfConn(ctMark uint32) bool { return ctMark&MarkMask == MarkSelf }
 
 // QueueKind says how the rules hand packets to the verdict loop.
 type QueueKind int

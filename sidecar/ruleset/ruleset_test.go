@@ -159,10 +159,10 @@ func TestReadBack(t *testing.T) {
 	chains, sets := readBack(t, ns, c)
 	wantChains := map[string]chainInfo{
 		ChainGuardOutput: {Hook: "output", Priority: -151, Rules: 4},
-		ChainOutput:      {Hook: "output", Priority: -150, Rules: 16},
+		ChainOutput:      {Hook: "output", Priority: -150, Rules: 17},
 		ChainGuardInput:  {Hook: "input", Priority: -1, Rules: 4},
-		ChainInput:       {Hook: "input", Priority: 0, Rules: 18},
-		ChainLoopback:    {Rules: 6},
+		ChainInput:       {Hook: "input", Priority: 0, Rules: 19},
+		ChainLoopback:    {Rules: 7},
 	}
 	if diff := cmp.Diff(wantChains, chains); diff != "" {
 		t.Errorf("chains (-want +got):\n%s", diff)

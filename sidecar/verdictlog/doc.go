@@ -12,7 +12,7 @@
 //
 // # What is logged
 //
-// Denies and audits are always logged. Allows are logged per Options.Allows: all of them, none, or
+// Denies, audits and revoked connections are always logged. Allows are logged per Options.Allows: all of them, none, or
 // only the first per direction, peer, port and rule in each Options.FirstInterval (the port is the one
 // judged: for a redirected connection, the original destination's). Allows left out this way
 // are counted (Stats.Filtered) but are not "suppressed": the operator asked for it.

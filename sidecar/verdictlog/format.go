@@ -64,6 +64,7 @@ func (l *Logger) appendSummary(b []byte, now time.Time, s *suppressed) []byte {
 	b = appendCount(b, "suppressed_deny", s.byVerdict[policy.Deny])
 	b = appendCount(b, "suppressed_audit", s.byVerdict[policy.Audit])
 	b = appendCount(b, "suppressed_allow", s.byVerdict[policy.Allow])
+	b = appendCount(b, "suppressed_revoked", s.byVerdict[policy.Revoked])
 	b = appendTime(append(b, `,"since":`...), s.since)
 	return append(b, "}\n"...)
 }

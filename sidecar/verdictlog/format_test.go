@@ -96,10 +96,11 @@ func FuzzLine(f *testing.F) {
 // verdict.Line.
 func TestSummaryLine(t *testing.T) {
 	l := &Logger{identity: appendIdentity(nil, id)}
-	s := suppressed{rateLimited: 5, dropped: 4, byVerdict: [...]uint64{policy.Allow: 1, policy.Deny: 6, policy.Audit: 2},
-		since: t0.Add(-time.Minute)}
-	want := verdict.Line{Time: t0, Pod: id.Pod, Namespace: id.Namespace, Workload: id.Workload, Suppressed: 9,
-		RateLimited: 5, Dropped: 4, SuppressedDeny: 6, SuppressedAudit: 2, SuppressedAllow: 1, Since: s.since}
+	s := suppressed{rateLimited: 6, dropped: 6, byVerdict: [...]uint64{policy.Allow: 1, policy.Deny: 6, policy.Audit: 2,
+		policy.Revoked: 3}, since: t0.Add(-time.Minute)}
+	want := verdict.Line{Time: t0, Pod: id.Pod, Namespace: id.Namespace, Workload: id.Workload, Suppressed: 12,
+		RateLimited: 6, Dropped: 6, SuppressedDeny: 6, SuppressedAudit: 2, SuppressedAllow: 1, SuppressedRevoked: 3,
+		Since: s.since}
 	if diff := cmp.Diff(want, decodeStrict(t, l.appendSummary(nil, t0, &s)), sameLine); diff != "" {
 		t.Fatalf("summary (-want +got):\n%s", diff)
 	}

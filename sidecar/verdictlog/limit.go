@@ -52,7 +52,7 @@ func (f *firstFilter) mark(k firstKey) { f.seen[k] = struct{}{} }
 // suppressed counts the lines not written since the last summary.
 type suppressed struct {
 	rateLimited, dropped uint64
-	byVerdict            [policy.Audit + 1]uint64
+	byVerdict            [policy.Revoked + 1]uint64
 	since                time.Time
 }
 

@@ -130,6 +130,23 @@ func TestLine(t *testing.T) {
 	}
 }
 
+// TestRevokedLine checks that a revoked connection is logged whatever Options.Allows says, and that its
+// line decodes strictly with verdict "revoked".
+func TestRevokedLine(t *testing.T) {
+	var out testutil.Buffer
+	l, _ := newLogger(t, &out, Options{Allows: AllowsNone})
+	c := egress("10.0.0.1:5432")
+	d := decision(policy.Revoked, "cidr:10.0.0.1/32")
+	l.Log(c, d)
+	closeLogger(t, l)
+	want := []verdict.Line{{Time: t0, Pod: id.Pod, Namespace: id.Namespace, Workload: id.Workload,
+		Direction: policy.Egress, Proto: 6, Src: c.Src(), Dst: c.Dst(), Peer: d.Peer, Verdict: policy.Revoked,
+		Rule: d.Rule, Mode: d.Mode, PolicyRevision: d.Revision, Evaluator: d.Evaluator}}
+	if diff := cmp.Diff(want, lines(t, out.Bytes()), sameLine); diff != "" {
+		t.Fatalf("lines (-want +got):\n%s", diff)
+	}
+}
+
 // logged returns the verdict, dst and time of each verdict line, and the counts of each summary line.
 func logged(t *testing.T, out *testutil.Buffer) []string {
 	t.Helper()
