@@ -365,7 +365,13 @@ func TestRevocationSparesTheSidecarsOwn(t *testing.T) {
 	var own flow
 	own.name = "own"
 	err := w.pod.Do(func() error {
-		d := net.Dialer{Timeout: 3 * time.Second, Control: markedControl}
+		// As pgclient's dialer: the destination becomes the sidecar's own, then the socket is marked.
+		d := net.Dialer{Timeout: 3 * time.Second, Control: func(network, address string, rc syscall.RawConn) error {
+			if err := a.allowSelf(network, address); err != nil {
+				return err
+			}
+			return markedControl(network, address, rc)
+		}}
 		c, err := d.Dial("tcp", w.peerAddr(egressTCP).String())
 		own.pod = c
 		return err
