@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/v1alpha1"
@@ -46,6 +47,9 @@ func TestPodwallStory(t *testing.T) {
 		{"protect keeps the allowed flow", func(t *testing.T) { protect(t, ns, client) }},
 		{"unlisted connection refused fast and logged", func(t *testing.T) {
 			unlistedRefused(t, ns, client, server, unlistedURL)
+		}},
+		{"a forged mark gets nothing past the firewall", func(t *testing.T) {
+			forgedMarks(t, ns, client, server)
 		}},
 		{"no packet before the ruleset", func(t *testing.T) {
 			client = firstPacket(t, ns, client, unlistedURL)
@@ -170,6 +174,56 @@ func unlistedRefused(t *testing.T, ns string, client, server *corev1.Pod, url st
 			}
 		}
 		return errors.New("no such verdict line")
+	})
+}
+
+// forgedMarks: a compromised app cannot get past its pod's firewall with SO_MARK or packet sockets. The
+// injected app containers hold no CAP_NET_RAW, so the kernel refuses both outright. A pod that keeps
+// NET_RAW (the opt-out annotation) can set any mark, and its firewall still judges and refuses every
+// such connection, with a deny line each. The server, in Learn, logs any request that arrives (the
+// story's last check).
+func forgedMarks(t *testing.T, ns string, client, server *corev1.Pod) {
+	target := netip.AddrPortFrom(netip.MustParseAddr(server.Status.PodIP), 9090)
+	attack := func(pod, container string) string {
+		return kubectl(t, "-n", ns, "exec", pod, "-c", container, "--", "/workload", "attack", "-addr", target.String())
+	}
+	if out := attack(client.Name, "client"); strings.Count(out, "operation not permitted") != 6 {
+		t.Errorf("an injected app container set a mark or opened a packet socket:\n%s", out)
+	}
+
+	ctx := context.Background()
+	_, err := env.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "rawclient", Labels: map[string]string{"e2e": "rawclient"},
+			Annotations: map[string]string{"podwall.io/allow-net-raw": "true"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{workloadContainer("app", "pause")},
+			TerminationGracePeriodSeconds: ptr.To[int64](1)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runningPod(t, ns, "rawclient")
+	eventually(t, "the rawclient pod's policy", time.Minute, func() error {
+		_, err := workloadPolicy(t, ns, "pod-rawclient")
+		return err
+	})
+	setMode(t, ns, "pod-rawclient", policy.Protect)
+	waitLog(t, ns, "rawclient", "podwall", time.Minute, "policy applied", `"mode":"Protect"`)
+	since := time.Now()
+	out := attack("rawclient", "app")
+	if strings.Contains(out, "connected") || strings.Count(out, "connection refused") != 5 {
+		t.Errorf("forged marks from a container holding NET_RAW:\n%s", out)
+	}
+	eventually(t, "a deny line for each forged mark", 30*time.Second, func() error {
+		denies := 0
+		for _, l := range verdictLines(t, ns, "rawclient", since.Add(-time.Second)) {
+			if l.Verdict == policy.Deny && l.Dst == target {
+				denies++
+			}
+		}
+		if denies < 5 {
+			return fmt.Errorf("%d deny lines for %s", denies, target)
+		}
+		return nil
 	})
 }
 

@@ -1,6 +1,7 @@
 // Package workload is the test workload of the e2e cluster: one static binary whose subcommands are
-// the pause container, an HTTP server, a client that connects in a loop, and a small service-mesh
-// pair (a redirecting proxy and the init step that installs the redirect, like istio-init). Every
+// the pause container, an HTTP server, a client that connects in a loop, an in-pod attacker, and a
+// small service-mesh pair (a redirecting proxy and the init step that installs the redirect, like
+// istio-init). Every
 // subcommand writes one line per event to stdout so that tests read what happened with
 // `kubectl logs` (or the CRI log files) instead of trusting timing.
 package workload
@@ -21,7 +22,7 @@ import (
 // Run executes the subcommand named by args[0] until ctx ends or the subcommand fails.
 func Run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: workload pause|serve|connect|proxy|redirect [flags]")
+		return errors.New("usage: workload pause|serve|connect|attack|proxy|redirect [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	switch args[0] {
@@ -45,6 +46,12 @@ func Run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		c.url = os.ExpandEnv(c.url)
 		return c.run(ctx)
+	case "attack":
+		addr := fs.String("addr", "", "host:port the forged connections go to")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return attack(ctx, *addr, out)
 	case "proxy":
 		addr := fs.String("addr", ":15001", "listen address of the redirected outbound connections")
 		if err := fs.Parse(args[1:]); err != nil {
