@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -68,6 +69,8 @@ type world struct {
 	policyFile    string
 	cacheDir      string
 	httpAddr      string
+	// log, if set, is the agent's logger instead of the test's.
+	log logr.Logger
 }
 
 func newWorld(t *testing.T) *world {
@@ -144,7 +147,11 @@ func (w *world) start(t *testing.T, tune func(*Options)) (a *Agent, stop func())
 	if tune != nil {
 		tune(&o)
 	}
-	a, err := New(o, testr.New(t))
+	log := w.log
+	if log.GetSink() == nil {
+		log = testr.New(t)
+	}
+	a, err := New(o, log)
 	if err != nil {
 		t.Fatal(err)
 	}

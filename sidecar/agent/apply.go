@@ -35,7 +35,9 @@ func (a *Agent) applyLocked(p *policy.Policy, t Tunables) error {
 		a.applyErr.Inc()
 		return err
 	}
-	if err := ruleset.Apply(a.nft, withMode(p, t.Mode), a.rulesetOptions(t)); err != nil {
+	if err := a.guard.Write(func() error {
+		return ruleset.Apply(a.nft, withMode(p, t.Mode), a.rulesetOptions(t))
+	}); err != nil {
 		a.dp.decider.Store(old)
 		a.applyErr.Inc()
 		return fmt.Errorf("apply ruleset: %w", err)
@@ -124,7 +126,7 @@ func (a *Agent) allowSelf(network, address string) error {
 	if slices.Contains(a.selfDests, d) {
 		return nil
 	}
-	if err := ruleset.AddSelfDest(a.nft, d); err != nil {
+	if err := a.guard.Write(func() error { return ruleset.AddSelfDest(a.nft, d) }); err != nil {
 		return err
 	}
 	a.selfDests = append(a.selfDests, d)

@@ -32,7 +32,10 @@ func (a *Agent) registerMetrics() {
 	a.revoked = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "podwall_revoked_total", Help: "Established connections cut because the policy in force refuses them.",
 	})
-	a.reg.MustRegister(verdicts, a.dp.badPkts, a.revision, a.applyErr, a.revoked,
+	a.tampered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "podwall_ruleset_tamper_total", Help: "Changes to the podwall table made by another process, each undone by re-applying the policy in force.",
+	})
+	a.reg.MustRegister(verdicts, a.dp.badPkts, a.revision, a.applyErr, a.revoked, a.tampered,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "podwall_learned_pending", Help: "Observed connections waiting to be reported.",
 		}, func() float64 { return float64(a.dp.reports.Len()) }),

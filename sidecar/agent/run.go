@@ -20,15 +20,18 @@ import (
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/report"
 	"podwall.io/podwall/sidecar/ruleset"
+	"podwall.io/podwall/sidecar/tamper"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
 // Agent is a running sidecar.
 type Agent struct {
-	opts  Options
-	log   logr.Logger
-	nsfd  int // the guarded namespace, 0 for the process's own
-	nft   *nftables.Conn
+	opts Options
+	log  logr.Logger
+	nsfd int // the guarded namespace, 0 for the process's own
+	nft  *nftables.Conn
+	// guard runs every batch on nft and restores the table after anyone else's (tamper).
+	guard *tamper.Guard
 	queue ruleset.QueueKind
 	dp    datapath
 	ready atomic.Bool
@@ -50,6 +53,7 @@ type Agent struct {
 	revision prometheus.Gauge
 	applyErr prometheus.Counter
 	revoked  prometheus.Counter
+	tampered prometheus.Counter
 }
 
 // Run guards the namespace until ctx ends, then leaves it in the fail mode's state.
@@ -82,6 +86,9 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("detect queue support: %w", err)
 	}
 	log.Info("queue support detected", "kind", a.queue.String())
+	if a.guard, err = tamper.New(a.nsfd); err != nil {
+		return nil, err
+	}
 	vlog, err := verdictlog.New(opts.Stdout, a.identity(), opts.Log)
 	if err != nil {
 		return nil, fmt.Errorf("verdict log: %w", err)
@@ -141,6 +148,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
 	go serveHTTP(httpCtx, l, &a.ready, a.reg, a.log)
+	guardCtx, stopGuard := context.WithCancel(ctx)
+	defer stopGuard()
+	guarded := make(chan struct{})
+	go func() {
+		defer close(guarded)
+		a.guard.Watch(guardCtx, ruleset.TableName, tamper.Options{Restore: a.restore, Log: a.log.WithName("tamper")})
+	}()
 	var fileWatch <-chan struct{}
 	if a.opts.PolicyFile != "" {
 		if fileWatch, err = a.watchPolicyFile(ctx, fileData); err != nil {
@@ -161,8 +175,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if fileWatch != nil {
 		<-fileWatch // the watcher applies nothing more, nor logs after Run returns
 	}
+	<-guarded // no restore after the namespace is left in its final state
 	a.ready.Store(false)
 	err = a.leave()
+	a.guard.Close()
 	stopLoop()
 	if cerr := a.vlog.Load().Close(context.Background()); cerr != nil && err == nil {
 		err = cerr

@@ -1,0 +1,33 @@
+package agent
+
+import (
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/sidecar/ruleset"
+	"podwall.io/podwall/sidecar/tamper"
+)
+
+// restore re-applies the policy in force, in one batch, after a change to the table that the sidecar
+// did not make (a process holding CAP_NET_ADMIN in the namespace), and then cuts the connections
+// established meanwhile that the policy refuses. The decider did not change, so only the kernel's
+// half of Apply is repeated.
+func (a *Agent) restore(c tamper.Change) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return // leave sets the namespace's final state
+	}
+	a.tampered.Inc()
+	err := a.guard.Write(func() error {
+		return ruleset.Apply(a.nft, withMode(a.policy, a.tunables.Mode), a.rulesetOptions(a.tunables))
+	})
+	if err != nil {
+		a.log.Error(err, "ruleset changed by another process; restoring it failed",
+			"generation", c.Generation, "by", c.By, "changes", c.What)
+		return
+	}
+	if modeOf(a.policy, a.tunables.Mode) == policy.Protect {
+		a.revoke()
+	}
+	a.log.Info("ruleset changed by another process; restored", "revision", a.policy.Revision,
+		"generation", c.Generation, "by", c.By, "changes", c.What)
+}
