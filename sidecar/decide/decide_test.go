@@ -60,8 +60,8 @@ func ap(s string) netip.AddrPort {
 }
 
 const (
-	tcp  = 6
-	udp  = 17
+	tcp    = 6
+	udp    = 17
 	icmp   = 1
 	icmpv6 = 58
 	sctp   = 132
