@@ -24,7 +24,7 @@ egress:
   origin: learned
   peer: workload:shop/Deployment/api
   cidrs: [10.244.1.0/24, "fd00::5/128"]
-  ports: [{protocol: TCP, port: 8000, endPort: 8010}]
+  ports: [{protocol: TCP, port: 8000, endPort: 8010}, {protocol: ICMP, types: [8]}, {protocol: ICMPv6}]
 loopback:
 - {id: envoy-admin, origin: manifest, action: deny, ports: [{protocol: TCP, port: 15000}]}
 names:
@@ -44,7 +44,7 @@ func TestDecode(t *testing.T) {
 				Ports: []PortRange{{Protocol: UDP, Port: 53}, {Protocol: TCP, Port: 53}}},
 			{ID: "api", Origin: OriginLearned, Peer: "workload:shop/Deployment/api",
 				CIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00::5/128")},
-				Ports: []PortRange{{Protocol: TCP, Port: 8000, EndPort: 8010}}},
+				Ports: []PortRange{{Protocol: TCP, Port: 8000, EndPort: 8010}, {Protocol: ICMP, Types: []uint16{8}}, {Protocol: ICMPv6}}},
 		},
 		Loopback: []LoopbackRule{{ID: "envoy-admin", Origin: OriginManifest, Action: ActionDeny,
 			Ports: []PortRange{{Protocol: TCP, Port: 15000}}}},
@@ -86,7 +86,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"reserved id", `{mode: Learn, egress: [{id: default, origin: user}]}`, "reserved"},
 		{"reserved loopback id", `{mode: Learn, loopback: [{id: loopback-default, origin: user, action: allow, ports: [{protocol: TCP, port: 1}]}]}`, "reserved"},
 		{"origin", `{mode: Learn, egress: [{id: a, origin: magic}]}`, "origin"},
-		{"protocol", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: ICMP}]}]}`, "protocol"},
+		{"protocol", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: GRE}]}]}`, "protocol"},
+		{"icmp port", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: ICMP, port: 8}]}]}`, "no ports"},
+		{"icmp type", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: ICMPv6, types: [128, 256]}]}]}`, "above 255"},
+		{"types for tcp", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: TCP, port: 1, types: [8]}]}]}`, "ICMP and ICMPv6 only"},
+		{"loopback icmp", `{mode: Learn, loopback: [{id: a, origin: user, action: deny, ports: [{protocol: ICMP}]}]}`, "loopback rules name ports"},
 		{"range", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: TCP, port: 9, endPort: 3}]}]}`, "range"},
 		{"port overflow", `{mode: Learn, egress: [{id: a, origin: user, ports: [{protocol: TCP, port: 70000}]}]}`, "decode"},
 		{"loopback action", `{mode: Learn, loopback: [{id: a, origin: user, action: maybe, ports: [{protocol: TCP, port: 1}]}]}`, "action"},
@@ -107,13 +111,13 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func TestProtocolNumbers(t *testing.T) {
-	for _, p := range []Protocol{TCP, UDP, SCTP} {
+	for _, p := range []Protocol{TCP, UDP, SCTP, ICMP, ICMPv6} {
 		if got := ProtocolOf(p.Number()); got != p {
 			t.Errorf("ProtocolOf(%d) = %q, want %q", p.Number(), got, p)
 		}
 	}
-	if got := ProtocolOf(1); got != "" {
-		t.Errorf("ProtocolOf(1) = %q, want none", got)
+	if got := ProtocolOf(47); got != "" {
+		t.Errorf("ProtocolOf(47) = %q, want none", got)
 	}
 }
 

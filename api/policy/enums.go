@@ -18,14 +18,17 @@ const (
 )
 
 // Protocol is an L4 protocol a rule may name.
-// +kubebuilder:validation:Enum=TCP;UDP;SCTP
+// +kubebuilder:validation:Enum=TCP;UDP;SCTP;ICMP;ICMPv6
 type Protocol string
 
-// The protocols a port rule may name.
+// The protocols a port rule may name. ICMP and ICMPv6 have no ports: a rule names their message
+// types instead (PortRange.Types).
 const (
-	TCP  Protocol = "TCP"
-	UDP  Protocol = "UDP"
-	SCTP Protocol = "SCTP"
+	TCP    Protocol = "TCP"
+	UDP    Protocol = "UDP"
+	SCTP   Protocol = "SCTP"
+	ICMP   Protocol = "ICMP"
+	ICMPv6 Protocol = "ICMPv6"
 )
 
 // Number returns the IANA protocol number.
@@ -37,13 +40,20 @@ func (p Protocol) Number() uint8 {
 		return 17
 	case SCTP:
 		return 132
+	case ICMP:
+		return 1
+	case ICMPv6:
+		return 58
 	}
 	return 0
 }
 
+// IsICMP says whether p is ICMP or ICMPv6, whose flows carry a message type instead of ports.
+func (p Protocol) IsICMP() bool { return p == ICMP || p == ICMPv6 }
+
 // ProtocolOf returns the protocol with IANA number n, or "" for one a rule cannot name.
 func ProtocolOf(n uint8) Protocol {
-	for _, p := range []Protocol{TCP, UDP, SCTP} {
+	for _, p := range []Protocol{TCP, UDP, SCTP, ICMP, ICMPv6} {
 		if p.Number() == n {
 			return p
 		}

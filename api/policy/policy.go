@@ -46,10 +46,17 @@ type Rule struct {
 
 // PortRange is one protocol's port or range of ports. EndPort 0 means Port alone; Port 0 means every
 // port of the protocol.
+//
+// ICMP and ICMPv6 have no ports (Port and EndPort stay 0); Types lists the message types the rule
+// allows (8 echo request, 128 ICMPv6 echo request, ...), and none means every type. What a rule judges
+// is the first packet of a new ICMP flow: a request. Errors about a connection the pod has (port
+// unreachable, packet too big) belong to that connection and are never judged on their own.
 type PortRange struct {
 	Protocol Protocol `json:"protocol"`
 	Port     uint16   `json:"port,omitempty"`
 	EndPort  uint16   `json:"endPort,omitempty"`
+	// Types are ICMP or ICMPv6 message types, 0-255; only for those protocols.
+	Types []uint16 `json:"types,omitempty"`
 }
 
 // Bounds returns the first and last port of the range.
@@ -94,6 +101,9 @@ func (p *Policy) Validate() error {
 	}
 	for i, r := range p.Loopback {
 		if err := checkID(r.ID, ids); err != nil {
+			return fmt.Errorf("loopback[%d]: %w", i, err)
+		}
+		if err := checkLoopbackPorts(r.Ports); err != nil {
 			return fmt.Errorf("loopback[%d]: %w", i, err)
 		}
 		if r.Action != ActionAllow && r.Action != ActionDeny {
@@ -151,10 +161,35 @@ func checkID(id string, seen map[string]bool) error {
 	return nil
 }
 
+// checkLoopbackPorts refuses ICMP in loopback rules: the pod pinging itself names no port, and the
+// loopback chain judges ports only.
+func checkLoopbackPorts(ports []PortRange) error {
+	for _, pr := range ports {
+		if pr.Protocol.IsICMP() {
+			return fmt.Errorf("protocol %s: loopback rules name ports (TCP, UDP or SCTP)", pr.Protocol)
+		}
+	}
+	return nil
+}
+
 func checkPorts(ports []PortRange) error {
 	for _, pr := range ports {
 		if pr.Protocol.Number() == 0 {
-			return fmt.Errorf("protocol %q: want TCP, UDP or SCTP", pr.Protocol)
+			return fmt.Errorf("protocol %q: want TCP, UDP, SCTP, ICMP or ICMPv6", pr.Protocol)
+		}
+		if pr.Protocol.IsICMP() {
+			if pr.Port != 0 || pr.EndPort != 0 {
+				return fmt.Errorf("protocol %s has no ports: name its types", pr.Protocol)
+			}
+			for _, t := range pr.Types {
+				if t > 255 {
+					return fmt.Errorf("protocol %s: type %d above 255", pr.Protocol, t)
+				}
+			}
+			continue
+		}
+		if len(pr.Types) != 0 {
+			return fmt.Errorf("protocol %s: types are for ICMP and ICMPv6 only", pr.Protocol)
 		}
 		if pr.EndPort != 0 && (pr.Port == 0 || pr.EndPort < pr.Port) {
 			return fmt.Errorf("port range %d-%d is empty or open-ended", pr.Port, pr.EndPort)

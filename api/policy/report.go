@@ -32,7 +32,9 @@ type ReportEntry struct {
 	Direction Direction  `json:"direction"`
 	Peer      netip.Addr `json:"peer"`
 	Protocol  Protocol   `json:"protocol"`
-	// Port is the pod's own port for ingress, the remote (original) port for egress and loopback.
+	// Port is the pod's own port for ingress, the remote (original) port for egress and loopback. It is
+	// 0 for ICMP and ICMPv6, which have no ports: policygen learns such an entry as a rule for every
+	// type of the protocol.
 	Port  uint16 `json:"port"`
 	Count uint64 `json:"count"`
 	// Verdict is the latest verdict for the entry: allow, audit (Monitor: Protect would deny) or deny.
@@ -74,10 +76,10 @@ func (e *ReportEntry) validate() error {
 		return fmt.Errorf("peer: missing or invalid address")
 	}
 	if e.Protocol.Number() == 0 {
-		return fmt.Errorf("protocol %q: want TCP, UDP or SCTP", e.Protocol)
+		return fmt.Errorf("protocol %q: want TCP, UDP, SCTP, ICMP or ICMPv6", e.Protocol)
 	}
-	if e.Port == 0 {
-		return fmt.Errorf("port 0")
+	if e.Protocol.IsICMP() != (e.Port == 0) {
+		return fmt.Errorf("port %d for %s: want 0 for ICMP and ICMPv6 only", e.Port, e.Protocol)
 	}
 	if e.Count == 0 {
 		return fmt.Errorf("count 0")

@@ -150,8 +150,11 @@ type LabelRequirement struct {
 	Values []string `json:"values,omitempty"`
 }
 
-// Port is one protocol's port or port range; no port means every port of the protocol.
+// Port is one protocol's port or port range; no port means every port of the protocol. ICMP and
+// ICMPv6 have no ports: they name message types instead, and no types means every type.
 // +kubebuilder:validation:XValidation:rule="!has(self.endPort) || (has(self.port) && self.endPort >= self.port)",message="endPort needs a port and must not be below it"
+// +kubebuilder:validation:XValidation:rule="!has(self.types) || (has(self.protocol) && self.protocol in ['ICMP', 'ICMPv6'])",message="types are for ICMP and ICMPv6 only"
+// +kubebuilder:validation:XValidation:rule="!has(self.protocol) || !(self.protocol in ['ICMP', 'ICMPv6']) || (!has(self.port) && !has(self.endPort))",message="ICMP and ICMPv6 have no ports: name types"
 type Port struct {
 	// +kubebuilder:default=TCP
 	// +optional
@@ -164,9 +167,18 @@ type Port struct {
 	// +kubebuilder:validation:Maximum=65535
 	// +optional
 	EndPort int32 `json:"endPort,omitempty"`
+	// Types are the ICMP or ICMPv6 message types allowed (8 and 128: echo request); none means every
+	// type. Only for those protocols.
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:Minimum=0
+	// +kubebuilder:validation:items:Maximum=255
+	// +listType=set
+	// +optional
+	Types []int32 `json:"types,omitempty"`
 }
 
 // LoopbackRule allows or forbids in-pod ports to the pod's own processes.
+// +kubebuilder:validation:XValidation:rule="self.ports.all(p, !has(p.protocol) || !(p.protocol in ['ICMP', 'ICMPv6']))",message="loopback rules name ports: TCP, UDP or SCTP"
 type LoopbackRule struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	// +kubebuilder:validation:MaxLength=100

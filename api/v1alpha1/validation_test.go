@@ -22,7 +22,7 @@ func valid() *v1.WorkloadPolicy {
 			Ingress: []v1.Rule{{
 				Name:  "from-api",
 				Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}},
-				Ports: []v1.Port{{Protocol: "TCP", Port: 8080}},
+				Ports: []v1.Port{{Protocol: "TCP", Port: 8080}, {Protocol: "ICMP", Types: []int32{8}}, {Protocol: "ICMPv6"}},
 			}},
 			Egress: []v1.Rule{{
 				Name: "internet",
@@ -74,7 +74,13 @@ func TestAPIServerValidation(t *testing.T) {
 		{"negative port", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Ports[0].Port = -1 }, "greater than or equal to 1"},
 		{"end port below port", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Ports[0].EndPort = 999 }, "endPort"},
 		{"end port without port", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Ports[1].EndPort = 10 }, "endPort"},
-		{"unknown protocol", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Ports[0].Protocol = "ICMP" }, "Unsupported value"},
+		{"unknown protocol", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Ports[0].Protocol = "GRE" }, "Unsupported value"},
+		{"icmp with a port", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Ports[0].Protocol = "ICMP" }, "have no ports"},
+		{"icmp type above 255", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Ports[1].Types = []int32{256} }, "255"},
+		{"negative icmp type", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Ports[1].Types = []int32{-1} }, "greater than or equal to 0"},
+		{"types for tcp", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Ports[0].Types = []int32{8} }, "types are for ICMP"},
+		{"types without protocol", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Ports[0].Types = []int32{8} }, "types are for ICMP"},
+		{"icmp in a loopback rule", func(p *v1.WorkloadPolicy) { p.Spec.Loopback[0].Ports = []v1.Port{{Protocol: "ICMP"}} }, "loopback rules name ports"},
 		{"two peer kinds", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[0].Nodes = true }, "exactly one"},
 		{"empty peer", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[0] = v1.Peer{} }, "exactly one"},
 		{"bad label key", func(p *v1.WorkloadPolicy) {

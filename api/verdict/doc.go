@@ -20,7 +20,8 @@
 //	                 "loopback" (a process in the pod connects to a port of the pod)
 //	proto            "TCP", "UDP", "SCTP", "ICMP" or "ICMPv6"; any other protocol as its number
 //	src, dst         the connection's source and destination as address:port ([v6]:port), as the
-//	                 packet carried them
+//	                 packet carried them; port 0 for ICMP and ICMPv6, which have no ports (rules match
+//	                 an ICMP flow's message type, and its rule's types say which)
 //	peer             what the remote end was judged as: "workload:<namespace>/<Kind>/<name>",
 //	                 "cidr:<prefix>", or another name the policy gives it
 //	verdict          "allow", "deny", "audit" (allowed in Monitor mode, would be denied in Protect), or

@@ -191,15 +191,19 @@ func NormalizePorts(ports []v1.Port) []v1.Port {
 			out[i].Protocol = "TCP"
 		}
 	}
-	slices.SortFunc(out, func(a, b v1.Port) int {
-		return cmp.Or(cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port), cmp.Compare(a.EndPort, b.EndPort))
-	})
-	out = slices.Compact(out)
+	compare := func(a, b v1.Port) int {
+		return cmp.Or(cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port), cmp.Compare(a.EndPort, b.EndPort),
+			slices.Compare(a.Types, b.Types))
+	}
+	slices.SortFunc(out, compare)
+	out = slices.CompactFunc(out, func(a, b v1.Port) bool { return compare(a, b) == 0 })
+	// An entry without port and types is the whole protocol (every ICMP type, for ICMP).
+	whole := func(p v1.Port) bool { return p.Port == 0 && len(p.Types) == 0 }
 	all := map[policy.Protocol]bool{}
 	for _, p := range out {
-		if p.Port == 0 {
+		if whole(p) {
 			all[p.Protocol] = true
 		}
 	}
-	return slices.DeleteFunc(out, func(p v1.Port) bool { return p.Port != 0 && all[p.Protocol] })
+	return slices.DeleteFunc(out, func(p v1.Port) bool { return !whole(p) && all[p.Protocol] })
 }

@@ -119,7 +119,11 @@ func ports(in []v1alpha1.Port) []policy.PortRange {
 		if proto == "" {
 			proto = policy.TCP
 		}
-		out = append(out, policy.PortRange{Protocol: proto, Port: uint16(p.Port), EndPort: uint16(p.EndPort)})
+		pr := policy.PortRange{Protocol: proto, Port: uint16(p.Port), EndPort: uint16(p.EndPort)}
+		for _, typ := range p.Types {
+			pr.Types = append(pr.Types, uint16(typ))
+		}
+		out = append(out, pr)
 	}
 	return out
 }

@@ -36,9 +36,10 @@ type datapath struct {
 func (d *datapath) handle(p nfq.Packet) nfq.Reply {
 	dec := d.decider.Load()
 	pkt, err := packet.Parse(p.Payload)
-	if err != nil || !packet.HasPorts(pkt.Proto) {
-		// Only TCP, UDP and SCTP are queued; anything else here is malformed or hostile. It gets the
-		// fail-safe answer, a drop, which costs a legitimate peer nothing it could have used.
+	if err != nil || !(packet.HasPorts(pkt.Proto) || packet.IsICMP(pkt.Proto)) {
+		// The protocols a policy can name are judged; anything else here is malformed, or a protocol
+		// no rule could allow. It gets the fail-safe answer, a drop, which costs a legitimate peer
+		// nothing it could have used.
 		d.badPkts.Inc()
 		return nfq.Reply{Action: nfqueue.NfDrop}
 	}
@@ -63,7 +64,7 @@ func (d *datapath) handle(p nfq.Packet) nfq.Reply {
 // before NAT, so an app→proxy connection that a mesh proxy's REDIRECT will send to the proxy arrives
 // here with its real remote as destination, and is judged and logged against it.
 func (d *datapath) conn(pkt packet.Packet, p nfq.Packet) decide.Conn {
-	c := decide.Conn{Proto: pkt.Proto}
+	c := decide.Conn{Proto: pkt.Proto, ICMPType: pkt.ICMPType}
 	switch {
 	case p.OutDev != 0:
 		c.Direction, c.Local, c.Remote = policy.Egress, pkt.Src, pkt.Dst
@@ -72,15 +73,17 @@ func (d *datapath) conn(pkt packet.Packet, p nfq.Packet) decide.Conn {
 	default:
 		c.Direction, c.Local, c.Remote = policy.Ingress, pkt.Dst, pkt.Src
 		// The ruleset copies the connection's original destination port into the mark's low bits
-		// before queueing an inbound packet (its conntrack entry cannot be looked up yet).
-		if port := uint16(p.Mark & 0xffff); port != 0 {
+		// before queueing an inbound packet (its conntrack entry cannot be looked up yet). An ICMP
+		// entry's "port" there is its type and code, which mean no redirect.
+		if port := uint16(p.Mark & 0xffff); port != 0 && packet.HasPorts(pkt.Proto) {
 			c.Original = netip.AddrPortFrom(pkt.Dst.Addr(), port)
 		}
 	}
 	return c
 }
 
-// recordedPort is the port a learned rule allows: the pod's port for ingress, the remote's otherwise.
+// recordedPort is the port a learned rule allows: the pod's port for ingress, the remote's otherwise,
+// and 0 for ICMP, whose ends carry none (a learned ICMP rule allows every type).
 func recordedPort(c decide.Conn) uint16 {
 	if c.Original.IsValid() {
 		return c.Original.Port()

@@ -12,8 +12,11 @@ import (
 // Conn describes a new connection.
 type Conn struct {
 	Direction policy.Direction
-	// Proto is the IANA protocol number (6 TCP, 17 UDP, 132 SCTP, ...).
+	// Proto is the IANA protocol number (6 TCP, 17 UDP, 132 SCTP, 1 ICMP, 58 ICMPv6, ...).
 	Proto uint8
+	// ICMPType is the message type of an ICMP or ICMPv6 flow (8 or 128: echo request), whose ends
+	// carry port 0. Rules naming ICMP match it where they match the port of other protocols.
+	ICMPType uint8
 	// Local is the pod's end and Remote the peer's. For a Loopback connection both are in the pod:
 	// Local is the side that connects and Remote the port it connects to.
 	Local, Remote netip.AddrPort

@@ -20,6 +20,8 @@ ingress:
    cidrs: [10.244.1.0/24, "fd00:1::/64"], ports: [{protocol: TCP, port: 8080}]}
 - {id: probes, origin: manifest, peer: "cidr:10.0.0.0/8", cidrs: [10.0.0.0/8],
    ports: [{protocol: TCP, port: 8081, endPort: 8090}]}
+- {id: ping-from-frontend, origin: user, peer: "workload:shop/Deployment/frontend",
+   cidrs: [10.244.1.0/24, "fd00:1::/64"], ports: [{protocol: ICMP, types: [8]}, {protocol: ICMPv6, types: [128]}]}
 egress:
 - {id: dns, origin: manifest, peer: "service:kube-system/kube-dns", cidrs: [10.96.0.10/32],
    ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]}
@@ -28,6 +30,7 @@ egress:
 - {id: api-any, origin: user, peer: "service:shop/api-any", cidrs: [10.244.2.7/32]}
 - {id: metrics, origin: user, cidrs: [10.244.3.0/24], ports: [{protocol: TCP}]}
 - {id: https, origin: user, peer: "cidr:0.0.0.0/0", cidrs: [0.0.0.0/0], ports: [{protocol: TCP, port: 443}]}
+- {id: icmp-out, origin: user, peer: "cidr:1.1.1.0/24", cidrs: [1.1.1.0/24], ports: [{protocol: ICMP}]}
 loopback:
 - {id: envoy-admin, origin: manifest, action: deny, ports: [{protocol: TCP, port: 15000}]}
 - {id: app-ports, origin: user, action: allow, ports: [{protocol: TCP, port: 1000, endPort: 20000}]}
@@ -57,11 +60,17 @@ func ap(s string) netip.AddrPort {
 }
 
 const (
-	tcp  = 6
-	udp  = 17
-	icmp = 1
-	sctp = 132
+	tcp    = 6
+	udp    = 17
+	icmp   = 1
+	icmpv6 = 58
+	sctp   = 132
 )
+
+// ping is an ICMP or ICMPv6 flow of message type typ, whose ends carry port 0.
+func ping(dir policy.Direction, proto uint8, remote, local string, typ uint8) Conn {
+	return Conn{Direction: dir, Proto: proto, Local: ap(local), Remote: ap(remote), ICMPType: typ}
+}
 
 func in(proto uint8, remote, local string) Conn {
 	return Conn{Direction: policy.Ingress, Proto: proto, Local: ap(local), Remote: ap(remote)}
@@ -158,6 +167,25 @@ var decideCases = []decideCase{
 		redirected(deny("default", "default", "cidr:10.244.1.3/32"))},
 	{"inbound redirect with unknown original", in(tcp, "10.244.1.3:5000", "10.244.0.5:15006"),
 		deny("default", "origdst-unknown", "cidr:10.244.1.3/32")},
+	{"ingress echo from frontend", ping(policy.Ingress, icmp, "10.244.1.3:0", "10.244.0.5:0", 8),
+		allow("ping-from-frontend", "ingress", "workload:shop/Deployment/frontend")},
+	{"ingress icmpv6 echo from frontend", ping(policy.Ingress, icmpv6, "[fd00:1::3]:0", "[fd00::5]:0", 128),
+		allow("ping-from-frontend", "ingress", "workload:shop/Deployment/frontend")},
+	{"ingress timestamp from frontend is not echo", ping(policy.Ingress, icmp, "10.244.1.3:0", "10.244.0.5:0", 13),
+		deny("default", "default", "cidr:10.244.1.3/32")},
+	{"ingress icmp type 128 is not icmpv6 echo", ping(policy.Ingress, icmp, "10.244.1.3:0", "10.244.0.5:0", 128),
+		deny("default", "default", "cidr:10.244.1.3/32")},
+	{"ingress echo from a stranger", ping(policy.Ingress, icmp, "192.0.2.1:0", "10.244.0.5:0", 8),
+		deny("default", "default", "service:other/named")},
+	{"ingress tcp to port 8 is not echo", in(tcp, "10.244.1.3:5000", "10.244.0.5:8"),
+		deny("default", "default", "cidr:10.244.1.3/32")},
+	{"egress icmp, every type", ping(policy.Egress, icmp, "1.1.1.1:0", "10.244.0.5:0", 13), allow("icmp-out", "egress", "cidr:1.1.1.0/24")},
+	{"egress icmp is not icmpv6", ping(policy.Egress, icmpv6, "1.1.1.1:0", "10.244.0.5:0", 128),
+		deny("default", "default", "cidr:1.1.1.1/32")},
+	{"egress all tcp ports is not icmp", ping(policy.Egress, icmp, "10.244.3.9:0", "10.244.0.5:0", 8),
+		deny("default", "default", "workload:shop/Deployment/metrics")},
+	{"egress no ports is every icmp type", ping(policy.Egress, icmpv6, "10.244.2.7:0", "10.244.0.5:0", 200),
+		allow("api-any", "egress", "service:shop/api-any")},
 	{"no direction", Conn{Proto: tcp, Remote: ap("10.96.0.10:53")}, deny("default", "invalid-conn", "cidr:10.96.0.10/32")},
 	{"no remote", Conn{Direction: policy.Egress, Proto: tcp}, deny("default", "invalid-conn", "")},
 }

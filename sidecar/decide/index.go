@@ -17,15 +17,23 @@ func (k portKey) contains(proto uint8, port uint16) bool {
 	return (k.proto == 0 || k.proto == proto) && k.lo <= port && port <= k.hi
 }
 
-// portKeys returns the keys a rule's port list stands for; no ports means every port of every protocol.
+// portKeys returns the keys a rule's port list stands for; no ports means every port of every protocol
+// (ICMP types included). An ICMP entry's types are its ports, each a key of its own; no types means
+// every type.
 func portKeys(ports []policy.PortRange) []portKey {
 	if len(ports) == 0 {
 		return []portKey{{0, 0, 65535}}
 	}
 	keys := make([]portKey, 0, len(ports))
 	for _, pr := range ports {
-		lo, hi := pr.Bounds()
-		keys = append(keys, portKey{pr.Protocol.Number(), lo, hi})
+		proto := pr.Protocol.Number()
+		for _, t := range pr.Types {
+			keys = append(keys, portKey{proto, t, t})
+		}
+		if len(pr.Types) == 0 {
+			lo, hi := pr.Bounds()
+			keys = append(keys, portKey{proto, lo, hi})
+		}
 	}
 	return keys
 }

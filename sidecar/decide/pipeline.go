@@ -12,7 +12,8 @@ type subject struct {
 	// dir picks the rules that judge: an app→proxy connection to a remote is judged as Egress.
 	dir   policy.Direction
 	proto uint8
-	// peer is the remote whose prefixes and name count; port is the port the rules match.
+	// peer is the remote whose prefixes and name count; port is the port the rules match, or for ICMP
+	// and ICMPv6 the message type.
 	peer netip.Addr
 	port uint16
 	// origUnknown marks a connection to a mesh redirect port whose original destination is unknown;
@@ -23,6 +24,10 @@ type subject struct {
 // subject resolves the mesh redirect, if any, of c.
 func (d *Decider) subject(c *Conn) subject {
 	s := subject{dir: c.Direction, proto: c.Proto, peer: c.Remote.Addr(), port: c.Dst().Port()}
+	if policy.ProtocolOf(c.Proto).IsICMP() {
+		s.port = uint16(c.ICMPType)
+		return s
+	}
 	if c.Direction != policy.Loopback && c.Direction != policy.Ingress {
 		return s
 	}

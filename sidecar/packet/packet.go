@@ -37,7 +37,13 @@ type Packet struct {
 	Src, Dst netip.AddrPort
 	// TCPFlags holds the TCP flags (TCPFlagSYN, ...) of a TCP packet, zero otherwise.
 	TCPFlags uint8
+	// ICMPType and ICMPCode are the message type and code of an ICMP or ICMPv6 packet (by Proto, not
+	// by IP version), zero otherwise.
+	ICMPType, ICMPCode uint8
 }
+
+// IsICMP reports whether proto is ICMP or ICMPv6, whose packets carry a message type that Parse reads.
+func IsICMP(proto uint8) bool { return proto == ProtoICMP || proto == ProtoICMPv6 }
 
 // HasPorts reports whether packets of protocol proto carry ports that Parse reads.
 func HasPorts(proto uint8) bool {
@@ -173,7 +179,7 @@ func walkExtensions(p []byte, next uint8) (uint8, int, error) {
 	}
 }
 
-// parseL4 reads the ports (and TCP flags) from l4, the captured part of an upper-layer header whose
+// parseL4 reads the ports (and TCP flags), or the ICMP type and code, from l4, the captured part of an upper-layer header whose
 // declared length, from the IP header, is declared.
 func parseL4(l4 []byte, declared int, proto uint8, src, dst netip.Addr) (Packet, error) {
 	pkt := Packet{Proto: proto, Src: netip.AddrPortFrom(src, 0), Dst: netip.AddrPortFrom(dst, 0)}
@@ -185,6 +191,8 @@ func parseL4(l4 []byte, declared int, proto uint8, src, dst netip.Addr) (Packet,
 		need = 8
 	case ProtoSCTP:
 		need = 12
+	case ProtoICMP, ProtoICMPv6:
+		need = 4 // type, code, checksum
 	default:
 		return pkt, nil
 	}
@@ -192,6 +200,9 @@ func parseL4(l4 []byte, declared int, proto uint8, src, dst netip.Addr) (Packet,
 		return Packet{}, fmt.Errorf("%w: protocol %d header needs %d bytes, have %d", ErrTruncated, proto, need, len(l4))
 	}
 	switch proto {
+	case ProtoICMP, ProtoICMPv6:
+		pkt.ICMPType, pkt.ICMPCode = l4[0], l4[1]
+		return pkt, nil
 	case ProtoTCP:
 		doff := int(l4[12]>>4) * 4
 		if doff < need || doff > declared {

@@ -117,7 +117,9 @@ func TestParse(t *testing.T) {
 		{"ipv4 sctp", ipv4(ProtoSCTP, "10.0.0.1", "10.0.0.2", sctp(1, 2)),
 			Packet{Proto: ProtoSCTP, Src: ap("10.0.0.1:1"), Dst: ap("10.0.0.2:2")}},
 		{"ipv4 icmp has no ports", ipv4(ProtoICMP, "10.0.0.1", "10.0.0.2", []byte{8, 0, 0, 0, 0, 0, 0, 0}),
-			Packet{Proto: ProtoICMP, Src: ap("10.0.0.1:0"), Dst: ap("10.0.0.2:0")}},
+			Packet{Proto: ProtoICMP, Src: ap("10.0.0.1:0"), Dst: ap("10.0.0.2:0"), ICMPType: 8}},
+		{"ipv4 icmp port unreachable", ipv4(ProtoICMP, "10.0.0.1", "10.0.0.2", []byte{3, 3, 0, 0, 0, 0, 0, 0}),
+			Packet{Proto: ProtoICMP, Src: ap("10.0.0.1:0"), Dst: ap("10.0.0.2:0"), ICMPType: 3, ICMPCode: 3}},
 		{"ipv4 options", edit(syn, func(b []byte) []byte {
 			b = append(b[:20:20], append([]byte{1, 1, 1, 0}, b[20:]...)...) // NOP NOP NOP EOL
 			b[0] = 0x46
@@ -138,7 +140,9 @@ func TestParse(t *testing.T) {
 			opts(0, 1), opts(60, 2), opts(43, 1), fragment(0, true), ah(), opts(60, 1)),
 			Packet{Proto: ProtoUDP, Src: ap("[fd00::1]:1"), Dst: ap("[fd00::2]:53")}},
 		{"ipv6 icmp", ipv6(ProtoICMPv6, "fe80::1", "ff02::1", []byte{135, 0, 0, 0}),
-			Packet{Proto: ProtoICMPv6, Src: ap("[fe80::1]:0"), Dst: ap("[ff02::1]:0")}},
+			Packet{Proto: ProtoICMPv6, Src: ap("[fe80::1]:0"), Dst: ap("[ff02::1]:0"), ICMPType: 135}},
+		{"ipv6 echo behind a hop-by-hop header", ipv6(ProtoICMPv6, "fd00::1", "fd00::2", []byte{128, 0, 0, 0}, opts(0, 1)),
+			Packet{Proto: ProtoICMPv6, Src: ap("[fd00::1]:0"), Dst: ap("[fd00::2]:0"), ICMPType: 128}},
 		{"ipv6 no next header", ipv6(59, "fd00::1", "fd00::2", nil),
 			Packet{Proto: 59, Src: ap("[fd00::1]:0"), Dst: ap("[fd00::2]:0")}},
 		{"ipv6 v4-mapped stays ipv6", ipv6(ProtoTCP, "::ffff:10.0.0.1", "fd00::2", tcp(1, 2, 0)),
@@ -186,6 +190,8 @@ func TestParseRejects(t *testing.T) {
 		{"udp length 7", edit(ipv4(ProtoUDP, "10.0.0.1", "10.0.0.2", udp(1, 2, 0)), func(b []byte) []byte { b[25] = 7; return b }), ErrMalformed},
 		{"udp length past packet", edit(ipv4(ProtoUDP, "10.0.0.1", "10.0.0.2", udp(1, 2, 0)), func(b []byte) []byte { b[25] = 9; return b }), ErrMalformed},
 		{"sctp short", ipv4(ProtoSCTP, "10.0.0.1", "10.0.0.2", sctp(1, 2)[:11]), ErrTruncated},
+		{"icmp short", ipv4(ProtoICMP, "10.0.0.1", "10.0.0.2", []byte{8, 0, 0}), ErrTruncated},
+		{"icmpv6 short", ipv6(ProtoICMPv6, "fd00::1", "fd00::2", []byte{128}), ErrTruncated},
 		{"ipv6 short header", syn6[:39], ErrTruncated},
 		{"ipv6 tcp cut", syn6[:59], ErrTruncated},
 		{"ipv6 payload length cuts tcp", edit(syn6, func(b []byte) []byte { b[5] = 10; return b }), ErrTruncated},
@@ -240,7 +246,7 @@ func TestParseDoesNotAllocate(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add(ipv4(ProtoTCP, "10.0.0.1", "10.0.0.2", tcp(40000, 443, TCPFlagSYN)))
 	f.Add(ipv4(ProtoUDP, "10.0.0.1", "10.0.0.2", udp(1, 2, 3)))
-	f.Add(ipv4(ProtoICMP, "10.0.0.1", "10.0.0.2", nil))
+	f.Add(ipv4(ProtoICMP, "10.0.0.1", "10.0.0.2", []byte{8, 0, 0, 0}))
 	f.Add(ipv6(ProtoSCTP, "fd00::1", "fd00::2", sctp(1, 2), opts(0, 1), fragment(0, true), ah()))
 	f.Add(ipv6(ProtoTCP, "fd00::1", "fd00::2", tcp(1, 2, 0), fragment(8, false)))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -271,6 +277,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if p.Proto != ProtoTCP && p.TCPFlags != 0 {
 			t.Fatalf("protocol %d gave TCP flags: %+v", p.Proto, p)
+		}
+		if !IsICMP(p.Proto) && (p.ICMPType != 0 || p.ICMPCode != 0) {
+			t.Fatalf("protocol %d gave an ICMP type: %+v", p.Proto, p)
 		}
 		if want, ok := kernelL4Proto(b); ok && b[0]>>4 == 6 && p.Proto != want {
 			t.Fatalf("protocol %d, the kernel sees %d", p.Proto, want)

@@ -26,7 +26,7 @@ type box struct {
 }
 
 // allProtocols is what a rule without ports allows: the whole port range of each protocol a rule may
-// name. Other protocols (ICMP) have no ports to match and are left to the queue.
+// name. ICMP and ICMPv6 have no ports to match and are left to the queue, even where a rule names them.
 var allProtocols = []policy.PortRange{{Protocol: policy.TCP}, {Protocol: policy.UDP}, {Protocol: policy.SCTP}}
 
 // ruleBoxes expands rules into boxes, IPv4 and IPv6 apart: every CIDR times every port range.
@@ -42,6 +42,9 @@ func ruleBoxes(rules []policy.Rule) (v4, v6 []box) {
 			}
 			lo, hi := prefixRange(c)
 			for _, pr := range ports {
+				if pr.Protocol.IsICMP() {
+					continue // ICMP has no ports to match; the queue judges its type
+				}
 				plo, phi := pr.Bounds()
 				b := box{lo: lo, hi: hi, span: span{pr.Protocol.Number(), plo, phi}}
 				if c.Addr().Is4() {

@@ -20,6 +20,7 @@ const (
 const (
 	loIndex    = 1 // the loopback device is interface 1 in every network namespace
 	protoTCP   = unix.IPPROTO_TCP
+	protoICMP  = unix.IPPROTO_ICMP
 	protoICMP6 = unix.IPPROTO_ICMPV6
 	ctOriginal = 0 // IP_CT_DIR_ORIGINAL: the direction the connection was opened in
 )
@@ -46,6 +47,81 @@ func l4protoIs(p uint8) []expr.Any { return metaIs(expr.MetaKeyL4PROTO, []byte{p
 func l4protoNot(p uint8) []expr.Any {
 	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: regScratch},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: regScratch, Data: []byte{p}}}
+}
+
+// notICMP matches packets that are neither ICMP nor ICMPv6.
+func notICMP() []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: regScratch},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: regScratch, Data: []byte{protoICMP}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: regScratch, Data: []byte{protoICMP6}}}
+}
+
+// ICMPv6 message types the kernel's conntrack leaves untracked (nf_conntrack_proto_icmpv6.c,
+// noct_valid_new): MLD and neighbour discovery. Redirect (137) is not among them: conntrack finds it
+// invalid, and the prelude drops it.
+const (
+	icmp6MLDQuery    = 130 // RFC 2710 §3.6, RFC 3810 §5.1
+	icmp6MLDReport   = 131 // RFC 2710 §3.6
+	icmp6MLDDone     = 132 // RFC 2710 §3.6
+	icmp6RouterSol   = 133 // RFC 4861 §4.1
+	icmp6NeighAdvert = 136 // RFC 4861 §4.4
+	icmp6MLDv2Report = 143 // RFC 3810 §5.2
+)
+
+// ndAndMLD returns the matches (one per rule) for the untracked ICMPv6 that IPv6 needs, each limited
+// as the RFC's receiver validates it, so that no other ICMPv6 passes untracked:
+//
+//   - Neighbour discovery, router solicitation to neighbour advertisement (133-136): hop limit 255
+//     (RFC 4861 §6.1.1, §6.1.2, §7.1.1, §7.1.2: "The IP Hop Limit field has a value of 255", proof that
+//     no router forwarded it). The addresses are not limited: address resolution and unreachability
+//     detection send solicitations and advertisements between unicast addresses of any scope.
+//   - MLD queries, reports and done (130-132, 143): hop limit 1 to a multicast destination, from a
+//     link-local source (RFC 2710 §3, RFC 3810 §5 and §6.2) or, for a report, the unspecified
+//     address, which a node uses before its link-local address is ready (RFC 3590 §4, RFC 3810 §5.2.13).
+func ndAndMLD() [][]expr.Any {
+	untracked := append(nfprotoIs(true), append(l4protoIs(protoICMP6), ctStateIn(expr.CtStateBitUNTRACKED)...)...)
+	typeIn := func(lo, hi byte) []expr.Any {
+		load := &expr.Payload{DestRegister: regScratch, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1}
+		if lo == hi {
+			return []expr.Any{load, cmpEq(regScratch, []byte{lo})}
+		}
+		return []expr.Any{load, &expr.Range{Op: expr.CmpOpEq, Register: regScratch, FromData: []byte{lo}, ToData: []byte{hi}}}
+	}
+	hopLimit := func(v byte) []expr.Any {
+		return []expr.Any{
+			&expr.Payload{DestRegister: regScratch, Base: expr.PayloadBaseNetworkHeader, Offset: 7, Len: 1},
+			cmpEq(regScratch, []byte{v}),
+		}
+	}
+	// The first 10 bits of fe80::/10 and the first byte of ff00::/8.
+	linkLocalSrc := []expr.Any{
+		&expr.Payload{DestRegister: regScratch, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 2},
+		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
+		cmpEq(regScratch, []byte{0xfe, 0x80}),
+	}
+	unspecifiedSrc := []expr.Any{
+		&expr.Payload{DestRegister: regScratch, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
+		cmpEq(regScratch, make([]byte, 16)),
+	}
+	multicastDst := []expr.Any{
+		&expr.Payload{DestRegister: regScratch, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 1},
+		cmpEq(regScratch, []byte{0xff}),
+	}
+	cat := func(parts ...[]expr.Any) []expr.Any {
+		var out []expr.Any
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	mld := cat(untracked, hopLimit(1), multicastDst)
+	return [][]expr.Any{
+		cat(untracked, typeIn(icmp6RouterSol, icmp6NeighAdvert), hopLimit(255)),
+		cat(mld, typeIn(icmp6MLDQuery, icmp6MLDDone), linkLocalSrc),
+		cat(mld, typeIn(icmp6MLDv2Report, icmp6MLDv2Report), linkLocalSrc),
+		cat(mld, typeIn(icmp6MLDReport, icmp6MLDReport), unspecifiedSrc),
+		cat(mld, typeIn(icmp6MLDv2Report, icmp6MLDv2Report), unspecifiedSrc),
+	}
 }
 
 func nfprotoIs(v6 bool) []expr.Any {

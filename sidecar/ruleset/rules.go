@@ -103,8 +103,11 @@ func guard() [][]expr.Any {
 func (b builder) prelude() rules {
 	var r rules
 	r.add(ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), acceptV)
-	// Neighbour discovery and MLD: the kernel does not track them, and IPv6 does not work without.
-	r.add(l4protoIs(protoICMP6), ctStateIn(expr.CtStateBitUNTRACKED), acceptV)
+	// Neighbour discovery and MLD: the kernel leaves them untracked, and IPv6 does not work without.
+	// Only they pass untracked, each as its RFC's receiver validates it (see ndAndMLD).
+	for _, m := range ndAndMLD() {
+		r.add(m, acceptV)
+	}
 	r.add(ctStateIn(expr.CtStateBitINVALID), dropV)
 	// The sidecar's own sockets carry MarkSelf (SO_MARK): it reaches policygen and DNS under deny-all.
 	// The guard chain has cleared MarkSelf from packets to any other destination. The connection keeps
@@ -116,7 +119,8 @@ func (b builder) prelude() rules {
 }
 
 // remember adds the key of an allowed connection to the seen sets (when they are in use), marks the
-// connection, and accepts. Adding to a full set fails and ends its rule, so the accept has a rule of
+// connection, and accepts. ICMP flows are never remembered: their key's "port" would be the ICMP
+// checksum, so each new ICMP flow (a ping run, one echo identifier) is queued and judged by its type. Adding to a full set fails and ends its rule, so the accept has a rule of
 // its own: a full seen set must never send the packet back to the queue.
 func (b builder) remember(r *rules, k keyKind, seen4, seen6 string) {
 	if b.o.usesSeen() {
@@ -125,7 +129,7 @@ func (b builder) remember(r *rules, k keyKind, seen4, seen6 string) {
 			if v6 {
 				set = seen6
 			}
-			r.add(markIs(MarkAllow), loadKey(k, v6),
+			r.add(markIs(MarkAllow), notICMP(), loadKey(k, v6),
 				[]expr.Any{&expr.Dynset{SrcRegKey: regKey, SetName: set, Operation: dynsetOpAdd}})
 		}
 	}

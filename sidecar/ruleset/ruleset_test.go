@@ -159,9 +159,9 @@ func TestReadBack(t *testing.T) {
 	chains, sets := readBack(t, ns, c)
 	wantChains := map[string]chainInfo{
 		ChainGuardOutput: {Hook: "output", Priority: -151, Rules: 4},
-		ChainOutput:      {Hook: "output", Priority: -150, Rules: 17},
+		ChainOutput:      {Hook: "output", Priority: -150, Rules: 21},
 		ChainGuardInput:  {Hook: "input", Priority: -1, Rules: 4},
-		ChainInput:       {Hook: "input", Priority: 0, Rules: 19},
+		ChainInput:       {Hook: "input", Priority: 0, Rules: 23},
 		ChainLoopback:    {Rules: 7},
 	}
 	if diff := cmp.Diff(wantChains, chains); diff != "" {
