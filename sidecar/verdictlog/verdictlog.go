@@ -87,9 +87,10 @@ type Logger struct {
 	allows   Allows
 	maxBuf   int
 
-	mu      sync.Mutex
-	buf     []byte // lines waiting for the writer
-	limits  [policy.Revoked + 1]*rate.Limiter // by verdict; index 0 is for a verdict out of range
+	mu  sync.Mutex
+	buf []byte // lines waiting for the writer
+	// limits are the token buckets by verdict; index 0 takes a verdict out of range.
+	limits  [policy.Revoked + 1]*rate.Limiter
 	first   firstFilter
 	pending suppressed
 	stats   Stats
