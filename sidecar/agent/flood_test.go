@@ -17,6 +17,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/internal/testutil"
+	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
@@ -82,9 +83,22 @@ func TestFloodDoesNotBlindTheLog(t *testing.T) {
 			t.Errorf("kernel queue drops during the flood: %s", d[0])
 		}
 	}
-	if n := w.metric(t, `podwall_verdicts_total{direction="ingress",verdict="deny"}`); n > 10 {
-		t.Errorf("%v flood SYNs decided in user space, want a few (the memo answers the rest)", n)
+	// SYNs queued before the first deny planted the key, and one each time the memo expires, reach
+	// the verdict loop: a small share of the flood.
+	hits := w.metric(t, "podwall_deny_memo_hits_total")
+	if n := w.metric(t, `podwall_verdicts_total{direction="ingress",verdict="deny"}`); n > hits/100 {
+		t.Errorf("%v flood SYNs decided in user space, %v in the kernel: want under 1%% in user space", n, hits)
 	}
+}
+
+// forgetDenials empties the ruleset's deny memo sets, as their timeout would.
+func (w *world) forgetDenials(t *testing.T) {
+	t.Helper()
+	var cmds []string
+	for _, set := range []string{ruleset.SetDenyMemoIngress4, ruleset.SetDenyMemoIngress6, ruleset.SetDenyMemoEgress4, ruleset.SetDenyMemoEgress6} {
+		cmds = append(cmds, "flush set inet "+ruleset.TableName+" "+set)
+	}
+	w.pod.Exec(t, "nft", strings.Join(cmds, "; "))
 }
 
 // lineFor waits for the verdict line of a connection to dst and returns it.
