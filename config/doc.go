@@ -28,13 +28,14 @@
 //	mode                  "" (the policy's)                  yes   Learn, Monitor or Protect, overriding the policy's
 //	log-allows            first                              yes   first, all or none (denies are always logged)
 //	log-allow-interval    1m                                 yes   with first: how long a logged allow keeps its key quiet
-//	log-rate              100                                yes   verdict lines per second, sustained
-//	log-burst             200                                yes   verdict lines at once above log-rate
+//	log-rate              100                                yes   verdict lines per second, sustained, per verdict
+//	log-burst             200                                yes   verdict lines of one verdict at once above log-rate
 //	mesh-outbound-ports   15001,4140 (Envoy, Linkerd)        no    proxy ports receiving redirected outbound connections
 //	mesh-inbound-ports    15006,4143 (Envoy, Linkerd)        no    proxy ports receiving redirected inbound connections
 //	queue-base            100                                no    first NFQUEUE number
 //	queue-count           0 = one per CPU, at most 4         no    NFQUEUE queues, fanned out by the kernel
 //	fail-mode             closed                             no    closed or open: traffic while no sidecar decides
+//	deny-memo-timeout     2s                                 no    Protect: a denied key is refused in the kernel this long
 //	policy-file           ""                                 no    resolved policy to enforce standalone
 //	policy-cache-dir      /var/lib/podwall                   no    last received policy, re-applied at start
 //	listen-addr           :9947                              no    /metrics and /readyz
@@ -48,6 +49,13 @@
 //	policygen-ca-file     "" (system roots)                  no    CA bundle for policygen
 //	app-net-raw           ""  (set by the injector)          no    app containers that keep CAP_NET_RAW, announced at start
 //	baseline-only         false                              no    install the starting ruleset, no verdict loop, and exit
+//
+// log-rate and log-burst size one token bucket for each verdict — allows, audits, denies and revoked
+// connections — rather than one for all: a SYN flood of denied connections cannot silence the allows,
+// nor a burst of allows the deny of a new peer. Suppressed lines are counted by verdict in the summary
+// line, as before. deny-memo-timeout (at least 100ms) is how long the kernel refuses, unqueued and
+// unlogged, a connection key (peer, protocol, port, direction) the sidecar denied; the refusals are
+// counted in podwall_deny_memo_hits_total.
 //
 // Exactly one of policy-file and policygen-url must be set. Port 9947 for listen-addr keeps clear of
 // the ports apps and proxies usually take in the pod's shared network namespace (Prometheus 9090,

@@ -34,6 +34,10 @@ type Sidecar struct {
 	Queue Queues `mapstructure:",squash"`
 	// FailMode says what happens to traffic when the sidecar is not there to decide (key fail-mode).
 	FailMode FailMode `mapstructure:"fail-mode"`
+	// DenyMemoTimeout is how long, in Protect, the kernel refuses a connection key the sidecar denied
+	// without asking it again (key deny-memo-timeout): the deny is logged once, and a flood of it
+	// leaves the queue to new keys.
+	DenyMemoTimeout time.Duration `mapstructure:"deny-memo-timeout"`
 	// PolicyFile is a resolved policy file to enforce without policygen (key policy-file, standalone
 	// mode). Exactly one of PolicyFile and PolicyGen.URL is set.
 	PolicyFile string `mapstructure:"policy-file"`
@@ -66,7 +70,7 @@ type SidecarLive struct {
 }
 
 // VerdictLog tunes the verdict lines on stdout. Denies are always logged; the rate limit covers every
-// line and the sidecar counts what it suppressed.
+// line, each verdict its own budget, and the sidecar counts what it suppressed.
 type VerdictLog struct {
 	// Allows says which allows are logged (key log-allows).
 	Allows AllowLog `mapstructure:"log-allows"`
@@ -74,7 +78,8 @@ type VerdictLog struct {
 	// (direction, peer, port, rule) quiet (key log-allow-interval).
 	AllowInterval time.Duration `mapstructure:"log-allow-interval"`
 	// Rate is the sustained verdict lines per second (key log-rate), Burst how many may come at once
-	// (key log-burst): a token bucket.
+	// (key log-burst): a token bucket for each verdict (allow, audit, deny, revoked), so that a flood
+	// of one does not use up the budget of the others.
 	Rate  float64 `mapstructure:"log-rate"`
 	Burst int     `mapstructure:"log-burst"`
 }
@@ -162,13 +167,14 @@ var sidecarLoader = loader{
 		f.String("mode", "", "override the policy's mode: Learn, Monitor or Protect (empty: the policy's)")
 		f.String("log-allows", string(LogFirstAllow), "which allows to log: first, all or none")
 		f.Duration("log-allow-interval", time.Minute, "with log-allows=first, how long a logged allow keeps its connection key quiet")
-		f.Float64("log-rate", 100, "verdict lines per second, sustained")
-		f.Int("log-burst", 200, "verdict lines at once above log-rate")
+		f.Float64("log-rate", 100, "verdict lines per second, sustained, for each verdict (allow, audit, deny, revoked)")
+		f.Int("log-burst", 200, "verdict lines of one verdict at once above log-rate")
 		f.IntSlice(string(sidecar.KeyMeshOutboundPorts), []int{15001, 4140}, "mesh proxy ports receiving redirected outbound connections")
 		f.IntSlice(string(sidecar.KeyMeshInboundPorts), []int{15006, 4143}, "mesh proxy ports receiving redirected inbound connections")
 		f.Uint16("queue-base", 100, "first NFQUEUE number")
 		f.Uint16("queue-count", 0, "number of NFQUEUE queues (0: one per CPU, at most 4)")
 		f.String("fail-mode", string(FailClosed), "traffic while the sidecar is not deciding: closed or open")
+		f.Duration("deny-memo-timeout", 2*time.Second, "in Protect, how long the kernel refuses a denied connection key without asking again")
 		f.String("policy-file", "", "resolved policy file to enforce without policygen (standalone)")
 		f.String(string(sidecar.KeyPolicyCacheDir), sidecar.CacheDir, "where the last received policy is kept (empty: no cache)")
 		f.String(string(sidecar.KeyListenAddr), ":"+strconv.Itoa(sidecar.DefaultPort), "address serving /metrics and /readyz")

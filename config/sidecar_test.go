@@ -31,10 +31,11 @@ func defaultSidecar(file string) Sidecar {
 			Base:  100,
 			Count: uint16(min(runtime.GOMAXPROCS(0), 4)),
 		},
-		FailMode:   FailClosed,
-		CacheDir:   "/var/lib/podwall",
-		ListenAddr: ":9947",
-		PolicyGen:  PolicyGen{TokenFile: "/var/run/secrets/podwall.io/token"},
+		FailMode:        FailClosed,
+		DenyMemoTimeout: 2 * time.Second,
+		CacheDir:        "/var/lib/podwall",
+		ListenAddr:      ":9947",
+		PolicyGen:       PolicyGen{TokenFile: "/var/run/secrets/podwall.io/token"},
 	}
 }
 
@@ -204,6 +205,7 @@ func TestLoadSidecarErrors(t *testing.T) {
 		{name: "queue-base negative", file: "queue-base: -1\n", want: []string{"queue-base", "-1 does not fit"}},
 		{name: "queue-base fraction", file: "queue-base: 100.5\n", want: []string{"queue-base", "100.5 does not fit"}},
 		{name: "queue-count bool", file: "queue-count: true\n", want: []string{"queue-count"}},
+		{name: "deny-memo-timeout", env: map[string]string{"PODWALL_DENY_MEMO_TIMEOUT": "10ms"}, want: []string{"deny-memo-timeout: 10ms is under the 100ms minimum"}},
 		{name: "fail-mode", file: "fail-mode: half\n", want: []string{`fail-mode: "half" is not one of "closed", "open"`}},
 		{name: "no policy source", args: []string{"--policy-file="}, want: []string{"policy-file: set policy-file (standalone) or policygen-url"}},
 		{name: "two policy sources", file: "policygen-url: https://pg\n", want: []string{"policygen-url: set policy-file or policygen-url, not both"}},

@@ -22,6 +22,9 @@ func (s Sidecar) validate() error {
 	s.Mesh.check(&p)
 	s.Queue.check(&p)
 	oneOf(&p, "fail-mode", s.FailMode, FailClosed, FailOpen)
+	if s.DenyMemoTimeout < 100*time.Millisecond {
+		p.add("deny-memo-timeout", "%v is under the 100ms minimum", s.DenyMemoTimeout)
+	}
 	s.checkPolicySource(&p)
 	checkListenAddr(&p, s.ListenAddr, s.Mesh)
 	s.Pod.check(&p)

@@ -87,6 +87,9 @@ func TestDatapath(t *testing.T) {
 	cut, alone := measureRevoke(t, rounds)
 	report(t, "revoke_ms", cut, "ms", alone, "value ≤ 1000 (1,000 open flows cut; baseline: the same apply with none open)")
 
+	flooded, calm := measureDenyFlood(t, rounds)
+	report(t, "deny_flood_first_deny_ms", flooded, "ms", calm, "value ≤ 100 (a new key's deny line during a 10k SYN/s flood of a denied key; baseline: no flood)")
+
 	// Peak memory after every run, with the 100k-peer policy and default logging, against 10 peers.
 	report(t, "rss_mib", big.peakRSS(t), "MiB", fw.peakRSS(t), "value ≤ 25 (100k-peer policy; baseline 10 peers)")
 	t.Logf("peak RSS with every allow logged: %.1f MiB (10 peers), %.1f MiB (100k peers)", all.peakRSS(t), allBig.peakRSS(t))

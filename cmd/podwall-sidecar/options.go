@@ -16,6 +16,7 @@ func options(c config.Sidecar) agent.Options {
 		PolicyGen:    agent.PolicyGen{URL: c.PolicyGen.URL, TokenFile: c.PolicyGen.TokenFile, CAFile: c.PolicyGen.CAFile},
 		CacheDir:     c.CacheDir,
 		FailOpen:     c.FailMode == config.FailOpen,
+		DenyMemo:     c.DenyMemoTimeout,
 		QueueNum:     c.Queue.Base,
 		QueueCount:   c.Queue.Count,
 		MeshOutPorts: c.Mesh.Outbound,

@@ -86,7 +86,7 @@ func (a *Agent) Revision() int64 {
 func (a *Agent) rulesetOptions(t Tunables) ruleset.Options {
 	o := ruleset.Options{
 		Queue: a.queue, QueueNum: a.opts.QueueNum, QueueCount: a.opts.QueueCount, FailOpen: a.opts.FailOpen,
-		SeenTimeout: t.Log.FirstInterval, SelfPorts: a.selfPorts(), SelfDests: a.selfDests,
+		SeenTimeout: t.Log.FirstInterval, DenyMemoTimeout: a.opts.DenyMemo, SelfPorts: a.selfPorts(), SelfDests: a.selfDests,
 	}
 	switch t.Log.Allows {
 	case verdictlog.AllowsAll:

@@ -48,7 +48,7 @@ func waitLines(t *testing.T, out *testutil.Buffer, want verdict.Line, n int) {
 
 // TestForgedMarksAreJudgedAndLogged: an app holding CAP_NET_RAW alone (uid 65534) sets each podwall
 // mark on its socket and connects over TCP and UDP to a port the Protect policy does not allow. The
-// peer receives nothing, each attempt gets its deny line, and nothing is remembered for the pod: an
+// peer receives nothing, each attempt (the deny memo emptied before it) gets its deny line, and nothing is remembered for the pod: an
 // ordinary process is refused afterwards.
 func TestForgedMarksAreJudgedAndLogged(t *testing.T) {
 	w := newWorld(t)
@@ -68,6 +68,7 @@ func TestForgedMarksAreJudgedAndLogged(t *testing.T) {
 	attempts := 0
 	for _, mark := range forgedMarks {
 		for _, network := range []string{"tcp", "udp"} {
+			w.forgetDenials(t) // so that each attempt reaches the verdict loop, not the deny memo
 			err := att.Connect(mark, network, target)
 			if network == "tcp" && !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("mark %#x: tcp to %s: %v, want connection refused", mark, target, err)
@@ -76,6 +77,7 @@ func TestForgedMarksAreJudgedAndLogged(t *testing.T) {
 			waitLines(t, w.out, denied, attempts)
 		}
 	}
+	w.forgetDenials(t) // what the ordinary process meets below is the verdict loop's answer
 	w.mustRefuseFast(t, target)
 	if _, err := w.dial(target); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("ordinary connection after the attacks: %v, want connection refused", err)

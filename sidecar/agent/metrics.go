@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
@@ -40,6 +41,9 @@ func (a *Agent) registerMetrics() {
 			Name: "podwall_learned_pending", Help: "Observed connections waiting to be reported.",
 		}, func() float64 { return float64(a.dp.reports.Len()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "podwall_deny_memo_hits_total", Help: "Connections refused in the kernel because their key was denied moments before (deny-memo-timeout); not logged one by one.",
+		}, a.denyMemoHits),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "podwall_learned_dropped_total", Help: "Observed connections evicted unreported (memory bound).",
 		}, func() float64 { return float64(a.dp.reports.Dropped()) }),
 	)
@@ -55,6 +59,20 @@ func (a *Agent) registerMetrics() {
 		a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
 			func() float64 { return float64(c.get(a.logStats())) }))
 	}
+}
+
+// denyMemoHits reads the ruleset's deny memo counter at scrape time.
+func (a *Agent) denyMemoHits() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.nft != nil && !a.stopped {
+		if n, err := ruleset.DenyMemoHits(a.nft); err == nil {
+			a.memoHits = n
+		} else {
+			a.log.V(1).Info("deny memo counter unread", "error", err.Error())
+		}
+	}
+	return float64(a.memoHits)
 }
 
 // logStats are the verdict log's counters since the start, across Reconfigure.

@@ -27,6 +27,9 @@ type Options struct {
 	FailOpen bool
 	// QueueNum and QueueCount choose the NFQUEUE queues (defaults 100 and 2).
 	QueueNum, QueueCount uint16
+	// DenyMemo is how long, in Protect, the kernel refuses a connection key the verdict loop denied
+	// without queueing it again (default ruleset.DefaultDenyMemoTimeout).
+	DenyMemo time.Duration
 	// MeshOutPorts and MeshInPorts are the mesh proxy's outbound and inbound redirect targets
 	// (defaults: Envoy 15001/15006, Linkerd 4140/4143).
 	MeshOutPorts, MeshInPorts []uint16

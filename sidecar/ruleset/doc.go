@@ -14,12 +14,14 @@
 //  1. established and related traffic is accepted (conntrack's fast path), invalid dropped;
 //  2. mark rules: the sidecar's own sockets (MarkSelf) pass, their connection marked MarkSelf; a
 //     packet the verdict loop answered with NF_REPEAT re-enters the chain carrying MarkDeny (refused:
-//     TCP reset or ICMP prohibited) or MarkAllow (its key is added to a seen set, the connection
+//     TCP reset or ICMP prohibited; in Protect its key is first added to a deny memo set) or MarkAllow (its key is added to a seen set, the connection
 //     marked, the packet accepted);
 //  3. where what no rule allows is refused, a TCP segment other than a SYN is refused: it opens no
 //     connection, and a connection cut by revocation must not be taken up mid-stream by a key;
 //  4. keys the kernel may decide alone are accepted: seen keys (unless LogAllowsAll), and what the
-//     allow sets allow with LogAllowsNone or Offline;
+//     allow sets allow with LogAllowsNone or Offline; in Protect, keys in the deny memo (denied less
+//     than Options.DenyMemoTimeout ago) are refused and counted (CounterDenyMemoHits), so that a flood
+//     of a denied key does not crowd new keys out of the queue;
 //  5. the opening packet of every other connection is queued (TCP: the SYN itself, since a
 //     "ct state new" match lets a few openings through unqueued);
 //  6. a final default decides whatever slipped past the queue: refused in Protect and Offline,

@@ -19,7 +19,7 @@ var forgedMarks = []uint32{MarkSelf, MarkAllow, MarkDeny | MarkAllow, MarkMask, 
 // TestForgedMarks attacks with marks: an app holding CAP_NET_RAW alone sets each podwall mark on its
 // socket and connects over TCP and UDP, IPv4 and IPv6, to a peer port the verdict loop denies, and
 // over loopback to a loopback deny port. The listeners receive nothing; every attempt is queued to the
-// verdict loop (which logs it) and refused; nothing is remembered in the seen sets, so an ordinary
+// verdict loop (which logs it) and refused, the deny memo emptied before each; nothing is remembered in the seen sets, so an ordinary
 // process is refused afterwards; and a forged MarkAllow to an allowed port is queued like any other.
 func TestForgedMarks(t *testing.T) {
 	x := newTopo(t)
@@ -41,6 +41,7 @@ func TestForgedMarks(t *testing.T) {
 			addr    netip.AddrPort
 		}{{"tcp", ap(x.peerAddr, 81)}, {"tcp", ap(x.peerV6, 81)}, {"udp", ap(x.peerAddr, 81)}, {"udp", ap(x.peerV6, 81)},
 			{"tcp", ap(lo, 15000)}} {
+			x.forgetDenials(t) // so that each attempt is queued, not refused by the deny memo
 			before := v.queued.Load()
 			// A queued datagram is sent as far as its socket knows: only the peer can tell.
 			if err := att.Connect(mark, to.network, to.addr); to.network == "tcp" && !errors.Is(err, syscall.ECONNREFUSED) {

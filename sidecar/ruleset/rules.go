@@ -42,7 +42,7 @@ type chainSpec struct {
 // buildChains returns every chain of the table with its rules. It does no I/O. The rules depend on
 // the options and the mode only, never on the size of the policy.
 func buildChains(t *nftables.Table, o Options, mode policy.Mode) []chainSpec {
-	b := builder{o: o, refuse: mode == policy.Protect || o.Offline}
+	b := builder{o: o, refuse: mode == policy.Protect || o.Offline, memo: o.usesDenyMemo(mode)}
 	accept := nftables.ChainPolicyAccept
 	base := func(name string, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
 		return &nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: hook,
@@ -63,6 +63,8 @@ type builder struct {
 	// refuse says whether what no rule allows is refused (Protect, or no verdict loop at all) or
 	// accepted (Learn and Monitor, which the verdict loop only logs).
 	refuse bool
+	// memo says whether denied keys are remembered and refused in the kernel (see memoDenied).
+	memo bool
 }
 
 // rules collects rules, each the concatenation of its parts.
@@ -100,7 +102,7 @@ func guard() [][]expr.Any {
 // prelude is what both judging chains start with. The mark rules come before any queue rule: the
 // verdict loop answers a queued packet with NF_REPEAT and MarkAllow or MarkDeny, and the packet
 // re-enters the chain from the top carrying it.
-func (b builder) prelude() rules {
+func (b builder) prelude(k keyKind) rules {
 	var r rules
 	r.add(ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), acceptV)
 	// Neighbour discovery and MLD: the kernel leaves them untracked, and IPv6 does not work without.
@@ -113,6 +115,7 @@ func (b builder) prelude() rules {
 	// The guard chain has cleared MarkSelf from packets to any other destination. The connection keeps
 	// it in its mark, so that revocation knows the connection for the sidecar's own (SelfConn).
 	r.add(markIs(MarkSelf), setCtMark(MarkSelf), acceptV)
+	b.memoDenied(&r, k)
 	r.add(markIs(MarkDeny), reject(true))
 	r.add(markIs(MarkDeny), reject(false))
 	return r
@@ -187,24 +190,26 @@ func (b builder) final(r *rules) {
 }
 
 func (b builder) output() [][]expr.Any {
-	r := b.prelude()
+	r := b.prelude(keyEgress)
 	b.remember(&r, keyEgress, SetSeenEgress4, SetSeenEgress6)
 	r.add(metaIs(expr.MetaKeyOIF, native32(loIndex)), acceptV) // loopback is judged on input
 	b.midStream(&r)
 	b.known(&r, keyEgress, SetSeenEgress4, SetSeenEgress6, SetAllowEgress4, SetAllowEgress6)
+	b.memoRefuse(&r, keyEgress)
 	b.queue(&r, nil)
 	b.final(&r)
 	return r
 }
 
 func (b builder) input() [][]expr.Any {
-	r := b.prelude()
+	r := b.prelude(keyIngress)
 	r.add(metaIs(expr.MetaKeyIIF, native32(loIndex)), []expr.Any{jump(ChainLoopback)})
 	b.remember(&r, keyIngress, SetSeenIngress4, SetSeenIngress6)
 	// Kubelet probes and scrapes reach the sidecar in every mode.
 	r.add(tcpDportIn(SetSelfPorts), acceptV)
 	b.midStream(&r)
 	b.known(&r, keyIngress, SetSeenIngress4, SetSeenIngress6, SetAllowIngress4, SetAllowIngress6)
+	b.memoRefuse(&r, keyIngress)
 	if !b.o.Offline {
 		r.add(markOrigPort())
 	}

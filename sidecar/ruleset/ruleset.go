@@ -84,6 +84,10 @@ const (
 // DefaultSeenTimeout is Options.SeenTimeout's default.
 const DefaultSeenTimeout = time.Minute
 
+// DefaultDenyMemoTimeout is Options.DenyMemoTimeout's default: long enough to absorb a SYN flood's
+// retries, short enough that a peer which keeps trying is logged again every few seconds.
+const DefaultDenyMemoTimeout = 2 * time.Second
+
 // Options shape the ruleset. The zero value queues to queue 0 with the native expression, fails
 // closed, and logs each allowed key once a minute.
 type Options struct {
@@ -99,6 +103,10 @@ type Options struct {
 	LogAllows LogAllows
 	// SeenTimeout is how long a seen key is accepted in the kernel (default DefaultSeenTimeout).
 	SeenTimeout time.Duration
+	// DenyMemoTimeout is how long, in Protect, a key the verdict loop denied is refused in the kernel
+	// without being queued again (default DefaultDenyMemoTimeout): the deny was logged once, and a
+	// flood of it must not crowd new keys out of the queue.
+	DenyMemoTimeout time.Duration
 	// SelfPorts are the sidecar's own TCP ports (metrics, readiness), open to ingress in every mode.
 	SelfPorts []uint16
 	// SelfDests are the destinations the sidecar's own sockets (MarkSelf) may reach whatever the
@@ -117,6 +125,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SeenTimeout == 0 {
 		o.SeenTimeout = DefaultSeenTimeout
 	}
+	if o.DenyMemoTimeout == 0 {
+		o.DenyMemoTimeout = DefaultDenyMemoTimeout
+	}
 	switch {
 	case o.Queue != QueueNative && o.Queue != QueueCompat:
 		return o, fmt.Errorf("queue kind %d unknown", o.Queue)
@@ -126,6 +137,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("log allows %d unknown", o.LogAllows)
 	case o.SeenTimeout < time.Millisecond:
 		return o, fmt.Errorf("seen timeout %s: want at least 1ms", o.SeenTimeout)
+	case o.DenyMemoTimeout < time.Millisecond:
+		return o, fmt.Errorf("deny memo timeout %s: want at least 1ms", o.DenyMemoTimeout)
 	case slices.Contains(o.SelfPorts, 0):
 		return o, errors.New("port 0 in self ports")
 	}
@@ -139,6 +152,10 @@ func (o Options) withDefaults() (Options, error) {
 
 // usesSeen says whether the seen sets exist: with LogAllowsAll every connection is queued anyway.
 func (o Options) usesSeen() bool { return o.LogAllows != LogAllowsAll }
+
+// usesDenyMemo says whether the deny memo sets exist: only the verdict loop denies, and only in
+// Protect (Learn and Monitor never deny; Offline has no verdict loop).
+func (o Options) usesDenyMemo(m policy.Mode) bool { return m == policy.Protect && !o.Offline }
 
 func table() *nftables.Table {
 	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
@@ -216,6 +233,8 @@ func (s state) replace(c *nftables.Conn, t *nftables.Table, chains []chainSpec, 
 			}
 		}
 	}
+	// The counter outlives each Apply: a counter object that exists already is left as it is.
+	c.AddObj(denyMemoHits(t))
 	for _, ch := range chains {
 		for _, r := range ch.rules {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch.chain, Exprs: r})

@@ -159,9 +159,9 @@ func TestReadBack(t *testing.T) {
 	chains, sets := readBack(t, ns, c)
 	wantChains := map[string]chainInfo{
 		ChainGuardOutput: {Hook: "output", Priority: -151, Rules: 4},
-		ChainOutput:      {Hook: "output", Priority: -150, Rules: 21},
+		ChainOutput:      {Hook: "output", Priority: -150, Rules: 27},
 		ChainGuardInput:  {Hook: "input", Priority: -1, Rules: 4},
-		ChainInput:       {Hook: "input", Priority: 0, Rules: 23},
+		ChainInput:       {Hook: "input", Priority: 0, Rules: 29},
 		ChainLoopback:    {Rules: 7},
 	}
 	if diff := cmp.Diff(wantChains, chains); diff != "" {
@@ -180,6 +180,7 @@ func TestReadBack(t *testing.T) {
 		SetAllowEgress6:      {},
 		SetAllowEgress6Exact: {"fd00:2::53 . 17 . 53", "fd00:2::53 . 6 . 53"},
 		SetSeenIngress4:      {}, SetSeenIngress6: {}, SetSeenEgress4: {}, SetSeenEgress6: {},
+		SetDenyMemoIngress4: {}, SetDenyMemoIngress6: {}, SetDenyMemoEgress4: {}, SetDenyMemoEgress6: {},
 		SetSelfPorts:    {"9090", "9091"},
 		SetSelfDests4:   {"10.96.0.10 . 17 . 53", "10.96.0.10 . 6 . 53", "10.96.0.7 . 6 . 9443"},
 		SetSelfDests6:   {"fd00:96::a . 17 . 53"},

@@ -35,6 +35,13 @@ const (
 	SetSeenIngress6 = "seen_ingress6"
 	SetSeenEgress4  = "seen_egress4"
 	SetSeenEgress6  = "seen_egress6"
+	// SetDenyMemoIngress4 and its siblings remember, for Options.DenyMemoTimeout, the keys of
+	// connections the verdict loop denied (Protect only), so that a flood of connections to a denied key
+	// is refused in the kernel and the queue stays free for new keys.
+	SetDenyMemoIngress4 = "deny_memo_ingress4"
+	SetDenyMemoIngress6 = "deny_memo_ingress6"
+	SetDenyMemoEgress4  = "deny_memo_egress4"
+	SetDenyMemoEgress6  = "deny_memo_egress6"
 	// SetSelfPorts holds the sidecar's own TCP ports, open to ingress in every mode.
 	SetSelfPorts = "self_ports"
 	// SetSelfDests4 and SetSelfDests6 hold "address . protocol . port" of the destinations the
@@ -56,6 +63,9 @@ const (
 	// seenSize bounds each seen set. When one is full the kernel stops adding to it and repeat
 	// connections are queued again: slower, never wrong.
 	seenSize = 65536
+	// denyMemoSize bounds each deny memo set the same way: when one is full, denied keys are queued
+	// (and decided, and refused) again.
+	denyMemoSize = 65536
 	// sndBuf is the netlink send buffer Dial asks for: one batch of maxElements fits.
 	sndBuf = 128 << 20
 )
@@ -83,7 +93,15 @@ func buildSets(t *nftables.Table, p *policy.Policy, o Options) ([]setSpec, error
 			name string
 			key  nftables.SetDatatype
 		}{{SetSeenIngress4, keyAddrPort4}, {SetSeenIngress6, keyAddrPort6}, {SetSeenEgress4, keyAddrPort4}, {SetSeenEgress6, keyAddrPort6}} {
-			specs = append(specs, setSpec{set: seenSet(t, s.name, s.key, o.SeenTimeout)})
+			specs = append(specs, setSpec{set: dynamicSet(t, s.name, s.key, o.SeenTimeout, seenSize)})
+		}
+	}
+	if o.usesDenyMemo(p.Mode) {
+		for _, s := range []struct {
+			name string
+			key  nftables.SetDatatype
+		}{{SetDenyMemoIngress4, keyAddrPort4}, {SetDenyMemoIngress6, keyAddrPort6}, {SetDenyMemoEgress4, keyAddrPort4}, {SetDenyMemoEgress6, keyAddrPort6}} {
+			specs = append(specs, setSpec{set: dynamicSet(t, s.name, s.key, o.DenyMemoTimeout, denyMemoSize)})
 		}
 	}
 	self4, self6 := destElements(o.SelfDests)
@@ -168,10 +186,11 @@ func exactSet(t *nftables.Table, name string, key nftables.SetDatatype, size int
 	return &nftables.Set{Table: t, Name: name, KeyType: key, Concatenation: true, Size: uint32(size)}
 }
 
-// seenSet is a hash set the ruleset adds keys to from the packet path, each key expiring after timeout.
-func seenSet(t *nftables.Table, name string, key nftables.SetDatatype, timeout time.Duration) *nftables.Set {
+// dynamicSet is a hash set of at most size keys that the ruleset adds keys to from the packet path,
+// each key expiring after timeout.
+func dynamicSet(t *nftables.Table, name string, key nftables.SetDatatype, timeout time.Duration, size uint32) *nftables.Set {
 	return &nftables.Set{Table: t, Name: name, KeyType: key, Concatenation: true, Dynamic: true,
-		HasTimeout: true, Timeout: timeout, Size: seenSize}
+		HasTimeout: true, Timeout: timeout, Size: size}
 }
 
 func portSet(t *nftables.Table, name string) *nftables.Set {

@@ -17,8 +17,10 @@
 // judged: for a redirected connection, the original destination's). Allows left out this way
 // are counted (Stats.Filtered) but are not "suppressed": the operator asked for it.
 //
-// Every line, of any verdict, then passes a token bucket (golang.org/x/time/rate: Options.Rate lines per
-// second, Options.Burst at once), so that a port scan cannot flood the node's log pipeline. Nothing is dropped silently: what
+// Every line then passes its verdict's token bucket (golang.org/x/time/rate: Options.Rate lines per
+// second, Options.Burst at once), so that a port scan cannot flood the node's log pipeline. Allows,
+// audits, denies and revoked connections each have a bucket of their own: a flood of one verdict
+// (a SYN flood of denied connections) does not use up the budget of the others. Nothing is dropped silently: what
 // the bucket refuses is counted, and the next line that gets through is preceded by a summary line
 // (verdict.Line with its suppressed counts), which Close also writes if anything is still unreported.
 //

@@ -8,7 +8,7 @@ import (
 	"podwall.io/podwall/api/policy"
 )
 
-// newLimiter returns the token bucket every line passes: r lines a second, at most burst at once. A
+// newLimiter returns the token bucket every line of one verdict passes: r lines a second, at most burst at once. A
 // rate of zero means no limit. The Logger passes its own clock (Options.Now) to each AllowN.
 func newLimiter(r float64, burst int) *rate.Limiter {
 	if r == 0 {

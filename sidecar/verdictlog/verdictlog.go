@@ -49,9 +49,12 @@ type Options struct {
 	Allows Allows
 	// FirstInterval is AllowsFirst's interval; zero means one minute.
 	FirstInterval time.Duration
-	// Rate is the sustained limit in lines per second; zero means no limit.
+	// Rate is the sustained limit in lines per second; zero means no limit. Each verdict (allow, audit,
+	// deny, revoked) has a bucket of its own, so that a flood of one cannot crowd out the lines of
+	// another: a SYN flood of denied connections leaves the allows logged, and the reverse.
 	Rate float64
-	// Burst is how many lines may pass at once above Rate; zero means Rate, and at least one.
+	// Burst is how many lines of one verdict may pass at once above Rate; zero means Rate, and at
+	// least one.
 	Burst int
 	// BufferBytes is how far the writer may fall behind before lines are dropped; zero means 1 MiB.
 	BufferBytes int
@@ -84,9 +87,10 @@ type Logger struct {
 	allows   Allows
 	maxBuf   int
 
-	mu      sync.Mutex
-	buf     []byte // lines waiting for the writer
-	limit   *rate.Limiter
+	mu  sync.Mutex
+	buf []byte // lines waiting for the writer
+	// limits are the token buckets by verdict; index 0 takes a verdict out of range.
+	limits  [policy.Revoked + 1]*rate.Limiter
 	first   firstFilter
 	pending suppressed
 	stats   Stats
@@ -108,11 +112,13 @@ func New(w io.Writer, id Identity, opts Options) (*Logger, error) {
 		now:      opts.Now,
 		allows:   opts.Allows,
 		maxBuf:   opts.BufferBytes,
-		limit:    newLimiter(opts.Rate, opts.Burst),
 		first:    firstFilter{interval: opts.FirstInterval, seen: map[firstKey]struct{}{}},
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		exit:     make(chan struct{}),
+	}
+	for i := range l.limits {
+		l.limits[i] = newLimiter(opts.Rate, opts.Burst)
 	}
 	go l.run()
 	return l, nil
@@ -162,7 +168,7 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 		l.stats.Dropped++
 		l.pending.add(d.Verdict, now, false)
 		return
-	case !l.limit.AllowN(now, 1):
+	case !l.limit(d.Verdict).AllowN(now, 1):
 		l.stats.RateLimited++
 		l.pending.add(d.Verdict, now, true)
 		return
@@ -177,6 +183,14 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 	case l.wake <- struct{}{}:
 	default:
 	}
+}
+
+// limit is the token bucket of verdict v's lines.
+func (l *Logger) limit(v policy.Verdict) *rate.Limiter {
+	if int(v) >= len(l.limits) {
+		v = 0
+	}
+	return l.limits[v]
 }
 
 // Notice writes a notice line (verdict.Line's notice fields): something the pod's operator must know

@@ -102,6 +102,7 @@ func TestLine(t *testing.T) {
 		Remote: netip.MustParseAddrPort("10.244.1.3:5000")}
 	allow := decide.Decision{Verdict: policy.Allow, Rule: "dns\"\n", Evaluator: "ingress", Peer: "workload:a/\\b\x01",
 		Mode: policy.Protect, Revision: 1}
+	l.Log(ingress, allow)
 	l.Log(ingress, allow) // rate limited
 	clk.advance(time.Second)
 	l.Log(ingress, allow)
@@ -116,6 +117,11 @@ func TestLine(t *testing.T) {
 		Dst: netip.MustParseAddrPort("127.0.0.1:15001"), Peer: "cidr:fd00::1/128", Verdict: policy.Audit,
 		Rule: "default", Mode: policy.Monitor, PolicyRevision: 42, Evaluator: "default",
 		OriginalDst: netip.MustParseAddrPort("[fd00::1]:443"),
+	}, {
+		Time: t0, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web",
+		Direction: policy.Ingress, Proto: 17, Src: netip.MustParseAddrPort("10.244.1.3:5000"),
+		Dst: netip.MustParseAddrPort("10.244.0.5:53"), Peer: "workload:a/\\b\x01", Verdict: policy.Allow,
+		Rule: "dns\"\n", Mode: policy.Protect, PolicyRevision: 1, Evaluator: "ingress",
 	}, {
 		Time: t1, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web",
 		Suppressed: 1, RateLimited: 1, SuppressedAllow: 1, Since: t0,
@@ -222,12 +228,12 @@ func TestAllows(t *testing.T) {
 func TestFirstRateLimited(t *testing.T) {
 	var out testutil.Buffer
 	l, clk := newLogger(t, &out, Options{Allows: AllowsFirst, Rate: 1})
-	l.Log(egress("10.0.0.2:80"), decision(policy.Deny, "p"))
+	l.Log(egress("10.0.0.2:81"), decision(policy.Allow, "p"))
 	l.Log(egress("10.0.0.1:80"), decision(policy.Allow, "p")) // rate limited
 	clk.advance(time.Second)
 	l.Log(egress("10.0.0.1:80"), decision(policy.Allow, "p"))
 	closeLogger(t, l)
-	want := []string{"deny 10.0.0.2:80 2026-11-27T03:00:00.123456789Z",
+	want := []string{"allow 10.0.0.2:81 2026-11-27T03:00:00.123456789Z",
 		"summary suppressed=1 rate_limited=1 dropped=0 deny=0 audit=0 allow=1 since=2026-11-27T03:00:00.123456789Z",
 		"allow 10.0.0.1:80 2026-11-27T03:00:01.123456789Z"}
 	if diff := cmp.Diff(want, logged(t, &out)); diff != "" {
@@ -253,7 +259,7 @@ func TestRateLimit(t *testing.T) {
 	var out testutil.Buffer
 	l, clk := newLogger(t, &out, Options{Rate: 2, Burst: 3})
 	for i := range 5 {
-		l.Log(egress(fmt.Sprintf("10.0.0.%d:80", i)), decision([]policy.Verdict{policy.Deny, policy.Allow, policy.Audit}[i%3], "p"))
+		l.Log(egress(fmt.Sprintf("10.0.0.%d:80", i)), decision(policy.Deny, "p"))
 	}
 	clk.advance(250 * time.Millisecond) // half a token: still limited
 	l.Log(egress("10.0.0.9:80"), decision(policy.Deny, "p"))
@@ -263,9 +269,9 @@ func TestRateLimit(t *testing.T) {
 	closeLogger(t, l)
 	want := []string{
 		"deny 10.0.0.0:80 2026-11-27T03:00:00.123456789Z",
-		"allow 10.0.0.1:80 2026-11-27T03:00:00.123456789Z",
-		"audit 10.0.0.2:80 2026-11-27T03:00:00.123456789Z",
-		"summary suppressed=3 rate_limited=3 dropped=0 deny=2 audit=0 allow=1 since=2026-11-27T03:00:00.123456789Z",
+		"deny 10.0.0.1:80 2026-11-27T03:00:00.123456789Z",
+		"deny 10.0.0.2:80 2026-11-27T03:00:00.123456789Z",
+		"summary suppressed=3 rate_limited=3 dropped=0 deny=3 audit=0 allow=0 since=2026-11-27T03:00:00.123456789Z",
 		"deny 10.0.0.10:80 2026-11-27T03:00:00.623456789Z",
 		// The last line is suppressed too, and Close reports it.
 		"summary suppressed=1 rate_limited=1 dropped=0 deny=1 audit=0 allow=0 since=2026-11-27T03:00:00.623456789Z",
@@ -276,6 +282,33 @@ func TestRateLimit(t *testing.T) {
 	want2 := Stats{Logged: 4, RateLimited: 4, Summaries: 2}
 	if diff := cmp.Diff(want2, l.Stats()); diff != "" {
 		t.Fatalf("stats (-want +got):\n%s", diff)
+	}
+}
+
+// TestRateLimitPerVerdict checks that each verdict has a budget of its own: a flood of denies that
+// empties the deny bucket leaves the audit, allow and revoked lines logged, and the summary still
+// counts the suppressed lines by verdict.
+func TestRateLimitPerVerdict(t *testing.T) {
+	var out testutil.Buffer
+	l, _ := newLogger(t, &out, Options{Rate: 1, Burst: 1})
+	for i := range 100 {
+		l.Log(egress(fmt.Sprintf("10.0.0.%d:80", i)), decision(policy.Deny, "p"))
+	}
+	l.Log(egress("10.0.1.1:80"), decision(policy.Audit, "p"))
+	l.Log(egress("10.0.1.2:80"), decision(policy.Allow, "p"))
+	l.Log(egress("10.0.1.3:80"), decision(policy.Allow, "p")) // the allow bucket is empty now
+	l.Log(egress("10.0.1.4:80"), decision(policy.Revoked, "p"))
+	closeLogger(t, l)
+	want := []string{
+		"deny 10.0.0.0:80 2026-11-27T03:00:00.123456789Z",
+		"summary suppressed=99 rate_limited=99 dropped=0 deny=99 audit=0 allow=0 since=2026-11-27T03:00:00.123456789Z",
+		"audit 10.0.1.1:80 2026-11-27T03:00:00.123456789Z",
+		"allow 10.0.1.2:80 2026-11-27T03:00:00.123456789Z",
+		"summary suppressed=1 rate_limited=1 dropped=0 deny=0 audit=0 allow=1 since=2026-11-27T03:00:00.123456789Z",
+		"revoked 10.0.1.4:80 2026-11-27T03:00:00.123456789Z",
+	}
+	if diff := cmp.Diff(want, logged(t, &out)); diff != "" {
+		t.Fatalf("lines (-want +got):\n%s", diff)
 	}
 }
 
