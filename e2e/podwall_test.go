@@ -4,9 +4,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,6 +22,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/testutil"
 )
 
 // TestPodwallStory is the product's main path on a real cluster, step by step (each step needs the
@@ -44,7 +48,11 @@ func TestPodwallStory(t *testing.T) {
 	}{
 		{"sidecar first", func(t *testing.T) { sidecarFirst(t, client) }},
 		{"learn", func(t *testing.T) { learn(t, ns) }},
+		{"learn lets the app ping", func(t *testing.T) { pingFrom(t, ns, client, server, "ping reply") }},
 		{"protect keeps the allowed flow", func(t *testing.T) { protect(t, ns, client) }},
+		{"protect refuses an unlisted ping and says so", func(t *testing.T) {
+			pingFrom(t, ns, client, server, "ping timeout")
+		}},
 		{"unlisted connection refused fast and logged", func(t *testing.T) {
 			unlistedRefused(t, ns, client, server, unlistedURL)
 		}},
@@ -56,6 +64,9 @@ func TestPodwallStory(t *testing.T) {
 		}},
 		{"killing the sidecar lets nothing unlisted through", func(t *testing.T) {
 			killSidecar(t, ns, client)
+		}},
+		{"a revoked rule cuts its open connection", func(t *testing.T) {
+			revokeOpen(t, ns, client, net.JoinHostPort(svc.Spec.ClusterIP, "8080"))
 		}},
 	}
 	for _, s := range steps {
@@ -273,4 +284,80 @@ func killSidecar(t *testing.T, ns string, pod *corev1.Pod) {
 	if oks := linesSince(t, ns, pod.Name, "prober", killed, "connect ok"); len(oks) > 0 {
 		t.Errorf("unlisted connections succeeded around the sidecar's death:\n%s", strings.Join(oks, "\n"))
 	}
+}
+
+// pingFrom pings the server from the client's app container, which holds no CAP_NET_RAW: the ICMP
+// datagram socket the injected net.ipv4.ping_group_range opens. want is the workload's answer: a reply
+// in Learn; a timeout in Protect (no rule names ICMP), with the deny line saying ICMP.
+func pingFrom(t *testing.T, ns string, client, server *corev1.Pod, want string) {
+	since := time.Now()
+	out := kubectl(t, "-n", ns, "exec", client.Name, "-c", "client", "--", "/workload", "ping", "-addr", server.Status.PodIP)
+	if !strings.Contains(out, want) {
+		t.Fatalf("ping %s: %s, want %q", server.Status.PodIP, strings.TrimSpace(out), want)
+	}
+	verdict := policy.Allow
+	if want == "ping timeout" {
+		verdict = policy.Deny
+	}
+	eventually(t, "an ICMP "+verdict.String()+" line", 30*time.Second, func() error {
+		for _, l := range verdictLines(t, ns, client.Name, since.Add(-time.Second)) {
+			if l.Verdict == verdict && l.Proto.Name() == "ICMP" && l.Dst.Addr().String() == server.Status.PodIP {
+				return nil
+			}
+		}
+		return errors.New("no such verdict line")
+	})
+}
+
+// revokeOpen holds a connection from the client to addr (the server's Service, allowed by the learned
+// rule), then removes the client's learned rules: the open connection stops at once, with a revoked
+// line, instead of living on under a policy that no longer allows it.
+func revokeOpen(t *testing.T, ns string, client *corev1.Pod, addr string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out testutil.Buffer
+	holder := exec.CommandContext(ctx, env.kubectl, "--kubeconfig", env.Kubeconfig, "-n", ns, "exec", client.Name,
+		"-c", "client", "--", "/workload", "hold", "-addr", addr)
+	holder.Stdout, holder.Stderr = &out, &out
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Wait()
+	eventually(t, "the held connection answers", time.Minute, func() error {
+		if !strings.Contains(out.String(), "hold ok 3") {
+			return fmt.Errorf("holder: %q", out.String())
+		}
+		return nil
+	})
+
+	p, err := workloadPolicy(t, ns, "deployment-client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []v1alpha1.Rule
+	for _, r := range p.Spec.Egress {
+		if r.Origin != policy.OriginLearned {
+			kept = append(kept, r)
+		}
+	}
+	patch, err := json.Marshal(map[string]any{"spec": map[string]any{"egress": kept}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now()
+	kubectl(t, "-n", ns, "patch", "workloadpolicy", "deployment-client", "--type", "merge", "-p", string(patch))
+	eventually(t, "the held connection is cut", 30*time.Second, func() error {
+		if !strings.Contains(out.String(), "hold broken") {
+			return errors.New("still answering")
+		}
+		return nil
+	})
+	eventually(t, "a revoked line for the held connection", 30*time.Second, func() error {
+		for _, l := range verdictLines(t, ns, client.Name, since.Add(-time.Second)) {
+			if l.Verdict == policy.Revoked && l.Dst.Port() == 8080 {
+				return nil
+			}
+		}
+		return errors.New("no revoked line")
+	})
 }

@@ -1,9 +1,8 @@
 // Package workload is the test workload of the e2e cluster: one static binary whose subcommands are
-// the pause container, an HTTP server, a client that connects in a loop, an in-pod attacker, and a
-// small service-mesh pair (a redirecting proxy and the init step that installs the redirect, like
-// istio-init). Every
-// subcommand writes one line per event to stdout so that tests read what happened with
-// `kubectl logs` (or the CRI log files) instead of trusting timing.
+// the pause container, an HTTP server, a client that connects in a loop, an in-pod attacker, a ping, a
+// long-lived connection, and a small service-mesh pair (a redirecting proxy and the init step that
+// installs the redirect, like istio-init). Every subcommand writes one line per event to stdout so
+// that tests read what happened with `kubectl logs` (or the CRI log files) instead of trusting timing.
 package workload
 
 import (
@@ -22,7 +21,7 @@ import (
 // Run executes the subcommand named by args[0] until ctx ends or the subcommand fails.
 func Run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: workload pause|serve|connect|attack|proxy|redirect [flags]")
+		return errors.New("usage: workload pause|serve|connect|attack|ping|hold|proxy|redirect [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	switch args[0] {
@@ -52,6 +51,20 @@ func Run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		return attack(ctx, *addr, out)
+	case "ping":
+		addr := fs.String("addr", "", "IPv4 address to ping")
+		timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the reply")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return ping(ctx, *addr, *timeout, out)
+	case "hold":
+		addr := fs.String("addr", "", "host:port of the HTTP server to hold a connection to")
+		interval := fs.Duration("interval", 200*time.Millisecond, "pause between requests")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return hold(ctx, *addr, *interval, out)
 	case "proxy":
 		addr := fs.String("addr", ":15001", "listen address of the redirected outbound connections")
 		if err := fs.Parse(args[1:]); err != nil {
