@@ -9,6 +9,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"podwall.io/podwall/internal/testutil"
 )
 
 // TestClusterServesTraffic proves the cluster itself: a pod from a locally built image runs, serves
@@ -19,7 +21,7 @@ func TestClusterServesTraffic(t *testing.T) {
 	server := createPod(t, ns, "server", corev1.PodSpec{Containers: []corev1.Container{workloadContainer("server", "serve")}})
 	svc := service(t, ns, "server", 8080)
 
-	eventually(t, "host reaches the server pod", 30*time.Second, func() error {
+	testutil.Await(t, "host reaches the server pod", 30*time.Second, func() error {
 		resp, err := http.Get(fmt.Sprintf("http://%s:8080/", server.Status.PodIP))
 		if err != nil {
 			return err

@@ -66,22 +66,11 @@ func kubectlOut(args ...string) (string, error) {
 	return string(out), err
 }
 
-// eventually is testutil.Eventually with the e2e's habit of saying what it waited for.
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() error) {
-	t.Helper()
-	testutil.Eventually(t, timeout, func() error {
-		if err := cond(); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		return nil
-	})
-}
-
 // runningPod waits until the pod runs with every container ready and returns it.
 func runningPod(t *testing.T, ns, name string) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
-	eventually(t, "pod "+ns+"/"+name+" running and ready", 2*time.Minute, func() error {
+	testutil.Await(t, "pod "+ns+"/"+name+" running and ready", 2*time.Minute, func() error {
 		var err error
 		pod, err = env.Client.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
@@ -105,7 +94,7 @@ func runningPod(t *testing.T, ns, name string) *corev1.Pod {
 func waitLog(t *testing.T, ns, pod, container string, timeout time.Duration, parts ...string) string {
 	t.Helper()
 	var found string
-	eventually(t, fmt.Sprintf("log of %s/%s -c %s shows %q", ns, pod, container, parts), timeout, func() error {
+	testutil.Await(t, fmt.Sprintf("log of %s/%s -c %s shows %q", ns, pod, container, parts), timeout, func() error {
 		out, err := kubectlOut("-n", ns, "logs", pod, "-c", container)
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)

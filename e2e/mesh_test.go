@@ -9,6 +9,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"podwall.io/podwall/internal/testutil"
 )
 
 // TestUnlabelledNamespaceUntouched: with podwall deployed, a pod in a namespace without the opt-in
@@ -55,7 +57,7 @@ func TestMeshProxy(t *testing.T) {
 	// The proxy sees each of the app's connections with the app's own source address and port; a
 	// verdict line with one of those sources is the app's connection (the proxy's onward one has
 	// another port). Allows are logged once per peer and port, so not every relay has a line.
-	eventually(t, "a verdict line for one of the app's redirected connections, against "+remote, time.Minute, func() error {
+	testutil.Await(t, "a verdict line for one of the app's redirected connections, against "+remote, time.Minute, func() error {
 		sources := map[string]bool{}
 		for _, relay := range logLines(t, ns, pod.Name, "proxy", "proxy relay", "to="+remote) {
 			if m := relayFrom.FindStringSubmatch(relay); m != nil {

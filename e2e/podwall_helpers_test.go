@@ -21,6 +21,7 @@ import (
 	"podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/e2e/internal/stack"
+	"podwall.io/podwall/internal/testutil"
 )
 
 const injectLabel = "podwall.io/inject"
@@ -71,7 +72,7 @@ func deployment(t *testing.T, ns, name string, spec corev1.PodSpec) {
 func podOf(t *testing.T, ns, app string, exclude ...string) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
-	eventually(t, "a ready pod of "+ns+"/"+app, 2*time.Minute, func() error {
+	testutil.Await(t, "a ready pod of "+ns+"/"+app, 2*time.Minute, func() error {
 		list, err := env.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
 		if err != nil {
 			return err

@@ -100,7 +100,7 @@ func sidecarFirst(t *testing.T, pod *corev1.Pod) {
 // learn: in Learn mode the client's flow to the server becomes a learned rule, next to the rules
 // derived from the manifests.
 func learn(t *testing.T, ns string) {
-	eventually(t, "client policy learns the flow to the server", 2*time.Minute, func() error {
+	testutil.Await(t, "client policy learns the flow to the server", 2*time.Minute, func() error {
 		p, err := workloadPolicy(t, ns, "deployment-client")
 		if err != nil {
 			return err
@@ -139,7 +139,7 @@ func protect(t *testing.T, ns string, client *corev1.Pod) {
 	setMode(t, ns, "deployment-client", policy.Protect)
 	waitLog(t, ns, client.Name, "podwall", time.Minute, "policy applied", `"mode":"Protect"`)
 	since := time.Now()
-	eventually(t, "three allowed connections under Protect", time.Minute, func() error {
+	testutil.Await(t, "three allowed connections under Protect", time.Minute, func() error {
 		ok := len(linesSince(t, ns, client.Name, "client", since, "connect ok"))
 		if ok < 3 {
 			return fmt.Errorf("%d connections so far", ok)
@@ -178,7 +178,7 @@ func unlistedRefused(t *testing.T, ns string, client, server *corev1.Pod, url st
 		t.Errorf("refusal took %d ms", ms)
 	}
 	unlisted := netip.AddrPortFrom(netip.MustParseAddr(server.Status.PodIP), 9090)
-	eventually(t, "a deny line for "+unlisted.String(), 30*time.Second, func() error {
+	testutil.Await(t, "a deny line for "+unlisted.String(), 30*time.Second, func() error {
 		for _, l := range verdictLines(t, ns, client.Name, time.Time{}) {
 			if l.Verdict == policy.Deny && l.Direction == policy.Egress && l.Dst == unlisted && l.Mode == policy.Protect {
 				return nil
@@ -213,7 +213,7 @@ func forgedMarks(t *testing.T, ns string, client, server *corev1.Pod) {
 		t.Fatal(err)
 	}
 	runningPod(t, ns, "rawclient")
-	eventually(t, "the rawclient pod's policy", time.Minute, func() error {
+	testutil.Await(t, "the rawclient pod's policy", time.Minute, func() error {
 		_, err := workloadPolicy(t, ns, "pod-rawclient")
 		return err
 	})
@@ -224,7 +224,7 @@ func forgedMarks(t *testing.T, ns string, client, server *corev1.Pod) {
 	if strings.Contains(out, "connected") || strings.Count(out, "connection refused") != 5 {
 		t.Errorf("forged marks from a container holding NET_RAW:\n%s", out)
 	}
-	eventually(t, "a deny line for the forged connections", 30*time.Second, func() error {
+	testutil.Await(t, "a deny line for the forged connections", 30*time.Second, func() error {
 		for _, l := range verdictLines(t, ns, "rawclient", since.Add(-time.Second)) {
 			if l.Verdict == policy.Deny && l.Dst == target {
 				return nil
@@ -258,7 +258,7 @@ func firstPacket(t *testing.T, ns string, old *corev1.Pod, unlistedURL string) *
 func killSidecar(t *testing.T, ns string, pod *corev1.Pod) {
 	killContainer(t, containerID(pod, "podwall"))
 	killed := time.Now()
-	eventually(t, "the sidecar restarts", 2*time.Minute, func() error {
+	testutil.Await(t, "the sidecar restarts", 2*time.Minute, func() error {
 		p, err := env.Client.CoreV1().Pods(ns).Get(context.Background(), pod.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -269,7 +269,7 @@ func killSidecar(t *testing.T, ns string, pod *corev1.Pod) {
 		}
 		return nil
 	})
-	eventually(t, "the restarted sidecar denies the prober again", time.Minute, func() error {
+	testutil.Await(t, "the restarted sidecar denies the prober again", time.Minute, func() error {
 		for _, l := range verdictLines(t, ns, pod.Name, killed) {
 			if l.Verdict == policy.Deny {
 				return nil
@@ -295,7 +295,7 @@ func pingFrom(t *testing.T, ns string, client, server *corev1.Pod, want string) 
 	if want == "ping timeout" {
 		verdict = policy.Deny
 	}
-	eventually(t, "an ICMP "+verdict.String()+" line", 30*time.Second, func() error {
+	testutil.Await(t, "an ICMP "+verdict.String()+" line", 30*time.Second, func() error {
 		for _, l := range verdictLines(t, ns, client.Name, since.Add(-time.Second)) {
 			if l.Verdict == verdict && l.Proto.Name() == "ICMP" && l.Dst.Addr().String() == server.Status.PodIP {
 				return nil
@@ -319,7 +319,7 @@ func revokeOpen(t *testing.T, ns string, client *corev1.Pod, addr string) {
 		t.Fatal(err)
 	}
 	defer holder.Wait()
-	eventually(t, "the held connection answers", time.Minute, func() error {
+	testutil.Await(t, "the held connection answers", time.Minute, func() error {
 		if !strings.Contains(out.String(), "hold ok 3") {
 			return fmt.Errorf("holder: %q", out.String())
 		}
@@ -342,13 +342,13 @@ func revokeOpen(t *testing.T, ns string, client *corev1.Pod, addr string) {
 	}
 	since := time.Now()
 	kubectl(t, "-n", ns, "patch", "workloadpolicy", "deployment-client", "--type", "merge", "-p", string(patch))
-	eventually(t, "the held connection is cut", 30*time.Second, func() error {
+	testutil.Await(t, "the held connection is cut", 30*time.Second, func() error {
 		if !strings.Contains(out.String(), "hold broken") {
 			return errors.New("still answering")
 		}
 		return nil
 	})
-	eventually(t, "a revoked line for the held connection", 30*time.Second, func() error {
+	testutil.Await(t, "a revoked line for the held connection", 30*time.Second, func() error {
 		for _, l := range verdictLines(t, ns, client.Name, since.Add(-time.Second)) {
 			if l.Verdict == policy.Revoked && l.Dst.Port() == 8080 {
 				return nil

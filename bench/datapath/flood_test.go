@@ -59,7 +59,7 @@ func measureDenyFlood(t *testing.T, rounds int) (flooded, calm float64) {
 			t.Errorf("agent: %v", err)
 		}
 	})
-	pollUntil(t, 10*time.Second, "agent ready", func() error {
+	testutil.Await(t, "agent ready", 10*time.Second, func() error {
 		resp, err := http.Get("http://" + httpAddr + "/readyz")
 		if err != nil {
 			return err
@@ -81,7 +81,7 @@ func measureDenyFlood(t *testing.T, rounds int) (flooded, calm float64) {
 			t.Fatalf("connection to %s, which no rule allows, got through", dst)
 		}
 		var at time.Time
-		pollUntil(t, 5*time.Second, "deny line for "+dst.String(), func() error {
+		testutil.Await(t, "deny line for "+dst.String(), 5*time.Second, func() error {
 			var ok bool
 			at, ok = denyLineTime(t, out, dst)
 			if !ok {
@@ -104,7 +104,7 @@ func measureDenyFlood(t *testing.T, rounds int) (flooded, calm float64) {
 	}
 	defer func() { stopFlood(); _ = flood.Wait() }()
 	floodDst := netip.AddrPortFrom(podEnd.Addr.Addr(), deniedPort)
-	pollUntil(t, 10*time.Second, "flood under way", func() error {
+	testutil.Await(t, "flood under way", 10*time.Second, func() error {
 		if _, ok := denyLineTime(t, out, floodDst); !ok {
 			return fmt.Errorf("no deny line for the flood's %s yet", floodDst)
 		}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 )
 
 // Ports the peer namespace serves on. The policies allow connPort and iperfPort to the peer; deniedPort
@@ -70,7 +71,7 @@ func (top *topology) startIperf(t *testing.T) {
 	cmd := top.peer.Command(context.Background(), "iperf3", "--server", "--bind", top.server.String(),
 		"--port", strconv.Itoa(iperfPort))
 	startChild(t, cmd, "iperf3 server in "+top.name)
-	pollUntil(t, 10*time.Second, "iperf3 server listening in "+top.name, func() error {
+	testutil.Await(t, "iperf3 server listening in "+top.name, 10*time.Second, func() error {
 		out, err := top.peer.Command(context.Background(), "ss", "-Hltn", fmt.Sprintf("sport = :%d", iperfPort)).Output()
 		if err != nil || len(strings.TrimSpace(string(out))) == 0 {
 			return fmt.Errorf("not listening yet (%v)", err)
@@ -128,7 +129,7 @@ func (top *topology) startSidecar(t *testing.T, bin, policyFile string, args ...
 			return top.pod.Dial(network, addr, time.Second)
 		}}}
 	defer client.CloseIdleConnections()
-	pollUntil(t, 90*time.Second, "sidecar ready in "+top.name, func() error {
+	testutil.Await(t, "sidecar ready in "+top.name, 90*time.Second, func() error {
 		select {
 		case <-exited:
 			diag, _ := os.ReadFile(stderr.Name())
@@ -208,18 +209,3 @@ func startChild(t *testing.T, cmd *exec.Cmd, what string) <-chan struct{} {
 	return exited
 }
 
-// pollUntil calls check every 50 ms until it succeeds, failing the test at the deadline.
-func pollUntil(t *testing.T, limit time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: gave up after %s: %v", what, limit, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}

@@ -6,6 +6,7 @@ package testutil
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -30,6 +31,17 @@ func Eventually(t testing.TB, timeout time.Duration, check func() error) {
 		time.Sleep(wait)
 		wait = min(2*wait, 250*time.Millisecond)
 	}
+}
+
+// Await is Eventually for a condition worth naming: a failure says what was awaited.
+func Await(t testing.TB, what string, timeout time.Duration, check func() error) {
+	t.Helper()
+	Eventually(t, timeout, func() error {
+		if err := check(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	})
 }
 
 // Buffer is a bytes.Buffer safe for concurrent use: code under test writes it from its goroutines while
