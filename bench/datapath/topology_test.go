@@ -208,4 +208,3 @@ func startChild(t *testing.T, cmd *exec.Cmd, what string) <-chan struct{} {
 	})
 	return exited
 }
-
