@@ -5,12 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/ui"
 )
 
@@ -38,6 +42,9 @@ func testAccess(t *testing.T, w *world) {
 			if tt.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tt.token)
 			}
+			if tt.method == "POST" {
+				req.Header.Set("Content-Type", "application/json")
+			}
 			resp, err := w.https.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -51,6 +58,7 @@ func testAccess(t *testing.T, w *world) {
 	t.Run("a mode outside the enum", func(t *testing.T) {
 		req, _ := http.NewRequest("POST", w.url+"api/policies/shop/deployment-web/mode", strings.NewReader(`{"mode":"Off"}`))
 		req.Header.Set("Authorization", "Bearer "+w.operator)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := w.https.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -61,6 +69,7 @@ func testAccess(t *testing.T, w *world) {
 		}
 	})
 	t.Run("stream resumes after Last-Event-ID", func(t *testing.T) { checkResume(t, w) })
+	t.Run("writes", func(t *testing.T) { testWrites(t, w) })
 }
 
 // checkResume reads two new verdicts, reconnects with the first one's id, and gets only the second.
@@ -120,4 +129,123 @@ func readVerdicts(t *testing.T, w *world, lastID string, done func(ui.Event) boo
 		}
 	}
 	t.Fatalf("stream ended before the verdicts looked for: %v", sc.Err())
+}
+
+// testWrites attacks the mode change as another site's page would through a browser that carries
+// the operator's credentials (a proxy in front adds the token), and checks what the API server
+// stored: refused requests leave the mode alone, accepted ones name the operator.
+func testWrites(t *testing.T, w *world) {
+	const path = "api/policies/shop/deployment-db/mode"
+	self := strings.TrimSuffix(w.url, "/ui/")
+	operator := "system:serviceaccount:ops:operator"
+	tests := []struct {
+		name, contentType, body string
+		headers                 map[string]string
+		want                    int
+		wantError               string
+	}{
+		{"a text/plain body, as a cross-site form would send", "text/plain", `{"mode":"Learn"}`, nil,
+			http.StatusUnsupportedMediaType, "application/json"},
+		{"an unknown field", "application/json", `{"mode":"Learn","force":true}`, nil,
+			http.StatusBadRequest, `unknown field "force"`},
+		{"another site's origin", "application/json", `{"mode":"Learn"}`, map[string]string{"Origin": "https://evil.example"},
+			http.StatusForbidden, "evil.example"},
+		{"this host over plain http", "application/json", `{"mode":"Learn"}`,
+			map[string]string{"Origin": "http" + strings.TrimPrefix(self, "https")}, http.StatusForbidden, "origin"},
+		{"a cross-site fetch without Origin", "application/json", `{"mode":"Learn"}`,
+			map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden, "cross-site"},
+		{"a same-site fetch from a sibling host", "application/json", `{"mode":"Learn"}`,
+			map[string]string{"Sec-Fetch-Site": "same-site", "Origin": self}, http.StatusForbidden, "same-site"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, msg := postMode(t, w, path, tt.contentType, tt.body, tt.headers)
+			if code != tt.want || !strings.Contains(msg, tt.wantError) {
+				t.Errorf("got %d %q, want %d naming %q", code, msg, tt.want, tt.wantError)
+			}
+			if p := storedPolicy(t, w, "deployment-db"); p.Spec.Mode != policy.Protect {
+				t.Errorf("stored mode %s after a refused request, want Protect", p.Spec.Mode)
+			}
+		})
+	}
+	allowed := []struct {
+		name    string
+		headers map[string]string
+		mode    policy.Mode
+	}{
+		{"the UI's own page", map[string]string{"Origin": self, "Sec-Fetch-Site": "same-origin"}, policy.Monitor},
+		{"a client that is no browser", nil, policy.Learn},
+	}
+	for _, tt := range allowed {
+		t.Run(tt.name, func(t *testing.T) {
+			before := time.Now().Add(-time.Second).Truncate(time.Second)
+			body := `{"mode":"` + string(tt.mode) + `"}`
+			if code, msg := postMode(t, w, path, "application/json; charset=utf-8", body, tt.headers); code != http.StatusOK {
+				t.Fatalf("got %d %q, want 200", code, msg)
+			}
+			p := storedPolicy(t, w, "deployment-db")
+			if p.Spec.Mode != tt.mode || p.Annotations[ui.ModeChangedByAnnotation] != operator {
+				t.Errorf("stored mode %s by %q, want %s by %s", p.Spec.Mode, p.Annotations[ui.ModeChangedByAnnotation], tt.mode, operator)
+			}
+			if at, err := time.Parse(time.RFC3339, p.Annotations[ui.ModeChangedAtAnnotation]); err != nil || at.Before(before) {
+				t.Errorf("%s = %q, want a time since %s", ui.ModeChangedAtAnnotation, p.Annotations[ui.ModeChangedAtAnnotation], before)
+			}
+			if owners := modeOwners(t, p); !slices.Equal(owners, []string{ui.UIFieldManager}) {
+				t.Errorf("spec.mode managed by %q, want %q alone", owners, ui.UIFieldManager)
+			}
+		})
+	}
+}
+
+// postMode posts body to the mode endpoint as the operator and returns the status and error message.
+func postMode(t *testing.T, w *world, path, contentType, body string, headers map[string]string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", w.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+w.operator)
+	req.Header.Set("Content-Type", contentType)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := w.https.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
+		t.Fatalf("answer to %s: %v", req.URL, err)
+	}
+	return resp.StatusCode, answer.Error
+}
+
+// storedPolicy reads a shop WorkloadPolicy from the API server, not from any cache.
+func storedPolicy(t *testing.T, w *world, name string) *v1.WorkloadPolicy {
+	t.Helper()
+	var p v1.WorkloadPolicy
+	if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: name}, &p); err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}
+
+// modeOwners are the field managers managedFields say own spec.mode.
+func modeOwners(t *testing.T, p *v1.WorkloadPolicy) []string {
+	var owners []string
+	for _, f := range p.ManagedFields {
+		var fields struct {
+			Spec map[string]any `json:"f:spec"`
+		}
+		if f.FieldsV1 == nil || f.Subresource != "" {
+			continue
+		}
+		if err := json.Unmarshal(f.FieldsV1.GetRawBytes(), &fields); err != nil {
+			t.Fatalf("managedFields of %s: %v", f.Manager, err)
+		}
+		if _, ok := fields.Spec["f:mode"]; ok {
+			owners = append(owners, f.Manager)
+		}
+	}
+	return owners
 }

@@ -14,6 +14,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/testutil"
+	"podwall.io/podwall/policygen/ui"
 )
 
 // tableJS returns a table's body rows as arrays of cell texts.
@@ -169,7 +170,8 @@ func checkReadOnlyPolicy(t *testing.T, ctx context.Context, w *world) {
 	screenshot(t, ctx, "policy")
 	// The server refuses the viewer too, whatever the page allows.
 	code, err := chromedp.Run(ctx, chromedp.Evaluate[int](`fetch('api/policies/shop/deployment-web/mode', {method: 'POST',
-		headers: {Authorization: 'Bearer ' + sessionStorage.getItem('podwall-token')}, body: '{"mode":"Learn"}'}).then(r => r.status)`,
+		headers: {Authorization: 'Bearer ' + sessionStorage.getItem('podwall-token'), 'Content-Type': 'application/json'},
+		body: '{"mode":"Learn"}'}).then(r => r.status)`,
 		chromedp.EvalAwaitPromise))
 	if err != nil || code != 403 {
 		t.Errorf("viewer's POST of a mode: %d %v, want 403", code, err)
@@ -210,8 +212,9 @@ func checkOperator(t *testing.T, ctx context.Context, w *world) {
 		if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &p); err != nil {
 			return err
 		}
-		if p.Spec.Mode != policy.Monitor {
-			return fmt.Errorf("mode %s, want Monitor", p.Spec.Mode)
+		// The page's own fetch (with its Origin) passed the origin check, and the change names the operator.
+		if by := p.Annotations[ui.ModeChangedByAnnotation]; p.Spec.Mode != policy.Monitor || by != "system:serviceaccount:ops:operator" {
+			return fmt.Errorf("mode %s set by %q, want Monitor by the operator", p.Spec.Mode, by)
 		}
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -118,7 +119,20 @@ func (s *Server) getFailed(w http.ResponseWriter, key types.NamespacedName, err 
 	writeError(w, http.StatusServiceUnavailable, "cannot read the policy now, retry")
 }
 
-// setMode patches spec.mode for a caller RBAC lets patch this WorkloadPolicy.
+// Annotations setMode leaves on a WorkloadPolicy: who last set its mode through the UI, and when
+// (RFC 3339). policygen patches as its own ServiceAccount, so the API server's audit log names it;
+// these name the person. Anyone who may patch the policy may also edit them, so they record the UI's
+// changes, not every change: a direct edit is in the audit log under its author's name.
+const (
+	ModeChangedByAnnotation = "podwall.io/mode-changed-by"
+	ModeChangedAtAnnotation = "podwall.io/mode-changed-at"
+)
+
+// UIFieldManager is the field manager of the UI's patches, so managedFields tell its writes apart
+// from the generator's and the promoter's.
+const UIFieldManager = "podwall-ui"
+
+// setMode patches spec.mode for a caller RBAC lets patch this WorkloadPolicy, recording who asked.
 func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 	key := types.NamespacedName{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
 	user, ok := s.allowed(w, r, "patch", key.Namespace, key.Name)
@@ -128,8 +142,14 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Mode policy.Mode `json:"mode"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024)).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, "want {\"mode\": \"Learn\"|\"Monitor\"|\"Protect\"}")
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		msg := "want {\"mode\": \"Learn\"|\"Monitor\"|\"Protect\"}"
+		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			msg = "unknown field " + field + ": " + msg
+		}
+		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
 	if !slices.Contains([]policy.Mode{policy.Learn, policy.Monitor, policy.Protect}, body.Mode) {
@@ -138,8 +158,12 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 	}
 	p := &v1.WorkloadPolicy{}
 	p.Namespace, p.Name = key.Namespace, key.Name
-	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"mode": body.Mode}})
-	if err := s.writer.Patch(r.Context(), p, client.RawPatch(types.MergePatchType, patch)); err != nil {
+	patch, _ := json.Marshal(map[string]any{
+		"metadata": map[string]any{"annotations": map[string]string{
+			ModeChangedByAnnotation: user, ModeChangedAtAnnotation: time.Now().UTC().Format(time.RFC3339)}},
+		"spec": map[string]any{"mode": body.Mode},
+	})
+	if err := s.writer.Patch(r.Context(), p, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(UIFieldManager)); err != nil {
 		s.getFailed(w, key, err)
 		return
 	}

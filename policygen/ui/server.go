@@ -4,8 +4,12 @@ import (
 	"cmp"
 	"embed"
 	"encoding/json"
+	"fmt"
 	"io/fs"
+	"mime"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -51,7 +55,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /ui/", http.StripPrefix("/ui/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /ui/api/workloads", s.reading(s.workloads))
 	mux.HandleFunc("GET /ui/api/policies/{namespace}/{name}", s.reading(s.policy))
-	mux.HandleFunc("POST /ui/api/policies/{namespace}/{name}/mode", s.setMode)
+	mux.HandleFunc("POST /ui/api/policies/{namespace}/{name}/mode", writing(s.setMode))
 	mux.HandleFunc("GET /ui/api/graph", s.reading(s.graph))
 	mux.HandleFunc("GET /ui/api/verdicts", s.reading(s.stream))
 	return securityHeaders(mux)
@@ -74,6 +78,48 @@ func (s *Server) reading(h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 		}
 	}
+}
+
+// writing lets through only JSON bodies sent from the UI's own origin or by a client that is not a
+// browser. A bearer token an authenticating proxy adds, or a cookie-borne one, would otherwise ride
+// along on a POST another site's page makes the browser send: the JSON content type forces such a
+// page into a CORS preflight this server never answers, and the origin check refuses it outright.
+func writing(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := sameOrigin(r); err != nil {
+			writeError(w, http.StatusForbidden, err.Error())
+			return
+		}
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			writeError(w, http.StatusUnsupportedMediaType, "send the body as Content-Type: application/json")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// sameOrigin refuses a request a browser marks as coming from another site: Sec-Fetch-Site, when
+// sent, must be same-origin (or none: no site started it), and Origin, when sent, must be this
+// server's scheme://host[:port] as the request's Host names it. Both are checked, unlike net/http's
+// CrossOriginProtection, which takes Sec-Fetch-Site alone when present and compares no scheme.
+// X-Forwarded-Host is not trusted: a proxy in front must pass the browser's Host through. A request
+// with neither header comes from no browser (curl, scripts), which carries no ambient credentials.
+func sameOrigin(r *http.Request) error {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return fmt.Errorf("refused a %s request: change modes from the UI's own page", site)
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	scheme := "https"
+	if r.TLS == nil {
+		scheme = "http"
+	}
+	if u, err := url.Parse(origin); err != nil || u.Scheme != scheme || !strings.EqualFold(u.Host, r.Host) || u.Path != "" {
+		return fmt.Errorf("refused a request from origin %q: this UI is %s://%s", origin, scheme, r.Host)
+	}
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
