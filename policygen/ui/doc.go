@@ -9,7 +9,10 @@
 // Every request carries the caller's Kubernetes bearer token (pasted once into the page, or set by an
 // authenticating proxy in front of policygen). Reading needs RBAC to list WorkloadPolicies; changing a
 // workload's mode needs RBAC to patch that WorkloadPolicy, checked with a SubjectAccessReview for the
-// caller, after which policygen patches it with its own client. Everyone else sees the UI read-only.
+// caller, after which policygen patches it with its own client and names the caller in annotations
+// (impersonating them would take a right to impersonate anyone). A change must come as JSON from the
+// UI's own origin, or from no browser at all, so that another site's page cannot spend a token a proxy
+// adds. Everyone else sees the UI read-only.
 // The API server's answers are reused (package kubeauth): who a token is for a minute, what they may
 // do for 30 seconds, so a revoked permission takes effect within that.
 //
