@@ -32,10 +32,12 @@ type Identity struct {
 
 // authenticator maps a projected service-account token to the pod it is bound to. The API server
 // reviews the token (its answer reused per kubeauth.Options.TokenTTL); the pod is looked up in the
-// cache on every call, so a deleted pod's token stops working at once.
+// cache on every call, so a deleted pod's token stops working at once. Its workload's owners are read
+// from the cache and, when it does not have them yet, from api (see workload.Of).
 type authenticator struct {
 	reviewer *kubeauth.Reviewer
 	reader   client.Reader
+	api      client.Reader
 	audience string
 }
 
@@ -66,9 +68,5 @@ func (a *authenticator) authenticate(r *http.Request) (Identity, error) {
 	if sa := cmp.Or(pod.Spec.ServiceAccountName, "default"); sa != account {
 		return Identity{}, fmt.Errorf("%w: token of service account %s, pod runs as %s", errForbidden, account, sa)
 	}
-	k, err := workload.Of(r.Context(), a.reader, &pod)
-	if err != nil {
-		return Identity{}, err
-	}
-	return Identity{Pod: key, UID: pod.UID, Workload: k}, nil
+	return Identity{Pod: key, UID: pod.UID, Workload: workload.Of(r.Context(), a.reader, a.api, &pod)}, nil
 }

@@ -53,6 +53,10 @@ type Options struct {
 	// UI, if set, is served under /ui/ on the same listener (the web UI, package ui), so that people
 	// reach it where sidecars reach policygen, over the same certificate.
 	UI http.Handler
+	// APIReader reads, uncached, the owners of a caller's pod that the cache does not have yet, such as
+	// the ReplicaSet a rollout has just created; nil reads only the cache, and such a caller is taken
+	// for a bare pod until the cache catches up.
+	APIReader client.Reader
 	// Registerer receives the server's metrics; nil registers none.
 	Registerer prometheus.Registerer
 }
@@ -95,7 +99,7 @@ func New(opts Options, hub *resolve.Hub, reviewer *kubeauth.Reviewer, reader cli
 	m := newMetrics(opts.Registerer)
 	return &Server{
 		opts: opts, hub: hub, sink: sink, metrics: m, log: log,
-		auth:     &authenticator{reviewer: reviewer, reader: reader, audience: opts.Audience},
+		auth:     &authenticator{reviewer: reviewer, reader: reader, api: opts.APIReader, audience: opts.Audience},
 		limits:   newLimiter(opts.ReportInterval, opts.ReportBurst),
 		sidecars: newTracker(hub, writer, opts.Replica, m.subscribers, log),
 	}

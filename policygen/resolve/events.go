@@ -135,10 +135,7 @@ func (h *Hub) ownersOf(obj client.Object) []workload.Key {
 	ns := obj.GetNamespace()
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		keys := []workload.Key{{Namespace: ns, Kind: "Pod", Name: o.Name}}
-		if k, err := workload.Of(context.Background(), h.reader, o); err == nil {
-			keys = append(keys, k)
-		}
+		keys := []workload.Key{{Namespace: ns, Kind: "Pod", Name: o.Name}, workload.Of(context.Background(), h.reader, nil, o)}
 		if ref := metav1.GetControllerOf(o); ref != nil {
 			keys = append(keys, workload.Key{Namespace: ns, Kind: ref.Kind, Name: ref.Name})
 		}

@@ -311,9 +311,5 @@ func (rs *resolver) podAddrs(pods []corev1.Pod) []netip.Prefix {
 }
 
 func (rs *resolver) workloadOf(pod *corev1.Pod) workload.Key {
-	k, err := workload.Of(rs.ctx, rs.r, pod)
-	if err != nil {
-		return workload.Key{Namespace: pod.Namespace, Kind: "Pod", Name: pod.Name}
-	}
-	return k
+	return workload.Of(rs.ctx, rs.r, nil, pod)
 }

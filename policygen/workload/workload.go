@@ -13,10 +13,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // Key identifies a workload.
@@ -43,35 +45,103 @@ func PolicyName(kind, name string) string {
 	return n[:240] + "-" + hex.EncodeToString(sum[:])[:12]
 }
 
-// Of returns the workload of a pod. It follows controller references up through ReplicaSets to
-// Deployments and through Jobs to CronJobs, reading those objects from r; an owner of a kind it does not
-// know ends the walk at the last known owner, and a pod without a controller is its own workload.
-func Of(ctx context.Context, r client.Reader, pod *corev1.Pod) (Key, error) {
-	key := Key{Namespace: pod.Namespace, Kind: "Pod", Name: pod.Name}
-	ref := metav1.GetControllerOf(pod)
-	for ref != nil {
-		var parent client.Object
-		switch ref.Kind {
-		case "ReplicaSet":
-			parent = &appsv1.ReplicaSet{}
-		case "Job":
-			parent = &batchv1.Job{}
-		case "Deployment", "StatefulSet", "DaemonSet", "CronJob":
-			return Key{Namespace: pod.Namespace, Kind: ref.Kind, Name: ref.Name}, nil
-		default:
-			return key, nil
+// Of returns the workload of a pod: its top controller, following controller references up through
+// ReplicaSets to Deployments and through Jobs to CronJobs. ownerReferences are written by whoever
+// creates the object, a namespace user included, so a reference counts only as the controller that
+// created the object would have written it: marked controller, naming an object of a kind that controls
+// the referring kind, which exists with exactly the referenced UID and whose selector matches the
+// referring object's labels (the condition under which a controller adopts an object; one releases
+// what its selector does not match). Owners are read from cache and, when it does not have them with
+// the referenced UID (a ReplicaSet just created, not yet seen by the informer), from api, which may be
+// nil to read only the cache.
+//
+// A pod whose claimed owner fails any of these checks, or cannot be read, is its own workload, never
+// the claimed owner's. A pod controlled by a kind policygen does not know is its own workload too; a
+// ReplicaSet or Job controlled by one ends the walk there.
+func Of(ctx context.Context, cache, api client.Reader, pod *corev1.Pod) Key {
+	bare := Key{Namespace: pod.Namespace, Kind: "Pod", Name: pod.Name}
+	key := bare
+	var child client.Object = pod
+	for ref := metav1.GetControllerOf(child); ref != nil; ref = metav1.GetControllerOf(child) {
+		if !known(ref) {
+			break
+		}
+		owner, err := verify(ctx, cache, api, key.Kind, child, ref)
+		if err != nil {
+			log.FromContext(ctx).V(1).Info("claimed owner refused", "pod", bare.String(),
+				"owner", ref.Kind+"/"+ref.Name, "uid", ref.UID, "reason", err.Error())
+			return bare
 		}
 		key = Key{Namespace: pod.Namespace, Kind: ref.Kind, Name: ref.Name}
-		err := r.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name}, parent)
-		if apierrors.IsNotFound(err) {
-			return key, nil
-		}
-		if err != nil {
-			return Key{}, fmt.Errorf("get %s %s: %w", ref.Kind, ref.Name, err)
-		}
-		ref = metav1.GetControllerOf(parent)
+		child = owner
 	}
-	return key, nil
+	return key
+}
+
+// groups are the API groups of the controller kinds Of follows.
+var groups = map[string]string{
+	"Deployment": appsv1.GroupName, "StatefulSet": appsv1.GroupName, "DaemonSet": appsv1.GroupName,
+	"ReplicaSet": appsv1.GroupName, "Job": batchv1.GroupName, "CronJob": batchv1.GroupName,
+}
+
+// controls lists what each kind's controller creates, and so may control.
+var controls = map[string]string{
+	"StatefulSet": "Pod", "DaemonSet": "Pod", "ReplicaSet": "Pod", "Job": "Pod",
+	"Deployment": "ReplicaSet", "CronJob": "Job",
+}
+
+// known reports whether ref names one of the workload kinds of apps/v1 and batch/v1.
+func known(ref *metav1.OwnerReference) bool {
+	gv, err := schema.ParseGroupVersion(ref.APIVersion)
+	return err == nil && groups[ref.Kind] != "" && gv.Group == groups[ref.Kind]
+}
+
+// verify returns the owner ref names if it controls child (of kind kind), or why not.
+func verify(ctx context.Context, cache, api client.Reader, kind string, child client.Object, ref *metav1.OwnerReference) (client.Object, error) {
+	if controls[ref.Kind] != kind {
+		return nil, fmt.Errorf("a %s does not control a %s", ref.Kind, kind)
+	}
+	nn := types.NamespacedName{Namespace: child.GetNamespace(), Name: ref.Name}
+	owner, _ := New(ref.Kind)
+	err := cache.Get(ctx, nn, owner)
+	if (err != nil || owner.GetUID() != ref.UID) && api != nil {
+		owner, _ = New(ref.Kind)
+		err = api.Get(ctx, nn, owner)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s %s: %w", ref.Kind, ref.Name, err)
+	}
+	if owner.GetUID() != ref.UID {
+		return nil, fmt.Errorf("%s %s has UID %s", ref.Kind, ref.Name, owner.GetUID())
+	}
+	if sel := selectorOf(owner); sel != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			return nil, fmt.Errorf("selector of %s %s: %w", ref.Kind, ref.Name, err)
+		}
+		if !s.Matches(labels.Set(child.GetLabels())) {
+			return nil, fmt.Errorf("selector of %s %s does not match the %s's labels", ref.Kind, ref.Name, kind)
+		}
+	}
+	return owner, nil
+}
+
+// selectorOf is the selector with which a controller adopts what it controls; a CronJob has none and
+// adopts its Jobs by reference alone.
+func selectorOf(obj client.Object) *metav1.LabelSelector {
+	switch o := obj.(type) {
+	case *appsv1.Deployment:
+		return o.Spec.Selector
+	case *appsv1.StatefulSet:
+		return o.Spec.Selector
+	case *appsv1.DaemonSet:
+		return o.Spec.Selector
+	case *appsv1.ReplicaSet:
+		return o.Spec.Selector
+	case *batchv1.Job:
+		return o.Spec.Selector
+	}
+	return nil
 }
 
 // IsTop reports whether obj is a workload of its own, rather than one a known workload controls (the

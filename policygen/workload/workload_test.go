@@ -8,7 +8,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/policygen/internal/pgtest"
@@ -16,67 +20,151 @@ import (
 )
 
 func TestOf(t *testing.T) {
-	_, c := pgtest.Start(t)
+	cfg, c := pgtest.Start(t)
 	ctx := context.Background()
 	pgtest.Namespace(t, c, "ns", nil)
-	yes := true
-	owned := func(obj client.Object, apiVersion, kind string) []metav1.OwnerReference {
-		return []metav1.OwnerReference{{APIVersion: apiVersion, Kind: kind, Name: obj.GetName(), UID: obj.GetUID(), Controller: &yes}}
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	yes, no := true, false
+	ref := func(obj client.Object, apiVersion, kind string, controller *bool) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{APIVersion: apiVersion, Kind: kind, Name: obj.GetName(), UID: obj.GetUID(), Controller: controller}}
 	}
-	create := func(obj client.Object) client.Object {
+	owned := func(obj client.Object, apiVersion, kind string) []metav1.OwnerReference {
+		return ref(obj, apiVersion, kind, &yes)
+	}
+	tpl := func(app string) corev1.PodTemplateSpec {
+		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}
+	}
+	sel := func(app string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
+	}
+	deployment := func(name string) (dep, rs client.Object) {
+		dep = k.Create(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+			Spec: appsv1.DeploymentSpec{Selector: sel(name), Template: tpl(name)}})
+		rs = k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name + "-1", Labels: map[string]string{"app": name},
+			OwnerReferences: owned(dep, "apps/v1", "Deployment")}, Spec: appsv1.ReplicaSetSpec{Selector: sel(name), Template: tpl(name)}})
+		return dep, rs
+	}
+	dep, rs := deployment("web")
+	_, payments := deployment("payments")
+	jobTpl := tpl("nightly")
+	jobTpl.Spec.RestartPolicy = corev1.RestartPolicyNever
+	cron := k.Create(&batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "nightly"},
+		Spec: batchv1.CronJobSpec{Schedule: "0 0 * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: jobTpl}}}})
+	job := k.Create(&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "nightly-29000000", OwnerReferences: owned(cron, "batch/v1", "CronJob")},
+		Spec: batchv1.JobSpec{Template: jobTpl}}).(*batchv1.Job)
+	sts := k.Create(&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "db"},
+		Spec: appsv1.StatefulSetSpec{Selector: sel("db"), Template: tpl("db")}})
+	// A ReplicaSet that claims the web Deployment with a UID that is not the Deployment's.
+	forged := k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-forged", Labels: map[string]string{"app": "web"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "not-web", Controller: &yes}}},
+		Spec: appsv1.ReplicaSetSpec{Selector: sel("web"), Template: tpl("web")}})
+	// mallory is a namespace user who may create pods in ns and nothing else.
+	k.Create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pods"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}})
+	k.Create(&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "mallory"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pods"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: "mallory"}}})
+	malloryCfg := rest.CopyConfig(cfg)
+	malloryCfg.Impersonate = rest.ImpersonationConfig{UserName: "mallory"}
+	mallory, err := client.New(malloryCfg, client.Options{Scheme: pgtest.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byMallory := func(name, app string, refs []metav1.OwnerReference) *corev1.Pod {
 		t.Helper()
-		if err := c.Create(ctx, obj); err != nil {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: map[string]string{"app": app}, OwnerReferences: refs},
+			Spec: tpl(app).Spec}
+		if err := mallory.Create(ctx, p); err != nil {
 			t.Fatal(err)
 		}
-		return obj
+		return p
 	}
-	tpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}
-	jobTpl := *tpl.DeepCopy()
-	jobTpl.Spec.RestartPolicy = corev1.RestartPolicyNever
-	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"a": "b"}}
-	dep := create(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web"}, Spec: appsv1.DeploymentSpec{Selector: sel, Template: tpl}})
-	rs := create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-1", OwnerReferences: owned(dep, "apps/v1", "Deployment")},
-		Spec: appsv1.ReplicaSetSpec{Selector: sel, Template: tpl}})
-	cron := create(&batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "nightly"},
-		Spec: batchv1.CronJobSpec{Schedule: "0 0 * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: jobTpl}}}})
-	job := create(&batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "nightly-29000000", OwnerReferences: owned(cron, "batch/v1", "CronJob")},
-		Spec: batchv1.JobSpec{Template: jobTpl}})
-	pod := func(name string, refs []metav1.OwnerReference) *corev1.Pod {
-		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, OwnerReferences: refs}, Spec: tpl.Spec}
+	pod := func(name string, labels map[string]string, refs []metav1.OwnerReference) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: labels, OwnerReferences: refs}, Spec: tpl("").Spec}
 	}
+	web := map[string]string{"app": "web"}
+	bare := func(name string) workload.Key { return workload.Key{Namespace: "ns", Kind: "Pod", Name: name} }
 	tests := []struct {
 		name string
 		pod  *corev1.Pod
 		want workload.Key
-		top  bool
 	}{
-		{"deployment pod", pod("web-1-x", owned(rs, "apps/v1", "ReplicaSet")), workload.Key{Namespace: "ns", Kind: "Deployment", Name: "web"}, false},
-		{"cronjob pod", pod("nightly-x", owned(job, "batch/v1", "Job")), workload.Key{Namespace: "ns", Kind: "CronJob", Name: "nightly"}, false},
-		{"statefulset pod", pod("db-0", []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: "u", Controller: &yes}}),
-			workload.Key{Namespace: "ns", Kind: "StatefulSet", Name: "db"}, false},
-		{"orphaned replicaset pod", pod("old-x", []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "gone", UID: "u", Controller: &yes}}),
-			workload.Key{Namespace: "ns", Kind: "ReplicaSet", Name: "gone"}, false},
-		{"bare pod", pod("solo", nil), workload.Key{Namespace: "ns", Kind: "Pod", Name: "solo"}, true},
-		{"unknown controller", pod("odd", []metav1.OwnerReference{{APIVersion: "x/v1", Kind: "Rollout", Name: "r", UID: "u", Controller: &yes}}),
-			workload.Key{Namespace: "ns", Kind: "Pod", Name: "odd"}, true},
+		{"deployment pod", pod("web-1-x", web, owned(rs, "apps/v1", "ReplicaSet")), workload.Key{Namespace: "ns", Kind: "Deployment", Name: "web"}},
+		{"cronjob pod", pod("nightly-x", job.Spec.Template.Labels, owned(job, "batch/v1", "Job")), workload.Key{Namespace: "ns", Kind: "CronJob", Name: "nightly"}},
+		{"statefulset pod", pod("db-0", map[string]string{"app": "db"}, owned(sts, "apps/v1", "StatefulSet")), workload.Key{Namespace: "ns", Kind: "StatefulSet", Name: "db"}},
+		{"bare pod", pod("solo", nil, nil), bare("solo")},
+		{"unknown controller", pod("odd", nil, []metav1.OwnerReference{{APIVersion: "x/v1", Kind: "Rollout", Name: "r", UID: "u", Controller: &yes}}), bare("odd")},
+		{"owner of another group", pod("other", web, []metav1.OwnerReference{{APIVersion: "x/v1", Kind: "ReplicaSet", Name: "web-1", UID: rs.GetUID(), Controller: &yes}}), bare("other")},
+		{"owner gone", pod("old-x", web, []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "gone", UID: "u", Controller: &yes}}), bare("old-x")},
+		{"wrong UID", pod("claim-uid", web, []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-1", UID: "not-web-1", Controller: &yes}}), bare("claim-uid")},
+		{"wrong UID up the chain", pod("claim-chain", web, owned(forged, "apps/v1", "ReplicaSet")), bare("claim-chain")},
+		{"deployment claimed directly", pod("claim-dep", web, owned(dep, "apps/v1", "Deployment")), bare("claim-dep")},
+		{"controller unset", pod("claim-nil", web, ref(rs, "apps/v1", "ReplicaSet", nil)), bare("claim-nil")},
+		{"controller false", pod("claim-false", web, ref(rs, "apps/v1", "ReplicaSet", &no)), bare("claim-false")},
+		// mallory reads payments' ReplicaSet UID from a running pod of it and writes it into her own.
+		{"right UID, labels outside the selector", byMallory("claim-labels", "mallory", owned(payments, "apps/v1", "ReplicaSet")), bare("claim-labels")},
+		// The limit: a pod with the right UID and labels the selector matches is one the ReplicaSet
+		// controller counts as its own too; nothing in the API says who created it.
+		{"right UID and labels", byMallory("claim-all", "payments", owned(payments, "apps/v1", "ReplicaSet")), workload.Key{Namespace: "ns", Kind: "Deployment", Name: "payments"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := workload.Of(ctx, c, tc.pod)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != tc.want {
+			if got := workload.Of(ctx, c, nil, tc.pod); got != tc.want {
 				t.Errorf("Of = %v, want %v", got, tc.want)
-			}
-			if workload.IsTop(tc.pod) != tc.top {
-				t.Errorf("IsTop = %v, want %v", !tc.top, tc.top)
 			}
 		})
 	}
-	if workload.IsTop(rs) || workload.IsTop(job) || !workload.IsTop(dep) || !workload.IsTop(cron) {
-		t.Error("IsTop: a controlled ReplicaSet or Job is not a workload; a Deployment or CronJob is")
+
+	t.Run("replicaset not in the cache", func(t *testing.T) {
+		// A cache that has not seen a new ReplicaSet: this one holds only labelled ReplicaSets, and the
+		// new one has no label, so the test does not race the informer.
+		ca, err := cache.New(cfg, cache.Options{Scheme: pgtest.Scheme(), ByObject: map[client.Object]cache.ByObject{
+			&appsv1.ReplicaSet{}: {Label: labels.SelectorFromSet(labels.Set{"cached": "yes"})}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- ca.Start(cctx) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("cache: %v", err)
+			}
+		})
+		fresh := k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-2", Labels: web,
+			OwnerReferences: owned(dep, "apps/v1", "Deployment")}, Spec: appsv1.ReplicaSetSpec{Selector: sel("web"), Template: tpl("web")}})
+		p := k.Create(pod("web-2-x", web, owned(fresh, "apps/v1", "ReplicaSet"))).(*corev1.Pod)
+		if got, want := workload.Of(ctx, ca, c, p), (workload.Key{Namespace: "ns", Kind: "Deployment", Name: "web"}); got != want {
+			t.Errorf("Of with the API reader = %v, want %v", got, want)
+		}
+		if got := workload.Of(ctx, ca, nil, p); got != bare("web-2-x") {
+			t.Errorf("Of from the cache alone = %v, want the bare pod", got)
+		}
+	})
+}
+
+func TestIsTop(t *testing.T) {
+	yes := true
+	controlled := func(kind string) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: kind, Name: "x", UID: "u", Controller: &yes}}
+	}
+	for _, tc := range []struct {
+		name string
+		obj  client.Object
+		top  bool
+	}{
+		{"bare pod", &corev1.Pod{}, true},
+		{"pod of an unknown controller", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: controlled("Rollout")}}, true},
+		{"pod of a ReplicaSet", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: controlled("ReplicaSet")}}, false},
+		{"ReplicaSet of a Deployment", &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{OwnerReferences: controlled("Deployment")}}, false},
+		{"Deployment", &appsv1.Deployment{}, true},
+		{"CronJob", &batchv1.CronJob{}, true},
+	} {
+		if workload.IsTop(tc.obj) != tc.top {
+			t.Errorf("IsTop(%s) = %v, want %v", tc.name, !tc.top, tc.top)
+		}
 	}
 }
 

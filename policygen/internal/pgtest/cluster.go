@@ -51,7 +51,7 @@ func (k Cluster) Deployment(ns, name, sa string, ips ...string) []*corev1.Pod {
 		Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "c", Image: "i"}}}}
 	d := k.Create(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tpl}})
-	rs := k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-5d8f", OwnerReferences: controlledBy(d, "Deployment")},
+	rs := k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-5d8f", Labels: labels, OwnerReferences: controlledBy(d, "Deployment")},
 		Spec: appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tpl}})
 	var pods []*corev1.Pod
 	for i, ip := range ips {
