@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -39,20 +40,22 @@ type cluster struct {
 }
 
 // startCluster starts kube-apiserver and etcd and creates namespaces: opted (opted in), strict (opted
-// in, strict), plain (not opted in); kube-system and podwall-system carry the opt-in label too, to show
-// that the webhook's selector never picks them.
+// in, strict), plain (not opted in), and those of podSecurityNamespaces; kube-system and
+// podwall-system carry the opt-in label too, to show that the webhook's selector never picks them.
 func startCluster(t testing.TB) *cluster {
 	t.Helper()
 	env := testenv.Start(t, testenv.Options{})
 	c := &cluster{cfg: env.Config, cs: kubernetes.NewForConfigOrDie(env.Config)}
 	ctx := context.Background()
 	optIn := map[string]string{"podwall.io/inject": "enabled"}
-	for name, labels := range map[string]map[string]string{
+	namespaces := map[string]map[string]string{
 		"opted":          optIn,
 		"strict":         {"podwall.io/inject": "enabled", "podwall.io/strict": "true"},
 		"plain":          nil,
 		"podwall-system": optIn,
-	} {
+	}
+	maps.Copy(namespaces, podSecurityNamespaces)
+	for name, labels := range namespaces {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 		if _, err := c.cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -253,6 +256,8 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("pods", func(t *testing.T) { testPods(t, c) })
 	t.Run("NET_RAW dropped", func(t *testing.T) { testNetRawDropped(t, c) })
 	t.Run("golden outputs are valid pods", func(t *testing.T) { testGoldenPodsValid(t, c) })
+	t.Run("injected pods meet Pod Security privileged only", func(t *testing.T) { testInjectedPodSecurityLevel(t, c) })
+	t.Run("namespaces enforcing baseline or restricted", func(t *testing.T) { testPodSecurityRefusal(t, c) })
 	t.Run("mesh proxy added by a later webhook", func(t *testing.T) { testMeshAddedLater(t, c) })
 	t.Run("webhook down blocks only opted-in namespaces", func(t *testing.T) {
 		stop()

@@ -18,9 +18,13 @@
 //
 // The MutatingWebhookConfiguration selects opted-in namespaces, never kube-system or podwall-system,
 // and sends pods of namespaces labelled podwall.io/strict=true to the strict path (/inject-strict).
-// Strictness travels in the path so that the webhook needs no namespace reads: each request is
-// decided from the request alone. Strict namespaces ignore a pod's opt-out and deny app containers
-// that could flush the firewall; elsewhere those get a warning.
+// Namespaces enforcing a Pod Security level an injected pod cannot meet (pod-security.kubernetes.io/
+// enforce baseline or restricted: the sidecar adds NET_ADMIN) go to the same path with
+// "-enforce-<level>" appended. Strictness and level travel in the path so that the webhook needs no
+// namespace reads: each request is decided from the request alone. Strict namespaces ignore a pod's
+// opt-out and deny app containers that could flush the firewall; elsewhere those get a warning. In a
+// namespace enforcing baseline or restricted the injector refuses every pod it would inject, saying
+// why and what to do, before PodSecurity would refuse it with a message that names neither.
 //
 // # NET_RAW
 //

@@ -27,6 +27,8 @@ type goldenCase struct {
 	name string
 	// strict sends the pod through the strict path, as a namespace labelled podwall.io/strict=true.
 	strict bool
+	// enforce is the Pod Security level the namespace enforces, when the injected pod cannot meet it.
+	enforce string
 	// server is the API server's version, which picks the layout; default v1.37.2.
 	server string
 	// opts are the injector's options; zero means the defaults.
@@ -66,6 +68,10 @@ var goldenCases = []goldenCase{
 		TokenExpiration:      2 * time.Hour,
 	}},
 	{name: "system-namespace"},
+	{name: "enforce-baseline", enforce: "baseline"},
+	{name: "enforce-restricted", enforce: "restricted"},
+	{name: "enforce-baseline-opt-out", enforce: "baseline"},
+	{name: "strict-enforce-baseline-opt-out", strict: true, enforce: "baseline"},
 }
 
 // goldenResult is what a fixture records: the admission answer and the pod the API server would store.
@@ -81,7 +87,8 @@ func TestGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := tc.injector(t)
 			raw := readPodJSON(t, filepath.Join("testdata", tc.name+".yaml"))
-			got := admit(t, in.Webhook(tc.strict), raw)
+			route := Namespace{Strict: tc.strict, Enforce: tc.enforce}
+			got := admit(t, in.Webhook(route), raw)
 			path := filepath.Join("testdata", tc.name+".golden.yaml")
 			if *update {
 				writeGolden(t, path, got)
@@ -105,7 +112,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(got.Pod, admit(t, in.Webhook(tc.strict), again).Pod); diff != "" {
+			if diff := cmp.Diff(got.Pod, admit(t, in.Webhook(route), again).Pod); diff != "" {
 				t.Errorf("second pass changed the pod (-first +second):\n%s", diff)
 			}
 		})

@@ -32,6 +32,9 @@ type Namespace struct {
 	// Strict namespaces (label podwall.io/strict=true) ignore opt-outs and deny app containers that
 	// could flush the firewall.
 	Strict bool
+	// Enforce is the Pod Security level the namespace enforces (label pod-security.kubernetes.io/enforce)
+	// when it is one an injected pod cannot meet (unmetLevels); empty otherwise.
+	Enforce string
 }
 
 // status is the value of AnnotationStatus: what the injector added, so that a later pass (the API
@@ -44,8 +47,8 @@ type status struct {
 }
 
 // Inject mutates pod in place and returns warnings for the client. An error means the pod must be
-// denied (a strict namespace refusing an app that could flush or bypass the firewall); the pod is then
-// left as it came. Besides adding the sidecar, it drops NET_RAW from the app containers (dropNetRaw). A pod that is not to be injected comes back unchanged, with a warning if the client
+// denied (a namespace enforcing a Pod Security level the injected pod cannot meet, a strict namespace
+// refusing an app that could flush or bypass the firewall); the pod is then left as it came. Besides adding the sidecar, it drops NET_RAW from the app containers (dropNetRaw). A pod that is not to be injected comes back unchanged, with a warning if the client
 // should know why.
 func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 	if slices.Contains(systemNamespaces, ns.Name) {
@@ -60,6 +63,9 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 			return nil, nil
 		}
 		warnings = append(warnings, "podwall: opt-out ignored: namespace "+ns.Name+" is strict")
+	}
+	if err := checkPodSecurity(ns); err != nil {
+		return nil, err
 	}
 	work := pod.DeepCopy()
 	removeInjected(work)

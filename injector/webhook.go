@@ -1,6 +1,7 @@
 package injector
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"sync"
@@ -15,13 +16,29 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
-// The webhook's paths: the MutatingWebhookConfiguration sends strict namespaces to PathStrict.
+// The webhook's paths: the MutatingWebhookConfiguration sends strict namespaces to PathStrict, the
+// others to PathInject, and either, when the namespace enforces a Pod Security level the injected pod
+// cannot meet, to the path with "-enforce-<level>" appended (see routes).
 const (
 	PathInject = "/inject"
 	PathStrict = "/inject-strict"
 )
 
-// Register serves the injector's two paths on srv, each request timed in the webhook's own latency
+// routes maps each of the webhook's paths to what the namespaceSelector of the webhook that calls it
+// says about the namespace. So the injector learns the namespace's labels from the request alone,
+// without reading namespaces.
+func routes() map[string]Namespace {
+	out := map[string]Namespace{}
+	for path, strict := range map[string]bool{PathInject: false, PathStrict: true} {
+		out[path] = Namespace{Strict: strict}
+		for _, level := range unmetLevels {
+			out[path+"-enforce-"+level] = Namespace{Strict: strict, Enforce: level}
+		}
+	}
+	return out
+}
+
+// Register serves the injector's paths on srv, each request timed in the webhook's own latency
 // histogram, which it registers on reg: podwall_injector_request_duration_seconds, per path, from the
 // request's arrival to the response written. Its buckets are fine below 10 ms, the budget a pod
 // create can afford.
@@ -32,16 +49,17 @@ func Register(srv webhook.Server, in *Injector, reg prometheus.Registerer) {
 		Buckets: []float64{.0002, .0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, 1},
 	}, []string{"path"})
 	reg.MustRegister(latency)
-	for path, strict := range map[string]bool{PathInject: false, PathStrict: true} {
-		srv.Register(path, timed(latency.WithLabelValues(path), in.Webhook(strict)))
+	for path, route := range routes() {
+		srv.Register(path, timed(latency.WithLabelValues(path), in.Webhook(route)))
 	}
 }
 
-// Webhook returns the admission webhook for namespaces that are strict or not.
-func (in *Injector) Webhook(strict bool) *admission.Webhook {
+// Webhook returns the admission webhook for the namespaces route describes (all but its Name, which
+// each request brings).
+func (in *Injector) Webhook(route Namespace) *admission.Webhook {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme) // registering the built-in types cannot fail
-	wh := admission.WithDefaulter[*corev1.Pod](scheme, defaulter{in: in, strict: strict})
+	wh := admission.WithDefaulter[*corev1.Pod](scheme, defaulter{in: in, route: route})
 	wh.Handler = warningHandler{wh.Handler}
 	return wh
 }
@@ -49,8 +67,8 @@ func (in *Injector) Webhook(strict bool) *admission.Webhook {
 // defaulter is the typed defaulter controller-runtime calls with the decoded pod; it computes the
 // JSON patch from the pod as Default leaves it.
 type defaulter struct {
-	in     *Injector
-	strict bool
+	in    *Injector
+	route Namespace
 }
 
 // Default injects the pod of a CREATE request. The namespace comes from the request: a pod being
@@ -63,11 +81,9 @@ func (d defaulter) Default(ctx context.Context, pod *corev1.Pod) error {
 	if req.Operation != admissionv1.Create {
 		return nil
 	}
-	ns := pod.Namespace
-	if ns == "" {
-		ns = req.Namespace
-	}
-	warnings, err := d.in.Inject(pod, Namespace{Name: ns, Strict: d.strict})
+	ns := d.route
+	ns.Name = cmp.Or(pod.Namespace, req.Namespace)
+	warnings, err := d.in.Inject(pod, ns)
 	addWarnings(ctx, warnings...)
 	return err
 }
