@@ -29,8 +29,9 @@ func New(opts SidecarOptions) *Injector {
 // Namespace is what the injector knows about the pod's namespace.
 type Namespace struct {
 	Name string
-	// Strict namespaces (label podwall.io/strict=true) ignore opt-outs and deny app containers that
-	// could flush the firewall.
+	// Strict namespaces (label podwall.io/strict=true) ignore opt-outs and deny what the sidecar cannot
+	// guard: hostNetwork pods, pods sharing a PID namespace with the sidecar, app containers that could
+	// flush or bypass the firewall.
 	Strict bool
 	// Enforce is the Pod Security level the namespace enforces (label pod-security.kubernetes.io/enforce)
 	// when it is one an injected pod cannot meet (unmetLevels); empty otherwise.
@@ -47,15 +48,21 @@ type status struct {
 }
 
 // Inject mutates pod in place and returns warnings for the client. An error means the pod must be
-// denied (a namespace enforcing a Pod Security level the injected pod cannot meet, a strict namespace
-// refusing an app that could flush or bypass the firewall); the pod is then left as it came. Besides adding the sidecar, it drops NET_RAW from the app containers (dropNetRaw). A pod that is not to be injected comes back unchanged, with a warning if the client
-// should know why.
+// denied (a namespace enforcing a Pod Security level the injected pod cannot meet, a pod using
+// podwall's volume names, a strict namespace refusing a pod it cannot guard or an app that could
+// flush, bypass or kill the firewall); the pod is then left as it came. Besides adding the sidecar, it
+// drops NET_RAW from the app containers (dropNetRaw). A pod that is not to be injected comes back
+// unchanged, with a warning if the client should know why.
 func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 	if slices.Contains(systemNamespaces, ns.Name) {
 		return nil, nil
 	}
 	if pod.Spec.HostNetwork {
-		return []string{"podwall: pod not injected: a hostNetwork pod shares the node's network, which the sidecar must not own"}, nil
+		const why = "a hostNetwork pod shares the node's network, which the sidecar must not own, so podwall cannot guard it"
+		if ns.Strict {
+			return nil, fmt.Errorf("podwall: namespace %s is strict and refuses pods it cannot guard: %s; run the pod in a namespace without podwall.io/strict=true", ns.Name, why)
+		}
+		return []string{"podwall: pod not injected: " + why}, nil
 	}
 	var warnings []string
 	if strings.EqualFold(pod.Annotations[AnnotationInject], "false") {
@@ -68,7 +75,17 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 		return nil, err
 	}
 	work := pod.DeepCopy()
+	if err := checkReservedVolumes(work); err != nil {
+		return nil, err
+	}
 	removeInjected(work)
+	shared := sharedProcesses(&work.Spec)
+	if len(shared) > 0 && ns.Strict {
+		return nil, fmt.Errorf("podwall: namespace %s is strict: %s, which lets an app process signal or trace the sidecar's process; remove it", ns.Name, strings.Join(shared, "; "))
+	}
+	for _, s := range shared {
+		warnings = append(warnings, "podwall: "+s+", which lets an app process signal or trace the sidecar's process")
+	}
 	risky := riskyContainers(&work.Spec)
 	if len(risky) > 0 && ns.Strict {
 		return nil, fmt.Errorf("podwall: namespace %s is strict: %s, which could flush the pod's firewall", ns.Name, strings.Join(risky, "; "))
@@ -98,8 +115,7 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 // removeInjected takes out what an earlier pass injected: what its status lists and, whatever the
 // status says (it may be missing or mangled), anything under podwall's reserved names.
 func removeInjected(pod *corev1.Pod) {
-	var st status
-	_ = json.Unmarshal([]byte(pod.Annotations[AnnotationStatus]), &st) // a bad status removes by name only
+	st := injectedStatus(pod)
 	containers := append([]string{sidecar.ContainerName, sidecar.InitContainerName}, st.Containers...)
 	containers = append(containers, st.InitContainers...)
 	volumes := append(injectedVolumes(), st.Volumes...)
@@ -110,6 +126,28 @@ func removeInjected(pod *corev1.Pod) {
 	pod.Spec.Containers = slices.DeleteFunc(pod.Spec.Containers, named(containers))
 	pod.Spec.Volumes = slices.DeleteFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return slices.Contains(volumes, v.Name) })
 	delete(pod.Annotations, AnnotationStatus)
+}
+
+// injectedStatus is what the pod's AnnotationStatus says an earlier pass added: nothing when it is
+// missing or mangled.
+func injectedStatus(pod *corev1.Pod) status {
+	var st status
+	_ = json.Unmarshal([]byte(pod.Annotations[AnnotationStatus]), &st)
+	return st
+}
+
+// sharedProcesses describes how the pod puts its app containers in a PID namespace with the sidecar's
+// process, where a root app process can kill it (fail-closed then keeps the last policy, which another
+// process holding NET_ADMIN may edit unobserved) or, holding SYS_PTRACE, trace it.
+func sharedProcesses(spec *corev1.PodSpec) []string {
+	var out []string
+	if spec.HostPID {
+		out = append(out, "the pod sets hostPID: true (the node's PID namespace)")
+	}
+	if spec.ShareProcessNamespace != nil && *spec.ShareProcessNamespace {
+		out = append(out, "the pod sets shareProcessNamespace: true (one PID namespace for all its containers)")
+	}
+	return out
 }
 
 // riskyCapabilities let a process rewrite or bypass the pod's nftables ruleset.
@@ -174,11 +212,6 @@ func (in *Injector) add(pod *corev1.Pod) status {
 		pod.Spec.ServiceAccountName = "default"
 	}
 	return st
-}
-
-// injectedVolumes are the names of the volumes add puts in.
-func injectedVolumes() []string {
-	return []string{sidecar.VolumeConfig, sidecar.VolumeToken, sidecar.VolumeCache}
 }
 
 // defaultContainerAnnotation keeps `kubectl logs` and `kubectl exec` on the app when podwall is the
