@@ -168,8 +168,13 @@ func (w *warnings) HandleWarningHeader(_ int, _ string, text string) {
 
 // createPod creates a pod with a fresh client, so the warnings are this request's.
 func (c *cluster) createPod(ns string, pod *corev1.Pod) (*corev1.Pod, []string, error) {
+	return createPodAs(c.cfg, ns, pod)
+}
+
+// createPodAs creates a pod as the user of cfg, with a fresh client, so the warnings are this request's.
+func createPodAs(cfg *rest.Config, ns string, pod *corev1.Pod) (*corev1.Pod, []string, error) {
 	w := &warnings{}
-	cfg := rest.CopyConfig(c.cfg)
+	cfg = rest.CopyConfig(cfg)
 	cfg.WarningHandler = w
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
@@ -258,6 +263,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("golden outputs are valid pods", func(t *testing.T) { testGoldenPodsValid(t, c) })
 	t.Run("injected pods meet Pod Security privileged only", func(t *testing.T) { testInjectedPodSecurityLevel(t, c) })
 	t.Run("namespaces enforcing baseline or restricted", func(t *testing.T) { testPodSecurityRefusal(t, c) })
+	t.Run("a namespace user's pods that reach for the sidecar", func(t *testing.T) { testTenantPods(t, c) })
 	t.Run("mesh proxy added by a later webhook", func(t *testing.T) { testMeshAddedLater(t, c) })
 	t.Run("webhook down blocks only opted-in namespaces", func(t *testing.T) {
 		stop()
