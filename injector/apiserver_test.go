@@ -103,9 +103,8 @@ func (c *cluster) asInjector() *rest.Config {
 	return cfg
 }
 
-// installWebhook creates the webhook configuration of manifests/injector under name, pointed at
-// 127.0.0.1:port (the API server cannot reach a Service here), with caBundle as given.
-func (c *cluster) installWebhook(t testing.TB, name string, port int, caBundle []byte) {
+// manifestWebhooks reads the webhook configuration that kubectl apply -k manifests/ installs.
+func manifestWebhooks(t testing.TB) admissionregistrationv1.MutatingWebhookConfiguration {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("..", "manifests", "injector", "webhook.yaml"))
 	if err != nil {
@@ -115,6 +114,14 @@ func (c *cluster) installWebhook(t testing.TB, name string, port int, caBundle [
 	if err := yaml.UnmarshalStrict(data, &mwc); err != nil {
 		t.Fatal(err)
 	}
+	return mwc
+}
+
+// installWebhook creates the webhook configuration of manifests/injector under name, pointed at
+// 127.0.0.1:port (the API server cannot reach a Service here), with caBundle as given.
+func (c *cluster) installWebhook(t testing.TB, name string, port int, caBundle []byte) {
+	t.Helper()
+	mwc := manifestWebhooks(t)
 	mwc.Name = name
 	for i := range mwc.Webhooks {
 		cc := &mwc.Webhooks[i].ClientConfig

@@ -2,19 +2,15 @@ package injector
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
-	"sigs.k8s.io/yaml"
 )
 
 // podSecurityNamespaces are startCluster's namespaces that enforce a Pod Security level: psa-<level>
@@ -116,14 +112,7 @@ func testPodSecurityRefusal(t *testing.T, c *cluster) {
 // TestWebhookRoutes checks that the webhooks of manifests/injector/webhook.yaml call exactly the
 // injector's paths, each selecting the namespaces its route stands for.
 func TestWebhookRoutes(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("..", "manifests", "injector", "webhook.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	if err := yaml.UnmarshalStrict(data, &mwc); err != nil {
-		t.Fatal(err)
-	}
+	mwc := manifestWebhooks(t)
 	want := routes()
 	for _, wh := range mwc.Webhooks {
 		path := *wh.ClientConfig.Service.Path
