@@ -219,12 +219,6 @@ func TestSpoofedControllerIsNoWorkloadPeer(t *testing.T) {
 		},
 	})
 	db := workload.Key{Namespace: "shop", Kind: "Deployment", Name: "db"}
-	snap, release, err := hub.Acquire(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer release()
-
 	// mallory may create pods in shop and nothing else.
 	k.Create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "pods"},
 		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}})
@@ -254,7 +248,9 @@ func TestSpoofedControllerIsNoWorkloadPeer(t *testing.T) {
 		Labels: api[0].Labels, OwnerReferences: api[0].OwnerReferences}, Spec: api[0].Spec}).(*corev1.Pod)
 	k.SetIP(genuine, "10.1.0.2")
 	want := pfx("10.1.0.1/32", "10.1.0.2/32")
+	var snap Snapshot
 	testutil.Eventually(t, 10*time.Second, func() error {
+		var release func()
 		snap, release, err = hub.Acquire(ctx, db)
 		release()
 		if err != nil {
