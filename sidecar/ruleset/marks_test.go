@@ -2,6 +2,7 @@ package ruleset
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"syscall"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/sidecar/ruleset/marktest"
 )
 
@@ -47,9 +49,14 @@ func TestForgedMarks(t *testing.T) {
 			if err := att.Connect(mark, to.network, to.addr); to.network == "tcp" && !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Errorf("mark %#x, tcp to %s: %v, want connection refused", mark, to.addr, err)
 			}
-			if n := v.queued.Load() - before; n != 1 {
-				t.Errorf("mark %#x, %s to %s: %d packets queued, want 1 (judged and logged)", mark, to.network, to.addr, n)
-			}
+			// A datagram reaches the queue after its send returns (an IPv6 one may first wait for
+			// neighbour discovery): wait for it, then make sure it came alone.
+			testutil.Eventually(t, 5*time.Second, func() error {
+				if n := v.queued.Load() - before; n != 1 {
+					return fmt.Errorf("mark %#x, %s to %s: %d packets queued, want 1 (judged and logged)", mark, to.network, to.addr, n)
+				}
+				return nil
+			})
 		}
 	}
 	_, sets := readBack(t, x.pod, x.c)
