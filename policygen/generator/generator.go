@@ -33,9 +33,6 @@ type Options struct {
 	DNS types.NamespacedName
 	// ClusterDomain is the cluster's DNS domain.
 	ClusterDomain string
-	// APIReader reads a pod's claimed owner when the cache has not seen it yet (see workload.Of), so
-	// that a Deployment's new pod does not pass for a bare one; nil reads only the cache.
-	APIReader client.Reader
 }
 
 // Generator reconciles workloads into WorkloadPolicies.
@@ -76,7 +73,7 @@ func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		// A deleted workload's policy goes with it: the policy has the workload as its owner.
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	if !g.isWorkload(ctx, key, obj) || obj.GetDeletionTimestamp() != nil {
+	if !workload.IsTop(obj) || obj.GetDeletionTimestamp() != nil {
 		return reconcile.Result{}, nil
 	}
 	tpl, err := workload.Template(obj)
@@ -93,16 +90,6 @@ func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		ClusterDomain: g.opts.ClusterDomain,
 	})
 	return reconcile.Result{}, g.write(ctx, key, obj, rules)
-}
-
-// isWorkload reports whether obj, named by key, is a workload of its own. A pod is one when its
-// verified workload is itself: a bare pod, or one whose claimed owner workload.Of refuses, which then
-// gets a policy of its own instead of none.
-func (g *Generator) isWorkload(ctx context.Context, key workload.Key, obj client.Object) bool {
-	if pod, ok := obj.(*corev1.Pod); ok {
-		return workload.Of(ctx, g.client, g.opts.APIReader, pod) == key
-	}
-	return workload.IsTop(obj)
 }
 
 func (g *Generator) optedIn(ctx context.Context, name string) (bool, error) {

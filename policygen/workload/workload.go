@@ -45,43 +45,37 @@ func PolicyName(kind, name string) string {
 	return n[:240] + "-" + hex.EncodeToString(sum[:])[:12]
 }
 
-// Of returns the workload of a pod: its top controller, the last of Owners.
-func Of(ctx context.Context, cache, api client.Reader, pod *corev1.Pod) Key {
-	owners := Owners(ctx, cache, api, pod)
-	return owners[len(owners)-1]
-}
-
-// Owners returns the pod itself and its controllers, following controller references up through
-// ReplicaSets to Deployments and through Jobs to CronJobs: the workloads the pod counts for. Its last
-// element is the pod's workload. ownerReferences are written by whoever creates the object, a namespace
-// user included, so a reference counts only as the controller that created the object would have
-// written it: marked controller, naming an object of a kind that controls the referring kind, which
-// exists with exactly the referenced UID and whose selector matches the referring object's labels (the
-// condition under which a controller adopts an object; one releases what its selector does not match).
-// Owners are read from cache and, when it does not have them with the referenced UID (a ReplicaSet just
-// created, not yet seen by the informer), from api, which may be nil to read only the cache.
+// Of returns the workload of a pod: its top controller, following controller references up through
+// ReplicaSets to Deployments and through Jobs to CronJobs. ownerReferences are written by whoever
+// creates the object, a namespace user included, so a reference counts only as the controller that
+// created the object would have written it: marked controller, naming an object of a kind that controls
+// the referring kind, which exists with exactly the referenced UID and whose selector matches the
+// referring object's labels (the condition under which a controller adopts an object; one releases
+// what its selector does not match). Owners are read from cache and, when it does not have them with
+// the referenced UID (a ReplicaSet just created, not yet seen by the informer), from api, which may be
+// nil to read only the cache.
 //
-// A pod whose claimed owner fails any of these checks, or cannot be read, is its own workload and
-// counts for no other: Owners is the pod alone. A pod controlled by a kind policygen does not know is
-// its own workload too; a ReplicaSet or Job controlled by one ends the walk there.
-func Owners(ctx context.Context, cache, api client.Reader, pod *corev1.Pod) []Key {
+// A pod whose claimed owner fails any of these checks, or cannot be read, is its own workload, never
+// the claimed owner's. A pod controlled by a kind policygen does not know is its own workload too; a
+// ReplicaSet or Job controlled by one ends the walk there.
+func Of(ctx context.Context, cache, api client.Reader, pod *corev1.Pod) Key {
 	bare := Key{Namespace: pod.Namespace, Kind: "Pod", Name: pod.Name}
-	keys := []Key{bare}
+	key := bare
 	var child client.Object = pod
 	for ref := metav1.GetControllerOf(child); ref != nil; ref = metav1.GetControllerOf(child) {
 		if !known(ref) {
 			break
 		}
-		owner, err := verify(ctx, cache, api, keys[len(keys)-1].Kind, child, ref)
+		owner, err := verify(ctx, cache, api, key.Kind, child, ref)
 		if err != nil {
 			log.FromContext(ctx).V(1).Info("claimed owner refused", "pod", bare.String(),
 				"owner", ref.Kind+"/"+ref.Name, "uid", ref.UID, "reason", err.Error())
-			return keys[:1]
+			return bare
 		}
-		keys = append(keys, Key{Namespace: pod.Namespace, Kind: ref.Kind, Name: ref.Name})
+		key = Key{Namespace: pod.Namespace, Kind: ref.Kind, Name: ref.Name}
 		child = owner
 	}
-	return keys
+	return key
 }
 
 // groups are the API groups of the controller kinds Of follows.
@@ -150,14 +144,20 @@ func selectorOf(obj client.Object) *metav1.LabelSelector {
 	return nil
 }
 
-// IsTop reports whether obj, a workload object other than a pod, is a workload of its own rather than
-// one a known workload claims to control (the ReplicaSets of a Deployment, the Jobs of a CronJob). The
-// claim is not verified here: when Owners refuses it, the object's pods are bare pods, each its own
-// workload, and the object, which no pod counts for, needs no policy. Whether a pod is a workload of its
-// own is what Of says.
+// IsTop reports whether obj is a workload of its own, rather than one a known workload controls (the
+// ReplicaSets of a Deployment, the Jobs of a CronJob, the pods of any of them).
 func IsTop(obj client.Object) bool {
 	ref := metav1.GetControllerOf(obj)
-	return ref == nil || !known(ref)
+	if ref == nil {
+		return true
+	}
+	switch ref.Kind {
+	case "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet":
+		return false
+	}
+	// A pod controlled by something we do not know is treated as its own workload.
+	_, isPod := obj.(*corev1.Pod)
+	return isPod
 }
 
 // New returns an empty object of a workload kind, for Get.
