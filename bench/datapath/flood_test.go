@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -60,15 +59,7 @@ func measureDenyFlood(t *testing.T, rounds int) (flooded, calm float64) {
 		}
 	})
 	testutil.Await(t, "agent ready", 10*time.Second, func() error {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/readyz: %s", resp.Status)
-		}
-		return nil
+		return testutil.HTTPOK(nil, "http://"+httpAddr+"/readyz")
 	})
 
 	port := uint16(floodProbePort)

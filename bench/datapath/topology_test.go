@@ -136,15 +136,7 @@ func (top *topology) startSidecar(t *testing.T, bin, policyFile string, args ...
 			t.Fatalf("sidecar in %s exited before it was ready: %v\n%s", top.name, cmd.ProcessState, diag)
 		default:
 		}
-		resp, err := client.Get("http://" + readyAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz: %s", resp.Status)
-		}
-		return nil
+		return testutil.HTTPOK(&client, "http://"+readyAddr+"/readyz")
 	})
 	// "ip netns exec" execs the command in place, so the process is the sidecar itself; check it, since
 	// its memory is measured through this pid.

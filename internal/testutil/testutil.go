@@ -7,6 +7,7 @@ package testutil
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"sync"
 	"testing"
@@ -42,6 +43,23 @@ func Await(t testing.TB, what string, timeout time.Duration, check func() error)
 		}
 		return nil
 	})
+}
+
+// HTTPOK gets url with client (http.DefaultClient when nil) and says why the answer is not 200 OK: the
+// check of a readiness endpoint, for Eventually.
+func HTTPOK(client *http.Client, url string) error {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 // Buffer is a bytes.Buffer safe for concurrent use: code under test writes it from its goroutines while

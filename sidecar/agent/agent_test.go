@@ -179,15 +179,7 @@ func (w *world) start(t *testing.T, tune func(*Options)) (a *Agent, stop func())
 			t.Fatalf("agent stopped before ready: %v", runErr)
 		default:
 		}
-		resp, err := http.Get("http://" + w.httpAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/readyz: %s", resp.Status)
-		}
-		return nil
+		return testutil.HTTPOK(nil, "http://"+w.httpAddr+"/readyz")
 	})
 	return a, stop
 }

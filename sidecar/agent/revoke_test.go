@@ -14,13 +14,13 @@ import (
 	"time"
 
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
-	"golang.org/x/sys/unix"
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/internal/netnstest"
 	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/sidecar/ruleset"
+	"podwall.io/podwall/sidecar/ruleset/marktest"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
@@ -370,7 +370,7 @@ func TestRevocationSparesTheSidecarsOwn(t *testing.T) {
 			if err := a.allowSelf(network, address); err != nil {
 				return err
 			}
-			return markedControl(network, address, rc)
+			return marktest.Control(ruleset.MarkSelf)(network, address, rc)
 		}}
 		c, err := d.Dial("tcp", w.peerAddr(egressTCP).String())
 		own.pod = c
@@ -390,17 +390,6 @@ func TestRevocationSparesTheSidecarsOwn(t *testing.T) {
 	if lines := revokedLines(t, w.out); len(lines) != 0 {
 		t.Fatalf("revoked the sidecar's own connection: %+v", lines)
 	}
-}
-
-// markedControl sets the sidecar's socket mark, as pgclient's dialer does.
-func markedControl(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(ruleset.MarkSelf))
-	}); err != nil {
-		return err
-	}
-	return serr
 }
 
 // TestRevokedFlowIsNotTakenUpMidStream checks that a cut connection stays cut when its next packet

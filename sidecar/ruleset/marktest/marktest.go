@@ -330,10 +330,9 @@ func (c *Counter) WaitReceived(t testing.TB, want int64, what string) {
 	})
 }
 
-// Dial connects over TCP from ns as the test process (root), its socket marked mark: the sidecar's
-// own connections carry ruleset.MarkSelf.
-func Dial(ns *netnstest.NS, mark uint32, to netip.AddrPort) error {
-	d := net.Dialer{Timeout: 2 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+// Control is a net.Dialer Control that sets SO_MARK mark on the socket before it connects.
+func Control(mark uint32) func(network, address string, rc syscall.RawConn) error {
+	return func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		if err := rc.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
@@ -341,7 +340,13 @@ func Dial(ns *netnstest.NS, mark uint32, to netip.AddrPort) error {
 			return err
 		}
 		return serr
-	}}
+	}
+}
+
+// Dial connects over TCP from ns as the test process (root), its socket marked mark: the sidecar's
+// own connections carry ruleset.MarkSelf.
+func Dial(ns *netnstest.NS, mark uint32, to netip.AddrPort) error {
+	d := net.Dialer{Timeout: 2 * time.Second, Control: Control(mark)}
 	return ns.Do(func() error {
 		c, err := d.Dial("tcp", to.String())
 		if err == nil {
