@@ -31,6 +31,9 @@ const (
 	ICMPv6 Protocol = "ICMPv6"
 )
 
+// Protocols are every protocol a rule may name.
+var Protocols = []Protocol{TCP, UDP, SCTP, ICMP, ICMPv6}
+
 // Number returns the IANA protocol number.
 func (p Protocol) Number() uint8 {
 	switch p {
@@ -53,7 +56,7 @@ func (p Protocol) IsICMP() bool { return p == ICMP || p == ICMPv6 }
 
 // ProtocolOf returns the protocol with IANA number n, or "" for one a rule cannot name.
 func ProtocolOf(n uint8) Protocol {
-	for _, p := range []Protocol{TCP, UDP, SCTP, ICMP, ICMPv6} {
+	for _, p := range Protocols {
 		if p.Number() == n {
 			return p
 		}

@@ -80,15 +80,14 @@ func (l *Line) IsNotice() bool { return l.Notice != "" }
 // knows (TCP, UDP, SCTP, ICMP, ICMPv6) and the bare number for any other.
 type Proto uint8
 
-// protoNames are the protocols written by name, indexed by number so that the verdict path's lookup
-// costs nothing.
-var protoNames = [256]string{
-	1:   "ICMP",
-	6:   string(policy.TCP),
-	17:  string(policy.UDP),
-	58:  "ICMPv6",
-	132: string(policy.SCTP),
-}
+// protoNames are the protocols written by name (those a rule may name), indexed by number so that the
+// verdict path's lookup costs nothing.
+var protoNames = func() (names [256]string) {
+	for _, p := range policy.Protocols {
+		names[p.Number()] = string(p)
+	}
+	return names
+}()
 
 // Name returns the protocol's name on a line, or "" for a protocol written as its number.
 func (p Proto) Name() string { return protoNames[p] }
