@@ -46,7 +46,7 @@
 //	workload              ""  (set by the injector)          no    PODWALL_WORKLOAD, "Kind/name"
 //	policygen-url         "" (standalone)                    no    policygen's policy API, https
 //	policygen-token-file  /var/run/secrets/podwall.io/token  no    projected token, audience podwall
-//	policygen-ca-file     "" (system roots)                  no    CA bundle for policygen
+//	policygen-ca          "" (system roots)                  no    PEM CA bundle for policygen (set by the injector)
 //	app-net-raw           ""  (set by the injector)          no    app containers that keep CAP_NET_RAW, announced at start
 //	baseline-only         false                              no    install the starting ruleset, no verdict loop, and exit
 //

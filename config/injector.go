@@ -41,40 +41,14 @@ type InjectorServe struct {
 
 // InjectorTLS says how the webhook gets its certificate.
 type InjectorTLS struct {
-	// Mode is managed (the injector keeps its own CA and serving certificate in a Secret, patches the
-	// caBundle of its MutatingWebhookConfiguration and renews) or external (key cert-mode: a mounted
-	// certificate, from cert-manager say, read from CertDir and reloaded when it changes).
-	Mode CertMode `mapstructure:"cert-mode"`
-	// CertDir holds tls.crt and tls.key in external mode (key cert-dir).
-	CertDir string `mapstructure:"cert-dir"`
+	ServingTLS `mapstructure:",squash"`
 	// Namespace is the injector's own namespace (key namespace, from the downward API), where the
 	// Secret lives and which its Service's DNS names carry.
 	Namespace string `mapstructure:"namespace"`
-	// Service is the name of the Service in front of the webhook (key service-name).
-	Service string `mapstructure:"service-name"`
-	// Secret keeps the CA and serving certificate in managed mode (key secret-name).
-	Secret string `mapstructure:"secret-name"`
 	// WebhookConfig is the MutatingWebhookConfiguration whose caBundle managed mode patches (key
 	// webhook-config-name).
 	WebhookConfig string `mapstructure:"webhook-config-name"`
-	// ExtraHosts are more DNS names or IP addresses for the serving certificate (key cert-hosts).
-	ExtraHosts []string `mapstructure:"cert-hosts"`
-	// Validity is how long a serving certificate lasts (key cert-validity) and RenewBefore how long
-	// before its end a new one is issued (key cert-renew-before).
-	Validity    time.Duration `mapstructure:"cert-validity"`
-	RenewBefore time.Duration `mapstructure:"cert-renew-before"`
 }
-
-// CertMode says who provides the webhook's serving certificate.
-type CertMode string
-
-// The certificate modes.
-const (
-	// CertManaged: the injector creates and renews its CA and certificate itself.
-	CertManaged CertMode = "managed"
-	// CertExternal: a mounted certificate, and someone else (cert-manager's CA injector) sets the caBundle.
-	CertExternal CertMode = "external"
-)
 
 // NativeSidecars chooses between the native-sidecar layout and the older one.
 type NativeSidecars string
@@ -105,9 +79,9 @@ type InjectedSidecar struct {
 	Port int `mapstructure:"sidecar-port"`
 	// PolicyGenURL is policygen's policy API (key policygen-url).
 	PolicyGenURL string `mapstructure:"policygen-url"`
-	// PolicyGenCAConfigMap names a ConfigMap with key ca.crt, present in each opted-in namespace (as
-	// kube-root-ca.crt is, or one that trust-manager distributes), that verifies policygen (key
-	// policygen-ca-configmap); empty: the system roots.
+	// PolicyGenCAConfigMap names the ConfigMap of the injector's namespace where policygen publishes
+	// the CA bundle that verifies it, key ca.crt (key policygen-ca-configmap); each injected sidecar
+	// gets the bundle. Empty: the sidecars use the system roots.
 	PolicyGenCAConfigMap string `mapstructure:"policygen-ca-configmap"`
 	// TokenExpiration is the lifetime asked for the projected token (key token-expiration); the
 	// kubelet rotates it at 80%.
@@ -121,15 +95,9 @@ var injectorLoader = loader{
 		f.Int("port", 9443, "webhook HTTPS port")
 		f.String("metrics-addr", ":8080", `address serving /metrics ("0": off)`)
 		f.String("health-addr", ":8081", "address serving /healthz and /readyz")
-		f.String("cert-mode", string(CertManaged), "managed (own CA in a Secret, caBundle patched, renewed) or external (mounted certificate)")
-		f.String("cert-dir", "/var/run/podwall-injector/certs", "with cert-mode=external: folder holding tls.crt and tls.key")
+		servingTLSFlags(f, "/var/run/podwall-injector/certs", "podwall-injector", "podwall-injector-tls")
 		f.String("namespace", "podwall-system", "the injector's namespace")
-		f.String("service-name", "podwall-injector", "the webhook's Service")
-		f.String("secret-name", "podwall-injector-tls", "with cert-mode=managed: Secret keeping the CA and certificate")
 		f.String("webhook-config-name", "podwall-injector", "with cert-mode=managed: MutatingWebhookConfiguration whose caBundle is kept")
-		f.StringSlice("cert-hosts", nil, "more DNS names or IPs for the serving certificate")
-		f.Duration("cert-validity", 365*24*time.Hour, "lifetime of a serving certificate")
-		f.Duration("cert-renew-before", 30*24*time.Hour, "renew a certificate this long before it expires")
 		f.String("native-sidecars", string(NativeAuto), "container layout: auto (by server version, 1.29+), always or never")
 		f.String("sidecar-image", "podwall/sidecar:dev", "image of the injected podwall container")
 		f.String("sidecar-image-pull-policy", "IfNotPresent", "Always, IfNotPresent or Never")
@@ -140,7 +108,7 @@ var injectorLoader = loader{
 		f.Bool("sidecar-privileged", false, "run the sidecar privileged instead of with NET_ADMIN only")
 		f.Int("sidecar-port", sidecar.DefaultPort, "sidecar's port for /readyz, /healthz and /metrics")
 		f.String("policygen-url", "https://podwall-policygen.podwall-system.svc:8443", "policygen's policy API for the sidecars")
-		f.String("policygen-ca-configmap", "", "ConfigMap (key ca.crt) in each pod's namespace verifying policygen (empty: system roots)")
+		f.String("policygen-ca-configmap", "podwall-policygen-ca", "ConfigMap (key ca.crt) of the injector's namespace holding policygen's CA bundle (empty: system roots)")
 		f.Duration("token-expiration", time.Hour, "lifetime of the sidecar's projected token (audience podwall)")
 	},
 }
@@ -162,29 +130,14 @@ func (c Injector) validate() error {
 	var p problems
 	checkPort(&p, "port", c.Serve.Port)
 	checkPort(&p, "sidecar-port", c.Sidecar.Port)
-	oneOf(&p, "cert-mode", c.TLS.Mode, CertManaged, CertExternal)
+	c.TLS.check(&p)
 	oneOf(&p, "native-sidecars", c.NativeSidecars, NativeAuto, NativeAlways, NativeNever)
 	oneOf(&p, "sidecar-image-pull-policy", c.Sidecar.PullPolicy, "Always", "IfNotPresent", "Never")
-	for key, name := range map[string]string{"namespace": c.TLS.Namespace, "service-name": c.TLS.Service} {
-		if !isDNSLabel(name) {
-			p.add(key, "%q is not a DNS label", name)
-		}
+	if !isDNSLabel(c.TLS.Namespace) {
+		p.add("namespace", "%q is not a DNS label", c.TLS.Namespace)
 	}
-	if c.TLS.Mode == CertManaged {
-		for key, name := range map[string]string{"secret-name": c.TLS.Secret, "webhook-config-name": c.TLS.WebhookConfig} {
-			if !isDNSSubdomain(name) {
-				p.add(key, "%q is not a DNS subdomain name", name)
-			}
-		}
-	}
-	if c.TLS.Mode == CertExternal && c.TLS.CertDir == "" {
-		p.add("cert-dir", "required with cert-mode=external")
-	}
-	if c.TLS.Validity < time.Hour {
-		p.add("cert-validity", "%v is under the 1h minimum", c.TLS.Validity)
-	}
-	if c.TLS.RenewBefore <= 0 || c.TLS.RenewBefore >= c.TLS.Validity {
-		p.add("cert-renew-before", "%v must be positive and shorter than cert-validity", c.TLS.RenewBefore)
+	if c.TLS.Mode == CertManaged && !isDNSSubdomain(c.TLS.WebhookConfig) {
+		p.add("webhook-config-name", "%q is not a DNS subdomain name", c.TLS.WebhookConfig)
 	}
 	c.Sidecar.check(&p)
 	return errors.Join(p...)

@@ -13,15 +13,17 @@ func defaultInjector() Injector {
 	return Injector{
 		Serve: InjectorServe{Port: 9443, MetricsAddr: ":8080", HealthAddr: ":8081"},
 		TLS: InjectorTLS{
-			Mode: CertManaged, CertDir: "/var/run/podwall-injector/certs", Namespace: "podwall-system",
-			Service: "podwall-injector", Secret: "podwall-injector-tls", WebhookConfig: "podwall-injector",
-			Validity: 365 * 24 * time.Hour, RenewBefore: 30 * 24 * time.Hour,
+			ServingTLS: ServingTLS{Mode: CertManaged, CertDir: "/var/run/podwall-injector/certs",
+				Service: "podwall-injector", Secret: "podwall-injector-tls",
+				Validity: 365 * 24 * time.Hour, RenewBefore: 30 * 24 * time.Hour},
+			Namespace: "podwall-system", WebhookConfig: "podwall-injector",
 		},
 		NativeSidecars: NativeAuto,
 		Sidecar: InjectedSidecar{
 			Image: "podwall/sidecar:dev", PullPolicy: "IfNotPresent", CPURequest: "10m", MemoryRequest: "32Mi",
 			MemoryLimit: "128Mi", Port: 9947, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443",
-			TokenExpiration: time.Hour,
+			PolicyGenCAConfigMap: "podwall-policygen-ca",
+			TokenExpiration:      time.Hour,
 		},
 	}
 }

@@ -18,6 +18,12 @@ type PolicyGenServer struct {
 	File string `mapstructure:"config"`
 	// API is the policy API the sidecars subscribe to.
 	API PolicyAPI `mapstructure:",squash"`
+	// TLS says where the policy API's serving certificate comes from. In managed mode its CA bundle
+	// is published in the ConfigMap CAConfigMap of Namespace, which the injector hands to sidecars.
+	TLS ServingTLS `mapstructure:",squash"`
+	// CAConfigMap is the ConfigMap (key ca.crt) where managed mode publishes the CA bundle (key
+	// ca-configmap).
+	CAConfigMap string `mapstructure:"ca-configmap"`
 	// Generate tunes the manifest rules.
 	Generate PolicyGenerate `mapstructure:",squash"`
 	// Promote sets the quiet periods of mode promotion.
@@ -45,10 +51,6 @@ type PolicyGenServer struct {
 type PolicyAPI struct {
 	// Addr is the TLS listen address (key api-addr).
 	Addr string `mapstructure:"api-addr"`
-	// CertFile and KeyFile are the serving certificate, reloaded on change (keys tls-cert-file,
-	// tls-key-file).
-	CertFile string `mapstructure:"tls-cert-file"`
-	KeyFile  string `mapstructure:"tls-key-file"`
 	// Audience is what sidecar tokens must be issued for (key token-audience).
 	Audience string `mapstructure:"token-audience"`
 	// MaxWait bounds a long-poll (key max-wait).
@@ -81,8 +83,8 @@ var policyGenServerLoader = loader{
 	name: "podwall-policygen",
 	flags: func(f *pflag.FlagSet) {
 		f.String("api-addr", ":8443", "policy API TLS listen address")
-		f.String("tls-cert-file", "/var/run/podwall-policygen/certs/tls.crt", "policy API serving certificate")
-		f.String("tls-key-file", "/var/run/podwall-policygen/certs/tls.key", "policy API serving key")
+		servingTLSFlags(f, "/var/run/podwall-policygen/certs", "podwall-policygen", "podwall-policygen-tls")
+		f.String("ca-configmap", "podwall-policygen-ca", "with cert-mode=managed: ConfigMap (key ca.crt) in namespace where the CA bundle is published")
 		f.String("token-audience", policy.TokenAudience, "audience sidecar tokens must carry")
 		f.Duration("max-wait", 2*time.Minute, "longest long-poll a sidecar may ask for")
 		f.Int64("max-report-bytes", 2<<20, "largest report body accepted (4096 entries take up to ~1 MiB)")
@@ -118,8 +120,9 @@ func LoadPolicyGenServer(args []string) (PolicyGenServer, error) {
 
 func (c PolicyGenServer) validate() error {
 	var p problems
-	if c.API.CertFile == "" || c.API.KeyFile == "" {
-		p.add("tls-cert-file", "a certificate and key are required: the API carries tokens")
+	c.TLS.check(&p)
+	if c.TLS.Mode == CertManaged && !isDNSSubdomain(c.CAConfigMap) {
+		p.add("ca-configmap", "%q is not a DNS subdomain name", c.CAConfigMap)
 	}
 	if c.API.Audience == "" {
 		p.add("token-audience", "required")

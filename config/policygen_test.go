@@ -23,7 +23,7 @@ func TestLoadPolicyGenServer(t *testing.T) {
 		{"bad dns service", []string{"--dns-service=kube-dns"}, nil, nil, "dns-service"},
 		{"bad max wait", []string{"--max-wait=1h"}, nil, nil, "max-wait"},
 		{"negative quiet", []string{"--monitor-quiet-period=-1s"}, nil, nil, "quiet periods"},
-		{"no certificate", []string{"--tls-cert-file="}, nil, nil, "tls-cert-file"},
+		{"no certificate", []string{"--cert-mode=external", "--cert-dir="}, nil, nil, "cert-dir"},
 		{"bad burst", nil, map[string]string{"PODWALL_REPORT_BURST": "0"}, nil, "report-burst"},
 	}
 	for _, tc := range tests {

@@ -154,8 +154,9 @@ type PolicyGen struct {
 	// TokenFile is the projected service-account token (audience podwall) the sidecar presents (key
 	// policygen-token-file). It is re-read for every connection because the kubelet rotates it.
 	TokenFile string `mapstructure:"policygen-token-file"`
-	// CAFile verifies policygen's certificate (key policygen-ca-file); empty uses the system roots.
-	CAFile string `mapstructure:"policygen-ca-file"`
+	// CA is the PEM bundle that verifies policygen's certificate (key policygen-ca); empty uses the
+	// system roots. The injector sets it from the bundle policygen publishes.
+	CA string `mapstructure:"policygen-ca"`
 }
 
 // sidecarLoader declares the sidecar's keys; the flag defaults are the defaults. The keys the injector
@@ -185,7 +186,7 @@ var sidecarLoader = loader{
 		f.String(string(sidecar.KeyWorkload), "", `this pod's workload, "Kind/name"`)
 		f.String(string(sidecar.KeyPolicyGenURL), "", "policygen's policy API (https); empty: standalone")
 		f.String(string(sidecar.KeyPolicyGenTokenFile), sidecar.TokenFile, "service-account token for policygen")
-		f.String(string(sidecar.KeyPolicyGenCAFile), "", "CA bundle for policygen's certificate (empty: system roots)")
+		f.String(string(sidecar.KeyPolicyGenCA), "", "PEM CA bundle verifying policygen's certificate (empty: system roots)")
 		f.StringSlice(string(sidecar.KeyAppNetRaw), nil, "the pod's app containers that keep CAP_NET_RAW (set by the injector)")
 		f.Bool(string(sidecar.KeyBaselineOnly), false, "install the starting ruleset (cached policy or baseline) without a verdict loop, then exit")
 	},

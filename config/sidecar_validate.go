@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -90,6 +91,9 @@ func (s Sidecar) checkPolicySource(p *problems) {
 		}
 		if s.PolicyGen.TokenFile == "" {
 			p.add("policygen-token-file", "required with policygen-url")
+		}
+		if s.PolicyGen.CA != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(s.PolicyGen.CA)) {
+			p.add("policygen-ca", "no PEM certificate in it")
 		}
 	}
 }

@@ -244,10 +244,27 @@ func TestAgainstAPIServer(t *testing.T) {
 			t.Fatalf("list pods as the injector: %v, want forbidden", err)
 		}
 	})
+	t.Run("the injector reads ConfigMaps of podwall-system only", func(t *testing.T) {
+		cs := kubernetes.NewForConfigOrDie(c.asInjector())
+		if _, err := cs.CoreV1().ConfigMaps("podwall-system").List(context.Background(), metav1.ListOptions{}); err != nil {
+			t.Errorf("list configmaps of podwall-system as the injector: %v", err)
+		}
+		if _, err := cs.CoreV1().ConfigMaps("opted").List(context.Background(), metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+			t.Errorf("list configmaps of opted as the injector: %v, want forbidden", err)
+		}
+	})
+	// policygen publishes its CA bundle as it does in a cluster, before the injector starts.
+	policyGenCA := []byte(c.policyGenCA(t))
+	publish := certs.PublishConfigMap(c.cs, "podwall-system", "podwall-policygen-ca")
+	if err := publish(context.Background(), policyGenCA); err != nil {
+		t.Fatal(err)
+	}
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector", port, nil)
-	stop := c.runInjector(t, Options{Port: port, TLS: TLSOptions{ExtraHosts: []string{"127.0.0.1"}}})
+	stop := c.runInjector(t, Options{Port: port, TLS: certs.Serving{ExtraHosts: []string{"127.0.0.1"}},
+		PolicyGenCAConfigMap: "podwall-policygen-ca"})
 	c.waitInjecting(t)
+	t.Run("policygen's CA bundle reaches the sidecar", func(t *testing.T) { testPolicyGenCA(t, c, policyGenCA) })
 
 	t.Run("managed TLS: Secret and caBundle", func(t *testing.T) {
 		ctx := context.Background()
@@ -403,4 +420,53 @@ func testGoldenPodsValid(t *testing.T, c *cluster) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}
+}
+
+// policyGenCA is a CA bundle as policygen publishes it.
+func (c *cluster) policyGenCA(t *testing.T) string {
+	t.Helper()
+	ca, err := certs.NewCA("podwall-policygen-ca", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(ca.CertPEM())
+}
+
+// testPolicyGenCA checks that each injected sidecar gets the CA bundle policygen published in
+// podwall-system, and that while none is published pods are refused with a message that says so,
+// rather than started with a sidecar that could never verify policygen.
+func testPolicyGenCA(t *testing.T, c *cluster, published []byte) {
+	ctx := context.Background()
+	caOf := func(p *corev1.Pod) string {
+		for _, ct := range append(p.Spec.InitContainers, p.Spec.Containers...) {
+			for _, e := range ct.Env {
+				if ct.Name == sidecar.ContainerName && e.Name == sidecar.KeyPolicyGenCA.Env() {
+					return e.Value
+				}
+			}
+		}
+		return ""
+	}
+	p, _, err := c.createPod("opted", testPod())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := caOf(p); got != string(published) {
+		t.Fatalf("sidecar's %s = %q, want the published bundle", sidecar.KeyPolicyGenCA.Env(), got)
+	}
+	cms := c.cs.CoreV1().ConfigMaps("podwall-system")
+	if err := cms.Delete(ctx, "podwall-policygen-ca", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() error {
+		_, _, err := c.createPod("opted", testPod())
+		if err == nil || !strings.Contains(err.Error(), "policygen's CA bundle is not published yet") {
+			return fmt.Errorf("pod create with no CA published: %v, want a refusal that says so", err)
+		}
+		return nil
+	})
+	if err := certs.PublishConfigMap(c.cs, "podwall-system", "podwall-policygen-ca")(ctx, published); err != nil {
+		t.Fatal(err)
+	}
+	c.waitInjecting(t)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"podwall.io/podwall/internal/certs"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -31,7 +32,7 @@ func TestBenchInjector(t *testing.T) {
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector", port, nil)
 	reg := prometheus.NewRegistry()
-	c.runInjector(t, Options{Port: port, TLS: TLSOptions{ExtraHosts: []string{"127.0.0.1"}}, Registerer: reg})
+	c.runInjector(t, Options{Port: port, TLS: certs.Serving{ExtraHosts: []string{"127.0.0.1"}}, Registerer: reg})
 	c.waitInjecting(t)
 
 	fast := rest.CopyConfig(c.cfg)
@@ -74,7 +75,7 @@ type side struct {
 }
 
 // pre injects the preinjected side's pods as the webhook would with its defaults.
-var pre = New(SidecarOptions{NativeSidecars: true, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443"})
+var pre = New(SidecarOptions{NativeSidecars: true, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443"}, nil)
 
 // createPods creates n pods as s says from workers goroutines and returns pods per second. In the
 // opted namespace each pod not opted out must come back injected.
@@ -92,7 +93,7 @@ func createPods(t *testing.T, cs kubernetes.Interface, s side, n, workers int) f
 					optOut(pod)
 				}
 				if s.preinjected {
-					if _, err := pre.Inject(pod, Namespace{Name: s.ns}); err != nil {
+					if _, err := pre.Inject(context.Background(), pod, Namespace{Name: s.ns}); err != nil {
 						errs <- err
 						return
 					}

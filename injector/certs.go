@@ -4,43 +4,20 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-
-	"podwall.io/podwall/internal/certs"
 )
 
-// CertOptions configure managed TLS.
-type CertOptions struct {
-	// Namespace and Secret locate the Secret keeping the CA and serving certificate.
-	Namespace, Secret string
-	// WebhookConfig is the MutatingWebhookConfiguration whose webhooks get the caBundle.
-	WebhookConfig string
-	// Hosts are the serving certificate's DNS names and IP addresses.
-	Hosts []string
-	// Validity of a serving certificate and how long before its end it is renewed.
-	Validity, RenewBefore time.Duration
-}
-
-// NewCertKeeper returns the manager of the webhook's serving certificate: a CA and certificate kept in
-// a Secret shared by the replicas and renewed before they expire, whose CA bundle goes into the
-// webhook configuration's caBundle before a certificate is served, so that the API server trusts it.
-func NewCertKeeper(client kubernetes.Interface, opts CertOptions, log logr.Logger) *certs.Manager {
-	return certs.NewManager(client, certs.Options{
-		Namespace:   opts.Namespace,
-		Secret:      opts.Secret,
-		CAName:      "podwall-injector-ca",
-		Hosts:       opts.Hosts,
-		Validity:    opts.Validity,
-		RenewBefore: opts.RenewBefore,
-		Publish: func(ctx context.Context, caBundle []byte) error {
-			return patchCABundle(ctx, client, opts.WebhookConfig, caBundle, log)
-		},
-	}, log)
+// caBundlePublisher returns the Publish function of the webhook's managed certificate: the CA
+// bundle goes into the caBundle of every webhook of the configuration name before a certificate it
+// signs is served, so that the API server trusts it.
+func caBundlePublisher(client kubernetes.Interface, name string, log logr.Logger) func(context.Context, []byte) error {
+	return func(ctx context.Context, caBundle []byte) error {
+		return patchCABundle(ctx, client, name, caBundle, log)
+	}
 }
 
 // patchCABundle sets caBundle on every webhook of the configuration that lacks it. A missing

@@ -23,9 +23,10 @@ import (
 func TestCertKeeper(t *testing.T) {
 	c := startCluster(t)
 	ctx := context.Background()
-	opts := CertOptions{Namespace: "podwall-system", Secret: "certs-test", WebhookConfig: "certs-test",
-		Hosts: []string{"podwall-injector.podwall-system.svc", "127.0.0.1"}, Validity: 30 * 24 * time.Hour, RenewBefore: 7 * 24 * time.Hour}
-	k := NewCertKeeper(c.cs, opts, testr.New(t))
+	opts := certs.Options{Namespace: "podwall-system", Secret: "certs-test", CAName: "podwall-injector-ca",
+		Hosts: []string{"podwall-injector.podwall-system.svc", "127.0.0.1"}, Validity: 30 * 24 * time.Hour, RenewBefore: 7 * 24 * time.Hour,
+		Publish: caBundlePublisher(c.cs, "certs-test", testr.New(t))}
+	k := certs.NewManager(c.cs, opts, testr.New(t))
 	t.Run("configuration not applied yet", func(t *testing.T) {
 		if _, err := k.Ensure(ctx); err != nil {
 			t.Fatal(err)
@@ -122,6 +123,6 @@ func testExternalCerts(t *testing.T, c *cluster) {
 	}
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector-external", port, ca.CertPEM())
-	c.runInjector(t, Options{Port: port, TLS: TLSOptions{External: true, CertDir: dir}})
+	c.runInjector(t, Options{Port: port, TLS: certs.Serving{External: true, CertDir: dir}})
 	c.waitInjecting(t)
 }

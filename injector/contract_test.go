@@ -116,9 +116,7 @@ func meant(t *testing.T, tc goldenCase, pod *corev1.Pod, c corev1.Container, def
 	want.ListenAddr = ":" + strconv.Itoa(int(opts.Port))
 	want.CacheDir = sidecar.CacheDir
 	want.PolicyGen = config.PolicyGen{URL: opts.PolicyGenURL, TokenFile: sidecar.TokenFile}
-	if opts.PolicyGenCAConfigMap != "" {
-		want.PolicyGen.CAFile = sidecar.CAFile
-	}
+	want.PolicyGen.CA = string(tc.platform(t).PolicyGenCA)
 	want.Pod = config.Pod{Name: pod.Name, Namespace: pod.Namespace, ServiceAccount: pod.Spec.ServiceAccountName,
 		Workload: workloadOf(pod)}
 	for ip := range strings.SplitSeq(goldenPodIPs, ",") {

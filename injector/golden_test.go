@@ -33,6 +33,8 @@ type goldenCase struct {
 	server string
 	// opts are the injector's options; zero means the defaults.
 	opts SidecarOptions
+	// policyGenCA is the testdata file with the CA bundle policygen published; none when empty.
+	policyGenCA string
 }
 
 var goldenCases = []goldenCase{
@@ -70,12 +72,11 @@ var goldenCases = []goldenCase{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 		},
-		Privileged:           true,
-		Port:                 9950,
-		PolicyGenURL:         "https://policygen.example:443",
-		PolicyGenCAConfigMap: "podwall-policygen-ca",
-		TokenExpiration:      2 * time.Hour,
-	}},
+		Privileged:      true,
+		Port:            9950,
+		PolicyGenURL:    "https://policygen.example:443",
+		TokenExpiration: 2 * time.Hour,
+	}, policyGenCA: "policygen-ca.pem"},
 	{name: "system-namespace"},
 	{name: "enforce-baseline", enforce: "baseline"},
 	{name: "enforce-restricted", enforce: "restricted"},
@@ -143,7 +144,20 @@ func (tc goldenCase) injector(t *testing.T) *Injector {
 	if opts.PolicyGenURL == "" {
 		opts.PolicyGenURL = "https://podwall-policygen.podwall-system.svc:8443"
 	}
-	return New(opts)
+	return New(opts, func(context.Context) (Platform, error) { return tc.platform(t), nil })
+}
+
+// platform is what the case's platform namespace holds.
+func (tc goldenCase) platform(t *testing.T) Platform {
+	t.Helper()
+	if tc.policyGenCA == "" {
+		return Platform{}
+	}
+	ca, err := os.ReadFile(filepath.Join("testdata", tc.policyGenCA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Platform{PolicyGenCA: ca}
 }
 
 // injectedGoldenPod reads the pod of testdata/<name>.golden.yaml; ok is false when the webhook denied

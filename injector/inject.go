@@ -1,6 +1,7 @@
 package injector
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -17,13 +18,18 @@ var systemNamespaces = []string{"kube-system", "podwall-system"}
 
 // Injector decides whether a pod gets the sidecar and puts it in.
 type Injector struct {
-	opts SidecarOptions
+	opts     SidecarOptions
+	platform PlatformSource
 }
 
-// New returns an Injector; zero fields of opts take their defaults.
-func New(opts SidecarOptions) *Injector {
+// New returns an Injector; zero fields of opts take their defaults. platform is read for each pod
+// that is injected; nil is an empty Platform.
+func New(opts SidecarOptions, platform PlatformSource) *Injector {
 	opts.setDefaults()
-	return &Injector{opts: opts}
+	if platform == nil {
+		platform = func(context.Context) (Platform, error) { return Platform{}, nil }
+	}
+	return &Injector{opts: opts, platform: platform}
 }
 
 // Namespace is what the injector knows about the pod's namespace.
@@ -53,7 +59,7 @@ type status struct {
 // flush, bypass or kill the firewall); the pod is then left as it came. Besides adding the sidecar, it
 // drops NET_RAW from the app containers (dropNetRaw). A pod that is not to be injected comes back
 // unchanged, with a warning if the client should know why.
-func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
+func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, ns Namespace) ([]string, error) {
 	if slices.Contains(systemNamespaces, ns.Name) {
 		return nil, nil
 	}
@@ -99,7 +105,11 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 	}
 	warnings = append(warnings, rawWarnings...)
 	dropNetRaw(work)
-	st := in.add(work)
+	platform, err := in.platform(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := in.add(work, platform)
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("encode status: %w", err)
@@ -182,9 +192,9 @@ func riskyContainers(spec *corev1.PodSpec) []string {
 
 // add puts the sidecar, its volumes and (on old clusters) the baseline init container into a pod that
 // holds none of them, and returns the status to record.
-func (in *Injector) add(pod *corev1.Pod) status {
+func (in *Injector) add(pod *corev1.Pod, platform Platform) status {
 	mesh := detectMesh(pod)
-	podwall := in.sidecar(pod, mesh)
+	podwall := in.sidecar(pod, mesh, platform)
 	st := status{Volumes: injectedVolumes()}
 	if in.opts.NativeSidecars {
 		st.Layout = "native"

@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/internal/certs"
 )
 
 // The annotations and ConfigMap the injector reads and writes; the container, volume and path names
@@ -36,8 +37,16 @@ type Options struct {
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz (":8081"); "0" disables it.
 	HealthAddr string
-	// TLS says where the webhook's serving certificate comes from.
-	TLS TLSOptions
+	// TLS says where the webhook's serving certificate comes from (certs.Serving.SetDefaults for
+	// "podwall-injector" in "podwall-system").
+	TLS certs.Serving
+	// WebhookConfig is the MutatingWebhookConfiguration whose caBundle a managed certificate keeps
+	// ("podwall-injector").
+	WebhookConfig string
+	// PolicyGenCAConfigMap is the ConfigMap of the injector's namespace (TLS.Namespace) where
+	// policygen publishes the CA bundle that verifies it (key ca.crt), which each injected sidecar
+	// gets; empty: the sidecars use the system roots.
+	PolicyGenCAConfigMap string
 	// NativeSidecars forces the container layout; nil decides at start from the API server's version
 	// (native sidecars from Kubernetes 1.29). Run sets Sidecar.NativeSidecars from it.
 	NativeSidecars *bool
@@ -48,45 +57,15 @@ type Options struct {
 	Registerer prometheus.Registerer
 }
 
-// TLSOptions say how the webhook gets its certificate; zero values take the defaults in parentheses.
-type TLSOptions struct {
-	// External serves a mounted certificate (cert-manager's, say) from CertDir, reloaded when it
-	// changes, and leaves the caBundle to whoever issued it. Otherwise (the default) the injector keeps
-	// its own CA and serving certificate in Secret, patches the caBundle of WebhookConfig and renews.
-	External bool
-	// CertDir holds tls.crt and tls.key when External ("/var/run/podwall-injector/certs").
-	CertDir string
-	// Namespace is the injector's own namespace, where the Secret lives and which the Service's DNS
-	// names carry ("podwall-system").
-	Namespace string
-	// Service is the Service in front of the webhook ("podwall-injector").
-	Service string
-	// Secret keeps the CA and serving certificate ("podwall-injector-tls").
-	Secret string
-	// WebhookConfig is the MutatingWebhookConfiguration whose caBundle is kept ("podwall-injector").
-	WebhookConfig string
-	// ExtraHosts are more DNS names or IP addresses for the serving certificate, beside the Service's.
-	ExtraHosts []string
-	// Validity is how long a serving certificate lasts (365 days), RenewBefore how long before its
-	// end a new one is issued (30 days).
-	Validity, RenewBefore time.Duration
-}
-
 func (o *Options) setDefaults() {
 	o.Port = cmp.Or(o.Port, 9443)
 	o.MetricsAddr = cmp.Or(o.MetricsAddr, ":8080")
 	o.HealthAddr = cmp.Or(o.HealthAddr, ":8081")
+	o.WebhookConfig = cmp.Or(o.WebhookConfig, "podwall-injector")
 	if o.Registerer == nil {
 		o.Registerer = metrics.Registry
 	}
-	t := &o.TLS
-	t.CertDir = cmp.Or(t.CertDir, "/var/run/podwall-injector/certs")
-	t.Namespace = cmp.Or(t.Namespace, "podwall-system")
-	t.Service = cmp.Or(t.Service, "podwall-injector")
-	t.Secret = cmp.Or(t.Secret, "podwall-injector-tls")
-	t.WebhookConfig = cmp.Or(t.WebhookConfig, "podwall-injector")
-	t.Validity = cmp.Or(t.Validity, 365*24*time.Hour)
-	t.RenewBefore = cmp.Or(t.RenewBefore, 30*24*time.Hour)
+	o.TLS.SetDefaults("podwall-injector", "podwall-system")
 }
 
 // SidecarOptions say what the injector puts into pods; zero values take the defaults in parentheses.
@@ -103,9 +82,6 @@ type SidecarOptions struct {
 	Port int32
 	// PolicyGenURL is policygen's policy API.
 	PolicyGenURL string
-	// PolicyGenCAConfigMap names a ConfigMap (key ca.crt) in the pod's namespace that verifies
-	// policygen; empty: the sidecar uses the system roots.
-	PolicyGenCAConfigMap string
 	// TokenExpiration of the projected token (1h).
 	TokenExpiration time.Duration
 	// NativeSidecars chooses the native-sidecar layout (Kubernetes ≥ 1.29).

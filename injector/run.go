@@ -6,19 +6,19 @@ import (
 	"fmt"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
-
-	"podwall.io/podwall/internal/certs"
 )
 
-// Run serves the webhook, against the cluster kube points to, until ctx ends. With a managed
-// certificate it first makes sure one exists (so the server never starts without one) and then keeps
-// it renewed.
+// Run serves the webhook, against the cluster kube points to, until ctx ends. It first obtains its
+// serving certificate (so the server never starts without one) and then keeps it renewed or reloaded.
 func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) error {
 	opts.setDefaults()
 	client, err := kubernetes.NewForConfig(kube)
@@ -32,18 +32,18 @@ func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) 
 	opts.Sidecar.NativeSidecars = native
 	log.Info("injector starting", "nativeSidecars", native, "externalCert", opts.TLS.External)
 
-	serverOpts := webhook.Options{Port: opts.Port, CertDir: opts.TLS.CertDir}
-	var keeper *certs.Manager
-	if !opts.TLS.External {
-		keeper = NewCertKeeper(client, certOptions(opts.TLS), log.WithName("certs"))
-		if err := keeper.EnsureFirst(ctx); err != nil {
-			return err
-		}
-		serverOpts.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = keeper.GetCertificate }}
+	cert, err := opts.TLS.Start(ctx, client, "podwall-injector-ca", caBundlePublisher(client, opts.WebhookConfig, log), log.WithName("certs"))
+	if err != nil {
+		return err
 	}
-	srv := webhook.NewServer(serverOpts)
+	srv := webhook.NewServer(webhook.Options{Port: opts.Port,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = cert.GetCertificate }}})
 	mgr, err := manager.New(kube, manager.Options{
-		Logger:                 log,
+		Logger: log,
+		// The injector reads ConfigMaps of its own namespace only, where the platform keeps them.
+		Cache: cache.Options{ByObject: map[ctrlclient.Object]cache.ByObject{
+			&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{opts.TLS.Namespace: {}}},
+		}},
 		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress: opts.HealthAddr,
 		WebhookServer:          srv,
@@ -52,11 +52,10 @@ func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) 
 		return fmt.Errorf("create manager: %w", err)
 	}
 	// GetWebhookServer adds the server to the manager's runnables.
-	Register(mgr.GetWebhookServer(), New(opts.Sidecar), opts.Registerer)
-	if keeper != nil {
-		if err := mgr.Add(manager.RunnableFunc(keeper.Run)); err != nil {
-			return fmt.Errorf("add certificate keeper: %w", err)
-		}
+	platform := ConfigMapPlatform(mgr.GetClient(), opts.TLS.Namespace, opts.PolicyGenCAConfigMap)
+	Register(mgr.GetWebhookServer(), New(opts.Sidecar, platform), opts.Registerer)
+	if err := mgr.Add(manager.RunnableFunc(cert.Keep)); err != nil {
+		return fmt.Errorf("add certificate keeper: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)
@@ -65,17 +64,4 @@ func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) 
 		return fmt.Errorf("add ready check: %w", err)
 	}
 	return mgr.Start(ctx)
-}
-
-// certOptions names the Service's DNS names and the extra hosts in the serving certificate.
-func certOptions(c TLSOptions) CertOptions {
-	svc := c.Service + "." + c.Namespace
-	return CertOptions{
-		Namespace:     c.Namespace,
-		Secret:        c.Secret,
-		WebhookConfig: c.WebhookConfig,
-		Hosts:         append([]string{svc + ".svc", svc, svc + ".svc.cluster.local"}, c.ExtraHosts...),
-		Validity:      c.Validity,
-		RenewBefore:   c.RenewBefore,
-	}
 }

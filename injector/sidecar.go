@@ -20,7 +20,7 @@ import (
 // NFQUEUE are netlink, which needs NET_ADMIN (not NET_RAW), and Kubernetes cannot grant ambient
 // capabilities, so a non-root user would hold NET_ADMIN in its bounding set but not use it. Every other
 // capability is dropped, privilege escalation is off and the root filesystem read-only.
-func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts) corev1.Container {
+func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts, platform Platform) corev1.Container {
 	port := intstr.FromInt32(in.opts.Port)
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -34,7 +34,7 @@ func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts) corev1.Container {
 		Image:           in.opts.Image,
 		ImagePullPolicy: in.opts.PullPolicy,
 		Command:         []string{sidecar.Binary},
-		Env:             in.env(pod, mesh),
+		Env:             in.env(pod, mesh, platform),
 		Ports:           []corev1.ContainerPort{{Name: "podwall-http", ContainerPort: in.opts.Port, Protocol: corev1.ProtocolTCP}},
 		Resources:       *in.opts.Resources.DeepCopy(),
 		// Ready means the ruleset is in place: the startup probe holds back every later container
@@ -80,7 +80,7 @@ func (in *Injector) securityContext() *corev1.SecurityContext {
 // env passes the pod's identity (downward API) and the injector's settings as the sidecar's
 // PODWALL_* variables. The environment overrides the per-workload file, so only what the injector
 // owns goes here.
-func (in *Injector) env(pod *corev1.Pod, mesh meshPorts) []corev1.EnvVar {
+func (in *Injector) env(pod *corev1.Pod, mesh meshPorts, platform Platform) []corev1.EnvVar {
 	field := func(key sidecar.Key, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: key.Env(), ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
@@ -101,8 +101,8 @@ func (in *Injector) env(pod *corev1.Pod, mesh meshPorts) []corev1.EnvVar {
 		value(sidecar.KeyPolicyGenURL, in.opts.PolicyGenURL),
 		value(sidecar.KeyPolicyGenTokenFile, sidecar.TokenFile),
 	)
-	if in.opts.PolicyGenCAConfigMap != "" {
-		env = append(env, value(sidecar.KeyPolicyGenCAFile, sidecar.CAFile))
+	if len(platform.PolicyGenCA) > 0 {
+		env = append(env, value(sidecar.KeyPolicyGenCA, string(platform.PolicyGenCA)))
 	}
 	if holders := netRawHolders(pod); len(holders) > 0 {
 		env = append(env, value(sidecar.KeyAppNetRaw, strings.Join(holders, ",")))
@@ -127,7 +127,7 @@ func mounts() []corev1.VolumeMount {
 }
 
 // volumes are the per-workload ConfigMap (optional: absent means the sidecar's defaults), the
-// projected token with audience podwall (plus policygen's CA when configured) and the policy cache.
+// projected token with audience podwall and the policy cache.
 func (in *Injector) volumes(pod *corev1.Pod) []corev1.Volume {
 	cm := pod.Annotations[AnnotationConfig]
 	if cm == "" {
@@ -136,12 +136,6 @@ func (in *Injector) volumes(pod *corev1.Pod) []corev1.Volume {
 	sources := []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
 		Audience: policy.TokenAudience, ExpirationSeconds: ptr.To(int64(in.opts.TokenExpiration.Seconds())), Path: sidecar.TokenFileName,
 	}}}
-	if in.opts.PolicyGenCAConfigMap != "" {
-		sources = append(sources, corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{
-			LocalObjectReference: corev1.LocalObjectReference{Name: in.opts.PolicyGenCAConfigMap},
-			Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: sidecar.CAFileName}},
-		}})
-	}
 	return []corev1.Volume{
 		{Name: sidecar.VolumeConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: cm}, Optional: ptr.To(true),

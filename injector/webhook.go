@@ -83,7 +83,7 @@ func (d defaulter) Default(ctx context.Context, pod *corev1.Pod) error {
 	}
 	ns := d.route
 	ns.Name = cmp.Or(pod.Namespace, req.Namespace)
-	warnings, err := d.in.Inject(pod, ns)
+	warnings, err := d.in.Inject(ctx, pod, ns)
 	addWarnings(ctx, warnings...)
 	return err
 }

@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/policy/pgclient"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
 )
@@ -27,7 +29,9 @@ import (
 // TestTwoReplicasSurviveTheLossOfOne runs two real podwall-policygen processes (under the RBAC of
 // manifests/policygen) against a real API server with sidecars (the sidecar's policy client with real
 // bound tokens) subscribed to both, kills one, and checks that every sidecar keeps its policy, gets the
-// next change from the survivor, and that the survivor takes over the writing (leader election).
+// next change from the survivor, and that the survivor takes over the writing (leader election). The
+// replicas keep their serving certificate themselves (managed), racing to create it at start: the
+// sidecars trust the one CA bundle they publish, whichever replica they reach.
 func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 	cfg, c := pgtest.Start(t)
 	ctx := context.Background()
@@ -42,14 +46,18 @@ func TestTwoReplicasSurviveTheLossOfOne(t *testing.T) {
 	web := k.Deployment("shop", "web", "web", "10.1.0.1", "10.1.0.2", "10.1.0.3")
 	api := k.Deployment("shop", "api", "api", "10.1.0.9")
 
-	certFile, keyFile, httpClient := pgtest.CertFiles(t)
 	addrs := []string{pgtest.FreeAddr(t), pgtest.FreeAddr(t)}
 	start := func(i int) *exec.Cmd {
 		return pgtest.StartProcess(t, bin, []string{"KUBECONFIG=" + kubeconfig},
-			"--api-addr="+addrs[i], "--tls-cert-file="+certFile, "--tls-key-file="+keyFile, "--metrics-addr=0", "--health-addr=0",
+			"--api-addr="+addrs[i], "--cert-hosts=127.0.0.1", "--metrics-addr=0", "--health-addr=0",
 			"--namespace=podwall-system", fmt.Sprintf("--replica-name=replica-%d", i), "--learn-quiet-period=0", "--report-interval=1ms", "--replica-status-ttl=10s")
 	}
 	replicas := []*exec.Cmd{start(0), start(1)}
+	var published corev1.ConfigMap
+	testutil.Eventually(t, 60*time.Second, func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: "podwall-system", Name: "podwall-policygen-ca"}, &published)
+	})
+	httpClient := pgtest.Trusting(t, []byte(published.Data[certs.KeyCABundle]))
 
 	// The leader generates web's policy; give it a user rule naming api, whose pod IP will change.
 	key := client.ObjectKey{Namespace: "shop", Name: "deployment-web"}

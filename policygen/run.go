@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/policygen/generator"
 	"podwall.io/podwall/policygen/kubeauth"
 	"podwall.io/podwall/policygen/learn"
@@ -39,9 +40,14 @@ import (
 
 // Options configure Run; zero values take the defaults in parentheses.
 type Options struct {
-	// APIAddr is the policy API's TLS listen address (":8443"); CertFile and KeyFile are its serving
-	// certificate, re-read when they change.
-	APIAddr, CertFile, KeyFile string
+	// APIAddr is the policy API's TLS listen address (":8443").
+	APIAddr string
+	// TLS says where the policy API's certificate comes from (certs.Serving.SetDefaults for
+	// "podwall-policygen" in Namespace). A managed certificate's CA bundle is published in the
+	// ConfigMap CAConfigMap ("podwall-policygen-ca") of Namespace, which the injector hands to the
+	// sidecars it injects.
+	TLS         certs.Serving
+	CAConfigMap string
 	// Audience is what sidecar tokens must be issued for (policy.TokenAudience).
 	Audience string
 	// MaxWait bounds a long-poll (2m), MaxReportBytes a report body (2 MiB).
@@ -86,6 +92,8 @@ func (o *Options) setDefaults() {
 	o.MetricsAddr = cmp.Or(o.MetricsAddr, ":8080")
 	o.HealthAddr = cmp.Or(o.HealthAddr, ":8081")
 	o.Namespace = cmp.Or(o.Namespace, "podwall-system")
+	o.TLS.SetDefaults("podwall-policygen", o.Namespace)
+	o.CAConfigMap = cmp.Or(o.CAConfigMap, "podwall-policygen-ca")
 	o.Replica = cmp.Or(o.Replica, "policygen")
 	o.KubeQPS = cmp.Or(o.KubeQPS, 50)
 	o.KubeBurst = cmp.Or(o.KubeBurst, 100)
@@ -163,6 +171,10 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 	if err != nil {
 		return fmt.Errorf("clientset: %w", err)
 	}
+	cert, err := opts.TLS.Start(ctx, cs, "podwall-policygen-ca", certs.PublishConfigMap(cs, opts.TLS.Namespace, opts.CAConfigMap), log.WithName("certs"))
+	if err != nil {
+		return err
+	}
 	reviewer, err := kubeauth.New(cs, kubeauth.Options{})
 	if err != nil {
 		return err
@@ -170,7 +182,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 	feed := ui.NewFeed(mgr.GetCache(), 0)
 	web := ui.New(ui.Options{}, mgr.GetCache(), mgr.GetClient(), reviewer, feed, log.WithName("ui"))
 	srv := policyapi.New(policyapi.Options{
-		Addr: opts.APIAddr, CertFile: opts.CertFile, KeyFile: opts.KeyFile, Audience: opts.Audience,
+		Addr: opts.APIAddr, Cert: cert, Audience: opts.Audience,
 		MaxWait: opts.MaxWait, MaxReportBytes: opts.MaxReportBytes,
 		ReportInterval: opts.ReportInterval, ReportBurst: opts.ReportBurst, Replica: opts.Replica,
 		StatusTTL: opts.ReplicaStatusTTL, UI: web.Handler(), Registerer: opts.Registerer,

@@ -10,12 +10,14 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/policy/pgclient"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen"
 	"podwall.io/podwall/policygen/internal/pgtest"
@@ -24,7 +26,8 @@ import (
 
 // TestSidecarClientAgainstPolicygen runs policygen.Run in-process and the sidecar's own policygen
 // client (api/policy/pgclient) against it: the client gets its workload's generated policy and each
-// revision after a change, and its reports become learned rules.
+// revision after a change, and its reports become learned rules. policygen keeps its own serving
+// certificate (managed), and the client verifies it with the CA bundle policygen publishes.
 func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	cfg, c := pgtest.Start(t)
 	ctx := context.Background()
@@ -34,9 +37,8 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	web := k.Deployment("shop", "web", "web", "10.1.0.1")
 	api := k.Deployment("shop", "api", "api", "10.1.0.9")
 
-	certFile, keyFile, _ := pgtest.CertFiles(t)
 	addr := pgtest.FreeAddr(t)
-	opts := policygen.Options{APIAddr: addr, CertFile: certFile, KeyFile: keyFile, MetricsAddr: "0", HealthAddr: "0",
+	opts := policygen.Options{APIAddr: addr, TLS: certs.Serving{ExtraHosts: []string{"127.0.0.1"}}, MetricsAddr: "0", HealthAddr: "0",
 		Replica: "inproc", Registerer: prometheus.NewRegistry()}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -48,7 +50,12 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 		}
 	})
 
-	cl, err := pgclient.New(pgclient.Options{URL: "https://" + addr, TokenFile: pgtest.TokenFile(t, k.Token(web[0], "podwall")), CAFile: certFile,
+	var published corev1.ConfigMap
+	testutil.Eventually(t, 30*time.Second, func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: "podwall-system", Name: "podwall-policygen-ca"}, &published)
+	})
+	cl, err := pgclient.New(pgclient.Options{URL: "https://" + addr, TokenFile: pgtest.TokenFile(t, k.Token(web[0], "podwall")),
+		CA:   []byte(published.Data[certs.KeyCABundle]),
 		Wait: 5 * time.Second, ReportInterval: 200 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(t))
 	if err != nil {
 		t.Fatal(err)

@@ -72,13 +72,13 @@ func newSidecarWorld(t *testing.T) *sidecarWorld {
 	web := k.Deployment("shop", "web", "web", w.podIP.String())
 	k.Deployment("shop", "api", "api", w.peerIP.String())
 
-	certFile, keyFile, https := pgtest.CertFiles(t, host.Addr.Addr().AsSlice())
+	certDir, caPEM, https := pgtest.CertDir(t, host.Addr.Addr().AsSlice())
 	w.https = https
 	_, port, _ := net.SplitHostPort(pgtest.FreeAddr(t))
 	apiAddr := net.JoinHostPort(host.Addr.Addr().String(), port)
 	w.pgStart = func() *exec.Cmd {
 		return pgtest.StartProcess(t, pgBin, []string{"KUBECONFIG=" + kubeconfig},
-			"--api-addr="+apiAddr, "--tls-cert-file="+certFile, "--tls-key-file="+keyFile, "--metrics-addr=0",
+			"--api-addr="+apiAddr, "--cert-mode=external", "--cert-dir="+certDir, "--metrics-addr=0",
 			"--health-addr=0", "--namespace=podwall-system", "--replica-name=r0", "--leader-elect=false",
 			"--learn-quiet-period=0", "--report-interval=1ms")
 	}
@@ -97,7 +97,7 @@ func newSidecarWorld(t *testing.T) *sidecarWorld {
 	}
 	w.bin, w.logFile = scBin, filepath.Join(dir, "sidecar.log")
 	w.args = []string{"netns", "exec", w.pod.Name, scBin, "--config=", "--policygen-url=https://" + apiAddr,
-		"--policygen-token-file=" + tokenFile, "--policygen-ca-file=" + certFile, "--policy-cache-dir=" + cache,
+		"--policygen-token-file=" + tokenFile, "--policygen-ca=" + string(caPEM), "--policy-cache-dir=" + cache,
 		"--listen-addr=127.0.0.1:9947", "--log-allows=all", "--pod-name=" + web[0].Name, "--pod-namespace=shop",
 		"--workload=Deployment/web"}
 	return w

@@ -42,10 +42,11 @@ const (
 	KeyListenAddr Key = "listen-addr"
 	// KeyPolicyCacheDir keeps the last policy received; the injector points it at CacheDir.
 	KeyPolicyCacheDir Key = "policy-cache-dir"
-	// KeyPolicyGenURL, KeyPolicyGenTokenFile and KeyPolicyGenCAFile say how to reach policygen.
+	// KeyPolicyGenURL, KeyPolicyGenTokenFile and KeyPolicyGenCA say how to reach policygen; the
+	// last is the CA bundle itself (PEM), which the injector reads where policygen publishes it.
 	KeyPolicyGenURL       Key = "policygen-url"
 	KeyPolicyGenTokenFile Key = "policygen-token-file"
-	KeyPolicyGenCAFile    Key = "policygen-ca-file"
+	KeyPolicyGenCA        Key = "policygen-ca"
 	// KeyMeshOutboundPorts and KeyMeshInboundPorts name a detected mesh proxy's redirect ports.
 	KeyMeshOutboundPorts Key = "mesh-outbound-ports"
 	KeyMeshInboundPorts  Key = "mesh-inbound-ports"
@@ -77,14 +78,11 @@ const (
 	VolumeConfig = "podwall-config"
 	ConfigDir    = "/etc/podwall"
 	ConfigFile   = ConfigDir + "/config.yaml"
-	// VolumeToken projects the service-account token for policygen (TokenFileName) and, when
-	// configured, the CA bundle that verifies policygen (CAFileName) into TokenDir.
+	// VolumeToken projects the service-account token for policygen (TokenFileName) into TokenDir.
 	VolumeToken   = "podwall-token"
 	TokenDir      = "/var/run/secrets/podwall.io"
 	TokenFileName = "token"
 	TokenFile     = TokenDir + "/" + TokenFileName
-	CAFileName    = "ca.crt"
-	CAFile        = TokenDir + "/" + CAFileName
 	// VolumeCache keeps the last policy received across restarts of the container.
 	VolumeCache = "podwall-cache"
 	CacheDir    = "/var/lib/podwall"

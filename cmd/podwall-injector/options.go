@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
 
+	"podwall.io/podwall/cmd/internal/serving"
 	"podwall.io/podwall/config"
 	"podwall.io/podwall/injector"
 )
@@ -22,30 +23,21 @@ func options(c config.Injector) (injector.Options, error) {
 		native = ptr.To(c.NativeSidecars == config.NativeAlways)
 	}
 	return injector.Options{
-		Port:        c.Serve.Port,
-		MetricsAddr: c.Serve.MetricsAddr,
-		HealthAddr:  c.Serve.HealthAddr,
-		TLS: injector.TLSOptions{
-			External:      c.TLS.Mode == config.CertExternal,
-			CertDir:       c.TLS.CertDir,
-			Namespace:     c.TLS.Namespace,
-			Service:       c.TLS.Service,
-			Secret:        c.TLS.Secret,
-			WebhookConfig: c.TLS.WebhookConfig,
-			ExtraHosts:    c.TLS.ExtraHosts,
-			Validity:      c.TLS.Validity,
-			RenewBefore:   c.TLS.RenewBefore,
-		},
-		NativeSidecars: native,
+		Port:                 c.Serve.Port,
+		MetricsAddr:          c.Serve.MetricsAddr,
+		HealthAddr:           c.Serve.HealthAddr,
+		TLS:                  serving.Options(c.TLS.ServingTLS, c.TLS.Namespace),
+		WebhookConfig:        c.TLS.WebhookConfig,
+		PolicyGenCAConfigMap: c.Sidecar.PolicyGenCAConfigMap,
+		NativeSidecars:       native,
 		Sidecar: injector.SidecarOptions{
-			Image:                c.Sidecar.Image,
-			PullPolicy:           corev1.PullPolicy(c.Sidecar.PullPolicy),
-			Resources:            res,
-			Privileged:           c.Sidecar.Privileged,
-			Port:                 int32(c.Sidecar.Port),
-			PolicyGenURL:         c.Sidecar.PolicyGenURL,
-			PolicyGenCAConfigMap: c.Sidecar.PolicyGenCAConfigMap,
-			TokenExpiration:      c.Sidecar.TokenExpiration,
+			Image:           c.Sidecar.Image,
+			PullPolicy:      corev1.PullPolicy(c.Sidecar.PullPolicy),
+			Resources:       res,
+			Privileged:      c.Sidecar.Privileged,
+			Port:            int32(c.Sidecar.Port),
+			PolicyGenURL:    c.Sidecar.PolicyGenURL,
+			TokenExpiration: c.Sidecar.TokenExpiration,
 		},
 	}, nil
 }

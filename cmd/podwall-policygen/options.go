@@ -5,6 +5,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
+	"podwall.io/podwall/cmd/internal/serving"
 	"podwall.io/podwall/config"
 	"podwall.io/podwall/policygen"
 )
@@ -14,8 +15,8 @@ func options(c config.PolicyGenServer) policygen.Options {
 	dnsNS, dnsName, _ := strings.Cut(c.Generate.DNSService, "/") // validated as namespace/name
 	return policygen.Options{
 		APIAddr:          c.API.Addr,
-		CertFile:         c.API.CertFile,
-		KeyFile:          c.API.KeyFile,
+		TLS:              serving.Options(c.TLS, c.Namespace),
+		CAConfigMap:      c.CAConfigMap,
 		Audience:         c.API.Audience,
 		MaxWait:          c.API.MaxWait,
 		MaxReportBytes:   c.API.MaxReportBytes,

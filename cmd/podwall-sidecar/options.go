@@ -13,7 +13,7 @@ func options(c config.Sidecar) agent.Options {
 		Namespace:    c.Pod.Namespace,
 		Workload:     c.Pod.Workload,
 		PolicyFile:   c.PolicyFile,
-		PolicyGen:    agent.PolicyGen{URL: c.PolicyGen.URL, TokenFile: c.PolicyGen.TokenFile, CAFile: c.PolicyGen.CAFile},
+		PolicyGen:    agent.PolicyGen{URL: c.PolicyGen.URL, TokenFile: c.PolicyGen.TokenFile, CA: []byte(c.PolicyGen.CA)},
 		CacheDir:     c.CacheDir,
 		FailOpen:     c.FailMode == config.FailOpen,
 		DenyMemo:     c.DenyMemoTimeout,

@@ -70,10 +70,10 @@ func TestBenchPolicygen(t *testing.T) {
 	pods := createWorkloads(t, c)
 	t.Logf("created %d workloads, %d pods and their policies in %v", workloads, workloads*podsPerWL, time.Since(start))
 
-	certFile, keyFile, httpClient := pgtest.CertFiles(t)
+	certDir, _, httpClient := pgtest.CertDir(t)
 	addr := pgtest.FreeAddr(t)
 	proc := pgtest.StartProcess(t, bin, []string{"KUBECONFIG=" + kubeconfig},
-		"--api-addr="+addr, "--tls-cert-file="+certFile, "--tls-key-file="+keyFile, "--metrics-addr=0", "--health-addr=0",
+		"--api-addr="+addr, "--cert-mode=external", "--cert-dir="+certDir, "--metrics-addr=0", "--health-addr=0",
 		"--namespace=podwall-system", "--replica-name=bench", "--learn-quiet-period=0")
 
 	// Subscriber j is a sidecar of workload j%200's pod j/200.

@@ -8,27 +8,21 @@ import (
 	"net"
 	"net/http"
 	"time"
-
-	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 )
 
 // Start serves the API until ctx ends; it runs on every replica (NeedLeaderElection), so that losing
 // one replica loses no sidecar's policy.
 func (s *Server) Start(ctx context.Context) error {
-	cw, err := certwatcher.New(s.opts.CertFile, s.opts.KeyFile)
-	if err != nil {
-		return fmt.Errorf("load serving certificate: %w", err)
-	}
 	go func() {
-		if err := cw.Start(ctx); err != nil {
-			s.log.Error(err, "watch serving certificate")
+		if err := s.opts.Cert.Keep(ctx); err != nil {
+			s.log.Error(err, "keep serving certificate")
 		}
 	}()
 	ln, err := net.Listen("tcp", s.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.opts.Addr, err)
 	}
-	return s.Serve(ctx, tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cw.GetCertificate}))
+	return s.Serve(ctx, tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.opts.Cert.GetCertificate}))
 }
 
 // Serve serves the API on ln (already TLS) until ctx ends, then lets requests finish for a few seconds;

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/policygen/kubeauth"
 	"podwall.io/podwall/policygen/resolve"
 )
@@ -30,8 +31,8 @@ import (
 type Options struct {
 	// Addr is the TLS listen address (":8443").
 	Addr string
-	// CertFile and KeyFile are the serving certificate, re-read when they change.
-	CertFile, KeyFile string
+	// Cert is the serving certificate; Start runs its keeper, which renews or reloads it.
+	Cert certs.Source
 	// Audience is the token audience sidecars request ("podwall").
 	Audience string
 	// DefaultWait is how long a long-poll waits when the caller does not say (30s); MaxWait bounds

@@ -32,6 +32,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/internal/testenv"
 	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen"
@@ -98,9 +99,9 @@ func applyFile(t *testing.T, c client.Client, path string) {
 // self-signed certificate, until the test ends.
 func (w *world) startPolicygen(admin *rest.Config) {
 	t := w.t
-	certFile, keyFile, https := pgtest.CertFiles(t)
+	certDir, _, https := pgtest.CertDir(t)
 	addr := pgtest.FreeAddr(t)
-	opts := policygen.Options{APIAddr: addr, CertFile: certFile, KeyFile: keyFile, MetricsAddr: "0", HealthAddr: "0",
+	opts := policygen.Options{APIAddr: addr, TLS: certs.Serving{External: true, CertDir: certDir}, MetricsAddr: "0", HealthAddr: "0",
 		Replica: "r0", ReportInterval: time.Millisecond, ReportBurst: 100, Registerer: prometheus.NewRegistry()}
 	restCfg := rest.CopyConfig(admin)
 	restCfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:podwall-system:podwall-policygen"}

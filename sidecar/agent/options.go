@@ -54,8 +54,8 @@ type PolicyGen struct {
 	URL string
 	// TokenFile is the projected service-account token (audience podwall), re-read for each request.
 	TokenFile string
-	// CAFile verifies policygen's certificate; empty uses the system roots.
-	CAFile string
+	// CA is the PEM bundle that verifies policygen's certificate; empty uses the system roots.
+	CA []byte
 	// ReportInterval is how often observations are reported (default 10s).
 	ReportInterval time.Duration
 	// FirstPolicyWait is how long a sidecar with no policy at all (no cache) waits for policygen's

@@ -103,7 +103,7 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 	}
 	a.registerMetrics()
 	if pg := opts.PolicyGen; pg.URL != "" {
-		c, err := pgclient.New(pgclient.Options{URL: pg.URL, TokenFile: pg.TokenFile, CAFile: pg.CAFile,
+		c, err := pgclient.New(pgclient.Options{URL: pg.URL, TokenFile: pg.TokenFile, CA: pg.CA,
 			Mark: ruleset.MarkSelf, BeforeConnect: a.allowSelf, ReportInterval: pg.ReportInterval,
 			Registerer: a.reg}, log.WithName("policygen"))
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -33,8 +34,8 @@ type Options struct {
 	// TokenFile holds the projected service-account token (audience podwall); it is re-read for every
 	// request because the kubelet rotates it.
 	TokenFile string
-	// CAFile verifies policygen's certificate; empty uses the system roots.
-	CAFile string
+	// CA is the PEM bundle that verifies policygen's certificate; empty uses the system roots.
+	CA []byte
 	// Mark is set as SO_MARK on every socket the client opens, DNS lookups included, so that the
 	// ruleset lets the sidecar reach policygen even under deny-all (ruleset.MarkSelf). 0 sets none.
 	Mark uint32
@@ -43,7 +44,7 @@ type Options struct {
 	// "[fd00::a]:53"); an error aborts that dial. The sidecar lets exactly these destinations through
 	// its ruleset under Mark.
 	BeforeConnect func(network, address string) error
-	// Transport, if set, carries every request instead of one built from CAFile, Mark and
+	// Transport, if set, carries every request instead of one built from CA, Mark and
 	// BeforeConnect, for callers that share connections or choose where they go.
 	Transport http.RoundTripper
 	// Wait is how long policygen may hold a long-poll (30s).
@@ -120,17 +121,13 @@ func New(o Options, log logr.Logger) (*Client, error) {
 	return c, nil
 }
 
-// newTransport builds the sidecar's transport: policygen verified against CAFile, sockets marked.
+// newTransport builds the sidecar's transport: policygen verified against CA, sockets marked.
 func newTransport(o Options) (*http.Transport, error) {
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("read policygen CA: %w", err)
-		}
+	if len(o.CA) > 0 {
 		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("policygen CA %s: no certificate in it", o.CAFile)
+		if !pool.AppendCertsFromPEM(o.CA) {
+			return nil, errors.New("policygen CA: no PEM certificate in it")
 		}
 		tlsConf.RootCAs = pool
 	}

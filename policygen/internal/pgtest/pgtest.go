@@ -86,24 +86,24 @@ func TLS(t testing.TB) (net.Listener, *http.Client) {
 	return ln, client
 }
 
-// CertFiles writes a fresh certificate for 127.0.0.1 (and the extra addresses) and its key as PEM
-// files, and returns their paths and a client that trusts the certificate. The certificate file holds
-// the chain up to the CA, so it is also the CA bundle a client needs.
-func CertFiles(t testing.TB, extra ...net.IP) (certFile, keyFile string, client *http.Client) {
+// CertDir writes a fresh certificate for 127.0.0.1 (and the extra addresses) and its key as PEM
+// files tls.crt and tls.key into a folder, an external certificate's cert-dir, and returns the folder,
+// the CA bundle (PEM) that verifies it and a client that trusts it.
+func CertDir(t testing.TB, extra ...net.IP) (dir string, caPEM []byte, client *http.Client) {
 	t.Helper()
 	ca, leaf, client := serving(t, extra...)
 	keyPEM, err := leaf.KeyPEM()
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	dir = t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	for path, data := range map[string][]byte{certFile: append(leaf.CertPEM(), ca.CertPEM()...), keyFile: keyPEM} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return certFile, keyFile, client
+	return dir, ca.CertPEM(), client
 }
 
 // serving issues an hour's certificate for 127.0.0.1 and the extra addresses from a fresh CA, and
@@ -123,11 +123,18 @@ func serving(t testing.TB, extra ...net.IP) (ca, leaf *certs.KeyPair, client *ht
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca, leaf, Trusting(t, ca.CertPEM())
+}
+
+// Trusting is an HTTPS client that trusts the CAs of the PEM bundle caPEM alone.
+func Trusting(t testing.TB, caPEM []byte) *http.Client {
+	t.Helper()
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.Cert)
-	client = &http.Client{Transport: &http.Transport{
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("no certificate in the CA bundle")
+	}
+	return &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		MaxIdleConnsPerHost: 1000,
 	}}
-	return ca, leaf, client
 }
