@@ -90,15 +90,3 @@ func writeKeyPair(pair *certs.KeyPair, certFile, keyFile string) error {
 	}
 	return os.WriteFile(keyFile, keyPEM, 0o600)
 }
-
-// ServingCert issues a TLS serving certificate for hosts (DNS names or IP addresses) from the
-// cluster's CA, which every pod already trusts through the kube-root-ca.crt ConfigMap. It returns the
-// certificate and key in PEM.
-func (c *Cluster) ServingCert(hosts ...string) (certPEM, keyPEM []byte, err error) {
-	pair, err := c.pki.ca.Issue(certs.Request{Hosts: hosts, Now: time.Now(), Validity: validity})
-	if err != nil {
-		return nil, nil, err
-	}
-	keyPEM, err = pair.KeyPEM()
-	return pair.CertPEM(), keyPEM, err
-}

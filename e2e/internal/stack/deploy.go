@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"podwall.io/podwall/e2e/internal/cluster"
@@ -17,10 +15,9 @@ import (
 const systemNamespace = "podwall-system"
 
 // Deploy installs podwall into the cluster the way a user does, `kubectl apply -k manifests/`, and
-// then supplies what manifests/ leaves to the cluster: policygen's serving certificate (from the
-// cluster's CA, which every pod trusts through kube-root-ca.crt, where a real cluster would use
-// cert-manager) and, because this cluster runs no DNS server, the policy API's address as the
-// Service's cluster IP. It returns once both Deployments are available.
+// then, because this cluster runs no DNS server, points the sidecars at the policy API's Service by
+// its cluster IP, which policygen's own certificate then names too. It returns once both Deployments
+// are available.
 func Deploy(ctx context.Context, c *cluster.Cluster, root string) error {
 	if out, err := kubectl(ctx, c, "apply", "-k", filepath.Join(root, "manifests")); err != nil {
 		return fmt.Errorf("kubectl apply -k manifests: %w: %s", err, out)
@@ -30,21 +27,9 @@ func Deploy(ctx context.Context, c *cluster.Cluster, root string) error {
 		return err
 	}
 	ip := svc.Spec.ClusterIP
-	cert, key, err := c.ServingCert("podwall-policygen.podwall-system.svc", "podwall-policygen", ip)
-	if err != nil {
-		return err
-	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "podwall-policygen-tls", Namespace: systemNamespace},
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key},
-	}
-	if _, err := c.Client.CoreV1().Secrets(systemNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("policygen certificate: %w", err)
-	}
 	for _, args := range [][]string{
-		{"-n", systemNamespace, "set", "env", "deployment/podwall-injector",
-			"PODWALL_POLICYGEN_URL=https://" + ip + ":8443", "PODWALL_POLICYGEN_CA_CONFIGMAP=kube-root-ca.crt"},
+		{"-n", systemNamespace, "set", "env", "deployment/podwall-policygen", "PODWALL_CERT_HOSTS=" + ip},
+		{"-n", systemNamespace, "set", "env", "deployment/podwall-injector", "PODWALL_POLICYGEN_URL=https://" + ip + ":8443"},
 		{"-n", systemNamespace, "rollout", "status", "deployment/podwall-policygen", "--timeout=3m"},
 		{"-n", systemNamespace, "rollout", "status", "deployment/podwall-injector", "--timeout=3m"},
 	} {
