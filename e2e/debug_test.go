@@ -33,7 +33,9 @@ func TestDebugRefused(t *testing.T) {
 		{APIGroups: []string{""}, Resources: []string{"pods/exec", "pods/attach"}, Verbs: []string{"get", "create"}},
 	})
 	createPod(t, ns, "app", corev1.PodSpec{Containers: []corev1.Container{workloadContainer("app", "serve")}})
-	as := func(args ...string) (string, error) { return kubectlOut(append([]string{"--as", user, "-n", ns}, args...)...) }
+	as := func(args ...string) (string, error) {
+		return kubectlOut(append([]string{"--as", user, "-n", ns}, args...)...)
+	}
 
 	out, err := as("debug", "app", "--profile=netadmin", "--image="+stack.WorkloadImage, "-c", "netdebug", "--", "/workload", "pause")
 	if want := "podwall: ephemeral container netdebug would be privileged or add capabilities (NET_ADMIN, NET_RAW"; err == nil || !strings.Contains(out, want) {
