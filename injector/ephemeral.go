@@ -23,7 +23,7 @@ func dropEphemeralNetRaw(pod, old *corev1.Pod, ns Namespace) {
 		c := &pod.Spec.EphemeralContainers[i]
 		existing := slices.ContainsFunc(old.Spec.EphemeralContainers, func(o corev1.EphemeralContainer) bool { return o.Name == c.Name })
 		if !existing && !keepsNetRaw(c.SecurityContext) {
-			withoutNetRaw(&c.SecurityContext)
+			c.SecurityContext = withoutNetRaw(c.SecurityContext)
 		}
 	}
 }

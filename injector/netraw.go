@@ -59,18 +59,19 @@ func keepsNetRaw(sc *corev1.SecurityContext) bool {
 	return sc != nil && (sc.Privileged != nil && *sc.Privileged || addsNetRaw(sc))
 }
 
-// withoutNetRaw drops NET_RAW in *sc (creating it if nil), keeping what it sets.
-func withoutNetRaw(sc **corev1.SecurityContext) {
-	if *sc == nil {
-		*sc = &corev1.SecurityContext{}
+// withoutNetRaw returns sc (a new one if nil) with NET_RAW among its capability drops, keeping what it
+// sets.
+func withoutNetRaw(sc *corev1.SecurityContext) *corev1.SecurityContext {
+	if sc == nil {
+		sc = &corev1.SecurityContext{}
 	}
-	if (*sc).Capabilities == nil {
-		(*sc).Capabilities = &corev1.Capabilities{}
+	if sc.Capabilities == nil {
+		sc.Capabilities = &corev1.Capabilities{}
 	}
-	caps := (*sc).Capabilities
-	if !hasCap(caps.Drop, netRaw, "ALL") {
-		caps.Drop = append(caps.Drop, netRaw)
+	if !hasCap(sc.Capabilities.Drop, netRaw, "ALL") {
+		sc.Capabilities.Drop = append(sc.Capabilities.Drop, netRaw)
 	}
+	return sc
 }
 
 // appContainers calls fn with each of the pod's containers, init containers included, but podwall's.
@@ -108,7 +109,7 @@ func dropNetRaw(pod *corev1.Pod) {
 	}
 	appContainers(&pod.Spec, func(_ string, c *corev1.Container) {
 		if !keepsNetRaw(c.SecurityContext) {
-			withoutNetRaw(&c.SecurityContext)
+			c.SecurityContext = withoutNetRaw(c.SecurityContext)
 		}
 	})
 	sc := pod.Spec.SecurityContext
