@@ -289,6 +289,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("namespaces enforcing baseline or restricted", func(t *testing.T) { testPodSecurityRefusal(t, c) })
 	t.Run("a namespace user's pods that reach for the sidecar", func(t *testing.T) { testTenantPods(t, c) })
 	t.Run("mesh proxy added by a later webhook", func(t *testing.T) { testMeshAddedLater(t, c) })
+	t.Run("a namespace user's changes to an injected pod after its creation", func(t *testing.T) { testLifecycle(t, c) })
 	t.Run("webhook down blocks only opted-in namespaces", func(t *testing.T) {
 		stop()
 		testutil.Eventually(t, 30*time.Second, func() error {
@@ -304,12 +305,13 @@ func TestAgainstAPIServer(t *testing.T) {
 			}
 		}
 	})
-	t.Run("external certificate", func(t *testing.T) {
+	t.Run("webhook configuration removed", func(t *testing.T) {
 		if err := c.cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), "podwall-injector", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		testExternalCerts(t, c)
+		testLifecycleWithoutInjector(t, c)
 	})
+	t.Run("external certificate", func(t *testing.T) { testExternalCerts(t, c) })
 }
 
 // testPods checks what the API server stores for each kind of pod, through the real webhook.

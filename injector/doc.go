@@ -33,4 +33,16 @@
 // net.ipv4.ping_group_range opens ICMP datagram sockets so that ping still works. The annotation
 // podwall.io/allow-net-raw=true, or a container adding NET_RAW, keeps it with a warning, and the
 // sidecar is told which containers hold it (app-net-raw) to announce them; strict namespaces deny both.
+//
+// # After creation
+//
+// The webhook also sees UPDATE of pods/ephemeralcontainers (kubectl debug) and drops NET_RAW from each
+// ephemeral container added to an injected pod, as from app containers, unless the pod kept it at
+// creation. Everything else after creation is refused by ValidatingAdmissionPolicies that the API
+// server evaluates itself (manifests/injector/lifecycle-policy.yaml): changes to the podwall and
+// podwall-init containers, to the annotations the injector decided by and to the pod's security
+// context; ephemeral containers that are privileged, add capabilities beyond the runtime's defaults,
+// target podwall or mount its volumes; exec and attach into podwall. Those need no code here: a
+// CONNECT request names only the container, which CEL judges as well as the webhook could, and the
+// injector reads no pods.
 package injector

@@ -42,19 +42,36 @@ func allowsNetRaw(pod *corev1.Pod) bool {
 	return strings.EqualFold(pod.Annotations[AnnotationAllowNetRaw], "true")
 }
 
-// addsNetRaw says whether c asks for NET_RAW by name. The runtime applies a named drop after the adds,
-// so a container that both adds and drops it does not hold it; an add of ALL is not a request for
-// NET_RAW by name, and the injector's drop takes NET_RAW from it.
-func addsNetRaw(c *corev1.Container) bool {
-	caps := c.SecurityContext.Capabilities
-	return caps != nil && hasCap(caps.Add, netRaw) && !hasCap(caps.Drop, netRaw)
+// addsNetRaw says whether a container with security context sc asks for NET_RAW by name. The runtime
+// applies a named drop after the adds, so a container that both adds and drops it does not hold it; an
+// add of ALL is not a request for NET_RAW by name, and the injector's drop takes NET_RAW from it.
+func addsNetRaw(sc *corev1.SecurityContext) bool {
+	if sc == nil || sc.Capabilities == nil {
+		return false
+	}
+	caps := sc.Capabilities
+	return hasCap(caps.Add, netRaw) && !hasCap(caps.Drop, netRaw)
 }
 
-// keepsNetRaw says whether c holds NET_RAW whatever its drop list: it adds it by name, or is
-// privileged (the runtime ignores a privileged container's capabilities).
-func keepsNetRaw(c *corev1.Container) bool {
-	sc := c.SecurityContext
-	return sc != nil && (sc.Privileged != nil && *sc.Privileged || addsNetRaw(c))
+// keepsNetRaw says whether a container with security context sc holds NET_RAW whatever its drop list:
+// it adds it by name, or is privileged (the runtime ignores a privileged container's capabilities).
+func keepsNetRaw(sc *corev1.SecurityContext) bool {
+	return sc != nil && (sc.Privileged != nil && *sc.Privileged || addsNetRaw(sc))
+}
+
+// withoutNetRaw returns sc (a new one if nil) with NET_RAW among its capability drops, keeping what it
+// sets.
+func withoutNetRaw(sc *corev1.SecurityContext) *corev1.SecurityContext {
+	if sc == nil {
+		sc = &corev1.SecurityContext{}
+	}
+	if sc.Capabilities == nil {
+		sc.Capabilities = &corev1.Capabilities{}
+	}
+	if !hasCap(sc.Capabilities.Drop, netRaw, "ALL") {
+		sc.Capabilities.Drop = append(sc.Capabilities.Drop, netRaw)
+	}
+	return sc
 }
 
 // appContainers calls fn with each of the pod's containers, init containers included, but podwall's.
@@ -75,7 +92,7 @@ func appContainers(spec *corev1.PodSpec, fn func(kind string, c *corev1.Containe
 func netRawAdders(spec *corev1.PodSpec) []string {
 	var out []string
 	appContainers(spec, func(kind string, c *corev1.Container) {
-		if c.SecurityContext != nil && addsNetRaw(c) {
+		if addsNetRaw(c.SecurityContext) {
 			out = append(out, fmt.Sprintf("%s %q adds NET_RAW", kind, c.Name))
 		}
 	})
@@ -91,18 +108,8 @@ func dropNetRaw(pod *corev1.Pod) {
 		return
 	}
 	appContainers(&pod.Spec, func(_ string, c *corev1.Container) {
-		if keepsNetRaw(c) {
-			return
-		}
-		if c.SecurityContext == nil {
-			c.SecurityContext = &corev1.SecurityContext{}
-		}
-		if c.SecurityContext.Capabilities == nil {
-			c.SecurityContext.Capabilities = &corev1.Capabilities{}
-		}
-		caps := c.SecurityContext.Capabilities
-		if !hasCap(caps.Drop, netRaw, "ALL") {
-			caps.Drop = append(caps.Drop, netRaw)
+		if !keepsNetRaw(c.SecurityContext) {
+			c.SecurityContext = withoutNetRaw(c.SecurityContext)
 		}
 	})
 	sc := pod.Spec.SecurityContext
@@ -121,7 +128,7 @@ func netRawHolders(pod *corev1.Pod) []string {
 	optOut := allowsNetRaw(pod)
 	var out []string
 	appContainers(&pod.Spec, func(_ string, c *corev1.Container) {
-		if optOut || keepsNetRaw(c) {
+		if optOut || keepsNetRaw(c.SecurityContext) {
 			out = append(out, c.Name)
 		}
 	})

@@ -3,6 +3,8 @@ package injector
 import (
 	"cmp"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -71,21 +73,29 @@ type defaulter struct {
 	route Namespace
 }
 
-// Default injects the pod of a CREATE request. The namespace comes from the request: a pod being
-// created may not carry it yet.
+// Default injects the pod of a CREATE request, and drops NET_RAW from the ephemeral containers an
+// UPDATE of pods/ephemeralcontainers adds to an injected pod. The namespace comes from the request: a
+// pod being created may not carry it yet.
 func (d defaulter) Default(ctx context.Context, pod *corev1.Pod) error {
 	req, err := admission.RequestFromContext(ctx)
 	if err != nil {
 		return err
 	}
-	if req.Operation != admissionv1.Create {
-		return nil
-	}
 	ns := d.route
 	ns.Name = cmp.Or(pod.Namespace, req.Namespace)
-	warnings, err := d.in.Inject(ctx, pod, ns)
-	addWarnings(ctx, warnings...)
-	return err
+	switch {
+	case req.Operation == admissionv1.Create && req.SubResource == "":
+		warnings, err := d.in.Inject(ctx, pod, ns)
+		addWarnings(ctx, warnings...)
+		return err
+	case req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers":
+		var old corev1.Pod
+		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+			return fmt.Errorf("decode the pod before the update: %w", err)
+		}
+		dropEphemeralNetRaw(pod, &old, ns)
+	}
+	return nil
 }
 
 // warningsKey carries a *warningList from warningHandler to the defaulter, whose interface returns
