@@ -103,8 +103,8 @@ func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	rules := manifest.Derive(manifest.Input{
 		Namespace: key.Namespace, Template: tpl, Annotations: obj.GetAnnotations(), Services: svcs.Items,
 		EndpointSlices: eps.Items,
-		DNS:           v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
-		ClusterDomain: g.opts.ClusterDomain,
+		DNS:            v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
+		ClusterDomain:  g.opts.ClusterDomain,
 	})
 	return reconcile.Result{}, g.write(ctx, key, obj, rules)
 }
