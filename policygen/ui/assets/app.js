@@ -115,6 +115,7 @@ async function acceptProposal(name) {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ proposals: [name] }),
   });
   $("mode-note").textContent = "accepted " + name + ": policygen writes it into the policy";
+  setTimeout(() => render(), 1000); // show the policy with the rule once policygen wrote it
 }
 
 async function applyMode() {
