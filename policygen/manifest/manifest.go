@@ -3,6 +3,18 @@
 // DNS and to the Services its environment or the podwall.io/egress annotation names. Everything here is
 // pure, so that the rules a manifest yields can be table-tested without a cluster; the generator
 // controller reads the cluster and writes them into the workload's WorkloadPolicy.
+//
+// Each rule comes with its source (Rules.Sources: "Service demo/web selects this workload", "env
+// DB_HOST of container app names Service demo/db"), because most of what it is derived from is written
+// by the namespace's users, not by whoever owns the policy. Gate is how a policy in Protect takes them:
+// a rule that only tightens applies, one that adds or widens becomes a proposal (v1alpha1.Proposal,
+// named by its content's hash) until accepted.
+//
+// A Service without a selector forwards wherever its EndpointSlices point, and podwall judges egress
+// in the pod, before the node translates the cluster IP; so its egress peer pins the endpoint
+// addresses the slices list at derivation (v1alpha1.ServiceEndpoints), and a new address is a change
+// of the rule like any other. (Cilium's toServices follows such a Service's endpoints as CIDRs, with
+// no gate; kube-network-policies has no Service peers and judges on the node after the translation.)
 package manifest
 
 import (
