@@ -96,17 +96,35 @@ func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if err := g.client.List(ctx, &svcs); err != nil {
 		return reconcile.Result{}, fmt.Errorf("list services: %w", err)
 	}
-	var eps discoveryv1.EndpointSliceList
-	if err := g.client.List(ctx, &eps); err != nil {
-		return reconcile.Result{}, fmt.Errorf("list endpointslices: %w", err)
+	eps, err := g.selectorlessSlices(ctx, svcs.Items)
+	if err != nil {
+		return reconcile.Result{}, err
 	}
 	rules := manifest.Derive(manifest.Input{
 		Namespace: key.Namespace, Template: tpl, Annotations: obj.GetAnnotations(), Services: svcs.Items,
-		EndpointSlices: eps.Items,
+		EndpointSlices: eps,
 		DNS:            v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
 		ClusterDomain:  g.opts.ClusterDomain,
 	})
 	return reconcile.Result{}, g.write(ctx, key, obj, rules)
+}
+
+// selectorlessSlices lists the EndpointSlices of the Services without a selector (the only ones
+// manifest rules read), not every slice of the cluster.
+func (g *Generator) selectorlessSlices(ctx context.Context, svcs []corev1.Service) ([]discoveryv1.EndpointSlice, error) {
+	var out []discoveryv1.EndpointSlice
+	for _, svc := range svcs {
+		if len(svc.Spec.Selector) > 0 {
+			continue
+		}
+		var list discoveryv1.EndpointSliceList
+		if err := g.client.List(ctx, &list, client.InNamespace(svc.Namespace),
+			client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
+			return nil, fmt.Errorf("list endpointslices of %s/%s: %w", svc.Namespace, svc.Name, err)
+		}
+		out = append(out, list.Items...)
+	}
+	return out, nil
 }
 
 func (g *Generator) optedIn(ctx context.Context, name string) (bool, error) {

@@ -44,8 +44,8 @@ type Input struct {
 	Annotations map[string]string
 	// Services are the cluster's Services (any namespace).
 	Services []corev1.Service
-	// EndpointSlices are the cluster's EndpointSlices (any namespace): those of a Service without a
-	// selector pin its egress peer to their addresses.
+	// EndpointSlices are the EndpointSlices of the Services without a selector (others are ignored):
+	// they pin such a Service's egress peer to their addresses.
 	EndpointSlices []discoveryv1.EndpointSlice
 	// DNS is the cluster DNS Service; no DNS rule is generated when its name is empty.
 	DNS v1.ServicePeer
