@@ -83,6 +83,8 @@ func (g *Generator) writeProposals(ctx context.Context, p *v1.WorkloadPolicy, gt
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	list := slices.Clone(gt.proposals)
 	slices.SortFunc(list, func(a, b v1.Proposal) int { return cmp.Compare(a.Name, b.Name) })
+	count := int32(len(list))
+	list = list[:min(len(list), maxListed)]
 	var fresh []v1.Proposal
 	for i := range list {
 		if j := slices.IndexFunc(p.Status.Proposals, func(o v1.Proposal) bool { return o.Name == list[i].Name }); j >= 0 {
@@ -92,8 +94,6 @@ func (g *Generator) writeProposals(ctx context.Context, p *v1.WorkloadPolicy, gt
 			fresh = append(fresh, list[i])
 		}
 	}
-	count := int32(len(list))
-	list = list[:min(len(list), maxListed)]
 	if !equality.Semantic.DeepEqual(list, p.Status.Proposals) || count != p.Status.PendingProposals {
 		patch, _ := json.Marshal(map[string]any{"status": map[string]any{"proposals": list, "pendingProposals": count}})
 		if err := g.client.Status().Patch(ctx, p, client.RawPatch(types.MergePatchType, patch)); err != nil {
