@@ -11,8 +11,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
@@ -45,6 +47,19 @@ func testAccept(t *testing.T, w *world) {
 		}
 		name = pr.Name
 		return nil
+	})
+	// policygen, under the manifests' RBAC, announced it on the policy.
+	testutil.Await(t, "the proposal's Event", 20*time.Second, func() error {
+		var list eventsv1.EventList
+		if err := w.c.List(ctx, &list, client.InNamespace("shop")); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Name == "deployment-db" && e.Reason == "ManifestRuleProposed" && strings.Contains(e.Note, name) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no ManifestRuleProposed event naming %s among %d", name, len(list.Items))
 	})
 	self := strings.TrimSuffix(w.url, "/ui/")
 	body := `{"proposals":["` + name + `"]}`
