@@ -12,6 +12,12 @@ import (
 // so it got another name) accepts nothing.
 const AcceptProposalsAnnotation = "podwall.io/accept-proposals"
 
+// AcceptedByAnnotation names who asked for the AcceptProposalsAnnotation when a service set it on
+// their behalf (policygen's UI, which writes as its own ServiceAccount): the acceptance Event names
+// them, and policygen removes it with the accept annotation. Without it the Event names nobody, and
+// the API server's audit log has the author of the edit.
+const AcceptedByAnnotation = "podwall.io/accepted-by"
+
 // AcceptAll is the AcceptProposalsAnnotation value that accepts every pending proposal.
 const AcceptAll = "all"
 

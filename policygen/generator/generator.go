@@ -172,7 +172,9 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 		p.Spec.Ingress = manifest.ReplaceOrigin(p.Spec.Ingress, policy.OriginManifest, gt.ingress)
 		p.Spec.Egress = manifest.ReplaceOrigin(p.Spec.Egress, policy.OriginManifest, gt.egress)
 		_, accepting := p.Annotations[v1.AcceptProposalsAnnotation]
-		delete(p.Annotations, v1.AcceptProposalsAnnotation) // consumed in the same write as what it accepted
+		// Consumed in the same write as what they accepted.
+		delete(p.Annotations, v1.AcceptProposalsAnnotation)
+		delete(p.Annotations, v1.AcceptedByAnnotation)
 		if equality.Semantic.DeepEqual(before, &p.Spec) && !accepting {
 			return nil
 		}

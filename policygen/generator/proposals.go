@@ -26,12 +26,13 @@ const (
 )
 
 // gated is what a reconcile writes into a policy: its manifest rules, the proposals that wait, and
-// what an accept annotation accepted and named in vain.
+// what an accept annotation accepted and named in vain, and who asked (when a service said so).
 type gated struct {
 	ingress, egress []v1.Rule
 	proposals       []v1.Proposal
 	accepted        []v1.Proposal
 	unknown         []string
+	by              string
 }
 
 // gate decides which manifest rules go into p now. In Learn and Monitor, or with
@@ -51,7 +52,7 @@ func gate(p *v1.WorkloadPolicy, rules manifest.Rules) gated {
 		}
 		return false
 	}
-	var g gated
+	g := gated{by: p.Annotations[v1.AcceptedByAnnotation]}
 	var pi, pe []v1.Proposal
 	g.ingress, pi = manifest.Gate("ingress", p.Spec.Ingress, rules.Ingress, rules.Sources, accept)
 	g.egress, pe = manifest.Gate("egress", p.Spec.Egress, rules.Egress, rules.Sources, accept)
@@ -109,9 +110,13 @@ func (g *Generator) writeProposals(ctx context.Context, p *v1.WorkloadPolicy, gt
 				"kubectl -n %s annotate workloadpolicy %s %s=%s (or in the UI)",
 			pr.Source, pr.Direction, pr.Rule.Name, p.Namespace, p.Name, v1.AcceptProposalsAnnotation, pr.Name)))
 	}
+	by := ""
+	if gt.by != "" {
+		by = " for " + gt.by
+	}
 	for _, pr := range gt.accepted {
 		g.opts.Events.Eventf(p, nil, "Normal", ReasonAccepted, "Accept", "%s", note(fmt.Sprintf(
-			"accepted %s: the %s rule %s is in the policy (%s)", pr.Name, pr.Direction, pr.Rule.Name, pr.Source)))
+			"accepted %s%s: the %s rule %s is in the policy (%s)", pr.Name, by, pr.Direction, pr.Rule.Name, pr.Source)))
 	}
 	for _, n := range gt.unknown {
 		g.opts.Events.Eventf(p, nil, "Warning", ReasonNotProposed, "Accept", "%s", note(fmt.Sprintf(

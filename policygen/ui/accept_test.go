@@ -49,18 +49,7 @@ func testAccept(t *testing.T, w *world) {
 		return nil
 	})
 	// policygen, under the manifests' RBAC, announced it on the policy.
-	testutil.Await(t, "the proposal's Event", 20*time.Second, func() error {
-		var list eventsv1.EventList
-		if err := w.c.List(ctx, &list, client.InNamespace("shop")); err != nil {
-			return err
-		}
-		for _, e := range list.Items {
-			if e.Regarding.Name == "deployment-db" && e.Reason == "ManifestRuleProposed" && strings.Contains(e.Note, name) {
-				return nil
-			}
-		}
-		return fmt.Errorf("no ManifestRuleProposed event naming %s among %d", name, len(list.Items))
-	})
+	w.awaitEvent(t, "deployment-db", "ManifestRuleProposed", name)
 	self := strings.TrimSuffix(w.url, "/ui/")
 	body := `{"proposals":["` + name + `"]}`
 	refused := []struct {
@@ -99,11 +88,13 @@ func testAccept(t *testing.T, w *world) {
 		if !slices.ContainsFunc(p.Spec.Ingress, isPublic) || len(p.Status.Proposals) != 0 || p.Spec.Mode != policy.Protect {
 			return fmt.Errorf("ingress %+v proposals %+v mode %s", p.Spec.Ingress, p.Status.Proposals, p.Spec.Mode)
 		}
-		if by := p.Annotations[ui.ProposalsAcceptedByAnnotation]; by != "system:serviceaccount:ops:operator" {
-			return fmt.Errorf("accepted by %q", by)
+		if _, ok := p.Annotations[v1.AcceptedByAnnotation]; ok {
+			return fmt.Errorf("%s not consumed", v1.AcceptedByAnnotation)
 		}
 		return nil
 	})
+	// The acceptance Event names the operator.
+	w.awaitEvent(t, "deployment-db", "ManifestRuleAccepted", "accepted "+name+" for system:serviceaccount:ops:operator")
 	if err := w.c.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-public"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -131,4 +122,21 @@ func getJSON(w *world, path, token string, v any) error {
 		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// awaitEvent waits for an Event of reason on the shop WorkloadPolicy whose note contains want.
+func (w *world) awaitEvent(t *testing.T, policyName, reason, want string) {
+	t.Helper()
+	testutil.Await(t, reason+" event", 20*time.Second, func() error {
+		var list eventsv1.EventList
+		if err := w.c.List(context.Background(), &list, client.InNamespace("shop")); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Name == policyName && e.Reason == reason && strings.Contains(e.Note, want) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event containing %q among %d", reason, want, len(list.Items))
+	})
 }

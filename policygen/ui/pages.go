@@ -203,14 +203,10 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any, usage st
 	return true
 }
 
-// ProposalsAcceptedByAnnotation names who last accepted proposals through the UI (as
-// ModeChangedByAnnotation does for modes).
-const ProposalsAcceptedByAnnotation = "podwall.io/proposals-accepted-by"
-
 // acceptProposals accepts pending proposals for a caller RBAC lets patch this WorkloadPolicy: it adds
 // their names to the annotation v1alpha1.AcceptProposalsAnnotation, which the generator consumes
 // with the same checks as one set with kubectl (only what is still pending under that name is
-// applied). A name not pending in this replica's view is refused (409), so the caller looks again.
+// applied), and names the caller in v1alpha1.AcceptedByAnnotation for the acceptance Event. A name not pending in this replica's view is refused (409), so the caller looks again.
 func (s *Server) acceptProposals(w http.ResponseWriter, r *http.Request) {
 	key := types.NamespacedName{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
 	user, ok := s.allowed(w, r, "patch", key.Namespace, key.Name)
@@ -243,7 +239,7 @@ func (s *Server) acceptProposals(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		v1.AcceptProposalsAnnotation: strings.Join(names, ","), ProposalsAcceptedByAnnotation: user}}})
+		v1.AcceptProposalsAnnotation: strings.Join(names, ","), v1.AcceptedByAnnotation: user}}})
 	if err := s.writer.Patch(r.Context(), &p, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(UIFieldManager)); err != nil {
 		s.getFailed(w, key, err)
 		return
