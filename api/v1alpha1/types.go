@@ -17,6 +17,13 @@ type WorkloadPolicySpec struct {
 	// AutoProtect promotes Monitor to Protect once no audit has been seen for the configured period.
 	// +optional
 	AutoProtect bool `json:"autoProtect,omitempty"`
+	// AutoAcceptManifestRules lets manifest rules that add or widen a rule (a new Service selecting
+	// the workload, a Service its environment or podwall.io/egress names, a selectorless Service's new
+	// endpoint) into the policy in Protect too. Off (the default), in Protect such a rule waits in
+	// status.proposals until someone who may edit this policy accepts it (the annotation
+	// podwall.io/accept-proposals, or the UI); in Learn and Monitor manifest rules always apply.
+	// +optional
+	AutoAcceptManifestRules bool `json:"autoAcceptManifestRules,omitempty"`
 	// Ingress rules allow inbound connections from their peers.
 	// +listType=map
 	// +listMapKey=name
@@ -115,7 +122,27 @@ type ServicePeer struct {
 	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
 	// +kubebuilder:validation:MaxLength=63
 	Name string `json:"name"`
+	// Endpoints pins a Service without a selector to the endpoint addresses this peer accepts: it
+	// resolves to those of them the Service's EndpointSlices list, and to the Service's cluster IPs
+	// only while its EndpointSlices list no address outside them (a cluster IP forwards wherever the
+	// EndpointSlices point). Manifest rules set it; left out, every endpoint address is accepted.
+	// +optional
+	Endpoints *ServiceEndpoints `json:"endpoints,omitempty"`
 }
+
+// ServiceEndpoints are the endpoint addresses a Service peer accepts; none accepts only a Service
+// whose EndpointSlices list no address.
+type ServiceEndpoints struct {
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=set
+	// +optional
+	Addresses []IPAddress `json:"addresses,omitempty"`
+}
+
+// IPAddress is an IPv4 or IPv6 address.
+// +kubebuilder:validation:MaxLength=45
+// +kubebuilder:validation:XValidation:rule="isIP(self)",message="must be an IP address"
+type IPAddress string
 
 // LabelSelector is metav1.LabelSelector with bounds and syntax checks, so that the API server rejects a
 // selector that would fail to parse later. An empty selector matches everything.
@@ -230,6 +257,32 @@ type WorkloadPolicyStatus struct {
 	LastViolation *metav1.Time `json:"lastViolation,omitempty"`
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Proposals are the manifest rules that would add to or widen this policy while it is in Protect,
+	// waiting to be accepted (spec.autoAcceptManifestRules, or the annotation
+	// podwall.io/accept-proposals: "<name>,<name>" or "all"). At most 64 are listed; PendingProposals
+	// counts them all.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Proposals []Proposal `json:"proposals,omitempty"`
+	// +optional
+	PendingProposals int32 `json:"pendingProposals,omitempty"`
+}
+
+// Proposal is a manifest rule that would add to or widen a policy in Protect.
+type Proposal struct {
+	// Name names this rule's content: "<direction>-<rule>-<hash>". A proposal whose rule changes
+	// gets another name, so accepting a name accepts exactly what was shown.
+	Name string `json:"name"`
+	// +kubebuilder:validation:Enum=ingress;egress
+	Direction string `json:"direction"`
+	// Rule is the rule accepting writes into the spec, in place of the manifest rule of its name.
+	Rule Rule `json:"rule"`
+	// Source says what in the cluster caused it, e.g. "Service demo/web selects this workload".
+	Source string `json:"source"`
+	// Since is when policygen first proposed it.
+	Since metav1.Time `json:"since"`
 }
 
 // ReplicaStatus is one policygen replica's subscribers of this policy.
@@ -252,6 +305,7 @@ type ReplicaStatus struct {
 // +kubebuilder:printcolumn:name="Sidecars",type=integer,JSONPath=`.status.sidecars`,priority=1
 // +kubebuilder:printcolumn:name="In-Sync",type=integer,JSONPath=`.status.sidecarsInSync`
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.violations`
+// +kubebuilder:printcolumn:name="Proposals",type=integer,JSONPath=`.status.pendingProposals`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type WorkloadPolicy struct {
 	metav1.TypeMeta   `json:",inline"`

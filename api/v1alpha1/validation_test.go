@@ -29,6 +29,7 @@ func valid() *v1.WorkloadPolicy {
 				Peers: []v1.Peer{
 					{CIDR: "10.0.0.0/8"}, {CIDR: "2001:db8::/32"},
 					{Service: &v1.ServicePeer{Namespace: "kube-system", Name: "kube-dns"}},
+					{Service: &v1.ServicePeer{Name: "external", Endpoints: &v1.ServiceEndpoints{Addresses: []v1.IPAddress{"203.0.113.7", "2001:db8::7"}}}},
 					{Selector: &v1.SelectorPeer{PodSelector: &v1.LabelSelector{
 						MatchLabels:      map[string]v1.LabelValue{"app.kubernetes.io/name": "db"},
 						MatchExpressions: []v1.LabelRequirement{{Key: "tier", Operator: "In", Values: []string{"a", "b"}}},
@@ -84,20 +85,23 @@ func TestAPIServerValidation(t *testing.T) {
 		{"two peer kinds", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[0].Nodes = true }, "exactly one"},
 		{"empty peer", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[0] = v1.Peer{} }, "exactly one"},
 		{"bad label key", func(p *v1.WorkloadPolicy) {
-			p.Spec.Egress[0].Peers[3].Selector.PodSelector.MatchLabels = map[string]v1.LabelValue{"bad key!": "x"}
+			p.Spec.Egress[0].Peers[4].Selector.PodSelector.MatchLabels = map[string]v1.LabelValue{"bad key!": "x"}
 		}, "label keys"},
 		{"bad label value", func(p *v1.WorkloadPolicy) {
-			p.Spec.Egress[0].Peers[3].Selector.PodSelector.MatchLabels = map[string]v1.LabelValue{"app": "-x-"}
+			p.Spec.Egress[0].Peers[4].Selector.PodSelector.MatchLabels = map[string]v1.LabelValue{"app": "-x-"}
 		}, "should match"},
 		{"In without values", func(p *v1.WorkloadPolicy) {
-			p.Spec.Egress[0].Peers[3].Selector.PodSelector.MatchExpressions[0].Values = nil
+			p.Spec.Egress[0].Peers[4].Selector.PodSelector.MatchExpressions[0].Values = nil
 		}, "need values"},
 		{"bad operator", func(p *v1.WorkloadPolicy) {
-			p.Spec.Egress[0].Peers[3].Selector.PodSelector.MatchExpressions[0].Operator = "Gt"
+			p.Spec.Egress[0].Peers[4].Selector.PodSelector.MatchExpressions[0].Operator = "Gt"
 		}, "Unsupported value"},
-		{"selector with neither", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[3].Selector = &v1.SelectorPeer{} }, "podSelector"},
+		{"selector with neither", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[4].Selector = &v1.SelectorPeer{} }, "podSelector"},
 		{"duplicate rule names", func(p *v1.WorkloadPolicy) { p.Spec.Egress = append(p.Spec.Egress, p.Spec.Egress[0]) }, "Duplicate value"},
 		{"rule without peers", func(p *v1.WorkloadPolicy) { p.Spec.Ingress[0].Peers = nil }, "peers"},
+		{"endpoint not an address", func(p *v1.WorkloadPolicy) {
+			p.Spec.Egress[0].Peers[3].Service.Endpoints.Addresses = []v1.IPAddress{"10.0.0.0/8"}
+		}, "must be an IP address"},
 		{"bad mode", func(p *v1.WorkloadPolicy) { p.Spec.Mode = "Enforce" }, "Unsupported value"},
 		{"bad loopback action", func(p *v1.WorkloadPolicy) { p.Spec.Loopback[0].Action = "drop" }, "Unsupported value"},
 		{"bad workload kind", func(p *v1.WorkloadPolicy) { p.Spec.Workload.Kind = "Service" }, "Unsupported value"},

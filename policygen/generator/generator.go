@@ -1,6 +1,14 @@
 // Package generator is the controller that keeps one WorkloadPolicy per workload in opted-in namespaces,
 // writing the rules package manifest derives from the workload's manifest (origin manifest) and leaving
 // every other rule alone. It runs on the leader only, like everything that writes to the API server.
+//
+// Manifest rules come from objects a namespace user may write (Services, EndpointSlices, the
+// workload's env and annotations), so they never widen a policy in Protect by themselves: a derived
+// rule that would add a rule, a peer, a port or an endpoint address is kept out of the spec and listed
+// in status.proposals with what caused it (and an Event), until someone who may update the policy
+// accepts it with the annotation podwall.io/accept-proposals (or in the UI), or the policy sets
+// spec.autoAcceptManifestRules. What only tightens (a Service or a port gone, an endpoint address
+// dropped) applies at once. In Learn and Monitor, manifest rules apply as derived.
 package generator
 
 import (
@@ -9,10 +17,12 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -33,6 +43,8 @@ type Options struct {
 	DNS types.NamespacedName
 	// ClusterDomain is the cluster's DNS domain.
 	ClusterDomain string
+	// Events records the proposals and their acceptance on the WorkloadPolicy; nil records none.
+	Events events.EventRecorder
 }
 
 // Generator reconciles workloads into WorkloadPolicies.
@@ -84,12 +96,35 @@ func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if err := g.client.List(ctx, &svcs); err != nil {
 		return reconcile.Result{}, fmt.Errorf("list services: %w", err)
 	}
+	eps, err := g.selectorlessSlices(ctx, svcs.Items)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	rules := manifest.Derive(manifest.Input{
 		Namespace: key.Namespace, Template: tpl, Annotations: obj.GetAnnotations(), Services: svcs.Items,
-		DNS:           v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
-		ClusterDomain: g.opts.ClusterDomain,
+		EndpointSlices: eps,
+		DNS:            v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
+		ClusterDomain:  g.opts.ClusterDomain,
 	})
 	return reconcile.Result{}, g.write(ctx, key, obj, rules)
+}
+
+// selectorlessSlices lists the EndpointSlices of the Services without a selector (the only ones
+// manifest rules read), not every slice of the cluster.
+func (g *Generator) selectorlessSlices(ctx context.Context, svcs []corev1.Service) ([]discoveryv1.EndpointSlice, error) {
+	var out []discoveryv1.EndpointSlice
+	for _, svc := range svcs {
+		if len(svc.Spec.Selector) > 0 {
+			continue
+		}
+		var list discoveryv1.EndpointSliceList
+		if err := g.client.List(ctx, &list, client.InNamespace(svc.Namespace),
+			client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
+			return nil, fmt.Errorf("list endpointslices of %s/%s: %w", svc.Namespace, svc.Name, err)
+		}
+		out = append(out, list.Items...)
+	}
+	return out, nil
 }
 
 func (g *Generator) optedIn(ctx context.Context, name string) (bool, error) {
@@ -101,7 +136,8 @@ func (g *Generator) optedIn(ctx context.Context, name string) (bool, error) {
 }
 
 // write creates the policy or replaces its manifest rules, retrying on conflicts with other writers
-// (people editing their rules, the learner adding learned ones).
+// (people editing their rules, the learner adding learned ones), consumes its accept annotation, and
+// records what waits as proposals.
 func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Object, rules manifest.Rules) error {
 	gvk, err := g.client.GroupVersionKindFor(owner)
 	if err != nil {
@@ -109,8 +145,10 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 	}
 	ownerRef := metav1.OwnerReference{APIVersion: gvk.GroupVersion().String(), Kind: gvk.Kind, Name: owner.GetName(), UID: owner.GetUID()}
 	name := types.NamespacedName{Namespace: key.Namespace, Name: workload.PolicyName(key.Kind, key.Name)}
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var p v1.WorkloadPolicy
+	var p v1.WorkloadPolicy
+	var gt gated
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p = v1.WorkloadPolicy{}
 		err := g.client.Get(ctx, name, &p)
 		if apierrors.IsNotFound(err) {
 			p = v1.WorkloadPolicy{
@@ -120,6 +158,7 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 					Ingress: rules.Ingress, Egress: rules.Egress,
 				},
 			}
+			gt = gated{}
 			if err := g.client.Create(ctx, &p); err != nil {
 				return fmt.Errorf("create policy %s: %w", name, err)
 			}
@@ -129,9 +168,14 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 			return fmt.Errorf("get policy %s: %w", name, err)
 		}
 		before := p.Spec.DeepCopy()
-		p.Spec.Ingress = manifest.ReplaceOrigin(p.Spec.Ingress, policy.OriginManifest, rules.Ingress)
-		p.Spec.Egress = manifest.ReplaceOrigin(p.Spec.Egress, policy.OriginManifest, rules.Egress)
-		if equality.Semantic.DeepEqual(before, &p.Spec) {
+		gt = gate(&p, rules)
+		p.Spec.Ingress = manifest.ReplaceOrigin(p.Spec.Ingress, policy.OriginManifest, gt.ingress)
+		p.Spec.Egress = manifest.ReplaceOrigin(p.Spec.Egress, policy.OriginManifest, gt.egress)
+		_, accepting := p.Annotations[v1.AcceptProposalsAnnotation]
+		// Consumed in the same write as what they accepted.
+		delete(p.Annotations, v1.AcceptProposalsAnnotation)
+		delete(p.Annotations, v1.AcceptedByAnnotation)
+		if equality.Semantic.DeepEqual(before, &p.Spec) && !accepting {
 			return nil
 		}
 		if err := g.client.Update(ctx, &p); err != nil {
@@ -139,6 +183,10 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return g.writeProposals(ctx, &p, gt)
 }
 
 // SetupWithManager registers the controller and its watches.
@@ -150,6 +198,7 @@ func (g *Generator) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return b.
 		Watches(&corev1.Service{}, g.enqueueAll()).
+		Watches(&discoveryv1.EndpointSlice{}, g.enqueueSelectorless()).
 		Watches(&corev1.Namespace{}, g.enqueueNamespace()).
 		Watches(&v1.WorkloadPolicy{}, enqueuePolicyWorkload()).
 		Complete(g)

@@ -4,8 +4,11 @@ import (
 	"context"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -40,6 +43,43 @@ func (g *Generator) enqueueAll() handler.EventHandler {
 		}
 		return reqs
 	})
+}
+
+// enqueueSelectorless maps an EndpointSlice change of a Service without a selector, whose egress peers
+// are pinned to its endpoint addresses, to every workload like a Service change; the slices of other
+// Services (most of them, changing with every pod) map to nothing.
+func (g *Generator) enqueueSelectorless() handler.EventHandler {
+	all := g.enqueueAll()
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if g.ofSelectorless(ctx, e.Object) {
+				all.Create(ctx, e, q)
+			}
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if g.ofSelectorless(ctx, e.ObjectNew) || g.ofSelectorless(ctx, e.ObjectOld) {
+				all.Update(ctx, e, q)
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if g.ofSelectorless(ctx, e.Object) {
+				all.Delete(ctx, e, q)
+			}
+		},
+	}
+}
+
+// ofSelectorless reports whether an EndpointSlice belongs to an existing Service without a selector.
+func (g *Generator) ofSelectorless(ctx context.Context, obj client.Object) bool {
+	name := obj.GetLabels()[discoveryv1.LabelServiceName]
+	if name == "" {
+		return false
+	}
+	var svc corev1.Service
+	if err := g.client.Get(ctx, client.ObjectKey{Namespace: obj.GetNamespace(), Name: name}, &svc); err != nil {
+		return false // a Service created later is a Service event of its own
+	}
+	return len(svc.Spec.Selector) == 0
 }
 
 // enqueueNamespace maps a namespace change (its opt-in label) to its workloads.

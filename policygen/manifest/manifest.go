@@ -3,14 +3,28 @@
 // DNS and to the Services its environment or the podwall.io/egress annotation names. Everything here is
 // pure, so that the rules a manifest yields can be table-tested without a cluster; the generator
 // controller reads the cluster and writes them into the workload's WorkloadPolicy.
+//
+// Each rule comes with its source (Rules.Sources: "Service demo/web selects this workload", "env
+// DB_HOST of container app names Service demo/db"), because most of what it is derived from is written
+// by the namespace's users, not by whoever owns the policy. Gate is how a policy in Protect takes them:
+// a rule that only tightens applies, one that adds or widens becomes a proposal (v1alpha1.Proposal,
+// named by its content's hash) until accepted.
+//
+// A Service without a selector forwards wherever its EndpointSlices point, and podwall judges egress
+// in the pod, before the node translates the cluster IP; so its egress peer pins the endpoint
+// addresses the slices list at derivation (v1alpha1.ServiceEndpoints), and a new address is a change
+// of the rule like any other. (Cilium's toServices follows such a Service's endpoints as CIDRs, with
+// no gate; kube-network-policies has no Service peers and judges on the node after the translation.)
 package manifest
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -30,6 +44,9 @@ type Input struct {
 	Annotations map[string]string
 	// Services are the cluster's Services (any namespace).
 	Services []corev1.Service
+	// EndpointSlices are the EndpointSlices of the Services without a selector (others are ignored):
+	// they pin such a Service's egress peer to their addresses.
+	EndpointSlices []discoveryv1.EndpointSlice
 	// DNS is the cluster DNS Service; no DNS rule is generated when its name is empty.
 	DNS v1.ServicePeer
 	// ClusterDomain is the cluster's DNS domain, "cluster.local" when empty.
@@ -40,6 +57,26 @@ type Input struct {
 type Rules struct {
 	Ingress []v1.Rule
 	Egress  []v1.Rule
+	// Sources say what in the cluster caused each rule, keyed by SourceKey, e.g. "Service shop/web
+	// selects this workload" or "env API_URL of container app names Service shop/api".
+	Sources map[string]string
+}
+
+// SourceKey is a rule's key in Rules.Sources: "ingress/<name>" or "egress/<name>".
+func SourceKey(direction, name string) string { return direction + "/" + name }
+
+// addSource records why a rule exists; a rule several things cause lists each once.
+func (r *Rules) addSource(direction, name, source string) {
+	if r.Sources == nil {
+		r.Sources = map[string]string{}
+	}
+	k := SourceKey(direction, name)
+	switch old := r.Sources[k]; {
+	case old == "":
+		r.Sources[k] = source
+	case !slices.Contains(strings.Split(old, "; "), source):
+		r.Sources[k] = old + "; " + source
+	}
 }
 
 // anyPeer is every address: a Service's clients are not known from the manifest.
@@ -63,15 +100,19 @@ func Derive(in Input) Rules {
 			}
 		}
 		if len(ports) > 0 {
-			r.Ingress = append(r.Ingress, rule("m-svc-"+svc.Name, anyPeer, ports))
+			ru := rule("m-svc-"+svc.Name, anyPeer, ports)
+			r.Ingress = append(r.Ingress, ru)
+			r.addSource("ingress", ru.Name, "Service "+svc.Namespace+"/"+svc.Name+" selects this workload")
 		}
 	}
 	if ports := probePorts(in.Template); len(ports) > 0 {
 		r.Ingress = append(r.Ingress, rule("m-probes", []v1.Peer{{Nodes: true}}, ports))
+		r.addSource("ingress", "m-probes", "the pod template's probes")
 	}
 	if in.DNS.Name != "" {
 		r.Egress = append(r.Egress, rule("m-dns", []v1.Peer{{Service: &v1.ServicePeer{Namespace: in.DNS.Namespace, Name: in.DNS.Name}}},
 			[]v1.Port{{Protocol: "UDP", Port: 53}, {Protocol: "TCP", Port: 53}}))
+		r.addSource("egress", "m-dns", "cluster DNS "+in.DNS.Namespace+"/"+in.DNS.Name+", every workload's")
 	}
 	for _, ref := range referencedServices(in) {
 		svc := ref.svc
@@ -79,8 +120,15 @@ func Derive(in Input) Rules {
 		if svc.Namespace != in.Namespace {
 			name += "." + svc.Namespace
 		}
-		r.Egress = append(r.Egress, rule(name, []v1.Peer{{Service: &v1.ServicePeer{Namespace: svc.Namespace, Name: svc.Name}}},
-			servicePorts(svc, ref.port)))
+		peer := v1.ServicePeer{Namespace: svc.Namespace, Name: svc.Name}
+		source := ref.source
+		if len(svc.Spec.Selector) == 0 {
+			peer.Endpoints = endpointsOf(svc, in.EndpointSlices)
+			source += fmt.Sprintf(" (no selector: its EndpointSlices point at %s)", addressList(peer.Endpoints.Addresses))
+		}
+		ru := rule(name, []v1.Peer{{Service: &peer}}, servicePorts(svc, ref.port))
+		r.Egress = append(r.Egress, ru)
+		r.addSource("egress", ru.Name, source)
 	}
 	byName := func(a, b v1.Rule) int { return cmp.Compare(a.Name, b.Name) }
 	slices.SortFunc(r.Ingress, byName)

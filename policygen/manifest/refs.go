@@ -11,10 +11,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// serviceRef is a Service the workload's manifest names, and the port it names (0: any).
+// serviceRef is a Service the workload's manifest names, the port it names (0: any), and where.
 type serviceRef struct {
-	svc  *corev1.Service
-	port int32
+	svc    *corev1.Service
+	port   int32
+	source string
 }
 
 // envRef matches a reference to a Service's link variables, e.g. $(API_SERVICE_HOST).
@@ -31,9 +32,9 @@ func referencedServices(in Input) []serviceRef {
 	}
 	var refs []serviceRef
 	seen := map[serviceRef]bool{}
-	add := func(ns, name string, port int32) {
+	add := func(ns, name string, port int32, where string) {
 		s := byName[ns+"/"+name]
-		r := serviceRef{s, port}
+		r := serviceRef{s, port, where + " names Service " + ns + "/" + name}
 		if s == nil || seen[r] || (ns == in.DNS.Namespace && name == in.DNS.Name) {
 			return
 		}
@@ -42,23 +43,25 @@ func referencedServices(in Input) []serviceRef {
 	}
 	for _, c := range slices.Concat(in.Template.Spec.InitContainers, in.Template.Spec.Containers) {
 		for _, e := range c.Env {
+			where := "env " + e.Name + " of container " + c.Name
 			for _, m := range envRef.FindAllStringSubmatch(e.Name+" "+e.Value, -1) {
-				add(in.Namespace, strings.ReplaceAll(strings.ToLower(m[1]), "_", "-"), 0)
+				add(in.Namespace, strings.ReplaceAll(strings.ToLower(m[1]), "_", "-"), 0, where)
 			}
 			for _, h := range hosts(e.Value) {
 				if ns, name, ok := serviceOfHost(h.host, in.Namespace, in.clusterDomain()); ok {
-					add(ns, name, h.port)
+					add(ns, name, h.port, where)
 				}
 			}
 		}
 	}
-	for _, a := range []string{in.Annotations[EgressAnnotation], in.Template.Annotations[EgressAnnotation]} {
+	for i, a := range []string{in.Annotations[EgressAnnotation], in.Template.Annotations[EgressAnnotation]} {
+		where := "annotation " + EgressAnnotation + [2]string{" of the workload", " of the pod template"}[i]
 		for _, f := range strings.FieldsFunc(a, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
 			ns, name, ok := strings.Cut(f, "/")
 			if !ok {
 				ns, name = in.Namespace, f
 			}
-			add(ns, name, 0)
+			add(ns, name, 0, where)
 		}
 	}
 	return refs

@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -23,7 +24,7 @@ import (
 // Watch subscribes the hub to the informers whose objects policies resolve from. Call it before the
 // cache starts or after; the informers replay what they hold.
 func (h *Hub) Watch(ctx context.Context, informers cache.Informers) error {
-	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Service{}, &corev1.Namespace{}, &corev1.Node{},
+	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Namespace{}, &corev1.Node{},
 		&appsv1.ReplicaSet{}, &batchv1.Job{}, &v1alpha1.WorkloadPolicy{}} {
 		inf, err := informers.GetInformer(ctx, obj)
 		if err != nil {
@@ -64,6 +65,10 @@ func irrelevant(old, cur any) bool {
 	case *corev1.Service:
 		b := cur.(*corev1.Service)
 		return same(a.Spec.Selector, b.Spec.Selector) && slices.Equal(a.Spec.ClusterIPs, b.Spec.ClusterIPs)
+	case *discoveryv1.EndpointSlice:
+		b := cur.(*discoveryv1.EndpointSlice)
+		return a.Labels[discoveryv1.LabelServiceName] == b.Labels[discoveryv1.LabelServiceName] && a.AddressType == b.AddressType &&
+			same(a.Endpoints, b.Endpoints)
 	case *corev1.Node:
 		return slices.Equal(a.Status.Addresses, cur.(*corev1.Node).Status.Addresses)
 	case *corev1.Namespace:

@@ -1,6 +1,8 @@
 // Package resolve turns a WorkloadPolicy into the sidecar's contract, api/policy.Policy: peers named
 // by workload, selector, Service or nodes become the addresses those name right now, read from the
-// informer cache; each rule keeps a stable id. Hub keeps the resolved form of the workloads someone is
+// informer cache; each rule keeps a stable id. A Service without a selector resolves through its
+// EndpointSlices, and a peer that pins its endpoint addresses keeps the cluster IP only while the
+// slices point nowhere else (see selectorless). Hub keeps the resolved form of the workloads someone is
 // asking for, recomputes it when the objects it was built from change, and gives it a new revision only
 // when the resolved form itself changed. OwnerOf goes the other way, from a reported address to who
 // holds it, for the learner and the live view alike.
@@ -17,11 +19,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/policygen/manifest"
 	"podwall.io/podwall/policygen/workload"
 )
 
@@ -143,7 +147,7 @@ func (rs *resolver) peer(p v1alpha1.Peer) (string, []netip.Prefix, error) {
 		pods, err := rs.workloadPods(key)
 		return "workload:" + key.String(), rs.podAddrs(pods), err
 	case p.Service != nil:
-		return rs.service(cmp.Or(p.Service.Namespace, rs.ns), p.Service.Name)
+		return rs.service(cmp.Or(p.Service.Namespace, rs.ns), p.Service)
 	case p.Selector != nil:
 		pods, err := rs.selectorPods(p.Selector)
 		return "selector:" + selectorString(p.Selector), rs.podAddrs(pods), err
@@ -153,8 +157,11 @@ func (rs *resolver) peer(p v1alpha1.Peer) (string, []netip.Prefix, error) {
 	return "", nil, fmt.Errorf("peer names nothing")
 }
 
-func (rs *resolver) service(ns, name string) (string, []netip.Prefix, error) {
+// service resolves a Service peer to its cluster IPs and the pods its selector matches or, for a
+// Service without a selector, the addresses its EndpointSlices list (see selectorless).
+func (rs *resolver) service(ns string, peer *v1alpha1.ServicePeer) (string, []netip.Prefix, error) {
 	rs.deps.namespaces[ns] = true
+	name := peer.Name
 	display := "service:" + ns + "/" + name
 	var svc corev1.Service
 	if err := rs.r.Get(rs.ctx, client.ObjectKey{Namespace: ns, Name: name}, &svc); err != nil {
@@ -164,8 +171,16 @@ func (rs *resolver) service(ns, name string) (string, []netip.Prefix, error) {
 	for _, ip := range svc.Spec.ClusterIPs {
 		if a, err := netip.ParseAddr(ip); err == nil {
 			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-			rs.names[a] = display
 		}
+	}
+	if len(svc.Spec.Selector) == 0 {
+		var err error
+		if out, err = rs.selectorless(&svc, peer.Endpoints, out); err != nil {
+			return "", nil, err
+		}
+	}
+	for _, p := range out {
+		rs.names[p.Addr()] = display
 	}
 	if len(svc.Spec.Selector) == 0 {
 		return display, out, nil
@@ -175,6 +190,32 @@ func (rs *resolver) service(ns, name string) (string, []netip.Prefix, error) {
 		return "", nil, fmt.Errorf("list pods of service %s/%s: %w", ns, name, err)
 	}
 	return display, append(out, rs.podAddrs(pods.Items)...), nil
+}
+
+// selectorless resolves a Service without a selector from its cluster IPs. They forward wherever its
+// EndpointSlices point, and whoever may write EndpointSlices in its namespace points them: so the
+// peer resolves to the slices' addresses too (the verdict log names them after the Service), and,
+// when the peer pins endpoint addresses, to only those of them it pins, and to the cluster IPs only
+// while the slices list no address outside the pin. Otherwise a hand-written EndpointSlice would
+// widen, through the cluster IP, a rule that names the Service.
+func (rs *resolver) selectorless(svc *corev1.Service, pin *v1alpha1.ServiceEndpoints, clusterIPs []netip.Prefix) ([]netip.Prefix, error) {
+	var list discoveryv1.EndpointSliceList
+	if err := rs.r.List(rs.ctx, &list, client.InNamespace(svc.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
+		return nil, fmt.Errorf("list endpointslices of service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	var out []netip.Prefix
+	outside := false
+	for _, a := range manifest.EndpointAddresses(list.Items) {
+		if pin != nil && !slices.Contains(pin.Addresses, v1alpha1.IPAddress(a.String())) {
+			outside = true
+			continue
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	if outside {
+		return out, nil
+	}
+	return append(clusterIPs, out...), nil
 }
 
 func (rs *resolver) nodes() (string, []netip.Prefix, error) {

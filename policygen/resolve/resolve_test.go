@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +12,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -30,10 +33,10 @@ func pfx(s ...string) []netip.Prefix {
 	return out
 }
 
-func TestHubResolvesAndRevises(t *testing.T) {
+// startHub runs a hub in a manager against a fresh API server.
+func startHub(t *testing.T) (pgtest.Cluster, manager.Manager, *Hub) {
 	cfg, c := pgtest.Start(t)
 	ctx := context.Background()
-	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
 	var hub *Hub
 	mgr := pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
 		if err := Index(ctx, mgr.GetFieldIndexer()); err != nil {
@@ -45,6 +48,12 @@ func TestHubResolvesAndRevises(t *testing.T) {
 		}
 		return mgr.Add(hub)
 	})
+	return pgtest.Cluster{T: t, C: c, Cfg: cfg}, mgr, hub
+}
+
+func TestHubResolvesAndRevises(t *testing.T) {
+	k, mgr, hub := startHub(t)
+	c, ctx := k.C, context.Background()
 	pgtest.Namespace(t, c, "shop", map[string]string{"team": "shop"})
 	pgtest.Namespace(t, c, "ops", map[string]string{"team": "ops"})
 	apiPods := k.Deployment("shop", "api", "", "10.1.0.1", "10.1.0.2")
@@ -182,4 +191,64 @@ func TestHubResolvesAndRevises(t *testing.T) {
 	} else {
 		release()
 	}
+}
+
+// A Service without a selector forwards wherever its EndpointSlices point: its peer resolves to
+// their addresses as well as its cluster IP, and a peer pinned to endpoint addresses loses the
+// cluster IP as soon as a slice (here one a namespace user wrote) lists an address outside the pin.
+func TestSelectorlessServiceResolvesThroughEndpointSlices(t *testing.T) {
+	k, _, hub := startHub(t)
+	c, ctx := k.C, context.Background()
+	pgtest.Namespace(t, c, "shop", nil)
+	k.Deployment("shop", "web", "", "10.1.0.9")
+	svc := k.Create(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 5432}}}}).(*corev1.Service)
+	k.Create(&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-1",
+		Labels: map[string]string{discoveryv1.LabelServiceName: "db"}}, AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.10"}}}})
+	pinned := v1.ServicePeer{Name: "db", Endpoints: &v1.ServiceEndpoints{Addresses: []v1.IPAddress{"192.0.2.10"}}}
+	k.Create(&v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-web"},
+		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Protect,
+			Egress: []v1.Rule{
+				{Name: "db", Peers: []v1.Peer{{Service: &v1.ServicePeer{Name: "db"}}}},
+				{Name: "db-pinned", Origin: "manifest", Peers: []v1.Peer{{Service: &pinned}}},
+			}}})
+	web := workload.Key{Namespace: "shop", Kind: "Deployment", Name: "web"}
+	clusterIP := svc.Spec.ClusterIP + "/32"
+	expect := func(db, dbPinned []netip.Prefix) {
+		t.Helper()
+		for _, l := range [][]netip.Prefix{db, dbPinned} {
+			slices.SortFunc(l, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+		}
+		testutil.Eventually(t, 10*time.Second, func() error {
+			snap, release, err := hub.Acquire(ctx, web)
+			if err != nil {
+				return err
+			}
+			release()
+			got := map[string][]netip.Prefix{}
+			for _, r := range snap.Policy.Egress {
+				got[r.ID] = r.CIDRs
+			}
+			want := map[string][]netip.Prefix{"egress/db": db, "egress/db-pinned": dbPinned}
+			if d := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Prefix{})); d != "" {
+				return fmt.Errorf("egress addresses (-want +got):\n%s", d)
+			}
+			if n := snap.Policy.Names[netip.MustParseAddr("192.0.2.10")]; n != "service:shop/db" {
+				return fmt.Errorf("endpoint named %q, want the Service", n)
+			}
+			return nil
+		})
+	}
+	expect(pfx("192.0.2.10/32", clusterIP), pfx("192.0.2.10/32", clusterIP))
+
+	// A namespace user's slice points the Service at an address in another namespace's range.
+	nsUser := k.NamespaceUser("shop", "alice", rbacv1.PolicyRule{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"create"}})
+	if err := nsUser.Create(ctx, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-2",
+		Labels: map[string]string{discoveryv1.LabelServiceName: "db"}}, AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.99.0.5"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	// The unpinned peer follows the slices; the pinned one keeps its address and drops the cluster IP.
+	expect(pfx("10.99.0.5/32", "192.0.2.10/32", clusterIP), pfx("192.0.2.10/32"))
 }

@@ -69,6 +69,7 @@ func testAccess(t *testing.T, w *world) {
 		}
 	})
 	t.Run("stream resumes after Last-Event-ID", func(t *testing.T) { checkResume(t, w) })
+	t.Run("accept", func(t *testing.T) { testAccept(t, w) })
 	t.Run("writes", func(t *testing.T) { testWrites(t, w) })
 }
 
@@ -159,7 +160,7 @@ func testWrites(t *testing.T, w *world) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, msg := postMode(t, w, path, tt.contentType, tt.body, tt.headers)
+			code, msg := post(t, w, path, w.operator, tt.contentType, tt.body, tt.headers)
 			if code != tt.want || !strings.Contains(msg, tt.wantError) {
 				t.Errorf("got %d %q, want %d naming %q", code, msg, tt.want, tt.wantError)
 			}
@@ -180,7 +181,7 @@ func testWrites(t *testing.T, w *world) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := time.Now().Add(-time.Second).Truncate(time.Second)
 			body := `{"mode":"` + string(tt.mode) + `"}`
-			if code, msg := postMode(t, w, path, "application/json; charset=utf-8", body, tt.headers); code != http.StatusOK {
+			if code, msg := post(t, w, path, w.operator, "application/json; charset=utf-8", body, tt.headers); code != http.StatusOK {
 				t.Fatalf("got %d %q, want 200", code, msg)
 			}
 			p := storedPolicy(t, w, "deployment-db")
@@ -197,11 +198,11 @@ func testWrites(t *testing.T, w *world) {
 	}
 }
 
-// postMode posts body to the mode endpoint as the operator and returns the status and error message.
-func postMode(t *testing.T, w *world, path, contentType, body string, headers map[string]string) (int, string) {
+// post posts body to a UI write endpoint as the token's user and returns the status and error message.
+func post(t *testing.T, w *world, path, token, contentType, body string, headers map[string]string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", w.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+w.operator)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", contentType)
 	for k, v := range headers {
 		req.Header.Set(k, v)

@@ -3,12 +3,16 @@ package ui_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
@@ -44,6 +48,7 @@ func testBrowser(t *testing.T, w *world) {
 	t.Run("policy read-only", func(t *testing.T) { checkReadOnlyPolicy(t, ctx, w) })
 	t.Run("graph", func(t *testing.T) { checkGraph(t, ctx) })
 	t.Run("operator changes a mode", func(t *testing.T) { checkOperator(t, ctx, w) })
+	t.Run("operator accepts a proposal", func(t *testing.T) { checkAcceptProposal(t, ctx, w) })
 }
 
 // signIn pastes a token into the page, as a person would.
@@ -215,6 +220,53 @@ func checkOperator(t *testing.T, ctx context.Context, w *world) {
 		// The page's own fetch (with its Origin) passed the origin check, and the change names the operator.
 		if by := p.Annotations[ui.ModeChangedByAnnotation]; p.Spec.Mode != policy.Monitor || by != "system:serviceaccount:ops:operator" {
 			return fmt.Errorf("mode %s set by %q, want Monitor by the operator", p.Spec.Mode, by)
+		}
+		return nil
+	})
+}
+
+// checkAcceptProposal: a Service selecting db (in Protect) shows as a proposal on db's page, and the
+// operator's click on Accept writes its rule into the policy; the Service's removal takes it out again.
+func checkAcceptProposal(t *testing.T, ctx context.Context, w *world) {
+	svc := w.cluster.Create(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-browser"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "db"},
+			Ports: []corev1.ServicePort{{Protocol: "TCP", Port: 5433, TargetPort: intstr.FromInt32(5433)}}}})
+	testutil.Await(t, "the proposal", 20*time.Second, func() error {
+		if p := storedPolicy(t, w, "deployment-db"); len(p.Status.Proposals) != 1 {
+			return fmt.Errorf("proposals %+v", p.Status.Proposals)
+		}
+		return nil
+	})
+	navigate(t, ctx, "#/policy/shop/deployment-db")
+	if err := chromedp.Do(ctx, chromedp.WaitVisible("#proposal-list li.proposal button:enabled")); err != nil {
+		t.Fatalf("proposal on the page: %v", err)
+	}
+	text, err := chromedp.Run(ctx, chromedp.TextContent("#proposal-list li.proposal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "Service shop/db-browser selects this workload") || !strings.Contains(text, "TCP 5433") {
+		t.Errorf("proposal reads %q", text)
+	}
+	screenshot(t, ctx, "proposal")
+	if err := chromedp.Do(ctx, chromedp.Click("#proposal-list li.proposal button")); err != nil {
+		t.Fatal(err)
+	}
+	has := func(p *v1.WorkloadPolicy) bool {
+		return slices.ContainsFunc(p.Spec.Ingress, func(r v1.Rule) bool { return r.Name == "m-svc-db-browser" })
+	}
+	testutil.Await(t, "the accepted rule", 20*time.Second, func() error {
+		if p := storedPolicy(t, w, "deployment-db"); !has(p) || len(p.Status.Proposals) != 0 {
+			return fmt.Errorf("ingress %+v proposals %+v", p.Spec.Ingress, p.Status.Proposals)
+		}
+		return nil
+	})
+	if err := w.c.Delete(context.Background(), svc); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Await(t, "the rule gone with its Service", 20*time.Second, func() error {
+		if has(storedPolicy(t, w, "deployment-db")) {
+			return fmt.Errorf("rule still there")
 		}
 		return nil
 	})

@@ -1,14 +1,15 @@
 // Package ui is podwall's web UI, served by policygen under /ui on the policy API's listener, its
 // assets embedded in the binary (the clusters it runs on may be offline, so nothing comes from a CDN).
 //
-// Pages: the workloads (mode, rules by origin, sidecars in sync, violations of the last hour), each
-// policy in plain words with its NetworkPolicy export, the live verdicts (server-sent events from a
+// Pages: the workloads (mode, rules by origin, sidecars in sync, violations of the last hour, pending
+// proposals), each policy in plain words with its proposals (Accept) and NetworkPolicy export, the
+// live verdicts (server-sent events from a
 // ring buffer the report sink feeds, so a paused or reconnecting view replays what it missed) and the
 // connection graph.
 //
 // Every request carries the caller's Kubernetes bearer token (pasted once into the page, or set by an
 // authenticating proxy in front of policygen). Reading needs RBAC to list WorkloadPolicies; changing a
-// workload's mode needs RBAC to patch that WorkloadPolicy, checked with a SubjectAccessReview for the
+// workload's mode or accepting its proposals needs RBAC to patch that WorkloadPolicy, checked with a SubjectAccessReview for the
 // caller, after which policygen patches it with its own client and names the caller in annotations
 // (impersonating them would take a right to impersonate anyone). A change must come as JSON from the
 // UI's own origin, or from no browser at all, so that another site's page cannot spend a token a proxy

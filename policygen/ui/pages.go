@@ -9,6 +9,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -32,6 +33,8 @@ type Row struct {
 	// the policy's count since it was created, from every replica.
 	LastHour   uint64 `json:"lastHour"`
 	Violations int64  `json:"violations"`
+	// Proposals counts the manifest rules waiting to be accepted.
+	Proposals int32 `json:"proposals"`
 }
 
 // workloads lists the WorkloadPolicies, of one namespace when ?namespace= says so, with the
@@ -57,7 +60,7 @@ func (s *Server) workloads(w http.ResponseWriter, r *http.Request) {
 		k := workload.Key{Namespace: p.Namespace, Kind: p.Spec.Workload.Kind, Name: p.Spec.Workload.Name}
 		rows = append(rows, Row{Namespace: p.Namespace, Policy: p.Name, Workload: k.Kind + "/" + k.Name,
 			Mode: modeOf(p), Rules: CountByOrigin(&p.Spec), Sidecars: p.Status.Sidecars, InSync: p.Status.SidecarsInSync,
-			LastHour: lastHour[k], Violations: p.Status.Violations})
+			LastHour: lastHour[k], Violations: p.Status.Violations, Proposals: p.Status.PendingProposals})
 	}
 	slices.SortFunc(rows, func(a, b Row) int {
 		return strings.Compare(a.Namespace+"/"+a.Workload, b.Namespace+"/"+b.Workload)
@@ -84,8 +87,22 @@ type PolicyPage struct {
 	Groups    []RuleGroup `json:"groups"`
 	// NetworkPolicy is the export as YAML, with comment lines for what it cannot express.
 	NetworkPolicy string `json:"networkPolicy"`
-	// CanChangeMode says whether the caller's RBAC lets them patch this policy.
+	// CanChangeMode says whether the caller's RBAC lets them patch this policy (change its mode,
+	// accept its proposals).
 	CanChangeMode bool `json:"canChangeMode"`
+	// Proposals are the manifest rules waiting to be accepted; PendingProposals counts them all.
+	Proposals        []ProposalView `json:"proposals"`
+	PendingProposals int32          `json:"pendingProposals"`
+}
+
+// ProposalView is one proposal on the policy page.
+type ProposalView struct {
+	Name      string `json:"name"`
+	Direction string `json:"direction"`
+	// Rule is the rule in plain words.
+	Rule   string      `json:"rule"`
+	Source string      `json:"source"`
+	Since  metav1.Time `json:"since"`
 }
 
 func (s *Server) policy(w http.ResponseWriter, r *http.Request) {
@@ -106,8 +123,14 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.log.Error(err, "check patch access", "policy", key.String())
 	}
+	proposals := []ProposalView{}
+	for _, pr := range p.Status.Proposals {
+		proposals = append(proposals, ProposalView{Name: pr.Name, Direction: pr.Direction, Rule: RuleInWords(pr.Direction, pr.Rule),
+			Source: pr.Source, Since: pr.Since})
+	}
 	writeJSON(w, PolicyPage{Namespace: p.Namespace, Policy: p.Name, Workload: p.Spec.Workload.Kind + "/" + p.Spec.Workload.Name,
-		Mode: modeOf(&p), Revision: p.Status.Revision, Groups: Describe(&p.Spec), NetworkPolicy: np.String(), CanChangeMode: canPatch})
+		Mode: modeOf(&p), Revision: p.Status.Revision, Groups: Describe(&p.Spec), NetworkPolicy: np.String(), CanChangeMode: canPatch,
+		Proposals: proposals, PendingProposals: p.Status.PendingProposals})
 }
 
 func (s *Server) getFailed(w http.ResponseWriter, key types.NamespacedName, err error) {
@@ -142,14 +165,7 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Mode policy.Mode `json:"mode"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		msg := "want {\"mode\": \"Learn\"|\"Monitor\"|\"Protect\"}"
-		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			msg = "unknown field " + field + ": " + msg
-		}
-		writeError(w, http.StatusBadRequest, msg)
+	if !decode(w, r, 1024, &body, `want {"mode": "Learn"|"Monitor"|"Protect"}`) {
 		return
 	}
 	if !slices.Contains([]policy.Mode{policy.Learn, policy.Monitor, policy.Protect}, body.Mode) {
@@ -169,4 +185,65 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("mode changed from the UI", "policy", key.String(), "mode", body.Mode, "user", user)
 	writeJSON(w, map[string]any{"mode": modeOf(p)})
+}
+
+// decode reads a write's JSON body of at most limit bytes into v, refusing unknown fields; on a
+// bad body it answers 400 with usage (and the unknown field's name) and returns false.
+func decode(w http.ResponseWriter, r *http.Request, limit int64, v any, usage string) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		msg := usage
+		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			msg = "unknown field " + field + ": " + msg
+		}
+		writeError(w, http.StatusBadRequest, msg)
+		return false
+	}
+	return true
+}
+
+// acceptProposals accepts pending proposals for a caller RBAC lets patch this WorkloadPolicy: it adds
+// their names to the annotation v1alpha1.AcceptProposalsAnnotation, which the generator consumes
+// with the same checks as one set with kubectl (only what is still pending under that name is
+// applied), and names the caller in v1alpha1.AcceptedByAnnotation for the acceptance Event. A name not pending in this replica's view is refused (409), so the caller looks again.
+func (s *Server) acceptProposals(w http.ResponseWriter, r *http.Request) {
+	key := types.NamespacedName{Namespace: r.PathValue("namespace"), Name: r.PathValue("name")}
+	user, ok := s.allowed(w, r, "patch", key.Namespace, key.Name)
+	if !ok {
+		return
+	}
+	var body struct {
+		Proposals []string `json:"proposals"`
+	}
+	if !decode(w, r, 16<<10, &body, `want {"proposals": ["<name>", ...]}`) {
+		return
+	}
+	if len(body.Proposals) == 0 {
+		writeError(w, http.StatusBadRequest, `name at least one proposal: {"proposals": ["<name>", ...]}`)
+		return
+	}
+	var p v1.WorkloadPolicy
+	if err := s.reader.Get(r.Context(), key, &p); err != nil {
+		s.getFailed(w, key, err)
+		return
+	}
+	names := v1.AcceptedProposals(p.Annotations[v1.AcceptProposalsAnnotation])
+	for _, n := range body.Proposals {
+		if !slices.ContainsFunc(p.Status.Proposals, func(pr v1.Proposal) bool { return pr.Name == n }) {
+			writeError(w, http.StatusConflict, fmt.Sprintf("proposal %q is not pending (its rule may have changed): reload and look again", n))
+			return
+		}
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		v1.AcceptProposalsAnnotation: strings.Join(names, ","), v1.AcceptedByAnnotation: user}}})
+	if err := s.writer.Patch(r.Context(), &p, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(UIFieldManager)); err != nil {
+		s.getFailed(w, key, err)
+		return
+	}
+	s.log.Info("proposals accepted from the UI", "policy", key.String(), "proposals", body.Proposals, "user", user)
+	writeJSON(w, map[string]any{"accepted": body.Proposals})
 }

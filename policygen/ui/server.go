@@ -56,6 +56,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /ui/api/workloads", s.reading(s.workloads))
 	mux.HandleFunc("GET /ui/api/policies/{namespace}/{name}", s.reading(s.policy))
 	mux.HandleFunc("POST /ui/api/policies/{namespace}/{name}/mode", writing(s.setMode))
+	mux.HandleFunc("POST /ui/api/policies/{namespace}/{name}/accept", writing(s.acceptProposals))
 	mux.HandleFunc("GET /ui/api/graph", s.reading(s.graph))
 	mux.HandleFunc("GET /ui/api/verdicts", s.reading(s.stream))
 	return securityHeaders(mux)
@@ -106,7 +107,7 @@ func writing(h http.HandlerFunc) http.HandlerFunc {
 // with neither header comes from no browser (curl, scripts), which carries no ambient credentials.
 func sameOrigin(r *http.Request) error {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
-		return fmt.Errorf("refused a %s request: change modes from the UI's own page", site)
+		return fmt.Errorf("refused a %s request: change policies from the UI's own page", site)
 	}
 	origin := r.Header.Get("Origin")
 	if origin == "" {

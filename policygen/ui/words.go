@@ -22,12 +22,10 @@ var origins = []policy.Origin{policy.OriginManifest, policy.OriginLearned, polic
 func Describe(spec *v1.WorkloadPolicySpec) []RuleGroup {
 	byOrigin := map[policy.Origin][]string{}
 	for _, r := range spec.Ingress {
-		byOrigin[originOf(r.Origin)] = append(byOrigin[originOf(r.Origin)],
-			fmt.Sprintf("Allow connections from %s %s (%s).", peersInWords(r.Peers), portsInWords(r.Ports), r.Name))
+		byOrigin[originOf(r.Origin)] = append(byOrigin[originOf(r.Origin)], RuleInWords("ingress", r))
 	}
 	for _, r := range spec.Egress {
-		byOrigin[originOf(r.Origin)] = append(byOrigin[originOf(r.Origin)],
-			fmt.Sprintf("Allow connections to %s %s (%s).", peersInWords(r.Peers), portsInWords(r.Ports), r.Name))
+		byOrigin[originOf(r.Origin)] = append(byOrigin[originOf(r.Origin)], RuleInWords("egress", r))
 	}
 	for _, l := range spec.Loopback {
 		verb := "Allow"
@@ -42,6 +40,15 @@ func Describe(spec *v1.WorkloadPolicySpec) []RuleGroup {
 		groups = append(groups, RuleGroup{Origin: o, Rules: append([]string{}, byOrigin[o]...)})
 	}
 	return groups
+}
+
+// RuleInWords states an ingress or egress rule in plain words.
+func RuleInWords(direction string, r v1.Rule) string {
+	way := "to"
+	if direction == "ingress" {
+		way = "from"
+	}
+	return fmt.Sprintf("Allow connections %s %s %s (%s).", way, peersInWords(r.Peers), portsInWords(r.Ports), r.Name)
 }
 
 // originOf is the origin the API server defaults an empty one to.
@@ -70,7 +77,15 @@ func CountByOrigin(spec *v1.WorkloadPolicySpec) map[policy.Origin]int {
 func peersInWords(peers []v1.Peer) string {
 	var out []string
 	for _, p := range peers {
-		out = append(out, PeerName(p))
+		name := PeerName(p)
+		if p.Service != nil && p.Service.Endpoints != nil {
+			addrs := "no address"
+			if len(p.Service.Endpoints.Addresses) > 0 {
+				addrs = strings.Trim(strings.ReplaceAll(fmt.Sprint(p.Service.Endpoints.Addresses), " ", ", "), "[]")
+			}
+			name += " (while its EndpointSlices point at " + addrs + " only)"
+		}
+		out = append(out, name)
 	}
 	return strings.Join(out, " or ")
 }

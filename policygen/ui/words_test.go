@@ -45,6 +45,11 @@ func TestDescribe(t *testing.T) {
 	if diff := cmp.Diff(want, Describe(testSpec())); diff != "" {
 		t.Errorf("Describe (-want +got):\n%s", diff)
 	}
+	pinned := v1.Rule{Name: "m-svc-db", Origin: policy.OriginManifest, Peers: []v1.Peer{{Service: &v1.ServicePeer{Name: "db",
+		Endpoints: &v1.ServiceEndpoints{Addresses: []v1.IPAddress{"192.0.2.1", "192.0.2.2"}}}}}, Ports: []v1.Port{{Protocol: "TCP", Port: 5432}}}
+	if got, want := RuleInWords("egress", pinned), "Allow connections to Service db (while its EndpointSlices point at 192.0.2.1, 192.0.2.2 only) on TCP 5432 (m-svc-db)."; got != want {
+		t.Errorf("pinned Service in words: %q, want %q", got, want)
+	}
 	empty := Describe(&v1.WorkloadPolicySpec{})
 	if diff := cmp.Diff([]RuleGroup{{Origin: policy.OriginManifest, Rules: []string{}}, {Origin: policy.OriginLearned, Rules: []string{}},
 		{Origin: policy.OriginUser, Rules: []string{}}}, empty); diff != "" {

@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -106,4 +107,21 @@ func (k Cluster) RequestToken(pod *corev1.Pod, audience string) (string, error) 
 		return "", fmt.Errorf("token request for %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
 	return tr.Status.Token, nil
+}
+
+// NamespaceUser binds user to a Role in ns holding exactly rules and returns a client acting as them
+// (impersonated): a namespace user, not cluster-admin, the way a tenant attack is made.
+func (k Cluster) NamespaceUser(ns, user string, rules ...rbacv1.PolicyRule) client.Client {
+	k.T.Helper()
+	k.Create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user}, Rules: rules})
+	k.Create(&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: user},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: user}}})
+	cfg := rest.CopyConfig(k.Cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		k.T.Fatal(err)
+	}
+	return c
 }

@@ -54,7 +54,8 @@ async function showWorkloads() {
     const sync = el("td", w.inSync + " / " + w.sidecars, "num" + (w.inSync < w.sidecars ? " bad" : ""));
     const viol = el("td", w.lastHour, "num" + (w.lastHour > 0 ? " bad" : ""));
     body.appendChild(row([w.namespace, name, el("td", w.mode, "mode mode-" + w.mode),
-      el("td", w.rules.manifest + " / " + w.rules.learned + " / " + w.rules.user, "num"), sync, viol]));
+      el("td", w.rules.manifest + " / " + w.rules.learned + " / " + w.rules.user, "num"), sync, viol,
+      el("td", w.proposals, "num" + (w.proposals > 0 ? " bad" : ""))]));
   }
   $("workloads-empty").hidden = data.workloads.length > 0;
 }
@@ -72,6 +73,7 @@ async function showPolicy(ns, name) {
   $("mode-apply").disabled = !p.canChangeMode;
   $("mode-note").textContent = p.canChangeMode ? "" :
     "read-only: your Kubernetes permissions do not let you patch this WorkloadPolicy";
+  showProposals(p);
   const groups = $("rule-groups");
   groups.replaceChildren();
   for (const g of p.groups) {
@@ -85,6 +87,35 @@ async function showPolicy(ns, name) {
     groups.appendChild(div);
   }
   $("netpol").textContent = p.networkPolicy;
+}
+
+function showProposals(p) {
+  const list = $("proposal-list");
+  list.replaceChildren();
+  for (const pr of p.proposals) {
+    const li = el("li", undefined, "proposal");
+    li.dataset.name = pr.name;
+    li.appendChild(el("span", pr.rule + " Because: " + pr.source + ". Since " + new Date(pr.since).toLocaleString() + ". "));
+    const b = el("button", "Accept");
+    b.disabled = !p.canChangeMode;
+    b.title = p.canChangeMode ? "write this rule into the policy" : "your Kubernetes permissions do not let you patch this WorkloadPolicy";
+    b.addEventListener("click", () => acceptProposal(pr.name).catch(showError));
+    li.appendChild(b);
+    list.appendChild(li);
+  }
+  if (p.pendingProposals > p.proposals.length) {
+    list.appendChild(el("li", (p.pendingProposals - p.proposals.length) + " more not listed", "hint"));
+  }
+  $("proposals").hidden = p.pendingProposals === 0;
+}
+
+async function acceptProposal(name) {
+  if (!shownPolicy) return;
+  await api("policies/" + encodeURIComponent(shownPolicy.namespace) + "/" + encodeURIComponent(shownPolicy.policy) + "/accept", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ proposals: [name] }),
+  });
+  $("mode-note").textContent = "accepted " + name + ": policygen writes it into the policy";
+  setTimeout(() => render(), 1000); // show the policy with the rule once policygen wrote it
 }
 
 async function applyMode() {

@@ -1,0 +1,33 @@
+package v1alpha1
+
+import (
+	"slices"
+	"strings"
+)
+
+// AcceptProposalsAnnotation on a WorkloadPolicy accepts pending proposals: a comma-separated list of
+// their names, or "all" for whatever is pending when policygen reads it. policygen applies the named
+// proposals that are still pending and removes the annotation; setting it takes the right to update
+// the policy, the same right that writes rules directly. A name no longer pending (its rule changed,
+// so it got another name) accepts nothing.
+const AcceptProposalsAnnotation = "podwall.io/accept-proposals"
+
+// AcceptedByAnnotation names who asked for the AcceptProposalsAnnotation when a service set it on
+// their behalf (policygen's UI, which writes as its own ServiceAccount): the acceptance Event names
+// them, and policygen removes it with the accept annotation. Without it the Event names nobody, and
+// the API server's audit log has the author of the edit.
+const AcceptedByAnnotation = "podwall.io/accepted-by"
+
+// AcceptAll is the AcceptProposalsAnnotation value that accepts every pending proposal.
+const AcceptAll = "all"
+
+// AcceptedProposals returns the names an AcceptProposalsAnnotation value lists (AcceptAll as itself).
+func AcceptedProposals(value string) []string {
+	var names []string
+	for _, n := range strings.FieldsFunc(value, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names
+}
