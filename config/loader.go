@@ -36,7 +36,8 @@ const maxFileSize = 1 << 20
 // usage has been printed on stderr by then, and the binary should exit with status 0.
 var ErrHelp = pflag.ErrHelp
 
-// loader reads one binary's settings from four sources; a later one overrides an earlier one:
+// loader reads one binary's settings from four sources (three when layered: the file is then read and
+// judged apart); a later one overrides an earlier one:
 //
 //  1. the defaults, which are the defaults of the binary's flags (one place, shown by --help);
 //  2. the YAML file named by the config key (a missing file counts as empty, since the ConfigMap
@@ -53,6 +54,9 @@ type loader struct {
 	defaultFile string
 	// flags declares every key of the binary but the config key, each with its default and help.
 	flags func(*pflag.FlagSet)
+	// layered leaves the file out of load: it is a layer of its own that the caller reads and judges
+	// (the sidecar's workload file, which may only tighten what flags and environment set).
+	layered bool
 }
 
 // load merges the sources into dst, a pointer to the binary's struct, refusing unknown keys and values
@@ -82,9 +86,12 @@ func (l loader) load(args []string, dst any) ([]byte, error) {
 		return nil, fmt.Errorf("bind flags: %w", err)
 	}
 	path := v.GetString(fileKey)
-	data, err := readFile(v, path)
-	if err != nil {
-		return data, err
+	var data []byte
+	if !l.layered {
+		var err error
+		if data, err = readFile(v, path); err != nil {
+			return data, err
+		}
 	}
 	if err := checkKeys(v, flags); err != nil {
 		return data, fmt.Errorf("config file %s: %w", path, err)
@@ -98,6 +105,23 @@ func (l loader) load(args []string, dst any) ([]byte, error) {
 // readFile merges the YAML file at path into v and returns its content. A missing file (or an empty
 // path) leaves v alone.
 func readFile(v *viper.Viper, path string) ([]byte, error) {
+	data, err := readConfigFile(path)
+	if data == nil || err != nil {
+		return data, err
+	}
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+		return data, fmt.Errorf("config file %s: %w", path, err)
+	}
+	if v.InConfig(fileKey) {
+		return data, fmt.Errorf("config file %s: key %q names the file itself and cannot be set in it", path, fileKey)
+	}
+	return data, nil
+}
+
+// readConfigFile returns the content of the config file at path, nil for a missing file or an empty
+// path, and an error (with what was read) for a file that cannot be read or is over maxFileSize.
+func readConfigFile(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
@@ -110,13 +134,6 @@ func readFile(v *viper.Viper, path string) ([]byte, error) {
 	}
 	if len(data) > maxFileSize {
 		return data, fmt.Errorf("config file %s: larger than the %d-byte limit", path, maxFileSize)
-	}
-	v.SetConfigType("yaml")
-	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return data, fmt.Errorf("config file %s: %w", path, err)
-	}
-	if v.InConfig(fileKey) {
-		return data, fmt.Errorf("config file %s: key %q names the file itself and cannot be set in it", path, fileKey)
 	}
 	return data, nil
 }
@@ -243,7 +260,7 @@ func collectSettings(v reflect.Value, out map[string]any) {
 		switch {
 		case opts == "squash":
 			collectSettings(v.Field(i), out)
-		case name != "":
+		case name != "" && name != "-":
 			out[name] = v.Field(i).Interface()
 		}
 	}
