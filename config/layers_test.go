@@ -29,10 +29,12 @@ func TestWorkloadFile(t *testing.T) {
 		// refused are parts of the refusal, above all the offending keys.
 		refused []string
 	}{{
-		name:    "a stricter mode and more logging",
-		file:    "mode: Protect\nlog-allows: all\nlog-allow-interval: 10s\nlog-rate: 1000\nlog-burst: 2000\n",
-		env:     platform,
-		applied: func(s *Sidecar) { s.Live = SidecarLive{Mode: policy.Protect, Log: VerdictLog{LogAllAllows, 10 * time.Second, 1000, 2000}} },
+		name: "a stricter mode and more logging",
+		file: "mode: Protect\nlog-allows: all\nlog-allow-interval: 10s\nlog-rate: 1000\nlog-burst: 2000\n",
+		env:  platform,
+		applied: func(s *Sidecar) {
+			s.Live = SidecarLive{Mode: policy.Protect, Log: VerdictLog{LogAllAllows, 10 * time.Second, 1000, 2000}}
+		},
 	}, {
 		name:    "the platform's own values",
 		file:    "mode: monitor\nlog-allows: first\nlog-allow-interval: 1m\nlog-rate: 100\nlog-burst: 200\n",

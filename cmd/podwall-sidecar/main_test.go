@@ -96,7 +96,9 @@ func TestWorkloadFileCannotWeakenProtect(t *testing.T) {
 		}
 	}
 	mustNotReach("mode: Learn under Protect")
-	awaitLine(t, out, func(l verdict.Line) bool { return l.Verdict == policy.Deny && l.Mode == policy.Protect && l.Dst == unlisted })
+	awaitLine(t, out, func(l verdict.Line) bool {
+		return l.Verdict == policy.Deny && l.Mode == policy.Protect && l.Dst == unlisted
+	})
 
 	// The attack's ConfigMap: refused whole, told in a notice line; the last good file stays (its
 	// log-allows: all still logs every allow).
