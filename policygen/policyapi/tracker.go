@@ -48,7 +48,8 @@ type sidecar struct {
 	mode policy.Mode
 	// refused is the refusal of its config file last recorded as an Event, so that each is told once.
 	refused  string
-	polls    int // in flight
+	polls    int  // in flight
+	polled   bool // it has polled: a sidecar that only reported so far is not counted
 	lastSeen time.Time
 }
 
@@ -71,7 +72,7 @@ func (t *tracker) polling(id Identity, after int64, hash string) func() {
 		sc = &sidecar{}
 		t.pods[id.UID] = sc
 	}
-	sc.workload, sc.after, sc.hash = id.Workload, after, hash
+	sc.workload, sc.after, sc.hash, sc.polled = id.Workload, after, hash, true
 	sc.polls++
 	sc.lastSeen = time.Now()
 	t.subscribers.Inc()
@@ -125,6 +126,9 @@ func (t *tracker) tally(grace time.Duration) map[workload.Key]counts {
 	for uid, sc := range t.pods {
 		if sc.polls == 0 && time.Since(sc.lastSeen) > grace {
 			delete(t.pods, uid)
+			continue
+		}
+		if !sc.polled {
 			continue
 		}
 		rev, hash, mode := t.hub.Current(sc.workload)
