@@ -68,7 +68,8 @@ type Sidecar struct {
 
 // SidecarLive holds the settings that WatchSidecar delivers to a running sidecar.
 type SidecarLive struct {
-	// Mode overrides the policy's mode (key mode); empty uses the policy's.
+	// Mode is a floor under the policy's mode (key mode): the strictest of the two is enforced;
+	// empty uses the policy's.
 	Mode policy.Mode `mapstructure:"mode"`
 	// Log tunes the verdict log.
 	Log VerdictLog `mapstructure:",squash"`
@@ -170,7 +171,7 @@ var sidecarLoader = loader{
 	defaultFile: DefaultSidecarFile,
 	layered:     true,
 	flags: func(f *pflag.FlagSet) {
-		f.String("mode", "", "override the policy's mode: Learn, Monitor or Protect (empty: the policy's)")
+		f.String("mode", "", "a floor under the policy's mode: Learn, Monitor or Protect; the strictest of the two is enforced (empty: the policy's)")
 		f.String("log-allows", string(LogFirstAllow), "which allows to log: first, all or none")
 		f.Duration("log-allow-interval", time.Minute, "with log-allows=first, how long a logged allow keeps its connection key quiet")
 		f.Float64("log-rate", 100, "verdict lines per second, sustained, for each verdict (allow, audit, deny, revoked)")

@@ -98,8 +98,14 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 		return nil, err
 	}
 	warnings = append(warnings, rawWarnings...)
+	var platform map[string]string
+	if in.opts.Platform != nil {
+		if platform, err = in.opts.Platform.Settings(ns.Name, workloadOf(work)); err != nil {
+			return nil, err
+		}
+	}
 	dropNetRaw(work)
-	st := in.add(work)
+	st := in.add(work, platform)
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("encode status: %w", err)
@@ -182,9 +188,9 @@ func riskyContainers(spec *corev1.PodSpec) []string {
 
 // add puts the sidecar, its volumes and (on old clusters) the baseline init container into a pod that
 // holds none of them, and returns the status to record.
-func (in *Injector) add(pod *corev1.Pod) status {
+func (in *Injector) add(pod *corev1.Pod, platform map[string]string) status {
 	mesh := detectMesh(pod)
-	podwall := in.sidecar(pod, mesh)
+	podwall := in.sidecar(pod, mesh, platform)
 	st := status{Volumes: injectedVolumes()}
 	if in.opts.NativeSidecars {
 		st.Layout = "native"

@@ -110,6 +110,9 @@ type SidecarOptions struct {
 	TokenExpiration time.Duration
 	// NativeSidecars chooses the native-sidecar layout (Kubernetes ≥ 1.29).
 	NativeSidecars bool
+	// Platform gives each pod's platform settings, passed to its sidecar as environment variables; nil
+	// gives none. Run reads them from the ConfigMap podwall-platform in the injector's namespace.
+	Platform PlatformSource
 }
 
 func (o *SidecarOptions) setDefaults() {

@@ -3,11 +3,16 @@ package injector
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -21,11 +26,11 @@ import (
 // it renewed.
 func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) error {
 	opts.setDefaults()
-	client, err := kubernetes.NewForConfig(kube)
+	cs, err := kubernetes.NewForConfig(kube)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	native, err := detectNative(opts.NativeSidecars, client.Discovery())
+	native, err := detectNative(opts.NativeSidecars, cs.Discovery())
 	if err != nil {
 		return err
 	}
@@ -35,7 +40,7 @@ func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) 
 	serverOpts := webhook.Options{Port: opts.Port, CertDir: opts.TLS.CertDir}
 	var keeper *certs.Manager
 	if !opts.TLS.External {
-		keeper = NewCertKeeper(client, certOptions(opts.TLS), log.WithName("certs"))
+		keeper = NewCertKeeper(cs, certOptions(opts.TLS), log.WithName("certs"))
 		if err := keeper.EnsureFirst(ctx); err != nil {
 			return err
 		}
@@ -43,13 +48,24 @@ func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) 
 	}
 	srv := webhook.NewServer(serverOpts)
 	mgr, err := manager.New(kube, manager.Options{
-		Logger:                 log,
+		Logger: log,
+		// The injector reads ConfigMaps of its own namespace only (the platform's settings).
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{opts.TLS.Namespace: {}}},
+		}},
 		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
 		HealthProbeBindAddress: opts.HealthAddr,
 		WebhookServer:          srv,
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
+	}
+	if opts.Sidecar.Platform == nil {
+		// Register the ConfigMap informer now, so that the cache starts it with the manager.
+		if _, err := mgr.GetCache().GetInformer(ctx, &corev1.ConfigMap{}); err != nil {
+			return fmt.Errorf("watch the platform ConfigMap: %w", err)
+		}
+		opts.Sidecar.Platform = NewPlatform(mgr.GetCache(), opts.TLS.Namespace, log.WithName("platform"))
 	}
 	// GetWebhookServer adds the server to the manager's runnables.
 	Register(mgr.GetWebhookServer(), New(opts.Sidecar), opts.Registerer)
@@ -62,6 +78,14 @@ func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) 
 		return fmt.Errorf("add health check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("webhook", srv.StartedChecker()); err != nil {
+		return fmt.Errorf("add ready check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("platform", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return errors.New("platform ConfigMap not read yet")
+		}
+		return nil
+	}); err != nil {
 		return fmt.Errorf("add ready check: %w", err)
 	}
 	return mgr.Start(ctx)
