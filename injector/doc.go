@@ -33,4 +33,14 @@
 // net.ipv4.ping_group_range opens ICMP datagram sockets so that ping still works. The annotation
 // podwall.io/allow-net-raw=true, or a container adding NET_RAW, keeps it with a warning, and the
 // sidecar is told which containers hold it (app-net-raw) to announce them; strict namespaces deny both.
+//
+// # The platform's settings
+//
+// The sidecar's environment is the platform layer of its configuration (package config), which the
+// pod's own ConfigMap may only tighten. Beside the pod's identity and the injector's flags, it
+// carries the pod's entry of the platform's ConfigMap (podwall-platform in the injector's namespace,
+// key platform.yaml: its workload's entry over its namespace's over the defaults), read from a cache
+// of that namespace's ConfigMaps (Platform), so that an admission makes no API call. A version that
+// does not parse is logged and the last good one stays; with none good, pods are refused. Changes
+// reach pods created after them.
 package injector

@@ -324,8 +324,10 @@ func TestSidecarConfigReports(t *testing.T) {
 		held, etag = p, h.Get("ETag")
 		return nil
 	})
-	// A parked poll holding the current content: the tracker knows the sidecar is current.
-	go e.policy(token, fmt.Sprintf("?after=%d&wait=30", held.Revision), "If-None-Match", etag)
+	// A poll holding the current content: the tracker knows the sidecar is current.
+	if code, _, _ := e.policy(token, fmt.Sprintf("?after=%d&wait=0", held.Revision), "If-None-Match", etag); code != http.StatusNotModified {
+		t.Fatalf("poll holding the current policy: %d, want 304", code)
+	}
 
 	refusal := `config file /etc/podwall/config.yaml: key "fail-mode": only the platform sets it`
 	report := func(mode policy.Mode, file policy.ConfigFileState, msg string) {
