@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -188,30 +189,36 @@ func (f *Feed) recordPod(id policyapi.Identity, r *policy.Report) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.forgetPods(id.Workload)
 	if f.pods[id.Workload] == nil {
 		f.pods[id.Workload] = map[string]PodState{}
 	}
 	f.pods[id.Workload][id.Pod.Name] = st
 }
 
-// Pods returns the state each pod of workload k reported in the last hour, by pod name; it forgets
-// older ones.
+// podStateTTL is how long a pod's reported state is shown after its last report.
+const podStateTTL = time.Hour
+
+// Pods returns the state each pod of workload k reported in the last hour, by pod name.
 func (f *Feed) Pods(k workload.Key) []PodState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []PodState
+	f.forgetPods(k)
+	out := slices.Collect(maps.Values(f.pods[k]))
+	slices.SortFunc(out, func(a, b PodState) int { return strings.Compare(a.Pod, b.Pod) })
+	return out
+}
+
+// forgetPods drops the states of workload k older than podStateTTL; f.mu is held.
+func (f *Feed) forgetPods(k workload.Key) {
 	for name, st := range f.pods[k] {
-		if f.now().Sub(st.Seen) > time.Hour {
+		if f.now().Sub(st.Seen) > podStateTTL {
 			delete(f.pods[k], name)
-			continue
 		}
-		out = append(out, st)
 	}
 	if len(f.pods[k]) == 0 {
 		delete(f.pods, k)
 	}
-	slices.SortFunc(out, func(a, b PodState) int { return strings.Compare(a.Pod, b.Pod) })
-	return out
 }
 
 // LastHour returns each workload's denies and audits of the last 60 minutes.
