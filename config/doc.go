@@ -24,9 +24,9 @@
 // # Sidecar keys and their two layers
 //
 // The sidecar's configuration has two layers. The platform layer is its flags, its environment and
-// the defaults: what the injector sets, from its own flags and the platform's ConfigMap
-// (podwall-platform in podwall-system, key platform.yaml, which ParsePlatform reads: defaults,
-// per-namespace and per-workload entries that a cluster admin writes). The workload layer is the file
+// the defaults: what the injector sets, from the platform's ConfigMap (podwall-platform in
+// podwall-system, key platform.yaml, which ParsePlatform reads: defaults, per-namespace and
+// per-workload entries that a cluster admin writes) over its own flags sidecar-<key>. The workload layer is the file
 // (/etc/podwall/config.yaml, where the injector mounts the workload's ConfigMap podwall-config), which
 // anyone who may write ConfigMaps in the pod's namespace controls; LoadSidecar reads it apart from
 // the platform layer, and it may only tighten: a mode at least as strict as the platform's (Learn <

@@ -29,7 +29,7 @@ var platformKeys = []string{"mode", "fail-mode", "log-allows", "log-allow-interv
 //	  demo/Deployment/client: {fail-mode: open}
 //
 // A pod's settings are, key by key, its workload's entry, else its namespace's, else the defaults,
-// else the sidecar's own defaults.
+// else the injector's flag sidecar-<key> (InjectedPlatform), else the sidecar's own default.
 type Platform struct {
 	Defaults   PlatformSettings            `json:"defaults,omitempty"`
 	Namespaces map[string]PlatformSettings `json:"namespaces,omitempty"`
@@ -146,6 +146,18 @@ func platformSettings(in map[string]any) (PlatformSettings, error) {
 		out["mode"] = string(s.Live.Mode) // as the sidecar spells it, in any letter case here
 	}
 	return out, nil
+}
+
+// checkPlatformDefaults checks the injector's platform defaults as platformSettings checks an entry,
+// naming each key with the injector's flag (sidecar-<key>).
+func checkPlatformDefaults(d map[string]string) error {
+	var errs []error
+	for _, key := range slices.Sorted(maps.Keys(d)) {
+		if _, err := platformSettings(map[string]any{key: d[key]}); err != nil {
+			errs = append(errs, fmt.Errorf("sidecar-%w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // scalar spells a YAML scalar as the environment would carry it.

@@ -3,6 +3,7 @@ package injector
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -98,11 +99,16 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 		return nil, err
 	}
 	warnings = append(warnings, rawWarnings...)
-	var platform map[string]string
+	platform := maps.Clone(in.opts.PlatformDefaults)
 	if in.opts.Platform != nil {
-		if platform, err = in.opts.Platform.Settings(ns.Name, workloadOf(work)); err != nil {
+		settings, err := in.opts.Platform.Settings(ns.Name, workloadOf(work))
+		if err != nil {
 			return nil, err
 		}
+		if platform == nil {
+			platform = map[string]string{}
+		}
+		maps.Copy(platform, settings)
 	}
 	dropNetRaw(work)
 	st := in.add(work, platform)

@@ -142,3 +142,29 @@ workloads:
 		}
 	})
 }
+
+// platformFor is a PlatformSource with the same settings for every pod.
+type platformFor map[string]string
+
+func (p platformFor) Settings(string, string) (map[string]string, error) { return p, nil }
+
+// TestPlatformDefaultsUnderTheConfigMap: the injector's own platform defaults reach every sidecar's
+// environment, and the platform's ConfigMap overrides them key by key.
+func TestPlatformDefaultsUnderTheConfigMap(t *testing.T) {
+	in := New(SidecarOptions{PolicyGenURL: "https://policygen", NativeSidecars: true,
+		PlatformDefaults: map[string]string{"mode": "Monitor", "log-rate": "50"},
+		Platform:         platformFor{"mode": "Protect", "fail-mode": "open"}})
+	pod := testPod()
+	if _, err := in.Inject(pod, Namespace{Name: "opted"}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range pod.Spec.InitContainers[0].Env {
+		got[e.Name] = e.Value
+	}
+	for k, v := range map[string]string{"PODWALL_MODE": "Protect", "PODWALL_FAIL_MODE": "open", "PODWALL_LOG_RATE": "50"} {
+		if got[k] != v {
+			t.Errorf("%s=%q, want %q", k, got[k], v)
+		}
+	}
+}

@@ -46,6 +46,7 @@ func options(c config.Injector) (injector.Options, error) {
 			PolicyGenURL:         c.Sidecar.PolicyGenURL,
 			PolicyGenCAConfigMap: c.Sidecar.PolicyGenCAConfigMap,
 			TokenExpiration:      c.Sidecar.TokenExpiration,
+			PlatformDefaults:     c.Sidecar.Platform.PlatformDefaults(),
 		},
 	}, nil
 }
