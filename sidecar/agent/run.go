@@ -121,7 +121,9 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 // Run installs the first policy (the policy file's, else the cached one, else the fail mode's
 // baseline), binds the queues, turns ready (with policygen and no cache, once its first policy is in
 // force or FirstPolicyWait has passed), and then follows policy and configuration changes until ctx
-// ends. Its first verdict-log line is the app-net-raw notice when app containers hold CAP_NET_RAW. It then leaves the namespace in the fail mode's state: fail-closed keeps the policy enforced in
+// ends. Its first verdict-log lines are the app-net-raw notice when app containers hold CAP_NET_RAW and the
+// config-refused notice when the workload's config file was refused (Options.Config). It then leaves the
+// namespace in the fail mode's state: fail-closed keeps the policy enforced in
 // the kernel and refuses the rest, fail-open removes the table.
 func (a *Agent) Run(ctx context.Context) error {
 	if len(a.opts.AppNetRaw) > 0 {
