@@ -18,7 +18,7 @@ import (
 // emptySource has observed nothing.
 type emptySource struct{}
 
-func (emptySource) Drain() []policy.ReportEntry   { return nil }
+func (emptySource) Drain() []policy.ReportEntry  { return nil }
 func (emptySource) Restore([]policy.ReportEntry) {}
 func (emptySource) Dropped() uint64              { return 0 }
 
