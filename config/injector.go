@@ -180,7 +180,7 @@ var injectorLoader = loader{
 // environment and the file named by --config, and validates it.
 func LoadInjector(args []string) (Injector, error) {
 	var c Injector
-	if _, err := injectorLoader.load(args, &c); err != nil {
+	if err := injectorLoader.load(args, &c); err != nil {
 		return Injector{}, err
 	}
 	if err := c.validate(); err != nil {

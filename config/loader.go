@@ -60,10 +60,8 @@ type loader struct {
 }
 
 // load merges the sources into dst, a pointer to the binary's struct, refusing unknown keys and values
-// its fields cannot hold exactly. It returns the file's content (nil when there was none), even along
-// with an error, so that a watcher judges exactly the content it read. dst is not validated here:
-// that is the caller's job.
-func (l loader) load(args []string, dst any) ([]byte, error) {
+// its fields cannot hold exactly. dst is not validated here: that is the caller's job.
+func (l loader) load(args []string, dst any) error {
 	flags := pflag.NewFlagSet(l.name, pflag.ContinueOnError)
 	flags.SetOutput(io.Discard)
 	flags.String(fileKey, l.defaultFile, "configuration file (YAML); a missing file means defaults")
@@ -72,10 +70,10 @@ func (l loader) load(args []string, dst any) ([]byte, error) {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprintf(os.Stderr, "Usage of %s:\n%s", l.name, flags.FlagUsages())
 		}
-		return nil, fmt.Errorf("parse flags: %w", err)
+		return fmt.Errorf("parse flags: %w", err)
 	}
 	if flags.NArg() > 0 {
-		return nil, fmt.Errorf("parse flags: unexpected argument %q", flags.Arg(0))
+		return fmt.Errorf("parse flags: unexpected argument %q", flags.Arg(0))
 	}
 
 	v := viper.New()
@@ -83,44 +81,41 @@ func (l loader) load(args []string, dst any) ([]byte, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
 	v.AutomaticEnv()
 	if err := v.BindPFlags(flags); err != nil {
-		return nil, fmt.Errorf("bind flags: %w", err)
+		return fmt.Errorf("bind flags: %w", err)
 	}
 	path := v.GetString(fileKey)
-	var data []byte
 	if !l.layered {
-		var err error
-		if data, err = readFile(v, path); err != nil {
-			return data, err
+		if err := readFile(v, path); err != nil {
+			return err
 		}
 	}
 	if err := checkKeys(v, flags); err != nil {
-		return data, fmt.Errorf("config file %s: %w", path, err)
+		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	if err := v.UnmarshalExact(dst, strictDecoding); err != nil {
-		return data, fmt.Errorf("decode settings: %w", keyedErrors(err))
+		return fmt.Errorf("decode settings: %w", keyedErrors(err))
 	}
-	return data, nil
+	return nil
 }
 
-// readFile merges the YAML file at path into v and returns its content. A missing file (or an empty
-// path) leaves v alone.
-func readFile(v *viper.Viper, path string) ([]byte, error) {
+// readFile merges the YAML file at path into v. A missing file (or an empty path) leaves v alone.
+func readFile(v *viper.Viper, path string) error {
 	data, err := readConfigFile(path)
 	if data == nil || err != nil {
-		return data, err
+		return err
 	}
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return data, fmt.Errorf("config file %s: %w", path, err)
+		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	if v.InConfig(fileKey) {
-		return data, fmt.Errorf("config file %s: key %q names the file itself and cannot be set in it", path, fileKey)
+		return fmt.Errorf("config file %s: key %q names the file itself and cannot be set in it", path, fileKey)
 	}
-	return data, nil
+	return nil
 }
 
 // readConfigFile returns the content of the config file at path, nil for a missing file or an empty
-// path, and an error (with what was read) for a file that cannot be read or is over maxFileSize.
+// path, and an error for a file that cannot be read or is over maxFileSize.
 func readConfigFile(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
@@ -133,7 +128,7 @@ func readConfigFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read config file: %w", err)
 	}
 	if len(data) > maxFileSize {
-		return data, fmt.Errorf("config file %s: larger than the %d-byte limit", path, maxFileSize)
+		return nil, fmt.Errorf("config file %s: larger than the %d-byte limit", path, maxFileSize)
 	}
 	return data, nil
 }

@@ -223,7 +223,7 @@ func LoadSidecar(args []string) (Sidecar, error) {
 // loadPlatform reads and validates the platform layer: flags, environment and defaults.
 func loadPlatform(args []string) (Sidecar, error) {
 	var s Sidecar
-	if _, err := sidecarLoader.load(args, &s); err != nil {
+	if err := sidecarLoader.load(args, &s); err != nil {
 		return Sidecar{}, err
 	}
 	s.resolve()
