@@ -61,7 +61,7 @@ func Deploy(ctx context.Context, c *cluster.Cluster, root string) error {
 	return wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		pods, err := c.Client.CoreV1().Pods(systemNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podwall-injector"})
 		if err != nil {
-			return false, nil // the API server is there; a failed list is retried
+			return false, nil // retried until the timeout
 		}
 		for _, p := range pods.Items {
 			if !slices.ContainsFunc(p.Spec.Containers[0].Env, func(e corev1.EnvVar) bool { return e.Name == "PODWALL_POLICYGEN_URL" && e.Value == url }) {
