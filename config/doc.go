@@ -13,42 +13,68 @@
 //     settings from it, because the ConfigMap that provides it is optional;
 //  4. the default, which is the flag's default and is shown by --help.
 //
+// The sidecar's file is the exception: it is a layer of its own that may only tighten flags,
+// environment and defaults (see below).
+//
 // A key is spelled the same in all three places. Lists are YAML lists in the file and comma-separated
 // in flags and the environment. Unknown keys in the file, values a field cannot hold exactly (a port of
 // 70000, a count of 1.5, true for a number) and invalid settings are errors that name the key; every
 // validation problem is reported at once.
 //
-// # Sidecar keys
+// # Sidecar keys and their two layers
 //
-// LoadSidecar reads these; the file defaults to /etc/podwall/config.yaml, where the injector mounts the
-// per-workload ConfigMap. "live" keys reach a running sidecar through WatchSidecar; a change to any
-// other key in the file is reported as a RestartRequiredError and takes effect at the next start.
+// The sidecar's configuration has two layers. The platform layer is its flags, its environment and
+// the defaults: what the injector sets, from the platform's ConfigMap (podwall-platform in
+// podwall-system, key platform.yaml, which ParsePlatform reads: defaults, per-namespace and
+// per-workload entries that a cluster admin writes) over its own flags sidecar-<key>. The workload layer is the file
+// (/etc/podwall/config.yaml, where the injector mounts the workload's ConfigMap podwall-config), which
+// anyone who may write ConfigMaps in the pod's namespace controls; LoadSidecar reads it apart from
+// the platform layer, and it may only tighten: a mode at least as strict as the platform's (Learn <
+// Monitor < Protect), at least as many allows logged (none < first < all), an allow interval no
+// longer and a log rate and burst no lower than the platform's, and queue-count, which tunes
+// throughput only. Any other key in the file, or a looser value, refuses the whole file with an
+// error that names each key and says "only the platform sets it: ConfigMap podwall-platform in
+// podwall-system (ask your cluster admin)". At start a refused file leaves the platform's settings
+// alone in force (they are never looser); on a reload the last good file's stay (FileState says
+// which). A mode in either layer is a floor: the sidecar enforces the strictest of the policy's mode
+// and the configured one, so mode: Learn under a Protect policy changes nothing.
 //
-//	key                   default                            live  meaning
-//	mode                  "" (the policy's)                  yes   Learn, Monitor or Protect, overriding the policy's
-//	log-allows            first                              yes   first, all or none (denies are always logged)
-//	log-allow-interval    1m                                 yes   with first: how long a logged allow keeps its key quiet
-//	log-rate              100                                yes   verdict lines per second, sustained, per verdict
-//	log-burst             200                                yes   verdict lines of one verdict at once above log-rate
-//	mesh-outbound-ports   15001,4140 (Envoy, Linkerd)        no    proxy ports receiving redirected outbound connections
-//	mesh-inbound-ports    15006,4143 (Envoy, Linkerd)        no    proxy ports receiving redirected inbound connections
-//	queue-base            100                                no    first NFQUEUE number
-//	queue-count           0 = one per CPU, at most 4         no    NFQUEUE queues, fanned out by the kernel
-//	fail-mode             closed                             no    closed or open: traffic while no sidecar decides
-//	deny-memo-timeout     2s                                 no    Protect: a denied key is refused in the kernel this long
-//	policy-file           ""                                 no    resolved policy to enforce standalone
-//	policy-cache-dir      /var/lib/podwall                   no    last received policy, re-applied at start
-//	listen-addr           :9947                              no    /metrics and /readyz
-//	pod-name              ""  (downward API metadata.name)   no    PODWALL_POD_NAME
-//	pod-namespace         ""  (metadata.namespace)           no    PODWALL_POD_NAMESPACE
-//	pod-service-account   ""  (spec.serviceAccountName)      no    PODWALL_POD_SERVICE_ACCOUNT
-//	pod-ips               ""  (status.podIPs)                no    PODWALL_POD_IPS, comma-separated
-//	workload              ""  (set by the injector)          no    PODWALL_WORKLOAD, "Kind/name"
-//	policygen-url         "" (standalone)                    no    policygen's policy API, https
-//	policygen-token-file  /var/run/secrets/podwall.io/token  no    projected token, audience podwall
-//	policygen-ca          "" (system roots)                  no    PEM CA bundle for policygen (set by the injector)
-//	app-net-raw           ""  (set by the injector)          no    app containers that keep CAP_NET_RAW, announced at start
-//	baseline-only         false                              no    install the starting ruleset, no verdict loop, and exit
+// "live" keys reach a running sidecar through WatchSidecar; a change of queue-count in the file is
+// reported as a RestartRequiredError and takes effect at the next start. "layer" says who may set the
+// key: platform (flags, environment, and for those marked +file the platform's ConfigMap) or
+// workload (the file too, within the limits above).
+//
+//	key                   default                            live  layer           meaning
+//	mode                  "" (the policy's)                  yes   workload+file   Learn, Monitor or Protect: a floor under the policy's mode
+//	log-allows            first                              yes   workload+file   first, all or none (denies are always logged)
+//	log-allow-interval    1m                                 yes   workload+file   with first: how long a logged allow keeps its key quiet
+//	log-rate              100                                yes   workload+file   verdict lines per second, sustained, per verdict
+//	log-burst             200                                yes   workload+file   verdict lines of one verdict at once above log-rate
+//	queue-count           0 = one per CPU, at most 4         no    workload        NFQUEUE queues, fanned out by the kernel
+//	fail-mode             closed                             no    platform+file   closed or open: traffic while no sidecar decides
+//	deny-memo-timeout     2s                                 no    platform+file   Protect: a denied key is refused in the kernel this long
+//	mesh-outbound-ports   15001,4140 (Envoy, Linkerd)        no    platform        proxy ports receiving redirected outbound connections
+//	mesh-inbound-ports    15006,4143 (Envoy, Linkerd)        no    platform        proxy ports receiving redirected inbound connections
+//	queue-base            100                                no    platform        first NFQUEUE number
+//	policy-file           ""                                 no    platform        resolved policy to enforce standalone
+//	policy-cache-dir      /var/lib/podwall                   no    platform        last received policy, re-applied at start
+//	listen-addr           :9947                              no    platform        /metrics and /readyz
+//	pod-name              ""  (downward API metadata.name)   no    platform        PODWALL_POD_NAME
+//	pod-namespace         ""  (metadata.namespace)           no    platform        PODWALL_POD_NAMESPACE
+//	pod-service-account   ""  (spec.serviceAccountName)      no    platform        PODWALL_POD_SERVICE_ACCOUNT
+//	pod-ips               ""  (status.podIPs)                no    platform        PODWALL_POD_IPS, comma-separated
+//	workload              ""  (set by the injector)          no    platform        PODWALL_WORKLOAD, "Kind/name"
+//	policygen-url         "" (standalone)                    no    platform        policygen's policy API, https
+//	policygen-token-file  /var/run/secrets/podwall.io/token  no    platform        projected token, audience podwall
+//	policygen-ca          "" (system roots)                  no    platform        PEM CA bundle for policygen (the injector's, as policygen publishes it)
+//	app-net-raw           ""  (set by the injector)          no    platform        app containers that keep CAP_NET_RAW, announced at start
+//	baseline-only         false                              no    platform        install the starting ruleset, no verdict loop, and exit
+//
+// In the "workload+file" and "platform+file" rows, "file" is the platform's ConfigMap. Its changes
+// apply to pods created after them: kubectl rollout restart the workloads it should reach. A version
+// of it that does not parse is logged by the injector and the last good one stays in force; with none
+// good since the injector started, the injector refuses pods rather than inject them without the
+// platform's floor.
 //
 // log-rate and log-burst size one token bucket for each verdict — allows, audits, denies and revoked
 // connections — rather than one for all: a SYN flood of denied connections cannot silence the allows,
@@ -65,8 +91,9 @@
 //
 // WatchSidecar watches the file's directory, not the file: the kubelet updates a ConfigMap volume by
 // writing a new timestamped directory, pointing a temporary symlink at it and renaming that over the
-// ..data symlink, so the file's own symlink never changes. Each change re-reads all sources, and the
-// watcher passes on only a valid configuration; a bad file is reported and the last good one stays.
+// ..data symlink, so the file's own symlink never changes. Each change re-reads the file and layers it
+// on the platform's settings, which do not change while the sidecar runs; a refused file is reported
+// (FileState) and the last good one stays.
 // A ConfigMap mounted with subPath is never updated by the kubelet: mount the whole volume. Outside
 // Kubernetes, replace the file by renaming a new one over it; a file rewritten in place may be read
 // half-written.

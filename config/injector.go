@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -86,6 +87,33 @@ type InjectedSidecar struct {
 	// TokenExpiration is the lifetime asked for the projected token (key token-expiration); the
 	// kubelet rotates it at 80%.
 	TokenExpiration time.Duration `mapstructure:"token-expiration"`
+	// Platform holds the platform's defaults for every sidecar, the lowest layer under the platform's
+	// ConfigMap (see Platform and PlatformDefaults).
+	Platform InjectedPlatform `mapstructure:",squash"`
+}
+
+// InjectedPlatform are the sidecar settings the injector passes to every sidecar unless the
+// platform's ConfigMap says otherwise: the platform keys (ParsePlatform) with "sidecar-" before them,
+// each spelled as the sidecar's environment takes it; empty leaves the sidecar's own default.
+type InjectedPlatform struct {
+	Mode             string `mapstructure:"sidecar-mode"`
+	FailMode         string `mapstructure:"sidecar-fail-mode"`
+	LogAllows        string `mapstructure:"sidecar-log-allows"`
+	LogAllowInterval string `mapstructure:"sidecar-log-allow-interval"`
+	LogRate          string `mapstructure:"sidecar-log-rate"`
+	LogBurst         string `mapstructure:"sidecar-log-burst"`
+	DenyMemoTimeout  string `mapstructure:"sidecar-deny-memo-timeout"`
+}
+
+// PlatformDefaults are the settings of p that are set, by sidecar key (mode, fail-mode, ...).
+func (p InjectedPlatform) PlatformDefaults() map[string]string {
+	out := map[string]string{}
+	for key, v := range settingsByKey(p) {
+		if v := v.(string); v != "" {
+			out[strings.TrimPrefix(key, "sidecar-")] = v
+		}
+	}
+	return out
 }
 
 // injectorLoader declares the injector's keys; the flag defaults are the defaults.
@@ -110,6 +138,9 @@ var injectorLoader = loader{
 		f.String("policygen-url", "https://podwall-policygen.podwall-system.svc:8443", "policygen's policy API for the sidecars")
 		f.String("policygen-ca-configmap", "podwall-policygen-ca", "ConfigMap (key ca.crt) of the injector's namespace holding policygen's CA bundle (empty: system roots)")
 		f.Duration("token-expiration", time.Hour, "lifetime of the sidecar's projected token (audience podwall)")
+		for _, key := range platformKeys {
+			f.String("sidecar-"+key, "", "every sidecar's "+key+" unless the platform's ConfigMap sets it (empty: the sidecar's default)")
+		}
 	},
 }
 
@@ -117,7 +148,7 @@ var injectorLoader = loader{
 // environment and the file named by --config, and validates it.
 func LoadInjector(args []string) (Injector, error) {
 	var c Injector
-	if _, err := injectorLoader.load(args, &c); err != nil {
+	if err := injectorLoader.load(args, &c); err != nil {
 		return Injector{}, err
 	}
 	if err := c.validate(); err != nil {
@@ -161,6 +192,9 @@ func (s InjectedSidecar) check(p *problems) {
 	}
 	if s.PolicyGenCAConfigMap != "" && !isDNSSubdomain(s.PolicyGenCAConfigMap) {
 		p.add("policygen-ca-configmap", "%q is not a DNS subdomain name", s.PolicyGenCAConfigMap)
+	}
+	if err := checkPlatformDefaults(s.Platform.PlatformDefaults()); err != nil {
+		*p = append(*p, err)
 	}
 	// The API server refuses projected tokens shorter than 10 minutes.
 	if s.TokenExpiration < 10*time.Minute {

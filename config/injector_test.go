@@ -51,6 +51,13 @@ func TestLoadInjector(t *testing.T) {
 			c.Serve.Port = 3
 			c.TLS.Mode = CertExternal
 		},
+	}, {
+		name: "the platform's defaults for every sidecar",
+		env:  map[string]string{"PODWALL_SIDECAR_FAIL_MODE": "closed"},
+		args: []string{"--sidecar-mode=Monitor", "--sidecar-log-rate=50"},
+		want: func(c *Injector) {
+			c.Sidecar.Platform = InjectedPlatform{Mode: "Monitor", FailMode: "closed", LogRate: "50"}
+		},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +76,13 @@ func TestLoadInjector(t *testing.T) {
 	}
 }
 
+func TestPlatformDefaults(t *testing.T) {
+	got := InjectedPlatform{Mode: "Protect", LogBurst: "300"}.PlatformDefaults()
+	if diff := cmp.Diff(map[string]string{"mode": "Protect", "log-burst": "300"}, got); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+}
+
 func TestLoadInjectorErrors(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -82,6 +96,7 @@ func TestLoadInjectorErrors(t *testing.T) {
 		{[]string{"--sidecar-memory-limit=lots", "--sidecar-image="}, []string{"sidecar-memory-limit:", "sidecar-image: required"}},
 		{[]string{"--policygen-url=http://policygen"}, []string{"policygen-url:"}},
 		{[]string{"--token-expiration=5m", "--namespace=Bad_NS"}, []string{"token-expiration:", "namespace:"}},
+		{[]string{"--sidecar-mode=Enforce", "--sidecar-log-rate=fast"}, []string{`sidecar-mode: "Enforce" is not one of`, `sidecar-log-rate: "fast"`}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

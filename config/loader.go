@@ -36,7 +36,8 @@ const maxFileSize = 1 << 20
 // usage has been printed on stderr by then, and the binary should exit with status 0.
 var ErrHelp = pflag.ErrHelp
 
-// loader reads one binary's settings from four sources; a later one overrides an earlier one:
+// loader reads one binary's settings from four sources (three when layered: the file is then read and
+// judged apart); a later one overrides an earlier one:
 //
 //  1. the defaults, which are the defaults of the binary's flags (one place, shown by --help);
 //  2. the YAML file named by the config key (a missing file counts as empty, since the ConfigMap
@@ -53,13 +54,14 @@ type loader struct {
 	defaultFile string
 	// flags declares every key of the binary but the config key, each with its default and help.
 	flags func(*pflag.FlagSet)
+	// layered leaves the file out of load: it is a layer of its own that the caller reads and judges
+	// (the sidecar's workload file, which may only tighten what flags and environment set).
+	layered bool
 }
 
 // load merges the sources into dst, a pointer to the binary's struct, refusing unknown keys and values
-// its fields cannot hold exactly. It returns the file's content (nil when there was none), even along
-// with an error, so that a watcher judges exactly the content it read. dst is not validated here:
-// that is the caller's job.
-func (l loader) load(args []string, dst any) ([]byte, error) {
+// its fields cannot hold exactly. dst is not validated here: that is the caller's job.
+func (l loader) load(args []string, dst any) error {
 	flags := pflag.NewFlagSet(l.name, pflag.ContinueOnError)
 	flags.SetOutput(io.Discard)
 	flags.String(fileKey, l.defaultFile, "configuration file (YAML); a missing file means defaults")
@@ -68,10 +70,10 @@ func (l loader) load(args []string, dst any) ([]byte, error) {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprintf(os.Stderr, "Usage of %s:\n%s", l.name, flags.FlagUsages())
 		}
-		return nil, fmt.Errorf("parse flags: %w", err)
+		return fmt.Errorf("parse flags: %w", err)
 	}
 	if flags.NArg() > 0 {
-		return nil, fmt.Errorf("parse flags: unexpected argument %q", flags.Arg(0))
+		return fmt.Errorf("parse flags: unexpected argument %q", flags.Arg(0))
 	}
 
 	v := viper.New()
@@ -79,25 +81,42 @@ func (l loader) load(args []string, dst any) ([]byte, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
 	v.AutomaticEnv()
 	if err := v.BindPFlags(flags); err != nil {
-		return nil, fmt.Errorf("bind flags: %w", err)
+		return fmt.Errorf("bind flags: %w", err)
 	}
 	path := v.GetString(fileKey)
-	data, err := readFile(v, path)
-	if err != nil {
-		return data, err
+	if !l.layered {
+		if err := readFile(v, path); err != nil {
+			return err
+		}
 	}
 	if err := checkKeys(v, flags); err != nil {
-		return data, fmt.Errorf("config file %s: %w", path, err)
+		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	if err := v.UnmarshalExact(dst, strictDecoding); err != nil {
-		return data, fmt.Errorf("decode settings: %w", keyedErrors(err))
+		return fmt.Errorf("decode settings: %w", keyedErrors(err))
 	}
-	return data, nil
+	return nil
 }
 
-// readFile merges the YAML file at path into v and returns its content. A missing file (or an empty
-// path) leaves v alone.
-func readFile(v *viper.Viper, path string) ([]byte, error) {
+// readFile merges the YAML file at path into v. A missing file (or an empty path) leaves v alone.
+func readFile(v *viper.Viper, path string) error {
+	data, err := readConfigFile(path)
+	if data == nil || err != nil {
+		return err
+	}
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	if v.InConfig(fileKey) {
+		return fmt.Errorf("config file %s: key %q names the file itself and cannot be set in it", path, fileKey)
+	}
+	return nil
+}
+
+// readConfigFile returns the content of the config file at path, nil for a missing file or an empty
+// path, and an error for a file that cannot be read or is over maxFileSize.
+func readConfigFile(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
@@ -109,14 +128,7 @@ func readFile(v *viper.Viper, path string) ([]byte, error) {
 		return nil, fmt.Errorf("read config file: %w", err)
 	}
 	if len(data) > maxFileSize {
-		return data, fmt.Errorf("config file %s: larger than the %d-byte limit", path, maxFileSize)
-	}
-	v.SetConfigType("yaml")
-	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return data, fmt.Errorf("config file %s: %w", path, err)
-	}
-	if v.InConfig(fileKey) {
-		return data, fmt.Errorf("config file %s: key %q names the file itself and cannot be set in it", path, fileKey)
+		return nil, fmt.Errorf("config file %s: larger than the %d-byte limit", path, maxFileSize)
 	}
 	return data, nil
 }
@@ -243,7 +255,7 @@ func collectSettings(v reflect.Value, out map[string]any) {
 		switch {
 		case opts == "squash":
 			collectSettings(v.Field(i), out)
-		case name != "":
+		case name != "" && name != "-":
 			out[name] = v.Field(i).Interface()
 		}
 	}

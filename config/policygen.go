@@ -109,7 +109,7 @@ var policyGenServerLoader = loader{
 // environment and the file named by --config, and validates it.
 func LoadPolicyGenServer(args []string) (PolicyGenServer, error) {
 	var c PolicyGenServer
-	if _, err := policyGenServerLoader.load(args, &c); err != nil {
+	if err := policyGenServerLoader.load(args, &c); err != nil {
 		return PolicyGenServer{}, err
 	}
 	if err := c.validate(); err != nil {

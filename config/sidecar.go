@@ -59,11 +59,17 @@ type Sidecar struct {
 	// mode's baseline) with no verdict loop, and exits (key baseline-only): the injector's init
 	// container on clusters without native sidecars, so that no app container starts unguarded.
 	BaselineOnly bool `mapstructure:"baseline-only"`
+	// Platform holds the live settings of the platform layer alone (flags, environment, defaults):
+	// the floor that the workload's file (File) may only tighten. It is no key.
+	Platform SidecarLive `mapstructure:"-"`
+	// FileState is what became of the workload's file. It is no key.
+	FileState FileState `mapstructure:"-"`
 }
 
 // SidecarLive holds the settings that WatchSidecar delivers to a running sidecar.
 type SidecarLive struct {
-	// Mode overrides the policy's mode (key mode); empty uses the policy's.
+	// Mode is a floor under the policy's mode (key mode): the strictest of the two is enforced;
+	// empty uses the policy's.
 	Mode policy.Mode `mapstructure:"mode"`
 	// Log tunes the verdict log.
 	Log VerdictLog `mapstructure:",squash"`
@@ -164,8 +170,9 @@ type PolicyGen struct {
 var sidecarLoader = loader{
 	name:        "podwall-sidecar",
 	defaultFile: DefaultSidecarFile,
+	layered:     true,
 	flags: func(f *pflag.FlagSet) {
-		f.String("mode", "", "override the policy's mode: Learn, Monitor or Protect (empty: the policy's)")
+		f.String("mode", "", "a floor under the policy's mode: Learn, Monitor or Protect; the strictest of the two is enforced (empty: the policy's)")
 		f.String("log-allows", string(LogFirstAllow), "which allows to log: first, all or none")
 		f.Duration("log-allow-interval", time.Minute, "with log-allows=first, how long a logged allow keeps its connection key quiet")
 		f.Float64("log-rate", 100, "verdict lines per second, sustained, for each verdict (allow, audit, deny, revoked)")
@@ -192,27 +199,41 @@ var sidecarLoader = loader{
 	},
 }
 
-// LoadSidecar reads the sidecar's configuration from args (without the program name), the PODWALL_*
-// environment and the config file, and validates it. An invalid configuration is an error that names
-// each offending key.
+// LoadSidecar reads the sidecar's configuration in two layers and validates it. The platform layer is
+// args (without the program name), the PODWALL_* environment and the defaults: what the injector set.
+// An invalid platform layer is an error that names each offending key. The workload layer is the
+// config file, which may only tighten the platform's live settings and tune queue-count
+// (applyWorkloadFile); a file it refuses is no error of the load: the configuration returned is then
+// the platform layer alone (which is never looser) and FileState says why.
 func LoadSidecar(args []string) (Sidecar, error) {
-	s, _, err := loadSidecar(args)
-	return s, err
+	platform, err := loadPlatform(args)
+	if err != nil {
+		return Sidecar{}, err
+	}
+	data, err := readConfigFile(platform.File)
+	if err == nil {
+		var s Sidecar
+		if s, err = applyWorkloadFile(platform, platform.File, data); err == nil {
+			return s, nil
+		}
+	}
+	platform.FileState = FileState{State: policy.ConfigRefused, Refused: err.Error()}
+	return platform, nil
 }
 
-// loadSidecar is LoadSidecar that also returns the file's content, even with an error, for the
-// watcher.
-func loadSidecar(args []string) (Sidecar, []byte, error) {
+// loadPlatform reads and validates the platform layer: flags, environment and defaults.
+func loadPlatform(args []string) (Sidecar, error) {
 	var s Sidecar
-	data, err := sidecarLoader.load(args, &s)
-	if err != nil {
-		return Sidecar{}, data, err
+	if err := sidecarLoader.load(args, &s); err != nil {
+		return Sidecar{}, err
 	}
 	s.resolve()
 	if err := s.validate(); err != nil {
-		return Sidecar{}, data, fmt.Errorf("invalid sidecar config: %w", err)
+		return Sidecar{}, fmt.Errorf("invalid sidecar config: %w", err)
 	}
-	return s, data, nil
+	s.Platform = s.Live
+	s.FileState = FileState{State: policy.ConfigNone}
+	return s, nil
 }
 
 // resolve fills in the values that depend on the machine and accepts the mode in any letter case.

@@ -31,6 +31,8 @@ func defaultSidecar(file string) Sidecar {
 			Base:  100,
 			Count: uint16(min(runtime.GOMAXPROCS(0), 4)),
 		},
+		Platform:        SidecarLive{Log: VerdictLog{Allows: LogFirstAllow, AllowInterval: time.Minute, Rate: 100, Burst: 200}},
+		FileState:       FileState{State: policy.ConfigNone},
 		FailMode:        FailClosed,
 		DenyMemoTimeout: 2 * time.Second,
 		CacheDir:        "/var/lib/podwall",
@@ -62,11 +64,9 @@ func writeSources(t *testing.T, content string, env map[string]string, args []st
 func TestLoadSidecarPrecedence(t *testing.T) {
 	const file = `
 mode: Monitor
-log-rate: 5
+log-rate: 500
 log-allow-interval: 30s
-mesh-outbound-ports: [15001]
-queue-base: 200
-policy-file: /from/file
+queue-count: 3
 `
 	tests := []struct {
 		name string
@@ -81,64 +81,83 @@ policy-file: /from/file
 	}, {
 		name: "file over defaults",
 		file: file,
-		args: []string{"--config=$FILE"},
+		args: []string{"--config=$FILE", "--policy-file=/p"},
 		want: func(s *Sidecar) {
-			s.Live.Mode, s.Live.Log.Rate, s.Live.Log.AllowInterval = policy.Monitor, 5, 30*time.Second
-			s.Mesh.Outbound, s.Queue.Base, s.PolicyFile = []uint16{15001}, 200, "/from/file"
+			s.Live.Mode, s.Live.Log.Rate, s.Live.Log.AllowInterval = policy.Monitor, 500, 30*time.Second
+			s.Queue.Count, s.PolicyFile, s.FileState = 3, "/p", FileState{State: policy.ConfigApplied}
 		},
 	}, {
-		name: "env over file",
-		file: file,
+		name: "env over defaults",
 		env: map[string]string{"PODWALL_MODE": "Protect", "PODWALL_MESH_OUTBOUND_PORTS": "4140, 15001",
-			"PODWALL_LOG_ALLOW_INTERVAL": "10s", "PODWALL_QUEUE_BASE": "300"},
+			"PODWALL_LOG_ALLOW_INTERVAL": "10s", "PODWALL_QUEUE_BASE": "300", "PODWALL_POLICY_FILE": "/p"},
 		args: []string{"--config=$FILE"},
 		want: func(s *Sidecar) {
-			s.Live.Mode, s.Live.Log.Rate, s.Live.Log.AllowInterval = policy.Protect, 5, 10*time.Second
-			s.Mesh.Outbound, s.Queue.Base, s.PolicyFile = []uint16{4140, 15001}, 300, "/from/file"
+			s.Live.Mode, s.Live.Log.AllowInterval = policy.Protect, 10*time.Second
+			s.Platform = s.Live
+			s.Mesh.Outbound, s.Queue.Base, s.PolicyFile = []uint16{4140, 15001}, 300, "/p"
 		},
 	}, {
 		name: "flags over env",
-		file: file,
 		env: map[string]string{"PODWALL_MODE": "Protect", "PODWALL_MESH_OUTBOUND_PORTS": "4140",
-			"PODWALL_LOG_ALLOW_INTERVAL": "10s", "PODWALL_QUEUE_BASE": "300"},
+			"PODWALL_LOG_ALLOW_INTERVAL": "10s", "PODWALL_QUEUE_BASE": "300", "PODWALL_POLICY_FILE": "/p"},
 		args: []string{"--config=$FILE", "--mode=Learn", "--mesh-outbound-ports=1,2", "--queue-base=400"},
 		want: func(s *Sidecar) {
-			s.Live.Mode, s.Live.Log.Rate, s.Live.Log.AllowInterval = policy.Learn, 5, 10*time.Second
-			s.Mesh.Outbound, s.Queue.Base, s.PolicyFile = []uint16{1, 2}, 400, "/from/file"
+			s.Live.Mode, s.Live.Log.AllowInterval = policy.Learn, 10*time.Second
+			s.Platform = s.Live
+			s.Mesh.Outbound, s.Queue.Base, s.PolicyFile = []uint16{1, 2}, 400, "/p"
+		},
+	}, {
+		name: "the file tightens what env and flags set",
+		file: "mode: Protect\nlog-rate: 500\nlog-allows: all\n",
+		env:  map[string]string{"PODWALL_MODE": "Monitor", "PODWALL_LOG_RATE": "50"},
+		args: []string{"--config=$FILE", "--policy-file=/p", "--log-allow-interval=10s"},
+		want: func(s *Sidecar) {
+			s.Platform.Mode, s.Platform.Log.Rate, s.Platform.Log.AllowInterval = policy.Monitor, 50, 10*time.Second
+			s.Live = s.Platform
+			s.Live.Mode, s.Live.Log.Rate, s.Live.Log.Allows = policy.Protect, 500, LogAllAllows
+			s.PolicyFile, s.FileState = "/p", FileState{State: policy.ConfigApplied}
 		},
 	}, {
 		name: "an explicitly empty flag still wins",
-		file: file,
 		env:  map[string]string{"PODWALL_MODE": "Protect"},
-		args: []string{"--config=$FILE", "--mode="},
-		want: func(s *Sidecar) {
-			s.Live.Log.Rate, s.Live.Log.AllowInterval = 5, 30*time.Second
-			s.Mesh.Outbound, s.Queue.Base, s.PolicyFile = []uint16{15001}, 200, "/from/file"
-		},
+		args: []string{"--config=$FILE", "--mode=", "--policy-file=/p"},
+		want: func(s *Sidecar) { s.PolicyFile = "/p" },
 	}, {
 		name: "an empty env variable counts as unset",
-		file: "mode: Monitor\npolicy-file: /p\n",
+		file: "mode: Monitor\n",
 		env:  map[string]string{"PODWALL_MODE": ""},
-		args: []string{"--config=$FILE"},
-		want: func(s *Sidecar) { s.Live.Mode, s.PolicyFile = policy.Monitor, "/p" },
+		args: []string{"--config=$FILE", "--policy-file=/p"},
+		want: func(s *Sidecar) {
+			s.Live.Mode, s.PolicyFile, s.FileState = policy.Monitor, "/p", FileState{State: policy.ConfigApplied}
+		},
 	}, {
 		name: "file named by env",
-		file: "policy-file: /p\n",
+		file: "log-allows: all\n",
 		env:  map[string]string{"PODWALL_CONFIG": "$FILE"},
-		want: func(s *Sidecar) { s.PolicyFile = "/p" },
+		args: []string{"--policy-file=/p"},
+		want: func(s *Sidecar) {
+			s.Live.Log.Allows, s.PolicyFile, s.FileState = LogAllAllows, "/p", FileState{State: policy.ConfigApplied}
+		},
 	}, {
 		name: "file named by flag over env",
-		file: "policy-file: /p\n",
+		file: "log-allows: all\n",
 		env:  map[string]string{"PODWALL_CONFIG": "/nonexistent/config.yaml"},
-		args: []string{"--config", "$FILE"},
+		args: []string{"--config", "$FILE", "--policy-file=/p"},
+		want: func(s *Sidecar) {
+			s.Live.Log.Allows, s.PolicyFile, s.FileState = LogAllAllows, "/p", FileState{State: policy.ConfigApplied}
+		},
+	}, {
+		name: "an empty file is no file",
+		file: "# nothing\n",
+		args: []string{"--config=$FILE", "--policy-file=/p"},
 		want: func(s *Sidecar) { s.PolicyFile = "/p" },
 	}, {
-		name: "mode in any letter case, lists in YAML flow and block style",
-		file: "mode: protect\nmesh-inbound-ports:\n  - 15006\npod-ips: [10.0.0.7]\npolicy-file: /p\n",
-		args: []string{"--config=$FILE"},
+		name: "mode in any letter case, lists in flags",
+		file: "mode: protect\n",
+		args: []string{"--config=$FILE", "--policy-file=/p", "--mesh-inbound-ports=15006", "--pod-ips=10.0.0.7"},
 		want: func(s *Sidecar) {
 			s.Live.Mode, s.Mesh.Inbound, s.PolicyFile = policy.Protect, []uint16{15006}, "/p"
-			s.Pod.IPs = []netip.Addr{netip.MustParseAddr("10.0.0.7")}
+			s.Pod.IPs, s.FileState = []netip.Addr{netip.MustParseAddr("10.0.0.7")}, FileState{State: policy.ConfigApplied}
 		},
 	}, {
 		name: "pod identity from the downward API env",
@@ -174,62 +193,53 @@ policy-file: /from/file
 	}
 }
 
+// TestLoadSidecarErrors covers the platform layer: flags and environment that do not load or validate
+// fail the load, naming each key. (What the workload's file gets wrong is a refusal: TestWorkloadFile.)
 func TestLoadSidecarErrors(t *testing.T) {
 	tests := []struct {
 		name string
-		file string
 		env  map[string]string
 		args []string
 		// want are parts of the error, above all the offending keys.
 		want []string
 	}{
-		{name: "unknown key", file: "modee: Protect\nlograte: 1\n", want: []string{`unknown key "lograte", "modee"`}},
-		{name: "nested key", file: "log:\n  rate: 1\n", want: []string{`unknown key "log.rate"`}},
-		{name: "file names itself", file: "config: /etc/other.yaml\n", want: []string{`key "config" names the file itself`}},
-		{name: "not YAML", file: "mode: [Protect\n", want: []string{"config file"}},
-		{name: "not a mapping", file: "- mode\n", want: []string{"config file"}},
-		{name: "mode", file: "mode: Enforce\n", want: []string{`mode: "Enforce" is not one of "", "Learn"`}},
-		{name: "log-allows", file: "log-allows: some\n", want: []string{"log-allows:"}},
-		{name: "log-allow-interval too short", file: "log-allow-interval: 5\n", want: []string{"log-allow-interval: 5ns"}},
-		{name: "log-allow-interval not a duration", file: "log-allow-interval: soon\n", want: []string{"log-allow-interval"}},
-		{name: "log-rate zero", file: "log-rate: 0\n", want: []string{"log-rate: 0"}},
-		{name: "log-rate NaN", file: "log-rate: .nan\n", want: []string{"log-rate: NaN"}},
-		{name: "log-rate infinite", file: "log-rate: .inf\n", want: []string{"log-rate: +Inf"}},
+		{name: "mode", env: map[string]string{"PODWALL_MODE": "Enforce"}, want: []string{`mode: "Enforce" is not one of "", "Learn"`}},
+		{name: "log-allows", args: []string{"--log-allows=some"}, want: []string{"log-allows:"}},
+		{name: "log-allow-interval too short", args: []string{"--log-allow-interval=5ns"}, want: []string{"log-allow-interval: 5ns"}},
+		{name: "log-allow-interval not a duration", env: map[string]string{"PODWALL_LOG_ALLOW_INTERVAL": "soon"}, want: []string{"log-allow-interval"}},
+		{name: "log-rate zero", args: []string{"--log-rate=0"}, want: []string{"log-rate: 0"}},
+		{name: "log-rate NaN", env: map[string]string{"PODWALL_LOG_RATE": "NaN"}, want: []string{"log-rate: NaN"}},
+		{name: "log-rate infinite", env: map[string]string{"PODWALL_LOG_RATE": "+Inf"}, want: []string{"log-rate: +Inf"}},
 		{name: "log-burst", env: map[string]string{"PODWALL_LOG_BURST": "0"}, want: []string{"log-burst: 0"}},
 		{name: "log-burst not a number", env: map[string]string{"PODWALL_LOG_BURST": "lots"}, want: []string{"log-burst"}},
-		{name: "port zero", file: "mesh-outbound-ports: [0]\n", want: []string{"mesh-outbound-ports: 0 is not a port"}},
-		{name: "port too big", file: "mesh-inbound-ports: [70000]\n", want: []string{"mesh-inbound-ports[0]", "70000 does not fit"}},
+		{name: "port zero", args: []string{"--mesh-outbound-ports=0"}, want: []string{"mesh-outbound-ports: 0 is not a port"}},
 		{name: "port wraps from env", env: map[string]string{"PODWALL_MESH_INBOUND_PORTS": "65536"}, want: []string{"mesh-inbound-ports[0]"}},
-		{name: "port twice", file: "mesh-inbound-ports: [15001]\n", want: []string{"mesh-inbound-ports: port 15001 is listed twice (also in mesh-outbound-ports)"}},
+		{name: "port twice", args: []string{"--mesh-inbound-ports=15001"}, want: []string{"mesh-inbound-ports: port 15001 is listed twice (also in mesh-outbound-ports)"}},
 		{name: "queue range", args: []string{"--queue-base=65535", "--queue-count=2"}, want: []string{"queue-count: queues 65535 to 65536"}},
-		{name: "queue-base negative", file: "queue-base: -1\n", want: []string{"queue-base", "-1 does not fit"}},
-		{name: "queue-base fraction", file: "queue-base: 100.5\n", want: []string{"queue-base", "100.5 does not fit"}},
-		{name: "queue-count bool", file: "queue-count: true\n", want: []string{"queue-count"}},
+		{name: "queue-base negative", env: map[string]string{"PODWALL_QUEUE_BASE": "-1"}, want: []string{"queue-base"}},
+		{name: "queue-count bool", env: map[string]string{"PODWALL_QUEUE_COUNT": "true"}, want: []string{"queue-count"}},
 		{name: "deny-memo-timeout", env: map[string]string{"PODWALL_DENY_MEMO_TIMEOUT": "10ms"}, want: []string{"deny-memo-timeout: 10ms is under the 100ms minimum"}},
-		{name: "fail-mode", file: "fail-mode: half\n", want: []string{`fail-mode: "half" is not one of "closed", "open"`}},
+		{name: "fail-mode", env: map[string]string{"PODWALL_FAIL_MODE": "half"}, want: []string{`fail-mode: "half" is not one of "closed", "open"`}},
 		{name: "no policy source", args: []string{"--policy-file="}, want: []string{"policy-file: set policy-file (standalone) or policygen-url"}},
-		{name: "two policy sources", file: "policygen-url: https://pg\n", want: []string{"policygen-url: set policy-file or policygen-url, not both"}},
-		{name: "policygen over http", file: "policygen-url: http://pg:80\n", args: []string{"--policy-file="}, want: []string{"policygen-url: \"http://pg:80\" is not an https URL"}},
-		{name: "policygen without token", file: "policygen-url: https://pg\npolicygen-token-file: \"\"\n", args: []string{"--policy-file="}, want: []string{"policygen-token-file: required"}},
-		{name: "listen-addr without port", file: "listen-addr: \"9947\"\n", want: []string{"listen-addr: \"9947\" is not host:port"}},
-		{name: "listen-addr port zero", file: "listen-addr: \":0\"\n", want: []string{"listen-addr: \"0\" is not a port"}},
-		{name: "listen-addr on a mesh port", file: "listen-addr: 127.0.0.1:15006\n", want: []string{"listen-addr: port 15006 is a mesh proxy port"}},
+		{name: "two policy sources", args: []string{"--policygen-url=https://pg"}, want: []string{"policygen-url: set policy-file or policygen-url, not both"}},
+		{name: "policygen over http", args: []string{"--policy-file=", "--policygen-url=http://pg:80"}, want: []string{"policygen-url: \"http://pg:80\" is not an https URL"}},
+		{name: "policygen without token", args: []string{"--policy-file=", "--policygen-url=https://pg", "--policygen-token-file="}, want: []string{"policygen-token-file: required"}},
+		{name: "listen-addr without port", args: []string{"--listen-addr=9947"}, want: []string{"listen-addr: \"9947\" is not host:port"}},
+		{name: "listen-addr port zero", args: []string{"--listen-addr=:0"}, want: []string{"listen-addr: \"0\" is not a port"}},
+		{name: "listen-addr on a mesh port", args: []string{"--listen-addr=127.0.0.1:15006"}, want: []string{"listen-addr: port 15006 is a mesh proxy port"}},
 		{name: "pod-name", env: map[string]string{"PODWALL_POD_NAME": "Web_1"}, want: []string{"pod-name:"}},
 		{name: "pod-namespace", env: map[string]string{"PODWALL_POD_NAMESPACE": "a.b"}, want: []string{"pod-namespace:"}},
 		{name: "pod-service-account", env: map[string]string{"PODWALL_POD_SERVICE_ACCOUNT": "-sa"}, want: []string{"pod-service-account:"}},
 		{name: "pod-ips", env: map[string]string{"PODWALL_POD_IPS": "10.0.0.1,bogus"}, want: []string{"pod-ips[1]"}},
-		{name: "pod-ips with zone", file: "pod-ips: [\"fe80::1%eth0\"]\n", want: []string{"pod-ips:"}},
+		{name: "pod-ips with zone", args: []string{"--pod-ips=fe80::1%eth0"}, want: []string{"pod-ips"}},
 		{name: "workload", env: map[string]string{"PODWALL_WORKLOAD": "web"}, want: []string{`workload: "web" is not Kind/name`}},
-		{name: "every problem at once", file: "mode: x\nfail-mode: y\nlog-burst: 0\n", want: []string{"mode:", "fail-mode:", "log-burst:"}},
+		{name: "every problem at once", env: map[string]string{"PODWALL_MODE": "x", "PODWALL_FAIL_MODE": "y", "PODWALL_LOG_BURST": "0"}, want: []string{"mode:", "fail-mode:", "log-burst:"}},
 		{name: "unknown flag", args: []string{"--modes=Protect"}, want: []string{"unknown flag: --modes"}},
 		{name: "positional argument", args: []string{"Protect"}, want: []string{`unexpected argument "Protect"`}},
-		{name: "file too large", file: "# " + strings.Repeat("x", maxFileSize) + "\n", want: []string{"larger than the 1048576-byte limit"}},
-		{name: "file is a device", args: []string{"--config=/dev/zero"}, want: []string{"larger than the 1048576-byte limit"}},
-		{name: "file is a directory", args: []string{"--config=" + os.TempDir()}, want: []string{"read config file"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, args := writeSources(t, tc.file, tc.env, append([]string{"--config=$FILE", "--policy-file=/p"}, tc.args...))
+			_, args := writeSources(t, "", tc.env, append([]string{"--config=$FILE", "--policy-file=/p"}, tc.args...))
 			got, err := LoadSidecar(args)
 			if err == nil {
 				t.Fatalf("LoadSidecar accepted the config: %+v", got)

@@ -19,17 +19,23 @@ import (
 // ConfigMap in one round.
 func (s Sidecar) validate() error {
 	var p problems
-	s.Live.check(&p)
+	s.checkTuning(&p)
 	s.Mesh.check(&p)
 	s.Queue.check(&p)
-	oneOf(&p, "fail-mode", s.FailMode, FailClosed, FailOpen)
-	if s.DenyMemoTimeout < 100*time.Millisecond {
-		p.add("deny-memo-timeout", "%v is under the 100ms minimum", s.DenyMemoTimeout)
-	}
 	s.checkPolicySource(&p)
 	checkListenAddr(&p, s.ListenAddr, s.Mesh)
 	s.Pod.check(&p)
 	return errors.Join(p...)
+}
+
+// checkTuning checks the settings a platform file may set: the live ones, fail-mode and
+// deny-memo-timeout.
+func (s Sidecar) checkTuning(p *problems) {
+	s.Live.check(p)
+	oneOf(p, "fail-mode", s.FailMode, FailClosed, FailOpen)
+	if s.DenyMemoTimeout < 100*time.Millisecond {
+		p.add("deny-memo-timeout", "%v is under the 100ms minimum", s.DenyMemoTimeout)
+	}
 }
 
 func (l SidecarLive) check(p *problems) {

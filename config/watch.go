@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/filewatch"
 )
 
@@ -22,26 +23,30 @@ func (e *RestartRequiredError) Error() string {
 	return fmt.Sprintf("config keys %s changed; they take effect after a restart", strings.Join(e.Keys, ", "))
 }
 
-// WatchSidecar delivers changes of the sidecar's config file to a running sidecar. running is the
-// configuration the sidecar started with, loaded by LoadSidecar from the same args. After every change
-// of running.File, all sources are read again (flags and environment still win over the file) and:
+// WatchSidecar delivers changes of the workload's config file to a running sidecar. running is the
+// configuration the sidecar started with (LoadSidecar). The platform layer (flags, environment) does
+// not change while the sidecar runs; after every change of running.File, the file is read again and
+// layered on it (applyWorkloadFile), and:
 //
-//   - a configuration that does not load or validate goes to onError, and nothing else happens: the
-//     last good configuration stays in force;
-//   - changed keys that are not live (see SidecarLive) go to onError as a *RestartRequiredError;
-//   - if any live key changed, onChange receives the running configuration with the new live settings.
+//   - a file that is refused goes to onChange as the configuration in force with FileState refused:
+//     the last good settings stay;
+//   - a changed queue-count (not live, see SidecarLive) goes to onError as a *RestartRequiredError;
+//   - if any live key or the file's state changed, onChange receives the running configuration with
+//     the new live settings and state.
 //
 // Callbacks run one at a time on the watcher's goroutine. WatchSidecar returns once the watch is in
 // place; the returned channel is closed after ctx is done and the watcher has stopped. If the file's
 // directory does not exist, there is nothing to watch (no volume is mounted there) and only ctx ends it.
-func WatchSidecar(ctx context.Context, args []string, running Sidecar, onChange func(Sidecar), onError func(error)) (<-chan struct{}, error) {
-	r := &sidecarReload{args: args, current: running, onChange: onChange, onError: onError}
+func WatchSidecar(ctx context.Context, running Sidecar, onChange func(Sidecar), onError func(error)) (<-chan struct{}, error) {
+	platform := running
+	platform.Live = running.Platform
+	r := &sidecarReload{platform: platform, current: running, onChange: onChange, onError: onError}
 	return filewatch.Watch(ctx, running.File, r.reload, onError)
 }
 
 // sidecarReload holds what a reload compares against.
 type sidecarReload struct {
-	args     []string
+	platform Sidecar
 	current  Sidecar
 	onChange func(Sidecar)
 	onError  func(error)
@@ -52,21 +57,27 @@ type sidecarReload struct {
 }
 
 func (r *sidecarReload) reload() {
-	next, data, err := loadSidecar(r.args)
-	if r.read && bytes.Equal(data, r.last) {
+	data, err := readConfigFile(r.current.File)
+	if r.read && err == nil && bytes.Equal(data, r.last) {
 		return
 	}
-	r.last, r.read = data, true
+	r.last, r.read = data, err == nil
+	var next Sidecar
+	if err == nil {
+		next, err = applyWorkloadFile(r.platform, r.current.File, data)
+	}
 	if err != nil {
-		r.onError(fmt.Errorf("reload %s, keeping the running config: %w", r.current.File, err))
+		r.current.FileState = FileState{State: policy.ConfigRefused,
+			Refused: fmt.Sprintf("%v; the running configuration stays in force", err)}
+		r.onChange(r.current)
 		return
 	}
 	live := settingsByKey(SidecarLive{})
 	var restart []string
-	liveChanged := false
+	changed := next.FileState != r.current.FileState
 	for _, key := range changedKeys(settingsByKey(r.current), settingsByKey(next)) {
 		if _, ok := live[key]; ok {
-			liveChanged = true
+			changed = true
 		} else {
 			restart = append(restart, key)
 		}
@@ -74,8 +85,8 @@ func (r *sidecarReload) reload() {
 	if len(restart) > 0 {
 		r.onError(&RestartRequiredError{Keys: restart})
 	}
-	if liveChanged {
-		r.current.Live = next.Live
+	if changed {
+		r.current.Live, r.current.FileState = next.Live, next.FileState
 		r.onChange(r.current)
 	}
 }

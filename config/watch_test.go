@@ -68,13 +68,13 @@ type callbacks chan any
 // startSidecarWatch loads the config from args, starts WatchSidecar on it and stops it when the test ends.
 func startSidecarWatch(t *testing.T, args []string) (Sidecar, callbacks) {
 	t.Helper()
-	running, err := LoadSidecar(args)
+	running, err := LoadSidecar(append(args, "--policy-file=/p"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cb := make(callbacks, 16)
 	ctx, cancel := context.WithCancel(context.Background())
-	done, err := WatchSidecar(ctx, args, running, func(s Sidecar) { cb <- s }, func(err error) { cb <- err })
+	done, err := WatchSidecar(ctx, running, func(s Sidecar) { cb <- s }, func(err error) { cb <- err })
 	if err != nil {
 		cancel()
 		t.Fatalf("WatchSidecar: %v", err)
@@ -124,50 +124,56 @@ func (cb callbacks) error(t *testing.T) error {
 	return err
 }
 
+var applied = FileState{State: policy.ConfigApplied}
+
 func TestWatchSidecarKubeletUpdate(t *testing.T) {
-	vol := newKubeletVolume(t, "policy-file: /p\n")
+	vol := newKubeletVolume(t, "")
 	running, cb := startSidecarWatch(t, []string{"--config", vol.file()})
 
-	vol.update("policy-file: /p\nmode: Protect\nlog-allows: all\n")
+	vol.update("mode: Protect\nlog-allows: all\n")
 	want := running
-	want.Live.Mode, want.Live.Log.Allows = policy.Protect, LogAllAllows
+	want.Live.Mode, want.Live.Log.Allows, want.FileState = policy.Protect, LogAllAllows, applied
 	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("first update (-want +got):\n%s", diff)
 	}
 
-	vol.update("policy-file: /p\nmode: Protect\nlog-allows: all\nlog-rate: 7\nlog-burst: 9\n")
-	want.Live.Log.Rate, want.Live.Log.Burst = 7, 9
+	vol.update("mode: Protect\nlog-allows: all\nlog-rate: 700\nlog-burst: 900\n")
+	want.Live.Log.Rate, want.Live.Log.Burst = 700, 900
 	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("second update (-want +got):\n%s", diff)
 	}
 
-	// Back to the original file: every live key returns to its default.
-	vol.update("policy-file: /p\n")
+	// Back to the original file: every live key returns to the platform's.
+	vol.update("")
 	if diff := cmp.Diff(running, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("third update (-want +got):\n%s", diff)
 	}
 }
 
 func TestWatchSidecarKeepsLastGoodConfig(t *testing.T) {
-	vol := newKubeletVolume(t, "policy-file: /p\nmode: Monitor\n")
+	vol := newKubeletVolume(t, "mode: Monitor\n")
 	running, cb := startSidecarWatch(t, []string{"--config", vol.file()})
 
-	// Each bad file is reported once, and no change is delivered for it: the next callback after the
-	// reports is the change to the good file, made from the last good config.
+	// Each refused file is reported once, as the running config with the file refused: the settings
+	// in force stay those of the last good file.
 	for _, bad := range []struct{ content, want string }{
-		{"policy-file: /p\nmode: [Protect\n", "config file"},
-		{"policy-file: /p\nmode: Protect\nlog-burst: 0\n", "log-burst: 0"},
+		{"mode: [Protect\n", "config file"},
+		{"mode: Protect\nlog-burst: 0\n", "log-burst: 0"},
 		{"\x00\xff", "config file"},
-		{"mode: Protect\n", "policy-file: set policy-file"},
+		{"mode: Learn\nfail-mode: open\n", `key "fail-mode": ` + PlatformOnly},
 	} {
 		vol.update(bad.content)
-		err := cb.error(t)
-		if !strings.Contains(err.Error(), bad.want) || !strings.Contains(err.Error(), "keeping the running config") {
-			t.Errorf("error for %q = %q, want it to contain %q", bad.content, err, bad.want)
+		got := cb.change(t)
+		if got.FileState.State != policy.ConfigRefused || !strings.Contains(got.FileState.Refused, bad.want) ||
+			!strings.Contains(got.FileState.Refused, "the running configuration stays in force") {
+			t.Errorf("file state for %q = %+v, want refused with %q", bad.content, got.FileState, bad.want)
+		}
+		if diff := cmp.Diff(running.Live, got.Live); diff != "" {
+			t.Errorf("settings in force after %q (-want +got):\n%s", bad.content, diff)
 		}
 	}
 
-	vol.update("policy-file: /p\nmode: Learn\n")
+	vol.update("mode: Learn\n")
 	want := running
 	want.Live.Mode = policy.Learn
 	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
@@ -176,29 +182,29 @@ func TestWatchSidecarKeepsLastGoodConfig(t *testing.T) {
 }
 
 func TestWatchSidecarRestartOnlyKeys(t *testing.T) {
-	vol := newKubeletVolume(t, "policy-file: /p\n")
+	vol := newKubeletVolume(t, "")
 	running, cb := startSidecarWatch(t, []string{"--config", vol.file()})
 
-	vol.update("policy-file: /p\nqueue-base: 300\nfail-mode: open\nmode: Learn\n")
+	vol.update("queue-count: 3\nmode: Learn\n")
 	var restart *RestartRequiredError
 	if err := cb.error(t); !errors.As(err, &restart) {
 		t.Fatalf("error = %v, want a RestartRequiredError", err)
 	}
-	if diff := cmp.Diff([]string{"fail-mode", "queue-base"}, restart.Keys); diff != "" {
+	if diff := cmp.Diff([]string{"queue-count"}, restart.Keys); diff != "" {
 		t.Errorf("restart keys (-want +got):\n%s", diff)
 	}
 	want := running
-	want.Live.Mode = policy.Learn
+	want.Live.Mode, want.FileState = policy.Learn, applied
 	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
-		t.Errorf("config keeps the running queue and fail mode (-want +got):\n%s", diff)
+		t.Errorf("config keeps the running queues (-want +got):\n%s", diff)
 	}
 
 	// A restart-only change alone delivers no config.
-	vol.update("policy-file: /p\nqueue-base: 400\nmode: Learn\n")
-	if err := cb.error(t); !errors.As(err, &restart) || fmt.Sprint(restart.Keys) != "[queue-base]" {
-		t.Fatalf("error = %v, want a RestartRequiredError for queue-base", err)
+	vol.update("queue-count: 4\nmode: Learn\n")
+	if err := cb.error(t); !errors.As(err, &restart) || fmt.Sprint(restart.Keys) != "[queue-count]" {
+		t.Fatalf("error = %v, want a RestartRequiredError for queue-count", err)
 	}
-	vol.update("policy-file: /p\nqueue-base: 400\nmode: Monitor\n")
+	vol.update("queue-count: 4\nmode: Monitor\n")
 	if err := cb.error(t); !errors.As(err, &restart) {
 		t.Fatalf("error = %v, want the restart still pending", err)
 	}
@@ -208,20 +214,29 @@ func TestWatchSidecarRestartOnlyKeys(t *testing.T) {
 	}
 }
 
-func TestWatchSidecarFlagsAndEnvStillWin(t *testing.T) {
+// TestWatchSidecarPlatformIsTheFloor: flags and environment stay in force under every reload, and
+// the file may only tighten them.
+func TestWatchSidecarPlatformIsTheFloor(t *testing.T) {
 	t.Setenv("PODWALL_MODE", "Monitor")
-	vol := newKubeletVolume(t, "policy-file: /p\n")
+	vol := newKubeletVolume(t, "")
 	running, cb := startSidecarWatch(t, []string{"--config", vol.file(), "--log-rate=50"})
 
-	vol.update("policy-file: /p\nmode: Protect\nlog-rate: 1\nlog-allows: none\n")
+	vol.update("mode: Protect\nlog-rate: 100\nlog-allows: all\n")
 	want := running
-	want.Live.Log.Allows = LogNoAllows
-	got := cb.change(t)
-	if diff := cmp.Diff(want, got, sameConfig); diff != "" {
+	want.Live.Mode, want.Live.Log.Rate, want.Live.Log.Allows, want.FileState = policy.Protect, 100, LogAllAllows, applied
+	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
-	if got.Live.Mode != policy.Monitor || got.Live.Log.Rate != 50 {
-		t.Errorf("mode %q, log-rate %v: the file overrode the env or a flag", got.Live.Mode, got.Live.Log.Rate)
+
+	vol.update("mode: Learn\nlog-rate: 1\n")
+	got := cb.change(t)
+	if diff := cmp.Diff(want.Live, got.Live); diff != "" {
+		t.Errorf("a looser file changed the settings in force (-want +got):\n%s", diff)
+	}
+	for _, key := range []string{"mode: Learn is weaker than the platform's Monitor", "log-rate: 1 is under the platform's 50"} {
+		if !strings.Contains(got.FileState.Refused, key) {
+			t.Errorf("refusal %q does not name %q", got.FileState.Refused, key)
+		}
 	}
 }
 
@@ -239,21 +254,21 @@ func TestWatchSidecarPlainFile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	replace("policy-file: /p\n")
+	replace("")
 	running, cb := startSidecarWatch(t, []string{"--config", path})
 
-	replace("policy-file: /p\nlog-allow-interval: 5m\n")
+	replace("log-allow-interval: 5s\n")
 	want := running
-	want.Live.Log.AllowInterval = 5 * time.Minute
+	want.Live.Log.AllowInterval, want.FileState = 5*time.Second, applied
 	if diff := cmp.Diff(want, cb.change(t), sameConfig); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
 
-	// The file going away means defaults again.
+	// The file going away means the platform's settings alone again.
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if err := cb.error(t); !strings.Contains(err.Error(), "policy-file: set policy-file") {
-		t.Errorf("error = %v, want the missing policy source", err)
+	if diff := cmp.Diff(running, cb.change(t), sameConfig); diff != "" {
+		t.Errorf("config without the file (-want +got):\n%s", diff)
 	}
 }

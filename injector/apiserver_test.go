@@ -290,6 +290,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	t.Run("a namespace user's pods that reach for the sidecar", func(t *testing.T) { testTenantPods(t, c) })
 	t.Run("mesh proxy added by a later webhook", func(t *testing.T) { testMeshAddedLater(t, c) })
 	t.Run("a namespace user's changes to an injected pod after its creation", func(t *testing.T) { testLifecycle(t, c) })
+	t.Run("the platform's ConfigMap", func(t *testing.T) { testPlatformConfigMap(t, c) })
 	t.Run("webhook down blocks only opted-in namespaces", func(t *testing.T) {
 		stop()
 		testutil.Eventually(t, 30*time.Second, func() error {

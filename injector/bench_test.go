@@ -75,7 +75,7 @@ type side struct {
 }
 
 // pre injects the preinjected side's pods as the webhook would with its defaults.
-var pre = New(SidecarOptions{NativeSidecars: true, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443"}, nil)
+var pre = New(SidecarOptions{NativeSidecars: true, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443"})
 
 // createPods creates n pods as s says from workers goroutines and returns pods per second. In the
 // opted namespace each pod not opted out must come back injected.
@@ -93,7 +93,7 @@ func createPods(t *testing.T, cs kubernetes.Interface, s side, n, workers int) f
 					optOut(pod)
 				}
 				if s.preinjected {
-					if _, err := pre.Inject(context.Background(), pod, Namespace{Name: s.ns}); err != nil {
+					if _, err := pre.Inject(pod, Namespace{Name: s.ns}); err != nil {
 						errs <- err
 						return
 					}

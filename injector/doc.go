@@ -45,4 +45,16 @@
 // target podwall or mount its volumes; exec and attach into podwall. Those need no code here: a
 // CONNECT request names only the container, which CEL judges as well as the webhook could, and the
 // injector reads no pods.
+//
+// # The platform's settings
+//
+// The sidecar's environment is the platform layer of its configuration (package config), which the
+// pod's own ConfigMap may only tighten. Beside the pod's identity and the injector's flags, it
+// carries the pod's entry of the platform's ConfigMap (podwall-platform in the injector's namespace,
+// key platform.yaml: its workload's entry over its namespace's over the defaults), read from a cache
+// of that namespace's ConfigMaps (Platform), so that an admission makes no API call. A version that
+// does not parse is logged and the last good one stays; with none good, pods are refused. Changes
+// reach pods created after them. The environment also carries policygen's CA bundle
+// (policygen-ca), read from the ConfigMap where policygen publishes it in the same namespace; until it
+// is published, pods are refused.
 package injector

@@ -32,7 +32,7 @@ func FuzzAdmissionReview(f *testing.F) {
 	} {
 		f.Add([]byte(seed), false)
 	}
-	in := New(SidecarOptions{NativeSidecars: true, PolicyGenURL: "https://policygen:8443"}, nil)
+	in := New(SidecarOptions{NativeSidecars: true, PolicyGenURL: "https://policygen:8443"})
 	hooks := map[bool]http.Handler{false: in.Webhook(Namespace{}).WithRecoverPanic(false), true: in.Webhook(Namespace{Strict: true}).WithRecoverPanic(false)}
 	f.Fuzz(func(t *testing.T, body []byte, strict bool) {
 		rec := httptest.NewRecorder()

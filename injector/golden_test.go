@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
+
+	"podwall.io/podwall/api/sidecar"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the injector's output")
@@ -144,20 +146,22 @@ func (tc goldenCase) injector(t *testing.T) *Injector {
 	if opts.PolicyGenURL == "" {
 		opts.PolicyGenURL = "https://podwall-policygen.podwall-system.svc:8443"
 	}
-	return New(opts, func(context.Context) (Platform, error) { return tc.platform(t), nil })
+	opts.Platform = tc.platform(t)
+	return New(opts)
 }
 
-// platform is what the case's platform namespace holds.
-func (tc goldenCase) platform(t *testing.T) Platform {
+// platform is what the case's platform namespace holds for every pod: policygen's CA bundle, when
+// the case has one.
+func (tc goldenCase) platform(t *testing.T) platformFor {
 	t.Helper()
 	if tc.policyGenCA == "" {
-		return Platform{}
+		return nil
 	}
 	ca, err := os.ReadFile(filepath.Join("testdata", tc.policyGenCA))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Platform{PolicyGenCA: ca}
+	return platformFor{string(sidecar.KeyPolicyGenCA): string(ca)}
 }
 
 // injectedGoldenPod reads the pod of testdata/<name>.golden.yaml; ok is false when the webhook denied

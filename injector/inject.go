@@ -1,9 +1,9 @@
 package injector
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -18,18 +18,13 @@ var systemNamespaces = []string{"kube-system", "podwall-system"}
 
 // Injector decides whether a pod gets the sidecar and puts it in.
 type Injector struct {
-	opts     SidecarOptions
-	platform PlatformSource
+	opts SidecarOptions
 }
 
-// New returns an Injector; zero fields of opts take their defaults. platform is read for each pod
-// that is injected; nil is an empty Platform.
-func New(opts SidecarOptions, platform PlatformSource) *Injector {
+// New returns an Injector; zero fields of opts take their defaults.
+func New(opts SidecarOptions) *Injector {
 	opts.setDefaults()
-	if platform == nil {
-		platform = func(context.Context) (Platform, error) { return Platform{}, nil }
-	}
-	return &Injector{opts: opts, platform: platform}
+	return &Injector{opts: opts}
 }
 
 // Namespace is what the injector knows about the pod's namespace.
@@ -59,7 +54,7 @@ type status struct {
 // flush, bypass or kill the firewall); the pod is then left as it came. Besides adding the sidecar, it
 // drops NET_RAW from the app containers (dropNetRaw). A pod that is not to be injected comes back
 // unchanged, with a warning if the client should know why.
-func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, ns Namespace) ([]string, error) {
+func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 	if slices.Contains(systemNamespaces, ns.Name) {
 		return nil, nil
 	}
@@ -104,11 +99,18 @@ func (in *Injector) Inject(ctx context.Context, pod *corev1.Pod, ns Namespace) (
 		return nil, err
 	}
 	warnings = append(warnings, rawWarnings...)
-	dropNetRaw(work)
-	platform, err := in.platform(ctx)
-	if err != nil {
-		return nil, err
+	platform := maps.Clone(in.opts.PlatformDefaults)
+	if in.opts.Platform != nil {
+		settings, err := in.opts.Platform.Settings(ns.Name, workloadOf(work))
+		if err != nil {
+			return nil, err
+		}
+		if platform == nil {
+			platform = map[string]string{}
+		}
+		maps.Copy(platform, settings)
 	}
+	dropNetRaw(work)
 	st := in.add(work, platform)
 	raw, err := json.Marshal(st)
 	if err != nil {
@@ -192,7 +194,7 @@ func riskyContainers(spec *corev1.PodSpec) []string {
 
 // add puts the sidecar, its volumes and (on old clusters) the baseline init container into a pod that
 // holds none of them, and returns the status to record.
-func (in *Injector) add(pod *corev1.Pod, platform Platform) status {
+func (in *Injector) add(pod *corev1.Pod, platform map[string]string) status {
 	mesh := detectMesh(pod)
 	podwall := in.sidecar(pod, mesh, platform)
 	st := status{Volumes: injectedVolumes()}

@@ -282,7 +282,7 @@ func (r *received) has(tag string) bool {
 func TestInjectedAppCannotBypassWithNetRaw(t *testing.T) {
 	pod := testPod()
 	pod.Name, pod.Namespace = "web", "shop"
-	if _, err := New(SidecarOptions{NativeSidecars: true, PolicyGenURL: "https://policygen.invalid"}, nil).Inject(context.Background(), pod, Namespace{Name: "shop"}); err != nil {
+	if _, err := New(SidecarOptions{NativeSidecars: true, PolicyGenURL: "https://policygen.invalid"}).Inject(pod, Namespace{Name: "shop"}); err != nil {
 		t.Fatal(err)
 	}
 	app, peer := netnstest.New(t), netnstest.New(t)

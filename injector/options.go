@@ -86,6 +86,13 @@ type SidecarOptions struct {
 	TokenExpiration time.Duration
 	// NativeSidecars chooses the native-sidecar layout (Kubernetes ≥ 1.29).
 	NativeSidecars bool
+	// PlatformDefaults are every sidecar's platform settings (sidecar key → value, as the sidecar's
+	// environment spells it), under what Platform says for the pod.
+	PlatformDefaults map[string]string
+	// Platform gives each pod's platform settings, passed to its sidecar as environment variables over
+	// PlatformDefaults; nil gives none. Run reads them from the ConfigMap podwall-platform in the
+	// injector's namespace.
+	Platform PlatformSource
 }
 
 func (o *SidecarOptions) setDefaults() {

@@ -3,45 +3,113 @@ package injector
 import (
 	"context"
 	"fmt"
+	"maps"
+	"sync"
+	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/config"
 	"podwall.io/podwall/internal/certs"
 )
 
-// Platform is what the platform's namespace (podwall-system) holds for the pods the injector
-// injects, read at each admission: nothing a namespace's own users can write.
-type Platform struct {
-	// PolicyGenCA is the PEM bundle that verifies policygen, which policygen publishes; the sidecar
-	// gets it in its environment. Empty: the system roots.
-	PolicyGenCA []byte
+// PlatformSource gives a pod's platform settings: sidecar keys and values that the injector passes as
+// the sidecar's environment, which the pod's own config file may only tighten, and which no one in the
+// pod's namespace can change.
+type PlatformSource interface {
+	// Settings returns the settings of a pod of workload ("Kind/name", "" for none) in namespace. An
+	// error refuses the pod, with the error's message.
+	Settings(namespace, workload string) (map[string]string, error)
 }
 
-// PlatformSource reads the Platform for one admission.
-type PlatformSource func(ctx context.Context) (Platform, error)
+// Platform reads the platform's ConfigMap (sidecar.PlatformConfigMap, key sidecar.PlatformFile, in the
+// injector's namespace) from a cache that watches that namespace's ConfigMaps, so an admission costs
+// no API call; the file is parsed again only when the ConfigMap changes (config.ParsePlatform). A
+// version that does not parse is logged and the last good one stays in force; with none good since
+// the injector started, pods are refused with a message that says so: a platform floor must never
+// silently vanish. Without the ConfigMap the platform sets nothing (only a cluster admin can delete
+// it). Settings apply to pods created after a change (kubectl rollout restart).
+//
+// The settings also carry policygen's CA bundle (key policygen-ca), from the ConfigMap where
+// policygen publishes it in the same namespace; until it is published, pods are refused: a sidecar
+// that cannot verify policygen would never get a policy.
+type Platform struct {
+	reader client.Reader
+	key    types.NamespacedName
+	ca     types.NamespacedName // Name empty: the sidecars use the system roots
+	log    logr.Logger
 
-// ConfigMapPlatform reads policygen's CA bundle from the ConfigMap namespace/caConfigMap (key
-// ca.crt, where policygen publishes it) through r, the injector's cache of that namespace's
-// ConfigMaps; an empty caConfigMap leaves the sidecars on the system roots. Until policygen has
-// published it, pods are refused: a sidecar that cannot verify policygen would never get a policy.
-func ConfigMapPlatform(r client.Reader, namespace, caConfigMap string) PlatformSource {
-	return func(ctx context.Context) (Platform, error) {
-		if caConfigMap == "" {
-			return Platform{}, nil
-		}
-		var cm corev1.ConfigMap
-		err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: caConfigMap}, &cm)
-		if err != nil && !apierrors.IsNotFound(err) {
-			return Platform{}, fmt.Errorf("podwall: read policygen's CA bundle (ConfigMap %s/%s): %w", namespace, caConfigMap, err)
-		}
-		ca := cm.Data[certs.KeyCABundle]
-		if ca == "" {
-			return Platform{}, fmt.Errorf("podwall: policygen's CA bundle is not published yet (ConfigMap %s/%s, key %s): policygen publishes it when it starts; check `kubectl -n %s get pods` and create the pod again",
-				namespace, caConfigMap, certs.KeyCABundle, namespace)
-		}
-		return Platform{PolicyGenCA: []byte(ca)}, nil
+	mu      sync.Mutex
+	version string           // the resourceVersion last parsed
+	good    *config.Platform // the last version that parsed
+	bad     error            // why the version last parsed was refused
+}
+
+// NewPlatform reads the ConfigMaps of namespace through reader: the platform's settings and, unless
+// caConfigMap is empty, policygen's CA bundle.
+func NewPlatform(reader client.Reader, namespace, caConfigMap string, log logr.Logger) *Platform {
+	return &Platform{reader: reader, log: log,
+		key: types.NamespacedName{Namespace: namespace, Name: sidecar.PlatformConfigMap},
+		ca:  types.NamespacedName{Namespace: namespace, Name: caConfigMap}}
+}
+
+// Settings implements PlatformSource.
+func (p *Platform) Settings(namespace, workload string) (map[string]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	settings, err := p.settings(ctx, namespace, workload)
+	if err != nil || p.ca.Name == "" {
+		return settings, err
 	}
+	var cm corev1.ConfigMap
+	if err := p.reader.Get(ctx, p.ca, &cm); err != nil && !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("podwall: read policygen's CA bundle (ConfigMap %s): %w; retry", p.ca, err)
+	}
+	ca := cm.Data[certs.KeyCABundle]
+	if ca == "" {
+		return nil, fmt.Errorf("podwall: policygen's CA bundle is not published yet (ConfigMap %s, key %s): policygen publishes it when it starts; check `kubectl -n %s get pods` and create the pod again",
+			p.ca, certs.KeyCABundle, p.ca.Namespace)
+	}
+	out := maps.Clone(settings)
+	if out == nil {
+		out = map[string]string{}
+	}
+	out[string(sidecar.KeyPolicyGenCA)] = ca
+	return out, nil
+}
+
+// settings are the pod's entries of the platform's ConfigMap.
+func (p *Platform) settings(ctx context.Context, namespace, workload string) (map[string]string, error) {
+	var cm corev1.ConfigMap
+	err := p.reader.Get(ctx, p.key, &cm)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case err != nil && p.good == nil:
+		return nil, fmt.Errorf("podwall: cannot read ConfigMap %s in %s, the platform's settings: %v; retry", p.key.Name, p.key.Namespace, err)
+	case err != nil:
+		p.log.Error(err, "read the platform ConfigMap; the last good one stays in force")
+	case cm.ResourceVersion != p.version:
+		p.version = cm.ResourceVersion
+		parsed, perr := config.ParsePlatform([]byte(cm.Data[sidecar.PlatformFile]))
+		if perr != nil {
+			p.bad = perr
+			p.log.Error(perr, "platform ConfigMap refused; the last good version stays in force", "configmap", p.key.String(), "resourceVersion", cm.ResourceVersion)
+			break
+		}
+		p.good, p.bad = &parsed, nil
+		p.log.Info("platform ConfigMap applied to pods created from now on", "configmap", p.key.String(), "resourceVersion", cm.ResourceVersion)
+	}
+	if p.good == nil {
+		return nil, fmt.Errorf("podwall: ConfigMap %s in %s (the platform's settings) is invalid and no earlier version of it was good, so no pod is injected until a cluster admin fixes it: %w", p.key.Name, p.key.Namespace, p.bad)
+	}
+	return p.good.For(namespace, workload), nil
 }

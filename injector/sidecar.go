@@ -2,6 +2,7 @@ package injector
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,7 +21,7 @@ import (
 // NFQUEUE are netlink, which needs NET_ADMIN (not NET_RAW), and Kubernetes cannot grant ambient
 // capabilities, so a non-root user would hold NET_ADMIN in its bounding set but not use it. Every other
 // capability is dropped, privilege escalation is off and the root filesystem read-only.
-func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts, platform Platform) corev1.Container {
+func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts, platform map[string]string) corev1.Container {
 	port := intstr.FromInt32(in.opts.Port)
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -77,10 +78,10 @@ func (in *Injector) securityContext() *corev1.SecurityContext {
 	return sc
 }
 
-// env passes the pod's identity (downward API) and the injector's settings as the sidecar's
-// PODWALL_* variables. The environment overrides the per-workload file, so only what the injector
-// owns goes here.
-func (in *Injector) env(pod *corev1.Pod, mesh meshPorts, platform Platform) []corev1.EnvVar {
+// env passes the pod's identity (downward API), the injector's settings and the platform's settings
+// for the pod (sorted by key) as the sidecar's PODWALL_* variables: the platform layer of the sidecar's
+// configuration, which the pod's own config file may only tighten.
+func (in *Injector) env(pod *corev1.Pod, mesh meshPorts, platform map[string]string) []corev1.EnvVar {
 	field := func(key sidecar.Key, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: key.Env(), ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
@@ -101,9 +102,6 @@ func (in *Injector) env(pod *corev1.Pod, mesh meshPorts, platform Platform) []co
 		value(sidecar.KeyPolicyGenURL, in.opts.PolicyGenURL),
 		value(sidecar.KeyPolicyGenTokenFile, sidecar.TokenFile),
 	)
-	if len(platform.PolicyGenCA) > 0 {
-		env = append(env, value(sidecar.KeyPolicyGenCA, string(platform.PolicyGenCA)))
-	}
 	if holders := netRawHolders(pod); len(holders) > 0 {
 		env = append(env, value(sidecar.KeyAppNetRaw, strings.Join(holders, ",")))
 	}
@@ -112,6 +110,9 @@ func (in *Injector) env(pod *corev1.Pod, mesh meshPorts, platform Platform) []co
 			value(sidecar.KeyMeshOutboundPorts, strconv.Itoa(mesh.outbound)),
 			value(sidecar.KeyMeshInboundPorts, strconv.Itoa(mesh.inbound)),
 		)
+	}
+	for _, key := range slices.Sorted(maps.Keys(platform)) {
+		env = append(env, value(sidecar.Key(key), platform[key]))
 	}
 	return env
 }

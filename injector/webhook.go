@@ -85,7 +85,7 @@ func (d defaulter) Default(ctx context.Context, pod *corev1.Pod) error {
 	ns.Name = cmp.Or(pod.Namespace, req.Namespace)
 	switch {
 	case req.Operation == admissionv1.Create && req.SubResource == "":
-		warnings, err := d.in.Inject(ctx, pod, ns)
+		warnings, err := d.in.Inject(pod, ns)
 		addWarnings(ctx, warnings...)
 		return err
 	case req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers":

@@ -17,6 +17,35 @@ const (
 	Protect Mode = "Protect"
 )
 
+// Strictest is the strictest of the modes given (Learn < Monitor < Protect); an empty mode is no
+// mode at all, and none at all gives "". A mode set in configuration is a floor: the mode enforced is
+// the strictest of the policy's and the configured ones.
+func Strictest(modes ...Mode) Mode {
+	var out Mode
+	for _, m := range modes {
+		if m.rank() > out.rank() {
+			out = m
+		}
+	}
+	return out
+}
+
+// Weaker reports whether m is a weaker mode than than (Learn < Monitor < Protect); an empty or unknown
+// mode is weaker than any mode.
+func (m Mode) Weaker(than Mode) bool { return m.rank() < than.rank() }
+
+func (m Mode) rank() int {
+	switch m {
+	case Learn:
+		return 1
+	case Monitor:
+		return 2
+	case Protect:
+		return 3
+	}
+	return 0
+}
+
 // Protocol is an L4 protocol a rule may name.
 // +kubebuilder:validation:Enum=TCP;UDP;SCTP;ICMP;ICMPv6
 type Protocol string

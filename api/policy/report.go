@@ -25,6 +25,60 @@ type Report struct {
 	// Dropped counts connections the sidecar evicted unreported (its bound was reached) since it last
 	// reported.
 	Dropped uint64 `json:"dropped,omitempty"`
+	// Config is the sidecar's effective configuration and what became of its workload's config file.
+	// A sidecar sends it at start and whenever it changes, in a report of its own if need be.
+	Config *SidecarConfig `json:"config,omitempty"`
+}
+
+// MaxConfigMessage bounds SidecarConfig.Message.
+const MaxConfigMessage = 2048
+
+// SidecarConfig is a sidecar's effective configuration: the platform's settings (the flags and
+// environment the injector set) with the workload's config file applied, which may only tighten them.
+type SidecarConfig struct {
+	// Mode is the configured mode floor ("" for none); the mode enforced is the strictest of it and
+	// the policy's (Report.Mode).
+	Mode Mode `json:"mode,omitempty"`
+	// FailMode is closed or open.
+	FailMode string `json:"failMode"`
+	// LogAllows (first, all or none), LogRate and LogBurst are the verdict log's settings.
+	LogAllows string  `json:"logAllows"`
+	LogRate   float64 `json:"logRate"`
+	LogBurst  int     `json:"logBurst"`
+	// File is what became of the workload's config file; Message says why it was refused.
+	File    ConfigFileState `json:"file"`
+	Message string          `json:"message,omitempty"`
+}
+
+// ConfigFileState is what became of a workload's config file.
+type ConfigFileState string
+
+// The config file states.
+const (
+	// ConfigNone: there is no file (no ConfigMap podwall-config), or it is empty.
+	ConfigNone ConfigFileState = "none"
+	// ConfigApplied: the file is in force.
+	ConfigApplied ConfigFileState = "applied"
+	// ConfigRefused: the file was refused (Message says why); the last good configuration stays in
+	// force, at start the platform's settings alone.
+	ConfigRefused ConfigFileState = "refused"
+)
+
+func (c *SidecarConfig) validate() error {
+	switch c.Mode {
+	case "", Learn, Monitor, Protect:
+	default:
+		return fmt.Errorf("config.mode %q: want Learn, Monitor or Protect", c.Mode)
+	}
+	switch c.File {
+	case ConfigNone, ConfigApplied, ConfigRefused:
+	default:
+		return fmt.Errorf("config.file %q: want none, applied or refused", c.File)
+	}
+	if len(c.Message) > MaxConfigMessage {
+		return fmt.Errorf("config.message: over %d bytes", MaxConfigMessage)
+	}
+	return nil
 }
 
 // ReportEntry is one aggregated observation.
@@ -56,6 +110,11 @@ func (r *Report) Validate() error {
 	case "", Learn, Monitor, Protect:
 	default:
 		return fmt.Errorf("mode %q: want Learn, Monitor or Protect", r.Mode)
+	}
+	if r.Config != nil {
+		if err := r.Config.validate(); err != nil {
+			return err
+		}
 	}
 	if len(r.Entries) > MaxReportEntries {
 		return fmt.Errorf("%d entries, over the %d limit", len(r.Entries), MaxReportEntries)

@@ -87,3 +87,12 @@ const (
 	VolumeCache = "podwall-cache"
 	CacheDir    = "/var/lib/podwall"
 )
+
+// The platform's ConfigMap, in the injector's namespace (podwall-system), which only a cluster admin
+// writes: the sidecar settings of every pod, of a namespace's and of one workload's, under the key
+// PlatformFile. The injector passes a pod's settings as environment variables, which the pod's own
+// config file (VolumeConfig) may only tighten.
+const (
+	PlatformConfigMap = "podwall-platform"
+	PlatformFile      = "platform.yaml"
+)

@@ -71,7 +71,7 @@
 //
 // # Notice lines
 //
-// What the operator of the pod must know about its guard, written once as the sidecar starts:
+// What the operator of the pod must know about its guard, written once when it happens:
 //
 //	{"time":"...","pod":"web-5d9c","namespace":"shop","workload":"Deployment/web","notice":"app-net-raw",
 //	 "message":"...","containers":["web"]}
@@ -80,7 +80,9 @@
 //	notice                          what is told: "app-net-raw", app containers hold CAP_NET_RAW (the pod's
 //	                                podwall.io/allow-net-raw annotation, an explicit capability, or a
 //	                                privileged container) and can set SO_MARK and open raw and packet sockets
-//	                                whose traffic the sidecar does not judge
+//	                                whose traffic the sidecar does not judge (as the sidecar starts);
+//	                                "config-refused", the workload's config file was refused (at start or
+//	                                on a reload): the message names the keys, the last good stays in force
 //	message                         the same in words
 //	containers                      the containers concerned
 //

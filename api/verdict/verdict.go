@@ -70,6 +70,11 @@ type Line struct {
 // open raw and packet sockets whose traffic the sidecar does not judge.
 const NoticeAppNetRaw = "app-net-raw"
 
+// NoticeConfigRefused tells that the workload's config file (the pod's ConfigMap podwall-config) was
+// refused: it set a key only the platform sets, or a looser value than the platform's. The message
+// names the keys; the last good configuration stays in force.
+const NoticeConfigRefused = "config-refused"
+
 // IsSummary says whether l is a summary line rather than a verdict or notice line.
 func (l *Line) IsSummary() bool { return l.Suppressed > 0 }
 

@@ -31,13 +31,14 @@ func options(c config.Injector) (injector.Options, error) {
 		PolicyGenCAConfigMap: c.Sidecar.PolicyGenCAConfigMap,
 		NativeSidecars:       native,
 		Sidecar: injector.SidecarOptions{
-			Image:           c.Sidecar.Image,
-			PullPolicy:      corev1.PullPolicy(c.Sidecar.PullPolicy),
-			Resources:       res,
-			Privileged:      c.Sidecar.Privileged,
-			Port:            int32(c.Sidecar.Port),
-			PolicyGenURL:    c.Sidecar.PolicyGenURL,
-			TokenExpiration: c.Sidecar.TokenExpiration,
+			Image:            c.Sidecar.Image,
+			PullPolicy:       corev1.PullPolicy(c.Sidecar.PullPolicy),
+			Resources:        res,
+			Privileged:       c.Sidecar.Privileged,
+			Port:             int32(c.Sidecar.Port),
+			PolicyGenURL:     c.Sidecar.PolicyGenURL,
+			TokenExpiration:  c.Sidecar.TokenExpiration,
+			PlatformDefaults: c.Sidecar.Platform.PlatformDefaults(),
 		},
 	}, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/config"
 	"podwall.io/podwall/sidecar/agent"
 	"podwall.io/podwall/sidecar/verdictlog"
@@ -23,8 +24,19 @@ func options(c config.Sidecar) agent.Options {
 		MeshInPorts:  c.Mesh.Inbound,
 		HTTPAddr:     c.ListenAddr,
 		AppNetRaw:    c.AppNetRaw,
+		Config:       reported(c),
 		Tunables:     tunables(c.Live),
 	}
+}
+
+// reported is the effective configuration the sidecar reports to policygen.
+func reported(c config.Sidecar) policy.SidecarConfig {
+	msg := c.FileState.Refused
+	if len(msg) > policy.MaxConfigMessage {
+		msg = msg[:policy.MaxConfigMessage]
+	}
+	return policy.SidecarConfig{Mode: c.Live.Mode, FailMode: string(c.FailMode), LogAllows: string(c.Live.Log.Allows),
+		LogRate: c.Live.Log.Rate, LogBurst: c.Live.Log.Burst, File: c.FileState.State, Message: msg}
 }
 
 func tunables(l config.SidecarLive) agent.Tunables {

@@ -89,6 +89,7 @@ type Server struct {
 	sink     ReportSink
 	limits   *limiter
 	sidecars *tracker
+	writer   client.Client
 	metrics  metrics
 	log      logr.Logger
 }
@@ -99,7 +100,7 @@ func New(opts Options, hub *resolve.Hub, reviewer *kubeauth.Reviewer, reader cli
 	opts.setDefaults()
 	m := newMetrics(opts.Registerer)
 	return &Server{
-		opts: opts, hub: hub, sink: sink, metrics: m, log: log,
+		opts: opts, hub: hub, sink: sink, writer: writer, metrics: m, log: log,
 		auth:     &authenticator{reviewer: reviewer, reader: reader, api: opts.APIReader, audience: opts.Audience},
 		limits:   newLimiter(opts.ReportInterval, opts.ReportBurst),
 		sidecars: newTracker(hub, writer, opts.Replica, m.subscribers, log),
@@ -260,6 +261,9 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		(rep.Pod != "" && rep.Pod != id.Pod.Name) {
 		s.fail(w, "report", http.StatusForbidden, fmt.Sprintf("pod %s may report only for itself, in %s", id.Pod, id.Workload))
 		return
+	}
+	if refused := s.sidecars.reported(id, rep); refused != "" {
+		s.recordRefusal(r.Context(), id, refused)
 	}
 	if err := s.sink.Accept(r.Context(), id, rep); err != nil {
 		s.log.Error(err, "accept report", "workload", id.Workload.String())

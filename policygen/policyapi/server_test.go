@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	dto "github.com/prometheus/client_model/go"
 	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -298,4 +299,88 @@ func (e *env) subscribersNow() float64 {
 		return 0
 	}
 	return m.GetGauge().GetValue()
+}
+
+// TestSidecarConfigReports: a sidecar that reports its workload's config file refused gets a Warning
+// Event on its pod (once per message), and a sidecar enforcing a weaker mode than its policy's is not
+// counted in sync, though it holds the current revision. The caller is a real pod's bound token.
+func TestSidecarConfigReports(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	pgtest.Namespace(t, e.c, "demo", nil)
+	pods := e.k.Deployment("demo", "client", "client", "10.2.0.1")
+	e.k.Create(&v1.WorkloadPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "deployment-client"},
+		Spec:       v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "client"}, Mode: policy.Protect},
+	})
+	token := e.k.Token(pods[0], "podwall")
+	var held *policy.Policy
+	var etag string
+	testutil.Eventually(t, 10*time.Second, func() error {
+		code, p, h := e.policy(token, "?wait=1")
+		if code != http.StatusOK {
+			return fmt.Errorf("GET /v1/policy: %d", code)
+		}
+		held, etag = p, h.Get("ETag")
+		return nil
+	})
+	// A poll holding the current content: the tracker knows the sidecar is current.
+	if code, _, _ := e.policy(token, fmt.Sprintf("?after=%d&wait=0", held.Revision), "If-None-Match", etag); code != http.StatusNotModified {
+		t.Fatalf("poll holding the current policy: %d, want 304", code)
+	}
+
+	refusal := `config file /etc/podwall/config.yaml: key "fail-mode": only the platform sets it`
+	report := func(mode policy.Mode, file policy.ConfigFileState, msg string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"revision":%d,"mode":%q,"entries":[],"config":{"mode":"Learn","failMode":"closed","logAllows":"first","logRate":100,"logBurst":200,"file":%q,"message":%q}}`,
+			held.Revision, mode, file, msg)
+		if code, _, resp := e.do("POST", "/v1/reports", token, []byte(body)); code != http.StatusAccepted {
+			t.Fatalf("report: %d %s", code, resp)
+		}
+	}
+	inSync := func(want int32) {
+		t.Helper()
+		testutil.Eventually(t, 10*time.Second, func() error {
+			var p v1.WorkloadPolicy
+			if err := e.c.Get(ctx, client.ObjectKey{Namespace: "demo", Name: "deployment-client"}, &p); err != nil {
+				return err
+			}
+			if len(p.Status.Replicas) != 1 || p.Status.Replicas[0].Sidecars != 1 || p.Status.Replicas[0].SidecarsInSync != want {
+				return fmt.Errorf("replicas %+v, want one sidecar, %d in sync", p.Status.Replicas, want)
+			}
+			return nil
+		})
+	}
+	events := func() []corev1.Event {
+		t.Helper()
+		var list corev1.EventList
+		if err := e.c.List(ctx, &list, client.InNamespace("demo")); err != nil {
+			t.Fatal(err)
+		}
+		var out []corev1.Event
+		for _, ev := range list.Items {
+			if ev.Reason == ReasonConfigRefused && ev.InvolvedObject.UID == pods[0].UID {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+
+	inSync(1)
+	report(policy.Learn, policy.ConfigRefused, refusal)
+	inSync(0)
+	report(policy.Learn, policy.ConfigRefused, refusal) // the same refusal again: no second Event
+	testutil.Eventually(t, 10*time.Second, func() error {
+		evs := events()
+		if len(evs) != 1 {
+			return fmt.Errorf("%d ConfigRefused events on the pod, want 1", len(evs))
+		}
+		if ev := evs[0]; ev.Type != corev1.EventTypeWarning || !strings.Contains(ev.Message, refusal) ||
+			ev.InvolvedObject.Name != pods[0].Name || ev.InvolvedObject.Kind != "Pod" {
+			return fmt.Errorf("event %+v", ev)
+		}
+		return nil
+	})
+	report(policy.Protect, policy.ConfigApplied, "")
+	inSync(1)
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/resolve"
 	"podwall.io/podwall/policygen/workload"
@@ -43,7 +44,12 @@ type sidecar struct {
 	workload workload.Key
 	after    int64
 	hash     string
-	polls    int // in flight
+	// mode is the mode the sidecar last reported enforcing, "" before its first report.
+	mode policy.Mode
+	// refused is the refusal of its config file last recorded as an Event, so that each is told once.
+	refused  string
+	polls    int  // in flight
+	polled   bool // it has polled: a sidecar that only reported so far is not counted
 	lastSeen time.Time
 }
 
@@ -66,7 +72,7 @@ func (t *tracker) polling(id Identity, after int64, hash string) func() {
 		sc = &sidecar{}
 		t.pods[id.UID] = sc
 	}
-	sc.workload, sc.after, sc.hash = id.Workload, after, hash
+	sc.workload, sc.after, sc.hash, sc.polled = id.Workload, after, hash, true
 	sc.polls++
 	sc.lastSeen = time.Now()
 	t.subscribers.Inc()
@@ -79,8 +85,40 @@ func (t *tracker) polling(id Identity, after int64, hash string) func() {
 	}
 }
 
-// tally counts, per workload, the sidecars polling now or within grace, and those holding the current
-// revision; it forgets sidecars gone longer.
+// reported records the mode a sidecar says it enforces and returns, once per message, the refusal of
+// its config file that it reports.
+func (t *tracker) reported(id Identity, r *policy.Report) (refused string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sc := t.pods[id.UID]
+	if sc == nil {
+		sc = &sidecar{workload: id.Workload}
+		t.pods[id.UID] = sc
+	}
+	sc.mode, sc.lastSeen = r.Mode, time.Now()
+	switch c := r.Config; {
+	case c == nil:
+	case c.File != policy.ConfigRefused:
+		sc.refused = ""
+	case c.Message != sc.refused:
+		sc.refused = c.Message
+		return c.Message
+	}
+	return ""
+}
+
+// untold forgets that a refusal was told, so that the next report tells it again.
+func (t *tracker) untold(id Identity) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if sc := t.pods[id.UID]; sc != nil {
+		sc.refused = ""
+	}
+}
+
+// tally counts, per workload, the sidecars polling now or within grace, and those in sync: holding the
+// current revision and enforcing a mode no weaker than its (a sidecar that has not reported yet is
+// judged by its revision alone); it forgets sidecars gone longer.
 func (t *tracker) tally(grace time.Duration) map[workload.Key]counts {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -90,11 +128,15 @@ func (t *tracker) tally(grace time.Duration) map[workload.Key]counts {
 			delete(t.pods, uid)
 			continue
 		}
-		rev, hash := t.hub.Current(sc.workload)
+		if !sc.polled {
+			continue
+		}
+		rev, hash, mode := t.hub.Current(sc.workload)
 		c := out[sc.workload]
 		c.revision = rev
 		c.sidecars++
-		if (sc.hash != "" && sc.hash == hash) || (sc.hash == "" && sc.after == rev && rev != 0) {
+		current := (sc.hash != "" && sc.hash == hash) || (sc.hash == "" && sc.after == rev && rev != 0)
+		if current && (sc.mode == "" || !sc.mode.Weaker(mode)) {
 			c.inSync++
 		}
 		out[sc.workload] = c

@@ -150,14 +150,15 @@ func (h *Hub) Bump(k workload.Key, after int64) {
 	h.publish(e, e.pol, e.hash, after+1)
 }
 
-// Current is the workload's current revision and content hash, zero when it is not resolved here.
-func (h *Hub) Current(k workload.Key) (int64, string) {
+// Current is the workload's current revision, content hash and mode, zero when it is not resolved
+// here.
+func (h *Hub) Current(k workload.Key) (int64, string, policy.Mode) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if e := h.entries[k]; e != nil && e.pol != nil {
-		return e.pol.Revision, e.hash
+		return e.pol.Revision, e.hash, e.pol.Mode
 	}
-	return 0, ""
+	return 0, "", ""
 }
 
 // Recomputes counts resolutions since the start.

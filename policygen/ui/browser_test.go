@@ -38,12 +38,15 @@ func testBrowser(t *testing.T, w *world) {
 	ctx := browser(t)
 	// One deny before anyone looks: the live view must replay it and the workloads page count it.
 	w.report("web", policy.Protect, entry(policy.Deny, policy.Egress, "10.1.0.3", 5432))
+	// A sidecar of db that enforces a weaker mode than its policy's, its config file refused.
+	w.post("db", policy.Report{Mode: policy.Monitor, Entries: []policy.ReportEntry{}, Config: &policy.SidecarConfig{
+		FailMode: "closed", LogAllows: "first", LogRate: 100, LogBurst: 200, File: policy.ConfigRefused, Message: "key \"fail-mode\""}})
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(w.url)); err != nil {
 		t.Fatalf("open the UI: %v", err)
 	}
 	signIn(t, ctx, w.viewer)
-	t.Run("workloads", func(t *testing.T) { checkWorkloads(t, ctx) })
+	t.Run("workloads", func(t *testing.T) { checkWorkloads(t, ctx, w) })
 	t.Run("live", func(t *testing.T) { checkLive(t, ctx, w) })
 	t.Run("policy read-only", func(t *testing.T) { checkReadOnlyPolicy(t, ctx, w) })
 	t.Run("graph", func(t *testing.T) { checkGraph(t, ctx) })
@@ -77,7 +80,7 @@ func waitRows(t *testing.T, ctx context.Context, table string, timeout time.Dura
 	return got
 }
 
-func checkWorkloads(t *testing.T, ctx context.Context) {
+func checkWorkloads(t *testing.T, ctx context.Context, w *world) {
 	navigate(t, ctx, "#/workloads")
 	got := waitRows(t, ctx, "#workloads", 10*time.Second, func(r [][]string) bool { return len(r) == 4 })
 	// Rules by origin depend on the generator; the seeded user rule and the modes do not.
@@ -88,8 +91,8 @@ func checkWorkloads(t *testing.T, ctx context.Context) {
 	want := [][]string{
 		{"billing", "Deployment/ledger", "Learn", "0", "0 / 0", "0"},
 		{"shop", "Deployment/api", "Monitor", "0", "0 / 0", "0"},
-		{"shop", "Deployment/db", "Protect", "0", "0 / 0", "0"},
-		{"shop", "Deployment/web", "Protect", "1", "0 / 0", "1"},
+		{"shop", "Deployment/db", "Protect", "0", "0 / 0" + w.pods["db"].Name + ": Monitor (weaker than the policy's Protect), config refused", "0"},
+		{"shop", "Deployment/web", "Protect", "1", "0 / 0" + w.pods["web"].Name + ": Protect", "1"},
 	}
 	if diff := cmp.Diff(want, brief); diff != "" {
 		t.Errorf("workloads table (namespace, workload, mode, user rules, in sync, last hour) (-want +got):\n%s", diff)

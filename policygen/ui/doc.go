@@ -1,11 +1,11 @@
 // Package ui is podwall's web UI, served by policygen under /ui on the policy API's listener, its
 // assets embedded in the binary (the clusters it runs on may be offline, so nothing comes from a CDN).
 //
-// Pages: the workloads (mode, rules by origin, sidecars in sync, violations of the last hour, pending
+// Pages: the workloads (mode, rules by origin, sidecars in sync with each pod's reported mode and
+// config file state, a weaker mode or a refused file marked, violations of the last hour, pending
 // proposals), each policy in plain words with its proposals (Accept) and NetworkPolicy export, the
-// live verdicts (server-sent events from a
-// ring buffer the report sink feeds, so a paused or reconnecting view replays what it missed) and the
-// connection graph.
+// live verdicts (server-sent events from a ring buffer the report sink feeds, so a paused or
+// reconnecting view replays what it missed) and the connection graph.
 //
 // Every request carries the caller's Kubernetes bearer token (pasted once into the page, or set by an
 // authenticating proxy in front of policygen). Reading needs RBAC to list WorkloadPolicies; changing a

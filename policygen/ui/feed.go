@@ -2,7 +2,10 @@ package ui
 
 import (
 	"context"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +53,20 @@ type Feed struct {
 	next    uint64  // the next Seq; Seq starts at 1
 	wake    chan struct{}
 	buckets map[workload.Key]*[60]minute
+	pods    map[workload.Key]map[string]PodState
+}
+
+// PodState is what a pod's sidecar last reported of itself: the mode it enforces and its workload's
+// config file.
+type PodState struct {
+	Pod string `json:"pod"`
+	// Mode is the mode it enforces, the strictest of the policy's and its configured floor.
+	Mode policy.Mode `json:"mode"`
+	// File is what became of the workload's config file (none, applied, refused); Message says why it
+	// was refused.
+	File    policy.ConfigFileState `json:"file,omitempty"`
+	Message string                 `json:"message,omitempty"`
+	Seen    time.Time              `json:"seen"`
 }
 
 type minute struct {
@@ -66,7 +83,7 @@ func NewFeed(names client.Reader, size int) *Feed {
 		size = DefaultFeedSize
 	}
 	return &Feed{names: names, now: time.Now, ring: make([]Event, size), next: 1, wake: make(chan struct{}),
-		buckets: map[workload.Key]*[60]minute{}}
+		buckets: map[workload.Key]*[60]minute{}, pods: map[workload.Key]map[string]PodState{}}
 }
 
 // Sink wraps a report sink: reports go to next first, and only those it took are recorded, so that a
@@ -86,8 +103,9 @@ func (s sink) Accept(ctx context.Context, id policyapi.Identity, r *policy.Repor
 	return nil
 }
 
-// Record adds a report's denies and audits.
+// Record adds a report's denies and audits, and the pod's state.
 func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Report) {
+	f.recordPod(id, r)
 	var vs []Event
 	for _, e := range r.Entries {
 		if e.Verdict != policy.Deny && e.Verdict != policy.Audit {
@@ -161,6 +179,46 @@ func (f *Feed) After(seq uint64) (vs []Event, lost uint64, more <-chan struct{})
 		vs = append(vs, f.ring[s%uint64(len(f.ring))])
 	}
 	return vs, lost, f.wake
+}
+
+// recordPod keeps the state the pod's sidecar reported.
+func (f *Feed) recordPod(id policyapi.Identity, r *policy.Report) {
+	st := PodState{Pod: id.Pod.Name, Mode: r.Mode, Seen: f.now().UTC()}
+	if c := r.Config; c != nil {
+		st.File, st.Message = c.File, c.Message
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgetPods(id.Workload)
+	if f.pods[id.Workload] == nil {
+		f.pods[id.Workload] = map[string]PodState{}
+	}
+	f.pods[id.Workload][id.Pod.Name] = st
+}
+
+// podStateTTL is how long a pod's reported state is shown after its last report.
+const podStateTTL = time.Hour
+
+// Pods returns the state each pod of workload k reported in the last hour, by pod name.
+func (f *Feed) Pods(k workload.Key) []PodState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgetPods(k)
+	out := slices.Collect(maps.Values(f.pods[k]))
+	slices.SortFunc(out, func(a, b PodState) int { return strings.Compare(a.Pod, b.Pod) })
+	return out
+}
+
+// forgetPods drops the states of workload k older than podStateTTL; f.mu is held.
+func (f *Feed) forgetPods(k workload.Key) {
+	for name, st := range f.pods[k] {
+		if f.now().Sub(st.Seen) > podStateTTL {
+			delete(f.pods[k], name)
+		}
+	}
+	if len(f.pods[k]) == 0 {
+		delete(f.pods, k)
+	}
 }
 
 // LastHour returns each workload's denies and audits of the last 60 minutes.

@@ -1,11 +1,15 @@
 package ui
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/types"
 
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/policygen/policyapi"
 	"podwall.io/podwall/policygen/workload"
 )
 
@@ -81,5 +85,25 @@ func TestFeedLastHour(t *testing.T) {
 	now = now.Add(2 * time.Hour)
 	if diff := cmp.Diff(map[workload.Key]uint64{}, f.LastHour()); diff != "" {
 		t.Errorf("after 3 hours (-want +got):\n%s", diff)
+	}
+}
+
+func TestFeedPods(t *testing.T) {
+	f := NewFeed(nil, 8)
+	now := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+	f.now = func() time.Time { return now }
+	web := workload.Key{Namespace: "shop", Kind: "Deployment", Name: "web"}
+	id := func(pod string) policyapi.Identity {
+		return policyapi.Identity{Pod: types.NamespacedName{Namespace: "shop", Name: pod}, Workload: web}
+	}
+	f.Record(context.Background(), id("web-b"), &policy.Report{Mode: policy.Monitor, Config: &policy.SidecarConfig{File: policy.ConfigRefused, Message: "why"}})
+	f.Record(context.Background(), id("web-a"), &policy.Report{Mode: policy.Protect})
+	want := []PodState{{Pod: "web-a", Mode: policy.Protect, Seen: now}, {Pod: "web-b", Mode: policy.Monitor, File: policy.ConfigRefused, Message: "why", Seen: now}}
+	if diff := cmp.Diff(want, f.Pods(web)); diff != "" {
+		t.Errorf("pods (-want +got):\n%s", diff)
+	}
+	now = now.Add(time.Hour + time.Second)
+	if got := f.Pods(web); len(got) != 0 {
+		t.Errorf("pods an hour later: %+v, want none", got)
 	}
 }

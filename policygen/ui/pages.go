@@ -35,6 +35,9 @@ type Row struct {
 	Violations int64  `json:"violations"`
 	// Proposals counts the manifest rules waiting to be accepted.
 	Proposals int32 `json:"proposals"`
+	// Pods are the states its pods' sidecars reported to this replica in the last hour: a pod whose
+	// mode is weaker than the policy's is not in sync, and a refused config file is shown with why.
+	Pods []PodState `json:"pods"`
 }
 
 // workloads lists the WorkloadPolicies, of one namespace when ?namespace= says so, with the
@@ -60,7 +63,8 @@ func (s *Server) workloads(w http.ResponseWriter, r *http.Request) {
 		k := workload.Key{Namespace: p.Namespace, Kind: p.Spec.Workload.Kind, Name: p.Spec.Workload.Name}
 		rows = append(rows, Row{Namespace: p.Namespace, Policy: p.Name, Workload: k.Kind + "/" + k.Name,
 			Mode: modeOf(p), Rules: CountByOrigin(&p.Spec), Sidecars: p.Status.Sidecars, InSync: p.Status.SidecarsInSync,
-			LastHour: lastHour[k], Violations: p.Status.Violations, Proposals: p.Status.PendingProposals})
+			LastHour: lastHour[k], Violations: p.Status.Violations, Proposals: p.Status.PendingProposals,
+			Pods: s.feed.Pods(k)})
 	}
 	slices.SortFunc(rows, func(a, b Row) int {
 		return strings.Compare(a.Namespace+"/"+a.Workload, b.Namespace+"/"+b.Workload)

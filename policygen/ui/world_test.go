@@ -183,9 +183,15 @@ func (w *world) user(admin *rest.Config, name string, verbs ...string) string {
 // report posts a report as the workload's pod would, with one entry.
 func (w *world) report(workloadName string, mode policy.Mode, e policy.ReportEntry) {
 	w.t.Helper()
+	w.post(workloadName, policy.Report{Mode: mode, Entries: []policy.ReportEntry{e}})
+}
+
+// post posts r as the workload's pod would, naming the pod.
+func (w *world) post(workloadName string, r policy.Report) {
+	w.t.Helper()
 	pod := w.pods[workloadName]
-	body, _ := json.Marshal(policy.Report{Namespace: pod.Namespace, Workload: "Deployment/" + workloadName, Pod: pod.Name,
-		Mode: mode, Entries: []policy.ReportEntry{e}})
+	r.Namespace, r.Workload, r.Pod = pod.Namespace, "Deployment/"+workloadName, pod.Name
+	body, _ := json.Marshal(r)
 	req, _ := http.NewRequest("POST", strings.TrimSuffix(w.url, "/ui/")+"/v1/reports", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+w.cluster.Token(pod, "podwall"))
 	resp, err := w.https.Do(req)

@@ -44,6 +44,7 @@ func (a *Agent) applyLocked(p *policy.Policy, t Tunables) error {
 	}
 	a.policy, a.tunables = p, t
 	a.revision.Set(float64(p.Revision))
+	a.noteWeakerMode(p, t.Mode)
 	if modeOf(p, t.Mode) == policy.Protect {
 		a.revoke()
 	}
@@ -68,7 +69,7 @@ func (a *Agent) revoke() {
 }
 
 func (a *Agent) swapDecider(p *policy.Policy, t Tunables) error {
-	d, err := decide.New(p, decide.Options{Mode: t.Mode, MeshPorts: slices.Concat(a.opts.MeshOutPorts, a.opts.MeshInPorts)})
+	d, err := decide.New(p, decide.Options{Mode: modeOf(p, t.Mode), MeshPorts: slices.Concat(a.opts.MeshOutPorts, a.opts.MeshInPorts)})
 	if err != nil {
 		return err
 	}
@@ -99,14 +100,27 @@ func (a *Agent) rulesetOptions(t Tunables) ruleset.Options {
 	return o
 }
 
-// withMode returns p as the kernel should enforce it under a mode override.
-func withMode(p *policy.Policy, override policy.Mode) *policy.Policy {
-	if override == "" || override == p.Mode {
+// withMode returns p as the kernel should enforce it under a configured mode floor.
+func withMode(p *policy.Policy, configured policy.Mode) *policy.Policy {
+	mode := modeOf(p, configured)
+	if mode == p.Mode {
 		return p
 	}
 	c := *p
-	c.Mode = override
+	c.Mode = mode
 	return &c
+}
+
+// noteWeakerMode says, once for each pair, that the configured mode is weaker than the policy's and
+// changes nothing. a.mu is held.
+func (a *Agent) noteWeakerMode(p *policy.Policy, configured policy.Mode) {
+	pair := [2]policy.Mode{configured, p.Mode}
+	if configured == "" || !configured.Weaker(p.Mode) || pair == a.weakerNoted {
+		return
+	}
+	a.weakerNoted = pair
+	a.log.Info("the configured mode is weaker than the policy's and is ignored: a mode in the configuration is a floor",
+		"configured", string(configured), "policy", string(p.Mode))
 }
 
 // allowSelf opens the ruleset to MarkSelf towards one destination the sidecar's own socket is about

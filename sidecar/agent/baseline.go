@@ -54,8 +54,8 @@ var (
 
 // baseline is what a pod that has never had a policy runs: deny-all in Protect or when failing closed,
 // else allow-all with every connection logged as an audit.
-func baseline(failOpen bool, override policy.Mode) *policy.Policy {
-	if failOpen && override != policy.Protect {
+func baseline(failOpen bool, floor policy.Mode) *policy.Policy {
+	if failOpen && floor != policy.Protect {
 		return auditAll
 	}
 	return denyAll

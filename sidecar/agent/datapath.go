@@ -94,10 +94,8 @@ func recordedPort(c decide.Conn) uint16 {
 	return c.Remote.Port()
 }
 
-// modeOf returns the mode a policy runs in after the operator's override.
-func modeOf(p *policy.Policy, override policy.Mode) policy.Mode {
-	if override != "" {
-		return override
-	}
-	return p.Mode
+// modeOf returns the mode a policy runs in: a configured mode is a floor, so the strictest of the
+// policy's and the configured one.
+func modeOf(p *policy.Policy, configured policy.Mode) policy.Mode {
+	return policy.Strictest(p.Mode, configured)
 }

@@ -44,6 +44,9 @@ type Options struct {
 	// AppNetRaw names the pod's app containers that hold CAP_NET_RAW (the injector drops it unless
 	// told otherwise); Run says so in a notice line as it starts, since they can bypass the firewall.
 	AppNetRaw []string
+	// Config is the effective configuration the sidecar reports to policygen with its observations
+	// (ReportConfig changes it); a refused workload config file is also told in a notice line.
+	Config policy.SidecarConfig
 	// Tunables may change while the sidecar runs (Reconfigure).
 	Tunables
 }
@@ -65,7 +68,7 @@ type PolicyGen struct {
 
 // Tunables are the settings a running sidecar takes without a restart.
 type Tunables struct {
-	// Mode overrides the policy's mode when set.
+	// Mode is a floor when set: the mode enforced is the strictest of it and the policy's.
 	Mode policy.Mode
 	// Log chooses which allows are logged and the log rate limit. Its FirstInterval is also how long
 	// the kernel lets repeat connections of a logged allow through without asking (the seen sets).

@@ -42,6 +42,10 @@ type Agent struct {
 	mu       sync.Mutex // serializes policy and tunable changes, and every use of nft
 	policy   *policy.Policy
 	tunables Tunables
+	// config is what reportHeader reports as the effective configuration.
+	config policy.SidecarConfig
+	// weakerNoted is the last (configured, policy) mode pair told to be ignored (noteWeakerMode).
+	weakerNoted [2]policy.Mode
 	// selfDests are the destinations the sidecar's own sockets connected to (allowSelf): every Apply
 	// keeps them open to MarkSelf.
 	selfDests []ruleset.Dest
@@ -72,7 +76,7 @@ func Run(ctx context.Context, opts Options, log logr.Logger) error {
 // kernel offers. Nothing in the namespace changes until Run.
 func New(opts Options, log logr.Logger) (*Agent, error) {
 	opts.setDefaults()
-	a := &Agent{opts: opts, log: log, reg: prometheus.NewRegistry(), tunables: opts.Tunables}
+	a := &Agent{opts: opts, log: log, reg: prometheus.NewRegistry(), tunables: opts.Tunables, config: opts.Config}
 	if opts.NetNS != "" {
 		fd, err := unix.Open(opts.NetNS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -117,11 +121,16 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 // Run installs the first policy (the policy file's, else the cached one, else the fail mode's
 // baseline), binds the queues, turns ready (with policygen and no cache, once its first policy is in
 // force or FirstPolicyWait has passed), and then follows policy and configuration changes until ctx
-// ends. Its first verdict-log line is the app-net-raw notice when app containers hold CAP_NET_RAW. It then leaves the namespace in the fail mode's state: fail-closed keeps the policy enforced in
+// ends. Its first verdict-log lines are the app-net-raw notice when app containers hold CAP_NET_RAW and the
+// config-refused notice when the workload's config file was refused (Options.Config). It then leaves the
+// namespace in the fail mode's state: fail-closed keeps the policy enforced in
 // the kernel and refuses the rest, fail-open removes the table.
 func (a *Agent) Run(ctx context.Context) error {
 	if len(a.opts.AppNetRaw) > 0 {
 		a.vlog.Load().Notice(verdict.NoticeAppNetRaw, appNetRawMessage, a.opts.AppNetRaw)
+	}
+	if c := a.opts.Config; c.File == policy.ConfigRefused {
+		a.vlog.Load().Notice(verdict.NoticeConfigRefused, c.Message, nil)
 	}
 	first, fileData := a.initialPolicy()
 	// Bind before the ruleset exists so that its queue rules never meet an unbound queue; the decider
@@ -246,8 +255,20 @@ func (a *Agent) mode() policy.Mode {
 func (a *Agent) reportHeader() policy.Report {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	c := a.config
 	return policy.Report{Namespace: a.opts.Namespace, Workload: a.opts.Workload, Pod: a.opts.Pod,
-		Revision: a.policy.Revision, Mode: modeOf(a.policy, a.tunables.Mode)}
+		Revision: a.policy.Revision, Mode: modeOf(a.policy, a.tunables.Mode), Config: &c}
+}
+
+// ReportConfig takes a new effective configuration to report (it goes out with the next report, which
+// is sent for it even with no observations); a newly refused config file is also told in a notice line.
+func (a *Agent) ReportConfig(c policy.SidecarConfig) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c.File == policy.ConfigRefused && c != a.config {
+		a.vlog.Load().Notice(verdict.NoticeConfigRefused, c.Message, nil)
+	}
+	a.config = c
 }
 
 func (a *Agent) identity() verdictlog.Identity {

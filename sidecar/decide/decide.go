@@ -68,7 +68,8 @@ type Decision struct {
 
 // Options tune a Decider. The zero value is ready to use.
 type Options struct {
-	// Mode, when set, overrides the policy's mode (the operator's mode override).
+	// Mode, when set, is the mode to run in instead of the policy's (the agent passes the strictest of
+	// the policy's and the configured floor).
 	Mode policy.Mode
 	// MeshPorts are the local ports a mesh proxy redirects connections to, outbound and inbound alike
 	// (Envoy 15001 and 15006, Linkerd 4140 and 4143); none means no mesh. Only redirect targets belong

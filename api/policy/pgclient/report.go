@@ -24,14 +24,17 @@ type ReportSource interface {
 }
 
 // ReportLoop sends what src gathered every ReportInterval until ctx ends. header fills in the
-// report's identity, revision and mode at sending time. Undelivered entries go back into src (which
-// bounds them), and a failing policygen is retried with backoff; the verdict path never waits for it.
+// report's identity, revision, mode and effective configuration at sending time; a configuration not
+// yet delivered is sent even with no entries, the first at once. Undelivered entries go back into src
+// (which bounds them), and a failing policygen is retried with backoff; the verdict path never waits
+// for it.
 func (c *Client) ReportLoop(ctx context.Context, src ReportSource, header func() policy.Report) {
-	var reported uint64 // src.Dropped() at the last delivery
-	wait, retry := c.opts.ReportInterval, c.backoff
+	var reported uint64            // src.Dropped() at the last delivery
+	var told *policy.SidecarConfig // the configuration last delivered
+	wait, retry := time.Duration(0), c.backoff
 	for sleep(ctx, wait) {
-		entries, dropped := src.Drain(), src.Dropped()
-		if len(entries) == 0 && dropped == reported {
+		entries, dropped, config := src.Drain(), src.Dropped(), header().Config
+		if len(entries) == 0 && dropped == reported && sameConfig(config, told) {
 			wait = c.opts.ReportInterval
 			continue
 		}
@@ -40,7 +43,7 @@ func (c *Client) ReportLoop(ctx context.Context, src ReportSource, header func()
 			src.Restore(entries[sent:])
 		}
 		if err == nil {
-			reported, wait, retry = dropped, c.opts.ReportInterval, c.backoff
+			reported, told, wait, retry = dropped, config, c.opts.ReportInterval, c.backoff
 			c.succeeded()
 			continue
 		}
@@ -50,6 +53,11 @@ func (c *Client) ReportLoop(ctx context.Context, src ReportSource, header func()
 		c.failed("reports", err, header().Revision)
 		wait = max(retryAfter, retry.Step())
 	}
+}
+
+// sameConfig says whether two reported configurations are the same (both absent counts).
+func sameConfig(a, b *policy.SidecarConfig) bool {
+	return a == b || a != nil && b != nil && *a == *b
 }
 
 // send posts entries in reports of at most MaxReportEntries. It returns how many entries were

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"podwall.io/podwall/e2e/internal/cluster"
 )
@@ -27,9 +30,10 @@ func Deploy(ctx context.Context, c *cluster.Cluster, root string) error {
 		return err
 	}
 	ip := svc.Spec.ClusterIP
+	url := "https://" + ip + ":8443"
 	for _, args := range [][]string{
 		{"-n", systemNamespace, "set", "env", "deployment/podwall-policygen", "PODWALL_CERT_HOSTS=" + ip},
-		{"-n", systemNamespace, "set", "env", "deployment/podwall-injector", "PODWALL_POLICYGEN_URL=https://" + ip + ":8443"},
+		{"-n", systemNamespace, "set", "env", "deployment/podwall-injector", "PODWALL_POLICYGEN_URL=" + url},
 		{"-n", systemNamespace, "rollout", "status", "deployment/podwall-policygen", "--timeout=3m"},
 		{"-n", systemNamespace, "rollout", "status", "deployment/podwall-injector", "--timeout=3m"},
 	} {
@@ -37,7 +41,21 @@ func Deploy(ctx context.Context, c *cluster.Cluster, root string) error {
 			return fmt.Errorf("kubectl %v: %w: %s", args, err, out)
 		}
 	}
-	return nil
+	// The rollout is done once the old injector pod is terminating, but until it has exited it may
+	// still answer admissions on a connection the API server keeps to it, injecting pods with the
+	// Service's DNS name, which this cluster cannot resolve: wait until only new pods are left.
+	return wait.PollUntilContextTimeout(ctx, time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := c.Client.CoreV1().Pods(systemNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=podwall-injector"})
+		if err != nil {
+			return false, nil // retried until the timeout
+		}
+		for _, p := range pods.Items {
+			if !slices.ContainsFunc(p.Spec.Containers[0].Env, func(e corev1.EnvVar) bool { return e.Name == "PODWALL_POLICYGEN_URL" && e.Value == url }) {
+				return false, nil
+			}
+		}
+		return len(pods.Items) > 0, nil
+	})
 }
 
 func kubectl(ctx context.Context, c *cluster.Cluster, args ...string) ([]byte, error) {

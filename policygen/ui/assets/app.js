@@ -52,12 +52,26 @@ async function showWorkloads() {
     link.href = "#/policy/" + encodeURIComponent(w.namespace) + "/" + encodeURIComponent(w.policy);
     const name = el("td"); name.appendChild(link);
     const sync = el("td", w.inSync + " / " + w.sidecars, "num" + (w.inSync < w.sidecars ? " bad" : ""));
+    for (const p of w.pods || []) sync.appendChild(podState(p, w.mode));
     const viol = el("td", w.lastHour, "num" + (w.lastHour > 0 ? " bad" : ""));
     body.appendChild(row([w.namespace, name, el("td", w.mode, "mode mode-" + w.mode),
       el("td", w.rules.manifest + " / " + w.rules.learned + " / " + w.rules.user, "num"), sync, viol,
       el("td", w.proposals, "num" + (w.proposals > 0 ? " bad" : ""))]));
   }
   $("workloads-empty").hidden = data.workloads.length > 0;
+}
+
+// podState is one pod's reported state: the mode its sidecar enforces (a weaker one than the policy's
+// is not in sync) and a refused config file, with why in the title.
+const modeRank = { Learn: 1, Monitor: 2, Protect: 3 };
+
+function podState(p, policyMode) {
+  const weaker = (modeRank[p.mode] || 0) < (modeRank[policyMode] || 0);
+  let text = p.pod + ": " + (p.mode || "?") + (weaker ? " (weaker than the policy's " + policyMode + ")" : "");
+  if (p.file === "refused") text += ", config refused";
+  const div = el("div", text, "pod" + (weaker || p.file === "refused" ? " bad" : ""));
+  if (p.message) div.title = p.message;
+  return div;
 }
 
 // ---- one policy ----

@@ -1,0 +1,170 @@
+package injector
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/internal/testutil"
+)
+
+// testPlatformConfigMap writes the platform's ConfigMap in podwall-system as a cluster admin and
+// reads back what the API server stores for new pods: a namespace's and a workload's entries land in
+// the sidecar's environment; a first version that does not parse refuses pods with a message, a
+// later bad version leaves the last good one in force. A namespace user, who may write ConfigMaps in
+// her own namespace, may not write the platform's.
+func testPlatformConfigMap(t *testing.T, c *cluster) {
+	ctx := context.Background()
+	cms := c.cs.CoreV1().ConfigMaps("podwall-system")
+	write := func(content string) {
+		t.Helper()
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: sidecar.PlatformConfigMap},
+			Data: map[string]string{sidecar.PlatformFile: content}}
+		if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); apierrors.IsNotFound(err) {
+			_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = cms.Delete(ctx, sidecar.PlatformConfigMap, metav1.DeleteOptions{}) })
+	client := func(p *corev1.Pod) {
+		p.Labels = map[string]string{"pod-template-hash": "7d9f"}
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "client-7d9f",
+			UID: "0d5c2c1e-7d9f-4c5a-9a3e-000000000001", Controller: ptr.To(true)}}
+	}
+	env := func(p *corev1.Pod) map[string]string {
+		out := map[string]string{}
+		for _, e := range p.Spec.InitContainers[0].Env {
+			out[e.Name] = e.Value
+		}
+		return out
+	}
+
+	write("defaults: {mode: Monitor}\nnamespaces: {opted: {mode: Protekt}}\n")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		_, _, err := c.createPod("opted", testPod())
+		if err == nil || !strings.Contains(err.Error(), "ConfigMap podwall-platform in podwall-system (the platform's settings) is invalid and no earlier version of it was good") ||
+			!strings.Contains(err.Error(), `namespaces.opted: mode: "Protekt"`) {
+			return fmt.Errorf("pod with only a bad platform ConfigMap: %v, want refused naming the key", err)
+		}
+		return nil
+	})
+
+	const good = `
+defaults: {mode: Monitor, log-rate: 200}
+namespaces:
+  opted: {mode: Protect, log-allows: all}
+workloads:
+  opted/Deployment/client: {fail-mode: open}
+`
+	write(good)
+	want := map[string]map[string]string{
+		"client": {"PODWALL_MODE": "Protect", "PODWALL_LOG_ALLOWS": "all", "PODWALL_LOG_RATE": "200", "PODWALL_FAIL_MODE": "open"},
+		"other":  {"PODWALL_MODE": "Protect", "PODWALL_LOG_ALLOWS": "all", "PODWALL_LOG_RATE": "200", "PODWALL_FAIL_MODE": ""},
+	}
+	check := func(when string) {
+		t.Helper()
+		testutil.Eventually(t, 10*time.Second, func() error {
+			for name, mutate := range map[string]func(*corev1.Pod){"client": client, "other": func(*corev1.Pod) {}} {
+				p, _, err := c.createPod("opted", testPod(mutate))
+				if err != nil {
+					return err
+				}
+				got := env(p)
+				for k, v := range want[name] {
+					if got[k] != v {
+						return fmt.Errorf("%s: %s pod: %s=%q, want %q", when, name, k, got[k], v)
+					}
+				}
+			}
+			return nil
+		})
+	}
+	check("good platform ConfigMap")
+	write("defaults: {fail-mode: open, bogus: 1}\n")
+	// The bad version is seen (a pod is created after it) and changes nothing.
+	check("after a bad version")
+
+	t.Run("a namespace user cannot write the platform's ConfigMap", func(t *testing.T) {
+		role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "opted", Name: "configmap-editor"},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"*"}}}}
+		if _, err := c.cs.RbacV1().Roles("opted").Create(ctx, role, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "opted", Name: "eve"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: "eve"}}}
+		if _, err := c.cs.RbacV1().RoleBindings("opted").Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eve := rest.CopyConfig(c.cfg)
+		eve.Impersonate = rest.ImpersonationConfig{UserName: "eve"}
+		asEve := kubernetes.NewForConfigOrDie(eve).CoreV1()
+		weak := map[string]string{sidecar.PlatformFile: "defaults: {mode: Learn, fail-mode: open}\n"}
+		testutil.Eventually(t, 10*time.Second, func() error { // the RoleBinding takes effect
+			own := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "podwall-config"}, Data: map[string]string{"config.yaml": "mode: Learn\n"}}
+			_, err := asEve.ConfigMaps("opted").Create(ctx, own, metav1.CreateOptions{})
+			if err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("eve's own namespace: %v", err)
+			}
+			return nil
+		})
+		_, err := asEve.ConfigMaps("podwall-system").Create(ctx,
+			&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "podwall-platform-2"}, Data: weak}, metav1.CreateOptions{})
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("create a ConfigMap in podwall-system as eve: %v, want forbidden", err)
+		}
+		_, err = asEve.ConfigMaps("podwall-system").Update(ctx,
+			&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: sidecar.PlatformConfigMap}, Data: weak}, metav1.UpdateOptions{})
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("update the platform ConfigMap as eve: %v, want forbidden", err)
+		}
+		cm, err := cms.Get(ctx, sidecar.PlatformConfigMap, metav1.GetOptions{})
+		if err != nil || strings.Contains(cm.Data[sidecar.PlatformFile], "Learn") {
+			t.Errorf("platform ConfigMap after eve: %v %v", cm.Data, err)
+		}
+		if err := asEve.ConfigMaps("opted").Delete(ctx, "podwall-config", metav1.DeleteOptions{}); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// platformFor is a PlatformSource with the same settings for every pod.
+type platformFor map[string]string
+
+func (p platformFor) Settings(string, string) (map[string]string, error) { return p, nil }
+
+// TestPlatformDefaultsUnderTheConfigMap: the injector's own platform defaults reach every sidecar's
+// environment, and the platform's ConfigMap overrides them key by key.
+func TestPlatformDefaultsUnderTheConfigMap(t *testing.T) {
+	in := New(SidecarOptions{PolicyGenURL: "https://policygen", NativeSidecars: true,
+		PlatformDefaults: map[string]string{"mode": "Monitor", "log-rate": "50"},
+		Platform:         platformFor{"mode": "Protect", "fail-mode": "open"}})
+	pod := testPod()
+	if _, err := in.Inject(pod, Namespace{Name: "opted"}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range pod.Spec.InitContainers[0].Env {
+		got[e.Name] = e.Value
+	}
+	for k, v := range map[string]string{"PODWALL_MODE": "Protect", "PODWALL_FAIL_MODE": "open", "PODWALL_LOG_RATE": "50"} {
+		if got[k] != v {
+			t.Errorf("%s=%q, want %q", k, got[k], v)
+		}
+	}
+}
