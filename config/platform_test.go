@@ -47,7 +47,7 @@ func TestParsePlatformErrors(t *testing.T) {
 	}{
 		{"unknown field", "default: {mode: Protect}\n", []string{`unknown field "default"`}},
 		{"not YAML", "defaults: {mode: [\n", []string{"platform.yaml"}},
-		{"a key only the injector sets", "defaults: {policygen-ca-file: /tmp/ca}\n", []string{"defaults: policygen-ca-file: not a platform key"}},
+		{"a key only the injector sets", "defaults: {policygen-ca: x}\n", []string{"defaults: policygen-ca: not a platform key"}},
 		{"unknown key", "namespaces: {demo: {modes: Protect}}\n", []string{"namespaces.demo: modes: not a platform key"}},
 		{"bad mode", "defaults: {mode: Enforce}\n", []string{`defaults: mode: "Enforce" is not one of`}},
 		{"bad fail-mode", "workloads: {demo/Deployment/web: {fail-mode: ajar}}\n", []string{`workloads.demo/Deployment/web: fail-mode: "ajar" is not one of`}},

@@ -19,7 +19,7 @@ func FuzzSidecarFile(f *testing.F) {
 		"mode: protect\nlog-allows: all\nlog-allow-interval: 30s\nlog-rate: 500\nlog-burst: 900\n",
 		"queue-count: 2\n",
 		"mode: Learn\nfail-mode: open\n",
-		"policygen-ca-file: /tmp/ca.crt\n",
+		"policygen-ca: x\n",
 		"log-rate: .nan\n",
 		"log-rate: 1e308\nlog-burst: 9223372036854775807\n",
 		"log:\n  rate: 1\n",
