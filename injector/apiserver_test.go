@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -96,11 +97,36 @@ func (c *cluster) apply(t testing.TB, file string, opts ...client.CreateOption) 
 	}
 }
 
+// as is the API server as user sees it.
+func (c *cluster) as(user string) *rest.Config {
+	cfg := rest.CopyConfig(c.cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	return cfg
+}
+
+// namespaceUser binds user to a Role named after it, with rules, in each of namespaces, and returns
+// a client acting as user: a namespace's user, not a cluster admin.
+func (c *cluster) namespaceUser(t testing.TB, user string, rules []rbacv1.PolicyRule, namespaces ...string) *kubernetes.Clientset {
+	t.Helper()
+	ctx := context.Background()
+	for _, ns := range namespaces {
+		role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user}, Rules: rules}
+		if _, err := c.cs.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: user},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: user}}}
+		if _, err := c.cs.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return kubernetes.NewForConfigOrDie(c.as(user))
+}
+
 // asInjector is the API server as the injector's ServiceAccount sees it, bound by rbac.yaml.
 func (c *cluster) asInjector() *rest.Config {
-	cfg := rest.CopyConfig(c.cfg)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:podwall-system:podwall-injector"}
-	return cfg
+	return c.as("system:serviceaccount:podwall-system:podwall-injector")
 }
 
 // manifestWebhooks reads the webhook configuration that kubectl apply -k manifests/ installs.

@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"podwall.io/podwall/internal/certs"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"podwall.io/podwall/internal/certs"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"

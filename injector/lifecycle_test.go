@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/api/sidecar"
@@ -47,23 +46,8 @@ var podUserRole = []rbacv1.PolicyRule{
 // container's image, a debug container without extra capabilities, exec into the app, anything in a
 // namespace without podwall) goes through.
 func testLifecycle(t *testing.T, c *cluster) {
-	ctx := context.Background()
 	c.apply(t, "lifecycle-policy.yaml")
-	for _, ns := range []string{"opted", "strict", "plain"} {
-		role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pod-user"}, Rules: podUserRole}
-		if _, err := c.cs.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "eve"},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: "eve"}}}
-		if _, err := c.cs.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	eveCfg := rest.CopyConfig(c.cfg)
-	eveCfg.Impersonate = rest.ImpersonationConfig{UserName: "eve"}
-	eve := kubernetes.NewForConfigOrDie(eveCfg)
+	eve := c.namespaceUser(t, "eve", podUserRole, "opted", "strict", "plain")
 
 	// The API server loads a new policy in the background: wait until it refuses an image swap on a pod
 	// of its own (a new image each try: a swap let through before would otherwise pass unchanged).
@@ -330,9 +314,7 @@ func testLifecycleExec(t *testing.T, eve kubernetes.Interface, pod *corev1.Pod) 
 // ran before): a debug container that would keep the runtime's NET_RAW, which the injector would have
 // dropped, is refused by the policy alone.
 func testLifecycleWithoutInjector(t *testing.T, c *cluster) {
-	eveCfg := rest.CopyConfig(c.cfg)
-	eveCfg.Impersonate = rest.ImpersonationConfig{UserName: "eve"}
-	eve := kubernetes.NewForConfigOrDie(eveCfg)
+	eve := kubernetes.NewForConfigOrDie(c.as("eve"))
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "opted", Name: "debugged"}}
 	const want = "podwall: ephemeral container late would hold NET_RAW"
 	// The API server drops a deleted webhook configuration in the background.

@@ -11,8 +11,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/api/sidecar"
@@ -100,20 +98,8 @@ workloads:
 	check("after a bad version")
 
 	t.Run("a namespace user cannot write the platform's ConfigMap", func(t *testing.T) {
-		role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "opted", Name: "configmap-editor"},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"*"}}}}
-		if _, err := c.cs.RbacV1().Roles("opted").Create(ctx, role, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "opted", Name: "eve"},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: "eve"}}}
-		if _, err := c.cs.RbacV1().RoleBindings("opted").Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		eve := rest.CopyConfig(c.cfg)
-		eve.Impersonate = rest.ImpersonationConfig{UserName: "eve"}
-		asEve := kubernetes.NewForConfigOrDie(eve).CoreV1()
+		asEve := c.namespaceUser(t, "configmap-editor",
+			[]rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"*"}}}, "opted").CoreV1()
 		weak := map[string]string{sidecar.PlatformFile: "defaults: {mode: Learn, fail-mode: open}\n"}
 		testutil.Eventually(t, 10*time.Second, func() error { // the RoleBinding takes effect
 			own := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "podwall-config"}, Data: map[string]string{"config.yaml": "mode: Learn\n"}}

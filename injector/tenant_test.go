@@ -9,7 +9,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/api/sidecar"
@@ -21,21 +20,8 @@ import (
 // outside strict namespaces) injected with a warning.
 func testTenantPods(t *testing.T, c *cluster) {
 	ctx := context.Background()
-	for _, ns := range []string{"opted", "strict"} {
-		role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pod-creator"},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}}
-		if _, err := c.cs.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mallory"},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: "mallory"}}}
-		if _, err := c.cs.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mallory := rest.CopyConfig(c.cfg)
-	mallory.Impersonate = rest.ImpersonationConfig{UserName: "mallory"}
+	c.namespaceUser(t, "mallory", []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}, "opted", "strict")
+	mallory := c.as("mallory")
 
 	tokenMount := []corev1.VolumeMount{{Name: sidecar.VolumeToken, MountPath: "/stolen"}}
 	tests := []struct {
