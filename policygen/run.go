@@ -147,7 +147,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 	if err := hub.Watch(ctx, mgr.GetCache()); err != nil {
 		return err
 	}
-	gen := generator.New(mgr.GetClient(), generator.Options{DNS: opts.DNS, ClusterDomain: opts.ClusterDomain})
+	gen := generator.New(mgr.GetClient(), generator.Options{DNS: opts.DNS, ClusterDomain: opts.ClusterDomain, APIReader: mgr.GetAPIReader()})
 	if err := gen.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("generator: %w", err)
 	}

@@ -9,16 +9,20 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
+	"podwall.io/podwall/policygen/workload"
 )
 
 func deployment(ns, name string, env ...corev1.EnvVar) *appsv1.Deployment {
@@ -120,5 +124,79 @@ func TestGeneratorWritesManifestRulesAndKeepsUserRules(t *testing.T) {
 	err := c.Get(ctx, types.NamespacedName{Namespace: "plain", Name: "deployment-web"}, &p)
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("policy in a namespace without %s: err %v", InjectLabel, err)
+	}
+}
+
+// A namespace user's pod that claims a workload it does not belong to is a bare pod: it gets a policy of
+// its own, and the claimed workload's policy is not touched.
+func TestGeneratorGivesARefusedPodItsOwnPolicy(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
+		return New(mgr.GetClient(), Options{APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr)
+	})
+	pgtest.Namespace(t, c, "shop", map[string]string{InjectLabel: "enabled"})
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	genuine := k.Deployment("shop", "web", "", "10.0.0.1")[0]
+	depKey := types.NamespacedName{Namespace: "shop", Name: "deployment-web"}
+	var dep v1.WorkloadPolicy
+	testutil.Eventually(t, 10*time.Second, func() error { return c.Get(ctx, depKey, &dep) })
+
+	// mallory may create pods in shop and nothing else.
+	k.Create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "pods"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}})
+	k.Create(&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "mallory"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pods"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: "mallory"}}})
+	malloryCfg := rest.CopyConfig(cfg)
+	malloryCfg.Impersonate = rest.ImpersonationConfig{UserName: "mallory"}
+	mallory, err := client.New(malloryCfg, client.Options{Scheme: pgtest.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	var dp appsv1.Deployment
+	if err := c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &dp); err != nil {
+		t.Fatal(err)
+	}
+	spoofs := map[string]metav1.OwnerReference{
+		"spoof-dep": {APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "not-web", Controller: &yes},
+		"spoof-rs":  {APIVersion: "apps/v1", Kind: "ReplicaSet", Name: genuine.OwnerReferences[0].Name, UID: "not-web-rs", Controller: &yes},
+	}
+	for name, ref := range spoofs {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Labels: genuine.Labels,
+			OwnerReferences: []metav1.OwnerReference{ref}}, Spec: genuine.Spec}
+		if err := mallory.Create(ctx, p); err != nil {
+			t.Fatalf("mallory creates %s: %v", name, err)
+		}
+	}
+	for name := range spoofs {
+		var p v1.WorkloadPolicy
+		testutil.Eventually(t, 10*time.Second, func() error {
+			return c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "pod-" + name}, &p)
+		})
+		if p.Spec.Workload != (v1.WorkloadRef{Kind: "Pod", Name: name}) {
+			t.Errorf("policy pod-%s is for %+v", name, p.Spec.Workload)
+		}
+		if len(p.OwnerReferences) != 1 || p.OwnerReferences[0].Kind != "Pod" || p.OwnerReferences[0].Name != name {
+			t.Errorf("policy pod-%s has owners %+v, want the pod", name, p.OwnerReferences)
+		}
+	}
+
+	// The Deployment's pod is not a workload of its own, and the Deployment's policy is as it was.
+	g := New(c, Options{})
+	if _, err := g.Reconcile(ctx, requestFor(workload.Key{Namespace: "shop", Kind: "Pod", Name: genuine.Name})); err != nil {
+		t.Fatal(err)
+	}
+	var p v1.WorkloadPolicy
+	if err := c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "pod-" + genuine.Name}, &p); !apierrors.IsNotFound(err) {
+		t.Errorf("policy for the Deployment's pod: err %v", err)
+	}
+	var after v1.WorkloadPolicy
+	if err := c.Get(ctx, depKey, &after); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(dep.Spec, after.Spec); d != "" || after.OwnerReferences[0].UID != dp.UID {
+		t.Errorf("Deployment's policy changed (-before +after):\n%s\nowners %+v", d, after.OwnerReferences)
 	}
 }

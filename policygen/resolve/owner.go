@@ -68,7 +68,11 @@ func OwnerOf(ctx context.Context, r client.Reader, a netip.Addr) (Owner, error) 
 		if pod.Spec.HostNetwork || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		return Owner{Kind: OwnerWorkload, Addr: a, Workload: workload.Of(ctx, r, nil, pod)}, nil
+		k, err := workload.Of(ctx, r, nil, pod)
+		if err != nil {
+			return Owner{}, err
+		}
+		return Owner{Kind: OwnerWorkload, Addr: a, Workload: k}, nil
 	}
 	var svcs corev1.ServiceList
 	if err := r.List(ctx, &svcs, client.MatchingFields{IPIndex: ip}); err != nil {

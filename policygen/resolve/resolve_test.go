@@ -11,7 +11,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -181,5 +183,87 @@ func TestHubResolvesAndRevises(t *testing.T) {
 		t.Errorf("acquire without policy: %v, want ErrNoPolicy", err)
 	} else {
 		release()
+	}
+}
+
+// A namespace user's pod that names another workload's ReplicaSet as its controller, with a UID that
+// is not the ReplicaSet's, does not count as that workload's: its address is in no rule that names the
+// workload or the ReplicaSet, and its events dirty only itself.
+func TestSpoofedControllerIsNoWorkloadPeer(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	var hub *Hub
+	pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
+		if err := Index(ctx, mgr.GetFieldIndexer()); err != nil {
+			return err
+		}
+		hub = NewHub(mgr.GetCache(), HubOptions{}, testr.New(t))
+		if err := hub.Watch(ctx, mgr.GetCache()); err != nil {
+			return err
+		}
+		return mgr.Add(hub)
+	})
+	pgtest.Namespace(t, c, "shop", nil)
+	api := k.Deployment("shop", "api", "", "10.1.0.1")
+	k.Deployment("shop", "db", "", "10.1.0.5")
+	rsName := api[0].OwnerReferences[0].Name
+	k.Create(&v1.WorkloadPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-db"},
+		Spec: v1.WorkloadPolicySpec{
+			Workload: v1.WorkloadRef{Kind: "Deployment", Name: "db"}, Mode: policy.Protect,
+			Ingress: []v1.Rule{
+				{Name: "api", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}}},
+				{Name: "api-rs", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "ReplicaSet", Name: rsName}}}}},
+			},
+		},
+	})
+	db := workload.Key{Namespace: "shop", Kind: "Deployment", Name: "db"}
+	// mallory may create pods in shop and nothing else.
+	k.Create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "pods"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}})
+	k.Create(&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "mallory"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pods"},
+		Subjects: []rbacv1.Subject{{Kind: "User", Name: "mallory"}}})
+	malloryCfg := rest.CopyConfig(cfg)
+	malloryCfg.Impersonate = rest.ImpersonationConfig{UserName: "mallory"}
+	mallory, err := client.New(malloryCfg, client.Options{Scheme: pgtest.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	spoof := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "spoof", Labels: api[0].Labels,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rsName, UID: "not-the-rs", Controller: &yes}}},
+		Spec: api[0].Spec}
+	if err := mallory.Create(ctx, spoof); err != nil {
+		t.Fatalf("mallory creates her pod: %v", err)
+	}
+	k.SetIP(spoof, "10.1.0.66") // the kubelet's doing, not mallory's
+	if got, want := hub.ownersOf(spoof), []workload.Key{{Namespace: "shop", Kind: "Pod", Name: "spoof"}}; !cmp.Equal(got, want) {
+		t.Errorf("ownersOf(spoof) = %v, want %v", got, want)
+	}
+
+	// A genuine pod of api started after mallory's: once the hub shows it, it has seen hers too.
+	genuine := k.Create(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: rsName + "-9",
+		Labels: api[0].Labels, OwnerReferences: api[0].OwnerReferences}, Spec: api[0].Spec}).(*corev1.Pod)
+	k.SetIP(genuine, "10.1.0.2")
+	want := pfx("10.1.0.1/32", "10.1.0.2/32")
+	var snap Snapshot
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var release func()
+		snap, release, err = hub.Acquire(ctx, db)
+		release()
+		if err != nil {
+			return err
+		}
+		for _, r := range snap.Policy.Ingress {
+			if !cmp.Equal(r.CIDRs, want, cmpopts.EquateComparable(netip.Prefix{})) {
+				return fmt.Errorf("rule %s has %v, want %v", r.ID, r.CIDRs, want)
+			}
+		}
+		return nil
+	})
+	if name, ok := snap.Policy.Names[netip.MustParseAddr("10.1.0.66")]; ok {
+		t.Errorf("mallory's address is named %q", name)
 	}
 }

@@ -17,7 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -44,7 +46,10 @@ func Start(t testing.TB) (*rest.Config, client.Client) {
 // runs in it before it starts, and the manager stops when the test ends.
 func Manager(t testing.TB, cfg *rest.Config, setup func(manager.Manager) error) manager.Manager {
 	t.Helper()
-	mgr, err := manager.New(cfg, manager.Options{Scheme: Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	mgr, err := manager.New(cfg, manager.Options{Scheme: Scheme(), Metrics: metricsserver.Options{BindAddress: "0"},
+		// A test process starts a manager per test, and the same controllers in each; controller-runtime
+		// refuses a name already used in the process (its controller metrics are process-wide).
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
 	if err != nil {
 		t.Fatal(err)
 	}
