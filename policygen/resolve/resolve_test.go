@@ -4,16 +4,19 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -36,17 +39,7 @@ func TestHubResolvesAndRevises(t *testing.T) {
 	cfg, c := pgtest.Start(t)
 	ctx := context.Background()
 	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
-	var hub *Hub
-	mgr := pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
-		if err := Index(ctx, mgr.GetFieldIndexer()); err != nil {
-			return err
-		}
-		hub = NewHub(mgr.GetCache(), HubOptions{}, testr.New(t))
-		if err := hub.Watch(ctx, mgr.GetCache()); err != nil {
-			return err
-		}
-		return mgr.Add(hub)
-	})
+	hub, mgr := startHub(t, cfg, cache.Options{})
 	pgtest.Namespace(t, c, "shop", map[string]string{"team": "shop"})
 	pgtest.Namespace(t, c, "ops", map[string]string{"team": "ops"})
 	apiPods := k.Deployment("shop", "api", "", "10.1.0.1", "10.1.0.2")
@@ -186,15 +179,11 @@ func TestHubResolvesAndRevises(t *testing.T) {
 	}
 }
 
-// A namespace user's pod that names another workload's ReplicaSet as its controller, with a UID that
-// is not the ReplicaSet's, does not count as that workload's: its address is in no rule that names the
-// workload or the ReplicaSet, and its events dirty only itself.
-func TestSpoofedControllerIsNoWorkloadPeer(t *testing.T) {
-	cfg, c := pgtest.Start(t)
+// startHub runs a hub in a manager whose cache has opts, as policygen does.
+func startHub(t *testing.T, cfg *rest.Config, opts cache.Options) (*Hub, manager.Manager) {
 	ctx := context.Background()
-	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
 	var hub *Hub
-	pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
+	mgr := pgtest.ManagerWithCache(t, cfg, opts, func(mgr manager.Manager) error {
 		if err := Index(ctx, mgr.GetFieldIndexer()); err != nil {
 			return err
 		}
@@ -204,66 +193,156 @@ func TestSpoofedControllerIsNoWorkloadPeer(t *testing.T) {
 		}
 		return mgr.Add(hub)
 	})
+	return hub, mgr
+}
+
+// ingressOf waits until each ingress rule of k's resolved policy holds what want has under its name
+// (nothing when want lacks it), and returns the snapshot.
+func ingressOf(t *testing.T, hub *Hub, k workload.Key, want map[string][]netip.Prefix) Snapshot {
+	t.Helper()
+	var snap Snapshot
+	testutil.Eventually(t, 10*time.Second, func() error {
+		s, release, err := hub.Acquire(context.Background(), k)
+		release()
+		if err != nil {
+			return err
+		}
+		snap = s
+		for _, r := range snap.Policy.Ingress {
+			if w := want[strings.TrimPrefix(r.ID, "ingress/")]; !cmp.Equal(r.CIDRs, w, cmpopts.EquateComparable(netip.Prefix{}), cmpopts.EquateEmpty()) {
+				return fmt.Errorf("rule %s has %v, want %v", r.ID, r.CIDRs, w)
+			}
+		}
+		return nil
+	})
+	return snap
+}
+
+// A namespace user's pods that name another workload's ReplicaSet as their controller, with a UID that
+// is not the ReplicaSet's, not marked controller, or with labels its selector does not match, do not
+// count as that workload's: their addresses are in no rule that names the workload or the ReplicaSet.
+func TestSpoofedControllerIsNoWorkloadPeer(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	hub, _ := startHub(t, cfg, cache.Options{})
 	pgtest.Namespace(t, c, "shop", nil)
 	api := k.Deployment("shop", "api", "", "10.1.0.1")
 	k.Deployment("shop", "db", "", "10.1.0.5")
-	rsName := api[0].OwnerReferences[0].Name
+	rs := api[0].OwnerReferences[0]
 	k.Create(&v1.WorkloadPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-db"},
 		Spec: v1.WorkloadPolicySpec{
 			Workload: v1.WorkloadRef{Kind: "Deployment", Name: "db"}, Mode: policy.Protect,
 			Ingress: []v1.Rule{
 				{Name: "api", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}}},
-				{Name: "api-rs", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "ReplicaSet", Name: rsName}}}}},
+				{Name: "api-rs", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "ReplicaSet", Name: rs.Name}}}}},
 			},
 		},
 	})
 	db := workload.Key{Namespace: "shop", Kind: "Deployment", Name: "db"}
-	// mallory may create pods in shop and nothing else.
-	k.Create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "pods"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}})
-	k.Create(&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "mallory"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pods"},
-		Subjects: []rbacv1.Subject{{Kind: "User", Name: "mallory"}}})
-	malloryCfg := rest.CopyConfig(cfg)
-	malloryCfg.Impersonate = rest.ImpersonationConfig{UserName: "mallory"}
-	mallory, err := client.New(malloryCfg, client.Options{Scheme: pgtest.Scheme()})
-	if err != nil {
-		t.Fatal(err)
+	mallory := k.PodCreator("shop", "mallory")
+	no := false
+	wrongUID, notController := rs, rs
+	wrongUID.UID = "not-the-rs"
+	notController.Controller = &no
+	spoofs := []struct {
+		name   string
+		labels map[string]string
+		ref    metav1.OwnerReference
+		ip     string
+	}{
+		{"spoof-uid", api[0].Labels, wrongUID, "10.1.0.66"},
+		{"spoof-controller", api[0].Labels, notController, "10.1.0.67"},
+		// She read the ReplicaSet's UID off a pod of it; her labels are not the selector's.
+		{"spoof-labels", map[string]string{"app": "mallory"}, rs, "10.1.0.68"},
 	}
-	yes := true
-	spoof := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "spoof", Labels: api[0].Labels,
-		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rsName, UID: "not-the-rs", Controller: &yes}}},
-		Spec: api[0].Spec}
-	if err := mallory.Create(ctx, spoof); err != nil {
-		t.Fatalf("mallory creates her pod: %v", err)
-	}
-	k.SetIP(spoof, "10.1.0.66") // the kubelet's doing, not mallory's
-	if got, want := hub.ownersOf(spoof), []workload.Key{{Namespace: "shop", Kind: "Pod", Name: "spoof"}}; !cmp.Equal(got, want) {
-		t.Errorf("ownersOf(spoof) = %v, want %v", got, want)
+	for _, sp := range spoofs {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: sp.name, Labels: sp.labels,
+			OwnerReferences: []metav1.OwnerReference{sp.ref}}, Spec: api[0].Spec}
+		if err := mallory.Create(ctx, p); err != nil {
+			t.Fatalf("mallory creates %s: %v", sp.name, err)
+		}
+		k.SetIP(p, sp.ip) // the kubelet's doing, not mallory's
 	}
 
 	// A genuine pod of api started after mallory's: once the hub shows it, it has seen hers too.
-	genuine := k.Create(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: rsName + "-9",
+	genuine := k.Create(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: rs.Name + "-9",
 		Labels: api[0].Labels, OwnerReferences: api[0].OwnerReferences}, Spec: api[0].Spec}).(*corev1.Pod)
 	k.SetIP(genuine, "10.1.0.2")
 	want := pfx("10.1.0.1/32", "10.1.0.2/32")
-	var snap Snapshot
-	testutil.Eventually(t, 10*time.Second, func() error {
-		var release func()
-		snap, release, err = hub.Acquire(ctx, db)
-		release()
-		if err != nil {
-			return err
+	snap := ingressOf(t, hub, db, map[string][]netip.Prefix{"api": want, "api-rs": want})
+	for _, sp := range spoofs {
+		if name, ok := snap.Policy.Names[netip.MustParseAddr(sp.ip)]; ok {
+			t.Errorf("%s's address is named %q", sp.name, name)
 		}
-		for _, r := range snap.Policy.Ingress {
-			if !cmp.Equal(r.CIDRs, want, cmpopts.EquateComparable(netip.Prefix{})) {
-				return fmt.Errorf("rule %s has %v, want %v", r.ID, r.CIDRs, want)
+	}
+}
+
+// A Deployment's pod counts as the Deployment's once the cache holds its ReplicaSet and the Deployment,
+// which here arrive after the pod, the Deployment last: the hub re-verifies on the owners' own events.
+// The cache sees a ReplicaSet or Deployment only once it is labelled cached=yes, so that the test, not
+// the informers' timing, decides the order.
+func TestPodCountsOnceItsOwnersAreCached(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	gate := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{"cached": "yes"})}
+	hub, mgr := startHub(t, cfg, cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.ReplicaSet{}: gate, &appsv1.Deployment{}: gate}})
+	pgtest.Namespace(t, c, "shop", nil)
+	api := k.Deployment("shop", "api", "", "10.1.0.1")[0]
+	// solo, a ReplicaSet of its own, marks when the hub has handled the ReplicaSet events before its own.
+	solo := k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "solo"},
+		Spec: appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "solo"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "solo"}}, Spec: api.Spec}}})
+	yes := true
+	soloPod := k.Create(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "solo-1", Labels: map[string]string{"app": "solo"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "solo", UID: solo.GetUID(), Controller: &yes}}},
+		Spec: api.Spec}).(*corev1.Pod)
+	k.SetIP(soloPod, "10.1.0.99")
+	peer := func(kind, name string) []v1.Peer {
+		return []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: kind, Name: name}}}}
+	}
+	k.Create(&v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-db"},
+		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "db"}, Mode: policy.Protect,
+			Ingress: []v1.Rule{{Name: "api", Peers: peer("Deployment", "api")}, {Name: "solo", Peers: peer("ReplicaSet", "solo")}}}})
+	db := workload.Key{Namespace: "shop", Kind: "Deployment", Name: "db"}
+	admit := func(obj client.Object) { // into the cache
+		t.Helper()
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			t.Fatal(err)
+		}
+		l := obj.GetLabels()
+		if l == nil {
+			l = map[string]string{}
+		}
+		l["cached"] = "yes"
+		obj.SetLabels(l)
+		if err := c.Update(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		for _, p := range []*corev1.Pod{api, soloPod} {
+			var got corev1.Pod
+			if err := mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(p), &got); err != nil || len(got.Status.PodIPs) == 0 {
+				return fmt.Errorf("pod %s not in the cache with its address: %v", p.Name, err)
 			}
 		}
 		return nil
 	})
-	if name, ok := snap.Policy.Names[netip.MustParseAddr("10.1.0.66")]; ok {
-		t.Errorf("mallory's address is named %q", name)
+	ingressOf(t, hub, db, nil)
+
+	// The ReplicaSet arrives, then solo's: once solo's pod shows, the hub has resolved with api's
+	// ReplicaSet in the cache, and found no Deployment above it: api's pod does not count yet.
+	admit(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: api.OwnerReferences[0].Name}})
+	admit(solo)
+	ingressOf(t, hub, db, map[string][]netip.Prefix{"solo": pfx("10.1.0.99/32")})
+
+	// The Deployment arrives, and nothing else changes: its own event brings the policy up to date.
+	admit(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "api"}})
+	snap := ingressOf(t, hub, db, map[string][]netip.Prefix{"api": pfx("10.1.0.1/32"), "solo": pfx("10.1.0.99/32")})
+	if got, want := snap.Policy.Names[netip.MustParseAddr("10.1.0.1")], "workload:shop/Deployment/api"; got != want {
+		t.Errorf("the pod is named %q, want %q", got, want)
 	}
 }
