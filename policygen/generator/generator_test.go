@@ -9,12 +9,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -128,11 +128,15 @@ func TestGeneratorWritesManifestRulesAndKeepsUserRules(t *testing.T) {
 }
 
 // A namespace user's pod that claims a workload it does not belong to is a bare pod: it gets a policy of
-// its own, and the claimed workload's policy is not touched.
+// its own, and the claimed workload's policy is not touched. The generator's cache never holds the
+// ReplicaSets here (they lack the label it selects), so every owner check goes to the API server, as
+// for a ReplicaSet the informer has not seen yet.
 func TestGeneratorGivesARefusedPodItsOwnPolicy(t *testing.T) {
 	cfg, c := pgtest.Start(t)
 	ctx := context.Background()
-	pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
+	gated := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&appsv1.ReplicaSet{}: {Label: labels.SelectorFromSet(labels.Set{"cached": "yes"})}}}
+	mgr := pgtest.ManagerWithCache(t, cfg, gated, func(mgr manager.Manager) error {
 		return New(mgr.GetClient(), Options{APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr)
 	})
 	pgtest.Namespace(t, c, "shop", map[string]string{InjectLabel: "enabled"})
@@ -142,30 +146,27 @@ func TestGeneratorGivesARefusedPodItsOwnPolicy(t *testing.T) {
 	var dep v1.WorkloadPolicy
 	testutil.Eventually(t, 10*time.Second, func() error { return c.Get(ctx, depKey, &dep) })
 
-	// mallory may create pods in shop and nothing else.
-	k.Create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "pods"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}})
-	k.Create(&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "mallory"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pods"},
-		Subjects: []rbacv1.Subject{{Kind: "User", Name: "mallory"}}})
-	malloryCfg := rest.CopyConfig(cfg)
-	malloryCfg.Impersonate = rest.ImpersonationConfig{UserName: "mallory"}
-	mallory, err := client.New(malloryCfg, client.Options{Scheme: pgtest.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	yes := true
+	mallory := k.PodCreator("shop", "mallory")
+	yes, no := true, false
 	var dp appsv1.Deployment
 	if err := c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &dp); err != nil {
 		t.Fatal(err)
 	}
-	spoofs := map[string]metav1.OwnerReference{
-		"spoof-dep": {APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "not-web", Controller: &yes},
-		"spoof-rs":  {APIVersion: "apps/v1", Kind: "ReplicaSet", Name: genuine.OwnerReferences[0].Name, UID: "not-web-rs", Controller: &yes},
+	rs := genuine.OwnerReferences[0]
+	notController := rs
+	notController.Controller = &no
+	spoofs := map[string]struct {
+		ref    metav1.OwnerReference
+		labels map[string]string
+	}{
+		"spoof-dep":        {metav1.OwnerReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "not-web", Controller: &yes}, genuine.Labels},
+		"spoof-rs":         {metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: "not-web-rs", Controller: &yes}, genuine.Labels},
+		"spoof-controller": {notController, genuine.Labels},
+		"spoof-labels":     {rs, map[string]string{"app": "mallory"}},
 	}
-	for name, ref := range spoofs {
-		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Labels: genuine.Labels,
-			OwnerReferences: []metav1.OwnerReference{ref}}, Spec: genuine.Spec}
+	for name, sp := range spoofs {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Labels: sp.labels,
+			OwnerReferences: []metav1.OwnerReference{sp.ref}}, Spec: genuine.Spec}
 		if err := mallory.Create(ctx, p); err != nil {
 			t.Fatalf("mallory creates %s: %v", name, err)
 		}
@@ -183,9 +184,14 @@ func TestGeneratorGivesARefusedPodItsOwnPolicy(t *testing.T) {
 		}
 	}
 
-	// The Deployment's pod is not a workload of its own, and the Deployment's policy is as it was.
-	g := New(c, Options{})
-	if _, err := g.Reconcile(ctx, requestFor(workload.Key{Namespace: "shop", Kind: "Pod", Name: genuine.Name})); err != nil {
+	// The Deployment's pod is not a workload of its own, though the cache lacks its ReplicaSet; when
+	// the API server cannot be asked either (here it refuses mallory's read), the answer is an error to
+	// retry, not a bare pod.
+	req := requestFor(workload.Key{Namespace: "shop", Kind: "Pod", Name: genuine.Name})
+	if _, err := New(mgr.GetClient(), Options{APIReader: mallory}).Reconcile(ctx, req); err == nil {
+		t.Error("reconciling the Deployment's pod without a readable owner succeeded, want an error")
+	}
+	if _, err := New(mgr.GetClient(), Options{APIReader: mgr.GetAPIReader()}).Reconcile(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	var p v1.WorkloadPolicy

@@ -9,10 +9,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -60,18 +58,7 @@ func TestOf(t *testing.T) {
 	forged := k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-forged", Labels: map[string]string{"app": "web"},
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "not-web", Controller: &yes}}},
 		Spec: appsv1.ReplicaSetSpec{Selector: sel("web"), Template: tpl("web")}})
-	// mallory is a namespace user who may create pods in ns and nothing else.
-	k.Create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pods"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}})
-	k.Create(&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "mallory"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pods"},
-		Subjects: []rbacv1.Subject{{Kind: "User", Name: "mallory"}}})
-	malloryCfg := rest.CopyConfig(cfg)
-	malloryCfg.Impersonate = rest.ImpersonationConfig{UserName: "mallory"}
-	mallory, err := client.New(malloryCfg, client.Options{Scheme: pgtest.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mallory := k.PodCreator("ns", "mallory")
 	byMallory := func(name, app string, refs []metav1.OwnerReference) *corev1.Pod {
 		t.Helper()
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: map[string]string{"app": app}, OwnerReferences: refs},
