@@ -3,6 +3,7 @@ package policygen_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -34,25 +36,8 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	web := k.Deployment("shop", "web", "web", "10.1.0.1")
 	api := k.Deployment("shop", "api", "api", "10.1.0.9")
 
-	certFile, keyFile, _ := pgtest.CertFiles(t)
-	addr := pgtest.FreeAddr(t)
-	opts := policygen.Options{APIAddr: addr, CertFile: certFile, KeyFile: keyFile, MetricsAddr: "0", HealthAddr: "0",
-		Replica: "inproc", Registerer: prometheus.NewRegistry()}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- policygen.Run(runCtx, cfg, opts, testr.New(t)) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("policygen.Run: %v", err)
-		}
-	})
-
-	cl, err := pgclient.New(pgclient.Options{URL: "https://" + addr, TokenFile: pgtest.TokenFile(t, k.Token(web[0], "podwall")), CAFile: certFile,
-		Wait: 5 * time.Second, ReportInterval: 200 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pg := runPolicygen(t, cfg)
+	cl := pg.client(k.Token(web[0], "podwall"))
 	got := subscribe(t, cl)
 	// The generated policy arrives: Learn mode, the DNS rule.
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -87,7 +72,7 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	// A peer's new IP reaches the client under the same rule id; a user's mode change too.
 	k.SetIP(api[0], "10.1.0.10")
 	testutil.Eventually(t, 15*time.Second, hasAPI("10.1.0.10"))
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var wp v1.WorkloadPolicy
 		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &wp); err != nil {
 			return err
@@ -107,6 +92,41 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	if revs := got.revisions(); !increasing(revs) {
 		t.Errorf("client got revisions %v, want strictly increasing", revs)
 	}
+}
+
+// inproc is policygen.Run in this process, serving its policy API on addr with certFile.
+type inproc struct {
+	t              *testing.T
+	addr, certFile string
+	https          *http.Client // trusts certFile
+}
+
+// runPolicygen runs policygen.Run against cfg until the test ends.
+func runPolicygen(t *testing.T, cfg *rest.Config) *inproc {
+	certFile, keyFile, https := pgtest.CertFiles(t)
+	addr := pgtest.FreeAddr(t)
+	opts := policygen.Options{APIAddr: addr, CertFile: certFile, KeyFile: keyFile, MetricsAddr: "0", HealthAddr: "0",
+		Replica: "inproc", Registerer: prometheus.NewRegistry()}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- policygen.Run(runCtx, cfg, opts, testr.New(t)) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("policygen.Run: %v", err)
+		}
+	})
+	return &inproc{t: t, addr: addr, certFile: certFile, https: https}
+}
+
+// client is the sidecar's policygen client with token.
+func (pg *inproc) client(token string) *pgclient.Client {
+	cl, err := pgclient.New(pgclient.Options{URL: "https://" + pg.addr, TokenFile: pgtest.TokenFile(pg.t, token), CAFile: pg.certFile,
+		Wait: 5 * time.Second, ReportInterval: 200 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(pg.t))
+	if err != nil {
+		pg.t.Fatal(err)
+	}
+	return cl
 }
 
 // subscribe runs cl's subscription, from no policy, until the test ends and returns what it applies.
