@@ -64,8 +64,10 @@ func irrelevant(old, cur any) bool {
 		return same(a.Labels, b.Labels) && slices.Equal(a.Status.PodIPs, b.Status.PodIPs) && a.Status.Phase == b.Status.Phase &&
 			(a.DeletionTimestamp == nil) == (b.DeletionTimestamp == nil) && same(a.OwnerReferences, b.OwnerReferences)
 	case *appsv1.ReplicaSet, *appsv1.Deployment, *appsv1.StatefulSet, *appsv1.DaemonSet, *batchv1.Job, *batchv1.CronJob:
-		// Owners reads their UID (fixed), selector (immutable) and controller reference.
-		return same(a.(client.Object).GetOwnerReferences(), cur.(client.Object).GetOwnerReferences())
+		// Owners reads their UID (fixed), selector (immutable), labels (matched by their own controller's
+		// selector) and controller reference.
+		ao, bo := a.(client.Object), cur.(client.Object)
+		return same(ao.GetOwnerReferences(), bo.GetOwnerReferences()) && same(ao.GetLabels(), bo.GetLabels())
 	case *corev1.Service:
 		b := cur.(*corev1.Service)
 		return same(a.Spec.Selector, b.Spec.Selector) && slices.Equal(a.Spec.ClusterIPs, b.Spec.ClusterIPs)
