@@ -66,7 +66,7 @@ func TestSpoofedOwner(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mallory creates her pod: %v", err)
 	}
-	if ref := metav1.GetControllerOf(spoof); ref == nil || *ref != forged {
+	if ref := metav1.GetControllerOf(spoof); ref == nil || ref.Name != forged.Name || ref.UID != forged.UID {
 		t.Fatalf("the API server stored controller %+v, want her forged %+v", ref, forged)
 	}
 	runningPod(t, ns, "spoof")
