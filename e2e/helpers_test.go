@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/e2e/internal/stack"
@@ -154,8 +156,8 @@ func service(t *testing.T, ns, name string, port int32) *corev1.Service {
 }
 
 // namespaceUser gives user a Role with rules in ns, so that `kubectl --as <user>` acts as a namespace
-// user would.
-func namespaceUser(t *testing.T, ns, user string, rules []rbacv1.PolicyRule) {
+// user would, and returns a client acting as user. It checks that user is no administrator.
+func namespaceUser(t *testing.T, ns, user string, rules []rbacv1.PolicyRule) kubernetes.Interface {
 	t.Helper()
 	ctx := context.Background()
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: rules}
@@ -164,8 +166,18 @@ func namespaceUser(t *testing.T, ns, user string, rules []rbacv1.PolicyRule) {
 	}
 	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: user},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: user},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, Name: user}}}
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}}
 	if _, err := env.Client.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create role binding: %v", err)
 	}
+	if out, _ := kubectlOut("auth", "can-i", "create", "deployments", "-n", ns, "--as", user); !strings.HasPrefix(out, "no") {
+		t.Fatalf("%s may create deployments (%q): not a namespace user", user, out)
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate.UserName = user
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }

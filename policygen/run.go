@@ -156,7 +156,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 		return err
 	}
 	gen := generator.New(mgr.GetClient(), generator.Options{DNS: opts.DNS, ClusterDomain: opts.ClusterDomain,
-		Events: mgr.GetEventRecorder("podwall-policygen")})
+		Events: mgr.GetEventRecorder("podwall-policygen"), APIReader: mgr.GetAPIReader()})
 	if err := gen.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("generator: %w", err)
 	}

@@ -3,6 +3,7 @@ package policygen_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -37,29 +39,8 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	web := k.Deployment("shop", "web", "web", "10.1.0.1")
 	api := k.Deployment("shop", "api", "api", "10.1.0.9")
 
-	addr := pgtest.FreeAddr(t)
-	opts := policygen.Options{APIAddr: addr, TLS: certs.Serving{ExtraHosts: []string{"127.0.0.1"}}, MetricsAddr: "0", HealthAddr: "0",
-		Replica: "inproc", Registerer: prometheus.NewRegistry()}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- policygen.Run(runCtx, cfg, opts, testr.New(t)) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("policygen.Run: %v", err)
-		}
-	})
-
-	var published corev1.ConfigMap
-	testutil.Eventually(t, 30*time.Second, func() error {
-		return c.Get(ctx, client.ObjectKey{Namespace: "podwall-system", Name: "podwall-policygen-ca"}, &published)
-	})
-	cl, err := pgclient.New(pgclient.Options{URL: "https://" + addr, TokenFile: pgtest.TokenFile(t, k.Token(web[0], "podwall")),
-		CA:   []byte(published.Data[certs.KeyCABundle]),
-		Wait: 5 * time.Second, ReportInterval: 200 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pg := runPolicygen(t, cfg, c)
+	cl := pg.client(k.Token(web[0], "podwall"))
 	got := subscribe(t, cl)
 	// The generated policy arrives: Learn mode, the DNS rule.
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -94,7 +75,7 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	// A peer's new IP reaches the client under the same rule id; a user's mode change too.
 	k.SetIP(api[0], "10.1.0.10")
 	testutil.Eventually(t, 15*time.Second, hasAPI("10.1.0.10"))
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var wp v1.WorkloadPolicy
 		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "deployment-web"}, &wp); err != nil {
 			return err
@@ -114,6 +95,47 @@ func TestSidecarClientAgainstPolicygen(t *testing.T) {
 	if revs := got.revisions(); !increasing(revs) {
 		t.Errorf("client got revisions %v, want strictly increasing", revs)
 	}
+}
+
+// inproc is policygen.Run in this process, serving its policy API on addr with certFile.
+type inproc struct {
+	t     *testing.T
+	addr  string
+	ca    []byte       // the CA bundle policygen published
+	https *http.Client // trusts ca
+}
+
+// runPolicygen runs policygen.Run against cfg until the test ends; c reads what it publishes.
+func runPolicygen(t *testing.T, cfg *rest.Config, c client.Client) *inproc {
+	addr := pgtest.FreeAddr(t)
+	opts := policygen.Options{APIAddr: addr, TLS: certs.Serving{ExtraHosts: []string{"127.0.0.1"}}, MetricsAddr: "0", HealthAddr: "0",
+		Replica: "inproc", Registerer: prometheus.NewRegistry()}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- policygen.Run(runCtx, cfg, opts, testr.New(t)) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("policygen.Run: %v", err)
+		}
+	})
+	// policygen keeps its own certificate; clients trust the CA bundle it publishes.
+	var published corev1.ConfigMap
+	testutil.Eventually(t, 30*time.Second, func() error {
+		return c.Get(context.Background(), client.ObjectKey{Namespace: "podwall-system", Name: "podwall-policygen-ca"}, &published)
+	})
+	ca := []byte(published.Data[certs.KeyCABundle])
+	return &inproc{t: t, addr: addr, ca: ca, https: pgtest.Trusting(t, ca)}
+}
+
+// client is the sidecar's policygen client with token.
+func (pg *inproc) client(token string) *pgclient.Client {
+	cl, err := pgclient.New(pgclient.Options{URL: "https://" + pg.addr, TokenFile: pgtest.TokenFile(pg.t, token), CA: pg.ca,
+		Wait: 5 * time.Second, ReportInterval: 200 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(pg.t))
+	if err != nil {
+		pg.t.Fatal(err)
+	}
+	return cl
 }
 
 // subscribe runs cl's subscription, from no policy, until the test ends and returns what it applies.

@@ -45,6 +45,9 @@ type Options struct {
 	ClusterDomain string
 	// Events records the proposals and their acceptance on the WorkloadPolicy; nil records none.
 	Events events.EventRecorder
+	// APIReader reads a pod's claimed owner when the cache has not seen it yet (see workload.Of), so
+	// that a Deployment's new pod does not pass for a bare one; nil reads only the cache.
+	APIReader client.Reader
 }
 
 // Generator reconciles workloads into WorkloadPolicies.
@@ -85,8 +88,9 @@ func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		// A deleted workload's policy goes with it: the policy has the workload as its owner.
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	if !workload.IsTop(obj) || obj.GetDeletionTimestamp() != nil {
-		return reconcile.Result{}, nil
+	own, err := g.isWorkload(ctx, key, obj)
+	if err != nil || !own || obj.GetDeletionTimestamp() != nil {
+		return reconcile.Result{}, err
 	}
 	tpl, err := workload.Template(obj)
 	if err != nil {
@@ -125,6 +129,22 @@ func (g *Generator) selectorlessSlices(ctx context.Context, svcs []corev1.Servic
 		out = append(out, list.Items...)
 	}
 	return out, nil
+}
+
+// isWorkload reports whether obj, named by key, is a workload of its own. A pod is one when its
+// verified workload is itself: a bare pod, or one whose claimed owner workload.Of refuses, which then
+// gets a policy of its own instead of none. An owner that cannot be read now is an error, and the
+// request is retried with backoff: a pod is not taken for a bare one for want of an answer.
+//
+// The answer needs no owner's event to be revisited: an owner the cache lacks is read from the API
+// server, and what the check reads of it (UID, selector) never changes; what may change is the pod's
+// own labels and references, and the pod's event brings it back here.
+func (g *Generator) isWorkload(ctx context.Context, key workload.Key, obj client.Object) (bool, error) {
+	if pod, ok := obj.(*corev1.Pod); ok {
+		k, err := workload.Of(ctx, g.client, g.opts.APIReader, pod)
+		return k == key, err
+	}
+	return workload.IsTop(obj), nil
 }
 
 func (g *Generator) optedIn(ctx context.Context, name string) (bool, error) {

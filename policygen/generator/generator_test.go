@@ -11,14 +11,18 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
+	"podwall.io/podwall/policygen/workload"
 )
 
 func deployment(ns, name string, env ...corev1.EnvVar) *appsv1.Deployment {
@@ -120,5 +124,85 @@ func TestGeneratorWritesManifestRulesAndKeepsUserRules(t *testing.T) {
 	err := c.Get(ctx, types.NamespacedName{Namespace: "plain", Name: "deployment-web"}, &p)
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("policy in a namespace without %s: err %v", InjectLabel, err)
+	}
+}
+
+// A namespace user's pod that claims a workload it does not belong to is a bare pod: it gets a policy of
+// its own, and the claimed workload's policy is not touched. The generator's cache never holds the
+// ReplicaSets here (they lack the label it selects), so every owner check goes to the API server, as
+// for a ReplicaSet the informer has not seen yet.
+func TestGeneratorGivesARefusedPodItsOwnPolicy(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	gated := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&appsv1.ReplicaSet{}: {Label: labels.SelectorFromSet(labels.Set{"cached": "yes"})}}}
+	mgr := pgtest.ManagerWithCache(t, cfg, gated, func(mgr manager.Manager) error {
+		return New(mgr.GetClient(), Options{APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr)
+	})
+	pgtest.Namespace(t, c, "shop", map[string]string{InjectLabel: "enabled"})
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	genuine := k.Deployment("shop", "web", "", "10.0.0.1")[0]
+	depKey := types.NamespacedName{Namespace: "shop", Name: "deployment-web"}
+	var dep v1.WorkloadPolicy
+	testutil.Eventually(t, 10*time.Second, func() error { return c.Get(ctx, depKey, &dep) })
+
+	mallory := k.PodCreator("shop", "mallory")
+	yes, no := true, false
+	var dp appsv1.Deployment
+	if err := c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &dp); err != nil {
+		t.Fatal(err)
+	}
+	rs := genuine.OwnerReferences[0]
+	notController := rs
+	notController.Controller = &no
+	spoofs := map[string]struct {
+		ref    metav1.OwnerReference
+		labels map[string]string
+	}{
+		"spoof-dep":        {metav1.OwnerReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "not-web", Controller: &yes}, genuine.Labels},
+		"spoof-rs":         {metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: "not-web-rs", Controller: &yes}, genuine.Labels},
+		"spoof-controller": {notController, genuine.Labels},
+		"spoof-labels":     {rs, map[string]string{"app": "mallory"}},
+	}
+	for name, sp := range spoofs {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, Labels: sp.labels,
+			OwnerReferences: []metav1.OwnerReference{sp.ref}}, Spec: genuine.Spec}
+		if err := mallory.Create(ctx, p); err != nil {
+			t.Fatalf("mallory creates %s: %v", name, err)
+		}
+	}
+	for name := range spoofs {
+		var p v1.WorkloadPolicy
+		testutil.Eventually(t, 10*time.Second, func() error {
+			return c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "pod-" + name}, &p)
+		})
+		if p.Spec.Workload != (v1.WorkloadRef{Kind: "Pod", Name: name}) {
+			t.Errorf("policy pod-%s is for %+v", name, p.Spec.Workload)
+		}
+		if len(p.OwnerReferences) != 1 || p.OwnerReferences[0].Kind != "Pod" || p.OwnerReferences[0].Name != name {
+			t.Errorf("policy pod-%s has owners %+v, want the pod", name, p.OwnerReferences)
+		}
+	}
+
+	// The Deployment's pod is not a workload of its own, though the cache lacks its ReplicaSet; when
+	// the API server cannot be asked either (here it refuses mallory's read), the answer is an error to
+	// retry, not a bare pod.
+	req := requestFor(workload.Key{Namespace: "shop", Kind: "Pod", Name: genuine.Name})
+	if _, err := New(mgr.GetClient(), Options{APIReader: mallory}).Reconcile(ctx, req); err == nil {
+		t.Error("reconciling the Deployment's pod without a readable owner succeeded, want an error")
+	}
+	if _, err := New(mgr.GetClient(), Options{APIReader: mgr.GetAPIReader()}).Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	var p v1.WorkloadPolicy
+	if err := c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "pod-" + genuine.Name}, &p); !apierrors.IsNotFound(err) {
+		t.Errorf("policy for the Deployment's pod: err %v", err)
+	}
+	var after v1.WorkloadPolicy
+	if err := c.Get(ctx, depKey, &after); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(dep.Spec, after.Spec); d != "" || after.OwnerReferences[0].UID != dp.UID {
+		t.Errorf("Deployment's policy changed (-before +after):\n%s\nowners %+v", d, after.OwnerReferences)
 	}
 }

@@ -17,15 +17,22 @@ import (
 	"podwall.io/podwall/policygen/workload"
 )
 
-// enqueueSelf maps a workload object to its own request; objects some other workload controls (a
-// Deployment's ReplicaSets, a controlled pod) map to nothing.
+// enqueueSelf maps a workload object to its own request; objects some other workload claims to
+// control (a Deployment's ReplicaSets) map to nothing. Every pod maps to itself: whether a pod is its
+// own workload takes verifying its owners, which Reconcile does.
 func (g *Generator) enqueueSelf(kind string) handler.EventHandler {
 	return handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
-		if !workload.IsTop(obj) {
+		if !candidate(obj) {
 			return nil
 		}
 		return []reconcile.Request{requestFor(workload.Key{Namespace: obj.GetNamespace(), Kind: kind, Name: obj.GetName()})}
 	})
+}
+
+// candidate reports whether obj may be a workload of its own, as far as its kind and references tell.
+func candidate(obj client.Object) bool {
+	_, isPod := obj.(*corev1.Pod)
+	return isPod || workload.IsTop(obj)
 }
 
 // enqueueAll maps a Service change to every workload of every opted-in namespace: a Service feeds the
@@ -108,7 +115,7 @@ func (g *Generator) workloadsIn(ctx context.Context, ns string) []reconcile.Requ
 		}
 		objs, _ := meta.ExtractList(list)
 		for _, o := range objs {
-			if obj := o.(client.Object); workload.IsTop(obj) {
+			if obj := o.(client.Object); candidate(obj) {
 				reqs = append(reqs, requestFor(workload.Key{Namespace: ns, Kind: kind, Name: obj.GetName()}))
 			}
 		}

@@ -10,11 +10,12 @@ import (
 	"podwall.io/podwall/policygen/resolve"
 )
 
-// identify names the owner of a reported address as a peer, reading the cache: a workload, a Service,
-// the nodes, or else the address itself as a CIDR. A workload or Service in ns (the reporter's
-// namespace) is named without a namespace, as a person would write it.
-func identify(ctx context.Context, r client.Reader, ns string, a netip.Addr) (v1.Peer, error) {
-	o, err := resolve.OwnerOf(ctx, r, a)
+// identify names the owner of a reported address as a peer, reading the cache (and api for a pod's
+// owners the cache has not seen yet, so that a new Deployment's pod is not named as a bare pod): a
+// workload, a Service, the nodes, or else the address itself as a CIDR. A workload or Service in ns
+// (the reporter's namespace) is named without a namespace, as a person would write it.
+func identify(ctx context.Context, r, api client.Reader, ns string, a netip.Addr) (v1.Peer, error) {
+	o, err := resolve.OwnerOf(ctx, r, api, a)
 	if err != nil {
 		return v1.Peer{}, err
 	}

@@ -94,7 +94,7 @@ func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.R
 		if e.Direction == policy.Loopback {
 			continue
 		}
-		peer, err := identify(ctx, l.cache, id.Workload.Namespace, e.Peer)
+		peer, err := identify(ctx, l.cache, l.api, id.Workload.Namespace, e.Peer)
 		if err != nil {
 			return err
 		}

@@ -32,8 +32,10 @@ type Identity struct {
 
 // authenticator maps a projected service-account token to the pod it is bound to. The API server
 // reviews the token (its answer reused per kubeauth.Options.TokenTTL); the pod is looked up in the
-// cache on every call, so a deleted pod's token stops working at once. Its workload's owners are read
-// from the cache and, when it does not have them yet, from api (see workload.Of).
+// cache on every call, so a deleted pod's token stops working at once. Its workload is the verified one
+// (workload.Of): owners read from the cache and, when it does not have them yet, from api; a pod whose
+// claimed owner is refused is served, and reports, as the bare pod it is (Pod/<name>), and one whose
+// owners cannot be read now is answered 503, to retry.
 type authenticator struct {
 	reviewer *kubeauth.Reviewer
 	reader   client.Reader
@@ -68,5 +70,9 @@ func (a *authenticator) authenticate(r *http.Request) (Identity, error) {
 	if sa := cmp.Or(pod.Spec.ServiceAccountName, "default"); sa != account {
 		return Identity{}, fmt.Errorf("%w: token of service account %s, pod runs as %s", errForbidden, account, sa)
 	}
-	return Identity{Pod: key, UID: pod.UID, Workload: workload.Of(r.Context(), a.reader, a.api, &pod)}, nil
+	wl, err := workload.Of(r.Context(), a.reader, a.api, &pod)
+	if err != nil {
+		return Identity{}, err // not knowing the owners is no refusal of them: the sidecar retries
+	}
+	return Identity{Pod: key, UID: pod.UID, Workload: wl}, nil
 }

@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,8 +23,12 @@ import (
 // Watch subscribes the hub to the informers whose objects policies resolve from. Call it before the
 // cache starts or after; the informers replay what they hold.
 func (h *Hub) Watch(ctx context.Context, informers cache.Informers) error {
-	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Namespace{}, &corev1.Node{},
-		&appsv1.ReplicaSet{}, &batchv1.Job{}, &v1alpha1.WorkloadPolicy{}} {
+	objs := []client.Object{&corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Namespace{}, &corev1.Node{}, &v1alpha1.WorkloadPolicy{}}
+	for _, kind := range workload.Kinds { // pods and every owner kind: a pod counts for a workload only as verified against them
+		obj, _ := workload.New(kind)
+		objs = append(objs, obj)
+	}
+	for _, obj := range objs {
 		inf, err := informers.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("informer for %T: %w", obj, err)
@@ -42,12 +45,15 @@ func (h *Hub) Watch(ctx context.Context, informers cache.Informers) error {
 }
 
 // updated skips updates that cannot change a resolved policy (pod conditions, ReplicaSet replica
-// counts, node heartbeats, a policy's status), which are most updates; only the watermark moves.
+// counts, node heartbeats, a policy's status), which are most updates; only the watermark moves. A
+// change that may is taken for both states: a pod that no longer claims a workload, or no longer
+// matches its selector, must leave that workload's addresses.
 func (h *Hub) updated(old, cur any) {
 	if irrelevant(old, cur) {
 		h.raise(cur.(client.Object).GetResourceVersion())
 		return
 	}
+	h.changed(old)
 	h.changed(cur)
 }
 
@@ -58,10 +64,11 @@ func irrelevant(old, cur any) bool {
 		b := cur.(*corev1.Pod)
 		return same(a.Labels, b.Labels) && slices.Equal(a.Status.PodIPs, b.Status.PodIPs) && a.Status.Phase == b.Status.Phase &&
 			(a.DeletionTimestamp == nil) == (b.DeletionTimestamp == nil) && same(a.OwnerReferences, b.OwnerReferences)
-	case *appsv1.ReplicaSet:
-		return same(a.OwnerReferences, cur.(*appsv1.ReplicaSet).OwnerReferences)
-	case *batchv1.Job:
-		return same(a.OwnerReferences, cur.(*batchv1.Job).OwnerReferences)
+	case *appsv1.ReplicaSet, *appsv1.Deployment, *appsv1.StatefulSet, *appsv1.DaemonSet, *batchv1.Job, *batchv1.CronJob:
+		// Owners reads their UID (fixed), selector (immutable), labels (matched by their own controller's
+		// selector) and controller reference.
+		ao, bo := a.(client.Object), cur.(client.Object)
+		return same(ao.GetOwnerReferences(), bo.GetOwnerReferences()) && same(ao.GetLabels(), bo.GetLabels())
 	case *corev1.Service:
 		b := cur.(*corev1.Service)
 		return same(a.Spec.Selector, b.Spec.Selector) && slices.Equal(a.Spec.ClusterIPs, b.Spec.ClusterIPs)
@@ -134,29 +141,15 @@ func affects(obj client.Object, owners []workload.Key, d *deps) bool {
 	return false
 }
 
-// ownersOf lists the workloads a pod, ReplicaSet or Job may count for as a workload peer: itself and
-// its controllers up to the top one.
+// ownersOf lists the workloads whose pods a change to obj may change: for a pod or an owner object,
+// itself and the controllers it claims (workload.Claimed), which resolution then verifies. A claim is
+// taken as written here on purpose: a pod counted for a workload only once its owners are in the cache
+// is counted when their own events arrive, which dirty the same workloads.
 func (h *Hub) ownersOf(obj client.Object) []workload.Key {
-	ns := obj.GetNamespace()
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		keys := []workload.Key{{Namespace: ns, Kind: "Pod", Name: o.Name}, workload.Of(context.Background(), h.reader, nil, o)}
-		if ref := metav1.GetControllerOf(o); ref != nil {
-			keys = append(keys, workload.Key{Namespace: ns, Kind: ref.Kind, Name: ref.Name})
-		}
-		return keys
-	case *appsv1.ReplicaSet, *batchv1.Job:
-		kind := "ReplicaSet"
-		if _, isJob := o.(*batchv1.Job); isJob {
-			kind = "Job"
-		}
-		keys := []workload.Key{{Namespace: ns, Kind: kind, Name: obj.GetName()}}
-		if ref := metav1.GetControllerOf(obj); ref != nil {
-			keys = append(keys, workload.Key{Namespace: ns, Kind: ref.Kind, Name: ref.Name})
-		}
-		return keys
+	if workload.KindOf(obj) == "" {
+		return nil
 	}
-	return nil
+	return workload.Claimed(context.Background(), h.reader, obj)
 }
 
 // raise moves the watermark up to a resourceVersion.

@@ -47,6 +47,12 @@ type Hub struct {
 
 // entry is one workload's resolved state.
 type entry struct {
+	// computing is held through a resolution and its publishing. Acquire's first resolution and the
+	// worker's may run at once; unserialized, the one that read the cache first could publish last, and
+	// a stale form would stand with nothing left to dirty it (a pod that arrived between the two reads
+	// missing from its workload's addresses until the next change).
+	computing sync.Mutex
+
 	pol      *policy.Policy // nil with err set when it could not be resolved
 	err      error
 	hash     string
@@ -166,12 +172,19 @@ func (h *Hub) Recomputes() uint64 { return h.recomputes.Load() }
 
 // recompute resolves k again and publishes a new revision if the content changed. While it reads, the
 // entry depends on everything, so that a change landing between the reads and the new dependencies
-// marks it dirty again instead of being missed.
+// marks it dirty again instead of being missed. Resolutions of one entry run one at a time (see
+// entry.computing).
 func (h *Hub) recompute(ctx context.Context, k workload.Key) {
 	h.mu.Lock()
-	if e := h.entries[k]; e != nil {
-		e.deps = everything
+	e := h.entries[k]
+	h.mu.Unlock()
+	if e == nil {
+		return
 	}
+	e.computing.Lock()
+	defer e.computing.Unlock()
+	h.mu.Lock()
+	e.deps = everything
 	h.mu.Unlock()
 	pol, d, err := h.resolve(ctx, k)
 	h.recomputes.Add(1)
@@ -182,9 +195,8 @@ func (h *Hub) recompute(ctx context.Context, k workload.Key) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	e := h.entries[k]
-	if e == nil {
-		return
+	if h.entries[k] != e {
+		return // forgotten while resolving
 	}
 	e.deps = d
 	if err != nil {

@@ -53,11 +53,11 @@ func (o Owner) String() string {
 	return o.Addr.String()
 }
 
-// OwnerOf finds who holds a, reading r (a cache with the IPIndex): the workload of a pod holding it,
-// the Service whose cluster IP it is, the nodes, or else no one in the cluster. A host-network pod is
-// skipped, its address being its node's, and so is a pod that has finished: its IP may already be
-// another pod's.
-func OwnerOf(ctx context.Context, r client.Reader, a netip.Addr) (Owner, error) {
+// OwnerOf finds who holds a, reading r (a cache with the IPIndex): the verified workload of a pod
+// holding it (workload.Of, with api, which may be nil, reading the owners r lacks), the Service whose
+// cluster IP it is, the nodes, or else no one in the cluster. A host-network pod is skipped, its address
+// being its node's, and so is a pod that has finished: its IP may already be another pod's.
+func OwnerOf(ctx context.Context, r, api client.Reader, a netip.Addr) (Owner, error) {
 	ip := a.String()
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.MatchingFields{IPIndex: ip}); err != nil {
@@ -68,7 +68,11 @@ func OwnerOf(ctx context.Context, r client.Reader, a netip.Addr) (Owner, error) 
 		if pod.Spec.HostNetwork || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		return Owner{Kind: OwnerWorkload, Addr: a, Workload: workload.Of(ctx, r, nil, pod)}, nil
+		k, err := workload.Of(ctx, r, api, pod)
+		if err != nil {
+			return Owner{}, err
+		}
+		return Owner{Kind: OwnerWorkload, Addr: a, Workload: k}, nil
 	}
 	var svcs corev1.ServiceList
 	if err := r.List(ctx, &svcs, client.MatchingFields{IPIndex: ip}); err != nil {

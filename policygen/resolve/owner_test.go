@@ -71,7 +71,7 @@ func TestOwnerOf(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			addr := netip.MustParseAddr(tt.addr)
-			got, err := OwnerOf(ctx, mgr.GetCache(), addr)
+			got, err := OwnerOf(ctx, mgr.GetCache(), nil, addr)
 			if err != nil {
 				t.Fatal(err)
 			}

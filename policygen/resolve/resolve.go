@@ -33,7 +33,7 @@ import (
 // (The policy object itself is matched by its workload, not through deps.)
 type deps struct {
 	namespaces   map[string]bool       // any pod or Service here (Service and selector peers)
-	workloads    map[workload.Key]bool // these workloads' pods, ReplicaSets and Jobs (workload peers)
+	workloads    map[workload.Key]bool // these workloads' pods and owner objects (workload peers)
 	anyNamespace bool                  // a namespace selector: namespace labels and every namespace's pods
 	nodes        bool
 }
@@ -288,7 +288,11 @@ func selectorString(s *v1alpha1.SelectorPeer) string {
 }
 
 // workloadPods lists a workload's pods through the controller index: a Deployment's through its
-// ReplicaSets, a CronJob's through its Jobs.
+// ReplicaSets, a CronJob's through its Jobs. The index holds controllers as claimed; a pod counts only
+// if the workload is among its verified owners (workload.Owners), so a pod whose creator wrote another
+// workload's controller into it does not pass for that workload's. Owners are verified against the
+// cache alone, which may not hold a new ReplicaSet or Deployment yet: the event that brings it dirties
+// this workload (Hub.ownersOf), and the next resolution counts the pod.
 func (rs *resolver) workloadPods(k workload.Key) ([]corev1.Pod, error) {
 	rs.deps.workloads[k] = true
 	if k.Kind == "Pod" {
@@ -323,7 +327,15 @@ func (rs *resolver) workloadPods(k workload.Key) ([]corev1.Pod, error) {
 		if err := rs.r.List(rs.ctx, &list, client.InNamespace(k.Namespace), client.MatchingFields{ControllerIndex: owner}); err != nil {
 			return nil, fmt.Errorf("list pods of %s: %w", k, err)
 		}
-		pods = append(pods, list.Items...)
+		for i := range list.Items {
+			verified, err := workload.Owners(rs.ctx, rs.r, nil, &list.Items[i])
+			if err != nil {
+				return nil, err
+			}
+			if slices.Contains(verified, k) {
+				pods = append(pods, list.Items[i])
+			}
+		}
 	}
 	return pods, nil
 }
@@ -351,6 +363,12 @@ func (rs *resolver) podAddrs(pods []corev1.Pod) []netip.Prefix {
 	return out
 }
 
+// workloadOf is the pod's verified workload, for the verdict log; a pod whose owners the cache cannot
+// read now (an error only a failing cache gives) is named as itself.
 func (rs *resolver) workloadOf(pod *corev1.Pod) workload.Key {
-	return workload.Of(rs.ctx, rs.r, nil, pod)
+	k, err := workload.Of(rs.ctx, rs.r, nil, pod)
+	if err != nil {
+		return workload.Key{Namespace: pod.Namespace, Kind: "Pod", Name: pod.Name}
+	}
+	return k
 }

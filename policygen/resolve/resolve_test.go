@@ -5,16 +5,21 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -33,26 +38,15 @@ func pfx(s ...string) []netip.Prefix {
 	return out
 }
 
-// startHub runs a hub in a manager against a fresh API server.
-func startHub(t *testing.T) (pgtest.Cluster, manager.Manager, *Hub) {
+// startHubCluster runs a hub, with policygen's cache, against a fresh API server.
+func startHubCluster(t *testing.T) (pgtest.Cluster, manager.Manager, *Hub) {
 	cfg, c := pgtest.Start(t)
-	ctx := context.Background()
-	var hub *Hub
-	mgr := pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
-		if err := Index(ctx, mgr.GetFieldIndexer()); err != nil {
-			return err
-		}
-		hub = NewHub(mgr.GetCache(), HubOptions{}, testr.New(t))
-		if err := hub.Watch(ctx, mgr.GetCache()); err != nil {
-			return err
-		}
-		return mgr.Add(hub)
-	})
+	hub, mgr := startHub(t, cfg, cache.Options{})
 	return pgtest.Cluster{T: t, C: c, Cfg: cfg}, mgr, hub
 }
 
 func TestHubResolvesAndRevises(t *testing.T) {
-	k, mgr, hub := startHub(t)
+	k, mgr, hub := startHubCluster(t)
 	c, ctx := k.C, context.Background()
 	pgtest.Namespace(t, c, "shop", map[string]string{"team": "shop"})
 	pgtest.Namespace(t, c, "ops", map[string]string{"team": "ops"})
@@ -197,7 +191,7 @@ func TestHubResolvesAndRevises(t *testing.T) {
 // their addresses as well as its cluster IP, and a peer pinned to endpoint addresses loses the
 // cluster IP as soon as a slice (here one a namespace user wrote) lists an address outside the pin.
 func TestSelectorlessServiceResolvesThroughEndpointSlices(t *testing.T) {
-	k, _, hub := startHub(t)
+	k, _, hub := startHubCluster(t)
 	c, ctx := k.C, context.Background()
 	pgtest.Namespace(t, c, "shop", nil)
 	k.Deployment("shop", "web", "", "10.1.0.9")
@@ -251,4 +245,172 @@ func TestSelectorlessServiceResolvesThroughEndpointSlices(t *testing.T) {
 	}
 	// The unpinned peer follows the slices; the pinned one keeps its address and drops the cluster IP.
 	expect(pfx("10.99.0.5/32", "192.0.2.10/32", clusterIP), pfx("192.0.2.10/32"))
+}
+
+// startHub runs a hub in a manager whose cache has opts, as policygen does.
+func startHub(t *testing.T, cfg *rest.Config, opts cache.Options) (*Hub, manager.Manager) {
+	ctx := context.Background()
+	var hub *Hub
+	mgr := pgtest.ManagerWithCache(t, cfg, opts, func(mgr manager.Manager) error {
+		if err := Index(ctx, mgr.GetFieldIndexer()); err != nil {
+			return err
+		}
+		hub = NewHub(mgr.GetCache(), HubOptions{}, testr.New(t))
+		if err := hub.Watch(ctx, mgr.GetCache()); err != nil {
+			return err
+		}
+		return mgr.Add(hub)
+	})
+	return hub, mgr
+}
+
+// ingressOf waits until each ingress rule of k's resolved policy holds what want has under its name
+// (nothing when want lacks it), and returns the snapshot.
+func ingressOf(t *testing.T, hub *Hub, k workload.Key, want map[string][]netip.Prefix) Snapshot {
+	t.Helper()
+	var snap Snapshot
+	testutil.Eventually(t, 10*time.Second, func() error {
+		s, release, err := hub.Acquire(context.Background(), k)
+		release()
+		if err != nil {
+			return err
+		}
+		snap = s
+		for _, r := range snap.Policy.Ingress {
+			if w := want[strings.TrimPrefix(r.ID, "ingress/")]; !cmp.Equal(r.CIDRs, w, cmpopts.EquateComparable(netip.Prefix{}), cmpopts.EquateEmpty()) {
+				return fmt.Errorf("rule %s has %v, want %v", r.ID, r.CIDRs, w)
+			}
+		}
+		return nil
+	})
+	return snap
+}
+
+// A namespace user's pods that name another workload's ReplicaSet as their controller, with a UID that
+// is not the ReplicaSet's, not marked controller, or with labels its selector does not match, do not
+// count as that workload's: their addresses are in no rule that names the workload or the ReplicaSet.
+func TestSpoofedControllerIsNoWorkloadPeer(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	hub, _ := startHub(t, cfg, cache.Options{})
+	pgtest.Namespace(t, c, "shop", nil)
+	api := k.Deployment("shop", "api", "", "10.1.0.1")
+	k.Deployment("shop", "db", "", "10.1.0.5")
+	rs := api[0].OwnerReferences[0]
+	k.Create(&v1.WorkloadPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-db"},
+		Spec: v1.WorkloadPolicySpec{
+			Workload: v1.WorkloadRef{Kind: "Deployment", Name: "db"}, Mode: policy.Protect,
+			Ingress: []v1.Rule{
+				{Name: "api", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}}},
+				{Name: "api-rs", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "ReplicaSet", Name: rs.Name}}}}},
+			},
+		},
+	})
+	db := workload.Key{Namespace: "shop", Kind: "Deployment", Name: "db"}
+	mallory := k.PodCreator("shop", "mallory")
+	no := false
+	wrongUID, notController := rs, rs
+	wrongUID.UID = "not-the-rs"
+	notController.Controller = &no
+	spoofs := []struct {
+		name   string
+		labels map[string]string
+		ref    metav1.OwnerReference
+		ip     string
+	}{
+		{"spoof-uid", api[0].Labels, wrongUID, "10.1.0.66"},
+		{"spoof-controller", api[0].Labels, notController, "10.1.0.67"},
+		// She read the ReplicaSet's UID off a pod of it; her labels are not the selector's.
+		{"spoof-labels", map[string]string{"app": "mallory"}, rs, "10.1.0.68"},
+	}
+	for _, sp := range spoofs {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: sp.name, Labels: sp.labels,
+			OwnerReferences: []metav1.OwnerReference{sp.ref}}, Spec: api[0].Spec}
+		if err := mallory.Create(ctx, p); err != nil {
+			t.Fatalf("mallory creates %s: %v", sp.name, err)
+		}
+		k.SetIP(p, sp.ip) // the kubelet's doing, not mallory's
+	}
+
+	// A genuine pod of api started after mallory's: once the hub shows it, it has seen hers too.
+	genuine := k.Create(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: rs.Name + "-9",
+		Labels: api[0].Labels, OwnerReferences: api[0].OwnerReferences}, Spec: api[0].Spec}).(*corev1.Pod)
+	k.SetIP(genuine, "10.1.0.2")
+	want := pfx("10.1.0.1/32", "10.1.0.2/32")
+	snap := ingressOf(t, hub, db, map[string][]netip.Prefix{"api": want, "api-rs": want})
+	for _, sp := range spoofs {
+		if name, ok := snap.Policy.Names[netip.MustParseAddr(sp.ip)]; ok {
+			t.Errorf("%s's address is named %q", sp.name, name)
+		}
+	}
+}
+
+// A Deployment's pod counts as the Deployment's once the cache holds its ReplicaSet and the Deployment,
+// which here arrive after the pod, the Deployment last: the hub re-verifies on the owners' own events.
+// The cache sees a ReplicaSet or Deployment only once it is labelled cached=yes, so that the test, not
+// the informers' timing, decides the order.
+func TestPodCountsOnceItsOwnersAreCached(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	gate := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{"cached": "yes"})}
+	hub, mgr := startHub(t, cfg, cache.Options{ByObject: map[client.Object]cache.ByObject{&appsv1.ReplicaSet{}: gate, &appsv1.Deployment{}: gate}})
+	pgtest.Namespace(t, c, "shop", nil)
+	api := k.Deployment("shop", "api", "", "10.1.0.1")[0]
+	// solo, a ReplicaSet of its own, marks when the hub has handled the ReplicaSet events before its own.
+	solo := k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "solo"},
+		Spec: appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "solo"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "solo"}}, Spec: api.Spec}}})
+	yes := true
+	soloPod := k.Create(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "solo-1", Labels: map[string]string{"app": "solo"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "solo", UID: solo.GetUID(), Controller: &yes}}},
+		Spec: api.Spec}).(*corev1.Pod)
+	k.SetIP(soloPod, "10.1.0.99")
+	peer := func(kind, name string) []v1.Peer {
+		return []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: kind, Name: name}}}}
+	}
+	k.Create(&v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-db"},
+		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "db"}, Mode: policy.Protect,
+			Ingress: []v1.Rule{{Name: "api", Peers: peer("Deployment", "api")}, {Name: "solo", Peers: peer("ReplicaSet", "solo")}}}})
+	db := workload.Key{Namespace: "shop", Kind: "Deployment", Name: "db"}
+	admit := func(obj client.Object) { // into the cache
+		t.Helper()
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			t.Fatal(err)
+		}
+		l := obj.GetLabels()
+		if l == nil {
+			l = map[string]string{}
+		}
+		l["cached"] = "yes"
+		obj.SetLabels(l)
+		if err := c.Update(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		for _, p := range []*corev1.Pod{api, soloPod} {
+			var got corev1.Pod
+			if err := mgr.GetCache().Get(ctx, client.ObjectKeyFromObject(p), &got); err != nil || len(got.Status.PodIPs) == 0 {
+				return fmt.Errorf("pod %s not in the cache with its address: %v", p.Name, err)
+			}
+		}
+		return nil
+	})
+	ingressOf(t, hub, db, nil)
+
+	// The ReplicaSet arrives, then solo's: once solo's pod shows, the hub has resolved with api's
+	// ReplicaSet in the cache, and found no Deployment above it: api's pod does not count yet.
+	admit(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: api.OwnerReferences[0].Name}})
+	admit(solo)
+	ingressOf(t, hub, db, map[string][]netip.Prefix{"solo": pfx("10.1.0.99/32")})
+
+	// The Deployment arrives, and nothing else changes: its own event brings the policy up to date.
+	admit(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "api"}})
+	snap := ingressOf(t, hub, db, map[string][]netip.Prefix{"api": pfx("10.1.0.1/32"), "solo": pfx("10.1.0.99/32")})
+	if got, want := snap.Policy.Names[netip.MustParseAddr("10.1.0.1")], "workload:shop/Deployment/api"; got != want {
+		t.Errorf("the pod is named %q, want %q", got, want)
+	}
 }

@@ -152,7 +152,7 @@ func (f *Feed) add(k workload.Key, vs []Event) {
 // peerName names the owner of addr, falling back to the address: a name the cache cannot give now is
 // no reason to lose the verdict.
 func (f *Feed) peerName(ctx context.Context, addr netip.Addr) string {
-	o, err := resolve.OwnerOf(ctx, f.names, addr)
+	o, err := resolve.OwnerOf(ctx, f.names, nil, addr)
 	if err != nil {
 		return addr.String()
 	}

@@ -2,16 +2,15 @@ package workload_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -59,18 +58,7 @@ func TestOf(t *testing.T) {
 	forged := k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-forged", Labels: map[string]string{"app": "web"},
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "not-web", Controller: &yes}}},
 		Spec: appsv1.ReplicaSetSpec{Selector: sel("web"), Template: tpl("web")}})
-	// mallory is a namespace user who may create pods in ns and nothing else.
-	k.Create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pods"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}})
-	k.Create(&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "mallory"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pods"},
-		Subjects: []rbacv1.Subject{{Kind: "User", Name: "mallory"}}})
-	malloryCfg := rest.CopyConfig(cfg)
-	malloryCfg.Impersonate = rest.ImpersonationConfig{UserName: "mallory"}
-	mallory, err := client.New(malloryCfg, client.Options{Scheme: pgtest.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mallory := k.PodCreator("ns", "mallory")
 	byMallory := func(name, app string, refs []metav1.OwnerReference) *corev1.Pod {
 		t.Helper()
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, Labels: map[string]string{"app": app}, OwnerReferences: refs},
@@ -110,10 +98,29 @@ func TestOf(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := workload.Of(ctx, c, nil, tc.pod); got != tc.want {
-				t.Errorf("Of = %v, want %v", got, tc.want)
+			if got, err := workload.Of(ctx, c, nil, tc.pod); err != nil || got != tc.want {
+				t.Errorf("Of = %v, %v; want %v", got, err, tc.want)
 			}
 		})
+	}
+	// Owners is the verified chain: a refused pod counts for nothing but itself, not even for the
+	// ReplicaSet it names correctly below a forged one.
+	for _, tc := range []struct {
+		pod  *corev1.Pod
+		want []workload.Key
+	}{
+		{pod("web-1-y", web, owned(rs, "apps/v1", "ReplicaSet")), []workload.Key{bare("web-1-y"),
+			{Namespace: "ns", Kind: "ReplicaSet", Name: "web-1"}, {Namespace: "ns", Kind: "Deployment", Name: "web"}}},
+		{pod("claim-chain-2", web, owned(forged, "apps/v1", "ReplicaSet")), []workload.Key{bare("claim-chain-2")}},
+	} {
+		if got, err := workload.Owners(ctx, c, nil, tc.pod); err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("Owners(%s) = %v, %v; want %v", tc.pod.Name, got, err, tc.want)
+		}
+	}
+	// Claimed is the chain as written, verified or not: what a change to the pod may affect.
+	if got, want := workload.Claimed(ctx, c, pod("claim-chain-3", web, owned(forged, "apps/v1", "ReplicaSet"))), []workload.Key{bare("claim-chain-3"),
+		{Namespace: "ns", Kind: "ReplicaSet", Name: "web-forged"}, {Namespace: "ns", Kind: "Deployment", Name: "web"}}; !slices.Equal(got, want) {
+		t.Errorf("Claimed = %v, want %v", got, want)
 	}
 
 	t.Run("replicaset not in the cache", func(t *testing.T) {
@@ -136,11 +143,20 @@ func TestOf(t *testing.T) {
 		fresh := k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-2", Labels: web,
 			OwnerReferences: owned(dep, "apps/v1", "Deployment")}, Spec: appsv1.ReplicaSetSpec{Selector: sel("web"), Template: tpl("web")}})
 		p := k.Create(pod("web-2-x", web, owned(fresh, "apps/v1", "ReplicaSet"))).(*corev1.Pod)
-		if got, want := workload.Of(ctx, ca, c, p), (workload.Key{Namespace: "ns", Kind: "Deployment", Name: "web"}); got != want {
-			t.Errorf("Of with the API reader = %v, want %v", got, want)
+		if got, err := workload.Of(ctx, ca, c, p); err != nil || got != (workload.Key{Namespace: "ns", Kind: "Deployment", Name: "web"}) {
+			t.Errorf("Of with the API reader = %v, %v; want Deployment web", got, err)
 		}
-		if got := workload.Of(ctx, ca, nil, p); got != bare("web-2-x") {
-			t.Errorf("Of from the cache alone = %v, want the bare pod", got)
+		if got, err := workload.Of(ctx, ca, nil, p); err != nil || got != bare("web-2-x") {
+			t.Errorf("Of from the cache alone = %v, %v; want the bare pod", got, err)
+		}
+		// An API server that does not answer (here: refuses mallory's read) is not a refusal of the
+		// owner: the caller is told to retry.
+		if got, err := workload.Of(ctx, ca, mallory, p); err == nil {
+			t.Errorf("Of with an API reader that cannot read = %v, want an error", got)
+		}
+		// What a cache-only caller re-verifies on: the chain as far as the cache holds it.
+		if got, want := workload.Claimed(ctx, ca, p), []workload.Key{bare("web-2-x"), {Namespace: "ns", Kind: "ReplicaSet", Name: "web-2"}}; !slices.Equal(got, want) {
+			t.Errorf("Claimed from the cache = %v, want %v", got, want)
 		}
 	})
 }
@@ -155,10 +171,9 @@ func TestIsTop(t *testing.T) {
 		obj  client.Object
 		top  bool
 	}{
-		{"bare pod", &corev1.Pod{}, true},
-		{"pod of an unknown controller", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: controlled("Rollout")}}, true},
-		{"pod of a ReplicaSet", &corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: controlled("ReplicaSet")}}, false},
 		{"ReplicaSet of a Deployment", &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{OwnerReferences: controlled("Deployment")}}, false},
+		// Of makes such a ReplicaSet its pods' workload (an Argo Rollout's, say), so it needs a policy.
+		{"ReplicaSet of an unknown controller", &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{OwnerReferences: controlled("Rollout")}}, true},
 		{"Deployment", &appsv1.Deployment{}, true},
 		{"CronJob", &batchv1.CronJob{}, true},
 	} {

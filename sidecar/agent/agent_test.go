@@ -323,3 +323,27 @@ func TestBadPolicyKeepsTheLastGood(t *testing.T) {
 	w.writePolicy(t, policy.Protect, 2, 80, 81)
 	waitRevision(t, a, 2)
 }
+
+// A pod whose claimed owner policygen refuses is served a policy of its own (Pod/<name>), while the
+// injector, reading ownerReferences as the pod's creator wrote them, named the claimed workload: the
+// verdict lines and the reports name the workload of the policy served, not the injector's.
+func TestLinesNameTheServedWorkload(t *testing.T) {
+	w := newWorld(t)
+	p := w.policy(policy.Protect, 3, 80)
+	p.Workload = "Pod/web-1"
+	w.write(t, p)
+	a, _ := w.start(t, nil) // Options.Workload is Deployment/web, as the injector wrote it
+	if _, err := w.dial(w.peerAddr(80)); err != nil {
+		t.Fatalf("allowed connection: %v", err)
+	}
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Allow, Dst: w.peerAddr(80), Pod: "web-1", Namespace: "shop", Workload: "Pod/web-1"})
+	for line := range strings.Lines(w.out.String()) {
+		if strings.Contains(line, "Deployment/web") {
+			t.Errorf("a line names the injector's workload: %s", line)
+		}
+	}
+	h := a.reportHeader()
+	if h.Workload != "Pod/web-1" || h.Namespace != "shop" || h.Pod != "web-1" {
+		t.Errorf("reports as %s/%s (pod %s), want shop/Pod/web-1", h.Namespace, h.Workload, h.Pod)
+	}
+}

@@ -42,7 +42,11 @@ func (a *Agent) applyLocked(p *policy.Policy, t Tunables) error {
 		a.applyErr.Inc()
 		return fmt.Errorf("apply ruleset: %w", err)
 	}
+	before := a.identity()
 	a.policy, a.tunables = p, t
+	if id := a.identity(); id != before {
+		a.relabel(id)
+	}
 	a.revision.Set(float64(p.Revision))
 	a.noteWeakerMode(p, t.Mode)
 	if modeOf(p, t.Mode) == policy.Protect {

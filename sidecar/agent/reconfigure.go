@@ -28,6 +28,17 @@ func (a *Agent) Reconfigure(t Tunables) error {
 	return nil
 }
 
+// relabel gives the verdict log a new identity (see identity); the log's options stay.
+func (a *Agent) relabel(id verdictlog.Identity) {
+	vlog, err := verdictlog.New(a.opts.Stdout, id, a.tunables.Log)
+	if err != nil {
+		a.log.Error(err, "verdict lines keep naming the workload the injector gave", "workload", id.Workload)
+		return
+	}
+	a.retireLogger(a.vlog.Swap(vlog))
+	a.log.Info("verdict lines name the workload policygen serves", "workload", id.Workload)
+}
+
 func logChanged(a, b verdictlog.Options) bool {
 	return a.Allows != b.Allows || a.FirstInterval != b.FirstInterval || a.Rate != b.Rate ||
 		a.Burst != b.Burst || a.BufferBytes != b.BufferBytes

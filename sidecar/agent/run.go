@@ -256,7 +256,8 @@ func (a *Agent) reportHeader() policy.Report {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	c := a.config
-	return policy.Report{Namespace: a.opts.Namespace, Workload: a.opts.Workload, Pod: a.opts.Pod,
+	id := a.identity()
+	return policy.Report{Namespace: id.Namespace, Workload: id.Workload, Pod: a.opts.Pod,
 		Revision: a.policy.Revision, Mode: modeOf(a.policy, a.tunables.Mode), Config: &c}
 }
 
@@ -271,8 +272,16 @@ func (a *Agent) ReportConfig(c policy.SidecarConfig) {
 	a.config = c
 }
 
+// identity names the pod in verdict lines and reports. Its workload is the one policygen named in the
+// policy in force, once there is one: policygen verifies the pod's owners, while the injector's name
+// (opts.Workload) is read from ownerReferences as the pod's creator wrote them, so a pod that claims a
+// workload it does not belong to reports and logs as the bare pod policygen serves it as.
 func (a *Agent) identity() verdictlog.Identity {
-	return verdictlog.Identity{Pod: a.opts.Pod, Namespace: a.opts.Namespace, Workload: a.opts.Workload}
+	id := verdictlog.Identity{Pod: a.opts.Pod, Namespace: a.opts.Namespace, Workload: a.opts.Workload}
+	if a.policy != nil && a.policy.Workload != "" {
+		id.Namespace, id.Workload = a.policy.Namespace, a.policy.Workload
+	}
+	return id
 }
 
 func (a *Agent) selfPorts() []uint16 {

@@ -18,6 +18,7 @@ import (
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -46,8 +47,16 @@ func Start(t testing.TB) (*rest.Config, client.Client) {
 // runs in it before it starts, and the manager stops when the test ends.
 func Manager(t testing.TB, cfg *rest.Config, setup func(manager.Manager) error) manager.Manager {
 	t.Helper()
-	mgr, err := manager.New(cfg, manager.Options{Scheme: Scheme(), Metrics: metricsserver.Options{BindAddress: "0"},
-		// Several tests of a package each run the same controllers in their own manager.
+	return ManagerWithCache(t, cfg, cache.Options{}, setup)
+}
+
+// ManagerWithCache is Manager with a cache configured by opts: a test that must control when the cache
+// learns of an object gives it a label selector the object does not match yet.
+func ManagerWithCache(t testing.TB, cfg *rest.Config, opts cache.Options, setup func(manager.Manager) error) manager.Manager {
+	t.Helper()
+	mgr, err := manager.New(cfg, manager.Options{Scheme: Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, Cache: opts,
+		// A test process starts a manager per test, and the same controllers in each; controller-runtime
+		// refuses a name already used in the process (its controller metrics are process-wide).
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
 	if err != nil {
 		t.Fatal(err)
