@@ -68,18 +68,7 @@ func (k Cluster) Deployment(ns, name, sa string, ips ...string) []*corev1.Pod {
 // else: the attacker of the identity tests, who writes whatever ownerReferences she likes.
 func (k Cluster) PodCreator(ns, user string) client.Client {
 	k.T.Helper()
-	k.Create(&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user + "-pods"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}}}})
-	k.Create(&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user + "-pods"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: user + "-pods"},
-		Subjects: []rbacv1.Subject{{Kind: "User", Name: user}}})
-	cfg := rest.CopyConfig(k.Cfg)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
-	if err != nil {
-		k.T.Fatal(err)
-	}
-	return c
+	return k.NamespaceUser(ns, user, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}})
 }
 
 func isExists(err error) bool {
