@@ -327,6 +327,9 @@ func TestSidecarFollowsPolicygen(t *testing.T) {
 	w.policygen.Wait()
 	w.sidecar.Process.Kill()
 	w.sidecar.Wait()
+	// What it applied last, read once nothing more can arrive: a revision may still have come after
+	// the read above (a restarted policygen re-issues the same content above the sidecar's revision).
+	revs = w.appliedRevisions()
 	w.startSidecar()
 	if got := w.metric("podwall_policy_revision"); got != float64(revs[len(revs)-1]) {
 		t.Fatalf("restarted sidecar runs revision %v, want the cached %d", got, revs[len(revs)-1])
