@@ -27,11 +27,14 @@ import (
 // whose only traffic goes to the server Service's IPv6 cluster IP. Its sidecar is given both of the
 // pod's addresses and judges IPv6 like IPv4: the flow is learned, with a verdict line naming the IPv6
 // peer on both ends; the learned rule reaches the ruleset's IPv6 sets; under Protect an allowed IPv6
-// connection passes and an unlisted one is refused, each with its line, and nothing unlisted reaches
-// the server.
+// connection to the server pod's IPv6 address passes and an unlisted one is refused, each with its
+// line, and nothing unlisted reaches the server.
 func TestIPv6Story(t *testing.T) {
 	requirePodwall(t)
 	ns := namespace(t, map[string]string{injectLabel: "enabled"})
+	// Every allow is logged (the workload's own setting, which may log more than the platform's
+	// "first"), so that the allow under Protect has its line although Learn logged that peer before.
+	kubectl(t, "-n", ns, "create", "configmap", "podwall-config", "--from-literal=config.yaml=log-allows: all\n")
 	deployment(t, ns, "server", corev1.PodSpec{Containers: []corev1.Container{workloadContainer("server", "serve", "-addr", ":8080,:9090")}})
 	svc := service(t, ns, "server", 8080)
 	svc6 := netip.AddrPortFrom(ipv6Of(t, svc.Spec.ClusterIPs), 8080)
