@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -141,18 +142,41 @@ func createPod(t *testing.T, ns, name string, spec corev1.PodSpec) *corev1.Pod {
 	return runningPod(t, ns, name)
 }
 
-// service exposes the pods labelled e2e=<name> on port.
+// service exposes the pods labelled e2e=<name> on port, with a cluster IP of each family (IPv4, the
+// primary one, in ClusterIP; ClusterIPs lists both).
 func service(t *testing.T, ns, name string, port int32) *corev1.Service {
 	t.Helper()
 	svc, err := env.Client.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"e2e": name},
-			Ports: []corev1.ServicePort{{Port: port, Protocol: corev1.ProtocolTCP}}},
+			IPFamilyPolicy: ptr.To(corev1.IPFamilyPolicyRequireDualStack),
+			Ports:          []corev1.ServicePort{{Port: port, Protocol: corev1.ProtocolTCP}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create service %s: %v", name, err)
 	}
 	return svc
+}
+
+// podIPs lists the pod's addresses, one per family.
+func podIPs(pod *corev1.Pod) []string {
+	var ips []string
+	for _, ip := range pod.Status.PodIPs {
+		ips = append(ips, ip.IP)
+	}
+	return ips
+}
+
+// ipv6Of returns the one IPv6 address among addrs (a pod's or a Service's, on the dual-stack cluster).
+func ipv6Of(t *testing.T, addrs []string) netip.Addr {
+	t.Helper()
+	for _, s := range addrs {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is6() && !a.Is4In6() {
+			return a
+		}
+	}
+	t.Fatalf("no IPv6 address among %v", addrs)
+	return netip.Addr{}
 }
 
 // namespaceUser gives user a Role with rules in ns, so that `kubectl --as <user>` acts as a namespace

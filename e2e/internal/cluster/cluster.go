@@ -1,8 +1,10 @@
 // Package cluster runs a real single-node Kubernetes cluster on this machine for the e2e tests and
 // `make cluster`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd (with the
 // CNI bridge and host-local plugins), kubelet and kube-proxy, all child processes with their state in
-// one folder. Stop tears it down and restores what the components change on the host (sysctls,
-// iptables KUBE-* chains, mounts, the CNI bridge, cgroups, folders outside the cluster's own).
+// one folder. The cluster is dual-stack: the node, every pod and (on request, ipFamilyPolicy) every
+// Service has an IPv4 and an IPv6 address, IPv4 first; the host needs an address of each family. Stop
+// tears it down and restores what the components change on the host (sysctls, iptables and ip6tables
+// KUBE-* chains, mounts, the CNI bridge, cgroups, folders outside the cluster's own).
 package cluster
 
 import (
@@ -42,8 +44,8 @@ type Cluster struct {
 	APIServerURL string
 	// ContainerdSocket is containerd's gRPC socket (ctr --address).
 	ContainerdSocket string
-	// HostIP is the node's address.
-	HostIP string
+	// HostIP and HostIPv6 are the node's addresses, IPv4 (its primary) and IPv6.
+	HostIP, HostIPv6 string
 	// Config and Client reach the API server as cluster admin.
 	Config *rest.Config
 	Client kubernetes.Interface
@@ -99,11 +101,16 @@ func (c *Cluster) prepare() error {
 	if err := os.MkdirAll(c.path("logs"), 0o755); err != nil {
 		return err
 	}
-	ip, err := hostIP()
+	ip, err := hostIP("udp4", "203.0.113.1:9")
 	if err != nil {
 		return err
 	}
 	c.HostIP = ip.String()
+	ip6, err := hostIP("udp6", "[2001:db8::1]:9")
+	if err != nil {
+		return fmt.Errorf("%w: the cluster is dual-stack, so the host needs an IPv6 address and route too", err)
+	}
+	c.HostIPv6 = ip6.String()
 	ports, err := freePorts(4)
 	if err != nil {
 		return err
@@ -179,12 +186,13 @@ func (c *Cluster) path(elem ...string) string {
 	return filepath.Join(append([]string{c.dir}, elem...)...)
 }
 
-// hostIP is the address of the interface that holds the default route: reachable from pods (through
-// the bridge's gateway) and from the host.
-func hostIP() (net.IP, error) {
-	conn, err := net.Dial("udp4", "203.0.113.1:9") // no packet is sent: this only asks for a route
+// hostIP is the host's address of one family (network "udp4" or "udp6") that the route to probe, a
+// documentation address, leaves from: the default route's, reachable from pods (through the bridge's
+// gateway) and from the host.
+func hostIP(network, probe string) (net.IP, error) {
+	conn, err := net.Dial(network, probe) // no packet is sent: this only asks for a route
 	if err != nil {
-		return nil, fmt.Errorf("find the host's address: %w", err)
+		return nil, fmt.Errorf("find the host's %s address: %w", network, err)
 	}
 	defer conn.Close()
 	return conn.LocalAddr().(*net.UDPAddr).IP, nil

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,7 +19,8 @@ import (
 func (c *Cluster) bin(name string) string { return filepath.Join(c.opts.BinDir, name) }
 
 // startControlPlane runs etcd, the API server (with service-account token signing, so projected
-// tokens and TokenReview work), the controller manager and the scheduler.
+// tokens and TokenReview work, and a Service range per family), the controller manager (which gives
+// the node one pod range per family, the very ranges the CNI network hands out) and the scheduler.
 func (c *Cluster) startControlPlane(ctx context.Context) error {
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(c.etcdPorts[0])
 	if err := c.start("etcd", c.bin("etcd"), "--data-dir", c.path("etcd"),
@@ -38,7 +40,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		"--tls-cert-file", p.ServingCert, "--tls-private-key-file", p.ServingKey, "--client-ca-file", p.CA,
 		"--service-account-key-file", p.SAPub, "--service-account-signing-key-file", p.SAKey,
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-		"--service-cluster-ip-range", serviceCIDR, "--authorization-mode", "RBAC", "--allow-privileged",
+		"--service-cluster-ip-range", serviceCIDR+","+serviceCIDR6, "--authorization-mode", "RBAC", "--allow-privileged",
 		"--kubelet-client-certificate", p.ClientCert, "--kubelet-client-key", p.ClientKey,
 		"--kubelet-preferred-address-types", "InternalIP", "--cert-dir", c.path("pki", "apiserver")); err != nil {
 		return err
@@ -50,7 +52,8 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 	}
 	if err := c.start("kube-controller-manager", c.bin("kube-controller-manager"), "--kubeconfig", c.Kubeconfig,
 		"--service-account-private-key-file", p.SAKey, "--root-ca-file", p.CA, "--leader-elect=false",
-		"--secure-port=0"); err != nil {
+		"--secure-port=0", "--allocate-node-cidrs", "--cluster-cidr", podCIDR+","+podCIDR6,
+		"--node-cidr-mask-size-ipv4", prefixLen(podCIDR), "--node-cidr-mask-size-ipv6", prefixLen(podCIDR6)); err != nil {
 		return err
 	}
 	return c.start("kube-scheduler", c.bin("kube-scheduler"), "--kubeconfig", c.Kubeconfig,
@@ -80,12 +83,14 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 // ServiceAccounts.
 func (c *Cluster) startNode(ctx context.Context) error {
 	// Restored by Stop like the other sysctls; see kubeProxyConfig.
-	if err := os.WriteFile("/proc/sys/net/bridge/bridge-nf-call-iptables", []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("bridge-nf-call-iptables (br_netfilter): %w", err)
+	for _, s := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
+		if err := os.WriteFile("/proc/sys/net/bridge/"+s, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("%s (br_netfilter): %w", s, err)
+		}
 	}
 	if err := c.start("kubelet", c.bin("kubelet"), "--config", c.path("kubelet.yaml"),
 		"--kubeconfig", c.Kubeconfig, "--root-dir", c.path("kubelet"), "--hostname-override", NodeName,
-		"--node-ip", c.HostIP); err != nil {
+		"--node-ip", c.HostIP+","+c.HostIPv6); err != nil {
 		return err
 	}
 	if err := c.start("kube-proxy", c.bin("kube-proxy"), "--config", c.path("kube-proxy.yaml")); err != nil {
@@ -114,6 +119,13 @@ func (c *Cluster) nodeReady(ctx context.Context) error {
 		}
 	}
 	return errors.New("node has no Ready condition yet")
+}
+
+// prefixLen is the prefix length of a CIDR ("10.88.0.0/16" -> "16"): the node's pod range is the
+// whole cluster range, since the cluster has one node.
+func prefixLen(cidr string) string {
+	_, bits, _ := strings.Cut(cidr, "/")
+	return bits
 }
 
 func httpOK(ctx context.Context, client *http.Client, url string) error {

@@ -9,11 +9,15 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// Addresses of the cluster's networks. They are private ranges unlikely to meet the host's own.
+// Addresses of the cluster's networks, dual-stack: IPv4 first (a Service's or pod's primary family,
+// as on most clusters), then IPv6. They are private ranges (unique local for IPv6) unlikely to meet
+// the host's own.
 const (
-	serviceCIDR = "10.96.0.0/16"
-	serviceIP   = "10.96.0.1" // the kubernetes Service, first address of serviceCIDR
-	podCIDR     = "10.88.0.0/16"
+	serviceCIDR  = "10.96.0.0/16"
+	serviceCIDR6 = "fd42:96::/112"
+	serviceIP    = "10.96.0.1" // the kubernetes Service, first address of serviceCIDR
+	podCIDR      = "10.88.0.0/16"
+	podCIDR6     = "fd42:88::/64"
 	// BridgeName is the CNI bridge on the host; teardown removes it and every veth enslaved to it.
 	BridgeName = "pwe2e0"
 	// NodeName is the kubelet's node.
@@ -48,14 +52,17 @@ state = %[2]q
 		PauseImage, c.path("cni/net.d"))
 }
 
-// cniConfig is a bridge network with host-local addresses. No IP masquerade: pods need only reach
-// each other and the host (where the API server listens), so the bridge plugin adds no iptables rules.
+// cniConfig is a bridge network with host-local addresses, one range per family, so that every pod
+// gets an IPv4 and an IPv6 address (the bridge is both families' gateway). No IP masquerade: pods need
+// only reach each other and the host (where the API server listens), so the bridge plugin adds no
+// iptables rules.
 func (c *Cluster) cniConfig() string {
 	return fmt.Sprintf(`{"cniVersion": "0.4.0", "name": "podwall-e2e", "plugins": [
   {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}}
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}], [{"subnet": %q}]],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}], "dataDir": %q}}
 ]}
-`, BridgeName, podCIDR, c.path("cni/ipam"))
+`, BridgeName, podCIDR, podCIDR6, c.path("cni/ipam"))
 }
 
 // kubeletConfig carries what this machine needs (cgroup v1 with the cgroupfs driver, swap present)
@@ -90,21 +97,22 @@ serializeImagePulls: false
 `, c.ContainerdSocket, c.path("pod-logs"), c.kubeletPort, c.HostIP, c.pki.CA, c.pki.ServingCert, c.pki.ServingKey)
 }
 
-// kubeProxyConfig: iptables mode, with no masquerade between pods, so that a server sees (and podwall
-// judges) the client pod's own address. A pod reaching a Service backed by a pod on the same bridge
-// then gets the reply bridged, not routed: bridge-nf-call-iptables (set by Start) makes conntrack undo
-// the DNAT on it. The conntrack limits are left as the host has them.
+// kubeProxyConfig: iptables mode (iptables and ip6tables: clusterCIDR names both families), with no
+// masquerade between pods, so that a server sees (and podwall judges) the client pod's own address. A
+// pod reaching a Service backed by a pod on the same bridge then gets the reply bridged, not routed:
+// bridge-nf-call-iptables and -ip6tables (set by Start) make conntrack undo the DNAT on it. The
+// conntrack limits are left as the host has them.
 func (c *Cluster) kubeProxyConfig() string {
 	return fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
 clientConnection: {kubeconfig: %s}
 hostnameOverride: %s
-clusterCIDR: %s
+clusterCIDR: %s,%s
 healthzBindAddress: ""
 metricsBindAddress: ""
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
-`, c.Kubeconfig, NodeName, podCIDR)
+`, c.Kubeconfig, NodeName, podCIDR, podCIDR6)
 }
 
 // writeKubeconfig writes the admin kubeconfig every component and kubectl use.

@@ -14,10 +14,13 @@ import (
 	"time"
 )
 
-// sysctls the kubelet, kube-proxy and the CNI bridge plugin change on the host.
+// sysctls the kubelet, kube-proxy and the CNI bridge plugin change on the host. The bridge plugin
+// turns on net/ipv6/conf/all/forwarding, which the kernel copies to every interface (and to default):
+// restoring it copies the old value back.
 var sysctls = []string{
 	"vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "net/ipv4/ip_forward",
 	"net/ipv4/conf/all/route_localnet", "net/bridge/bridge-nf-call-iptables", "net/netfilter/nf_conntrack_max",
+	"net/ipv6/conf/all/forwarding", "net/bridge/bridge-nf-call-ip6tables",
 }
 
 // hostPaths are folders that the node's components create outside the cluster's folder even when
