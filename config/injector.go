@@ -132,7 +132,7 @@ var injectorLoader = loader{
 		f.String("sidecar-cpu-request", "10m", "CPU request of the sidecar (empty: none)")
 		f.String("sidecar-memory-request", "32Mi", "memory request of the sidecar (empty: none)")
 		f.String("sidecar-cpu-limit", "", "CPU limit of the sidecar (empty: none)")
-		f.String("sidecar-memory-limit", "128Mi", "memory limit of the sidecar (empty: none)")
+		f.String("sidecar-memory-limit", "192Mi", "memory limit of the sidecar (empty: none)")
 		f.Bool("sidecar-privileged", false, "run the sidecar privileged instead of with NET_ADMIN only")
 		f.Int("sidecar-port", sidecar.DefaultPort, "sidecar's port for /readyz, /healthz and /metrics")
 		f.String("policygen-url", "https://podwall-policygen.podwall-system.svc:8443", "policygen's policy API for the sidecars")

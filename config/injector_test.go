@@ -21,7 +21,7 @@ func defaultInjector() Injector {
 		NativeSidecars: NativeAuto,
 		Sidecar: InjectedSidecar{
 			Image: "podwall/sidecar:dev", PullPolicy: "IfNotPresent", CPURequest: "10m", MemoryRequest: "32Mi",
-			MemoryLimit: "128Mi", Port: 9947, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443",
+			MemoryLimit: "192Mi", Port: 9947, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443",
 			PolicyGenCAConfigMap: "podwall-policygen-ca",
 			TokenExpiration:      time.Hour,
 		},
