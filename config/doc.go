@@ -39,6 +39,10 @@
 // which). A mode in either layer is a floor: the sidecar enforces the strictest of the policy's mode
 // and the configured one, so mode: Learn under a Protect policy changes nothing.
 //
+// A platform entry's key resources is not a sidecar key: it sets the podwall container's requests
+// and limits (cpu, memory), resource by resource over the injector's sidecar-{cpu,memory}-* flags,
+// and the workload layer cannot set it (see Platform).
+//
 // "live" keys reach a running sidecar through WatchSidecar; a change of queue-count in the file is
 // reported as a RestartRequiredError and takes effect at the next start. "layer" says who may set the
 // key: platform (flags, environment, and for those marked +file the platform's ConfigMap) or

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"podwall.io/podwall/api/sidecar"
@@ -132,7 +133,7 @@ var injectorLoader = loader{
 		f.String("sidecar-cpu-request", "10m", "CPU request of the sidecar (empty: none)")
 		f.String("sidecar-memory-request", "32Mi", "memory request of the sidecar (empty: none)")
 		f.String("sidecar-cpu-limit", "", "CPU limit of the sidecar (empty: none)")
-		f.String("sidecar-memory-limit", "128Mi", "memory limit of the sidecar (empty: none)")
+		f.String("sidecar-memory-limit", "192Mi", "memory limit of the sidecar (empty: none)")
 		f.Bool("sidecar-privileged", false, "run the sidecar privileged instead of with NET_ADMIN only")
 		f.Int("sidecar-port", sidecar.DefaultPort, "sidecar's port for /readyz, /healthz and /metrics")
 		f.String("policygen-url", "https://podwall-policygen.podwall-system.svc:8443", "policygen's policy API for the sidecars")
@@ -178,14 +179,8 @@ func (s InjectedSidecar) check(p *problems) {
 	if s.Image == "" {
 		p.add("sidecar-image", "required")
 	}
-	quantities := map[string]string{
-		"sidecar-cpu-request": s.CPURequest, "sidecar-memory-request": s.MemoryRequest,
-		"sidecar-cpu-limit": s.CPULimit, "sidecar-memory-limit": s.MemoryLimit,
-	}
-	for key, q := range quantities {
-		if _, err := resource.ParseQuantity(q); q != "" && err != nil {
-			p.add(key, "%q is not a Kubernetes quantity", q)
-		}
+	if _, err := s.Resources(); err != nil {
+		*p = append(*p, err)
 	}
 	if u, err := url.Parse(s.PolicyGenURL); err != nil || u.Scheme != "https" || u.Host == "" {
 		p.add("policygen-url", "%q is not an https URL: the token must not travel in clear", s.PolicyGenURL)
@@ -206,4 +201,41 @@ func checkPort(p *problems, key string, port int) {
 	if port < 1 || port > 65535 {
 		p.add(key, "%d is not a port from 1 to 65535", port)
 	}
+}
+
+// Resources are the sidecar's requests and limits (an empty quantity is left unset). An error names
+// each flag that is not a Kubernetes quantity, or a request above its limit, which the API server
+// would refuse in every pod.
+func (s InjectedSidecar) Resources() (corev1.ResourceRequirements, error) {
+	var p problems
+	res := corev1.ResourceRequirements{}
+	for _, q := range []struct {
+		list       *corev1.ResourceList
+		name       corev1.ResourceName
+		key, value string
+	}{
+		{&res.Requests, corev1.ResourceCPU, "sidecar-cpu-request", s.CPURequest},
+		{&res.Requests, corev1.ResourceMemory, "sidecar-memory-request", s.MemoryRequest},
+		{&res.Limits, corev1.ResourceCPU, "sidecar-cpu-limit", s.CPULimit},
+		{&res.Limits, corev1.ResourceMemory, "sidecar-memory-limit", s.MemoryLimit},
+	} {
+		if q.value == "" {
+			continue
+		}
+		v, err := resource.ParseQuantity(q.value)
+		if err != nil {
+			p.add(q.key, "%q is not a Kubernetes quantity", q.value)
+			continue
+		}
+		if *q.list == nil {
+			*q.list = corev1.ResourceList{}
+		}
+		(*q.list)[q.name] = v
+	}
+	if len(p) == 0 {
+		if err := checkRequestsWithinLimits(res); err != nil {
+			return res, fmt.Errorf("sidecar resources (flags sidecar-{cpu,memory}-{request,limit}): %w", err)
+		}
+	}
+	return res, errors.Join(p...)
 }

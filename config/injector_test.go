@@ -21,7 +21,7 @@ func defaultInjector() Injector {
 		NativeSidecars: NativeAuto,
 		Sidecar: InjectedSidecar{
 			Image: "podwall/sidecar:dev", PullPolicy: "IfNotPresent", CPURequest: "10m", MemoryRequest: "32Mi",
-			MemoryLimit: "128Mi", Port: 9947, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443",
+			MemoryLimit: "192Mi", Port: 9947, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443",
 			PolicyGenCAConfigMap: "podwall-policygen-ca",
 			TokenExpiration:      time.Hour,
 		},
@@ -94,6 +94,7 @@ func TestLoadInjectorErrors(t *testing.T) {
 		{[]string{"--cert-validity=30m", "--cert-renew-before=1h"}, []string{"cert-validity: 30m0s is under", "cert-renew-before: 1h0m0s must be"}},
 		{[]string{"--native-sidecars=maybe"}, []string{"native-sidecars:"}},
 		{[]string{"--sidecar-memory-limit=lots", "--sidecar-image="}, []string{"sidecar-memory-limit:", "sidecar-image: required"}},
+		{[]string{"--sidecar-memory-request=256Mi"}, []string{"sidecar resources (flags sidecar-{cpu,memory}-{request,limit}): requests.memory: 256Mi is above limits.memory 192Mi"}},
 		{[]string{"--policygen-url=http://policygen"}, []string{"policygen-url:"}},
 		{[]string{"--token-expiration=5m", "--namespace=Bad_NS"}, []string{"token-expiration:", "namespace:"}},
 		{[]string{"--sidecar-mode=Enforce", "--sidecar-log-rate=fast"}, []string{`sidecar-mode: "Enforce" is not one of`, `sidecar-log-rate: "fast"`}},

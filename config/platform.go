@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"podwall.io/podwall/api/sidecar"
@@ -24,27 +25,39 @@ var platformKeys = []string{"mode", "fail-mode", "log-allows", "log-allow-interv
 //
 //	defaults: {mode: Monitor, fail-mode: closed, log-rate: 100}
 //	namespaces:
-//	  demo: {mode: Protect}
+//	  demo: {mode: Protect, resources: {requests: {cpu: 20m}}}
 //	workloads:
-//	  demo/Deployment/client: {fail-mode: open}
+//	  demo/Deployment/client: {fail-mode: open, resources: {limits: {memory: 256Mi}}}
 //
 // A pod's settings are, key by key, its workload's entry, else its namespace's, else the defaults,
-// else the injector's flag sidecar-<key> (InjectedPlatform), else the sidecar's own default.
+// else the injector's flag sidecar-<key> (InjectedPlatform), else the sidecar's own default. The key
+// resources sets the podwall container's requests and limits (cpu, memory) the same way, resource by
+// resource, over the injector's flags sidecar-{cpu,memory}-{request,limit}.
 type Platform struct {
-	Defaults   PlatformSettings            `json:"defaults,omitempty"`
-	Namespaces map[string]PlatformSettings `json:"namespaces,omitempty"`
+	Defaults   PlatformEntry
+	Namespaces map[string]PlatformEntry
 	// Workloads are keyed "namespace/Kind/name", the workload as the injector names it
 	// ("demo/Deployment/client").
-	Workloads map[string]PlatformSettings `json:"workloads,omitempty"`
+	Workloads map[string]PlatformEntry
+}
+
+// PlatformEntry is one entry of the platform file.
+type PlatformEntry struct {
+	// Settings are sidecar settings by key, which the injector passes as the sidecar's environment.
+	Settings PlatformSettings
+	// Resources are the podwall container's requests and limits (cpu and memory only).
+	Resources corev1.ResourceRequirements
 }
 
 // PlatformSettings are sidecar settings by key, each value as the sidecar's environment spells it.
 type PlatformSettings map[string]string
 
 // ParsePlatform reads a platform file strictly: unknown fields, keys other than the platform's, values
-// the sidecar would not take, and workload names that are not namespace/Kind/name are errors that name
-// the entry and the key, all reported at once. An empty file sets nothing.
-func ParsePlatform(data []byte) (Platform, error) {
+// the sidecar would not take, resources other than cpu and memory or not positive quantities, and
+// workload names that are not namespace/Kind/name are errors that name the entry and the key, all
+// reported at once. So is a pod whose resources, resolved over base (the injector's sidecar-*
+// resource flags), would ask for more than their limit. An empty file sets nothing.
+func ParsePlatform(data []byte, base corev1.ResourceRequirements) (Platform, error) {
 	var raw struct {
 		Defaults   map[string]any            `json:"defaults"`
 		Namespaces map[string]map[string]any `json:"namespaces"`
@@ -54,19 +67,19 @@ func ParsePlatform(data []byte) (Platform, error) {
 		return Platform{}, fmt.Errorf("%s: %w", sidecar.PlatformFile, err)
 	}
 	var errs []error
-	settings := func(where string, in map[string]any) PlatformSettings {
-		s, err := platformSettings(in)
+	entry := func(where string, in map[string]any) PlatformEntry {
+		e, err := platformEntry(in)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 		}
-		return s
+		return e
 	}
-	out := Platform{Defaults: settings("defaults", raw.Defaults)}
+	out := Platform{Defaults: entry("defaults", raw.Defaults)}
 	for _, ns := range slices.Sorted(maps.Keys(raw.Namespaces)) {
 		if !isDNSLabel(ns) {
 			errs = append(errs, fmt.Errorf("namespaces: %q is not a namespace name", ns))
 		}
-		out.Namespaces = setEntry(out.Namespaces, ns, settings("namespaces."+ns, raw.Namespaces[ns]))
+		out.Namespaces = setEntry(out.Namespaces, ns, entry("namespaces."+ns, raw.Namespaces[ns]))
 	}
 	for _, w := range slices.Sorted(maps.Keys(raw.Workloads)) {
 		ns, kindName, _ := strings.Cut(w, "/")
@@ -74,7 +87,12 @@ func ParsePlatform(data []byte) (Platform, error) {
 		if !isDNSLabel(ns) || !ok || kind == "" || !isDNSSubdomain(name) {
 			errs = append(errs, fmt.Errorf("workloads: %q is not namespace/Kind/name", w))
 		}
-		out.Workloads = setEntry(out.Workloads, w, settings("workloads."+w, raw.Workloads[w]))
+		out.Workloads = setEntry(out.Workloads, w, entry("workloads."+w, raw.Workloads[w]))
+	}
+	if len(errs) == 0 {
+		if err := out.checkResolvedResources(base); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return Platform{}, fmt.Errorf("invalid %s: %w", sidecar.PlatformFile, errors.Join(errs...))
@@ -82,24 +100,48 @@ func ParsePlatform(data []byte) (Platform, error) {
 	return out, nil
 }
 
-func setEntry(m map[string]PlatformSettings, k string, s PlatformSettings) map[string]PlatformSettings {
+func setEntry(m map[string]PlatformEntry, k string, e PlatformEntry) map[string]PlatformEntry {
 	if m == nil {
-		m = map[string]PlatformSettings{}
+		m = map[string]PlatformEntry{}
 	}
-	m[k] = s
+	m[k] = e
 	return m
 }
 
-// For is the settings of a pod in namespace whose workload is "Kind/name" (empty for none): key by
-// key, the workload's entry over the namespace's over the defaults.
-func (p Platform) For(namespace, workload string) PlatformSettings {
-	out := PlatformSettings{}
-	maps.Copy(out, p.Defaults)
-	maps.Copy(out, p.Namespaces[namespace])
+// For is the entry of a pod in namespace whose workload is "Kind/name" (empty for none): key by key
+// and resource by resource, the workload's entry over the namespace's over the defaults.
+func (p Platform) For(namespace, workload string) PlatformEntry {
+	out := PlatformEntry{Settings: PlatformSettings{}}
+	entries := []PlatformEntry{p.Defaults, p.Namespaces[namespace]}
 	if workload != "" {
-		maps.Copy(out, p.Workloads[namespace+"/"+workload])
+		entries = append(entries, p.Workloads[namespace+"/"+workload])
+	}
+	for _, e := range entries {
+		maps.Copy(out.Settings, e.Settings)
+		out.Resources = MergeResources(out.Resources, e.Resources)
 	}
 	return out
+}
+
+// platformEntry reads one entry: its resources, and its other keys as sidecar settings.
+func platformEntry(in map[string]any) (PlatformEntry, error) {
+	var out PlatformEntry
+	var errs []error
+	if r, ok := in[resourcesKey]; ok {
+		res, err := platformResources(r)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		out.Resources = res
+		in = maps.Clone(in)
+		delete(in, resourcesKey)
+	}
+	settings, err := platformSettings(in)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	out.Settings = settings
+	return out, errors.Join(errs...)
 }
 
 // platformSettings turns one entry into settings and checks them as the sidecar would: each key is
@@ -111,7 +153,7 @@ func platformSettings(in map[string]any) (PlatformSettings, error) {
 	sidecarLoader.flags(flags)
 	for _, key := range slices.Sorted(maps.Keys(in)) {
 		if !slices.Contains(platformKeys, key) {
-			p.add(key, "not a platform key; the platform file sets %s", strings.Join(platformKeys, ", "))
+			p.add(key, "not a platform key; the platform file sets %s and %s", strings.Join(platformKeys, ", "), resourcesKey)
 			continue
 		}
 		value, ok := scalar(in[key])

@@ -1,22 +1,39 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
+
+// list is a ResourceList of cpu and memory; an empty quantity is left out.
+func list(cpu, memory string) corev1.ResourceList {
+	out := corev1.ResourceList{}
+	for name, q := range map[corev1.ResourceName]string{corev1.ResourceCPU: cpu, corev1.ResourceMemory: memory} {
+		if q != "" {
+			out[name] = resource.MustParse(q)
+		}
+	}
+	return out
+}
+
+// quantities compares quantities by value (0.1 and 100m are equal).
+var quantities = cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 })
 
 func TestParsePlatform(t *testing.T) {
 	const file = `
 defaults: {mode: Monitor, fail-mode: closed, log-rate: 100, log-allow-interval: 30s}
 namespaces:
-  demo: {mode: protect, log-allows: all}
+  demo: {mode: protect, log-allows: all, resources: {requests: {cpu: 20m, memory: 48Mi}}}
   shop: {deny-memo-timeout: 5s}
 workloads:
-  demo/Deployment/client: {fail-mode: open, log-burst: 500}
+  demo/Deployment/client: {fail-mode: open, log-burst: 500, resources: {requests: {cpu: 0.1}, limits: {cpu: 1, memory: 256Mi}}}
 `
-	p, err := ParsePlatform([]byte(file))
+	p, err := ParsePlatform([]byte(file), corev1.ResourceRequirements{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,11 +48,24 @@ workloads:
 		{"shop", "Deployment/client", PlatformSettings{"mode": "Monitor", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s", "deny-memo-timeout": "5s"}},
 	}
 	for _, tc := range tests {
-		if diff := cmp.Diff(tc.want, p.For(tc.namespace, tc.workload)); diff != "" {
+		if diff := cmp.Diff(tc.want, p.For(tc.namespace, tc.workload).Settings); diff != "" {
 			t.Errorf("For(%s, %s) (-want +got):\n%s", tc.namespace, tc.workload, diff)
 		}
 	}
-	if empty, err := ParsePlatform(nil); err != nil || len(empty.For("a", "Pod/b")) != 0 {
+	resources := []struct {
+		namespace, workload string
+		want                corev1.ResourceRequirements
+	}{
+		{"other", "Deployment/web", corev1.ResourceRequirements{}},
+		{"demo", "Deployment/web", corev1.ResourceRequirements{Requests: list("20m", "48Mi")}},
+		{"demo", "Deployment/client", corev1.ResourceRequirements{Requests: list("100m", "48Mi"), Limits: list("1", "256Mi")}},
+	}
+	for _, tc := range resources {
+		if diff := cmp.Diff(tc.want, p.For(tc.namespace, tc.workload).Resources, quantities); diff != "" {
+			t.Errorf("For(%s, %s).Resources (-want +got):\n%s", tc.namespace, tc.workload, diff)
+		}
+	}
+	if empty, err := ParsePlatform(nil, corev1.ResourceRequirements{}); err != nil || len(empty.For("a", "Pod/b").Settings) != 0 {
 		t.Errorf("empty file: %v, %v", empty, err)
 	}
 }
@@ -57,11 +87,21 @@ func TestParsePlatformErrors(t *testing.T) {
 		{"a list", "defaults: {mode: [Protect]}\n", []string{"defaults: mode: want a single value"}},
 		{"bad namespace", "namespaces: {Demo_1: {mode: Protect}}\n", []string{`namespaces: "Demo_1" is not a namespace name`}},
 		{"bad workload", "workloads: {demo/client: {mode: Protect}}\n", []string{`workloads: "demo/client" is not namespace/Kind/name`}},
+		{"resources: unknown field", "defaults: {resources: {request: {cpu: 1}}}\n", []string{`defaults: resources: want {requests: {cpu, memory}, limits: {cpu, memory}}`, `unknown field "request"`}},
+		{"resources: not cpu or memory", "defaults: {resources: {limits: {ephemeral-storage: 1Gi}}}\n", []string{"defaults: resources.limits.ephemeral-storage: not a resource the platform sets"}},
+		{"resources: not a quantity", "namespaces: {demo: {resources: {requests: {memory: lots}}}}\n", []string{`namespaces.demo: resources.requests.memory: "lots" is not a positive Kubernetes quantity`}},
+		{"resources: zero", "defaults: {resources: {requests: {cpu: 0}}}\n", []string{`defaults: resources.requests.cpu: "0" is not a positive`}},
+		{"resources: negative", "defaults: {resources: {limits: {cpu: -1}}}\n", []string{`defaults: resources.limits.cpu: "-1" is not a positive`}},
+		{"resources: a list", "defaults: {resources: {requests: {cpu: [1]}}}\n", []string{"defaults: resources.requests.cpu: want a quantity"}},
+		{"resources: request above the entry's limit", "defaults: {resources: {requests: {cpu: 2}, limits: {cpu: 1}}}\n", []string{"defaults: resources: requests.cpu: 2 is above limits.cpu 1"}},
+		{"resources: request above an inherited limit", "namespaces: {demo: {resources: {limits: {cpu: 100m}}}}\nworkloads: {demo/Deployment/web: {resources: {requests: {cpu: 200m}}}}\n",
+			[]string{"workloads.demo/Deployment/web: resources, with what it inherits", "requests.cpu: 200m is above limits.cpu 100m; set both in the same entry"}},
+		{"resources: request above the injector's limit", "defaults: {resources: {requests: {memory: 256Mi}}}\n", []string{"defaults: resources, with what it inherits", "requests.memory: 256Mi is above limits.memory 128Mi"}},
 		{"every problem at once", "defaults: {mode: x}\nnamespaces: {demo: {log-burst: 0}}\n", []string{"defaults: mode", "namespaces.demo: log-burst"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParsePlatform([]byte(tc.file))
+			_, err := ParsePlatform([]byte(tc.file), corev1.ResourceRequirements{Limits: list("", "128Mi")})
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -84,6 +124,9 @@ func FuzzPlatformFile(f *testing.F) {
 		"defaults: {log-rate: 1e308}\n",
 		"defaults: {log-rate: .nan}\n",
 		"workloads: {a/B/c: {}}\n",
+		"defaults: {resources: {requests: {cpu: 20m, memory: 48Mi}, limits: {cpu: 1, memory: 256Mi}}}\nnamespaces: {a: {resources: {limits: {memory: 64Mi}}}}\n",
+		"workloads: {a/B/c: {resources: {requests: {memory: 1e308}}}}\n",
+		"defaults: {resources: {requests: {cpu: 1Ki}}}\n",
 		"defaults: {mode: [x]}\n",
 		"&a [*a]",
 		"defaults: !!binary aGVsbG8=\n",
@@ -92,13 +135,26 @@ func FuzzPlatformFile(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := ParsePlatform(data)
+		base := corev1.ResourceRequirements{Requests: list("10m", "32Mi"), Limits: list("", "192Mi")}
+		p, err := ParsePlatform(data, base)
 		if err != nil {
 			return
 		}
 		check := func(ns, w string) {
+			entry := p.For(ns, w)
+			res := MergeResources(base, entry.Resources)
+			if err := checkRequestsWithinLimits(res); err != nil {
+				t.Fatalf("accepted resources the API server refuses in %s %s: %v", ns, w, err)
+			}
+			for _, l := range []corev1.ResourceList{res.Requests, res.Limits} {
+				for name, q := range l {
+					if !slices.Contains(platformResourceNames, name) || q.Sign() <= 0 {
+						t.Fatalf("accepted resource %s=%s", name, q.String())
+					}
+				}
+			}
 			var args []string
-			for k, v := range p.For(ns, w) {
+			for k, v := range entry.Settings {
 				args = append(args, "--"+k+"="+v)
 			}
 			if _, err := loadPlatform(append(args, "--config=", "--policy-file=/p")); err != nil {

@@ -288,7 +288,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector", port, nil)
 	stop := c.runInjector(t, Options{Port: port, TLS: certs.Serving{ExtraHosts: []string{"127.0.0.1"}},
-		PolicyGenCAConfigMap: "podwall-policygen-ca"})
+		PolicyGenCAConfigMap: "podwall-policygen-ca", Sidecar: SidecarOptions{Resources: sidecarResources}})
 	c.waitInjecting(t)
 	t.Run("policygen's CA bundle reaches the sidecar", func(t *testing.T) { testPolicyGenCA(t, c, policyGenCA) })
 

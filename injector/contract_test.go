@@ -116,7 +116,7 @@ func meant(t *testing.T, tc goldenCase, pod *corev1.Pod, c corev1.Container, def
 	want.ListenAddr = ":" + strconv.Itoa(int(opts.Port))
 	want.CacheDir = sidecar.CacheDir
 	want.PolicyGen = config.PolicyGen{URL: opts.PolicyGenURL, TokenFile: sidecar.TokenFile}
-	want.PolicyGen.CA = tc.platform(t)[string(sidecar.KeyPolicyGenCA)]
+	want.PolicyGen.CA = tc.platform(t).Settings[string(sidecar.KeyPolicyGenCA)]
 	want.Pod = config.Pod{Name: pod.Name, Namespace: pod.Namespace, ServiceAccount: pod.Spec.ServiceAccountName,
 		Workload: workloadOf(pod)}
 	for ip := range strings.SplitSeq(goldenPodIPs, ",") {

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/config"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the injector's output")
@@ -155,13 +156,13 @@ func (tc goldenCase) injector(t *testing.T) *Injector {
 func (tc goldenCase) platform(t *testing.T) platformFor {
 	t.Helper()
 	if tc.policyGenCA == "" {
-		return nil
+		return platformFor{}
 	}
 	ca, err := os.ReadFile(filepath.Join("testdata", tc.policyGenCA))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return platformFor{string(sidecar.KeyPolicyGenCA): string(ca)}
+	return platformFor{Settings: config.PlatformSettings{string(sidecar.KeyPolicyGenCA): string(ca)}}
 }
 
 // injectedGoldenPod reads the pod of testdata/<name>.golden.yaml; ok is false when the webhook denied

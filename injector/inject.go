@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/config"
 )
 
 // systemNamespaces are never injected, whatever their labels: the cluster's own components and
@@ -99,16 +100,17 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 		return nil, err
 	}
 	warnings = append(warnings, rawWarnings...)
-	platform := maps.Clone(in.opts.PlatformDefaults)
+	platform := config.PlatformEntry{Settings: maps.Clone(in.opts.PlatformDefaults), Resources: in.opts.Resources}
 	if in.opts.Platform != nil {
-		settings, err := in.opts.Platform.Settings(ns.Name, workloadOf(work))
+		entry, err := in.opts.Platform.For(ns.Name, workloadOf(work))
 		if err != nil {
 			return nil, err
 		}
-		if platform == nil {
-			platform = map[string]string{}
+		if platform.Settings == nil {
+			platform.Settings = config.PlatformSettings{}
 		}
-		maps.Copy(platform, settings)
+		maps.Copy(platform.Settings, entry.Settings)
+		platform.Resources = config.MergeResources(platform.Resources, entry.Resources)
 	}
 	dropNetRaw(work)
 	st := in.add(work, platform)
@@ -194,7 +196,7 @@ func riskyContainers(spec *corev1.PodSpec) []string {
 
 // add puts the sidecar, its volumes and (on old clusters) the baseline init container into a pod that
 // holds none of them, and returns the status to record.
-func (in *Injector) add(pod *corev1.Pod, platform map[string]string) status {
+func (in *Injector) add(pod *corev1.Pod, platform config.PlatformEntry) status {
 	mesh := detectMesh(pod)
 	podwall := in.sidecar(pod, mesh, platform)
 	st := status{Volumes: injectedVolumes()}

@@ -18,13 +18,13 @@ import (
 	"podwall.io/podwall/internal/certs"
 )
 
-// PlatformSource gives a pod's platform settings: sidecar keys and values that the injector passes as
-// the sidecar's environment, which the pod's own config file may only tighten, and which no one in the
-// pod's namespace can change.
+// PlatformSource gives a pod's platform entry: sidecar keys and values that the injector passes as
+// the sidecar's environment, which the pod's own config file may only tighten, and the podwall
+// container's resources; no one in the pod's namespace can change either.
 type PlatformSource interface {
-	// Settings returns the settings of a pod of workload ("Kind/name", "" for none) in namespace. An
-	// error refuses the pod, with the error's message.
-	Settings(namespace, workload string) (map[string]string, error)
+	// For returns the entry of a pod of workload ("Kind/name", "" for none) in namespace. An error
+	// refuses the pod, with the error's message.
+	For(namespace, workload string) (config.PlatformEntry, error)
 }
 
 // Platform reads the platform's ConfigMap (sidecar.PlatformConfigMap, key sidecar.PlatformFile, in the
@@ -40,6 +40,7 @@ type PlatformSource interface {
 // that cannot verify policygen would never get a policy.
 type Platform struct {
 	reader client.Reader
+	base   corev1.ResourceRequirements // the sidecar's resources that the entries are set over
 	key    types.NamespacedName
 	ca     types.NamespacedName // Name empty: the sidecars use the system roots
 	log    logr.Logger
@@ -51,55 +52,57 @@ type Platform struct {
 }
 
 // NewPlatform reads the ConfigMaps of namespace through reader: the platform's settings and, unless
-// caConfigMap is empty, policygen's CA bundle.
-func NewPlatform(reader client.Reader, namespace, caConfigMap string, log logr.Logger) *Platform {
-	return &Platform{reader: reader, log: log,
+// caConfigMap is empty, policygen's CA bundle. base is the sidecar's resources without the platform
+// (SidecarOptions.Resources): a version of the ConfigMap whose resources, set over them, would ask
+// for more than a limit is refused.
+func NewPlatform(reader client.Reader, namespace, caConfigMap string, base corev1.ResourceRequirements, log logr.Logger) *Platform {
+	return &Platform{reader: reader, log: log, base: base,
 		key: types.NamespacedName{Namespace: namespace, Name: sidecar.PlatformConfigMap},
 		ca:  types.NamespacedName{Namespace: namespace, Name: caConfigMap}}
 }
 
-// Settings implements PlatformSource.
-func (p *Platform) Settings(namespace, workload string) (map[string]string, error) {
+// For implements PlatformSource.
+func (p *Platform) For(namespace, workload string) (config.PlatformEntry, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	settings, err := p.settings(ctx, namespace, workload)
+	entry, err := p.entry(ctx, namespace, workload)
 	if err != nil || p.ca.Name == "" {
-		return settings, err
+		return entry, err
 	}
 	var cm corev1.ConfigMap
 	if err := p.reader.Get(ctx, p.ca, &cm); err != nil && !apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("podwall: read policygen's CA bundle (ConfigMap %s): %w; retry", p.ca, err)
+		return config.PlatformEntry{}, fmt.Errorf("podwall: read policygen's CA bundle (ConfigMap %s): %w; retry", p.ca, err)
 	}
 	ca := cm.Data[certs.KeyCABundle]
 	if ca == "" {
-		return nil, fmt.Errorf("podwall: policygen's CA bundle is not published yet (ConfigMap %s, key %s): policygen publishes it when it starts; check `kubectl -n %s get pods` and create the pod again",
+		return config.PlatformEntry{}, fmt.Errorf("podwall: policygen's CA bundle is not published yet (ConfigMap %s, key %s): policygen publishes it when it starts; check `kubectl -n %s get pods` and create the pod again",
 			p.ca, certs.KeyCABundle, p.ca.Namespace)
 	}
-	out := maps.Clone(settings)
-	if out == nil {
-		out = map[string]string{}
+	entry.Settings = maps.Clone(entry.Settings)
+	if entry.Settings == nil {
+		entry.Settings = config.PlatformSettings{}
 	}
-	out[string(sidecar.KeyPolicyGenCA)] = ca
-	return out, nil
+	entry.Settings[string(sidecar.KeyPolicyGenCA)] = ca
+	return entry, nil
 }
 
-// settings are the pod's entries of the platform's ConfigMap.
-func (p *Platform) settings(ctx context.Context, namespace, workload string) (map[string]string, error) {
+// entry is the pod's entry of the platform's ConfigMap.
+func (p *Platform) entry(ctx context.Context, namespace, workload string) (config.PlatformEntry, error) {
 	var cm corev1.ConfigMap
 	err := p.reader.Get(ctx, p.key, &cm)
 	if apierrors.IsNotFound(err) {
-		return nil, nil
+		return config.PlatformEntry{}, nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
 	case err != nil && p.good == nil:
-		return nil, fmt.Errorf("podwall: cannot read ConfigMap %s in %s, the platform's settings: %v; retry", p.key.Name, p.key.Namespace, err)
+		return config.PlatformEntry{}, fmt.Errorf("podwall: cannot read ConfigMap %s in %s, the platform's settings: %v; retry", p.key.Name, p.key.Namespace, err)
 	case err != nil:
 		p.log.Error(err, "read the platform ConfigMap; the last good one stays in force")
 	case cm.ResourceVersion != p.version:
 		p.version = cm.ResourceVersion
-		parsed, perr := config.ParsePlatform([]byte(cm.Data[sidecar.PlatformFile]))
+		parsed, perr := config.ParsePlatform([]byte(cm.Data[sidecar.PlatformFile]), p.base)
 		if perr != nil {
 			p.bad = perr
 			p.log.Error(perr, "platform ConfigMap refused; the last good version stays in force", "configmap", p.key.String(), "resourceVersion", cm.ResourceVersion)
@@ -109,7 +112,7 @@ func (p *Platform) settings(ctx context.Context, namespace, workload string) (ma
 		p.log.Info("platform ConfigMap applied to pods created from now on", "configmap", p.key.String(), "resourceVersion", cm.ResourceVersion)
 	}
 	if p.good == nil {
-		return nil, fmt.Errorf("podwall: ConfigMap %s in %s (the platform's settings) is invalid and no earlier version of it was good, so no pod is injected until a cluster admin fixes it: %w", p.key.Name, p.key.Namespace, p.bad)
+		return config.PlatformEntry{}, fmt.Errorf("podwall: ConfigMap %s in %s (the platform's settings) is invalid and no earlier version of it was good, so no pod is injected until a cluster admin fixes it: %w", p.key.Name, p.key.Namespace, p.bad)
 	}
 	return p.good.For(namespace, workload), nil
 }

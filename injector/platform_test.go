@@ -7,19 +7,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/config"
 	"podwall.io/podwall/internal/testutil"
 )
 
 // testPlatformConfigMap writes the platform's ConfigMap in podwall-system as a cluster admin and
 // reads back what the API server stores for new pods: a namespace's and a workload's entries land in
-// the sidecar's environment; a first version that does not parse refuses pods with a message, a
+// the sidecar's environment and its container's resources; a first version that does not parse refuses pods with a message, a
 // later bad version leaves the last good one in force. A namespace user, who may write ConfigMaps in
 // her own namespace, may not write the platform's.
 func testPlatformConfigMap(t *testing.T, c *cluster) {
@@ -65,14 +68,19 @@ func testPlatformConfigMap(t *testing.T, c *cluster) {
 	const good = `
 defaults: {mode: Monitor, log-rate: 200}
 namespaces:
-  opted: {mode: Protect, log-allows: all}
+  opted: {mode: Protect, log-allows: all, resources: {requests: {cpu: 20m}}}
 workloads:
-  opted/Deployment/client: {fail-mode: open}
+  opted/Deployment/client: {fail-mode: open, resources: {requests: {memory: 64Mi}, limits: {memory: 256Mi}}}
 `
 	write(good)
 	want := map[string]map[string]string{
 		"client": {"PODWALL_MODE": "Protect", "PODWALL_LOG_ALLOWS": "all", "PODWALL_LOG_RATE": "200", "PODWALL_FAIL_MODE": "open"},
 		"other":  {"PODWALL_MODE": "Protect", "PODWALL_LOG_ALLOWS": "all", "PODWALL_LOG_RATE": "200", "PODWALL_FAIL_MODE": ""},
+	}
+	// Set over the injector's own (sidecarResources), resource by resource.
+	wantResources := map[string]corev1.ResourceRequirements{
+		"client": resources("20m", "64Mi", "", "256Mi"),
+		"other":  resources("20m", "32Mi", "", "192Mi"),
 	}
 	check := func(when string) {
 		t.Helper()
@@ -88,6 +96,9 @@ workloads:
 						return fmt.Errorf("%s: %s pod: %s=%q, want %q", when, name, k, got[k], v)
 					}
 				}
+				if diff := cmp.Diff(wantResources[name], p.Spec.InitContainers[0].Resources); diff != "" {
+					return fmt.Errorf("%s: %s pod: podwall container's resources as stored (-want +got):\n%s", when, name, diff)
+				}
 			}
 			return nil
 		})
@@ -96,6 +107,10 @@ workloads:
 	write("defaults: {fail-mode: open, bogus: 1}\n")
 	// The bad version is seen (a pod is created after it) and changes nothing.
 	check("after a bad version")
+	// A request over the limit the injector sets (its sidecar-memory-limit flag) would make every pod
+	// invalid: the version is refused as a whole.
+	write("defaults: {fail-mode: open, resources: {requests: {memory: 512Mi}}}\n")
+	check("after a version asking for more memory than the injector's limit")
 
 	t.Run("a namespace user cannot write the platform's ConfigMap", func(t *testing.T) {
 		asEve := c.namespaceUser(t, "configmap-editor",
@@ -129,17 +144,21 @@ workloads:
 	})
 }
 
-// platformFor is a PlatformSource with the same settings for every pod.
-type platformFor map[string]string
+// platformFor is a PlatformSource with the same entry for every pod.
+type platformFor config.PlatformEntry
 
-func (p platformFor) Settings(string, string) (map[string]string, error) { return p, nil }
+func (p platformFor) For(string, string) (config.PlatformEntry, error) {
+	return config.PlatformEntry(p), nil
+}
 
-// TestPlatformDefaultsUnderTheConfigMap: the injector's own platform defaults reach every sidecar's
-// environment, and the platform's ConfigMap overrides them key by key.
+// TestPlatformDefaultsUnderTheConfigMap: the injector's own platform defaults and resources reach
+// every sidecar, and the platform's entry overrides them key by key and resource by resource.
 func TestPlatformDefaultsUnderTheConfigMap(t *testing.T) {
 	in := New(SidecarOptions{PolicyGenURL: "https://policygen", NativeSidecars: true,
 		PlatformDefaults: map[string]string{"mode": "Monitor", "log-rate": "50"},
-		Platform:         platformFor{"mode": "Protect", "fail-mode": "open"}})
+		Resources:        resources("10m", "32Mi", "", "192Mi"),
+		Platform: platformFor{Settings: config.PlatformSettings{"mode": "Protect", "fail-mode": "open"},
+			Resources: resources("50m", "", "", "256Mi")}})
 	pod := testPod()
 	if _, err := in.Inject(pod, Namespace{Name: "opted"}); err != nil {
 		t.Fatal(err)
@@ -153,4 +172,25 @@ func TestPlatformDefaultsUnderTheConfigMap(t *testing.T) {
 			t.Errorf("%s=%q, want %q", k, got[k], v)
 		}
 	}
+	if diff := cmp.Diff(resources("50m", "32Mi", "", "256Mi"), pod.Spec.InitContainers[0].Resources); diff != "" {
+		t.Errorf("podwall container's resources (-want +got):\n%s", diff)
+	}
+}
+
+// sidecarResources are the injector's own resources for the sidecar in these tests: its flags
+// defaults (config.LoadInjector).
+var sidecarResources = resources("10m", "32Mi", "", "192Mi")
+
+// resources are requests and limits of cpu and memory; an empty quantity is left out.
+func resources(cpuRequest, memoryRequest, cpuLimit, memoryLimit string) corev1.ResourceRequirements {
+	list := func(cpu, memory string) corev1.ResourceList {
+		out := corev1.ResourceList{}
+		for name, q := range map[corev1.ResourceName]string{corev1.ResourceCPU: cpu, corev1.ResourceMemory: memory} {
+			if q != "" {
+				out[name] = resource.MustParse(q)
+			}
+		}
+		return out
+	}
+	return corev1.ResourceRequirements{Requests: list(cpuRequest, memoryRequest), Limits: list(cpuLimit, memoryLimit)}
 }

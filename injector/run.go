@@ -59,7 +59,7 @@ func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) 
 		if _, err := mgr.GetCache().GetInformer(ctx, &corev1.ConfigMap{}); err != nil {
 			return fmt.Errorf("watch the platform's ConfigMaps: %w", err)
 		}
-		opts.Sidecar.Platform = NewPlatform(mgr.GetCache(), opts.TLS.Namespace, opts.PolicyGenCAConfigMap, log.WithName("platform"))
+		opts.Sidecar.Platform = NewPlatform(mgr.GetCache(), opts.TLS.Namespace, opts.PolicyGenCAConfigMap, opts.Sidecar.Resources, log.WithName("platform"))
 	}
 	// GetWebhookServer adds the server to the manager's runnables.
 	Register(mgr.GetWebhookServer(), New(opts.Sidecar), opts.Registerer)

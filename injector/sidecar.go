@@ -15,13 +15,14 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/config"
 )
 
 // sidecar builds the podwall container for pod. It runs as root with NET_ADMIN only: nftables and
 // NFQUEUE are netlink, which needs NET_ADMIN (not NET_RAW), and Kubernetes cannot grant ambient
 // capabilities, so a non-root user would hold NET_ADMIN in its bounding set but not use it. Every other
 // capability is dropped, privilege escalation is off and the root filesystem read-only.
-func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts, platform map[string]string) corev1.Container {
+func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts, platform config.PlatformEntry) corev1.Container {
 	port := intstr.FromInt32(in.opts.Port)
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -35,9 +36,9 @@ func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts, platform map[string
 		Image:           in.opts.Image,
 		ImagePullPolicy: in.opts.PullPolicy,
 		Command:         []string{sidecar.Binary},
-		Env:             in.env(pod, mesh, platform),
+		Env:             in.env(pod, mesh, platform.Settings),
 		Ports:           []corev1.ContainerPort{{Name: "podwall-http", ContainerPort: in.opts.Port, Protocol: corev1.ProtocolTCP}},
-		Resources:       *in.opts.Resources.DeepCopy(),
+		Resources:       *platform.Resources.DeepCopy(),
 		// Ready means the ruleset is in place: the startup probe holds back every later container
 		// (native layout) until then; 1s steps for up to 2 minutes.
 		StartupProbe:             probe("/readyz", 1, 120),

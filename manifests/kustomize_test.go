@@ -1,15 +1,17 @@
-// Package manifests_test checks the install YAML as kubectl builds it: `kubectl apply -k manifests/`
-// and the cert-manager overlay.
+// Package manifests_test checks the install YAML as kubectl builds it: `kubectl apply -k manifests/`,
+// its overlays, and `kubectl delete -k manifests/`.
 package manifests_test
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,14 +22,17 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"podwall.io/podwall/internal/testenv"
 )
 
-// TestKustomizations builds manifests/ and manifests/overlays/cert-manager with kubectl and has a
-// real API server validate every object, strictly: the base is created, and the overlay's changes of
-// it are dry-run (cert-manager's and trust-manager's kinds are not known to this API server). The overlay must turn
-// both servers to the certificates cert-manager keeps.
+// TestKustomizations builds manifests/ and its overlays (cert-manager, prometheus) with kubectl and
+// has a real API server validate every object, strictly: the base is created, and each overlay's
+// changes of it are dry-run (cert-manager's, trust-manager's and the Prometheus Operator's deleted are
+// not known to this API server). The cert-manager overlay must turn both servers to the certificates
+// cert-manager keeps; the prometheus overlay must scrape both servers' metrics ports. Then the
+// uninstall command deletes the base, admission objects first.
 func TestKustomizations(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	direct, err := client.New(env.Config, client.Options{})
@@ -44,15 +49,53 @@ func TestKustomizations(t *testing.T) {
 		}
 	}
 
-	overlay := build(t, filepath.Join("overlays", "cert-manager"))
+	foreign, deployments := overlay(t, c, "cert-manager", "cert-manager.io")
 	var certManager []string
+	for _, u := range foreign {
+		certManager = append(certManager, u.GetKind()+"/"+u.GetName())
+	}
+	slices.Sort(certManager)
+	want := []string{"Bundle/podwall-policygen-ca", "Certificate/podwall-ca", "Certificate/podwall-injector",
+		"Certificate/podwall-policygen", "Issuer/podwall-ca", "Issuer/podwall-selfsigned"}
+	if !slices.Equal(certManager, want) {
+		t.Errorf("overlay's cert-manager objects = %v, want %v", certManager, want)
+	}
+	for name, secret := range map[string]string{"podwall-policygen": "podwall-policygen-tls", "podwall-injector": "podwall-injector-tls"} {
+		if err := external(deployments[name], secret); err != nil {
+			t.Errorf("overlay: deployment %s: %v", name, err)
+		}
+	}
+
+	monitors, _ := overlay(t, c, "prometheus", "monitoring.coreos.com")
+	for _, svc := range []string{"podwall-injector", "podwall-policygen"} {
+		if err := scraped(ctx, c, monitors, svc); err != nil {
+			t.Errorf("prometheus overlay: Service %s: %v", svc, err)
+		}
+	}
+
+	t.Run("kubectl delete -k removes the admission objects first", func(t *testing.T) {
+		testDeleteOrder(t, env)
+	})
+}
+
+// overlay builds manifests/overlays/<name> and has the API server dry-run its changes of the base's
+// objects (created before): each must be in manifests/ and valid as changed. It returns the overlay's
+// objects of the API group ending in group, which this API server does not know, and its Deployments.
+// The MutatingWebhookConfiguration must come first, as in manifests/ (testDeleteOrder).
+func overlay(t *testing.T, c client.Client, name, group string) ([]*unstructured.Unstructured, map[string]appsv1.Deployment) {
+	t.Helper()
+	objs := build(t, filepath.Join("overlays", name))
+	if len(objs) == 0 || objs[0].GetKind() != "MutatingWebhookConfiguration" {
+		t.Errorf("overlay %s: the MutatingWebhookConfiguration is not first: it must be deleted first (sortOptions)", name)
+	}
+	var foreign []*unstructured.Unstructured
 	deployments := map[string]appsv1.Deployment{}
-	for _, u := range overlay {
-		if g := u.GroupVersionKind().Group; strings.HasSuffix(g, "cert-manager.io") {
-			certManager = append(certManager, u.GetKind()+"/"+u.GetName())
+	for _, u := range objs {
+		if strings.HasSuffix(u.GroupVersionKind().Group, group) {
+			foreign = append(foreign, u)
 			continue
 		}
-		if u.GetKind() == "MutatingWebhookConfiguration" && u.GetAnnotations()["cert-manager.io/inject-ca-from"] != "podwall-system/podwall-injector" {
+		if u.GetKind() == "MutatingWebhookConfiguration" && name == "cert-manager" && u.GetAnnotations()["cert-manager.io/inject-ca-from"] != "podwall-system/podwall-injector" {
 			t.Errorf("overlay: webhook configuration lacks cert-manager's inject-ca-from annotation")
 		}
 		if u.GetKind() == "Deployment" {
@@ -65,25 +108,78 @@ func TestKustomizations(t *testing.T) {
 		// The base's object, changed as the overlay says.
 		current := &unstructured.Unstructured{}
 		current.SetGroupVersionKind(u.GroupVersionKind())
-		if err := c.Get(ctx, client.ObjectKeyFromObject(u), current); err != nil {
-			t.Errorf("overlay: %s %s is not in manifests/: %v", u.GetKind(), u.GetName(), err)
+		if err := c.Get(context.Background(), client.ObjectKeyFromObject(u), current); err != nil {
+			t.Errorf("overlay %s: %s %s is not in manifests/: %v", name, u.GetKind(), u.GetName(), err)
 			continue
 		}
 		u.SetResourceVersion(current.GetResourceVersion())
-		if err := c.Update(ctx, u, client.DryRunAll); err != nil {
-			t.Errorf("overlay: %s %s refused: %v", u.GetKind(), u.GetName(), err)
+		if err := c.Update(context.Background(), u, client.DryRunAll); err != nil {
+			t.Errorf("overlay %s: %s %s refused: %v", name, u.GetKind(), u.GetName(), err)
 		}
 	}
-	slices.Sort(certManager)
-	want := []string{"Bundle/podwall-policygen-ca", "Certificate/podwall-ca", "Certificate/podwall-injector",
-		"Certificate/podwall-policygen", "Issuer/podwall-ca", "Issuer/podwall-selfsigned"}
-	if !slices.Equal(certManager, want) {
-		t.Errorf("overlay's cert-manager objects = %v, want %v", certManager, want)
+	return foreign, deployments
+}
+
+// scraped checks that Service name of podwall-system carries the prometheus.io annotations for its
+// port named metrics, and that one of monitors (ServiceMonitors) selects it by its labels and port.
+func scraped(ctx context.Context, c client.Client, monitors []*unstructured.Unstructured, name string) error {
+	var svc corev1.Service
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "podwall-system", Name: name}, &svc); err != nil {
+		return err
 	}
-	for name, secret := range map[string]string{"podwall-policygen": "podwall-policygen-tls", "podwall-injector": "podwall-injector-tls"} {
-		if err := external(deployments[name], secret); err != nil {
-			t.Errorf("overlay: deployment %s: %v", name, err)
+	i := slices.IndexFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "metrics" })
+	if i < 0 {
+		return errors.New("no port named metrics")
+	}
+	if a := svc.Annotations; a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != strconv.Itoa(int(svc.Spec.Ports[i].Port)) {
+		return fmt.Errorf("annotations %v do not scrape the metrics port %d", a, svc.Spec.Ports[i].Port)
+	}
+	for _, m := range monitors {
+		selector, _, _ := unstructured.NestedStringMap(m.Object, "spec", "selector", "matchLabels")
+		endpoints, _, _ := unstructured.NestedSlice(m.Object, "spec", "endpoints")
+		if m.GetKind() != "ServiceMonitor" || m.GetNamespace() != svc.Namespace || len(selector) == 0 || len(endpoints) != 1 {
+			continue
 		}
+		matches := true
+		for k, v := range selector {
+			matches = matches && svc.Labels[k] == v
+		}
+		if port, _, _ := unstructured.NestedString(endpoints[0].(map[string]any), "port"); matches && port == "metrics" {
+			return nil
+		}
+	}
+	return errors.New("no ServiceMonitor selects it with port metrics")
+}
+
+// testDeleteOrder runs the uninstall command, `kubectl delete -k manifests/`, against the API server
+// holding the base and checks what kubectl deleted first: the webhook configuration and the lifecycle
+// policies, before the namespace whose deletion stops the injector. (--wait=false: this API server runs
+// no namespace controller, so podwall-system would stay Terminating; make e2e runs the command whole.)
+func testDeleteOrder(t *testing.T, env *envtest.Environment) {
+	admin, err := env.AddUser(envtest.User{Name: "uninstaller", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl, err := admin.Kubectl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl.Path = filepath.Join(testenv.Assets(t), "kubectl")
+	stdout, stderr, err := kubectl.Run("delete", "-k", filepath.Join(testenv.RepoRoot(), "manifests"), "--wait=false", "-o", "name")
+	if err != nil {
+		errOut, _ := io.ReadAll(stderr)
+		t.Fatalf("kubectl delete -k manifests/: %v: %s", err, errOut)
+	}
+	out, _ := io.ReadAll(stdout)
+	deleted := strings.Fields(string(out))
+	first := []string{"mutatingwebhookconfiguration.admissionregistration.k8s.io/podwall-injector",
+		"validatingadmissionpolicybinding.admissionregistration.k8s.io/podwall-exec",
+		"validatingadmissionpolicybinding.admissionregistration.k8s.io/podwall-injected-pods",
+		"validatingadmissionpolicy.admissionregistration.k8s.io/podwall-exec",
+		"validatingadmissionpolicy.admissionregistration.k8s.io/podwall-injected-pods",
+		"namespace/podwall-system"}
+	if len(deleted) < len(first) || !slices.Equal(deleted[:len(first)], first) {
+		t.Errorf("kubectl deleted, in this order:\n%s\nwant first: %v", out, first)
 	}
 }
 
