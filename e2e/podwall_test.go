@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/e2e/internal/cluster"
 	"podwall.io/podwall/internal/testutil"
 )
 
@@ -50,6 +52,7 @@ func TestPodwallStory(t *testing.T) {
 		{"learn", func(t *testing.T) { learn(t, ns) }},
 		{"learn lets the app ping", func(t *testing.T) { pingFrom(t, ns, client, server, "ping reply") }},
 		{"protect keeps the allowed flow", func(t *testing.T) { protect(t, ns, client) }},
+		{"protect lets the app resolve a Service's name and says so", func(t *testing.T) { resolveByName(t, ns, client) }},
 		{"protect refuses an unlisted ping and says so", func(t *testing.T) {
 			pingFrom(t, ns, client, server, "ping timeout")
 		}},
@@ -162,6 +165,26 @@ func linesSince(t *testing.T, ns, pod, container string, since time.Time, parts 
 		}
 	}
 	return found
+}
+
+// resolveByName: under Protect the app reaches the server by its Service's name. The lookup goes to
+// the cluster DNS (CoreDNS behind kube-system/kube-dns) through the client's firewall, which lets it
+// pass by the policy's manifest rule for the cluster DNS and logs that allow.
+func resolveByName(t *testing.T, ns string, client *corev1.Pod) {
+	url := fmt.Sprintf("http://server.%s.svc:8080/", ns)
+	if line := execConnect(t, ns, client.Name, "client", url); !strings.Contains(line, "connect ok") {
+		t.Fatalf("connect by name: %s", line)
+	}
+	dns := netip.AddrPortFrom(netip.MustParseAddr(cluster.DNSIP), 53)
+	testutil.Await(t, "an allow line for the cluster DNS", 30*time.Second, func() error {
+		for _, l := range verdictLines(t, ns, client.Name, time.Time{}) {
+			if l.Verdict == policy.Allow && l.Direction == policy.Egress && l.Proto == syscall.IPPROTO_UDP &&
+				l.Dst == dns && l.Rule == "egress/m-dns" && l.Mode == policy.Protect {
+				return nil
+			}
+		}
+		return fmt.Errorf("no egress allow to %s by rule egress/m-dns", dns)
+	})
 }
 
 var msField = regexp.MustCompile(`ms=(\d+)`)
