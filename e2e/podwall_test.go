@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/e2e/internal/cluster"
 	"podwall.io/podwall/internal/testutil"
@@ -167,10 +169,16 @@ func linesSince(t *testing.T, ns, pod, container string, since time.Time, parts 
 	return found
 }
 
-// resolveByName: under Protect the app reaches the server by its Service's name. The lookup goes to
-// the cluster DNS (CoreDNS behind kube-system/kube-dns) through the client's firewall, which lets it
-// pass by the policy's manifest rule for the cluster DNS and logs that allow.
+// resolveByName: the sidecar, which holds its policy, got it from policygen's Service name (the
+// injector's default URL, which the install leaves as it is). Under Protect the app reaches the
+// server by its Service's name too: the lookup goes to the cluster DNS (CoreDNS behind
+// kube-system/kube-dns) through the client's firewall, which lets it pass by the policy's manifest
+// rule for the cluster DNS and logs that allow.
 func resolveByName(t *testing.T, ns string, client *corev1.Pod) {
+	const policygenURL = "https://podwall-policygen.podwall-system.svc:8443"
+	if !slices.Contains(client.Spec.InitContainers[0].Env, corev1.EnvVar{Name: sidecar.KeyPolicyGenURL.Env(), Value: policygenURL}) {
+		t.Errorf("the sidecar's env %+v, want %s=%s", client.Spec.InitContainers[0].Env, sidecar.KeyPolicyGenURL.Env(), policygenURL)
+	}
 	url := fmt.Sprintf("http://server.%s.svc:8080/", ns)
 	if line := execConnect(t, ns, client.Name, "client", url); !strings.Contains(line, "connect ok") {
 		t.Fatalf("connect by name: %s", line)
