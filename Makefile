@@ -20,7 +20,7 @@ kube-bin: ## build (once) and cache kube-apiserver and etcd for the tests; print
 	@hack/build-kube.sh
 
 .PHONY: cluster-bin
-cluster-bin: ## build (once) and cache every binary of the local e2e cluster (adds kubelet, controller-manager, scheduler, kubectl)
+cluster-bin: ## build (once) and cache every binary of the local e2e cluster (adds kubelet, controller-manager, scheduler, kube-proxy, kubectl, CoreDNS)
 	@hack/build-kube.sh kube-apiserver etcd node
 
 .PHONY: test

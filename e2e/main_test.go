@@ -1,8 +1,9 @@
 //go:build e2e
 
 // Package e2e drives podwall on a real single-node cluster built on this machine (see
-// e2e/internal/cluster): `make e2e`, as root. One cluster serves every test; it is torn down, host
-// state included, when the tests end, fail, or the run is interrupted.
+// e2e/internal/cluster; CoreDNS serves its cluster DNS): `make e2e`, as root. podwall is installed as
+// a user would, `kubectl apply -k manifests/` and nothing else. One cluster serves every test; it is
+// torn down, host state included, when the tests end, fail, or the run is interrupted.
 package e2e
 
 import (

@@ -11,8 +11,10 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +23,9 @@ import (
 	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/e2e/internal/cluster"
 	"podwall.io/podwall/internal/testutil"
 )
 
@@ -50,6 +54,7 @@ func TestPodwallStory(t *testing.T) {
 		{"learn", func(t *testing.T) { learn(t, ns) }},
 		{"learn lets the app ping", func(t *testing.T) { pingFrom(t, ns, client, server, "ping reply") }},
 		{"protect keeps the allowed flow", func(t *testing.T) { protect(t, ns, client) }},
+		{"protect lets the app resolve a Service's name and says so", func(t *testing.T) { resolveByName(t, ns, client) }},
 		{"protect refuses an unlisted ping and says so", func(t *testing.T) {
 			pingFrom(t, ns, client, server, "ping timeout")
 		}},
@@ -162,6 +167,32 @@ func linesSince(t *testing.T, ns, pod, container string, since time.Time, parts 
 		}
 	}
 	return found
+}
+
+// resolveByName: the sidecar, which holds its policy, got it from policygen's Service name (the
+// injector's default URL, which the install leaves as it is). Under Protect the app reaches the
+// server by its Service's name too: the lookup goes to the cluster DNS (CoreDNS behind
+// kube-system/kube-dns) through the client's firewall, which lets it pass by the policy's manifest
+// rule for the cluster DNS and logs that allow.
+func resolveByName(t *testing.T, ns string, client *corev1.Pod) {
+	const policygenURL = "https://podwall-policygen.podwall-system.svc:8443"
+	if !slices.Contains(client.Spec.InitContainers[0].Env, corev1.EnvVar{Name: sidecar.KeyPolicyGenURL.Env(), Value: policygenURL}) {
+		t.Errorf("the sidecar's env %+v, want %s=%s", client.Spec.InitContainers[0].Env, sidecar.KeyPolicyGenURL.Env(), policygenURL)
+	}
+	url := fmt.Sprintf("http://server.%s.svc:8080/", ns)
+	if line := execConnect(t, ns, client.Name, "client", url); !strings.Contains(line, "connect ok") {
+		t.Fatalf("connect by name: %s", line)
+	}
+	dns := netip.AddrPortFrom(netip.MustParseAddr(cluster.DNSIP), 53)
+	testutil.Await(t, "an allow line for the cluster DNS", 30*time.Second, func() error {
+		for _, l := range verdictLines(t, ns, client.Name, time.Time{}) {
+			if l.Verdict == policy.Allow && l.Direction == policy.Egress && l.Proto == syscall.IPPROTO_UDP &&
+				l.Dst == dns && l.Rule == "egress/m-dns" && l.Mode == policy.Protect {
+				return nil
+			}
+		}
+		return fmt.Errorf("no egress allow to %s by rule egress/m-dns", dns)
+	})
 }
 
 var msField = regexp.MustCompile(`ms=(\d+)`)

@@ -1,10 +1,12 @@
 // Package cluster runs a real single-node Kubernetes cluster on this machine for the e2e tests and
 // `make cluster`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd (with the
 // CNI bridge and host-local plugins), kubelet and kube-proxy, all child processes with their state in
-// one folder. The cluster is dual-stack: the node, every pod and (on request, ipFamilyPolicy) every
-// Service has an IPv4 and an IPv6 address, IPv4 first; the host needs an address of each family. Stop
-// tears it down and restores what the components change on the host (sysctls, iptables and ip6tables
-// KUBE-* chains, mounts, the CNI bridge, cgroups, folders outside the cluster's own).
+// one folder, and CoreDNS as the cluster DNS (a Deployment behind kube-system/kube-dns, 10.96.0.10,
+// the kubelet's clusterDNS), so that pods resolve Service names as on any cluster. The cluster is
+// dual-stack: the node, every pod and (on request, ipFamilyPolicy) every Service has an IPv4 and an
+// IPv6 address, IPv4 first; the host needs an address of each family. Stop tears it down and restores
+// what the components change on the host (sysctls, iptables and ip6tables KUBE-* chains, mounts, the
+// CNI bridge, cgroups, folders outside the cluster's own).
 package cluster
 
 import (
@@ -25,12 +27,12 @@ import (
 
 // Options say where the binaries are and what to load before pods start.
 type Options struct {
-	// BinDir holds etcd and the Kubernetes binaries (hack/build-kube.sh prints it).
+	// BinDir holds etcd, the Kubernetes binaries and coredns (hack/build-kube.sh prints it).
 	BinDir string
 	// WorkDir is the cluster's folder; empty means a new temporary one, removed by Stop.
 	WorkDir string
-	// Images are docker-format tarballs imported into containerd before the kubelet starts; one
-	// must hold PauseImage.
+	// Images are docker-format tarballs imported into containerd before the kubelet starts; they
+	// must hold PauseImage and DNSImage.
 	Images []string
 	// Import loads one tarball into containerd at the given socket (images.Import).
 	Import func(ctx context.Context, socket, tarball string) error
@@ -64,8 +66,8 @@ type Cluster struct {
 	stopErr     error
 }
 
-// Start brings the cluster up and returns once the node is Ready and the default ServiceAccount
-// exists. On failure it has already torn down what it started.
+// Start brings the cluster up and returns once the node is Ready, the default ServiceAccount
+// exists and the cluster DNS answers. On failure it has already torn down what it started.
 func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	c = &Cluster{opts: opts, dir: opts.WorkDir}
 	if c.dir == "" {
@@ -88,7 +90,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err = c.prepare(); err != nil {
 		return c, err
 	}
-	for _, step := range []func(context.Context) error{c.startControlPlane, c.startContainerd, c.startNode} {
+	for _, step := range []func(context.Context) error{c.startControlPlane, c.startContainerd, c.startNode, c.startDNS} {
 		if err = step(ctx); err != nil {
 			return c, err
 		}

@@ -24,6 +24,11 @@ const (
 	NodeName = "podwall-e2e"
 	// PauseImage is containerd's sandbox_image; the caller must import it before pods start.
 	PauseImage = "podwall.test/pause:e2e"
+	// DNSIP is the cluster DNS's address: the Service kube-system/kube-dns, the kubelet's clusterDNS.
+	DNSIP = "10.96.0.10"
+	// DNSImage is the cluster DNS's image: CoreDNS (hack/build-kube.sh coredns, BinDir/coredns) at
+	// its root. The caller must import it too.
+	DNSImage = "podwall.test/coredns:e2e"
 )
 
 // containerdConfig is version 2 of containerd 1.6's config. Everything lives under the cluster's
@@ -89,12 +94,13 @@ authorization: {mode: AlwaysAllow}
 tlsCertFile: %s
 tlsPrivateKeyFile: %s
 clusterDomain: cluster.local
+clusterDNS: [%s]
 resolvConf: /etc/resolv.conf
 evictionHard: {memory.available: "50Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
-`, c.ContainerdSocket, c.path("pod-logs"), c.kubeletPort, c.HostIP, c.pki.CA, c.pki.ServingCert, c.pki.ServingKey)
+`, c.ContainerdSocket, c.path("pod-logs"), c.kubeletPort, c.HostIP, c.pki.CA, c.pki.ServingCert, c.pki.ServingKey, DNSIP)
 }
 
 // kubeProxyConfig: iptables mode (iptables and ip6tables: clusterCIDR names both families), with no

@@ -1,5 +1,6 @@
 // Package images builds container images for the local e2e cluster without a Docker daemon or a
-// registry: each image is one layer holding a static Go binary (CGO_ENABLED=0, so it needs no libc),
+// registry: each image is one layer holding a static Go binary (CGO_ENABLED=0, so it needs no libc;
+// built here from a package of this module, or taken as built, like the cached CoreDNS),
 // assembled and written as a docker-format tarball with go-containerregistry, then imported into
 // containerd's CRI namespace with `ctr images import`. Pods use them with imagePullPolicy Never.
 package images
@@ -23,7 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
-// Spec is one image: a Go main package built statically and placed at /<Binary> in the image.
+// Spec is one image: a Go main package built statically, or a static binary built elsewhere, placed
+// at /<Binary> in the image.
 type Spec struct {
 	// Ref names the image, e.g. "podwall.test/workload:e2e". A tag other than "latest" keeps the
 	// kubelet from trying to pull it.
@@ -31,7 +33,11 @@ type Spec struct {
 	// Package is the main package to build, as `go build` takes it (e.g. "./cmd/podwall-sidecar"),
 	// resolved in the module at Builder.ModuleDir.
 	Package string
-	// Binary is the file name in the image's root; the default is the package's last element.
+	// File, instead of Package, is a static binary already built (hack/build-kube.sh's CoreDNS):
+	// it goes into the image as it is.
+	File string
+	// Binary is the file name in the image's root; the default is the last element of Package, or
+	// of File.
 	Binary string
 	// Args follow the binary in the image's entrypoint (e.g. a subcommand).
 	Args []string
@@ -60,6 +66,9 @@ func (b Builder) Build(ctx context.Context, specs []Spec) (string, map[string]er
 			return "", nil, fmt.Errorf("image %q: %w", s.Ref, err)
 		}
 		bin, ok := built[s.Package]
+		if s.File != "" {
+			bin, ok = s.File, true
+		}
 		if !ok {
 			if bin, err = b.compile(ctx, s); err != nil && s.Optional {
 				left[s.Ref] = err
@@ -95,8 +104,11 @@ func (b Builder) compile(ctx context.Context, s Spec) (string, error) {
 }
 
 func (s Spec) binary() string {
-	if s.Binary != "" {
+	switch {
+	case s.Binary != "":
 		return s.Binary
+	case s.File != "":
+		return filepath.Base(s.File)
 	}
 	return filepath.Base(s.Package)
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -13,16 +14,22 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
-// TestBuild builds two images from one package into a tarball and reads them back as a runtime
-// would: the platform, the entrypoint, and an executable binary at the image's root. A spec whose
-// package does not build is left out and reported when optional, and fails the build otherwise.
+// TestBuild builds two images from one package, and one from a binary built elsewhere, into a
+// tarball and reads them back as a runtime would: the platform, the entrypoint, and an executable
+// binary at the image's root. A spec whose package does not build is left out and reported when
+// optional, and fails the build otherwise.
 func TestBuild(t *testing.T) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
 	b := Builder{ModuleDir: root, WorkDir: t.TempDir()}
+	prebuilt := filepath.Join(t.TempDir(), "tool")
+	if err := os.WriteFile(prebuilt, []byte("\x7fELF"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	specs := []Spec{
 		{Ref: "podwall.test/pause:t", Package: "./e2e/cmd/workload", Args: []string{"pause"}},
 		{Ref: "podwall.test/workload:t", Package: "./e2e/cmd/workload"},
+		{Ref: "podwall.test/tool:t", File: prebuilt, Args: []string{"-conf", "x"}},
 		{Ref: "podwall.test/broken:t", Package: "./e2e/cmd/nonexistent", Optional: true},
 	}
 	path, left, err := b.Build(context.Background(), specs)
@@ -32,7 +39,7 @@ func TestBuild(t *testing.T) {
 	if _, ok := left["podwall.test/broken:t"]; !ok || len(left) != 1 {
 		t.Errorf("left out %v, want only the broken image", left)
 	}
-	for _, s := range specs[:2] {
+	for _, s := range specs[:3] {
 		tag, err := name.NewTag(s.Ref)
 		if err != nil {
 			t.Fatal(err)
@@ -45,7 +52,7 @@ func TestBuild(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := append([]string{"/workload"}, s.Args...)
+		want := append([]string{"/" + s.binary()}, s.Args...)
 		if diff := cmp.Diff(want, cfg.Config.Entrypoint); diff != "" || cfg.OS != "linux" || cfg.Architecture != runtime.GOARCH {
 			t.Errorf("%s: platform %s/%s, entrypoint (-want +got):\n%s", s.Ref, cfg.OS, cfg.Architecture, diff)
 		}
@@ -53,12 +60,12 @@ func TestBuild(t *testing.T) {
 		if err != nil || len(layers) != 1 {
 			t.Fatalf("%s: layers %d, %v", s.Ref, len(layers), err)
 		}
-		if mode := fileMode(t, layers[0].Uncompressed, "workload"); mode != 0o755 {
-			t.Errorf("%s: /workload mode %o, want 755", s.Ref, mode)
+		if mode := fileMode(t, layers[0].Uncompressed, s.binary()); mode != 0o755 {
+			t.Errorf("%s: /%s mode %o, want 755", s.Ref, s.binary(), mode)
 		}
 	}
 
-	specs[2].Optional = false
+	specs[3].Optional = false
 	if _, _, err := b.Build(context.Background(), specs); err == nil {
 		t.Error("a required image that does not build did not fail the build")
 	}

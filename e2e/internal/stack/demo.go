@@ -56,8 +56,11 @@ func Usage(ctx context.Context, c *cluster.Cluster, podwall, demo bool) string {
 	if podwall {
 		s += "podwall runs in namespace podwall-system (kubectl apply -k manifests/).\n"
 		if svc, err := c.Client.CoreV1().Services(systemNamespace).Get(ctx, "podwall-policygen", metav1.GetOptions{}); err == nil {
-			s += fmt.Sprintf("web UI: https://%s:8443/ui/ (its certificate is from the cluster's CA, %s)\n",
-				svc.Spec.ClusterIP, filepath.Join(c.Dir(), "pki", "ca.crt"))
+			const host = "podwall-policygen.podwall-system.svc"
+			s += fmt.Sprintf(`web UI: https://%[1]s:8443/ui/ (the name is the cluster DNS's, %[3]s; its certificate is
+  from policygen's own CA: kubectl -n podwall-system get configmap podwall-policygen-ca -o jsonpath='{.data.ca\.crt}')
+  e.g. curl --resolve %[1]s:8443:%[2]s --cacert <that CA> https://%[1]s:8443/ui/
+`, host, svc.Spec.ClusterIP, cluster.DNSIP)
 		}
 	}
 	if demo {

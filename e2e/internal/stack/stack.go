@@ -1,6 +1,6 @@
 // Package stack assembles the local cluster that `make e2e` and `make cluster` use: it builds (or
-// finds cached) the Kubernetes binaries, builds the images of podwall's binaries and of the test
-// workload, and starts the cluster with those images loaded.
+// finds cached) the Kubernetes binaries and CoreDNS, builds the images of podwall's binaries, of the
+// test workload and of the cluster DNS, and starts the cluster with those images loaded.
 package stack
 
 import (
@@ -39,7 +39,7 @@ func Up(ctx context.Context, root string) (c *cluster.Cluster, missing map[strin
 		return nil, nil, err
 	}
 	defer os.RemoveAll(work)
-	specs, err := imageSpecs(root)
+	specs, err := imageSpecs(root, binDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -71,10 +71,12 @@ func Podwall(root string) ([]string, error) {
 	return names, nil
 }
 
-func imageSpecs(root string) ([]images.Spec, error) {
+// imageSpecs lists the cluster's images (pause, CoreDNS from binDir), the workload's and podwall's.
+func imageSpecs(root, binDir string) ([]images.Spec, error) {
 	const workload = "./e2e/cmd/workload"
 	specs := []images.Spec{
 		{Ref: cluster.PauseImage, Package: workload, Args: []string{"pause"}},
+		{Ref: cluster.DNSImage, File: filepath.Join(binDir, "coredns")},
 		{Ref: WorkloadImage, Package: workload},
 	}
 	names, err := Podwall(root)
@@ -87,7 +89,8 @@ func imageSpecs(root string) ([]images.Spec, error) {
 	return specs, nil
 }
 
-// kubeBinaries runs hack/build-kube.sh for everything the cluster runs and returns its folder.
+// kubeBinaries runs hack/build-kube.sh for everything the cluster runs (CoreDNS included) and returns
+// its folder.
 func kubeBinaries(ctx context.Context, root string) (string, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "hack", "build-kube.sh"), "kube-apiserver", "etcd", "node")
 	cmd.Stderr = os.Stderr
