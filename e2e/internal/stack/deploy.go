@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -17,12 +18,17 @@ import (
 
 const systemNamespace = "podwall-system"
 
-// Deploy installs podwall into the cluster the way a user does, `kubectl apply -k manifests/`, and
-// then, because this cluster runs no DNS server, points the sidecars at the policy API's Service by
+// Deploy installs podwall into the cluster the way a user does, `kubectl apply -k manifests/` (at the
+// version the images were built with, as `make release-manifests` would pin it), and then, because this cluster runs no DNS server, points the sidecars at the policy API's Service by
 // its cluster IP, which policygen's own certificate then names too. It returns once both Deployments
 // are available.
 func Deploy(ctx context.Context, c *cluster.Cluster, root string) error {
-	if out, err := kubectl(ctx, c, "apply", "-k", filepath.Join(root, "manifests")); err != nil {
+	manifests, err := pinned(ctx, root)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(manifests)
+	if out, err := kubectl(ctx, c, "apply", "-k", manifests); err != nil {
 		return fmt.Errorf("kubectl apply -k manifests: %w: %s", err, out)
 	}
 	svc, err := c.Client.CoreV1().Services(systemNamespace).Get(ctx, "podwall-policygen", metav1.GetOptions{})
@@ -56,6 +62,40 @@ func Deploy(ctx context.Context, c *cluster.Cluster, root string) error {
 		}
 		return len(pods.Items) > 0, nil
 	})
+}
+
+// pinned writes a kustomization of root's manifests/ whose images are at the version of the tree
+// (Version), the one the images were built and the binaries stamped with, and returns its folder,
+// which the caller removes.
+func pinned(ctx context.Context, root string) (string, error) {
+	v, err := Version(ctx, root)
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "podwall-manifests-")
+	if err != nil {
+		return "", err
+	}
+	// kustomize takes a base only by a relative path.
+	base, err := filepath.Rel(dir, filepath.Join(root, "manifests"))
+	if err != nil {
+		return "", err
+	}
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- %q
+images:
+- name: podwall/injector
+  newTag: %q
+- name: podwall/policygen
+  newTag: %q
+`, base, v, v)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	return dir, nil
 }
 
 func kubectl(ctx context.Context, c *cluster.Cluster, args ...string) ([]byte, error) {
