@@ -2,7 +2,8 @@
 // its own informer cache: GET /v1/policy long-polls the caller's own workload's resolved policy, POST
 // /v1/reports takes the connections it observed. A caller is the pod its projected service-account
 // token (audience podwall) is bound to, reviewed by the API server (package kubeauth); api/policy/API.md
-// documents the wire protocol.
+// documents the wire protocol. Each replica writes its own entry of each WorkloadPolicy's
+// status.replicas: its subscribers, those in sync, and their versions (the X-Podwall-Version header).
 package policyapi
 
 import (
