@@ -239,13 +239,14 @@ type WorkloadPolicyStatus struct {
 	// +optional
 	Replicas []ReplicaStatus `json:"replicas,omitempty"`
 	// SidecarVersions counts the subscribed sidecars by the version they run (the sums of the
-	// replicas' lists). OutdatedSidecars counts those whose version differs from policygen's own:
-	// pods created before an upgrade keep their sidecar until they are restarted.
+	// replicas' lists).
 	// +listType=map
 	// +listMapKey=version
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	SidecarVersions []SidecarVersion `json:"sidecarVersions,omitempty"`
+	// OutdatedSidecars counts the subscribed sidecars whose version differs from policygen's own:
+	// pods created before an upgrade keep their sidecar until they are restarted.
 	// +optional
 	OutdatedSidecars int32 `json:"outdatedSidecars"`
 	// LearnedFlows counts the reported connections that added or widened a learned rule.
