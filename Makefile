@@ -28,7 +28,8 @@ version: ## print the version the builds stamp (hack/version.sh)
 .PHONY: release-manifests
 release-manifests: ## pin manifests/ to podwall/*:VERSION (the kustomize images: entry in manifests/version/; the injector injects its own version of the sidecar)
 	sed -i -E 's/^(  newTag: ).*/\1"$(VERSION)"/' manifests/version/kustomization.yaml
-	@grep -c 'newTag: "$(VERSION)"' manifests/version/kustomization.yaml | grep -qx 2
+	@grep -c 'newTag: "$(VERSION)"' manifests/version/kustomization.yaml | grep -qx 2 || \
+	  { echo "manifests/version/kustomization.yaml: want its two newTag lines at $(VERSION)"; exit 1; }
 
 .PHONY: kube-bin
 kube-bin: ## build (once) and cache kube-apiserver and etcd for the tests; prints their folder
