@@ -6,14 +6,30 @@ BIN := bin
 KUBE_ASSETS = $(shell hack/build-kube.sh | tail -n 1)
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 STATICCHECK_VERSION := v0.8.2
+# podwall's version (git describe --tags --always --dirty; "dev" without git), stamped into every
+# binary (package internal/version) and every image tag; `make VERSION=v1.2.3 ...` overrides it.
+VERSION ?= $(shell hack/version.sh)
+LDFLAGS := -X podwall.io/podwall/internal/version.Version=$(VERSION)
 
 .PHONY: help
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## build podwall's binaries into bin/
-	$(GO) build -o $(BIN)/ ./cmd/...
+build: ## build podwall's binaries into bin/, stamped with VERSION (each must print it for --version)
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	@for b in podwall-injector podwall-policygen podwall-sidecar; do \
+	  $(BIN)/$$b --version | grep -qF ' $(VERSION) ' || { echo "$$b --version does not say $(VERSION)"; exit 1; }; done
+
+.PHONY: version
+version: ## print the version the builds stamp (hack/version.sh)
+	@echo $(VERSION)
+
+.PHONY: release-manifests
+release-manifests: ## pin manifests/ to podwall/*:VERSION (the kustomize images: entry in manifests/version/; the injector injects its own version of the sidecar)
+	sed -i -E 's/^(  newTag: ).*/\1"$(VERSION)"/' manifests/version/kustomization.yaml
+	@grep -c 'newTag: "$(VERSION)"' manifests/version/kustomization.yaml | grep -qx 2 || \
+	  { echo "manifests/version/kustomization.yaml: want its two newTag lines at $(VERSION)"; exit 1; }
 
 .PHONY: kube-bin
 kube-bin: ## build (once) and cache kube-apiserver and etcd for the tests; prints their folder
@@ -73,7 +89,7 @@ bench: ## run every bench-* target; each prints BENCH <name> value= unit= baseli
 
 .PHONY: bench-datapath
 bench-datapath: ## (root, ~2 min) sidecar datapath figures vs the same netns with no firewall; see BENCHMARKS.md
-	$(GO) build -o $(BIN)/ ./cmd/podwall-sidecar
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/podwall-sidecar
 	PODWALL_SIDECAR=$(abspath $(BIN))/podwall-sidecar \
 	  $(GO) test -tags bench -count=1 -timeout 10m -run '^TestDatapath$$' -v ./bench/datapath/
 
@@ -99,7 +115,7 @@ run-netns: ## the sidecar alone, no cluster: a demo pod namespace guarded under 
 KUBECTL ?= kubectl
 
 .PHONY: deploy
-deploy: ## install podwall into the current kubeconfig's cluster (kubectl apply -k manifests/; images podwall/*:dev)
+deploy: ## install podwall into the current kubeconfig's cluster (kubectl apply -k manifests/; images podwall/*:<the pinned version>)
 	$(KUBECTL) apply -k manifests/
 
 .PHONY: bench-policygen

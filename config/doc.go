@@ -13,6 +13,10 @@
 //     settings from it, because the ConfigMap that provides it is optional;
 //  4. the default, which is the flag's default and is shown by --help.
 //
+// Every binary also takes --version, which prints its version (package internal/version) on stdout
+// and makes Load return ErrVersion, as --help makes it return ErrHelp; "version" is no setting (no
+// file key, no environment variable).
+//
 // The sidecar's file is the exception: it is a layer of its own that may only tighten flags,
 // environment and defaults (see below).
 //

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/internal/version"
 )
 
 // Injector is the injector's configuration (podwall-injector). Every field is one key, spelled as its
@@ -65,6 +66,7 @@ const (
 // InjectedSidecar is the sidecar the injector adds to each pod.
 type InjectedSidecar struct {
 	// Image and PullPolicy of the podwall container (keys sidecar-image, sidecar-image-pull-policy).
+	// The image defaults to podwall/sidecar:<the injector's own version> (package internal/version).
 	Image      string `mapstructure:"sidecar-image"`
 	PullPolicy string `mapstructure:"sidecar-image-pull-policy"`
 	// Resources are Kubernetes quantities; an empty one is left unset (keys sidecar-cpu-request,
@@ -128,7 +130,7 @@ var injectorLoader = loader{
 		f.String("namespace", "podwall-system", "the injector's namespace")
 		f.String("webhook-config-name", "podwall-injector", "with cert-mode=managed: MutatingWebhookConfiguration whose caBundle is kept")
 		f.String("native-sidecars", string(NativeAuto), "container layout: auto (by server version, 1.29+), always or never")
-		f.String("sidecar-image", "podwall/sidecar:dev", "image of the injected podwall container")
+		f.String("sidecar-image", version.Image("sidecar"), "image of the injected podwall container (default: the sidecar of the injector's own version)")
 		f.String("sidecar-image-pull-policy", "IfNotPresent", "Always, IfNotPresent or Never")
 		f.String("sidecar-cpu-request", "10m", "CPU request of the sidecar (empty: none)")
 		f.String("sidecar-memory-request", "32Mi", "memory request of the sidecar (empty: none)")

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"podwall.io/podwall/internal/version"
 )
 
 // defaultInjector is the injector's configuration with every default.
@@ -20,7 +22,7 @@ func defaultInjector() Injector {
 		},
 		NativeSidecars: NativeAuto,
 		Sidecar: InjectedSidecar{
-			Image: "podwall/sidecar:dev", PullPolicy: "IfNotPresent", CPURequest: "10m", MemoryRequest: "32Mi",
+			Image: version.Image("sidecar"), PullPolicy: "IfNotPresent", CPURequest: "10m", MemoryRequest: "32Mi",
 			MemoryLimit: "192Mi", Port: 9947, PolicyGenURL: "https://podwall-policygen.podwall-system.svc:8443",
 			PolicyGenCAConfigMap: "podwall-policygen-ca",
 			TokenExpiration:      time.Hour,

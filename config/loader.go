@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/viper"
 
 	"podwall.io/podwall/api/sidecar"
+	"podwall.io/podwall/internal/version"
 )
 
 // envPrefix starts every environment variable podwall reads: PODWALL_<KEY>, the key upper-cased with
@@ -35,6 +36,15 @@ const maxFileSize = 1 << 20
 // ErrHelp is returned (wrapped) by a Load function when the arguments asked for help (-h, --help). The
 // usage has been printed on stderr by then, and the binary should exit with status 0.
 var ErrHelp = pflag.ErrHelp
+
+// ErrVersion is returned (wrapped) by a Load function when the arguments asked for the version
+// (--version). It has been printed on stdout by then (package internal/version), and the binary should
+// exit with status 0.
+var ErrVersion = errors.New("version printed")
+
+// versionFlag is the flag --version: every binary has it, and it is no setting (no file key, no
+// environment variable).
+const versionFlag = "version"
 
 // loader reads one binary's settings from four sources (three when layered: the file is then read and
 // judged apart); a later one overrides an earlier one:
@@ -65,12 +75,17 @@ func (l loader) load(args []string, dst any) error {
 	flags := pflag.NewFlagSet(l.name, pflag.ContinueOnError)
 	flags.SetOutput(io.Discard)
 	flags.String(fileKey, l.defaultFile, "configuration file (YAML); a missing file means defaults")
+	printVersion := flags.Bool(versionFlag, false, "print the version and exit")
 	l.flags(flags)
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprintf(os.Stderr, "Usage of %s:\n%s", l.name, flags.FlagUsages())
 		}
 		return fmt.Errorf("parse flags: %w", err)
+	}
+	if *printVersion {
+		fmt.Println(version.String(l.name))
+		return fmt.Errorf("--version: %w", ErrVersion)
 	}
 	if flags.NArg() > 0 {
 		return fmt.Errorf("parse flags: unexpected argument %q", flags.Arg(0))
@@ -80,8 +95,14 @@ func (l loader) load(args []string, dst any) error {
 	v.SetEnvPrefix(envPrefix)
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
 	v.AutomaticEnv()
-	if err := v.BindPFlags(flags); err != nil {
-		return fmt.Errorf("bind flags: %w", err)
+	var bindErr error
+	flags.VisitAll(func(f *pflag.Flag) {
+		if f.Name != versionFlag && bindErr == nil {
+			bindErr = v.BindPFlag(f.Name, f)
+		}
+	})
+	if bindErr != nil {
+		return fmt.Errorf("bind flags: %w", bindErr)
 	}
 	path := v.GetString(fileKey)
 	if !l.layered {
@@ -149,7 +170,7 @@ func readAtMost(path string, limit int64) ([]byte, error) {
 func checkKeys(v *viper.Viper, flags *pflag.FlagSet) error {
 	var unknown []string
 	for _, key := range v.AllKeys() {
-		if flags.Lookup(key) == nil {
+		if key == versionFlag || flags.Lookup(key) == nil {
 			unknown = append(unknown, strconv.Quote(key))
 		}
 	}

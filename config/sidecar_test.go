@@ -262,6 +262,45 @@ func TestLoadSidecarHelp(t *testing.T) {
 	}
 }
 
+// TestLoadVersion: every binary's --version stops loading with ErrVersion before any setting is
+// judged (an invalid one beside it does not matter), and "version" is no setting: neither a key of the
+// config file (the sidecar's workload file is refused for it) nor read from the environment.
+func TestLoadVersion(t *testing.T) {
+	tests := []struct {
+		name string
+		bad  string // an invalid setting of this binary
+		load func([]string) error
+	}{
+		{"sidecar", "--log-allows=bogus", func(a []string) error {
+			s, err := LoadSidecar(append(a, "--policy-file=/policy.json"))
+			if err == nil && s.FileState.Refused != "" {
+				err = errors.New(s.FileState.Refused)
+			}
+			return err
+		}},
+		{"injector", "--port=0", func(a []string) error { _, err := LoadInjector(a); return err }},
+		{"policygen", "--cert-mode=bogus", func(a []string) error { _, err := LoadPolicyGenServer(a); return err }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.load([]string{tc.bad, "--version"}); !errors.Is(err, ErrVersion) {
+				t.Errorf("--version = %v, want ErrVersion", err)
+			}
+			file := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(file, []byte("version: true\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.load([]string{"--config=" + file}); err == nil || !strings.Contains(err.Error(), `"version"`) {
+				t.Errorf("version in the file = %v, want it refused", err)
+			}
+			t.Setenv("PODWALL_VERSION", "true")
+			if err := tc.load(nil); errors.Is(err, ErrVersion) {
+				t.Errorf("PODWALL_VERSION printed the version: %v", err)
+			}
+		})
+	}
+}
+
 // TestSidecarKeysAreFlags guards the one-registry rule: every field of Sidecar is a flag (which gives
 // it its default and its env variable) and every flag is a field.
 func TestSidecarKeysAreFlags(t *testing.T) {

@@ -75,7 +75,11 @@ func run(m *testing.M) int {
 // needImage skips the test when podwall's binary did not build into an image.
 func needImage(t *testing.T, binary string) string {
 	t.Helper()
-	ref := stack.PodwallImage(binary)
+	v, err := stack.Version(context.Background(), env.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := stack.PodwallImage(binary, v)
 	if err, ok := env.missing[ref]; ok {
 		t.Skipf("needs cmd/%s to build: %v", binary, err)
 	}

@@ -51,6 +51,7 @@ func TestPodwallStory(t *testing.T) {
 		run  func(t *testing.T)
 	}{
 		{"sidecar first", func(t *testing.T) { sidecarFirst(t, client) }},
+		{"sidecar of the injector's version, none outdated", func(t *testing.T) { sidecarVersion(t, ns, client) }},
 		{"learn", func(t *testing.T) { learn(t, ns) }},
 		{"learn lets the app ping", func(t *testing.T) { pingFrom(t, ns, client, server, "ping reply") }},
 		{"protect keeps the allowed flow", func(t *testing.T) { protect(t, ns, client) }},
@@ -100,6 +101,29 @@ func sidecarFirst(t *testing.T, pod *corev1.Pod) {
 			t.Errorf("container %s started before the sidecar (%v)", st.Name, st.State)
 		}
 	}
+}
+
+// sidecarVersion: the injector injected the sidecar image of its own version (the version this tree's
+// images were built and tagged with), and the client's policy lists that version alone, for every
+// sidecar it counts (a sidecar whose requests reached both policygen replicas lately is counted by
+// each), none outdated.
+func sidecarVersion(t *testing.T, ns string, pod *corev1.Pod) {
+	ref := needImage(t, "podwall-sidecar")
+	if img := pod.Spec.InitContainers[0].Image; img != ref {
+		t.Errorf("injected sidecar image %s, want %s", img, ref)
+	}
+	v := ref[strings.LastIndex(ref, ":")+1:]
+	testutil.Await(t, "client policy lists its sidecar's version", time.Minute, func() error {
+		p, err := workloadPolicy(t, ns, "deployment-client")
+		if err != nil {
+			return err
+		}
+		want := []v1alpha1.SidecarVersion{{Version: v, Count: max(p.Status.Sidecars, 1)}}
+		if !slices.Equal(p.Status.SidecarVersions, want) || p.Status.OutdatedSidecars != 0 {
+			return fmt.Errorf("sidecar versions %+v, %d outdated; want %+v, none outdated", p.Status.SidecarVersions, p.Status.OutdatedSidecars, want)
+		}
+		return nil
+	})
 }
 
 // learn: in Learn mode the client's flow to the server becomes a learned rule, next to the rules

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "make run needs root (network namespaces, nftables)" >&2; exit 1; }
-go build -o bin/ ./cmd/podwall-sidecar
+go build -ldflags "-X podwall.io/podwall/internal/version.Version=$(hack/version.sh)" -o bin/ ./cmd/podwall-sidecar
 
 pod=pw-demo-pod peer=pw-demo-peer
 work=$(mktemp -d)

@@ -10,6 +10,7 @@ import (
 
 	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/internal/certs"
+	"podwall.io/podwall/internal/version"
 )
 
 // The annotations and ConfigMap the injector reads and writes; the container, volume and path names
@@ -70,7 +71,7 @@ func (o *Options) setDefaults() {
 
 // SidecarOptions say what the injector puts into pods; zero values take the defaults in parentheses.
 type SidecarOptions struct {
-	// Image of the sidecar ("podwall/sidecar:dev").
+	// Image of the sidecar (podwall/sidecar:<the injector's own version>, version.Image).
 	Image string
 	// PullPolicy of the image (IfNotPresent).
 	PullPolicy corev1.PullPolicy
@@ -96,7 +97,7 @@ type SidecarOptions struct {
 }
 
 func (o *SidecarOptions) setDefaults() {
-	o.Image = cmp.Or(o.Image, "podwall/sidecar:dev")
+	o.Image = cmp.Or(o.Image, version.Image("sidecar"))
 	o.PullPolicy = cmp.Or(o.PullPolicy, corev1.PullIfNotPresent)
 	o.Port = cmp.Or(o.Port, sidecar.DefaultPort)
 	o.TokenExpiration = cmp.Or(o.TokenExpiration, time.Hour)

@@ -17,6 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"podwall.io/podwall/internal/version"
 )
 
 // Run serves the webhook, against the cluster kube points to, until ctx ends. It first obtains its
@@ -60,6 +62,9 @@ func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) 
 			return fmt.Errorf("watch the platform's ConfigMaps: %w", err)
 		}
 		opts.Sidecar.Platform = NewPlatform(mgr.GetCache(), opts.TLS.Namespace, opts.PolicyGenCAConfigMap, opts.Sidecar.Resources, log.WithName("platform"))
+	}
+	if err := version.Register(opts.Registerer); err != nil {
+		return fmt.Errorf("register build info: %w", err)
 	}
 	// GetWebhookServer adds the server to the manager's runnables.
 	Register(mgr.GetWebhookServer(), New(opts.Sidecar), opts.Registerer)

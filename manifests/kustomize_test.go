@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -23,6 +24,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	"podwall.io/podwall/internal/testenv"
 )
@@ -227,5 +229,50 @@ func build(t *testing.T, dir string) []*unstructured.Unstructured {
 			t.Fatalf("%s: %v", path, err)
 		}
 		objs = append(objs, u)
+	}
+}
+
+// TestImagesPinned: manifests/ and the overlay run podwall's images at the one version that
+// manifests/version pins (what `make release-manifests` sets), pulled IfNotPresent, and the injector
+// is left to inject the sidecar of its own version.
+func TestImagesPinned(t *testing.T) {
+	var component struct {
+		Images []struct {
+			Name   string `json:"name"`
+			NewTag string `json:"newTag"`
+		} `json:"images"`
+	}
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "manifests", "version", "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sigsyaml.Unmarshal(data, &component); err != nil || len(component.Images) == 0 {
+		t.Fatalf("manifests/version: %v, images %v", err, component.Images)
+	}
+	tag := component.Images[0].NewTag
+	for _, dir := range []string{"", filepath.Join("overlays", "cert-manager")} {
+		for _, u := range build(t, dir) {
+			if u.GetKind() != "Deployment" {
+				continue
+			}
+			var d appsv1.Deployment
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &d); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range d.Spec.Template.Spec.Containers {
+				want := "podwall/" + strings.TrimPrefix(d.Name, "podwall-") + ":" + tag
+				if c.Image != want || c.ImagePullPolicy != corev1.PullIfNotPresent {
+					t.Errorf("manifests/%s: %s runs %s (%s), want %s (IfNotPresent)", dir, d.Name, c.Image, c.ImagePullPolicy, want)
+				}
+				if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "PODWALL_SIDECAR_IMAGE" }) {
+					t.Errorf("manifests/%s: %s sets PODWALL_SIDECAR_IMAGE: the injector's own version is the default", dir, d.Name)
+				}
+			}
+		}
+	}
+	for _, img := range component.Images {
+		if img.NewTag != tag {
+			t.Errorf("manifests/version pins %s at %s, want every image at %s", img.Name, img.NewTag, tag)
+		}
 	}
 }

@@ -29,6 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"podwall.io/podwall/internal/certs"
+	"podwall.io/podwall/internal/version"
 	"podwall.io/podwall/policygen/generator"
 	"podwall.io/podwall/policygen/kubeauth"
 	"podwall.io/podwall/policygen/learn"
@@ -142,12 +143,15 @@ func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) 
 	}); err != nil {
 		return fmt.Errorf("ready check: %w", err)
 	}
-	log.Info("starting policygen", "replica", opts.Replica, "api", opts.APIAddr, "leaderElection", opts.LeaderElect)
+	log.Info("starting policygen", "version", version.Version, "replica", opts.Replica, "api", opts.APIAddr, "leaderElection", opts.LeaderElect)
 	return mgr.Start(ctx)
 }
 
 // setup registers every part with the manager.
 func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Config, log logr.Logger) error {
+	if err := version.Register(opts.Registerer); err != nil {
+		return fmt.Errorf("register build info: %w", err)
+	}
 	if err := resolve.Index(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}

@@ -128,9 +128,15 @@ func runPolicygen(t *testing.T, cfg *rest.Config, c client.Client) *inproc {
 	return &inproc{t: t, addr: addr, ca: ca, https: pgtest.Trusting(t, ca)}
 }
 
-// client is the sidecar's policygen client with token.
+// client is the sidecar's policygen client with token, of this build's version.
 func (pg *inproc) client(token string) *pgclient.Client {
-	cl, err := pgclient.New(pgclient.Options{URL: "https://" + pg.addr, TokenFile: pgtest.TokenFile(pg.t, token), CA: pg.ca,
+	return pg.clientVersion(token, "")
+}
+
+// clientVersion is the sidecar's policygen client with token, saying it is version v ("": this
+// build's).
+func (pg *inproc) clientVersion(token, v string) *pgclient.Client {
+	cl, err := pgclient.New(pgclient.Options{URL: "https://" + pg.addr, TokenFile: pgtest.TokenFile(pg.t, token), CA: pg.ca, Version: v,
 		Wait: 5 * time.Second, ReportInterval: 200 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(pg.t))
 	if err != nil {
 		pg.t.Fatal(err)

@@ -1,6 +1,10 @@
 package v1alpha1
 
 import (
+	"cmp"
+	"slices"
+	"strings"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -28,4 +32,32 @@ func (s *LabelSelector) AsMeta() *metav1.LabelSelector {
 		})
 	}
 	return m
+}
+
+// SidecarVersionList lists counts (sidecars by version) as status holds them: the most common
+// versions first (then by version), at most MaxSidecarVersions, the rest summed as OtherVersions.
+// Versions counted zero are left out; nil when none is left.
+func SidecarVersionList(counts map[string]int32) []SidecarVersion {
+	var out []SidecarVersion
+	for v, n := range counts {
+		if n > 0 {
+			out = append(out, SidecarVersion{Version: v, Count: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b SidecarVersion) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Version, b.Version))
+	})
+	if len(out) <= MaxSidecarVersions {
+		return out
+	}
+	// A version spelled like OtherVersions is summed with the rest, so that the key stays unique.
+	kept, other := out[:0:0], SidecarVersion{Version: OtherVersions}
+	for _, v := range out {
+		if len(kept) < MaxSidecarVersions-1 && v.Version != OtherVersions {
+			kept = append(kept, v)
+		} else {
+			other.Count += v.Count
+		}
+	}
+	return append(kept, other)
 }

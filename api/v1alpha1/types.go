@@ -238,6 +238,17 @@ type WorkloadPolicyStatus struct {
 	// +listMapKey=name
 	// +optional
 	Replicas []ReplicaStatus `json:"replicas,omitempty"`
+	// SidecarVersions counts the subscribed sidecars by the version they run (the sums of the
+	// replicas' lists).
+	// +listType=map
+	// +listMapKey=version
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	SidecarVersions []SidecarVersion `json:"sidecarVersions,omitempty"`
+	// OutdatedSidecars counts the subscribed sidecars whose version differs from policygen's own:
+	// pods created before an upgrade keep their sidecar until they are restarted.
+	// +optional
+	OutdatedSidecars int32 `json:"outdatedSidecars"`
 	// LearnedFlows counts the reported connections that added or widened a learned rule.
 	// +optional
 	LearnedFlows int64 `json:"learnedFlows,omitempty"`
@@ -292,6 +303,26 @@ type ReplicaStatus struct {
 	Sidecars       int32       `json:"sidecars"`
 	SidecarsInSync int32       `json:"sidecarsInSync"`
 	Updated        metav1.Time `json:"updated"`
+	// SidecarVersions counts this replica's subscribers by version.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	SidecarVersions []SidecarVersion `json:"sidecarVersions,omitempty"`
+}
+
+// MaxSidecarVersions bounds a list of SidecarVersions; the versions beyond the 15 most common are
+// counted together as OtherVersions.
+const MaxSidecarVersions = 16
+
+// OtherVersions is the version that stands for the versions beyond a list's bound.
+const OtherVersions = "other"
+
+// SidecarVersion counts the sidecars that run one version.
+type SidecarVersion struct {
+	// Version is the version a sidecar sends with its requests (the X-Podwall-Version header of the
+	// policy API), "unknown" for sidecars that send none (older than the header).
+	// +kubebuilder:validation:MaxLength=128
+	Version string `json:"version"`
+	Count   int32  `json:"count"`
 }
 
 // WorkloadPolicy is one workload's firewall policy.
@@ -304,6 +335,7 @@ type ReplicaStatus struct {
 // +kubebuilder:printcolumn:name="Revision",type=integer,JSONPath=`.status.revision`,priority=1
 // +kubebuilder:printcolumn:name="Sidecars",type=integer,JSONPath=`.status.sidecars`,priority=1
 // +kubebuilder:printcolumn:name="In-Sync",type=integer,JSONPath=`.status.sidecarsInSync`
+// +kubebuilder:printcolumn:name="Outdated",type=integer,JSONPath=`.status.outdatedSidecars`
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.violations`
 // +kubebuilder:printcolumn:name="Proposals",type=integer,JSONPath=`.status.pendingProposals`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -18,7 +18,7 @@ func main() {
 	// controller-runtime's own packages (the webhook server, the manager) log through its global logger.
 	ctrl.SetLogger(log)
 	cfg, err := config.LoadInjector(os.Args[1:])
-	if errors.Is(err, config.ErrHelp) {
+	if errors.Is(err, config.ErrHelp) || errors.Is(err, config.ErrVersion) {
 		return
 	}
 	if err != nil {

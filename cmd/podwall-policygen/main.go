@@ -33,7 +33,7 @@ func main() {
 		return
 	}
 	cfg, err := config.LoadPolicyGenServer(os.Args[1:])
-	if errors.Is(err, config.ErrHelp) {
+	if errors.Is(err, config.ErrHelp) || errors.Is(err, config.ErrVersion) {
 		return
 	}
 	if err != nil {

@@ -20,7 +20,7 @@ func main() {
 	// Diagnostics go to stderr; stdout carries only verdict lines.
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, nil))
 	cfg, err := config.LoadSidecar(os.Args[1:])
-	if errors.Is(err, config.ErrHelp) {
+	if errors.Is(err, config.ErrHelp) || errors.Is(err, config.ErrVersion) {
 		return
 	}
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/version"
 )
 
 // PromoteOptions configure mode promotion; a zero period disables that promotion.
@@ -27,6 +28,8 @@ type PromoteOptions struct {
 	MonitorQuiet time.Duration
 	// Stale drops a replica's status entry not refreshed for this long (30s): that replica is gone.
 	Stale time.Duration
+	// Version is policygen's own (version.Version): sidecars of another version count as outdated.
+	Version string
 	// Clock is the real clock unless a test injects one.
 	Clock clock.PassiveClock
 }
@@ -61,7 +64,8 @@ func Promote(spec *v1.WorkloadPolicySpec, st *v1.WorkloadPolicyStatus, now time.
 }
 
 // Promoter is the leader's reconciler of WorkloadPolicy status and modes: it sums the replicas'
-// sidecar counts, drops entries of replicas that are gone, counts rules, and promotes modes.
+// sidecar counts (by version too, and the outdated ones: of another version than policygen's own),
+// drops entries of replicas that are gone, counts rules, and promotes modes.
 type Promoter struct {
 	client client.Client
 	opts   PromoteOptions
@@ -70,6 +74,7 @@ type Promoter struct {
 // NewPromoter returns a promoter writing through c.
 func NewPromoter(c client.Client, opts PromoteOptions) *Promoter {
 	opts.Stale = cmp.Or(opts.Stale, 30*time.Second)
+	opts.Version = cmp.Or(opts.Version, version.Version)
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
@@ -120,7 +125,8 @@ func (p *Promoter) summarize(wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus,
 	}
 	st.Rules = int32(len(wp.Spec.Ingress) + len(wp.Spec.Egress) + len(wp.Spec.Loopback))
 	st.ObservedGeneration = wp.Generation
-	st.Sidecars, st.SidecarsInSync, st.Revision = 0, 0, 0
+	st.Sidecars, st.SidecarsInSync, st.Revision, st.OutdatedSidecars = 0, 0, 0, 0
+	versions := map[string]int32{}
 	fresh := st.Replicas[:0:0]
 	for _, r := range st.Replicas {
 		if now.Sub(r.Updated.Time) > p.opts.Stale {
@@ -130,7 +136,14 @@ func (p *Promoter) summarize(wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus,
 		st.Sidecars += r.Sidecars
 		st.SidecarsInSync += r.SidecarsInSync
 		st.Revision = max(st.Revision, r.Revision)
+		for _, v := range r.SidecarVersions {
+			versions[v.Version] += v.Count
+			if v.Version != p.opts.Version {
+				st.OutdatedSidecars += v.Count
+			}
+		}
 	}
+	st.SidecarVersions = v1.SidecarVersionList(versions)
 	if len(fresh) == 0 {
 		fresh = nil
 	}

@@ -2,7 +2,8 @@
 // its own informer cache: GET /v1/policy long-polls the caller's own workload's resolved policy, POST
 // /v1/reports takes the connections it observed. A caller is the pod its projected service-account
 // token (audience podwall) is bound to, reviewed by the API server (package kubeauth); api/policy/API.md
-// documents the wire protocol.
+// documents the wire protocol. Each replica writes its own entry of each WorkloadPolicy's
+// status.replicas: its subscribers, those in sync, and their versions (the X-Podwall-Version header).
 package policyapi
 
 import (
@@ -171,8 +172,13 @@ func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = min(time.Duration(secs)*time.Second, s.opts.MaxWait)
 	}
+	v, err := policy.SidecarVersion(r.Header.Get(policy.HeaderVersion))
+	if err != nil {
+		s.fail(w, "policy", http.StatusBadRequest, err.Error())
+		return
+	}
 	held := strings.Trim(r.Header.Get("If-None-Match"), `"`)
-	done := s.sidecars.polling(id, after, held)
+	done := s.sidecars.polling(id, v, after, held)
 	defer done()
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
@@ -247,6 +253,11 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "report", http.StatusTooManyRequests, fmt.Sprintf("more than one report per %s from pod %s", s.opts.ReportInterval, id.Pod))
 		return
 	}
+	v, err := policy.SidecarVersion(r.Header.Get(policy.HeaderVersion))
+	if err != nil {
+		s.fail(w, "report", http.StatusBadRequest, err.Error())
+		return
+	}
 	rep, err := decodeReport(http.MaxBytesReader(w, r.Body, s.opts.MaxReportBytes))
 	if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
 		s.fail(w, "report", http.StatusRequestEntityTooLarge, fmt.Sprintf("report over %d bytes", s.opts.MaxReportBytes))
@@ -262,7 +273,7 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "report", http.StatusForbidden, fmt.Sprintf("pod %s may report only for itself, in %s", id.Pod, id.Workload))
 		return
 	}
-	if refused := s.sidecars.reported(id, rep); refused != "" {
+	if refused := s.sidecars.reported(id, v, rep); refused != "" {
 		s.recordRefusal(r.Context(), id, refused)
 	}
 	if err := s.sink.Accept(r.Context(), id, rep); err != nil {

@@ -303,7 +303,8 @@ func (e *env) subscribersNow() float64 {
 
 // TestSidecarConfigReports: a sidecar that reports its workload's config file refused gets a Warning
 // Event on its pod (once per message), and a sidecar enforcing a weaker mode than its policy's is not
-// counted in sync, though it holds the current revision. The caller is a real pod's bound token.
+// counted in sync, though it holds the current revision; one that sends no version is counted as of
+// an unknown one. The caller is a real pod's bound token.
 func TestSidecarConfigReports(t *testing.T) {
 	e := start(t)
 	ctx := context.Background()
@@ -347,6 +348,10 @@ func TestSidecarConfigReports(t *testing.T) {
 			}
 			if len(p.Status.Replicas) != 1 || p.Status.Replicas[0].Sidecars != 1 || p.Status.Replicas[0].SidecarsInSync != want {
 				return fmt.Errorf("replicas %+v, want one sidecar, %d in sync", p.Status.Replicas, want)
+			}
+			// These requests carry no version header, as a sidecar older than it sends.
+			if v := p.Status.Replicas[0].SidecarVersions; len(v) != 1 || v[0] != (v1.SidecarVersion{Version: policy.UnknownVersion, Count: 1}) {
+				return fmt.Errorf("replica's sidecar versions %+v, want one unknown", v)
 			}
 			return nil
 		})

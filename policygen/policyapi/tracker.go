@@ -2,6 +2,7 @@ package policyapi
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"time"
 
@@ -46,6 +47,8 @@ type sidecar struct {
 	hash     string
 	// mode is the mode the sidecar last reported enforcing, "" before its first report.
 	mode policy.Mode
+	// version is the version it sent with its last request (policy.SidecarVersion).
+	version string
 	// refused is the refusal of its config file last recorded as an Event, so that each is told once.
 	refused  string
 	polls    int  // in flight
@@ -56,6 +59,11 @@ type sidecar struct {
 type counts struct {
 	revision         int64
 	sidecars, inSync int32
+	versions         map[string]int32 // sidecars by version
+}
+
+func (c counts) equal(o counts) bool {
+	return c.revision == o.revision && c.sidecars == o.sidecars && c.inSync == o.inSync && maps.Equal(c.versions, o.versions)
 }
 
 func newTracker(hub *resolve.Hub, writer client.Client, replica string, subscribers prometheus.Gauge, log logr.Logger) *tracker {
@@ -63,8 +71,8 @@ func newTracker(hub *resolve.Hub, writer client.Client, replica string, subscrib
 		pods: map[types.UID]*sidecar{}, written: map[workload.Key]written{}}
 }
 
-// polling records a poll starting; the returned func records its end.
-func (t *tracker) polling(id Identity, after int64, hash string) func() {
+// polling records a poll starting from a sidecar of version v; the returned func records its end.
+func (t *tracker) polling(id Identity, v string, after int64, hash string) func() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	sc := t.pods[id.UID]
@@ -72,7 +80,7 @@ func (t *tracker) polling(id Identity, after int64, hash string) func() {
 		sc = &sidecar{}
 		t.pods[id.UID] = sc
 	}
-	sc.workload, sc.after, sc.hash, sc.polled = id.Workload, after, hash, true
+	sc.workload, sc.version, sc.after, sc.hash, sc.polled = id.Workload, v, after, hash, true
 	sc.polls++
 	sc.lastSeen = time.Now()
 	t.subscribers.Inc()
@@ -85,9 +93,9 @@ func (t *tracker) polling(id Identity, after int64, hash string) func() {
 	}
 }
 
-// reported records the mode a sidecar says it enforces and returns, once per message, the refusal of
-// its config file that it reports.
-func (t *tracker) reported(id Identity, r *policy.Report) (refused string) {
+// reported records the mode a sidecar of version v says it enforces and returns, once per message,
+// the refusal of its config file that it reports.
+func (t *tracker) reported(id Identity, v string, r *policy.Report) (refused string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	sc := t.pods[id.UID]
@@ -95,7 +103,7 @@ func (t *tracker) reported(id Identity, r *policy.Report) (refused string) {
 		sc = &sidecar{workload: id.Workload}
 		t.pods[id.UID] = sc
 	}
-	sc.mode, sc.lastSeen = r.Mode, time.Now()
+	sc.mode, sc.version, sc.lastSeen = r.Mode, v, time.Now()
 	switch c := r.Config; {
 	case c == nil:
 	case c.File != policy.ConfigRefused:
@@ -116,9 +124,9 @@ func (t *tracker) untold(id Identity) {
 	}
 }
 
-// tally counts, per workload, the sidecars polling now or within grace, and those in sync: holding the
-// current revision and enforcing a mode no weaker than its (a sidecar that has not reported yet is
-// judged by its revision alone); it forgets sidecars gone longer.
+// tally counts, per workload, the sidecars polling now or within grace, by version, and those in sync:
+// holding the current revision and enforcing a mode no weaker than its (a sidecar that has not
+// reported yet is judged by its revision alone); it forgets sidecars gone longer.
 func (t *tracker) tally(grace time.Duration) map[workload.Key]counts {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -135,6 +143,10 @@ func (t *tracker) tally(grace time.Duration) map[workload.Key]counts {
 		c := out[sc.workload]
 		c.revision = rev
 		c.sidecars++
+		if c.versions == nil {
+			c.versions = map[string]int32{}
+		}
+		c.versions[sc.version]++
 		current := (sc.hash != "" && sc.hash == hash) || (sc.hash == "" && sc.after == rev && rev != 0)
 		if current && (sc.mode == "" || !sc.mode.Weaker(mode)) {
 			c.inSync++
@@ -153,7 +165,7 @@ func (t *tracker) flush(ctx context.Context, tally map[workload.Key]counts, refr
 		}
 	}
 	for k, c := range tally {
-		if prev, ok := t.written[k]; ok && prev.counts == c && time.Since(prev.at) < refresh {
+		if prev, ok := t.written[k]; ok && prev.counts.equal(c) && time.Since(prev.at) < refresh {
 			continue
 		}
 		if err := t.apply(ctx, k, c); err != nil {
@@ -176,6 +188,13 @@ func (t *tracker) apply(ctx context.Context, k workload.Key, c counts) error {
 	entry := map[string]any{
 		"name": t.replica, "revision": c.revision, "sidecars": int64(c.sidecars), "sidecarsInSync": int64(c.inSync),
 		"updated": time.Now().UTC().Format(time.RFC3339),
+	}
+	if versions := v1alpha1.SidecarVersionList(c.versions); versions != nil {
+		list := make([]any, len(versions))
+		for i, v := range versions {
+			list[i] = map[string]any{"version": v.Version, "count": int64(v.Count)}
+		}
+		entry["sidecarVersions"] = list
 	}
 	if err := unstructured.SetNestedSlice(u.Object, []any{entry}, "status", "replicas"); err != nil {
 		return err

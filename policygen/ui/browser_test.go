@@ -41,6 +41,8 @@ func testBrowser(t *testing.T, w *world) {
 	// A sidecar of db that enforces a weaker mode than its policy's, its config file refused.
 	w.post("db", policy.Report{Mode: policy.Monitor, Entries: []policy.ReportEntry{}, Config: &policy.SidecarConfig{
 		FailMode: "closed", LogAllows: "first", LogRate: 100, LogBurst: 200, File: policy.ConfigRefused, Message: "key \"fail-mode\""}})
+	// A sidecar of api from before an upgrade.
+	w.poll("api", "v0.0.1-old")
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(w.url)); err != nil {
 		t.Fatalf("open the UI: %v", err)
@@ -82,7 +84,10 @@ func waitRows(t *testing.T, ctx context.Context, table string, timeout time.Dura
 
 func checkWorkloads(t *testing.T, ctx context.Context, w *world) {
 	navigate(t, ctx, "#/workloads")
-	got := waitRows(t, ctx, "#workloads", 10*time.Second, func(r [][]string) bool { return len(r) == 4 })
+	// The page refreshes itself; api's sidecar versions arrive with the status, written every 5s.
+	got := waitRows(t, ctx, "#workloads", 30*time.Second, func(r [][]string) bool {
+		return len(r) == 4 && strings.Contains(r[1][4], "versions")
+	})
 	// Rules by origin depend on the generator; the seeded user rule and the modes do not.
 	var brief [][]string
 	for _, r := range got {
@@ -90,7 +95,7 @@ func checkWorkloads(t *testing.T, ctx context.Context, w *world) {
 	}
 	want := [][]string{
 		{"billing", "Deployment/ledger", "Learn", "0", "0 / 0", "0"},
-		{"shop", "Deployment/api", "Monitor", "0", "0 / 0", "0"},
+		{"shop", "Deployment/api", "Monitor", "0", "0 / 1versions: v0.0.1-old ×1 (1 outdated: restart the pods to upgrade)", "0"},
 		{"shop", "Deployment/db", "Protect", "0", "0 / 0" + w.pods["db"].Name + ": Monitor (weaker than the policy's Protect), config refused", "0"},
 		{"shop", "Deployment/web", "Protect", "1", "0 / 0" + w.pods["web"].Name + ": Protect", "1"},
 	}

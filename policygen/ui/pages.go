@@ -29,6 +29,10 @@ type Row struct {
 	Rules    map[policy.Origin]int `json:"rules"`
 	Sidecars int32                 `json:"sidecars"`
 	InSync   int32                 `json:"inSync"`
+	// Versions count the sidecars by version; Outdated those of another version than policygen's
+	// (pods created before an upgrade, until they are restarted).
+	Versions []v1.SidecarVersion `json:"versions"`
+	Outdated int32               `json:"outdated"`
 	// LastHour counts the denies and audits reported to this replica in the last hour; Violations is
 	// the policy's count since it was created, from every replica.
 	LastHour   uint64 `json:"lastHour"`
@@ -63,6 +67,7 @@ func (s *Server) workloads(w http.ResponseWriter, r *http.Request) {
 		k := workload.Key{Namespace: p.Namespace, Kind: p.Spec.Workload.Kind, Name: p.Spec.Workload.Name}
 		rows = append(rows, Row{Namespace: p.Namespace, Policy: p.Name, Workload: k.Kind + "/" + k.Name,
 			Mode: modeOf(p), Rules: CountByOrigin(&p.Spec), Sidecars: p.Status.Sidecars, InSync: p.Status.SidecarsInSync,
+			Versions: p.Status.SidecarVersions, Outdated: p.Status.OutdatedSidecars,
 			LastHour: lastHour[k], Violations: p.Status.Violations, Proposals: p.Status.PendingProposals,
 			Pods: s.feed.Pods(k)})
 	}

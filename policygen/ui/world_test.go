@@ -204,6 +204,22 @@ func (w *world) post(workloadName string, r policy.Report) {
 	}
 }
 
+// poll polls the workload's policy once, as its pod's sidecar of version v would.
+func (w *world) poll(workloadName, v string) {
+	w.t.Helper()
+	req, _ := http.NewRequest("GET", strings.TrimSuffix(w.url, "/ui/")+policy.PolicyPath+"?wait=0", nil)
+	req.Header.Set("Authorization", "Bearer "+w.cluster.Token(w.pods[workloadName], "podwall"))
+	req.Header.Set(policy.HeaderVersion, v)
+	resp, err := w.https.Do(req)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		w.t.Fatalf("poll from %s: %s", workloadName, resp.Status)
+	}
+}
+
 // entry is one reported connection that the mode's default decided, as a sidecar reports it.
 func entry(verdict policy.Verdict, dir policy.Direction, peer string, port uint16) policy.ReportEntry {
 	return policy.ReportEntry{Direction: dir, Peer: netip.MustParseAddr(peer), Protocol: policy.TCP, Port: port, Count: 1,

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/internal/version"
 	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
@@ -36,7 +37,7 @@ func (a *Agent) registerMetrics() {
 	a.tampered = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "podwall_ruleset_tamper_total", Help: "Changes to the podwall table made by another process, each undone by re-applying the policy in force.",
 	})
-	a.reg.MustRegister(verdicts, a.dp.badPkts, a.revision, a.applyErr, a.revoked, a.tampered,
+	a.reg.MustRegister(version.BuildInfo(), verdicts, a.dp.badPkts, a.revision, a.applyErr, a.revoked, a.tampered,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "podwall_learned_pending", Help: "Observed connections waiting to be reported.",
 		}, func() float64 { return float64(a.dp.reports.Len()) }),

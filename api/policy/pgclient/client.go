@@ -25,6 +25,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/internal/version"
 )
 
 // Options configure a Client; zero values take the defaults in parentheses.
@@ -55,9 +58,14 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Registerer receives the client's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// Version is sent in policy.HeaderVersion on every request (this binary's, version.Version).
+	Version string
 }
 
 func (o *Options) setDefaults() {
+	if o.Version == "" {
+		o.Version = version.Version
+	}
 	if o.Wait == 0 {
 		o.Wait = 30 * time.Second
 	}
@@ -181,6 +189,7 @@ func (c *Client) request(ctx context.Context, method, path string, body io.Reade
 		req.Header[k] = v
 	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	req.Header.Set(policy.HeaderVersion, c.opts.Version)
 	return c.http.Do(req)
 }
 

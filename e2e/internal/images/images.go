@@ -22,6 +22,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"podwall.io/podwall/internal/version"
 )
 
 // Spec is one image: a Go main package built statically, or a static binary built elsewhere, placed
@@ -52,6 +54,8 @@ type Builder struct {
 	ModuleDir string
 	// WorkDir holds the built binaries and the tarball; the caller removes it.
 	WorkDir string
+	// Version is stamped into every binary (package internal/version); empty leaves them "dev".
+	Version string
 }
 
 // Build compiles every spec's binary and writes all images into one tarball, whose path it returns
@@ -94,7 +98,11 @@ func (b Builder) Build(ctx context.Context, specs []Spec) (string, map[string]er
 // compile builds the spec's package into WorkDir and returns the binary's path.
 func (b Builder) compile(ctx context.Context, s Spec) (string, error) {
 	out := filepath.Join(b.WorkDir, "bin", s.binary())
-	cmd := exec.CommandContext(ctx, "go", "build", "-ldflags=-s -w", "-o", out, s.Package)
+	ldflags := "-s -w"
+	if b.Version != "" {
+		ldflags += " " + version.LDFlags(b.Version)
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-ldflags="+ldflags, "-o", out, s.Package)
 	cmd.Dir = b.ModuleDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if msg, err := cmd.CombinedOutput(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"podwall.io/podwall/e2e/internal/cluster"
@@ -20,11 +21,35 @@ import (
 // imagePullPolicy IfNotPresent never try a registry (none is reachable here).
 const WorkloadImage = "podwall.test/workload:e2e"
 
-// PodwallImage is the image of one of podwall's binaries ("podwall-sidecar" -> podwall/sidecar:dev):
-// the names manifests/ and the injector's defaults use, so that `kubectl apply -k manifests/` runs
-// the images built from this tree unchanged.
-func PodwallImage(binary string) string {
-	return "podwall/" + strings.TrimPrefix(binary, "podwall-") + ":dev"
+// PodwallImage is the image of one of podwall's binaries at version v ("podwall-sidecar" ->
+// podwall/sidecar:<v>): the names manifests/ and the injector's default use, so that manifests/ at
+// that version (Deploy) runs the images built from this tree, and the injector injects the sidecar
+// built with it.
+func PodwallImage(binary, v string) string {
+	return "podwall/" + strings.TrimPrefix(binary, "podwall-") + ":" + v
+}
+
+var versions = struct {
+	sync.Mutex
+	of map[string]string
+}{of: map[string]string{}}
+
+// Version is the version of the tree at root (hack/version.sh), which its binaries are stamped and
+// its images tagged with. It is read once per process, so that a file edited during a run (which makes
+// the tree -dirty) does not change the tag that Deploy pins after the images were built.
+func Version(ctx context.Context, root string) (string, error) {
+	versions.Lock()
+	defer versions.Unlock()
+	if v, ok := versions.of[root]; ok {
+		return v, nil
+	}
+	out, err := exec.CommandContext(ctx, filepath.Join(root, "hack", "version.sh")).Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/version.sh: %w", err)
+	}
+	v := strings.TrimSpace(string(out))
+	versions.of[root] = v
+	return v, nil
 }
 
 // Up starts a cluster for the repository at root. The caller must Stop it. Missing maps each of
@@ -39,16 +64,20 @@ func Up(ctx context.Context, root string) (c *cluster.Cluster, missing map[strin
 		return nil, nil, err
 	}
 	defer os.RemoveAll(work)
-	specs, err := imageSpecs(root, binDir)
+	v, err := Version(ctx, root)
+	if err != nil {
+		return nil, nil, err
+	}
+	specs, err := imageSpecs(root, binDir, v)
 	if err != nil {
 		return nil, nil, err
 	}
 	start := time.Now()
-	tarball, missing, err := images.Builder{ModuleDir: root, WorkDir: work}.Build(ctx, specs)
+	tarball, missing, err := images.Builder{ModuleDir: root, WorkDir: work, Version: v}.Build(ctx, specs)
 	if err != nil {
 		return nil, nil, err
 	}
-	fmt.Fprintf(os.Stderr, "stack: images built in %s\n", time.Since(start).Round(time.Second))
+	fmt.Fprintf(os.Stderr, "stack: images of version %s built in %s\n", v, time.Since(start).Round(time.Second))
 	start = time.Now()
 	c, err = cluster.Start(ctx, cluster.Options{BinDir: binDir, Images: []string{tarball}, Import: images.Import})
 	if err == nil {
@@ -71,8 +100,9 @@ func Podwall(root string) ([]string, error) {
 	return names, nil
 }
 
-// imageSpecs lists the cluster's images (pause, CoreDNS from binDir), the workload's and podwall's.
-func imageSpecs(root, binDir string) ([]images.Spec, error) {
+// imageSpecs lists the cluster's images (pause, CoreDNS from binDir), the workload's and podwall's at
+// version v.
+func imageSpecs(root, binDir, v string) ([]images.Spec, error) {
 	const workload = "./e2e/cmd/workload"
 	specs := []images.Spec{
 		{Ref: cluster.PauseImage, Package: workload, Args: []string{"pause"}},
@@ -84,7 +114,7 @@ func imageSpecs(root, binDir string) ([]images.Spec, error) {
 		return nil, err
 	}
 	for _, n := range names {
-		specs = append(specs, images.Spec{Ref: PodwallImage(n), Package: "./cmd/" + n, Optional: true})
+		specs = append(specs, images.Spec{Ref: PodwallImage(n, v), Package: "./cmd/" + n, Optional: true})
 	}
 	return specs, nil
 }

@@ -53,6 +53,7 @@ async function showWorkloads() {
     const name = el("td"); name.appendChild(link);
     const sync = el("td", w.inSync + " / " + w.sidecars, "num" + (w.inSync < w.sidecars ? " bad" : ""));
     for (const p of w.pods || []) sync.appendChild(podState(p, w.mode));
+    if (w.versions && w.versions.length) sync.appendChild(versions(w));
     const viol = el("td", w.lastHour, "num" + (w.lastHour > 0 ? " bad" : ""));
     body.appendChild(row([w.namespace, name, el("td", w.mode, "mode mode-" + w.mode),
       el("td", w.rules.manifest + " / " + w.rules.learned + " / " + w.rules.user, "num"), sync, viol,
@@ -72,6 +73,14 @@ function podState(p, policyMode) {
   const div = el("div", text, "pod" + (weaker || p.file === "refused" ? " bad" : ""));
   if (p.message) div.title = p.message;
   return div;
+}
+
+// versions lists a workload's sidecars by version; outdated ones (another version than policygen's)
+// run until their pods are restarted.
+function versions(w) {
+  let text = "versions: " + w.versions.map((v) => v.version + " ×" + v.count).join(", ");
+  if (w.outdated > 0) text += " (" + w.outdated + " outdated: restart the pods to upgrade)";
+  return el("div", text, "versions" + (w.outdated > 0 ? " bad" : ""));
 }
 
 // ---- one policy ----
