@@ -329,6 +329,7 @@ type SidecarVersion struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=wp;wpol,categories=podwall
+// +kubebuilder:storageversion
 // +kubebuilder:printcolumn:name="Workload",type=string,JSONPath=`.spec.workload.name`
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Rules",type=integer,JSONPath=`.status.rules`
