@@ -109,7 +109,9 @@ func TestUpgrade(t *testing.T) {
 		if img, want := p.Spec.InitContainers[0].Image, stack.PodwallImage("podwall-sidecar", v); img != want {
 			t.Errorf("sidecar after the restart: %s, want %s", img, want)
 		}
-		testutil.Await(t, "no outdated sidecar", 2*time.Minute, func() error {
+		// policygen counts a sidecar for a grace after its last poll (the longest long-poll, 2m, and
+		// a status interval): one between two polls looks the same as one that is gone.
+		testutil.Await(t, "no outdated sidecar", 4*time.Minute, func() error {
 			p, err := workloadPolicy(t, ns, wp)
 			if err != nil {
 				return err
