@@ -18,7 +18,17 @@ const systemNamespace = "podwall-system"
 // sidecars reach policygen by its Service's name through the cluster DNS, and policygen's own
 // certificate names it. It returns once both Deployments are available.
 func Deploy(ctx context.Context, c *cluster.Cluster, root string) error {
-	manifests, err := pinned(ctx, root)
+	v, err := Version(ctx, root)
+	if err != nil {
+		return err
+	}
+	return DeployVersion(ctx, c, root, v)
+}
+
+// DeployVersion is Deploy with root's manifests pinned to podwall's images at version v (LoadPodwall
+// loads them): applied over an install of another version, it is the README's upgrade.
+func DeployVersion(ctx context.Context, c *cluster.Cluster, root, v string) error {
+	manifests, err := pinned(root, v)
 	if err != nil {
 		return err
 	}
@@ -35,14 +45,9 @@ func Deploy(ctx context.Context, c *cluster.Cluster, root string) error {
 	return nil
 }
 
-// pinned writes a kustomization of root's manifests/ whose images are at the version of the tree
-// (Version), the one the images were built and the binaries stamped with, and returns its folder,
-// which the caller removes.
-func pinned(ctx context.Context, root string) (string, error) {
-	v, err := Version(ctx, root)
-	if err != nil {
-		return "", err
-	}
+// pinned writes a kustomization of root's manifests/ whose images are at version v, the one the
+// images were built and the binaries stamped with, and returns its folder, which the caller removes.
+func pinned(root, v string) (string, error) {
 	dir, err := os.MkdirTemp("", "podwall-manifests-")
 	if err != nil {
 		return "", err

@@ -52,10 +52,15 @@ func Version(ctx context.Context, root string) (string, error) {
 	return v, nil
 }
 
-// Up starts a cluster for the repository at root. The caller must Stop it. Missing maps each of
-// podwall's images that could not be built (its binary does not compile yet) to the reason.
+// Up starts a cluster for the repository at root, with podwall's images at the tree's version
+// (LoadPodwall). The caller must Stop it. Missing maps each of podwall's images that could not be
+// built (its binary does not compile yet) to the reason.
 func Up(ctx context.Context, root string) (c *cluster.Cluster, missing map[string]error, err error) {
 	binDir, err := kubeBinaries(ctx, root)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := Version(ctx, root)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -64,26 +69,51 @@ func Up(ctx context.Context, root string) (c *cluster.Cluster, missing map[strin
 		return nil, nil, err
 	}
 	defer os.RemoveAll(work)
-	v, err := Version(ctx, root)
-	if err != nil {
-		return nil, nil, err
-	}
-	specs, err := imageSpecs(root, binDir, v)
+	tarball, _, err := images.Builder{ModuleDir: root, WorkDir: work, Version: v}.Build(ctx, clusterSpecs(binDir))
 	if err != nil {
 		return nil, nil, err
 	}
 	start := time.Now()
-	tarball, missing, err := images.Builder{ModuleDir: root, WorkDir: work, Version: v}.Build(ctx, specs)
+	c, err = cluster.Start(ctx, cluster.Options{BinDir: binDir, Images: []string{tarball}, Import: images.Import})
 	if err != nil {
 		return nil, nil, err
 	}
-	fmt.Fprintf(os.Stderr, "stack: images of version %s built in %s\n", v, time.Since(start).Round(time.Second))
-	start = time.Now()
-	c, err = cluster.Start(ctx, cluster.Options{BinDir: binDir, Images: []string{tarball}, Import: images.Import})
-	if err == nil {
-		fmt.Fprintf(os.Stderr, "stack: cluster up in %s\n", time.Since(start).Round(time.Second))
+	fmt.Fprintf(os.Stderr, "stack: cluster up in %s\n", time.Since(start).Round(time.Second))
+	if missing, err = LoadPodwall(ctx, c, root, v); err != nil {
+		c.Stop()
+		return nil, nil, err
 	}
-	return c, missing, err
+	return c, missing, nil
+}
+
+// LoadPodwall builds the images of podwall's binaries (Podwall) stamped and tagged with version v
+// (PodwallImage) and loads them into the cluster's containerd, where pods find them without a
+// registry. Missing maps each image whose binary does not build to the reason. A version other than
+// the tree's stands for another release of podwall, e.g. the one an upgrade starts from.
+func LoadPodwall(ctx context.Context, c *cluster.Cluster, root, v string) (missing map[string]error, err error) {
+	names, err := Podwall(root)
+	if err != nil {
+		return nil, err
+	}
+	var specs []images.Spec
+	for _, n := range names {
+		specs = append(specs, images.Spec{Ref: PodwallImage(n, v), Package: "./cmd/" + n, Optional: true})
+	}
+	work, err := os.MkdirTemp("", "podwall-images-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	start := time.Now()
+	tarball, missing, err := images.Builder{ModuleDir: root, WorkDir: work, Version: v}.Build(ctx, specs)
+	if err != nil {
+		return nil, err
+	}
+	if err := images.Import(ctx, c.ContainerdSocket, tarball); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "stack: podwall's images of version %s built and loaded in %s\n", v, time.Since(start).Round(time.Second))
+	return missing, nil
 }
 
 // Podwall lists podwall's binaries that exist in the tree (cmd/<name>/main.go), each of which gets
@@ -100,23 +130,15 @@ func Podwall(root string) ([]string, error) {
 	return names, nil
 }
 
-// imageSpecs lists the cluster's images (pause, CoreDNS from binDir), the workload's and podwall's at
-// version v.
-func imageSpecs(root, binDir, v string) ([]images.Spec, error) {
+// clusterSpecs lists the images the cluster needs before podwall's: pause and CoreDNS (from binDir),
+// and the test workload's.
+func clusterSpecs(binDir string) []images.Spec {
 	const workload = "./e2e/cmd/workload"
-	specs := []images.Spec{
+	return []images.Spec{
 		{Ref: cluster.PauseImage, Package: workload, Args: []string{"pause"}},
 		{Ref: cluster.DNSImage, File: filepath.Join(binDir, "coredns")},
 		{Ref: WorkloadImage, Package: workload},
 	}
-	names, err := Podwall(root)
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range names {
-		specs = append(specs, images.Spec{Ref: PodwallImage(n, v), Package: "./cmd/" + n, Optional: true})
-	}
-	return specs, nil
 }
 
 // kubeBinaries runs hack/build-kube.sh for everything the cluster runs (CoreDNS included) and returns
