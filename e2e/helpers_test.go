@@ -46,7 +46,7 @@ func dumpNamespace(t *testing.T, ns string) {
 	for _, args := range [][]string{
 		{"-n", ns, "get", "pods,events", "-o", "wide"},
 		{"-n", ns, "logs", "--all-containers", "--prefix", "-l", "e2e", "--tail", "60"},
-		{"-n", "podwall-system", "logs", "--all-containers", "--prefix", "-l", "app.kubernetes.io/part-of=podwall", "--tail", "60"},
+		{"-n", "podwall-system", "logs", "--all-containers", "--prefix", "-l", "app.kubernetes.io/name in (podwall-injector,podwall-policygen)", "--tail", "60"},
 	} {
 		out, _ := kubectlOut(args...)
 		t.Logf("kubectl %s:\n%s", strings.Join(args, " "), out)
