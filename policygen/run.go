@@ -191,7 +191,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 		MaxWait: opts.MaxWait, MaxReportBytes: opts.MaxReportBytes,
 		ReportInterval: opts.ReportInterval, ReportBurst: opts.ReportBurst, Replica: opts.Replica,
 		StatusTTL: opts.ReplicaStatusTTL, UI: web.Handler(), Registerer: opts.Registerer,
-		APIReader: mgr.GetAPIReader(),
+		APIReader: mgr.GetAPIReader(), Events: mgr.GetEventRecorder("podwall-policygen"),
 	}, hub, reviewer, mgr.GetCache(), mgr.GetClient(), feed.Sink(learner), log.WithName("api"))
 	// These run on every replica (they say so with NeedLeaderElection).
 	for _, r := range []manager.Runnable{hub, learner, srv} {

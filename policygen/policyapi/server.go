@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
@@ -59,6 +60,9 @@ type Options struct {
 	// the ReplicaSet a rollout has just created; nil reads only the cache, and such a caller is taken
 	// for a bare pod until the cache catches up.
 	APIReader client.Reader
+	// Events records the Warning Event on a pod whose sidecar refused the workload's config file (the
+	// manager's recorder, as the generator's); nil records none.
+	Events events.EventRecorder
 	// Registerer receives the server's metrics; nil registers none.
 	Registerer prometheus.Registerer
 }
@@ -90,7 +94,6 @@ type Server struct {
 	sink     ReportSink
 	limits   *limiter
 	sidecars *tracker
-	writer   client.Client
 	metrics  metrics
 	log      logr.Logger
 }
@@ -101,7 +104,7 @@ func New(opts Options, hub *resolve.Hub, reviewer *kubeauth.Reviewer, reader cli
 	opts.setDefaults()
 	m := newMetrics(opts.Registerer)
 	return &Server{
-		opts: opts, hub: hub, sink: sink, writer: writer, metrics: m, log: log,
+		opts: opts, hub: hub, sink: sink, metrics: m, log: log,
 		auth:     &authenticator{reviewer: reviewer, reader: reader, api: opts.APIReader, audience: opts.Audience},
 		limits:   newLimiter(opts.ReportInterval, opts.ReportBurst),
 		sidecars: newTracker(hub, writer, opts.Replica, m.subscribers, log),
@@ -274,7 +277,7 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if refused := s.sidecars.reported(id, v, rep); refused != "" {
-		s.recordRefusal(r.Context(), id, refused)
+		s.recordRefusal(id, refused)
 	}
 	if err := s.sink.Accept(r.Context(), id, rep); err != nil {
 		s.log.Error(err, "accept report", "workload", id.Workload.String())

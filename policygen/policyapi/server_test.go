@@ -74,7 +74,8 @@ func start(t *testing.T) *env {
 		if err := hub.Watch(ctx, mgr.GetCache()); err != nil {
 			return err
 		}
-		srv = New(Options{ReportInterval: time.Hour, ReportBurst: 4, MaxReportBytes: 4096, StatusInterval: 100 * time.Millisecond, APIReader: mgr.GetAPIReader()},
+		srv = New(Options{ReportInterval: time.Hour, ReportBurst: 4, MaxReportBytes: 4096, StatusInterval: 100 * time.Millisecond, APIReader: mgr.GetAPIReader(),
+			Events: mgr.GetEventRecorder("podwall-policygen")},
 			hub, reviewer, mgr.GetCache(), mgr.GetClient(), sink, testr.New(t))
 		if err := mgr.Add(hub); err != nil {
 			return err

@@ -115,15 +115,6 @@ func (t *tracker) reported(id Identity, v string, r *policy.Report) (refused str
 	return ""
 }
 
-// untold forgets that a refusal was told, so that the next report tells it again.
-func (t *tracker) untold(id Identity) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if sc := t.pods[id.UID]; sc != nil {
-		sc.refused = ""
-	}
-}
-
 // tally counts, per workload, the sidecars polling now or within grace, by version, and those in sync:
 // holding the current revision and enforcing a mode no weaker than its (a sidecar that has not
 // reported yet is judged by its revision alone); it forgets sidecars gone longer.
