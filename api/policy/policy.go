@@ -28,6 +28,12 @@ type Policy struct {
 	// Names maps peer addresses to a readable name (workload or Service) for the verdict log, so that
 	// even a denied peer is named. Optional.
 	Names map[netip.Addr]string `json:"names,omitempty"`
+	// RestrictDNS, in Protect, refuses the pod's DNS queries for names that no egress rule's Names
+	// pattern matches and that lie outside the pod's own search domains (its resolv.conf: the
+	// cluster's names), and logs each refused query as a verdict: a name nothing may reach is never
+	// resolved, and DNS cannot carry data out of the pod in made-up names. In Learn and Monitor the
+	// queries are only audited.
+	RestrictDNS bool `json:"restrictDNS,omitempty"`
 }
 
 // Rule allows connections with a set of peers on a set of ports.
@@ -36,10 +42,16 @@ type Rule struct {
 	ID     string `json:"id"`
 	Origin Origin `json:"origin"`
 	// Peer names the peer as people know it: "workload:ns/Deployment/api", "service:ns/api",
-	// "cidr:10.0.0.0/8".
+	// "cidr:10.0.0.0/8", "fqdn:api.stripe.com" (NamePeer).
 	Peer string `json:"peer"`
 	// CIDRs are the peer's resolved addresses; a single address is a /32 or /128.
 	CIDRs []netip.Prefix `json:"cidrs"`
+	// Names are DNS name patterns (exact, or a one-label wildcard "*.example.com": see
+	// ValidateNamePattern), for egress rules only. The sidecar allows an address for the rule's ports
+	// while a DNS answer the pod asked for and received from its resolvers maps a name the patterns
+	// match to it, for the answer's TTL (within the sidecar's floor and cap). A rule may have CIDRs,
+	// Names or both.
+	Names []string `json:"names,omitempty"`
 	// Ports the rule allows; empty means every port of every protocol.
 	Ports []PortRange `json:"ports,omitempty"`
 }
@@ -99,6 +111,11 @@ func (p *Policy) Validate() error {
 			}
 		}
 	}
+	for i, r := range p.Ingress {
+		if len(r.Names) > 0 {
+			return fmt.Errorf("ingress[%d]: rule %s: names are for egress rules only (a DNS answer tells where the pod connects, not who connects to it)", i, r.ID)
+		}
+	}
 	for i, r := range p.Loopback {
 		if err := checkID(r.ID, ids); err != nil {
 			return fmt.Errorf("loopback[%d]: %w", i, err)
@@ -141,11 +158,22 @@ func (r *Rule) validate(ids map[string]bool) error {
 			return fmt.Errorf("rule %s: CIDR %s has host bits set", r.ID, c)
 		}
 	}
+	if len(r.Names) > MaxRuleNames {
+		return fmt.Errorf("rule %s: %d names, over the %d limit", r.ID, len(r.Names), MaxRuleNames)
+	}
+	for _, n := range r.Names {
+		if err := ValidateNamePattern(n); err != nil {
+			return fmt.Errorf("rule %s: %w", r.ID, err)
+		}
+	}
 	if err := checkPorts(r.Ports); err != nil {
 		return fmt.Errorf("rule %s: %w", r.ID, err)
 	}
 	return nil
 }
+
+// MaxRuleNames bounds Rule.Names.
+const MaxRuleNames = 64
 
 func checkID(id string, seen map[string]bool) error {
 	if id == "" || len(id) > 128 || strings.ContainsAny(id, " \t\n\"") {

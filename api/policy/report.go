@@ -89,7 +89,11 @@ type ReportEntry struct {
 	// Port is the pod's own port for ingress, the remote (original) port for egress and loopback. It is
 	// 0 for ICMP and ICMPv6, which have no ports: policygen learns such an entry as a rule for every
 	// type of the protocol.
-	Port  uint16 `json:"port"`
+	Port uint16 `json:"port"`
+	// Name is, for egress, the DNS name the pod resolved Peer from (the name its query asked for,
+	// canonical; see CanonicalName), when a DNS answer it received recently mapped a name to the
+	// address; policygen learns such an entry as a rule for the name rather than the address.
+	Name  string `json:"name,omitempty"`
 	Count uint64 `json:"count"`
 	// Verdict is the latest verdict for the entry: allow, audit (Monitor: Protect would deny) or deny.
 	Verdict Verdict `json:"verdict,omitempty"`
@@ -142,6 +146,14 @@ func (e *ReportEntry) validate() error {
 	}
 	if e.Count == 0 {
 		return fmt.Errorf("count 0")
+	}
+	if e.Name != "" {
+		if e.Direction != Egress {
+			return fmt.Errorf("name %q: names are for egress entries only", e.Name)
+		}
+		if err := ValidateName(e.Name); err != nil {
+			return err
+		}
 	}
 	if e.Verdict != 0 && !e.Verdict.Valid() {
 		return fmt.Errorf("verdict %d is invalid", e.Verdict)

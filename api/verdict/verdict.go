@@ -30,6 +30,10 @@ type Line struct {
 	Dst netip.AddrPort `json:"dst,omitzero"`
 	// Peer is what the remote end was judged as ("workload:ns/Kind/name", "cidr:prefix", ...).
 	Peer string `json:"peer,omitempty"`
+	// DstName is the DNS name the destination address came from: the name a DNS answer the pod
+	// received mapped to it (allow, deny and audit lines alike), or, on a DNS query's own verdict
+	// line, the name the query asked for.
+	DstName string `json:"dst_name,omitempty"`
 	// Verdict is what happened to the connection.
 	Verdict policy.Verdict `json:"verdict,omitzero"`
 	// Rule is the id of the rule that decided, "default" for the mode's default, or "loopback-default".
