@@ -1,6 +1,7 @@
 package dnsobs
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -61,10 +62,10 @@ func NewCache(o CacheOptions) (*Cache, error) {
 	if o.MinTTL < 0 || o.MaxTTL < 0 || o.MaxNames < 0 || o.MaxAddrs < 0 {
 		return nil, errors.New("dns cache: negative TTL or cap")
 	}
-	o.MinTTL = cmpOr(o.MinTTL, DefaultMinTTL)
-	o.MaxTTL = cmpOr(o.MaxTTL, DefaultMaxTTL)
-	o.MaxNames = cmpOr(o.MaxNames, DefaultMaxNames)
-	o.MaxAddrs = cmpOr(o.MaxAddrs, DefaultMaxAddrs)
+	o.MinTTL = cmp.Or(o.MinTTL, DefaultMinTTL)
+	o.MaxTTL = cmp.Or(o.MaxTTL, DefaultMaxTTL)
+	o.MaxNames = cmp.Or(o.MaxNames, DefaultMaxNames)
+	o.MaxAddrs = cmp.Or(o.MaxAddrs, DefaultMaxAddrs)
 	if o.MinTTL > o.MaxTTL {
 		return nil, fmt.Errorf("dns cache: minimum TTL %v over maximum TTL %v", o.MinTTL, o.MaxTTL)
 	}
@@ -212,12 +213,4 @@ func (c *Cache) Len() (names, addrs int) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return len(c.names), len(c.addrs)
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
