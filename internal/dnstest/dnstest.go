@@ -38,6 +38,7 @@ type entry struct {
 }
 
 // Start serves DNS on addr ("127.0.0.1:0": a free port), UDP and TCP on the same port, until Close.
+// Its sockets belong to the network namespace of the thread that calls Start.
 func Start(addr string) (*Server, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {

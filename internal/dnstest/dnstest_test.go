@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -133,5 +134,15 @@ func TestClose(t *testing.T) {
 func TestStartRefusesBadAddress(t *testing.T) {
 	if _, err := Start("localhost"); err == nil {
 		t.Error("Start(\"localhost\") succeeded")
+	}
+}
+
+func TestServerBadCNAMETarget(t *testing.T) {
+	s := start(t)
+	r, _ := resolver(t, s)
+	s.SetCNAME("bad.example.com", strings.Repeat("x", 300), 30)
+	var dnsErr *net.DNSError
+	if _, err := lookup(t, r, "ip4", "bad.example.com."); !errors.As(err, &dnsErr) || dnsErr.IsNotFound {
+		t.Errorf("err = %v, want a server failure", err)
 	}
 }
