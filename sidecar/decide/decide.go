@@ -102,9 +102,9 @@ type Decider struct {
 	restrictDNS   bool
 	searchDomains []string
 	ingress       *ruleSet
-	egress    *ruleSet
-	loopback  *loopbackSet
-	names     map[netip.Addr]string
+	egress        *ruleSet
+	loopback      *loopbackSet
+	names         map[netip.Addr]string
 }
 
 // New indexes p for Decide. The Decider shares p's rule slices and names map, so p must not change
@@ -130,8 +130,8 @@ func New(p *policy.Policy, opts Options) (*Decider, error) {
 		}
 	}
 	return &Decider{
-		mode:      mode,
-		revision:  p.Revision,
+		mode:          mode,
+		revision:      p.Revision,
 		meshPorts:     slices.Clone(opts.MeshPorts),
 		restrictDNS:   p.RestrictDNS,
 		searchDomains: slices.Clone(opts.SearchDomains),
