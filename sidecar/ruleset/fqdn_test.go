@@ -198,3 +198,91 @@ func TestFQDNSpans(t *testing.T) {
 		}
 	}
 }
+
+// TestForgetSeen: a seen key that ForgetSeen deletes is queued (judged) again on the next connection;
+// keys not there, in either family, are no error, and neither is a table without seen sets.
+func TestForgetSeen(t *testing.T) {
+	x := newTopo(t)
+	echo(t, x.peer, "[::]:80")
+	v := &verdicts{}
+	v.serve(t, x.pod, 13)
+	o := Options{Queue: QueueCompat, QueueNum: 13}
+	apply(t, x.c, nil, o)
+	x.waitDAD(t)
+	for _, peer := range []netip.Addr{x.peerAddr, x.peerV6} {
+		wantConnect(t, x.pod, ap(peer, 80))
+	}
+	wantConnect(t, x.pod, ap(x.peerAddr, 80))
+	if n := v.queued.Load(); n != 2 {
+		t.Fatalf("%d connections queued, want 2 (the repeat is a seen key)", n)
+	}
+	keys := []SeenKey{
+		{Addr: netip.AddrFrom16(x.peerAddr.As16()), Proto: 6, Port: 80}, // IPv4 written as IPv6
+		{Addr: x.peerV6, Proto: 6, Port: 80},
+		{Addr: x.peerAddr, Proto: 6, Port: 81}, // not there
+		{Addr: netip.MustParseAddr("2001:db8::1"), Proto: 17, Port: 53},
+	}
+	if err := ForgetSeen(x.c, keys); err != nil {
+		t.Fatalf("ForgetSeen: %v", err)
+	}
+	_, sets := readBack(t, x.pod, x.c)
+	for _, name := range []string{SetSeenEgress4, SetSeenEgress6} {
+		if len(sets[name]) != 0 {
+			t.Errorf("set %s = %v after ForgetSeen, want empty", name, sets[name])
+		}
+	}
+	for _, peer := range []netip.Addr{x.peerAddr, x.peerV6} {
+		wantConnect(t, x.pod, ap(peer, 80))
+	}
+	if n := v.queued.Load(); n != 4 {
+		t.Errorf("%d connections queued, want 4 (the forgotten keys judged again)", n)
+	}
+	if err := ForgetSeen(x.c, keys); err != nil {
+		t.Errorf("ForgetSeen of keys already gone: %v", err)
+	}
+	apply(t, x.c, nil, Options{Queue: QueueCompat, QueueNum: 13, LogAllows: LogAllowsAll})
+	if err := ForgetSeen(x.c, keys); err != nil {
+		t.Errorf("ForgetSeen without seen sets: %v", err)
+	}
+}
+
+// TestForgetSeenFullSet: in a full seen set, where adding a missing key fails, ForgetSeen still
+// deletes the keys there and ignores the missing ones.
+func TestForgetSeenFullSet(t *testing.T) {
+	ns := netnstest.New(t)
+	c := dial(t, ns)
+	apply(t, c, nil, Options{Queue: QueueCompat})
+	set, err := c.GetSetByName(table(), SetSeenEgress4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elems := make([]nftables.SetElement, seenSize)
+	for i := range elems {
+		a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		elems[i] = nftables.SetElement{Key: addrKey(nil, addrOf(a), false, 6, 80)}
+	}
+	for _, part := range chunks(set, elems) {
+		if err := c.SetAddElements(set, part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatalf("filling the seen set: %v", err)
+	}
+	there := SeenKey{Addr: netip.MustParseAddr("10.0.0.7"), Proto: 6, Port: 80}
+	if err := ForgetSeen(c, []SeenKey{there, {Addr: netip.MustParseAddr("10.1.0.0"), Proto: 6, Port: 80}}); err != nil {
+		t.Fatalf("ForgetSeen in a full set: %v", err)
+	}
+	got, err := c.GetSetElements(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != seenSize-1 {
+		t.Errorf("%d keys left, want %d", len(got), seenSize-1)
+	}
+	for _, e := range got {
+		if s := decodeElement(set, e); s == "10.0.0.7 . 6 . 80" {
+			t.Errorf("key %s still there", s)
+		}
+	}
+}
