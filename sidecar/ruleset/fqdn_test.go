@@ -13,8 +13,7 @@ import (
 	"podwall.io/podwall/internal/testutil"
 )
 
-// fqdnPolicy allows api.example.com on TCP 81 and *.other.example.com on TCP 83 to 84 (a range, cut
-// where it meets the other rule's ports in fqdnSpans' tests).
+// fqdnPolicy allows api.example.com on TCP 81 and *.other.example.com on TCP 83 to 84.
 func fqdnPolicy() *policy.Policy {
 	return &policy.Policy{Mode: policy.Protect, Egress: []policy.Rule{
 		{ID: "api", Origin: policy.OriginUser, Peer: policy.NamePeer("api.example.com"), Names: []string{"api.example.com"}, Ports: tcp(81)},
@@ -175,6 +174,7 @@ func TestAddFQDN(t *testing.T) {
 	}
 }
 
+// TestFQDNSpans: a name's rules' ports, cut where any FQDN rule's ports start or end.
 func TestFQDNSpans(t *testing.T) {
 	p := &policy.Policy{Egress: []policy.Rule{
 		{ID: "cidr", CIDRs: pfx("10.0.0.0/8"), Ports: tcp(443)}, // no names: cuts nothing
@@ -193,8 +193,8 @@ func TestFQDNSpans(t *testing.T) {
 		{[]string{"b.example.com"}, []span{{6, 85, 90}, {6, 91, 100}}},
 		{[]string{"all.example.org"}, []span{{6, 0, 79}, {6, 80, 84}, {6, 85, 90}, {6, 91, 100}, {6, 101, 65535}, {17, 0, 65535}, {132, 0, 65535}}},
 	} {
-		if got := fqdnSpans(p, tc.names); fmt.Sprint(got) != fmt.Sprint(tc.want) {
-			t.Errorf("fqdnSpans(%v) = %v, want %v", tc.names, got, tc.want)
+		if got := indexFQDN(p).spans(tc.names); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("spans(%v) = %v, want %v", tc.names, got, tc.want)
 		}
 	}
 }
