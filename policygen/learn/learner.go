@@ -23,6 +23,11 @@ import (
 	"podwall.io/podwall/policygen/workload"
 )
 
+// queryEvaluator is the evaluator of a DNS query's verdict (api/policy: RestrictDNS): such an entry's
+// name is the name the pod asked its resolver for, not a name of the resolver's address, which is
+// learned by identity or address like any peer.
+const queryEvaluator = "dns-query"
+
 // maxPending bounds the observations held per workload between flushes.
 const maxPending = 10000
 
@@ -96,7 +101,7 @@ func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.R
 			continue
 		}
 		var name string
-		if e.Direction == policy.Egress {
+		if e.Direction == policy.Egress && e.Evaluator != queryEvaluator {
 			name = e.Name
 		}
 		peer, err := identify(ctx, l.cache, l.api, id.Workload.Namespace, e.Peer, name)
