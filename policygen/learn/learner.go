@@ -23,11 +23,6 @@ import (
 	"podwall.io/podwall/policygen/workload"
 )
 
-// queryEvaluator is the evaluator of a DNS query's verdict (api/policy: RestrictDNS): such an entry's
-// name is the name the pod asked its resolver for, not a name of the resolver's address, which is
-// learned by identity or address like any peer.
-const queryEvaluator = "dns-query"
-
 // maxPending bounds the observations held per workload between flushes.
 const maxPending = 10000
 
@@ -100,8 +95,9 @@ func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.R
 		if e.Direction == policy.Loopback {
 			continue
 		}
+		// A DNS query's name is not its resolver's: the resolver is learned like any peer.
 		var name string
-		if e.Direction == policy.Egress && e.Evaluator != queryEvaluator {
+		if e.Direction == policy.Egress && e.Evaluator != policyapi.QueryEvaluator {
 			name = e.Name
 		}
 		peer, err := identify(ctx, l.cache, l.api, id.Workload.Namespace, e.Peer, name)
