@@ -1,9 +1,9 @@
 // Package resolve turns a WorkloadPolicy into the sidecar's contract, api/policy.Policy: peers named
 // by workload, selector, Service or nodes become the addresses those name right now, read from the
 // informer cache; DNS names (fqdn peers) stay names (Rule.Names), whose addresses the sidecar learns
-// from the pod's own DNS answers; each rule keeps a stable id. A Service without a selector resolves through its
-// EndpointSlices, and a peer that pins its endpoint addresses keeps the cluster IP only while the
-// slices point nowhere else (see selectorless). Hub keeps the resolved form of the workloads someone is
+// from the pod's own DNS answers; each rule keeps a stable id. A Service without a selector resolves
+// through its EndpointSlices, and a peer that pins its endpoint addresses keeps the cluster IP only
+// while the slices point nowhere else (see selectorless). Hub keeps the resolved form of the workloads someone is
 // asking for, recomputes it when the objects it was built from change, and gives it a new revision only
 // when the resolved form itself changed. OwnerOf goes the other way, from a reported address to who
 // holds it, for the learner and the live view alike.
