@@ -37,9 +37,9 @@ type Observation struct {
 
 // Merge adds the observations to spec as learned rules, one rule per direction and peer with the
 // ports merged (the addresses of one name make one rule), skipping what an existing rule already
-// allows. It returns how many observations added or widened a rule. Only Learn mode learns: Protect never does, and in Monitor what Protect would deny
-// is exactly what the operator wants to see as audits, not have allowed behind their back. Loopback is
-// not learned (it is allowed unless denied).
+// allows. It returns how many observations added or widened a rule. Only Learn mode learns: Protect
+// never does, and in Monitor what Protect would deny is exactly what the operator wants to see as
+// audits, not have allowed behind their back. Loopback is not learned (it is allowed unless denied).
 func Merge(spec *v1.WorkloadPolicySpec, obs []Observation) int {
 	if spec.Mode != policy.Learn && spec.Mode != "" {
 		return 0
