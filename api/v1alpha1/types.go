@@ -24,10 +24,18 @@ type WorkloadPolicySpec struct {
 	// podwall.io/accept-proposals, or the UI); in Learn and Monitor manifest rules always apply.
 	// +optional
 	AutoAcceptManifestRules bool `json:"autoAcceptManifestRules,omitempty"`
+	// RestrictDNS, in Protect, refuses the pod's DNS queries for names that no egress rule's fqdn
+	// peer matches and that lie outside the pod's own search domains (its resolv.conf: the cluster's
+	// names), and logs each refused query as a verdict: a name nothing may reach is never resolved,
+	// and DNS cannot carry data out of the pod in made-up names. In Learn and Monitor the queries are
+	// only audited.
+	// +optional
+	RestrictDNS bool `json:"restrictDNS,omitempty"`
 	// Ingress rules allow inbound connections from their peers.
 	// +listType=map
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:XValidation:rule="self.all(r, r.peers.all(p, !has(p.fqdn)))",message="fqdn peers are for egress rules only: a DNS answer tells where the pod connects, not who connects to it"
 	// +optional
 	Ingress []Rule `json:"ingress,omitempty"`
 	// Egress rules allow outbound connections to their peers.
@@ -74,7 +82,7 @@ type Rule struct {
 }
 
 // Peer names a remote end by identity, never by pod IP: exactly one field is set.
-// +kubebuilder:validation:XValidation:rule="[has(self.workload), has(self.selector), has(self.service), has(self.cidr), has(self.nodes)].filter(x, x).size() == 1",message="set exactly one of workload, selector, service, cidr, nodes"
+// +kubebuilder:validation:XValidation:rule="[has(self.workload), has(self.selector), has(self.service), has(self.cidr), has(self.nodes), has(self.fqdn)].filter(x, x).size() == 1",message="set exactly one of workload, selector, service, cidr, nodes, fqdn"
 type Peer struct {
 	// Workload is another workload's pods.
 	// +optional
@@ -94,6 +102,19 @@ type Peer struct {
 	// +kubebuilder:validation:XValidation:rule="self",message="set nodes to true or leave it out"
 	// +optional
 	Nodes bool `json:"nodes,omitempty"`
+	// FQDN is a DNS name, in egress rules only: an exact name ("api.stripe.com") or a one-label
+	// wildcard ("*.s3.amazonaws.com" matches "bucket.s3.amazonaws.com", neither "s3.amazonaws.com"
+	// nor "a.b.s3.amazonaws.com"), in lower case without the trailing dot, of at least two labels
+	// after the wildcard ("*.com" is refused). The sidecar allows an address while a DNS answer the
+	// pod asked for, from its own resolvers, maps a matching name to it, for the answer's TTL
+	// (api/policy: Rule.Names). Checked as policy.ValidateNamePattern checks it: labels of 1-63
+	// letters, digits, '-' and '_' that neither start nor end with '-' (a pattern, not CEL: it costs
+	// nothing of the API server's rule budget).
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^(\*\.)?[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?)+$`
+	// +kubebuilder:validation:XValidation:rule="size(self) <= (self.startsWith('*.') ? 255 : 253)",message="a name is at most 253 characters, not counting a wildcard's leading *."
+	// +optional
+	FQDN string `json:"fqdn,omitempty"`
 }
 
 // WorkloadPeer names a workload, in the policy's namespace unless Namespace is set.
@@ -282,6 +303,7 @@ type WorkloadPolicyStatus struct {
 }
 
 // Proposal is a manifest rule that would add to or widen a policy in Protect.
+// +kubebuilder:validation:XValidation:rule="self.direction == 'egress' || self.rule.peers.all(p, !has(p.fqdn))",message="fqdn peers are for egress rules only"
 type Proposal struct {
 	// Name names this rule's content: "<direction>-<rule>-<hash>". A proposal whose rule changes
 	// gets another name, so accepting a name accepts exactly what was shown.

@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -34,6 +35,7 @@ func valid() *v1.WorkloadPolicy {
 						MatchLabels:      map[string]v1.LabelValue{"app.kubernetes.io/name": "db"},
 						MatchExpressions: []v1.LabelRequirement{{Key: "tier", Operator: "In", Values: []string{"a", "b"}}},
 					}}},
+					{FQDN: "api.stripe.com"}, {FQDN: "*.s3.amazonaws.com"},
 				},
 				Ports: []v1.Port{{Port: 1000, EndPort: 2000}, {Protocol: "UDP"}},
 			}},
@@ -105,7 +107,54 @@ func TestAPIServerValidation(t *testing.T) {
 		{"bad mode", func(p *v1.WorkloadPolicy) { p.Spec.Mode = "Enforce" }, "Unsupported value"},
 		{"bad loopback action", func(p *v1.WorkloadPolicy) { p.Spec.Loopback[0].Action = "drop" }, "Unsupported value"},
 		{"bad workload kind", func(p *v1.WorkloadPolicy) { p.Spec.Workload.Kind = "Service" }, "Unsupported value"},
+		{"fqdn and cidr in one peer", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[0].FQDN = "example.com" }, "exactly one"},
+		{"fqdn in an ingress rule", func(p *v1.WorkloadPolicy) {
+			p.Spec.Ingress[0].Peers = append(p.Spec.Ingress[0].Peers, v1.Peer{FQDN: "example.com"})
+		}, "fqdn peers are for egress rules only"},
+		{"wildcard of a top-level domain", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[5].FQDN = "*.com" }, "should match"},
+		{"name in upper case", func(p *v1.WorkloadPolicy) { p.Spec.Egress[0].Peers[5].FQDN = "API.stripe.com" }, "should match"},
 	}
+	t.Run("fqdn accepted exactly as policy.ValidateNamePattern accepts it", func(t *testing.T) {
+		label63 := strings.Repeat("a", 63)
+		name253 := strings.Join([]string{label63, label63, label63, strings.Repeat("b", 61)}, ".")
+		for i, name := range []string{
+			"example.com", "api.stripe.com", "*.example.com", "*.s3.amazonaws.com", "_sip._tcp.example.com",
+			"a-b.example.com", "1.2.3.example", "x_.example.com", label63 + ".com", name253, "*." + name253,
+			"", "com", "*.com", "*", "*.", "example.com.", "Example.com", "a..com", ".example.com",
+			"-a.example.com", "a-.example.com", "a.*.example.com", "**.example.com", "*example.com",
+			"a*.example.com", "ex ample.com", "exämple.com", label63 + "a.com", "c" + name253, "*.c" + name253,
+			"example.com\n", "1.2.3.4/32",
+		} {
+			p := valid()
+			p.Name = fmt.Sprintf("fqdn-%d", i)
+			p.Spec.Egress[0].Peers[5].FQDN = name
+			err := c.Create(ctx, p)
+			if want := policy.ValidateNamePattern(name); (err == nil) != (want == nil) {
+				t.Errorf("fqdn %q: API server says %v, ValidateNamePattern says %v", name, err, want)
+			}
+		}
+	})
+
+	t.Run("an ingress proposal naming an fqdn is refused", func(t *testing.T) {
+		p := valid()
+		p.Name = "proposal-fqdn"
+		if err := c.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		p.Status.Proposals = []v1.Proposal{{
+			Name: "ingress-x-1", Direction: "ingress", Source: "test", Since: metav1.Now(),
+			Rule: v1.Rule{Name: "x", Peers: []v1.Peer{{FQDN: "example.com"}}},
+		}}
+		err := c.Status().Update(ctx, p)
+		if err == nil || !strings.Contains(err.Error(), "fqdn peers are for egress rules only") {
+			t.Fatalf("status update: %v, want the egress-only refusal", err)
+		}
+		p.Status.Proposals[0].Direction = "egress"
+		if err := c.Status().Update(ctx, p); err != nil {
+			t.Fatalf("egress proposal: %v", err)
+		}
+	})
+
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			p := valid()

@@ -1,7 +1,9 @@
 // Package export writes a WorkloadPolicy as a Kubernetes networking.k8s.io/v1 NetworkPolicy, for
 // clusters or reviews without podwall, and lists what a NetworkPolicy cannot say. A rule whose peers
 // cannot be expressed at all is left out rather than exported with no peers, which a NetworkPolicy
-// reads as "everyone".
+// reads as "everyone". DNS names (fqdn peers) are among them: a NetworkPolicy has no names, and the
+// addresses a name has now are not the ones it will have, so such a peer is left out and noted, never
+// replaced by addresses.
 package export
 
 import (
@@ -47,6 +49,9 @@ func NetworkPolicy(in Input) (*networkingv1.NetworkPolicy, []string) {
 	}
 	if m := wp.Spec.Mode; m != policy.Protect && m != "" {
 		x.note("mode %s: a NetworkPolicy always enforces; these are the rules Protect would enforce", m)
+	}
+	if wp.Spec.RestrictDNS {
+		x.note("restrictDNS: a NetworkPolicy cannot judge DNS queries by the name they ask for; the pod may resolve any name")
 	}
 	for _, r := range wp.Spec.Ingress {
 		if peers := x.peers("ingress", r); len(peers) > 0 {
@@ -122,6 +127,9 @@ func (x *exporter) peer(p v1.Peer) (networkingv1.NetworkPolicyPeer, string) {
 		return out, ""
 	case p.Nodes:
 		return networkingv1.NetworkPolicyPeer{}, "nodes cannot be selected (most network plugins let kubelet probes through anyway)"
+	case p.FQDN != "":
+		// Exporting the addresses the name has now would allow whoever holds them later.
+		return networkingv1.NetworkPolicyPeer{}, "fqdn " + p.FQDN + ": a NetworkPolicy cannot name DNS names, so the exported policy denies what this peer allows"
 	}
 	return networkingv1.NetworkPolicyPeer{}, "empty peer"
 }

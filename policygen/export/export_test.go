@@ -29,7 +29,7 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 	k.Create(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "api"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "api"}, Ports: []corev1.ServicePort{{Port: 80}}}})
 	k.Create(&v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-web"},
-		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Monitor,
+		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Monitor, RestrictDNS: true,
 			Ingress: []v1.Rule{
 				{Name: "m-probes", Origin: "manifest", Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
 				{Name: "m-svc-web", Origin: "manifest", Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
@@ -40,6 +40,9 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 				{Name: "api", Peers: []v1.Peer{{Service: &v1.ServicePeer{Name: "api"}}, {Service: &v1.ServicePeer{Name: "gone"}}},
 					Ports: []v1.Port{{Protocol: "TCP", Port: 80}, {Protocol: "TCP", Port: 8000, EndPort: 8010}}},
 				{Name: "monitoring", Peers: []v1.Peer{{Selector: &v1.SelectorPeer{NamespaceSelector: &v1.LabelSelector{MatchLabels: map[string]v1.LabelValue{"team": "ops"}}}}}},
+				// Names are left out, never widened to the addresses they have now.
+				{Name: "stripe", Peers: []v1.Peer{{FQDN: "api.stripe.com"}, {FQDN: "*.stripe.com"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}},
+				{Name: "mixed", Peers: []v1.Peer{{FQDN: "example.com"}, {CIDR: "198.51.100.0/24"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}},
 			},
 			Loopback: []v1.LoopbackRule{{Name: "admin", Action: "deny", Ports: []v1.Port{{Port: 15000}}}},
 		}})
@@ -69,12 +72,17 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 			{To: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "api"}}}},
 				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(80)}, {Protocol: &tcp, Port: port(8000), EndPort: &end}}},
 			{To: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "ops"}}}}},
+			{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "198.51.100.0/24"}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(443)}}},
 		},
 	}
 	if d := cmp.Diff(want, np.Spec); d != "" {
 		t.Errorf("spec (-want +got):\n%s", d)
 	}
-	for _, note := range []string{"mode Monitor", "ingress rule m-probes: nodes", "ingress rule m-probes left out", "egress rule api: Service shop/gone", "loopback rule admin"} {
+	for _, note := range []string{"mode Monitor", "ingress rule m-probes: nodes", "ingress rule m-probes left out", "egress rule api: Service shop/gone", "loopback rule admin",
+		"restrictDNS: a NetworkPolicy cannot judge DNS queries", "egress rule stripe: fqdn api.stripe.com: a NetworkPolicy cannot name DNS names",
+		"egress rule stripe: fqdn *.stripe.com: a NetworkPolicy cannot name DNS names", "egress rule stripe left out",
+		"egress rule mixed: fqdn example.com: a NetworkPolicy cannot name DNS names, so the exported policy denies what this peer allows"} {
 		if !strings.Contains(out.String(), "# not expressed: "+note) {
 			t.Errorf("output does not note %q:\n%s", note, out.String())
 		}

@@ -54,18 +54,19 @@ type Learner struct {
 }
 
 type batch struct {
-	obs        map[obsKey]Observation // keyed without the peer, whose pointers differ per report
+	obs        map[obsKey]Observation // keyed without the peer, whose pointers differ per report, but its name
 	violations int64
 }
 
 type obsKey struct {
 	dir   policy.Direction
 	addr  netip.Addr
+	fqdn  string // one address may be reached by several names (a CDN's): each is learned
 	proto policy.Protocol
 	port  int32
 }
 
-func keyOf(o Observation) obsKey { return obsKey{o.Direction, o.Addr, o.Protocol, o.Port} }
+func keyOf(o Observation) obsKey { return obsKey{o.Direction, o.Addr, o.Peer.FQDN, o.Protocol, o.Port} }
 
 // NewLearner returns a learner reading peers from cache and policies from api, writing through writer.
 func NewLearner(writer client.Client, api, cache client.Reader, opts LearnerOptions, log logr.Logger) *Learner {
@@ -94,7 +95,12 @@ func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.R
 		if e.Direction == policy.Loopback {
 			continue
 		}
-		peer, err := identify(ctx, l.cache, l.api, id.Workload.Namespace, e.Peer)
+		// A DNS query's name is not its resolver's: the resolver is learned like any peer.
+		var name string
+		if e.Direction == policy.Egress && e.Evaluator != policyapi.QueryEvaluator {
+			name = e.Name
+		}
+		peer, err := identify(ctx, l.cache, l.api, id.Workload.Namespace, e.Peer, name)
 		if err != nil {
 			return err
 		}

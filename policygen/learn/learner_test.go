@@ -63,10 +63,27 @@ func TestLearnerAndPromoter(t *testing.T) {
 	entry := func(dir policy.Direction, ip string, port uint16, verdict policy.Verdict) policy.ReportEntry {
 		return policy.ReportEntry{Direction: dir, Peer: netip.MustParseAddr(ip), Protocol: policy.TCP, Port: port, Count: 2, Verdict: verdict}
 	}
+	named := func(ip string, port uint16, name string) policy.ReportEntry {
+		e := entry(policy.Egress, ip, port, policy.Allow)
+		e.Name = name
+		return e
+	}
+	// A DNS query's verdict names what the pod asked for, not its resolver (here outside the cluster).
+	query := func(ip, name string) policy.ReportEntry {
+		e := named(ip, 53, name)
+		e.Protocol, e.Evaluator = policy.UDP, "dns-query"
+		return e
+	}
 	reports := []policy.Report{
 		{Entries: []policy.ReportEntry{entry(policy.Egress, "10.1.0.5", 8000, policy.Allow), entry(policy.Egress, db.Spec.ClusterIP, 5432, policy.Allow)}},
 		{Entries: []policy.ReportEntry{entry(policy.Egress, "10.1.0.5", 8001, policy.Allow), entry(policy.Ingress, "198.51.100.4", 8080, policy.Allow),
 			entry(policy.Egress, "192.0.2.9", 443, policy.Allow), entry(policy.Loopback, "127.0.0.1", 15000, policy.Allow)}},
+		// External addresses the pod resolved are learned by name, the addresses of one name as one rule;
+		// an in-cluster peer reached by a name is learned by identity; a name that is no valid name (a
+		// report's validation refuses it: here it comes straight to the learner) falls back to the address.
+		{Entries: []policy.ReportEntry{named("203.0.113.10", 443, "api.stripe.com"), named("2001:db8::10", 443, "api.stripe.com"),
+			named("203.0.113.11", 443, "api.stripe.com"), named("10.1.0.5", 8000, "api.shop.svc.cluster.local"),
+			named("203.0.113.12", 25, "Not A Name"), query("198.51.100.53", "anything.example.org")}},
 	}
 	for _, r := range reports {
 		if err := learner.Accept(ctx, id, &r); err != nil {
@@ -85,6 +102,9 @@ func TestLearnerAndPromoter(t *testing.T) {
 		{Name: "l-svc-db.data", Origin: "learned", Peers: []v1.Peer{{Service: &v1.ServicePeer{Namespace: "data", Name: "db"}}}, Ports: []v1.Port{{Protocol: "TCP", Port: 5432}}},
 		{Name: "l-deployment-api", Origin: "learned", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}},
 			Ports: []v1.Port{{Protocol: "TCP", Port: 8000, EndPort: 8001}}},
+		{Name: "l-cidr-198-51-100-53-32", Origin: "learned", Peers: []v1.Peer{{CIDR: "198.51.100.53/32"}}, Ports: []v1.Port{{Protocol: "UDP", Port: 53}}},
+		{Name: "l-fqdn-api.stripe.com", Origin: "learned", Peers: []v1.Peer{{FQDN: "api.stripe.com"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}},
+		{Name: "l-cidr-203-0-113-12-32", Origin: "learned", Peers: []v1.Peer{{CIDR: "203.0.113.12/32"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 25}}},
 	}
 	if d := cmp.Diff(wantIngress, wp.Spec.Ingress); d != "" {
 		t.Errorf("ingress (-want +got):\n%s", d)
@@ -92,8 +112,8 @@ func TestLearnerAndPromoter(t *testing.T) {
 	if d := cmp.Diff(wantEgress, wp.Spec.Egress); d != "" {
 		t.Errorf("egress (-want +got):\n%s", d)
 	}
-	if wp.Status.LearnedFlows != 4 || wp.Status.LastLearned == nil || !wp.Status.LastLearned.Time.Equal(clk.Now()) {
-		t.Errorf("status learnedFlows %d lastLearned %v, want 4 at %v", wp.Status.LearnedFlows, wp.Status.LastLearned, clk.Now())
+	if wp.Status.LearnedFlows != 7 || wp.Status.LastLearned == nil || !wp.Status.LastLearned.Time.Equal(clk.Now()) {
+		t.Errorf("status learnedFlows %d lastLearned %v, want 7 at %v", wp.Status.LearnedFlows, wp.Status.LastLearned, clk.Now())
 	}
 
 	// Promotion with the injected clock: Learn -> Monitor after an hour without learning, Monitor ->
@@ -134,8 +154,8 @@ func TestLearnerAndPromoter(t *testing.T) {
 			t.Fatalf("step %d: mode %s, want %s (status %+v)", i, got, s.want, wp.Status)
 		}
 	}
-	if wp.Status.Violations != 2 || wp.Status.Rules != 4 || wp.Status.Mode != policy.Protect {
-		t.Errorf("status %+v, want 2 violations, 4 rules, mode Protect", wp.Status)
+	if wp.Status.Violations != 2 || wp.Status.Rules != 7 || wp.Status.Mode != policy.Protect {
+		t.Errorf("status %+v, want 2 violations, 7 rules, mode Protect", wp.Status)
 	}
 	// Protect learns nothing.
 	r := policy.Report{Entries: []policy.ReportEntry{entry(policy.Egress, "203.0.113.2", 25, policy.Deny)}}
@@ -146,7 +166,7 @@ func TestLearnerAndPromoter(t *testing.T) {
 	if err := c.Get(ctx, key, &wp); err != nil {
 		t.Fatal(err)
 	}
-	if len(wp.Spec.Egress) != 3 || wp.Status.Violations != 4 {
-		t.Errorf("in Protect: %d egress rules and %d violations, want 3 and 4", len(wp.Spec.Egress), wp.Status.Violations)
+	if len(wp.Spec.Egress) != 6 || wp.Status.Violations != 4 {
+		t.Errorf("in Protect: %d egress rules and %d violations, want 6 and 4", len(wp.Spec.Egress), wp.Status.Violations)
 	}
 }

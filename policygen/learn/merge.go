@@ -27,7 +27,8 @@ const MaxRules = 256
 // Observation is one reported flow with its peer already identified.
 type Observation struct {
 	Direction policy.Direction
-	// Addr is the remote address; Peer is who it is (a workload, Service, the nodes, or Addr's CIDR).
+	// Addr is the remote address; Peer is who it is (a workload, Service, the nodes, the DNS name the
+	// pod resolved an external Addr from, or Addr's CIDR).
 	Addr     netip.Addr
 	Peer     v1.Peer
 	Protocol policy.Protocol
@@ -35,10 +36,10 @@ type Observation struct {
 }
 
 // Merge adds the observations to spec as learned rules, one rule per direction and peer with the
-// ports merged, skipping what an existing rule already allows. It returns how many observations added
-// or widened a rule. Only Learn mode learns: Protect never does, and in Monitor what Protect would deny
-// is exactly what the operator wants to see as audits, not have allowed behind their back. Loopback is
-// not learned (it is allowed unless denied).
+// ports merged (the addresses of one name make one rule), skipping what an existing rule already
+// allows. It returns how many observations added or widened a rule. Only Learn mode learns: Protect
+// never does, and in Monitor what Protect would deny is exactly what the operator wants to see as
+// audits, not have allowed behind their back. Loopback is not learned (it is allowed unless denied).
 func Merge(spec *v1.WorkloadPolicySpec, obs []Observation) int {
 	if spec.Mode != policy.Learn && spec.Mode != "" {
 		return 0
@@ -64,8 +65,8 @@ func Merge(spec *v1.WorkloadPolicySpec, obs []Observation) int {
 	return learned
 }
 
-// covered reports whether a rule already allows o: one naming the same peer, or a CIDR holding its
-// address, with a port range holding its port.
+// covered reports whether a rule already allows o: one naming the same peer, a name pattern matching
+// its name, or a CIDR holding its address, with a port range holding its port.
 func covered(rules []v1.Rule, o Observation) bool {
 	for _, r := range rules {
 		if !portAllowed(r.Ports, o.Protocol, o.Port) {
@@ -73,6 +74,9 @@ func covered(rules []v1.Rule, o Observation) bool {
 		}
 		for _, p := range r.Peers {
 			if equality.Semantic.DeepEqual(p, o.Peer) {
+				return true
+			}
+			if p.FQDN != "" && o.Peer.FQDN != "" && policy.MatchName(p.FQDN, o.Peer.FQDN) {
 				return true
 			}
 			if pfx, err := netip.ParsePrefix(p.CIDR); err == nil && pfx.Contains(o.Addr) {
@@ -170,6 +174,8 @@ func RuleName(p v1.Peer) string {
 		}
 	case p.Nodes:
 		n = "l-nodes"
+	case p.FQDN != "":
+		n = "l-fqdn-" + p.FQDN
 	default:
 		n = "l-cidr-" + strings.NewReplacer(".", "-", ":", "-", "/", "-").Replace(p.CIDR)
 	}
@@ -184,7 +190,7 @@ func RuleName(p v1.Peer) string {
 // sortObservations orders observations so that rules and ports are learned in a stable order.
 func sortObservations(obs []Observation) {
 	slices.SortFunc(obs, func(a, b Observation) int {
-		return cmp.Or(cmp.Compare(a.Direction, b.Direction), a.Addr.Compare(b.Addr),
+		return cmp.Or(cmp.Compare(a.Direction, b.Direction), a.Addr.Compare(b.Addr), cmp.Compare(a.Peer.FQDN, b.Peer.FQDN),
 			cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port))
 	})
 }

@@ -11,10 +11,11 @@ import (
 )
 
 var (
-	api  = v1.Peer{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}
-	db   = v1.Peer{Service: &v1.ServicePeer{Namespace: "data", Name: "db"}}
-	ext  = v1.Peer{CIDR: "203.0.113.7/32"}
-	addr = netip.MustParseAddr
+	api    = v1.Peer{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}
+	db     = v1.Peer{Service: &v1.ServicePeer{Namespace: "data", Name: "db"}}
+	ext    = v1.Peer{CIDR: "203.0.113.7/32"}
+	stripe = v1.Peer{FQDN: "api.stripe.com"}
+	addr   = netip.MustParseAddr
 )
 
 func obs(dir policy.Direction, ip string, peer v1.Peer, proto policy.Protocol, port int32) Observation {
@@ -60,6 +61,25 @@ func TestMerge(t *testing.T) {
 			[]Observation{obs(policy.Egress, "10.1.0.5", api, "TCP", 8000)},
 			v1.WorkloadPolicySpec{Mode: policy.Protect},
 			0},
+		{"the addresses of one name make one rule; a known pattern or address covers a name",
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Egress: []v1.Rule{
+				{Name: "s3", Origin: "user", Peers: []v1.Peer{{FQDN: "*.s3.amazonaws.com"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}},
+				{Name: "net", Origin: "user", Peers: []v1.Peer{{CIDR: "198.51.100.0/24"}}},
+			}},
+			[]Observation{
+				obs(policy.Egress, "203.0.113.7", stripe, "TCP", 443), obs(policy.Egress, "203.0.113.8", stripe, "TCP", 443),
+				obs(policy.Egress, "2001:db8::7", stripe, "TCP", 80),
+				obs(policy.Egress, "203.0.113.9", v1.Peer{FQDN: "bucket.s3.amazonaws.com"}, "TCP", 443),
+				obs(policy.Egress, "203.0.113.9", v1.Peer{FQDN: "s3.amazonaws.com"}, "TCP", 443), // not under the wildcard
+				obs(policy.Egress, "198.51.100.3", v1.Peer{FQDN: "example.org"}, "UDP", 53),
+			},
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Egress: []v1.Rule{
+				{Name: "s3", Origin: "user", Peers: []v1.Peer{{FQDN: "*.s3.amazonaws.com"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}},
+				{Name: "net", Origin: "user", Peers: []v1.Peer{{CIDR: "198.51.100.0/24"}}},
+				{Name: "l-fqdn-api.stripe.com", Origin: "learned", Peers: []v1.Peer{stripe}, Ports: []v1.Port{{Protocol: "TCP", Port: 80}, {Protocol: "TCP", Port: 443}}},
+				{Name: "l-fqdn-s3.amazonaws.com", Origin: "learned", Peers: []v1.Peer{{FQDN: "s3.amazonaws.com"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}},
+			}},
+			3},
 		{"nothing in Monitor",
 			v1.WorkloadPolicySpec{Mode: policy.Monitor},
 			[]Observation{obs(policy.Egress, "10.1.0.5", api, "TCP", 8000)},
@@ -116,6 +136,8 @@ func TestRuleName(t *testing.T) {
 		{db, "l-svc-db.data"},
 		{v1.Peer{CIDR: "2001:db8::1/128"}, "l-cidr-2001-db8--1-128"},
 		{v1.Peer{Nodes: true}, "l-nodes"},
+		{stripe, "l-fqdn-api.stripe.com"},
+		{v1.Peer{FQDN: "_sip._tcp.example.com"}, "l-fqdn--sip.-tcp.example.com"},
 		{long, "l-statefulset-a-very-long-name-that-goes-on-and-on-and-on-and-on-and-on-and-on-and-on-a-f1d50196d7a2"},
 	} {
 		if got := RuleName(tc.peer); got != tc.want || len(got) > 100 {

@@ -13,12 +13,16 @@ import (
 
 func TestDecodeReport(t *testing.T) {
 	entry := `{"direction":"egress","peer":"10.0.0.1","protocol":"TCP","port":80,"count":1}`
+	named := `{"direction":"egress","peer":"203.0.113.7","protocol":"TCP","port":443,"name":"api.stripe.com","count":1}`
 	tests := []struct{ body, want string }{
 		{`{"revision":1,"entries":[` + entry + `]}`, ""},
 		{`{"revision":1,"entries":[]} `, ""},
 		{`{"revision":1,"entries":[]} {}`, "data after"},
 		{`{"revision":1,"entries":[]}x`, "data after"},
 		{`{"revision":1,"extra":1}`, "unknown field"},
+		{`{"revision":1,"entries":[` + named + `]}`, ""},
+		{`{"revision":1,"entries":[` + strings.Replace(named, "api.stripe.com", "API.stripe.com.", 1) + `]}`, "lower case"},
+		{`{"revision":1,"entries":[` + strings.Replace(named, "egress", "ingress", 1) + `]}`, "egress entries only"},
 		{`{"revision":-1}`, "negative"},
 		{`[]`, "decode report"},
 		{``, "decode report"},
@@ -37,6 +41,7 @@ func FuzzDecodeReport(f *testing.F) {
 		`{"revision":1,"entries":[{"direction":"egress","peer":"10.0.0.1","protocol":"TCP","port":80,"count":1}]}`,
 		`{"namespace":"a","workload":"Deployment/b","pod":"c","revision":0,"mode":"Learn","dropped":3,"entries":[{"direction":"ingress","peer":"fd00::1","protocol":"UDP","port":53,"count":9,"verdict":"audit","firstSeen":"2026-01-01T00:00:00Z"}]}`,
 		`{"revision":1}{}`, `{"entries":[{"peer":"::ffff:1.2.3.4"}]}`,
+		`{"revision":1,"entries":[{"direction":"egress","peer":"203.0.113.7","protocol":"TCP","port":443,"name":"*.stripe.com","count":1}]}`,
 	} {
 		f.Add([]byte(s))
 	}

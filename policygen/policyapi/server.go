@@ -81,6 +81,11 @@ func (o *Options) setDefaults() {
 	o.StatusTTL = cmp.Or(o.StatusTTL, 2*time.Minute)
 }
 
+// QueryEvaluator is the evaluator of a DNS query's verdict (the sidecar judges queries when the policy
+// restricts DNS, api/policy: Policy.RestrictDNS). A report entry it decided is the query itself: its
+// peer is the pod's resolver and its name the name asked for, not a name of the peer's address.
+const QueryEvaluator = "dns-query"
+
 // ReportSink takes a validated report of the caller's own workload.
 type ReportSink interface {
 	Accept(ctx context.Context, id Identity, r *policy.Report) error

@@ -31,14 +31,20 @@ import (
 
 // reports records accepted reports; the learner is tested on its own.
 type reports struct {
-	mu  sync.Mutex
-	got []string
+	mu    sync.Mutex
+	got   []string
+	names []string // the entries' DNS names
 }
 
 func (r *reports) Accept(_ context.Context, id Identity, rep *policy.Report) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, fmt.Sprintf("%s %s %d entries", id.Workload, id.Pod.Name, len(rep.Entries)))
+	for _, e := range rep.Entries {
+		if e.Name != "" {
+			r.names = append(r.names, e.Name)
+		}
+	}
 	return nil
 }
 
@@ -238,11 +244,13 @@ func TestPolicyAPI(t *testing.T) {
 
 	t.Run("reports", func(t *testing.T) {
 		entry := `{"direction":"egress","peer":"10.1.0.6","protocol":"TCP","port":80,"count":3}`
+		// An egress entry may name the DNS name its peer was resolved from: it reaches the sink.
+		named := `{"direction":"egress","peer":"203.0.113.7","protocol":"TCP","port":443,"name":"api.stripe.com","count":1}`
 		tests := []struct {
 			name, token, body string
 			want              int
 		}{
-			{"valid", webToken, `{"revision":1,"entries":[` + entry + `]}`, 202},
+			{"valid", webToken, `{"revision":1,"entries":[` + entry + `,` + named + `]}`, 202},
 			{"naming itself", webToken, `{"namespace":"shop","workload":"Deployment/web","revision":1,"entries":[]}`, 202},
 			{"other workload", webToken, `{"workload":"Deployment/api","revision":1,"entries":[]}`, 403},
 			{"other pod", webToken, `{"pod":"api-5d8f-0","revision":1,"entries":[]}`, 403},
@@ -261,9 +269,12 @@ func TestPolicyAPI(t *testing.T) {
 		}
 		e.sink.mu.Lock()
 		defer e.sink.mu.Unlock()
-		want := []string{"shop/Deployment/web web-5d8f-0 1 entries", "shop/Deployment/web web-5d8f-0 0 entries"}
+		want := []string{"shop/Deployment/web web-5d8f-0 2 entries", "shop/Deployment/web web-5d8f-0 0 entries"}
 		if fmt.Sprint(e.sink.got) != fmt.Sprint(want) {
 			t.Errorf("accepted %q, want %q", e.sink.got, want)
+		}
+		if fmt.Sprint(e.sink.names) != "[api.stripe.com]" {
+			t.Errorf("names reaching the sink: %q, want [api.stripe.com]", e.sink.names)
 		}
 	})
 

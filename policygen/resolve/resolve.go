@@ -1,8 +1,9 @@
 // Package resolve turns a WorkloadPolicy into the sidecar's contract, api/policy.Policy: peers named
 // by workload, selector, Service or nodes become the addresses those name right now, read from the
-// informer cache; each rule keeps a stable id. A Service without a selector resolves through its
-// EndpointSlices, and a peer that pins its endpoint addresses keeps the cluster IP only while the
-// slices point nowhere else (see selectorless). Hub keeps the resolved form of the workloads someone is
+// informer cache; DNS names (fqdn peers) stay names (Rule.Names), whose addresses the sidecar learns
+// from the pod's own DNS answers; each rule keeps a stable id. A Service without a selector resolves
+// through its EndpointSlices, and a peer that pins its endpoint addresses keeps the cluster IP only
+// while the slices point nowhere else (see selectorless). Hub keeps the resolved form of the workloads someone is
 // asking for, recomputes it when the objects it was built from change, and gives it a new revision only
 // when the resolved form itself changed. OwnerOf goes the other way, from a reported address to who
 // holds it, for the learner and the live view alike.
@@ -61,7 +62,8 @@ func resolvePolicy(ctx context.Context, r client.Reader, wp *v1alpha1.WorkloadPo
 	if mode == "" {
 		mode = policy.Learn
 	}
-	p := &policy.Policy{Namespace: wp.Namespace, Workload: wp.Spec.Workload.Kind + "/" + wp.Spec.Workload.Name, Mode: mode}
+	p := &policy.Policy{Namespace: wp.Namespace, Workload: wp.Spec.Workload.Kind + "/" + wp.Spec.Workload.Name, Mode: mode,
+		RestrictDNS: wp.Spec.RestrictDNS}
 	var err error
 	if p.Ingress, err = rs.rules("ingress", wp.Spec.Ingress); err != nil {
 		return nil, deps{}, err
@@ -96,6 +98,12 @@ func (rs *resolver) rules(dir string, in []v1alpha1.Rule) ([]policy.Rule, error)
 		pr := policy.Rule{ID: dir + "/" + r.Name, Origin: policy.Origin(origin(r.Origin)), Ports: ports(r.Ports)}
 		var peerNames []string
 		for _, peer := range r.Peers {
+			if peer.FQDN != "" {
+				// A name is no address: the sidecar learns its addresses from the pod's DNS answers.
+				peerNames = append(peerNames, policy.NamePeer(peer.FQDN))
+				pr.Names = append(pr.Names, peer.FQDN)
+				continue
+			}
 			name, cidrs, err := rs.peer(peer)
 			if err != nil {
 				return nil, fmt.Errorf("%s rule %s: %w", dir, r.Name, err)
@@ -108,6 +116,8 @@ func (rs *resolver) rules(dir string, in []v1alpha1.Rule) ([]policy.Rule, error)
 			return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 		})
 		pr.CIDRs = slices.Compact(pr.CIDRs)
+		slices.Sort(pr.Names)
+		pr.Names = slices.Compact(pr.Names)
 		if pr.CIDRs == nil {
 			pr.CIDRs = []netip.Prefix{} // a peer that resolves to nothing allows nothing, and says so
 		}

@@ -63,7 +63,7 @@ func TestHubResolvesAndRevises(t *testing.T) {
 	k.Create(&v1.WorkloadPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-web"},
 		Spec: v1.WorkloadPolicySpec{
-			Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Protect,
+			Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Protect, RestrictDNS: true,
 			Ingress: []v1.Rule{
 				{Name: "probes", Origin: "manifest", Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
 				{Name: "metrics", Peers: []v1.Peer{{Selector: &v1.SelectorPeer{NamespaceSelector: &v1.LabelSelector{MatchLabels: map[string]v1.LabelValue{"team": "ops"}}}}}},
@@ -72,6 +72,9 @@ func TestHubResolvesAndRevises(t *testing.T) {
 				{Name: "api", Origin: "learned", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}},
 					Ports: []v1.Port{{Protocol: "TCP", Port: 8000}}},
 				{Name: "api-svc", Peers: []v1.Peer{{Service: &v1.ServicePeer{Name: "api"}}, {CIDR: "172.16.0.0/12"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 80}}},
+				// Names are no addresses: the sidecar learns theirs from DNS answers.
+				{Name: "stripe", Peers: []v1.Peer{{FQDN: "api.stripe.com"}, {FQDN: "*.stripe.com"}, {FQDN: "api.stripe.com"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}},
+				{Name: "mixed", Peers: []v1.Peer{{FQDN: "example.com"}, {CIDR: "198.51.100.0/24"}}},
 			},
 			Loopback: []v1.LoopbackRule{{Name: "admin", Action: "deny", Ports: []v1.Port{{Protocol: "TCP", Port: 15000}}}},
 		},
@@ -93,7 +96,7 @@ func TestHubResolvesAndRevises(t *testing.T) {
 			apiCIDRs = append(apiCIDRs, ip+"/32")
 		}
 		return &policy.Policy{
-			Namespace: "shop", Workload: "Deployment/web", Mode: policy.Protect,
+			Namespace: "shop", Workload: "Deployment/web", Mode: policy.Protect, RestrictDNS: true,
 			Ingress: []policy.Rule{
 				{ID: "ingress/probes", Origin: "manifest", Peer: "nodes", CIDRs: pfx("192.168.1.10/32"), Ports: []policy.PortRange{{Protocol: "TCP", Port: 8080}}},
 				{ID: "ingress/metrics", Origin: "user", Peer: "selector:namespace(team=ops)", CIDRs: pfx("10.2.0.1/32")},
@@ -102,6 +105,9 @@ func TestHubResolvesAndRevises(t *testing.T) {
 				{ID: "egress/api", Origin: "learned", Peer: "workload:shop/Deployment/api", CIDRs: pfx(apiCIDRs...), Ports: []policy.PortRange{{Protocol: "TCP", Port: 8000}}},
 				{ID: "egress/api-svc", Origin: "user", Peer: "service:shop/api,cidr:172.16.0.0/12",
 					CIDRs: pfx(append(append([]string{clusterIP}, apiCIDRs...), "172.16.0.0/12")...), Ports: []policy.PortRange{{Protocol: "TCP", Port: 80}}},
+				{ID: "egress/stripe", Origin: "user", Peer: "fqdn:api.stripe.com,fqdn:*.stripe.com,fqdn:api.stripe.com", CIDRs: pfx(),
+					Names: []string{"*.stripe.com", "api.stripe.com"}, Ports: []policy.PortRange{{Protocol: "TCP", Port: 443}}},
+				{ID: "egress/mixed", Origin: "user", Peer: "fqdn:example.com,cidr:198.51.100.0/24", CIDRs: pfx("198.51.100.0/24"), Names: []string{"example.com"}},
 			},
 			Loopback: []policy.LoopbackRule{{ID: "loopback/admin", Origin: "user", Action: "deny", Ports: []policy.PortRange{{Protocol: "TCP", Port: 15000}}}},
 			Names:    names,

@@ -97,7 +97,7 @@ func checkWorkloads(t *testing.T, ctx context.Context, w *world) {
 		{"billing", "Deployment/ledger", "Learn", "0", "0 / 0", "0"},
 		{"shop", "Deployment/api", "Monitor", "0", "0 / 1versions: v0.0.1-old ×1 (1 outdated: restart the pods to upgrade)", "0"},
 		{"shop", "Deployment/db", "Protect", "0", "0 / 0" + w.pods["db"].Name + ": Monitor (weaker than the policy's Protect), config refused", "0"},
-		{"shop", "Deployment/web", "Protect", "1", "0 / 0" + w.pods["web"].Name + ": Protect", "1"},
+		{"shop", "Deployment/web", "Protect", "2", "0 / 0" + w.pods["web"].Name + ": Protect", "1"},
 	}
 	if diff := cmp.Diff(want, brief); diff != "" {
 		t.Errorf("workloads table (namespace, workload, mode, user rules, in sync, last hour) (-want +got):\n%s", diff)
@@ -154,6 +154,12 @@ func checkLive(t *testing.T, ctx context.Context, w *world) {
 	if len(rows) != 3 {
 		t.Errorf("after resuming: %d rows, want 3 (each verdict once): %q", len(rows), rows)
 	}
+
+	// A connection to an address the pod resolved shows the name beside the address (dst_name).
+	named := entry(policy.Deny, policy.Egress, "203.0.113.7", 80)
+	named.Name = "api.stripe.com"
+	w.report("web", policy.Protect, named)
+	waitRows(t, ctx, "#verdicts", 5*time.Second, func(r [][]string) bool { return hasRow(r, "deny", "203.0.113.7 (api.stripe.com)", "TCP 80") })
 	screenshot(t, ctx, "live")
 }
 
@@ -170,15 +176,23 @@ func checkReadOnlyPolicy(t *testing.T, ctx context.Context, w *world) {
 	}
 	state, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]any](`({select: document.getElementById('mode-select').disabled,
 		apply: document.getElementById('mode-apply').disabled, netpol: document.getElementById('netpol').textContent,
-		manifest: document.querySelectorAll('#rules-manifest li').length})`))
+		manifest: document.querySelectorAll('#rules-manifest li').length,
+		names: document.querySelectorAll('#rules-user li')[1].textContent, dns: document.getElementById('dns').textContent})`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if state["select"] != true || state["apply"] != true {
 		t.Errorf("a viewer's mode controls: %v, want both disabled", state)
 	}
-	if np, _ := state["netpol"].(string); !strings.Contains(np, "kind: NetworkPolicy") || !strings.Contains(np, "port: 8080") {
+	if np, _ := state["netpol"].(string); !strings.Contains(np, "kind: NetworkPolicy") || !strings.Contains(np, "port: 8080") ||
+		!strings.Contains(np, "# not expressed: egress rule stripe left out") {
 		t.Errorf("NetworkPolicy export:\n%s", np)
+	}
+	if want := "Allow connections to the name api.stripe.com or any name one label under stripe.com on TCP 443 (stripe)."; state["names"] != want {
+		t.Errorf("rule by name in words: %q, want %q", state["names"], want)
+	}
+	if dns, _ := state["dns"].(string); !strings.HasPrefix(dns, "DNS: the pod may look up only names its egress rules name") {
+		t.Errorf("restrictDNS in words: %q", dns)
 	}
 	screenshot(t, ctx, "policy")
 	// The server refuses the viewer too, whatever the page allows.
@@ -203,9 +217,9 @@ func checkGraph(t *testing.T, ctx context.Context) {
 	if err != nil {
 		t.Fatalf("graph: %v", err)
 	}
-	// Three denied connections were reported; four workloads have policies.
-	if counts["denied"] != 3 || counts["nodes"] != 4 || counts["allowed"] < 1 {
-		t.Errorf("graph: %v, want 3 denied edges, 4 workload nodes and some allowed edges", counts)
+	// Four denied connections were reported; four workloads have policies.
+	if counts["denied"] != 4 || counts["nodes"] != 4 || counts["allowed"] < 1 {
+		t.Errorf("graph: %v, want 4 denied edges, 4 workload nodes and some allowed edges", counts)
 	}
 	screenshot(t, ctx, "graph")
 }

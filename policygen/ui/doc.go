@@ -3,9 +3,10 @@
 //
 // Pages: the workloads (mode, rules by origin, sidecars in sync with each pod's reported mode and
 // config file state, a weaker mode or a refused file marked, violations of the last hour, pending
-// proposals), each policy in plain words with its proposals (Accept) and NetworkPolicy export, the
-// live verdicts (server-sent events from a ring buffer the report sink feeds, so a paused or
-// reconnecting view replays what it missed) and the connection graph.
+// proposals), each policy in plain words (DNS names and what the pod may look up included) with its
+// proposals (Accept) and NetworkPolicy export, the live verdicts (server-sent events from a ring
+// buffer the report sink feeds, so a paused or reconnecting view replays what it missed; a peer the
+// pod resolved from a DNS name shows the name beside its address) and the connection graph.
 //
 // Every request carries the caller's Kubernetes bearer token (pasted once into the page, or set by an
 // authenticating proxy in front of policygen). Reading needs RBAC to list WorkloadPolicies; changing a

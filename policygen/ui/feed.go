@@ -31,6 +31,9 @@ type Event struct {
 	// "namespace/Service/name", "nodes", or the address; PeerAddr is the address reported.
 	Peer     string `json:"peer"`
 	PeerAddr string `json:"peerAddr"`
+	// Name is, for egress, the DNS name the pod resolved PeerAddr from (the verdict line's dst_name);
+	// for a DNS query's verdict (Evaluator "dns-query"), the name it asked for.
+	Name     string `json:"name,omitempty"`
 	Protocol string `json:"protocol"`
 	Port     uint16 `json:"port"`
 	Verdict  string `json:"verdict"`
@@ -117,7 +120,7 @@ func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Repo
 		}
 		vs = append(vs, Event{Time: at.UTC(), Namespace: id.Workload.Namespace,
 			Workload: id.Workload.Kind + "/" + id.Workload.Name, Pod: id.Pod.Name, Direction: e.Direction.String(),
-			Peer: f.peerName(ctx, e.Peer), PeerAddr: e.Peer.String(), Protocol: string(e.Protocol), Port: e.Port,
+			Peer: f.peerName(ctx, e.Peer), PeerAddr: e.Peer.String(), Name: e.Name, Protocol: string(e.Protocol), Port: e.Port,
 			Verdict: e.Verdict.String(), Count: e.Count, Rule: e.Rule, Evaluator: e.Evaluator, Mode: string(r.Mode)})
 	}
 	if len(vs) > 0 {

@@ -9,6 +9,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/policygen/policyapi"
 )
 
 // Graph is the connection graph: workloads and the peers their rules and verdicts name, and the
@@ -18,7 +19,8 @@ type Graph struct {
 	Edges []Edge `json:"edges"`
 }
 
-// Node is a workload ("namespace/Kind/name") or another peer (a Service, CIDR, selector, the nodes).
+// Node is a workload ("namespace/Kind/name") or another peer (a Service, CIDR, selector, the nodes,
+// a DNS name or name pattern).
 type Node struct {
 	ID string `json:"id"`
 	// Workload is true for a workload with a policy; Mode is then its mode.
@@ -59,7 +61,7 @@ func BuildGraph(policies []v1.WorkloadPolicy, verdicts []Event) Graph {
 		label := v.Protocol + " " + strconv.Itoa(int(v.Port))
 		switch v.Direction {
 		case "egress":
-			g.edge(Edge{From: self, To: v.Peer, Kind: "denied", Label: label})
+			g.edge(Edge{From: self, To: verdictPeer(v), Kind: "denied", Label: label})
 		case "ingress":
 			g.edge(Edge{From: v.Peer, To: self, Kind: "denied", Label: label})
 		}
@@ -94,8 +96,9 @@ func (g *graphBuilder) edge(e Edge) {
 }
 
 // peerID names a peer as a node; workloads, Services and the nodes as a verdict's peer names them
-// (resolve.Owner), so that a peer workload and its own policy's node are one, and a denied connection
-// from a peer some rule names lands on that rule's node.
+// (resolve.Owner), and DNS names as a verdict's name does (verdictPeer), so that a peer workload and
+// its own policy's node are one, and a denied connection from a peer some rule names lands on that
+// rule's node.
 func peerID(ns string, p v1.Peer) string {
 	switch {
 	case p.Workload != nil:
@@ -106,8 +109,19 @@ func peerID(ns string, p v1.Peer) string {
 		return "nodes"
 	case p.CIDR != "":
 		return p.CIDR
+	case p.FQDN != "":
+		return p.FQDN
 	}
 	return PeerName(p)
+}
+
+// verdictPeer is the node of a verdict's peer: the DNS name the pod resolved an address outside the
+// cluster from, else the peer as reported (a DNS query's peer is its resolver).
+func verdictPeer(v Event) string {
+	if v.Name != "" && v.Peer == v.PeerAddr && v.Evaluator != policyapi.QueryEvaluator {
+		return v.Name
+	}
+	return v.Peer
 }
 
 func portsLabel(ports []v1.Port) string { return strings.TrimPrefix(portsInWords(ports), "on ") }

@@ -94,6 +94,8 @@ type PolicyPage struct {
 	Mode      policy.Mode `json:"mode"`
 	Revision  int64       `json:"revision"`
 	Groups    []RuleGroup `json:"groups"`
+	// DNS says what names the pod may look up (DNSInWords).
+	DNS string `json:"dns"`
 	// NetworkPolicy is the export as YAML, with comment lines for what it cannot express.
 	NetworkPolicy string `json:"networkPolicy"`
 	// CanChangeMode says whether the caller's RBAC lets them patch this policy (change its mode,
@@ -138,7 +140,7 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request) {
 			Source: pr.Source, Since: pr.Since})
 	}
 	writeJSON(w, PolicyPage{Namespace: p.Namespace, Policy: p.Name, Workload: p.Spec.Workload.Kind + "/" + p.Spec.Workload.Name,
-		Mode: modeOf(&p), Revision: p.Status.Revision, Groups: Describe(&p.Spec), NetworkPolicy: np.String(), CanChangeMode: canPatch,
+		Mode: modeOf(&p), Revision: p.Status.Revision, Groups: Describe(&p.Spec), DNS: DNSInWords(&p.Spec), NetworkPolicy: np.String(), CanChangeMode: canPatch,
 		Proposals: proposals, PendingProposals: p.Status.PendingProposals})
 }
 

@@ -103,8 +103,28 @@ func PeerName(p v1.Peer) string {
 		return "the cluster's nodes"
 	case p.Selector != nil:
 		return selectorInWords(p.Selector)
+	case p.FQDN != "":
+		return nameInWords(p.FQDN)
 	}
 	return "nobody"
+}
+
+// nameInWords says "the name api.stripe.com" or, for a wildcard, "any name one label under
+// example.com", which is exactly what it matches (neither example.com itself nor deeper names).
+func nameInWords(pattern string) string {
+	if rest, ok := strings.CutPrefix(pattern, "*."); ok {
+		return "any name one label under " + rest
+	}
+	return "the name " + pattern
+}
+
+// DNSInWords says what the pod may resolve (spec.restrictDNS).
+func DNSInWords(spec *v1.WorkloadPolicySpec) string {
+	if !spec.RestrictDNS {
+		return "DNS: the pod may look up any name."
+	}
+	return "DNS: the pod may look up only names its egress rules name and names under its own search domains; " +
+		"in Protect other lookups are refused, in Learn and Monitor they are logged (restrictDNS)."
 }
 
 func inNS(ns, what string) string {

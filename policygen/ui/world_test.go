@@ -143,7 +143,10 @@ func (w *world) seedPolicies() {
 			if name == "deployment-web" {
 				p.Spec.Egress = append(p.Spec.Egress, v1.Rule{Name: "web-to-api", Origin: policy.OriginUser,
 					Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}},
-					Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}})
+					Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
+					v1.Rule{Name: "stripe", Origin: policy.OriginUser, Peers: []v1.Peer{{FQDN: "api.stripe.com"}, {FQDN: "*.stripe.com"}},
+						Ports: []v1.Port{{Protocol: "TCP", Port: 443}}})
+				p.Spec.RestrictDNS = true
 			}
 			return w.c.Update(context.Background(), &p)
 		})

@@ -109,6 +109,7 @@ async function showPolicy(ns, name) {
     div.appendChild(ul);
     groups.appendChild(div);
   }
+  $("dns").textContent = p.dns;
   $("netpol").textContent = p.networkPolicy;
 }
 
@@ -154,10 +155,17 @@ async function applyMode() {
 
 const live = { after: 0, ctl: null, paused: false, rows: 0, maxRows: 500 };
 
+// peerText is a verdict's peer with the DNS name beside it: the name the pod resolved the address
+// from, or the name a DNS query asked for.
+function peerText(v) {
+  if (!v.name) return v.peer;
+  return v.peer + (v.evaluator === "dns-query" ? " (query for " + v.name + ")" : " (" + v.name + ")");
+}
+
 function addVerdict(v) {
   const body = $("verdicts").tBodies[0];
   const tr = row([new Date(v.time).toLocaleTimeString(), el("td", v.verdict, "verdict-" + v.verdict),
-    v.namespace + "/" + v.pod, v.direction, v.peer, v.protocol + " " + v.port, v.rule, el("td", v.count, "num")]);
+    v.namespace + "/" + v.pod, v.direction, peerText(v), v.protocol + " " + v.port, v.rule, el("td", v.count, "num")]);
   tr.dataset.seq = v.seq;
   body.insertBefore(tr, body.firstChild); // newest first
   if (body.rows.length > live.maxRows) body.deleteRow(-1);
