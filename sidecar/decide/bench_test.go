@@ -98,8 +98,60 @@ func BenchmarkDecide(b *testing.B) {
 	}
 }
 
+// fqdnBenchRules is how many FQDN rules BenchmarkDecideFQDN adds: more than a policy would have.
+const fqdnBenchRules = 16
+
+// fqdnBenchPolicy is benchPolicy(n) with FQDN rules after the address rules, and connections to
+// addresses no address rule names, resolved from a name the last FQDN rule matches (the longest scan),
+// or from names no rule matches.
+func fqdnBenchPolicy(n int) (*policy.Policy, []Conn) {
+	p := benchPolicy(n)
+	for i := range fqdnBenchRules {
+		p.Egress = append(p.Egress, policy.Rule{ID: fmt.Sprintf("fqdn%d", i), Origin: policy.OriginUser,
+			Peer: fmt.Sprintf("fqdn:*.svc%d.example.com", i), Names: []string{fmt.Sprintf("*.svc%d.example.com", i), fmt.Sprintf("api%d.example.com", i)},
+			Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 443}}})
+	}
+	var conns []Conn
+	for i := range 1024 {
+		c := Conn{Direction: policy.Egress, Proto: 6, Local: netip.MustParseAddrPort("10.244.0.5:40000"),
+			Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), 443),
+			Names:  []string{fmt.Sprintf("cdn%d.example.net", i), fmt.Sprintf("b%d.svc%d.example.com", i, fqdnBenchRules-1)}}
+		if i%2 == 1 {
+			c.Names = c.Names[:1]
+		}
+		conns = append(conns, c)
+	}
+	return p, conns
+}
+
+// BenchmarkDecideFQDN: connections judged by FQDN rules, half allowed (through the last rule's
+// wildcard), half denied after every rule was scanned.
+func BenchmarkDecideFQDN(b *testing.B) {
+	p, conns := fqdnBenchPolicy(100_000)
+	d, err := New(p, meshPorts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		d.Decide(conns[i%len(conns)])
+		i++
+	}
+}
+
 // TestBenchPolicyDecides keeps the benchmark honest: its connections get the verdicts it intends.
 func TestBenchPolicyDecides(t *testing.T) {
+	p, conns := fqdnBenchPolicy(1000)
+	d, err := New(p, meshPorts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range conns {
+		if got := d.Decide(c); (got.Verdict == policy.Allow) != (i%2 == 0) {
+			t.Fatalf("fqdn conn %d %+v: %+v", i, c, got)
+		}
+	}
 	for _, n := range []int{10, 1000} {
 		d, err := New(benchPolicy(n), meshPorts)
 		if err != nil {

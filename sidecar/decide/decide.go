@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"podwall.io/podwall/api/policy"
 )
@@ -25,6 +26,12 @@ type Conn struct {
 	// the peer asked for. The zero value means unknown. A connection that no NAT touched may carry
 	// its own destination here; it is then judged as it is.
 	Original netip.AddrPort
+	// Names are, for egress, the names the pod resolved Remote's address from (for a redirected
+	// connection, Original's), most recent first, as DNS answers it received gave them. FQDN rules
+	// (Rule.Names) match a connection when one of their patterns matches one of these names and
+	// their ports match: an address that an allowed and a denied name share is allowed only for the
+	// allowed name's rule's ports.
+	Names []string
 }
 
 // Src returns the endpoint that opened the connection.
@@ -46,15 +53,19 @@ func (c Conn) Dst() netip.AddrPort {
 // Decision is the outcome of Decide, with everything a verdict line needs to explain it.
 type Decision struct {
 	Verdict policy.Verdict
-	// Rule is the id of the rule that decided, "default" when the mode's default did, or
-	// "loopback-default" for loopback traffic no loopback rule names.
+	// Rule is the id of the rule that decided, "default" when the mode's default did,
+	// "loopback-default" for loopback traffic no loopback rule names, or "search-domain" for a DNS
+	// query for a name under one of the pod's search domains (DecideQuery).
 	Rule string
 	// Evaluator names the pipeline step that decided (see the package documentation).
 	Evaluator string
 	// Peer names the remote that was judged: the deciding rule's peer, else the policy's name for the
 	// address, else "cidr:<ip>/32" (or /128). For a redirected connection it is the original
-	// destination's peer.
+	// destination's peer. For a DNS query (DecideQuery) it names the resolver.
 	Peer string
+	// Name is, for egress, the DNS name of the destination: the one the deciding FQDN rule's pattern
+	// matched, else the first of Conn.Names, else empty. For a DNS query it is the name asked for.
+	Name string
 	// Record asks the caller to report the connection to policygen (Learn mode).
 	Record bool
 	// Redirected says the connection went to a mesh redirect port and was judged against
@@ -77,6 +88,9 @@ type Options struct {
 	// Connections to these ports are judged against Conn.Original, so the caller must fill it in for
 	// them (with the destination itself when conntrack shows no NAT).
 	MeshPorts []uint16
+	// SearchDomains are the pod's resolv.conf search domains (canonical, policy.CanonicalName): where
+	// the policy restricts DNS, queries for names at or under them are allowed (the cluster's names).
+	SearchDomains []string
 }
 
 // Decider decides connections under one policy revision. It is immutable and safe for concurrent use.
@@ -84,10 +98,13 @@ type Decider struct {
 	mode      policy.Mode
 	revision  int64
 	meshPorts []uint16
-	ingress   *ruleSet
-	egress    *ruleSet
-	loopback  *loopbackSet
-	names     map[netip.Addr]string
+	// restrictDNS and searchDomains judge DNS queries (DecideQuery).
+	restrictDNS   bool
+	searchDomains []string
+	ingress       *ruleSet
+	egress        *ruleSet
+	loopback      *loopbackSet
+	names         map[netip.Addr]string
 }
 
 // New indexes p for Decide. The Decider shares p's rule slices and names map, so p must not change
@@ -113,13 +130,15 @@ func New(p *policy.Policy, opts Options) (*Decider, error) {
 		}
 	}
 	return &Decider{
-		mode:      mode,
-		revision:  p.Revision,
-		meshPorts: slices.Clone(opts.MeshPorts),
-		ingress:   newRuleSet(p.Ingress),
-		egress:    newRuleSet(p.Egress),
-		loopback:  newLoopbackSet(p.Loopback),
-		names:     p.Names,
+		mode:          mode,
+		revision:      p.Revision,
+		meshPorts:     slices.Clone(opts.MeshPorts),
+		restrictDNS:   p.RestrictDNS,
+		searchDomains: slices.Clone(opts.SearchDomains),
+		ingress:       newRuleSet(p.Ingress),
+		egress:        newRuleSet(p.Egress),
+		loopback:      newLoopbackSet(p.Loopback),
+		names:         p.Names,
 	}, nil
 }
 
@@ -134,12 +153,47 @@ func (d *Decider) Decide(c Conn) Decision {
 	return d.finish(outcome{verdict: policy.Deny, rule: "default"}, "default", &s)
 }
 
+// DecideQuery judges a DNS query for name (canonical) that the pod sends on connection c, the query's
+// flow to its resolver (egress). Where the policy restricts DNS (Policy.RestrictDNS) only names at or
+// under a search domain (Rule "search-domain") and names an egress rule's pattern matches (Rule: the
+// first such rule, in policy order) are allowed, whatever the rule's ports: the query only asks where
+// the name is, the connection after it is judged on its own. The rest is denied with Rule "default",
+// then the mode applies as for connections (Monitor: Audit; Learn: Allow, recorded). The evaluator is
+// always "dns-query", and Name is name. It allocates only to name a resolver the policy does not name.
+func (d *Decider) DecideQuery(c Conn, name string) Decision {
+	o := outcome{verdict: policy.Deny, rule: "default"}
+	switch {
+	case !d.restrictDNS:
+		o.verdict = policy.Allow
+	case underAny(name, d.searchDomains):
+		o = outcome{verdict: policy.Allow, rule: "search-domain"}
+	default:
+		if r := d.egress.nameRule(name); r >= 0 {
+			o = outcome{verdict: policy.Allow, rule: d.egress.rules[r].ID}
+		}
+	}
+	return d.finish(o, "dns-query", &subject{peer: c.Remote.Addr(), name: name})
+}
+
+// underAny says whether name is one of domains or under one.
+func underAny(name string, domains []string) bool {
+	for _, dom := range domains {
+		if rest, ok := strings.CutSuffix(name, dom); ok && (rest == "" || strings.HasSuffix(rest, ".")) {
+			return true
+		}
+	}
+	return false
+}
+
 // finish names the peer and applies the mode to a Protect outcome.
 func (d *Decider) finish(o outcome, evaluator string, s *subject) Decision {
-	dec := Decision{Verdict: o.verdict, Rule: o.rule, Evaluator: evaluator, Peer: o.peer,
+	dec := Decision{Verdict: o.verdict, Rule: o.rule, Evaluator: evaluator, Peer: o.peer, Name: o.name,
 		Redirected: s.redirected, Mode: d.mode, Revision: d.revision}
 	if dec.Peer == "" {
 		dec.Peer = d.peerName(s.peer)
+	}
+	if dec.Name == "" {
+		dec.Name = s.name
 	}
 	switch d.mode {
 	case policy.Monitor:

@@ -19,8 +19,17 @@
 //     own business and never leaves it; what the operator wants to forbid, such as a proxy's admin
 //     port, they name with a deny rule. Deny wins over allow so that a broad allow rule never
 //     reopens a port a deny rule closes.
-//   - "ingress" and "egress" allow a connection that a rule of that direction allows.
+//   - "ingress" and "egress" allow a connection that a rule of that direction allows. An egress rule
+//     with DNS name patterns (Rule.Names) allows a connection whose remote address the pod resolved
+//     from a name one of its patterns matches (Conn.Names, which the datapath fills from the DNS
+//     answers the pod received), on the rule's ports: an address that an allowed and a denied name
+//     share is allowed only on the allowed name's rule's ports. The Decision's Name is the name that
+//     matched, else the most recent name of the address.
 //   - "default" ends the pipeline with the mode's default.
+//
+// DecideQuery judges a DNS query by its name alone (evaluator "dns-query"): where the policy
+// restricts DNS, only names at or under the pod's search domains and names an egress rule's pattern
+// matches are allowed; the mode applies as for connections.
 //
 // Connections to a mesh proxy's redirect port (Options.MeshPorts) are judged against the destination
 // they had before the redirect: an app→proxy loopback connection by the egress rules, with the real
@@ -43,8 +52,9 @@
 // family keyed by the masked prefix, probed once per distinct prefix length present under that key. A
 // lookup costs a few map probes per matching port key and prefix length, however many peers the rules
 // name; only the number of distinct port ranges (scanned as a list) adds to it, and policies have few.
-// When several rules allow a connection, the first in policy order is reported, so that the answer
-// does not depend on the index. BenchmarkDecide measures 10 against 100,000 rules per direction.
+// Rules with name patterns are few (each has at most policy.MaxRuleNames patterns) and are scanned
+// in policy order, after the index. When several rules allow a connection, the first in policy order
+// is reported, so that the answer does not depend on the index. BenchmarkDecide measures 10 against 100,000 rules per direction.
 //
 // Decide allocates nothing, except one short string to name a peer that neither a rule nor the
 // policy's names do.

@@ -158,18 +158,56 @@ func (t *prefixTable) lookup(a netip.Addr) int32 {
 	return best
 }
 
-// ruleSet indexes one direction's rules (ingress or egress) by port, then prefix.
+// ruleSet indexes one direction's rules (ingress or egress) by port, then prefix, and keeps the few
+// rules with DNS name patterns in a list of their own.
 type ruleSet struct {
 	byPort portIndex[*prefixTable]
+	// fqdn are the rules with Names, in policy order. Policies have few (each names at most
+	// policy.MaxRuleNames patterns), so a scan costs less than an index would.
+	fqdn []fqdnRule
 	// rules is the policy's own slice, shared rather than copied: the caller keeps the policy anyway,
 	// and a copy of the ids and names of 100k rules would cost megabytes.
 	rules []policy.Rule
 }
 
+// fqdnRule is a rule with DNS name patterns: its index in the policy, its port keys and patterns.
+type fqdnRule struct {
+	index    int32
+	keys     []portKey
+	patterns []string
+}
+
+// match returns the first of names that one of the rule's patterns matches, if the rule allows proto
+// and port.
+func (r *fqdnRule) match(proto uint8, port uint16, names []string) (string, bool) {
+	for _, k := range r.keys {
+		if k.contains(proto, port) {
+			return matchName(r.patterns, names)
+		}
+	}
+	return "", false
+}
+
+// matchName returns the first of names one of patterns matches.
+func matchName(patterns, names []string) (string, bool) {
+	for _, n := range names {
+		for _, p := range patterns {
+			if policy.MatchName(p, n) {
+				return n, true
+			}
+		}
+	}
+	return "", false
+}
+
 func newRuleSet(rules []policy.Rule) *ruleSet {
 	s := &ruleSet{rules: rules}
 	for i, r := range rules {
-		for _, k := range portKeys(r.Ports) {
+		keys := portKeys(r.Ports)
+		if len(r.Names) > 0 {
+			s.fqdn = append(s.fqdn, fqdnRule{index: int32(i), keys: keys, patterns: r.Names})
+		}
+		for _, k := range keys {
 			t := s.byPort.at(k, newPrefixTable)
 			for _, p := range r.CIDRs {
 				t.add(p, int32(i))
@@ -179,8 +217,9 @@ func newRuleSet(rules []policy.Rule) *ruleSet {
 	return s
 }
 
-// lookup returns the index of the first rule that allows addr on proto and port, or -1.
-func (s *ruleSet) lookup(proto uint8, port uint16, addr netip.Addr) int32 {
+// lookup returns the index of the first rule that allows addr, of DNS names names, on proto and port,
+// or -1; and, if that rule allows it by a name pattern, the name the pattern matched.
+func (s *ruleSet) lookup(proto uint8, port uint16, addr netip.Addr, names []string) (int32, string) {
 	best := int32(-1)
 	if t, ok := s.byPort.single(proto, port); ok {
 		best = t.lookup(addr)
@@ -190,7 +229,32 @@ func (s *ruleSet) lookup(proto uint8, port uint16, addr netip.Addr) int32 {
 			best = minRule(best, e.val.lookup(addr))
 		}
 	}
-	return best
+	if len(names) == 0 {
+		return best, ""
+	}
+	for i := range s.fqdn {
+		r := &s.fqdn[i]
+		if best >= 0 && best < r.index {
+			break // a rule earlier in policy order allows it by address
+		}
+		if n, ok := r.match(proto, port, names); ok {
+			return r.index, n
+		}
+	}
+	return best, ""
+}
+
+// nameRule returns the index of the first rule with a pattern matching name, whatever its ports, or -1.
+func (s *ruleSet) nameRule(name string) int32 {
+	for i := range s.fqdn {
+		r := &s.fqdn[i]
+		for _, p := range r.patterns {
+			if policy.MatchName(p, name) {
+				return r.index
+			}
+		}
+	}
+	return -1
 }
 
 // loopbackSet indexes the loopback rules, deny and allow apart, by port.

@@ -75,7 +75,8 @@ func TestRuleSetMatchesNaive(t *testing.T) {
 			if rng.IntN(10) == 0 {
 				proto = 1
 			}
-			if got, want := set.lookup(proto, port, addr), naiveLookup(rules, proto, port, addr); got != want {
+			got, _ := set.lookup(proto, port, addr, nil)
+			if want := naiveLookup(rules, proto, port, addr); got != want {
 				t.Fatalf("round %d: lookup(%d, %d, %s) = %d, want %d; rules %+v", round, proto, port, addr, got, want, rules)
 			}
 		}

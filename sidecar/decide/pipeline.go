@@ -19,10 +19,23 @@ type subject struct {
 	// origUnknown marks a connection to a mesh redirect port whose original destination is unknown;
 	// redirected, one that is judged against its original destination.
 	origUnknown, redirected bool
+	// names are the peer's DNS names (Conn.Names), for egress; name is the first of them, the
+	// Decision's Name when no FQDN rule decides.
+	names []string
+	name  string
 }
 
 // subject resolves the mesh redirect, if any, of c.
 func (d *Decider) subject(c *Conn) subject {
+	s := d.redirect(c)
+	if s.dir == policy.Egress && len(c.Names) > 0 {
+		s.names, s.name = c.Names, c.Names[0]
+	}
+	return s
+}
+
+// redirect resolves the mesh redirect, if any, of c.
+func (d *Decider) redirect(c *Conn) subject {
 	s := subject{dir: c.Direction, proto: c.Proto, peer: c.Remote.Addr(), port: c.Dst().Port()}
 	if policy.ProtocolOf(c.Proto).IsICMP() {
 		s.port = uint16(c.ICMPType)
@@ -57,6 +70,8 @@ type outcome struct {
 	rule    string
 	// peer is the deciding rule's peer name; empty leaves naming to the policy's names.
 	peer string
+	// name is the name the deciding FQDN rule's pattern matched; empty leaves it to the subject's.
+	name string
 }
 
 var next = outcome{}
@@ -112,8 +127,9 @@ func rules(set *ruleSet, dir policy.Direction, s subject) outcome {
 	if s.dir != dir {
 		return next
 	}
-	if r := set.lookup(s.proto, s.port, s.peer); r >= 0 {
-		return outcome{verdict: policy.Allow, rule: set.rules[r].ID, peer: set.rules[r].Peer}
+	r, name := set.lookup(s.proto, s.port, s.peer, s.names)
+	if r >= 0 {
+		return outcome{verdict: policy.Allow, rule: set.rules[r].ID, peer: set.rules[r].Peer, name: name}
 	}
 	return next
 }

@@ -112,7 +112,7 @@ func BenchmarkBuildSets(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := buildSets(table(), p, o); err != nil {
+		if _, err := buildSets(table(), p, o, time.Now()); err != nil {
 			b.Fatal(err)
 		}
 	}

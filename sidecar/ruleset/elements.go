@@ -29,24 +29,33 @@ type box struct {
 // name. ICMP and ICMPv6 have no ports to match and are left to the queue, even where a rule names them.
 var allProtocols = []policy.PortRange{{Protocol: policy.TCP}, {Protocol: policy.UDP}, {Protocol: policy.SCTP}}
 
+// ruleSpans returns the port spans a rule allows in the kernel: its port ranges, or allProtocols for a
+// rule without ports. ICMP has no ports to match and is left out: the queue judges its type.
+func ruleSpans(ports []policy.PortRange) []span {
+	if len(ports) == 0 {
+		ports = allProtocols
+	}
+	spans := make([]span, 0, len(ports))
+	for _, pr := range ports {
+		if !pr.Protocol.IsICMP() {
+			lo, hi := pr.Bounds()
+			spans = append(spans, span{pr.Protocol.Number(), lo, hi})
+		}
+	}
+	return spans
+}
+
 // ruleBoxes expands rules into boxes, IPv4 and IPv6 apart: every CIDR times every port range.
 func ruleBoxes(rules []policy.Rule) (v4, v6 []box) {
 	for _, r := range rules {
-		ports := r.Ports
-		if len(ports) == 0 {
-			ports = allProtocols
-		}
+		spans := ruleSpans(r.Ports)
 		for _, c := range r.CIDRs {
 			if c.Addr().Is4In6() && c.Bits() >= 96 { // an IPv4 peer written as IPv6: packets carry IPv4
 				c = netip.PrefixFrom(c.Addr().Unmap(), c.Bits()-96)
 			}
 			lo, hi := prefixRange(c)
-			for _, pr := range ports {
-				if pr.Protocol.IsICMP() {
-					continue // ICMP has no ports to match; the queue judges its type
-				}
-				plo, phi := pr.Bounds()
-				b := box{lo: lo, hi: hi, span: span{pr.Protocol.Number(), plo, phi}}
+			for _, s := range spans {
+				b := box{lo: lo, hi: hi, span: s}
 				if c.Addr().Is4() {
 					v4 = append(v4, b)
 				} else {

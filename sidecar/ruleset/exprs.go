@@ -174,6 +174,15 @@ func tcpSyn(op expr.CmpOp) []expr.Any {
 	)
 }
 
+// ctMarkIs matches packets whose connection mark's podwall bits equal v.
+func ctMarkIs(v uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: regScratch},
+		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(MarkMask), Xor: native32(0)},
+		cmpEq(regScratch, native32(v)),
+	}
+}
+
 // setCtMark records v (MarkAllow or MarkSelf) in the connection's mark without touching the mark bits
 // that belong to others (a mesh proxy's TPROXY mark, say): ct mark = (ct mark &^ MarkMask) ^ v.
 func setCtMark(v uint32) []expr.Any {
@@ -216,6 +225,8 @@ const (
 	// keyIngress is "saddr . l4proto . original dport": a mesh proxy's inbound redirect is judged on
 	// the port the peer asked for.
 	keyIngress
+	// keyReply is "saddr . l4proto . sport": the server a reply comes from.
+	keyReply
 )
 
 // loadKey loads a key of the family into registers; it starts with a family check, since the
@@ -230,13 +241,16 @@ func loadKey(k keyKind, v6 bool) []expr.Any {
 	regProto, regPort := next, next+1
 	ex := nfprotoIs(v6)
 	addr := daddr
-	if k == keyIngress {
+	if k != keyEgress {
 		addr = saddr
 	}
 	ex = append(ex, &expr.Payload{DestRegister: regKey, Base: expr.PayloadBaseNetworkHeader, Offset: addr, Len: addrLen})
 	ex = append(ex, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: regProto})
-	if k == keyEgress {
+	switch k {
+	case keyEgress:
 		return append(ex, &expr.Payload{DestRegister: regPort, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+	case keyReply:
+		return append(ex, &expr.Payload{DestRegister: regPort, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2})
 	}
 	return append(ex, &expr.Ct{Key: expr.CtKeyPROTODST, Direction: ctOriginal, Register: regPort})
 }

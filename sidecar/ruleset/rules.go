@@ -48,13 +48,21 @@ func buildChains(t *nftables.Table, o Options, mode policy.Mode) []chainSpec {
 		return &nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: hook,
 			Priority: prio, Policy: &accept}
 	}
-	return []chainSpec{
+	chains := []chainSpec{
 		{base(ChainGuardOutput, nftables.ChainHookOutput, priorityGuardOutput), guard()},
 		{base(ChainOutput, nftables.ChainHookOutput, nftables.ChainPriorityMangle), b.output()},
 		{base(ChainGuardInput, nftables.ChainHookInput, priorityGuardInput), guard()},
 		{base(ChainInput, nftables.ChainHookInput, nftables.ChainPriorityFilter), b.input()},
 		{&nftables.Chain{Table: t, Name: ChainLoopback}, b.loopback()},
 	}
+	if o.observesDNS() {
+		chains = append(chains,
+			chainSpec{&nftables.Chain{Table: t, Name: ChainDNSOutput}, b.dnsOutput()},
+			chainSpec{&nftables.Chain{Table: t, Name: ChainDNSQuery}, b.dnsQuery()},
+			chainSpec{&nftables.Chain{Table: t, Name: ChainDNSInput}, b.dnsInput()},
+		)
+	}
+	return chains
 }
 
 // builder builds the rules of each chain.
@@ -144,7 +152,8 @@ func (b builder) remember(r *rules, k keyKind, seen4, seen6 string) {
 const dynsetOpAdd = 0 // NFT_DYNSET_OP_ADD
 
 // known accepts keys the kernel may decide alone: seen ones, and with LogAllowsNone or Offline the
-// ones the policy allows (in its exact set or its range set).
+// ones the policy allows (in its exact set or its range set) and, for egress, the addresses DNS
+// answers gave for names its FQDN rules allow, until their time to live runs out.
 func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string) {
 	if b.o.usesSeen() {
 		r.add(loadKey(k, false), []expr.Any{lookup(seen4, regKey)}, acceptV)
@@ -155,6 +164,10 @@ func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string)
 		r.add(loadKey(k, false), []expr.Any{lookup(allow4, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(allow6+exactSuffix, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(allow6, regKey)}, acceptV)
+		if k == keyEgress {
+			r.add(loadKey(k, false), []expr.Any{lookup(SetFQDNEgress4, regKey)}, acceptV)
+			r.add(loadKey(k, true), []expr.Any{lookup(SetFQDNEgress6, regKey)}, acceptV)
+		}
 	}
 }
 
@@ -190,7 +203,9 @@ func (b builder) final(r *rules) {
 }
 
 func (b builder) output() [][]expr.Any {
-	r := b.prelude(keyEgress)
+	var r rules
+	b.dnsJump(&r, 2, ChainDNSOutput) // destination port
+	r = append(r, b.prelude(keyEgress)...)
 	b.remember(&r, keyEgress, SetSeenEgress4, SetSeenEgress6)
 	r.add(metaIs(expr.MetaKeyOIF, native32(loIndex)), acceptV) // loopback is judged on input
 	b.midStream(&r)
@@ -202,7 +217,9 @@ func (b builder) output() [][]expr.Any {
 }
 
 func (b builder) input() [][]expr.Any {
-	r := b.prelude(keyIngress)
+	var r rules
+	b.dnsJump(&r, 0, ChainDNSInput) // source port
+	r = append(r, b.prelude(keyIngress)...)
 	r.add(metaIs(expr.MetaKeyIIF, native32(loIndex)), []expr.Any{jump(ChainLoopback)})
 	b.remember(&r, keyIngress, SetSeenIngress4, SetSeenIngress6)
 	// Kubelet probes and scrapes reach the sidecar in every mode.

@@ -3,6 +3,7 @@ package ruleset
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -116,6 +117,17 @@ type Options struct {
 	// Offline leaves out the queue rules: what the allow sets allow is accepted and the rest refused,
 	// in every mode. It is what a fail-closed sidecar leaves behind when it exits.
 	Offline bool
+	// DNSQueue is the queue the pod's DNS queries and answers go to (see DNSServers); it must lie
+	// outside QueueNum..QueueNum+QueueCount-1.
+	DNSQueue uint16
+	// DNSServers are the pod's resolvers (its resolv.conf nameservers, port 53). Queries to them and
+	// answers from them are queued to DNSQueue, UDP and TCP alike. None: DNS is not observed, and the
+	// ruleset has no DNS rules at all. Offline has none either.
+	DNSServers []netip.AddrPort
+	// FQDN is the name cache at Apply time: its addresses are put in the new FQDN sets for the
+	// policy's rules whose patterns match their names, each with its remaining time, so that an
+	// Apply loses no resolved address. Expired entries are left out.
+	FQDN []FQDNAddr
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -141,6 +153,18 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("deny memo timeout %s: want at least 1ms", o.DenyMemoTimeout)
 	case slices.Contains(o.SelfPorts, 0):
 		return o, errors.New("port 0 in self ports")
+	case o.observesDNS() && o.DNSQueue >= o.QueueNum && int(o.DNSQueue) < int(o.QueueNum)+int(o.QueueCount):
+		return o, fmt.Errorf("DNS queue %d is one of the connection queues %d+%d", o.DNSQueue, o.QueueNum, o.QueueCount)
+	}
+	for _, s := range o.DNSServers {
+		if !s.IsValid() || s.Port() == 0 {
+			return o, fmt.Errorf("DNS server %q: want an address and a port", s)
+		}
+	}
+	for _, a := range o.FQDN {
+		if !a.Addr.IsValid() {
+			return o, errors.New("FQDN address invalid")
+		}
 	}
 	for _, d := range o.SelfDests {
 		if err := d.validate(); err != nil {
@@ -149,6 +173,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	return o, nil
 }
+
+// observesDNS says whether DNS packets are queued: only to a verdict loop, and only to known servers.
+func (o Options) observesDNS() bool { return len(o.DNSServers) > 0 && !o.Offline }
 
 // usesSeen says whether the seen sets exist: with LogAllowsAll every connection is queued anyway.
 func (o Options) usesSeen() bool { return o.LogAllows != LogAllowsAll }
@@ -196,7 +223,7 @@ func Apply(c *nftables.Conn, p *policy.Policy, o Options) error {
 		return fmt.Errorf("invalid policy: %w", err)
 	}
 	t := table()
-	sets, err := buildSets(t, p, o)
+	sets, err := buildSets(t, p, o, time.Now())
 	if err != nil {
 		return err
 	}

@@ -85,6 +85,10 @@ var sampleSelfDests = []Dest{
 	{Proto: policy.UDP, Addr: netip.MustParseAddrPort("[fd00:96::a]:53")},
 }
 
+// sampleDNSServers are a pod's resolvers: cluster DNS in both families, and one on another port.
+var sampleDNSServers = []netip.AddrPort{netip.MustParseAddrPort("10.96.0.10:53"), netip.MustParseAddrPort("[fd00:96::a]:53"),
+	netip.MustParseAddrPort("10.96.0.11:5353")}
+
 func dial(t *testing.T, ns *netnstest.NS) *nftables.Conn {
 	t.Helper()
 	c, err := Dial(ns.Fd())
@@ -127,6 +131,8 @@ func TestGolden(t *testing.T) {
 		{"learn-logall", samplePolicy(policy.Learn), Options{Queue: QueueCompat, LogAllows: LogAllowsAll}},
 		{"offline", samplePolicy(policy.Learn), Options{Offline: true, SelfPorts: []uint16{9090}}},
 		{"baseline", nil, Options{Queue: QueueCompat}},
+		{"protect-dns-lognone", samplePolicy(policy.Protect), Options{Queue: QueueCompat, QueueCount: 2, DNSQueue: 2,
+			DNSServers: sampleDNSServers, LogAllows: LogAllowsNone}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := netnstest.New(t)

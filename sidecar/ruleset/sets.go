@@ -42,6 +42,18 @@ const (
 	SetDenyMemoIngress6 = "deny_memo_ingress6"
 	SetDenyMemoEgress4  = "deny_memo_egress4"
 	SetDenyMemoEgress6  = "deny_memo_egress6"
+	// SetFQDNEgress4 and SetFQDNEgress6 hold "address . protocol . port range" of the addresses DNS
+	// answers gave for names the policy's FQDN rules (Rule.Names) allow, for those rules' ports, each
+	// element with the answer's time to live as its timeout (AddFQDN, Options.FQDN). They are consulted
+	// where the allow sets are.
+	SetFQDNEgress4 = "fqdn_egress4"
+	SetFQDNEgress6 = "fqdn_egress6"
+	// SetDNSPorts holds the ports of Options.DNSServers: the one cheap match that sends a packet on to
+	// the DNS chains; SetDNSServers4 and SetDNSServers6 hold the servers as "address . protocol . port",
+	// UDP and TCP.
+	SetDNSPorts    = "dns_ports"
+	SetDNSServers4 = "dns_servers4"
+	SetDNSServers6 = "dns_servers6"
 	// SetSelfPorts holds the sidecar's own TCP ports, open to ingress in every mode.
 	SetSelfPorts = "self_ports"
 	// SetSelfDests4 and SetSelfDests6 hold "address . protocol . port" of the destinations the
@@ -82,12 +94,18 @@ type setSpec struct {
 	elems []nftables.SetElement
 }
 
-// buildSets returns every set of the table with its elements. It does no I/O.
-func buildSets(t *nftables.Table, p *policy.Policy, o Options) ([]setSpec, error) {
+// buildSets returns every set of the table with its elements, the FQDN elements with their time left
+// at now. It does no I/O.
+func buildSets(t *nftables.Table, p *policy.Policy, o Options, now time.Time) ([]setSpec, error) {
 	specs, err := allowSets(t, p)
 	if err != nil {
 		return nil, err
 	}
+	fqdn4, fqdn6 := fqdnElements(p, o.FQDN, now)
+	if len(fqdn4)+len(fqdn6) > maxElements {
+		return nil, fmt.Errorf("name cache too large: more than %d FQDN set elements", maxElements)
+	}
+	specs = append(specs, setSpec{set: fqdnSet(t, false), elems: fqdn4}, setSpec{set: fqdnSet(t, true), elems: fqdn6})
 	if o.usesSeen() {
 		for _, s := range []struct {
 			name string
@@ -111,6 +129,9 @@ func buildSets(t *nftables.Table, p *policy.Policy, o Options) ([]setSpec, error
 		setSpec{set: selfDestSet(t, true), elems: self6},
 		setSpec{set: intervalSet(t, SetLoopbackDeny, keyProtoPort), elems: spanElements(loopbackSpans(p.Loopback))},
 	)
+	if o.observesDNS() {
+		specs = append(specs, dnsSets(t, o.DNSServers)...)
+	}
 	return specs, nil
 }
 

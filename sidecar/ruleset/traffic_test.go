@@ -264,9 +264,12 @@ func (v *verdicts) handle(p nfq.Packet) nfq.Reply {
 	return nfq.Reply{Action: nfqueue.NfRepeat, Mark: MarkDeny}
 }
 
-func (v *verdicts) serve(t *testing.T, ns *netnstest.NS, queue uint16) {
+func (v *verdicts) serve(t *testing.T, ns *netnstest.NS, queue uint16) { serveQueue(t, ns, queue, v.handle) }
+
+// serveQueue runs a verdict loop with handler h on queue in ns until the test ends.
+func serveQueue(t *testing.T, ns *netnstest.NS, queue uint16, h nfq.Handler) {
 	ctx, cancel := context.WithCancel(context.Background())
-	loop, err := nfq.Bind(ctx, nfq.Options{NetNS: ns.Fd(), QueueNum: queue}, v.handle, testr.New(t))
+	loop, err := nfq.Bind(ctx, nfq.Options{NetNS: ns.Fd(), QueueNum: queue}, h, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,8 @@ func Main() {
 	}
 	if addr, ok := strings.CutPrefix(spec, "listen "); ok {
 		listen(addr)
+	} else if args, ok := strings.CutPrefix(spec, "rawudp "); ok {
+		_ = json.NewEncoder(os.Stdout).Encode(rawUDP(args))
 	} else {
 		_ = json.NewEncoder(os.Stdout).Encode(attack(spec))
 	}
@@ -122,6 +124,46 @@ func attack(spec string) report {
 			_, err = io.WriteString(c, "forged")
 		}
 		c.Close()
+	}
+	if err != nil {
+		r.Err = err.Error()
+		errors.As(err, &r.Errno)
+	}
+	return r
+}
+
+// rawUDP sends one UDP datagram over IPv4, "from to payload", through a raw socket that writes its own
+// IP header: whatever source it names.
+func rawUDP(args string) report {
+	r := report{UID: os.Getuid()}
+	var err error
+	if r.CapEff, err = capEff(); err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	var from, to, payload string
+	if _, err := fmt.Sscan(args, &from, &to, &payload); err != nil {
+		r.Err = fmt.Sprintf("rawudp %q: %v", args, err)
+		return r
+	}
+	src, err1 := netip.ParseAddrPort(from)
+	dst, err2 := netip.ParseAddrPort(to)
+	if err := errors.Join(err1, err2); err != nil || !src.Addr().Is4() || !dst.Addr().Is4() {
+		r.Err = fmt.Sprintf("rawudp %q: want IPv4 address:port pairs (%v)", args, err)
+		return r
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW) // IPPROTO_RAW: IP_HDRINCL
+	if err == nil {
+		defer unix.Close(fd)
+		s, d := src.Addr().As4(), dst.Addr().As4()
+		n := 20 + 8 + len(payload)
+		// IPv4 header (the kernel fills in the checksum), then UDP without a checksum (RFC 768).
+		pkt := []byte{0x45, 0, byte(n >> 8), byte(n), 0, 0, 0, 0, 64, unix.IPPROTO_UDP, 0, 0}
+		pkt = append(append(pkt, s[:]...), d[:]...)
+		pkt = append(pkt, byte(src.Port()>>8), byte(src.Port()), byte(dst.Port()>>8), byte(dst.Port()),
+			byte((n-20)>>8), byte(n-20), 0, 0)
+		pkt = append(pkt, payload...)
+		err = unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: d})
 	}
 	if err != nil {
 		r.Err = err.Error()
@@ -256,6 +298,26 @@ func (a *Attacker) Connect(mark uint32, network string, to netip.AddrPort) error
 	case r.Errno != 0:
 		return fmt.Errorf("%s: %w", r.Err, r.Errno)
 	case r.Err != "":
+		return errors.New(r.Err)
+	}
+	return nil
+}
+
+// SendRawUDP sends one UDP datagram over IPv4 from a raw socket, its IP header written by the
+// attacker: the source from is forged. It returns how the send ended; whether anything arrived is
+// for the receiving end to tell.
+func (a *Attacker) SendRawUDP(from, to netip.AddrPort, payload string) error {
+	a.t.Helper()
+	out, err := a.command(fmt.Sprintf("rawudp %s %s %s", from, to, payload)).Output()
+	if err != nil {
+		a.t.Fatalf("attacker: %v: %s", err, out)
+	}
+	var r report
+	if err := json.Unmarshal(out, &r); err != nil {
+		a.t.Fatalf("attacker said %q: %v", out, err)
+	}
+	a.check(r)
+	if r.Err != "" {
 		return errors.New(r.Err)
 	}
 	return nil
