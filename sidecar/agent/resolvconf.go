@@ -3,6 +3,7 @@ package agent
 import (
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"podwall.io/podwall/api/policy"
@@ -31,7 +32,7 @@ func readResolvConf(path string) (resolvConf, error) {
 
 // parseResolvConf reads resolv.conf as the resolvers do: "nameserver" lines, the first three that
 // are IP addresses (a link-local address's zone is dropped: packets carry none); the last "search"
-// or "domain" line for the search domains; comments from '#' or ';'; anything else ignored.
+// or "domain" line for the search domains (canonical; one with an empty label is skipped); comments from '#' or ';'; anything else ignored.
 func parseResolvConf(data []byte) resolvConf {
 	var rc resolvConf
 	for line := range strings.Lines(string(data)) {
@@ -52,7 +53,7 @@ func parseResolvConf(data []byte) resolvConf {
 		case "search", "domain":
 			rc.Search = rc.Search[:0]
 			for _, d := range f[1:] {
-				if d = policy.CanonicalName(d); d != "" {
+				if d = policy.CanonicalName(d); !slices.Contains(strings.Split(d, "."), "") {
 					rc.Search = append(rc.Search, d)
 				}
 			}

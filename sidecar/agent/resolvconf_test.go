@@ -2,6 +2,8 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -31,7 +33,7 @@ func TestParseResolvConf(t *testing.T) {
 		want: resolvConf{Servers: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:53")}, Search: []string{"d.example"}},
 	}, {
 		name: "nothing useful",
-		file: "nameserver\nsearch\noptions rotate\n\x00\xff",
+		file: "nameserver\nsearch . .. a..b\noptions rotate\n\x00\xff",
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,7 +61,7 @@ func FuzzParseResolvConf(f *testing.F) {
 			}
 		}
 		for _, d := range rc.Search {
-			if d == "" || d != policy.CanonicalName(d) {
+			if d != policy.CanonicalName(d) || slices.Contains(strings.Split(d, "."), "") {
 				t.Fatalf("search domain %q", d)
 			}
 		}
