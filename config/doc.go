@@ -68,7 +68,7 @@
 //	resolv-conf           /etc/resolv.conf                   no    platform        the pod's resolvers (whose answers are observed) and search domains
 //	mesh-outbound-ports   15001,4140 (Envoy, Linkerd)        no    platform        proxy ports receiving redirected outbound connections
 //	mesh-inbound-ports    15006,4143 (Envoy, Linkerd)        no    platform        proxy ports receiving redirected inbound connections
-//	queue-base            100                                no    platform        first NFQUEUE number
+//	queue-base            100                                no    platform        first NFQUEUE number (the one after the last takes DNS)
 //	policy-file           ""                                 no    platform        resolved policy to enforce standalone
 //	policy-cache-dir      /var/lib/podwall                   no    platform        last received policy, re-applied at start
 //	listen-addr           :9947                              no    platform        /metrics and /readyz

@@ -116,8 +116,9 @@ type MeshPorts struct {
 	Inbound []uint16 `mapstructure:"mesh-inbound-ports"`
 }
 
-// Queues is the range Base .. Base+Count-1 of NFQUEUE numbers. Queue numbers belong to the network
-// namespace, so the pod's own namespace is all they must be unique in.
+// Queues is the range Base .. Base+Count-1 of NFQUEUE numbers for connections, and Base+Count for the
+// pod's DNS packets. Queue numbers belong to the network namespace, so the pod's own namespace is all
+// they must be unique in.
 type Queues struct {
 	// Base is the first queue number (key queue-base). 100 keeps clear of 0, which other netfilter
 	// tools default to.

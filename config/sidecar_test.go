@@ -216,7 +216,7 @@ func TestLoadSidecarErrors(t *testing.T) {
 		{name: "port zero", args: []string{"--mesh-outbound-ports=0"}, want: []string{"mesh-outbound-ports: 0 is not a port"}},
 		{name: "port wraps from env", env: map[string]string{"PODWALL_MESH_INBOUND_PORTS": "65536"}, want: []string{"mesh-inbound-ports[0]"}},
 		{name: "port twice", args: []string{"--mesh-inbound-ports=15001"}, want: []string{"mesh-inbound-ports: port 15001 is listed twice (also in mesh-outbound-ports)"}},
-		{name: "queue range", args: []string{"--queue-base=65535", "--queue-count=2"}, want: []string{"queue-count: queues 65535 to 65536"}},
+		{name: "queue range", args: []string{"--queue-base=65535", "--queue-count=2"}, want: []string{"queue-count: queues 65535 to 65537 (the last for DNS)"}},
 		{name: "queue-base negative", env: map[string]string{"PODWALL_QUEUE_BASE": "-1"}, want: []string{"queue-base"}},
 		{name: "queue-count bool", env: map[string]string{"PODWALL_QUEUE_COUNT": "true"}, want: []string{"queue-count"}},
 		{name: "deny-memo-timeout", env: map[string]string{"PODWALL_DENY_MEMO_TIMEOUT": "10ms"}, want: []string{"deny-memo-timeout: 10ms is under the 100ms minimum"}},

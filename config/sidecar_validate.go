@@ -96,8 +96,9 @@ func (q Queues) check(p *problems) {
 	if q.Count == 0 {
 		p.add("queue-count", "must be at least 1")
 	}
-	if last := int(q.Base) + int(q.Count) - 1; last > math.MaxUint16 {
-		p.add("queue-count", "queues %d to %d run past the last queue number, 65535", q.Base, last)
+	// The queue after the connection queues takes the pod's DNS packets.
+	if last := int(q.Base) + int(q.Count); last > math.MaxUint16 {
+		p.add("queue-count", "queues %d to %d (the last for DNS) run past the last queue number, 65535", q.Base, last)
 	}
 }
 
