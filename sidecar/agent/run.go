@@ -40,7 +40,7 @@ type Agent struct {
 	resolv resolvConf
 	dns    *dnsObserver
 	ready  atomic.Bool
-	reg   *prometheus.Registry
+	reg    *prometheus.Registry
 	// client talks to policygen; nil in standalone mode.
 	client *pgclient.Client
 
