@@ -8,12 +8,14 @@ import (
 )
 
 // rr is an answer record in a test message: a CNAME when cname is set, else an A or AAAA of addr,
-// else (neither) a TXT record.
+// else an A record of data when it is set, else a TXT record. Its class is IN unless set.
 type rr struct {
 	owner string
 	ttl   uint32
 	cname string
 	addr  netip.Addr
+	data  []byte
+	class dnsmessage.Class
 }
 
 // message is a test DNS message, built with dnsmessage.Builder.
@@ -48,7 +50,10 @@ func (m message) build(t testing.TB) []byte {
 	}
 	must(b.StartAnswers())
 	for _, r := range m.ans {
-		h := dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(r.owner), Class: dnsmessage.ClassINET, TTL: r.ttl}
+		h := dnsmessage.ResourceHeader{Name: dnsmessage.MustNewName(r.owner), Class: r.class, TTL: r.ttl}
+		if h.Class == 0 {
+			h.Class = dnsmessage.ClassINET
+		}
 		switch {
 		case r.cname != "":
 			must(b.CNAMEResource(h, dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName(r.cname)}))
@@ -56,6 +61,8 @@ func (m message) build(t testing.TB) []byte {
 			must(b.AResource(h, dnsmessage.AResource{A: r.addr.As4()}))
 		case r.addr.Is6():
 			must(b.AAAAResource(h, dnsmessage.AAAAResource{AAAA: r.addr.As16()}))
+		case r.data != nil:
+			must(b.UnknownResource(h, dnsmessage.UnknownResource{Type: dnsmessage.TypeA, Data: r.data}))
 		default:
 			must(b.TXTResource(h, dnsmessage.TXTResource{TXT: []string{"v=spf1 -all"}}))
 		}

@@ -204,6 +204,11 @@ func (a *Answer) addresses(p *dnsmessage.Parser, msg []byte, c *chain) error {
 		switch {
 		case k < 0:
 			err = p.SkipAnswer()
+		// The parser reads 4 or 16 bytes whatever the record's length says: check it.
+		case h.Type == dnsmessage.TypeA && h.Length != 4:
+			err = fmt.Errorf("the A record of %q has %d bytes of data, want 4", a.names[k], h.Length)
+		case h.Type == dnsmessage.TypeAAAA && h.Length != 16:
+			err = fmt.Errorf("the AAAA record of %q has %d bytes of data, want 16", a.names[k], h.Length)
 		case h.Type == dnsmessage.TypeA:
 			var r dnsmessage.AResource
 			r, err = p.AResource()

@@ -117,6 +117,18 @@ func TestParseAnswer(t *testing.T) {
 		msg:  message{h: answer(7), qs: []string{"a.example.com."}, ans: []rr{{owner: "a.example.com.", ttl: 1}, {owner: "a.example.com.", ttl: 9, addr: ip1}}},
 		want: Answer{Query: qA("a.example.com"), Records: []Record{{ip1, 9, []string{"a.example.com"}}}},
 	}, {
+		name: "records of a class other than IN are ignored",
+		msg: message{h: answer(7), qs: []string{"a.example.com."}, ans: []rr{
+			{owner: "a.example.com.", ttl: 1, cname: "api.stripe.com.", class: dnsmessage.ClassCHAOS},
+			{owner: "api.stripe.com.", ttl: 1, addr: ip1},
+			{owner: "a.example.com.", ttl: 1, addr: ip2, class: dnsmessage.ClassCHAOS},
+		}},
+		want: Answer{Query: qA("a.example.com")},
+	}, {
+		name:    "an A record of 5 bytes",
+		msg:     message{h: answer(7), qs: []string{"a.example.com."}, ans: []rr{{owner: "a.example.com.", ttl: 1, data: []byte{1, 2, 3, 4, 5}}}},
+		wantErr: `the A record of "a.example.com" has 5 bytes of data, want 4`,
+	}, {
 		name: "truncated (TC) with whole records",
 		msg:  message{h: dnsmessage.Header{ID: 7, Response: true, Truncated: true}, qs: []string{"a.example.com."}, ans: []rr{{owner: "a.example.com.", ttl: 9, addr: ip1}}},
 		want: Answer{Query: qA("a.example.com"), Truncated: true, Records: []Record{{ip1, 9, []string{"a.example.com"}}}},

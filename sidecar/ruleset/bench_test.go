@@ -1,12 +1,14 @@
 package ruleset
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
+	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
 )
 
@@ -114,6 +116,23 @@ func BenchmarkBuildSets(b *testing.B) {
 	for b.Loop() {
 		if _, err := buildSets(table(), p, o, time.Now()); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFQDNSpans times the user-space part of AddFQDN, which runs while a DNS answer waits: the
+// ports of a name's rules in a policy of 100,000 address rules and a few FQDN rules.
+func BenchmarkFQDNSpans(b *testing.B) {
+	p := largePolicy(100_000)
+	for i := range 8 {
+		p.Egress = append(p.Egress, policy.Rule{ID: fmt.Sprint("fqdn", i), Origin: policy.OriginUser,
+			Names: []string{fmt.Sprintf("*.svc%d.example.com", i)}, Ports: tcp(uint16(443 + i))})
+	}
+	names := []string{"cdn.example.net", "x.svc7.example.com"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(indexFQDN(p).spans(names)) == 0 {
+			b.Fatal("no spans")
 		}
 	}
 }

@@ -11,6 +11,15 @@
 // self_dests sets). NF_REPEAT re-runs only the judging chain, not the guard, so the verdict marks
 // below come from the verdict loop alone. Both judging chains run the same pipeline:
 //
+//  0. with Options.DNSServers (and a verdict loop), DNS is observed first, since queries and answers
+//     after a flow's first packet are established: one match of the transport port against the
+//     servers' ports (a bitmap set) is all other traffic pays. On output, a query to one of the
+//     servers (UDP, or a TCP segment with data) that carries no podwall mark goes to
+//     Options.DNSQueue; one the verdict loop refused comes back with MarkDeny and is refused (ICMP
+//     prohibited, TCP reset); one it released (NF_ACCEPT) leaves the hook, so none is queued twice.
+//     On input, an answer from one of the servers goes to the same queue, but not one arriving on
+//     loopback (an app holding CAP_NET_RAW can forge any source there) nor one on the sidecar's own
+//     connections (connection mark MarkSelf), whose queries were not queued either;
 //  1. established and related traffic is accepted (conntrack's fast path), invalid dropped;
 //  2. mark rules: the sidecar's own sockets (MarkSelf) pass, their connection marked MarkSelf; a
 //     packet the verdict loop answered with NF_REPEAT re-enters the chain carrying MarkDeny (refused:
@@ -19,7 +28,7 @@
 //  3. where what no rule allows is refused, a TCP segment other than a SYN is refused: it opens no
 //     connection, and a connection cut by revocation must not be taken up mid-stream by a key;
 //  4. keys the kernel may decide alone are accepted: seen keys (unless LogAllowsAll), and what the
-//     allow sets allow with LogAllowsNone or Offline; in Protect, keys in the deny memo (denied less
+//     allow sets and, for egress, the FQDN sets allow with LogAllowsNone or Offline; in Protect, keys in the deny memo (denied less
 //     than Options.DenyMemoTimeout ago) are refused and counted (CounterDenyMemoHits), so that a flood
 //     of a denied key does not crowd new keys out of the queue;
 //  5. the opening packet of every other connection is queued (TCP: the SYN itself, since a
@@ -30,6 +39,13 @@
 // Peers live only in sets, "address . protocol . port": single keys in hash sets, ranges (CIDRs,
 // port ranges) in the kernel's pipapo sets, made disjoint first. The number of rules and the cost per
 // packet do not grow with the policy.
+//
+// The FQDN sets hold the addresses DNS answers gave for names of the policy's FQDN rules, for those
+// rules' ports, each element with its own timeout (the answer's TTL): the kernel's pipapo set takes
+// per-element timeouts with concatenated ranges, so one set per family does. AddFQDN adds an answer's
+// addresses between Applies (re-adding an element refreshes its timeout); Apply rebuilds them from
+// Options.FQDN, so that no resolved address is lost, and Offline keeps allowing them until they
+// expire. ForgetSeen deletes seen keys whose names expired, so that they are judged again.
 //
 // Egress is judged before NAT, so a connection that a mesh proxy's outbound redirect sends to the
 // proxy is judged by its real remote. Loopback traffic is judged on input: ports of the policy's

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -33,7 +34,7 @@ func fqdnSet(t *nftables.Table, v6 bool) *nftables.Set {
 }
 
 // AddFQDN adds, in one batch that the kernel has taken when it returns, the elements of every egress
-// rule of p (the policy of the last Apply) with a pattern matching one of a.Names, for the rule's
+// rule of p (the policy of the last Apply, unchanged since: policies are immutable) with a pattern matching one of a.Names, for the rule's
 // ports, with timeout a.Expires-now. An element there already gets the new timeout, longer or
 // shorter: the caller passes the expiry the names give the address. An address no rule's pattern
 // matches, or an expired one, adds nothing. It must not run concurrently with Apply on the same
@@ -42,7 +43,7 @@ func AddFQDN(c *nftables.Conn, p *policy.Policy, a FQDNAddr, now time.Time) erro
 	if p == nil || !a.Addr.IsValid() {
 		return nil
 	}
-	elems, v6 := addrElements(fqdnSpans(p, a.Names), a, now)
+	elems, v6 := addrElements(indexFQDN(p).spans(a.Names), a, now)
 	if len(elems) == 0 {
 		return nil
 	}
@@ -58,9 +59,10 @@ func AddFQDN(c *nftables.Conn, p *policy.Policy, a FQDNAddr, now time.Time) erro
 // fqdnElements returns the elements of the FQDN sets for the addresses of a name cache under p, as
 // timeouts left at now. An address listed twice keeps, per element, the latest expiry.
 func fqdnElements(p *policy.Policy, addrs []FQDNAddr, now time.Time) (v4, v6 []nftables.SetElement) {
+	x := indexFQDN(p)
 	seen := map[string]int{} // key and key end → index in its family's list
 	for _, a := range addrs {
-		elems, is6 := addrElements(fqdnSpans(p, a.Names), a, now)
+		elems, is6 := addrElements(x.spans(a.Names), a, now)
 		list := &v4
 		if is6 {
 			list = &v6
@@ -96,45 +98,73 @@ func addrElements(spans []span, a FQDNAddr, now time.Time) (elems []nftables.Set
 	return elems, ip.Is6()
 }
 
-// fqdnSpans returns the port spans of the egress rules of p with a pattern matching one of names,
-// cut at every bound of every FQDN rule's spans. The kernel's set for concatenated ranges refuses an
-// element that overlaps one already there in part; cut this way, the elements any two calls make for
-// one address under one policy are equal or disjoint, whatever names each call had, so a later answer
-// only refreshes an element's timeout.
-func fqdnSpans(p *policy.Policy, names []string) []span {
-	var all, matched []span
+// fqdnIndex is what the FQDN elements need of a policy: its FQDN rules, and the bounds of all their spans.
+// A policy may have 100,000 address rules and a handful of FQDN rules; AddFQDN runs while a DNS answer
+// waits, so it must not walk them all.
+type fqdnIndex struct {
+	p     *policy.Policy
+	rules []fqdnRule
+	cuts  []cut
+}
+
+// fqdnRule is an egress rule with name patterns, and the spans it allows in the kernel.
+type fqdnRule struct {
+	patterns []string
+	spans    []span
+}
+
+// cut is where a span of a protocol starts; 65536 is past the last port.
+type cut struct {
+	proto uint8
+	at    uint32
+}
+
+// lastFQDNIndex is the index of the policy most recently applied or added to: policies are immutable
+// (a new revision is a new Policy), so the pointer names its contents.
+var lastFQDNIndex atomic.Pointer[fqdnIndex]
+
+// indexFQDN returns p's index, built once per policy.
+func indexFQDN(p *policy.Policy) *fqdnIndex {
+	if x := lastFQDNIndex.Load(); x != nil && x.p == p {
+		return x
+	}
+	x := &fqdnIndex{p: p}
 	for _, r := range p.Egress {
 		if len(r.Names) == 0 {
 			continue
 		}
 		spans := ruleSpans(r.Ports)
-		all = append(all, spans...)
-		if matchesAny(r.Names, names) {
-			matched = append(matched, spans...)
+		x.rules = append(x.rules, fqdnRule{patterns: r.Names, spans: spans})
+		for _, s := range spans {
+			x.cuts = append(x.cuts, cut{s.proto, uint32(s.lo)}, cut{s.proto, uint32(s.hi) + 1})
 		}
 	}
-	if len(matched) == 0 {
-		return nil
-	}
-	type cut struct {
-		proto uint8
-		at    uint32 // a span starts here; 65536 is past the last port
-	}
-	cuts := make([]cut, 0, 2*len(all))
-	for _, s := range all {
-		cuts = append(cuts, cut{s.proto, uint32(s.lo)}, cut{s.proto, uint32(s.hi) + 1})
-	}
-	slices.SortFunc(cuts, func(a, b cut) int { return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.at, b.at)) })
+	slices.SortFunc(x.cuts, func(a, b cut) int { return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.at, b.at)) })
+	lastFQDNIndex.Store(x)
+	return x
+}
+
+// spans returns the port spans of the FQDN rules with a pattern matching one of names, cut at every
+// bound of every FQDN rule's spans. The kernel's set for concatenated ranges refuses an element that
+// overlaps one already there in part; cut this way, the elements any two calls make for one address
+// under one policy are equal or disjoint, whatever names each call had, so a later answer only
+// refreshes an element's timeout.
+func (x *fqdnIndex) spans(names []string) []span {
 	var out []span
-	for _, s := range matched {
-		lo := uint32(s.lo)
-		for _, c := range cuts {
-			if c.proto == s.proto && c.at > lo && c.at <= uint32(s.hi) {
-				out = append(out, span{s.proto, uint16(lo), uint16(c.at - 1)})
-				lo = c.at
-			}
+	for _, r := range x.rules {
+		if !matchesAny(r.patterns, names) {
+			continue
 		}
-		out = append(out, span{s.proto, uint16(lo), s.hi})
+		for _, s := range r.spans {
+			lo := uint32(s.lo)
+			for _, c := range x.cuts {
+				if c.proto == s.proto && c.at > lo && c.at <= uint32(s.hi) {
+					out = append(out, span{s.proto, uint16(lo), uint16(c.at - 1)})
+					lo = c.at
+				}
+			}
+			out = append(out, span{s.proto, uint16(lo), s.hi})
+		}
 	}
 	slices.SortFunc(out, compareSpans)
 	return slices.Compact(out)

@@ -13,8 +13,7 @@ import (
 	"podwall.io/podwall/internal/testutil"
 )
 
-// fqdnPolicy allows api.example.com on TCP 81 and *.other.example.com on TCP 83 to 84 (a range, cut
-// where it meets the other rule's ports in fqdnSpans' tests).
+// fqdnPolicy allows api.example.com on TCP 81 and *.other.example.com on TCP 83 to 84.
 func fqdnPolicy() *policy.Policy {
 	return &policy.Policy{Mode: policy.Protect, Egress: []policy.Rule{
 		{ID: "api", Origin: policy.OriginUser, Peer: policy.NamePeer("api.example.com"), Names: []string{"api.example.com"}, Ports: tcp(81)},
@@ -175,6 +174,7 @@ func TestAddFQDN(t *testing.T) {
 	}
 }
 
+// TestFQDNSpans: a name's rules' ports, cut where any FQDN rule's ports start or end.
 func TestFQDNSpans(t *testing.T) {
 	p := &policy.Policy{Egress: []policy.Rule{
 		{ID: "cidr", CIDRs: pfx("10.0.0.0/8"), Ports: tcp(443)}, // no names: cuts nothing
@@ -193,8 +193,96 @@ func TestFQDNSpans(t *testing.T) {
 		{[]string{"b.example.com"}, []span{{6, 85, 90}, {6, 91, 100}}},
 		{[]string{"all.example.org"}, []span{{6, 0, 79}, {6, 80, 84}, {6, 85, 90}, {6, 91, 100}, {6, 101, 65535}, {17, 0, 65535}, {132, 0, 65535}}},
 	} {
-		if got := fqdnSpans(p, tc.names); fmt.Sprint(got) != fmt.Sprint(tc.want) {
-			t.Errorf("fqdnSpans(%v) = %v, want %v", tc.names, got, tc.want)
+		if got := indexFQDN(p).spans(tc.names); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("spans(%v) = %v, want %v", tc.names, got, tc.want)
+		}
+	}
+}
+
+// TestForgetSeen: a seen key that ForgetSeen deletes is queued (judged) again on the next connection;
+// keys not there, in either family, are no error, and neither is a table without seen sets.
+func TestForgetSeen(t *testing.T) {
+	x := newTopo(t)
+	echo(t, x.peer, "[::]:80")
+	v := &verdicts{}
+	v.serve(t, x.pod, 13)
+	o := Options{Queue: QueueCompat, QueueNum: 13}
+	apply(t, x.c, nil, o)
+	x.waitDAD(t)
+	for _, peer := range []netip.Addr{x.peerAddr, x.peerV6} {
+		wantConnect(t, x.pod, ap(peer, 80))
+	}
+	wantConnect(t, x.pod, ap(x.peerAddr, 80))
+	if n := v.queued.Load(); n != 2 {
+		t.Fatalf("%d connections queued, want 2 (the repeat is a seen key)", n)
+	}
+	keys := []SeenKey{
+		{Addr: netip.AddrFrom16(x.peerAddr.As16()), Proto: 6, Port: 80}, // IPv4 written as IPv6
+		{Addr: x.peerV6, Proto: 6, Port: 80},
+		{Addr: x.peerAddr, Proto: 6, Port: 81}, // not there
+		{Addr: netip.MustParseAddr("2001:db8::1"), Proto: 17, Port: 53},
+	}
+	if err := ForgetSeen(x.c, keys); err != nil {
+		t.Fatalf("ForgetSeen: %v", err)
+	}
+	_, sets := readBack(t, x.pod, x.c)
+	for _, name := range []string{SetSeenEgress4, SetSeenEgress6} {
+		if len(sets[name]) != 0 {
+			t.Errorf("set %s = %v after ForgetSeen, want empty", name, sets[name])
+		}
+	}
+	for _, peer := range []netip.Addr{x.peerAddr, x.peerV6} {
+		wantConnect(t, x.pod, ap(peer, 80))
+	}
+	if n := v.queued.Load(); n != 4 {
+		t.Errorf("%d connections queued, want 4 (the forgotten keys judged again)", n)
+	}
+	if err := ForgetSeen(x.c, keys); err != nil {
+		t.Errorf("ForgetSeen of keys already gone: %v", err)
+	}
+	apply(t, x.c, nil, Options{Queue: QueueCompat, QueueNum: 13, LogAllows: LogAllowsAll})
+	if err := ForgetSeen(x.c, keys); err != nil {
+		t.Errorf("ForgetSeen without seen sets: %v", err)
+	}
+}
+
+// TestForgetSeenFullSet: in a full seen set, where adding a missing key fails, ForgetSeen still
+// deletes the keys there and ignores the missing ones.
+func TestForgetSeenFullSet(t *testing.T) {
+	ns := netnstest.New(t)
+	c := dial(t, ns)
+	apply(t, c, nil, Options{Queue: QueueCompat})
+	set, err := c.GetSetByName(table(), SetSeenEgress4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elems := make([]nftables.SetElement, seenSize)
+	for i := range elems {
+		a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		elems[i] = nftables.SetElement{Key: addrKey(nil, addrOf(a), false, 6, 80)}
+	}
+	for _, part := range chunks(set, elems) {
+		if err := c.SetAddElements(set, part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatalf("filling the seen set: %v", err)
+	}
+	there := SeenKey{Addr: netip.MustParseAddr("10.0.0.7"), Proto: 6, Port: 80}
+	if err := ForgetSeen(c, []SeenKey{there, {Addr: netip.MustParseAddr("10.1.0.0"), Proto: 6, Port: 80}}); err != nil {
+		t.Fatalf("ForgetSeen in a full set: %v", err)
+	}
+	got, err := c.GetSetElements(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != seenSize-1 {
+		t.Errorf("%d keys left, want %d", len(got), seenSize-1)
+	}
+	for _, e := range got {
+		if s := decodeElement(set, e); s == "10.0.0.7 . 6 . 80" {
+			t.Errorf("key %s still there", s)
 		}
 	}
 }

@@ -264,7 +264,9 @@ func (v *verdicts) handle(p nfq.Packet) nfq.Reply {
 	return nfq.Reply{Action: nfqueue.NfRepeat, Mark: MarkDeny}
 }
 
-func (v *verdicts) serve(t *testing.T, ns *netnstest.NS, queue uint16) { serveQueue(t, ns, queue, v.handle) }
+func (v *verdicts) serve(t *testing.T, ns *netnstest.NS, queue uint16) {
+	serveQueue(t, ns, queue, v.handle)
+}
 
 // serveQueue runs a verdict loop with handler h on queue in ns until the test ends.
 func serveQueue(t *testing.T, ns *netnstest.NS, queue uint16, h nfq.Handler) {
