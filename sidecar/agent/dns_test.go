@@ -102,16 +102,15 @@ func (w *dnsWorld) fqdnPolicy(mode policy.Mode, rev int64, restrictDNS bool, pat
 }
 
 // start runs the agent with the pod's resolv.conf, after tune.
-func (w *dnsWorld) start(t *testing.T, p *policy.Policy, tune func(*Options)) *Agent {
+func (w *dnsWorld) start(t *testing.T, p *policy.Policy, tune func(*Options)) (*Agent, func()) {
 	t.Helper()
 	w.write(t, p)
-	a, _ := w.world.start(t, func(o *Options) {
+	return w.world.start(t, func(o *Options) {
 		o.DNS.ResolvConf = w.resolvConf
 		if tune != nil {
 			tune(o)
 		}
 	})
-	return a
 }
 
 // resolve looks name up from the pod with Go's own resolver, through the test DNS server.
@@ -165,7 +164,7 @@ func TestFQDNRuleAllowsOnFirstTry(t *testing.T) {
 	w.dns.Set(apiName, 300, w.ip1)
 	w.dns.Set(otherName, 300, w.ip2)
 	// log-allows first: the kernel's seen sets are in use, as in production.
-	a := w.start(t, w.fqdnPolicy(policy.Protect, 1, false, apiName), func(o *Options) { o.Log.Allows = verdictlog.AllowsFirst })
+	a, stop := w.start(t, w.fqdnPolicy(policy.Protect, 1, false, apiName), func(o *Options) { o.Log.Allows = verdictlog.AllowsFirst })
 
 	addr, err := w.connect(t, apiName)
 	if err != nil || addr != w.ip1 {
@@ -189,6 +188,14 @@ func TestFQDNRuleAllowsOnFirstTry(t *testing.T) {
 	if got := answers(a, answerLearned); got < 2 {
 		t.Fatalf("answers learned = %v, want at least 2", got)
 	}
+
+	// Fail-closed, the sidecar gone: the kernel keeps allowing the resolved name until its TTL.
+	stop()
+	if _, err := w.dial(netip.AddrPortFrom(w.ip1, fqdnPort)); err != nil {
+		t.Fatalf("connection to %s's address with the sidecar gone: %v", apiName, err)
+	}
+	w.mustAccept(t, w.ip1, 3)
+	w.mustRefuseFast(t, netip.AddrPortFrom(w.ip2, fqdnPort))
 }
 
 // TestFQDNExpiryAndRotation: once a name's answer expires, new connections to its address are refused
@@ -233,7 +240,7 @@ func TestLearnReportsTheName(t *testing.T) {
 	w := newDNSWorld(t)
 	w.dns.SetCNAME(apiName, "edge.cdn.test", 300)
 	w.dns.Set("edge.cdn.test", 300, w.ip1)
-	a := w.start(t, w.fqdnPolicy(policy.Learn, 1, false), nil)
+	a, _ := w.start(t, w.fqdnPolicy(policy.Learn, 1, false), nil)
 	if _, err := w.connect(t, apiName); err != nil {
 		t.Fatalf("connection in Learn: %v", err)
 	}
@@ -299,7 +306,7 @@ func TestRestrictDNSRefusesTheQuery(t *testing.T) {
 // a pod socket, is dropped (the socket gets nothing), counted, and teaches nothing.
 func TestUnsolicitedAnswerIsDropped(t *testing.T) {
 	w := newDNSWorld(t)
-	a := w.start(t, w.fqdnPolicy(policy.Protect, 1, false, apiName), nil)
+	a, _ := w.start(t, w.fqdnPolicy(policy.Protect, 1, false, apiName), nil)
 	var sock *net.UDPConn
 	if err := w.pod.Do(func() (err error) { sock, err = net.ListenUDP("udp", &net.UDPAddr{Port: 40053}); return err }); err != nil {
 		t.Fatal(err)
@@ -334,7 +341,7 @@ func TestUnsolicitedAnswerIsDropped(t *testing.T) {
 func TestMalformedAnswerLearnsNothing(t *testing.T) {
 	w := newDNSWorld(t)
 	w.dns.Set(apiName, 300, w.ip2)
-	a := w.start(t, w.fqdnPolicy(policy.Protect, 1, false, apiName), nil)
+	a, _ := w.start(t, w.fqdnPolicy(policy.Protect, 1, false, apiName), nil)
 	good := answerMsg(t, 9, apiName, w.ip1)
 	bad := [][]byte{
 		good[:len(good)-2], // the address cut short
