@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -299,20 +301,42 @@ func (a *Agent) dnsQueue() uint16 { return a.opts.QueueNum + a.opts.QueueCount }
 // addFQDN puts an address an answer gave in the kernel's FQDN sets, for the rules of the policy in
 // force whose patterns match its names. A failure costs only speed: the connection is then queued,
 // and the verdict loop allows it from the name cache.
+//
+// A batch costs the answer tens to hundreds of µs, and apps ask for the same names over and over: an
+// answer that would move the expiry last put in the kernel for the same address and names by less
+// than half of what is left of it is not put again. The kernel's element may then time out before
+// the name cache's; the next connection is queued, and allowed from the cache.
 func (a *Agent) addFQDN(f ruleset.FQDNAddr) {
+	now := time.Now()
+	key := fqdnKey{f.Addr, strings.Join(f.Names, " ")}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.stopped || a.policy == nil {
 		return
 	}
-	if err := a.guard.Write(func() error { return ruleset.AddFQDN(a.nft, a.policy, f, time.Now()) }); err != nil {
-		a.log.Error(err, "resolved address not put in the kernel's FQDN set; its connections are decided in user space", "address", f.Addr.String())
+	if last, ok := a.pushed[key]; ok && last.Sub(now) >= f.Expires.Sub(now)/2 {
+		return
 	}
+	if err := a.guard.Write(func() error { return ruleset.AddFQDN(a.nft, a.policy, f, now) }); err != nil {
+		a.log.Error(err, "resolved address not put in the kernel's FQDN set; its connections are decided in user space", "address", f.Addr.String())
+		return
+	}
+	if a.pushed == nil {
+		a.pushed = map[fqdnKey]time.Time{}
+	}
+	a.pushed[key] = f.Expires
 }
 
-// sweep forgets, every sweepInterval, the names whose answers expired, and deletes from the kernel's
-// seen sets the keys allowed to the addresses left with no name, so that the next connection to one is
-// judged again (and refused if no other rule allows it). The FQDN sets' elements time out on their own.
+// fqdnKey is an address with the names an answer gave it, space-separated.
+type fqdnKey struct {
+	addr  netip.Addr
+	names string
+}
+
+// sweep forgets, every sweepInterval, the names whose answers expired (and their expiries in pushed),
+// and deletes from the kernel's seen sets the keys allowed to the addresses left with no name, so that
+// the next connection to one is judged again (and refused if no other rule allows it). The FQDN sets'
+// elements time out on their own.
 func (a *Agent) sweep(ctx context.Context) {
 	t := time.NewTicker(sweepInterval)
 	defer t.Stop()
@@ -322,11 +346,9 @@ func (a *Agent) sweep(ctx context.Context) {
 			return
 		case now := <-t.C:
 			keys := a.dp.seen.take(a.dp.names.Expire(now))
-			if len(keys) == 0 {
-				continue
-			}
 			a.mu.Lock()
-			if !a.stopped {
+			maps.DeleteFunc(a.pushed, func(_ fqdnKey, expires time.Time) bool { return !expires.After(now) })
+			if len(keys) > 0 && !a.stopped {
 				if err := a.guard.Write(func() error { return ruleset.ForgetSeen(a.nft, keys) }); err != nil {
 					a.log.Error(err, "expired addresses stay let through until the seen sets' timeout (log-allow-interval)")
 				}

@@ -51,6 +51,8 @@ type Agent struct {
 	config policy.SidecarConfig
 	// weakerNoted is the last (configured, policy) mode pair told to be ignored (noteWeakerMode).
 	weakerNoted [2]policy.Mode
+	// pushed is the expiry last put in the kernel's FQDN sets for each address and names (addFQDN).
+	pushed map[fqdnKey]time.Time
 	// selfDests are the destinations the sidecar's own sockets connected to (allowSelf): every Apply
 	// keeps them open to MarkSelf.
 	selfDests []ruleset.Dest
