@@ -34,11 +34,11 @@ func fqdnSet(t *nftables.Table, v6 bool) *nftables.Set {
 }
 
 // AddFQDN adds, in one batch that the kernel has taken when it returns, the elements of every egress
-// rule of p (the policy of the last Apply, unchanged since: policies are immutable) with a pattern matching one of a.Names, for the rule's
-// ports, with timeout a.Expires-now. An element there already gets the new timeout, longer or
-// shorter: the caller passes the expiry the names give the address. An address no rule's pattern
-// matches, or an expired one, adds nothing. It must not run concurrently with Apply on the same
-// connection.
+// rule of p with a pattern matching one of a.Names, for the rule's ports, with timeout a.Expires-now.
+// p is the policy of the last Apply, unchanged since (a new revision is a new Policy): its FQDN rules
+// are indexed once. An element there already gets the new timeout, longer or shorter: the caller
+// passes the expiry the names give the address. An address no rule's pattern matches, or an expired
+// one, adds nothing. It must not run concurrently with Apply on the same connection.
 func AddFQDN(c *nftables.Conn, p *policy.Policy, a FQDNAddr, now time.Time) error {
 	if p == nil || !a.Addr.IsValid() {
 		return nil
@@ -219,9 +219,9 @@ func ForgetSeen(c *nftables.Conn, keys []SeenKey) error {
 			todo = append(todo, setSpec{s, v6})
 		}
 	}
-	// A delete of a key that is not there fails the whole batch, and this kernel's library has no
-	// "destroy". Adding the keys first (no-op for a key there) and deleting them in the same batch
-	// leaves each key absent either way, atomically.
+	// A delete of a key that is not there fails the whole batch, and google/nftables has no
+	// "destroy" (NFT_MSG_DESTROYSETELEM). Adding the keys first (a no-op for a key there) and deleting
+	// them in the same batch leaves each key absent either way, atomically.
 	for _, s := range todo {
 		for _, part := range chunks(s.set, s.elems) {
 			if err := c.SetAddElements(s.set, part); err != nil {
