@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -435,4 +436,66 @@ func answerMsg(t *testing.T, id uint16, name string, addr netip.Addr) []byte {
 		t.Fatal(err)
 	}
 	return msg
+}
+
+// TestPolicyChangeJudgesWithNames: a policy change in Protect judges the pod's established connections
+// again with the names their addresses were resolved from: one a rule by name still allows carries on,
+// and once the rule goes it is cut, with its name on the revoked line.
+func TestPolicyChangeJudgesWithNames(t *testing.T) {
+	const echoPort = 9443
+	w := newDNSWorld(t)
+	l := w.peer.Listen(t, "tcp", fmt.Sprintf(":%d", echoPort))
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	w.dns.Set(apiName, 300, w.ip1)
+	byName := func(rev int64, withRule bool) *policy.Policy {
+		p := w.fqdnPolicy(policy.Protect, rev, false)
+		if withRule {
+			p = w.fqdnPolicy(policy.Protect, rev, false, apiName)
+			p.Egress[1].Ports = append(p.Egress[1].Ports, policy.PortRange{Protocol: policy.TCP, Port: echoPort})
+		}
+		return p
+	}
+	a, _ := w.start(t, byName(1, true), nil)
+	addrs, err := w.resolve(apiName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := w.pod.Dial("tcp", netip.AddrPortFrom(addrs[0], echoPort).String(), 2*time.Second)
+	if err != nil {
+		t.Fatalf("connection by name: %v", err)
+	}
+	defer c.Close()
+	echo := func() error {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		buf := make([]byte, 4)
+		_, err := io.ReadFull(c, buf)
+		return err
+	}
+	if err := echo(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(byName(2, true)); err != nil {
+		t.Fatal(err)
+	}
+	if err := echo(); err != nil {
+		t.Fatalf("after a change that still allows the name: %v", err)
+	}
+	if err := a.Apply(byName(3, false)); err != nil {
+		t.Fatal(err)
+	}
+	if err := echo(); err == nil {
+		t.Fatal("the connection carries on after its rule by name went")
+	}
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Revoked, Dst: netip.AddrPortFrom(w.ip1, echoPort), DstName: apiName, PolicyRevision: 3})
 }
