@@ -499,3 +499,60 @@ func TestPolicyChangeJudgesWithNames(t *testing.T) {
 	}
 	waitFor(t, w.out, verdict.Line{Verdict: policy.Revoked, Dst: netip.AddrPortFrom(w.ip1, echoPort), DstName: apiName, PolicyRevision: 3})
 }
+
+// TestAnswerOverTCP: an answer too large for UDP comes truncated and the app's resolver asks again over
+// TCP. An answer that fits one TCP segment is learned like any other; one cut across segments reaches
+// the app whole but teaches nothing (counted as truncated), so its addresses stay refused.
+func TestAnswerOverTCP(t *testing.T) {
+	w := newDNSWorld(t)
+	a, _ := w.start(t, w.fqdnPolicy(policy.Protect, 1, false, apiName, otherName), nil)
+	for _, tc := range []struct {
+		name    string
+		addrs   int // 16 bytes each: 80 fit one segment (and not Go's 1232-byte EDNS0 size), 150 do not
+		learned bool
+	}{{otherName, 150, false}, {apiName, 80, true}} {
+		target := w.ip2
+		if tc.learned {
+			target = w.ip1
+		}
+		addrs := []netip.Addr{target}
+		for i := range tc.addrs - 1 {
+			addrs = append(addrs, netip.AddrFrom4([4]byte{198, 18, byte(tc.addrs), byte(i)}))
+		}
+		w.dns.Set(tc.name, 300, addrs...)
+		var networks []string
+		var mu sync.Mutex
+		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			mu.Lock()
+			networks = append(networks, network)
+			mu.Unlock()
+			return w.pod.Dial(network, w.dns.Addr().String(), 2*time.Second)
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		got, err := r.LookupNetIP(ctx, "ip4", tc.name+".")
+		cancel()
+		if err != nil || len(got) != tc.addrs || !slices.Contains(got, target) {
+			t.Fatalf("resolve %s: %d addresses, %v", tc.name, len(got), err)
+		}
+		mu.Lock()
+		asked := slices.Clone(networks)
+		mu.Unlock()
+		if !slices.Contains(asked, "tcp") {
+			t.Fatalf("the resolver asked over %v, want TCP after a truncated UDP answer", asked)
+		}
+		_, err = w.dial(netip.AddrPortFrom(target, fqdnPort))
+		switch {
+		case tc.learned && err != nil:
+			t.Fatalf("connection to an address of the TCP answer: %v", err)
+		case !tc.learned && !errors.Is(err, syscall.ECONNREFUSED):
+			t.Fatalf("connection to an address of a cut TCP answer: %v, want refused", err)
+		}
+	}
+	w.mustAccept(t, w.ip1, 1)
+	if n := w.acceptedAt(w.ip2); n != 0 {
+		t.Fatalf("the peer accepted %d connections to the cut answer's address", n)
+	}
+	if got := answers(a, answerTruncated); got < 1 {
+		t.Fatalf("truncated answers = %v, want the cut one counted", got)
+	}
+}
