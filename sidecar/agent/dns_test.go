@@ -10,11 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/dns/dnsmessage"
 
@@ -554,5 +556,35 @@ func TestAnswerOverTCP(t *testing.T) {
 	}
 	if got := answers(a, answerTruncated); got < 1 {
 		t.Fatalf("truncated answers = %v, want the cut one counted", got)
+	}
+}
+
+// TestCapRefusesNewAddresses: past dns-max-addrs an answer teaches nothing more: the addresses held
+// stay allowed, a new one is refused, and the refusal is counted and logged.
+func TestCapRefusesNewAddresses(t *testing.T) {
+	w := newDNSWorld(t)
+	w.dns.Set(apiName, 300, w.ip1)
+	w.dns.Set(otherName, 300, w.ip2)
+	logged := &testutil.Buffer{}
+	w.log = funcr.New(func(prefix, args string) { fmt.Fprintln(logged, prefix, args) }, funcr.Options{})
+	a, _ := w.start(t, w.fqdnPolicy(policy.Protect, 1, false, "*.example.test"), func(o *Options) { o.DNS.MaxAddrs = 1 })
+	if _, err := w.connect(t, apiName); err != nil {
+		t.Fatalf("first name: %v", err)
+	}
+	if addr, err := w.connect(t, otherName); !errors.Is(err, syscall.ECONNREFUSED) || addr != w.ip2 {
+		t.Fatalf("a name past the cap (%s): %v, want refused", addr, err)
+	}
+	if _, err := w.connect(t, apiName); err != nil {
+		t.Fatalf("the name held: %v", err)
+	}
+	w.mustAccept(t, w.ip1, 2)
+	if n := w.acceptedAt(w.ip2); n != 0 {
+		t.Fatalf("the peer accepted %d connections past the cap", n)
+	}
+	if got := answers(a, answerRefusedCap); got != 1 {
+		t.Fatalf("refused_cap = %v, want 1", got)
+	}
+	if !strings.Contains(logged.String(), "raise dns-max-names or dns-max-addrs") {
+		t.Fatalf("no log line says the cache is full:\n%s", logged)
 	}
 }
