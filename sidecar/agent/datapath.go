@@ -55,16 +55,22 @@ func (d *datapath) handle(p nfq.Packet) nfq.Reply {
 	return nfq.Reply{Action: nfqueue.NfRepeat, Mark: ruleset.MarkAllow}
 }
 
-// judge decides c under dec, with, for egress, the names its remote was resolved from; counts, logs
-// and records the decision; and keeps an allowed key to a resolved address for forgetting when the
-// address's names expire.
+// judge decides c under dec and logs the decision (see decideConn).
 func (d *datapath) judge(dec *decide.Decider, c decide.Conn, now time.Time) decide.Decision {
+	v := d.decideConn(dec, &c, now)
+	d.log(c, v)
+	return v
+}
+
+// decideConn decides c under dec, with, for egress, the names its remote was resolved from (which it
+// sets in c); counts and records the decision; and keeps an allowed key to a resolved address for
+// forgetting when the address's names expire. The caller logs it.
+func (d *datapath) decideConn(dec *decide.Decider, c *decide.Conn, now time.Time) decide.Decision {
 	if c.Direction == policy.Egress {
 		c.Names = d.names.Names(c.Remote.Addr(), now)
 	}
-	v := dec.Decide(c)
+	v := dec.Decide(*c)
 	d.verdicts[c.Direction][v.Verdict].Inc()
-	d.log(c, v)
 	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
 	// counts.
 	if v.Record || v.Verdict != policy.Allow {
@@ -73,7 +79,7 @@ func (d *datapath) judge(dec *decide.Decider, c decide.Conn, now time.Time) deci
 			o.Name = v.Name
 		}
 		d.reports.Add(report.Key{Direction: c.Direction, Peer: c.Remote.Addr(), Protocol: policy.ProtocolOf(c.Proto),
-			Port: recordedPort(c)}, o, now)
+			Port: recordedPort(*c)}, o, now)
 	}
 	if v.Verdict != policy.Deny && len(c.Names) > 0 {
 		d.seen.add(ruleset.SeenKey{Addr: c.Remote.Addr(), Proto: c.Proto, Port: c.Remote.Port()})

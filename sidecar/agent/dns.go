@@ -118,16 +118,19 @@ func (o *dnsObserver) handle(p nfq.Packet) nfq.Reply {
 }
 
 // query judges a query packet. The packet opens or continues the pod's flow to its resolver, which the
-// connection queues do not see (the DNS rules come first): the flow is judged as a connection first,
-// then each query in it by its name (DecideQuery). One refused query refuses the packet, at once
-// (NF_REPEAT with MarkDeny: the kernel answers with a reject), so that the app's resolver fails rather
-// than waiting. A query that cannot be read is judged as a query for no name: allowed unless the policy
-// restricts DNS.
+// connection queues do not see (the DNS rules come first): the flow is judged as a connection first
+// (logged unless allowed: each query's own line says the rest), then each query in it by its name
+// (DecideQuery). One refused query refuses the packet, at once (NF_REPEAT with MarkDeny: the kernel
+// answers with a reject), so that the app's resolver fails rather than waiting. A query that cannot be
+// read is judged as a query for no name: allowed unless the policy restricts DNS.
 func (o *dnsObserver) query(pkt packet.Packet, data []byte, whole bool, now time.Time) nfq.Reply {
 	c := decide.Conn{Direction: policy.Egress, Proto: pkt.Proto, Local: pkt.Src, Remote: pkt.Dst}
 	dec := o.dp.decider.Load()
-	if v := o.dp.judge(dec, c, now); v.Verdict == policy.Deny {
-		return refuse
+	if v := o.dp.decideConn(dec, &c, now); v.Verdict != policy.Allow {
+		o.dp.log(c, v)
+		if v.Verdict == policy.Deny {
+			return refuse
+		}
 	}
 	flow := dnsobs.Flow{Server: pkt.Dst, Client: pkt.Src, Proto: pkt.Proto}
 	refused := false

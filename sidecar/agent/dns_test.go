@@ -588,3 +588,25 @@ func TestCapRefusesNewAddresses(t *testing.T) {
 		t.Fatalf("no log line says the cache is full:\n%s", logged)
 	}
 }
+
+// TestQueryFlowJudgedAsConnection: a query goes out only on a flow the policy allows, as any
+// connection: with no rule for DNS, Protect refuses it at once with a deny line for the resolver, and
+// the resolver never receives it.
+func TestQueryFlowJudgedAsConnection(t *testing.T) {
+	w := newDNSWorld(t)
+	w.dns.Set(apiName, 300, w.ip1)
+	p := w.fqdnPolicy(policy.Protect, 1, false, apiName)
+	p.Egress = p.Egress[1:] // no cluster-DNS rule
+	w.start(t, p, nil)
+	start := time.Now()
+	if _, err := w.resolve(apiName); err == nil {
+		t.Fatal("a query on a flow no rule allows was answered")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the refused query failed after %v, want at once", took)
+	}
+	if n := w.dns.Queries(); n != 0 {
+		t.Fatalf("the resolver got %d queries", n)
+	}
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Deny, Dst: w.dns.Addr(), Rule: "default", Evaluator: "default"})
+}
