@@ -61,9 +61,14 @@
 //	queue-count           0 = one per CPU, at most 4         no    workload        NFQUEUE queues, fanned out by the kernel
 //	fail-mode             closed                             no    platform+file   closed or open: traffic while no sidecar decides
 //	deny-memo-timeout     2s                                 no    platform+file   Protect: a denied key is refused in the kernel this long
+//	dns-min-ttl           5s                                 no    platform+file   shortest time an address a DNS answer gave stays allowed (at least 1s)
+//	dns-max-ttl           1h                                 no    platform+file   longest time (at least dns-min-ttl): the answer's TTL is clamped to both
+//	dns-max-names         4096                               no    platform+file   DNS names held at most; an answer past it teaches nothing
+//	dns-max-addrs         16384                              no    platform+file   resolved addresses held at most
+//	resolv-conf           /etc/resolv.conf                   no    platform        the pod's resolvers (whose answers are observed) and search domains
 //	mesh-outbound-ports   15001,4140 (Envoy, Linkerd)        no    platform        proxy ports receiving redirected outbound connections
 //	mesh-inbound-ports    15006,4143 (Envoy, Linkerd)        no    platform        proxy ports receiving redirected inbound connections
-//	queue-base            100                                no    platform        first NFQUEUE number
+//	queue-base            100                                no    platform        first NFQUEUE number (the one after the last takes DNS)
 //	policy-file           ""                                 no    platform        resolved policy to enforce standalone
 //	policy-cache-dir      /var/lib/podwall                   no    platform        last received policy, re-applied at start
 //	listen-addr           :9947                              no    platform        /metrics and /readyz

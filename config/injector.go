@@ -106,6 +106,10 @@ type InjectedPlatform struct {
 	LogRate          string `mapstructure:"sidecar-log-rate"`
 	LogBurst         string `mapstructure:"sidecar-log-burst"`
 	DenyMemoTimeout  string `mapstructure:"sidecar-deny-memo-timeout"`
+	DNSMinTTL        string `mapstructure:"sidecar-dns-min-ttl"`
+	DNSMaxTTL        string `mapstructure:"sidecar-dns-max-ttl"`
+	DNSMaxNames      string `mapstructure:"sidecar-dns-max-names"`
+	DNSMaxAddrs      string `mapstructure:"sidecar-dns-max-addrs"`
 }
 
 // PlatformDefaults are the settings of p that are set, by sidecar key (mode, fail-mode, ...).

@@ -128,7 +128,7 @@ func TestWorkloadFile(t *testing.T) {
 	}, {
 		name:    "queue range",
 		file:    "queue-count: 65500\n",
-		refused: []string{"queue-count: queues 100 to 65599"},
+		refused: []string{"queue-count: queues 100 to 65600 (the last for DNS)"},
 	}, {
 		name:    "file too large",
 		file:    "# " + strings.Repeat("x", maxFileSize) + "\n",

@@ -16,9 +16,11 @@ import (
 	"podwall.io/podwall/api/sidecar"
 )
 
-// platformKeys are the sidecar keys the platform file sets: the floors and the fail mode. The
-// injector passes them as the sidecar's environment, which the pod's own file may only tighten.
-var platformKeys = []string{"mode", "fail-mode", "log-allows", "log-allow-interval", "log-rate", "log-burst", "deny-memo-timeout"}
+// platformKeys are the sidecar keys the platform file sets: the floors, the fail mode and the DNS
+// limits. The injector passes them as the sidecar's environment, which the pod's own file may only
+// tighten (and may not set at all beyond workloadKeys).
+var platformKeys = []string{"mode", "fail-mode", "log-allows", "log-allow-interval", "log-rate", "log-burst", "deny-memo-timeout",
+	"dns-min-ttl", "dns-max-ttl", "dns-max-names", "dns-max-addrs"}
 
 // Platform is the platform file (key sidecar.PlatformFile of the ConfigMap sidecar.PlatformConfigMap in
 // the injector's namespace), which a cluster admin writes:

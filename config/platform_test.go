@@ -30,6 +30,7 @@ defaults: {mode: Monitor, fail-mode: closed, log-rate: 100, log-allow-interval: 
 namespaces:
   demo: {mode: protect, log-allows: all, resources: {requests: {cpu: 20m, memory: 48Mi}}}
   shop: {deny-memo-timeout: 5s}
+  dns: {dns-min-ttl: 30s, dns-max-ttl: 10m, dns-max-names: 100, dns-max-addrs: 400}
 workloads:
   demo/Deployment/client: {fail-mode: open, log-burst: 500, resources: {requests: {cpu: 0.1}, limits: {cpu: 1, memory: 256Mi}}}
 `
@@ -46,6 +47,8 @@ workloads:
 		{"demo", "Deployment/client", PlatformSettings{"mode": "Protect", "fail-mode": "open", "log-rate": "100", "log-allow-interval": "30s", "log-allows": "all", "log-burst": "500"}},
 		{"demo", "", PlatformSettings{"mode": "Protect", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s", "log-allows": "all"}},
 		{"shop", "Deployment/client", PlatformSettings{"mode": "Monitor", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s", "deny-memo-timeout": "5s"}},
+		{"dns", "Deployment/client", PlatformSettings{"mode": "Monitor", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s",
+			"dns-min-ttl": "30s", "dns-max-ttl": "10m", "dns-max-names": "100", "dns-max-addrs": "400"}},
 	}
 	for _, tc := range tests {
 		if diff := cmp.Diff(tc.want, p.For(tc.namespace, tc.workload).Settings); diff != "" {
@@ -84,6 +87,9 @@ func TestParsePlatformErrors(t *testing.T) {
 		{"bad rate", "defaults: {log-rate: fast}\n", []string{`defaults: log-rate: "fast"`}},
 		{"zero rate", "defaults: {log-rate: 0}\n", []string{"defaults: log-rate: 0 is not a positive number"}},
 		{"bad duration", "defaults: {deny-memo-timeout: 10ms}\n", []string{"defaults: deny-memo-timeout: 10ms is under the 100ms minimum"}},
+		{"dns-min-ttl too short", "defaults: {dns-min-ttl: 0s}\n", []string{"defaults: dns-min-ttl: 0s is under the 1s minimum"}},
+		{"dns-max-ttl under the floor", "namespaces: {demo: {dns-min-ttl: 2h}}\n", []string{"namespaces.demo: dns-max-ttl: 1h0m0s is under dns-min-ttl (2h0m0s)"}},
+		{"dns-max-names zero", "defaults: {dns-max-names: 0}\n", []string{"defaults: dns-max-names: 0 is under the minimum of 1"}},
 		{"a list", "defaults: {mode: [Protect]}\n", []string{"defaults: mode: want a single value"}},
 		{"bad namespace", "namespaces: {Demo_1: {mode: Protect}}\n", []string{`namespaces: "Demo_1" is not a namespace name`}},
 		{"bad workload", "workloads: {demo/client: {mode: Protect}}\n", []string{`workloads: "demo/client" is not namespace/Kind/name`}},

@@ -34,6 +34,8 @@ type Sidecar struct {
 	Queue Queues `mapstructure:",squash"`
 	// FailMode says what happens to traffic when the sidecar is not there to decide (key fail-mode).
 	FailMode FailMode `mapstructure:"fail-mode"`
+	// DNS tunes the observation of the pod's DNS answers, which FQDN rules are enforced through.
+	DNS DNS `mapstructure:",squash"`
 	// DenyMemoTimeout is how long, in Protect, the kernel refuses a connection key the sidecar denied
 	// without asking it again (key deny-memo-timeout): the deny is logged once, and a flood of it
 	// leaves the queue to new keys.
@@ -114,8 +116,9 @@ type MeshPorts struct {
 	Inbound []uint16 `mapstructure:"mesh-inbound-ports"`
 }
 
-// Queues is the range Base .. Base+Count-1 of NFQUEUE numbers. Queue numbers belong to the network
-// namespace, so the pod's own namespace is all they must be unique in.
+// Queues is the range Base .. Base+Count-1 of NFQUEUE numbers for connections, and Base+Count for the
+// pod's DNS packets. Queue numbers belong to the network namespace, so the pod's own namespace is all
+// they must be unique in.
 type Queues struct {
 	// Base is the first queue number (key queue-base). 100 keeps clear of 0, which other netfilter
 	// tools default to.
@@ -124,6 +127,26 @@ type Queues struct {
 	// loading means one per CPU the sidecar may use (GOMAXPROCS, which follows the container's CPU
 	// limit), at most 4. A loaded config always has Count ≥ 1.
 	Count uint16 `mapstructure:"queue-count"`
+}
+
+// DNS tunes how the sidecar follows the pod's DNS answers: the addresses of a name an FQDN rule
+// allows are allowed for as long as the answer's TTL, clamped to [MinTTL, MaxTTL], and the names and
+// addresses held are capped so that a pod resolving without end cannot grow the sidecar without end.
+type DNS struct {
+	// ResolvConf is the pod's resolver configuration (key resolv-conf): its nameservers are the
+	// resolvers whose answers are observed, its search domains names a RestrictDNS policy still lets
+	// the pod ask for. A missing or unreadable file means DNS is not observed, and FQDN rules allow
+	// nothing.
+	ResolvConf string `mapstructure:"resolv-conf"`
+	// MinTTL is the shortest time an answer's address stays allowed (key dns-min-ttl): long enough
+	// for the app to connect after a TTL-0 answer.
+	MinTTL time.Duration `mapstructure:"dns-min-ttl"`
+	// MaxTTL is the longest (key dns-max-ttl): a long TTL does not keep an address allowed for days.
+	MaxTTL time.Duration `mapstructure:"dns-max-ttl"`
+	// MaxNames and MaxAddrs cap the names and the addresses held (keys dns-max-names and
+	// dns-max-addrs); an answer past a cap teaches nothing and the sidecar says so.
+	MaxNames int `mapstructure:"dns-max-names"`
+	MaxAddrs int `mapstructure:"dns-max-addrs"`
 }
 
 // FailMode says what the pod's traffic meets while no sidecar decides it.
@@ -183,6 +206,11 @@ var sidecarLoader = loader{
 		f.Uint16("queue-count", 0, "number of NFQUEUE queues (0: one per CPU, at most 4)")
 		f.String("fail-mode", string(FailClosed), "traffic while the sidecar is not deciding: closed or open")
 		f.Duration("deny-memo-timeout", 2*time.Second, "in Protect, how long the kernel refuses a denied connection key without asking again")
+		f.String("resolv-conf", "/etc/resolv.conf", "the pod's resolver configuration: whose DNS answers are observed, and its search domains")
+		f.Duration("dns-min-ttl", 5*time.Second, "shortest time a resolved address stays allowed by an FQDN rule")
+		f.Duration("dns-max-ttl", time.Hour, "longest time a resolved address stays allowed by an FQDN rule")
+		f.Int("dns-max-names", 4096, "DNS names held at most")
+		f.Int("dns-max-addrs", 16384, "resolved addresses held at most")
 		f.String("policy-file", "", "resolved policy file to enforce without policygen (standalone)")
 		f.String(string(sidecar.KeyPolicyCacheDir), sidecar.CacheDir, "where the last received policy is kept (empty: no cache)")
 		f.String(string(sidecar.KeyListenAddr), ":"+strconv.Itoa(sidecar.DefaultPort), "address serving /metrics and /readyz")

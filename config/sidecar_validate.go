@@ -28,13 +28,31 @@ func (s Sidecar) validate() error {
 	return errors.Join(p...)
 }
 
-// checkTuning checks the settings a platform file may set: the live ones, fail-mode and
-// deny-memo-timeout.
+// checkTuning checks the settings a platform file may set: the live ones, fail-mode,
+// deny-memo-timeout and the DNS limits.
 func (s Sidecar) checkTuning(p *problems) {
 	s.Live.check(p)
 	oneOf(p, "fail-mode", s.FailMode, FailClosed, FailOpen)
 	if s.DenyMemoTimeout < 100*time.Millisecond {
 		p.add("deny-memo-timeout", "%v is under the 100ms minimum", s.DenyMemoTimeout)
+	}
+	s.DNS.check(p)
+}
+
+// check wants TTL bounds an app can connect within and caps that hold something. A floor under 1s
+// would let an address expire before the app that asked for it connects.
+func (d DNS) check(p *problems) {
+	if d.MinTTL < time.Second {
+		p.add("dns-min-ttl", "%v is under the 1s minimum", d.MinTTL)
+	}
+	if d.MaxTTL < d.MinTTL {
+		p.add("dns-max-ttl", "%v is under dns-min-ttl (%v)", d.MaxTTL, d.MinTTL)
+	}
+	if d.MaxNames < 1 {
+		p.add("dns-max-names", "%d is under the minimum of 1", d.MaxNames)
+	}
+	if d.MaxAddrs < 1 {
+		p.add("dns-max-addrs", "%d is under the minimum of 1", d.MaxAddrs)
 	}
 }
 
@@ -78,8 +96,9 @@ func (q Queues) check(p *problems) {
 	if q.Count == 0 {
 		p.add("queue-count", "must be at least 1")
 	}
-	if last := int(q.Base) + int(q.Count) - 1; last > math.MaxUint16 {
-		p.add("queue-count", "queues %d to %d run past the last queue number, 65535", q.Base, last)
+	// The queue after the connection queues takes the pod's DNS packets.
+	if last := int(q.Base) + int(q.Count); last > math.MaxUint16 {
+		p.add("queue-count", "queues %d to %d (the last for DNS) run past the last queue number, 65535", q.Base, last)
 	}
 }
 

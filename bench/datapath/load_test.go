@@ -49,9 +49,15 @@ type loadResult struct {
 // Rate is the completed connections per second.
 func (r loadResult) Rate() float64 { return float64(r.Conns) / r.Seconds }
 
-// TestMain runs the load generator when the binary was re-executed as one, and the tests otherwise.
+// TestMain runs the load generator (or a DNS role of TestDNS) when the binary was re-executed as one,
+// and the tests otherwise.
 func TestMain(m *testing.M) {
-	if os.Getenv(envRole) != roleLoad {
+	switch role := os.Getenv(envRole); role {
+	case roleLoad:
+	case roleDNSLoad, roleDNSLatency:
+		json.NewEncoder(os.Stdout).Encode(dnsChild(role))
+		os.Exit(0)
+	default:
 		os.Exit(m.Run())
 	}
 	workers, err1 := strconv.Atoi(os.Getenv(envWorkers))
@@ -97,28 +103,35 @@ func dialLoop(addr string, workers int, d time.Duration) loadResult {
 // runLoad runs the generator inside ns against addr and returns its result.
 func runLoad(t testing.TB, ns *netnstest.NS, addr string, workers int, d time.Duration) loadResult {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatalf("find test binary: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), d+dialTimeout+10*time.Second)
-	defer cancel()
-	cmd := ns.Command(ctx, self)
-	cmd.Env = append(os.Environ(), envRole+"="+roleLoad, envAddr+"="+addr,
-		envWorkers+"="+strconv.Itoa(workers), envFor+"="+d.String())
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("connload in %s: %v: %s", ns.Name, err, stderrOf(err))
-	}
 	var r loadResult
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("connload output %q: %v", out, err)
-	}
+	runChild(t, ns, roleLoad, d+dialTimeout+10*time.Second, &r, envAddr+"="+addr,
+		envWorkers+"="+strconv.Itoa(workers), envFor+"="+d.String())
 	if r.Errors > 0 {
 		t.Errorf("connload in %s to %s: %d of %d connections failed, first: %s",
 			ns.Name, addr, r.Errors, r.Errors+r.Conns, r.FirstError)
 	}
 	return r
+}
+
+// runChild runs this test binary as role inside ns, with env added to its environment, and decodes the
+// JSON it prints into out.
+func runChild(t testing.TB, ns *netnstest.NS, role string, timeout time.Duration, out any, env ...string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatalf("find test binary: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := ns.Command(ctx, self)
+	cmd.Env = append(append(os.Environ(), envRole+"="+role), env...)
+	data, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s in %s: %v: %s", role, ns.Name, err, stderrOf(err))
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		t.Fatalf("%s output %q: %v", role, data, err)
+	}
 }
 
 // serve accepts connections on l and closes each at once, until l is closed.

@@ -24,8 +24,10 @@ func options(c config.Sidecar) agent.Options {
 		MeshInPorts:  c.Mesh.Inbound,
 		HTTPAddr:     c.ListenAddr,
 		AppNetRaw:    c.AppNetRaw,
-		Config:       reported(c),
-		Tunables:     tunables(c.Live),
+		DNS: agent.DNS{ResolvConf: c.DNS.ResolvConf, MinTTL: c.DNS.MinTTL, MaxTTL: c.DNS.MaxTTL,
+			MaxNames: c.DNS.MaxNames, MaxAddrs: c.DNS.MaxAddrs},
+		Config:   reported(c),
+		Tunables: tunables(c.Live),
 	}
 }
 

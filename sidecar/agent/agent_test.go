@@ -65,10 +65,12 @@ func matches(got, want verdict.Line) bool {
 type world struct {
 	pod, peer     *netnstest.NS
 	podIP, peerIP netip.Addr
-	out           *testutil.Buffer
-	policyFile    string
-	cacheDir      string
-	httpAddr      string
+	// peerLink is the peer's end of the veth pair.
+	peerLink   netnstest.Link
+	out        *testutil.Buffer
+	policyFile string
+	cacheDir   string
+	httpAddr   string
 	// log, if set, is the agent's logger instead of the test's.
 	log logr.Logger
 }
@@ -76,7 +78,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	w := &world{pod: netnstest.New(t), peer: netnstest.New(t), out: &testutil.Buffer{}}
 	a, b := netnstest.Pair(t, w.pod, w.peer)
-	w.podIP, w.peerIP = a.Addr.Addr(), b.Addr.Addr()
+	w.podIP, w.peerIP, w.peerLink = a.Addr.Addr(), b.Addr.Addr(), b
 	for _, port := range []uint16{80, 81, 8080} {
 		w.peer.Serve(t, w.peerAddr(port).String())
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
@@ -65,7 +66,7 @@ func (a *Agent) applyLocked(p *policy.Policy, t Tunables) error {
 // failure leaves the policy in force and is logged; the connections it could not cut run on.
 func (a *Agent) revoke() {
 	n, err := revoke.Revoke(a.nsfd, a.dp.decider.Load(), revoke.Options{SelfPorts: a.selfPorts(),
-		Own: ruleset.SelfConn, Log: a.dp.log})
+		Own: ruleset.SelfConn, Log: a.dp.log, Names: func(ip netip.Addr) []string { return a.dp.names.Names(ip, time.Now()) }})
 	a.revoked.Add(float64(n))
 	if err != nil {
 		a.log.Error(err, "established connections the policy refuses may run on")
@@ -73,7 +74,8 @@ func (a *Agent) revoke() {
 }
 
 func (a *Agent) swapDecider(p *policy.Policy, t Tunables) error {
-	d, err := decide.New(p, decide.Options{Mode: modeOf(p, t.Mode), MeshPorts: slices.Concat(a.opts.MeshOutPorts, a.opts.MeshInPorts)})
+	d, err := decide.New(p, decide.Options{Mode: modeOf(p, t.Mode), MeshPorts: slices.Concat(a.opts.MeshOutPorts, a.opts.MeshInPorts),
+		SearchDomains: a.resolv.Search})
 	if err != nil {
 		return err
 	}
@@ -92,6 +94,10 @@ func (a *Agent) rulesetOptions(t Tunables) ruleset.Options {
 	o := ruleset.Options{
 		Queue: a.queue, QueueNum: a.opts.QueueNum, QueueCount: a.opts.QueueCount, FailOpen: a.opts.FailOpen,
 		SeenTimeout: t.Log.FirstInterval, DenyMemoTimeout: a.opts.DenyMemo, SelfPorts: a.selfPorts(), SelfDests: a.selfDests,
+		DNSQueue: a.dnsQueue(), DNSServers: a.resolv.Servers,
+	}
+	for _, l := range a.dp.names.Live(time.Now()) {
+		o.FQDN = append(o.FQDN, ruleset.FQDNAddr(l))
 	}
 	switch t.Log.Allows {
 	case verdictlog.AllowsAll:

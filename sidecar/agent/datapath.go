@@ -10,6 +10,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
+	"podwall.io/podwall/sidecar/dnsobs"
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/packet"
 	"podwall.io/podwall/sidecar/report"
@@ -26,6 +27,11 @@ type datapath struct {
 	decider atomic.Pointer[decide.Decider]
 	log     func(decide.Conn, decide.Decision)
 	reports *report.Aggregator
+	// names are the names the pod resolved addresses from (the DNS queue fills it): an egress
+	// connection is judged with its remote's names, which FQDN rules match.
+	names *dnsobs.Cache
+	// seen are the egress keys allowed to resolved addresses, to forget when their names expire.
+	seen seenKeys
 	// verdicts are podwall_verdicts_total's series by direction and verdict, resolved once so that the
 	// verdict path does no label lookup.
 	verdicts [4][4]prometheus.Counter
@@ -43,20 +49,42 @@ func (d *datapath) handle(p nfq.Packet) nfq.Reply {
 		d.badPkts.Inc()
 		return nfq.Reply{Action: nfqueue.NfDrop}
 	}
-	c := d.conn(pkt, p)
-	v := dec.Decide(c)
-	d.verdicts[c.Direction][v.Verdict].Inc()
-	d.log(c, v)
-	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
-	// counts.
-	if v.Record || v.Verdict != policy.Allow {
-		d.reports.Add(report.Key{Direction: c.Direction, Peer: c.Remote.Addr(), Protocol: policy.ProtocolOf(c.Proto),
-			Port: recordedPort(c)}, report.Outcome{Verdict: v.Verdict, Rule: v.Rule, Evaluator: v.Evaluator}, time.Now())
-	}
-	if v.Verdict == policy.Deny {
+	if v := d.judge(dec, d.conn(pkt, p), time.Now()); v.Verdict == policy.Deny {
 		return nfq.Reply{Action: nfqueue.NfRepeat, Mark: ruleset.MarkDeny}
 	}
 	return nfq.Reply{Action: nfqueue.NfRepeat, Mark: ruleset.MarkAllow}
+}
+
+// judge decides c under dec and logs the decision (see decideConn).
+func (d *datapath) judge(dec *decide.Decider, c decide.Conn, now time.Time) decide.Decision {
+	v := d.decideConn(dec, &c, now)
+	d.log(c, v)
+	return v
+}
+
+// decideConn decides c under dec, with, for egress, the names its remote was resolved from (which it
+// sets in c); counts and records the decision; and keeps an allowed key to a resolved address for
+// forgetting when the address's names expire. The caller logs it.
+func (d *datapath) decideConn(dec *decide.Decider, c *decide.Conn, now time.Time) decide.Decision {
+	if c.Direction == policy.Egress {
+		c.Names = d.names.Names(c.Remote.Addr(), now)
+	}
+	v := dec.Decide(*c)
+	d.verdicts[c.Direction][v.Verdict].Inc()
+	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
+	// counts.
+	if v.Record || v.Verdict != policy.Allow {
+		o := report.Outcome{Verdict: v.Verdict, Rule: v.Rule, Evaluator: v.Evaluator}
+		if c.Direction == policy.Egress {
+			o.Name = v.Name
+		}
+		d.reports.Add(report.Key{Direction: c.Direction, Peer: c.Remote.Addr(), Protocol: policy.ProtocolOf(c.Proto),
+			Port: recordedPort(*c)}, o, now)
+	}
+	if v.Verdict != policy.Deny && len(c.Names) > 0 {
+		d.seen.add(ruleset.SeenKey{Addr: c.Remote.Addr(), Proto: c.Proto, Port: c.Remote.Port()})
+	}
+	return v
 }
 
 // conn describes the connection a queued packet opens. The hook tells the direction: the ruleset

@@ -11,5 +11,8 @@
 //   - reconfigure.go: tunables that change while the agent runs;
 //   - watch.go: the standalone policy file, followed with internal/filewatch;
 //   - datapath.go: the verdict path, from a queued packet to a verdict, a line and a report entry;
+//   - dns.go, resolvconf.go: DNS-aware egress — the DNS queue's handler (queries judged, answers
+//     learned before the app gets them), the kernel's FQDN sets kept in step, the expiry sweeper, and
+//     the pod's resolv.conf;
 //   - cache.go, server.go, metrics.go: the policy cache, /readyz and /metrics, the agent's series.
 package agent

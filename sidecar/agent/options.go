@@ -44,6 +44,8 @@ type Options struct {
 	// AppNetRaw names the pod's app containers that hold CAP_NET_RAW (the injector drops it unless
 	// told otherwise); Run says so in a notice line as it starts, since they can bypass the firewall.
 	AppNetRaw []string
+	// DNS says how the pod's DNS answers are followed, for the rules by name (FQDN rules).
+	DNS DNS
 	// Config is the effective configuration the sidecar reports to policygen with its observations
 	// (ReportConfig changes it); a refused workload config file is also told in a notice line.
 	Config policy.SidecarConfig
@@ -64,6 +66,19 @@ type PolicyGen struct {
 	// FirstPolicyWait is how long a sidecar with no policy at all (no cache) waits for policygen's
 	// first one before it turns ready under the baseline (default 10s).
 	FirstPolicyWait time.Duration
+}
+
+// DNS says whose DNS answers the sidecar observes and how long, and how much, it holds what they tell.
+type DNS struct {
+	// ResolvConf is the pod's resolv.conf (default /etc/resolv.conf): the answers of its nameservers
+	// are observed, and its search domains are names a RestrictDNS policy lets the pod ask for. A
+	// missing or unreadable file means DNS is not observed (Run says so): rules by name then allow
+	// nothing.
+	ResolvConf string
+	// MinTTL and MaxTTL clamp an answer's TTL: how long its addresses stay allowed (defaults 5s, 1h).
+	MinTTL, MaxTTL time.Duration
+	// MaxNames and MaxAddrs cap the names and the addresses held (defaults 4096, 16384).
+	MaxNames, MaxAddrs int
 }
 
 // Tunables are the settings a running sidecar takes without a restart.
@@ -102,6 +117,21 @@ func (o *Options) setDefaults() {
 	}
 	if o.ReportLimit == 0 {
 		o.ReportLimit = 10000
+	}
+	if o.DNS.ResolvConf == "" {
+		o.DNS.ResolvConf = "/etc/resolv.conf"
+	}
+	if o.DNS.MinTTL == 0 {
+		o.DNS.MinTTL = 5 * time.Second
+	}
+	if o.DNS.MaxTTL == 0 {
+		o.DNS.MaxTTL = time.Hour
+	}
+	if o.DNS.MaxNames == 0 {
+		o.DNS.MaxNames = 4096
+	}
+	if o.DNS.MaxAddrs == 0 {
+		o.DNS.MaxAddrs = 16384
 	}
 	if o.Log.FirstInterval == 0 {
 		o.Log.FirstInterval = time.Minute

@@ -17,6 +17,7 @@ import (
 	"podwall.io/podwall/api/policy/pgclient"
 	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/sidecar/decide"
+	"podwall.io/podwall/sidecar/dnsobs"
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/report"
 	"podwall.io/podwall/sidecar/ruleset"
@@ -34,8 +35,12 @@ type Agent struct {
 	guard *tamper.Guard
 	queue ruleset.QueueKind
 	dp    datapath
-	ready atomic.Bool
-	reg   *prometheus.Registry
+	// resolv is what the pod's resolv.conf says: whose DNS answers are observed (none: not observed)
+	// and its search domains. dns handles the DNS queue; nil when DNS is not observed.
+	resolv resolvConf
+	dns    *dnsObserver
+	ready  atomic.Bool
+	reg    *prometheus.Registry
 	// client talks to policygen; nil in standalone mode.
 	client *pgclient.Client
 
@@ -46,6 +51,8 @@ type Agent struct {
 	config policy.SidecarConfig
 	// weakerNoted is the last (configured, policy) mode pair told to be ignored (noteWeakerMode).
 	weakerNoted [2]policy.Mode
+	// pushed is the expiry last put in the kernel's FQDN sets for each address and names (addFQDN).
+	pushed map[fqdnKey]time.Time
 	// selfDests are the destinations the sidecar's own sockets connected to (allowSelf): every Apply
 	// keeps them open to MarkSelf.
 	selfDests []ruleset.Dest
@@ -101,11 +108,18 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("verdict log: %w", err)
 	}
 	a.vlog.Store(vlog)
+	names, err := dnsobs.NewCache(dnsobs.CacheOptions{MinTTL: opts.DNS.MinTTL, MaxTTL: opts.DNS.MaxTTL,
+		MaxNames: opts.DNS.MaxNames, MaxAddrs: opts.DNS.MaxAddrs})
+	if err != nil {
+		return nil, err
+	}
 	a.dp = datapath{
 		log:     func(c decide.Conn, d decide.Decision) { a.vlog.Load().Log(c, d) },
 		reports: report.New(opts.ReportLimit),
+		names:   names,
 	}
 	a.registerMetrics()
+	a.observeDNS()
 	if pg := opts.PolicyGen; pg.URL != "" {
 		c, err := pgclient.New(pgclient.Options{URL: pg.URL, TokenFile: pg.TokenFile, CA: pg.CA,
 			Mark: ruleset.MarkSelf, BeforeConnect: a.allowSelf, ReportInterval: pg.ReportInterval,
@@ -140,13 +154,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	defer stopLoop()
+	metrics := nfq.NewMetrics(a.reg)
 	loop, err := nfq.Bind(loopCtx, nfq.Options{NetNS: a.nsfd, QueueNum: a.opts.QueueNum,
 		QueueCount: a.opts.QueueCount, FailOpen: a.opts.FailOpen, StallTimeout: a.opts.StallTimeout,
-		Metrics: nfq.NewMetrics(a.reg), Registerer: a.reg}, a.dp.handle, a.log)
+		Metrics: metrics, Registerer: a.reg}, a.dp.handle, a.log)
 	if err != nil {
 		return err
 	}
 	go loop.Run(loopCtx)
+	if a.dns != nil {
+		dnsLoop, err := nfq.Bind(loopCtx, nfq.Options{NetNS: a.nsfd, QueueNum: a.dnsQueue(), FailOpen: a.opts.FailOpen,
+			StallTimeout: a.opts.StallTimeout, CopyLen: dnsCopyLen, Metrics: metrics}, a.dns.handle, a.log.WithName("dns"))
+		if err != nil {
+			return err
+		}
+		go dnsLoop.Run(loopCtx)
+		go a.sweep(loopCtx)
+	}
 	// Hold the HTTP port before the ruleset opens it to ingress: an app that bound it first would
 	// receive what the policy does not allow.
 	l, err := net.Listen("tcp", a.opts.HTTPAddr)

@@ -49,6 +49,9 @@ type Options struct {
 	QueueNum, QueueCount uint16
 	// MaxQueueLen bounds the packets the kernel holds per queue (default 4096).
 	MaxQueueLen uint32
+	// CopyLen is how much of each packet the kernel copies to the Handler (default 256: the headers a
+	// connection's verdict needs); the DNS queue asks for whole packets (65535).
+	CopyLen uint32
 	// FailOpen asks the kernel to accept packets instead of dropping them when a queue is full.
 	FailOpen bool
 	// StallTimeout is how long one handler call may run before the watchdog replaces the worker
@@ -70,13 +73,16 @@ func (o *Options) setDefaults() {
 	if o.StallTimeout == 0 {
 		o.StallTimeout = 2 * time.Second
 	}
+	if o.CopyLen == 0 {
+		o.CopyLen = copyLen
+	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
 }
 
-// copyLen is how much of each packet the kernel copies to us: enough for an IPv6 header, a few
-// extension headers and the transport ports, far less than a full segment.
+// copyLen is how much of each packet the kernel copies to us by default: enough for an IPv6 header, a
+// few extension headers and the transport ports, far less than a full segment.
 const copyLen = 256
 
 // Loop is a set of bound queues and their watchdog.
@@ -159,7 +165,7 @@ func (w *worker) start(ctx context.Context) error {
 		NetNS:        w.opts.NetNS,
 		NfQueue:      w.num,
 		MaxQueueLen:  w.opts.MaxQueueLen,
-		MaxPacketLen: copyLen,
+		MaxPacketLen: w.opts.CopyLen,
 		Copymode:     nfqueue.NfQnlCopyPacket,
 		Flags:        flags,
 		AfFamily:     unix.AF_INET,

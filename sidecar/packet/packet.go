@@ -74,8 +74,28 @@ const (
 // shorter than the declared length (NFQUEUE copies at most its copy range); that is fine as long as
 // every header up to and including the L4 header was captured.
 func Parse(b []byte) (Packet, error) {
+	p, _, err := parse(b)
+	return p, err
+}
+
+// ParseData is Parse that also returns the data of a TCP segment or UDP datagram: the bytes past its
+// transport header, as far as b holds them (nil for other protocols), and whether b holds all the data
+// the headers declare. The data is a slice of b.
+func ParseData(b []byte) (Packet, []byte, bool, error) {
+	p, d, err := parse(b)
+	if err != nil || d.len == 0 {
+		return p, nil, err == nil, err
+	}
+	start, end := min(d.off, len(b)), min(d.off+d.len, len(b))
+	return p, b[start:end], end == d.off+d.len, nil
+}
+
+// span is where a packet's transport data lies: its offset in the packet and its declared length.
+type span struct{ off, len int }
+
+func parse(b []byte) (Packet, span, error) {
 	if len(b) == 0 {
-		return Packet{}, fmt.Errorf("%w: empty", ErrTruncated)
+		return Packet{}, span{}, fmt.Errorf("%w: empty", ErrTruncated)
 	}
 	switch v := b[0] >> 4; v {
 	case 4:
@@ -83,36 +103,38 @@ func Parse(b []byte) (Packet, error) {
 	case 6:
 		return parseIPv6(b)
 	default:
-		return Packet{}, fmt.Errorf("%w: IP version %d", ErrMalformed, v)
+		return Packet{}, span{}, fmt.Errorf("%w: IP version %d", ErrMalformed, v)
 	}
 }
 
-func parseIPv4(b []byte) (Packet, error) {
+func parseIPv4(b []byte) (Packet, span, error) {
 	if len(b) < ipv4MinHeader {
-		return Packet{}, fmt.Errorf("%w: IPv4 header needs %d bytes, have %d", ErrTruncated, ipv4MinHeader, len(b))
+		return Packet{}, span{}, fmt.Errorf("%w: IPv4 header needs %d bytes, have %d", ErrTruncated, ipv4MinHeader, len(b))
 	}
 	ihl := int(b[0]&0x0f) * 4
 	if ihl < ipv4MinHeader {
-		return Packet{}, fmt.Errorf("%w: IPv4 header length %d below %d", ErrMalformed, ihl, ipv4MinHeader)
+		return Packet{}, span{}, fmt.Errorf("%w: IPv4 header length %d below %d", ErrMalformed, ihl, ipv4MinHeader)
 	}
 	total := int(binary.BigEndian.Uint16(b[2:4]))
 	if total < ihl {
-		return Packet{}, fmt.Errorf("%w: IPv4 total length %d below header length %d", ErrMalformed, total, ihl)
+		return Packet{}, span{}, fmt.Errorf("%w: IPv4 total length %d below header length %d", ErrMalformed, total, ihl)
 	}
 	if ihl > len(b) {
-		return Packet{}, fmt.Errorf("%w: IPv4 header length %d, have %d bytes", ErrTruncated, ihl, len(b))
+		return Packet{}, span{}, fmt.Errorf("%w: IPv4 header length %d, have %d bytes", ErrTruncated, ihl, len(b))
 	}
 	if frag := binary.BigEndian.Uint16(b[6:8]) & 0x1fff; frag != 0 {
-		return Packet{}, fmt.Errorf("%w: IPv4 fragment offset %d", ErrFragment, int(frag)*8)
+		return Packet{}, span{}, fmt.Errorf("%w: IPv4 fragment offset %d", ErrFragment, int(frag)*8)
 	}
 	src := netip.AddrFrom4([4]byte(b[12:16]))
 	dst := netip.AddrFrom4([4]byte(b[16:20]))
-	return parseL4(b[ihl:min(len(b), total)], total-ihl, b[9], src, dst)
+	p, d, err := parseL4(b[ihl:min(len(b), total)], total-ihl, b[9], src, dst)
+	d.off += ihl
+	return p, d, err
 }
 
-func parseIPv6(b []byte) (Packet, error) {
+func parseIPv6(b []byte) (Packet, span, error) {
 	if len(b) < ipv6Header {
-		return Packet{}, fmt.Errorf("%w: IPv6 header needs %d bytes, have %d", ErrTruncated, ipv6Header, len(b))
+		return Packet{}, span{}, fmt.Errorf("%w: IPv6 header needs %d bytes, have %d", ErrTruncated, ipv6Header, len(b))
 	}
 	// A payload length of zero with a payload means a jumbogram or a BIG TCP packet: the length then
 	// lives elsewhere, so the capture bounds the walk.
@@ -125,9 +147,11 @@ func parseIPv6(b []byte) (Packet, error) {
 	payload := b[ipv6Header:min(len(b), ipv6Header+declared)]
 	next, off, err := walkExtensions(payload, b[6])
 	if err != nil {
-		return Packet{}, err
+		return Packet{}, span{}, err
 	}
-	return parseL4(payload[off:], declared-off, next, src, dst)
+	p, d, err := parseL4(payload[off:], declared-off, next, src, dst)
+	d.off += ipv6Header + off
+	return p, d, err
 }
 
 // walkExtensions skips the IPv6 extension headers at the start of p, whose first header is next. It
@@ -179,9 +203,10 @@ func walkExtensions(p []byte, next uint8) (uint8, int, error) {
 	}
 }
 
-// parseL4 reads the ports (and TCP flags), or the ICMP type and code, from l4, the captured part of an upper-layer header whose
-// declared length, from the IP header, is declared.
-func parseL4(l4 []byte, declared int, proto uint8, src, dst netip.Addr) (Packet, error) {
+// parseL4 reads the ports (and TCP flags), or the ICMP type and code, from l4, the captured part of an
+// upper-layer header whose declared length, from the IP header, is declared. The span it returns is
+// the TCP or UDP data's, from the start of l4.
+func parseL4(l4 []byte, declared int, proto uint8, src, dst netip.Addr) (Packet, span, error) {
 	pkt := Packet{Proto: proto, Src: netip.AddrPortFrom(src, 0), Dst: netip.AddrPortFrom(dst, 0)}
 	var need int
 	switch proto {
@@ -194,27 +219,31 @@ func parseL4(l4 []byte, declared int, proto uint8, src, dst netip.Addr) (Packet,
 	case ProtoICMP, ProtoICMPv6:
 		need = 4 // type, code, checksum
 	default:
-		return pkt, nil
+		return pkt, span{}, nil
 	}
 	if len(l4) < need {
-		return Packet{}, fmt.Errorf("%w: protocol %d header needs %d bytes, have %d", ErrTruncated, proto, need, len(l4))
+		return Packet{}, span{}, fmt.Errorf("%w: protocol %d header needs %d bytes, have %d", ErrTruncated, proto, need, len(l4))
 	}
+	var data span
 	switch proto {
 	case ProtoICMP, ProtoICMPv6:
 		pkt.ICMPType, pkt.ICMPCode = l4[0], l4[1]
-		return pkt, nil
+		return pkt, span{}, nil
 	case ProtoTCP:
 		doff := int(l4[12]>>4) * 4
 		if doff < need || doff > declared {
-			return Packet{}, fmt.Errorf("%w: TCP data offset %d outside %d-%d", ErrMalformed, doff, need, declared)
+			return Packet{}, span{}, fmt.Errorf("%w: TCP data offset %d outside %d-%d", ErrMalformed, doff, need, declared)
 		}
 		pkt.TCPFlags = l4[13]
+		data = span{doff, declared - doff}
 	case ProtoUDP:
-		if n := int(binary.BigEndian.Uint16(l4[4:6])); n < need || n > declared {
-			return Packet{}, fmt.Errorf("%w: UDP length %d outside %d-%d", ErrMalformed, n, need, declared)
+		n := int(binary.BigEndian.Uint16(l4[4:6]))
+		if n < need || n > declared {
+			return Packet{}, span{}, fmt.Errorf("%w: UDP length %d outside %d-%d", ErrMalformed, n, need, declared)
 		}
+		data = span{need, n - need}
 	}
 	pkt.Src = netip.AddrPortFrom(src, binary.BigEndian.Uint16(l4[0:2]))
 	pkt.Dst = netip.AddrPortFrom(dst, binary.BigEndian.Uint16(l4[2:4]))
-	return pkt, nil
+	return pkt, data, nil
 }

@@ -287,6 +287,16 @@ func FuzzParse(f *testing.F) {
 		if again, _ := Parse(b); again != p {
 			t.Fatalf("parse not deterministic: %+v then %+v", p, again)
 		}
+		withData, data, whole, err := ParseData(b)
+		if err != nil || withData != p {
+			t.Fatalf("ParseData: %+v, %v; Parse: %+v", withData, err, p)
+		}
+		if len(data) > 0 && (p.Proto != ProtoTCP && p.Proto != ProtoUDP || len(data) > len(b)-20) {
+			t.Fatalf("data %q is no TCP or UDP data within the packet", data)
+		}
+		if !whole && p.Proto != ProtoTCP && p.Proto != ProtoUDP {
+			t.Fatalf("protocol %d has data cut short", p.Proto)
+		}
 	})
 }
 
@@ -356,5 +366,46 @@ func BenchmarkParse(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestParseData(t *testing.T) {
+	withData := func(l4 []byte, data string) []byte {
+		if len(l4) == 8 { // UDP: its length covers the data
+			binary.BigEndian.PutUint16(l4[4:], uint16(8+len(data)))
+		}
+		return append(l4, data...)
+	}
+	seg := tcp(40000, 53, TCPFlagPSH|TCPFlagACK)
+	for _, tc := range []struct {
+		name  string
+		b     []byte
+		data  string
+		whole bool
+	}{
+		{"ipv4 udp", ipv4(ProtoUDP, "10.0.0.1", "10.96.0.10", withData(udp(5353, 53, 0), "query")), "query", true},
+		{"ipv4 udp padding ignored", append(ipv4(ProtoUDP, "10.0.0.1", "10.0.0.2", withData(udp(1, 2, 0), "ab")), 0, 0), "ab", true},
+		{"ipv6 tcp behind extensions", ipv6(ProtoTCP, "fd00::1", "fd00::2", withData(seg, "\x00\x05hello"), opts(0, 1), fragment(0, true)), "\x00\x05hello", true},
+		{"capture shorter than the data", ipv4(ProtoTCP, "10.0.0.1", "10.0.0.2", withData(seg, "0123456789"))[:44], "0123", false},
+		{"tcp without data", ipv4(ProtoTCP, "10.0.0.1", "10.0.0.2", tcp(1, 2, TCPFlagSYN)), "", true},
+		{"capture cut in the TCP header's options", edit(ipv4(ProtoTCP, "10.0.0.1", "10.0.0.2", withData(seg, "0123456789")),
+			func(b []byte) []byte { b[32] = 6 << 4; return b[:42] }), "", false},
+		{"icmp has none", ipv4(ProtoICMP, "10.0.0.1", "10.0.0.2", []byte{8, 0, 0, 0, 1, 2, 3, 4}), "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, data, whole, err := ParseData(tc.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want, _ := Parse(tc.b); p != want {
+				t.Errorf("packet %+v, Parse gives %+v", p, want)
+			}
+			if string(data) != tc.data || whole != tc.whole {
+				t.Errorf("data %q whole %v, want %q %v", data, whole, tc.data, tc.whole)
+			}
+		})
+	}
+	if _, data, whole, err := ParseData([]byte{0x45}); err == nil || data != nil || whole {
+		t.Errorf("truncated header: %q %v %v", data, whole, err)
 	}
 }

@@ -38,13 +38,16 @@ func New(limit int) *Aggregator {
 	return &Aggregator{max: max(limit, 1), byKey: map[Key]*list.Element{}, order: list.New()}
 }
 
-// Outcome is what decided one observed connection: its verdict and the rule and evaluator behind it.
+// Outcome is what decided one observed connection: its verdict and the rule and evaluator behind it,
+// and for egress the DNS name the pod resolved the peer from ("" for none).
 type Outcome struct {
 	Verdict         policy.Verdict
 	Rule, Evaluator string
+	Name            string
 }
 
-// Add counts one connection at time now; the entry keeps the latest outcome.
+// Add counts one connection at time now; the entry keeps the latest outcome, and the latest name the
+// peer was known by: a connection made after the name's answer expired does not forget it.
 func (a *Aggregator) Add(k Key, o Outcome, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -52,6 +55,9 @@ func (a *Aggregator) Add(k Key, o Outcome, now time.Time) {
 		e := el.Value.(*policy.ReportEntry)
 		e.Count++
 		e.LastSeen, e.Verdict, e.Rule, e.Evaluator = now, o.Verdict, o.Rule, o.Evaluator
+		if o.Name != "" {
+			e.Name = o.Name
+		}
 		return
 	}
 	if a.order.Len() >= a.max {
@@ -62,7 +68,7 @@ func (a *Aggregator) Add(k Key, o Outcome, now time.Time) {
 		a.order.Remove(oldest)
 	}
 	a.byKey[k] = a.order.PushBack(&policy.ReportEntry{Direction: k.Direction, Peer: k.Peer, Protocol: k.Protocol,
-		Port: k.Port, Count: 1, FirstSeen: now, LastSeen: now, Verdict: o.Verdict, Rule: o.Rule, Evaluator: o.Evaluator})
+		Port: k.Port, Name: o.Name, Count: 1, FirstSeen: now, LastSeen: now, Verdict: o.Verdict, Rule: o.Rule, Evaluator: o.Evaluator})
 }
 
 // Drain removes and returns every entry, oldest first.
@@ -89,6 +95,9 @@ func (a *Aggregator) Restore(entries []policy.ReportEntry) {
 			cur := el.Value.(*policy.ReportEntry)
 			cur.Count += e.Count
 			cur.FirstSeen = e.FirstSeen
+			if cur.Name == "" {
+				cur.Name = e.Name
+			}
 			a.order.MoveToFront(el)
 			continue
 		}

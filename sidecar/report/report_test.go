@@ -73,3 +73,27 @@ func TestBoundUnderFlood(t *testing.T) {
 		t.Fatalf("dropped = %d, want %d", got, 100_000-1000)
 	}
 }
+
+// TestName keeps the name an egress peer was resolved from: a later connection to the peer with no
+// name (its answer expired) does not forget it, a new name replaces it, and a restored entry merged
+// into a newer one gives it its name only if it has none.
+func TestName(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	a := New(10)
+	a.Add(key(443), Outcome{Verdict: policy.Allow, Name: "api.example.com"}, t0)
+	a.Add(key(443), Outcome{Verdict: policy.Allow}, t0.Add(time.Second))
+	got := a.Drain()
+	if len(got) != 1 || got[0].Name != "api.example.com" || got[0].Count != 2 {
+		t.Fatalf("entry %+v: want api.example.com, count 2", got)
+	}
+	a.Add(key(443), Outcome{Verdict: policy.Allow, Name: "cdn.example.net"}, t0.Add(2*time.Second))
+	a.Restore(got)
+	if after := a.Drain(); len(after) != 1 || after[0].Name != "cdn.example.net" || after[0].Count != 3 {
+		t.Fatalf("after restore %+v: want the newer name cdn.example.net, count 3", after)
+	}
+	a.Add(key(80), Outcome{Verdict: policy.Allow}, t0)
+	a.Restore([]policy.ReportEntry{{Direction: policy.Egress, Peer: key(80).Peer, Protocol: policy.TCP, Port: 80, Name: "old.example.com", Count: 1, FirstSeen: t0, LastSeen: t0}})
+	if after := a.Drain(); len(after) != 1 || after[0].Name != "old.example.com" {
+		t.Fatalf("after restore %+v: want the restored name old.example.com", after)
+	}
+}

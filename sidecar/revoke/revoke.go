@@ -3,6 +3,7 @@ package revoke
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
@@ -21,6 +22,10 @@ type Options struct {
 	Own func(ctMark uint32) bool
 	// Log writes the verdict line of each connection cut; its Decision carries verdict Revoked.
 	Log func(decide.Conn, decide.Decision)
+	// Names returns the names the pod resolved an address from (decide.Conn.Names), which an egress
+	// connection is judged with; nil means none. A connection to an address whose names have expired
+	// is judged without them.
+	Names func(netip.Addr) []string
 }
 
 // Revoke cuts every connection of the network namespace netnsFD (0: the caller's) that d denies, and
@@ -47,6 +52,9 @@ func Revoke(netnsFD int, d *decide.Decider, o Options) (int, error) {
 		c, ok := connOf(f, local.has)
 		if !ok || o.exempt(f, c) {
 			continue
+		}
+		if c.Direction == policy.Egress && o.Names != nil {
+			c.Names = o.Names(c.Remote.Addr())
 		}
 		dec := d.Decide(c)
 		if dec.Verdict != policy.Deny {

@@ -189,9 +189,14 @@ func table() *nftables.Table {
 }
 
 // Dial opens a connection to nftables in the network namespace netnsFD (0: the caller's), with a
-// netlink send buffer that holds the largest batch Apply sends (a batch is sent in one message).
+// netlink send buffer that holds the largest batch Apply sends (a batch is sent in one message), and a
+// receive buffer as large, for the kernel's answers to a batch of that many messages (a 100k-peer
+// policy with DNS observed overran the default one: ENOBUFS, and the policy was not applied).
 func Dial(netnsFD int) (*nftables.Conn, error) {
 	opts := []nftables.ConnOption{nftables.WithSockOptions(func(nc *netlink.Conn) error {
+		if err := nc.SetReadBuffer(sndBuf); err != nil {
+			return err
+		}
 		return nc.SetWriteBuffer(sndBuf)
 	})}
 	if netnsFD != 0 {

@@ -36,6 +36,10 @@ func (l *Logger) appendLine(b []byte, now time.Time, c *decide.Conn, d *decide.D
 	b = appendAddrPort(b, c.Dst())
 	b = append(b, `,"peer":`...)
 	b = appendString(b, d.Peer)
+	if d.Name != "" {
+		b = append(b, `,"dst_name":`...)
+		b = appendString(b, d.Name)
+	}
 	b = append(b, `,"verdict":"`...)
 	b = append(b, d.Verdict.String()...)
 	b = append(b, `","rule":`...)

@@ -62,11 +62,12 @@ func FuzzAppendString(f *testing.F) {
 }
 
 // FuzzLine checks that a whole line is one JSON object that decodes strictly into verdict.Line, with
-// the values logged, whatever the identity, policy strings and addresses hold.
+// the values logged, whatever the identity, policy strings, DNS name and addresses hold.
 func FuzzLine(f *testing.F) {
-	f.Add("web", "ns\n", "peer\"", "rule", []byte{10, 0, 0, 1}, uint16(80), uint8(6))
-	f.Add("", "", "\xff", "", []byte{0xfd, 15: 1}, uint16(0), uint8(200))
-	f.Fuzz(func(t *testing.T, pod, ns, peer, rule string, addr []byte, port uint16, proto uint8) {
+	f.Add("web", "ns\n", "peer\"", "rule", "api.example.com", []byte{10, 0, 0, 1}, uint16(80), uint8(6))
+	f.Add("", "", "\xff", "", "", []byte{0xfd, 15: 1}, uint16(0), uint8(200))
+	f.Add("web", "ns", "cidr:10.96.0.10/32", "default", "x\"\x00.\xc3", []byte{10, 96, 0, 10}, uint16(53), uint8(17))
+	f.Fuzz(func(t *testing.T, pod, ns, peer, rule, name string, addr []byte, port uint16, proto uint8) {
 		a, ok := netip.AddrFromSlice(addr)
 		if !ok {
 			return
@@ -74,7 +75,7 @@ func FuzzLine(f *testing.F) {
 		l := &Logger{identity: appendIdentity(nil, Identity{Pod: pod, Namespace: ns, Workload: peer})}
 		c := decide.Conn{Direction: policy.Loopback, Proto: proto, Local: netip.AddrPortFrom(a, port),
 			Remote: netip.AddrPortFrom(a, port), Original: netip.AddrPortFrom(a, port+1)}
-		d := decide.Decision{Verdict: policy.Deny, Rule: rule, Evaluator: peer, Peer: peer, Redirected: true,
+		d := decide.Decision{Verdict: policy.Deny, Rule: rule, Evaluator: peer, Peer: peer, Name: name, Redirected: true,
 			Mode: policy.Mode(rule), Revision: int64(port)}
 		line := l.appendLine(nil, t0, &c, &d)
 		if bytes.Count(line, []byte("\n")) != 1 || line[len(line)-1] != '\n' {
@@ -84,7 +85,7 @@ func FuzzLine(f *testing.F) {
 		valid := func(s string) string { return string([]rune(s)) }
 		want := verdict.Line{Time: t0, Pod: valid(pod), Namespace: valid(ns), Workload: valid(peer),
 			Direction: c.Direction, Proto: verdict.Proto(proto), Src: c.Src(), Dst: c.Dst(), Peer: valid(peer),
-			Verdict: d.Verdict, Rule: valid(rule), Mode: policy.Mode(valid(rule)), PolicyRevision: d.Revision,
+			DstName: valid(name), Verdict: d.Verdict, Rule: valid(rule), Mode: policy.Mode(valid(rule)), PolicyRevision: d.Revision,
 			Evaluator: valid(peer), OriginalDst: c.Original}
 		if diff := cmp.Diff(want, decodeStrict(t, line), sameLine); diff != "" {
 			t.Fatalf("line %s (-want +got):\n%s", line, diff)

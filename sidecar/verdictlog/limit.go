@@ -21,12 +21,13 @@ func newLimiter(r float64, burst int) *rate.Limiter {
 // interval early: some allows are logged twice, none is lost.
 const maxFirstKeys = 1 << 16
 
-// firstKey identifies a connection for AllowsFirst: direction, peer, port, and the rule, so that a new
-// policy revision allowing the same peer by another rule shows once.
+// firstKey identifies a connection for AllowsFirst: direction, peer, port, DNS name (dst_name) and
+// the rule, so that a new policy revision allowing the same peer by another rule shows once, and each
+// name a DNS query asks a resolver for shows once.
 type firstKey struct {
-	dir        policy.Direction
-	port       uint16
-	peer, rule string
+	dir              policy.Direction
+	port             uint16
+	peer, name, rule string
 }
 
 // firstFilter remembers which keys had an allow logged in the current interval.

@@ -23,7 +23,8 @@ const (
 	AllowsAll Allows = "all"
 	// AllowsNone logs no allow: only denies and audits.
 	AllowsNone Allows = "none"
-	// AllowsFirst logs the first allow per direction, peer, port and rule in each FirstInterval.
+	// AllowsFirst logs the first allow per direction, peer, port, DNS name and rule in each
+	// FirstInterval.
 	AllowsFirst Allows = "first"
 )
 
@@ -219,7 +220,7 @@ func (l *Logger) wanted(c *decide.Conn, d *decide.Decision, now time.Time) (key 
 	case AllowsNone:
 		return key, false, false
 	case AllowsFirst:
-		key = firstKey{dir: c.Direction, port: c.Dst().Port(), peer: d.Peer, rule: d.Rule}
+		key = firstKey{dir: c.Direction, port: c.Dst().Port(), peer: d.Peer, name: d.Name, rule: d.Rule}
 		if d.Redirected {
 			key.port = c.Original.Port()
 		}
