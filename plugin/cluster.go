@@ -18,15 +18,19 @@ import (
 )
 
 // Names of what `kubectl apply -k manifests/` installs, as policygen's defaults name them: its Service
-// (whose port apiPort serves the policy API and the UI), the ConfigMap where it publishes its CA
-// bundle, and the DNS name its certificate carries for that Service in namespace ns.
+// (whose port apiPort serves the policy API and the UI) and the ConfigMap where it publishes its CA
+// bundle.
 const (
 	serviceName = "podwall-policygen"
 	caConfigMap = "podwall-policygen-ca"
 	apiPort     = 8443
 )
 
-func serverName(ns string) string { return serviceName + "." + ns + ".svc" }
+// serverName is the first DNS name policygen's managed certificate carries in namespace ns (the
+// Service's, name.namespace.svc), by which the proxy verifies it.
+func serverName(ns string) string {
+	return certs.Serving{Namespace: ns, Service: serviceName}.Hosts()[0]
+}
 
 // target is the policygen pod to forward to and the container port that serves the UI.
 type target struct {
