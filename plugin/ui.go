@@ -110,10 +110,6 @@ func (o *uiOptions) run(ctx context.Context) error {
 	if err := mayAll(ctx, cs, needs...); err != nil {
 		return err
 	}
-	pool, err := policygenCA(ctx, cs, o.podwallNamespace)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fwd := &forwarder{cfg: cfg, cs: cs, ns: o.podwallNamespace, errOut: o.streams.ErrOut}
@@ -122,6 +118,10 @@ func (o *uiOptions) run(ctx context.Context) error {
 		return err
 	}
 	defer func() { cancel(); <-forwarding }()
+	pool, err := policygenCA(ctx, cs, o.podwallNamespace)
+	if err != nil {
+		return err
+	}
 	base := &http.Transport{
 		DialContext:       fwd.Dial,
 		TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: serverName(o.podwallNamespace), MinVersion: tls.VersionTLS12},
