@@ -55,7 +55,7 @@ func findPolicygen(ctx context.Context, cs kubernetes.Interface, ns string) (tar
 		}
 	}
 	if port == nil || len(svc.Spec.Selector) == 0 {
-		return target{}, fmt.Errorf("Service %s/%s has no port %d with a pod selector: is it podwall's?", ns, serviceName, apiPort)
+		return target{}, fmt.Errorf("the Service %s/%s has no port %d with a pod selector: is it podwall's?", ns, serviceName, apiPort)
 	}
 	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(svc.Spec.Selector).String()})
 	if err != nil {

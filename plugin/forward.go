@@ -11,12 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	"k8s.io/streaming/pkg/httpstream"
 )
 
 // forwarder keeps a port-forward to a Ready policygen pod, as `kubectl port-forward` makes one, and
@@ -91,7 +91,7 @@ func (f *forwarder) forward(ctx context.Context) (<-chan error, error) {
 		return nil, err
 	}
 	ready := make(chan struct{})
-	pf, err := portforward.NewOnAddressesWithContext(ctx, dialer, []string{"127.0.0.1"},
+	pf, err := portforward.NewOnAddressesForStreamingWithContext(ctx, dialer, []string{"127.0.0.1"},
 		[]string{"0:" + strconv.Itoa(int(t.port))}, ready, io.Discard, f.errOut)
 	if err != nil {
 		return nil, fmt.Errorf("port-forward to pod %s/%s: %w", f.ns, t.pod, err)
@@ -121,12 +121,12 @@ func (f *forwarder) dialer(pod string) (httpstream.Dialer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("port-forward transport: %w", err)
 	}
-	viaSPDY := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
-	viaWebSocket, err := portforward.NewSPDYOverWebsocketDialer(u, f.cfg)
+	viaSPDY := spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, http.MethodPost, u)
+	viaWebSocket, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, f.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("port-forward transport: %w", err)
 	}
-	return portforward.NewFallbackDialer(viaWebSocket, viaSPDY, func(err error) bool {
+	return portforward.NewFallbackDialerForStreaming(viaWebSocket, viaSPDY, func(err error) bool {
 		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 	}), nil
 }
