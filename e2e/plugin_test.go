@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"podwall.io/podwall/internal/testutil"
@@ -71,9 +72,11 @@ func TestPluginUI(t *testing.T) {
 		t.Errorf("as %s: %s, want policygen's refusal", nobody, body)
 	}
 	// The API server's service proxy passes no caller's token on: policygen sees none.
-	out, err := kubectlOut("get", "--raw", "/api/v1/namespaces/podwall-system/services/https:podwall-policygen:8443/proxy/ui/api/workloads")
-	if err == nil || !strings.Contains(out, "no bearer token") {
-		t.Errorf("policygen without a token: %v: %s, want 401 no bearer token", err, out)
+	body, err := env.Client.CoreV1().RESTClient().Get().
+		AbsPath("/api/v1/namespaces/podwall-system/services/https:podwall-policygen:8443/proxy/ui/api/workloads").
+		DoRaw(context.Background())
+	if !apierrors.IsUnauthorized(err) || !strings.Contains(string(body), "no bearer token") {
+		t.Errorf("policygen without a token: %v: %s, want 401 no bearer token", err, body)
 	}
 }
 
