@@ -38,11 +38,11 @@ func TestAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Run("command", func(t *testing.T) { testCommand(t, env.KubeConfig) })
 	t.Run("policygen", func(t *testing.T) { testFindPolicygen(t, cs) })
 	t.Run("CA", func(t *testing.T) { testCA(t, cs) })
 	t.Run("permissions", func(t *testing.T) { testPermissions(t, env.Config, cs) })
 	t.Run("tokens", func(t *testing.T) { testTokens(t, env.Config, cs) })
+	t.Run("command", func(t *testing.T) { testCommand(t, env.KubeConfig) })
 }
 
 func wantError(t *testing.T, err error, parts ...string) {
@@ -225,7 +225,7 @@ func testTokens(t *testing.T, cfg *rest.Config, admin kubernetes.Interface) {
 	}
 }
 
-// testCommand runs the plugin's command line as kubectl would, before podwall is installed.
+// testCommand runs the plugin's command line as kubectl would, against a namespace podwall is not in.
 func testCommand(t *testing.T, kubeconfig []byte) {
 	file := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := os.WriteFile(file, kubeconfig, 0o600); err != nil {
@@ -238,8 +238,11 @@ func testCommand(t *testing.T, kubeconfig []byte) {
 		err := cmd.ExecuteContext(context.Background())
 		return out.String(), err
 	}
-	_, err := run("--kubeconfig", file, "ui", "--browser=false", "--podwall-namespace", "nowhere")
+	_, err := run("--kubeconfig", file, "ui", "--browser=false", "--podwall-namespace", "nowhere", "-n", "team", "--service-account", "viewer")
 	wantError(t, err, "podwall is not installed in namespace nowhere")
+	// envtest's administrator signs in with a client certificate.
+	_, err = run("--kubeconfig", file, "ui", "--browser=false")
+	wantError(t, err, "client certificate, which cannot be forwarded", "--service-account")
 	_, err = run("--kubeconfig", file, "ui", "--token-ttl", "1m")
 	wantError(t, err, "--token-ttl 1m0s is shorter than the 10m")
 	for _, args := range [][]string{{"--version"}, {"version"}} {

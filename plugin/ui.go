@@ -17,6 +17,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // uiOptions are `kubectl podwall ui`'s flags.
@@ -113,6 +114,14 @@ func (o *uiOptions) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fwd := &forwarder{cfg: cfg, cs: cs, ns: o.podwallNamespace, errOut: o.streams.ErrOut}
+	// Credentials first, so that a kubeconfig they cannot come from fails before any port-forward;
+	// the TLS settings follow once policygen's CA is read, before the first request.
+	base := &http.Transport{DialContext: fwd.Dial, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second}
+	defer base.CloseIdleConnections()
+	rt, err := o.credentials(ctx, cfg, cs, ns, base)
+	if err != nil {
+		return err
+	}
 	forwarding, err := fwd.start(ctx)
 	if err != nil {
 		return err
@@ -122,26 +131,20 @@ func (o *uiOptions) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	base := &http.Transport{
-		DialContext:       fwd.Dial,
-		TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: serverName(o.podwallNamespace), MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2: true,
-		IdleConnTimeout:   90 * time.Second,
-	}
-	defer base.CloseIdleConnections()
-	var rt http.RoundTripper
-	if o.serviceAccount != "" {
-		rt, err = withServiceAccount(ctx, cs, ns, o.serviceAccount, o.tokenTTL, base)
-	} else {
-		rt, err = withKubeconfig(cfg, base)
-	}
-	if err != nil {
-		return err
-	}
+	base.TLSClientConfig = &tls.Config{RootCAs: pool, ServerName: serverName(o.podwallNamespace), MinVersion: tls.VersionTLS12}
 	if err := o.signIn(ctx, rt); err != nil {
 		return err
 	}
 	return o.serve(ctx, newProxy(rt, serverName(o.podwallNamespace), o.streams.ErrOut))
+}
+
+// credentials wraps base to add the token the UI is signed in with: the ServiceAccount's, or the
+// kubeconfig's.
+func (o *uiOptions) credentials(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, ns string, base http.RoundTripper) (http.RoundTripper, error) {
+	if o.serviceAccount != "" {
+		return withServiceAccount(ctx, cs, ns, o.serviceAccount, o.tokenTTL, base)
+	}
+	return withKubeconfig(cfg, base)
 }
 
 // signIn asks policygen for the workloads list once, so that a token it refuses, or a TLS or
