@@ -27,7 +27,8 @@ import (
 // TestPluginUI: `kubectl podwall ui` as a user runs it, built from cmd/kubectl-podwall, against the
 // cluster's policygen. Signed in as a ServiceAccount bound to list WorkloadPolicies, the URL it prints
 // serves the UI's page and, through the port-forward and policygen's verified TLS, the workloads list
-// with the namespace's workload in it, whatever token the browser sends; signed in as a
+// with the namespace's workload in it, whatever token the browser sends, and again through another
+// pod once the one it forwards to is deleted; signed in as a
 // ServiceAccount without that binding, policygen refuses the same request; and a request that reaches
 // policygen without the proxy's token (through the API server's service proxy) is refused.
 func TestPluginUI(t *testing.T) {
@@ -44,7 +45,7 @@ func TestPluginUI(t *testing.T) {
 	bindLister(t, ns, viewer)
 	bin := buildPlugin(t)
 
-	url := runPluginUI(t, bin, ns, viewer)
+	url, stderr := runPluginUI(t, bin, ns, viewer)
 	page := get(t, url, "", http.StatusOK)
 	if !strings.Contains(page, "<title>podwall</title>") {
 		t.Errorf("%s is not the UI's page:\n%s", url, page)
@@ -67,7 +68,9 @@ func TestPluginUI(t *testing.T) {
 		return fmt.Errorf("the workloads list has no %s/web: %s", ns, body)
 	})
 
-	denied := runPluginUI(t, bin, ns, nobody)
+	failover(t, url, stderr)
+
+	denied, _ := runPluginUI(t, bin, ns, nobody)
 	if body := get(t, denied+"api/workloads", "", http.StatusForbidden); !strings.Contains(body, "do not let you list WorkloadPolicies") {
 		t.Errorf("as %s: %s, want policygen's refusal", nobody, body)
 	}
@@ -116,12 +119,12 @@ func buildPlugin(t *testing.T) string {
 }
 
 // runPluginUI runs `kubectl podwall ui` signed in as the ServiceAccount ns/sa until the test ends,
-// and returns the URL it prints.
-func runPluginUI(t *testing.T, bin, ns, sa string) string {
+// and returns the URL it prints and its stderr.
+func runPluginUI(t *testing.T, bin, ns, sa string) (string, *testutil.Buffer) {
 	t.Helper()
 	cmd := exec.Command(bin, "--kubeconfig", env.Kubeconfig, "-n", ns, "ui", "--browser=false", "--service-account", sa)
-	var stderr testutil.Buffer
-	cmd.Stderr = &stderr
+	stderr := new(testutil.Buffer)
+	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -146,11 +149,51 @@ func runPluginUI(t *testing.T, bin, ns, sa string) string {
 		if !strings.HasPrefix(url, "http://127.0.0.1:") || !strings.HasSuffix(url, "/ui/") {
 			t.Fatalf("kubectl podwall ui printed %q\n%s", url, stderr.String())
 		}
-		return url
+		return url, stderr
 	case <-time.After(time.Minute):
 		t.Fatalf("kubectl podwall ui printed no URL in a minute:\n%s", stderr.String())
 	}
-	return ""
+	return "", nil
+}
+
+// failover deletes the policygen pod the command forwards to: the UI is served again through
+// another, and the replacement becomes ready before the test goes on.
+func failover(t *testing.T, url string, stderr *testutil.Buffer) {
+	t.Helper()
+	const prefix = "forwarding to policygen pod podwall-system/"
+	_, rest, ok := strings.Cut(stderr.String(), prefix)
+	if !ok {
+		t.Fatalf("kubectl podwall ui names no pod:\n%s", stderr.String())
+	}
+	pod, _, _ := strings.Cut(rest, "\n")
+	ctx := context.Background()
+	if err := env.Client.CoreV1().Pods("podwall-system").Delete(ctx, pod, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 2*time.Minute, func() error {
+		if strings.Count(stderr.String(), prefix) < 2 {
+			return fmt.Errorf("no second port-forward after pod %s was deleted:\n%s", pod, stderr.String())
+		}
+		resp, err := http.Get(url + "api/workloads")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("after pod %s was deleted: %s", pod, resp.Status)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 3*time.Minute, func() error {
+		d, err := env.Client.AppsV1().Deployments("podwall-system").Get(ctx, "podwall-policygen", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if d.Status.ReadyReplicas != *d.Spec.Replicas || d.Status.UpdatedReplicas != *d.Spec.Replicas || d.Status.Replicas != *d.Spec.Replicas {
+			return fmt.Errorf("policygen: %d of %d replicas ready", d.Status.ReadyReplicas, *d.Spec.Replicas)
+		}
+		return nil
+	})
 }
 
 // get fetches url, with the Authorization header auth when set, and checks the status.

@@ -110,6 +110,7 @@ func (f *forwarder) forward(ctx context.Context) (<-chan error, error) {
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0].Local)))
 	f.local.Store(&addr)
+	fmt.Fprintf(f.errOut, "forwarding to policygen pod %s/%s\n", f.ns, t.pod)
 	return lost, nil
 }
 
