@@ -170,10 +170,8 @@ func failover(t *testing.T, url string, stderr *testutil.Buffer) {
 	if err := env.Client.CoreV1().Pods("podwall-system").Delete(ctx, pod, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// A request through the port-forward to the gone pod fails, which ends that port-forward.
 	testutil.Eventually(t, 2*time.Minute, func() error {
-		if strings.Count(stderr.String(), prefix) < 2 {
-			return fmt.Errorf("no second port-forward after pod %s was deleted:\n%s", pod, stderr.String())
-		}
 		resp, err := http.Get(url + "api/workloads")
 		if err != nil {
 			return err
@@ -181,6 +179,9 @@ func failover(t *testing.T, url string, stderr *testutil.Buffer) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("after pod %s was deleted: %s", pod, resp.Status)
+		}
+		if strings.Count(stderr.String(), prefix) < 2 {
+			return fmt.Errorf("no second port-forward after pod %s was deleted:\n%s", pod, stderr.String())
 		}
 		return nil
 	})
