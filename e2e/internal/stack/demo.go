@@ -69,7 +69,9 @@ func Usage(ctx context.Context, c *cluster.Cluster, podwall, demo bool) string {
 			server = svc.Spec.ClusterIP
 		}
 		s += fmt.Sprintf(`demo workload in namespace demo (opted in, Learn mode): a client calls the server every second.
-  kubectl -n demo create token ui-user                   # a token for the web UI (reads policies, changes modes)
+  make build && bin/kubectl-podwall ui -n demo --service-account ui-user
+      # the web UI in your browser, signed in as ui-user (reads policies, changes modes)
+  kubectl -n demo create token ui-user                   # or a token to paste into the web UI
   kubectl -n demo logs deploy/client -c podwall -f       # the client's verdict lines
   kubectl -n demo get workloadpolicies -o yaml            # manifest and learned rules
   kubectl -n demo patch workloadpolicy deployment-client --type merge -p '{"spec":{"mode":"Protect"}}'
