@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -137,6 +139,23 @@ func checkFlows(t *testing.T, ctx context.Context, w *world) {
 	checkExpand(t, ctx)
 	checkExport(t, ctx)
 	screenshot(t, ctx, "flows")
+	checkFilterRefused(t, w)
+}
+
+// checkFilterRefused: a filter policygen cannot read is refused with what it wants, not ignored
+// (which would show everything as if it had matched).
+func checkFilterRefused(t *testing.T, w *world) {
+	req, _ := http.NewRequest("GET", w.url+"api/verdicts?port=http", nil)
+	req.Header.Set("Authorization", "Bearer "+w.viewer)
+	resp, err := w.https.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "port: want a number from 1 to 65535") {
+		t.Errorf("verdicts?port=http: %s %s, want 400 saying what port wants", resp.Status, body)
+	}
 }
 
 // checkExpand: a click on a line shows the event as policygen sent it; another folds it.
@@ -338,7 +357,9 @@ func takeScreenshots(t *testing.T, ctx context.Context) {
 	pages := []struct{ name, hash, ready string }{
 		{"workloads", "#/workloads", `document.querySelectorAll('#workloads tbody tr').length > 0`},
 		{"policy", "#/policy/shop/deployment-web", `document.getElementById('netpol').textContent !== ''`},
-		{"flows", "#/flows", `document.querySelectorAll('#verdicts tr.flow').length > 0`},
+		// The flows with their newest line open, to show what a line holds.
+		{"flows", "#/flows", `(() => { const r = document.querySelector('#verdicts tr.flow');
+			if (r && r.getAttribute('aria-expanded') !== 'true') r.click(); return !!r; })()`},
 		{"map", "#/graph", `!!document.querySelector('#graph svg')`},
 	}
 	for _, scheme := range []string{"light", "dark"} {
