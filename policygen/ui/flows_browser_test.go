@@ -359,8 +359,8 @@ func takeScreenshots(t *testing.T, ctx context.Context) {
 		{"policy", "#/policy/shop/deployment-web", `document.getElementById('netpol').textContent !== ''`},
 		// The flows with their newest line open, to show what a line holds.
 		{"flows", "#/flows", `(() => { const r = document.querySelector('#verdicts tr.flow');
-			if (r && r.getAttribute('aria-expanded') !== 'true') r.click(); return !!r; })()`},
-		{"map", "#/graph", `!!document.querySelector('#graph svg')`},
+			if (r && r.getAttribute('aria-expanded') !== 'true') r.click(); return !!document.querySelector('#verdicts tr.detail'); })()`},
+		{"map", "#/graph", `document.getElementById('graph').childElementCount > 0`},
 	}
 	for _, scheme := range []string{"light", "dark"} {
 		setScheme(t, ctx, scheme)

@@ -25,15 +25,13 @@ function showFlows(params) {
   const query = filterQuery();
   if (query !== flows.query) restartFlows(query);
   else flowStream();
-  if (!flows.workloads) {
-    api("workloads").then((data) => {
-      flows.workloads = data.workloads;
-      fillWorkloadChoices(new URLSearchParams(filterQuery()));
-    }).catch(showError);
-  }
+  api("workloads").then((data) => {
+    flows.workloads = data.workloads;
+    fillWorkloadChoices(new URLSearchParams(filterQuery()));
+  }).catch(showError);
 }
 
-// fillWorkloadChoices offers the namespaces and workloads that have policies (once they are known);
+// fillWorkloadChoices offers the namespaces and workloads that have policies (as last fetched);
 // a value params name stays selectable even when no policy has it (any more).
 function fillWorkloadChoices(params) {
   const all = flows.workloads || [];
