@@ -316,7 +316,8 @@ func waitHash(t *testing.T, ctx context.Context, prefix string) {
 }
 
 // checkKeyboard: from the top of the page, Tab and Enter alone reach each page (the skip link
-// first) and open a line, Space folds it; g f / g m / g w jump between pages.
+// first) and open a line, Space folds it, the arrows move between lines; g f / g m / g w jump
+// between pages.
 func checkKeyboard(t *testing.T, ctx context.Context) {
 	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
 		t.Fatal(err)
@@ -344,6 +345,11 @@ func checkKeyboard(t *testing.T, ctx context.Context) {
 	press(t, ctx, " ")
 	if got, err := chromedp.Run(ctx, chromedp.Evaluate[string](state)); err != nil || got != "true false false" {
 		t.Errorf("then Space: %q %v, want the line folded (true false false)", got, err)
+	}
+	// The lines are one Tab stop: Tab leaves the table.
+	press(t, ctx, kb.Tab)
+	if in, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!document.activeElement.closest('#verdicts')`)); err != nil || in {
+		t.Errorf("Tab from a line stayed in the table (%v)", err)
 	}
 	for _, p := range []struct{ keys, hash string }{{"gm", "#/graph"}, {"gw", "#/workloads"}, {"gf", "#/flows"}} {
 		press(t, ctx, p.keys)

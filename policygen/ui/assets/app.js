@@ -225,6 +225,8 @@ async function render() {
     if (here) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
+  const section = document.querySelector("#page-" + page + " h2");
+  document.title = (section && page !== "policy" ? section.textContent + " · " : "") + "podwall";
   showError(null);
   try {
     if (page === "workloads") {

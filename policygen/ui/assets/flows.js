@@ -86,16 +86,37 @@ function addVerdict(v, raw) {
     v.namespace + "/" + v.pod, v.direction, peerText(v), v.protocol + " " + v.port, v.rule, el("td", v.count, "num")]);
   tr.dataset.seq = v.seq;
   tr.className = "flow";
-  tr.tabIndex = 0;
+  // The newest line is the Tab stop, unless the keyboard or a click is on another.
+  const stop = body.querySelector('tr.flow[tabindex="0"]');
+  const keep = stop && (stop === document.activeElement || stop.dataset.picked);
+  if (stop && !keep) stop.tabIndex = -1;
+  tr.tabIndex = keep ? -1 : 0;
   tr.setAttribute("aria-expanded", "false");
   tr.title = v.namespace + "/" + v.workload;
   body.insertBefore(tr, body.firstChild); // newest first
   if (flows.events.length > flows.maxRows) {
     const gone = flows.events.shift();
     const last = body.querySelector(`tr.flow[data-seq="${gone.v.seq}"]`);
-    if (last) collapse(last), last.remove();
+    if (last) {
+      collapse(last);
+      last.remove();
+      if (last.tabIndex === 0) body.querySelector("tr.flow").tabIndex = 0;
+    }
+    $("live-state").textContent = "showing the newest " + flows.maxRows + " lines: narrow the filters to see older ones";
   }
   $("flows-empty").hidden = true;
+}
+
+// focusFlow moves the one Tab stop among the lines to tr, so that Tab passes the table in one step
+// and the arrow keys move within it.
+function focusFlow(tr) {
+  for (const r of $("verdicts").querySelectorAll('tr.flow[tabindex="0"]')) {
+    r.tabIndex = -1;
+    delete r.dataset.picked;
+  }
+  tr.tabIndex = 0;
+  tr.dataset.picked = "true";
+  tr.focus();
 }
 
 // toggleFlow expands a line into the event as policygen sent it, or folds it back. The detail row is
@@ -126,7 +147,7 @@ function collapse(tr) {
   tr.removeAttribute("aria-controls");
 }
 
-// flowKeys: Enter or Space expands a line; the arrow keys move between lines.
+// flowKeys: Enter or Space expands a line; the arrow keys move between lines (Tab leaves the table).
 function flowKeys(ev) {
   const tr = ev.target.closest("tr.flow");
   if (!tr) return;
@@ -138,7 +159,7 @@ function flowKeys(ev) {
     const next = rows[rows.indexOf(tr) + (ev.key === "ArrowDown" ? 1 : -1)];
     if (next) {
       ev.preventDefault();
-      next.focus();
+      focusFlow(next);
     }
   }
 }
@@ -245,7 +266,10 @@ function initFlows() {
   const body = $("verdicts").tBodies[0];
   body.addEventListener("click", (ev) => {
     const tr = ev.target.closest("tr.flow");
-    if (tr && !window.getSelection().toString()) toggleFlow(tr);
+    if (tr && !window.getSelection().toString()) {
+      focusFlow(tr);
+      toggleFlow(tr);
+    }
   });
   body.addEventListener("keydown", flowKeys);
 }
