@@ -47,6 +47,12 @@ test: lint ## run every test: unit, root network-namespace datapath tests, real 
 test-ui: ## the web UI in headless Chromium against policygen on a real API server; screenshots in policygen/ui/testdata/artifacts/ (or PODWALL_UI_ARTIFACTS)
 	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 -v -run '^TestUI$$' ./policygen/ui/
 
+.PHONY: ui-screenshots
+ui-screenshots: ## the README's pictures of each UI page, light and dark: runs test-ui's browser test, copies its ui-*.png into docs/images/
+	@dir=$$(mktemp -d); trap 'rm -rf $$dir' EXIT; \
+	  PODWALL_UI_ARTIFACTS=$$dir KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 -run '^TestUI$$/^browser$$' ./policygen/ui/ && \
+	  mkdir -p docs/images && cp $$dir/ui-*.png docs/images/ && ls docs/images/ui-*.png
+
 E2E_PKGS := containerd runc containernetworking-plugins iptables conntrack nftables iproute2
 
 .PHONY: e2e-deps

@@ -52,8 +52,11 @@ func testBrowser(t *testing.T, w *world) {
 	t.Run("live", func(t *testing.T) { checkLive(t, ctx, w) })
 	t.Run("policy read-only", func(t *testing.T) { checkReadOnlyPolicy(t, ctx, w) })
 	t.Run("graph", func(t *testing.T) { checkGraph(t, ctx) })
+	t.Run("flows", func(t *testing.T) { checkFlows(t, ctx, w) })
+	t.Run("looks", func(t *testing.T) { checkLooks(t, ctx) })
 	t.Run("operator changes a mode", func(t *testing.T) { checkOperator(t, ctx, w) })
 	t.Run("operator accepts a proposal", func(t *testing.T) { checkAcceptProposal(t, ctx, w) })
+	t.Run("screenshots", func(t *testing.T) { takeScreenshots(t, ctx) })
 }
 
 // signIn pastes a token into the page, as a person would.

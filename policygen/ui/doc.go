@@ -4,9 +4,11 @@
 // Pages: the workloads (mode, rules by origin, sidecars in sync with each pod's reported mode and
 // config file state, a weaker mode or a refused file marked, violations of the last hour, pending
 // proposals), each policy in plain words (DNS names and what the pod may look up included) with its
-// proposals (Accept) and NetworkPolicy export, the live verdicts (server-sent events from a ring
-// buffer the report sink feeds, so a paused or reconnecting view replays what it missed; a peer the
-// pod resolved from a DNS name shows the name beside its address) and the connection graph.
+// proposals (Accept) and NetworkPolicy export, the flows (the denies and audits reported, as
+// server-sent events from a ring buffer the report sink feeds, so a paused or reconnecting view replays
+// what it missed; filtered on the server by the stream's query parameters, see ParseFilter; a peer the
+// pod resolved from a DNS name shows the name beside its address) and the connection graph. The
+// pages follow the system's light or dark theme and work from the keyboard.
 //
 // Every request carries the caller's Kubernetes bearer token (pasted once into the page, or set by an
 // authenticating proxy in front of policygen). Reading needs RBAC to list WorkloadPolicies; changing a

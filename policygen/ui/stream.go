@@ -12,11 +12,17 @@ import (
 // stream serves verdicts as server-sent events: first those after ?after= (or the Last-Event-ID a
 // reconnecting EventSource sends) that the ring still holds, oldest first, then each as it arrives.
 // Each event's id is its Seq, so that a client that paused or lost its connection resumes where it
-// left off; an event "lost" says how many fell out of the ring meanwhile.
+// left off; an event "lost" says how many verdicts (of any kind) fell out of the ring meanwhile.
+// Query parameters narrow the verdicts sent (ParseFilter).
 func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	after, err := strconv.ParseUint(cmp.Or(r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after"), "0"), 10, 64)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "after: want a verdict sequence number")
+		return
+	}
+	filter, err := ParseFilter(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -36,9 +42,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "event: lost\ndata: %d\n\n", lost)
 		}
 		for _, v := range vs {
+			after = v.Seq
+			if !filter.Match(v) {
+				continue
+			}
 			data, _ := json.Marshal(v)
 			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", v.Seq, data)
-			after = v.Seq
 		}
 		if err := rc.Flush(); err != nil {
 			return

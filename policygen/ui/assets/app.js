@@ -151,88 +151,6 @@ async function applyMode() {
   $("mode-note").textContent = "mode set to " + mode;
 }
 
-// ---- live verdicts ----
-
-const live = { after: 0, ctl: null, paused: false, rows: 0, maxRows: 500 };
-
-// peerText is a verdict's peer with the DNS name beside it: the name the pod resolved the address
-// from, or the name a DNS query asked for.
-function peerText(v) {
-  if (!v.name) return v.peer;
-  return v.peer + (v.evaluator === "dns-query" ? " (query for " + v.name + ")" : " (" + v.name + ")");
-}
-
-function addVerdict(v) {
-  const body = $("verdicts").tBodies[0];
-  const tr = row([new Date(v.time).toLocaleTimeString(), el("td", v.verdict, "verdict-" + v.verdict),
-    v.namespace + "/" + v.pod, v.direction, peerText(v), v.protocol + " " + v.port, v.rule, el("td", v.count, "num")]);
-  tr.dataset.seq = v.seq;
-  body.insertBefore(tr, body.firstChild); // newest first
-  if (body.rows.length > live.maxRows) body.deleteRow(-1);
-}
-
-// stream reads the server-sent events with fetch (EventSource cannot send the token), resuming after
-// the last verdict shown; the server keeps what arrives while the view is paused or disconnected.
-async function stream() {
-  if (live.ctl || live.paused) return;
-  const ctl = new AbortController();
-  live.ctl = ctl;
-  $("live-state").textContent = "connected";
-  try {
-    const res = await fetch("api/verdicts?after=" + live.after, { headers: headers(), signal: ctl.signal });
-    if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || res.statusText);
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value;
-      let i;
-      while ((i = buf.indexOf("\n\n")) >= 0) {
-        handleEvent(buf.slice(0, i));
-        buf = buf.slice(i + 2);
-      }
-    }
-  } catch (err) {
-    if (!ctl.signal.aborted) showError(err);
-  }
-  if (live.ctl === ctl) live.ctl = null;
-  if (!ctl.signal.aborted && route().page === "live") setTimeout(stream, 1000);
-}
-
-function handleEvent(text) {
-  let event = "message", data = "";
-  for (const line of text.split("\n")) {
-    if (line.startsWith("event: ")) event = line.slice(7);
-    else if (line.startsWith("data: ")) data += line.slice(6);
-  }
-  if (event === "lost") {
-    // On a first connection the older verdicts were never shown: nothing was missed.
-    if (live.after > 0) $("live-state").textContent = data + " verdicts fell out of the server's buffer while away";
-  } else if (event === "message" && data) {
-    const v = JSON.parse(data);
-    if (v.seq <= live.after) return;
-    live.after = v.seq;
-    addVerdict(v);
-  }
-}
-
-function stopStream() {
-  if (live.ctl) live.ctl.abort();
-  live.ctl = null;
-}
-
-function togglePause() {
-  live.paused = !live.paused;
-  $("pause").textContent = live.paused ? "Resume" : "Pause";
-  if (live.paused) {
-    stopStream();
-    $("live-state").textContent = "paused: policygen keeps new verdicts and sends them on resume";
-  } else {
-    stream();
-  }
-}
-
 // ---- connection graph ----
 
 const svgNS = "http://www.w3.org/2000/svg";
@@ -285,19 +203,30 @@ async function showGraph() {
 
 // ---- routing ----
 
+// route reads the address: #/page/arg/...?query. #/live, the Flows page's first name, still leads there.
 function route() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
-  return { page: parts[0] || "workloads", args: parts.slice(1) };
+  const hash = location.hash.replace(/^#\/?/, "");
+  const q = hash.indexOf("?");
+  const parts = (q < 0 ? hash : hash.slice(0, q)).split("/").map(decodeURIComponent);
+  const page = parts[0] === "live" ? "flows" : parts[0] || "workloads";
+  return { page, args: parts.slice(1), params: new URLSearchParams(q < 0 ? "" : hash.slice(q + 1)) };
 }
 
 let refresh = null;
 
 async function render() {
-  const { page, args } = route();
+  const { page, args, params } = route();
   clearInterval(refresh);
-  if (page !== "live") stopStream();
+  if (page !== "flows") stopStream();
   for (const s of document.querySelectorAll(".page")) s.hidden = s.id !== "page-" + page;
-  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.id === "nav-" + page);
+  for (const a of document.querySelectorAll("nav a")) {
+    const here = a.id === "nav-" + (page === "policy" ? "workloads" : page);
+    a.classList.toggle("active", here);
+    if (here) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  const section = document.querySelector("#page-" + page + " h2");
+  document.title = (section && page !== "policy" ? section.textContent + " · " : "") + "podwall";
   showError(null);
   try {
     if (page === "workloads") {
@@ -305,13 +234,27 @@ async function render() {
       refresh = setInterval(() => showWorkloads().catch(showError), 5000);
     } else if (page === "policy") {
       await showPolicy(args[0], args[1]);
-    } else if (page === "live") {
-      stream();
+    } else if (page === "flows") {
+      showFlows(params);
     } else if (page === "graph") {
       await showGraph();
     }
   } catch (err) {
     showError(err);
+  }
+}
+
+// shortcuts: g then w, f or m goes to Workloads, Flows or the map, unless typing in a field.
+let gPressed = 0;
+
+function shortcuts(ev) {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.target.closest("input, select, textarea")) return;
+  const pages = { w: "#/workloads", f: "#/flows", m: "#/graph" };
+  if (ev.key === "g") {
+    gPressed = Date.now();
+  } else if (pages[ev.key] && Date.now() - gPressed < 1500) {
+    gPressed = 0;
+    location.hash = pages[ev.key];
   }
 }
 
@@ -328,7 +271,9 @@ function init() {
   $("signout").addEventListener("click", () => { sessionStorage.removeItem(tokenKey); stopStream(); render(); });
   $("ns-filter").addEventListener("change", () => showWorkloads().catch(showError));
   $("mode-apply").addEventListener("click", () => applyMode().catch(showError));
-  $("pause").addEventListener("click", togglePause);
+  $("skip").addEventListener("click", (ev) => { ev.preventDefault(); $("main").focus(); });
+  document.addEventListener("keydown", shortcuts);
+  initFlows();
   window.addEventListener("hashchange", render);
   render();
 }
