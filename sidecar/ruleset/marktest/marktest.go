@@ -282,15 +282,7 @@ func (a *Attacker) Listen(addr string) *Counter {
 // mark: the attack would prove nothing.
 func (a *Attacker) Connect(mark uint32, network string, to netip.AddrPort) error {
 	a.t.Helper()
-	out, err := a.command(fmt.Sprintf("%d %s %s", mark, network, to)).Output()
-	if err != nil {
-		a.t.Fatalf("attacker: %v: %s", err, out)
-	}
-	var r report
-	if err := json.Unmarshal(out, &r); err != nil {
-		a.t.Fatalf("attacker said %q: %v", out, err)
-	}
-	a.check(r)
+	r := a.run(fmt.Sprintf("%d %s %s", mark, network, to))
 	if r.Mark != mark {
 		a.t.Fatalf("attacker's socket carried mark %#x, want %#x (%s)", r.Mark, mark, r.Err)
 	}
@@ -303,12 +295,11 @@ func (a *Attacker) Connect(mark uint32, network string, to netip.AddrPort) error
 	return nil
 }
 
-// SendRawUDP sends one UDP datagram over IPv4 from a raw socket, its IP header written by the
-// attacker: the source from is forged. It returns how the send ended; whether anything arrived is
-// for the receiving end to tell.
-func (a *Attacker) SendRawUDP(from, to netip.AddrPort, payload string) error {
+// run runs one attack to its end and returns its report, failing the test if the attacker could not
+// run or ran with other credentials than it should.
+func (a *Attacker) run(arg string) report {
 	a.t.Helper()
-	out, err := a.command(fmt.Sprintf("rawudp %s %s %s", from, to, payload)).Output()
+	out, err := a.command(arg).Output()
 	if err != nil {
 		a.t.Fatalf("attacker: %v: %s", err, out)
 	}
@@ -317,6 +308,15 @@ func (a *Attacker) SendRawUDP(from, to netip.AddrPort, payload string) error {
 		a.t.Fatalf("attacker said %q: %v", out, err)
 	}
 	a.check(r)
+	return r
+}
+
+// SendRawUDP sends one UDP datagram over IPv4 from a raw socket, its IP header written by the
+// attacker: the source from is forged. It returns how the send ended; whether anything arrived is
+// for the receiving end to tell.
+func (a *Attacker) SendRawUDP(from, to netip.AddrPort, payload string) error {
+	a.t.Helper()
+	r := a.run(fmt.Sprintf("rawudp %s %s %s", from, to, payload))
 	if r.Err != "" {
 		return errors.New(r.Err)
 	}
