@@ -25,6 +25,7 @@ const mapStyle = [
   { selector: "edge[verdict = 'learned']", style: { "line-color": "#0969da", "target-arrow-color": "#0969da", "line-style": "dashed" } },
   { selector: "edge[verdict = 'audited']", style: { "line-color": "#b45309", "target-arrow-color": "#b45309", "line-style": "dashed" } },
   { selector: "edge[verdict = 'denied']", style: { "line-color": "#b42318", "target-arrow-color": "#b42318" } },
+  { selector: "edge[count = 0]", style: { opacity: 0.35, width: 1 } },
   { selector: "edge.unlabelled", style: { label: "" } },
   { selector: ":selected", style: { "overlay-color": "#0969da", "overlay-opacity": 0.2, "overlay-padding": 4 } },
 ];
@@ -36,8 +37,7 @@ async function showMap() {
   const started = performance.now();
   mapState.data = await api("graph?window=" + encodeURIComponent($("map-window").value));
   fillMapFilters(mapState.data);
-  await drawMap();
-  $("map").dataset.renderMs = String(Math.round(performance.now() - started));
+  await drawMap(started);
 }
 
 // fillMapFilters offers the namespaces and workloads there are, keeping what is chosen.
@@ -69,11 +69,15 @@ function visible(g) {
   return { nodes: g.nodes.filter((n) => keep.has(n.id)), edges };
 }
 
+// edgeLabel is an edge's ports and connections in the window; a rule nothing used in the window is
+// drawn faint and unlabelled (its ports are in its details), so that the traffic stands out.
 function edgeLabel(e) {
-  return e.ports.join(", ") + (e.count > 0 ? " ×" + e.count : "");
+  return e.count > 0 ? e.ports.join(", ") + " ×" + e.count : "";
 }
 
-function drawMap() {
+// drawMap lays out what the filters keep and marks the map with the milliseconds since started
+// (data-render-ms): the time to a readable map, which the browser test and the benchmark wait for.
+function drawMap(started = performance.now()) {
   const { nodes, edges } = visible(mapState.data);
   if (mapState.cy) mapState.cy.destroy();
   $("map-details").hidden = true;
@@ -83,7 +87,7 @@ function drawMap() {
     elements: [
       ...nodes.map((n) => ({ group: "nodes", data: { ...n, parent: n.parent || undefined } })),
       ...edges.map((e) => ({ group: "edges", data: { id: e.id, source: e.from, target: e.to, verdict: e.verdict,
-        label: edgeLabel(e), width: 1.5 + Math.min(4, Math.log10(1 + e.count)), edge: e } })),
+        count: e.count, label: edgeLabel(e), width: 1.5 + Math.min(4, Math.log10(1 + e.count)), edge: e } })),
     ],
   });
   mapState.cy = cy;
@@ -94,6 +98,7 @@ function drawMap() {
     cy.one("layoutstop", () => {
       declutter(cy);
       cy.fit(undefined, 24);
+      $("map").dataset.renderMs = String(Math.round(performance.now() - started));
       resolve();
     });
     cy.layout({ name: "fcose", quality: "proof", randomize: true, animate: false, nodeDimensionsIncludeLabels: true,
@@ -124,6 +129,7 @@ function declutter(cy) {
   let hidden = 0;
   const edges = cy.edges().sort((a, b) => b.data("edge").count - a.data("edge").count);
   edges.forEach((e) => {
+    if (!e.data("label")) return;
     for (const dy of [0, -11, 11, -22, 22]) {
       e.style("text-margin-y", dy);
       const box = labelBox(e);
