@@ -6,7 +6,11 @@
 // proposals), each policy in plain words (DNS names and what the pod may look up included) with its
 // proposals (Accept) and NetworkPolicy export, the live verdicts (server-sent events from a ring
 // buffer the report sink feeds, so a paused or reconnecting view replays what it missed; a peer the
-// pod resolved from a DNS name shows the name beside its address) and the connection graph.
+// pod resolved from a DNS name shows the name beside its address) and the service map: workloads
+// grouped by namespace, outside peers by DNS name or CIDR, one edge per pair and verdict with its
+// ports and the connections reported in a window of up to a day (Flows counts every reported
+// connection per minute), drawn in the browser with cytoscape.js, which `make ui-assets` bundles from
+// npm into assets/vendor/ (generated, not committed).
 //
 // Every request carries the caller's Kubernetes bearer token (pasted once into the page, or set by an
 // authenticating proxy in front of policygen). Reading needs RBAC to list WorkloadPolicies; changing a

@@ -3,7 +3,7 @@ package ui_test
 import (
 	"context"
 	"fmt"
-		"time"
+	"time"
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"

@@ -94,6 +94,7 @@ function drawMap(started = performance.now()) {
   window.podwallMap = cy; // for the browser test and the console
   cy.on("tap", "edge", (ev) => showEdge(ev.target.data("edge")));
   cy.on("tap", "node", (ev) => showNode(ev.target.data()));
+  cy.on("tap", (ev) => { if (ev.target === cy) $("map-details").hidden = true; });
   return new Promise((resolve) => {
     cy.one("layoutstop", () => {
       declutter(cy);
