@@ -102,7 +102,7 @@ function drawMap(started = performance.now()) {
       $("map").dataset.renderMs = String(Math.round(performance.now() - started));
       resolve();
     });
-    cy.layout({ name: "fcose", quality: "proof", randomize: true, animate: false, nodeDimensionsIncludeLabels: true,
+    cy.layout({ name: "fcose", quality: "default", randomize: true, animate: false, nodeDimensionsIncludeLabels: true,
       idealEdgeLength: () => 110, nodeRepulsion: () => 9000, nodeSeparation: 90, packComponents: true, tile: true }).run();
   });
 }
@@ -129,18 +129,27 @@ function declutter(cy) {
   });
   let hidden = 0;
   const edges = cy.edges().sort((a, b) => b.data("edge").count - a.data("edge").count);
+  // A label moved by text-margin-y moves by exactly that in model space: measure it once, where it is.
+  const moves = [];
   edges.forEach((e) => {
-    if (!e.data("label")) return;
+    const at = e.data("label") && labelBox(e);
+    if (!at) return;
     for (const dy of [0, -11, 11, -22, 22]) {
-      e.style("text-margin-y", dy);
-      const box = labelBox(e);
-      if (box && !taken.some((t) => overlaps(box, t))) {
+      const box = { x1: at.x1, x2: at.x2, y1: at.y1 + dy, y2: at.y2 + dy };
+      if (!taken.some((t) => overlaps(box, t))) {
         taken.push(box);
+        if (dy) moves.push([e, dy]);
         return;
       }
     }
-    e.addClass("unlabelled");
+    moves.push([e, null]);
     hidden++;
+  });
+  cy.batch(() => {
+    for (const [e, dy] of moves) {
+      if (dy === null) e.addClass("unlabelled");
+      else e.style("text-margin-y", dy);
+    }
   });
   $("map-hidden").textContent = hidden ? hidden + " edge labels left out where they would overlap: click an edge for its ports and counts" : "";
 }
