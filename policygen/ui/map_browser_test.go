@@ -3,6 +3,7 @@ package ui_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -59,6 +60,14 @@ func waitMap(t *testing.T, ctx context.Context, change string) {
 // another or leaving the view), the path from an edge to its verdicts and rule, a node's mode, the
 // filters and the time window.
 func checkMap(t *testing.T, ctx context.Context, w *world) {
+	resp, err := w.https.Get(w.url + "vendor/cytoscape.min.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET vendor/cytoscape.min.js: %s: the map's library was not built into this binary; run make ui-assets (make test and make test-ui do)", resp.Status)
+	}
 	w.seedMap()
 	waitMap(t, ctx, `location.hash = '#/graph'`)
 	screenshot(t, ctx, "map")
@@ -145,11 +154,28 @@ func anyStrings(v any) []string {
 // clickElement clicks the middle of a map element with the mouse, as a person would.
 func clickElement(t *testing.T, ctx context.Context, id string) {
 	t.Helper()
+	// An edge may cross others: click a point of it where it is the nearest element, as cytoscape's
+	// renderer finds it for a tap.
 	pos, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]float64](fmt.Sprintf(`(() => {
-		const e = window.podwallMap.getElementById(%q), r = window.podwallMap.container().getBoundingClientRect();
-		const p = e.isEdge() ? e.renderedMidpoint() : e.renderedPosition();
-		return {x: r.left + p.x, y: r.top + p.y};
+		const cy = window.podwallMap, e = cy.getElementById(%q), r = cy.container().getBoundingClientRect();
+		let p = null;
+		if (e.isNode()) p = e.renderedPosition();
+		else {
+			const a = e.sourceEndpoint(), b = e.targetEndpoint();
+			for (const f of [0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8]) {
+				const m = {x: a.x + f * (b.x - a.x), y: a.y + f * (b.y - a.y)};
+				if (cy.renderer().findNearestElement(m.x, m.y, true, false) === e) {
+					const z = cy.zoom(), pan = cy.pan();
+					p = {x: m.x * z + pan.x, y: m.y * z + pan.y};
+					break;
+				}
+			}
+		}
+		return p && {x: r.left + p.x, y: r.top + p.y};
 	})()`, id)))
+	if err == nil && pos == nil {
+		err = fmt.Errorf("no point of it is clear of other elements")
+	}
 	if err != nil {
 		t.Fatalf("find %s on the map: %v", id, err)
 	}
