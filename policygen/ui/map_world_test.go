@@ -29,8 +29,9 @@ var mapNamespaces = []struct {
 var mapModes = map[string]policy.Mode{"web": policy.Protect, "api": policy.Monitor, "db": policy.Protect}
 
 // seedMap adds the workloads newWorld has not made, waits for their 30 policies, and reports their
-// traffic: each workload reaches the next of its namespace (learned, as Learn allows it), and a few
-// cross namespaces or leave the cluster, allowed, audited or denied; one flow is two hours old.
+// traffic: each workload reaches the next of its namespace (learned, as Learn allows it; web by its
+// rule to api, api audited in Monitor, db denied in Protect), and a few cross namespaces or leave the
+// cluster; one flow is two hours old.
 func (w *world) seedMap() {
 	t := w.t
 	for _, n := range mapNamespaces {
@@ -56,6 +57,15 @@ func (w *world) seedMap() {
 	for _, n := range mapNamespaces {
 		for i, name := range n.names {
 			e := times(entry(policy.Allow, policy.Egress, mapIP(n.net, (i+1)%len(n.names)), 8080), uint64(i+1))
+			switch w.mode(name) {
+			case policy.Protect:
+				e.Verdict = policy.Deny
+				if name == "web" { // web's user rule web-to-api
+					e.Verdict, e.Rule, e.Evaluator = policy.Allow, "egress/web-to-api", ""
+				}
+			case policy.Monitor:
+				e.Verdict = policy.Audit
+			}
 			w.report(name, w.mode(name), e)
 		}
 	}
