@@ -8,8 +8,10 @@ const mapState = { data: null, cy: null };
 
 const verdictWords = { allowed: "allowed by a rule", learned: "learned", audited: "audited (Protect would deny)", denied: "denied" };
 
-const mapStyle = [
-  { selector: "node", style: { label: "data(label)", "font-size": 11, "font-family": "system-ui, sans-serif", color: "#1f2328",
+// mapStyle is the map's stylesheet in the page's colours (text and background as the page's CSS sets
+// them, light or dark), the verdicts' colours fixed.
+const mapStyle = (fg, bg) => [
+  { selector: "node", style: { label: "data(label)", "font-size": 11, "font-family": "system-ui, sans-serif", color: fg,
     "text-valign": "bottom", "text-margin-y": 3, width: 16, height: 16, "background-color": "#57606a" } },
   { selector: "node[kind = 'workload']", style: { "background-color": "#0969da" } },
   { selector: "node[kind = 'workload'][mode = 'Protect']", style: { "border-width": 3, "border-color": "#1f7a4d" } },
@@ -17,10 +19,10 @@ const mapStyle = [
   { selector: "node[kind = 'peer']", style: { shape: "round-rectangle", "background-color": "#8c959f" } },
   { selector: "node[kind = 'outside']", style: { shape: "diamond", "background-color": "#8250df" } },
   { selector: ":parent", style: { "text-valign": "top", "text-margin-y": -3, "font-weight": "bold", "font-size": 12,
-    "background-color": "#f6f8fa", "background-opacity": 1, "border-width": 1, "border-color": "#d0d7de", shape: "round-rectangle", padding: 14 } },
+    "background-color": fg, "background-opacity": 0.05, "border-width": 1, "border-color": fg, "border-opacity": 0.25, shape: "round-rectangle", padding: 14 } },
   { selector: "edge", style: { width: "data(width)", "curve-style": "bezier", "target-arrow-shape": "triangle", "arrow-scale": 0.8,
-    label: "data(label)", "font-size": 9, "font-family": "system-ui, sans-serif", color: "#1f2328",
-    "text-background-color": "#ffffff", "text-background-opacity": 0.9, "text-background-padding": 1 } },
+    label: "data(label)", "font-size": 9, "font-family": "system-ui, sans-serif", color: fg,
+    "text-background-color": bg, "text-background-opacity": 0.9, "text-background-padding": 1 } },
   { selector: "edge[verdict = 'allowed']", style: { "line-color": "#1f7a4d", "target-arrow-color": "#1f7a4d" } },
   { selector: "edge[verdict = 'learned']", style: { "line-color": "#0969da", "target-arrow-color": "#0969da", "line-style": "dashed" } },
   { selector: "edge[verdict = 'audited']", style: { "line-color": "#b45309", "target-arrow-color": "#b45309", "line-style": "dashed" } },
@@ -83,7 +85,7 @@ function drawMap(started = performance.now()) {
   $("map-details").hidden = true;
   $("map-empty").hidden = nodes.length > 0;
   const cy = cytoscape({
-    container: $("map"), style: mapStyle, wheelSensitivity: 0.3, minZoom: 0.2, maxZoom: 3,
+    container: $("map"), style: mapStyle(getComputedStyle($("map")).color, getComputedStyle($("map")).backgroundColor), wheelSensitivity: 0.3, minZoom: 0.2, maxZoom: 3,
     elements: [
       ...nodes.map((n) => ({ group: "nodes", data: { ...n, parent: n.parent || undefined } })),
       ...edges.map((e) => ({ group: "edges", data: { id: e.id, source: e.from, target: e.to, verdict: e.verdict,
