@@ -16,7 +16,7 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## build podwall's binaries into bin/, stamped with VERSION (each must print it for --version)
+build: ui-assets ## build podwall's binaries into bin/, stamped with VERSION (each must print it for --version)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 	@for b in podwall-injector podwall-policygen podwall-sidecar kubectl-podwall; do \
 	  $(BIN)/$$b --version | grep -qF ' $(VERSION) ' || { echo "$$b --version does not say $(VERSION)"; exit 1; }; done
@@ -40,15 +40,28 @@ cluster-bin: ## build (once) and cache every binary of the local e2e cluster (ad
 	@hack/build-kube.sh kube-apiserver etcd node
 
 .PHONY: test
-test: lint ## run every test: unit, root network-namespace datapath tests, real kube-apiserver tests
+test: lint ui-assets ## run every test: unit, root network-namespace datapath tests, real kube-apiserver tests
 	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 ./...
 
 .PHONY: test-ui
-test-ui: ## the web UI in headless Chromium against policygen on a real API server; screenshots in policygen/ui/testdata/artifacts/ (or PODWALL_UI_ARTIFACTS)
+test-ui: ui-assets ## the web UI in headless Chromium against policygen on a real API server; screenshots in policygen/ui/testdata/artifacts/ (or PODWALL_UI_ARTIFACTS)
 	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 -v -run '^TestUI$$' ./policygen/ui/
 
+UI_WEB := policygen/ui/web
+UI_VENDOR := policygen/ui/assets/vendor/cytoscape.min.js
+
+.PHONY: ui-assets
+ui-assets: $(UI_VENDOR) ## the web UI's third-party JavaScript: npm ci from policygen/ui/web's lockfile, bundled into policygen/ui/assets/vendor/ with its licenses
+
+$(UI_VENDOR): $(UI_WEB)/package.json $(UI_WEB)/package-lock.json $(UI_WEB)/entry.js $(UI_WEB)/build.mjs
+	cd $(UI_WEB) && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+
+.PHONY: bench-ui
+bench-ui: ui-assets ## (~1 min) the web UI in headless Chromium with 30 workloads: bundled JS (KiB) and the service map's time to first render
+	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -tags bench -count=1 -timeout 10m -run '^TestBenchUI$$' -v ./policygen/ui/
+
 .PHONY: ui-screenshots
-ui-screenshots: ## the README's pictures of each UI page, light and dark: runs test-ui's browser test, copies its ui-*.png into docs/images/
+ui-screenshots: ui-assets ## the README's pictures of each UI page, light and dark: runs test-ui's browser test, copies its ui-*.png into docs/images/
 	@dir=$$(mktemp -d); trap 'rm -rf $$dir' EXIT; \
 	  PODWALL_UI_ARTIFACTS=$$dir KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -count=1 -run '^TestUI$$/^browser$$' ./policygen/ui/ && \
 	  mkdir -p docs/images && cp $$dir/ui-*.png docs/images/ && ls docs/images/ui-*.png
@@ -61,7 +74,7 @@ e2e-deps: ## install the Debian packages the local cluster needs (containerd, ru
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 .PHONY: e2e
-e2e: e2e-deps cluster-bin ## end-to-end tests on a real local cluster (root): prints E2E passed=<n> failed=<n>
+e2e: e2e-deps cluster-bin ui-assets ## end-to-end tests on a real local cluster (root): prints E2E passed=<n> failed=<n>
 	@set -o pipefail; log=$$(mktemp); \
 	  $(GO) test -tags e2e -count=1 -timeout 40m -v ./e2e/ 2>&1 | tee $$log; rc=$$?; \
 	  echo "E2E passed=$$(grep -c '^--- PASS' $$log) failed=$$(grep -c '^--- FAIL' $$log) skipped=$$(grep -c '^--- SKIP' $$log)"; \
@@ -72,7 +85,7 @@ cluster: e2e-deps cluster-bin ## the bare local single-node cluster, by hand (ro
 	$(GO) run ./e2e/cmd/cluster
 
 .PHONY: lint
-lint: $(STATICCHECK) ## gofmt, go vet and staticcheck
+lint: $(STATICCHECK) ui-assets ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go') $$(git ls-files -o --exclude-standard '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	$(GO) vet ./...

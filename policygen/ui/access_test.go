@@ -33,6 +33,9 @@ func testAccess(t *testing.T, w *world) {
 		{"a viewer reads", "GET", "api/workloads", w.viewer, http.StatusOK},
 		{"a viewer reads a policy", "GET", "api/policies/shop/deployment-web", w.viewer, http.StatusOK},
 		{"a missing policy", "GET", "api/policies/shop/nothing", w.viewer, http.StatusNotFound},
+		{"the map of a day", "GET", "api/graph?window=24h", w.viewer, http.StatusOK},
+		{"the map of a window it does not offer", "GET", "api/graph?window=2d", w.viewer, http.StatusBadRequest},
+		{"the map needs the right to list policies", "GET", "api/graph", nobody, http.StatusForbidden},
 		{"a viewer may not change a mode", "POST", "api/policies/shop/deployment-web/mode", w.viewer, http.StatusForbidden},
 		{"an operator may", "POST", "api/policies/shop/deployment-web/mode", w.operator, http.StatusOK},
 	}

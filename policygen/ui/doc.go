@@ -7,8 +7,12 @@
 // proposals (Accept) and NetworkPolicy export, the flows (the denies and audits reported, as
 // server-sent events from a ring buffer the report sink feeds, so a paused or reconnecting view replays
 // what it missed; filtered on the server by the stream's query parameters, see ParseFilter; a peer the
-// pod resolved from a DNS name shows the name beside its address) and the connection graph. The
-// pages follow the system's light or dark theme and work from the keyboard.
+// pod resolved from a DNS name shows the name beside its address) and the service map: workloads
+// grouped by namespace, outside peers by DNS name or CIDR, one edge per pair and verdict with its
+// ports and the connections reported in a window of up to a day (Flows counts every reported
+// connection per minute), drawn in the browser with cytoscape.js, which `make ui-assets` bundles from
+// npm into assets/vendor/ (generated, not committed). The pages follow the system's light or dark
+// theme and work from the keyboard.
 //
 // Every request carries the caller's Kubernetes bearer token (pasted once into the page, or set by an
 // authenticating proxy in front of policygen). Reading needs RBAC to list WorkloadPolicies; changing a

@@ -57,6 +57,7 @@ type Feed struct {
 	wake    chan struct{}
 	buckets map[workload.Key]*[60]minute
 	pods    map[workload.Key]map[string]PodState
+	flows   *Flows // every reported connection, for the service map
 }
 
 // PodState is what a pod's sidecar last reported of itself: the mode it enforces and its workload's
@@ -86,7 +87,8 @@ func NewFeed(names client.Reader, size int) *Feed {
 		size = DefaultFeedSize
 	}
 	return &Feed{names: names, now: time.Now, ring: make([]Event, size), next: 1, wake: make(chan struct{}),
-		buckets: map[workload.Key]*[60]minute{}, pods: map[workload.Key]map[string]PodState{}}
+		buckets: map[workload.Key]*[60]minute{}, pods: map[workload.Key]map[string]PodState{},
+		flows: NewFlows(0)}
 }
 
 // Sink wraps a report sink: reports go to next first, and only those it took are recorded, so that a
@@ -106,22 +108,23 @@ func (s sink) Accept(ctx context.Context, id policyapi.Identity, r *policy.Repor
 	return nil
 }
 
-// Record adds a report's denies and audits, and the pod's state.
+// Record adds a report's denies and audits, and the pod's state; the service map counts every entry.
 func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Report) {
 	f.recordPod(id, r)
 	var vs []Event
 	for _, e := range r.Entries {
-		if e.Verdict != policy.Deny && e.Verdict != policy.Audit {
-			continue
-		}
 		at := e.LastSeen
 		if at.IsZero() {
 			at = f.now()
 		}
-		vs = append(vs, Event{Time: at.UTC(), Namespace: id.Workload.Namespace,
+		v := Event{Time: at.UTC(), Namespace: id.Workload.Namespace,
 			Workload: id.Workload.Kind + "/" + id.Workload.Name, Pod: id.Pod.Name, Direction: e.Direction.String(),
 			Peer: f.peerName(ctx, e.Peer), PeerAddr: e.Peer.String(), Name: e.Name, Protocol: string(e.Protocol), Port: e.Port,
-			Verdict: e.Verdict.String(), Count: e.Count, Rule: e.Rule, Evaluator: e.Evaluator, Mode: string(r.Mode)})
+			Verdict: e.Verdict.String(), Count: e.Count, Rule: e.Rule, Evaluator: e.Evaluator, Mode: string(r.Mode)}
+		f.flows.Add(v)
+		if e.Verdict == policy.Deny || e.Verdict == policy.Audit {
+			vs = append(vs, v)
+		}
 	}
 	if len(vs) > 0 {
 		f.add(id.Workload, vs)

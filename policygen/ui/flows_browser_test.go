@@ -69,7 +69,7 @@ func hash(t *testing.T, ctx context.Context) string {
 
 // checkFlows: each filter narrows the lines to the verdicts it names, in the address too; a line
 // expands to its JSON; the export holds exactly the lines shown. It reports verdicts, so it runs
-// after the graph's check, which counts them.
+// after the map's check, whose edges and counts they would change.
 func checkFlows(t *testing.T, ctx context.Context, w *world) {
 	named := func(e policy.ReportEntry, name string) policy.ReportEntry { e.Name = name; return e }
 	const a, b, c, d = "198.51.100.10 (flows-a.example.com)", "198.51.100.13 (flows-b.example.org)", "198.51.100.12", "198.51.100.14"
@@ -360,21 +360,31 @@ func checkKeyboard(t *testing.T, ctx context.Context) {
 // takeScreenshots saves each page in the light and the dark theme as ui-<page>-<theme>.png, the
 // pictures the README shows (make ui-screenshots copies them to docs/images).
 func takeScreenshots(t *testing.T, ctx context.Context) {
-	pages := []struct{ name, hash, ready string }{
-		{"workloads", "#/workloads", `document.querySelectorAll('#workloads tbody tr').length > 0`},
-		{"policy", "#/policy/shop/deployment-web", `document.getElementById('netpol').textContent !== ''`},
+	// show opens a page and waits until it shows what ready says.
+	show := func(hash, ready string) func() {
+		return func() {
+			navigate(t, ctx, hash)
+			if _, err := chromedp.Run(ctx, chromedp.Poll[bool](ready, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+				t.Fatalf("page %s: %v", hash, err)
+			}
+		}
+	}
+	pages := []struct {
+		name string
+		open func()
+	}{
+		{"workloads", show("#/workloads", `document.querySelectorAll('#workloads tbody tr').length > 0`)},
+		{"policy", show("#/policy/shop/deployment-web", `document.getElementById('netpol').textContent !== ''`)},
 		// The flows with their newest line open, to show what a line holds.
-		{"flows", "#/flows", `(() => { const r = document.querySelector('#verdicts tr.flow');
-			if (r && r.getAttribute('aria-expanded') !== 'true') r.click(); return !!document.querySelector('#verdicts tr.detail'); })()`},
-		{"map", "#/graph", `document.getElementById('graph').childElementCount > 0`},
+		{"flows", show("#/flows", `(() => { const r = document.querySelector('#verdicts tr.flow');
+			if (r && r.getAttribute('aria-expanded') !== 'true') r.click(); return !!document.querySelector('#verdicts tr.detail'); })()`)},
+		// The map takes the theme's colours when it draws: wait for this drawing.
+		{"map", func() { waitMap(t, ctx, `location.hash = '#/graph'`) }},
 	}
 	for _, scheme := range []string{"light", "dark"} {
 		setScheme(t, ctx, scheme)
 		for _, p := range pages {
-			navigate(t, ctx, p.hash)
-			if _, err := chromedp.Run(ctx, chromedp.Poll[bool](p.ready, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
-				t.Fatalf("%s page: %v", p.name, err)
-			}
+			p.open()
 			screenshot(t, ctx, "ui-"+p.name+"-"+scheme)
 		}
 	}

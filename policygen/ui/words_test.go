@@ -8,7 +8,6 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
-	"podwall.io/podwall/policygen/policyapi"
 )
 
 func testSpec() *v1.WorkloadPolicySpec {
@@ -77,53 +76,5 @@ func TestCountByOrigin(t *testing.T) {
 	want := map[policy.Origin]int{policy.OriginManifest: 3, policy.OriginLearned: 1, policy.OriginUser: 2}
 	if diff := cmp.Diff(want, CountByOrigin(testSpec())); diff != "" {
 		t.Errorf("CountByOrigin (-want +got):\n%s", diff)
-	}
-}
-
-func TestBuildGraph(t *testing.T) {
-	web := v1.WorkloadPolicy{Spec: *testSpec()}
-	web.Namespace, web.Spec.Mode = "shop", policy.Protect
-	api := v1.WorkloadPolicy{Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "api"}}}
-	api.Namespace = "shop"
-	vs := []Event{
-		{Namespace: "shop", Workload: "Deployment/web", Direction: "egress", Peer: "shop/Deployment/db", Protocol: "TCP", Port: 5432},
-		{Namespace: "shop", Workload: "Deployment/api", Direction: "ingress", Peer: "192.0.2.7", Protocol: "TCP", Port: 80},
-		{Namespace: "shop", Workload: "Deployment/api", Direction: "loopback", Peer: "127.0.0.1", Protocol: "TCP", Port: 15000},
-		// The nodes a rule allows and the nodes a verdict names are one graph node.
-		{Namespace: "shop", Workload: "Deployment/web", Direction: "ingress", Peer: "nodes", Protocol: "TCP", Port: 9090},
-		// A name the pod resolved an outside address from names the node, as a rule's name does.
-		{Namespace: "shop", Workload: "Deployment/web", Direction: "egress", Peer: "203.0.113.7", PeerAddr: "203.0.113.7", Name: "api.stripe.com", Protocol: "TCP", Port: 80},
-		// A refused DNS query goes to the resolver, whatever name it asked for.
-		{Namespace: "shop", Workload: "Deployment/web", Direction: "egress", Peer: "192.0.2.53", PeerAddr: "192.0.2.53", Name: "x.example.org",
-			Protocol: "UDP", Port: 53, Evaluator: policyapi.QueryEvaluator},
-	}
-	got := BuildGraph([]v1.WorkloadPolicy{web, api}, vs)
-	want := Graph{
-		Nodes: []Node{
-			{ID: "*.s3.amazonaws.com"}, {ID: "10.0.0.0/8"}, {ID: "192.0.2.53"}, {ID: "192.0.2.7"}, {ID: "api.stripe.com"},
-			{ID: "kube-system/Service/kube-dns"},
-			{ID: "nodes"},
-			{ID: "pods labelled app=cache of this namespace"},
-			{ID: "shop/Deployment/api", Workload: true, Mode: policy.Learn},
-			{ID: "shop/Deployment/db"},
-			{ID: "shop/Deployment/web", Workload: true, Mode: policy.Protect},
-		},
-		Edges: []Edge{
-			{From: "10.0.0.0/8", To: "shop/Deployment/web", Kind: "allowed", Label: "every port"},
-			{From: "192.0.2.7", To: "shop/Deployment/api", Kind: "denied", Label: "TCP 80"},
-			{From: "nodes", To: "shop/Deployment/web", Kind: "allowed", Label: "TCP 8080"},
-			{From: "nodes", To: "shop/Deployment/web", Kind: "denied", Label: "TCP 9090"},
-			{From: "shop/Deployment/web", To: "*.s3.amazonaws.com", Kind: "allowed", Label: "TCP 443"},
-			{From: "shop/Deployment/web", To: "192.0.2.53", Kind: "denied", Label: "UDP 53"},
-			{From: "shop/Deployment/web", To: "api.stripe.com", Kind: "allowed", Label: "TCP 443"},
-			{From: "shop/Deployment/web", To: "api.stripe.com", Kind: "denied", Label: "TCP 80"},
-			{From: "shop/Deployment/web", To: "kube-system/Service/kube-dns", Kind: "allowed", Label: "UDP 53, TCP 53"},
-			{From: "shop/Deployment/web", To: "pods labelled app=cache of this namespace", Kind: "allowed", Label: "TCP 9000-9010, every UDP port"},
-			{From: "shop/Deployment/web", To: "shop/Deployment/api", Kind: "allowed", Label: "TCP 9000-9010, every UDP port"},
-			{From: "shop/Deployment/web", To: "shop/Deployment/db", Kind: "denied", Label: "TCP 5432"},
-		},
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("BuildGraph (-want +got):\n%s", diff)
 	}
 }

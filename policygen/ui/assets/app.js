@@ -151,56 +151,6 @@ async function applyMode() {
   $("mode-note").textContent = "mode set to " + mode;
 }
 
-// ---- connection graph ----
-
-const svgNS = "http://www.w3.org/2000/svg";
-
-function svg(tag, attrs, text) {
-  const n = document.createElementNS(svgNS, tag);
-  for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
-  if (text !== undefined) n.textContent = text;
-  return n;
-}
-
-async function showGraph() {
-  const g = await api("graph");
-  const size = 720, r = Math.max(120, size / 2 - 150), c = size / 2;
-  const root = svg("svg", { viewBox: `0 0 ${size} ${size}`, role: "img", "aria-label": "connection graph" });
-  const defs = svg("defs", {});
-  for (const [id, color] of [["arrow-allowed", "#1f7a4d"], ["arrow-denied", "#b42318"]]) {
-    const m = svg("marker", { id, viewBox: "0 0 10 10", refX: 22, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
-    m.appendChild(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: color }));
-    defs.appendChild(m);
-  }
-  root.appendChild(defs);
-  const pos = {};
-  g.nodes.forEach((n, i) => {
-    const a = (2 * Math.PI * i) / Math.max(g.nodes.length, 1) - Math.PI / 2;
-    pos[n.id] = [c + r * Math.cos(a), c + r * Math.sin(a)];
-  });
-  for (const e of g.edges) {
-    // Each edge runs on its right-hand side, denied ones further out, so that A->B and B->A, or an
-    // allowed and a denied connection of one pair, stay apart.
-    const [ax, ay] = pos[e.from], [bx, by] = pos[e.to];
-    const len = Math.hypot(bx - ax, by - ay) || 1, off = e.kind === "denied" ? 12 : 5;
-    const ox = (-(by - ay) / len) * off, oy = ((bx - ax) / len) * off;
-    const [x1, y1, x2, y2] = [ax + ox, ay + oy, bx + ox, by + oy];
-    const line = svg("line", { x1, y1, x2, y2, class: e.kind, "marker-end": `url(#arrow-${e.kind})` });
-    line.appendChild(svg("title", {}, `${e.from} → ${e.to}: ${e.kind} (${e.label})`));
-    root.appendChild(line);
-    root.appendChild(svg("text", { x: (x1 + x2) / 2 + ox, y: (y1 + y2) / 2 + oy, class: "edge", "text-anchor": "middle" }, e.label));
-  }
-  for (const n of g.nodes) {
-    const [x, y] = pos[n.id];
-    const node = svg("circle", { cx: x, cy: y, r: 12, class: n.workload ? "workload" : "peer" });
-    node.appendChild(svg("title", {}, n.id + (n.mode ? " (" + n.mode + ")" : "")));
-    root.appendChild(node);
-    const left = x < c - 1;
-    root.appendChild(svg("text", { x: x + (left ? -16 : 16), y: y + 4, "text-anchor": left ? "end" : "start", class: "node" }, n.id));
-  }
-  $("graph").replaceChildren(root);
-}
-
 // ---- routing ----
 
 // route reads the address: #/page/arg/...?query. #/live, the Flows page's first name, still leads there.
@@ -237,7 +187,7 @@ async function render() {
     } else if (page === "flows") {
       showFlows(params);
     } else if (page === "graph") {
-      await showGraph();
+      await showMap(); // map.js
     }
   } catch (err) {
     showError(err);
@@ -274,6 +224,7 @@ function init() {
   $("skip").addEventListener("click", (ev) => { ev.preventDefault(); $("main").focus(); });
   document.addEventListener("keydown", shortcuts);
   initFlows();
+  initMap(); // map.js
   window.addEventListener("hashchange", render);
   render();
 }
