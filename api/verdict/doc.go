@@ -27,7 +27,7 @@
 //	dst_name         only when known: the DNS name the destination's address came from (a DNS
 //	                 answer the pod received mapped it there: the name the deciding rule's pattern
 //	                 matched, else the name the pod asked for), or, on a DNS query's own line
-//	                 (evaluator "dns-query", dst the resolver), the name the query asked for
+//	                 (dst the resolver), the name the query asked for
 //	verdict          "allow", "deny", "audit" (allowed in Monitor mode, would be denied in Protect), or
 //	                 "revoked" (an established connection cut, see below)
 //	rule             the id of the policy rule that decided; "default" for the mode's default,
@@ -36,7 +36,8 @@
 //	mode             "Learn", "Monitor" or "Protect": the mode enforced, after any override
 //	policy_revision  the revision of the policy in force (0: no policy yet, the fail mode's baseline)
 //	evaluator        the decision step that decided: "invalid-conn", "origdst-unknown", "loopback",
-//	                 "ingress", "egress", "dns-query" (a DNS query judged by its name), or "default"
+//	                 "ingress", "egress" (also a DNS query judged as its flow to the resolver),
+//	                 "dns-query" (a DNS query judged by its name: restrictDNS), or "default"
 //	                 (the mode's default ended the pipeline)
 //	original_dst     only on a connection judged behind a mesh proxy's redirect: the destination it
 //	                 was judged against, before the redirect

@@ -610,3 +610,16 @@ func TestQueryFlowJudgedAsConnection(t *testing.T) {
 	}
 	waitFor(t, w.out, verdict.Line{Verdict: policy.Deny, Dst: w.dns.Addr(), Rule: "default", Evaluator: "default"})
 }
+
+// TestQueryFlowAllowLine: under Protect, the pod's query to its resolver is a connection like any
+// other, and its allow line names the rule that allows the resolver, beside the query's own line.
+func TestQueryFlowAllowLine(t *testing.T) {
+	w := newDNSWorld(t)
+	w.dns.Set(apiName, 300, w.ip1)
+	w.start(t, w.fqdnPolicy(policy.Protect, 1, false, apiName), nil)
+	if _, err := w.resolve(apiName); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Allow, Direction: policy.Egress, Proto: syscall.IPPROTO_UDP, Dst: w.dns.Addr(),
+		Rule: "cluster-dns", Mode: policy.Protect})
+}

@@ -154,17 +154,22 @@ func (d *Decider) Decide(c Conn) Decision {
 }
 
 // DecideQuery judges a DNS query for name (canonical) that the pod sends on connection c, the query's
-// flow to its resolver (egress). Where the policy restricts DNS (Policy.RestrictDNS) only names at or
-// under a search domain (Rule "search-domain") and names an egress rule's pattern matches (Rule: the
+// flow to its resolver (egress). Where the policy does not restrict DNS (Policy.RestrictDNS), a query
+// is judged as its flow: the decision is Decide's for c (the rule that allows the resolver, say), with
+// Name set to name, so that the query's line says which rule let it out. Where it does, only names at
+// or under a search domain (Rule "search-domain") and names an egress rule's pattern matches (Rule: the
 // first such rule, in policy order) are allowed, whatever the rule's ports: the query only asks where
 // the name is, the connection after it is judged on its own. The rest is denied with Rule "default",
-// then the mode applies as for connections (Monitor: Audit; Learn: Allow, recorded). The evaluator is
-// always "dns-query", and Name is name. It allocates only to name a resolver the policy does not name.
+// then the mode applies as for connections (Monitor: Audit; Learn: Allow, recorded); the evaluator of
+// these is "dns-query". It allocates only to name a resolver the policy does not name.
 func (d *Decider) DecideQuery(c Conn, name string) Decision {
+	if !d.restrictDNS {
+		dec := d.Decide(c)
+		dec.Name = name
+		return dec
+	}
 	o := outcome{verdict: policy.Deny, rule: "default"}
 	switch {
-	case !d.restrictDNS:
-		o.verdict = policy.Allow
 	case underAny(name, d.searchDomains):
 		o = outcome{verdict: policy.Allow, rule: "search-domain"}
 	default:

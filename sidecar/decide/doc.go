@@ -27,9 +27,10 @@
 //     matched, else the most recent name of the address.
 //   - "default" ends the pipeline with the mode's default.
 //
-// DecideQuery judges a DNS query by its name alone (evaluator "dns-query"): where the policy
-// restricts DNS, only names at or under the pod's search domains and names an egress rule's pattern
-// matches are allowed; the mode applies as for connections.
+// DecideQuery judges a DNS query: as its flow to the resolver (Decide, with the name the query asked
+// for as Name) where the policy does not restrict DNS, else by its name alone (evaluator "dns-query"):
+// only names at or under the pod's search domains and names an egress rule's pattern matches are
+// allowed; the mode applies as for connections.
 //
 // Connections to a mesh proxy's redirect port (Options.MeshPorts) are judged against the destination
 // they had before the redirect: an app→proxy loopback connection by the egress rules, with the real

@@ -141,7 +141,7 @@ func TestDecideQuery(t *testing.T) {
 			if diff := cmp.Diff(want, restricted.DecideQuery(query, tc.name)); diff != "" {
 				t.Errorf("%s, restricted: DecideQuery(%s) (-want +got):\n%s", mode, tc.name, diff)
 			}
-			want = withName(inMode(allow("default", "dns-query", "service:kube-system/kube-dns"), mode), tc.name)
+			want = withName(inMode(allow("dns", "egress", "service:kube-system/kube-dns"), mode), tc.name) // judged as its flow
 			if diff := cmp.Diff(want, open.DecideQuery(query, tc.name)); diff != "" {
 				t.Errorf("%s, not restricted: DecideQuery(%s) (-want +got):\n%s", mode, tc.name, diff)
 			}
