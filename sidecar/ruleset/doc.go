@@ -15,7 +15,8 @@
 //     after a flow's first packet are established: one match of the transport port against the
 //     servers' ports (a bitmap set) is all other traffic pays. On output, a query to one of the
 //     servers (UDP, or a TCP segment with data) that carries no podwall mark goes to
-//     Options.DNSQueue; one the verdict loop refused comes back with MarkDeny and is refused (ICMP
+//     Options.DNSQueue, with MarkNewFlow if it opens its flow (the verdict loop judges the flow as a
+//     connection then, and each query by its name); one the verdict loop refused comes back with MarkDeny and is refused (ICMP
 //     prohibited, TCP reset); one it released (NF_ACCEPT) leaves the hook, so none is queued twice.
 //     On input, an answer from one of the servers goes to the same queue, but not one arriving on
 //     loopback (an app holding CAP_NET_RAW can forge any source there) nor one on the sidecar's own
