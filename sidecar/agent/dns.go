@@ -316,6 +316,10 @@ func (a *Agent) dnsQueue() uint16 { return a.opts.QueueNum + a.opts.QueueCount }
 // the policy in force whose patterns match their names. A failure costs only speed: the connection is
 // then queued, and the verdict loop allows it from the name cache.
 //
+// Only a ruleset that consults the FQDN sets (log-allows none: ruleset.Options.DecidesInKernel) gets
+// them: under the others a connection to the address is queued and allowed from the name cache, and
+// every Apply (the Offline one a fail-closed sidecar leaves too) fills the sets from the cache.
+//
 // A batch costs the answer tens of µs, and apps ask for the same names over and over: an address
 // whose answer would move the expiry last put in the kernel for the same address and names by less
 // than half of what is left of it is not put again (an answer with only such addresses sends no
@@ -325,7 +329,7 @@ func (a *Agent) addFQDN(addrs []ruleset.FQDNAddr) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.stopped || a.policy == nil {
+	if a.stopped || a.policy == nil || !(ruleset.Options{LogAllows: logAllows(a.tunables)}).DecidesInKernel() {
 		return
 	}
 	var todo []ruleset.FQDNAddr

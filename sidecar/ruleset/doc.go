@@ -42,9 +42,9 @@
 // packet do not grow with the policy.
 //
 // The FQDN sets hold the addresses DNS answers gave for names of the policy's FQDN rules, for those
-// rules' ports, each element with its own timeout (the answer's TTL): the kernel's pipapo set takes
-// per-element timeouts with concatenated ranges, so one set per family does. AddFQDN adds an answer's
-// addresses between Applies (re-adding an element refreshes its timeout); Apply rebuilds them from
+// rules' ports, each element with its own timeout (the answer's TTL), split as the allow sets are:
+// keys of one port in a hash set (an insert costs the same whatever the set holds), ranges in a
+// pipapo set (whose insert copies its lookup table). AddFQDN adds an answer's addresses between Applies (re-adding an element refreshes its timeout); Apply rebuilds them from
 // Options.FQDN, so that no resolved address is lost, and Offline keeps allowing them until they
 // expire. ForgetSeen deletes seen keys whose names expired, so that they are judged again.
 //

@@ -160,7 +160,7 @@ func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string)
 		r.add(loadKey(k, false), []expr.Any{lookup(seen4, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(seen6, regKey)}, acceptV)
 	}
-	if b.o.LogAllows == LogAllowsNone || b.o.Offline {
+	if b.o.DecidesInKernel() {
 		r.add(loadKey(k, false), []expr.Any{lookup(allow4+exactSuffix, regKey)}, acceptV)
 		r.add(loadKey(k, false), []expr.Any{lookup(allow4, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(allow6+exactSuffix, regKey)}, acceptV)

@@ -183,6 +183,12 @@ func (o Options) withDefaults() (Options, error) {
 // observesDNS says whether DNS packets are queued: only to a verdict loop, and only to known servers.
 func (o Options) observesDNS() bool { return len(o.DNSServers) > 0 && !o.Offline }
 
+// DecidesInKernel says whether the kernel accepts what the policy allows alone, looking up the allow
+// sets and the FQDN sets: with LogAllowsNone and Offline only. Otherwise a connection to a resolved
+// address is queued (once per seen key) and allowed from the name cache, and AddFQDN between Applies
+// is work nothing reads: an Apply (Offline too) fills the FQDN sets from Options.FQDN.
+func (o Options) DecidesInKernel() bool { return o.LogAllows == LogAllowsNone || o.Offline }
+
 // usesSeen says whether the seen sets exist: with LogAllowsAll every connection is queued anyway.
 func (o Options) usesSeen() bool { return o.LogAllows != LogAllowsAll }
 
