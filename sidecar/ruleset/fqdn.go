@@ -68,12 +68,11 @@ func AddFQDN(c *nftables.Conn, p *policy.Policy, addrs []FQDNAddr, now time.Time
 	}
 	n := 0
 	for _, s := range f.specs(table()) {
-		if len(s.elems) == 0 {
-			continue
-		}
 		n += len(s.elems)
-		if err := c.SetAddElements(s.set, s.elems); err != nil {
-			return fmt.Errorf("FQDN set %s: %w", s.set.Name, err)
+		for _, part := range chunks(s.set, s.elems) { // a TCP answer may carry thousands of records
+			if err := c.SetAddElements(s.set, part); err != nil {
+				return fmt.Errorf("FQDN set %s: %w", s.set.Name, err)
+			}
 		}
 	}
 	if n == 0 {

@@ -175,6 +175,24 @@ func TestAddFQDN(t *testing.T) {
 	if left := fqdnExpiry(t, c, false, a4, 6, 83); left < 59*time.Minute {
 		t.Errorf("element refreshed by another name expires in %s, want about an hour", left)
 	}
+	// One answer's addresses in one batch: an address twice (two names' chains end at it) and one more
+	// (keys of one port: the exact sets).
+	a4b := netip.MustParseAddr("192.0.2.2")
+	if err := AddFQDN(c, p, []FQDNAddr{
+		{Addr: a4b, Names: []string{"api.example.com"}, Expires: now.Add(time.Minute)},
+		{Addr: a4b, Names: []string{"api.example.com", "z.other.example.com"}, Expires: now.Add(time.Minute)},
+		{Addr: a6, Names: []string{"api.example.com"}, Expires: now.Add(time.Minute)},
+	}, now); err != nil {
+		t.Fatalf("AddFQDN of one answer: %v", err)
+	}
+	for _, k := range []struct {
+		a    netip.Addr
+		port uint16
+	}{{a4b, 83}, {a4b, 84}, {a6, 83}} {
+		if left := fqdnExpiry(t, c, k.a.Is6(), k.a, 6, k.port); left <= 0 {
+			t.Errorf("answer's element %s . 6 . %d missing", k.a, k.port)
+		}
+	}
 }
 
 // TestFQDNSpans: a name's rules' ports, cut where any FQDN rule's ports start or end.
