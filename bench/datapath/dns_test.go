@@ -52,12 +52,12 @@ func freshAddr(i int) netip.Addr {
 const queriesPerRound = 2000
 
 // TestDNS measures what observing DNS costs (issue 14): the latency the sidecar adds to a DNS answer
-// (it learns the answer's addresses, and puts them in the kernel's FQDN set, before the app gets it),
-// and the rate of resolve-then-connect cycles to a name an FQDN rule allows against the same cycles
-// under a CIDR rule as podwall runs it, DNS observed (for dst_name and learning by name): what rules by
-// name cost. The same cycles under a CIDR rule with DNS not observed (podwall before issue 14) are
-// reported too: what observing DNS costs on top. The resolver is internal/dnstest
-// in the peer namespace, and the pod asks it over UDP, as most resolver libraries do.
+// (it learns the answer's addresses before the app gets it, and with log-allows none also puts them in
+// the kernel's FQDN set), and the rate of resolve-then-connect cycles to a name an FQDN rule allows
+// against the same cycles under a CIDR rule as podwall runs it, DNS observed (for dst_name and learning
+// by name): what rules by name cost. The same cycles under a CIDR rule with DNS not observed (podwall
+// before issue 14) are reported too: what observing DNS and rules by name cost together. The resolver
+// is internal/dnstest in the peer namespace, and the pod asks it over UDP, as most resolver libraries do.
 func TestDNS(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := sidecarBinary(t)
