@@ -99,15 +99,19 @@ func (a *Agent) rulesetOptions(t Tunables) ruleset.Options {
 	for _, l := range a.dp.names.Live(time.Now()) {
 		o.FQDN = append(o.FQDN, ruleset.FQDNAddr(l))
 	}
+	o.LogAllows = logAllows(t)
+	return o
+}
+
+// logAllows is the ruleset's LogAllows for t's log-allows.
+func logAllows(t Tunables) ruleset.LogAllows {
 	switch t.Log.Allows {
 	case verdictlog.AllowsAll:
-		o.LogAllows = ruleset.LogAllowsAll
+		return ruleset.LogAllowsAll
 	case verdictlog.AllowsNone:
-		o.LogAllows = ruleset.LogAllowsNone
-	default:
-		o.LogAllows = ruleset.LogAllowsFirst
+		return ruleset.LogAllowsNone
 	}
-	return o
+	return ruleset.LogAllowsFirst
 }
 
 // withMode returns p as the kernel should enforce it under a configured mode floor.

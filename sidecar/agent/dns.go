@@ -59,8 +59,9 @@ const (
 type dnsObserver struct {
 	dp    *datapath
 	cache *dnsobs.Cache
-	// learn puts a learned address in the kernel's FQDN sets (ruleset.AddFQDN, serialized with Apply).
-	learn func(ruleset.FQDNAddr)
+	// learn puts an answer's learned addresses in the kernel's FQDN sets (ruleset.AddFQDN, one batch,
+	// serialized with Apply).
+	learn func([]ruleset.FQDNAddr)
 	log   logr.Logger
 
 	// mu guards tracker and answer: the DNS queue has one worker, but a worker the watchdog replaced
@@ -68,6 +69,7 @@ type dnsObserver struct {
 	mu      sync.Mutex
 	tracker *dnsobs.Tracker
 	answer  dnsobs.Answer
+	learned []ruleset.FQDNAddr // learnAll's, reused
 
 	queries  map[string]prometheus.Counter
 	answers  map[string]prometheus.Counter
@@ -75,7 +77,7 @@ type dnsObserver struct {
 }
 
 // newDNSObserver creates the observer and its series on reg.
-func newDNSObserver(dp *datapath, cache *dnsobs.Cache, learn func(ruleset.FQDNAddr), reg prometheus.Registerer, log logr.Logger) *dnsObserver {
+func newDNSObserver(dp *datapath, cache *dnsobs.Cache, learn func([]ruleset.FQDNAddr), reg prometheus.Registerer, log logr.Logger) *dnsObserver {
 	o := &dnsObserver{dp: dp, cache: cache, learn: learn, log: log, tracker: dnsobs.NewTracker(trackedQueries, queryTimeout),
 		queries: map[string]prometheus.Counter{}, answers: map[string]prometheus.Counter{}}
 	queries := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -112,24 +114,28 @@ func (o *dnsObserver) handle(p nfq.Packet) nfq.Reply {
 	}
 	now := time.Now()
 	if p.OutDev != 0 {
-		return o.query(pkt, data, whole, now)
+		return o.query(pkt, data, whole, p.Mark&ruleset.MarkMask == ruleset.MarkNewFlow, now)
 	}
 	return o.answerOf(pkt, data, whole, now)
 }
 
 // query judges a query packet. The packet opens or continues the pod's flow to its resolver, which the
-// connection queues do not see (the DNS rules come first): the flow is judged as a connection first
-// (logged unless allowed: each query's own line says the rest), then each query in it by its name
-// (DecideQuery). One refused query refuses the packet, at once (NF_REPEAT with MarkDeny: the kernel
+// connection queues do not see (the DNS rules come first): a packet that opens it (newFlow: the ruleset
+// marked it MarkNewFlow) has the flow judged as a connection first (logged unless allowed: each query's
+// own line says the rest), as the connection path judges a connection's opening packet; then each
+// query in it is judged by its name (DecideQuery). A flow the policy stops allowing is cut by
+// revocation, as any connection. One refused query refuses the packet, at once (NF_REPEAT with MarkDeny: the kernel
 // answers with a reject), so that the app's resolver fails rather than waiting. A query that cannot be
 // read is judged as a query for no name: allowed unless the policy restricts DNS.
-func (o *dnsObserver) query(pkt packet.Packet, data []byte, whole bool, now time.Time) nfq.Reply {
+func (o *dnsObserver) query(pkt packet.Packet, data []byte, whole, newFlow bool, now time.Time) nfq.Reply {
 	c := decide.Conn{Direction: policy.Egress, Proto: pkt.Proto, Local: pkt.Src, Remote: pkt.Dst}
 	dec := o.dp.decider.Load()
-	if v := o.dp.decideConn(dec, &c, now); v.Verdict != policy.Allow {
-		o.dp.log(c, v)
-		if v.Verdict == policy.Deny {
-			return refuse
+	if newFlow {
+		if v := o.dp.decideConn(dec, &c, now); v.Verdict != policy.Allow {
+			o.dp.log(c, v)
+			if v.Verdict == policy.Deny {
+				return refuse
+			}
 		}
 	}
 	flow := dnsobs.Flow{Server: pkt.Dst, Client: pkt.Src, Proto: pkt.Proto}
@@ -196,16 +202,21 @@ func (o *dnsObserver) answerOf(pkt packet.Packet, data []byte, whole bool, now t
 	return nfq.Reply{Action: nfqueue.NfAccept}
 }
 
-// learnAll holds each record's address for its names, and puts it in the kernel's FQDN sets.
+// learnAll holds each record's address for its names, and puts them in the kernel's FQDN sets, in one
+// batch. o.mu is held.
 func (o *dnsObserver) learnAll(records []dnsobs.Record, now time.Time) {
 	result := answerLearned
+	o.learned = o.learned[:0]
 	for _, r := range records {
 		expires, ok := o.cache.Add(r, now)
 		if !ok {
 			result = answerRefusedCap
 			continue
 		}
-		o.learn(ruleset.FQDNAddr{Addr: r.Addr, Names: r.Names, Expires: expires})
+		o.learned = append(o.learned, ruleset.FQDNAddr{Addr: r.Addr, Names: r.Names, Expires: expires})
+	}
+	if len(o.learned) > 0 {
+		o.learn(o.learned)
 	}
 	o.answers[result].Inc()
 	if result == answerRefusedCap {
@@ -301,33 +312,48 @@ func (a *Agent) observeDNS() {
 // dnsQueue is the DNS queue's number: the one after the connection queues.
 func (a *Agent) dnsQueue() uint16 { return a.opts.QueueNum + a.opts.QueueCount }
 
-// addFQDN puts an address an answer gave in the kernel's FQDN sets, for the rules of the policy in
-// force whose patterns match its names. A failure costs only speed: the connection is then queued,
-// and the verdict loop allows it from the name cache.
+// addFQDN puts the addresses an answer gave in the kernel's FQDN sets, in one batch, for the rules of
+// the policy in force whose patterns match their names. A failure costs only speed: the connection is
+// then queued, and the verdict loop allows it from the name cache.
 //
-// A batch costs the answer tens to hundreds of µs, and apps ask for the same names over and over: an
-// answer that would move the expiry last put in the kernel for the same address and names by less
-// than half of what is left of it is not put again. The kernel's element may then time out before
-// the name cache's; the next connection is queued, and allowed from the cache.
-func (a *Agent) addFQDN(f ruleset.FQDNAddr) {
+// Only a ruleset that consults the FQDN sets (log-allows none: ruleset.Options.DecidesInKernel) gets
+// them: under the others a connection to the address is queued and allowed from the name cache, and
+// every Apply (the Offline one a fail-closed sidecar leaves too) fills the sets from the cache.
+//
+// A batch costs the answer tens of µs, and apps ask for the same names over and over: an address
+// whose answer would move the expiry last put in the kernel for the same address and names by less
+// than half of what is left of it is not put again (an answer with only such addresses sends no
+// batch). The kernel's element may then time out before the name cache's; the next connection is
+// queued, and allowed from the cache.
+func (a *Agent) addFQDN(addrs []ruleset.FQDNAddr) {
 	now := time.Now()
-	key := fqdnKey{f.Addr, strings.Join(f.Names, " ")}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.stopped || a.policy == nil {
+	if a.stopped || a.policy == nil || !(ruleset.Options{LogAllows: logAllows(a.tunables)}).DecidesInKernel() {
 		return
 	}
-	if last, ok := a.pushed[key]; ok && last.Sub(now) >= f.Expires.Sub(now)/2 {
+	var todo []ruleset.FQDNAddr
+	var keys []fqdnKey
+	for _, f := range addrs {
+		key := fqdnKey{f.Addr, strings.Join(f.Names, " ")}
+		if last, ok := a.pushed[key]; ok && last.Sub(now) >= f.Expires.Sub(now)/2 {
+			continue
+		}
+		todo, keys = append(todo, f), append(keys, key)
+	}
+	if len(todo) == 0 {
 		return
 	}
-	if err := a.guard.Write(func() error { return ruleset.AddFQDN(a.nft, a.policy, f, now) }); err != nil {
-		a.log.Error(err, "resolved address not put in the kernel's FQDN set; its connections are decided in user space", "address", f.Addr.String())
+	if err := a.guard.Write(func() error { return ruleset.AddFQDN(a.fqdnNft, a.policy, todo, now) }); err != nil {
+		a.log.Error(err, "resolved addresses not put in the kernel's FQDN sets; their connections are decided in user space", "addresses", len(todo))
 		return
 	}
 	if a.pushed == nil {
 		a.pushed = map[fqdnKey]time.Time{}
 	}
-	a.pushed[key] = f.Expires
+	for i, k := range keys {
+		a.pushed[k] = todo[i].Expires
+	}
 }
 
 // fqdnKey is an address with the names an answer gave it, space-separated.

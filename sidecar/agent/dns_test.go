@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/funcr"
+	"github.com/google/nftables"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/dns/dnsmessage"
 
@@ -24,6 +25,7 @@ import (
 	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/internal/dnstest"
 	"podwall.io/podwall/internal/testutil"
+	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
@@ -612,7 +614,7 @@ func TestQueryFlowJudgedAsConnection(t *testing.T) {
 }
 
 // TestQueryFlowAllowLine: under Protect, the pod's query to its resolver is a connection like any
-// other, and its allow line names the rule that allows the resolver, beside the query's own line.
+// other: its line names the rule that allows the resolver.
 func TestQueryFlowAllowLine(t *testing.T) {
 	w := newDNSWorld(t)
 	w.dns.Set(apiName, 300, w.ip1)
@@ -622,4 +624,30 @@ func TestQueryFlowAllowLine(t *testing.T) {
 	}
 	waitFor(t, w.out, verdict.Line{Verdict: policy.Allow, Direction: policy.Egress, Proto: syscall.IPPROTO_UDP, Dst: w.dns.Addr(),
 		Rule: "cluster-dns", Mode: policy.Protect})
+}
+
+// TestFQDNInKernelUnderLogAllowsNone: with log-allows none the kernel decides allowed connections
+// alone, from the FQDN sets, so an answer's address is in the FQDN set (the hash set: the rule names
+// one port) by the time the app has the answer, and the app's first connection is accepted.
+func TestFQDNInKernelUnderLogAllowsNone(t *testing.T) {
+	w := newDNSWorld(t)
+	w.dns.Set(apiName, 300, w.ip1)
+	a, _ := w.start(t, w.fqdnPolicy(policy.Protect, 1, false, apiName), func(o *Options) { o.Log.Allows = verdictlog.AllowsNone })
+	if addr, err := w.connect(t, apiName); err != nil || addr != w.ip1 {
+		t.Fatalf("first connection to %s (%s): %v", apiName, addr, err)
+	}
+	w.mustAccept(t, w.ip1, 1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	set := &nftables.Set{Table: &nftables.Table{Name: ruleset.TableName, Family: nftables.TableFamilyINet},
+		Name: ruleset.SetFQDNEgress4Exact, KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)}
+	elems, err := a.nft.GetSetElements(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := w.ip1.As4()
+	want := append(ip[:], syscall.IPPROTO_TCP, 0, 0, 0, byte(fqdnPort>>8), byte(fqdnPort&0xff), 0, 0)
+	if len(elems) != 1 || string(elems[0].Key) != string(want) {
+		t.Fatalf("set %s holds %v, want the one key %s . tcp . %d", set.Name, elems, w.ip1, fqdnPort)
+	}
 }

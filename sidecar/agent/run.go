@@ -31,7 +31,10 @@ type Agent struct {
 	log  logr.Logger
 	nsfd int // the guarded namespace, 0 for the process's own
 	nft  *nftables.Conn
-	// guard runs every batch on nft and restores the table after anyone else's (tamper).
+	// fqdnNft is a lasting connection (one socket) for AddFQDN, whose small batches a DNS answer waits
+	// for: on nft each batch would open a socket in the namespace first, most of its cost.
+	fqdnNft *nftables.Conn
+	// guard runs every batch on nft and fqdnNft and restores the table after anyone else's (tamper).
 	guard *tamper.Guard
 	queue ruleset.QueueKind
 	dp    datapath
@@ -44,7 +47,7 @@ type Agent struct {
 	// client talks to policygen; nil in standalone mode.
 	client *pgclient.Client
 
-	mu       sync.Mutex // serializes policy and tunable changes, and every use of nft
+	mu       sync.Mutex // serializes policy and tunable changes, and every use of nft and fqdnNft
 	policy   *policy.Policy
 	tunables Tunables
 	// config is what reportHeader reports as the effective configuration.
@@ -96,6 +99,9 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.nft = nft
+	if a.fqdnNft, err = ruleset.Dial(a.nsfd, nftables.AsLasting()); err != nil {
+		return nil, err
+	}
 	if a.queue, err = ruleset.DetectQueue(nft); err != nil {
 		return nil, fmt.Errorf("detect queue support: %w", err)
 	}
@@ -215,6 +221,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ready.Store(false)
 	err = a.leave()
 	a.guard.Close()
+	a.fqdnNft.CloseLasting()
 	stopLoop()
 	if cerr := a.vlog.Load().Close(context.Background()); cerr != nil && err == nil {
 		err = cerr

@@ -2,6 +2,8 @@ package ruleset
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -134,5 +136,51 @@ func BenchmarkFQDNSpans(b *testing.B) {
 		if len(indexFQDN(p).spans(names)) == 0 {
 			b.Fatal("no spans")
 		}
+	}
+}
+
+// BenchmarkAddFQDN times one AddFQDN (one new address for a name a rule on one port allows: a DNS
+// answer's cost in the kernel) with n elements already in the FQDN set, to show how it grows with the
+// set.
+func BenchmarkAddFQDN(b *testing.B) {
+	p := &policy.Policy{Mode: policy.Protect, Egress: []policy.Rule{{ID: "api", Origin: policy.OriginUser,
+		Peer: policy.NamePeer("*.example.com"), Names: []string{"*.example.com"}, Ports: tcp(443)}}}
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+	for _, n := range []int{0, 1000, 10_000} {
+		b.Run(fmt.Sprintf("set=%d", n), func(b *testing.B) {
+			ns := netnstest.New(b)
+			c, err := Dial(ns.Fd())
+			if err != nil {
+				b.Fatal(err)
+			}
+			fc, err := Dial(ns.Fd(), nftables.AsLasting()) // as the agent's DNS path
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { fc.CloseLasting() })
+			now := time.Now()
+			o := Options{Queue: QueueCompat}
+			for i := range n {
+				o.FQDN = append(o.FQDN, FQDNAddr{Addr: addr(i), Names: []string{"a.example.com"}, Expires: now.Add(time.Hour)})
+			}
+			if err := Apply(c, p, o); err != nil {
+				b.Fatal(err)
+			}
+			i := n
+			var took []time.Duration
+			cpu0 := cpuTime(b)
+			for b.Loop() {
+				a := FQDNAddr{Addr: addr(i), Names: []string{"a.example.com"}, Expires: now.Add(time.Hour)}
+				start := time.Now()
+				if err := AddFQDN(fc, p, []FQDNAddr{a}, now); err != nil {
+					b.Fatal(err)
+				}
+				took = append(took, time.Since(start))
+				i++
+			}
+			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu_us")
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99_us")
+		})
 	}
 }

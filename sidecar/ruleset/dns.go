@@ -82,12 +82,14 @@ func (b builder) dnsOutput() [][]expr.Any {
 }
 
 // dnsQuery queues a query that carries no podwall mark: neither the sidecar's own (MarkSelf) nor one
-// back from the verdict loop. A query the loop refused (NF_REPEAT with MarkDeny) re-enters the output
+// back from the verdict loop; one that opens its flow (ct state new) goes with MarkNewFlow, so that the
+// verdict loop judges the flow as a connection then, and only then. A query the loop refused (NF_REPEAT with MarkDeny) re-enters the output
 // chain and is refused here, at once, so that the resolver library fails instead of waiting; one it
 // released (NF_ACCEPT) leaves the hook and is not seen again. Segments without data (a TCP
 // connection's SYN and ACKs) go back to the output chain, which judges the connection itself.
 func (b builder) dnsQuery() [][]expr.Any {
 	var r rules
+	r.add(markIs(0), hasPayload(), ctStateIn(expr.CtStateBitNEW), setMark(MarkNewFlow), b.dnsQueue())
 	r.add(markIs(0), hasPayload(), b.dnsQueue())
 	r.add(markIs(MarkDeny), hasPayload(), reject(true))
 	r.add(markIs(MarkDeny), hasPayload(), reject(false))

@@ -22,10 +22,11 @@ import (
 
 // dnsLoop is a tiny DNS verdict loop: it records each queued packet as "query <payload>" or
 // "answer <payload>", refuses queries starting with "deny" (NF_REPEAT with MarkDeny), drops answers
-// starting with "drop" and releases the rest.
+// starting with "drop" and releases the rest. newFlow lists the queries that came with MarkNewFlow.
 type dnsLoop struct {
-	mu   sync.Mutex
-	seen []string
+	mu      sync.Mutex
+	seen    []string
+	newFlow []string
 }
 
 func (d *dnsLoop) handle(p nfq.Packet) nfq.Reply {
@@ -36,6 +37,9 @@ func (d *dnsLoop) handle(p nfq.Packet) nfq.Reply {
 	}
 	d.mu.Lock()
 	d.seen = append(d.seen, kind+" "+payload)
+	if kind == "query" && p.Mark&MarkMask == MarkNewFlow {
+		d.newFlow = append(d.newFlow, payload)
+	}
 	d.mu.Unlock()
 	switch {
 	case kind == "query" && strings.HasPrefix(payload, "deny"):
@@ -148,7 +152,8 @@ func ask(c net.Conn, msg string, timeout time.Duration) (string, error) {
 // TestDNSQueue: queries to the pod's resolvers and their answers, UDP and TCP, IPv4 and IPv6, reach the
 // DNS queue once each, before the established accept; a query the loop refuses (NF_REPEAT with
 // MarkDeny) fails at once and never reaches the resolver; an answer it drops never reaches the app;
-// TCP segments without data are not queued; the sidecar's own lookups (MarkSelf) are not queued; and
+// a query that opens its flow comes with MarkNewFlow, the others (and TCP's, whose flow the SYN opened)
+// without; TCP segments without data are not queued; the sidecar's own lookups (MarkSelf) are not queued; and
 // an "answer" an app holding CAP_NET_RAW forges over loopback, with the resolver's source address, is
 // delivered like any loopback datagram but never queued to the DNS queue.
 func TestDNSQueue(t *testing.T) {
@@ -225,6 +230,11 @@ func TestDNSQueue(t *testing.T) {
 	if n := d.count("query ") + d.count("answer "); n != 0 {
 		t.Errorf("DNS queue saw %d packets without data (TCP handshake or ACKs), want 0", n)
 	}
+	d.mu.Lock()
+	if want := []string{"q-udp-0", "q-udp-1"}; !slices.Equal(d.newFlow, want) {
+		t.Errorf("queries queued with MarkNewFlow: %q, want %q (each UDP flow's first; not the later ones, not TCP's)", d.newFlow, want)
+	}
+	d.mu.Unlock()
 
 	// The sidecar's own lookup passes unqueued, both ways.
 	err := x.pod.Do(func() error {

@@ -15,7 +15,8 @@
 //     after a flow's first packet are established: one match of the transport port against the
 //     servers' ports (a bitmap set) is all other traffic pays. On output, a query to one of the
 //     servers (UDP, or a TCP segment with data) that carries no podwall mark goes to
-//     Options.DNSQueue; one the verdict loop refused comes back with MarkDeny and is refused (ICMP
+//     Options.DNSQueue, with MarkNewFlow if it opens its flow (the verdict loop judges the flow as a
+//     connection then, and each query by its name); one the verdict loop refused comes back with MarkDeny and is refused (ICMP
 //     prohibited, TCP reset); one it released (NF_ACCEPT) leaves the hook, so none is queued twice.
 //     On input, an answer from one of the servers goes to the same queue, but not one arriving on
 //     loopback (an app holding CAP_NET_RAW can forge any source there) nor one on the sidecar's own
@@ -41,9 +42,9 @@
 // packet do not grow with the policy.
 //
 // The FQDN sets hold the addresses DNS answers gave for names of the policy's FQDN rules, for those
-// rules' ports, each element with its own timeout (the answer's TTL): the kernel's pipapo set takes
-// per-element timeouts with concatenated ranges, so one set per family does. AddFQDN adds an answer's
-// addresses between Applies (re-adding an element refreshes its timeout); Apply rebuilds them from
+// rules' ports, each element with its own timeout (the answer's TTL), split as the allow sets are:
+// keys of one port in a hash set (an insert costs the same whatever the set holds), ranges in a
+// pipapo set (whose insert copies its lookup table). AddFQDN adds an answer's addresses between Applies (re-adding an element refreshes its timeout); Apply rebuilds them from
 // Options.FQDN, so that no resolved address is lost, and Offline keeps allowing them until they
 // expire. ForgetSeen deletes seen keys whose names expired, so that they are judged again.
 //

@@ -140,11 +140,11 @@ func markIs(v uint32) []expr.Any {
 	}
 }
 
-// clearMark clears the podwall bits of the packet mark and keeps the others.
-func clearMark() []expr.Any {
+// setMark sets the podwall bits of the packet mark to v (0: clears them) and keeps the others.
+func setMark(v uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: regScratch},
-		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(^MarkMask), Xor: native32(0)},
+		&expr.Bitwise{SourceRegister: regScratch, DestRegister: regScratch, Len: 4, Mask: native32(^MarkMask), Xor: native32(v)},
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: regScratch, SourceRegister: true},
 	}
 }

@@ -23,79 +23,121 @@ type FQDNAddr struct {
 	Expires time.Time
 }
 
-// fqdnSet is the FQDN set of a family: concatenated ranges (pipapo) whose elements time out one by one.
-func fqdnSet(t *nftables.Table, v6 bool) *nftables.Set {
-	s := &nftables.Set{Table: t, Name: SetFQDNEgress4, KeyType: keyAddrPort4, Interval: true, Concatenation: true,
-		HasTimeout: true}
+// fqdnSets are the FQDN sets of a family, as the allow sets are split: ranges (pipapo), and the keys
+// of one port (the common case: a rule on 443) in a hash set, where an insert costs the same whatever
+// the set holds (a pipapo insert copies the set's whole lookup table, and a DNS answer waits for it).
+// Their elements time out one by one.
+func fqdnSets(t *nftables.Table, v6 bool) (ranges, exact *nftables.Set) {
+	name, key := SetFQDNEgress4, keyAddrPort4
 	if v6 {
-		s.Name, s.KeyType = SetFQDNEgress6, keyAddrPort6
+		name, key = SetFQDNEgress6, keyAddrPort6
 	}
-	return s
+	ranges = intervalSet(t, name, key)
+	ranges.HasTimeout = true
+	exact = &nftables.Set{Table: t, Name: name + exactSuffix, KeyType: key, Concatenation: true, HasTimeout: true}
+	return ranges, exact
 }
 
-// AddFQDN adds, in one batch that the kernel has taken when it returns, the elements of every egress
-// rule of p with a pattern matching one of a.Names, for the rule's ports, with timeout a.Expires-now.
-// p is the policy of the last Apply, unchanged since (a new revision is a new Policy): its FQDN rules
-// are indexed once. An element there already gets the new timeout, longer or shorter: the caller
-// passes the expiry the names give the address. An address no rule's pattern matches, or an expired
-// one, adds nothing. It must not run concurrently with Apply on the same connection.
-func AddFQDN(c *nftables.Conn, p *policy.Policy, a FQDNAddr, now time.Time) error {
-	if p == nil || !a.Addr.IsValid() {
+// fqdnFamilies is the elements of the four FQDN sets: IPv4 ranges, IPv4 keys, IPv6 ranges, IPv6 keys.
+type fqdnFamilies [4][]nftables.SetElement
+
+// specs returns the four sets with their elements.
+func (f *fqdnFamilies) specs(t *nftables.Table) []setSpec {
+	r4, x4 := fqdnSets(t, false)
+	r6, x6 := fqdnSets(t, true)
+	return []setSpec{{r4, f[0]}, {x4, f[1]}, {r6, f[2]}, {x6, f[3]}}
+}
+
+// AddFQDN adds, in one batch that the kernel has taken when it returns, for each address of addrs
+// (one DNS answer's), the elements of every egress rule of p with a pattern matching one of its Names,
+// for the rule's ports, with timeout Expires-now. p is the policy of the last Apply, unchanged since
+// (a new revision is a new Policy): its FQDN rules are indexed once. An element there already gets
+// the new timeout, longer or shorter: the caller passes the expiry the names give the address. An
+// address no rule's pattern matches, or an expired one, adds nothing. It must not run concurrently
+// with Apply on the same connection.
+func AddFQDN(c *nftables.Conn, p *policy.Policy, addrs []FQDNAddr, now time.Time) error {
+	if p == nil {
 		return nil
 	}
-	elems, v6 := addrElements(indexFQDN(p).spans(a.Names), a, now)
-	if len(elems) == 0 {
-		return nil
+	x := indexFQDN(p)
+	var f fqdnFamilies
+	for _, a := range addrs {
+		if a.Addr.IsValid() {
+			f.add(x, a, now)
+		}
 	}
-	if err := c.SetAddElements(fqdnSet(table(), v6), elems); err != nil {
-		return fmt.Errorf("FQDN address %s: %w", a.Addr, err)
+	n := 0
+	for _, s := range f.specs(table()) {
+		n += len(s.elems)
+		for _, part := range chunks(s.set, s.elems) { // a TCP answer may carry thousands of records
+			if err := c.SetAddElements(s.set, part); err != nil {
+				return fmt.Errorf("FQDN set %s: %w", s.set.Name, err)
+			}
+		}
+	}
+	if n == 0 {
+		return nil
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("add FQDN address %s: %w", a.Addr, err)
+		return fmt.Errorf("add FQDN addresses: %w", err)
 	}
 	return nil
 }
 
 // fqdnElements returns the elements of the FQDN sets for the addresses of a name cache under p, as
 // timeouts left at now. An address listed twice keeps, per element, the latest expiry.
-func fqdnElements(p *policy.Policy, addrs []FQDNAddr, now time.Time) (v4, v6 []nftables.SetElement) {
+func fqdnElements(p *policy.Policy, addrs []FQDNAddr, now time.Time) fqdnFamilies {
 	x := indexFQDN(p)
-	seen := map[string]int{} // key and key end → index in its family's list
+	var all fqdnFamilies
+	seen := map[string]int{} // key and key end → index in its set's list
 	for _, a := range addrs {
-		elems, is6 := addrElements(x.spans(a.Names), a, now)
-		list := &v4
-		if is6 {
-			list = &v6
-		}
-		for _, e := range elems {
-			id := string(e.Key) + string(e.KeyEnd)
-			if i, ok := seen[id]; ok {
-				(*list)[i].Timeout = max((*list)[i].Timeout, e.Timeout)
-				continue
+		var f fqdnFamilies
+		f.add(x, a, now)
+		for i := range f {
+			for _, e := range f[i] {
+				id := string(e.Key) + string(e.KeyEnd)
+				if j, ok := seen[id]; ok {
+					all[i][j].Timeout = max(all[i][j].Timeout, e.Timeout)
+					continue
+				}
+				seen[id] = len(all[i])
+				all[i] = append(all[i], e)
 			}
-			seen[id] = len(*list)
-			*list = append(*list, e)
 		}
 	}
-	return v4, v6
+	return all
 }
 
-// addrElements returns the elements of a for spans, with a's time left at now as their timeout
-// (none if it has expired), and whether they belong to the IPv6 set.
-func addrElements(spans []span, a FQDNAddr, now time.Time) (elems []nftables.SetElement, v6 bool) {
+// add appends the elements of a under x's rules, with a's time left at now as their timeout (none if
+// it has expired): one per span of the rules whose patterns match a's names, as the allow sets encode
+// them (boxElements), a span of one port as a key alone.
+func (f *fqdnFamilies) add(x *fqdnIndex, a FQDNAddr, now time.Time) {
 	ip := a.Addr.Unmap().WithZone("")
 	left := a.Expires.Sub(now)
-	if left < time.Millisecond || len(spans) == 0 {
-		return nil, ip.Is6()
+	if left < time.Millisecond {
+		return
 	}
-	for _, s := range spans {
-		elems = append(elems, nftables.SetElement{
-			Key:     addrKey(nil, addrOf(ip), ip.Is6(), s.proto, s.lo),
-			KeyEnd:  addrKey(nil, addrOf(ip), ip.Is6(), s.proto, s.hi),
-			Timeout: left,
-		})
+	spans := x.spans(a.Names)
+	if len(spans) == 0 {
+		return
 	}
-	return elems, ip.Is6()
+	boxes := make([]box, len(spans))
+	for i, s := range spans {
+		boxes[i] = box{lo: addrOf(ip), hi: addrOf(ip), span: s}
+	}
+	ranges, exact := boxElements(boxes, ip.Is6())
+	i := 0
+	if ip.Is6() {
+		i = 2
+	}
+	for _, e := range ranges {
+		e.Timeout = left
+		f[i] = append(f[i], e)
+	}
+	for _, e := range exact {
+		e.Timeout = left
+		f[i+1] = append(f[i+1], e)
+	}
 }
 
 // fqdnIndex is what the FQDN elements need of a policy: its FQDN rules, and the bounds of all their spans.

@@ -22,18 +22,21 @@ func fqdnPolicy() *policy.Policy {
 	}}
 }
 
-// fqdnExpiry returns how long the kernel keeps the element of set for addr, proto and port: its
-// time left, or 0 if there is none.
+// fqdnExpiry returns how long the kernel keeps the element of the FQDN sets for addr, proto and
+// port: its time left, or 0 if there is none.
 func fqdnExpiry(t *testing.T, c *nftables.Conn, v6 bool, a netip.Addr, proto uint8, port uint16) time.Duration {
 	t.Helper()
-	elems, err := c.GetSetElements(fqdnSet(table(), v6))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ranges, exact := fqdnSets(table(), v6)
 	want := fmt.Sprintf("%s . %d . %d", a, proto, port)
-	for _, e := range elems {
-		if decodeElement(fqdnSet(table(), v6), e) == want {
-			return e.Expires
+	for _, s := range []*nftables.Set{ranges, exact} {
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range elems {
+			if decodeElement(s, e) == want {
+				return e.Expires
+			}
 		}
 	}
 	return 0
@@ -72,7 +75,7 @@ func TestFQDNTraffic(t *testing.T) {
 			now := time.Now()
 			add := func(a netip.Addr, names ...string) {
 				t.Helper()
-				if err := AddFQDN(x.c, p, FQDNAddr{Addr: a, Names: names, Expires: now.Add(ttl)}, now); err != nil {
+				if err := AddFQDN(x.c, p, []FQDNAddr{{Addr: a, Names: names, Expires: now.Add(ttl)}}, now); err != nil {
 					t.Fatalf("AddFQDN %s %v: %v", a, names, err)
 				}
 			}
@@ -118,7 +121,7 @@ func TestAddFQDN(t *testing.T) {
 	now := time.Now()
 	add := func(a FQDNAddr) {
 		t.Helper()
-		if err := AddFQDN(c, p, a, now); err != nil {
+		if err := AddFQDN(c, p, []FQDNAddr{a}, now); err != nil {
 			t.Fatalf("AddFQDN %+v: %v", a, err)
 		}
 	}
@@ -135,8 +138,8 @@ func TestAddFQDN(t *testing.T) {
 	add(FQDNAddr{Addr: a6, Names: []string{"api.example.com"}, Expires: now.Add(-time.Second)})
 	_, sets := readBack(t, ns, c)
 	want := map[string][]string{
-		SetFQDNEgress4: {"192.0.2.1 . 6 . 81"},
-		SetFQDNEgress6: {"2001:db8::1 . 6 . 83-84"},
+		SetFQDNEgress4: {}, SetFQDNEgress4Exact: {"192.0.2.1 . 6 . 81"},
+		SetFQDNEgress6: {"2001:db8::1 . 6 . 83-84"}, SetFQDNEgress6Exact: {},
 	}
 	for name, w := range want {
 		if fmt.Sprint(sets[name]) != fmt.Sprint(w) {
@@ -154,8 +157,8 @@ func TestAddFQDN(t *testing.T) {
 	}})
 	_, sets = readBack(t, ns, c)
 	want = map[string][]string{
-		SetFQDNEgress4: {"192.0.2.1 . 6 . 81-82", "192.0.2.1 . 6 . 83", "192.0.2.1 . 6 . 84"},
-		SetFQDNEgress6: {},
+		SetFQDNEgress4: {"192.0.2.1 . 6 . 81-82"}, SetFQDNEgress4Exact: {"192.0.2.1 . 6 . 83", "192.0.2.1 . 6 . 84"},
+		SetFQDNEgress6: {}, SetFQDNEgress6Exact: {},
 	}
 	for name, w := range want {
 		if fmt.Sprint(sets[name]) != fmt.Sprint(w) {
@@ -171,6 +174,24 @@ func TestAddFQDN(t *testing.T) {
 	add(FQDNAddr{Addr: a4, Names: []string{"y.other.example.com"}, Expires: now.Add(time.Hour)})
 	if left := fqdnExpiry(t, c, false, a4, 6, 83); left < 59*time.Minute {
 		t.Errorf("element refreshed by another name expires in %s, want about an hour", left)
+	}
+	// One answer's addresses in one batch: an address twice (two names' chains end at it) and one more
+	// (keys of one port: the exact sets).
+	a4b := netip.MustParseAddr("192.0.2.2")
+	if err := AddFQDN(c, p, []FQDNAddr{
+		{Addr: a4b, Names: []string{"api.example.com"}, Expires: now.Add(time.Minute)},
+		{Addr: a4b, Names: []string{"api.example.com", "z.other.example.com"}, Expires: now.Add(time.Minute)},
+		{Addr: a6, Names: []string{"api.example.com"}, Expires: now.Add(time.Minute)},
+	}, now); err != nil {
+		t.Fatalf("AddFQDN of one answer: %v", err)
+	}
+	for _, k := range []struct {
+		a    netip.Addr
+		port uint16
+	}{{a4b, 83}, {a4b, 84}, {a6, 83}} {
+		if left := fqdnExpiry(t, c, k.a.Is6(), k.a, 6, k.port); left <= 0 {
+			t.Errorf("answer's element %s . 6 . %d missing", k.a, k.port)
+		}
 	}
 }
 

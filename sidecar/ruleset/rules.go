@@ -103,7 +103,7 @@ func guard() [][]expr.Any {
 	r.add(markIs(0), acceptV)
 	r.add(markIs(MarkSelf), loadKey(keyEgress, false), []expr.Any{lookup(SetSelfDests4, regKey)}, acceptV)
 	r.add(markIs(MarkSelf), loadKey(keyEgress, true), []expr.Any{lookup(SetSelfDests6, regKey)}, acceptV)
-	r.add(clearMark())
+	r.add(setMark(0))
 	return r
 }
 
@@ -153,19 +153,22 @@ const dynsetOpAdd = 0 // NFT_DYNSET_OP_ADD
 
 // known accepts keys the kernel may decide alone: seen ones, and with LogAllowsNone or Offline the
 // ones the policy allows (in its exact set or its range set) and, for egress, the addresses DNS
-// answers gave for names its FQDN rules allow, until their time to live runs out.
+// answers gave for names its FQDN rules allow (in the FQDN exact or range set), until their time to
+// live runs out.
 func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string) {
 	if b.o.usesSeen() {
 		r.add(loadKey(k, false), []expr.Any{lookup(seen4, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(seen6, regKey)}, acceptV)
 	}
-	if b.o.LogAllows == LogAllowsNone || b.o.Offline {
+	if b.o.DecidesInKernel() {
 		r.add(loadKey(k, false), []expr.Any{lookup(allow4+exactSuffix, regKey)}, acceptV)
 		r.add(loadKey(k, false), []expr.Any{lookup(allow4, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(allow6+exactSuffix, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(allow6, regKey)}, acceptV)
 		if k == keyEgress {
+			r.add(loadKey(k, false), []expr.Any{lookup(SetFQDNEgress4Exact, regKey)}, acceptV)
 			r.add(loadKey(k, false), []expr.Any{lookup(SetFQDNEgress4, regKey)}, acceptV)
+			r.add(loadKey(k, true), []expr.Any{lookup(SetFQDNEgress6Exact, regKey)}, acceptV)
 			r.add(loadKey(k, true), []expr.Any{lookup(SetFQDNEgress6, regKey)}, acceptV)
 		}
 	}

@@ -37,6 +37,12 @@ const (
 	// MarkDeny, set by an NF_REPEAT verdict, refuses the queued packet: a TCP reset, or ICMP
 	// administratively prohibited.
 	MarkDeny uint32 = 0x00400000
+	// MarkNewFlow is set by the DNS rules on a query that conntrack sees as its flow's first (ct state
+	// new: for UDP, any query before the resolver's first answer) as it goes to Options.DNSQueue: the
+	// verdict loop judges the flow as a connection only then, as the connection path judges only a
+	// connection's opening packet. Every query after goes to the queue without it, and is judged by
+	// its name alone.
+	MarkNewFlow uint32 = 0x00800000
 	// MarkPortMask: an inbound packet is queued with its connection's original destination port, in
 	// host order, in these bits of the packet mark (the rest of its mark is cleared).
 	MarkPortMask uint32 = 0x0000ffff
@@ -177,6 +183,12 @@ func (o Options) withDefaults() (Options, error) {
 // observesDNS says whether DNS packets are queued: only to a verdict loop, and only to known servers.
 func (o Options) observesDNS() bool { return len(o.DNSServers) > 0 && !o.Offline }
 
+// DecidesInKernel says whether the kernel accepts what the policy allows alone, looking up the allow
+// sets and the FQDN sets: with LogAllowsNone and Offline only. Otherwise a connection to a resolved
+// address is queued (once per seen key) and allowed from the name cache, and AddFQDN between Applies
+// is work nothing reads: an Apply (Offline too) fills the FQDN sets from Options.FQDN.
+func (o Options) DecidesInKernel() bool { return o.LogAllows == LogAllowsNone || o.Offline }
+
 // usesSeen says whether the seen sets exist: with LogAllowsAll every connection is queued anyway.
 func (o Options) usesSeen() bool { return o.LogAllows != LogAllowsAll }
 
@@ -191,14 +203,17 @@ func table() *nftables.Table {
 // Dial opens a connection to nftables in the network namespace netnsFD (0: the caller's), with a
 // netlink send buffer that holds the largest batch Apply sends (a batch is sent in one message), and a
 // receive buffer as large, for the kernel's answers to a batch of that many messages (a 100k-peer
-// policy with DNS observed overran the default one: ENOBUFS, and the policy was not applied).
-func Dial(netnsFD int) (*nftables.Conn, error) {
-	opts := []nftables.ConnOption{nftables.WithSockOptions(func(nc *netlink.Conn) error {
+// policy with DNS observed overran the default one: ENOBUFS, and the policy was not applied). opts
+// add to these: nftables.AsLasting keeps one netlink socket for every batch, where otherwise each
+// opens its own in the namespace, which costs a small batch (AddFQDN, while a DNS answer waits) most
+// of its time.
+func Dial(netnsFD int, opts ...nftables.ConnOption) (*nftables.Conn, error) {
+	opts = append(opts, nftables.WithSockOptions(func(nc *netlink.Conn) error {
 		if err := nc.SetReadBuffer(sndBuf); err != nil {
 			return err
 		}
 		return nc.SetWriteBuffer(sndBuf)
-	})}
+	}))
 	if netnsFD != 0 {
 		opts = append(opts, nftables.WithNetNSFd(netnsFD))
 	}

@@ -185,7 +185,7 @@ func TestReadBack(t *testing.T) {
 		SetAllowEgress4Exact: {"10.2.0.5 . 6 . 5432", "198.51.100.7 . 6 . 443", "198.51.100.7 . 6 . 80"},
 		SetAllowEgress6:      {},
 		SetAllowEgress6Exact: {"fd00:2::53 . 17 . 53", "fd00:2::53 . 6 . 53"},
-		SetFQDNEgress4:       {}, SetFQDNEgress6: {},
+		SetFQDNEgress4:       {}, SetFQDNEgress6: {}, SetFQDNEgress4Exact: {}, SetFQDNEgress6Exact: {},
 		SetSeenIngress4: {}, SetSeenIngress6: {}, SetSeenEgress4: {}, SetSeenEgress6: {},
 		SetDenyMemoIngress4: {}, SetDenyMemoIngress6: {}, SetDenyMemoEgress4: {}, SetDenyMemoEgress6: {},
 		SetSelfPorts:    {"9090", "9091"},

@@ -45,9 +45,13 @@ const (
 	// SetFQDNEgress4 and SetFQDNEgress6 hold "address . protocol . port range" of the addresses DNS
 	// answers gave for names the policy's FQDN rules (Rule.Names) allow, for those rules' ports, each
 	// element with the answer's time to live as its timeout (AddFQDN, Options.FQDN). They are consulted
-	// where the allow sets are.
-	SetFQDNEgress4 = "fqdn_egress4"
-	SetFQDNEgress6 = "fqdn_egress6"
+	// where the allow sets are. As the allow sets, they are split: the keys of one port go in
+	// SetFQDNEgress4Exact and SetFQDNEgress6Exact, hash sets, whose insert (a DNS answer waits for it)
+	// costs the same whatever the set holds.
+	SetFQDNEgress4      = "fqdn_egress4"
+	SetFQDNEgress6      = "fqdn_egress6"
+	SetFQDNEgress4Exact = SetFQDNEgress4 + exactSuffix
+	SetFQDNEgress6Exact = SetFQDNEgress6 + exactSuffix
 	// SetDNSPorts holds the ports of Options.DNSServers: the one cheap match that sends a packet on to
 	// the DNS chains; SetDNSServers4 and SetDNSServers6 hold the servers as "address . protocol . port",
 	// UDP and TCP.
@@ -101,11 +105,11 @@ func buildSets(t *nftables.Table, p *policy.Policy, o Options, now time.Time) ([
 	if err != nil {
 		return nil, err
 	}
-	fqdn4, fqdn6 := fqdnElements(p, o.FQDN, now)
-	if len(fqdn4)+len(fqdn6) > maxElements {
+	fqdn := fqdnElements(p, o.FQDN, now)
+	if len(fqdn[0])+len(fqdn[1])+len(fqdn[2])+len(fqdn[3]) > maxElements {
 		return nil, fmt.Errorf("name cache too large: more than %d FQDN set elements", maxElements)
 	}
-	specs = append(specs, setSpec{set: fqdnSet(t, false), elems: fqdn4}, setSpec{set: fqdnSet(t, true), elems: fqdn6})
+	specs = append(specs, fqdn.specs(t)...)
 	if o.usesSeen() {
 		for _, s := range []struct {
 			name string
