@@ -124,7 +124,7 @@ generate: ## regenerate deepcopy code and CRD YAML (manifests/crds/) from api/v1
 	$(CONTROLLER_GEN) crd paths=./api/v1alpha1/... output:crd:artifacts:config=manifests/crds
 
 .PHONY: run
-run: e2e-deps cluster-bin ## podwall on a local single-node cluster built here, with a demo workload (root); Ctrl-C removes it all
+run: e2e-deps cluster-bin ui-assets ## podwall on a local single-node cluster built here, with a demo workload (root); Ctrl-C removes it all
 	$(GO) run ./e2e/cmd/cluster -podwall -demo
 
 .PHONY: run-netns
