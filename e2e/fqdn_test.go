@@ -47,6 +47,17 @@ func TestFQDNEgress(t *testing.T) {
 		name string
 		run  func(t *testing.T)
 	}{
+		{"the name resolves (in Learn)", func(t *testing.T) {
+			// The client starts before the headless Service has a ready address, and the cluster DNS
+			// caches the "no such host" it answers then for a while: Protect comes once the name
+			// resolves, so that what follows judges the firewall, not the DNS's cache.
+			testutil.Await(t, "a connection by name in Learn", 2*time.Minute, func() error {
+				if len(logLines(t, ns, client.Name, "client", "connect ok")) == 0 {
+					return fmt.Errorf("none yet")
+				}
+				return nil
+			})
+		}},
 		{"protect with a rule by name", func(t *testing.T) {
 			nameRule(t, ns, "deployment-client", "db-by-name", dbName, 8080)
 			waitLog(t, ns, client.Name, "podwall", time.Minute, "policy applied", `"mode":"Protect"`)
