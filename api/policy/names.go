@@ -89,5 +89,18 @@ func MatchName(pattern, name string) bool {
 	return i > 0 && name[i+1:] == rest
 }
 
+// MatchAny returns the first of names (in their order) that one of patterns matches. It does not
+// allocate.
+func MatchAny(patterns, names []string) (string, bool) {
+	for _, n := range names {
+		for _, p := range patterns {
+			if MatchName(p, n) {
+				return n, true
+			}
+		}
+	}
+	return "", false
+}
+
 // NamePeer is the Rule.Peer of a rule allowing a name pattern: "fqdn:api.stripe.com".
 func NamePeer(pattern string) string { return "fqdn:" + pattern }

@@ -59,3 +59,13 @@ func TestNamesOnlyOnEgress(t *testing.T) {
 		t.Errorf("valid name rule: %v", err)
 	}
 }
+
+func TestMatchAny(t *testing.T) {
+	patterns := []string{"*.example.com", "api.stripe.com"}
+	if n, ok := MatchAny(patterns, []string{"cdn.net", "api.stripe.com", "a.example.com"}); !ok || n != "api.stripe.com" {
+		t.Errorf("MatchAny = %q, %v: want the first matching name, api.stripe.com", n, ok)
+	}
+	if n, ok := MatchAny(patterns, []string{"example.com", "stripe.com"}); ok {
+		t.Errorf("MatchAny = %q, want no match", n)
+	}
+}

@@ -182,19 +182,7 @@ type fqdnRule struct {
 func (r *fqdnRule) match(proto uint8, port uint16, names []string) (string, bool) {
 	for _, k := range r.keys {
 		if k.contains(proto, port) {
-			return matchName(r.patterns, names)
-		}
-	}
-	return "", false
-}
-
-// matchName returns the first of names one of patterns matches.
-func matchName(patterns, names []string) (string, bool) {
-	for _, n := range names {
-		for _, p := range patterns {
-			if policy.MatchName(p, n) {
-				return n, true
-			}
+			return policy.MatchAny(r.patterns, names)
 		}
 	}
 	return "", false
@@ -247,11 +235,8 @@ func (s *ruleSet) lookup(proto uint8, port uint16, addr netip.Addr, names []stri
 // nameRule returns the index of the first rule with a pattern matching name, whatever its ports, or -1.
 func (s *ruleSet) nameRule(name string) int32 {
 	for i := range s.fqdn {
-		r := &s.fqdn[i]
-		for _, p := range r.patterns {
-			if policy.MatchName(p, name) {
-				return r.index
-			}
+		if _, ok := policy.MatchAny(s.fqdn[i].patterns, []string{name}); ok {
+			return s.fqdn[i].index
 		}
 	}
 	return -1

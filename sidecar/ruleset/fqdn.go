@@ -194,7 +194,7 @@ func indexFQDN(p *policy.Policy) *fqdnIndex {
 func (x *fqdnIndex) spans(names []string) []span {
 	var out []span
 	for _, r := range x.rules {
-		if !matchesAny(r.patterns, names) {
+		if _, ok := policy.MatchAny(r.patterns, names); !ok {
 			continue
 		}
 		for _, s := range r.spans {
@@ -210,17 +210,6 @@ func (x *fqdnIndex) spans(names []string) []span {
 	}
 	slices.SortFunc(out, compareSpans)
 	return slices.Compact(out)
-}
-
-func matchesAny(patterns, names []string) bool {
-	for _, pat := range patterns {
-		for _, n := range names {
-			if policy.MatchName(pat, n) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // SeenKey is an egress key the verdict loop allowed, as the seen sets hold it.
