@@ -57,8 +57,8 @@ const (
 // addresses their answers give, before the answers reach the app, so that the app's first connection
 // to a name an FQDN rule allows is already allowed.
 type dnsObserver struct {
-	dp    *datapath
-	cache *dnsobs.Cache
+	// dp is the connection datapath, whose name cache (dp.names) the answers fill.
+	dp *datapath
 	// learn puts an answer's learned addresses in the kernel's FQDN sets (ruleset.AddFQDN, one batch,
 	// serialized with Apply).
 	learn func([]ruleset.FQDNAddr)
@@ -77,8 +77,9 @@ type dnsObserver struct {
 }
 
 // newDNSObserver creates the observer and its series on reg.
-func newDNSObserver(dp *datapath, cache *dnsobs.Cache, learn func([]ruleset.FQDNAddr), reg prometheus.Registerer, log logr.Logger) *dnsObserver {
-	o := &dnsObserver{dp: dp, cache: cache, learn: learn, log: log, tracker: dnsobs.NewTracker(trackedQueries, queryTimeout),
+func newDNSObserver(dp *datapath, learn func([]ruleset.FQDNAddr), reg prometheus.Registerer, log logr.Logger) *dnsObserver {
+	cache := dp.names
+	o := &dnsObserver{dp: dp, learn: learn, log: log, tracker: dnsobs.NewTracker(trackedQueries, queryTimeout),
 		queries: map[string]prometheus.Counter{}, answers: map[string]prometheus.Counter{}}
 	queries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "podwall_dns_queries_total", Help: "DNS queries the pod sent to its resolvers, by verdict (allow, deny, audit), or malformed, or untracked (refused: too many awaiting an answer).",
@@ -208,7 +209,7 @@ func (o *dnsObserver) learnAll(records []dnsobs.Record, now time.Time) {
 	result := answerLearned
 	o.learned = o.learned[:0]
 	for _, r := range records {
-		expires, ok := o.cache.Add(r, now)
+		expires, ok := o.dp.names.Add(r, now)
 		if !ok {
 			result = answerRefusedCap
 			continue
@@ -230,7 +231,7 @@ func (o *dnsObserver) noteCap(now time.Time) {
 	if now.UnixNano()-last < int64(capNoteInterval) || !o.capNoted.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	names, addrs := o.cache.Len()
+	names, addrs := o.dp.names.Len()
 	o.log.Info("DNS cache full: answers teach no more addresses, so rules by name do not allow them; raise dns-max-names or dns-max-addrs",
 		"names", names, "addresses", addrs)
 }
@@ -305,7 +306,7 @@ func (a *Agent) observeDNS() {
 		return
 	}
 	a.resolv = rc
-	a.dns = newDNSObserver(&a.dp, a.dp.names, a.addFQDN, a.reg, a.log.WithName("dns"))
+	a.dns = newDNSObserver(&a.dp, a.addFQDN, a.reg, a.log.WithName("dns"))
 	a.log.Info("observing DNS answers", "resolvers", rc.Servers, "search", rc.Search)
 }
 
