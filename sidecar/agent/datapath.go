@@ -74,12 +74,8 @@ func (d *datapath) decideConn(dec *decide.Decider, c *decide.Conn, now time.Time
 	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
 	// counts.
 	if v.Record || v.Verdict != policy.Allow {
-		o := report.Outcome{Verdict: v.Verdict, Rule: v.Rule, Evaluator: v.Evaluator}
-		if c.Direction == policy.Egress {
-			o.Name = v.Name
-		}
 		d.reports.Add(report.Key{Direction: c.Direction, Peer: c.Remote.Addr(), Protocol: policy.ProtocolOf(c.Proto),
-			Port: recordedPort(*c)}, o, now)
+			Port: recordedPort(*c)}, report.Outcome{Verdict: v.Verdict, Rule: v.Rule, Evaluator: v.Evaluator, Name: v.Name}, now)
 	}
 	if v.Verdict != policy.Deny && len(c.Names) > 0 {
 		d.seen.add(ruleset.SeenKey{Addr: c.Remote.Addr(), Proto: c.Proto, Port: c.Remote.Port()})
