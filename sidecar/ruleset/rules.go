@@ -161,16 +161,22 @@ func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string)
 		r.add(loadKey(k, true), []expr.Any{lookup(seen6, regKey)}, acceptV)
 	}
 	if b.o.DecidesInKernel() {
-		r.add(loadKey(k, false), []expr.Any{lookup(allow4+exactSuffix, regKey)}, acceptV)
-		r.add(loadKey(k, false), []expr.Any{lookup(allow4, regKey)}, acceptV)
-		r.add(loadKey(k, true), []expr.Any{lookup(allow6+exactSuffix, regKey)}, acceptV)
-		r.add(loadKey(k, true), []expr.Any{lookup(allow6, regKey)}, acceptV)
+		acceptIn(r, k, allow4, allow6)
 		if k == keyEgress {
-			r.add(loadKey(k, false), []expr.Any{lookup(SetFQDNEgress4Exact, regKey)}, acceptV)
-			r.add(loadKey(k, false), []expr.Any{lookup(SetFQDNEgress4, regKey)}, acceptV)
-			r.add(loadKey(k, true), []expr.Any{lookup(SetFQDNEgress6Exact, regKey)}, acceptV)
-			r.add(loadKey(k, true), []expr.Any{lookup(SetFQDNEgress6, regKey)}, acceptV)
+			acceptIn(r, k, SetFQDNEgress4, SetFQDNEgress6)
 		}
+	}
+}
+
+// acceptIn accepts the keys in a pair of split sets (see allowFamily): the exact set and the range
+// set of each family.
+func acceptIn(r *rules, k keyKind, set4, set6 string) {
+	for _, fam := range []struct {
+		v6  bool
+		set string
+	}{{false, set4}, {true, set6}} {
+		r.add(loadKey(k, fam.v6), []expr.Any{lookup(fam.set+exactSuffix, regKey)}, acceptV)
+		r.add(loadKey(k, fam.v6), []expr.Any{lookup(fam.set, regKey)}, acceptV)
 	}
 }
 
