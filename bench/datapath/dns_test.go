@@ -24,7 +24,8 @@ import (
 
 // The DNS figures' child roles (see TestMain) and their arguments: envDNS is the resolver's address,
 // envName the name to resolve (with a %d, a format: query i asks for the name of envFirst+i),
-// envQueries how many queries the latency role times.
+// envQueries how many queries the latency role times. The load role takes envFor as connload does,
+// and envAddr as the port it connects to on the resolved address; it runs one cycle at a time.
 const (
 	roleDNSLoad    = "dnsload"
 	roleDNSLatency = "dnslatency"
@@ -176,7 +177,7 @@ func runDNSLoad(t *testing.T, top *topology, d time.Duration) loadResult {
 	t.Helper()
 	var r loadResult
 	runChild(t, top.pod, roleDNSLoad, d+dialTimeout+10*time.Second, &r, envDNS+"="+net.JoinHostPort(top.server.String(), "53"),
-		envName+"="+benchName, envAddr+"="+strconv.Itoa(connPort), envWorkers+"=1", envFor+"="+d.String())
+		envName+"="+benchName, envAddr+"="+strconv.Itoa(connPort), envFor+"="+d.String())
 	if r.Errors > 0 {
 		t.Errorf("dnsload in %s: %d of %d cycles failed, first: %s", top.name, r.Errors, r.Errors+r.Conns, r.FirstError)
 	}
