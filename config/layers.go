@@ -21,8 +21,10 @@ const PlatformOnly = "only the platform sets it: ConfigMap podwall-platform in p
 // workloadKeys are the keys a workload's config file may set. The live ones may only tighten what the
 // platform set (tighten); queue-count tunes throughput and has no effect on what is allowed. Every
 // other key belongs to the platform: fail-mode, the policy source and its CA, the pod's identity, the
-// mesh and listen ports, the NFQUEUE numbers and deny-memo-timeout (which sizes a deny flood's
-// share of the queue) would each let a namespace user weaken or misdirect the firewall.
+// mesh and listen ports, the NFQUEUE numbers, deny-memo-timeout (which sizes a deny flood's share of
+// the queue), the DNS limits (how long and how many resolved addresses rules by name allow) and
+// resolv-conf (whose answers are believed) would each let a namespace user weaken or misdirect the
+// firewall.
 var workloadKeys = []string{"mode", "log-allows", "log-allow-interval", "log-rate", "log-burst", "queue-count"}
 
 // FileState is what became of the workload's config file when it was last read.
