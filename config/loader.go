@@ -43,7 +43,7 @@ var ErrHelp = pflag.ErrHelp
 var ErrVersion = errors.New("version printed")
 
 // versionFlag is the flag --version: every binary has it, and it is no setting (no file key, no
-// environment variable).
+// environment variable): load declares it beside the settings' flags, not among them.
 const versionFlag = "version"
 
 // loader reads one binary's settings from four sources (three when layered: the file is then read and
@@ -72,11 +72,13 @@ type loader struct {
 // load merges the sources into dst, a pointer to the binary's struct, refusing unknown keys and values
 // its fields cannot hold exactly. dst is not validated here: that is the caller's job.
 func (l loader) load(args []string, dst any) error {
+	settings := pflag.NewFlagSet(l.name, pflag.ContinueOnError)
+	settings.String(fileKey, l.defaultFile, "configuration file (YAML); a missing file means defaults")
+	l.flags(settings)
 	flags := pflag.NewFlagSet(l.name, pflag.ContinueOnError)
 	flags.SetOutput(io.Discard)
-	flags.String(fileKey, l.defaultFile, "configuration file (YAML); a missing file means defaults")
+	flags.AddFlagSet(settings)
 	printVersion := flags.Bool(versionFlag, false, "print the version and exit")
-	l.flags(flags)
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			fmt.Fprintf(os.Stderr, "Usage of %s:\n%s", l.name, flags.FlagUsages())
@@ -95,14 +97,8 @@ func (l loader) load(args []string, dst any) error {
 	v.SetEnvPrefix(envPrefix)
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
 	v.AutomaticEnv()
-	var bindErr error
-	flags.VisitAll(func(f *pflag.Flag) {
-		if f.Name != versionFlag && bindErr == nil {
-			bindErr = v.BindPFlag(f.Name, f)
-		}
-	})
-	if bindErr != nil {
-		return fmt.Errorf("bind flags: %w", bindErr)
+	if err := v.BindPFlags(settings); err != nil {
+		return fmt.Errorf("bind flags: %w", err)
 	}
 	path := v.GetString(fileKey)
 	if !l.layered {
@@ -110,7 +106,7 @@ func (l loader) load(args []string, dst any) error {
 			return err
 		}
 	}
-	if err := checkKeys(v, flags); err != nil {
+	if err := checkKeys(v, settings); err != nil {
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	if err := v.UnmarshalExact(dst, strictDecoding); err != nil {
@@ -170,7 +166,7 @@ func readAtMost(path string, limit int64) ([]byte, error) {
 func checkKeys(v *viper.Viper, flags *pflag.FlagSet) error {
 	var unknown []string
 	for _, key := range v.AllKeys() {
-		if key == versionFlag || flags.Lookup(key) == nil {
+		if flags.Lookup(key) == nil {
 			unknown = append(unknown, strconv.Quote(key))
 		}
 	}
