@@ -116,10 +116,11 @@ func LoadPodwall(ctx context.Context, c *cluster.Cluster, root, v string) (missi
 	return missing, nil
 }
 
-// Podwall lists podwall's binaries that exist in the tree (cmd/<name>/main.go), each of which gets
-// an image.
+// Podwall lists podwall's binaries that run in the cluster and exist in the tree
+// (cmd/podwall-<name>/main.go), each of which gets an image. The kubectl plugin (cmd/kubectl-podwall)
+// runs on the user's machine, not in a pod: it gets none.
 func Podwall(root string) ([]string, error) {
-	mains, err := filepath.Glob(filepath.Join(root, "cmd", "*", "main.go"))
+	mains, err := filepath.Glob(filepath.Join(root, "cmd", "podwall-*", "main.go"))
 	if err != nil {
 		return nil, err
 	}
