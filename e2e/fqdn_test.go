@@ -15,7 +15,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/verdict"
@@ -132,21 +131,6 @@ func refusedByName(t *testing.T, ns string, client *corev1.Pod, name string, por
 	awaitVerdict(t, ns, client.Name, fmt.Sprintf("a deny line naming %s, port %d", name, port), func(l verdict.Line) bool {
 		return l.Verdict == policy.Deny && l.Direction == policy.Egress && l.DstName == name && l.Dst.Port() == port
 	})
-}
-
-// headless creates a headless Service (no cluster IP: the cluster DNS answers with the addresses of
-// the pods labelled e2e=<name>, of both families).
-func headless(t *testing.T, ns, name string, port int32) {
-	t.Helper()
-	_, err := env.Client.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"e2e": name}, ClusterIP: corev1.ClusterIPNone,
-			IPFamilyPolicy: ptr.To(corev1.IPFamilyPolicyRequireDualStack),
-			Ports:          []corev1.ServicePort{{Port: port, Protocol: corev1.ProtocolTCP}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create headless service %s: %v", name, err)
-	}
 }
 
 // nameRule switches the workload's policy to Protect with, for egress, its manifest rules (the

@@ -146,9 +146,23 @@ func createPod(t *testing.T, ns, name string, spec corev1.PodSpec) *corev1.Pod {
 // primary one, in ClusterIP; ClusterIPs lists both).
 func service(t *testing.T, ns, name string, port int32) *corev1.Service {
 	t.Helper()
+	return createService(t, ns, name, port, "")
+}
+
+// headless creates a headless Service (no cluster IP: the cluster DNS answers with the addresses of
+// the pods labelled e2e=<name>, of both families).
+func headless(t *testing.T, ns, name string, port int32) {
+	t.Helper()
+	createService(t, ns, name, port, corev1.ClusterIPNone)
+}
+
+// createService creates the dual-stack Service of service and headless, with clusterIP ("": the API
+// server assigns them).
+func createService(t *testing.T, ns, name string, port int32, clusterIP string) *corev1.Service {
+	t.Helper()
 	svc, err := env.Client.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"e2e": name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"e2e": name}, ClusterIP: clusterIP,
 			IPFamilyPolicy: ptr.To(corev1.IPFamilyPolicyRequireDualStack),
 			Ports:          []corev1.ServicePort{{Port: port, Protocol: corev1.ProtocolTCP}}},
 	}, metav1.CreateOptions{})
