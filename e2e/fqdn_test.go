@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/internal/testutil"
 )
@@ -136,33 +137,28 @@ func refusedByName(t *testing.T, ns string, client *corev1.Pod, name string, por
 // nameRule switches the workload's policy to Protect with, for egress, its manifest rules (the
 // cluster DNS among them) and one user rule allowing name on port: what a user writes with
 // `kubectl edit`, here through `kubectl replace`.
-func nameRule(t *testing.T, ns, policyName, rule, name string, port int) {
+func nameRule(t *testing.T, ns, policyName, rule, name string, port int32) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "policy.json")
 	// The learner may update the policy in between: a conflict is retried from a fresh read.
 	testutil.Await(t, "the client's policy in Protect with rule "+rule, time.Minute, func() error {
-		out, err := kubectlOut("-n", ns, "get", "workloadpolicy", policyName, "-o", "json")
+		wp, err := workloadPolicy(t, ns, policyName)
 		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		var wp map[string]any
-		if err := json.Unmarshal([]byte(out), &wp); err != nil {
 			return err
 		}
-		spec := wp["spec"].(map[string]any)
-		egress := []any{map[string]any{"name": rule, "origin": "user",
-			"peers": []any{map[string]any{"fqdn": name}}, "ports": []any{map[string]any{"protocol": "TCP", "port": port}}}}
+		egress := []v1alpha1.Rule{{Name: rule, Origin: policy.OriginUser,
+			Peers: []v1alpha1.Peer{{FQDN: name}}, Ports: []v1alpha1.Port{{Protocol: policy.TCP, Port: port}}}}
 		dns := false
-		for _, r := range spec["egress"].([]any) {
-			if r := r.(map[string]any); r["origin"] == string(policy.OriginManifest) {
+		for _, r := range wp.Spec.Egress {
+			if r.Origin == policy.OriginManifest {
 				egress = append(egress, r)
-				dns = dns || r["name"] == "m-dns"
+				dns = dns || r.Name == "m-dns"
 			}
 		}
 		if !dns {
 			return fmt.Errorf("no manifest rule m-dns (the cluster DNS) yet")
 		}
-		spec["egress"], spec["mode"] = egress, string(policy.Protect)
+		wp.Spec.Egress, wp.Spec.Mode = egress, policy.Protect
 		b, err := json.Marshal(wp)
 		if err != nil {
 			return err
