@@ -39,18 +39,21 @@ func TestFQDNEgress(t *testing.T) {
 	// The trailing dot makes the names absolute, so the resolver asks for them alone rather than
 	// walking the pod's search domains first.
 	dbName, webName := "db."+ns+".svc.cluster.local", "web."+ns+".svc.cluster.local"
+	// The servers are ready before the client asks for their names: a query answered "no such host"
+	// before the Service has an address is cached by the cluster DNS for a while.
+	db, web := podOf(t, ns, "db"), podOf(t, ns, "web")
 	deployment(t, ns, "client", corev1.PodSpec{Containers: []corev1.Container{
 		workloadContainer("client", "connect", "-interval", "500ms", "-url", "http://"+dbName+".:8080/")}})
-	client, db, web := podOf(t, ns, "client"), podOf(t, ns, "db"), podOf(t, ns, "web")
+	client := podOf(t, ns, "client")
 
 	steps := []struct {
 		name string
 		run  func(t *testing.T)
 	}{
 		{"the name resolves (in Learn)", func(t *testing.T) {
-			// The client starts before the headless Service has a ready address, and the cluster DNS
-			// caches the "no such host" it answers then for a while: Protect comes once the name
-			// resolves, so that what follows judges the firewall, not the DNS's cache.
+			// Should the client still have asked before the Service's EndpointSlice listed db's pod,
+			// the cluster DNS caches the "no such host" it answered then for a while: Protect comes
+			// once the name resolves, so that what follows judges the firewall, not the DNS's cache.
 			testutil.Await(t, "a connection by name in Learn", 2*time.Minute, func() error {
 				if len(logLines(t, ns, client.Name, "client", "connect ok")) == 0 {
 					return fmt.Errorf("none yet")
