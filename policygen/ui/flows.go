@@ -119,13 +119,17 @@ type FlowCount struct {
 }
 
 // Since returns the flows seen since from, each with its connections since then (counted by whole
-// minutes).
+// minutes). It holds the lock that Add waits for, so it skips the flows not seen since from without
+// summing their minutes.
 func (fs *Flows) Since(from time.Time) []FlowCount {
 	first := from.Unix() / 60
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	var out []FlowCount
 	for _, f := range fs.flows {
+		if f.last.Unix()/60 < first {
+			continue // not seen in the window: none of its minutes counts
+		}
 		var n uint64
 		for m, c := range f.minutes {
 			if m >= first {
