@@ -93,7 +93,7 @@ func BuildGraph(window string, policies []v1.WorkloadPolicy, flows []FlowCount, 
 	for i := range policies {
 		p := &policies[i]
 		k := workload.Key{Namespace: p.Namespace, Kind: p.Spec.Workload.Kind, Name: p.Spec.Workload.Name}
-		self := k.Namespace + "/" + k.Kind + "/" + k.Name
+		self := k.String()
 		g.policies[self] = p
 		g.nodes[self] = Node{ID: self, Label: shortName(k.Kind, k.Name), Kind: KindWorkload, Parent: g.group(k.Namespace),
 			Namespace: p.Namespace, Policy: p.Name, Mode: modeOf(p), Rules: CountByOrigin(&p.Spec),
@@ -163,7 +163,7 @@ func (g *graphBuilder) peer(id string, outside bool) string {
 func (g *graphBuilder) rulePeer(ns string, p v1.Peer) string {
 	switch {
 	case p.Workload != nil:
-		return g.peer(cmp.Or(p.Workload.Namespace, ns)+"/"+p.Workload.Kind+"/"+p.Workload.Name, false)
+		return g.peer(workload.Key{Namespace: cmp.Or(p.Workload.Namespace, ns), Kind: p.Workload.Kind, Name: p.Workload.Name}.String(), false)
 	case p.Service != nil:
 		return g.peer(cmp.Or(p.Service.Namespace, ns)+"/Service/"+p.Service.Name, false)
 	case p.Nodes:
