@@ -127,14 +127,19 @@ type access struct {
 }
 
 func (a access) String() string {
+	return fmt.Sprintf("%s %s in namespace %s", a.verb, a.object(" "), a.namespace)
+}
+
+// object is the resource, its subresource and the object's name, the name after sep.
+func (a access) object(sep string) string {
 	r := a.resource
 	if a.subresource != "" {
 		r += "/" + a.subresource
 	}
 	if a.name != "" {
-		r += " " + a.name
+		r += sep + a.name
 	}
-	return fmt.Sprintf("%s %s in namespace %s", a.verb, r, a.namespace)
+	return r
 }
 
 // mayAll asks the API server (SelfSubjectAccessReview) whether the user has each permission, so that
@@ -155,15 +160,9 @@ func mayAll(ctx context.Context, cs kubernetes.Interface, needs ...access) error
 	return nil
 }
 
+// canI is the permission as `kubectl auth can-i` takes it.
 func (a access) canI() string {
-	r := a.resource
-	if a.subresource != "" {
-		r += "/" + a.subresource
-	}
-	if a.name != "" {
-		r += "/" + a.name
-	}
-	return fmt.Sprintf("%s %s -n %s", a.verb, r, a.namespace)
+	return fmt.Sprintf("%s %s -n %s", a.verb, a.object("/"), a.namespace)
 }
 
 // explain turns a Forbidden answer into a message naming the missing permission.

@@ -36,6 +36,13 @@ func testAccess(t *testing.T, w *world) {
 		{"the map of a day", "GET", "api/graph?window=24h", w.viewer, http.StatusOK},
 		{"the map of a window it does not offer", "GET", "api/graph?window=2d", w.viewer, http.StatusBadRequest},
 		{"the map needs the right to list policies", "GET", "api/graph", nobody, http.StatusForbidden},
+		// A query is read only once the caller may read: a bad value from anyone else learns nothing.
+		{"the map's window without a token", "GET", "api/graph?window=2d", "", http.StatusUnauthorized},
+		{"the map's window from a user who may not list", "GET", "api/graph?window=2d", nobody, http.StatusForbidden},
+		{"the flows without a token", "GET", "api/verdicts?verdict=allow", "", http.StatusUnauthorized},
+		{"the flows need the right to list policies", "GET", "api/verdicts?port=http", nobody, http.StatusForbidden},
+		{"the flows by a verdict they do not offer", "GET", "api/verdicts?verdict=allow", w.viewer, http.StatusBadRequest},
+		{"the flows by a port that is none", "GET", "api/verdicts?port=65536", w.viewer, http.StatusBadRequest},
 		{"a viewer may not change a mode", "POST", "api/policies/shop/deployment-web/mode", w.viewer, http.StatusForbidden},
 		{"an operator may", "POST", "api/policies/shop/deployment-web/mode", w.operator, http.StatusOK},
 	}

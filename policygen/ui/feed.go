@@ -109,23 +109,32 @@ func (s sink) Accept(ctx context.Context, id policyapi.Identity, r *policy.Repor
 }
 
 // Record adds a report's denies and audits, and the pod's state; the service map counts every entry.
+// Each peer address is named once per report, however many of its entries name it.
 func (f *Feed) Record(ctx context.Context, id policyapi.Identity, r *policy.Report) {
 	f.recordPod(id, r)
+	all := make([]Event, 0, len(r.Entries))
 	var vs []Event
+	names := map[netip.Addr]string{}
 	for _, e := range r.Entries {
+		peer, ok := names[e.Peer]
+		if !ok {
+			peer = f.peerName(ctx, e.Peer)
+			names[e.Peer] = peer
+		}
 		at := e.LastSeen
 		if at.IsZero() {
 			at = f.now()
 		}
 		v := Event{Time: at.UTC(), Namespace: id.Workload.Namespace,
 			Workload: id.Workload.Kind + "/" + id.Workload.Name, Pod: id.Pod.Name, Direction: e.Direction.String(),
-			Peer: f.peerName(ctx, e.Peer), PeerAddr: e.Peer.String(), Name: e.Name, Protocol: string(e.Protocol), Port: e.Port,
+			Peer: peer, PeerAddr: e.Peer.String(), Name: e.Name, Protocol: string(e.Protocol), Port: e.Port,
 			Verdict: e.Verdict.String(), Count: e.Count, Rule: e.Rule, Evaluator: e.Evaluator, Mode: string(r.Mode)}
-		f.flows.Add(v)
+		all = append(all, v)
 		if e.Verdict == policy.Deny || e.Verdict == policy.Audit {
 			vs = append(vs, v)
 		}
 	}
+	f.flows.Add(all...)
 	if len(vs) > 0 {
 		f.add(id.Workload, vs)
 	}

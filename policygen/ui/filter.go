@@ -17,20 +17,20 @@ type Filter struct {
 	Workload  string
 	// Verdict is "deny" or "audit".
 	Verdict string
-	// Peer is an address or CIDR containing the peer's address, or else text found in the peer's name
-	// or the DNS name it was resolved from, in any case.
-	Peer       string
+	Port    uint16
+	// peer is an address or CIDR containing the peer's address (peerPrefix), or else text found in the
+	// peer's name or the DNS name it was resolved from, in any case (kept lower-cased).
+	peer       string
 	peerPrefix netip.Prefix
-	Port       uint16
-	// Text is words each found, in any case, in one of the verdict's fields (its DNS name included).
-	Text  string
+	// words are the words of ?q=, lower-cased, each to be found in one of the verdict's fields (its
+	// DNS name included).
 	words []string
 }
 
 // ParseFilter reads a filter from query parameters namespace, workload, verdict, peer, port and q.
 func ParseFilter(q url.Values) (Filter, error) {
 	f := Filter{Namespace: q.Get("namespace"), Workload: q.Get("workload"), Verdict: q.Get("verdict"),
-		Peer: strings.TrimSpace(q.Get("peer")), Text: q.Get("q")}
+		words: strings.Fields(strings.ToLower(q.Get("q")))}
 	switch f.Verdict {
 	case "", "deny", "audit":
 	default:
@@ -43,12 +43,13 @@ func ParseFilter(q url.Values) (Filter, error) {
 		}
 		f.Port = uint16(n)
 	}
-	if a, err := netip.ParseAddr(f.Peer); err == nil {
+	peer := strings.TrimSpace(q.Get("peer"))
+	if a, err := netip.ParseAddr(peer); err == nil {
 		f.peerPrefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
-	} else if p, err := netip.ParsePrefix(f.Peer); err == nil {
+	} else if p, err := netip.ParsePrefix(peer); err == nil {
 		f.peerPrefix = p.Masked()
 	}
-	f.words = strings.Fields(strings.ToLower(f.Text))
+	f.peer = strings.ToLower(peer)
 	return f, nil
 }
 
@@ -59,7 +60,7 @@ func (f Filter) Match(v Event) bool {
 		f.Workload != "" && v.Workload != f.Workload,
 		f.Verdict != "" && v.Verdict != f.Verdict,
 		f.Port != 0 && v.Port != f.Port,
-		f.Peer != "" && !f.matchPeer(v):
+		f.peer != "" && !f.matchPeer(v):
 		return false
 	}
 	if len(f.words) == 0 {
@@ -80,6 +81,5 @@ func (f Filter) matchPeer(v Event) bool {
 		a, err := netip.ParseAddr(v.PeerAddr)
 		return err == nil && f.peerPrefix.Contains(a.Unmap())
 	}
-	p := strings.ToLower(f.Peer)
-	return strings.Contains(strings.ToLower(v.Peer), p) || strings.Contains(strings.ToLower(v.Name), p)
+	return strings.Contains(strings.ToLower(v.Peer), f.peer) || strings.Contains(strings.ToLower(v.Name), f.peer)
 }

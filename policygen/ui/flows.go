@@ -53,11 +53,20 @@ func keyOf(v Event) flowKey {
 		Name: v.Name, Protocol: v.Protocol, Port: v.Port, Verdict: v.Verdict, Rule: v.Rule, Evaluator: v.Evaluator}
 }
 
-// Add counts one reported entry at v.Time.
-func (fs *Flows) Add(v Event) {
-	k := keyOf(v)
+// Add counts reported entries, each at its Time, under one hold of the lock (Feed.Record adds a
+// whole report's).
+func (fs *Flows) Add(vs ...Event) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	for _, v := range vs {
+		fs.add(v)
+	}
+}
+
+// add counts one entry; fs.mu is held. A flow's minutes past the horizon go when a new minute is
+// added, the only time its count of minutes grows.
+func (fs *Flows) add(v Event) {
+	k := keyOf(v)
 	f := fs.flows[k]
 	if f == nil {
 		if len(fs.flows) >= fs.max {
@@ -66,18 +75,21 @@ func (fs *Flows) Add(v Event) {
 		f = &flow{minutes: map[int64]uint64{}}
 		fs.flows[k] = f
 	}
-	f.minutes[v.Time.Unix()/60] += v.Count
+	now := v.Time.Unix() / 60
+	if _, ok := f.minutes[now]; !ok {
+		for m := range f.minutes {
+			if now-m >= int64(flowHorizon/time.Minute) {
+				delete(f.minutes, m)
+			}
+		}
+	}
+	f.minutes[now] += v.Count
 	f.recent = append(f.recent, v)
 	if len(f.recent) > recentPerFlow {
 		f.recent = slices.Delete(f.recent, 0, len(f.recent)-recentPerFlow)
 	}
 	if v.Time.After(f.last) {
 		f.last = v.Time
-	}
-	for m := range f.minutes {
-		if now := v.Time.Unix() / 60; now-m >= int64(flowHorizon/time.Minute) {
-			delete(f.minutes, m)
-		}
 	}
 }
 
@@ -107,13 +119,17 @@ type FlowCount struct {
 }
 
 // Since returns the flows seen since from, each with its connections since then (counted by whole
-// minutes).
+// minutes). It holds the lock that Add waits for, so it skips the flows not seen since from without
+// summing their minutes.
 func (fs *Flows) Since(from time.Time) []FlowCount {
 	first := from.Unix() / 60
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	var out []FlowCount
 	for _, f := range fs.flows {
+		if f.last.Unix()/60 < first {
+			continue // not seen in the window: none of its minutes counts
+		}
 		var n uint64
 		for m, c := range f.minutes {
 			if m >= first {

@@ -88,11 +88,12 @@ var Windows = map[string]time.Duration{"5m": 5 * time.Minute, "1h": time.Hour, "
 
 // BuildGraph draws policies' rules, the flows reported in the window and the pods' states as a map.
 func BuildGraph(window string, policies []v1.WorkloadPolicy, flows []FlowCount, pods func(workload.Key) []PodState) Graph {
-	g := graphBuilder{nodes: map[string]Node{}, edges: map[[3]string]*Edge{}, policies: map[string]*v1.WorkloadPolicy{}}
+	g := graphBuilder{nodes: map[string]Node{}, edges: map[[3]string]*Edge{}, policies: map[string]*v1.WorkloadPolicy{},
+		learned: map[[2]string]bool{}}
 	for i := range policies {
 		p := &policies[i]
 		k := workload.Key{Namespace: p.Namespace, Kind: p.Spec.Workload.Kind, Name: p.Spec.Workload.Name}
-		self := k.Namespace + "/" + k.Kind + "/" + k.Name
+		self := k.String()
 		g.policies[self] = p
 		g.nodes[self] = Node{ID: self, Label: shortName(k.Kind, k.Name), Kind: KindWorkload, Parent: g.group(k.Namespace),
 			Namespace: p.Namespace, Policy: p.Name, Mode: modeOf(p), Rules: CountByOrigin(&p.Spec),
@@ -104,6 +105,7 @@ func BuildGraph(window string, policies []v1.WorkloadPolicy, flows []FlowCount, 
 				verdict := EdgeAllowed
 				if r.Origin == policy.OriginLearned {
 					verdict = EdgeLearned
+					g.learned[[2]string{self, dir + "/" + r.Name}] = true
 				}
 				for _, peer := range r.Peers {
 					other := g.rulePeer(p.Namespace, peer)
@@ -126,6 +128,7 @@ type graphBuilder struct {
 	nodes    map[string]Node
 	edges    map[[3]string]*Edge // from, to, verdict
 	policies map[string]*v1.WorkloadPolicy
+	learned  map[[2]string]bool // workload, rule id as reported: the rules of learned origin
 }
 
 // group returns the group node of namespace ns, adding it.
@@ -160,7 +163,7 @@ func (g *graphBuilder) peer(id string, outside bool) string {
 func (g *graphBuilder) rulePeer(ns string, p v1.Peer) string {
 	switch {
 	case p.Workload != nil:
-		return g.peer(cmp.Or(p.Workload.Namespace, ns)+"/"+p.Workload.Kind+"/"+p.Workload.Name, false)
+		return g.peer(workload.Key{Namespace: cmp.Or(p.Workload.Namespace, ns), Kind: p.Workload.Kind, Name: p.Workload.Name}.String(), false)
 	case p.Service != nil:
 		return g.peer(cmp.Or(p.Service.Namespace, ns)+"/Service/"+p.Service.Name, false)
 	case p.Nodes:
@@ -205,12 +208,8 @@ func (g *graphBuilder) verdictOf(self string, v Event) string {
 	if v.Mode == string(policy.Learn) && v.Rule == "default" {
 		return EdgeLearned
 	}
-	if p := g.policies[self]; p != nil {
-		for dir, rules := range map[string][]v1.Rule{"ingress": p.Spec.Ingress, "egress": p.Spec.Egress} {
-			if slices.ContainsFunc(rules, func(r v1.Rule) bool { return dir+"/"+r.Name == v.Rule && r.Origin == policy.OriginLearned }) {
-				return EdgeLearned
-			}
-		}
+	if g.learned[[2]string{self, v.Rule}] {
+		return EdgeLearned
 	}
 	return EdgeAllowed
 }

@@ -30,6 +30,20 @@ function el(tag, text, cls) {
   return n;
 }
 
+// policyHref is the address of a policy's page.
+function policyHref(ns, name) {
+  return "#/policy/" + encodeURIComponent(ns) + "/" + encodeURIComponent(name);
+}
+
+// setChoices fills a select with its "all" option (its data-all text, else "all") and values, sorted
+// and each once, and selects selected.
+function setChoices(sel, values, selected) {
+  const opts = [new Option(sel.dataset.all || "all", "")];
+  for (const v of [...new Set(values)].filter(Boolean).sort()) opts.push(new Option(v, v));
+  sel.replaceChildren(...opts);
+  sel.value = selected;
+}
+
 function row(cells) {
   const tr = document.createElement("tr");
   for (const c of cells) tr.appendChild(c instanceof Node ? c : el("td", c));
@@ -49,7 +63,7 @@ async function showWorkloads() {
   body.replaceChildren();
   for (const w of data.workloads) {
     const link = el("a", w.workload);
-    link.href = "#/policy/" + encodeURIComponent(w.namespace) + "/" + encodeURIComponent(w.policy);
+    link.href = policyHref(w.namespace, w.policy);
     const name = el("td"); name.appendChild(link);
     const sync = el("td", w.inSync + " / " + w.sidecars, "num" + (w.inSync < w.sidecars ? " bad" : ""));
     for (const p of w.pods || []) sync.appendChild(podState(p, w.mode));

@@ -42,13 +42,6 @@ function fillWorkloadChoices(params) {
   setChoices($("f-workload"), [...kinds, params.get("workload") || ""], params.get("workload") || "");
 }
 
-function setChoices(sel, values, selected) {
-  const opts = [new Option("all", "")];
-  for (const v of [...new Set(values)].filter(Boolean).sort()) opts.push(new Option(v, v));
-  sel.replaceChildren(...opts);
-  sel.value = selected;
-}
-
 // filterQuery is the filters set, as a query string.
 function filterQuery() {
   const q = new URLSearchParams();

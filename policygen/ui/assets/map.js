@@ -55,14 +55,9 @@ async function showMap() {
 // fillMapFilters offers the namespaces and workloads there are, keeping what is chosen.
 function fillMapFilters(g) {
   const workloads = g.nodes.filter((n) => n.kind === "workload");
-  const fill = (sel, values) => {
-    const keep = sel.value;
-    sel.replaceChildren(new Option(sel.dataset.all, ""));
-    for (const [value, text] of values) sel.appendChild(new Option(text, value));
-    sel.value = values.some(([v]) => v === keep) ? keep : "";
-  };
-  fill($("map-ns"), [...new Set(workloads.map((n) => n.namespace))].sort().map((ns) => [ns, ns]));
-  fill($("map-workload"), workloads.map((n) => [n.id, n.id]));
+  const fill = (sel, values) => setChoices(sel, values, values.includes(sel.value) ? sel.value : "");
+  fill($("map-ns"), workloads.map((n) => n.namespace));
+  fill($("map-workload"), workloads.map((n) => n.id));
 }
 
 // visible returns the nodes and edges the filters keep: the edges of the chosen verdict touching the
@@ -206,7 +201,7 @@ function showNode(n) {
 
 function policyLink(ns, name) {
   const a = el("a", "Policy " + ns + "/" + name);
-  a.href = "#/policy/" + encodeURIComponent(ns) + "/" + encodeURIComponent(name);
+  a.href = policyHref(ns, name);
   a.className = "policy-link";
   const p = el("p");
   p.appendChild(a);
