@@ -146,6 +146,8 @@ func (v Verdict) MarshalText() ([]byte, error) { return marshal(verdictNames[:],
 func (v *Verdict) UnmarshalText(b []byte) error { return unmarshal(verdictNames[:], v, b, "verdict") }
 
 // Direction says which way a connection goes, seen from the pod. The zero Direction is invalid.
+// +kubebuilder:validation:Type=string
+// +kubebuilder:validation:Enum=ingress;egress;loopback
 type Direction uint8
 
 // The directions.

@@ -17,6 +17,9 @@ type Policy struct {
 	// Revision increases with every change policygen makes; the sidecar logs it with each verdict.
 	Revision int64 `json:"revision"`
 	Mode     Mode  `json:"mode"`
+	// Canary says this pod is one of the workload's canaries (WorkloadPolicy spec.canary): policygen
+	// serves it Protect while the workload's policy is in Monitor, and its verdict lines say so.
+	Canary bool `json:"canary,omitempty"`
 	// Ingress rules match the remote source of inbound connections, Egress the remote destination of
 	// outbound ones.
 	Ingress []Rule `json:"ingress,omitempty"`

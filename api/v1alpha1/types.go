@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"podwall.io/podwall/api/policy"
 )
@@ -31,6 +32,17 @@ type WorkloadPolicySpec struct {
 	// only audited.
 	// +optional
 	RestrictDNS bool `json:"restrictDNS,omitempty"`
+	// Canary, in Monitor, runs Protect on this many of the workload's pods first: a replica count
+	// ("1") or a percentage of them ("25%", rounded up, at least one pod); the other pods stay in
+	// Monitor. The canary pods are listed in status.canary and their verdict lines carry
+	// "canary":true. A deny on a canary stops the rollout (the canaries go back to Monitor, a Warning
+	// Event CanaryStopped says why); a canary window without one passes it, and then the policy is
+	// promoted to Protect with autoProtect, or waits for someone to promote it. A stopped rollout
+	// starts again when the policy's rules change or spec.canary does.
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')",message="a replica count of at least 1, or a percentage from 1% to 100%"
+	// +optional
+	Canary *intstr.IntOrString `json:"canary,omitempty"`
 	// Ingress rules allow inbound connections from their peers.
 	// +listType=map
 	// +listMapKey=name
@@ -300,6 +312,95 @@ type WorkloadPolicyStatus struct {
 	Proposals []Proposal `json:"proposals,omitempty"`
 	// +optional
 	PendingProposals int32 `json:"pendingProposals,omitempty"`
+	// Coverage is how much of the workload the current mode's window has observed: automatic
+	// promotion waits until every pod reported through the whole window.
+	// +optional
+	Coverage *Coverage `json:"coverage,omitempty"`
+	// WouldDeny are the flows of the current window that Protect would refuse: the connections the
+	// sidecars reported as audited or denied under the policy's latest revision, most recent first.
+	// At most 32 are listed; WouldDenyFlows counts them all. Automatic promotion to Protect waits for
+	// none.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	WouldDeny []FlowSummary `json:"wouldDeny,omitempty"`
+	// +optional
+	WouldDenyFlows int32 `json:"wouldDenyFlows"`
+	// Canary is the state of the canary rollout that spec.canary asks for.
+	// +optional
+	Canary *CanaryStatus `json:"canary,omitempty"`
+}
+
+// Coverage is how much of a workload a window observed.
+type Coverage struct {
+	// Since is when the window began: the current mode's start, or the latest revision's when the
+	// rules changed since.
+	Since metav1.Time `json:"since"`
+	// Pods is how many pods the workload runs now; Reported how many of them have a sidecar that
+	// reported or subscribed during the window.
+	Pods     int32 `json:"pods"`
+	Reported int32 `json:"reported"`
+	// ObservedHours counts the window's whole hours in which every pod of the workload had a
+	// sidecar subscribed; GapHours those in which some pod had none.
+	ObservedHours int32 `json:"observedHours"`
+	// +optional
+	GapHours int32 `json:"gapHours,omitempty"`
+	// Flows counts the connections the sidecars reported during the window.
+	Flows int64 `json:"flows"`
+	// Complete says every pod reported through the whole window: no gap hour, and Reported equals
+	// Pods (at least one).
+	Complete bool `json:"complete"`
+}
+
+// FlowSummary is one flow a window observed, aggregated over the workload's pods.
+type FlowSummary struct {
+	Direction policy.Direction `json:"direction"`
+	// Peer names the remote end as policygen knows it ("workload:ns/Deployment/api",
+	// "cidr:203.0.113.7/32", "fqdn:api.example.com"); Address is the address reported.
+	// +kubebuilder:validation:MaxLength=512
+	Peer string `json:"peer"`
+	// +kubebuilder:validation:MaxLength=45
+	// +optional
+	Address string `json:"address,omitempty"`
+	// +optional
+	Protocol policy.Protocol `json:"protocol,omitempty"`
+	// +optional
+	Port int32 `json:"port,omitempty"`
+	// Count is the connections seen in the window; LastSeen the latest.
+	Count    int64       `json:"count"`
+	LastSeen metav1.Time `json:"lastSeen"`
+}
+
+// CanaryState is where a canary rollout stands.
+// +kubebuilder:validation:Enum=Running;Stopped;Passed
+type CanaryState string
+
+// The canary states.
+const (
+	// CanaryRunning: the canary pods enforce Protect, the others Monitor.
+	CanaryRunning CanaryState = "Running"
+	// CanaryStopped: a canary denied a connection; every pod is back in Monitor until the rules or
+	// spec.canary change.
+	CanaryStopped CanaryState = "Stopped"
+	// CanaryPassed: a whole canary window passed without a deny; the policy is promoted to Protect
+	// with autoProtect, or waits for someone to promote it.
+	CanaryPassed CanaryState = "Passed"
+)
+
+// CanaryStatus is a canary rollout's state.
+type CanaryStatus struct {
+	State CanaryState `json:"state"`
+	// Pods are the canary pods, by name.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=set
+	// +optional
+	Pods []string `json:"pods,omitempty"`
+	// Revision is the policy revision the canary runs; Since when it began.
+	Revision int64       `json:"revision"`
+	Since    metav1.Time `json:"since"`
+	// Reason says why the rollout stopped: the denied flow and the pod.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Reason string `json:"reason,omitempty"`
 }
 
 // Proposal is a manifest rule that would add to or widen a policy in Protect.
@@ -360,6 +461,9 @@ type SidecarVersion struct {
 // +kubebuilder:printcolumn:name="In-Sync",type=integer,JSONPath=`.status.sidecarsInSync`
 // +kubebuilder:printcolumn:name="Outdated",type=integer,JSONPath=`.status.outdatedSidecars`
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.violations`
+// +kubebuilder:printcolumn:name="Coverage",type=string,JSONPath=`.status.coverage.complete`
+// +kubebuilder:printcolumn:name="Would-Deny",type=integer,JSONPath=`.status.wouldDenyFlows`
+// +kubebuilder:printcolumn:name="Canary",type=string,JSONPath=`.status.canary.state`,priority=1
 // +kubebuilder:printcolumn:name="Proposals",type=integer,JSONPath=`.status.pendingProposals`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type WorkloadPolicy struct {

@@ -42,6 +42,9 @@ type Line struct {
 	Mode policy.Mode `json:"mode,omitempty"`
 	// PolicyRevision is the revision of the policy in force.
 	PolicyRevision int64 `json:"policy_revision,omitzero"`
+	// Canary says the pod is one of its workload's canaries (policy.Policy.Canary): it enforces
+	// Protect while the workload's other pods stay in Monitor.
+	Canary bool `json:"canary,omitzero"`
 	// Evaluator is the decision step that decided.
 	Evaluator string `json:"evaluator,omitempty"`
 	// OriginalDst is, for a connection judged behind a redirect, the destination it was judged against.
