@@ -24,7 +24,8 @@ import (
 const (
 	// dnsCopyLen has the kernel copy whole packets to the DNS queue: an answer is read to its end.
 	dnsCopyLen = 0xffff
-	// trackedQueries bounds the queries awaiting an answer; queryTimeout is how long one waits. Past
+	// trackedQueries bounds the TCP queries awaiting an answer (the kernel tracks UDP ones);
+	// queryTimeout is how long one waits. Past
 	// the timeout its answer is dropped as unsolicited: resolver libraries give up on a query well
 	// before (glibc and Go after 5s) and ask again, which opens a new wait.
 	trackedQueries = 4096
@@ -82,13 +83,13 @@ func newDNSObserver(dp *datapath, learn func([]ruleset.FQDNAddr), reg prometheus
 	o := &dnsObserver{dp: dp, learn: learn, log: log, tracker: dnsobs.NewTracker(trackedQueries, queryTimeout),
 		queries: map[string]prometheus.Counter{}, answers: map[string]prometheus.Counter{}}
 	queries := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podwall_dns_queries_total", Help: "DNS queries the pod sent to its resolvers, by verdict (allow, deny, audit), or malformed, or untracked (refused: too many awaiting an answer).",
+		Name: "podwall_dns_queries_total", Help: "DNS queries the pod sent to its resolvers that the verdict loop judged, by verdict (allow, deny, audit), or malformed, or untracked (TCP, refused: too many awaiting an answer).",
 	}, []string{"verdict"})
 	for _, v := range []string{policy.Allow.String(), policy.Deny.String(), policy.Audit.String(), queryMalformed, queryUntracked} {
 		o.queries[v] = queries.WithLabelValues(v)
 	}
 	answers := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "podwall_dns_answers_total", Help: "DNS answers from the pod's resolvers, by result: learned, unsolicited (dropped), malformed or truncated (released, nothing learned), refused_cap (a cap refused some addresses).",
+		Name: "podwall_dns_answers_total", Help: "DNS answers from the pod's resolvers, by result: learned, unsolicited (TCP, dropped), malformed or truncated (released, nothing learned), refused_cap (a cap refused some addresses).",
 	}, []string{"result"})
 	for _, r := range []string{answerLearned, answerUnsolicited, answerMalformed, answerTruncated, answerRefusedCap} {
 		o.answers[r] = answers.WithLabelValues(r)
@@ -127,7 +128,8 @@ func (o *dnsObserver) handle(p nfq.Packet) nfq.Reply {
 // query in it is judged by its name (DecideQuery). A flow the policy stops allowing is cut by
 // revocation, as any connection. One refused query refuses the packet, at once (NF_REPEAT with MarkDeny: the kernel
 // answers with a reject), so that the app's resolver fails rather than waiting. A query that cannot be
-// read is judged as a query for no name: allowed unless the policy restricts DNS.
+// read is judged as a query for no name: allowed unless the policy restricts DNS. An allowed TCP query
+// is tracked here, for its answer; a UDP one is tracked by the kernel as it is released.
 func (o *dnsObserver) query(pkt packet.Packet, data []byte, whole, newFlow bool, now time.Time) nfq.Reply {
 	c := decide.Conn{Direction: policy.Egress, Proto: pkt.Proto, Local: pkt.Src, Remote: pkt.Dst}
 	dec := o.dp.decider.Load()
@@ -151,7 +153,7 @@ func (o *dnsObserver) query(pkt packet.Packet, data []byte, whole, newFlow bool,
 		switch {
 		case err != nil:
 			o.queries[queryMalformed].Inc()
-		case v.Verdict != policy.Deny && !o.asked(flow, q, now):
+		case v.Verdict != policy.Deny && pkt.Proto == packet.ProtoTCP && !o.asked(flow, q, now):
 			o.queries[queryUntracked].Inc()
 			refused = true
 			return
@@ -164,11 +166,17 @@ func (o *dnsObserver) query(pkt packet.Packet, data []byte, whole, newFlow bool,
 	if refused {
 		return refuse
 	}
-	return nfq.Reply{Action: nfqueue.NfAccept}
+	return release
 }
 
 // refuse answers a refused query: back into the output hook with MarkDeny, which the DNS rules reject.
-var refuse = nfq.Reply{Action: nfqueue.NfRepeat, Mark: ruleset.MarkDeny}
+// release answers an allowed one: back with MarkAllow, with which the DNS rules remember the flow's
+// key as seen, add a UDP query to the queries awaiting an answer (the kernel tracks them: see
+// ruleset's dnsQuery) and accept it.
+var (
+	refuse  = nfq.Reply{Action: nfqueue.NfRepeat, Mark: ruleset.MarkDeny}
+	release = nfq.Reply{Action: nfqueue.NfRepeat, Mark: ruleset.MarkAllow}
+)
 
 func (o *dnsObserver) asked(f dnsobs.Flow, q dnsobs.Query, now time.Time) bool {
 	o.mu.Lock()
@@ -176,7 +184,8 @@ func (o *dnsObserver) asked(f dnsobs.Flow, q dnsobs.Query, now time.Time) bool {
 	return o.tracker.Asked(f, q, now)
 }
 
-// answerOf reads an answer packet. An answer no query awaits drops the packet; one the sidecar cannot
+// answerOf reads an answer packet. A TCP answer no query awaits drops the packet (a UDP one never
+// gets here: the kernel drops it, see ruleset.CounterDNSUnsolicited); one the sidecar cannot
 // read is released, as the resolver sent it, and teaches nothing; the others put their addresses in the
 // name cache and the kernel's FQDN sets before they are released.
 func (o *dnsObserver) answerOf(pkt packet.Packet, data []byte, whole bool, now time.Time) nfq.Reply {
@@ -190,7 +199,7 @@ func (o *dnsObserver) answerOf(pkt packet.Packet, data []byte, whole bool, now t
 			o.answers[answerMalformed].Inc()
 			return
 		}
-		if !o.tracker.Answered(flow, a.Query, now) {
+		if pkt.Proto == packet.ProtoTCP && !o.tracker.Answered(flow, a.Query, now) {
 			o.answers[answerUnsolicited].Inc()
 			drop = true
 			return
@@ -307,6 +316,14 @@ func (a *Agent) observeDNS() {
 	}
 	a.resolv = rc
 	a.dns = newDNSObserver(&a.dp, a.addFQDN, a.reg, a.log.WithName("dns"))
+	a.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "podwall_dns_udp_unsolicited_total", Help: "UDP DNS answers dropped in the kernel: no query awaited them (from that resolver and port, to that client port, with that ID).",
+		}, a.kernelCounter(ruleset.CounterDNSUnsolicited)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "podwall_dns_udp_untracked_total", Help: "UDP DNS queries refused in the kernel: too many queries awaited an answer, so their answers could not be told from forged ones.",
+		}, a.kernelCounter(ruleset.CounterDNSUntracked)),
+	)
 	a.log.Info("observing DNS answers", "resolvers", rc.Servers, "search", rc.Search)
 }
 

@@ -43,7 +43,7 @@ func (a *Agent) registerMetrics() {
 		}, func() float64 { return float64(a.dp.reports.Len()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "podwall_deny_memo_hits_total", Help: "Connections refused in the kernel because their key was denied moments before (deny-memo-timeout); not logged one by one.",
-		}, a.denyMemoHits),
+		}, a.kernelCounter(ruleset.CounterDenyMemoHits)),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "podwall_learned_dropped_total", Help: "Observed connections evicted unreported (memory bound).",
 		}, func() float64 { return float64(a.dp.reports.Dropped()) }),
@@ -62,18 +62,23 @@ func (a *Agent) registerMetrics() {
 	}
 }
 
-// denyMemoHits reads the ruleset's deny memo counter at scrape time.
-func (a *Agent) denyMemoHits() float64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.nft != nil && !a.stopped {
-		if n, err := ruleset.DenyMemoHits(a.nft); err == nil {
-			a.memoHits = n
-		} else {
-			a.log.V(1).Info("deny memo counter unread", "error", err.Error())
+// kernelCounter returns what reads one of the ruleset's named counters at scrape time.
+func (a *Agent) kernelCounter(name string) func() float64 {
+	return func() float64 {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.nft != nil && !a.stopped {
+			if n, err := ruleset.ReadCounter(a.nft, name); err == nil {
+				if a.counters == nil {
+					a.counters = map[string]uint64{}
+				}
+				a.counters[name] = n
+			} else {
+				a.log.V(1).Info("ruleset counter unread", "counter", name, "error", err.Error())
+			}
 		}
+		return float64(a.counters[name])
 	}
-	return float64(a.memoHits)
 }
 
 // logStats are the verdict log's counters since the start, across Reconfigure.

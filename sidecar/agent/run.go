@@ -68,9 +68,9 @@ type Agent struct {
 	applyErr prometheus.Counter
 	revoked  prometheus.Counter
 	tampered prometheus.Counter
-	// memoHits is the deny memo counter as last read: a scrape while the table is away (after Remove)
-	// repeats it rather than going back.
-	memoHits uint64
+	// counters are the ruleset's named counters as last read (kernelCounter): a scrape while the
+	// table is away (after Remove) repeats them rather than going back.
+	counters map[string]uint64
 }
 
 // Run guards the namespace until ctx ends, then leaves it in the fail mode's state.

@@ -22,7 +22,8 @@ import (
 
 // dnsLoop is a tiny DNS verdict loop: it records each queued packet as "query <payload>" or
 // "answer <payload>", refuses queries starting with "deny" (NF_REPEAT with MarkDeny), drops answers
-// starting with "drop" and releases the rest. newFlow lists the queries that came with MarkNewFlow.
+// starting with "drop" and releases the rest (queries with NF_REPEAT and MarkAllow, as the agent
+// does, answers with NF_ACCEPT). newFlow lists the queries that came with MarkNewFlow.
 type dnsLoop struct {
 	mu      sync.Mutex
 	seen    []string
@@ -46,6 +47,8 @@ func (d *dnsLoop) handle(p nfq.Packet) nfq.Reply {
 		return nfq.Reply{Action: nfqueue.NfRepeat, Mark: MarkDeny}
 	case kind == "answer" && strings.HasPrefix(payload, "drop"):
 		return nfq.Reply{Action: nfqueue.NfDrop}
+	case kind == "query":
+		return nfq.Reply{Action: nfqueue.NfRepeat, Mark: MarkAllow}
 	}
 	return nfq.Reply{Action: nfqueue.NfAccept}
 }
@@ -103,10 +106,14 @@ func l4Payload(b []byte) []byte {
 	return nil
 }
 
-// udpServer answers each datagram on addr in ns with the datagram itself and records what it got.
+// udpServer answers each datagram on addr in ns with the datagram itself, but those starting with
+// "hold" (answered by release), and records what it got.
 type udpServer struct {
-	mu  sync.Mutex
-	got []string
+	pc   net.PacketConn
+	mu   sync.Mutex
+	got  []string
+	last net.Addr
+	held []string
 }
 
 func serveUDP(t *testing.T, ns *netnstest.NS, addr string) *udpServer {
@@ -115,7 +122,7 @@ func serveUDP(t *testing.T, ns *netnstest.NS, addr string) *udpServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	s := &udpServer{}
+	s := &udpServer{pc: pc}
 	go func() {
 		buf := make([]byte, 512)
 		for {
@@ -123,13 +130,42 @@ func serveUDP(t *testing.T, ns *netnstest.NS, addr string) *udpServer {
 			if err != nil {
 				return
 			}
+			msg := string(buf[:n])
 			s.mu.Lock()
-			s.got = append(s.got, string(buf[:n]))
+			s.got, s.last = append(s.got, msg), from
+			hold := strings.HasPrefix(msg, "hold")
+			if hold {
+				s.held = append(s.held, msg)
+			}
 			s.mu.Unlock()
-			_, _ = pc.WriteTo(buf[:n], from)
+			if !hold {
+				_, _ = pc.WriteTo(buf[:n], from)
+			}
 		}
 	}()
 	return s
+}
+
+// send sends msg to where the last datagram came from, as if answering it.
+func (s *udpServer) send(t *testing.T, msg string) {
+	t.Helper()
+	s.mu.Lock()
+	to := s.last
+	s.mu.Unlock()
+	if _, err := s.pc.WriteTo([]byte(msg), to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// release answers the held datagrams.
+func (s *udpServer) release(t *testing.T) {
+	s.mu.Lock()
+	held := s.held
+	s.held = nil
+	s.mu.Unlock()
+	for _, m := range held {
+		s.send(t, m)
+	}
 }
 
 func (s *udpServer) received(msg string) bool {
@@ -169,7 +205,8 @@ func TestDNSQueue(t *testing.T) {
 	for _, r := range resolvers {
 		self = append(self, Dest{Proto: policy.UDP, Addr: r}, Dest{Proto: policy.TCP, Addr: r})
 	}
-	p := &policy.Policy{Mode: policy.Protect, Egress: []policy.Rule{{ID: "dns", Origin: policy.OriginUser,
+	// RestrictDNS: every query is queued, to be judged by its name.
+	p := &policy.Policy{Mode: policy.Protect, RestrictDNS: true, Egress: []policy.Rule{{ID: "dns", Origin: policy.OriginUser,
 		CIDRs: append(host(x.peerAddr), host(x.peerV6)...), Ports: []policy.PortRange{{Protocol: policy.UDP, Port: 53}, {Protocol: policy.TCP, Port: 53}}}}}
 	apply(t, x.c, p, Options{Queue: QueueCompat, QueueNum: 12, LogAllows: LogAllowsNone, DNSQueue: 11, DNSServers: resolvers, SelfDests: self})
 	x.waitDAD(t)
@@ -270,6 +307,103 @@ func TestDNSQueue(t *testing.T) {
 	}
 }
 
+// TestDNSKernelTracking: unless the policy restricts DNS, the kernel tracks UDP queries alone. A
+// flow's first query, to a key never seen, is queued (MarkNewFlow) and released by the loop; later
+// queries on the flow, and a new flow's first to the now seen key, never reach the queue, yet their
+// answers do (the sidecar learns from them). An answer no query awaits (another ID, or a second
+// answer to one already answered) is dropped and counted, and the app never reads it. A query in
+// flight across an Apply (which turns on RestrictDNS) still gets its answer.
+func TestDNSKernelTracking(t *testing.T) {
+	x := newTopo(t)
+	server := serveUDP(t, x.peer, "[::]:53")
+	d := &dnsLoop{}
+	serveQueue(t, x.pod, 11, d.handle)
+	v := &verdicts{}
+	v.serve(t, x.pod, 12)
+	resolver := ap(x.peerAddr, 53)
+	p := &policy.Policy{Mode: policy.Protect, Egress: []policy.Rule{{ID: "dns", Origin: policy.OriginUser,
+		CIDRs: host(x.peerAddr), Ports: []policy.PortRange{{Protocol: policy.UDP, Port: 53}}}}}
+	o := Options{Queue: QueueCompat, QueueNum: 12, DNSQueue: 11, DNSServers: []netip.AddrPort{resolver}}
+	apply(t, x.c, p, o)
+
+	dialResolver := func() net.Conn {
+		c, err := x.pod.Dial("udp", resolver.String(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	answered := func(c net.Conn, q string) {
+		t.Helper()
+		if got, err := ask(c, q, 2*time.Second); err != nil || got != q {
+			t.Fatalf("query %s: %q, %v; want its answer", q, got, err)
+		}
+	}
+	c := dialResolver()
+	answered(c, "q1-first")
+	d.wantSeen(t, "query q1-first", "answer q1-first")
+	answered(c, "q2-same-flow")
+	answered(dialResolver(), "q3-new-flow")
+	d.wantSeen(t, "answer q2-same-flow", "answer q3-new-flow")
+	for _, q := range []string{"q2-same-flow", "q3-new-flow"} {
+		if n := d.count("query " + q); n != 0 {
+			t.Errorf("query %s reached the DNS queue %d times, want 0 (the kernel may release it alone)", q, n)
+		}
+	}
+	d.mu.Lock()
+	if want := []string{"q1-first"}; !slices.Equal(d.newFlow, want) {
+		t.Errorf("queries queued with MarkNewFlow: %q, want %q", d.newFlow, want)
+	}
+	d.mu.Unlock()
+
+	// Unsolicited: a datagram from the resolver's address and port to the client's, with an ID no query
+	// has, and a second answer to q3, whose answer came already.
+	before, err := ReadCounter(x.c, CounterDNSUnsolicited)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c3 := dialResolver()
+	answered(c3, "q4-answered")
+	server.send(t, "zz-forged")
+	server.send(t, "q4-answered")
+	_ = c3.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c3.Read(make([]byte, 512)); err == nil {
+		t.Errorf("the app read %d bytes of an unsolicited answer", n)
+	}
+	testutil.Eventually(t, 2*time.Second, func() error {
+		n, err := ReadCounter(x.c, CounterDNSUnsolicited)
+		if err == nil && n-before != 2 {
+			err = fmt.Errorf("%s counted %d, want 2", CounterDNSUnsolicited, n-before)
+		}
+		return err
+	})
+	if n := d.count("answer zz-forged"); n != 0 || d.count("answer q4-answered") != 1 {
+		t.Errorf("the DNS queue saw the unsolicited answers: %q", d.all())
+	}
+
+	// Across an Apply: the query awaits its answer while the ruleset is replaced.
+	c5 := dialResolver()
+	if _, err := c5.Write([]byte("hold-q5")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 2*time.Second, func() error {
+		if !server.received("hold-q5") {
+			return errors.New("the resolver has not received hold-q5")
+		}
+		return nil
+	})
+	restricted := *p
+	restricted.RestrictDNS = true
+	apply(t, x.c, &restricted, o)
+	server.release(t)
+	_ = c5.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 512)
+	if n, err := c5.Read(buf); err != nil || string(buf[:n]) != "hold-q5" {
+		t.Errorf("the answer to a query sent before an Apply: %q, %v; want it delivered", buf[:n], err)
+	}
+}
+
 // TestNoDNSRules: without DNS servers, or Offline, the ruleset has no DNS chains or sets and no rule
 // costs a packet anything for DNS.
 func TestNoDNSRules(t *testing.T) {
@@ -279,12 +413,12 @@ func TestNoDNSRules(t *testing.T) {
 	for _, o := range []Options{{Queue: QueueCompat}, {Offline: true, DNSServers: servers}} {
 		apply(t, c, nil, o)
 		chains, sets := readBack(t, ns, c)
-		for _, name := range []string{ChainDNSOutput, ChainDNSQuery, ChainDNSInput} {
+		for _, name := range []string{ChainDNSOutput, ChainDNSQuery, ChainDNSTrack, ChainDNSInput} {
 			if _, ok := chains[name]; ok {
 				t.Errorf("options %+v: chain %s exists", o, name)
 			}
 		}
-		for _, name := range []string{SetDNSPorts, SetDNSServers4, SetDNSServers6} {
+		for _, name := range []string{SetDNSPorts, SetDNSServers4, SetDNSServers6, SetDNSAsked4, SetDNSAsked6} {
 			if _, ok := sets[name]; ok {
 				t.Errorf("options %+v: set %s exists", o, name)
 			}

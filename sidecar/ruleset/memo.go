@@ -8,12 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CounterDenyMemoHits is the named counter of the packets the deny memo refused (DenyMemoHits).
+// CounterDenyMemoHits is the named counter of the packets the deny memo refused.
 const CounterDenyMemoHits = "deny_memo_hits"
-
-func denyMemoHits(t *nftables.Table) *nftables.CounterObj {
-	return &nftables.CounterObj{Table: t, Name: CounterDenyMemoHits}
-}
 
 // memoDenied adds the key of a packet the verdict loop denied to the deny memo set of its direction.
 // It goes before the MarkDeny rules, which refuse the packet. Adding to a full set fails and ends the
@@ -64,16 +60,17 @@ func memoSet(k keyKind, v6 bool) string {
 	return SetDenyMemoEgress4
 }
 
-// DenyMemoHits returns how many packets the deny memo has refused since the table was created: the
-// counter survives Apply, so it only grows until Remove.
-func DenyMemoHits(c *nftables.Conn) (uint64, error) {
-	o, err := c.GetObject(denyMemoHits(table()))
+// ReadCounter returns the packets a named counter of the table (CounterDenyMemoHits,
+// CounterDNSUnsolicited, CounterDNSUntracked) has counted since the table was created: the counters
+// survive Apply, so they only grow until Remove.
+func ReadCounter(c *nftables.Conn, name string) (uint64, error) {
+	o, err := c.GetObject(&nftables.CounterObj{Table: table(), Name: name})
 	if err != nil {
-		return 0, fmt.Errorf("read counter %s: %w", CounterDenyMemoHits, err)
+		return 0, fmt.Errorf("read counter %s: %w", name, err)
 	}
 	co, ok := o.(*nftables.CounterObj)
 	if !ok {
-		return 0, fmt.Errorf("read counter %s: got a %T", CounterDenyMemoHits, o)
+		return 0, fmt.Errorf("read counter %s: got a %T", name, o)
 	}
 	return co.Packets, nil
 }

@@ -32,7 +32,7 @@ func TestDenyMemo(t *testing.T) {
 	}
 	hits := func() uint64 {
 		t.Helper()
-		n, err := DenyMemoHits(x.c)
+		n, err := ReadCounter(x.c, CounterDenyMemoHits)
 		if err != nil {
 			t.Fatal(err)
 		}

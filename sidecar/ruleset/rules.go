@@ -40,9 +40,9 @@ type chainSpec struct {
 }
 
 // buildChains returns every chain of the table with its rules. It does no I/O. The rules depend on
-// the options and the mode only, never on the size of the policy.
-func buildChains(t *nftables.Table, o Options, mode policy.Mode) []chainSpec {
-	b := builder{o: o, refuse: mode == policy.Protect || o.Offline, memo: o.usesDenyMemo(mode)}
+// the options, the policy's mode and whether it restricts DNS, never on the size of the policy.
+func buildChains(t *nftables.Table, o Options, p *policy.Policy) []chainSpec {
+	b := builder{o: o, refuse: p.Mode == policy.Protect || o.Offline, memo: o.usesDenyMemo(p.Mode), restrictDNS: p.RestrictDNS}
 	accept := nftables.ChainPolicyAccept
 	base := func(name string, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
 		return &nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: hook,
@@ -59,6 +59,7 @@ func buildChains(t *nftables.Table, o Options, mode policy.Mode) []chainSpec {
 		chains = append(chains,
 			chainSpec{&nftables.Chain{Table: t, Name: ChainDNSOutput}, b.dnsOutput()},
 			chainSpec{&nftables.Chain{Table: t, Name: ChainDNSQuery}, b.dnsQuery()},
+			chainSpec{&nftables.Chain{Table: t, Name: ChainDNSTrack}, b.dnsTrack()},
 			chainSpec{&nftables.Chain{Table: t, Name: ChainDNSInput}, b.dnsInput()},
 		)
 	}
@@ -73,6 +74,10 @@ type builder struct {
 	refuse bool
 	// memo says whether denied keys are remembered and refused in the kernel (see memoDenied).
 	memo bool
+	// restrictDNS says whether every DNS query goes to the verdict loop to be judged by its name
+	// (policy.Policy.RestrictDNS); otherwise a UDP query on a flow the kernel knows is let through
+	// and tracked in the kernel alone (see dnsQuery).
+	restrictDNS bool
 }
 
 // rules collects rules, each the concatenation of its parts.
@@ -134,6 +139,13 @@ func (b builder) prelude(k keyKind) rules {
 // checksum, so each new ICMP flow (a ping run, one echo identifier) is queued and judged by its type. Adding to a full set fails and ends its rule, so the accept has a rule of
 // its own: a full seen set must never send the packet back to the queue.
 func (b builder) remember(r *rules, k keyKind, seen4, seen6 string) {
+	b.rememberSeen(r, k, seen4, seen6)
+	r.add(markIs(MarkAllow), setCtMark(MarkAllow), acceptV)
+}
+
+// rememberSeen adds the key of a packet the verdict loop allowed to the seen sets, when they are in
+// use; the rule ends there, and the packet goes on to the next.
+func (b builder) rememberSeen(r *rules, k keyKind, seen4, seen6 string) {
 	if b.o.usesSeen() {
 		for _, v6 := range []bool{false, true} {
 			set := seen4
@@ -144,12 +156,15 @@ func (b builder) remember(r *rules, k keyKind, seen4, seen6 string) {
 				[]expr.Any{&expr.Dynset{SrcRegKey: regKey, SetName: set, Operation: dynsetOpAdd}})
 		}
 	}
-	r.add(markIs(MarkAllow), setCtMark(MarkAllow), acceptV)
 }
 
-// dynsetOpAdd adds a key that is not in the set yet; a key already there keeps its expiry, so an
-// allowed peer is logged again once per Options.SeenTimeout.
-const dynsetOpAdd = 0 // NFT_DYNSET_OP_ADD
+const (
+	// dynsetOpAdd adds a key that is not in the set yet; a key already there keeps its expiry, so an
+	// allowed peer is logged again once per Options.SeenTimeout.
+	dynsetOpAdd = 0 // NFT_DYNSET_OP_ADD
+	// dynsetOpDelete deletes a key from the set; a key that is not there is no error.
+	dynsetOpDelete = 2 // NFT_DYNSET_OP_DELETE
+)
 
 // known accepts keys the kernel may decide alone: seen ones, and with LogAllowsNone or Offline the
 // ones the policy allows (in its exact set or its range set) and, for egress, the addresses DNS

@@ -247,13 +247,17 @@ func Apply(c *nftables.Conn, p *policy.Policy, o Options) error {
 	if err != nil {
 		return err
 	}
-	chains := buildChains(t, o, p.Mode)
+	chains := buildChains(t, o, p)
 	old, err := current(c)
 	if err != nil {
 		return err
 	}
 
-	if err := old.replace(c, t, chains, sets); err != nil {
+	counters := []string{CounterDenyMemoHits}
+	if o.observesDNS() {
+		counters = append(counters, CounterDNSUnsolicited, CounterDNSUntracked)
+	}
+	if err := old.replace(c, t, chains, sets, counters); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
@@ -262,10 +266,10 @@ func Apply(c *nftables.Conn, p *policy.Policy, o Options) error {
 	return nil
 }
 
-// replace queues the batch that turns the table from s into chains and sets.
-func (s state) replace(c *nftables.Conn, t *nftables.Table, chains []chainSpec, sets []setSpec) error {
+// replace queues the batch that turns the table from s into chains, sets and named counters.
+func (s state) replace(c *nftables.Conn, t *nftables.Table, chains []chainSpec, sets []setSpec, counters []string) error {
 	c.AddTable(t)
-	s.clear(c, chains)
+	s.clear(c, chains, sets)
 	for _, ch := range chains {
 		c.AddChain(ch.chain)
 	}
@@ -280,8 +284,10 @@ func (s state) replace(c *nftables.Conn, t *nftables.Table, chains []chainSpec, 
 			}
 		}
 	}
-	// The counter outlives each Apply: a counter object that exists already is left as it is.
-	c.AddObj(denyMemoHits(t))
+	// The counters outlive each Apply: a counter object that exists already is left as it is.
+	for _, name := range counters {
+		c.AddObj(&nftables.CounterObj{Table: t, Name: name})
+	}
 	for _, ch := range chains {
 		for _, r := range ch.rules {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch.chain, Exprs: r})
@@ -369,14 +375,19 @@ func current(c *nftables.Conn) (state, error) {
 }
 
 // clear queues what empties the table for want: every chain flushed (which drops the rules'
-// references to sets and chains), every set deleted, and every chain deleted that want has not, or
-// has with another hook. Base chains that stay keep their hook registration.
-func (s state) clear(c *nftables.Conn, want []chainSpec) {
+// references to sets and chains), every set deleted but the keptSets that wantSets has too (adding
+// them again, as replace does, leaves them as they are), and every chain deleted that want has not,
+// or has with another hook. Base chains that stay keep their hook registration.
+func (s state) clear(c *nftables.Conn, want []chainSpec, wantSets []setSpec) {
 	for _, ch := range s.chains {
 		c.FlushChain(ch)
 	}
 	for _, set := range s.sets {
-		c.DelSet(set)
+		kept := slices.Contains(keptSets, set.Name) &&
+			slices.ContainsFunc(wantSets, func(w setSpec) bool { return w.set.Name == set.Name })
+		if !kept {
+			c.DelSet(set)
+		}
 	}
 	for _, ch := range s.chains {
 		i := slices.IndexFunc(want, func(w chainSpec) bool { return w.chain.Name == ch.Name })
