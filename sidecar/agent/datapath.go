@@ -36,6 +36,10 @@ type datapath struct {
 	// verdict path does no label lookup.
 	verdicts [4][4]prometheus.Counter
 	badPkts  prometheus.Counter
+	// syncNames, when DNS answers are read from the netlink log (not held in a queue), hands on the
+	// answers the log holds before an egress connection is judged: an answer the app has read was
+	// logged before the app could connect, so the names it gave are in the cache by then.
+	syncNames func()
 }
 
 // handle is the nfq.Handler.
@@ -67,6 +71,9 @@ func (d *datapath) judge(dec *decide.Decider, c decide.Conn, now time.Time) deci
 // forgetting when the address's names expire. The caller logs it.
 func (d *datapath) decideConn(dec *decide.Decider, c *decide.Conn, now time.Time) decide.Decision {
 	if c.Direction == policy.Egress {
+		if d.syncNames != nil {
+			d.syncNames()
+		}
 		c.Names = d.names.Names(c.Remote.Addr(), now)
 	}
 	v := dec.Decide(*c)

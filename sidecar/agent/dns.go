@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"fmt"
+
 	"github.com/florianl/go-nfqueue/v2"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +18,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
 	"podwall.io/podwall/sidecar/dnsobs"
+	"podwall.io/podwall/sidecar/nflog"
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/packet"
 	"podwall.io/podwall/sidecar/ruleset"
@@ -184,6 +187,17 @@ func (o *dnsObserver) asked(f dnsobs.Flow, q dnsobs.Query, now time.Time) bool {
 	return o.tracker.Asked(f, q, now)
 }
 
+// logged reads an answer the kernel logged (and released): one that answers a query the pod sent,
+// which the kernel checked.
+func (o *dnsObserver) logged(payload []byte) {
+	pkt, data, whole, err := packet.ParseData(payload)
+	if err != nil || pkt.Proto != packet.ProtoUDP {
+		o.dp.badPkts.Inc()
+		return
+	}
+	o.answerOf(pkt, data, whole, time.Now())
+}
+
 // answerOf reads an answer packet. A TCP answer no query awaits drops the packet (a UDP one never
 // gets here: the kernel drops it, see ruleset.CounterDNSUnsolicited); one the sidecar cannot
 // read is released, as the resolver sent it, and teaches nothing; the others put their addresses in the
@@ -325,6 +339,32 @@ func (a *Agent) observeDNS() {
 		}, a.kernelCounter(ruleset.CounterDNSUntracked)),
 	)
 	a.log.Info("observing DNS answers", "resolvers", rc.Servers, "search", rc.Search)
+}
+
+// readAnswers binds the netlink log group the ruleset copies UDP DNS answers to, when DNS is observed
+// and the kernel can log (otherwise the answers go to the DNS queue, and it returns nil): the datapath
+// then syncs with it before it judges an egress connection. It must run before the ruleset exists, so
+// that no answer is logged to a group nobody reads.
+func (a *Agent) readAnswers() (*nflog.Log, error) {
+	if a.dns == nil || !a.dnsLog {
+		return nil, nil
+	}
+	l, err := nflog.Open(nflog.Options{NetNS: a.nsfd, Group: a.dnsQueue(), CopyLen: dnsCopyLen}, a.dns.logged)
+	if err != nil {
+		return nil, fmt.Errorf("read DNS answers: %w", err)
+	}
+	a.dp.syncNames = l.Sync
+	a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "podwall_dns_log_overruns_total", Help: "Times the socket the sidecar reads DNS answers from overflowed: answers the app got whose addresses were not learned.",
+	}, func() float64 { return float64(l.Overruns()) }))
+	return l, nil
+}
+
+// runAnswers reads the logged answers until the log is closed.
+func (a *Agent) runAnswers(l *nflog.Log) {
+	if err := l.Run(); err != nil {
+		a.log.Error(err, "DNS answers are no longer read: rules by name allow no new address")
+	}
 }
 
 // dnsQueue is the DNS queue's number: the one after the connection queues.

@@ -68,6 +68,9 @@ type Agent struct {
 	applyErr prometheus.Counter
 	revoked  prometheus.Counter
 	tampered prometheus.Counter
+	// dnsLog says whether the kernel can log packets to a netlink group: UDP DNS answers are then
+	// read from the log (ruleset.Options.DNSLog) rather than held in the DNS queue.
+	dnsLog bool
 	// counters are the ruleset's named counters as last read (kernelCounter): a scrape while the
 	// table is away (after Remove) repeats them rather than going back.
 	counters map[string]uint64
@@ -105,7 +108,8 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 	if a.queue, err = ruleset.DetectQueue(nft); err != nil {
 		return nil, fmt.Errorf("detect queue support: %w", err)
 	}
-	log.Info("queue support detected", "kind", a.queue.String())
+	a.dnsLog = ruleset.DetectLog(nft)
+	log.Info("queue support detected", "kind", a.queue.String(), "log", a.dnsLog)
 	if a.guard, err = tamper.New(a.nsfd); err != nil {
 		return nil, err
 	}
@@ -160,6 +164,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	defer stopLoop()
+	answers, err := a.readAnswers()
+	if err != nil {
+		return err
+	}
+	if answers != nil {
+		defer answers.Close()
+		go a.runAnswers(answers)
+	}
 	metrics := nfq.NewMetrics(a.reg)
 	loop, err := nfq.Bind(loopCtx, nfq.Options{NetNS: a.nsfd, QueueNum: a.opts.QueueNum,
 		QueueCount: a.opts.QueueCount, FailOpen: a.opts.FailOpen, StallTimeout: a.opts.StallTimeout,

@@ -143,6 +143,12 @@ func hasPayload() []expr.Any {
 	}
 }
 
+// logExpr copies the packet, whole, to the netlink log group, at once (a queue threshold of one).
+func logExpr(group uint16) *expr.Log {
+	return &expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_SNAPLEN | 1<<unix.NFTA_LOG_QTHRESHOLD,
+		Group: group, Snaplen: 0xffff, QThreshold: 1}
+}
+
 // dnsQueue queues to Options.DNSQueue, with the connection queues' bypass flag.
 func (b builder) dnsQueue() []expr.Any {
 	return []expr.Any{queueExpr(Options{Queue: b.o.Queue, QueueNum: b.o.DNSQueue, QueueCount: 1, FailOpen: b.o.FailOpen})}
@@ -217,10 +223,11 @@ func (b builder) dnsTrack() [][]expr.Any {
 
 // dnsInput sends the answers from the pod's resolvers on: not one arriving on loopback, where an app
 // holding CAP_NET_RAW can forge any source, and not one on the sidecar's own connections (MarkSelf),
-// whose queries were never queued. A UDP answer goes to the queue only if it answers a query awaiting
-// one (the query is then deleted: a second answer to it is dropped); the others are dropped and
-// counted (CounterDNSUnsolicited). A TCP answer goes to the queue, whose verdict loop tracks TCP
-// queries. The verdict loop answers with NF_ACCEPT or NF_DROP.
+// whose queries were never queued. A UDP answer goes on only if it answers a query awaiting one (the
+// query is then deleted: a second answer to it is dropped), to the log (Options.DNSLog: copied and
+// accepted) or the queue; the others are dropped and counted (CounterDNSUnsolicited). A TCP answer
+// goes to the queue, whose verdict loop tracks TCP queries. The verdict loop answers a queued answer
+// with NF_ACCEPT or NF_DROP.
 func (b builder) dnsInput() [][]expr.Any {
 	var r rules
 	r.add(metaIs(expr.MetaKeyIIF, native32(loIndex)), []expr.Any{verdict(expr.VerdictReturn)})
@@ -234,7 +241,11 @@ func (b builder) dnsInput() [][]expr.Any {
 		server := append(loadKey(keyReply, v6), lookup(set, regKey))
 		asked := append(loadAsked(v6, true), lookup(askedSet(v6), regKey),
 			&expr.Dynset{SrcRegKey: regKey, SetName: askedSet(v6), Operation: dynsetOpDelete})
-		r.add(server, markIs(0), hasPayload(), udp, asked, b.dnsQueue())
+		if b.o.DNSLog {
+			r.add(server, markIs(0), hasPayload(), udp, asked, []expr.Any{logExpr(b.o.DNSQueue)}, acceptV)
+		} else {
+			r.add(server, markIs(0), hasPayload(), udp, asked, b.dnsQueue())
+		}
 		r.add(server, markIs(0), hasPayload(), udp,
 			[]expr.Any{&expr.Objref{Type: unix.NFT_OBJECT_COUNTER, Name: CounterDNSUnsolicited}}, dropV)
 		r.add(server, markIs(0), hasPayload(), b.dnsQueue())

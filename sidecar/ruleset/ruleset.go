@@ -130,6 +130,12 @@ type Options struct {
 	// answers from them are queued to DNSQueue, UDP and TCP alike. None: DNS is not observed, and the
 	// ruleset has no DNS rules at all. Offline has none either.
 	DNSServers []netip.AddrPort
+	// DNSLog copies the UDP answers that answer an awaited query to the netlink log group numbered
+	// DNSQueue and accepts them at once, rather than queueing them: the app gets its answer without
+	// waiting for the sidecar, which reads the copy (sidecar/nflog) and catches up with the log before
+	// it judges a connection by name. DetectLog tells whether the kernel can log. TCP answers are
+	// queued either way.
+	DNSLog bool
 	// FQDN is the name cache at Apply time: its addresses are put in the new FQDN sets for the
 	// policy's rules whose patterns match their names, each with its remaining time, so that an
 	// Apply loses no resolved address. Expired entries are left out.
@@ -321,6 +327,10 @@ func DetectQueue(c *nftables.Conn) (QueueKind, error) {
 	}
 	return 0, fmt.Errorf("kernel cannot queue: %w", errors.Join(errs...))
 }
+
+// DetectLog tells whether the kernel can copy packets to a netlink log group (nft_log with
+// nfnetlink_log), probing as DetectQueue does.
+func DetectLog(c *nftables.Conn) bool { return probe(c, logExpr(0)) == nil }
 
 // probe adds and removes a rule made of e in one batch; the kernel refuses it if it lacks e.
 func probe(c *nftables.Conn, e expr.Any) error {

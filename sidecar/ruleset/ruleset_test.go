@@ -133,6 +133,8 @@ func TestGolden(t *testing.T) {
 		{"baseline", nil, Options{Queue: QueueCompat}},
 		{"protect-dns-lognone", samplePolicy(policy.Protect), Options{Queue: QueueCompat, QueueCount: 2, DNSQueue: 2,
 			DNSServers: sampleDNSServers, LogAllows: LogAllowsNone}},
+		{"protect-dns-logged-restricted", restricted(samplePolicy(policy.Protect)), Options{Queue: QueueCompat, DNSQueue: 1,
+			DNSServers: sampleDNSServers, DNSLog: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := netnstest.New(t)
@@ -438,5 +440,11 @@ func largePolicy(n int) *policy.Policy {
 		r.ID = fmt.Sprint("i", i)
 		p.Ingress = append(p.Ingress, r)
 	}
+	return p
+}
+
+// restricted returns p with RestrictDNS set.
+func restricted(p *policy.Policy) *policy.Policy {
+	p.RestrictDNS = true
 	return p
 }
