@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,8 @@ const (
 	maxSeenKeys = 65536
 	// sweepInterval is how often expired names are forgotten.
 	sweepInterval = time.Second
+	// fqdnWriteBacklog bounds the answers whose addresses wait to be put in the kernel's FQDN sets.
+	fqdnWriteBacklog = 1024
 	// capNoteInterval spaces the log lines saying a cap refused an answer's addresses.
 	capNoteInterval = time.Minute
 )
@@ -63,8 +66,8 @@ const (
 type dnsObserver struct {
 	// dp is the connection datapath, whose name cache (dp.names) the answers fill.
 	dp *datapath
-	// learn puts an answer's learned addresses in the kernel's FQDN sets (ruleset.AddFQDN, one batch,
-	// serialized with Apply).
+	// learn hands an answer's learned addresses on to be put in the kernel's FQDN sets
+	// (Agent.queueFQDN); it never waits.
 	learn func([]ruleset.FQDNAddr)
 	log   logr.Logger
 
@@ -329,7 +332,8 @@ func (a *Agent) observeDNS() {
 		return
 	}
 	a.resolv = rc
-	a.dns = newDNSObserver(&a.dp, a.addFQDN, a.reg, a.log.WithName("dns"))
+	a.fqdnWrites = make(chan []ruleset.FQDNAddr, fqdnWriteBacklog)
+	a.dns = newDNSObserver(&a.dp, a.queueFQDN, a.reg, a.log.WithName("dns"))
 	a.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "podwall_dns_udp_unsolicited_total", Help: "UDP DNS answers dropped in the kernel: no query awaited them (from that resolver and port, to that client port, with that ID).",
@@ -370,6 +374,29 @@ func (a *Agent) runAnswers(l *nflog.Log) {
 // dnsQueue is the DNS queue's number: the one after the connection queues.
 func (a *Agent) dnsQueue() uint16 { return a.opts.QueueNum + a.opts.QueueCount }
 
+// queueFQDN hands an answer's addresses to writeFQDN without waiting: the DNS handlers must not wait
+// for the agent's lock, which an Apply holds for as long as it takes, since the datapath syncs with
+// them before it judges an egress connection. Past fqdnWriteBacklog answers waiting, the addresses
+// are not written: their connections are queued, and allowed from the name cache.
+func (a *Agent) queueFQDN(addrs []ruleset.FQDNAddr) {
+	select {
+	case a.fqdnWrites <- slices.Clone(addrs):
+	default:
+	}
+}
+
+// writeFQDN writes the queued answers' addresses until ctx ends.
+func (a *Agent) writeFQDN(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case addrs := <-a.fqdnWrites:
+			a.addFQDN(addrs)
+		}
+	}
+}
+
 // addFQDN puts the addresses an answer gave in the kernel's FQDN sets, in one batch, for the rules of
 // the policy in force whose patterns match their names. A failure costs only speed: the connection is
 // then queued, and the verdict loop allows it from the name cache.
@@ -378,7 +405,7 @@ func (a *Agent) dnsQueue() uint16 { return a.opts.QueueNum + a.opts.QueueCount }
 // them: under the others a connection to the address is queued and allowed from the name cache, and
 // every Apply (the Offline one a fail-closed sidecar leaves too) fills the sets from the cache.
 //
-// A batch costs the answer tens of µs, and apps ask for the same names over and over: an address
+// A batch costs tens of µs, and apps ask for the same names over and over: an address
 // whose answer would move the expiry last put in the kernel for the same address and names by less
 // than half of what is left of it is not put again (an answer with only such addresses sends no
 // batch). The kernel's element may then time out before the name cache's; the next connection is

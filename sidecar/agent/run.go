@@ -54,6 +54,8 @@ type Agent struct {
 	config policy.SidecarConfig
 	// weakerNoted is the last (configured, policy) mode pair told to be ignored (noteWeakerMode).
 	weakerNoted [2]policy.Mode
+	// fqdnWrites carries answers' addresses to writeFQDN.
+	fqdnWrites chan []ruleset.FQDNAddr
 	// pushed is the expiry last put in the kernel's FQDN sets for each address and names (addFQDN).
 	pushed map[fqdnKey]time.Time
 	// selfDests are the destinations the sidecar's own sockets connected to (allowSelf): every Apply
@@ -188,6 +190,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		go dnsLoop.Run(loopCtx)
 		go a.sweep(loopCtx)
+		go a.writeFQDN(loopCtx)
 	}
 	// Hold the HTTP port before the ruleset opens it to ingress: an app that bound it first would
 	// receive what the policy does not allow.

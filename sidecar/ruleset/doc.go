@@ -14,13 +14,18 @@
 //  0. with Options.DNSServers (and a verdict loop), DNS is observed first, since queries and answers
 //     after a flow's first packet are established: one match of the transport port against the
 //     servers' ports (a bitmap set) is all other traffic pays. On output, a query to one of the
-//     servers (UDP, or a TCP segment with data) that carries no podwall mark goes to
-//     Options.DNSQueue, with MarkNewFlow if it opens its flow (the verdict loop judges the flow as a
-//     connection then, and each query by its name); one the verdict loop refused comes back with MarkDeny and is refused (ICMP
-//     prohibited, TCP reset); one it released (NF_ACCEPT) leaves the hook, so none is queued twice.
-//     On input, an answer from one of the servers goes to the same queue, but not one arriving on
-//     loopback (an app holding CAP_NET_RAW can forge any source there) nor one on the sidecar's own
-//     connections (connection mark MarkSelf), whose queries were not queued either;
+//     servers (UDP, or a TCP segment with data) that carries no podwall mark is released in the
+//     kernel if it is UDP, the policy does not restrict DNS, and its flow or key is known (conntrack
+//     saw it answered, or the key is seen or allowed where the kernel decides alone); otherwise it
+//     goes to Options.DNSQueue, with MarkNewFlow if it opens its flow (the verdict loop judges the
+//     flow as a connection then, and each query by its name). One the verdict loop allowed comes
+//     back with MarkAllow (its key remembered as seen), one it refused with MarkDeny and is refused
+//     (ICMP prohibited, TCP reset). A released UDP query enters the dns_asked sets (ChainDNSTrack).
+//     On input, a UDP answer from one of the servers must match a query there (which it deletes),
+//     or it is dropped and counted; it is then logged to the netlink group Options.DNSQueue and
+//     accepted (Options.DNSLog) or queued. A TCP answer is queued. Neither is taken from loopback
+//     (an app holding CAP_NET_RAW can forge any source there) nor from the sidecar's own connections
+//     (connection mark MarkSelf), whose queries were not queued either;
 //  1. established and related traffic is accepted (conntrack's fast path), invalid dropped;
 //  2. mark rules: the sidecar's own sockets (MarkSelf) pass, their connection marked MarkSelf; a
 //     packet the verdict loop answered with NF_REPEAT re-enters the chain carrying MarkDeny (refused:
