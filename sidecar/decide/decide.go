@@ -26,8 +26,9 @@ type Conn struct {
 	// the peer asked for. The zero value means unknown. A connection that no NAT touched may carry
 	// its own destination here; it is then judged as it is.
 	Original netip.AddrPort
-	// Names are, for egress, the names the pod resolved Remote's address from (for a redirected
-	// connection, Original's), most recent first, as DNS answers it received gave them. FQDN rules
+	// Names are, for egress, the names the pod resolved Remote's address from, most recent first, as
+	// DNS answers it received gave them (the sidecar judges egress before NAT, so Remote is the real
+	// remote even of a connection a mesh proxy redirects). FQDN rules
 	// (Rule.Names) match a connection when one of their patterns matches one of these names and
 	// their ports match: an address that an allowed and a denied name share is allowed only for the
 	// allowed name's rule's ports.
