@@ -83,7 +83,8 @@ func serviceIngress(in Input, svc *corev1.Service) (ru v1.Rule, source string, o
 	case public != "":
 		source += "; it is " + public + ", so its ports stay open to every address"
 	case len(narrowed) > 0:
-		source += "; " + strings.Join(slices.Compact(narrowed), ", ") + " narrowed to the callers learned while the policy learned, the rest open to every address (no caller observed)"
+		source += "; " + strings.Join(slices.Compact(narrowed), ", ") + " narrowed to the observed callers (the learned and user ingress rules that allow it), " +
+			"the other ports open to every address: no caller of them was observed"
 	}
 	return ru, source, open, true
 }
