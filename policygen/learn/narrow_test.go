@@ -141,17 +141,51 @@ func TestLearnedCallersNarrowServiceIngress(t *testing.T) {
 		t.Fatalf("mode %s, want Monitor", wp.Spec.Mode)
 	}
 
-	// Without its caller rule the port has no observed caller: open again, and status says why.
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	// In Protect, a namespace user who marks the Service public does not reopen the port by herself:
+	// it waits as a proposal.
+	edit := func(f func(*v1.WorkloadPolicy)) {
+		t.Helper()
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := c.Get(ctx, key, &wp); err != nil {
+				return err
+			}
+			f(&wp)
+			return c.Update(ctx, &wp)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(func(p *v1.WorkloadPolicy) { p.Spec.Mode = policy.Protect })
+	var web corev1.Service
+	if err := c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &web); err != nil {
+		t.Fatal(err)
+	}
+	web.Annotations = map[string]string{v1.PublicAnnotation: "true"}
+	if err := c.Update(ctx, &web); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
 		if err := c.Get(ctx, key, &wp); err != nil {
 			return err
 		}
-		wp.Spec.Ingress = slices.DeleteFunc(wp.Spec.Ingress, func(r v1.Rule) bool { return r.Name == caller.Name })
-		return c.Update(ctx, &wp)
+		if !slices.ContainsFunc(wp.Status.Proposals, func(p v1.Proposal) bool { return p.Rule.Name == svcWeb.Name }) {
+			return fmt.Errorf("proposals %+v, want one for %s", wp.Status.Proposals, svcWeb.Name)
+		}
+		return nil
 	})
-	if err != nil {
+	await("public in Protect", []v1.Rule{caller, svcPub}, []v1.LoopbackRule{admin, istio(15004, 15020, 15021, 15090)}, []v1.OpenPort{pubOpen})
+	delete(web.Annotations, v1.PublicAnnotation)
+	if err := c.Update(ctx, &web); err != nil {
 		t.Fatal(err)
 	}
+
+	// Without its caller rule the port has no observed caller: open again (in Monitor, where manifest
+	// rules apply as derived), and status says why.
+	edit(func(p *v1.WorkloadPolicy) {
+		p.Spec.Mode = policy.Monitor
+		p.Spec.Ingress = slices.DeleteFunc(p.Spec.Ingress, func(r v1.Rule) bool { return r.Name == caller.Name })
+	})
 	webOpen.Reason = v1.OpenNoCallers
 	await("caller rule deleted", []v1.Rule{svcPub, svcWeb}, []v1.LoopbackRule{admin, istio(15004, 15020, 15021, 15090)}, []v1.OpenPort{pubOpen, webOpen})
 }
