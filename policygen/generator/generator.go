@@ -84,8 +84,8 @@ func requestFor(k workload.Key) reconcile.Request {
 func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	kind, name, _ := strings.Cut(req.Name, "/")
 	key := workload.Key{Namespace: req.Namespace, Kind: kind, Name: name}
-	optedIn, err := g.optedIn(ctx, key.Namespace)
-	if err != nil || !optedIn {
+	ns, err := g.optedIn(ctx, key.Namespace)
+	if err != nil || ns == nil {
 		return reconcile.Result{}, err
 	}
 	obj, err := workload.New(kind)
@@ -114,9 +114,10 @@ func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	}
 	in := manifest.Input{
 		Namespace: key.Namespace, Template: tpl, Annotations: obj.GetAnnotations(), Services: svcs.Items,
-		EndpointSlices: eps,
-		DNS:            v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
-		ClusterDomain:  g.opts.ClusterDomain,
+		EndpointSlices:  eps,
+		DNS:             v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
+		ClusterDomain:   g.opts.ClusterDomain,
+		NamespaceLabels: ns.Labels, NamespaceAnnotations: ns.Annotations,
 	}
 	return reconcile.Result{}, g.write(ctx, key, obj, in)
 }
@@ -155,12 +156,16 @@ func (g *Generator) isWorkload(ctx context.Context, key workload.Key, obj client
 	return workload.IsTop(obj), nil
 }
 
-func (g *Generator) optedIn(ctx context.Context, name string) (bool, error) {
+// optedIn returns the namespace if it opted in, nil if not (or it is gone).
+func (g *Generator) optedIn(ctx context.Context, name string) (*corev1.Namespace, error) {
 	var ns corev1.Namespace
 	if err := g.client.Get(ctx, types.NamespacedName{Name: name}, &ns); err != nil {
-		return false, client.IgnoreNotFound(err)
+		return nil, client.IgnoreNotFound(err)
 	}
-	return ns.Labels[InjectLabel] == "enabled" && ns.DeletionTimestamp == nil, nil
+	if ns.Labels[InjectLabel] != "enabled" || ns.DeletionTimestamp != nil {
+		return nil, nil
+	}
+	return &ns, nil
 }
 
 // write creates the policy or replaces its manifest rules, derived from in and the policy's mode and

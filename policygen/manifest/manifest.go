@@ -61,6 +61,10 @@ type Input struct {
 	// leave their ports out of a mesh proxy's generated loopback deny.
 	Ingress  []v1.Rule
 	Loopback []v1.LoopbackRule
+	// NamespaceLabels and NamespaceAnnotations are the namespace's: they may ask a mesh's admission
+	// webhook to add its proxy to the pods.
+	NamespaceLabels      map[string]string
+	NamespaceAnnotations map[string]string
 }
 
 // Rules are the generated rules, all of origin manifest, sorted by name.
@@ -138,7 +142,7 @@ func Derive(in Input) Rules {
 		r.Egress = append(r.Egress, ru)
 		r.addSource("egress", ru.Name, source)
 	}
-	r.addMeshLoopback(in.Template, in.Loopback)
+	r.addMeshLoopback(in)
 	byName := func(a, b v1.Rule) int { return cmp.Compare(a.Name, b.Name) }
 	slices.SortFunc(r.Ingress, byName)
 	slices.SortFunc(r.Egress, byName)

@@ -118,6 +118,14 @@ func TestDeriveMeshLoopback(t *testing.T) {
 		}
 		return t
 	}
+	marked := func(labels, annotations map[string]string) *corev1.PodTemplateSpec {
+		t := template()
+		for k, v := range labels {
+			t.Labels[k] = v
+		}
+		t.Annotations = annotations
+		return t
+	}
 	annotated := template()
 	annotated.Annotations = map[string]string{IstioStatusAnnotation: `{"containers":["istio-proxy"]}`}
 	tests := []struct {
@@ -130,6 +138,10 @@ func TestDeriveMeshLoopback(t *testing.T) {
 		{"istio-proxy container", withContainer(false, "istio-proxy"), nil, []v1.LoopbackRule{deny("m-istio-proxy", 15000, 15004, 15020, 15021, 15090)}},
 		{"istio's status annotation", annotated, nil, []v1.LoopbackRule{deny("m-istio-proxy", 15000, 15004, 15020, 15021, 15090)}},
 		{"linkerd-proxy as a native sidecar", withContainer(true, "linkerd-proxy"), nil, []v1.LoopbackRule{deny("m-linkerd-proxy", 4190, 4191)}},
+		{"istio's injection label on the template", marked(map[string]string{"sidecar.istio.io/inject": "true"}, nil), nil,
+			[]v1.LoopbackRule{deny("m-istio-proxy", 15000, 15004, 15020, 15021, 15090)}},
+		{"linkerd's injection annotation on the template", marked(nil, map[string]string{"linkerd.io/inject": "enabled"}), nil,
+			[]v1.LoopbackRule{deny("m-linkerd-proxy", 4190, 4191)}},
 		{"a learned or user allow takes its port out, a manifest or deny rule does not", withContainer(false, "istio-proxy"), []v1.LoopbackRule{
 			{Name: "l-loopback", Origin: policy.OriginLearned, Action: policy.ActionAllow, Ports: []v1.Port{{Protocol: "TCP", Port: 15000}}},
 			{Name: "mine", Origin: policy.OriginUser, Action: policy.ActionAllow, Ports: []v1.Port{{Protocol: "TCP", Port: 15020, EndPort: 15021}}},
@@ -146,11 +158,23 @@ func TestDeriveMeshLoopback(t *testing.T) {
 				t.Errorf("loopback (-want +got):\n%s", d)
 			}
 			for _, r := range got.Loopback {
-				if s := got.Sources[SourceKey("loopback", r.Name)]; !strings.Contains(s, "names a mesh proxy") {
+				if s := got.Sources[SourceKey("loopback", r.Name)]; !strings.Contains(s, "means a mesh proxy in the pods") {
 					t.Errorf("source of %s: %q", r.Name, s)
 				}
 			}
 		})
+	}
+
+	// A namespace that asks both meshes' webhooks to inject their proxies; a template may opt out.
+	in := Input{Namespace: "shop", Template: template(), NamespaceLabels: map[string]string{"istio-injection": "enabled"},
+		NamespaceAnnotations: map[string]string{"linkerd.io/inject": "enabled"}}
+	both := []v1.LoopbackRule{deny("m-istio-proxy", 15000, 15004, 15020, 15021, 15090), deny("m-linkerd-proxy", 4190, 4191)}
+	if d := cmp.Diff(both, Derive(in).Loopback); d != "" {
+		t.Errorf("injecting namespace: loopback (-want +got):\n%s", d)
+	}
+	in.Template = marked(map[string]string{"sidecar.istio.io/inject": "false"}, map[string]string{"linkerd.io/inject": "disabled"})
+	if got := Derive(in).Loopback; got != nil {
+		t.Errorf("template opted out of its namespace's injection: loopback %+v, want none", got)
 	}
 }
 
