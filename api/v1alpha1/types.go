@@ -330,7 +330,7 @@ type WorkloadPolicyStatus struct {
 	Canary *CanaryStatus `json:"canary,omitempty"`
 	// OpenPorts are the Service ports that manifest rules keep open to every address (0.0.0.0/0 and
 	// ::/0), and why. A port of a Service that is not public is narrowed to its observed callers (the
-	// learned and user ingress rules that allow it) once the policy leaves Learn.
+	// learned ingress rules that allow it) once the policy leaves Learn.
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
@@ -347,8 +347,8 @@ const (
 	OpenPublic OpenReason = "Public"
 	// OpenLearning: the policy is in Learn, recording the port's callers.
 	OpenLearning OpenReason = "Learning"
-	// OpenNoCallers: the policy left Learn without a caller of the port observed (no learned or user
-	// ingress rule allows it), so nothing says whom to narrow it to.
+	// OpenNoCallers: the policy left Learn without a caller of the port observed (no learned ingress
+	// rule allows it), so nothing says whom to narrow it to.
 	OpenNoCallers OpenReason = "NoCallers"
 )
 

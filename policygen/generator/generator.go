@@ -11,9 +11,8 @@
 // dropped) applies at once. In Learn and Monitor, manifest rules apply as derived.
 //
 // A Service's ports are open to every address while the policy learns; out of Learn, a port that
-// learned (or user) ingress rules allow is narrowed to them, and status.openPorts lists the ports
-// that stay open and why (a public Service, no caller observed). A mesh proxy in the pod template
-// brings loopback deny rules for its admin and control ports, less the ports a loopback allow rule
+// learned ingress rules allow is narrowed to them, and status.openPorts lists the ports that stay
+// open and why (a public Service, no caller observed). A mesh proxy in the pods brings loopback deny rules for its admin and control ports, less the ports a loopback allow rule
 // of another origin names. They apply in every mode, as derived: they only take away, and what drops
 // one (the proxy gone from the template, a person's or a learned allow) leaves nothing to protect or
 // is the owner's own choice.

@@ -2,8 +2,8 @@
 // ingress on the ports Services selecting it expose and on probe ports from the nodes, egress to cluster
 // DNS and to the Services its environment or the podwall.io/egress annotation names, and loopback
 // denies of a mesh proxy's admin and control ports. A Service's ports are open to every address
-// while the policy learns who calls them, and narrowed to the observed callers after (see open.go). Everything here is
-// pure, so that the rules a manifest yields can be table-tested without a cluster; the generator
+// while the policy learns who calls them, and narrowed to the observed callers after (open.go).
+// Everything here is pure, so that the rules a manifest yields can be table-tested without a cluster; the generator
 // controller reads the cluster and writes them into the workload's WorkloadPolicy.
 //
 // Each rule comes with its source (Rules.Sources: "Service demo/web selects this workload", "env
@@ -56,9 +56,9 @@ type Input struct {
 	// Mode is the policy's ("" is Learn): out of Learn, a Service's port with observed callers is
 	// narrowed to them.
 	Mode policy.Mode
-	// Ingress and Loopback are the policy's rules now. Its ingress rules of other origins than
-	// manifest are the observed callers of a Service's ports; its loopback allow rules of other origins
-	// leave their ports out of a mesh proxy's generated loopback deny.
+	// Ingress and Loopback are the policy's rules now. Its learned ingress rules are the observed
+	// callers of a Service's ports; its loopback allow rules of other origins than manifest leave their
+	// ports out of a mesh proxy's generated loopback deny.
 	Ingress  []v1.Rule
 	Loopback []v1.LoopbackRule
 	// NamespaceLabels and NamespaceAnnotations are the namespace's: they may ask a mesh's admission

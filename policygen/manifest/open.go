@@ -15,10 +15,11 @@ import (
 // A Service's ingress rule opens its ports to every address, since the manifest does not say who
 // calls it. In Learn the learner records each caller (learn.Merge does not count such an open rule as
 // allowing the flow), and once the policy leaves Learn a port with observed callers is left out of the
-// open rule: the learned (or user) rules that allow it carry it. A port stays open, and
-// Rules.Open says why, while the policy learns, when nothing allows it but the open rule (no caller
-// was seen), and for a public Service, whose callers come from outside the cluster in numbers no
-// list of addresses would hold.
+// open rule: the learned rules that allow it carry it. A port stays open, and Rules.Open says why,
+// while the policy learns, when no learned rule allows it (no caller was seen), and for a public
+// Service, whose callers come from outside the cluster in numbers no list of addresses would hold.
+// A user's rule is no observed caller: it adds to the open rule and never narrows it, so that a rule
+// written before narrowing existed does not close a port behind its author's back.
 
 // publicKind says why svc is public, "" when it is not: its type is LoadBalancer or NodePort, it has
 // external IPs, or it carries v1.PublicAnnotation: "true".
@@ -35,14 +36,14 @@ func publicKind(svc *corev1.Service) string {
 }
 
 // openReason says why a Service's port stays open to every address, "" when it is narrowed to its
-// callers: the ingress rules of other origins than manifest that allow it.
+// callers: the learned ingress rules that allow it.
 func openReason(in Input, public bool, port v1.Port) v1.OpenReason {
 	switch {
 	case public:
 		return v1.OpenPublic
 	case cmp.Or(in.Mode, policy.Learn) == policy.Learn:
 		return v1.OpenLearning
-	case !slices.ContainsFunc(in.Ingress, func(r v1.Rule) bool { return r.Origin != policy.OriginManifest && allowsPort(r.Ports, port) }):
+	case !slices.ContainsFunc(in.Ingress, func(r v1.Rule) bool { return r.Origin == policy.OriginLearned && allowsPort(r.Ports, port) }):
 		return v1.OpenNoCallers
 	}
 	return ""
@@ -83,7 +84,7 @@ func serviceIngress(in Input, svc *corev1.Service) (ru v1.Rule, source string, o
 	case public != "":
 		source += "; it is " + public + ", so its ports stay open to every address"
 	case len(narrowed) > 0:
-		source += "; " + strings.Join(slices.Compact(narrowed), ", ") + " narrowed to the observed callers (the learned and user ingress rules that allow it), " +
+		source += "; " + strings.Join(slices.Compact(narrowed), ", ") + " narrowed to the observed callers (the learned ingress rules that allow it), " +
 			"the other ports open to every address: no caller of them was observed"
 	}
 	return ru, source, open, true

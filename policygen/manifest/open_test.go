@@ -47,12 +47,18 @@ func TestDeriveNarrowsServicePortsToCallers(t *testing.T) {
 			[]v1.OpenPort{open("m-svc-lb", "shop/lb", 8080, v1.OpenPublic), open("m-svc-tagged", "shop/tagged", 8080, v1.OpenPublic),
 				open("m-svc-web", "shop/web", 8443, v1.OpenNoCallers)},
 			"TCP/8080 narrowed to the observed callers"},
-		{"a user rule is a caller too, a manifest rule is not", policy.Protect, []v1.Rule{
-			{Name: "mine", Origin: policy.OriginUser, Peers: []v1.Peer{{CIDR: "10.0.0.0/8"}}, Ports: []v1.Port{{Protocol: "TCP"}}},
-			{Name: "m-probes", Origin: policy.OriginManifest, Peers: []v1.Peer{{Nodes: true}}, Ports: ports(8080, 8443)},
+		{"a learned rule of every port narrows them all", policy.Protect, []v1.Rule{
+			{Name: "l-cidr-10-0-0-1-32", Origin: policy.OriginLearned, Peers: []v1.Peer{{CIDR: "10.0.0.1/32"}}, Ports: []v1.Port{{Protocol: "TCP"}}},
 		}, nil,
 			[]v1.OpenPort{open("m-svc-lb", "shop/lb", 8080, v1.OpenPublic), open("m-svc-tagged", "shop/tagged", 8080, v1.OpenPublic)},
 			""},
+		{"a user rule or a manifest rule is no observed caller", policy.Protect, []v1.Rule{
+			{Name: "mine", Origin: policy.OriginUser, Peers: []v1.Peer{{CIDR: "10.0.0.0/8"}}, Ports: []v1.Port{{Protocol: "TCP"}}},
+			{Name: "m-probes", Origin: policy.OriginManifest, Peers: []v1.Peer{{Nodes: true}}, Ports: ports(8080, 8443)},
+		}, ports(8080, 8443),
+			[]v1.OpenPort{open("m-svc-lb", "shop/lb", 8080, v1.OpenPublic), open("m-svc-tagged", "shop/tagged", 8080, v1.OpenPublic),
+				open("m-svc-web", "shop/web", 8080, v1.OpenNoCallers), open("m-svc-web", "shop/web", 8443, v1.OpenNoCallers)},
+			"selects this workload"},
 		{"no callers at all", policy.Protect, nil, ports(8080, 8443),
 			[]v1.OpenPort{open("m-svc-lb", "shop/lb", 8080, v1.OpenPublic), open("m-svc-tagged", "shop/tagged", 8080, v1.OpenPublic),
 				open("m-svc-web", "shop/web", 8080, v1.OpenNoCallers), open("m-svc-web", "shop/web", 8443, v1.OpenNoCallers)},
