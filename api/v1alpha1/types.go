@@ -57,6 +57,10 @@ type WorkloadPolicySpec struct {
 	// +optional
 	Egress []Rule `json:"egress,omitempty"`
 	// Loopback rules allow or forbid in-pod ports to the pod's own processes; unnamed ports are allowed.
+	// For a pod with a mesh proxy, policygen writes a deny rule of origin manifest for the proxy's
+	// admin and control ports (m-istio-proxy, m-linkerd-proxy), less the ports an allow rule of
+	// another origin names; Learn learns the ports the pod was seen using into the allow rule
+	// l-loopback.
 	// +listType=map
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=64
