@@ -107,13 +107,13 @@ func TestLearnedCallersNarrowServiceIngress(t *testing.T) {
 		return nil
 	})
 	// The client calls web's Service port, someone outside the public one, and a process in the pod
-	// the proxy's admin port: each allowed (or audited, the loopback deny in Learn) as it happened.
+	// the proxy's admin port: each allowed and recorded, as Learn reports them.
 	id := policyapi.Identity{Pod: types.NamespacedName{Namespace: "shop", Name: "web-0"}, Workload: workload.Key{Namespace: "shop", Kind: "Deployment", Name: "web"}}
 	entry := func(dir policy.Direction, ip string, port uint16, verdict policy.Verdict) policy.ReportEntry {
 		return policy.ReportEntry{Direction: dir, Peer: netip.MustParseAddr(ip), Protocol: policy.TCP, Port: port, Count: 1, Verdict: verdict}
 	}
 	r := policy.Report{Entries: []policy.ReportEntry{entry(policy.Ingress, "10.1.0.5", 8080, policy.Allow),
-		entry(policy.Ingress, "203.0.113.9", 8443, policy.Allow), entry(policy.Loopback, "127.0.0.1", 15000, policy.Audit)}}
+		entry(policy.Ingress, "203.0.113.9", 8443, policy.Allow), entry(policy.Loopback, "127.0.0.1", 15000, policy.Allow)}}
 	if err := learner.Accept(ctx, id, &r); err != nil {
 		t.Fatal(err)
 	}
