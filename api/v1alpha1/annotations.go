@@ -18,6 +18,11 @@ const AcceptProposalsAnnotation = "podwall.io/accept-proposals"
 // the API server's audit log has the author of the edit.
 const AcceptedByAnnotation = "podwall.io/accepted-by"
 
+// PublicAnnotation on a Service, set to "true", says its callers come from outside the cluster, as a
+// LoadBalancer or NodePort Service's do: the manifest rule keeps its ports open to every address in
+// every mode instead of narrowing them to the callers observed while the policy learned.
+const PublicAnnotation = "podwall.io/public"
+
 // AcceptAll is the AcceptProposalsAnnotation value that accepts every pending proposal.
 const AcceptAll = "all"
 

@@ -57,6 +57,10 @@ type WorkloadPolicySpec struct {
 	// +optional
 	Egress []Rule `json:"egress,omitempty"`
 	// Loopback rules allow or forbid in-pod ports to the pod's own processes; unnamed ports are allowed.
+	// For a pod with a mesh proxy, policygen writes a deny rule of origin manifest for the proxy's
+	// admin and control ports (m-istio-proxy, m-linkerd-proxy), less the ports an allow rule of
+	// another origin names; Learn learns the ports the pod was seen using into the allow rule
+	// l-loopback.
 	// +listType=map
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=64
@@ -328,6 +332,39 @@ type WorkloadPolicyStatus struct {
 	// Canary is the state of the canary rollout that spec.canary asks for.
 	// +optional
 	Canary *CanaryStatus `json:"canary,omitempty"`
+	// OpenPorts are the Service ports that manifest rules keep open to every address (0.0.0.0/0 and
+	// ::/0), and why. A port of a Service that is not public is narrowed to its observed callers (the
+	// learned ingress rules that allow it) once the policy leaves Learn.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	OpenPorts []OpenPort `json:"openPorts,omitempty"`
+}
+
+// OpenReason says why a manifest rule keeps a Service port open to every address.
+// +kubebuilder:validation:Enum=Public;Learning;NoCallers
+type OpenReason string
+
+const (
+	// OpenPublic: the Service is of type LoadBalancer or NodePort, or annotated podwall.io/public:
+	// "true"; its callers come from outside and the port stays open in every mode.
+	OpenPublic OpenReason = "Public"
+	// OpenLearning: the policy is in Learn, recording the port's callers.
+	OpenLearning OpenReason = "Learning"
+	// OpenNoCallers: the policy left Learn without a caller of the port observed (no learned ingress
+	// rule allows it), so nothing says whom to narrow it to.
+	OpenNoCallers OpenReason = "NoCallers"
+)
+
+// OpenPort is a Service port a manifest rule keeps open to every address.
+type OpenPort struct {
+	// Rule is the manifest ingress rule that opens it, Service the Service (namespace/name).
+	Rule    string `json:"rule"`
+	Service string `json:"service"`
+	// Protocol and Port are the pod's port the Service targets.
+	Protocol policy.Protocol `json:"protocol"`
+	Port     int32           `json:"port"`
+	Reason   OpenReason      `json:"reason"`
 }
 
 // Coverage is how much of a workload a window observed.

@@ -9,6 +9,13 @@
 // accepts it with the annotation podwall.io/accept-proposals (or in the UI), or the policy sets
 // spec.autoAcceptManifestRules. What only tightens (a Service or a port gone, an endpoint address
 // dropped) applies at once. In Learn and Monitor, manifest rules apply as derived.
+//
+// A Service's ports are open to every address while the policy learns; out of Learn, a port that
+// learned ingress rules allow is narrowed to them, and status.openPorts lists the ports that stay
+// open and why (a public Service, no caller observed). A mesh proxy in the pods brings loopback deny rules for its admin and control ports, less the ports a loopback allow rule
+// of another origin names. They apply in every mode, as derived: they only take away, and what drops
+// one (the proxy gone from the template, a person's or a learned allow) leaves nothing to protect or
+// is the owner's own choice.
 package generator
 
 import (
@@ -76,8 +83,8 @@ func requestFor(k workload.Key) reconcile.Request {
 func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	kind, name, _ := strings.Cut(req.Name, "/")
 	key := workload.Key{Namespace: req.Namespace, Kind: kind, Name: name}
-	optedIn, err := g.optedIn(ctx, key.Namespace)
-	if err != nil || !optedIn {
+	ns, err := g.optedIn(ctx, key.Namespace)
+	if err != nil || ns == nil {
 		return reconcile.Result{}, err
 	}
 	obj, err := workload.New(kind)
@@ -104,13 +111,14 @@ func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	rules := manifest.Derive(manifest.Input{
+	in := manifest.Input{
 		Namespace: key.Namespace, Template: tpl, Annotations: obj.GetAnnotations(), Services: svcs.Items,
-		EndpointSlices: eps,
-		DNS:            v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
-		ClusterDomain:  g.opts.ClusterDomain,
-	})
-	return reconcile.Result{}, g.write(ctx, key, obj, rules)
+		EndpointSlices:  eps,
+		DNS:             v1.ServicePeer{Namespace: g.opts.DNS.Namespace, Name: g.opts.DNS.Name},
+		ClusterDomain:   g.opts.ClusterDomain,
+		NamespaceLabels: ns.Labels, NamespaceAnnotations: ns.Annotations,
+	}
+	return reconcile.Result{}, g.write(ctx, key, obj, in)
 }
 
 // selectorlessSlices lists the EndpointSlices of the Services without a selector (the only ones
@@ -147,18 +155,23 @@ func (g *Generator) isWorkload(ctx context.Context, key workload.Key, obj client
 	return workload.IsTop(obj), nil
 }
 
-func (g *Generator) optedIn(ctx context.Context, name string) (bool, error) {
+// optedIn returns the namespace if it opted in, nil if not (or it is gone).
+func (g *Generator) optedIn(ctx context.Context, name string) (*corev1.Namespace, error) {
 	var ns corev1.Namespace
 	if err := g.client.Get(ctx, types.NamespacedName{Name: name}, &ns); err != nil {
-		return false, client.IgnoreNotFound(err)
+		return nil, client.IgnoreNotFound(err)
 	}
-	return ns.Labels[InjectLabel] == "enabled" && ns.DeletionTimestamp == nil, nil
+	if ns.Labels[InjectLabel] != "enabled" || ns.DeletionTimestamp != nil {
+		return nil, nil
+	}
+	return &ns, nil
 }
 
-// write creates the policy or replaces its manifest rules, retrying on conflicts with other writers
-// (people editing their rules, the learner adding learned ones), consumes its accept annotation, and
-// records what waits as proposals.
-func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Object, rules manifest.Rules) error {
+// write creates the policy or replaces its manifest rules, derived from in and the policy's mode and
+// rules as they are now, retrying on conflicts with other writers (people editing their rules, the
+// learner adding learned ones); it consumes the accept annotation, and records what waits as
+// proposals and which Service ports stay open.
+func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Object, in manifest.Input) error {
 	gvk, err := g.client.GroupVersionKindFor(owner)
 	if err != nil {
 		return fmt.Errorf("kind of %s: %w", key, err)
@@ -171,14 +184,16 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 		p = v1.WorkloadPolicy{}
 		err := g.client.Get(ctx, name, &p)
 		if apierrors.IsNotFound(err) {
+			in.Mode, in.Ingress, in.Loopback = policy.Learn, nil, nil
+			rules := manifest.Derive(in)
 			p = v1.WorkloadPolicy{
 				ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name, OwnerReferences: []metav1.OwnerReference{ownerRef}},
 				Spec: v1.WorkloadPolicySpec{
 					Workload: v1.WorkloadRef{Kind: key.Kind, Name: key.Name}, Mode: policy.Learn,
-					Ingress: rules.Ingress, Egress: rules.Egress,
+					Ingress: rules.Ingress, Egress: rules.Egress, Loopback: rules.Loopback,
 				},
 			}
-			gt = gated{}
+			gt = gated{open: rules.Open}
 			if err := g.client.Create(ctx, &p); err != nil {
 				return fmt.Errorf("create policy %s: %w", name, err)
 			}
@@ -188,9 +203,12 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 			return fmt.Errorf("get policy %s: %w", name, err)
 		}
 		before := p.Spec.DeepCopy()
-		gt = gate(&p, rules)
+		in.Mode, in.Ingress, in.Loopback = p.Spec.Mode, p.Spec.Ingress, p.Spec.Loopback
+		gt = gate(&p, manifest.Derive(in))
 		p.Spec.Ingress = manifest.ReplaceOrigin(p.Spec.Ingress, policy.OriginManifest, gt.ingress)
 		p.Spec.Egress = manifest.ReplaceOrigin(p.Spec.Egress, policy.OriginManifest, gt.egress)
+		p.Spec.Loopback = manifest.ReplaceLoopbackOrigin(p.Spec.Loopback, policy.OriginManifest, gt.loopback)
+		gt.open = manifest.OpenIn(gt.open, p.Spec.Ingress)
 		_, accepting := p.Annotations[v1.AcceptProposalsAnnotation]
 		// Consumed in the same write as what they accepted.
 		delete(p.Annotations, v1.AcceptProposalsAnnotation)
@@ -206,7 +224,7 @@ func (g *Generator) write(ctx context.Context, key workload.Key, owner client.Ob
 	if err != nil {
 		return err
 	}
-	return g.writeProposals(ctx, &p, gt)
+	return g.writeStatus(ctx, &p, gt)
 }
 
 // SetupWithManager registers the controller and its watches.

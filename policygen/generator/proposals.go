@@ -29,6 +29,8 @@ const (
 // what an accept annotation accepted and named in vain, and who asked (when a service said so).
 type gated struct {
 	ingress, egress []v1.Rule
+	loopback        []v1.LoopbackRule
+	open            []v1.OpenPort
 	proposals       []v1.Proposal
 	accepted        []v1.Proposal
 	unknown         []string
@@ -41,7 +43,7 @@ type gated struct {
 // says all); what only tightens applies at once (manifest.Gate).
 func gate(p *v1.WorkloadPolicy, rules manifest.Rules) gated {
 	if cmp.Or(p.Spec.Mode, policy.Learn) != policy.Protect || p.Spec.AutoAcceptManifestRules {
-		return gated{ingress: rules.Ingress, egress: rules.Egress}
+		return gated{ingress: rules.Ingress, egress: rules.Egress, loopback: rules.Loopback, open: rules.Open}
 	}
 	names := v1.AcceptedProposals(p.Annotations[v1.AcceptProposalsAnnotation])
 	used := map[string]bool{}
@@ -52,7 +54,7 @@ func gate(p *v1.WorkloadPolicy, rules manifest.Rules) gated {
 		}
 		return false
 	}
-	g := gated{by: p.Annotations[v1.AcceptedByAnnotation]}
+	g := gated{loopback: rules.Loopback, open: rules.Open, by: p.Annotations[v1.AcceptedByAnnotation]}
 	var pi, pe []v1.Proposal
 	g.ingress, pi = manifest.Gate("ingress", p.Spec.Ingress, rules.Ingress, rules.Sources, accept)
 	g.egress, pe = manifest.Gate("egress", p.Spec.Egress, rules.Egress, rules.Sources, accept)
@@ -78,9 +80,10 @@ func gate(p *v1.WorkloadPolicy, rules manifest.Rules) gated {
 // maxListed is how many proposals the status lists (the API's bound); PendingProposals counts all.
 const maxListed = 64
 
-// writeProposals records the pending proposals in p's status, each keeping the time it was first
-// proposed, and says so in an Event for each new one and each acceptance.
-func (g *Generator) writeProposals(ctx context.Context, p *v1.WorkloadPolicy, gt gated) error {
+// writeStatus records the pending proposals in p's status, each keeping the time it was first
+// proposed, and the open Service ports; it says so in an Event for each new proposal and each
+// acceptance.
+func (g *Generator) writeStatus(ctx context.Context, p *v1.WorkloadPolicy, gt gated) error {
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	list := slices.Clone(gt.proposals)
 	slices.SortFunc(list, func(a, b v1.Proposal) int { return cmp.Compare(a.Name, b.Name) })
@@ -95,10 +98,12 @@ func (g *Generator) writeProposals(ctx context.Context, p *v1.WorkloadPolicy, gt
 			fresh = append(fresh, list[i])
 		}
 	}
-	if !equality.Semantic.DeepEqual(list, p.Status.Proposals) || count != p.Status.PendingProposals {
-		patch, _ := json.Marshal(map[string]any{"status": map[string]any{"proposals": list, "pendingProposals": count}})
+	open := gt.open[:min(len(gt.open), maxListed)]
+	if !equality.Semantic.DeepEqual(list, p.Status.Proposals) || count != p.Status.PendingProposals ||
+		!equality.Semantic.DeepEqual(open, p.Status.OpenPorts) {
+		patch, _ := json.Marshal(map[string]any{"status": map[string]any{"proposals": list, "pendingProposals": count, "openPorts": open}})
 		if err := g.client.Status().Patch(ctx, p, client.RawPatch(types.MergePatchType, patch)); err != nil {
-			return fmt.Errorf("record proposals of %s/%s: %w", p.Namespace, p.Name, err)
+			return fmt.Errorf("record proposals and open ports of %s/%s: %w", p.Namespace, p.Name, err)
 		}
 	}
 	if g.opts.Events == nil {

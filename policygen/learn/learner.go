@@ -93,6 +93,8 @@ func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.R
 			violations += int64(e.Count)
 		}
 		if e.Direction == policy.Loopback {
+			// Both ends are in the pod: the port is all there is to learn.
+			obs = append(obs, Observation{Direction: e.Direction, Addr: e.Peer, Protocol: policy.Protocol(e.Protocol), Port: int32(e.Port)})
 			continue
 		}
 		// A DNS query's name is not its resolver's: the resolver is learned like any peer.
@@ -186,7 +188,7 @@ func (l *Learner) write(ctx context.Context, k workload.Key, b *batch) error {
 			return err
 		}
 		spec := p.Spec.DeepCopy()
-		learned = Merge(spec, obs)
+		learned = Merge(spec, p.Status.OpenPorts, obs)
 		if equality.Semantic.DeepEqual(spec, &p.Spec) {
 			return nil
 		}

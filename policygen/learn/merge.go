@@ -39,26 +39,32 @@ type Observation struct {
 // ports merged (the addresses of one name make one rule), skipping what an existing rule already
 // allows. It returns how many observations added or widened a rule. Only Learn mode learns: Protect
 // never does, and in Monitor what Protect would deny is exactly what the operator wants to see as
-// audits, not have allowed behind their back. Loopback is not learned (it is allowed unless denied).
-func Merge(spec *v1.WorkloadPolicySpec, obs []Observation) int {
+// audits, not have allowed behind their back.
+//
+// A Service's manifest ingress rule, open to every address, does not count as allowing a caller: the
+// caller is learned, so that the port can be narrowed to its callers when the policy leaves Learn
+// (package manifest), unless open (the policy's status.openPorts) says the port is public.
+//
+// Loopback is allowed unless denied, and the sidecar reports only the connections to ports a deny
+// rule names: a connection to a port that only a manifest deny names (a mesh proxy's admin port) is
+// learned into the allow rule LoopbackRuleName, which the generator then leaves out of the deny. A
+// person's deny is never learned around.
+func Merge(spec *v1.WorkloadPolicySpec, open []v1.OpenPort, obs []Observation) int {
 	if spec.Mode != policy.Learn && spec.Mode != "" {
 		return 0
 	}
 	learned := 0
 	for _, o := range obs {
-		var rules *[]v1.Rule
+		var ok bool
 		switch o.Direction {
 		case policy.Ingress:
-			rules = &spec.Ingress
+			ok = !covered(spec.Ingress, o, open) && add(&spec.Ingress, o)
 		case policy.Egress:
-			rules = &spec.Egress
-		default:
-			continue
+			ok = !covered(spec.Egress, o, nil) && add(&spec.Egress, o)
+		case policy.Loopback:
+			ok = addLoopback(&spec.Loopback, o)
 		}
-		if covered(*rules, o) {
-			continue
-		}
-		if add(rules, o) {
+		if ok {
 			learned++
 		}
 	}
@@ -66,10 +72,11 @@ func Merge(spec *v1.WorkloadPolicySpec, obs []Observation) int {
 }
 
 // covered reports whether a rule already allows o: one naming the same peer, a name pattern matching
-// its name, or a CIDR holding its address, with a port range holding its port.
-func covered(rules []v1.Rule, o Observation) bool {
+// its name, or a CIDR holding its address, with a port range holding its port. A Service's open
+// ingress rule does not count unless open says its port is public.
+func covered(rules []v1.Rule, o Observation, open []v1.OpenPort) bool {
 	for _, r := range rules {
-		if !portAllowed(r.Ports, o.Protocol, o.Port) {
+		if !portAllowed(r.Ports, o.Protocol, o.Port) || narrowable(r, o, open) {
 			continue
 		}
 		for _, p := range r.Peers {
@@ -85,6 +92,18 @@ func covered(rules []v1.Rule, o Observation) bool {
 		}
 	}
 	return false
+}
+
+// narrowable reports whether r is a manifest ingress rule open to every address on o's port that open
+// does not list as public: one the learner looks through to record the port's callers.
+func narrowable(r v1.Rule, o Observation, open []v1.OpenPort) bool {
+	if o.Direction != policy.Ingress || r.Origin != policy.OriginManifest ||
+		!slices.ContainsFunc(r.Peers, func(p v1.Peer) bool { pfx, err := netip.ParsePrefix(p.CIDR); return err == nil && pfx.Bits() == 0 }) {
+		return false
+	}
+	return !slices.ContainsFunc(open, func(p v1.OpenPort) bool {
+		return p.Rule == r.Name && p.Reason == v1.OpenPublic && p.Protocol == o.Protocol && p.Port == o.Port
+	})
 }
 
 func portAllowed(ports []v1.Port, proto policy.Protocol, port int32) bool {
@@ -119,6 +138,45 @@ func add(rules *[]v1.Rule, o Observation) bool {
 		return false // someone else's rule holds the name: never touch it
 	}
 	r.Ports = widen(manifest.NormalizePorts(append(r.Ports, v1.Port{Protocol: o.Protocol, Port: o.Port})))
+	return true
+}
+
+// LoopbackRuleName is the learned loopback allow rule's name.
+const LoopbackRuleName = "l-loopback"
+
+// maxLoopbackRules is the CRD's bound on the loopback rule list.
+const maxLoopbackRules = 64
+
+// addLoopback puts o's port into the learned loopback allow rule when a manifest deny rule names the
+// port and no rule of another origin does (a person's deny stands; a person's allow already allows).
+func addLoopback(rules *[]v1.LoopbackRule, o Observation) bool {
+	manifestDeny := false
+	for _, r := range *rules {
+		if !portAllowed(r.Ports, o.Protocol, o.Port) {
+			continue
+		}
+		if r.Origin != policy.OriginManifest {
+			return false
+		}
+		manifestDeny = manifestDeny || r.Action == policy.ActionDeny
+	}
+	if !manifestDeny {
+		return false
+	}
+	port := v1.Port{Protocol: o.Protocol, Port: o.Port}
+	i := slices.IndexFunc(*rules, func(r v1.LoopbackRule) bool { return r.Name == LoopbackRuleName })
+	switch {
+	case i < 0 && len(*rules) >= maxLoopbackRules:
+		return false
+	case i < 0:
+		*rules = append(*rules, v1.LoopbackRule{Name: LoopbackRuleName, Origin: policy.OriginLearned, Action: policy.ActionAllow, Ports: []v1.Port{port}})
+		return true
+	}
+	r := &(*rules)[i]
+	if r.Origin != policy.OriginLearned || r.Action != policy.ActionAllow {
+		return false // someone else's rule holds the name: never touch it
+	}
+	r.Ports = manifest.NormalizePorts(append(r.Ports, port))
 	return true
 }
 

@@ -23,8 +23,17 @@ func obs(dir policy.Direction, ip string, peer v1.Peer, proto policy.Protocol, p
 }
 
 func TestMerge(t *testing.T) {
-	manifest := v1.Rule{Name: "m-svc-web", Origin: "manifest", Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}}
+	manifest := v1.Rule{Name: "m-svc-web", Origin: "manifest", Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}}
+	lb := v1.Rule{Name: "m-svc-lb", Origin: "manifest", Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 9090}}}
 	user := v1.Rule{Name: "l-deployment-api", Origin: "user", Peers: []v1.Peer{api}, Ports: []v1.Port{{Protocol: "TCP", Port: 1}}}
+	probes := v1.Rule{Name: "m-probes", Origin: "manifest", Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}}
+	meshDeny := v1.LoopbackRule{Name: "m-istio-proxy", Origin: "manifest", Action: "deny", Ports: []v1.Port{
+		{Protocol: "TCP", Port: 15000}, {Protocol: "TCP", Port: 15020}, {Protocol: "TCP", Port: 15090}}}
+	userDeny := v1.LoopbackRule{Name: "no-status", Origin: "user", Action: "deny", Ports: []v1.Port{{Protocol: "TCP", Port: 15020}}}
+	loop := func(port int32) Observation { return obs(policy.Loopback, "127.0.0.1", v1.Peer{}, "TCP", port) }
+	// As status.openPorts says: Service lb is public (a LoadBalancer), web is not.
+	open := []v1.OpenPort{{Rule: "m-svc-lb", Service: "shop/lb", Protocol: "TCP", Port: 9090, Reason: v1.OpenPublic},
+		{Rule: "m-svc-web", Service: "shop/web", Protocol: "TCP", Port: 8080, Reason: v1.OpenLearning}}
 	tests := []struct {
 		name    string
 		spec    v1.WorkloadPolicySpec
@@ -47,9 +56,31 @@ func TestMerge(t *testing.T) {
 				}},
 			5},
 		{"already allowed is not learned",
-			v1.WorkloadPolicySpec{Mode: policy.Learn, Ingress: []v1.Rule{manifest}},
-			[]Observation{obs(policy.Ingress, "10.9.9.9", api, "TCP", 8080)},
-			v1.WorkloadPolicySpec{Mode: policy.Learn, Ingress: []v1.Rule{manifest}},
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Ingress: []v1.Rule{probes}, Egress: []v1.Rule{user}},
+			[]Observation{obs(policy.Ingress, "10.0.0.1", v1.Peer{Nodes: true}, "TCP", 8080), obs(policy.Egress, "10.1.0.5", api, "TCP", 1)},
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Ingress: []v1.Rule{probes}, Egress: []v1.Rule{user}},
+			0},
+		{"a Service's open rule does not hide its callers, unless the Service is public",
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Ingress: []v1.Rule{manifest, lb}},
+			[]Observation{obs(policy.Ingress, "10.1.0.5", api, "TCP", 8080), obs(policy.Ingress, "203.0.113.7", ext, "TCP", 8080),
+				obs(policy.Ingress, "203.0.113.7", ext, "TCP", 9090)},
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Ingress: []v1.Rule{manifest, lb,
+				{Name: "l-deployment-api", Origin: "learned", Peers: []v1.Peer{api}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
+				{Name: "l-cidr-203-0-113-7-32", Origin: "learned", Peers: []v1.Peer{ext}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
+			}},
+			2},
+		{"loopback: a port only a manifest deny names is learned, a person's deny stands",
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Loopback: []v1.LoopbackRule{meshDeny, userDeny}},
+			[]Observation{loop(15000), loop(15090), loop(15000), loop(15020), loop(8080)},
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Loopback: []v1.LoopbackRule{meshDeny, userDeny,
+				{Name: "l-loopback", Origin: "learned", Action: "allow", Ports: []v1.Port{{Protocol: "TCP", Port: 15000}, {Protocol: "TCP", Port: 15090}}}}},
+			2},
+		{"loopback: a user's allow already allows",
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Loopback: []v1.LoopbackRule{meshDeny,
+				{Name: "admin", Origin: "user", Action: "allow", Ports: []v1.Port{{Protocol: "TCP", Port: 15000}}}}},
+			[]Observation{loop(15000)},
+			v1.WorkloadPolicySpec{Mode: policy.Learn, Loopback: []v1.LoopbackRule{meshDeny,
+				{Name: "admin", Origin: "user", Action: "allow", Ports: []v1.Port{{Protocol: "TCP", Port: 15000}}}}},
 			0},
 		{"a user rule holding the name is left alone",
 			v1.WorkloadPolicySpec{Mode: policy.Learn, Egress: []v1.Rule{user}},
@@ -89,7 +120,7 @@ func TestMerge(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := tc.spec.DeepCopy()
-			n := Merge(spec, tc.obs)
+			n := Merge(spec, open, tc.obs)
 			if d := cmp.Diff(&tc.want, spec); d != "" {
 				t.Errorf("spec (-want +got):\n%s", d)
 			}
@@ -107,7 +138,7 @@ func TestWidenManyPorts(t *testing.T) {
 		o = append(o, obs(policy.Egress, "10.1.0.5", api, "TCP", p))
 	}
 	o = append(o, obs(policy.Egress, "10.1.0.5", api, "UDP", 53))
-	Merge(spec, o)
+	Merge(spec, nil, o)
 	want := []v1.Port{{Protocol: "TCP"}, {Protocol: "UDP", Port: 53}}
 	if d := cmp.Diff(want, spec.Egress[0].Ports); d != "" {
 		t.Errorf("ports (-want +got):\n%s", d)
@@ -121,7 +152,7 @@ func TestMergeStopsAtTheRuleLimit(t *testing.T) {
 		ip := netip.AddrFrom4([4]byte{192, 0, byte(i >> 8), byte(i)})
 		o = append(o, obs(policy.Egress, ip.String(), v1.Peer{CIDR: ip.String() + "/32"}, "TCP", 443))
 	}
-	if n := Merge(spec, o); n != MaxRules || len(spec.Egress) != MaxRules {
+	if n := Merge(spec, nil, o); n != MaxRules || len(spec.Egress) != MaxRules {
 		t.Errorf("learned %d into %d rules, want %d", n, len(spec.Egress), MaxRules)
 	}
 }

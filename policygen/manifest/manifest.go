@@ -1,7 +1,9 @@
 // Package manifest derives a workload's day-0 rules, those of origin manifest, from its manifest:
 // ingress on the ports Services selecting it expose and on probe ports from the nodes, egress to cluster
-// DNS and to the Services its environment or the podwall.io/egress annotation names. Everything here is
-// pure, so that the rules a manifest yields can be table-tested without a cluster; the generator
+// DNS and to the Services its environment or the podwall.io/egress annotation names, and loopback
+// denies of a mesh proxy's admin and control ports. A Service's ports are open to every address
+// while the policy learns who calls them, and narrowed to the observed callers after (open.go).
+// Everything here is pure, so that the rules a manifest yields can be table-tested without a cluster; the generator
 // controller reads the cluster and writes them into the workload's WorkloadPolicy.
 //
 // Each rule comes with its source (Rules.Sources: "Service demo/web selects this workload", "env
@@ -51,18 +53,33 @@ type Input struct {
 	DNS v1.ServicePeer
 	// ClusterDomain is the cluster's DNS domain, "cluster.local" when empty.
 	ClusterDomain string
+	// Mode is the policy's ("" is Learn): out of Learn, a Service's port with observed callers is
+	// narrowed to them.
+	Mode policy.Mode
+	// Ingress and Loopback are the policy's rules now. Its learned ingress rules are the observed
+	// callers of a Service's ports; its loopback allow rules of other origins than manifest leave their
+	// ports out of a mesh proxy's generated loopback deny.
+	Ingress  []v1.Rule
+	Loopback []v1.LoopbackRule
+	// NamespaceLabels and NamespaceAnnotations are the namespace's: they may ask a mesh's admission
+	// webhook to add its proxy to the pods.
+	NamespaceLabels      map[string]string
+	NamespaceAnnotations map[string]string
 }
 
 // Rules are the generated rules, all of origin manifest, sorted by name.
 type Rules struct {
-	Ingress []v1.Rule
-	Egress  []v1.Rule
+	Ingress  []v1.Rule
+	Egress   []v1.Rule
+	Loopback []v1.LoopbackRule
 	// Sources say what in the cluster caused each rule, keyed by SourceKey, e.g. "Service shop/web
 	// selects this workload" or "env API_URL of container app names Service shop/api".
 	Sources map[string]string
+	// Open are the Service ports the ingress rules open to every address, and why.
+	Open []v1.OpenPort
 }
 
-// SourceKey is a rule's key in Rules.Sources: "ingress/<name>" or "egress/<name>".
+// SourceKey is a rule's key in Rules.Sources: "ingress/<name>", "egress/<name>" or "loopback/<name>".
 func SourceKey(direction, name string) string { return direction + "/" + name }
 
 // addSource records why a rule exists; a rule several things cause lists each once.
@@ -93,18 +110,13 @@ func Derive(in Input) Rules {
 		if !labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
 			continue
 		}
-		var ports []v1.Port
-		for _, sp := range svc.Spec.Ports {
-			if p := targetPort(in.Template, sp); p != 0 {
-				ports = append(ports, v1.Port{Protocol: protocol(sp.Protocol), Port: p})
-			}
-		}
-		if len(ports) > 0 {
-			ru := rule("m-svc-"+svc.Name, anyPeer, ports)
+		if ru, source, open, ok := serviceIngress(in, &svc); ok {
 			r.Ingress = append(r.Ingress, ru)
-			r.addSource("ingress", ru.Name, "Service "+svc.Namespace+"/"+svc.Name+" selects this workload")
+			r.addSource("ingress", ru.Name, source)
+			r.Open = append(r.Open, open...)
 		}
 	}
+	r.Open = sortOpen(r.Open)
 	if ports := probePorts(in.Template); len(ports) > 0 {
 		r.Ingress = append(r.Ingress, rule("m-probes", []v1.Peer{{Nodes: true}}, ports))
 		r.addSource("ingress", "m-probes", "the pod template's probes")
@@ -130,6 +142,7 @@ func Derive(in Input) Rules {
 		r.Egress = append(r.Egress, ru)
 		r.addSource("egress", ru.Name, source)
 	}
+	r.addMeshLoopback(in)
 	byName := func(a, b v1.Rule) int { return cmp.Compare(a.Name, b.Name) }
 	slices.SortFunc(r.Ingress, byName)
 	slices.SortFunc(r.Egress, byName)
