@@ -13,6 +13,7 @@ import (
 
 	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/config"
+	"podwall.io/podwall/internal/mesh"
 )
 
 // goldenPodIPs stand in for status.podIPs, which the kubelet renders comma-separated.
@@ -122,8 +123,8 @@ func meant(t *testing.T, tc goldenCase, pod *corev1.Pod, c corev1.Container, def
 	for ip := range strings.SplitSeq(goldenPodIPs, ",") {
 		want.Pod.IPs = append(want.Pod.IPs, netip.MustParseAddr(ip))
 	}
-	if m := detectMesh(pod); m.name != "" {
-		want.Mesh = config.MeshPorts{Outbound: []uint16{uint16(m.outbound)}, Inbound: []uint16{uint16(m.inbound)}}
+	if m, ok := mesh.In(&pod.Spec, pod.Annotations); ok {
+		want.Mesh = config.MeshPorts{Outbound: []uint16{uint16(m.Outbound)}, Inbound: []uint16{uint16(m.Inbound)}}
 	}
 	if holders := netRawHolders(pod); len(holders) > 0 {
 		want.AppNetRaw = holders

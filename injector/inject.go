@@ -11,6 +11,7 @@ import (
 
 	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/config"
+	"podwall.io/podwall/internal/mesh"
 )
 
 // systemNamespaces are never injected, whatever their labels: the cluster's own components and
@@ -197,8 +198,11 @@ func riskyContainers(spec *corev1.PodSpec) []string {
 // add puts the sidecar, its volumes and (on old clusters) the baseline init container into a pod that
 // holds none of them, and returns the status to record.
 func (in *Injector) add(pod *corev1.Pod, platform config.PlatformEntry) status {
-	mesh := detectMesh(pod)
-	podwall := in.sidecar(pod, mesh, platform)
+	var proxy *mesh.Proxy
+	if p, ok := mesh.In(&pod.Spec, pod.Annotations); ok {
+		proxy = &p
+	}
+	podwall := in.sidecar(pod, proxy, platform)
 	st := status{Volumes: injectedVolumes()}
 	if in.opts.NativeSidecars {
 		st.Layout = "native"

@@ -16,13 +16,14 @@ import (
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/config"
+	"podwall.io/podwall/internal/mesh"
 )
 
 // sidecar builds the podwall container for pod. It runs as root with NET_ADMIN only: nftables and
 // NFQUEUE are netlink, which needs NET_ADMIN (not NET_RAW), and Kubernetes cannot grant ambient
 // capabilities, so a non-root user would hold NET_ADMIN in its bounding set but not use it. Every other
 // capability is dropped, privilege escalation is off and the root filesystem read-only.
-func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts, platform config.PlatformEntry) corev1.Container {
+func (in *Injector) sidecar(pod *corev1.Pod, proxy *mesh.Proxy, platform config.PlatformEntry) corev1.Container {
 	port := intstr.FromInt32(in.opts.Port)
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -36,7 +37,7 @@ func (in *Injector) sidecar(pod *corev1.Pod, mesh meshPorts, platform config.Pla
 		Image:           in.opts.Image,
 		ImagePullPolicy: in.opts.PullPolicy,
 		Command:         []string{sidecar.Binary},
-		Env:             in.env(pod, mesh, platform.Settings),
+		Env:             in.env(pod, proxy, platform.Settings),
 		Ports:           []corev1.ContainerPort{{Name: "podwall-http", ContainerPort: in.opts.Port, Protocol: corev1.ProtocolTCP}},
 		Resources:       *platform.Resources.DeepCopy(),
 		// Ready means the ruleset is in place: the startup probe holds back every later container
@@ -82,7 +83,7 @@ func (in *Injector) securityContext() *corev1.SecurityContext {
 // env passes the pod's identity (downward API), the injector's settings and the platform's settings
 // for the pod (sorted by key) as the sidecar's PODWALL_* variables: the platform layer of the sidecar's
 // configuration, which the pod's own config file may only tighten.
-func (in *Injector) env(pod *corev1.Pod, mesh meshPorts, platform map[string]string) []corev1.EnvVar {
+func (in *Injector) env(pod *corev1.Pod, proxy *mesh.Proxy, platform map[string]string) []corev1.EnvVar {
 	field := func(key sidecar.Key, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: key.Env(), ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 	}
@@ -106,10 +107,10 @@ func (in *Injector) env(pod *corev1.Pod, mesh meshPorts, platform map[string]str
 	if holders := netRawHolders(pod); len(holders) > 0 {
 		env = append(env, value(sidecar.KeyAppNetRaw, strings.Join(holders, ",")))
 	}
-	if mesh.name != "" {
+	if proxy != nil {
 		env = append(env,
-			value(sidecar.KeyMeshOutboundPorts, strconv.Itoa(mesh.outbound)),
-			value(sidecar.KeyMeshInboundPorts, strconv.Itoa(mesh.inbound)),
+			value(sidecar.KeyMeshOutboundPorts, strconv.Itoa(proxy.Outbound)),
+			value(sidecar.KeyMeshInboundPorts, strconv.Itoa(proxy.Inbound)),
 		)
 	}
 	for _, key := range slices.Sorted(maps.Keys(platform)) {
@@ -149,30 +150,6 @@ func (in *Injector) volumes(pod *corev1.Pod) []corev1.Volume {
 			SizeLimit: ptr.To(resource.MustParse("16Mi")),
 		}}},
 	}
-}
-
-// meshPorts are a mesh proxy's redirect targets; name is empty without a proxy.
-type meshPorts struct {
-	name              string
-	outbound, inbound int
-}
-
-// detectMesh finds an Istio (Envoy) or Linkerd proxy: as a container or native sidecar, or (Istio) by
-// the annotation its injector leaves. The webhook is re-invoked after other webhooks change the pod,
-// so a proxy injected after podwall is still seen.
-func detectMesh(pod *corev1.Pod) meshPorts {
-	has := func(name string) bool {
-		match := func(c corev1.Container) bool { return c.Name == name }
-		return slices.ContainsFunc(pod.Spec.Containers, match) || slices.ContainsFunc(pod.Spec.InitContainers, match)
-	}
-	_, istioStatus := pod.Annotations["sidecar.istio.io/status"]
-	switch {
-	case has("istio-proxy") || istioStatus:
-		return meshPorts{name: "istio", outbound: 15001, inbound: 15006}
-	case has("linkerd-proxy"):
-		return meshPorts{name: "linkerd", outbound: 4140, inbound: 4143}
-	}
-	return meshPorts{}
 }
 
 // workloadOf names the pod's workload as "Kind/name" from its controller reference alone (the webhook

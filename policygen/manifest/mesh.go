@@ -4,35 +4,18 @@ import (
 	"cmp"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/mesh"
 )
 
-// IstioStatusAnnotation is the annotation Istio's injector leaves on a pod it gave a proxy.
-const IstioStatusAnnotation = "sidecar.istio.io/status"
+// meshMarkers says, for each mesh (internal/mesh's Proxy.Name), why the mesh's admission webhook will
+// add its proxy to a template's pods ("" when it will not), from the template's and its namespace's
+// injection markers: the mesh adds its proxy to the pods, not to the template.
+var meshMarkers = map[string]func(in Input) string{"istio": istioInjected, "linkerd": linkerdInjected}
 
-// meshProxy is a mesh proxy a pod may carry, and the in-pod ports of its admin and control endpoints:
-// an app process that reaches them can read the proxy's configuration and secrets, change its log
-// level, drain or stop it.
-type meshProxy struct {
-	rule      string
-	container string
-	ports     []int32
-	what      string
-	// injected says why the mesh's admission webhook will add the proxy to the template's pods ("" when
-	// it will not), from the template's and its namespace's injection markers.
-	injected func(in Input) string
-}
-
-var meshProxies = []meshProxy{
-	// Envoy's admin (15000), the agent's debug (15004) and status (15020) ports, the health check
-	// (15021) and the Prometheus endpoint (15090).
-	{"m-istio-proxy", "istio-proxy", []int32{15000, 15004, 15020, 15021, 15090}, "Istio's proxy admin and control ports", istioInjected},
-	// The proxy's admin (4191) and tap (4190) ports.
-	{"m-linkerd-proxy", "linkerd-proxy", []int32{4190, 4191}, "Linkerd's proxy admin and tap ports", linkerdInjected},
-}
+// meshRule names the loopback deny rule of a mesh's proxy.
+func meshRule(p mesh.Proxy) string { return "m-" + p.Container }
 
 // istioInjected follows Istio's injection markers: the pod's sidecar.istio.io/inject label (or the
 // older annotation) decides, else the namespace's istio-injection=enabled or istio.io/rev label.
@@ -40,8 +23,6 @@ func istioInjected(in Input) string {
 	const inject = "sidecar.istio.io/inject"
 	t := in.Template
 	switch v := cmp.Or(t.Labels[inject], t.Annotations[inject]); {
-	case t.Annotations[IstioStatusAnnotation] != "":
-		return "annotation " + IstioStatusAnnotation + " of the pod template"
 	case v == "true":
 		return inject + `: "true" on the pod template`
 	case v == "false":
@@ -74,15 +55,15 @@ func linkerdInjected(in Input) string {
 // over an allow, so the deny must leave the port out).
 func (r *Rules) addMeshLoopback(in Input) {
 	t := in.Template
-	for _, m := range meshProxies {
-		source := "container " + m.container + " of the pod template"
-		if !slices.ContainsFunc(slices.Concat(t.Spec.InitContainers, t.Spec.Containers), func(c corev1.Container) bool { return c.Name == m.container }) {
-			if source = m.injected(in); source == "" {
-				continue
-			}
+	for _, m := range mesh.Proxies {
+		source := m.Carried(&t.Spec, t.Annotations)
+		if source != "" {
+			source += " of the pod template"
+		} else if source = meshMarkers[m.Name](in); source == "" {
+			continue
 		}
 		var ports []v1.Port
-		for _, p := range m.ports {
+		for _, p := range m.AdminPorts {
 			port := v1.Port{Protocol: "TCP", Port: p}
 			if !slices.ContainsFunc(in.Loopback, func(l v1.LoopbackRule) bool {
 				return l.Origin != policy.OriginManifest && l.Action == policy.ActionAllow && allowsPort(l.Ports, port)
@@ -93,7 +74,8 @@ func (r *Rules) addMeshLoopback(in Input) {
 		if len(ports) == 0 {
 			continue
 		}
-		r.Loopback = append(r.Loopback, v1.LoopbackRule{Name: m.rule, Origin: policy.OriginManifest, Action: policy.ActionDeny, Ports: ports})
-		r.addSource("loopback", m.rule, source+" means a mesh proxy in the pods: "+m.what+" are denied to the pod's processes unless a loopback allow rule names them")
+		rule := meshRule(m)
+		r.Loopback = append(r.Loopback, v1.LoopbackRule{Name: rule, Origin: policy.OriginManifest, Action: policy.ActionDeny, Ports: ports})
+		r.addSource("loopback", rule, source+" means a mesh proxy in the pods: its admin and control ports are denied to the pod's processes unless a loopback allow rule names them")
 	}
 }

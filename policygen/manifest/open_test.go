@@ -133,7 +133,7 @@ func TestDeriveMeshLoopback(t *testing.T) {
 		return t
 	}
 	annotated := template()
-	annotated.Annotations = map[string]string{IstioStatusAnnotation: `{"containers":["istio-proxy"]}`}
+	annotated.Annotations = map[string]string{"sidecar.istio.io/status": `{"containers":["istio-proxy"]}`}
 	tests := []struct {
 		name     string
 		tpl      *corev1.PodTemplateSpec
