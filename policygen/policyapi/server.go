@@ -1,5 +1,6 @@
 // Package policyapi is the HTTP API sidecars talk to, served over TLS by every policygen replica from
-// its own informer cache: GET /v1/policy long-polls the caller's own workload's resolved policy, POST
+// its own informer cache: GET /v1/policy long-polls the caller's own workload's resolved policy, in
+// the form for the caller's own pod (a canary pod's is Protect: resolve.Snapshot.For), POST
 // /v1/reports takes the connections it observed. A caller is the pod its projected service-account
 // token (audience podwall) is bound to, reviewed by the API server (package kubeauth); api/policy/API.md
 // documents the wire protocol. Each replica writes its own entry of each WorkloadPolicy's
