@@ -31,6 +31,9 @@ const (
 	ReasonCanaryPassed = "CanaryPassed"
 )
 
+// maxCanaryPods is how many canary pods status.canary.pods may list (its MaxItems).
+const maxCanaryPods = 64
+
 // canary runs, on the leader, the rollout that spec.canary asks for while the policy is in Monitor,
 // in st: it picks the canary pods (the workload's Ready pods by name, as many as spec.canary says),
 // replaces those that went away, and passes the rollout once a whole window went by without a deny
@@ -95,7 +98,7 @@ func (p *Promoter) canary(ctx context.Context, wp *v1.WorkloadPolicy, st *v1.Wor
 
 // pickCanaries returns the canary pods among pods, sorted: those of prev that are still live, then
 // Ready pods in name order, as many as spec asks for (a count, or a percentage of the live pods rounded
-// up; at least one, at most every live pod).
+// up; at least one, at most every live pod and maxCanaryPods).
 func pickCanaries(spec *intstr.IntOrString, prev []string, pods []corev1.Pod) ([]string, error) {
 	var live []corev1.Pod
 	for i := range pods {
@@ -108,7 +111,7 @@ func pickCanaries(spec *intstr.IntOrString, prev []string, pods []corev1.Pod) ([
 	if err != nil {
 		return nil, err
 	}
-	n = min(max(n, 1), len(live))
+	n = min(max(n, 1), len(live), maxCanaryPods)
 	var out []string
 	for _, pod := range live {
 		if len(out) < n && slices.Contains(prev, pod.Name) {

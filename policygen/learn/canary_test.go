@@ -264,6 +264,13 @@ func TestPickCanaries(t *testing.T) {
 	if got, err := pickCanaries(ptr.To(intstr.FromInt32(1)), nil, nil); err != nil || got != nil {
 		t.Errorf("no pods: %v, %v; want none", got, err)
 	}
+	var many []corev1.Pod
+	for i := range 100 {
+		many = append(many, pod(fmt.Sprintf("p%03d", i), true, corev1.PodRunning))
+	}
+	if got, err := pickCanaries(ptr.To(intstr.FromString("100%")), nil, many); err != nil || len(got) != maxCanaryPods || got[0] != "p000" {
+		t.Errorf("100%% of 100 pods: %d canaries from %v, %v; want the first %d", len(got), got[:min(len(got), 1)], err, maxCanaryPods)
+	}
 	if _, err := pickCanaries(ptr.To(intstr.FromString("x")), nil, pods); err == nil {
 		t.Error("spec.canary \"x\": no error")
 	}
