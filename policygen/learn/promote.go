@@ -43,7 +43,8 @@ type PromoteOptions struct {
 // Promote decides a policy's next mode at now from the quiet periods, and how long until it should be
 // looked at again (0: no promotion is pending). The quiet period counts from the later of when the
 // mode began and the last learned flow (Learn) or violation (Monitor). A policy with spec.canary
-// leaves Monitor, with autoProtect, once its canary rollout passed instead (status.canary).
+// leaves Monitor, with autoProtect, once its canary rollout passed instead (status.canary); a zero
+// MonitorQuiet turns that promotion off too.
 func Promote(spec *v1.WorkloadPolicySpec, st *v1.WorkloadPolicyStatus, now time.Time, o PromoteOptions) (policy.Mode, time.Duration) {
 	mode := cmp.Or(spec.Mode, policy.Learn)
 	if st.ModeSince == nil {
@@ -55,7 +56,7 @@ func Promote(spec *v1.WorkloadPolicySpec, st *v1.WorkloadPolicyStatus, now time.
 	switch {
 	case mode == policy.Learn && o.LearnQuiet > 0:
 		quiet, last, next = o.LearnQuiet, st.LastLearned, policy.Monitor
-	case mode == policy.Monitor && spec.AutoProtect && spec.Canary != nil:
+	case mode == policy.Monitor && spec.AutoProtect && o.MonitorQuiet > 0 && spec.Canary != nil:
 		if st.Canary != nil && st.Canary.State == v1.CanaryPassed {
 			return policy.Protect, 0
 		}
