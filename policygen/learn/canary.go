@@ -84,9 +84,9 @@ func (p *Promoter) canary(ctx context.Context, wp *v1.WorkloadPolicy, st *v1.Wor
 		c.State = v1.CanaryPassed
 		log.FromContext(ctx).Info("canary passed", "pods", c.Pods, "since", c.Since.Time)
 		if p.opts.Events != nil {
-			next := "promote it to Protect (spec.mode) when ready, or set spec.autoProtect"
-			if wp.Spec.AutoProtect {
-				next = "it is promoted to Protect"
+			next := "promote it to Protect (spec.mode) when ready"
+			if wp.Spec.AutoProtect && p.opts.MonitorQuiet > 0 {
+				next = "autoProtect promotes it to Protect"
 			}
 			p.opts.Events.Eventf(wp, nil, corev1.EventTypeNormal, ReasonCanaryPassed, "Pass",
 				"the canary pods %v enforced Protect for %s without a deny; %s", c.Pods, p.opts.CanaryWindow, next)

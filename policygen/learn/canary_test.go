@@ -194,7 +194,7 @@ func TestCanaryRollout(t *testing.T) {
 		}
 		return nil
 	})
-	event(t, c, ReasonCanaryPassed, "the canary pods [web-5d8f-2] enforced Protect for 1h0m0s without a deny; it is promoted to Protect")
+	event(t, c, ReasonCanaryPassed, "the canary pods [web-5d8f-2] enforced Protect for 1h0m0s without a deny; autoProtect promotes it to Protect")
 	reconcileUntil("status.canary cleared in Protect", func() error {
 		if wp.Status.Canary != nil {
 			return fmt.Errorf("status.canary %+v in Protect", wp.Status.Canary)
