@@ -77,6 +77,9 @@ type PolicyPromote struct {
 	// MonitorQuiet: Monitor becomes Protect, for policies with autoProtect, after this long without an
 	// audit (key monitor-quiet-period).
 	MonitorQuiet time.Duration `mapstructure:"monitor-quiet-period"`
+	// CanaryWindow: a canary rollout (spec.canary) passes after this long without a deny on a canary
+	// pod (key canary-window).
+	CanaryWindow time.Duration `mapstructure:"canary-window"`
 }
 
 var policyGenServerLoader = loader{
@@ -94,6 +97,7 @@ var policyGenServerLoader = loader{
 		f.String("cluster-domain", "cluster.local", "cluster DNS domain")
 		f.Duration("learn-quiet-period", 24*time.Hour, "Learn -> Monitor after this long with nothing new learned (0: never)")
 		f.Duration("monitor-quiet-period", 7*24*time.Hour, "Monitor -> Protect (autoProtect policies) after this long without audits (0: never)")
+		f.Duration("canary-window", time.Hour, "a canary rollout (spec.canary) passes after this long without a deny on a canary pod")
 		f.String("metrics-addr", ":8080", `address serving /metrics ("0": off)`)
 		f.String("health-addr", ":8081", "address serving /healthz and /readyz")
 		f.Bool("leader-elect", true, "elect one replica to write policies; every replica serves the API")
@@ -147,6 +151,9 @@ func (c PolicyGenServer) validate() error {
 	}
 	if c.Promote.LearnQuiet < 0 || c.Promote.MonitorQuiet < 0 {
 		p.add("learn-quiet-period", "quiet periods must not be negative")
+	}
+	if c.Promote.CanaryWindow <= 0 {
+		p.add("canary-window", "%v must be positive", c.Promote.CanaryWindow)
 	}
 	if c.KubeQPS <= 0 || c.KubeBurst < 1 {
 		p.add("kube-api-qps", "qps %v and burst %d must be positive", c.KubeQPS, c.KubeBurst)

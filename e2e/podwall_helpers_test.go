@@ -51,14 +51,19 @@ func requirePodwall(t *testing.T) {
 // deployment creates a one-replica Deployment whose pods carry app=<name> (and e2e=<name>).
 func deployment(t *testing.T, ns, name string, spec corev1.PodSpec) {
 	t.Helper()
+	replicated(t, ns, name, 1, spec)
+}
+
+// replicated creates a Deployment of n replicas whose pods carry app=<name> (and e2e=<name>).
+func replicated(t *testing.T, ns, name string, n int32, spec corev1.PodSpec) {
+	t.Helper()
 	labels := map[string]string{"app": name, "e2e": name}
-	one := int32(1)
 	grace := int64(1)
 	spec.TerminationGracePeriodSeconds = &grace
 	_, err := env.Client.AppsV1().Deployments(ns).Create(context.Background(), &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: &one,
+			Replicas: &n,
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: spec},
 		},

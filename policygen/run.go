@@ -66,6 +66,8 @@ type Options struct {
 	// promotes Monitor to Protect, for policies with autoProtect, after this long without an audit.
 	// 0 disables a promotion.
 	LearnQuiet, MonitorQuiet time.Duration
+	// CanaryWindow is how long a canary rollout (spec.canary) runs without a deny before it passes (1h).
+	CanaryWindow time.Duration
 	// MetricsAddr serves Prometheus metrics (":8080"); "0" disables it.
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz (":8081"); "0" disables it.
@@ -166,6 +168,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 	}
 	prom := learn.NewPromoter(mgr.GetClient(), learn.PromoteOptions{
 		LearnQuiet: opts.LearnQuiet, MonitorQuiet: opts.MonitorQuiet, Stale: opts.ReplicaStatusTTL,
+		CanaryWindow: opts.CanaryWindow, Events: mgr.GetEventRecorder("podwall-policygen"),
 	})
 	if err := prom.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("promoter: %w", err)
@@ -192,7 +195,8 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 		ReportInterval: opts.ReportInterval, ReportBurst: opts.ReportBurst, Replica: opts.Replica,
 		StatusTTL: opts.ReplicaStatusTTL, UI: web.Handler(), Registerer: opts.Registerer,
 		APIReader: mgr.GetAPIReader(), Events: mgr.GetEventRecorder("podwall-policygen"),
-	}, hub, reviewer, mgr.GetCache(), mgr.GetClient(), feed.Sink(learner), log.WithName("api"))
+	}, hub, reviewer, mgr.GetCache(), mgr.GetClient(), feed.Sink(learn.NewCanaryGuard(learner, mgr.GetCache(), mgr.GetAPIReader(),
+		mgr.GetClient(), mgr.GetEventRecorder("podwall-policygen"), log.WithName("canary"))), log.WithName("api"))
 	// These run on every replica (they say so with NeedLeaderElection).
 	for _, r := range []manager.Runnable{hub, learner, srv} {
 		if err := mgr.Add(r); err != nil {

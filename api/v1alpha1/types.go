@@ -434,6 +434,10 @@ type CanaryStatus struct {
 	// Revision is the policy revision the canary runs; Since when it began.
 	Revision int64       `json:"revision"`
 	Since    metav1.Time `json:"since"`
+	// Generation is the policy's metadata.generation when the rollout began: a later change of the
+	// spec (its rules, spec.canary) starts the rollout again.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
 	// Reason says why the rollout stopped: the denied flow and the pod.
 	// +kubebuilder:validation:MaxLength=1024
 	// +optional

@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,13 +31,20 @@ type PromoteOptions struct {
 	Stale time.Duration
 	// Version is policygen's own (version.Version): sidecars of another version count as outdated.
 	Version string
+	// CanaryWindow is how long the canary pods of a policy with spec.canary enforce Protect without a
+	// deny before the rollout passes (1h).
+	CanaryWindow time.Duration
+	// Events records the Events of canary rollouts (the manager's recorder); nil records none.
+	Events events.EventRecorder
 	// Clock is the real clock unless a test injects one.
 	Clock clock.PassiveClock
 }
 
 // Promote decides a policy's next mode at now from the quiet periods, and how long until it should be
 // looked at again (0: no promotion is pending). The quiet period counts from the later of when the
-// mode began and the last learned flow (Learn) or violation (Monitor).
+// mode began and the last learned flow (Learn) or violation (Monitor). A policy with spec.canary
+// leaves Monitor, with autoProtect, once its canary rollout passed instead (status.canary); a zero
+// MonitorQuiet turns that promotion off too.
 func Promote(spec *v1.WorkloadPolicySpec, st *v1.WorkloadPolicyStatus, now time.Time, o PromoteOptions) (policy.Mode, time.Duration) {
 	mode := cmp.Or(spec.Mode, policy.Learn)
 	if st.ModeSince == nil {
@@ -48,6 +56,11 @@ func Promote(spec *v1.WorkloadPolicySpec, st *v1.WorkloadPolicyStatus, now time.
 	switch {
 	case mode == policy.Learn && o.LearnQuiet > 0:
 		quiet, last, next = o.LearnQuiet, st.LastLearned, policy.Monitor
+	case mode == policy.Monitor && spec.AutoProtect && o.MonitorQuiet > 0 && spec.Canary != nil:
+		if st.Canary != nil && st.Canary.State == v1.CanaryPassed {
+			return policy.Protect, 0
+		}
+		return mode, 0
 	case mode == policy.Monitor && spec.AutoProtect && o.MonitorQuiet > 0:
 		quiet, last, next = o.MonitorQuiet, st.LastViolation, policy.Protect
 	default:
@@ -75,6 +88,7 @@ type Promoter struct {
 func NewPromoter(c client.Client, opts PromoteOptions) *Promoter {
 	opts.Stale = cmp.Or(opts.Stale, 30*time.Second)
 	opts.Version = cmp.Or(opts.Version, version.Version)
+	opts.CanaryWindow = cmp.Or(opts.CanaryWindow, time.Hour)
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
@@ -95,6 +109,7 @@ func (p *Promoter) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	now := p.opts.Clock.Now()
 	st := wp.Status.DeepCopy()
 	p.summarize(&wp, st, now)
+	canaryWait := p.canary(ctx, &wp, st, now)
 	next, wait := Promote(&wp.Spec, st, now, p.opts)
 	if next != cmp.Or(wp.Spec.Mode, policy.Learn) {
 		wp.Spec.Mode = next
@@ -113,6 +128,9 @@ func (p *Promoter) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	}
 	if len(st.Replicas) > 0 && (wait == 0 || wait > p.opts.Stale) {
 		wait = p.opts.Stale
+	}
+	if canaryWait > 0 && (wait == 0 || wait > canaryWait) {
+		wait = canaryWait
 	}
 	return reconcile.Result{RequeueAfter: wait}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
@@ -14,6 +15,7 @@ func TestPromote(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: t0.Add(d)} }
 	opts := PromoteOptions{LearnQuiet: time.Hour, MonitorQuiet: 2 * time.Hour}
+	one := intstr.FromInt32(1)
 	tests := []struct {
 		name     string
 		spec     v1.WorkloadPolicySpec
@@ -31,6 +33,12 @@ func TestPromote(t *testing.T) {
 		{"monitor without auto-protect stays", v1.WorkloadPolicySpec{Mode: policy.Monitor}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, opts, policy.Monitor, 0},
 		{"monitor, auto-protect, quiet", v1.WorkloadPolicySpec{Mode: policy.Monitor, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 2 * time.Hour, opts, policy.Protect, 0},
 		{"monitor, auto-protect, recent audit", v1.WorkloadPolicySpec{Mode: policy.Monitor, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0), LastViolation: at(90 * time.Minute)}, 2 * time.Hour, opts, policy.Monitor, 90 * time.Minute},
+		{"monitor, canary running", v1.WorkloadPolicySpec{Mode: policy.Monitor, AutoProtect: true, Canary: &one}, v1.WorkloadPolicyStatus{ModeSince: at(0), Canary: &v1.CanaryStatus{State: v1.CanaryRunning}}, 100 * time.Hour, opts, policy.Monitor, 0},
+		{"monitor, canary stopped", v1.WorkloadPolicySpec{Mode: policy.Monitor, AutoProtect: true, Canary: &one}, v1.WorkloadPolicyStatus{ModeSince: at(0), Canary: &v1.CanaryStatus{State: v1.CanaryStopped}}, 100 * time.Hour, opts, policy.Monitor, 0},
+		{"monitor, canary not begun", v1.WorkloadPolicySpec{Mode: policy.Monitor, AutoProtect: true, Canary: &one}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, opts, policy.Monitor, 0},
+		{"monitor, canary passed", v1.WorkloadPolicySpec{Mode: policy.Monitor, AutoProtect: true, Canary: &one}, v1.WorkloadPolicyStatus{ModeSince: at(0), LastViolation: at(time.Hour), Canary: &v1.CanaryStatus{State: v1.CanaryPassed}}, time.Hour, opts, policy.Protect, 0},
+		{"monitor, canary passed, promotion off", v1.WorkloadPolicySpec{Mode: policy.Monitor, AutoProtect: true, Canary: &one}, v1.WorkloadPolicyStatus{ModeSince: at(0), Canary: &v1.CanaryStatus{State: v1.CanaryPassed}}, 100 * time.Hour, PromoteOptions{LearnQuiet: time.Hour}, policy.Monitor, 0},
+		{"monitor, canary passed, no auto-protect", v1.WorkloadPolicySpec{Mode: policy.Monitor, Canary: &one}, v1.WorkloadPolicyStatus{ModeSince: at(0), Canary: &v1.CanaryStatus{State: v1.CanaryPassed}}, 100 * time.Hour, opts, policy.Monitor, 0},
 		{"protect stays", v1.WorkloadPolicySpec{Mode: policy.Protect, AutoProtect: true}, v1.WorkloadPolicyStatus{ModeSince: at(0)}, 100 * time.Hour, opts, policy.Protect, 0},
 		{"clock not started", v1.WorkloadPolicySpec{Mode: policy.Learn}, v1.WorkloadPolicyStatus{}, 100 * time.Hour, opts, policy.Learn, 0},
 	}

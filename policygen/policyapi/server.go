@@ -1,5 +1,6 @@
 // Package policyapi is the HTTP API sidecars talk to, served over TLS by every policygen replica from
-// its own informer cache: GET /v1/policy long-polls the caller's own workload's resolved policy, POST
+// its own informer cache: GET /v1/policy long-polls the caller's own workload's resolved policy, in
+// the form for the caller's own pod (a canary pod's is Protect: resolve.Snapshot.For), POST
 // /v1/reports takes the connections it observed. A caller is the pod its projected service-account
 // token (audience podwall) is bound to, reviewed by the API server (package kubeauth); api/policy/API.md
 // documents the wire protocol. Each replica writes its own entry of each WorkloadPolicy's
@@ -209,10 +210,11 @@ func (s *Server) longPoll(ctx context.Context, w http.ResponseWriter, id Identit
 			return
 		}
 		if err == nil {
-			newer := snap.Policy.Revision > after
+			pol, hash := snap.For(id.Pod.Name)
+			newer := pol.Revision > after
 			if held != "" {
-				newer = snap.Hash != held
-				if newer && snap.Policy.Revision <= after {
+				newer = hash != held
+				if newer && pol.Revision <= after {
 					// The caller holds other content under a revision another replica issued.
 					release()
 					s.hub.Bump(id.Workload, after)
@@ -221,7 +223,7 @@ func (s *Server) longPoll(ctx context.Context, w http.ResponseWriter, id Identit
 			}
 			if newer {
 				release()
-				s.writePolicy(w, snap)
+				s.writePolicy(w, pol, hash)
 				return
 			}
 		}
@@ -235,19 +237,21 @@ func (s *Server) longPoll(ctx context.Context, w http.ResponseWriter, id Identit
 				return
 			}
 			s.metrics.requests.WithLabelValues("policy", "304").Inc()
-			w.Header().Set("ETag", `"`+snap.Hash+`"`)
+			_, hash := snap.For(id.Pod.Name)
+			w.Header().Set("ETag", `"`+hash+`"`)
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
 	}
 }
 
-func (s *Server) writePolicy(w http.ResponseWriter, snap resolve.Snapshot) {
+// writePolicy answers with pol, the form of the policy served to the caller's pod, and its hash.
+func (s *Server) writePolicy(w http.ResponseWriter, pol *policy.Policy, hash string) {
 	s.metrics.requests.WithLabelValues("policy", "200").Inc()
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("ETag", `"`+snap.Hash+`"`)
-	w.Header().Set(policy.HeaderRevision, strconv.FormatInt(snap.Policy.Revision, 10))
-	_ = json.NewEncoder(w).Encode(snap.Policy)
+	w.Header().Set("ETag", `"`+hash+`"`)
+	w.Header().Set(policy.HeaderRevision, strconv.FormatInt(pol.Revision, 10))
+	_ = json.NewEncoder(w).Encode(pol)
 }
 
 // postReport accepts a report of the caller's own workload.

@@ -43,6 +43,7 @@ type written struct {
 
 type sidecar struct {
 	workload workload.Key
+	pod      string // its pod's name: a canary pod is served its own form (resolve.Snapshot.For)
 	after    int64
 	hash     string
 	// mode is the mode the sidecar last reported enforcing, "" before its first report.
@@ -80,7 +81,7 @@ func (t *tracker) polling(id Identity, v string, after int64, hash string) func(
 		sc = &sidecar{}
 		t.pods[id.UID] = sc
 	}
-	sc.workload, sc.version, sc.after, sc.hash, sc.polled = id.Workload, v, after, hash, true
+	sc.workload, sc.pod, sc.version, sc.after, sc.hash, sc.polled = id.Workload, id.Pod.Name, v, after, hash, true
 	sc.polls++
 	sc.lastSeen = time.Now()
 	t.subscribers.Inc()
@@ -100,7 +101,7 @@ func (t *tracker) reported(id Identity, v string, r *policy.Report) (refused str
 	defer t.mu.Unlock()
 	sc := t.pods[id.UID]
 	if sc == nil {
-		sc = &sidecar{workload: id.Workload}
+		sc = &sidecar{workload: id.Workload, pod: id.Pod.Name}
 		t.pods[id.UID] = sc
 	}
 	sc.mode, sc.version, sc.lastSeen = r.Mode, v, time.Now()
@@ -130,7 +131,7 @@ func (t *tracker) tally(grace time.Duration) map[workload.Key]counts {
 		if !sc.polled {
 			continue
 		}
-		rev, hash, mode := t.hub.Current(sc.workload)
+		rev, hash, mode := t.hub.Current(sc.workload, sc.pod)
 		c := out[sc.workload]
 		c.revision = rev
 		c.sidecars++

@@ -45,7 +45,7 @@ func (h *Hub) Watch(ctx context.Context, informers cache.Informers) error {
 }
 
 // updated skips updates that cannot change a resolved policy (pod conditions, ReplicaSet replica
-// counts, node heartbeats, a policy's status), which are most updates; only the watermark moves. A
+// counts, node heartbeats, a policy's status but its canary pods), which are most updates; only the watermark moves. A
 // change that may is taken for both states: a pod that no longer claims a workload, or no longer
 // matches its selector, must leave that workload's addresses.
 func (h *Hub) updated(old, cur any) {
@@ -81,7 +81,8 @@ func irrelevant(old, cur any) bool {
 	case *corev1.Namespace:
 		return same(a.Labels, cur.(*corev1.Namespace).Labels)
 	case *v1alpha1.WorkloadPolicy:
-		return a.Generation == cur.(*v1alpha1.WorkloadPolicy).Generation // spec unchanged
+		b := cur.(*v1alpha1.WorkloadPolicy)
+		return a.Generation == b.Generation && slices.Equal(CanaryPods(a), CanaryPods(b)) // spec and canaries unchanged
 	}
 	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,7 @@ type entry struct {
 	pol      *policy.Policy // nil with err set when it could not be resolved
 	err      error
 	hash     string
+	canary   canary
 	deps     deps
 	changed  chan struct{} // closed when pol is replaced
 	ready    chan struct{} // closed once the first resolution is done
@@ -70,6 +72,24 @@ type Snapshot struct {
 	Hash string
 	// Changed is closed when a newer snapshot replaces this one.
 	Changed <-chan struct{}
+	canary  canary
+}
+
+// canary is the form of a revision served to the workload's canary pods (CanaryPods), under the same
+// revision.
+type canary struct {
+	pods   []string
+	policy *policy.Policy
+	hash   string
+}
+
+// For is the policy served to the named pod of the workload, and its hash: Policy, or for a canary
+// pod the same rules in Protect with Canary set.
+func (s Snapshot) For(pod string) (*policy.Policy, string) {
+	if _, ok := slices.BinarySearch(s.canary.pods, pod); ok {
+		return s.canary.policy, s.canary.hash
+	}
+	return s.Policy, s.Hash
 }
 
 // HubOptions configure a Hub; zero values take the defaults in parentheses.
@@ -125,7 +145,7 @@ func (h *Hub) Acquire(ctx context.Context, k workload.Key) (Snapshot, func(), er
 		}
 		return Snapshot{Changed: e.changed}, release, err
 	}
-	return Snapshot{Policy: e.pol, Hash: e.hash, Changed: e.changed}, release, nil
+	return Snapshot{Policy: e.pol, Hash: e.hash, Changed: e.changed, canary: e.canary}, release, nil
 }
 
 // waitReady waits for a concurrent first caller's resolution; a resolved entry never waits, even
@@ -153,16 +173,17 @@ func (h *Hub) Bump(k workload.Key, after int64) {
 	if e == nil || e.pol == nil || e.pol.Revision > after {
 		return
 	}
-	h.publish(e, e.pol, e.hash, after+1)
+	h.publish(e, e.pol, e.hash, e.canary.pods, after+1)
 }
 
-// Current is the workload's current revision, content hash and mode, zero when it is not resolved
-// here.
-func (h *Hub) Current(k workload.Key) (int64, string, policy.Mode) {
+// Current is the workload's current revision, and the content hash and mode served to the named pod
+// of it (Snapshot.For), zero when it is not resolved here.
+func (h *Hub) Current(k workload.Key, pod string) (int64, string, policy.Mode) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if e := h.entries[k]; e != nil && e.pol != nil {
-		return e.pol.Revision, e.hash, e.pol.Mode
+		p, hash := Snapshot{Policy: e.pol, Hash: e.hash, canary: e.canary}.For(pod)
+		return p.Revision, hash, p.Mode
 	}
 	return 0, "", ""
 }
@@ -186,7 +207,7 @@ func (h *Hub) recompute(ctx context.Context, k workload.Key) {
 	h.mu.Lock()
 	e.deps = everything
 	h.mu.Unlock()
-	pol, d, err := h.resolve(ctx, k)
+	pol, canaries, d, err := h.resolve(ctx, k)
 	h.recomputes.Add(1)
 	h.metrics.resolutions.Inc()
 	hash := ""
@@ -207,14 +228,14 @@ func (h *Hub) recompute(ctx context.Context, k workload.Key) {
 		if e.pol == nil || errors.Is(err, ErrNoPolicy) {
 			e.err = err
 			if e.pol != nil {
-				e.pol, e.hash = nil, ""
+				e.pol, e.hash, e.canary = nil, "", canary{}
 				close(e.changed)
 				e.changed = make(chan struct{})
 			}
 		}
 		return
 	}
-	if e.pol != nil && e.hash == hash {
+	if e.pol != nil && e.hash == hash && slices.Equal(e.canary.pods, canaries) {
 		return
 	}
 	rev := max(h.watermark.Load(), 1)
@@ -222,35 +243,42 @@ func (h *Hub) recompute(ctx context.Context, k workload.Key) {
 		rev = max(rev, e.pol.Revision+1)
 	}
 	e.err = nil
-	h.publish(e, pol, hash, rev)
+	h.publish(e, pol, hash, canaries, rev)
 }
 
-// publish installs pol under rev and wakes everyone waiting on the previous snapshot; h.mu is held.
-func (h *Hub) publish(e *entry, pol *policy.Policy, hash string, rev int64) {
+// publish installs pol under rev, with its canary form for the pods canaries, and wakes everyone
+// waiting on the previous snapshot; h.mu is held.
+func (h *Hub) publish(e *entry, pol *policy.Policy, hash string, canaries []string, rev int64) {
 	cp := *pol
 	cp.Revision = rev
 	e.pol, e.hash = &cp, hash
+	e.canary = canary{}
+	if len(canaries) > 0 {
+		c := canaryOf(&cp)
+		e.canary = canary{pods: canaries, policy: c, hash: policy.ContentHash(c)}
+	}
 	h.metrics.revisions.Inc()
 	close(e.changed)
 	e.changed = make(chan struct{})
 }
 
-func (h *Hub) resolve(ctx context.Context, k workload.Key) (*policy.Policy, deps, error) {
+// resolve resolves k's policy, and names its canary pods.
+func (h *Hub) resolve(ctx context.Context, k workload.Key) (*policy.Policy, []string, deps, error) {
 	d := newDeps()
 	var wp v1alpha1.WorkloadPolicy
 	err := h.reader.Get(ctx, client.ObjectKey{Namespace: k.Namespace, Name: workload.PolicyName(k.Kind, k.Name)}, &wp)
 	if apierrors.IsNotFound(err) {
-		return nil, d, ErrNoPolicy
+		return nil, nil, d, ErrNoPolicy
 	}
 	if err != nil {
-		return nil, d, fmt.Errorf("get policy: %w", err)
+		return nil, nil, d, fmt.Errorf("get policy: %w", err)
 	}
 	if wp.Spec.Workload.Kind != k.Kind || wp.Spec.Workload.Name != k.Name {
-		return nil, d, ErrNoPolicy
+		return nil, nil, d, ErrNoPolicy
 	}
 	pol, rd, err := resolvePolicy(ctx, h.reader, &wp)
 	if err != nil {
-		return nil, d, err
+		return nil, nil, d, err
 	}
-	return pol, rd, nil
+	return pol, CanaryPods(&wp), rd, nil
 }

@@ -34,7 +34,7 @@ func (a *Agent) watchPolicyFile(ctx context.Context, last []byte) (<-chan struct
 			a.log.Error(err, "policy file change refused; the previous policy stays in force", "file", file)
 			return
 		}
-		a.log.Info("policy applied", "revision", p.Revision, "mode", string(p.Mode))
+		a.log.Info("policy applied", "revision", p.Revision, "mode", string(p.Mode), "canary", p.Canary)
 	}
 	onError := func(err error) { a.log.Error(err, "policy file watch", "file", file) }
 	done, err := filewatch.Watch(ctx, file, changed, onError)

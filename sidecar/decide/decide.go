@@ -73,9 +73,11 @@ type Decision struct {
 	// Conn.Original, which the verdict line then shows.
 	Redirected bool
 	// Mode and Revision are those of the policy the Decider was built from (after Options.Mode), so
-	// that a verdict line names the revision that decided even while a new one is being swapped in.
+	// that a verdict line names the revision that decided even while a new one is being swapped in;
+	// Canary is that policy's Canary (the pod is one of its workload's canaries).
 	Mode     policy.Mode
 	Revision int64
+	Canary   bool
 }
 
 // Options tune a Decider. The zero value is ready to use.
@@ -98,6 +100,7 @@ type Options struct {
 type Decider struct {
 	mode      policy.Mode
 	revision  int64
+	canary    bool
 	meshPorts []uint16
 	// restrictDNS and searchDomains judge DNS queries (DecideQuery).
 	restrictDNS   bool
@@ -133,6 +136,7 @@ func New(p *policy.Policy, opts Options) (*Decider, error) {
 	return &Decider{
 		mode:          mode,
 		revision:      p.Revision,
+		canary:        p.Canary,
 		meshPorts:     slices.Clone(opts.MeshPorts),
 		restrictDNS:   p.RestrictDNS,
 		searchDomains: slices.Clone(opts.SearchDomains),
@@ -194,7 +198,7 @@ func underAny(name string, domains []string) bool {
 // finish names the peer and applies the mode to a Protect outcome.
 func (d *Decider) finish(o outcome, evaluator string, s *subject) Decision {
 	dec := Decision{Verdict: o.verdict, Rule: o.rule, Evaluator: evaluator, Peer: o.peer, Name: o.name,
-		Redirected: s.redirected, Mode: d.mode, Revision: d.revision}
+		Redirected: s.redirected, Mode: d.mode, Revision: d.revision, Canary: d.canary}
 	if dec.Peer == "" {
 		dec.Peer = d.peerName(s.peer)
 	}

@@ -232,6 +232,24 @@ func TestDecideModes(t *testing.T) {
 	}
 }
 
+// TestDecideCanary checks that a canary pod's policy marks every decision, so that each verdict line
+// of the pod says it is a canary, and otherwise decides as the same policy does.
+func TestDecideCanary(t *testing.T) {
+	p := mustPolicy(t, testPolicy)
+	p.Canary = true
+	d, err := New(p, meshPorts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range decideCases {
+		want := tc.want
+		want.Mode, want.Revision, want.Canary = policy.Protect, 7, true
+		if diff := cmp.Diff(want, d.Decide(tc.conn)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
+		}
+	}
+}
+
 func TestOptions(t *testing.T) {
 	p := mustPolicy(t, testPolicy)
 	p.Mode = policy.Learn

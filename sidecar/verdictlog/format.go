@@ -48,6 +48,9 @@ func (l *Logger) appendLine(b []byte, now time.Time, c *decide.Conn, d *decide.D
 	b = appendString(b, string(d.Mode))
 	b = append(b, `,"policy_revision":`...)
 	b = strconv.AppendInt(b, d.Revision, 10)
+	if d.Canary {
+		b = append(b, `,"canary":true`...)
+	}
 	b = append(b, `,"evaluator":`...)
 	b = appendString(b, d.Evaluator)
 	if d.Redirected {

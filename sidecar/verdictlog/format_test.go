@@ -76,7 +76,7 @@ func FuzzLine(f *testing.F) {
 		c := decide.Conn{Direction: policy.Loopback, Proto: proto, Local: netip.AddrPortFrom(a, port),
 			Remote: netip.AddrPortFrom(a, port), Original: netip.AddrPortFrom(a, port+1)}
 		d := decide.Decision{Verdict: policy.Deny, Rule: rule, Evaluator: peer, Peer: peer, Name: name, Redirected: true,
-			Mode: policy.Mode(rule), Revision: int64(port)}
+			Mode: policy.Mode(rule), Revision: int64(port), Canary: port%2 == 1}
 		line := l.appendLine(nil, t0, &c, &d)
 		if bytes.Count(line, []byte("\n")) != 1 || line[len(line)-1] != '\n' {
 			t.Fatalf("not one line: %q", line)
@@ -86,7 +86,7 @@ func FuzzLine(f *testing.F) {
 		want := verdict.Line{Time: t0, Pod: valid(pod), Namespace: valid(ns), Workload: valid(peer),
 			Direction: c.Direction, Proto: verdict.Proto(proto), Src: c.Src(), Dst: c.Dst(), Peer: valid(peer),
 			DstName: valid(name), Verdict: d.Verdict, Rule: valid(rule), Mode: policy.Mode(valid(rule)), PolicyRevision: d.Revision,
-			Evaluator: valid(peer), OriginalDst: c.Original}
+			Canary: d.Canary, Evaluator: valid(peer), OriginalDst: c.Original}
 		if diff := cmp.Diff(want, decodeStrict(t, line), sameLine); diff != "" {
 			t.Fatalf("line %s (-want +got):\n%s", line, diff)
 		}

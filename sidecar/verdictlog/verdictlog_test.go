@@ -88,8 +88,8 @@ func decision(v policy.Verdict, peer string) decide.Decision {
 }
 
 // TestLine checks that each kind of line the Logger writes — a notice, a verdict line, one judged
-// behind a redirect, a summary — decodes strictly into verdict.Line with the values logged. The notice
-// takes nothing from the rate limit.
+// behind a redirect, one of a canary pod, a summary — decodes strictly into verdict.Line with the values
+// logged. The notice takes nothing from the rate limit.
 func TestLine(t *testing.T) {
 	var out testutil.Buffer
 	l, clk := newLogger(t, &out, Options{Rate: 1})
@@ -101,7 +101,7 @@ func TestLine(t *testing.T) {
 	ingress := decide.Conn{Direction: policy.Ingress, Proto: 17, Local: netip.MustParseAddrPort("10.244.0.5:53"),
 		Remote: netip.MustParseAddrPort("10.244.1.3:5000")}
 	allow := decide.Decision{Verdict: policy.Allow, Rule: "dns\"\n", Evaluator: "ingress", Peer: "workload:a/\\b\x01",
-		Mode: policy.Protect, Revision: 1}
+		Mode: policy.Protect, Revision: 1, Canary: true}
 	l.Log(ingress, allow)
 	l.Log(ingress, allow) // rate limited
 	clk.advance(time.Second)
@@ -121,7 +121,7 @@ func TestLine(t *testing.T) {
 		Time: t0, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web",
 		Direction: policy.Ingress, Proto: 17, Src: netip.MustParseAddrPort("10.244.1.3:5000"),
 		Dst: netip.MustParseAddrPort("10.244.0.5:53"), Peer: "workload:a/\\b\x01", Verdict: policy.Allow,
-		Rule: "dns\"\n", Mode: policy.Protect, PolicyRevision: 1, Evaluator: "ingress",
+		Rule: "dns\"\n", Mode: policy.Protect, PolicyRevision: 1, Canary: true, Evaluator: "ingress",
 	}, {
 		Time: t1, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web",
 		Suppressed: 1, RateLimited: 1, SuppressedAllow: 1, Since: t0,
@@ -129,7 +129,7 @@ func TestLine(t *testing.T) {
 		Time: t1, Pod: "web-5d9c", Namespace: "shop", Workload: "Deployment/web",
 		Direction: policy.Ingress, Proto: 17, Src: netip.MustParseAddrPort("10.244.1.3:5000"),
 		Dst: netip.MustParseAddrPort("10.244.0.5:53"), Peer: "workload:a/\\b\x01", Verdict: policy.Allow,
-		Rule: "dns\"\n", Mode: policy.Protect, PolicyRevision: 1, Evaluator: "ingress",
+		Rule: "dns\"\n", Mode: policy.Protect, PolicyRevision: 1, Canary: true, Evaluator: "ingress",
 	}}
 	if diff := cmp.Diff(want, lines(t, out.Bytes()), sameLine); diff != "" {
 		t.Fatalf("lines (-want +got):\n%s", diff)

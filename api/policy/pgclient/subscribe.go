@@ -48,7 +48,7 @@ func (c *Client) Subscribe(ctx context.Context, held *policy.Policy, apply func(
 		if err != nil {
 			c.log.Error(err, "policy refused; the previous one stays in force", "revision", s.revision)
 		} else {
-			c.log.Info("policy applied", "revision", p.Revision, "mode", string(p.Mode))
+			c.log.Info("policy applied", "revision", p.Revision, "mode", string(p.Mode), "canary", p.Canary)
 		}
 		after, etag = max(after, s.revision), s.etag
 	}
