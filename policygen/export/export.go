@@ -54,13 +54,17 @@ func NetworkPolicy(in Input) (*networkingv1.NetworkPolicy, []string) {
 		x.note("restrictDNS: a NetworkPolicy cannot judge DNS queries by the name they ask for; the pod may resolve any name")
 	}
 	for _, r := range wp.Spec.Ingress {
-		if peers := x.peers("ingress", r); len(peers) > 0 {
-			np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: peers, Ports: ports(r.Ports)})
+		if ports, ok := x.ports("ingress", r); ok {
+			if peers := x.peers("ingress", r); len(peers) > 0 {
+				np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: peers, Ports: ports})
+			}
 		}
 	}
 	for _, r := range wp.Spec.Egress {
-		if peers := x.peers("egress", r); len(peers) > 0 {
-			np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: peers, Ports: ports(r.Ports)})
+		if ports, ok := x.ports("egress", r); ok {
+			if peers := x.peers("egress", r); len(peers) > 0 {
+				np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: peers, Ports: ports})
+			}
 		}
 	}
 	for _, l := range wp.Spec.Loopback {
@@ -143,9 +147,17 @@ func inNamespace(from, ns string, sel *metav1.LabelSelector) networkingv1.Networ
 	return out
 }
 
-func ports(in []v1.Port) []networkingv1.NetworkPolicyPort {
+// ports translates a rule's ports, false when the rule must be left out. A NetworkPolicy names TCP,
+// UDP and SCTP ports only: an ICMP or ICMPv6 port (with its message types) is dropped and noted, and a
+// rule left with none of the ports it named is left out, because a rule without ports would allow
+// every protocol and port.
+func (x *exporter) ports(dir string, r v1.Rule) ([]networkingv1.NetworkPolicyPort, bool) {
 	var out []networkingv1.NetworkPolicyPort
-	for _, p := range in {
+	for _, p := range r.Ports {
+		if p.Protocol.IsICMP() {
+			x.note("%s rule %s: %s%s cannot be named in a NetworkPolicy, so the exported policy denies it", dir, r.Name, p.Protocol, icmpTypes(p.Types))
+			continue
+		}
 		proto := corev1.Protocol(or(string(p.Protocol), "TCP"))
 		np := networkingv1.NetworkPolicyPort{Protocol: &proto}
 		if p.Port != 0 {
@@ -158,7 +170,19 @@ func ports(in []v1.Port) []networkingv1.NetworkPolicyPort {
 		}
 		out = append(out, np)
 	}
-	return out
+	if len(out) == 0 && len(r.Ports) > 0 {
+		x.note("%s rule %s left out: none of its ports can be expressed", dir, r.Name)
+		return nil, false
+	}
+	return out, true
+}
+
+// icmpTypes says which message types an ICMP port names, "" for every type.
+func icmpTypes(types []int32) string {
+	if len(types) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (types %v)", types)
 }
 
 func or(a, b string) string {
