@@ -29,13 +29,16 @@ type Input struct {
 	Services map[string]*corev1.Service
 }
 
+// Name is the NetworkPolicy's name for the WorkloadPolicy named name.
+func Name(name string) string { return "podwall-" + name }
+
 // NetworkPolicy translates in; the strings say what was left out or changes meaning.
 func NetworkPolicy(in Input) (*networkingv1.NetworkPolicy, []string) {
 	wp := in.Policy
 	x := &exporter{in: in}
 	np := &networkingv1.NetworkPolicy{
 		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: wp.Namespace, Name: "podwall-" + wp.Name,
+		ObjectMeta: metav1.ObjectMeta{Namespace: wp.Namespace, Name: Name(wp.Name),
 			Labels: map[string]string{"app.kubernetes.io/managed-by": "podwall"}},
 		Spec: networkingv1.NetworkPolicySpec{
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
