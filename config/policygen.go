@@ -28,6 +28,10 @@ type PolicyGenServer struct {
 	Generate PolicyGenerate `mapstructure:",squash"`
 	// Promote sets the quiet periods of mode promotion.
 	Promote PolicyPromote `mapstructure:",squash"`
+	// NetworkPolicySync keeps a NetworkPolicy per WorkloadPolicy in Protect (key networkpolicy-sync),
+	// for the network plugin to enforce beside podwall; it needs the RBAC of
+	// manifests/overlays/networkpolicy-sync.
+	NetworkPolicySync bool `mapstructure:"networkpolicy-sync"`
 	// MetricsAddr serves Prometheus metrics (key metrics-addr); "0" disables it.
 	MetricsAddr string `mapstructure:"metrics-addr"`
 	// HealthAddr serves /healthz and /readyz (key health-addr).
@@ -94,6 +98,7 @@ var policyGenServerLoader = loader{
 		f.String("cluster-domain", "cluster.local", "cluster DNS domain")
 		f.Duration("learn-quiet-period", 24*time.Hour, "Learn -> Monitor after this long with nothing new learned (0: never)")
 		f.Duration("monitor-quiet-period", 7*24*time.Hour, "Monitor -> Protect (autoProtect policies) after this long without audits (0: never)")
+		f.Bool("networkpolicy-sync", false, "keep a NetworkPolicy per WorkloadPolicy in Protect, for the network plugin to enforce too (needs RBAC on networkpolicies)")
 		f.String("metrics-addr", ":8080", `address serving /metrics ("0": off)`)
 		f.String("health-addr", ":8081", "address serving /healthz and /readyz")
 		f.Bool("leader-elect", true, "elect one replica to write policies; every replica serves the API")
