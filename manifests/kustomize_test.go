@@ -247,9 +247,9 @@ func build(t *testing.T, dir string) []*unstructured.Unstructured {
 	}
 }
 
-// TestImagesPinned: manifests/ and the overlays that change Deployments run podwall's images at the one version that
-// manifests/version pins (what `make release-manifests` sets), pulled IfNotPresent, and the injector
-// is left to inject the sidecar of its own version.
+// TestImagesPinned: manifests/ and the overlays that change Deployments run podwall's images at the
+// one version that manifests/version pins (what `make release-manifests` sets), pulled IfNotPresent,
+// and the injector is left to inject the sidecar of its own version.
 func TestImagesPinned(t *testing.T) {
 	var component struct {
 		Images []struct {

@@ -178,16 +178,16 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 	if err := prom.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("promoter: %w", err)
 	}
-	if opts.NetworkPolicySync {
-		if err := setupNetworkPolicySync(ctx, mgr, opts); err != nil {
-			return err
-		}
-	}
 	learner := learn.NewLearner(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetCache(),
 		learn.LearnerOptions{Registerer: opts.Registerer}, log.WithName("learn"))
 	cs, err := kubernetes.NewForConfig(kube)
 	if err != nil {
 		return fmt.Errorf("clientset: %w", err)
+	}
+	if opts.NetworkPolicySync {
+		if err := setupNetworkPolicySync(ctx, mgr, cs, opts); err != nil {
+			return err
+		}
 	}
 	cert, err := opts.TLS.Start(ctx, cs, "podwall-policygen-ca", certs.PublishConfigMap(cs, opts.TLS.Namespace, opts.CAConfigMap), log.WithName("certs"))
 	if err != nil {
@@ -215,9 +215,13 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 	return nil
 }
 
-// setupNetworkPolicySync registers the NetworkPolicy syncer; the NetworkPolicies it keeps allow the
-// sidecars' egress to this policy API: the policygen Service's pods, on the port APIAddr listens on.
-func setupNetworkPolicySync(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+// setupNetworkPolicySync checks that policygen may write NetworkPolicies and registers the syncer; the
+// NetworkPolicies it keeps allow the sidecars' egress to this policy API: the policygen Service's
+// pods, on the port APIAddr listens on.
+func setupNetworkPolicySync(ctx context.Context, mgr ctrl.Manager, cs kubernetes.Interface, opts Options) error {
+	if err := netpolsync.CheckAccess(ctx, cs.AuthorizationV1()); err != nil {
+		return err
+	}
 	_, p, err := net.SplitHostPort(opts.APIAddr)
 	if err != nil {
 		return fmt.Errorf("api address %q: %w", opts.APIAddr, err)
