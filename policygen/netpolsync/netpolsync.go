@@ -8,9 +8,10 @@
 // Only policies in Protect are synced: a NetworkPolicy always enforces, and in Learn or Monitor
 // podwall only records or audits, so a synced object there would refuse what the policy lets through.
 // When a policy leaves Protect its NetworkPolicy is deleted. Beside the policy's rules, the
-// NetworkPolicy allows egress to policygen's policy API (PolicyAPI, PolicyAPIPort): the sidecar's own
-// connection, which podwall lets through whatever the rules say, must not be cut by the second layer,
-// or the pod would keep its last policy forever.
+// NetworkPolicy allows what podwall lets through whatever the rules say, so that the second layer
+// does not cut the sidecar off: egress to policygen's policy API (PolicyAPI, PolicyAPIPort), without
+// which the pod would keep its last policy forever, and ingress to the sidecar's own port
+// (SidecarPort: its probes and metrics), which podwall opens in every mode.
 //
 // The syncer never touches a NetworkPolicy it did not create: an object of the same name that the
 // WorkloadPolicy does not control is left as it is, and a Warning Event on the WorkloadPolicy says so.
@@ -36,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/sidecar"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/export"
 )
@@ -49,9 +51,11 @@ const (
 	ReasonRefused = "NetworkPolicyRefused"
 )
 
-// PolicyAPIRule names the egress rule added to every synced NetworkPolicy for the sidecar's connection
-// to the policy API.
-const PolicyAPIRule = "podwall-policy-api"
+// The rules added to every synced NetworkPolicy: egress to the policy API, ingress to the sidecar's port.
+const (
+	PolicyAPIRule = "podwall-policy-api"
+	SidecarRule   = "podwall-sidecar"
+)
 
 // Options configure a Syncer; zero values take the defaults in parentheses.
 type Options struct {
@@ -59,6 +63,8 @@ type Options struct {
 	// PolicyAPIPort the port its pods serve the policy API on (8443).
 	PolicyAPI     v1.ServicePeer
 	PolicyAPIPort int32
+	// SidecarPort is the TCP port the sidecar serves its probes and metrics on (api/sidecar.DefaultPort).
+	SidecarPort int32
 	// Events records conflicts and refusals on the WorkloadPolicy; nil records none.
 	Events events.EventRecorder
 }
@@ -74,6 +80,7 @@ func New(c client.Client, opts Options) *Syncer {
 	opts.PolicyAPI.Namespace = cmp.Or(opts.PolicyAPI.Namespace, "podwall-system")
 	opts.PolicyAPI.Name = cmp.Or(opts.PolicyAPI.Name, "podwall-policygen")
 	opts.PolicyAPIPort = cmp.Or(opts.PolicyAPIPort, 8443)
+	opts.SidecarPort = cmp.Or(opts.SidecarPort, sidecar.DefaultPort)
 	return &Syncer{client: c, opts: opts}
 }
 
@@ -131,11 +138,14 @@ func (s *Syncer) Reconcile(ctx context.Context, req reconcile.Request) (reconcil
 
 // desired is wp's NetworkPolicy as it should be.
 func (s *Syncer) desired(ctx context.Context, wp *v1.WorkloadPolicy) (*networkingv1.NetworkPolicy, error) {
-	withAPI := wp.DeepCopy()
+	withOwn := wp.DeepCopy()
 	api := s.opts.PolicyAPI
-	withAPI.Spec.Egress = append(withAPI.Spec.Egress, v1.Rule{Name: PolicyAPIRule,
+	withOwn.Spec.Egress = append(withOwn.Spec.Egress, v1.Rule{Name: PolicyAPIRule,
 		Peers: []v1.Peer{{Service: &api}}, Ports: []v1.Port{{Protocol: policy.TCP, Port: s.opts.PolicyAPIPort}}})
-	np, notes, err := export.Build(ctx, s.client, withAPI)
+	anyone := []v1.Peer{{Selector: &v1.SelectorPeer{NamespaceSelector: &v1.LabelSelector{}}}, {CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}
+	withOwn.Spec.Ingress = append(withOwn.Spec.Ingress, v1.Rule{Name: SidecarRule,
+		Peers: anyone, Ports: []v1.Port{{Protocol: policy.TCP, Port: s.opts.SidecarPort}}})
+	np, notes, err := export.Build(ctx, s.client, withOwn)
 	if err != nil {
 		return nil, err
 	}

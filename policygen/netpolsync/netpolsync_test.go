@@ -102,7 +102,7 @@ func selector(labels map[string]string) *metav1.LabelSelector {
 
 // TestSyncKeepsOneNetworkPolicyPerProtectPolicy runs the syncer against a real API server through a
 // policy's life: nothing in Monitor; in Protect the translation, owned by the policy and labelled, with
-// the lossy parts in the annotation and the policy API allowed; a change of a peer's pod labels, a
+// the lossy parts in the annotation, the policy API and the sidecar's port allowed; a change of a peer's pod labels, a
 // hand edit and a deletion each bring it back in line; leaving Protect deletes it. A same-named
 // NetworkPolicy podwall did not create is left untouched and reported in an Event, and taken over once
 // it is gone. (The garbage collector, which deletes the NetworkPolicy with its policy, is not part of
@@ -148,6 +148,11 @@ func TestSyncKeepsOneNetworkPolicyPerProtectPolicy(t *testing.T) {
 		return networkingv1.NetworkPolicySpec{
 			PodSelector: *selector(map[string]string{"app": "web"}),
 			PolicyTypes: []networkingv1.PolicyType{"Ingress", "Egress"},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}},
+					{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(9947)}},
+			}},
 			Egress: []networkingv1.NetworkPolicyEgressRule{
 				{To: []networkingv1.NetworkPolicyPeer{{PodSelector: selector(dbLabels)}},
 					Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(5432)}}},
