@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -125,8 +126,10 @@ func selector(labels map[string]string) *metav1.LabelSelector {
 
 // TestSyncKeepsOneNetworkPolicyPerProtectPolicy runs the syncer against a real API server through a
 // policy's life: nothing in Monitor; in Protect the translation, owned by the policy and labelled, with
-// the lossy parts in the annotation, the policy API and the sidecar's port allowed; a change of a peer's pod labels, a
-// hand edit and a deletion each bring it back in line; leaving Protect deletes it. A same-named
+// the lossy parts in the annotation, the policy API and the sidecar's port allowed, and no write when
+// in step; a change of a peer's pod labels or of the policy API's Service, a hand edit and a deletion
+// each bring it back in line; one the API server refuses is reported in an Event; leaving Protect
+// deletes it. A same-named
 // NetworkPolicy podwall did not create is left untouched and reported in an Event, and taken over once
 // it is gone. (The garbage collector, which deletes the NetworkPolicy with its policy, is not part of
 // a test API server: the owner reference it follows is asserted.)
@@ -243,6 +246,24 @@ func TestSyncKeepsOneNetworkPolicyPerProtectPolicy(t *testing.T) {
 		w.networkPolicy("podwall-deployment-web", "the new labels selected", specIs(wantSpec(map[string]string{"app": "db", "tier": "data"})))
 	})
 
+	t.Run("the policy API's Service selector changes", func(t *testing.T) {
+		w := world{t: t, c: c, ctx: w.ctx}
+		var svc corev1.Service
+		w.must(c.Get(w.ctx, client.ObjectKey{Namespace: "podwall-system", Name: "podwall-policygen"}, &svc))
+		svc.Spec.Selector = map[string]string{"app.kubernetes.io/name": "podwall-policygen", "tier": "api"}
+		w.must(c.Update(w.ctx, &svc))
+		w.networkPolicy("podwall-deployment-web", "the policy API's new selector", func(np *networkingv1.NetworkPolicy) error {
+			if len(np.Spec.Egress) != 2 || len(np.Spec.Egress[1].To) != 1 ||
+				!maps.Equal(np.Spec.Egress[1].To[0].PodSelector.MatchLabels, svc.Spec.Selector) {
+				return fmt.Errorf("egress %+v", np.Spec.Egress)
+			}
+			return nil
+		})
+		svc.Spec.Selector = map[string]string{"app.kubernetes.io/name": "podwall-policygen"}
+		w.must(c.Update(w.ctx, &svc))
+		w.networkPolicy("podwall-deployment-web", "the policy API's selector back", specIs(wantSpec(map[string]string{"app": "db", "tier": "data"})))
+	})
+
 	t.Run("a hand edit is put back", func(t *testing.T) {
 		w := world{t: t, c: c, ctx: w.ctx}
 		np := w.networkPolicy("podwall-deployment-web", "NetworkPolicy", func(*networkingv1.NetworkPolicy) error { return nil })
@@ -267,6 +288,14 @@ func TestSyncKeepsOneNetworkPolicyPerProtectPolicy(t *testing.T) {
 			}
 			return specIs(wantSpec(map[string]string{"app": "db", "tier": "data"}))(np)
 		})
+	})
+
+	t.Run("a NetworkPolicy the API server refuses is reported", func(t *testing.T) {
+		w := world{t: t, c: c, ctx: w.ctx}
+		long := "deployment-" + strings.Repeat("x", 240) // "podwall-" and this exceed an object name's 253 characters
+		k.Create(&v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: long},
+			Spec: spec("Deployment", "web", policy.Protect)})
+		w.event(long, ReasonRefused, "the API server refused NetworkPolicy shop/podwall-"+long)
 	})
 
 	t.Run("leaving Protect deletes it", func(t *testing.T) {
