@@ -129,10 +129,9 @@ func selector(labels map[string]string) *metav1.LabelSelector {
 // the lossy parts in the annotation, the policy API and the sidecar's port allowed, and no write when
 // in step; a change of a peer's pod labels or of the policy API's Service, a hand edit and a deletion
 // each bring it back in line; one the API server refuses is reported in an Event; leaving Protect
-// deletes it. A same-named
-// NetworkPolicy podwall did not create is left untouched and reported in an Event, and taken over once
-// it is gone. (The garbage collector, which deletes the NetworkPolicy with its policy, is not part of
-// a test API server: the owner reference it follows is asserted.)
+// deletes it. A same-named NetworkPolicy podwall did not create is left untouched and reported in an
+// Event, and taken over once it is gone. (The garbage collector, which deletes the NetworkPolicy with
+// its policy, is not part of a test API server: the owner reference it follows is asserted.)
 func TestSyncKeepsOneNetworkPolicyPerProtectPolicy(t *testing.T) {
 	cfg, c := pgtest.Start(t)
 	w := world{t: t, c: c, ctx: context.Background()}
