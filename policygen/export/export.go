@@ -8,6 +8,7 @@ package export
 
 import (
 	"fmt"
+	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -98,7 +99,25 @@ func (x *exporter) peers(dir string, r v1.Rule) []networkingv1.NetworkPolicyPeer
 	if len(out) == 0 && len(r.Peers) > 0 {
 		x.note("%s rule %s left out: none of its peers can be expressed", dir, r.Name)
 	}
+	if everyone(r.Peers) {
+		// Every address of both families takes in every pod, but network plugins differ on whether an
+		// ipBlock matches pod addresses (the API meant ipBlocks for addresses outside the cluster): so
+		// every pod of every namespace is selected as well.
+		out = append(out, networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{}})
+	}
 	return out
+}
+
+// everyone reports whether peers hold both 0.0.0.0/0 and ::/0.
+func everyone(peers []v1.Peer) bool {
+	var v4, v6 bool
+	for _, p := range peers {
+		if pfx, err := netip.ParsePrefix(p.CIDR); err == nil && pfx.Bits() == 0 {
+			v4 = v4 || pfx.Addr().Is4()
+			v6 = v6 || pfx.Addr().Is6()
+		}
+	}
+	return v4 && v6
 }
 
 // peer translates one peer, or says why it cannot.

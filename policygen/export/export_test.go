@@ -66,7 +66,9 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 		PolicyTypes: []networkingv1.PolicyType{"Ingress", "Egress"},
 		Ingress: []networkingv1.NetworkPolicyIngressRule{{
-			From:  []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}},
+			// Everyone: network plugins differ on whether an ipBlock matches pods, so they are selected too.
+			From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}},
+				{NamespaceSelector: &metav1.LabelSelector{}}},
 			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(8080)}},
 		}, {
 			From:  []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8"}}},

@@ -142,9 +142,8 @@ func (s *Syncer) desired(ctx context.Context, wp *v1.WorkloadPolicy) (*networkin
 	api := s.opts.PolicyAPI
 	withOwn.Spec.Egress = append(withOwn.Spec.Egress, v1.Rule{Name: PolicyAPIRule,
 		Peers: []v1.Peer{{Service: &api}}, Ports: []v1.Port{{Protocol: policy.TCP, Port: s.opts.PolicyAPIPort}}})
-	anyone := []v1.Peer{{Selector: &v1.SelectorPeer{NamespaceSelector: &v1.LabelSelector{}}}, {CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}
 	withOwn.Spec.Ingress = append(withOwn.Spec.Ingress, v1.Rule{Name: SidecarRule,
-		Peers: anyone, Ports: []v1.Port{{Protocol: policy.TCP, Port: s.opts.SidecarPort}}})
+		Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: policy.TCP, Port: s.opts.SidecarPort}}})
 	np, notes, err := export.Build(ctx, s.client, withOwn)
 	if err != nil {
 		return nil, err

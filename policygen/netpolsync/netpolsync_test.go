@@ -180,8 +180,8 @@ func TestSyncKeepsOneNetworkPolicyPerProtectPolicy(t *testing.T) {
 			PodSelector: *selector(map[string]string{"app": "web"}),
 			PolicyTypes: []networkingv1.PolicyType{"Ingress", "Egress"},
 			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}},
-					{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}},
+				From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}},
+					{IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}, {NamespaceSelector: &metav1.LabelSelector{}}},
 				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(9947)}},
 			}},
 			Egress: []networkingv1.NetworkPolicyEgressRule{
