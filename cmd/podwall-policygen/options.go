@@ -26,7 +26,6 @@ func options(c config.PolicyGenServer) policygen.Options {
 		ClusterDomain:    c.Generate.ClusterDomain,
 		LearnQuiet:       c.Promote.LearnQuiet,
 		MonitorQuiet:     c.Promote.MonitorQuiet,
-		CanaryWindow:     c.Promote.CanaryWindow,
 		MetricsAddr:      c.MetricsAddr,
 		HealthAddr:       c.HealthAddr,
 		LeaderElect:      c.LeaderElect,
