@@ -98,7 +98,6 @@ var policyGenServerLoader = loader{
 		f.String("cluster-domain", "cluster.local", "cluster DNS domain")
 		f.Duration("learn-quiet-period", 24*time.Hour, "Learn -> Monitor after this long with nothing new learned (0: never)")
 		f.Duration("monitor-quiet-period", 7*24*time.Hour, "Monitor -> Protect (autoProtect policies) after this long without audits (0: never)")
-		f.Bool("networkpolicy-sync", false, "keep a NetworkPolicy per WorkloadPolicy in Protect, for the network plugin to enforce too (needs RBAC on networkpolicies)")
 		f.String("metrics-addr", ":8080", `address serving /metrics ("0": off)`)
 		f.String("health-addr", ":8081", "address serving /healthz and /readyz")
 		f.Bool("leader-elect", true, "elect one replica to write policies; every replica serves the API")
@@ -107,6 +106,7 @@ var policyGenServerLoader = loader{
 		f.Float32("kube-api-qps", 50, "requests per second to the API server, sustained")
 		f.Int("kube-api-burst", 100, "requests to the API server at once above kube-api-qps")
 		f.Duration("replica-status-ttl", 2*time.Minute, "a replica's sidecar counts in WorkloadPolicy status expire after this long unrefreshed")
+		f.Bool("networkpolicy-sync", false, "keep a NetworkPolicy per WorkloadPolicy in Protect, for the network plugin to enforce too (needs RBAC on networkpolicies)")
 	},
 }
 
