@@ -28,6 +28,10 @@ type PolicyGenServer struct {
 	Generate PolicyGenerate `mapstructure:",squash"`
 	// Promote sets the quiet periods of mode promotion.
 	Promote PolicyPromote `mapstructure:",squash"`
+	// NetworkPolicySync keeps a NetworkPolicy per WorkloadPolicy in Protect (key networkpolicy-sync),
+	// for the network plugin to enforce beside podwall; it needs the RBAC of
+	// manifests/overlays/networkpolicy-sync.
+	NetworkPolicySync bool `mapstructure:"networkpolicy-sync"`
 	// MetricsAddr serves Prometheus metrics (key metrics-addr); "0" disables it.
 	MetricsAddr string `mapstructure:"metrics-addr"`
 	// HealthAddr serves /healthz and /readyz (key health-addr).
@@ -106,6 +110,7 @@ var policyGenServerLoader = loader{
 		f.Float32("kube-api-qps", 50, "requests per second to the API server, sustained")
 		f.Int("kube-api-burst", 100, "requests to the API server at once above kube-api-qps")
 		f.Duration("replica-status-ttl", 2*time.Minute, "a replica's sidecar counts in WorkloadPolicy status expire after this long unrefreshed")
+		f.Bool("networkpolicy-sync", false, "keep a NetworkPolicy per WorkloadPolicy in Protect, for the network plugin to enforce too (needs RBAC on networkpolicies)")
 	},
 }
 

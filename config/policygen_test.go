@@ -16,8 +16,10 @@ func TestLoadPolicyGenServer(t *testing.T) {
 	}{
 		{"defaults", nil, nil, func(c PolicyGenServer) bool {
 			return c.API.Addr == ":8443" && c.API.Audience == "podwall" && c.Generate.DNSService == "kube-system/kube-dns" &&
-				c.Promote.LearnQuiet == 24*time.Hour && c.LeaderElect
+				c.Promote.LearnQuiet == 24*time.Hour && c.LeaderElect && !c.NetworkPolicySync
 		}, ""},
+		{"networkpolicy sync from env", nil, map[string]string{"PODWALL_NETWORKPOLICY_SYNC": "true"},
+			func(c PolicyGenServer) bool { return c.NetworkPolicySync }, ""},
 		{"flag over env", []string{"--learn-quiet-period=1h"}, map[string]string{"PODWALL_LEARN_QUIET_PERIOD": "2h", "PODWALL_REPORT_BURST": "9"},
 			func(c PolicyGenServer) bool { return c.Promote.LearnQuiet == time.Hour && c.API.ReportBurst == 9 }, ""},
 		{"bad dns service", []string{"--dns-service=kube-dns"}, nil, nil, "dns-service"},

@@ -29,12 +29,13 @@ import (
 	"podwall.io/podwall/internal/testenv"
 )
 
-// TestKustomizations builds manifests/ and its overlays (cert-manager, prometheus) with kubectl and
+// TestKustomizations builds manifests/ and its overlays (cert-manager, prometheus, networkpolicy-sync) with kubectl and
 // has a real API server validate every object, strictly: the base is created, and each overlay's
 // changes of it are dry-run (cert-manager's, trust-manager's and the Prometheus Operator's deleted are
 // not known to this API server). The cert-manager overlay must turn both servers to the certificates
 // cert-manager keeps; the prometheus overlay must scrape both servers' metrics ports. Then the
-// uninstall command deletes the base, admission objects first.
+// uninstall command deletes the base, admission objects first. The networkpolicy-sync overlay must
+// turn the sync on and add the RBAC it needs (policygen's tests run the sync under that RBAC).
 func TestKustomizations(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	direct, err := client.New(env.Config, client.Options{})
@@ -75,6 +76,13 @@ func TestKustomizations(t *testing.T) {
 		}
 	}
 
+	_, deployments = overlay(t, c, "networkpolicy-sync", "none",
+		"ClusterRole/podwall-policygen-networkpolicies", "ClusterRoleBinding/podwall-policygen-networkpolicies")
+	if ct := deployments["podwall-policygen"].Spec.Template.Spec.Containers; len(ct) != 1 ||
+		!slices.Contains(ct[0].Env, corev1.EnvVar{Name: "PODWALL_NETWORKPOLICY_SYNC", Value: "true"}) {
+		t.Errorf("networkpolicy-sync overlay: policygen's containers %+v do not turn the sync on", ct)
+	}
+
 	t.Run("kubectl delete -k removes the admission objects first", func(t *testing.T) {
 		testDeleteOrder(t, env)
 	})
@@ -83,8 +91,9 @@ func TestKustomizations(t *testing.T) {
 // overlay builds manifests/overlays/<name> and has the API server dry-run its changes of the base's
 // objects (created before): each must be in manifests/ and valid as changed. It returns the overlay's
 // objects of the API group ending in group, which this API server does not know, and its Deployments.
+// The objects named in added ("Kind/name") are the overlay's own: they are dry-run created instead.
 // The MutatingWebhookConfiguration must come first, as in manifests/ (testDeleteOrder).
-func overlay(t *testing.T, c client.Client, name, group string) ([]*unstructured.Unstructured, map[string]appsv1.Deployment) {
+func overlay(t *testing.T, c client.Client, name, group string, added ...string) ([]*unstructured.Unstructured, map[string]appsv1.Deployment) {
 	t.Helper()
 	objs := build(t, filepath.Join("overlays", name))
 	if len(objs) == 0 || objs[0].GetKind() != "MutatingWebhookConfiguration" {
@@ -106,6 +115,12 @@ func overlay(t *testing.T, c client.Client, name, group string) ([]*unstructured
 				t.Fatal(err)
 			}
 			deployments[d.Name] = d
+		}
+		if slices.Contains(added, u.GetKind()+"/"+u.GetName()) {
+			if err := c.Create(context.Background(), u, client.DryRunAll); err != nil {
+				t.Errorf("overlay %s: %s %s refused: %v", name, u.GetKind(), u.GetName(), err)
+			}
+			continue
 		}
 		// The base's object, changed as the overlay says.
 		current := &unstructured.Unstructured{}
@@ -232,9 +247,9 @@ func build(t *testing.T, dir string) []*unstructured.Unstructured {
 	}
 }
 
-// TestImagesPinned: manifests/ and the overlay run podwall's images at the one version that
-// manifests/version pins (what `make release-manifests` sets), pulled IfNotPresent, and the injector
-// is left to inject the sidecar of its own version.
+// TestImagesPinned: manifests/ and the overlays that change Deployments run podwall's images at the
+// one version that manifests/version pins (what `make release-manifests` sets), pulled IfNotPresent,
+// and the injector is left to inject the sidecar of its own version.
 func TestImagesPinned(t *testing.T) {
 	var component struct {
 		Images []struct {
@@ -250,7 +265,7 @@ func TestImagesPinned(t *testing.T) {
 		t.Fatalf("manifests/version: %v, images %v", err, component.Images)
 	}
 	tag := component.Images[0].NewTag
-	for _, dir := range []string{"", filepath.Join("overlays", "cert-manager")} {
+	for _, dir := range []string{"", filepath.Join("overlays", "cert-manager"), filepath.Join("overlays", "networkpolicy-sync")} {
 		for _, u := range build(t, dir) {
 			if u.GetKind() != "Deployment" {
 				continue

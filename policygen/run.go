@@ -11,7 +11,9 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -28,11 +30,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/internal/version"
 	"podwall.io/podwall/policygen/generator"
 	"podwall.io/podwall/policygen/kubeauth"
 	"podwall.io/podwall/policygen/learn"
+	"podwall.io/podwall/policygen/netpolsync"
 	"podwall.io/podwall/policygen/policyapi"
 	"podwall.io/podwall/policygen/resolve"
 	"podwall.io/podwall/policygen/scheme"
@@ -86,12 +90,16 @@ type Options struct {
 	// ReplicaStatusTTL is how long a replica's entry in WorkloadPolicy status counts without being
 	// refreshed (2m): a killed replica's sidecars stop counting after it.
 	ReplicaStatusTTL time.Duration
+	// NetworkPolicySync keeps a NetworkPolicy per WorkloadPolicy in Protect, for the network plugin to
+	// enforce beside podwall (see package netpolsync); off by default.
+	NetworkPolicySync bool
 	// Registerer receives policygen's metrics (controller-runtime's metrics.Registry, which the
 	// manager serves on MetricsAddr).
 	Registerer prometheus.Registerer
 }
 
 func (o *Options) setDefaults() {
+	o.APIAddr = cmp.Or(o.APIAddr, ":8443")
 	o.MetricsAddr = cmp.Or(o.MetricsAddr, ":8080")
 	o.HealthAddr = cmp.Or(o.HealthAddr, ":8081")
 	o.Namespace = cmp.Or(o.Namespace, "podwall-system")
@@ -179,6 +187,11 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 	if err != nil {
 		return fmt.Errorf("clientset: %w", err)
 	}
+	if opts.NetworkPolicySync {
+		if err := setupNetworkPolicySync(ctx, mgr, cs, opts); err != nil {
+			return err
+		}
+	}
 	cert, err := opts.TLS.Start(ctx, cs, "podwall-policygen-ca", certs.PublishConfigMap(cs, opts.TLS.Namespace, opts.CAConfigMap), log.WithName("certs"))
 	if err != nil {
 		return err
@@ -202,6 +215,32 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("add runnable: %w", err)
 		}
+	}
+	return nil
+}
+
+// setupNetworkPolicySync checks that policygen may write NetworkPolicies and registers the syncer; the
+// NetworkPolicies it keeps allow the sidecars' egress to this policy API: the policygen Service's
+// pods, on the port APIAddr listens on.
+func setupNetworkPolicySync(ctx context.Context, mgr ctrl.Manager, cs kubernetes.Interface, opts Options) error {
+	if err := netpolsync.CheckAccess(ctx, cs.AuthorizationV1()); err != nil {
+		return err
+	}
+	_, p, err := net.SplitHostPort(opts.APIAddr)
+	if err != nil {
+		return fmt.Errorf("api address %q: %w", opts.APIAddr, err)
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil || port == 0 {
+		return fmt.Errorf("api address %q: the NetworkPolicy sync needs a numeric port", opts.APIAddr)
+	}
+	syncer := netpolsync.New(mgr.GetClient(), netpolsync.Options{
+		PolicyAPI:     v1alpha1.ServicePeer{Namespace: opts.Namespace, Name: "podwall-policygen"},
+		PolicyAPIPort: int32(port),
+		Events:        mgr.GetEventRecorder("podwall-policygen"),
+	})
+	if err := syncer.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("networkpolicy sync: %w", err)
 	}
 	return nil
 }

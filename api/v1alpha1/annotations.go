@@ -36,3 +36,10 @@ func AcceptedProposals(value string) []string {
 	}
 	return names
 }
+
+// ExportLossyAnnotation on a NetworkPolicy that policygen keeps in sync with a WorkloadPolicy
+// (--networkpolicy-sync) lists, one per line, what the NetworkPolicy does not express of the policy:
+// DNS-name peers, loopback rules, ICMP, node peers and whatever else the export notes.
+// Export never widens a part to express it: a listed part is denied by the NetworkPolicy (a rule or
+// peer left out) or not seen by it (loopback), and podwall goes on enforcing the whole policy.
+const ExportLossyAnnotation = "podwall.io/export-lossy"

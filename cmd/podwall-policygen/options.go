@@ -35,5 +35,7 @@ func options(c config.PolicyGenServer) policygen.Options {
 		KubeQPS:          c.KubeQPS,
 		KubeBurst:        c.KubeBurst,
 		ReplicaStatusTTL: c.ReplicaStatusTTL,
+
+		NetworkPolicySync: c.NetworkPolicySync,
 	}
 }

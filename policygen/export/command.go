@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -43,19 +45,10 @@ func Write(ctx context.Context, r client.Reader, namespace, name string, w io.Wr
 	if err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &wp); err != nil {
 		return fmt.Errorf("get WorkloadPolicy %s/%s: %w", namespace, name, err)
 	}
-	in := Input{Policy: &wp, Workloads: map[string]*metav1.LabelSelector{}, Services: map[string]*corev1.Service{}}
-	var err error
-	if in.PodSelector, err = selectorOf(ctx, r, namespace, wp.Spec.Workload.Kind, wp.Spec.Workload.Name); err != nil {
+	np, notes, err := Build(ctx, r, &wp)
+	if err != nil {
 		return err
 	}
-	for _, rule := range append(append([]v1.Rule{}, wp.Spec.Ingress...), wp.Spec.Egress...) {
-		for _, p := range rule.Peers {
-			if err := in.lookup(ctx, r, namespace, p); err != nil {
-				return err
-			}
-		}
-	}
-	np, notes := NetworkPolicy(in)
 	out, err := yaml.Marshal(np)
 	if err != nil {
 		return fmt.Errorf("marshal NetworkPolicy: %w", err)
@@ -68,6 +61,25 @@ func Write(ctx context.Context, r client.Reader, namespace, name string, w io.Wr
 	b.Write(out)
 	_, err = io.WriteString(w, b.String())
 	return err
+}
+
+// Build reads from r the selectors of wp's workload and of the workloads and Services its rules name,
+// and translates wp (see NetworkPolicy).
+func Build(ctx context.Context, r client.Reader, wp *v1.WorkloadPolicy) (*networkingv1.NetworkPolicy, []string, error) {
+	in := Input{Policy: wp, Workloads: map[string]*metav1.LabelSelector{}, Services: map[string]*corev1.Service{}}
+	var err error
+	if in.PodSelector, err = selectorOf(ctx, r, wp.Namespace, wp.Spec.Workload.Kind, wp.Spec.Workload.Name); err != nil {
+		return nil, nil, err
+	}
+	for _, rule := range slices.Concat(wp.Spec.Ingress, wp.Spec.Egress) {
+		for _, p := range rule.Peers {
+			if err := in.lookup(ctx, r, wp.Namespace, p); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	np, notes := NetworkPolicy(in)
+	return np, notes, nil
 }
 
 func (in *Input) lookup(ctx context.Context, r client.Reader, ns string, p v1.Peer) error {

@@ -8,6 +8,7 @@ package export
 
 import (
 	"fmt"
+	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -29,13 +30,16 @@ type Input struct {
 	Services map[string]*corev1.Service
 }
 
+// Name is the NetworkPolicy's name for the WorkloadPolicy named name.
+func Name(name string) string { return "podwall-" + name }
+
 // NetworkPolicy translates in; the strings say what was left out or changes meaning.
 func NetworkPolicy(in Input) (*networkingv1.NetworkPolicy, []string) {
 	wp := in.Policy
 	x := &exporter{in: in}
 	np := &networkingv1.NetworkPolicy{
 		TypeMeta: metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: wp.Namespace, Name: "podwall-" + wp.Name,
+		ObjectMeta: metav1.ObjectMeta{Namespace: wp.Namespace, Name: Name(wp.Name),
 			Labels: map[string]string{"app.kubernetes.io/managed-by": "podwall"}},
 		Spec: networkingv1.NetworkPolicySpec{
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
@@ -54,13 +58,17 @@ func NetworkPolicy(in Input) (*networkingv1.NetworkPolicy, []string) {
 		x.note("restrictDNS: a NetworkPolicy cannot judge DNS queries by the name they ask for; the pod may resolve any name")
 	}
 	for _, r := range wp.Spec.Ingress {
-		if peers := x.peers("ingress", r); len(peers) > 0 {
-			np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: peers, Ports: ports(r.Ports)})
+		if ports, ok := x.ports("ingress", r); ok {
+			if peers := x.peers("ingress", r); len(peers) > 0 {
+				np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: peers, Ports: ports})
+			}
 		}
 	}
 	for _, r := range wp.Spec.Egress {
-		if peers := x.peers("egress", r); len(peers) > 0 {
-			np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: peers, Ports: ports(r.Ports)})
+		if ports, ok := x.ports("egress", r); ok {
+			if peers := x.peers("egress", r); len(peers) > 0 {
+				np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: peers, Ports: ports})
+			}
 		}
 	}
 	for _, l := range wp.Spec.Loopback {
@@ -91,7 +99,25 @@ func (x *exporter) peers(dir string, r v1.Rule) []networkingv1.NetworkPolicyPeer
 	if len(out) == 0 && len(r.Peers) > 0 {
 		x.note("%s rule %s left out: none of its peers can be expressed", dir, r.Name)
 	}
+	if everyone(r.Peers) {
+		// Every address of both families takes in every pod, but network plugins differ on whether an
+		// ipBlock matches pod addresses (the API meant ipBlocks for addresses outside the cluster): so
+		// every pod of every namespace is selected as well.
+		out = append(out, networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{}})
+	}
 	return out
+}
+
+// everyone reports whether peers hold both 0.0.0.0/0 and ::/0.
+func everyone(peers []v1.Peer) bool {
+	var v4, v6 bool
+	for _, p := range peers {
+		if pfx, err := netip.ParsePrefix(p.CIDR); err == nil && pfx.Bits() == 0 {
+			v4 = v4 || pfx.Addr().Is4()
+			v6 = v6 || pfx.Addr().Is6()
+		}
+	}
+	return v4 && v6
 }
 
 // peer translates one peer, or says why it cannot.
@@ -143,9 +169,17 @@ func inNamespace(from, ns string, sel *metav1.LabelSelector) networkingv1.Networ
 	return out
 }
 
-func ports(in []v1.Port) []networkingv1.NetworkPolicyPort {
+// ports translates a rule's ports, false when the rule must be left out. A NetworkPolicy names TCP,
+// UDP and SCTP ports only: an ICMP or ICMPv6 port (with its message types) is dropped and noted, and a
+// rule left with none of the ports it named is left out, because a rule without ports would allow
+// every protocol and port.
+func (x *exporter) ports(dir string, r v1.Rule) ([]networkingv1.NetworkPolicyPort, bool) {
 	var out []networkingv1.NetworkPolicyPort
-	for _, p := range in {
+	for _, p := range r.Ports {
+		if p.Protocol.IsICMP() {
+			x.note("%s rule %s: %s%s cannot be named in a NetworkPolicy, so the exported policy denies it", dir, r.Name, p.Protocol, icmpTypes(p.Types))
+			continue
+		}
 		proto := corev1.Protocol(or(string(p.Protocol), "TCP"))
 		np := networkingv1.NetworkPolicyPort{Protocol: &proto}
 		if p.Port != 0 {
@@ -158,7 +192,19 @@ func ports(in []v1.Port) []networkingv1.NetworkPolicyPort {
 		}
 		out = append(out, np)
 	}
-	return out
+	if len(out) == 0 && len(r.Ports) > 0 {
+		x.note("%s rule %s left out: none of its ports can be expressed", dir, r.Name)
+		return nil, false
+	}
+	return out, true
+}
+
+// icmpTypes says which message types an ICMP port names, "" for every type.
+func icmpTypes(types []int32) string {
+	if len(types) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (types %v)", types)
 }
 
 func or(a, b string) string {

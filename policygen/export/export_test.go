@@ -33,6 +33,10 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 			Ingress: []v1.Rule{
 				{Name: "m-probes", Origin: "manifest", Peers: []v1.Peer{{Nodes: true}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
 				{Name: "m-svc-web", Origin: "manifest", Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}},
+				// A NetworkPolicy names no ICMP: the port is dropped, and a rule left with no port is left
+				// out rather than exported without ports, which would allow every protocol.
+				{Name: "ping", Peers: []v1.Peer{{CIDR: "10.0.0.0/8"}}, Ports: []v1.Port{{Protocol: "ICMP", Types: []int32{8}}}},
+				{Name: "metrics", Peers: []v1.Peer{{CIDR: "10.0.0.0/8"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 9090}, {Protocol: "ICMPv6"}}},
 			},
 			Egress: []v1.Rule{
 				{Name: "db", Peers: []v1.Peer{{Workload: &v1.WorkloadPeer{Namespace: "data", WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: "db"}}}},
@@ -62,8 +66,13 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 		PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 		PolicyTypes: []networkingv1.PolicyType{"Ingress", "Egress"},
 		Ingress: []networkingv1.NetworkPolicyIngressRule{{
-			From:  []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}},
+			// Everyone: network plugins differ on whether an ipBlock matches pods, so they are selected too.
+			From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}},
+				{NamespaceSelector: &metav1.LabelSelector{}}},
 			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(8080)}},
+		}, {
+			From:  []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8"}}},
+			Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(9090)}},
 		}},
 		Egress: []networkingv1.NetworkPolicyEgressRule{
 			{To: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
@@ -80,6 +89,8 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 		t.Errorf("spec (-want +got):\n%s", d)
 	}
 	for _, note := range []string{"mode Monitor", "ingress rule m-probes: nodes", "ingress rule m-probes left out", "egress rule api: Service shop/gone", "loopback rule admin",
+		"ingress rule ping: ICMP (types [8]) cannot be named in a NetworkPolicy", "ingress rule ping left out: none of its ports",
+		"ingress rule metrics: ICMPv6 cannot be named in a NetworkPolicy",
 		"restrictDNS: a NetworkPolicy cannot judge DNS queries", "egress rule stripe: fqdn api.stripe.com: a NetworkPolicy cannot name DNS names",
 		"egress rule stripe: fqdn *.stripe.com: a NetworkPolicy cannot name DNS names", "egress rule stripe left out",
 		"egress rule mixed: fqdn example.com: a NetworkPolicy cannot name DNS names, so the exported policy denies what this peer allows"} {
