@@ -114,11 +114,7 @@ func policygenCA(ctx context.Context, cs kubernetes.Interface, ns string) (*x509
 	case err != nil:
 		return nil, explain(err, "get", "configmaps", ns)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(cm.Data[certs.KeyCABundle])) {
-		return nil, fmt.Errorf("ConfigMap %s/%s holds no PEM certificate under %s", ns, caConfigMap, certs.KeyCABundle)
-	}
-	return pool, nil
+	return certs.PublishedCA(cm)
 }
 
 // access is one permission the command needs.
