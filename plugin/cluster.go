@@ -138,9 +138,10 @@ func (a access) object(sep string) string {
 	return r
 }
 
-// mayAll asks the API server (SelfSubjectAccessReview) whether the user has each permission, so that
-// a missing one is named before anything fails half-way; the first missing one is the error.
-func mayAll(ctx context.Context, cs kubernetes.Interface, needs ...access) error {
+// mayAll asks the API server (SelfSubjectAccessReview) whether the user has each permission command
+// needs, so that a missing one is named before anything fails half-way; the first missing one is the
+// error.
+func mayAll(ctx context.Context, cs kubernetes.Interface, command string, needs ...access) error {
 	for _, a := range needs {
 		review, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
@@ -150,7 +151,7 @@ func mayAll(ctx context.Context, cs kubernetes.Interface, needs ...access) error
 			return fmt.Errorf("ask the API server what you may do: %w", err)
 		}
 		if !review.Status.Allowed {
-			return fmt.Errorf("your Kubernetes permissions do not let you %s, which kubectl podwall ui needs (check: kubectl auth can-i %s)", a, a.canI())
+			return fmt.Errorf("your Kubernetes permissions do not let you %s, which %s needs (check: kubectl auth can-i %s)", a, command, a.canI())
 		}
 	}
 	return nil

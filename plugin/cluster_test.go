@@ -149,7 +149,7 @@ func testPermissions(t *testing.T, cfg *rest.Config, admin kubernetes.Interface)
 	alice := as(cfg, "alice")
 	forward := access{verb: "create", resource: "pods", subresource: "portforward", namespace: "podwall-system"}
 	token := access{verb: "create", resource: "serviceaccounts", subresource: "token", namespace: "team", name: "viewer"}
-	wantError(t, mayAll(ctx, alice, forward, token), "do not let you create pods/portforward in namespace podwall-system",
+	wantError(t, mayAll(ctx, alice, "kubectl podwall ui", forward, token), "do not let you create pods/portforward in namespace podwall-system",
 		"kubectl auth can-i create pods/portforward -n podwall-system")
 	_, err := findPolicygen(ctx, alice, "podwall-system")
 	wantError(t, err, "do not let you get services in namespace podwall-system")
@@ -157,16 +157,16 @@ func testPermissions(t *testing.T, cfg *rest.Config, admin kubernetes.Interface)
 	grant(t, admin, "podwall-system", "alice", rbacv1.PolicyRule{Verbs: []string{"create"}, APIGroups: []string{""}, Resources: []string{"pods/portforward"}})
 	// RBAC takes a new Role into account a moment later.
 	testutil.Eventually(t, 10*time.Second, func() error {
-		err := mayAll(ctx, alice, forward, token)
+		err := mayAll(ctx, alice, "kubectl podwall ui", forward, token)
 		if err == nil || strings.Contains(err.Error(), "pods/portforward") {
 			return fmt.Errorf("with pods/portforward granted: %v", err)
 		}
 		return nil
 	})
-	wantError(t, mayAll(ctx, alice, forward, token), "do not let you create serviceaccounts/token viewer in namespace team",
+	wantError(t, mayAll(ctx, alice, "kubectl podwall ui", forward, token), "do not let you create serviceaccounts/token viewer in namespace team",
 		"kubectl auth can-i create serviceaccounts/token/viewer -n team")
 	grant(t, admin, "team", "alice", rbacv1.PolicyRule{Verbs: []string{"create"}, APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, ResourceNames: []string{"viewer"}})
-	testutil.Eventually(t, 10*time.Second, func() error { return mayAll(ctx, alice, forward, token) })
+	testutil.Eventually(t, 10*time.Second, func() error { return mayAll(ctx, alice, "kubectl podwall ui", forward, token) })
 }
 
 // capture records the Authorization header of the requests it is given and answers 204.

@@ -195,7 +195,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 			}
 			return certs.PublishedCA(cm)
 		}}
-	web := ui.New(ui.Options{Replica: opts.Replica, Peers: peers}, mgr.GetCache(), mgr.GetClient(), reviewer, feed, log.WithName("ui"))
+	web := ui.New(ui.Options{Replica: opts.Replica, Peers: peers, Policies: hub}, mgr.GetCache(), mgr.GetClient(), reviewer, feed, log.WithName("ui"))
 	srv := policyapi.New(policyapi.Options{
 		Addr: opts.APIAddr, Cert: cert, Audience: opts.Audience,
 		MaxWait: opts.MaxWait, MaxReportBytes: opts.MaxReportBytes,

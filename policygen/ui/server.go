@@ -28,6 +28,8 @@ type Options struct {
 	// Replica names this replica's verdicts in the cluster stream ("policygen"; the pod's name in a
 	// cluster, as its EndpointSlice names it).
 	Replica string
+	// Policies serves the resolved policies api/explain judges by; nil: it answers 503.
+	Policies Policies
 	// Peers finds the other replicas whose verdicts the cluster stream merges; nil: this replica's
 	// alone.
 	Peers *Peers
@@ -67,6 +69,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /ui/api/graph", s.reading(s.graph))
 	mux.HandleFunc("GET /ui/api/verdicts", s.reading(s.stream))
 	mux.HandleFunc("GET /ui/api/cluster/verdicts", s.reading(s.clusterStream))
+	mux.HandleFunc("GET /ui/api/explain", s.reading(s.explain))
 	return securityHeaders(mux)
 }
 
