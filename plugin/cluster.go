@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"podwall.io/podwall/internal/certs"
+	"podwall.io/podwall/policygen/ui"
 )
 
 // Names of what `kubectl apply -k manifests/` installs, as policygen's defaults name them: its Service
@@ -23,7 +24,7 @@ import (
 const (
 	serviceName = "podwall-policygen"
 	caConfigMap = "podwall-policygen-ca"
-	apiPort     = 8443
+	apiPort     = ui.APIPort
 )
 
 // serverName is the first DNS name policygen's managed certificate carries in namespace ns (the

@@ -30,7 +30,7 @@ Install it by putting the kubectl-podwall binary on your PATH; kubectl then runs
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	kube.AddFlags(root.PersistentFlags())
-	root.AddCommand(newUICommand(kube, streams), newFlowsCommand(kube, streams), &cobra.Command{
+	root.AddCommand(newUICommand(kube, streams), newFlowsCommand(kube, streams), newStatusCommand(kube, streams), newPromoteCommand(kube, streams), newExportCommand(kube, streams), newExplainCommand(kube, streams), &cobra.Command{
 		Use:   "version",
 		Short: "Print the plugin's version",
 		Args:  cobra.NoArgs,
