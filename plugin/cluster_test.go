@@ -250,6 +250,20 @@ func testCommand(t *testing.T, kubeconfig []byte) {
 			t.Errorf("%q: %q, %v; want %q", args, out, err, version.String("kubectl-podwall"))
 		}
 	}
+	// kubectl_complete-podwall runs `kubectl-podwall __complete ARGS`, which cobra answers.
+	for args, want := range map[string][]string{
+		"":                 {"status\t", "flows\t", "explain\t", "promote\t", "export\t", "ui\t"},
+		"flows --verdict ": {"deny\n", "audit\n"},
+		"explain --mode ":  {"Learn\n", "Monitor\n", "Protect\n"},
+		"status --output ": {"json\n", "yaml\n"},
+	} {
+		out, err := run(append([]string{"__complete"}, append(strings.Fields(args), "")...)...)
+		for _, w := range want {
+			if err != nil || !strings.Contains(out, w) {
+				t.Errorf("__complete %q: %v, %q names no %q", args, err, out, w)
+			}
+		}
+	}
 	for _, shell := range []string{"bash", "zsh", "fish"} {
 		if out, err := run("completion", shell); err != nil || !strings.Contains(out, "kubectl-podwall") {
 			t.Errorf("completion %s: %v, %d bytes naming no kubectl-podwall", shell, err, len(out))
