@@ -21,6 +21,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -47,11 +48,14 @@ type peer struct {
 	name, addr string
 }
 
-// list returns the other replicas behind the Service, by pod name, skipping self. A Service port
-// without a name matches the EndpointSlice port without one, as the EndpointSlice controller writes them.
+// list returns the other replicas behind the Service, by pod name, skipping self; none without the
+// Service (a replica run on its own). A Service port without a name matches the EndpointSlice port
+// without one, as the EndpointSlice controller writes them.
 func (p *Peers) list(ctx context.Context, reader client.Reader, self string) ([]peer, error) {
 	var svc corev1.Service
-	if err := reader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: p.Service}, &svc); err != nil {
+	if err := reader.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: p.Service}, &svc); apierrors.IsNotFound(err) {
+		return nil, nil
+	} else if err != nil {
 		return nil, fmt.Errorf("get Service %s/%s: %w", p.Namespace, p.Service, err)
 	}
 	portName, found := "", false
