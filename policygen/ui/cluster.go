@@ -318,7 +318,8 @@ func (s *Server) readLocal(ctx context.Context, after uint64, filter Filter, fol
 }
 
 // readPeer reads another replica's stream, resuming after the last verdict it sent; while following
-// it connects again, backing off, whenever the connection fails or ends.
+// it connects again, backing off, whenever the connection fails or ends, until the replica leaves the
+// Service's endpoints.
 func (s *Server) readPeer(ctx context.Context, p peer, auth string, q url.Values, after uint64, follow bool, out chan<- message) {
 	backoff := wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 1 << 30, Cap: 15 * time.Second}
 	for {
@@ -334,6 +335,10 @@ func (s *Server) readPeer(ctx context.Context, p peer, auth string, q url.Values
 			send(ctx, out, m)
 			return
 		}
+		if !s.stillListed(ctx, p.name) {
+			send(ctx, out, message{replica: p.name, done: true}) // scaled down or replaced: nothing more to read
+			return
+		}
 		if err != nil && !send(ctx, out, message{replica: p.name, unreachable: err}) {
 			return
 		}
@@ -343,6 +348,13 @@ func (s *Server) readPeer(ctx context.Context, p peer, auth string, q url.Values
 		case <-time.After(backoff.Step()):
 		}
 	}
+}
+
+// stillListed reports whether the replica name is still behind the Service; when the list cannot be
+// read it is taken to be.
+func (s *Server) stillListed(ctx context.Context, name string) bool {
+	ps, err := s.opts.Peers.list(ctx, s.reader, s.opts.Replica)
+	return err != nil || slices.ContainsFunc(ps, func(p peer) bool { return p.name == name })
 }
 
 // errPeerEnded is a peer's stream that ended while following: the replica is going away.
