@@ -69,6 +69,11 @@ func TestPluginCommands(t *testing.T) {
 				var v ui.Event
 				if json.Unmarshal([]byte(line), &v) == nil && v.Pod == client.Name && v.PeerAddr == server.Status.PodIP &&
 					v.Port == 9090 && v.Verdict == "deny" && v.Replica != "" {
+					// Which replica took the report is the Service's choice: when it is not the one
+					// forwarded to, the deny came through the merge (TestClusterVerdicts makes sure).
+					_, forwarded, _ := strings.Cut(errOut, "forwarding to policygen pod podwall-system/")
+					forwarded, _, _ = strings.Cut(forwarded, "\n")
+					t.Logf("the deny was reported to replica %s; the command read replica %s", v.Replica, forwarded)
 					return nil
 				}
 			}
