@@ -18,6 +18,7 @@ help: ## list the targets
 .PHONY: build
 build: ui-assets ## build podwall's binaries into bin/, stamped with VERSION (each must print it for --version)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	install -m 0755 cmd/kubectl-podwall/kubectl_complete-podwall $(BIN)/
 	@for b in $(patsubst cmd/%/main.go,%,$(wildcard cmd/*/main.go)); do \
 	  $(BIN)/$$b --version | grep -qF ' $(VERSION) ' || { echo "$$b --version does not say $(VERSION)"; exit 1; }; done
 

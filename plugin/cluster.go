@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"podwall.io/podwall/internal/certs"
+	"podwall.io/podwall/policygen/ui"
 )
 
 // Names of what `kubectl apply -k manifests/` installs, as policygen's defaults name them: its Service
@@ -23,7 +24,7 @@ import (
 const (
 	serviceName = "podwall-policygen"
 	caConfigMap = "podwall-policygen-ca"
-	apiPort     = 8443
+	apiPort     = ui.APIPort
 )
 
 // serverName is the first DNS name policygen's managed certificate carries in namespace ns (the
@@ -114,11 +115,7 @@ func policygenCA(ctx context.Context, cs kubernetes.Interface, ns string) (*x509
 	case err != nil:
 		return nil, explain(err, "get", "configmaps", ns)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(cm.Data[certs.KeyCABundle])) {
-		return nil, fmt.Errorf("ConfigMap %s/%s holds no PEM certificate under %s", ns, caConfigMap, certs.KeyCABundle)
-	}
-	return pool, nil
+	return certs.PublishedCA(cm)
 }
 
 // access is one permission the command needs.
@@ -142,9 +139,10 @@ func (a access) object(sep string) string {
 	return r
 }
 
-// mayAll asks the API server (SelfSubjectAccessReview) whether the user has each permission, so that
-// a missing one is named before anything fails half-way; the first missing one is the error.
-func mayAll(ctx context.Context, cs kubernetes.Interface, needs ...access) error {
+// mayAll asks the API server (SelfSubjectAccessReview) whether the user has each permission command
+// needs, so that a missing one is named before anything fails half-way; the first missing one is the
+// error.
+func mayAll(ctx context.Context, cs kubernetes.Interface, command string, needs ...access) error {
 	for _, a := range needs {
 		review, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
@@ -154,7 +152,7 @@ func mayAll(ctx context.Context, cs kubernetes.Interface, needs ...access) error
 			return fmt.Errorf("ask the API server what you may do: %w", err)
 		}
 		if !review.Status.Allowed {
-			return fmt.Errorf("your Kubernetes permissions do not let you %s, which kubectl podwall ui needs (check: kubectl auth can-i %s)", a, a.canI())
+			return fmt.Errorf("your Kubernetes permissions do not let you %s, which %s needs (check: kubectl auth can-i %s)", a, command, a.canI())
 		}
 	}
 	return nil

@@ -149,7 +149,7 @@ func testPermissions(t *testing.T, cfg *rest.Config, admin kubernetes.Interface)
 	alice := as(cfg, "alice")
 	forward := access{verb: "create", resource: "pods", subresource: "portforward", namespace: "podwall-system"}
 	token := access{verb: "create", resource: "serviceaccounts", subresource: "token", namespace: "team", name: "viewer"}
-	wantError(t, mayAll(ctx, alice, forward, token), "do not let you create pods/portforward in namespace podwall-system",
+	wantError(t, mayAll(ctx, alice, "kubectl podwall ui", forward, token), "do not let you create pods/portforward in namespace podwall-system",
 		"kubectl auth can-i create pods/portforward -n podwall-system")
 	_, err := findPolicygen(ctx, alice, "podwall-system")
 	wantError(t, err, "do not let you get services in namespace podwall-system")
@@ -157,16 +157,16 @@ func testPermissions(t *testing.T, cfg *rest.Config, admin kubernetes.Interface)
 	grant(t, admin, "podwall-system", "alice", rbacv1.PolicyRule{Verbs: []string{"create"}, APIGroups: []string{""}, Resources: []string{"pods/portforward"}})
 	// RBAC takes a new Role into account a moment later.
 	testutil.Eventually(t, 10*time.Second, func() error {
-		err := mayAll(ctx, alice, forward, token)
+		err := mayAll(ctx, alice, "kubectl podwall ui", forward, token)
 		if err == nil || strings.Contains(err.Error(), "pods/portforward") {
 			return fmt.Errorf("with pods/portforward granted: %v", err)
 		}
 		return nil
 	})
-	wantError(t, mayAll(ctx, alice, forward, token), "do not let you create serviceaccounts/token viewer in namespace team",
+	wantError(t, mayAll(ctx, alice, "kubectl podwall ui", forward, token), "do not let you create serviceaccounts/token viewer in namespace team",
 		"kubectl auth can-i create serviceaccounts/token/viewer -n team")
 	grant(t, admin, "team", "alice", rbacv1.PolicyRule{Verbs: []string{"create"}, APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, ResourceNames: []string{"viewer"}})
-	testutil.Eventually(t, 10*time.Second, func() error { return mayAll(ctx, alice, forward, token) })
+	testutil.Eventually(t, 10*time.Second, func() error { return mayAll(ctx, alice, "kubectl podwall ui", forward, token) })
 }
 
 // capture records the Authorization header of the requests it is given and answers 204.
@@ -248,6 +248,20 @@ func testCommand(t *testing.T, kubeconfig []byte) {
 	for _, args := range [][]string{{"--version"}, {"version"}} {
 		if out, err := run(args...); err != nil || out != version.String("kubectl-podwall")+"\n" {
 			t.Errorf("%q: %q, %v; want %q", args, out, err, version.String("kubectl-podwall"))
+		}
+	}
+	// kubectl_complete-podwall runs `kubectl-podwall __complete ARGS`, which cobra answers.
+	for args, want := range map[string][]string{
+		"":                 {"status\t", "flows\t", "explain\t", "promote\t", "export\t", "ui\t"},
+		"flows --verdict ": {"deny\n", "audit\n"},
+		"explain --mode ":  {"Learn\n", "Monitor\n", "Protect\n"},
+		"status --output ": {"json\n", "yaml\n"},
+	} {
+		out, err := run(append([]string{"__complete"}, append(strings.Fields(args), "")...)...)
+		for _, w := range want {
+			if err != nil || !strings.Contains(out, w) {
+				t.Errorf("__complete %q: %v, %q names no %q", args, err, out, w)
+			}
 		}
 	}
 	for _, shell := range []string{"bash", "zsh", "fish"} {

@@ -1,5 +1,7 @@
 // Package plugin is kubectl-podwall, podwall's kubectl plugin: `kubectl podwall ui` opens policygen's
-// web UI on this machine, signed in as the user.
+// web UI on this machine, signed in as the user; flows and explain read the UI's API the same way
+// (the merged verdicts of every policygen replica; a connection judged by the sidecar's decision code);
+// status, promote and export read and patch WorkloadPolicies through the API server, as kubectl does.
 //
 // It finds a Ready pod behind policygen's Service, port-forwards to its policy API port through the
 // API server (as `kubectl port-forward` does: SPDY, or SPDY over WebSocket), and serves a reverse

@@ -20,7 +20,13 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		Short: "Work with podwall, the per-pod firewall, from kubectl",
 		Long: `kubectl podwall works with podwall, the per-pod firewall, in the cluster of your kubeconfig.
 
-Install it by putting the kubectl-podwall binary on your PATH; kubectl then runs it as "kubectl podwall".`,
+Install it by putting the kubectl-podwall binary on your PATH; kubectl then runs it as "kubectl podwall".
+Put kubectl_complete-podwall (make build writes it beside the binary) on the PATH too, and kubectl's
+own completion completes "kubectl podwall <TAB>"; or load "kubectl podwall completion bash|zsh".
+
+Commands that read WorkloadPolicies (status, promote, export) ask the API server as kubectl does;
+those that read verdicts (flows, explain, ui) reach policygen through a port-forward, TLS verified
+against policygen's CA, with your token.`,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl podwall"},
 		Version:       version.String("kubectl-podwall"),
 		SilenceUsage:  true,
@@ -30,7 +36,7 @@ Install it by putting the kubectl-podwall binary on your PATH; kubectl then runs
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	kube.AddFlags(root.PersistentFlags())
-	root.AddCommand(newUICommand(kube, streams), &cobra.Command{
+	root.AddCommand(newUICommand(kube, streams), newFlowsCommand(kube, streams), newStatusCommand(kube, streams), newPromoteCommand(kube, streams), newExportCommand(kube, streams), newExplainCommand(kube, streams), &cobra.Command{
 		Use:   "version",
 		Short: "Print the plugin's version",
 		Args:  cobra.NoArgs,

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,20 +15,16 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 )
 
 // uiOptions are `kubectl podwall ui`'s flags.
 type uiOptions struct {
-	kube             *genericclioptions.ConfigFlags
-	streams          genericiooptions.IOStreams
-	podwallNamespace string
-	serviceAccount   string
-	tokenTTL         time.Duration
-	address          string
-	port             int
-	browser          bool
+	policygenFlags
+	kube    *genericclioptions.ConfigFlags
+	streams genericiooptions.IOStreams
+	address string
+	port    int
+	browser bool
 }
 
 func newUICommand(kube *genericclioptions.ConfigFlags, streams genericiooptions.IOStreams) *cobra.Command {
@@ -62,9 +57,7 @@ ConfigMap podwall-policygen-ca, and, with --service-account, to create serviceac
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.podwallNamespace, "podwall-namespace", "podwall-system", "namespace podwall is installed in")
-	f.StringVar(&o.serviceAccount, "service-account", "", "sign in as this ServiceAccount of -n's namespace, with tokens minted by TokenRequest (default: your kubeconfig's credentials)")
-	f.DurationVar(&o.tokenTTL, "token-ttl", minTokenTTL, "how long each ServiceAccount token is valid (at least 10m); a new one is minted before it expires")
+	o.addFlags(f)
 	f.StringVar(&o.address, "address", "127.0.0.1", "address the proxy listens on; it carries your credentials, so anyone who can reach it acts as you")
 	f.IntVar(&o.port, "port", 0, "port the proxy listens on (0: any free port)")
 	f.BoolVar(&o.browser, "browser", true, "open the UI in the browser (xdg-open, open)")
@@ -73,8 +66,8 @@ ConfigMap podwall-policygen-ca, and, with --service-account, to create serviceac
 
 // validate checks the flags that need no cluster.
 func (o *uiOptions) validate() error {
-	if o.tokenTTL < minTokenTTL {
-		return fmt.Errorf("--token-ttl %s is shorter than the 10m the API server issues at least", o.tokenTTL)
+	if err := o.policygenFlags.validate(); err != nil {
+		return err
 	}
 	if o.port < 0 || o.port > 65535 {
 		return fmt.Errorf("--port %d is no TCP port", o.port)
@@ -92,70 +85,30 @@ func isLoopback(address string) bool {
 }
 
 func (o *uiOptions) run(ctx context.Context) error {
-	cfg, err := o.kube.ToRESTConfig()
-	if err != nil {
-		return fmt.Errorf("kubeconfig: %w", err)
-	}
-	ns, _, err := o.kube.ToRawKubeConfigLoader().Namespace()
-	if err != nil {
-		return fmt.Errorf("kubeconfig: %w", err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("kubeconfig: %w", err)
-	}
-	needs := []access{{verb: "create", resource: "pods", subresource: "portforward", namespace: o.podwallNamespace}}
-	if o.serviceAccount != "" {
-		needs = append(needs, access{verb: "create", resource: "serviceaccounts", subresource: "token", namespace: ns, name: o.serviceAccount})
-	}
-	if err := mayAll(ctx, cs, needs...); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	fwd := &forwarder{cfg: cfg, cs: cs, ns: o.podwallNamespace, errOut: o.streams.ErrOut}
-	// Credentials first, so that a kubeconfig they cannot come from fails before any port-forward;
-	// the TLS settings follow once policygen's CA is read, before the first request.
-	base := &http.Transport{DialContext: fwd.Dial, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second}
-	defer base.CloseIdleConnections()
-	rt, err := o.credentials(ctx, cfg, cs, ns, base)
+	k, err := newKubeClients(o.kube)
 	if err != nil {
 		return err
 	}
-	forwarding, err := fwd.start(ctx)
+	conn, err := o.connect(ctx, k, "kubectl podwall ui", o.streams)
 	if err != nil {
 		return err
 	}
-	defer func() { cancel(); <-forwarding }()
-	pool, err := policygenCA(ctx, cs, o.podwallNamespace)
-	if err != nil {
+	defer conn.close()
+	if err := o.signIn(ctx, conn); err != nil {
 		return err
 	}
-	base.TLSClientConfig = &tls.Config{RootCAs: pool, ServerName: serverName(o.podwallNamespace), MinVersion: tls.VersionTLS12}
-	if err := o.signIn(ctx, rt); err != nil {
-		return err
-	}
-	return o.serve(ctx, newProxy(rt, serverName(o.podwallNamespace), o.streams.ErrOut))
-}
-
-// credentials wraps base to add the token the UI is signed in with: the ServiceAccount's, or the
-// kubeconfig's.
-func (o *uiOptions) credentials(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, ns string, base http.RoundTripper) (http.RoundTripper, error) {
-	if o.serviceAccount != "" {
-		return withServiceAccount(ctx, cs, ns, o.serviceAccount, o.tokenTTL, base)
-	}
-	return withKubeconfig(cfg, base)
+	return o.serve(ctx, newProxy(conn.rt, conn.server, o.streams.ErrOut))
 }
 
 // signIn asks policygen for the workloads list once, so that a token it refuses, or a TLS or
 // port-forward failure, stops the command before a URL is printed; missing RBAC only warns, since
 // the UI says so on its pages.
-func (o *uiOptions) signIn(ctx context.Context, rt http.RoundTripper) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+serverName(o.podwallNamespace)+"/ui/api/workloads", nil)
+func (o *uiOptions) signIn(ctx context.Context, conn *policygenConn) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+conn.server+"/ui/api/workloads", nil)
 	if err != nil {
 		return err
 	}
-	resp, err := rt.RoundTrip(req)
+	resp, err := conn.rt.RoundTrip(req)
 	if err != nil {
 		return fmt.Errorf("reach policygen's UI: %w", err)
 	}

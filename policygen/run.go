@@ -10,6 +10,7 @@ package policygen
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -201,7 +203,15 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 		return err
 	}
 	feed := ui.NewFeed(mgr.GetCache(), 0)
-	web := ui.New(ui.Options{}, mgr.GetCache(), mgr.GetClient(), reviewer, feed, log.WithName("ui"))
+	peers := &ui.Peers{Namespace: opts.TLS.Namespace, Service: opts.TLS.Service, Port: ui.APIPort, ServerName: opts.TLS.Hosts()[0],
+		CA: func(ctx context.Context) (*x509.CertPool, error) {
+			cm, err := cs.CoreV1().ConfigMaps(opts.TLS.Namespace).Get(ctx, opts.CAConfigMap, metav1.GetOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("read policygen's CA bundle: %w", err)
+			}
+			return certs.PublishedCA(cm)
+		}}
+	web := ui.New(ui.Options{Replica: opts.Replica, Peers: peers, Policies: hub}, mgr.GetCache(), mgr.GetClient(), reviewer, feed, log.WithName("ui"))
 	srv := policyapi.New(policyapi.Options{
 		Addr: opts.APIAddr, Cert: cert, Audience: opts.Audience,
 		MaxWait: opts.MaxWait, MaxReportBytes: opts.MaxReportBytes,

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -117,4 +118,14 @@ func PublishConfigMap(client kubernetes.Interface, namespace, name string) func(
 		}
 		return nil
 	}
+}
+
+// PublishedCA reads the CA bundle a PublishConfigMap function keeps in cm into a pool, for clients
+// that verify the server by it.
+func PublishedCA(cm *corev1.ConfigMap) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(cm.Data[KeyCABundle])) {
+		return nil, fmt.Errorf("ConfigMap %s/%s holds no PEM certificate under %s", cm.Namespace, cm.Name, KeyCABundle)
+	}
+	return pool, nil
 }

@@ -81,6 +81,7 @@ func testAccess(t *testing.T, w *world) {
 	t.Run("stream resumes after Last-Event-ID", func(t *testing.T) { checkResume(t, w) })
 	t.Run("accept", func(t *testing.T) { testAccept(t, w) })
 	t.Run("writes", func(t *testing.T) { testWrites(t, w) })
+	t.Run("explain", func(t *testing.T) { testExplain(t, w) })
 }
 
 // checkResume reads two new verdicts, reconnects with the first one's id, and gets only the second.
@@ -259,4 +260,41 @@ func modeOwners(t *testing.T, p *v1.WorkloadPolicy) []string {
 		}
 	}
 	return owners
+}
+
+// testExplain asks how web's sidecar would judge connections: the user rule web-to-api allows api's
+// port 8080; another port falls to the default, a deny in Protect, which Monitor only audits (the
+// modes asked for: testAccess's operator has changed web's).
+func testExplain(t *testing.T, w *world) {
+	for _, tt := range []struct {
+		query, verdict, rule string
+	}{
+		{"dest=10.1.0.2&port=8080", "allow", "web-to-api"},
+		{"dest=10.1.0.2&port=9999&mode=Protect", "deny", "default"},
+		{"dest=10.1.0.2&port=9999&mode=Monitor", "audit", "default"},
+	} {
+		var ex ui.Explanation
+		if err := getJSON(w, "api/explain?namespace=shop&pod="+w.pods["web"].Name+"&"+tt.query, w.viewer, &ex); err != nil {
+			t.Fatalf("%s: %v", tt.query, err)
+		}
+		if ex.Verdict != tt.verdict || !strings.Contains(ex.Rule, tt.rule) || ex.Workload != "Deployment/web" || ex.Policy != "deployment-web" {
+			t.Errorf("%s: %+v, want %s by rule %s of Deployment/web", tt.query, ex, tt.verdict, tt.rule)
+		}
+	}
+	for query, want := range map[string]int{
+		"namespace=shop&pod=nothing&dest=10.1.0.2&port=80":                                  http.StatusNotFound,
+		"namespace=shop&pod=" + w.pods["web"].Name + "&dest=10.1.0.2":                       http.StatusBadRequest,
+		"namespace=shop&pod=" + w.pods["web"].Name + "&dest=10.1.0.2&port=80&protocol=icmp": http.StatusBadRequest,
+	} {
+		req, _ := http.NewRequest("GET", w.url+"api/explain?"+query, nil)
+		req.Header.Set("Authorization", "Bearer "+w.viewer)
+		resp, err := w.https.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %s, want %d", query, resp.Status, want)
+		}
+	}
 }

@@ -24,6 +24,10 @@
 // The API server's answers are reused (package kubeauth): who a token is for a minute, what they may
 // do for 30 seconds, so a revoked permission takes effect within that.
 //
-// Verdicts and the last hour's counts are of the reports this replica received: with several
-// replicas behind a Service, each UI shows its own replica's share.
+// Each replica keeps the verdicts of the reports it received. The cluster stream (clusterStream, which
+// the flows page reads) merges every replica's: it lists the others from the Service's EndpointSlices
+// (Peers) and reads their own streams with the caller's token, over TLS verified by policygen's CA, so
+// each replica checks the caller itself; a replica that does not answer is named, not left out. The last
+// hour's counts and the service map stay this replica's share. api/explain judges a pod's connection
+// with the sidecar's decide package on the policy the pod is served, without sending anything.
 package ui

@@ -43,6 +43,8 @@ type Event struct {
 	Rule      string `json:"rule"`
 	Evaluator string `json:"evaluator,omitempty"`
 	Mode      string `json:"mode,omitempty"`
+	// Replica is the policygen replica that took the report, in the cluster stream.
+	Replica string `json:"replica,omitempty"`
 }
 
 // Feed keeps the latest denies and audits in a ring, per-minute counts of the last hour per workload,

@@ -22,6 +22,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/testutil"
+	"podwall.io/podwall/policygen/ui"
 )
 
 // flowsNet holds the peers of the verdicts checkFlows reports, so that its views leave out every
@@ -196,7 +197,7 @@ func checkExport(t *testing.T, ctx context.Context) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seqs, err := chromedp.Run(ctx, chromedp.Evaluate[[]float64](`[...document.querySelectorAll('#verdicts tr.flow')].map(r => Number(r.dataset.seq)).reverse()`))
+	keys, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('#verdicts tr.flow')].map(r => r.dataset.key).reverse()`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,19 +214,16 @@ func checkExport(t *testing.T, ctx context.Context) {
 		return err
 	})
 	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-	var got []float64
+	var got []string
 	for _, l := range lines {
-		var v struct {
-			Seq     float64 `json:"seq"`
-			Verdict string  `json:"verdict"`
+		var v ui.Event
+		if err := json.Unmarshal([]byte(l), &v); err != nil || v.Verdict != "deny" || v.Replica != "r0" {
+			t.Errorf("exported line %q: %v, want a deny as JSON, from replica r0", l, err)
 		}
-		if err := json.Unmarshal([]byte(l), &v); err != nil || v.Verdict != "deny" {
-			t.Errorf("exported line %q: %v, want a deny as JSON", l, err)
-		}
-		got = append(got, v.Seq)
+		got = append(got, fmt.Sprintf("%s-%d", v.Replica, v.Seq))
 	}
-	if diff := cmp.Diff(seqs, got); diff != "" {
-		t.Errorf("exported seqs, oldest first (-shown +exported):\n%s", diff)
+	if diff := cmp.Diff(keys, got); diff != "" {
+		t.Errorf("exported lines (replica-seq), oldest first (-shown +exported):\n%s", diff)
 	}
 }
 

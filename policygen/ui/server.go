@@ -25,6 +25,14 @@ var assets embed.FS
 type Options struct {
 	// KeepAlive is how often an idle verdict stream sends a comment, so that proxies keep it open (15s).
 	KeepAlive time.Duration
+	// Replica names this replica's verdicts in the cluster stream ("policygen"; the pod's name in a
+	// cluster, as its EndpointSlice names it).
+	Replica string
+	// Policies serves the resolved policies api/explain judges by; nil: it answers 503.
+	Policies Policies
+	// Peers finds the other replicas whose verdicts the cluster stream merges; nil: this replica's
+	// alone.
+	Peers *Peers
 }
 
 // Server serves the UI.
@@ -41,6 +49,7 @@ type Server struct {
 // callers checked by reviewer, and streaming verdicts from feed.
 func New(opts Options, reader client.Reader, writer client.Client, reviewer *kubeauth.Reviewer, feed *Feed, log logr.Logger) *Server {
 	opts.KeepAlive = cmp.Or(opts.KeepAlive, 15*time.Second)
+	opts.Replica = cmp.Or(opts.Replica, "policygen")
 	return &Server{opts: opts, reader: reader, writer: writer, reviewer: reviewer, feed: feed, log: log}
 }
 
@@ -59,6 +68,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /ui/api/policies/{namespace}/{name}/accept", writing(s.acceptProposals))
 	mux.HandleFunc("GET /ui/api/graph", s.reading(s.graph))
 	mux.HandleFunc("GET /ui/api/verdicts", s.reading(s.stream))
+	mux.HandleFunc("GET /ui/api/cluster/verdicts", s.reading(s.clusterStream))
+	mux.HandleFunc("GET /ui/api/explain", s.reading(s.explain))
 	return securityHeaders(mux)
 }
 

@@ -19,10 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
@@ -159,28 +156,17 @@ func (w *world) seedPolicies() {
 	})
 }
 
-// user creates a ServiceAccount in namespace ops bound to a ClusterRole with verbs on WorkloadPolicies,
-// and returns a token of it as kubectl create token would issue.
+// user creates namespace ops if need be and returns a token of a new ServiceAccount there (token).
 func (w *world) user(admin *rest.Config, name string, verbs ...string) string {
 	ctx := context.Background()
 	if err := w.c.Get(ctx, client.ObjectKey{Name: "ops"}, &corev1.Namespace{}); err != nil {
 		pgtest.Namespace(w.t, w.c, "ops", nil)
 	}
-	w.cluster.Create(&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "ops", Name: name}})
-	w.cluster.Create(&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "ui-" + name},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"podwall.io"}, Resources: []string{"workloadpolicies"}, Verbs: verbs}}})
-	w.cluster.Create(&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "ui-" + name},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "ui-" + name},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "ops", Name: name}}})
 	cs, err := kubernetes.NewForConfig(admin)
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	tr, err := cs.CoreV1().ServiceAccounts("ops").CreateToken(ctx, name, &authnv1.TokenRequest{}, metav1.CreateOptions{})
-	if err != nil {
-		w.t.Fatalf("token for %s: %v", name, err)
-	}
-	return tr.Status.Token
+	return token(w.t, w.cluster, cs, name, verbs...)
 }
 
 // report posts a report as the workload's pod would, with one entry.

@@ -8,7 +8,7 @@ const flowFilters = ["namespace", "workload", "verdict", "peer", "port", "q"];
 
 // flows.events are the lines shown, oldest first, each {v, raw}: the parsed event and its JSON text
 // as received, which is what a line expands to and what the export writes.
-const flows = { after: 0, ctl: null, paused: false, query: null, events: [], maxRows: 1000, workloads: null };
+const flows = { after: "", ctl: null, paused: false, query: null, events: [], maxRows: 1000, workloads: null };
 
 // peerText is a verdict's peer with the DNS name beside it: the name the pod resolved the address
 // from, or the name a DNS query asked for.
@@ -65,19 +65,22 @@ function filtersChanged() {
 function restartFlows(query) {
   stopStream();
   flows.query = query;
-  flows.after = 0;
+  flows.after = "";
   flows.events = [];
   $("verdicts").tBodies[0].replaceChildren();
   $("flows-empty").hidden = false;
   flowStream();
 }
 
+// lineKey names a verdict's line: its replica's name and its number there (numbers are per replica).
+const lineKey = (v) => v.replica + "-" + v.seq;
+
 function addVerdict(v, raw) {
   flows.events.push({ v, raw });
   const body = $("verdicts").tBodies[0];
   const tr = row([new Date(v.time).toLocaleTimeString(), el("td", v.verdict, "verdict verdict-" + v.verdict),
     v.namespace + "/" + v.pod, v.direction, peerText(v), v.protocol + " " + v.port, v.rule, el("td", v.count, "num")]);
-  tr.dataset.seq = v.seq;
+  tr.dataset.key = lineKey(v);
   tr.className = "flow";
   // The newest line is the Tab stop, unless the keyboard or a click is on another.
   const stop = body.querySelector('tr.flow[tabindex="0"]');
@@ -89,7 +92,7 @@ function addVerdict(v, raw) {
   body.insertBefore(tr, body.firstChild); // newest first
   if (flows.events.length > flows.maxRows) {
     const gone = flows.events.shift();
-    const last = body.querySelector(`tr.flow[data-seq="${gone.v.seq}"]`);
+    const last = body.querySelector(`tr.flow[data-key="${CSS.escape(lineKey(gone.v))}"]`);
     if (last) {
       collapse(last);
       last.remove();
@@ -119,14 +122,14 @@ function toggleFlow(tr) {
     collapse(tr);
     return;
   }
-  const seq = Number(tr.dataset.seq);
-  const e = flows.events.find((x) => x.v.seq === seq);
+  const key = tr.dataset.key;
+  const e = flows.events.find((x) => lineKey(x.v) === key);
   if (!e) return;
   const td = el("td");
   td.colSpan = tr.cells.length;
   td.appendChild(el("pre", JSON.stringify(JSON.parse(e.raw), null, 2), "json"));
   const detail = el("tr", undefined, "detail");
-  detail.id = "flow-json-" + seq;
+  detail.id = "flow-json-" + key;
   detail.appendChild(td);
   tr.after(detail);
   tr.setAttribute("aria-expanded", "true");
@@ -134,7 +137,7 @@ function toggleFlow(tr) {
 }
 
 function collapse(tr) {
-  const d = $("flow-json-" + tr.dataset.seq);
+  const d = $("flow-json-" + tr.dataset.key);
   if (d) d.remove();
   tr.setAttribute("aria-expanded", "false");
   tr.removeAttribute("aria-controls");
@@ -171,15 +174,17 @@ function exportFlows() {
   setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
-// flowStream reads the server-sent events with fetch (EventSource cannot send the token), resuming
-// after the last verdict shown; the server keeps what arrives while the view is paused or disconnected.
+// flowStream reads the server-sent events of every policygen replica (api/cluster/verdicts) with fetch
+// (EventSource cannot send the token), resuming after the last verdict shown: flows.after is the
+// stream's last id, the last verdict seen of each replica. The replicas keep what arrives while the
+// view is paused or disconnected.
 async function flowStream() {
   if (flows.ctl || flows.paused) return;
   const ctl = new AbortController();
   flows.ctl = ctl;
   $("live-state").textContent = "connected";
   try {
-    const res = await fetch("api/verdicts?after=" + flows.after + (flows.query ? "&" + flows.query : ""),
+    const res = await fetch("api/cluster/verdicts?after=" + encodeURIComponent(flows.after) + (flows.query ? "&" + flows.query : ""),
       { headers: headers(), signal: ctl.signal });
     if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || res.statusText);
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -205,19 +210,22 @@ async function flowStream() {
 }
 
 function handleEvent(text) {
-  let event = "message", data = "";
+  let event = "message", data = "", id = "";
   for (const line of text.split("\n")) {
     if (line.startsWith("event: ")) event = line.slice(7);
     else if (line.startsWith("data: ")) data += line.slice(6);
+    else if (line.startsWith("id: ")) id = line.slice(4);
   }
   if (event === "lost") {
     // On a first connection the older verdicts were never shown: nothing was missed.
-    if (flows.after > 0) $("live-state").textContent = data + " verdicts fell out of the server's buffer while away";
+    const l = JSON.parse(data);
+    if (flows.after !== "") $("live-state").textContent = l.lost + " verdicts fell out of policygen " + l.replica + "'s buffer while away";
+  } else if (event === "unreachable") {
+    const u = JSON.parse(data);
+    $("live-state").textContent = "policygen " + u.replica + " does not answer, its verdicts are missing: " + u.error;
   } else if (event === "message" && data) {
-    const v = JSON.parse(data);
-    if (v.seq <= flows.after) return;
-    flows.after = v.seq;
-    addVerdict(v, data);
+    if (id) flows.after = id;
+    addVerdict(JSON.parse(data), data);
   }
 }
 
