@@ -297,17 +297,23 @@ func selectorString(s *v1alpha1.SelectorPeer) string {
 	return strings.ReplaceAll(strings.Join(parts, ","), " ", "")
 }
 
-// workloadPods lists a workload's pods through the controller index: a Deployment's through its
-// ReplicaSets, a CronJob's through its Jobs. The index holds controllers as claimed; a pod counts only
-// if the workload is among its verified owners (workload.Owners), so a pod whose creator wrote another
-// workload's controller into it does not pass for that workload's. Owners are verified against the
-// cache alone, which may not hold a new ReplicaSet or Deployment yet: the event that brings it dirties
-// this workload (Hub.ownersOf), and the next resolution counts the pod.
+// workloadPods lists a workload's pods (WorkloadPods) and records that the resolution depends on them.
+// Owners are verified against the cache alone, which may not hold a new ReplicaSet or Deployment yet:
+// the event that brings it dirties this workload (Hub.ownersOf), and the next resolution counts the pod.
 func (rs *resolver) workloadPods(k workload.Key) ([]corev1.Pod, error) {
 	rs.deps.workloads[k] = true
+	return WorkloadPods(rs.ctx, rs.r, k)
+}
+
+// WorkloadPods lists a workload's pods from r (a cache with the ControllerIndex) through the controller
+// index: a Deployment's through its ReplicaSets, a CronJob's through its Jobs. The index holds
+// controllers as claimed; a pod counts only if the workload is among its verified owners
+// (workload.Owners, against r alone), so a pod whose creator wrote another workload's controller into it
+// does not pass for that workload's.
+func WorkloadPods(ctx context.Context, r client.Reader, k workload.Key) ([]corev1.Pod, error) {
 	if k.Kind == "Pod" {
 		var pod corev1.Pod
-		if err := rs.r.Get(rs.ctx, client.ObjectKey{Namespace: k.Namespace, Name: k.Name}, &pod); err != nil {
+		if err := r.Get(ctx, client.ObjectKey{Namespace: k.Namespace, Name: k.Name}, &pod); err != nil {
 			return nil, client.IgnoreNotFound(err)
 		}
 		return []corev1.Pod{pod}, nil
@@ -322,7 +328,7 @@ func (rs *resolver) workloadPods(k workload.Key) ([]corev1.Pod, error) {
 		middle, middleKind = &batchv1.JobList{}, "Job"
 	}
 	if middle != nil {
-		if err := rs.r.List(rs.ctx, middle, client.InNamespace(k.Namespace), client.MatchingFields{ControllerIndex: owners[0]}); err != nil {
+		if err := r.List(ctx, middle, client.InNamespace(k.Namespace), client.MatchingFields{ControllerIndex: owners[0]}); err != nil {
 			return nil, fmt.Errorf("list children of %s: %w", k, err)
 		}
 		objs, _ := meta.ExtractList(middle)
@@ -334,11 +340,11 @@ func (rs *resolver) workloadPods(k workload.Key) ([]corev1.Pod, error) {
 	var pods []corev1.Pod
 	for _, owner := range owners {
 		var list corev1.PodList
-		if err := rs.r.List(rs.ctx, &list, client.InNamespace(k.Namespace), client.MatchingFields{ControllerIndex: owner}); err != nil {
+		if err := r.List(ctx, &list, client.InNamespace(k.Namespace), client.MatchingFields{ControllerIndex: owner}); err != nil {
 			return nil, fmt.Errorf("list pods of %s: %w", k, err)
 		}
 		for i := range list.Items {
-			verified, err := workload.Owners(rs.ctx, rs.r, nil, &list.Items[i])
+			verified, err := workload.Owners(ctx, r, nil, &list.Items[i])
 			if err != nil {
 				return nil, err
 			}
