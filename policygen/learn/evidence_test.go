@@ -1,0 +1,199 @@
+package learn
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	"github.com/google/go-cmp/cmp"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/internal/testutil"
+	"podwall.io/podwall/policygen/internal/pgtest"
+	"podwall.io/podwall/policygen/policyapi"
+	"podwall.io/podwall/policygen/resolve"
+	"podwall.io/podwall/policygen/workload"
+)
+
+// subscribe writes a policygen replica's entry as its tracker would: sidecars subscribed to the
+// policy, holding revision, at the given time.
+func subscribe(t *testing.T, c client.Client, key types.NamespacedName, sidecars int32, revision int64, at time.Time) {
+	t.Helper()
+	var wp v1.WorkloadPolicy
+	if err := c.Get(context.Background(), key, &wp); err != nil {
+		t.Fatal(err)
+	}
+	wp.Status.Replicas = []v1.ReplicaStatus{{Name: "policygen-0", Revision: revision, Sidecars: sidecars, SidecarsInSync: sidecars, Updated: metav1.NewTime(at)}}
+	if err := c.Status().Update(context.Background(), &wp); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEvidenceGatesPromotion runs a two-pod workload through Learn and Monitor to Protect with an
+// injected clock against a real API server: a silent pod keeps it in Learn, a would-deny flow keeps it
+// in Monitor, and a clean, fully covered window promotes it, each promotion with an Event.
+func TestEvidenceGatesPromotion(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	ctx := context.Background()
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	// The clock starts at the real time: pods are as old as the API server says, and a pod younger
+	// than the promoter's grace is not expected to have a sidecar subscribed yet.
+	clk := clocktesting.NewFakeClock(time.Now().Truncate(time.Second)) // as status stores times
+	var learner *Learner
+	var prom *Promoter
+	mgr := pgtest.Manager(t, cfg, func(mgr manager.Manager) error {
+		learner = NewLearner(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetCache(), LearnerOptions{Clock: clk, Interval: time.Hour}, testr.New(t))
+		prom = NewPromoter(c, mgr.GetCache(), PromoteOptions{LearnQuiet: time.Hour, MonitorQuiet: 2 * time.Hour, Clock: clk,
+			Events: mgr.GetEventRecorder("podwall-policygen")})
+		return resolve.Index(ctx, mgr.GetFieldIndexer())
+	})
+	pgtest.Namespace(t, c, "shop", nil)
+	web := k.Deployment("shop", "web", "", "10.2.0.1", "10.2.0.2")
+	k.Deployment("shop", "api", "", "10.2.0.5")
+	key := types.NamespacedName{Namespace: "shop", Name: "deployment-web"}
+	k.Create(&v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
+		Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Learn, AutoProtect: true}})
+	testutil.Eventually(t, 10*time.Second, func() error {
+		pods, err := resolve.WorkloadPods(ctx, mgr.GetCache(), workload.Key{Namespace: "shop", Kind: "Deployment", Name: "web"})
+		if err != nil || len(pods) != 2 {
+			return fmt.Errorf("%d pods of web in the cache (%v)", len(pods), err)
+		}
+		return owned(ctx, mgr.GetCache(), "10.2.0.5")
+	})
+
+	var wp v1.WorkloadPolicy
+	reconcileAt := func(advance time.Duration, sidecars int32, revision int64) *v1.WorkloadPolicyStatus {
+		t.Helper()
+		clk.Step(advance)
+		subscribe(t, c, key, sidecars, revision, clk.Now())
+		if _, err := prom.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
+			t.Fatalf("reconcile: %v", err)
+		}
+		if err := c.Get(ctx, key, &wp); err != nil {
+			t.Fatal(err)
+		}
+		return &wp.Status
+	}
+	t0 := clk.Now()
+	coverage := func(want v1.Coverage) {
+		t.Helper()
+		if d := cmp.Diff(&want, wp.Status.Coverage); d != "" {
+			t.Errorf("coverage (-want +got):\n%s", d)
+		}
+	}
+
+	// Learn, an hour and a minute quiet, but one of the two pods never had a sidecar: no promotion,
+	// and status says why. Both hours of the window (the past one and the one under way) are gaps.
+	reconcileAt(0, 1, 1)
+	coverage(v1.Coverage{Since: metav1.NewTime(t0), Pods: 2, Reported: 1})
+	st := reconcileAt(61*time.Minute, 1, 1)
+	if wp.Spec.Mode != policy.Learn || !strings.Contains(st.PromotionBlocked, "1 of 2 pods have no sidecar subscribed") {
+		t.Fatalf("silent pod: mode %s, promotionBlocked %q; want Learn, blocked by the silent pod", wp.Spec.Mode, st.PromotionBlocked)
+	}
+	coverage(v1.Coverage{Since: metav1.NewTime(t0), Pods: 2, Reported: 1, GapHours: 2})
+
+	// The rules change (revision 2) and both sidecars subscribe: a new window, complete; the policy
+	// is promoted to Monitor with an Event naming the evidence.
+	st = reconcileAt(time.Minute, 2, 2)
+	if wp.Spec.Mode != policy.Monitor || st.PromotionBlocked != "" {
+		t.Fatalf("covered: mode %s, promotionBlocked %q; want Monitor, nothing blocked", wp.Spec.Mode, st.PromotionBlocked)
+	}
+	monitorSince := clk.Now()
+	coverage(v1.Coverage{Since: metav1.NewTime(monitorSince), Pods: 2, Reported: 2, Complete: true})
+	promoted(t, c, key.Name, "Learn to Monitor", "2 of 2 pods reported")
+
+	// In Monitor a sidecar of the current revision audits a connection to api: it is listed as
+	// would-deny. An audit from a sidecar still on the old revision is not (its rules are gone), and
+	// every reported connection counts as a flow of the window.
+	id := policyapi.Identity{Pod: client.ObjectKeyFromObject(web[0]), UID: web[0].UID, Workload: workload.Key{Namespace: "shop", Kind: "Deployment", Name: "web"}}
+	entry := func(ip string, port uint16, count uint64, verdict policy.Verdict) policy.ReportEntry {
+		return policy.ReportEntry{Direction: policy.Egress, Peer: netip.MustParseAddr(ip), Protocol: policy.TCP, Port: port, Count: count, Verdict: verdict}
+	}
+	clk.Step(10 * time.Minute)
+	for _, r := range []policy.Report{
+		{Revision: 2, Mode: policy.Monitor, Entries: []policy.ReportEntry{entry("10.2.0.5", 8000, 2, policy.Audit), entry("10.2.0.5", 8001, 5, policy.Allow)}},
+		{Revision: 2, Mode: policy.Monitor, Entries: []policy.ReportEntry{entry("10.2.0.5", 8000, 1, policy.Audit)}},
+		{Revision: 1, Mode: policy.Monitor, Entries: []policy.ReportEntry{entry("198.51.100.9", 443, 1, policy.Audit)}},
+	} {
+		if err := learner.Accept(ctx, id, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	auditAt := clk.Now()
+	learner.Flush(ctx)
+	if err := c.Get(ctx, key, &wp); err != nil {
+		t.Fatal(err)
+	}
+	wantDeny := []v1.FlowSummary{{Direction: policy.Egress, Peer: "workload:shop/Deployment/api", Address: "10.2.0.5", Protocol: policy.TCP,
+		Port: 8000, Count: 3, LastSeen: metav1.NewTime(auditAt)}}
+	if d := cmp.Diff(wantDeny, wp.Status.WouldDeny); d != "" || wp.Status.WouldDenyFlows != 1 {
+		t.Errorf("wouldDeny %d flows, want 1 (-want +got):\n%s", wp.Status.WouldDenyFlows, d)
+	}
+	if wp.Status.Coverage.Flows != 9 {
+		t.Errorf("coverage flows %d, want 9", wp.Status.Coverage.Flows)
+	}
+
+	// Two hours on, the quiet period after the audit is over, but the would-deny flow blocks Protect.
+	st = reconcileAt(2*time.Hour+time.Minute, 2, 2)
+	if wp.Spec.Mode != policy.Monitor || !strings.Contains(st.PromotionBlocked, "1 flows Protect would deny") {
+		t.Fatalf("would deny: mode %s, promotionBlocked %q; want Monitor, blocked by the flow", wp.Spec.Mode, st.PromotionBlocked)
+	}
+	if len(st.WouldDeny) != 1 || st.Coverage.ObservedHours != 2 || !st.Coverage.Complete {
+		t.Errorf("would deny: %d listed, coverage %+v; want the flow kept and two complete hours", len(st.WouldDeny), st.Coverage)
+	}
+
+	// A rule for the flow (revision 3) restarts the window: the flow is gone with the old rules, every
+	// pod has its sidecar, and the quiet period since the audit is over: Protect.
+	st = reconcileAt(0, 2, 3)
+	if wp.Spec.Mode != policy.Protect || st.WouldDeny != nil || st.WouldDenyFlows != 0 {
+		t.Fatalf("rules changed: mode %s, wouldDeny %v (%d); want Protect, none", wp.Spec.Mode, st.WouldDeny, st.WouldDenyFlows)
+	}
+	promoted(t, c, key.Name, "Monitor to Protect", "none Protect would deny")
+}
+
+// owned waits until the cache names the owner of a pod address.
+func owned(ctx context.Context, r client.Reader, ip string) error {
+	o, err := resolve.OwnerOf(ctx, r, nil, netip.MustParseAddr(ip))
+	if err != nil || o.Kind != resolve.OwnerWorkload {
+		return fmt.Errorf("%s not owned by a workload yet (%v)", ip, err)
+	}
+	return nil
+}
+
+// promoted waits for a Promoted Event on the policy whose note contains every want.
+func promoted(t *testing.T, c client.Client, policyName string, want ...string) {
+	t.Helper()
+	testutil.Await(t, "Promoted event", 10*time.Second, func() error {
+		var list eventsv1.EventList
+		if err := c.List(context.Background(), &list, client.InNamespace("shop")); err != nil {
+			return err
+		}
+		var seen []string
+	events:
+		for _, e := range list.Items {
+			if e.Regarding.Kind != "WorkloadPolicy" || e.Regarding.Name != policyName || e.Reason != ReasonPromoted || e.Type != "Normal" {
+				continue
+			}
+			for _, w := range want {
+				if !strings.Contains(e.Note, w) {
+					seen = append(seen, e.Note)
+					continue events
+				}
+			}
+			return nil
+		}
+		return fmt.Errorf("no Promoted event with %q (saw %q)", want, seen)
+	})
+}
