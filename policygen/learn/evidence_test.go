@@ -197,3 +197,122 @@ func promoted(t *testing.T, c client.Client, policyName string, want ...string) 
 		return fmt.Errorf("no Promoted event with %q (saw %q)", want, seen)
 	})
 }
+
+func TestMeasure(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) metav1.Time { return metav1.NewTime(t0.Add(d)) }
+	flow := func(peer string, seen time.Duration) v1.FlowSummary {
+		return v1.FlowSummary{Direction: policy.Egress, Peer: peer, Count: 1, LastSeen: at(seen)}
+	}
+	type look struct {
+		now               time.Duration
+		revision          int64
+		sidecars          int32
+		pods, settled     int32
+		observed, gap     int32
+		complete          bool
+		since             time.Duration
+		wouldDeny, listed int32
+	}
+	tests := []struct {
+		name  string
+		deny  []v1.FlowSummary
+		flows int32
+		looks []look
+	}{
+		{"every pod reports: whole hours observed",
+			nil, 0, []look{
+				{now: 0, revision: 1, sidecars: 2, pods: 2, settled: 0, complete: true},
+				{now: 59 * time.Minute, revision: 1, sidecars: 2, pods: 2, settled: 2, complete: true},
+				{now: 3*time.Hour + time.Minute, revision: 1, sidecars: 2, pods: 2, settled: 2, observed: 3, complete: true},
+			}},
+		{"a gap counts its hour at once, and once",
+			nil, 0, []look{
+				{now: 0, revision: 1, sidecars: 2, pods: 2, settled: 2, complete: true},
+				{now: 90 * time.Minute, revision: 1, sidecars: 1, pods: 2, settled: 2, observed: 0, gap: 2},
+				{now: 100 * time.Minute, revision: 1, sidecars: 1, pods: 2, settled: 2, observed: 0, gap: 2},
+				{now: 150 * time.Minute, revision: 1, sidecars: 2, pods: 2, settled: 2, observed: 0, gap: 2},
+				{now: 200 * time.Minute, revision: 1, sidecars: 2, pods: 2, settled: 2, observed: 1, gap: 2},
+			}},
+		{"a young pod has time to subscribe, but is not reported yet",
+			nil, 0, []look{
+				{now: 0, revision: 1, sidecars: 2, pods: 3, settled: 2, observed: 0, gap: 0},
+			}},
+		{"no pod is no coverage",
+			nil, 0, []look{
+				{now: 0, revision: 1, pods: 0, gap: 1},
+			}},
+		{"a revision change restarts the window and drops older would-deny flows",
+			[]v1.FlowSummary{flow("b", 2 * time.Hour), flow("a", time.Hour)}, 40, []look{
+				{now: 0, revision: 1, sidecars: 1, pods: 1, settled: 1, complete: true, wouldDeny: 40, listed: 2},
+				{now: 90 * time.Minute, revision: 2, sidecars: 1, pods: 1, settled: 1, complete: true, since: 90 * time.Minute, wouldDeny: 1, listed: 1},
+				{now: 3 * time.Hour, revision: 3, sidecars: 1, pods: 1, settled: 1, complete: true, since: 3 * time.Hour},
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &v1.WorkloadPolicyStatus{ModeSince: &metav1.Time{Time: t0}, WouldDeny: tc.deny, WouldDenyFlows: tc.flows}
+			var prev int64
+			for i, l := range tc.looks {
+				st.Revision, st.Sidecars = l.revision, l.sidecars
+				measure(st, prev, l.pods, l.settled, t0.Add(l.now))
+				prev = st.Revision
+				c := st.Coverage
+				if c.ObservedHours != l.observed || c.GapHours != l.gap || c.Complete != l.complete || !c.Since.Time.Equal(t0.Add(l.since)) ||
+					c.Pods != l.pods || c.Reported != min(l.pods, l.sidecars) {
+					t.Errorf("look %d: coverage %+v, want %+v", i, c, l)
+				}
+				if st.WouldDenyFlows != l.wouldDeny || int32(len(st.WouldDeny)) != l.listed {
+					t.Errorf("look %d: %d would-deny flows, %d listed; want %d, %d", i, st.WouldDenyFlows, len(st.WouldDeny), l.wouldDeny, l.listed)
+				}
+			}
+		})
+	}
+}
+
+func TestSightingAddTo(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	seen := func(d time.Duration) metav1.Time { return metav1.NewTime(t0.Add(d)) }
+	st := &v1.WorkloadPolicyStatus{Revision: 5}
+	s := &sighting{first: t0, flows: 3, deny: map[flowKey]*v1.FlowSummary{}}
+	if s.addTo(st) {
+		t.Fatal("added before the promoter opened a window")
+	}
+	st.Coverage = &v1.Coverage{Since: seen(time.Minute)}
+	deny := func(rev int64, port int32, at time.Duration) {
+		s.add(0, map[flowKey]*v1.FlowSummary{{rev, policy.Egress, "cidr:192.0.2.1/32", policy.TCP, port}: {Direction: policy.Egress,
+			Peer: "cidr:192.0.2.1/32", Protocol: policy.TCP, Port: port, Count: 1, LastSeen: seen(at)}})
+	}
+	deny(4, 1, 2*time.Minute) // an older revision's
+	deny(5, 2, 0)             // before the window
+	for p := range MaxWouldDeny + 3 {
+		deny(6, int32(100+p), time.Duration(10+p)*time.Minute) // a later revision than status knows
+	}
+	deny(6, 100, time.Hour) // seen again, latest
+	if !s.addTo(st) {
+		t.Fatal("nothing added")
+	}
+	if st.Coverage.Flows != 0 {
+		t.Errorf("flows %d counted from reports before the window, want 0", st.Coverage.Flows)
+	}
+	if len(st.WouldDeny) != MaxWouldDeny || st.WouldDenyFlows != MaxWouldDeny+3 {
+		t.Fatalf("%d listed, %d counted; want %d, %d", len(st.WouldDeny), st.WouldDenyFlows, MaxWouldDeny, MaxWouldDeny+3)
+	}
+	if f := st.WouldDeny[0]; f.Port != 100 || f.Count != 2 || !f.LastSeen.Equal(&metav1.Time{Time: t0.Add(time.Hour)}) {
+		t.Errorf("first listed %+v, want port 100 seen twice, last at 1h", f)
+	}
+	// Listed: port 100 (seen again), then 134 down to 104; 101 to 103, the oldest, fell off.
+	if last := st.WouldDeny[MaxWouldDeny-1]; last.Port != 104 {
+		t.Errorf("last listed port %d, want 104 (most recent first, the oldest fell off)", last.Port)
+	}
+	// Beyond maxPendingDenies flows are counted, not named.
+	s = &sighting{first: t0.Add(time.Hour), flows: 7, deny: map[flowKey]*v1.FlowSummary{}}
+	for p := range maxPendingDenies + 2 {
+		deny(5, int32(1000+p), time.Hour)
+	}
+	before := st.WouldDenyFlows
+	s.addTo(st)
+	if st.WouldDenyFlows != before+maxPendingDenies+2 || st.Coverage.Flows != 7 {
+		t.Errorf("would-deny flows %d (was %d), window flows %d; want %d more and 7", st.WouldDenyFlows, before, st.Coverage.Flows, maxPendingDenies+2)
+	}
+}
