@@ -243,7 +243,7 @@ func TestMeasure(t *testing.T) {
 				{now: 0, revision: 1, pods: 0, gap: 1},
 			}},
 		{"a revision change restarts the window and drops older would-deny flows",
-			[]v1.FlowSummary{flow("b", 2 * time.Hour), flow("a", time.Hour)}, 40, []look{
+			[]v1.FlowSummary{flow("b", 2*time.Hour), flow("a", time.Hour)}, 40, []look{
 				{now: 0, revision: 1, sidecars: 1, pods: 1, settled: 1, complete: true, wouldDeny: 40, listed: 2},
 				{now: 90 * time.Minute, revision: 2, sidecars: 1, pods: 1, settled: 1, complete: true, since: 90 * time.Minute, wouldDeny: 1, listed: 1},
 				{now: 3 * time.Hour, revision: 3, sidecars: 1, pods: 1, settled: 1, complete: true, since: 3 * time.Hour},
