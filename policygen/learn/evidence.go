@@ -309,7 +309,9 @@ func evidenceNote(st *v1.WorkloadPolicyStatus) string {
 		c.Reported, c.Pods, c.Since.UTC().Format(time.RFC3339), c.ObservedHours, c.Flows)
 }
 
-// cover measures st's coverage at now from the workload's pods in the cache.
+// cover measures st's coverage at now from the workload's pods in the cache: those not finished, of
+// which the ones not terminating and older than Stale (the replicas' status TTL) must have a sidecar
+// subscribed by now.
 func (p *Promoter) cover(ctx context.Context, wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus, now time.Time) error {
 	k := workload.Key{Namespace: wp.Namespace, Kind: wp.Spec.Workload.Kind, Name: wp.Spec.Workload.Name}
 	list, err := resolve.WorkloadPods(ctx, p.cache, k)
