@@ -117,8 +117,7 @@ func (p *Promoter) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 		note := evidenceNote(st)
 		log.FromContext(ctx).Info("mode promoted", "from", from, "to", next, "since", st.ModeSince.Time, "evidence", note)
 		if p.opts.Events != nil {
-			p.opts.Events.Eventf(&wp, nil, corev1.EventTypeNormal, ReasonPromoted, "Promote", "%s to %s: quiet since %s; %s",
-				from, next, st.ModeSince.UTC().Format(time.RFC3339), note)
+			p.opts.Events.Eventf(&wp, nil, corev1.EventTypeNormal, ReasonPromoted, "Promote", "%s to %s after its quiet period: %s", from, next, note)
 		}
 		st.Mode, st.ModeSince = next, &metav1.Time{Time: now}
 		pods := st.Coverage.Pods // all of them reported: Promote saw the coverage complete

@@ -154,7 +154,7 @@ function showEvidence(p) {
   $("coverage").textContent = coverageInWords(p.coverage);
   $("promotion-blocked").textContent = "Automatic promotion waits: " + p.promotionBlocked + ".";
   $("promotion-blocked").hidden = !p.promotionBlocked;
-  $("would-deny-note").textContent = wouldDenyInWords(p.wouldDenyFlows) +
+  $("would-deny-note").textContent = wouldDenyInWords(p.wouldDenyFlows, p.mode) +
     (p.wouldDenyFlows > p.wouldDeny.length ? " The " + p.wouldDeny.length + " most recent:" : "");
   $("would-deny-note").className = p.wouldDenyFlows > 0 ? "bad" : "";
   const body = $("would-deny").tBodies[0];
@@ -172,9 +172,10 @@ function coverageInWords(c) {
     c.flows + " connections; " + (c.complete ? "complete." : "incomplete.");
 }
 
-// wouldDenyInWords counts the flows of the window that Protect would refuse.
-function wouldDenyInWords(n) {
-  return "Protect would deny " + (n ? n + (n === 1 ? " flow" : " flows") + " of this window." : "no flow of this window.");
+// wouldDenyInWords counts the flows of the window that Protect would refuse (in Protect: refused).
+function wouldDenyInWords(n, mode) {
+  const flows = n ? n + (n === 1 ? " flow" : " flows") + " of this window." : "no flow of this window.";
+  return (mode === "Protect" ? "Protect denied " : "Protect would deny ") + flows;
 }
 
 async function acceptProposal(name) {

@@ -192,7 +192,7 @@ function showNode(n) {
     box.appendChild(el("p", "Rules: " + (r.manifest || 0) + " from the manifest, " + (r.learned || 0) + " learned, " + (r.user || 0) + " by people."));
     box.appendChild(el("p", "Sidecars in sync: " + (n.inSync || 0) + " / " + (n.sidecars || 0) + "."));
     box.appendChild(el("p", coverageInWords(n.coverage)));
-    box.appendChild(el("p", wouldDenyInWords(n.wouldDenyFlows), n.wouldDenyFlows ? "bad" : ""));
+    box.appendChild(el("p", wouldDenyInWords(n.wouldDenyFlows, n.mode), n.wouldDenyFlows ? "bad" : ""));
     for (const p of n.pods || []) box.appendChild(podState(p, n.mode));
     box.appendChild(policyLink(n.namespace, n.policy));
   } else {
