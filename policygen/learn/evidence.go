@@ -24,21 +24,23 @@ import (
 	"podwall.io/podwall/policygen/workload"
 )
 
-// The evidence an automatic promotion waits for, besides its quiet period: every pod of the workload
-// reported through the window (status.coverage), and no flow of the window that Protect would refuse
-// (status.wouldDeny). The window is the current mode's, restarted when the policy's revision changes.
-// Every replica's learner adds what its reports show (flows counted, would-deny flows); the leader's
-// promoter measures the coverage, restarts the window and prunes what fell out of it.
-
 // maxPendingDenies bounds the distinct would-deny flows held per workload between flushes; those
 // beyond it are counted, unnamed.
 const maxPendingDenies = 256
+
+// MaxWouldDeny bounds status.wouldDeny.
+const MaxWouldDeny = 32
 
 // ReasonPromoted is the reason of the Event recorded on a WorkloadPolicy at each automatic promotion.
 const ReasonPromoted = "Promoted"
 
 // evidence gathers, between the learner's flushes, what each workload's reports add to the promotion
-// evidence, and writes it into the policies' status.
+// evidence, and writes it into the policies' status. The evidence an automatic promotion waits for,
+// besides its quiet period: every pod of the workload reported through the window (status.coverage),
+// and no flow of the window that Protect would refuse (status.wouldDeny). The window is the current
+// mode's, restarted when the policy's revision changes. Every replica's learner adds what its reports
+// show (flows counted, would-deny flows); the leader's promoter measures the coverage (measure),
+// restarts the window and drops what fell out of it.
 type evidence struct {
 	writer     client.Client
 	api, cache client.Reader
@@ -224,9 +226,6 @@ func (s *sighting) addTo(st *v1.WorkloadPolicyStatus) bool {
 	}
 	return changed
 }
-
-// MaxWouldDeny bounds status.wouldDeny.
-const MaxWouldDeny = 32
 
 // measure updates st.Coverage at now for a workload running pods pods, of which settled are old
 // enough (and not terminating) that their sidecars must have subscribed, with prevRevision the

@@ -316,3 +316,44 @@ func TestSightingAddTo(t *testing.T) {
 		t.Errorf("would-deny flows %d (was %d), window flows %d; want %d more and 7", st.WouldDenyFlows, before, st.Coverage.Flows, maxPendingDenies+2)
 	}
 }
+
+// FuzzMeasure looks at a window at arbitrary times, revisions, pods and subscribers, and checks what
+// must hold whatever happens: every whole hour counted once (the one under way at most in advance),
+// no more pods reported than run, complete only without a gap, and never fewer would-deny flows
+// counted than listed.
+func FuzzMeasure(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 2, 2, 61, 1, 2, 1, 2, 3, 2, 2, 2, 2})
+	f.Add([]byte{10, 0, 0, 0, 0, 200, 5, 3, 3, 1})
+	f.Fuzz(func(t *testing.T, steps []byte) {
+		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		st := &v1.WorkloadPolicyStatus{ModeSince: &metav1.Time{Time: t0}, WouldDenyFlows: 3,
+			WouldDeny: []v1.FlowSummary{{Peer: "a", LastSeen: metav1.NewTime(t0)}, {Peer: "b", LastSeen: metav1.NewTime(t0.Add(time.Hour))}}}
+		now := t0
+		var prev int64
+		for ; len(steps) >= 5; steps = steps[5:] {
+			now = now.Add(time.Duration(steps[0]) * time.Minute)
+			if steps[1]%7 == 0 {
+				st.ModeSince = &metav1.Time{Time: now} // a mode change
+			}
+			st.Revision, st.Sidecars = int64(steps[1]%4), int32(steps[2]%5)
+			pods := int32(steps[3] % 5)
+			settled := min(pods, int32(steps[4]%5))
+			measure(st, prev, pods, settled, now)
+			prev = st.Revision
+			c := st.Coverage
+			elapsed := int32(now.Sub(c.Since.Time) / time.Hour)
+			if n := c.ObservedHours + c.GapHours; n != elapsed && n != elapsed+1 {
+				t.Fatalf("at %v: %d hours counted of a window %d whole hours long (%+v)", now.Sub(t0), n, elapsed, c)
+			}
+			if c.Since.After(now) || c.Reported > c.Pods || c.Pods != pods {
+				t.Fatalf("at %v: coverage %+v with %d pods", now.Sub(t0), c, pods)
+			}
+			if c.Complete && (c.GapHours > 0 || c.Reported != c.Pods || c.Pods == 0) {
+				t.Fatalf("at %v: complete with a gap or a silent pod: %+v", now.Sub(t0), c)
+			}
+			if int(st.WouldDenyFlows) < len(st.WouldDeny) {
+				t.Fatalf("%d would-deny flows counted, %d listed", st.WouldDenyFlows, len(st.WouldDeny))
+			}
+		}
+	})
+}
