@@ -63,8 +63,8 @@ func Promote(spec *v1.WorkloadPolicySpec, st *v1.WorkloadPolicyStatus, now time.
 	if last != nil && last.After(since) {
 		since = last.Time
 	}
-	if wait := since.Add(quiet).Sub(now); wait > 0 || blocked != "" {
-		return mode, max(wait, 0), blocked
+	if left := since.Add(quiet).Sub(now); left > 0 || blocked != "" {
+		return mode, max(left, 0), blocked
 	}
 	return next, 0, ""
 }
