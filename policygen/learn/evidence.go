@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
@@ -31,6 +32,10 @@ const maxPendingDenies = 256
 // MaxWouldDeny bounds status.wouldDeny.
 const MaxWouldDeny = 32
 
+// countEvery is how long connections alone (no would-deny flow) wait before they are added to
+// status.coverage.flows: a count is not worth a status write per workload every flush.
+const countEvery = time.Minute
+
 // ReasonPromoted is the reason of the Event recorded on a WorkloadPolicy at each automatic promotion.
 const ReasonPromoted = "Promoted"
 
@@ -44,6 +49,7 @@ const ReasonPromoted = "Promoted"
 type evidence struct {
 	writer     client.Client
 	api, cache client.Reader
+	clock      clock.PassiveClock
 	log        logr.Logger
 
 	mu      sync.Mutex
@@ -67,8 +73,8 @@ type flowKey struct {
 	port     int32
 }
 
-func newEvidence(writer client.Client, api, cache client.Reader, log logr.Logger) *evidence {
-	return &evidence{writer: writer, api: api, cache: cache, log: log, pending: map[workload.Key]*sighting{}}
+func newEvidence(writer client.Client, api, cache client.Reader, clk clock.PassiveClock, log logr.Logger) *evidence {
+	return &evidence{writer: writer, api: api, cache: cache, clock: clk, log: log, pending: map[workload.Key]*sighting{}}
 }
 
 // observe adds a report that came at now: its connections, and its entries audited or denied, which
@@ -137,19 +143,30 @@ func (e *evidence) peerName(ctx context.Context, en policy.ReportEntry) string {
 	return "cidr:" + netip.PrefixFrom(en.Peer, en.Peer.BitLen()).String()
 }
 
-// flush writes what is pending into the policies' status; what fails to write is kept for the next
-// flush.
+// flush writes what is due into the policies' status (would-deny flows at once, connections alone
+// every countEvery); what is not due or fails to write is kept for the next flush.
 func (e *evidence) flush(ctx context.Context) {
 	e.mu.Lock()
 	todo := e.pending
 	e.pending = map[workload.Key]*sighting{}
 	e.mu.Unlock()
+	now := e.clock.Now()
 	for k, s := range todo {
+		if !s.due(now) {
+			e.requeue(k, s)
+			continue
+		}
 		if err := e.write(ctx, k, s); err != nil {
 			e.log.Error(err, "write promotion evidence", "workload", k.String())
 			e.requeue(k, s)
 		}
 	}
+}
+
+// due says the sighting is worth a status write at now: it holds a would-deny flow, or connections
+// counted for countEvery.
+func (s *sighting) due(now time.Time) bool {
+	return len(s.deny) > 0 || s.more > 0 || now.Sub(s.first) >= countEvery
 }
 
 func (e *evidence) requeue(k workload.Key, s *sighting) {

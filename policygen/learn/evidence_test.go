@@ -278,13 +278,19 @@ func TestSightingAddTo(t *testing.T) {
 	if s.addTo(st) {
 		t.Fatal("added before the promoter opened a window")
 	}
+	if s.due(t0.Add(countEvery-time.Second)) || !s.due(t0.Add(countEvery)) {
+		t.Error("connections alone are due for a write only after countEvery")
+	}
 	st.Coverage = &v1.Coverage{Since: seen(time.Minute)}
 	deny := func(rev int64, port int32, at time.Duration) {
 		s.add(0, map[flowKey]*v1.FlowSummary{{rev, policy.Egress, "cidr:192.0.2.1/32", policy.TCP, port}: {Direction: policy.Egress,
 			Peer: "cidr:192.0.2.1/32", Protocol: policy.TCP, Port: port, Count: 1, LastSeen: seen(at)}})
 	}
 	deny(4, 1, 2*time.Minute) // an older revision's
-	deny(5, 2, 0)             // before the window
+	if !s.due(t0) {
+		t.Error("a would-deny flow is not due for a write at once")
+	}
+	deny(5, 2, 0) // before the window
 	for p := range MaxWouldDeny + 3 {
 		deny(6, int32(100+p), time.Duration(10+p)*time.Minute) // a later revision than status knows
 	}

@@ -84,7 +84,7 @@ func NewLearner(writer client.Client, api, cache client.Reader, opts LearnerOpti
 		opts.Registerer.MustRegister(dropped)
 	}
 	return &Learner{writer: writer, api: api, cache: cache, opts: opts, log: log, dropped: dropped, pending: map[workload.Key]*batch{},
-		evidence: newEvidence(writer, api, cache, log)}
+		evidence: newEvidence(writer, api, cache, opts.Clock, log)}
 }
 
 // Accept queues a validated report of id's workload.
