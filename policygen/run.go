@@ -176,7 +176,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 	if err := gen.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("generator: %w", err)
 	}
-	prom := learn.NewPromoter(mgr.GetClient(), learn.PromoteOptions{
+	prom := learn.NewPromoter(mgr.GetClient(), mgr.GetCache(), learn.PromoteOptions{
 		LearnQuiet: opts.LearnQuiet, MonitorQuiet: opts.MonitorQuiet, Stale: opts.ReplicaStatusTTL,
 		CanaryWindow: opts.CanaryWindow, Events: mgr.GetEventRecorder("podwall-policygen"),
 	})

@@ -329,6 +329,12 @@ type WorkloadPolicyStatus struct {
 	WouldDeny []FlowSummary `json:"wouldDeny,omitempty"`
 	// +optional
 	WouldDenyFlows int32 `json:"wouldDenyFlows"`
+	// PromotionBlocked says what the automatic promotion out of the current mode waits for besides its
+	// quiet period: the pods without a reporting sidecar, the gap hours, the would-deny flows. Empty
+	// when nothing is missing or no automatic promotion applies.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	PromotionBlocked string `json:"promotionBlocked,omitempty"`
 	// Canary is the state of the canary rollout that spec.canary asks for.
 	// +optional
 	Canary *CanaryStatus `json:"canary,omitempty"`

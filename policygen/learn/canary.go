@@ -53,7 +53,7 @@ func (p *Promoter) canary(ctx context.Context, wp *v1.WorkloadPolicy, st *v1.Wor
 		return 0
 	}
 	k := workload.Key{Namespace: wp.Namespace, Kind: wp.Spec.Workload.Kind, Name: wp.Spec.Workload.Name}
-	pods, err := resolve.WorkloadPods(ctx, p.client, k)
+	pods, err := resolve.WorkloadPods(ctx, p.cache, k)
 	if err != nil {
 		log.FromContext(ctx).Error(err, "list the workload's pods for its canary; the rollout stands as it is", "workload", k.String())
 		return p.opts.Stale

@@ -54,7 +54,7 @@ func TestCanaryRollout(t *testing.T) {
 			return err
 		}
 		events := mgr.GetEventRecorder("podwall-policygen")
-		prom = NewPromoter(mgr.GetClient(), PromoteOptions{MonitorQuiet: 2 * time.Hour, CanaryWindow: time.Hour, Events: events, Clock: clk})
+		prom = NewPromoter(mgr.GetClient(), mgr.GetCache(), PromoteOptions{MonitorQuiet: 2 * time.Hour, CanaryWindow: time.Hour, Events: events, Clock: clk})
 		learner = NewLearner(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetCache(), LearnerOptions{Clock: clk, Interval: time.Hour}, testr.New(t))
 		guard = NewCanaryGuard(learner, mgr.GetCache(), mgr.GetAPIReader(), mgr.GetClient(), events, testr.New(t))
 		return mgr.Add(hub)

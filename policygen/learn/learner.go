@@ -48,6 +48,8 @@ type Learner struct {
 	log    logr.Logger
 	// dropped counts observations refused because a batch was full.
 	dropped prometheus.Counter
+	// evidence gathers the reports' promotion evidence, written with each flush.
+	evidence *evidence
 
 	mu      sync.Mutex
 	pending map[workload.Key]*batch
@@ -81,7 +83,8 @@ func NewLearner(writer client.Client, api, cache client.Reader, opts LearnerOpti
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(dropped)
 	}
-	return &Learner{writer: writer, api: api, cache: cache, opts: opts, log: log, dropped: dropped, pending: map[workload.Key]*batch{}}
+	return &Learner{writer: writer, api: api, cache: cache, opts: opts, log: log, dropped: dropped, pending: map[workload.Key]*batch{},
+		evidence: newEvidence(writer, api, cache, opts.Clock, log)}
 }
 
 // Accept queues a validated report of id's workload.
@@ -108,6 +111,7 @@ func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.R
 		}
 		obs = append(obs, Observation{Direction: e.Direction, Addr: e.Peer, Peer: peer, Protocol: policy.Protocol(e.Protocol), Port: int32(e.Port)})
 	}
+	l.evidence.observe(ctx, id, r, l.opts.Clock.Now())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.pending[id.Workload]
@@ -156,6 +160,7 @@ func (l *Learner) Flush(ctx context.Context) {
 			l.requeue(k, b)
 		}
 	}
+	l.evidence.flush(ctx)
 }
 
 func (l *Learner) requeue(k workload.Key, b *batch) {

@@ -117,8 +117,9 @@ func TestLearnerAndPromoter(t *testing.T) {
 	}
 
 	// Promotion with the injected clock: Learn -> Monitor after an hour without learning, Monitor ->
-	// Protect after two hours without audits; an audit restarts the Monitor clock.
-	prom := NewPromoter(c, PromoteOptions{LearnQuiet: time.Hour, MonitorQuiet: 2 * time.Hour, Clock: clk})
+	// Protect after two hours without audits; an audit restarts the Monitor clock, and blocks the
+	// promotion until the rules change (revision 2) and restart the window (evidence_test.go).
+	prom := NewPromoter(c, mgr.GetCache(), PromoteOptions{LearnQuiet: time.Hour, MonitorQuiet: 2 * time.Hour, Clock: clk})
 	mode := func() policy.Mode {
 		t.Helper()
 		if _, err := prom.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
@@ -130,21 +131,23 @@ func TestLearnerAndPromoter(t *testing.T) {
 		return wp.Spec.Mode
 	}
 	steps := []struct {
-		advance time.Duration
-		audit   bool
-		want    policy.Mode
+		advance  time.Duration
+		audit    bool
+		revision int64
+		want     policy.Mode
 	}{
-		{0, false, policy.Learn}, // starts the clock
-		{59 * time.Minute, false, policy.Learn},
-		{time.Minute, false, policy.Monitor},
-		{90 * time.Minute, true, policy.Monitor}, // an audit at 1h30 into Monitor
-		{90 * time.Minute, false, policy.Monitor},
-		{30 * time.Minute, false, policy.Protect},
+		{0, false, 1, policy.Learn}, // starts the clock
+		{59 * time.Minute, false, 1, policy.Learn},
+		{time.Minute, false, 1, policy.Monitor},
+		{90 * time.Minute, true, 1, policy.Monitor}, // an audit at 1h30 into Monitor
+		{90 * time.Minute, false, 2, policy.Monitor},
+		{30 * time.Minute, false, 2, policy.Protect},
 	}
 	for i, s := range steps {
 		clk.Step(s.advance)
+		subscribe(t, c, key, 1, s.revision, clk.Now())
 		if s.audit {
-			r := policy.Report{Entries: []policy.ReportEntry{entry(policy.Egress, "203.0.113.1", 25, policy.Audit)}}
+			r := policy.Report{Revision: s.revision, Entries: []policy.ReportEntry{entry(policy.Egress, "203.0.113.1", 25, policy.Audit)}}
 			if err := learner.Accept(ctx, id, &r); err != nil {
 				t.Fatal(err)
 			}

@@ -127,7 +127,7 @@ func TestLearnedCallersNarrowServiceIngress(t *testing.T) {
 	}
 
 	// An hour without learning promotes to Monitor: web's port is narrowed to the client, pub's stays.
-	prom := NewPromoter(c, PromoteOptions{LearnQuiet: time.Hour, Clock: clk})
+	prom := NewPromoter(c, mgr.GetCache(), PromoteOptions{LearnQuiet: time.Hour, Clock: clk})
 	for _, step := range []time.Duration{0, time.Hour} {
 		clk.Step(step)
 		// The generator writes the policy too: a conflict is retried, as the controller would.

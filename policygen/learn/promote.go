@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -34,65 +35,74 @@ type PromoteOptions struct {
 	// CanaryWindow is how long the canary pods of a policy with spec.canary enforce Protect without a
 	// deny before the rollout passes (1h).
 	CanaryWindow time.Duration
-	// Events records the Events of canary rollouts (the manager's recorder); nil records none.
-	Events events.EventRecorder
 	// Clock is the real clock unless a test injects one.
 	Clock clock.PassiveClock
+	// Events records each promotion and the canary rollouts' Events on their WorkloadPolicy (the
+	// manager's recorder); nil records none.
+	Events events.EventRecorder
 }
 
-// Promote decides a policy's next mode at now from the quiet periods, and how long until it should be
-// looked at again (0: no promotion is pending). The quiet period counts from the later of when the
-// mode began and the last learned flow (Learn) or violation (Monitor). A policy with spec.canary
-// leaves Monitor, with autoProtect, once its canary rollout passed instead (status.canary); a zero
-// MonitorQuiet turns that promotion off too.
-func Promote(spec *v1.WorkloadPolicySpec, st *v1.WorkloadPolicyStatus, now time.Time, o PromoteOptions) (policy.Mode, time.Duration) {
+// Promote decides a policy's next mode at now from the quiet periods and the evidence, how long until
+// it should be looked at again (0: no promotion is pending), and what evidence an automatic promotion
+// out of the mode lacks ("" for nothing, or when none applies). The quiet period counts from the later
+// of when the mode began and the last learned flow (Learn) or violation (Monitor); the evidence is
+// complete coverage and no would-deny flow (missingEvidence). A policy with spec.canary leaves
+// Monitor, with autoProtect, once its canary rollout passed (status.canary) and the evidence allows,
+// instead of after the quiet period; a zero MonitorQuiet turns that promotion off too.
+func Promote(spec *v1.WorkloadPolicySpec, st *v1.WorkloadPolicyStatus, now time.Time, o PromoteOptions) (next policy.Mode, wait time.Duration, blocked string) {
 	mode := cmp.Or(spec.Mode, policy.Learn)
 	if st.ModeSince == nil {
-		return mode, 0
+		return mode, 0, ""
 	}
 	var quiet time.Duration
 	var last *metav1.Time
-	var next policy.Mode
 	switch {
 	case mode == policy.Learn && o.LearnQuiet > 0:
 		quiet, last, next = o.LearnQuiet, st.LastLearned, policy.Monitor
 	case mode == policy.Monitor && spec.AutoProtect && o.MonitorQuiet > 0 && spec.Canary != nil:
-		if st.Canary != nil && st.Canary.State == v1.CanaryPassed {
-			return policy.Protect, 0
+		if st.Canary == nil || st.Canary.State != v1.CanaryPassed {
+			return mode, 0, ""
 		}
-		return mode, 0
+		if blocked = missingEvidence(st); blocked != "" {
+			return mode, 0, blocked
+		}
+		return policy.Protect, 0, ""
 	case mode == policy.Monitor && spec.AutoProtect && o.MonitorQuiet > 0:
 		quiet, last, next = o.MonitorQuiet, st.LastViolation, policy.Protect
 	default:
-		return mode, 0
+		return mode, 0, ""
 	}
+	blocked = missingEvidence(st)
 	since := st.ModeSince.Time
 	if last != nil && last.After(since) {
 		since = last.Time
 	}
-	if wait := since.Add(quiet).Sub(now); wait > 0 {
-		return mode, wait
+	if left := since.Add(quiet).Sub(now); left > 0 || blocked != "" {
+		return mode, max(left, 0), blocked
 	}
-	return next, 0
+	return next, 0, ""
 }
 
 // Promoter is the leader's reconciler of WorkloadPolicy status and modes: it sums the replicas'
 // sidecar counts (by version too, and the outdated ones: of another version than policygen's own),
-// drops entries of replicas that are gone, counts rules, and promotes modes.
+// drops entries of replicas that are gone, counts rules, measures the window's coverage, and promotes
+// modes when the evidence allows, recording an Event.
 type Promoter struct {
 	client client.Client
+	cache  client.Reader
 	opts   PromoteOptions
 }
 
-// NewPromoter returns a promoter writing through c.
-func NewPromoter(c client.Client, opts PromoteOptions) *Promoter {
+// NewPromoter returns a promoter writing through c, finding the workloads' pods in cache (with the
+// resolve indexes).
+func NewPromoter(c client.Client, cache client.Reader, opts PromoteOptions) *Promoter {
 	opts.Stale = cmp.Or(opts.Stale, 30*time.Second)
 	opts.Version = cmp.Or(opts.Version, version.Version)
 	opts.CanaryWindow = cmp.Or(opts.CanaryWindow, time.Hour)
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	return &Promoter{client: c, opts: opts}
+	return &Promoter{client: c, cache: cache, opts: opts}
 }
 
 // SetupWithManager registers the promoter; it runs on the leader only.
@@ -110,14 +120,25 @@ func (p *Promoter) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	st := wp.Status.DeepCopy()
 	p.summarize(&wp, st, now)
 	canaryWait := p.canary(ctx, &wp, st, now)
-	next, wait := Promote(&wp.Spec, st, now, p.opts)
-	if next != cmp.Or(wp.Spec.Mode, policy.Learn) {
+	if err := p.cover(ctx, &wp, st, now); err != nil {
+		return reconcile.Result{}, err
+	}
+	next, wait, blocked := Promote(&wp.Spec, st, now, p.opts)
+	st.PromotionBlocked = blocked
+	if from := cmp.Or(wp.Spec.Mode, policy.Learn); next != from {
 		wp.Spec.Mode = next
 		if err := p.client.Update(ctx, &wp); err != nil {
 			return reconcile.Result{}, fmt.Errorf("promote to %s: %w", next, err)
 		}
-		log.FromContext(ctx).Info("mode promoted", "from", st.Mode, "to", next, "since", st.ModeSince.Time)
+		note := evidenceNote(st)
+		log.FromContext(ctx).Info("mode promoted", "from", from, "to", next, "since", st.ModeSince.Time, "evidence", note)
+		if p.opts.Events != nil {
+			p.opts.Events.Eventf(&wp, nil, corev1.EventTypeNormal, ReasonPromoted, "Promote", "%s to %s after %s: %s", from, next, promotedAfter(&wp.Spec, from), note)
+		}
 		st.Mode, st.ModeSince = next, &metav1.Time{Time: now}
+		pods := st.Coverage.Pods // all of them reported: Promote saw the coverage complete
+		st.Coverage = nil        // the new mode's window opens now
+		measure(st, st.Revision, pods, pods, now)
 		wait = 0
 	}
 	if !equality.Semantic.DeepEqual(st, &wp.Status) {
@@ -126,7 +147,8 @@ func (p *Promoter) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 			return reconcile.Result{}, fmt.Errorf("update status: %w", err)
 		}
 	}
-	if len(st.Replicas) > 0 && (wait == 0 || wait > p.opts.Stale) {
+	// Subscribers come and go, and coverage is counted by the hour: look again while either matters.
+	if (len(st.Replicas) > 0 || blocked != "") && (wait == 0 || wait > p.opts.Stale) {
 		wait = p.opts.Stale
 	}
 	if canaryWait > 0 && (wait == 0 || wait > canaryWait) {
@@ -166,4 +188,12 @@ func (p *Promoter) summarize(wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus,
 		fresh = nil
 	}
 	st.Replicas = fresh
+}
+
+// promotedAfter says what a promotion out of mode from waited for.
+func promotedAfter(spec *v1.WorkloadPolicySpec, from policy.Mode) string {
+	if from == policy.Monitor && spec.Canary != nil {
+		return "its canary rollout passed"
+	}
+	return "its quiet period"
 }

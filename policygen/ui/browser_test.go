@@ -51,6 +51,7 @@ func testBrowser(t *testing.T, w *world) {
 	t.Run("workloads", func(t *testing.T) { checkWorkloads(t, ctx, w) })
 	t.Run("live", func(t *testing.T) { checkLive(t, ctx, w) })
 	t.Run("policy read-only", func(t *testing.T) { checkReadOnlyPolicy(t, ctx, w) })
+	t.Run("evidence", func(t *testing.T) { checkEvidence(t, ctx, w) })
 	t.Run("map", func(t *testing.T) { checkMap(t, ctx, w) })
 	t.Run("map offline", func(t *testing.T) { checkMapOffline(t, ctx, w) })
 	t.Run("flows", func(t *testing.T) { checkFlows(t, ctx, w) })

@@ -45,7 +45,8 @@ type Node struct {
 	Kind   string `json:"kind"`
 	Parent string `json:"parent,omitempty"`
 	// For a workload with a policy: the policy's namespace and name (its page), its mode, rules by
-	// origin, sidecars in sync, and the states its pods reported to this replica.
+	// origin, sidecars in sync, the states its pods reported to this replica, and the evidence for
+	// promotion (coverage, would-deny flows).
 	Namespace string                `json:"namespace,omitempty"`
 	Policy    string                `json:"policy,omitempty"`
 	Mode      policy.Mode           `json:"mode,omitempty"`
@@ -53,6 +54,8 @@ type Node struct {
 	Sidecars  int32                 `json:"sidecars,omitempty"`
 	InSync    int32                 `json:"inSync,omitempty"`
 	Pods      []PodState            `json:"pods,omitempty"`
+	Coverage  *v1.Coverage          `json:"coverage,omitempty"`
+	WouldDeny int32                 `json:"wouldDenyFlows,omitempty"`
 }
 
 // Edge verdicts: allowed by a manifest or user rule, allowed by a learned rule (or in Learn mode),
@@ -97,7 +100,7 @@ func BuildGraph(window string, policies []v1.WorkloadPolicy, flows []FlowCount, 
 		g.policies[self] = p
 		g.nodes[self] = Node{ID: self, Label: shortName(k.Kind, k.Name), Kind: KindWorkload, Parent: g.group(k.Namespace),
 			Namespace: p.Namespace, Policy: p.Name, Mode: modeOf(p), Rules: CountByOrigin(&p.Spec),
-			Sidecars: p.Status.Sidecars, InSync: p.Status.SidecarsInSync, Pods: pods(k)}
+			Sidecars: p.Status.Sidecars, InSync: p.Status.SidecarsInSync, Pods: pods(k), Coverage: p.Status.Coverage, WouldDeny: p.Status.WouldDenyFlows}
 	}
 	for self, p := range g.policies {
 		for dir, rules := range map[string][]v1.Rule{"ingress": p.Spec.Ingress, "egress": p.Spec.Egress} {

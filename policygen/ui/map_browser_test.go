@@ -203,7 +203,9 @@ func checkEdgeToRule(t *testing.T, ctx context.Context) {
 	if err := chromedp.Do(ctx, chromedp.Click("#map-details a.policy-link")); err != nil {
 		t.Fatal(err)
 	}
-	title, err := chromedp.Run(ctx, chromedp.Poll[string](`location.hash === '#/policy/shop/deployment-web' && document.getElementById('policy-title').textContent`,
+	// The page shown before may still be rendered: wait for web's title.
+	title, err := chromedp.Run(ctx, chromedp.Poll[string](`location.hash === '#/policy/shop/deployment-web' &&
+		document.getElementById('policy-title').textContent.startsWith('shop / Deployment/web') && document.getElementById('policy-title').textContent`,
 		chromedp.WithPollingTimeout(5*time.Second)))
 	if err != nil || !strings.HasPrefix(title, "shop / Deployment/web") {
 		t.Errorf("the edge's policy link led to %q (%v), want web's policy page", title, err)
@@ -219,7 +221,8 @@ func checkNodeDetails(t *testing.T, ctx context.Context) {
 	if err != nil {
 		t.Fatalf("node details: %v", err)
 	}
-	for _, want := range []string{"shop/Deployment/api", "Mode: Monitor", "Sidecars in sync:", "Policy shop/deployment-api"} {
+	for _, want := range []string{"shop/Deployment/api", "Mode: Monitor", "Sidecars in sync:", "Coverage since", "Protect would deny ",
+		"Policy shop/deployment-api"} {
 		if !strings.Contains(details, want) {
 			t.Errorf("node details say:\n%s\nwant %q", details, want)
 		}

@@ -104,6 +104,13 @@ type PolicyPage struct {
 	// Proposals are the manifest rules waiting to be accepted; PendingProposals counts them all.
 	Proposals        []ProposalView `json:"proposals"`
 	PendingProposals int32          `json:"pendingProposals"`
+	// The evidence for promotion, from status: the window's coverage (nil before policygen measured
+	// it), the flows Protect would deny (at most 32 listed of WouldDenyFlows), and what an automatic
+	// promotion waits for.
+	Coverage         *v1.Coverage     `json:"coverage"`
+	WouldDeny        []v1.FlowSummary `json:"wouldDeny"`
+	WouldDenyFlows   int32            `json:"wouldDenyFlows"`
+	PromotionBlocked string           `json:"promotionBlocked"`
 }
 
 // ProposalView is one proposal on the policy page.
@@ -141,7 +148,8 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, PolicyPage{Namespace: p.Namespace, Policy: p.Name, Workload: p.Spec.Workload.Kind + "/" + p.Spec.Workload.Name,
 		Mode: modeOf(&p), Revision: p.Status.Revision, Groups: Describe(&p.Spec), DNS: DNSInWords(&p.Spec), NetworkPolicy: np.String(), CanChangeMode: canPatch,
-		Proposals: proposals, PendingProposals: p.Status.PendingProposals})
+		Proposals: proposals, PendingProposals: p.Status.PendingProposals, Coverage: p.Status.Coverage,
+		WouldDeny: append([]v1.FlowSummary{}, p.Status.WouldDeny...), WouldDenyFlows: p.Status.WouldDenyFlows, PromotionBlocked: p.Status.PromotionBlocked})
 }
 
 func (s *Server) getFailed(w http.ResponseWriter, key types.NamespacedName, err error) {

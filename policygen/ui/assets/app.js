@@ -111,6 +111,7 @@ async function showPolicy(ns, name) {
   $("mode-note").textContent = p.canChangeMode ? "" :
     "read-only: your Kubernetes permissions do not let you patch this WorkloadPolicy";
   showProposals(p);
+  showEvidence(p);
   const groups = $("rule-groups");
   groups.replaceChildren();
   for (const g of p.groups) {
@@ -145,6 +146,36 @@ function showProposals(p) {
     list.appendChild(el("li", (p.pendingProposals - p.proposals.length) + " more not listed", "hint"));
   }
   $("proposals").hidden = p.pendingProposals === 0;
+}
+
+// showEvidence shows what promotion to the next mode goes on: the window's coverage, what Protect
+// would deny, and what an automatic promotion waits for.
+function showEvidence(p) {
+  $("coverage").textContent = coverageInWords(p.coverage);
+  $("promotion-blocked").textContent = "Automatic promotion waits: " + p.promotionBlocked + ".";
+  $("promotion-blocked").hidden = !p.promotionBlocked;
+  $("would-deny-note").textContent = wouldDenyInWords(p.wouldDenyFlows, p.mode) +
+    (p.wouldDenyFlows > p.wouldDeny.length ? " The " + p.wouldDeny.length + " most recent:" : "");
+  $("would-deny-note").className = p.wouldDenyFlows > 0 ? "bad" : "";
+  const body = $("would-deny").tBodies[0];
+  body.replaceChildren(...p.wouldDeny.map((f) => row([f.direction,
+    f.peer.startsWith("cidr:") || !f.address ? f.peer : f.peer + " (" + f.address + ")",
+    f.protocol + (f.port ? " " + f.port : ""), el("td", f.count, "num"), new Date(f.lastSeen).toLocaleString()])));
+  $("would-deny").hidden = p.wouldDeny.length === 0;
+}
+
+// coverageInWords says how much of the workload the current window observed.
+function coverageInWords(c) {
+  if (!c) return "Coverage: not measured yet.";
+  return "Coverage since " + new Date(c.since).toLocaleString() + ": " + c.reported + " of " + c.pods + " pods reported, " +
+    c.observedHours + " hours observed" + (c.gapHours ? ", " + c.gapHours + " with a pod unobserved" : "") + ", " +
+    c.flows + " connections; " + (c.complete ? "complete." : "incomplete.");
+}
+
+// wouldDenyInWords counts the flows of the window that Protect would refuse (in Protect: refused).
+function wouldDenyInWords(n, mode) {
+  const flows = n ? n + (n === 1 ? " flow" : " flows") + " of this window." : "no flow of this window.";
+  return (mode === "Protect" ? "Protect denied " : "Protect would deny ") + flows;
 }
 
 async function acceptProposal(name) {

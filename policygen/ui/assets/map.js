@@ -191,6 +191,8 @@ function showNode(n) {
     const r = n.rules || {};
     box.appendChild(el("p", "Rules: " + (r.manifest || 0) + " from the manifest, " + (r.learned || 0) + " learned, " + (r.user || 0) + " by people."));
     box.appendChild(el("p", "Sidecars in sync: " + (n.inSync || 0) + " / " + (n.sidecars || 0) + "."));
+    box.appendChild(el("p", coverageInWords(n.coverage)));
+    box.appendChild(el("p", wouldDenyInWords(n.wouldDenyFlows, n.mode), n.wouldDenyFlows ? "bad" : ""));
     for (const p of n.pods || []) box.appendChild(podState(p, n.mode));
     box.appendChild(policyLink(n.namespace, n.policy));
   } else {

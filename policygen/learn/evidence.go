@@ -1,0 +1,363 @@
+package learn
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
+	"podwall.io/podwall/policygen/policyapi"
+	"podwall.io/podwall/policygen/resolve"
+	"podwall.io/podwall/policygen/workload"
+)
+
+// maxPendingDenies bounds the distinct would-deny flows held per workload between flushes; those
+// beyond it are counted, unnamed.
+const maxPendingDenies = 256
+
+// MaxWouldDeny bounds status.wouldDeny.
+const MaxWouldDeny = 32
+
+// countEvery is how long connections alone (no would-deny flow) wait before they are added to
+// status.coverage.flows: a count is not worth a status write per workload every flush.
+const countEvery = time.Minute
+
+// ReasonPromoted is the reason of the Event recorded on a WorkloadPolicy at each automatic promotion.
+const ReasonPromoted = "Promoted"
+
+// evidence gathers, between the learner's flushes, what each workload's reports add to the promotion
+// evidence, and writes it into the policies' status. The evidence an automatic promotion waits for,
+// besides its quiet period: every pod of the workload reported through the window (status.coverage),
+// and no flow of the window that Protect would refuse (status.wouldDeny). The window is the current
+// mode's, restarted when the policy's revision changes. Every replica's learner adds what its reports
+// show (flows counted, would-deny flows); the leader's promoter measures the coverage (measure),
+// restarts the window and drops what fell out of it.
+type evidence struct {
+	writer     client.Client
+	api, cache client.Reader
+	clock      clock.PassiveClock
+	log        logr.Logger
+
+	mu      sync.Mutex
+	pending map[workload.Key]*sighting
+}
+
+// sighting is what a workload's reports showed since the last flush.
+type sighting struct {
+	first time.Time // when the earliest of these reports came
+	flows int64     // connections reported
+	deny  map[flowKey]*v1.FlowSummary
+	more  int32 // would-deny flows beyond maxPendingDenies
+}
+
+// flowKey is a would-deny flow and the revision its sidecar ran.
+type flowKey struct {
+	revision int64
+	dir      policy.Direction
+	peer     string
+	proto    policy.Protocol
+	port     int32
+}
+
+func newEvidence(writer client.Client, api, cache client.Reader, clk clock.PassiveClock, log logr.Logger) *evidence {
+	return &evidence{writer: writer, api: api, cache: cache, clock: clk, log: log, pending: map[workload.Key]*sighting{}}
+}
+
+// observe adds a report that came at now: its connections, and its entries audited or denied, which
+// are the flows Protect would refuse under the revision the sidecar ran.
+func (e *evidence) observe(ctx context.Context, id policyapi.Identity, r *policy.Report, now time.Time) {
+	var flows int64
+	denied := map[flowKey]*v1.FlowSummary{}
+	for _, en := range r.Entries {
+		flows += int64(en.Count)
+		if en.Verdict != policy.Audit && en.Verdict != policy.Deny {
+			continue
+		}
+		k := flowKey{r.Revision, en.Direction, e.peerName(ctx, en), en.Protocol, int32(en.Port)}
+		if f := denied[k]; f != nil {
+			f.Count += int64(en.Count)
+			continue
+		}
+		denied[k] = &v1.FlowSummary{Direction: en.Direction, Peer: k.peer, Address: en.Peer.String(), Protocol: en.Protocol,
+			Port: k.port, Count: int64(en.Count), LastSeen: metav1.NewTime(now)}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.pending[id.Workload]
+	if s == nil {
+		s = &sighting{first: now, deny: map[flowKey]*v1.FlowSummary{}}
+		e.pending[id.Workload] = s
+	}
+	s.add(flows, denied)
+}
+
+func (s *sighting) add(flows int64, denied map[flowKey]*v1.FlowSummary) {
+	s.flows += flows
+	for k, f := range denied {
+		held := s.deny[k]
+		switch {
+		case held != nil:
+			held.Count += f.Count
+			held.LastSeen = maxTime(held.LastSeen, f.LastSeen)
+		case len(s.deny) < maxPendingDenies:
+			s.deny[k] = f
+		default:
+			s.more++
+		}
+	}
+}
+
+// peerName names a reported peer as a policy names peers (FlowSummary.Peer): the workload, Service or
+// nodes holding the address, else the DNS name the pod resolved it from, else the address. A peer that
+// cannot be named now (the cache unreadable) goes by its address: the flow counts all the same.
+func (e *evidence) peerName(ctx context.Context, en policy.ReportEntry) string {
+	o, err := resolve.OwnerOf(ctx, e.cache, e.api, en.Peer)
+	if err != nil {
+		o = resolve.Owner{Addr: en.Peer}
+	}
+	switch o.Kind {
+	case resolve.OwnerWorkload:
+		return "workload:" + o.Workload.String()
+	case resolve.OwnerService:
+		return "service:" + o.Service.String()
+	case resolve.OwnerNodes:
+		return "nodes"
+	}
+	if en.Direction == policy.Egress && en.Evaluator != policyapi.QueryEvaluator && en.Name != "" && policy.ValidateName(en.Name) == nil {
+		return policy.NamePeer(en.Name)
+	}
+	return "cidr:" + netip.PrefixFrom(en.Peer, en.Peer.BitLen()).String()
+}
+
+// flush writes what is due into the policies' status (would-deny flows at once, connections alone
+// every countEvery); what is not due or fails to write is kept for the next flush.
+func (e *evidence) flush(ctx context.Context) {
+	e.mu.Lock()
+	todo := e.pending
+	e.pending = map[workload.Key]*sighting{}
+	e.mu.Unlock()
+	now := e.clock.Now()
+	for k, s := range todo {
+		if !s.due(now) {
+			e.requeue(k, s)
+			continue
+		}
+		if err := e.write(ctx, k, s); err != nil {
+			e.log.Error(err, "write promotion evidence", "workload", k.String())
+			e.requeue(k, s)
+		}
+	}
+}
+
+// due says the sighting is worth a status write at now: it holds a would-deny flow, or connections
+// counted for countEvery.
+func (s *sighting) due(now time.Time) bool {
+	return len(s.deny) > 0 || s.more > 0 || now.Sub(s.first) >= countEvery
+}
+
+func (e *evidence) requeue(k workload.Key, s *sighting) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cur := e.pending[k]
+	if cur == nil {
+		e.pending[k] = s
+		return
+	}
+	cur.first = minTime(cur.first, s.first)
+	cur.add(s.flows, s.deny)
+	cur.more += s.more
+}
+
+func (e *evidence) write(ctx context.Context, k workload.Key, s *sighting) error {
+	name := client.ObjectKey{Namespace: k.Namespace, Name: workload.PolicyName(k.Kind, k.Name)}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var p v1.WorkloadPolicy
+		if err := e.api.Get(ctx, name, &p); err != nil {
+			return err
+		}
+		if !s.addTo(&p.Status) {
+			return nil
+		}
+		return e.writer.Status().Update(ctx, &p)
+	})
+	if apierrors.IsNotFound(err) {
+		return nil // the workload has no policy: no promotion to prove
+	}
+	return err
+}
+
+// addTo adds the sighting to st, reporting whether it changed: its connections to the window's flow
+// count when the window began before them, and its would-deny flows seen in the window under the
+// policy's revision (or a later one that status has not caught up with) to wouldDeny, most recent
+// first, at most MaxWouldDeny listed. A flow that fell off the list and comes back is counted again:
+// wouldDenyFlows may overcount, never undercount.
+func (s *sighting) addTo(st *v1.WorkloadPolicyStatus) bool {
+	c := st.Coverage
+	if c == nil {
+		return false // the promoter has not opened a window yet
+	}
+	changed := false
+	if s.flows > 0 && !s.first.Before(c.Since.Time) {
+		c.Flows += s.flows
+		changed = true
+	}
+	for k, f := range s.deny {
+		if k.revision < st.Revision || f.LastSeen.Before(&c.Since) {
+			continue
+		}
+		changed = true
+		i := slices.IndexFunc(st.WouldDeny, func(l v1.FlowSummary) bool {
+			return l.Direction == k.dir && l.Peer == k.peer && l.Protocol == k.proto && l.Port == k.port
+		})
+		if i < 0 {
+			st.WouldDeny = append(st.WouldDeny, *f)
+			st.WouldDenyFlows++
+			continue
+		}
+		st.WouldDeny[i].Count += f.Count
+		st.WouldDeny[i].LastSeen = maxTime(st.WouldDeny[i].LastSeen, f.LastSeen)
+	}
+	if s.more > 0 {
+		st.WouldDenyFlows += s.more
+		changed = true
+	}
+	slices.SortStableFunc(st.WouldDeny, func(a, b v1.FlowSummary) int {
+		return cmp.Or(b.LastSeen.Compare(a.LastSeen.Time), cmp.Compare(a.Peer, b.Peer), cmp.Compare(a.Port, b.Port))
+	})
+	if len(st.WouldDeny) > MaxWouldDeny {
+		st.WouldDeny = st.WouldDeny[:MaxWouldDeny]
+	}
+	return changed
+}
+
+// measure updates st.Coverage at now for a workload running pods pods, of which settled are old
+// enough (and not terminating) that their sidecars must have subscribed, with prevRevision the
+// revision status held before. The window begins when the mode did, or later when the revision
+// changed; a new window starts with no flows counted and drops the would-deny flows seen before it.
+// A pod counts as reported while a sidecar is subscribed for it: policygen's replicas count their
+// subscribers per workload, not by pod, so Reported is the subscribers, up to the pods. Each whole hour
+// of the window counts as observed if every settled pod had a subscriber when the promoter looked, as a
+// gap as soon as one had none.
+func measure(st *v1.WorkloadPolicyStatus, prevRevision int64, pods, settled int32, now time.Time) {
+	c := st.Coverage
+	since := now // a window opened now: what came before was not seen
+	if c != nil {
+		since = c.Since.Time
+		if st.ModeSince.After(since) {
+			since = st.ModeSince.Time
+		}
+		if prevRevision != 0 && st.Revision != 0 && st.Revision != prevRevision {
+			since = now
+		}
+	}
+	if c == nil || !c.Since.Time.Equal(since) {
+		c = &v1.Coverage{Since: metav1.NewTime(since)}
+		kept := slices.DeleteFunc(st.WouldDeny, func(f v1.FlowSummary) bool { return f.LastSeen.Time.Before(since) })
+		if len(kept) < len(st.WouldDeny) || len(kept) == 0 {
+			// what fell off the list is older than what is listed: gone with it
+			st.WouldDenyFlows = int32(len(kept))
+		}
+		st.WouldDeny = kept
+		if len(st.WouldDeny) == 0 {
+			st.WouldDeny = nil
+		}
+	} else {
+		c = c.DeepCopy()
+	}
+	c.Pods, c.Reported = pods, min(pods, st.Sidecars)
+	full := pods > 0 && st.Sidecars >= settled
+	elapsed := int32(now.Sub(since) / time.Hour)
+	if counted := c.ObservedHours + c.GapHours; counted < elapsed {
+		if full {
+			c.ObservedHours += elapsed - counted
+		} else {
+			c.GapHours += elapsed - counted
+		}
+	}
+	if !full && c.ObservedHours+c.GapHours == elapsed {
+		c.GapHours++ // the hour under way has a gap already
+	}
+	c.Complete = c.GapHours == 0 && pods > 0 && c.Reported == pods
+	st.Coverage = c
+}
+
+// missingEvidence says what an automatic promotion out of st's mode still lacks, "" when nothing.
+func missingEvidence(st *v1.WorkloadPolicyStatus) string {
+	var why []string
+	switch c := st.Coverage; {
+	case c == nil:
+		why = append(why, "coverage not measured yet")
+	case c.Pods == 0:
+		why = append(why, "the workload runs no pod to observe")
+	default:
+		if c.Reported < c.Pods {
+			why = append(why, fmt.Sprintf("%d of %d pods have no sidecar subscribed", c.Pods-c.Reported, c.Pods))
+		}
+		if c.GapHours > 0 {
+			why = append(why, fmt.Sprintf("%d hours since %s had a pod without a sidecar (the window restarts when the rules change)",
+				c.GapHours, c.Since.UTC().Format(time.RFC3339)))
+		}
+	}
+	if st.WouldDenyFlows > 0 {
+		why = append(why, fmt.Sprintf("%d flows Protect would deny (status.wouldDeny): allow them with a rule, or promote by hand", st.WouldDenyFlows))
+	}
+	return strings.Join(why, "; ")
+}
+
+// evidenceNote describes the evidence a promotion went on, for its Event.
+func evidenceNote(st *v1.WorkloadPolicyStatus) string {
+	c := st.Coverage
+	return fmt.Sprintf("%d of %d pods reported since %s, %d hours observed, %d flows, none Protect would deny",
+		c.Reported, c.Pods, c.Since.UTC().Format(time.RFC3339), c.ObservedHours, c.Flows)
+}
+
+// cover measures st's coverage at now from the workload's pods in the cache: those not finished, of
+// which the ones not terminating and older than Stale (the replicas' status TTL) must have a sidecar
+// subscribed by now.
+func (p *Promoter) cover(ctx context.Context, wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus, now time.Time) error {
+	k := workload.Key{Namespace: wp.Namespace, Kind: wp.Spec.Workload.Kind, Name: wp.Spec.Workload.Name}
+	list, err := resolve.WorkloadPods(ctx, p.cache, k)
+	if err != nil {
+		return fmt.Errorf("pods of %s: %w", k, err)
+	}
+	var pods, settled int32
+	for _, pod := range list {
+		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		pods++
+		if pod.DeletionTimestamp == nil && now.Sub(pod.CreationTimestamp.Time) > p.opts.Stale {
+			settled++
+		}
+	}
+	measure(st, wp.Status.Revision, pods, settled, now)
+	return nil
+}
+
+func maxTime(a, b metav1.Time) metav1.Time {
+	if b.After(a.Time) {
+		return b
+	}
+	return a
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
