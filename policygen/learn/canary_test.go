@@ -121,6 +121,17 @@ func TestCanaryRollout(t *testing.T) {
 		})
 	}
 	all := []string{"web-5d8f-0", "web-5d8f-1", "web-5d8f-2"}
+	// revision is the revision the hub serves the workload now, which its sidecars would hold.
+	revision := func() int64 {
+		t.Helper()
+		snap, release, err := hub.Acquire(ctx, wl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		p, _ := snap.For(all[0])
+		return p.Revision
+	}
 	report := func(pod *corev1.Pod, v policy.Verdict) {
 		t.Helper()
 		id := policyapi.Identity{Pod: client.ObjectKeyFromObject(pod), UID: pod.UID, Workload: wl}
@@ -176,10 +187,13 @@ func TestCanaryRollout(t *testing.T) {
 	}
 	restarted := clk.Now()
 	reconcileUntil("canary restarted", canary(v1.CanaryRunning, "web-5d8f-1"))
+	// Every pod has its sidecar subscribed from here on: the evidence the promotion needs.
+	subscribe(t, c, key, 3, revision(), clk.Now())
 	if err := c.Delete(ctx, pods[1]); err != nil {
 		t.Fatal(err)
 	}
 	clk.Step(30 * time.Minute)
+	subscribe(t, c, key, 2, revision(), clk.Now())
 	reconcileUntil("canary replaced", canary(v1.CanaryRunning, "web-5d8f-2"))
 	if !wp.Status.Canary.Since.Time.Equal(restarted) || wp.Status.Canary.Reason != "" {
 		t.Errorf("canary %+v, want since %v and no reason", wp.Status.Canary, restarted)
@@ -188,9 +202,10 @@ func TestCanaryRollout(t *testing.T) {
 
 	// A whole window without a deny passes it and promotes the policy.
 	clk.Step(30 * time.Minute)
+	subscribe(t, c, key, 2, revision(), clk.Now())
 	reconcileUntil("promoted after the canary passed", func() error {
 		if wp.Spec.Mode != policy.Protect {
-			return fmt.Errorf("mode %s, want Protect", wp.Spec.Mode)
+			return fmt.Errorf("mode %s, want Protect (blocked: %s)", wp.Spec.Mode, wp.Status.PromotionBlocked)
 		}
 		return nil
 	})

@@ -52,10 +52,18 @@ func TestLearnedCallersNarrowServiceIngress(t *testing.T) {
 	pgtest.Namespace(t, c, "shop", map[string]string{generator.InjectLabel: "enabled"})
 	k.Deployment("shop", "client", "", "10.1.0.5")
 	labels := map[string]string{"app": "web"}
-	k.Create(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
-		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Labels: labels},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}, {Name: "istio-proxy", Image: "proxy"}}}}}})
+	tpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}, {Name: "istio-proxy", Image: "proxy"}}}}
+	d := k.Create(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tpl}})
+	// One running pod, whose sidecar the promotion's coverage counts.
+	yes := true
+	rs := k.Create(&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-5d8f", Labels: labels,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: d.GetUID(), Controller: &yes}}},
+		Spec: appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tpl}})
+	k.SetIP(k.Create(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-5d8f-0", Labels: labels,
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-5d8f", UID: rs.GetUID(), Controller: &yes}}},
+		Spec: tpl.Spec}).(*corev1.Pod), "10.1.0.9")
 	k.Create(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
 		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}})
 	k.Create(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "pub"},
@@ -132,6 +140,8 @@ func TestLearnedCallersNarrowServiceIngress(t *testing.T) {
 		clk.Step(step)
 		// The generator writes the policy too: a conflict is retried, as the controller would.
 		testutil.Eventually(t, 10*time.Second, func() error {
+			// web's one pod has its sidecar subscribed: the coverage a promotion needs.
+			subscribe(t, c, key, 1, 1, clk.Now())
 			_, err := prom.Reconcile(ctx, reconcile.Request{NamespacedName: key})
 			return err
 		})
