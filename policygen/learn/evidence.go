@@ -47,10 +47,10 @@ const ReasonPromoted = "Promoted"
 // show (flows counted, would-deny flows); the leader's promoter measures the coverage (measure),
 // restarts the window and drops what fell out of it.
 type evidence struct {
-	writer     client.Client
-	api, cache client.Reader
-	clock      clock.PassiveClock
-	log        logr.Logger
+	writer client.Client
+	api    client.Reader
+	clock  clock.PassiveClock
+	log    logr.Logger
 
 	mu      sync.Mutex
 	pending map[workload.Key]*sighting
@@ -73,21 +73,22 @@ type flowKey struct {
 	port     int32
 }
 
-func newEvidence(writer client.Client, api, cache client.Reader, clk clock.PassiveClock, log logr.Logger) *evidence {
-	return &evidence{writer: writer, api: api, cache: cache, clock: clk, log: log, pending: map[workload.Key]*sighting{}}
+func newEvidence(writer client.Client, api client.Reader, clk clock.PassiveClock, log logr.Logger) *evidence {
+	return &evidence{writer: writer, api: api, clock: clk, log: log, pending: map[workload.Key]*sighting{}}
 }
 
 // observe adds a report that came at now: its connections, and its entries audited or denied, which
-// are the flows Protect would refuse under the revision the sidecar ran.
-func (e *evidence) observe(ctx context.Context, id policyapi.Identity, r *policy.Report, now time.Time) {
+// are the flows Protect would refuse under the revision the sidecar ran. peers are its entries' peers
+// as the learner identified them (the zero Peer for loopback).
+func (e *evidence) observe(id policyapi.Identity, r *policy.Report, peers []v1.Peer, now time.Time) {
 	var flows int64
 	denied := map[flowKey]*v1.FlowSummary{}
-	for _, en := range r.Entries {
+	for i, en := range r.Entries {
 		flows += int64(en.Count)
 		if en.Verdict != policy.Audit && en.Verdict != policy.Deny {
 			continue
 		}
-		k := flowKey{r.Revision, en.Direction, e.peerName(ctx, en), en.Protocol, int32(en.Port)}
+		k := flowKey{r.Revision, en.Direction, peerName(peers[i], id.Workload.Namespace, en.Peer), en.Protocol, int32(en.Port)}
 		if f := denied[k]; f != nil {
 			f.Count += int64(en.Count)
 			continue
@@ -121,26 +122,21 @@ func (s *sighting) add(flows int64, denied map[flowKey]*v1.FlowSummary) {
 	}
 }
 
-// peerName names a reported peer as a policy names peers (FlowSummary.Peer): the workload, Service or
-// nodes holding the address, else the DNS name the pod resolved it from, else the address. A peer that
-// cannot be named now (the cache unreadable) goes by its address: the flow counts all the same.
-func (e *evidence) peerName(ctx context.Context, en policy.ReportEntry) string {
-	o, err := resolve.OwnerOf(ctx, e.cache, e.api, en.Peer)
-	if err != nil {
-		o = resolve.Owner{Addr: en.Peer}
-	}
-	switch o.Kind {
-	case resolve.OwnerWorkload:
-		return "workload:" + o.Workload.String()
-	case resolve.OwnerService:
-		return "service:" + o.Service.String()
-	case resolve.OwnerNodes:
+// peerName names a reported peer as a policy names peers (FlowSummary.Peer), from the peer identify
+// gave it in namespace ns (the reporter's): the workload, Service or nodes holding the address, else
+// the DNS name the pod resolved it from, else the address.
+func peerName(p v1.Peer, ns string, addr netip.Addr) string {
+	switch {
+	case p.Workload != nil:
+		return "workload:" + workload.Key{Namespace: cmp.Or(p.Workload.Namespace, ns), Kind: p.Workload.Kind, Name: p.Workload.Name}.String()
+	case p.Service != nil:
+		return "service:" + cmp.Or(p.Service.Namespace, ns) + "/" + p.Service.Name
+	case p.Nodes:
 		return "nodes"
+	case p.FQDN != "":
+		return policy.NamePeer(p.FQDN)
 	}
-	if en.Direction == policy.Egress && en.Evaluator != policyapi.QueryEvaluator && en.Name != "" && policy.ValidateName(en.Name) == nil {
-		return policy.NamePeer(en.Name)
-	}
-	return "cidr:" + netip.PrefixFrom(en.Peer, en.Peer.BitLen()).String()
+	return "cidr:" + netip.PrefixFrom(addr, addr.BitLen()).String()
 }
 
 // flush writes what is due into the policies' status (would-deny flows at once, connections alone

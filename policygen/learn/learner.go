@@ -84,14 +84,15 @@ func NewLearner(writer client.Client, api, cache client.Reader, opts LearnerOpti
 		opts.Registerer.MustRegister(dropped)
 	}
 	return &Learner{writer: writer, api: api, cache: cache, opts: opts, log: log, dropped: dropped, pending: map[workload.Key]*batch{},
-		evidence: newEvidence(writer, api, cache, opts.Clock, log)}
+		evidence: newEvidence(writer, api, opts.Clock, log)}
 }
 
 // Accept queues a validated report of id's workload.
 func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.Report) error {
 	var obs []Observation
 	var violations int64
-	for _, e := range r.Entries {
+	peers := make([]v1.Peer, len(r.Entries)) // each entry's peer as identified, for the evidence too
+	for i, e := range r.Entries {
 		if e.Verdict == policy.Audit || e.Verdict == policy.Deny {
 			violations += int64(e.Count)
 		}
@@ -109,9 +110,10 @@ func (l *Learner) Accept(ctx context.Context, id policyapi.Identity, r *policy.R
 		if err != nil {
 			return err
 		}
+		peers[i] = peer
 		obs = append(obs, Observation{Direction: e.Direction, Addr: e.Peer, Peer: peer, Protocol: policy.Protocol(e.Protocol), Port: int32(e.Port)})
 	}
-	l.evidence.observe(ctx, id, r, l.opts.Clock.Now())
+	l.evidence.observe(id, r, peers, l.opts.Clock.Now())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.pending[id.Workload]
