@@ -28,12 +28,9 @@ import (
 const (
 	// dnsCopyLen has the kernel copy whole packets to the DNS queue: an answer is read to its end.
 	dnsCopyLen = 0xffff
-	// trackedQueries bounds the TCP queries awaiting an answer (the kernel tracks UDP ones);
-	// queryTimeout is how long one waits. Past
-	// the timeout its answer is dropped as unsolicited: resolver libraries give up on a query well
-	// before (glibc and Go after 5s) and ask again, which opens a new wait.
+	// trackedQueries bounds the TCP queries awaiting an answer (the kernel tracks UDP ones), each for
+	// ruleset.DNSQueryTimeout.
 	trackedQueries = 4096
-	queryTimeout   = 15 * time.Second
 	// maxSeenKeys bounds the egress keys kept to forget when their address's names expire (forgetSeen):
 	// past it a key stays in the kernel's seen set until the set's own timeout (log-allow-interval).
 	maxSeenKeys = 65536
@@ -86,7 +83,7 @@ type dnsObserver struct {
 // newDNSObserver creates the observer and its series on reg.
 func newDNSObserver(dp *datapath, learn func([]ruleset.FQDNAddr), reg prometheus.Registerer, log logr.Logger) *dnsObserver {
 	cache := dp.names
-	o := &dnsObserver{dp: dp, learn: learn, log: log, tracker: dnsobs.NewTracker(trackedQueries, queryTimeout),
+	o := &dnsObserver{dp: dp, learn: learn, log: log, tracker: dnsobs.NewTracker(trackedQueries, ruleset.DNSQueryTimeout),
 		queries: map[string]prometheus.Counter{}, answers: map[string]prometheus.Counter{}}
 	queries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "podwall_dns_queries_total", Help: "DNS queries the pod sent to its resolvers that the verdict loop judged, by verdict (allow, deny, audit), or malformed, or untracked (TCP, refused: too many awaiting an answer).",

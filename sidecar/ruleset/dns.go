@@ -67,10 +67,12 @@ const (
 // them too.
 var keptSets = []string{SetDNSAsked4, SetDNSAsked6}
 
+// DNSQueryTimeout is how long a query waits for its answer, in the kernel's sets (UDP) and in the
+// verdict loop's tracker (TCP): past it the answer is dropped as unsolicited. Resolver libraries give
+// up well before (glibc and Go after 5s) and ask again, which is a new query.
+const DNSQueryTimeout = 15 * time.Second
+
 const (
-	// dnsAskedTimeout is how long a query waits for its answer: resolver libraries give up well before
-	// (glibc and Go after 5s) and ask again, which is a new query.
-	dnsAskedTimeout = 15 * time.Second
 	// dnsAskedSize bounds each set of queries awaiting an answer.
 	dnsAskedSize = 65536
 	// dnsIDOffset is where a UDP datagram's DNS message ID lies, from the start of the UDP header.
@@ -84,9 +86,9 @@ var (
 
 func dnsAskedSet(t *nftables.Table, v6 bool) *nftables.Set {
 	if v6 {
-		return dynamicSet(t, SetDNSAsked6, keyDNSAsked6, dnsAskedTimeout, dnsAskedSize)
+		return dynamicSet(t, SetDNSAsked6, keyDNSAsked6, DNSQueryTimeout, dnsAskedSize)
 	}
-	return dynamicSet(t, SetDNSAsked4, keyDNSAsked4, dnsAskedTimeout, dnsAskedSize)
+	return dynamicSet(t, SetDNSAsked4, keyDNSAsked4, DNSQueryTimeout, dnsAskedSize)
 }
 
 // loadAsked loads a UDP datagram's "server . server port . client port . DNS ID": from a query
