@@ -158,8 +158,11 @@ func mayAll(ctx context.Context, cs kubernetes.Interface, command string, needs 
 	return nil
 }
 
-// canI is the permission as `kubectl auth can-i` takes it.
+// canI is the permission as `kubectl auth can-i` takes it; no namespace is every namespace (-A).
 func (a access) canI() string {
+	if a.namespace == "" {
+		return fmt.Sprintf("%s %s -A", a.verb, a.object("/"))
+	}
 	return fmt.Sprintf("%s %s -n %s", a.verb, a.object("/"), a.namespace)
 }
 

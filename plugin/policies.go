@@ -49,15 +49,8 @@ func denied(err error, verb, ns, name string) error {
 	if !apierrors.IsForbidden(err) {
 		return err
 	}
-	what := "workloadpolicies.podwall.io"
-	if name != "" {
-		what += "/" + name
-	}
-	where := "-n " + ns
-	if ns == "" {
-		where = "-A"
-	}
-	return fmt.Errorf("your Kubernetes permissions do not let you %s WorkloadPolicies (check: kubectl auth can-i %s %s %s)", verb, verb, what, where)
+	a := access{verb: verb, resource: "workloadpolicies.podwall.io", namespace: ns, name: name}
+	return fmt.Errorf("your Kubernetes permissions do not let you %s WorkloadPolicies (check: kubectl auth can-i %s)", verb, a.canI())
 }
 
 // find returns the WorkloadPolicy of WORKLOAD: a policy's name (deployment-web), or the workload's

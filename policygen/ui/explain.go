@@ -51,9 +51,6 @@ type Explanation struct {
 	Allows string `json:"allows,omitempty"`
 }
 
-// protocols are the protocols explain takes, by name, with their IANA numbers.
-var protocols = map[string]uint8{"TCP": 6, "UDP": 17, "SCTP": 132}
-
 // explain judges, without sending anything, a connection of a pod (?namespace=&pod=) to or from
 // ?dest= (an address, or a DNS name policygen resolves now) and ?port=, over ?protocol= (TCP), in
 // ?direction= (egress, ingress or loopback), by the sidecar's own decision code run on the policy
@@ -67,12 +64,12 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
 	}
 	ex := Explanation{Namespace: q.Get("namespace"), Pod: q.Get("pod"), Direction: strings.ToLower(cmp.Or(q.Get("direction"), "egress")),
 		Protocol: strings.ToUpper(cmp.Or(q.Get("protocol"), "TCP")), Mode: policy.Mode(q.Get("mode"))}
-	proto, ok := protocols[ex.Protocol]
+	proto := policy.Protocol(ex.Protocol)
 	port, err := strconv.ParseUint(q.Get("port"), 10, 16)
 	switch {
 	case ex.Namespace == "" || ex.Pod == "":
 		err = errors.New("namespace and pod: name the pod whose connection to explain")
-	case !ok:
+	case proto != policy.TCP && proto != policy.UDP && proto != policy.SCTP:
 		err = fmt.Errorf("protocol: want TCP, UDP or SCTP, not %q", ex.Protocol)
 	case err != nil || port == 0:
 		err = fmt.Errorf("port: want a number from 1 to 65535, not %q", q.Get("port"))
@@ -100,7 +97,7 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "pod "+ex.Namespace+"/"+ex.Pod+" has no IP address yet")
 		return
 	}
-	conn := decide.Conn{Direction: policy.Egress, Proto: proto}
+	conn := decide.Conn{Direction: policy.Egress, Proto: proto.Number()}
 	dest, err := s.destination(ctx, ex.Direction, q.Get("dest"), &ex)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
