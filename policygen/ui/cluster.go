@@ -23,6 +23,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -76,7 +77,7 @@ func (p *Peers) list(ctx context.Context, reader client.Reader, self string) ([]
 	for _, s := range eps.Items {
 		var port int32
 		for _, sp := range s.Ports {
-			if sp.Port != nil && ptrOr(sp.Name, "") == portName {
+			if sp.Port != nil && ptr.Deref(sp.Name, "") == portName {
 				port = *sp.Port
 			}
 		}
@@ -84,7 +85,7 @@ func (p *Peers) list(ctx context.Context, reader client.Reader, self string) ([]
 			continue
 		}
 		for _, e := range s.Endpoints {
-			if len(e.Addresses) == 0 || !ptrOr(e.Conditions.Ready, true) {
+			if len(e.Addresses) == 0 || !ptr.Deref(e.Conditions.Ready, true) {
 				continue
 			}
 			name := e.Addresses[0]
@@ -99,13 +100,6 @@ func (p *Peers) list(ctx context.Context, reader client.Reader, self string) ([]
 	out := slices.Collect(maps.Values(byName))
 	slices.SortFunc(out, func(a, b peer) int { return strings.Compare(a.name, b.name) })
 	return out, nil
-}
-
-func ptrOr[T any](p *T, def T) T {
-	if p == nil {
-		return def
-	}
-	return *p
 }
 
 // Cursor is where a client of the cluster stream is in each replica's verdicts: replica name → the
