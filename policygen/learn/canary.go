@@ -39,8 +39,8 @@ const maxCanaryPods = 64
 // replaces those that went away, and passes the rollout once a whole window went by without a deny
 // (a deny stops it where the report lands: CanaryGuard). A change of the spec since the rollout began
 // (the rules, spec.canary) starts it again; another mode, or no spec.canary, clears it. It returns how
-// long until the rollout should be looked at again, 0 for never.
-func (p *Promoter) canary(ctx context.Context, wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus, now time.Time) time.Duration {
+// long until the rollout should be looked at again, 0 for never. pods are the workload's.
+func (p *Promoter) canary(ctx context.Context, wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus, pods []corev1.Pod, now time.Time) time.Duration {
 	if st.Mode != policy.Monitor || wp.Spec.Canary == nil {
 		st.Canary = nil
 		return 0
@@ -52,18 +52,13 @@ func (p *Promoter) canary(ctx context.Context, wp *v1.WorkloadPolicy, st *v1.Wor
 	if c != nil && c.State == v1.CanaryStopped {
 		return 0
 	}
-	k := workload.Key{Namespace: wp.Namespace, Kind: wp.Spec.Workload.Kind, Name: wp.Spec.Workload.Name}
-	pods, err := resolve.WorkloadPods(ctx, p.cache, k)
-	if err != nil {
-		log.FromContext(ctx).Error(err, "list the workload's pods for its canary; the rollout stands as it is", "workload", k.String())
-		return p.opts.Stale
-	}
 	var prev []string
 	if c != nil {
 		prev = c.Pods
 	}
 	chosen, err := pickCanaries(wp.Spec.Canary, prev, pods)
 	if err != nil {
+		k := workload.Key{Namespace: wp.Namespace, Kind: wp.Spec.Workload.Kind, Name: wp.Spec.Workload.Name}
 		log.FromContext(ctx).Error(err, "spec.canary; no canary runs", "workload", k.String())
 		st.Canary = nil
 		return 0

@@ -21,7 +21,6 @@ import (
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/policygen/policyapi"
-	"podwall.io/podwall/policygen/resolve"
 	"podwall.io/podwall/policygen/workload"
 )
 
@@ -321,15 +320,10 @@ func evidenceNote(st *v1.WorkloadPolicyStatus) string {
 		c.Reported, c.Pods, c.Since.UTC().Format(time.RFC3339), c.ObservedHours, c.Flows)
 }
 
-// cover measures st's coverage at now from the workload's pods in the cache: those not finished, of
-// which the ones not terminating and older than Stale (the replicas' status TTL) must have a sidecar
-// subscribed by now.
-func (p *Promoter) cover(ctx context.Context, wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus, now time.Time) error {
-	k := workload.Key{Namespace: wp.Namespace, Kind: wp.Spec.Workload.Kind, Name: wp.Spec.Workload.Name}
-	list, err := resolve.WorkloadPods(ctx, p.cache, k)
-	if err != nil {
-		return fmt.Errorf("pods of %s: %w", k, err)
-	}
+// cover measures st's coverage at now from the workload's pods: those not finished, of which the ones
+// not terminating and older than Stale (the replicas' status TTL) must have a sidecar subscribed by
+// now.
+func (p *Promoter) cover(wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus, list []corev1.Pod, now time.Time) {
 	var pods, settled int32
 	for _, pod := range list {
 		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
@@ -341,7 +335,6 @@ func (p *Promoter) cover(ctx context.Context, wp *v1.WorkloadPolicy, st *v1.Work
 		}
 	}
 	measure(st, wp.Status.Revision, pods, settled, now)
-	return nil
 }
 
 func maxTime(a, b metav1.Time) metav1.Time {

@@ -19,6 +19,8 @@ import (
 	"podwall.io/podwall/api/policy"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/version"
+	"podwall.io/podwall/policygen/resolve"
+	"podwall.io/podwall/policygen/workload"
 )
 
 // PromoteOptions configure mode promotion; a zero period disables that promotion.
@@ -119,10 +121,13 @@ func (p *Promoter) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 	now := p.opts.Clock.Now()
 	st := wp.Status.DeepCopy()
 	p.summarize(&wp, st, now)
-	canaryWait := p.canary(ctx, &wp, st, now)
-	if err := p.cover(ctx, &wp, st, now); err != nil {
-		return reconcile.Result{}, err
+	k := workload.Key{Namespace: wp.Namespace, Kind: wp.Spec.Workload.Kind, Name: wp.Spec.Workload.Name}
+	pods, err := resolve.WorkloadPods(ctx, p.cache, k)
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("pods of %s: %w", k, err)
 	}
+	canaryWait := p.canary(ctx, &wp, st, pods, now)
+	p.cover(&wp, st, pods, now)
 	next, wait, blocked := Promote(&wp.Spec, st, now, p.opts)
 	st.PromotionBlocked = blocked
 	if from := cmp.Or(wp.Spec.Mode, policy.Learn); next != from {
