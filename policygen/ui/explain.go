@@ -126,7 +126,8 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no policy for workload %s: %v", k, err))
 		return
 	}
-	d, err := decide.New(snap.Policy, decide.Options{Mode: ex.Mode})
+	served, _ := snap.For(ex.Pod) // a canary pod's form is Protect
+	d, err := decide.New(served, decide.Options{Mode: ex.Mode})
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "the resolved policy does not load: "+err.Error())
 		return
@@ -134,7 +135,7 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
 	dec := d.Decide(conn)
 	ex.Revision, ex.Mode = dec.Revision, dec.Mode
 	ex.Verdict, ex.Rule, ex.Evaluator, ex.Peer = dec.Verdict.String(), dec.Rule, dec.Evaluator, dec.Peer
-	ex.Allows = allows(snap.Policy, dec.Rule)
+	ex.Allows = allows(served, dec.Rule)
 	writeJSON(w, ex)
 }
 
