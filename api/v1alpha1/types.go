@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -286,6 +288,12 @@ type WorkloadPolicyStatus struct {
 	// pods created before an upgrade keep their sidecar until they are restarted.
 	// +optional
 	OutdatedSidecars int32 `json:"outdatedSidecars"`
+	// WeakenedSidecars counts the subscribed sidecars that guard their pod less than the policy asks
+	// (the sums of the replicas' Weakened): configured to fail open, enforcing a mode weaker than the
+	// policy's, or whose ruleset another process changed within WeakenedFor (restored at once, but
+	// something in the pod holds CAP_NET_ADMIN and used it).
+	// +optional
+	WeakenedSidecars int32 `json:"weakenedSidecars"`
 	// LearnedFlows counts the reported connections that added or widened a learned rule.
 	// +optional
 	LearnedFlows int64 `json:"learnedFlows,omitempty"`
@@ -375,9 +383,12 @@ type OpenPort struct {
 
 // Coverage is how much of a workload a window observed.
 type Coverage struct {
-	// Since is when the window began: the current mode's start, or the latest revision's when the
-	// rules changed since.
+	// Since is when the window began: the current mode's start, or later when the policy's spec
+	// changed since (a rule added, widened or narrowed; not the peers' addresses coming and going).
 	Since metav1.Time `json:"since"`
+	// Generation is the policy's metadata.generation the window observes; a newer one restarts it.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
 	// Pods is how many pods the workload runs now; Reported how many of them have a sidecar that
 	// reported or subscribed during the window.
 	Pods     int32 `json:"pods"`
@@ -477,7 +488,24 @@ type ReplicaStatus struct {
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	SidecarVersions []SidecarVersion `json:"sidecarVersions,omitempty"`
+	// Pods names the pods of this replica's subscribers, in name order, at most MaxReplicaPods: the
+	// promoter counts coverage by pod from them (a pod subscribed at two replicas counts once, a gone
+	// pod not at all), and by Sidecars alone when a replica holds more.
+	// +kubebuilder:validation:MaxItems=256
+	// +listType=atomic
+	// +optional
+	Pods []string `json:"pods,omitempty"`
+	// Weakened counts this replica's subscribers that guard their pod less than the policy asks
+	// (WorkloadPolicyStatus.WeakenedSidecars).
+	// +optional
+	Weakened int32 `json:"weakened,omitempty"`
 }
+
+// MaxReplicaPods bounds ReplicaStatus.Pods.
+const MaxReplicaPods = 256
+
+// WeakenedFor is how long a sidecar whose ruleset another process changed counts as weakened.
+const WeakenedFor = 10 * time.Minute
 
 // MaxSidecarVersions bounds a list of SidecarVersions; the versions beyond the 15 most common are
 // counted together as OtherVersions.
@@ -507,6 +535,7 @@ type SidecarVersion struct {
 // +kubebuilder:printcolumn:name="Sidecars",type=integer,JSONPath=`.status.sidecars`,priority=1
 // +kubebuilder:printcolumn:name="In-Sync",type=integer,JSONPath=`.status.sidecarsInSync`
 // +kubebuilder:printcolumn:name="Outdated",type=integer,JSONPath=`.status.outdatedSidecars`
+// +kubebuilder:printcolumn:name="Weakened",type=integer,JSONPath=`.status.weakenedSidecars`
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.violations`
 // +kubebuilder:printcolumn:name="Coverage",type=string,JSONPath=`.status.coverage.complete`
 // +kubebuilder:printcolumn:name="Would-Deny",type=integer,JSONPath=`.status.wouldDenyFlows`
