@@ -357,32 +357,15 @@ var errPeerEnded = errors.New("the replica ended its stream")
 // readPeerOnce makes one connection to the peer's api/verdicts and relays what it sends, updating
 // after.
 func (s *Server) readPeerOnce(ctx context.Context, p peer, auth string, q url.Values, after *uint64, follow bool, out chan<- message) error {
-	pool, err := s.opts.Peers.CA(ctx)
-	if err != nil {
-		return err
-	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: s.opts.Peers.ServerName, MinVersion: tls.VersionTLS12},
-		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second}
-	defer tr.CloseIdleConnections()
 	q = maps.Clone(q)
 	q.Set("after", strconv.FormatUint(*after, 10))
 	q.Set("follow", strconv.FormatBool(follow))
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+p.addr+"/ui/api/verdicts?"+q.Encode(), nil)
+	body, err := s.getPeer(ctx, p, auth, "verdicts", q)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", auth)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("%s: %s", resp.Status, e.Error)
-	}
-	err = ReadEvents(resp.Body, func(event, _, data string) error {
+	defer body.Close()
+	err = ReadEvents(body, func(event, _, data string) error {
 		switch event {
 		case "lost":
 			n, err := strconv.ParseUint(data, 10, 64)
@@ -404,6 +387,151 @@ func (s *Server) readPeerOnce(ctx context.Context, p peer, auth string, q url.Va
 		return errPeerEnded
 	}
 	return err
+}
+
+// getPeer asks the peer's ui/api/<path>?q with the caller's Authorization, over TLS verified against
+// policygen's CA read now, and returns the body of its 200 answer, or the error it answered with.
+func (s *Server) getPeer(ctx context.Context, p peer, auth, path string, q url.Values) (io.ReadCloser, error) {
+	pool, err := s.opts.Peers.CA(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: s.opts.Peers.ServerName, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+p.addr+"/ui/api/"+path+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", auth)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		tr.CloseIdleConnections()
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer tr.CloseIdleConnections()
+		defer resp.Body.Close()
+		var e struct{ Error string }
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return nil, fmt.Errorf("%s: %s", resp.Status, e.Error)
+	}
+	return peerBody{resp.Body, tr}, nil
+}
+
+// peerBody is a peer's answer; closing it closes its connection.
+type peerBody struct {
+	io.ReadCloser
+	tr *http.Transport
+}
+
+func (b peerBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.tr.CloseIdleConnections()
+	return err
+}
+
+// Local is what one replica holds of the sidecars' reports beyond the verdict ring: the flows reported
+// to it in a window, each workload's denies and audits of the last hour, and its pods' reported
+// states. Each sidecar reports to one replica at a time, so the map and the workloads page merge every
+// replica's (everywhere); ui/api/local serves this replica's own.
+type Local struct {
+	Flows []FlowCount `json:"flows"`
+	// LastHour and Pods are by workload, "namespace/Kind/name".
+	LastHour map[string]uint64     `json:"lastHour"`
+	Pods     map[string][]PodState `json:"pods"`
+}
+
+// merge adds o to l: flows side by side (the map sums a flow's replicas into its edge), counts
+// summed, and of a pod's states the latest (a sidecar that moved to another replica).
+func (l *Local) merge(o Local) {
+	l.Flows = append(l.Flows, o.Flows...)
+	for k, n := range o.LastHour {
+		l.LastHour[k] += n
+	}
+	for k, states := range o.Pods {
+		for _, st := range states {
+			i := slices.IndexFunc(l.Pods[k], func(h PodState) bool { return h.Pod == st.Pod })
+			switch {
+			case i < 0:
+				l.Pods[k] = append(l.Pods[k], st)
+			case st.Seen.After(l.Pods[k][i].Seen):
+				l.Pods[k][i] = st
+			}
+		}
+		slices.SortFunc(l.Pods[k], func(a, b PodState) int { return strings.Compare(a.Pod, b.Pod) })
+	}
+}
+
+// peerTimeout bounds how long the map and the workloads page wait for another replica's part.
+const peerTimeout = 5 * time.Second
+
+// local serves this replica's Local: the flows of ?window= (none when unset), the last hour's counts
+// and the pods' states.
+func (s *Server) local(w http.ResponseWriter, r *http.Request) {
+	window := r.URL.Query().Get("window")
+	if _, ok := Windows[window]; !ok && window != "" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("window %q: want 5m, 1h or 24h", window))
+		return
+	}
+	writeJSON(w, s.feed.Local(Windows[window]))
+}
+
+// Replicas says whose reports a merged answer holds: the replicas that answered, and those that did
+// not, with why (their flows and counts are missing).
+type Replicas struct {
+	Answered    []string      `json:"replicas"`
+	Unreachable []Unreachable `json:"unreachable"`
+}
+
+// everywhere returns every replica's Local for the window Windows names ("": no flows) merged: this
+// one's, and each other's asked with the caller's token (each replica checks the caller itself),
+// waiting at most peerTimeout for them.
+func (s *Server) everywhere(r *http.Request, window string) (Local, Replicas) {
+	all := s.feed.Local(Windows[window])
+	answered := Replicas{Answered: []string{s.opts.Replica}, Unreachable: []Unreachable{}}
+	if s.opts.Peers == nil {
+		return all, answered
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), peerTimeout)
+	defer cancel()
+	ps, err := s.opts.Peers.list(ctx, s.reader, s.opts.Replica)
+	if err != nil {
+		answered.Unreachable = append(answered.Unreachable, Unreachable{Replica: "peers", Error: err.Error()})
+		return all, answered
+	}
+	q := url.Values{}
+	if window != "" {
+		q.Set("window", window)
+	}
+	type part struct {
+		name  string
+		local Local
+		err   error
+	}
+	parts := make(chan part, len(ps))
+	for _, p := range ps {
+		go func() {
+			var l Local
+			body, err := s.getPeer(ctx, p, r.Header.Get("Authorization"), "local", q)
+			if err == nil {
+				err = json.NewDecoder(body).Decode(&l)
+				body.Close()
+			}
+			parts <- part{p.name, l, err}
+		}()
+	}
+	for range ps {
+		p := <-parts
+		if p.err != nil {
+			answered.Unreachable = append(answered.Unreachable, Unreachable{Replica: p.name, Error: p.err.Error()})
+			continue
+		}
+		all.merge(p.local)
+		answered.Answered = append(answered.Answered, p.name)
+	}
+	slices.Sort(answered.Answered)
+	slices.SortFunc(answered.Unreachable, func(a, b Unreachable) int { return strings.Compare(a.Replica, b.Replica) })
+	return all, answered
 }
 
 // ReadEvents calls handle with each server-sent event's type ("" for a verdict), id and data until the

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"podwall.io/podwall/api/policy"
+	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/certs"
 	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/policygen/internal/pgtest"
@@ -42,8 +44,8 @@ type replica struct {
 }
 
 // TestClusterVerdicts runs three replicas' UIs against a real API server, which lists them in their
-// Service's EndpointSlices: a, whose cluster stream the test reads; b, whose verdicts a merges; and c,
-// listed but down, which a must name rather than leave out.
+// Service's EndpointSlices: a, whose cluster stream, map and workloads page the test reads; b, whose
+// share a merges; and c, listed but down, which a must name rather than leave out.
 func TestClusterVerdicts(t *testing.T) {
 	cfg, c := pgtest.Start(t)
 	ctx := context.Background()
@@ -97,15 +99,21 @@ func TestClusterVerdicts(t *testing.T) {
 			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{host}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
 				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "podwall-system", Name: r.name}}}})
 	}
+	pgtest.Namespace(t, c, "shop", nil)
+	for _, name := range []string{"web", "api"} {
+		k.Create(&v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: workload.PolicyName("Deployment", name)},
+			Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: name}}})
+	}
 	viewer := token(t, k, cs, "viewer", "list")
 	nobody := token(t, k, cs, "nobody", "get")
 	record(a, "web", 5432)
 	record(b, "api", 6379)
 
 	https := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: serving.Hosts()[0], MinVersion: tls.VersionTLS12}}}
-	get := func(ctx context.Context, query, tok, lastID string) *http.Response {
+	// get asks a for ui/api/<path>.
+	get := func(ctx context.Context, path, tok, lastID string) *http.Response {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+a.addr+"/ui/api/cluster/verdicts?"+query, nil)
+		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+a.addr+"/ui/api/"+path, nil)
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
@@ -130,7 +138,7 @@ func TestClusterVerdicts(t *testing.T) {
 			{"a bad follow", "follow=sometimes", viewer, http.StatusBadRequest},
 			{"a bad filter", "verdict=allow", viewer, http.StatusBadRequest},
 		} {
-			resp := get(ctx, tt.query, tt.token, "")
+			resp := get(ctx, "cluster/verdicts?"+tt.query, tt.token, "")
 			resp.Body.Close()
 			if resp.StatusCode != tt.want {
 				t.Errorf("%s: %s, want %d", tt.name, resp.Status, tt.want)
@@ -143,7 +151,7 @@ func TestClusterVerdicts(t *testing.T) {
 		var resp *http.Response
 		// RBAC takes the new binding into account a moment later.
 		testutil.Eventually(t, 10*time.Second, func() error {
-			if resp = get(ctx, "follow=false", viewer, ""); resp.StatusCode != http.StatusOK {
+			if resp = get(ctx, "cluster/verdicts?follow=false", viewer, ""); resp.StatusCode != http.StatusOK {
 				resp.Body.Close()
 				return errors.New(resp.Status)
 			}
@@ -190,10 +198,14 @@ func TestClusterVerdicts(t *testing.T) {
 		}
 	})
 
+	t.Run("the map and the workloads merge every replica's share", func(t *testing.T) {
+		checkMergedShares(t, func(path, tok string) *http.Response { return get(ctx, path, tok, "") }, viewer)
+	})
+
 	t.Run("follow resumes at every replica", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		resp := get(ctx, "verdict=deny", viewer, last)
+		resp := get(ctx, "cluster/verdicts?verdict=deny", viewer, last)
 		defer resp.Body.Close()
 		record(b, "api", 6380)
 		record(a, "web", 5433)
@@ -222,6 +234,74 @@ func TestClusterVerdicts(t *testing.T) {
 }
 
 var errDone = errors.New("done")
+
+// checkMergedShares: the map and the workloads page asked of a hold b's share too (its flows, counts
+// and pod states, read with the caller's token), and name c, which does not answer.
+func checkMergedShares(t *testing.T, get func(path, tok string) *http.Response, viewer string) {
+	decode := func(path string, v any) {
+		t.Helper()
+		resp := get(path, viewer)
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s", path, resp.Status)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var g ui.Graph
+	decode("graph?window=1h", &g)
+	ports := map[string]uint64{}
+	for _, e := range g.Edges {
+		for _, p := range e.Ports {
+			ports[e.From+" "+p] += e.Count
+		}
+	}
+	if ports["shop/Deployment/web TCP 5432"] != 1 || ports["shop/Deployment/api TCP 6379"] != 1 {
+		t.Errorf("map edges by port %v, want web's 5432 (a's) and api's 6379 (b's), once each", ports)
+	}
+	for _, n := range g.Nodes {
+		if n.ID == "shop/Deployment/api" && (len(n.Pods) != 1 || n.Pods[0].Pod != "api-0") {
+			t.Errorf("api's node has pods %+v, want api-0 as it reported to b", n.Pods)
+		}
+	}
+	wantReplicas := func(what string, answered []string, unreachable []ui.Unreachable) {
+		t.Helper()
+		if !slices.Equal(answered, []string{"policygen-a", "policygen-b"}) {
+			t.Errorf("%s holds replicas %v, want policygen-a and policygen-b", what, answered)
+		}
+		if len(unreachable) != 1 || unreachable[0].Replica != "policygen-c" || unreachable[0].Error == "" {
+			t.Errorf("%s names unreachable %+v, want policygen-c with its error", what, unreachable)
+		}
+	}
+	wantReplicas("the map", g.Answered, g.Unreachable)
+
+	var w struct {
+		Workloads   []ui.Row
+		Replicas    []string
+		Unreachable []ui.Unreachable
+	}
+	decode("workloads", &w)
+	lastHour := map[string]uint64{}
+	for _, r := range w.Workloads {
+		lastHour[r.Workload] = r.LastHour
+	}
+	if lastHour["Deployment/web"] != 1 || lastHour["Deployment/api"] != 1 {
+		t.Errorf("last hour's denies by workload %v, want 1 for web (a's) and 1 for api (b's)", lastHour)
+	}
+	wantReplicas("the workloads page", w.Replicas, w.Unreachable)
+
+	resp := get("local?window=2h", viewer)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a replica's share of a window it does not offer: %s, want 400", resp.Status)
+	}
+	resp = get("graph", "")
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the map without a token: %s, want 401", resp.Status)
+	}
+}
 
 // hostIP is an IPv4 address of this host other than loopback.
 func hostIP(t *testing.T) string {

@@ -27,7 +27,9 @@
 // Each replica keeps the verdicts of the reports it received. The cluster stream (clusterStream, which
 // the flows page reads) merges every replica's: it lists the others from the Service's EndpointSlices
 // (Peers) and reads their own streams with the caller's token, over TLS verified by policygen's CA, so
-// each replica checks the caller itself; a replica that does not answer is named, not left out. The last
-// hour's counts and the service map stay this replica's share. api/explain judges a pod's connection
+// each replica checks the caller itself; a replica that does not answer is named, not left out. The
+// service map and the workloads page merge the same way, once per request: each other replica's flows
+// of the window, last hour's counts and pod states (api/local) are asked for with the caller's token and
+// added to this replica's (Server.everywhere). api/explain judges a pod's connection
 // with the sidecar's decide package on the policy the pod is served, without sending anything.
 package ui

@@ -238,6 +238,27 @@ func (f *Feed) forgetPods(k workload.Key) {
 	}
 }
 
+// Local returns this replica's Local: the flows seen in the last span (none for 0), the last hour's
+// counts and the pods' states.
+func (f *Feed) Local(span time.Duration) Local {
+	l := Local{Flows: []FlowCount{}, LastHour: map[string]uint64{}, Pods: map[string][]PodState{}}
+	if span > 0 {
+		l.Flows = append(l.Flows, f.flows.Since(f.now().Add(-span))...)
+	}
+	for k, n := range f.LastHour() {
+		l.LastHour[k.String()] = n
+	}
+	f.mu.Lock()
+	keys := slices.Collect(maps.Keys(f.pods))
+	f.mu.Unlock()
+	for _, k := range keys {
+		if states := f.Pods(k); len(states) > 0 {
+			l.Pods[k.String()] = states
+		}
+	}
+	return l
+}
+
 // LastHour returns each workload's denies and audits of the last 60 minutes.
 func (f *Feed) LastHour() map[workload.Key]uint64 {
 	now := f.now().Unix() / 60

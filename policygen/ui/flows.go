@@ -114,8 +114,8 @@ func (fs *Flows) evict(now time.Time) {
 
 // FlowCount is one flow's connections within a window and its latest verdict lines.
 type FlowCount struct {
-	Event  // the latest verdict line, whose Count is the window's
-	Recent []Event
+	Event          // the latest verdict line, whose Count is the window's
+	Recent []Event `json:"recent"`
 }
 
 // Since returns the flows seen since from, each with its connections since then (counted by whole

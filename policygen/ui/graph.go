@@ -23,6 +23,9 @@ type Graph struct {
 	Window string `json:"window"`
 	Nodes  []Node `json:"nodes"`
 	Edges  []Edge `json:"edges"`
+	// Replicas are the policygen replicas whose reported flows and pod states the map holds, and
+	// those that did not answer.
+	Replicas
 }
 
 // Node kinds: a group (a namespace, or everything outside the cluster), a workload with a policy, a
@@ -45,7 +48,7 @@ type Node struct {
 	Kind   string `json:"kind"`
 	Parent string `json:"parent,omitempty"`
 	// For a workload with a policy: the policy's namespace and name (its page), its mode, rules by
-	// origin, sidecars in sync, the states its pods reported to this replica, and the evidence for
+	// origin, sidecars in sync, the states its pods reported, and the evidence for
 	// promotion (coverage, would-deny flows).
 	Namespace string                `json:"namespace,omitempty"`
 	Policy    string                `json:"policy,omitempty"`
@@ -310,12 +313,11 @@ func shortName(kind, name string) string {
 
 func portsLabel(ports []v1.Port) string { return strings.TrimPrefix(portsInWords(ports), "on ") }
 
-// graph serves the map of every policy and the flows of the window ?window= names (5m, 1h, 24h;
-// 1h when unset).
+// graph serves the map of every policy and the flows every replica saw in the window ?window= names
+// (5m, 1h, 24h; 1h when unset).
 func (s *Server) graph(w http.ResponseWriter, r *http.Request) {
 	window := cmp.Or(r.URL.Query().Get("window"), "1h")
-	span, ok := Windows[window]
-	if !ok {
+	if _, ok := Windows[window]; !ok {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("window %q: want 5m, 1h or 24h", window))
 		return
 	}
@@ -325,5 +327,8 @@ func (s *Server) graph(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "cannot list policies now, retry")
 		return
 	}
-	writeJSON(w, BuildGraph(window, list.Items, s.feed.flows.Since(s.feed.now().Add(-span)), s.feed.Pods))
+	all, replicas := s.everywhere(r, window)
+	g := BuildGraph(window, list.Items, all.Flows, func(k workload.Key) []PodState { return all.Pods[k.String()] })
+	g.Replicas = replicas
+	writeJSON(w, g)
 }

@@ -33,19 +33,19 @@ type Row struct {
 	// (pods created before an upgrade, until they are restarted).
 	Versions []v1.SidecarVersion `json:"versions"`
 	Outdated int32               `json:"outdated"`
-	// LastHour counts the denies and audits reported to this replica in the last hour; Violations is
-	// the policy's count since it was created, from every replica.
+	// LastHour counts the denies and audits reported in the last hour (to the replicas that answered:
+	// see Replicas); Violations is the policy's count since it was created.
 	LastHour   uint64 `json:"lastHour"`
 	Violations int64  `json:"violations"`
 	// Proposals counts the manifest rules waiting to be accepted.
 	Proposals int32 `json:"proposals"`
-	// Pods are the states its pods' sidecars reported to this replica in the last hour: a pod whose
+	// Pods are the states its pods' sidecars reported in the last hour: a pod whose
 	// mode is weaker than the policy's is not in sync, and a refused config file is shown with why.
 	Pods []PodState `json:"pods"`
 }
 
 // workloads lists the WorkloadPolicies, of one namespace when ?namespace= says so, with the
-// namespaces there are to filter by.
+// namespaces there are to filter by, and every replica's counts and pod states (everywhere).
 func (s *Server) workloads(w http.ResponseWriter, r *http.Request) {
 	var list v1.WorkloadPolicyList
 	if err := s.reader.List(r.Context(), &list); err != nil {
@@ -54,7 +54,7 @@ func (s *Server) workloads(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	only := r.URL.Query().Get("namespace")
-	lastHour := s.feed.LastHour()
+	all, replicas := s.everywhere(r, "")
 	rows, namespaces := []Row{}, []string{}
 	for i := range list.Items {
 		p := &list.Items[i]
@@ -68,14 +68,14 @@ func (s *Server) workloads(w http.ResponseWriter, r *http.Request) {
 		rows = append(rows, Row{Namespace: p.Namespace, Policy: p.Name, Workload: k.Kind + "/" + k.Name,
 			Mode: modeOf(p), Rules: CountByOrigin(&p.Spec), Sidecars: p.Status.Sidecars, InSync: p.Status.SidecarsInSync,
 			Versions: p.Status.SidecarVersions, Outdated: p.Status.OutdatedSidecars,
-			LastHour: lastHour[k], Violations: p.Status.Violations, Proposals: p.Status.PendingProposals,
-			Pods: s.feed.Pods(k)})
+			LastHour: all.LastHour[k.String()], Violations: p.Status.Violations, Proposals: p.Status.PendingProposals,
+			Pods: all.Pods[k.String()]})
 	}
 	slices.SortFunc(rows, func(a, b Row) int {
 		return strings.Compare(a.Namespace+"/"+a.Workload, b.Namespace+"/"+b.Workload)
 	})
 	slices.Sort(namespaces)
-	writeJSON(w, map[string]any{"namespaces": namespaces, "workloads": rows})
+	writeJSON(w, map[string]any{"namespaces": namespaces, "workloads": rows, "replicas": replicas.Answered, "unreachable": replicas.Unreachable})
 }
 
 // modeOf is the policy's mode, Learn (the API server's default) when unset.

@@ -67,6 +67,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /ui/api/policies/{namespace}/{name}/mode", writing(s.setMode))
 	mux.HandleFunc("POST /ui/api/policies/{namespace}/{name}/accept", writing(s.acceptProposals))
 	mux.HandleFunc("GET /ui/api/graph", s.reading(s.graph))
+	mux.HandleFunc("GET /ui/api/local", s.reading(s.local))
 	mux.HandleFunc("GET /ui/api/verdicts", s.reading(s.stream))
 	mux.HandleFunc("GET /ui/api/cluster/verdicts", s.reading(s.clusterStream))
 	mux.HandleFunc("GET /ui/api/explain", s.reading(s.explain))

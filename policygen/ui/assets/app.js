@@ -74,6 +74,14 @@ async function showWorkloads() {
       el("td", w.proposals, "num" + (w.proposals > 0 ? " bad" : ""))]));
   }
   $("workloads-empty").hidden = data.workloads.length > 0;
+  showUnreachable($("workloads-replicas"), data.unreachable);
+}
+
+// showUnreachable says in p which policygen replicas did not answer, so that their share of the
+// counts is known to be missing, and hides p when all did.
+function showUnreachable(p, unreachable) {
+  p.textContent = (unreachable || []).map((u) => "policygen " + u.replica + " does not answer, its share is missing: " + u.error).join("; ");
+  p.hidden = !p.textContent;
 }
 
 // podState is one pod's reported state: the mode its sidecar enforces (a weaker one than the policy's

@@ -48,6 +48,7 @@ async function showMap() {
   }
   const started = performance.now();
   mapState.data = await api("graph?window=" + encodeURIComponent($("map-window").value));
+  showUnreachable($("map-replicas"), mapState.data.unreachable);
   fillMapFilters(mapState.data);
   await drawMap(started);
 }
