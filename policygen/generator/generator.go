@@ -21,6 +21,7 @@ package generator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -96,8 +97,11 @@ func (g *Generator) Reconcile(ctx context.Context, req reconcile.Request) (recon
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	own, err := g.isWorkload(ctx, key, obj)
-	if err != nil || !own || obj.GetDeletionTimestamp() != nil {
+	if err != nil || obj.GetDeletionTimestamp() != nil {
 		return reconcile.Result{}, err
+	}
+	if !own {
+		return reconcile.Result{}, g.dropAdopted(ctx, key, obj)
 	}
 	tpl, err := workload.Template(obj)
 	if err != nil {
@@ -153,6 +157,26 @@ func (g *Generator) isWorkload(ctx context.Context, key workload.Key, obj client
 		return k == key, err
 	}
 	return workload.IsTop(obj), nil
+}
+
+// dropAdopted deletes the policy a pod had of its own while it was bare, now that a workload verified
+// as its owner controls it (a ReplicaSet adopted it): its sidecar is served that workload's policy, and
+// the old one would only be listed, measured and promoted for nothing. Only the policy the pod itself
+// owns goes, and only as read (UID and resourceVersion preconditions); obj is not a pod: nothing.
+func (g *Generator) dropAdopted(ctx context.Context, key workload.Key, obj client.Object) error {
+	if _, ok := obj.(*corev1.Pod); !ok {
+		return nil
+	}
+	var p v1.WorkloadPolicy
+	err := g.client.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: workload.PolicyName(key.Kind, key.Name)}, &p)
+	if err != nil || !slices.ContainsFunc(p.OwnerReferences, func(r metav1.OwnerReference) bool { return r.UID == obj.GetUID() }) {
+		return client.IgnoreNotFound(err)
+	}
+	err = g.client.Delete(ctx, &p, client.Preconditions{UID: &p.UID, ResourceVersion: &p.ResourceVersion})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete policy %s/%s of adopted pod: %w", p.Namespace, p.Name, err)
+	}
+	return nil
 }
 
 // optedIn returns the namespace if it opted in, nil if not (or it is gone).

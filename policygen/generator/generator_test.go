@@ -184,6 +184,24 @@ func TestGeneratorGivesARefusedPodItsOwnPolicy(t *testing.T) {
 		}
 	}
 
+	// Adopted at last (its reference to the ReplicaSet made a controller's, as the ReplicaSet controller
+	// adopts a matching orphan), the pod is the Deployment's: the policy it had of its own goes.
+	var adopted corev1.Pod
+	if err := c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "spoof-controller"}, &adopted); err != nil {
+		t.Fatal(err)
+	}
+	adopted.OwnerReferences[0].Controller = &yes
+	if err := c.Update(ctx, &adopted); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var p v1.WorkloadPolicy
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "pod-spoof-controller"}, &p); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("policy pod-spoof-controller of the adopted pod still there (err %v)", err)
+		}
+		return nil
+	})
+
 	// The Deployment's pod is not a workload of its own, though the cache lacks its ReplicaSet; when
 	// the API server cannot be asked either (here it refuses mallory's read), the answer is an error to
 	// retry, not a bare pod.
