@@ -3,7 +3,8 @@
 // cannot be expressed at all is left out rather than exported with no peers, which a NetworkPolicy
 // reads as "everyone". DNS names (fqdn peers) are among them: a NetworkPolicy has no names, and the
 // addresses a name has now are not the ones it will have, so such a peer is left out and noted, never
-// replaced by addresses.
+// replaced by addresses. A Service without a selector is the endpoint addresses its peer pins, which
+// are the policy's own.
 package export
 
 import (
@@ -89,6 +90,14 @@ func (x *exporter) note(format string, args ...any) {
 func (x *exporter) peers(dir string, r v1.Rule) []networkingv1.NetworkPolicyPeer {
 	var out []networkingv1.NetworkPolicyPeer
 	for _, p := range r.Peers {
+		if p.Service != nil && p.Service.Endpoints != nil {
+			pinned := pinnedBlocks(p.Service.Endpoints)
+			if len(pinned) == 0 {
+				x.note("%s rule %s: Service %s pins no endpoint address, so the exported policy allows nothing for it", dir, r.Name, p.Service.Name)
+			}
+			out = append(out, pinned...)
+			continue
+		}
 		np, why := x.peer(p)
 		if why != "" {
 			x.note("%s rule %s: %s", dir, r.Name, why)
@@ -158,6 +167,20 @@ func (x *exporter) peer(p v1.Peer) (networkingv1.NetworkPolicyPeer, string) {
 		return networkingv1.NetworkPolicyPeer{}, "fqdn " + p.FQDN + ": a NetworkPolicy cannot name DNS names, so the exported policy denies what this peer allows"
 	}
 	return networkingv1.NetworkPolicyPeer{}, "empty peer"
+}
+
+// pinnedBlocks are the endpoint addresses a Service peer pins (a Service without a selector: podwall
+// allows them while its EndpointSlices list them), each a one-address ipBlock. A NetworkPolicy sees
+// the connection after the Service's translation, at the endpoint's address, and the pin, unlike a
+// DNS name's addresses, is the policy's own: no address outside it is ever allowed.
+func pinnedBlocks(pin *v1.ServiceEndpoints) []networkingv1.NetworkPolicyPeer {
+	var out []networkingv1.NetworkPolicyPeer
+	for _, a := range pin.Addresses {
+		if ip, err := netip.ParseAddr(string(a)); err == nil {
+			out = append(out, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: netip.PrefixFrom(ip, ip.BitLen()).String()}})
+		}
+	}
+	return out
 }
 
 // inNamespace selects pods by sel in namespace ns, seen from a policy in namespace from.

@@ -47,6 +47,12 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 				// Names are left out, never widened to the addresses they have now.
 				{Name: "stripe", Peers: []v1.Peer{{FQDN: "api.stripe.com"}, {FQDN: "*.stripe.com"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}},
 				{Name: "mixed", Peers: []v1.Peer{{FQDN: "example.com"}, {CIDR: "198.51.100.0/24"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 443}}},
+				// A Service without a selector is its pinned endpoint addresses; a pin of none allows nothing.
+				{Name: "m-svc-ledger", Origin: "manifest", Peers: []v1.Peer{{Service: &v1.ServicePeer{Name: "ledger",
+					Endpoints: &v1.ServiceEndpoints{Addresses: []v1.IPAddress{"192.0.2.10", "2001:db8::10"}}}}},
+					Ports: []v1.Port{{Protocol: "TCP", Port: 5432}}},
+				{Name: "m-svc-empty", Origin: "manifest", Peers: []v1.Peer{{Service: &v1.ServicePeer{Name: "empty", Endpoints: &v1.ServiceEndpoints{}}}},
+					Ports: []v1.Port{{Protocol: "TCP", Port: 5432}}},
 			},
 			Loopback: []v1.LoopbackRule{{Name: "admin", Action: "deny", Ports: []v1.Port{{Port: 15000}}}},
 		}})
@@ -83,6 +89,8 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 			{To: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "ops"}}}}},
 			{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "198.51.100.0/24"}}},
 				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(443)}}},
+			{To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "192.0.2.10/32"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "2001:db8::10/128"}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(5432)}}},
 		},
 	}
 	if d := cmp.Diff(want, np.Spec); d != "" {
@@ -93,7 +101,8 @@ func TestWriteExportsAValidNetworkPolicy(t *testing.T) {
 		"ingress rule metrics: ICMPv6 cannot be named in a NetworkPolicy",
 		"restrictDNS: a NetworkPolicy cannot judge DNS queries", "egress rule stripe: fqdn api.stripe.com: a NetworkPolicy cannot name DNS names",
 		"egress rule stripe: fqdn *.stripe.com: a NetworkPolicy cannot name DNS names", "egress rule stripe left out",
-		"egress rule mixed: fqdn example.com: a NetworkPolicy cannot name DNS names, so the exported policy denies what this peer allows"} {
+		"egress rule mixed: fqdn example.com: a NetworkPolicy cannot name DNS names, so the exported policy denies what this peer allows",
+		"egress rule m-svc-empty: Service empty pins no endpoint address, so the exported policy allows nothing for it", "egress rule m-svc-empty left out"} {
 		if !strings.Contains(out.String(), "# not expressed: "+note) {
 			t.Errorf("output does not note %q:\n%s", note, out.String())
 		}
