@@ -239,15 +239,21 @@ func (s *sighting) addTo(st *v1.WorkloadPolicyStatus) bool {
 	return changed
 }
 
-// measure updates st.Coverage at now for a workload running pods pods, of which settled are old
-// enough (and not terminating) that their sidecars must have subscribed, with prevRevision the
-// revision status held before. The window begins when the mode did, or later when the revision
-// changed; a new window starts with no flows counted and drops the would-deny flows seen before it.
-// A pod counts as reported while a sidecar is subscribed for it: policygen's replicas count their
-// subscribers per workload, not by pod, so Reported is the subscribers, up to the pods. Each whole hour
-// of the window counts as observed if every settled pod had a subscriber when the promoter looked, as a
-// gap as soon as one had none.
-func measure(st *v1.WorkloadPolicyStatus, prevRevision int64, pods, settled int32, now time.Time) {
+// observed is what the promoter found when it looked at a workload: the pods it runs, how many of
+// them have a sidecar subscribed, and whether every pod that must have one by now (old enough, not
+// terminating) has.
+type observed struct {
+	pods, reported int32
+	full           bool
+}
+
+// measure updates st.Coverage at now from what the promoter observed, for the policy's generation.
+// The window begins when the mode did, or later when the spec changed (a newer generation: rules
+// added, widened or narrowed, not the peers' addresses coming and going); a new window starts with no
+// flows counted and drops the would-deny flows seen before it. Each whole hour of the window counts
+// as observed if every pod that must have a subscriber had one when the promoter looked, as a gap as
+// soon as one had none.
+func measure(st *v1.WorkloadPolicyStatus, generation int64, o observed, now time.Time) {
 	c := st.Coverage
 	since := now // a window opened now: what came before was not seen
 	if c != nil {
@@ -255,7 +261,7 @@ func measure(st *v1.WorkloadPolicyStatus, prevRevision int64, pods, settled int3
 		if st.ModeSince.After(since) {
 			since = st.ModeSince.Time
 		}
-		if prevRevision != 0 && st.Revision != 0 && st.Revision != prevRevision {
+		if c.Generation != 0 && generation != c.Generation {
 			since = now
 		}
 	}
@@ -273,8 +279,9 @@ func measure(st *v1.WorkloadPolicyStatus, prevRevision int64, pods, settled int3
 	} else {
 		c = c.DeepCopy()
 	}
-	c.Pods, c.Reported = pods, min(pods, st.Sidecars)
-	full := pods > 0 && st.Sidecars >= settled
+	c.Generation = generation
+	c.Pods, c.Reported = o.pods, min(o.pods, o.reported)
+	full := o.pods > 0 && o.full
 	elapsed := int32(now.Sub(since) / time.Hour)
 	if counted := c.ObservedHours + c.GapHours; counted < elapsed {
 		if full {
@@ -286,7 +293,7 @@ func measure(st *v1.WorkloadPolicyStatus, prevRevision int64, pods, settled int3
 	if !full && c.ObservedHours+c.GapHours == elapsed {
 		c.GapHours++ // the hour under way has a gap already
 	}
-	c.Complete = c.GapHours == 0 && pods > 0 && c.Reported == pods
+	c.Complete = c.GapHours == 0 && o.pods > 0 && c.Reported == o.pods
 	st.Coverage = c
 }
 
@@ -324,17 +331,48 @@ func evidenceNote(st *v1.WorkloadPolicyStatus) string {
 // not terminating and older than Stale (the replicas' status TTL) must have a sidecar subscribed by
 // now.
 func (p *Promoter) cover(wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus, list []corev1.Pod, now time.Time) {
-	var pods, settled int32
+	measure(st, wp.Generation, p.observe(st.Replicas, list, now), now)
+}
+
+// observe counts list's pods with a sidecar subscribed at one of replicas: by name, so that a pod
+// subscribed at two replicas counts once and a gone pod's sidecar not at all, or by the replicas'
+// Sidecars when one of them does not name all its pods (more than v1.MaxReplicaPods, or a policygen
+// older than the names).
+func (p *Promoter) observe(replicas []v1.ReplicaStatus, list []corev1.Pod, now time.Time) observed {
+	subscribed := map[string]bool{}
+	byName := true
+	var sidecars int32
+	for _, r := range replicas {
+		sidecars += r.Sidecars
+		byName = byName && len(r.Pods) < v1.MaxReplicaPods && (len(r.Pods) > 0 || r.Sidecars == 0)
+		for _, name := range r.Pods {
+			subscribed[name] = true
+		}
+	}
+	var o observed
+	var settled, silent int32
 	for _, pod := range list {
 		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		pods++
-		if pod.DeletionTimestamp == nil && now.Sub(pod.CreationTimestamp.Time) > p.opts.Stale {
+		o.pods++
+		due := pod.DeletionTimestamp == nil && now.Sub(pod.CreationTimestamp.Time) > p.opts.Stale
+		if due {
 			settled++
 		}
+		switch {
+		case subscribed[pod.Name]:
+			o.reported++
+		case due:
+			silent++
+		}
 	}
-	measure(st, wp.Status.Revision, pods, settled, now)
+	if !byName {
+		o.reported, o.full = min(o.pods, sidecars), sidecars >= settled
+		return o
+	}
+	o.full = silent == 0
+	return o
 }
 
 func maxTime(a, b metav1.Time) metav1.Time {

@@ -10,9 +10,11 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -28,15 +30,19 @@ import (
 )
 
 // subscribe writes a policygen replica's entry as its tracker would: sidecars subscribed to the
-// policy, holding revision, at the given time.
-func subscribe(t *testing.T, c client.Client, key types.NamespacedName, sidecars int32, revision int64, at time.Time) {
+// policy, holding revision, at the given time, for the pods named (none: a replica that counts its
+// subscribers without naming them).
+func subscribe(t *testing.T, c client.Client, key types.NamespacedName, sidecars int32, revision int64, at time.Time, pods ...string) {
 	t.Helper()
-	var wp v1.WorkloadPolicy
-	if err := c.Get(context.Background(), key, &wp); err != nil {
-		t.Fatal(err)
-	}
-	wp.Status.Replicas = []v1.ReplicaStatus{{Name: "policygen-0", Revision: revision, Sidecars: sidecars, SidecarsInSync: sidecars, Updated: metav1.NewTime(at)}}
-	if err := c.Status().Update(context.Background(), &wp); err != nil {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error { // the learner writes status too
+		var wp v1.WorkloadPolicy
+		if err := c.Get(context.Background(), key, &wp); err != nil {
+			return err
+		}
+		wp.Status.Replicas = []v1.ReplicaStatus{{Name: "policygen-0", Revision: revision, Sidecars: sidecars, SidecarsInSync: sidecars, Updated: metav1.NewTime(at), Pods: pods}}
+		return c.Status().Update(context.Background(), &wp)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
@@ -74,10 +80,11 @@ func TestEvidenceGatesPromotion(t *testing.T) {
 	})
 
 	var wp v1.WorkloadPolicy
-	reconcileAt := func(advance time.Duration, sidecars int32, revision int64) *v1.WorkloadPolicyStatus {
+	// reconcileAt has the promoter look advance later, with sidecars of pods subscribed at revision.
+	reconcileAt := func(advance time.Duration, revision int64, pods ...string) *v1.WorkloadPolicyStatus {
 		t.Helper()
 		clk.Step(advance)
-		subscribe(t, c, key, sidecars, revision, clk.Now())
+		subscribe(t, c, key, int32(len(pods)), revision, clk.Now(), pods...)
 		if _, err := prom.Reconcile(ctx, reconcile.Request{NamespacedName: key}); err != nil {
 			t.Fatalf("reconcile: %v", err)
 		}
@@ -89,24 +96,31 @@ func TestEvidenceGatesPromotion(t *testing.T) {
 	t0 := clk.Now()
 	coverage := func(want v1.Coverage) {
 		t.Helper()
+		want.Generation = wp.Generation
 		if d := cmp.Diff(&want, wp.Status.Coverage); d != "" {
 			t.Errorf("coverage (-want +got):\n%s", d)
 		}
 	}
 
 	// Learn, an hour and a minute quiet, but one of the two pods never had a sidecar: no promotion,
-	// and status says why. Both hours of the window (the past one and the one under way) are gaps.
-	reconcileAt(0, 1, 1)
+	// and status says why. Both hours of the window (the past one and the one under way) are gaps. The
+	// second sidecar subscribed is a gone pod's, still in its replica's grace: it covers no pod.
+	reconcileAt(0, 1, web[0].Name)
 	coverage(v1.Coverage{Since: metav1.NewTime(t0), Pods: 2, Reported: 1})
-	st := reconcileAt(61*time.Minute, 1, 1)
+	st := reconcileAt(61*time.Minute, 1, web[0].Name, "web-gone")
 	if wp.Spec.Mode != policy.Learn || !strings.Contains(st.PromotionBlocked, "1 of 2 pods have no sidecar subscribed") {
 		t.Fatalf("silent pod: mode %s, promotionBlocked %q; want Learn, blocked by the silent pod", wp.Spec.Mode, st.PromotionBlocked)
 	}
 	coverage(v1.Coverage{Since: metav1.NewTime(t0), Pods: 2, Reported: 1, GapHours: 2})
 
-	// The rules change (revision 2) and both sidecars subscribe: a new window, complete; the policy
-	// is promoted to Monitor with an Event naming the evidence.
-	st = reconcileAt(time.Minute, 2, 2)
+	// A new revision alone (a peer's address changed) is the same window.
+	reconcileAt(time.Minute, 2, web[0].Name)
+	coverage(v1.Coverage{Since: metav1.NewTime(t0), Pods: 2, Reported: 1, GapHours: 2})
+
+	// The rules change (a new generation) and both sidecars subscribe: a new window, complete; the
+	// policy is promoted to Monitor with an Event naming the evidence.
+	addRule(t, c, key, v1.Rule{Name: "db", Origin: "user", Peers: []v1.Peer{{CIDR: "192.0.2.0/24"}}})
+	st = reconcileAt(0, 3, web[0].Name, web[1].Name)
 	if wp.Spec.Mode != policy.Monitor || st.PromotionBlocked != "" {
 		t.Fatalf("covered: mode %s, promotionBlocked %q; want Monitor, nothing blocked", wp.Spec.Mode, st.PromotionBlocked)
 	}
@@ -123,9 +137,9 @@ func TestEvidenceGatesPromotion(t *testing.T) {
 	}
 	clk.Step(10 * time.Minute)
 	for _, r := range []policy.Report{
-		{Revision: 2, Mode: policy.Monitor, Entries: []policy.ReportEntry{entry("10.2.0.5", 8000, 2, policy.Audit), entry("10.2.0.5", 8001, 5, policy.Allow)}},
-		{Revision: 2, Mode: policy.Monitor, Entries: []policy.ReportEntry{entry("10.2.0.5", 8000, 1, policy.Audit)}},
-		{Revision: 1, Mode: policy.Monitor, Entries: []policy.ReportEntry{entry("198.51.100.9", 443, 1, policy.Audit)}},
+		{Revision: 3, Mode: policy.Monitor, Entries: []policy.ReportEntry{entry("10.2.0.5", 8000, 2, policy.Audit), entry("10.2.0.5", 8001, 5, policy.Allow)}},
+		{Revision: 3, Mode: policy.Monitor, Entries: []policy.ReportEntry{entry("10.2.0.5", 8000, 1, policy.Audit)}},
+		{Revision: 2, Mode: policy.Monitor, Entries: []policy.ReportEntry{entry("198.51.100.9", 443, 1, policy.Audit)}},
 	} {
 		if err := learner.Accept(ctx, id, &r); err != nil {
 			t.Fatal(err)
@@ -146,7 +160,7 @@ func TestEvidenceGatesPromotion(t *testing.T) {
 	}
 
 	// Two hours on, the quiet period after the audit is over, but the would-deny flow blocks Protect.
-	st = reconcileAt(2*time.Hour+time.Minute, 2, 2)
+	st = reconcileAt(2*time.Hour+time.Minute, 3, web[0].Name, web[1].Name)
 	if wp.Spec.Mode != policy.Monitor || !strings.Contains(st.PromotionBlocked, "1 flows Protect would deny") {
 		t.Fatalf("would deny: mode %s, promotionBlocked %q; want Monitor, blocked by the flow", wp.Spec.Mode, st.PromotionBlocked)
 	}
@@ -154,13 +168,27 @@ func TestEvidenceGatesPromotion(t *testing.T) {
 		t.Errorf("would deny: %d listed, coverage %+v; want the flow kept and two complete hours", len(st.WouldDeny), st.Coverage)
 	}
 
-	// A rule for the flow (revision 3) restarts the window: the flow is gone with the old rules, every
-	// pod has its sidecar, and the quiet period since the audit is over: Protect.
-	st = reconcileAt(0, 2, 3)
+	// A rule for the flow restarts the window: the flow is gone with the old rules, every pod has its
+	// sidecar, and the quiet period since the audit is over: Protect.
+	addRule(t, c, key, v1.Rule{Name: "api", Origin: "user", Peers: []v1.Peer{{CIDR: "10.2.0.5/32"}}})
+	st = reconcileAt(0, 4, web[0].Name, web[1].Name)
 	if wp.Spec.Mode != policy.Protect || st.WouldDeny != nil || st.WouldDenyFlows != 0 {
 		t.Fatalf("rules changed: mode %s, wouldDeny %v (%d); want Protect, none", wp.Spec.Mode, st.WouldDeny, st.WouldDenyFlows)
 	}
 	promoted(t, c, key.Name, "Monitor to Protect", "none Protect would deny")
+}
+
+// addRule adds an egress rule to the policy at key: a new generation.
+func addRule(t *testing.T, c client.Client, key types.NamespacedName, r v1.Rule) {
+	t.Helper()
+	var wp v1.WorkloadPolicy
+	if err := c.Get(context.Background(), key, &wp); err != nil {
+		t.Fatal(err)
+	}
+	wp.Spec.Egress = append(wp.Spec.Egress, r)
+	if err := c.Update(context.Background(), &wp); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // owned waits until the cache names the owner of a pod address.
@@ -206,7 +234,7 @@ func TestMeasure(t *testing.T) {
 	}
 	type look struct {
 		now               time.Duration
-		revision          int64
+		generation        int64
 		sidecars          int32
 		pods, settled     int32
 		observed, gap     int32
@@ -222,41 +250,38 @@ func TestMeasure(t *testing.T) {
 	}{
 		{"every pod reports: whole hours observed",
 			nil, 0, []look{
-				{now: 0, revision: 1, sidecars: 2, pods: 2, settled: 0, complete: true},
-				{now: 59 * time.Minute, revision: 1, sidecars: 2, pods: 2, settled: 2, complete: true},
-				{now: 3*time.Hour + time.Minute, revision: 1, sidecars: 2, pods: 2, settled: 2, observed: 3, complete: true},
+				{now: 0, generation: 1, sidecars: 2, pods: 2, settled: 0, complete: true},
+				{now: 59 * time.Minute, generation: 1, sidecars: 2, pods: 2, settled: 2, complete: true},
+				{now: 3*time.Hour + time.Minute, generation: 1, sidecars: 2, pods: 2, settled: 2, observed: 3, complete: true},
 			}},
 		{"a gap counts its hour at once, and once",
 			nil, 0, []look{
-				{now: 0, revision: 1, sidecars: 2, pods: 2, settled: 2, complete: true},
-				{now: 90 * time.Minute, revision: 1, sidecars: 1, pods: 2, settled: 2, observed: 0, gap: 2},
-				{now: 100 * time.Minute, revision: 1, sidecars: 1, pods: 2, settled: 2, observed: 0, gap: 2},
-				{now: 150 * time.Minute, revision: 1, sidecars: 2, pods: 2, settled: 2, observed: 0, gap: 2},
-				{now: 200 * time.Minute, revision: 1, sidecars: 2, pods: 2, settled: 2, observed: 1, gap: 2},
+				{now: 0, generation: 1, sidecars: 2, pods: 2, settled: 2, complete: true},
+				{now: 90 * time.Minute, generation: 1, sidecars: 1, pods: 2, settled: 2, observed: 0, gap: 2},
+				{now: 100 * time.Minute, generation: 1, sidecars: 1, pods: 2, settled: 2, observed: 0, gap: 2},
+				{now: 150 * time.Minute, generation: 1, sidecars: 2, pods: 2, settled: 2, observed: 0, gap: 2},
+				{now: 200 * time.Minute, generation: 1, sidecars: 2, pods: 2, settled: 2, observed: 1, gap: 2},
 			}},
 		{"a young pod has time to subscribe, but is not reported yet",
 			nil, 0, []look{
-				{now: 0, revision: 1, sidecars: 2, pods: 3, settled: 2, observed: 0, gap: 0},
+				{now: 0, generation: 1, sidecars: 2, pods: 3, settled: 2, observed: 0, gap: 0},
 			}},
 		{"no pod is no coverage",
 			nil, 0, []look{
-				{now: 0, revision: 1, pods: 0, gap: 1},
+				{now: 0, generation: 1, pods: 0, gap: 1},
 			}},
-		{"a revision change restarts the window and drops older would-deny flows",
+		{"a spec change (a new generation) restarts the window and drops older would-deny flows",
 			[]v1.FlowSummary{flow("b", 2*time.Hour), flow("a", time.Hour)}, 40, []look{
-				{now: 0, revision: 1, sidecars: 1, pods: 1, settled: 1, complete: true, wouldDeny: 40, listed: 2},
-				{now: 90 * time.Minute, revision: 2, sidecars: 1, pods: 1, settled: 1, complete: true, since: 90 * time.Minute, wouldDeny: 1, listed: 1},
-				{now: 3 * time.Hour, revision: 3, sidecars: 1, pods: 1, settled: 1, complete: true, since: 3 * time.Hour},
+				{now: 0, generation: 1, sidecars: 1, pods: 1, settled: 1, complete: true, wouldDeny: 40, listed: 2},
+				{now: 90 * time.Minute, generation: 2, sidecars: 1, pods: 1, settled: 1, complete: true, since: 90 * time.Minute, wouldDeny: 1, listed: 1},
+				{now: 3 * time.Hour, generation: 3, sidecars: 1, pods: 1, settled: 1, complete: true, since: 3 * time.Hour},
 			}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			st := &v1.WorkloadPolicyStatus{ModeSince: &metav1.Time{Time: t0}, WouldDeny: tc.deny, WouldDenyFlows: tc.flows}
-			var prev int64
 			for i, l := range tc.looks {
-				st.Revision, st.Sidecars = l.revision, l.sidecars
-				measure(st, prev, l.pods, l.settled, t0.Add(l.now))
-				prev = st.Revision
+				measure(st, l.generation, observed{pods: l.pods, reported: l.sidecars, full: l.sidecars >= l.settled}, t0.Add(l.now))
 				c := st.Coverage
 				if c.ObservedHours != l.observed || c.GapHours != l.gap || c.Complete != l.complete || !c.Since.Time.Equal(t0.Add(l.since)) ||
 					c.Pods != l.pods || c.Reported != min(l.pods, l.sidecars) {
@@ -265,6 +290,53 @@ func TestMeasure(t *testing.T) {
 				if st.WouldDenyFlows != l.wouldDeny || int32(len(st.WouldDeny)) != l.listed {
 					t.Errorf("look %d: %d would-deny flows, %d listed; want %d, %d", i, st.WouldDenyFlows, len(st.WouldDeny), l.wouldDeny, l.listed)
 				}
+			}
+		})
+	}
+}
+
+// TestObserve counts a workload's pods with a subscribed sidecar by name when every replica names its
+// subscribers' pods, and by the replicas' counts when one does not.
+func TestObserve(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	pod := func(name string, age time.Duration, mod func(*corev1.Pod)) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(now.Add(-age))}}
+		if mod != nil {
+			mod(&p)
+		}
+		return p
+	}
+	pods := []corev1.Pod{
+		pod("a", time.Hour, nil),
+		pod("b", time.Hour, nil),
+		pod("young", time.Second, nil), // may have no sidecar yet
+		pod("going", time.Hour, func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{Time: now} }),
+		pod("done", time.Hour, func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), // not counted
+	}
+	many := make([]string, v1.MaxReplicaPods)
+	for i := range many {
+		many[i] = fmt.Sprintf("x-%03d", i)
+	}
+	for _, tc := range []struct {
+		name     string
+		replicas []v1.ReplicaStatus
+		want     observed
+	}{
+		{"no replica", nil, observed{pods: 4}},
+		{"by name, the settled pods covered", []v1.ReplicaStatus{{Sidecars: 1, Pods: []string{"a"}}, {Sidecars: 2, Pods: []string{"b", "young"}}},
+			observed{pods: 4, reported: 3, full: true}},
+		{"by name, a pod at two replicas counts once and a gone pod not at all",
+			[]v1.ReplicaStatus{{Sidecars: 2, Pods: []string{"a", "gone"}}, {Sidecars: 1, Pods: []string{"a"}}},
+			observed{pods: 4, reported: 1}},
+		{"a replica that names none: by count", []v1.ReplicaStatus{{Sidecars: 1, Pods: []string{"a"}}, {Sidecars: 1}},
+			observed{pods: 4, reported: 2, full: true}},
+		{"a replica with more pods than it may name: by count", []v1.ReplicaStatus{{Sidecars: 300, Pods: many}},
+			observed{pods: 4, reported: 4, full: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Promoter{opts: PromoteOptions{Stale: 30 * time.Second}}
+			if got := p.observe(tc.replicas, pods, now); got != tc.want {
+				t.Errorf("observe = %+v, want %+v", got, tc.want)
 			}
 		})
 	}
@@ -323,7 +395,7 @@ func TestSightingAddTo(t *testing.T) {
 	}
 }
 
-// FuzzMeasure looks at a window at arbitrary times, revisions, pods and subscribers, and checks what
+// FuzzMeasure looks at a window at arbitrary times, generations, pods and subscribers, and checks what
 // must hold whatever happens: every whole hour counted once (the one under way at most in advance),
 // no more pods reported than run, complete only without a gap, and never fewer would-deny flows
 // counted than listed.
@@ -335,17 +407,13 @@ func FuzzMeasure(f *testing.F) {
 		st := &v1.WorkloadPolicyStatus{ModeSince: &metav1.Time{Time: t0}, WouldDenyFlows: 3,
 			WouldDeny: []v1.FlowSummary{{Peer: "a", LastSeen: metav1.NewTime(t0)}, {Peer: "b", LastSeen: metav1.NewTime(t0.Add(time.Hour))}}}
 		now := t0
-		var prev int64
 		for ; len(steps) >= 5; steps = steps[5:] {
 			now = now.Add(time.Duration(steps[0]) * time.Minute)
 			if steps[1]%7 == 0 {
 				st.ModeSince = &metav1.Time{Time: now} // a mode change
 			}
-			st.Revision, st.Sidecars = int64(steps[1]%4), int32(steps[2]%5)
 			pods := int32(steps[3] % 5)
-			settled := min(pods, int32(steps[4]%5))
-			measure(st, prev, pods, settled, now)
-			prev = st.Revision
+			measure(st, int64(steps[1]%4), observed{pods: pods, reported: int32(steps[2] % 5), full: steps[4]%2 == 0}, now)
 			c := st.Coverage
 			elapsed := int32(now.Sub(c.Since.Time) / time.Hour)
 			if n := c.ObservedHours + c.GapHours; n != elapsed && n != elapsed+1 {

@@ -118,7 +118,8 @@ func TestLearnerAndPromoter(t *testing.T) {
 
 	// Promotion with the injected clock: Learn -> Monitor after an hour without learning, Monitor ->
 	// Protect after two hours without audits; an audit restarts the Monitor clock, and blocks the
-	// promotion until the rules change (revision 2) and restart the window (evidence_test.go).
+	// promotion until the rules change (a rule for it: a new generation) and restart the window
+	// (evidence_test.go).
 	prom := NewPromoter(c, mgr.GetCache(), PromoteOptions{LearnQuiet: time.Hour, MonitorQuiet: 2 * time.Hour, Clock: clk})
 	mode := func() policy.Mode {
 		t.Helper()
@@ -131,20 +132,23 @@ func TestLearnerAndPromoter(t *testing.T) {
 		return wp.Spec.Mode
 	}
 	steps := []struct {
-		advance  time.Duration
-		audit    bool
-		revision int64
-		want     policy.Mode
+		advance     time.Duration
+		audit, rule bool
+		revision    int64
+		want        policy.Mode
 	}{
-		{0, false, 1, policy.Learn}, // starts the clock
-		{59 * time.Minute, false, 1, policy.Learn},
-		{time.Minute, false, 1, policy.Monitor},
-		{90 * time.Minute, true, 1, policy.Monitor}, // an audit at 1h30 into Monitor
-		{90 * time.Minute, false, 2, policy.Monitor},
-		{30 * time.Minute, false, 2, policy.Protect},
+		{0, false, false, 1, policy.Learn}, // starts the clock
+		{59 * time.Minute, false, false, 1, policy.Learn},
+		{time.Minute, false, false, 1, policy.Monitor},
+		{90 * time.Minute, true, false, 1, policy.Monitor}, // an audit at 1h30 into Monitor
+		{90 * time.Minute, false, true, 2, policy.Monitor},
+		{30 * time.Minute, false, false, 2, policy.Protect},
 	}
 	for i, s := range steps {
 		clk.Step(s.advance)
+		if s.rule {
+			addRule(t, c, key, v1.Rule{Name: "smtp", Origin: "user", Peers: []v1.Peer{{CIDR: "203.0.113.1/32"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 25}}})
+		}
 		subscribe(t, c, key, 1, s.revision, clk.Now())
 		if s.audit {
 			r := policy.Report{Revision: s.revision, Entries: []policy.ReportEntry{entry(policy.Egress, "203.0.113.1", 25, policy.Audit)}}
@@ -157,8 +161,8 @@ func TestLearnerAndPromoter(t *testing.T) {
 			t.Fatalf("step %d: mode %s, want %s (status %+v)", i, got, s.want, wp.Status)
 		}
 	}
-	if wp.Status.Violations != 2 || wp.Status.Rules != 7 || wp.Status.Mode != policy.Protect {
-		t.Errorf("status %+v, want 2 violations, 7 rules, mode Protect", wp.Status)
+	if wp.Status.Violations != 2 || wp.Status.Rules != 8 || wp.Status.Mode != policy.Protect {
+		t.Errorf("status %+v, want 2 violations, 8 rules, mode Protect", wp.Status)
 	}
 	// Protect learns nothing.
 	r := policy.Report{Entries: []policy.ReportEntry{entry(policy.Egress, "203.0.113.2", 25, policy.Deny)}}
@@ -169,7 +173,7 @@ func TestLearnerAndPromoter(t *testing.T) {
 	if err := c.Get(ctx, key, &wp); err != nil {
 		t.Fatal(err)
 	}
-	if len(wp.Spec.Egress) != 6 || wp.Status.Violations != 4 {
-		t.Errorf("in Protect: %d egress rules and %d violations, want 6 and 4", len(wp.Spec.Egress), wp.Status.Violations)
+	if len(wp.Spec.Egress) != 7 || wp.Status.Violations != 4 {
+		t.Errorf("in Protect: %d egress rules and %d violations, want 7 and 4", len(wp.Spec.Egress), wp.Status.Violations)
 	}
 }

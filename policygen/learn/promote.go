@@ -143,7 +143,7 @@ func (p *Promoter) Reconcile(ctx context.Context, req reconcile.Request) (reconc
 		st.Mode, st.ModeSince = next, &metav1.Time{Time: now}
 		pods := st.Coverage.Pods // all of them reported: Promote saw the coverage complete
 		st.Coverage = nil        // the new mode's window opens now
-		measure(st, st.Revision, pods, pods, now)
+		measure(st, wp.Generation, observed{pods: pods, reported: pods, full: true}, now)
 		wait = 0
 	}
 	if !equality.Semantic.DeepEqual(st, &wp.Status) {
@@ -170,7 +170,7 @@ func (p *Promoter) summarize(wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus,
 	}
 	st.Rules = int32(len(wp.Spec.Ingress) + len(wp.Spec.Egress) + len(wp.Spec.Loopback))
 	st.ObservedGeneration = wp.Generation
-	st.Sidecars, st.SidecarsInSync, st.Revision, st.OutdatedSidecars = 0, 0, 0, 0
+	st.Sidecars, st.SidecarsInSync, st.Revision, st.OutdatedSidecars, st.WeakenedSidecars = 0, 0, 0, 0, 0
 	versions := map[string]int32{}
 	fresh := st.Replicas[:0:0]
 	for _, r := range st.Replicas {
@@ -180,6 +180,7 @@ func (p *Promoter) summarize(wp *v1.WorkloadPolicy, st *v1.WorkloadPolicyStatus,
 		fresh = append(fresh, r)
 		st.Sidecars += r.Sidecars
 		st.SidecarsInSync += r.SidecarsInSync
+		st.WeakenedSidecars += r.Weakened
 		st.Revision = max(st.Revision, r.Revision)
 		for _, v := range r.SidecarVersions {
 			versions[v.Version] += v.Count
