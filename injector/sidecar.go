@@ -38,7 +38,7 @@ func (in *Injector) sidecar(pod *corev1.Pod, proxy *mesh.Proxy, platform config.
 		ImagePullPolicy: in.opts.PullPolicy,
 		Command:         []string{sidecar.Binary},
 		Env:             in.env(pod, proxy, platform.Settings),
-		Ports:           []corev1.ContainerPort{{Name: "podwall-http", ContainerPort: in.opts.Port, Protocol: corev1.ProtocolTCP}},
+		Ports:           []corev1.ContainerPort{{Name: sidecar.PortName, ContainerPort: in.opts.Port, Protocol: corev1.ProtocolTCP}},
 		Resources:       *platform.Resources.DeepCopy(),
 		// Ready means the ruleset is in place: the startup probe holds back every later container
 		// (native layout) until then; 1s steps for up to 2 minutes.

@@ -245,7 +245,7 @@ func setupNetworkPolicySync(ctx context.Context, mgr ctrl.Manager, cs kubernetes
 		return fmt.Errorf("api address %q: the NetworkPolicy sync needs a numeric port", opts.APIAddr)
 	}
 	syncer := netpolsync.New(mgr.GetClient(), netpolsync.Options{
-		PolicyAPI:     v1alpha1.ServicePeer{Namespace: opts.Namespace, Name: "podwall-policygen"},
+		PolicyAPI:     v1alpha1.ServicePeer{Namespace: opts.TLS.Namespace, Name: opts.TLS.Service},
 		PolicyAPIPort: int32(port),
 		Events:        mgr.GetEventRecorder("podwall-policygen"),
 	})

@@ -70,6 +70,10 @@ func (k Key) Flag() string { return "--" + string(k) }
 // keeps clear of the ports apps and proxies usually take in the pod's shared network namespace.
 const DefaultPort = 9947
 
+// PortName names the sidecar container's port of /readyz, /healthz and /metrics (DefaultPort unless
+// configured otherwise), so that what must reach it, a NetworkPolicy's rule included, finds it by name.
+const PortName = "podwall-http"
+
 // The volumes the injector adds and where the sidecar finds them. The paths are the sidecar's own
 // defaults too; the injector sets them explicitly all the same.
 const (

@@ -10,8 +10,10 @@
 // When a policy leaves Protect its NetworkPolicy is deleted. Beside the policy's rules, the
 // NetworkPolicy allows what podwall lets through whatever the rules say, so that the second layer
 // does not cut the sidecar off: egress to policygen's policy API (PolicyAPI, PolicyAPIPort), without
-// which the pod would keep its last policy forever, and ingress to the sidecar's own port
-// (SidecarPort: its probes and metrics), which podwall opens in every mode.
+// which the pod would keep its last policy forever, and ingress from anywhere to the sidecar's own port
+// (its probes and metrics), which podwall opens in every mode; that port is named by its container
+// port's name (api/sidecar.PortName), so that the network plugin finds it in each pod whatever port
+// the platform configured.
 //
 // The syncer never touches a NetworkPolicy it did not create: an object of the same name that the
 // WorkloadPolicy does not control is left as it is, and a Warning Event on the WorkloadPolicy says so.
@@ -26,11 +28,13 @@ import (
 	"maps"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -51,11 +55,8 @@ const (
 	ReasonRefused = "NetworkPolicyRefused"
 )
 
-// The rules added to every synced NetworkPolicy: egress to the policy API, ingress to the sidecar's port.
-const (
-	PolicyAPIRule = "podwall-policy-api"
-	SidecarRule   = "podwall-sidecar"
-)
+// PolicyAPIRule names the egress rule added to every synced NetworkPolicy for the policy API.
+const PolicyAPIRule = "podwall-policy-api"
 
 // Options configure a Syncer; zero values take the defaults in parentheses.
 type Options struct {
@@ -63,8 +64,6 @@ type Options struct {
 	// PolicyAPIPort the port its pods serve the policy API on (8443).
 	PolicyAPI     v1.ServicePeer
 	PolicyAPIPort int32
-	// SidecarPort is the TCP port the sidecar serves its probes and metrics on (api/sidecar.DefaultPort).
-	SidecarPort int32
 	// Events records conflicts and refusals on the WorkloadPolicy; nil records none.
 	Events events.EventRecorder
 }
@@ -80,7 +79,6 @@ func New(c client.Client, opts Options) *Syncer {
 	opts.PolicyAPI.Namespace = cmp.Or(opts.PolicyAPI.Namespace, "podwall-system")
 	opts.PolicyAPI.Name = cmp.Or(opts.PolicyAPI.Name, "podwall-policygen")
 	opts.PolicyAPIPort = cmp.Or(opts.PolicyAPIPort, 8443)
-	opts.SidecarPort = cmp.Or(opts.SidecarPort, sidecar.DefaultPort)
 	return &Syncer{client: c, opts: opts}
 }
 
@@ -142,12 +140,13 @@ func (s *Syncer) desired(ctx context.Context, wp *v1.WorkloadPolicy) (*networkin
 	api := s.opts.PolicyAPI
 	withOwn.Spec.Egress = append(withOwn.Spec.Egress, v1.Rule{Name: PolicyAPIRule,
 		Peers: []v1.Peer{{Service: &api}}, Ports: []v1.Port{{Protocol: policy.TCP, Port: s.opts.PolicyAPIPort}}})
-	withOwn.Spec.Ingress = append(withOwn.Spec.Ingress, v1.Rule{Name: SidecarRule,
-		Peers: []v1.Peer{{CIDR: "0.0.0.0/0"}, {CIDR: "::/0"}}, Ports: []v1.Port{{Protocol: policy.TCP, Port: s.opts.SidecarPort}}})
 	np, notes, err := export.Build(ctx, s.client, withOwn)
 	if err != nil {
 		return nil, err
 	}
+	tcp, port := corev1.ProtocolTCP, intstr.FromString(sidecar.PortName)
+	np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
+		Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}}})
 	np.TypeMeta = metav1.TypeMeta{}
 	np.OwnerReferences = []metav1.OwnerReference{{APIVersion: v1.GroupVersion.String(), Kind: "WorkloadPolicy",
 		Name: wp.Name, UID: wp.UID, Controller: ptr.To(true)}}

@@ -175,14 +175,14 @@ func TestSyncKeepsOneNetworkPolicyPerProtectPolicy(t *testing.T) {
 
 	tcp := corev1.ProtocolTCP
 	port := func(p int32) *intstr.IntOrString { v := intstr.FromInt32(p); return &v }
+	sidecarPort := intstr.FromString("podwall-http")
 	wantSpec := func(dbLabels map[string]string) networkingv1.NetworkPolicySpec {
 		return networkingv1.NetworkPolicySpec{
 			PodSelector: *selector(map[string]string{"app": "web"}),
 			PolicyTypes: []networkingv1.PolicyType{"Ingress", "Egress"},
+			// The sidecar's port, by its name in each pod, from anywhere.
 			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}},
-					{IPBlock: &networkingv1.IPBlock{CIDR: "::/0"}}, {NamespaceSelector: &metav1.LabelSelector{}}},
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: port(9947)}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &sidecarPort}},
 			}},
 			Egress: []networkingv1.NetworkPolicyEgressRule{
 				{To: []networkingv1.NetworkPolicyPeer{{PodSelector: selector(dbLabels)}},
