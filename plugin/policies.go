@@ -81,10 +81,12 @@ type policyStatus struct {
 	Workload  string      `json:"workload"`
 	Mode      policy.Mode `json:"mode"`
 	// Sidecars subscribed, how many run the latest revision, how many run another version than
-	// policygen's (restart their pods to upgrade them).
+	// policygen's (restart their pods to upgrade them), how many guard their pod less than the policy
+	// asks (failing open, a weaker mode, or their ruleset changed by another process lately).
 	Sidecars       int32            `json:"sidecars"`
 	SidecarsInSync int32            `json:"sidecarsInSync"`
 	Outdated       int32            `json:"outdatedSidecars"`
+	Weakened       int32            `json:"weakenedSidecars"`
 	Coverage       *v1.Coverage     `json:"coverage,omitempty"`
 	WouldDeny      int32            `json:"wouldDenyFlows"`
 	Canary         *v1.CanaryStatus `json:"canary,omitempty"`
@@ -94,6 +96,7 @@ type policyStatus struct {
 func statusOf(wp *v1.WorkloadPolicy) policyStatus {
 	return policyStatus{Namespace: wp.Namespace, Policy: wp.Name, Workload: wp.Spec.Workload.Kind + "/" + wp.Spec.Workload.Name,
 		Mode: wp.Spec.Mode, Sidecars: wp.Status.Sidecars, SidecarsInSync: wp.Status.SidecarsInSync, Outdated: wp.Status.OutdatedSidecars,
+		Weakened: wp.Status.WeakenedSidecars,
 		Coverage: wp.Status.Coverage, WouldDeny: wp.Status.WouldDenyFlows, Canary: wp.Status.Canary, Proposals: wp.Status.PendingProposals}
 }
 
@@ -134,7 +137,9 @@ func newStatusCommand(kube *genericclioptions.ConfigFlags, streams genericioopti
 		Short: "Show each workload's mode, coverage, would-deny flows, canary and sidecars",
 		Long: `Show podwall's view of each workload of -n's namespace (or every namespace with -A), from its
 WorkloadPolicy: its mode; its sidecars (in sync: running the latest revision in the policy's mode;
-outdated: running another version than policygen's, until their pods restart); the coverage of the
+outdated: running another version than policygen's, until their pods restart; weakened: failing open,
+enforcing a weaker mode than the policy's, or whose ruleset another process in the pod changed within
+the last 10 minutes, which means something there holds CAP_NET_ADMIN and used it); the coverage of the
 current window (the pods that reported, the whole hours observed, gaps); how many flows Protect would
 refuse; the canary rollout; and the manifest rules waiting to be accepted.
 
@@ -224,12 +229,12 @@ func printStatus(out, errOut io.Writer, rows []policyStatus, output string, allN
 	if allNamespaces {
 		fmt.Fprint(w, "NAMESPACE\t")
 	}
-	fmt.Fprintln(w, "WORKLOAD\tMODE\tSIDECARS\tIN-SYNC\tOUTDATED\tCOVERAGE\tWOULD-DENY\tCANARY\tPROPOSALS")
+	fmt.Fprintln(w, "WORKLOAD\tMODE\tSIDECARS\tIN-SYNC\tOUTDATED\tWEAKENED\tCOVERAGE\tWOULD-DENY\tCANARY\tPROPOSALS")
 	for _, r := range rows {
 		if allNamespaces {
 			fmt.Fprintf(w, "%s\t", r.Namespace)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%d\t%s\t%d\n", r.Workload, r.Mode, r.Sidecars, r.SidecarsInSync, r.Outdated,
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t%d\n", r.Workload, r.Mode, r.Sidecars, r.SidecarsInSync, r.Outdated, r.Weakened,
 			coverageText(r.Coverage), r.WouldDeny, canaryText(r.Canary), r.Proposals)
 	}
 	return w.Flush()

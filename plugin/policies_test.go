@@ -56,7 +56,7 @@ func TestPolicyCommands(t *testing.T) {
 		wp.Status.Sidecars, wp.Status.SidecarsInSync = 3, 3
 		wp.Status.Coverage = &v1.Coverage{Since: since, Pods: 3, Reported: 3, ObservedHours: 25, Flows: 1200, Complete: true}
 		if name == "api" {
-			wp.Status.SidecarsInSync, wp.Status.OutdatedSidecars = 2, 1
+			wp.Status.SidecarsInSync, wp.Status.OutdatedSidecars, wp.Status.WeakenedSidecars = 2, 1, 1
 			wp.Status.Coverage = &v1.Coverage{Since: since, Pods: 3, Reported: 2, ObservedHours: 20, GapHours: 5, Flows: 80}
 			wp.Status.WouldDenyFlows = 2
 			wp.Status.WouldDeny = []v1.FlowSummary{
@@ -97,8 +97,8 @@ func TestPolicyCommands(t *testing.T) {
 			t.Fatalf("status:\n%s\nwant a header and two rows", out)
 		}
 		for _, want := range [][]string{
-			{"Deployment/api", "Monitor", "3", "2", "1", "2/3 pods 20h 5h gaps incomplete", "2", "<none>"},
-			{"Deployment/web", "Learn", "3", "3", "0", "3/3 pods 25h complete", "0", "<none>"},
+			{"Deployment/api", "Monitor", "3", "2", "1", "1", "2/3 pods 20h 5h gaps incomplete", "2", "<none>"},
+			{"Deployment/web", "Learn", "3", "3", "0", "0", "3/3 pods 25h complete", "0", "<none>"},
 		} {
 			row := lines[1]
 			if strings.HasPrefix(want[0], "Deployment/web") {

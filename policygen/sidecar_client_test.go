@@ -130,14 +130,15 @@ func runPolicygen(t *testing.T, cfg *rest.Config, c client.Client) *inproc {
 
 // client is the sidecar's policygen client with token, of this build's version.
 func (pg *inproc) client(token string) *pgclient.Client {
-	return pg.clientVersion(token, "")
+	return pg.clientWith(token, pgclient.Options{})
 }
 
-// clientVersion is the sidecar's policygen client with token, saying it is version v ("": this
-// build's).
-func (pg *inproc) clientVersion(token, v string) *pgclient.Client {
-	cl, err := pgclient.New(pgclient.Options{URL: "https://" + pg.addr, TokenFile: pgtest.TokenFile(pg.t, token), CA: pg.ca, Version: v,
-		Wait: 5 * time.Second, ReportInterval: 200 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(pg.t))
+// clientWith is the sidecar's policygen client with token, saying what o's Version and Guard say
+// of it.
+func (pg *inproc) clientWith(token string, o pgclient.Options) *pgclient.Client {
+	cl, err := pgclient.New(pgclient.Options{URL: "https://" + pg.addr, TokenFile: pgtest.TokenFile(pg.t, token), CA: pg.ca,
+		Version: o.Version, Guard: o.Guard, Wait: 5 * time.Second, ReportInterval: 200 * time.Millisecond,
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}, testr.New(pg.t))
 	if err != nil {
 		pg.t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/policy/pgclient"
 	v1 "podwall.io/podwall/api/v1alpha1"
 	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/internal/version"
@@ -37,7 +38,7 @@ func TestOutdatedSidecars(t *testing.T) {
 
 	pg := runPolicygen(t, cfg, c)
 	const old = "v0.0.1-3-gabcdef0"
-	current, outdated := subscribe(t, pg.client(k.Token(web[0], "podwall"))), subscribe(t, pg.clientVersion(k.Token(web[1], "podwall"), old))
+	current, outdated := subscribe(t, pg.client(k.Token(web[0], "podwall"))), subscribe(t, pg.clientWith(k.Token(web[1], "podwall"), pgclient.Options{Version: old}))
 	key := client.ObjectKey{Namespace: "shop", Name: "deployment-web"}
 	want := []v1.SidecarVersion{{Version: version.Version, Count: 1}, {Version: old, Count: 1}}
 	slices.SortFunc(want, func(a, b v1.SidecarVersion) int { return strings.Compare(a.Version, b.Version) })

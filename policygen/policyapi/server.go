@@ -181,13 +181,13 @@ func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = min(time.Duration(secs)*time.Second, s.opts.MaxWait)
 	}
-	v, err := policy.SidecarVersion(r.Header.Get(policy.HeaderVersion))
+	v, g, err := sidecarHeaders(r)
 	if err != nil {
 		s.fail(w, "policy", http.StatusBadRequest, err.Error())
 		return
 	}
 	held := strings.Trim(r.Header.Get("If-None-Match"), `"`)
-	done := s.sidecars.polling(id, v, after, held)
+	done := s.sidecars.polling(id, v, g, after, held)
 	defer done()
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
@@ -254,6 +254,16 @@ func (s *Server) writePolicy(w http.ResponseWriter, pol *policy.Policy, hash str
 	_ = json.NewEncoder(w).Encode(pol)
 }
 
+// sidecarHeaders reads what a sidecar says of itself on each request: its version and its guard.
+func sidecarHeaders(r *http.Request) (string, policy.Guard, error) {
+	v, err := policy.SidecarVersion(r.Header.Get(policy.HeaderVersion))
+	if err != nil {
+		return "", policy.Guard{}, err
+	}
+	g, err := policy.ParseGuard(r.Header.Get(policy.HeaderGuard))
+	return v, g, err
+}
+
 // postReport accepts a report of the caller's own workload.
 func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.identify(w, r, "report")
@@ -265,7 +275,7 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "report", http.StatusTooManyRequests, fmt.Sprintf("more than one report per %s from pod %s", s.opts.ReportInterval, id.Pod))
 		return
 	}
-	v, err := policy.SidecarVersion(r.Header.Get(policy.HeaderVersion))
+	v, g, err := sidecarHeaders(r)
 	if err != nil {
 		s.fail(w, "report", http.StatusBadRequest, err.Error())
 		return
@@ -285,7 +295,7 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "report", http.StatusForbidden, fmt.Sprintf("pod %s may report only for itself, in %s", id.Pod, id.Workload))
 		return
 	}
-	if refused := s.sidecars.reported(id, v, rep); refused != "" {
+	if refused := s.sidecars.reported(id, v, g, rep); refused != "" {
 		s.recordRefusal(id, refused)
 	}
 	if err := s.sink.Accept(r.Context(), id, rep); err != nil {

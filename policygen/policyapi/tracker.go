@@ -3,6 +3,7 @@ package policyapi
 import (
 	"context"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,8 +49,10 @@ type sidecar struct {
 	hash     string
 	// mode is the mode the sidecar last reported enforcing, "" before its first report.
 	mode policy.Mode
-	// version is the version it sent with its last request (policy.SidecarVersion).
+	// version is the version it sent with its last request (policy.SidecarVersion), guard its guard
+	// (policy.ParseGuard).
 	version string
+	guard   policy.Guard
 	// refused is the refusal of its config file last recorded as an Event, so that each is told once.
 	refused  string
 	polls    int  // in flight
@@ -58,13 +61,15 @@ type sidecar struct {
 }
 
 type counts struct {
-	revision         int64
-	sidecars, inSync int32
-	versions         map[string]int32 // sidecars by version
+	revision                   int64
+	sidecars, inSync, weakened int32
+	versions                   map[string]int32 // sidecars by version
+	pods                       []string         // their pods, in name order, at most v1alpha1.MaxReplicaPods
 }
 
 func (c counts) equal(o counts) bool {
-	return c.revision == o.revision && c.sidecars == o.sidecars && c.inSync == o.inSync && maps.Equal(c.versions, o.versions)
+	return c.revision == o.revision && c.sidecars == o.sidecars && c.inSync == o.inSync && c.weakened == o.weakened &&
+		maps.Equal(c.versions, o.versions) && slices.Equal(c.pods, o.pods)
 }
 
 func newTracker(hub *resolve.Hub, writer client.Client, replica string, subscribers prometheus.Gauge, log logr.Logger) *tracker {
@@ -72,8 +77,9 @@ func newTracker(hub *resolve.Hub, writer client.Client, replica string, subscrib
 		pods: map[types.UID]*sidecar{}, written: map[workload.Key]written{}}
 }
 
-// polling records a poll starting from a sidecar of version v; the returned func records its end.
-func (t *tracker) polling(id Identity, v string, after int64, hash string) func() {
+// polling records a poll starting from a sidecar of version v guarding its pod as g; the returned
+// func records its end.
+func (t *tracker) polling(id Identity, v string, g policy.Guard, after int64, hash string) func() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	sc := t.pods[id.UID]
@@ -84,6 +90,7 @@ func (t *tracker) polling(id Identity, v string, after int64, hash string) func(
 	sc.workload, sc.pod, sc.version, sc.after, sc.hash, sc.polled = id.Workload, id.Pod.Name, v, after, hash, true
 	sc.polls++
 	sc.lastSeen = time.Now()
+	sc.guard = clampGuard(g, sc.lastSeen)
 	t.subscribers.Inc()
 	return func() {
 		t.mu.Lock()
@@ -94,9 +101,9 @@ func (t *tracker) polling(id Identity, v string, after int64, hash string) func(
 	}
 }
 
-// reported records the mode a sidecar of version v says it enforces and returns, once per message,
-// the refusal of its config file that it reports.
-func (t *tracker) reported(id Identity, v string, r *policy.Report) (refused string) {
+// reported records the mode a sidecar of version v guarding its pod as g says it enforces and returns,
+// once per message, the refusal of its config file that it reports.
+func (t *tracker) reported(id Identity, v string, g policy.Guard, r *policy.Report) (refused string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	sc := t.pods[id.UID]
@@ -105,6 +112,7 @@ func (t *tracker) reported(id Identity, v string, r *policy.Report) (refused str
 		t.pods[id.UID] = sc
 	}
 	sc.mode, sc.version, sc.lastSeen = r.Mode, v, time.Now()
+	sc.guard = clampGuard(g, sc.lastSeen)
 	switch c := r.Config; {
 	case c == nil:
 	case c.File != policy.ConfigRefused:
@@ -116,13 +124,24 @@ func (t *tracker) reported(id Identity, v string, r *policy.Report) (refused str
 	return ""
 }
 
+// clampGuard is g received at now: a restore the sidecar's clock puts in the future happened now.
+func clampGuard(g policy.Guard, now time.Time) policy.Guard {
+	if g.Tampered.After(now) {
+		g.Tampered = now
+	}
+	return g
+}
+
 // tally counts, per workload, the sidecars polling now or within grace, by version, and those in sync:
 // holding the current revision and enforcing a mode no weaker than its (a sidecar that has not
-// reported yet is judged by its revision alone); it forgets sidecars gone longer.
+// reported yet is judged by its revision alone); and those weakened: failing open, enforcing a weaker
+// mode, or tampered with within v1alpha1.WeakenedFor. It names their pods, and forgets sidecars gone
+// longer than grace.
 func (t *tracker) tally(grace time.Duration) map[workload.Key]counts {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := map[workload.Key]counts{}
+	now := time.Now()
 	for uid, sc := range t.pods {
 		if sc.polls == 0 && time.Since(sc.lastSeen) > grace {
 			delete(t.pods, uid)
@@ -140,10 +159,23 @@ func (t *tracker) tally(grace time.Duration) map[workload.Key]counts {
 		}
 		c.versions[sc.version]++
 		current := (sc.hash != "" && sc.hash == hash) || (sc.hash == "" && sc.after == rev && rev != 0)
-		if current && (sc.mode == "" || !sc.mode.Weaker(mode)) {
+		weaker := sc.mode != "" && sc.mode.Weaker(mode)
+		if current && !weaker {
 			c.inSync++
 		}
+		if weaker || sc.guard.FailOpen || (!sc.guard.Tampered.IsZero() && now.Sub(sc.guard.Tampered) < v1alpha1.WeakenedFor) {
+			c.weakened++
+		}
+		c.pods = append(c.pods, sc.pod)
 		out[sc.workload] = c
+	}
+	for k, c := range out {
+		slices.Sort(c.pods)
+		c.pods = slices.Compact(c.pods)
+		if len(c.pods) > v1alpha1.MaxReplicaPods {
+			c.pods = c.pods[:v1alpha1.MaxReplicaPods]
+		}
+		out[k] = c
 	}
 	return out
 }
@@ -179,7 +211,14 @@ func (t *tracker) apply(ctx context.Context, k workload.Key, c counts) error {
 	u.SetName(workload.PolicyName(k.Kind, k.Name))
 	entry := map[string]any{
 		"name": t.replica, "revision": c.revision, "sidecars": int64(c.sidecars), "sidecarsInSync": int64(c.inSync),
-		"updated": time.Now().UTC().Format(time.RFC3339),
+		"weakened": int64(c.weakened), "updated": time.Now().UTC().Format(time.RFC3339),
+	}
+	if len(c.pods) > 0 {
+		pods := make([]any, len(c.pods))
+		for i, p := range c.pods {
+			pods[i] = p
+		}
+		entry["pods"] = pods
 	}
 	if versions := v1alpha1.SidecarVersionList(c.versions); versions != nil {
 		list := make([]any, len(versions))

@@ -41,8 +41,8 @@ func testBrowser(t *testing.T, w *world) {
 	// A sidecar of db that enforces a weaker mode than its policy's, its config file refused.
 	w.post("db", policy.Report{Mode: policy.Monitor, Entries: []policy.ReportEntry{}, Config: &policy.SidecarConfig{
 		FailMode: "closed", LogAllows: "first", LogRate: 100, LogBurst: 200, File: policy.ConfigRefused, Message: "key \"fail-mode\""}})
-	// A sidecar of api from before an upgrade.
-	w.poll("api", "v0.0.1-old")
+	// A sidecar of api from before an upgrade, configured to fail open: weakened.
+	w.poll("api", "v0.0.1-old", "fail=open")
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(w.url)); err != nil {
 		t.Fatalf("open the UI: %v", err)
@@ -100,7 +100,8 @@ func checkWorkloads(t *testing.T, ctx context.Context, w *world) {
 	}
 	want := [][]string{
 		{"billing", "Deployment/ledger", "Learn", "0", "0 / 0", "0"},
-		{"shop", "Deployment/api", "Monitor", "0", "0 / 1versions: v0.0.1-old ×1 (1 outdated: restart the pods to upgrade)", "0"},
+		{"shop", "Deployment/api", "Monitor", "0", "0 / 1versions: v0.0.1-old ×1 (1 outdated: restart the pods to upgrade)" +
+			"1 weakened: failing open, in a weaker mode, or its ruleset changed by another process in the pod", "0"},
 		{"shop", "Deployment/db", "Protect", "0", "0 / 0" + w.pods["db"].Name + ": Monitor (weaker than the policy's Protect), config refused", "0"},
 		{"shop", "Deployment/web", "Protect", "2", "0 / 0" + w.pods["web"].Name + ": Protect", "1"},
 	}

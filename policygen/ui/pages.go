@@ -33,6 +33,9 @@ type Row struct {
 	// (pods created before an upgrade, until they are restarted).
 	Versions []v1.SidecarVersion `json:"versions"`
 	Outdated int32               `json:"outdated"`
+	// Weakened counts the sidecars that guard their pod less than the policy asks (failing open, a
+	// weaker mode, their ruleset changed by another process lately).
+	Weakened int32 `json:"weakened"`
 	// LastHour counts the denies and audits reported in the last hour (to the replicas that answered:
 	// see Replicas); Violations is the policy's count since it was created.
 	LastHour   uint64 `json:"lastHour"`
@@ -68,6 +71,7 @@ func (s *Server) workloads(w http.ResponseWriter, r *http.Request) {
 		rows = append(rows, Row{Namespace: p.Namespace, Policy: p.Name, Workload: k.Kind + "/" + k.Name,
 			Mode: modeOf(p), Rules: CountByOrigin(&p.Spec), Sidecars: p.Status.Sidecars, InSync: p.Status.SidecarsInSync,
 			Versions: p.Status.SidecarVersions, Outdated: p.Status.OutdatedSidecars,
+			Weakened: p.Status.WeakenedSidecars,
 			LastHour: all.LastHour[k.String()], Violations: p.Status.Violations, Proposals: p.Status.PendingProposals,
 			Pods: all.Pods[k.String()]})
 	}

@@ -193,12 +193,14 @@ func (w *world) post(workloadName string, r policy.Report) {
 	}
 }
 
-// poll polls the workload's policy once, as its pod's sidecar of version v would.
-func (w *world) poll(workloadName, v string) {
+// poll polls the workload's policy once, as its pod's sidecar of version v guarding it as guard
+// (policy.HeaderGuard) would.
+func (w *world) poll(workloadName, v, guard string) {
 	w.t.Helper()
 	req, _ := http.NewRequest("GET", strings.TrimSuffix(w.url, "/ui/")+policy.PolicyPath+"?wait=0", nil)
 	req.Header.Set("Authorization", "Bearer "+w.cluster.Token(w.pods[workloadName], "podwall"))
 	req.Header.Set(policy.HeaderVersion, v)
+	req.Header.Set(policy.HeaderGuard, guard)
 	resp, err := w.https.Do(req)
 	if err != nil {
 		w.t.Fatal(err)

@@ -70,6 +70,8 @@ type Agent struct {
 	applyErr prometheus.Counter
 	revoked  prometheus.Counter
 	tampered prometheus.Counter
+	// tamperedAt is when restore last ran (Unix seconds, 0 for never), for policy.Guard.
+	tamperedAt atomic.Int64
 	// dnsLog says whether the kernel can log packets to a netlink group: UDP DNS answers are then
 	// read from the log (ruleset.Options.DNSLog) rather than held in the DNS queue.
 	dnsLog bool
@@ -135,7 +137,7 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 	if pg := opts.PolicyGen; pg.URL != "" {
 		c, err := pgclient.New(pgclient.Options{URL: pg.URL, TokenFile: pg.TokenFile, CA: pg.CA,
 			Mark: ruleset.MarkSelf, BeforeConnect: a.allowSelf, ReportInterval: pg.ReportInterval,
-			Registerer: a.reg}, log.WithName("policygen"))
+			Registerer: a.reg, Guard: a.guarding}, log.WithName("policygen"))
 		if err != nil {
 			return nil, err
 		}
@@ -295,6 +297,15 @@ func (a *Agent) mode() policy.Mode {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return modeOf(a.policy, a.tunables.Mode)
+}
+
+// guarding is how the sidecar guards its pod beside its mode, told to policygen with each request.
+func (a *Agent) guarding() policy.Guard {
+	g := policy.Guard{FailOpen: a.opts.FailOpen}
+	if at := a.tamperedAt.Load(); at != 0 {
+		g.Tampered = time.Unix(at, 0)
+	}
+	return g
 }
 
 // reportHeader is who reports, under which revision and mode.

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"time"
+
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/tamper"
@@ -17,6 +19,7 @@ func (a *Agent) restore(c tamper.Change) {
 		return // leave sets the namespace's final state
 	}
 	a.tampered.Inc()
+	a.tamperedAt.Store(time.Now().Unix())
 	err := a.guard.Write(func() error {
 		return ruleset.Apply(a.nft, withMode(a.policy, a.tunables.Mode), a.rulesetOptions(a.tunables))
 	})

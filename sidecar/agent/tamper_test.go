@@ -80,6 +80,9 @@ func TestTamperingIsUndone(t *testing.T) {
 		}
 	}
 	refused(t)
+	if g := a.guarding(); !g.Tampered.IsZero() {
+		t.Fatalf("guard %s before any attack", g)
+	}
 
 	for i, attack := range []struct{ name, cmd, change string }{
 		{"delete table", "delete table inet podwall", "delete table podwall"},
@@ -111,5 +114,9 @@ func TestTamperingIsUndone(t *testing.T) {
 	}
 	if got := promtest.ToFloat64(a.tampered); got != 3 {
 		t.Errorf("podwall_ruleset_tamper_total %v, want 3", got)
+	}
+	// policygen is told, with each request, when the last restore was: it counts the pod as weakened.
+	if g := a.guarding(); time.Since(g.Tampered) > time.Minute || time.Until(g.Tampered) > time.Second {
+		t.Errorf("guard %s after the attacks, want tampered within the last minute", g)
 	}
 }

@@ -60,6 +60,8 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Version is sent in policy.HeaderVersion on every request (this binary's, version.Version).
 	Version string
+	// Guard, if set, is called before every request for the policy.HeaderGuard it carries.
+	Guard func() policy.Guard
 }
 
 func (o *Options) setDefaults() {
@@ -190,6 +192,9 @@ func (c *Client) request(ctx context.Context, method, path string, body io.Reade
 	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
 	req.Header.Set(policy.HeaderVersion, c.opts.Version)
+	if c.opts.Guard != nil {
+		req.Header.Set(policy.HeaderGuard, c.opts.Guard().String())
+	}
 	return c.http.Do(req)
 }
 

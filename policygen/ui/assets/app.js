@@ -68,6 +68,9 @@ async function showWorkloads() {
     const sync = el("td", w.inSync + " / " + w.sidecars, "num" + (w.inSync < w.sidecars ? " bad" : ""));
     for (const p of w.pods || []) sync.appendChild(podState(p, w.mode));
     if (w.versions && w.versions.length) sync.appendChild(versions(w));
+    if (w.weakened > 0) {
+      sync.appendChild(el("div", w.weakened + " weakened: failing open, in a weaker mode, or its ruleset changed by another process in the pod", "weakened bad"));
+    }
     const viol = el("td", w.lastHour, "num" + (w.lastHour > 0 ? " bad" : ""));
     body.appendChild(row([w.namespace, name, el("td", w.mode, "mode mode-" + w.mode),
       el("td", w.rules.manifest + " / " + w.rules.learned + " / " + w.rules.user, "num"), sync, viol,
