@@ -28,6 +28,8 @@ type PolicyGenServer struct {
 	Generate PolicyGenerate `mapstructure:",squash"`
 	// Promote sets the quiet periods of mode promotion.
 	Promote PolicyPromote `mapstructure:",squash"`
+	// Learn tunes the learned rules.
+	Learn PolicyLearn `mapstructure:",squash"`
 	// NetworkPolicySync keeps a NetworkPolicy per WorkloadPolicy in Protect (key networkpolicy-sync),
 	// for the network plugin to enforce beside podwall; it needs the RBAC of
 	// manifests/overlays/networkpolicy-sync.
@@ -86,6 +88,15 @@ type PolicyPromote struct {
 	CanaryWindow time.Duration `mapstructure:"canary-window"`
 }
 
+// PolicyLearn tunes the learned rules.
+type PolicyLearn struct {
+	// CollapseNamespace: once a workload's learned rules of one direction name this many workloads of
+	// one other namespace on a protocol and port, that port allows the whole namespace instead, one
+	// learned rule selecting it (key learn-collapse-namespace); 0 never collapses. The workload's own
+	// namespace never collapses.
+	CollapseNamespace int `mapstructure:"learn-collapse-namespace"`
+}
+
 var policyGenServerLoader = loader{
 	name: "podwall-policygen",
 	flags: func(f *pflag.FlagSet) {
@@ -102,6 +113,7 @@ var policyGenServerLoader = loader{
 		f.Duration("learn-quiet-period", 24*time.Hour, "Learn -> Monitor after this long with nothing new learned (0: never)")
 		f.Duration("monitor-quiet-period", 7*24*time.Hour, "Monitor -> Protect (autoProtect policies) after this long without audits (0: never)")
 		f.Duration("canary-window", time.Hour, "a canary rollout (spec.canary) passes after this long without a deny on a canary pod")
+		f.Int("learn-collapse-namespace", 5, "learned callers of one port from this many workloads of one other namespace become a rule for the whole namespace (0: never)")
 		f.String("metrics-addr", ":8080", `address serving /metrics ("0": off)`)
 		f.String("health-addr", ":8081", "address serving /healthz and /readyz")
 		f.Bool("leader-elect", true, "elect one replica to write policies; every replica serves the API")
@@ -159,6 +171,9 @@ func (c PolicyGenServer) validate() error {
 	}
 	if c.Promote.CanaryWindow <= 0 {
 		p.add("canary-window", "%v must be positive", c.Promote.CanaryWindow)
+	}
+	if c.Learn.CollapseNamespace < 0 {
+		p.add("learn-collapse-namespace", "%d is negative: give how many workloads of one namespace make a rule for the namespace, or 0 to never collapse", c.Learn.CollapseNamespace)
 	}
 	if c.KubeQPS <= 0 || c.KubeBurst < 1 {
 		p.add("kube-api-qps", "qps %v and burst %d must be positive", c.KubeQPS, c.KubeBurst)

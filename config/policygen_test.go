@@ -16,8 +16,12 @@ func TestLoadPolicyGenServer(t *testing.T) {
 	}{
 		{"defaults", nil, nil, func(c PolicyGenServer) bool {
 			return c.API.Addr == ":8443" && c.API.Audience == "podwall" && c.Generate.DNSService == "kube-system/kube-dns" &&
-				c.Promote.LearnQuiet == 24*time.Hour && c.LeaderElect && !c.NetworkPolicySync
+				c.Promote.LearnQuiet == 24*time.Hour && c.Learn.CollapseNamespace == 5 && c.LeaderElect && !c.NetworkPolicySync
 		}, ""},
+		{"collapse off", []string{"--learn-collapse-namespace=0"}, nil, func(c PolicyGenServer) bool { return c.Learn.CollapseNamespace == 0 }, ""},
+		{"collapse from env", nil, map[string]string{"PODWALL_LEARN_COLLAPSE_NAMESPACE": "3"},
+			func(c PolicyGenServer) bool { return c.Learn.CollapseNamespace == 3 }, ""},
+		{"negative collapse", []string{"--learn-collapse-namespace=-1"}, nil, nil, "learn-collapse-namespace: -1 is negative"},
 		{"networkpolicy sync from env", nil, map[string]string{"PODWALL_NETWORKPOLICY_SYNC": "true"},
 			func(c PolicyGenServer) bool { return c.NetworkPolicySync }, ""},
 		{"flag over env", []string{"--learn-quiet-period=1h"}, map[string]string{"PODWALL_LEARN_QUIET_PERIOD": "2h", "PODWALL_REPORT_BURST": "9"},
@@ -52,6 +56,6 @@ func TestLoadPolicyGenServer(t *testing.T) {
 
 // FuzzPolicyGenServerFile: a file that loads writes back to one that loads to the same configuration.
 func FuzzPolicyGenServerFile(f *testing.F) {
-	seeds := []string{"max-wait: 30s\n", "dns-service: a/b\nreport-burst: 2\n", "learn-quiet-period: -1h\n", "- x\n", "max-report-bytes: 1e9\n"}
+	seeds := []string{"max-wait: 30s\n", "dns-service: a/b\nreport-burst: 2\n", "learn-quiet-period: -1h\n", "learn-collapse-namespace: -2\n", "- x\n", "max-report-bytes: 1e9\n"}
 	fuzzFile(f, seeds, LoadPolicyGenServer, PolicyGenServer.validate, func(c *PolicyGenServer) *string { return &c.File })
 }

@@ -74,6 +74,9 @@ type Options struct {
 	LearnQuiet, MonitorQuiet time.Duration
 	// CanaryWindow is how long a canary rollout (spec.canary) runs without a deny before it passes (1h).
 	CanaryWindow time.Duration
+	// CollapseNamespace is how many workloads of one other namespace a policy's learned rules name on
+	// one direction, protocol and port before they give way to their namespace (never; see learn.Merge).
+	CollapseNamespace int
 	// MetricsAddr serves Prometheus metrics (":8080"); "0" disables it.
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz (":8081"); "0" disables it.
@@ -184,7 +187,7 @@ func setup(ctx context.Context, mgr ctrl.Manager, opts Options, kube *rest.Confi
 		return fmt.Errorf("promoter: %w", err)
 	}
 	learner := learn.NewLearner(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetCache(),
-		learn.LearnerOptions{Registerer: opts.Registerer}, log.WithName("learn"))
+		learn.LearnerOptions{Registerer: opts.Registerer, CollapseNamespace: opts.CollapseNamespace}, log.WithName("learn"))
 	cs, err := kubernetes.NewForConfig(kube)
 	if err != nil {
 		return fmt.Errorf("clientset: %w", err)

@@ -36,6 +36,7 @@ func options(c config.PolicyGenServer) policygen.Options {
 		KubeBurst:        c.KubeBurst,
 		ReplicaStatusTTL: c.ReplicaStatusTTL,
 
+		CollapseNamespace: c.Learn.CollapseNamespace,
 		NetworkPolicySync: c.NetworkPolicySync,
 	}
 }

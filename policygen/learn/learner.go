@@ -34,12 +34,17 @@ type LearnerOptions struct {
 	Clock clock.PassiveClock
 	// Registerer receives the learner's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// CollapseNamespace is how many workloads of one other namespace a policy's learned rules name on
+	// one direction, protocol and port before they give way to their namespace, Merge's Collapse.At
+	// (never).
+	CollapseNamespace int
 }
 
 // Learner takes reports (it is the policy API's ReportSink), identifies their peers from the cache and
 // writes learned rules and counters in batches, one write per workload per interval however many of
 // its sidecars report. Every replica runs one: a report is handled where it lands, and since merging
-// only adds, concurrent writers converge through optimistic concurrency.
+// only widens what a spec allows (a collapse replaces workloads by their namespace), concurrent
+// writers converge through optimistic concurrency.
 type Learner struct {
 	writer client.Client
 	api    client.Reader // uncached, for read-modify-write
@@ -195,7 +200,7 @@ func (l *Learner) write(ctx context.Context, k workload.Key, b *batch) error {
 			return err
 		}
 		spec := p.Spec.DeepCopy()
-		learned = Merge(spec, p.Status.OpenPorts, obs)
+		learned = Merge(spec, p.Status.OpenPorts, obs, Collapse{At: l.opts.CollapseNamespace, Namespace: k.Namespace})
 		if equality.Semantic.DeepEqual(spec, &p.Spec) {
 			return nil
 		}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	"podwall.io/podwall/api/policy"
@@ -35,11 +36,28 @@ type Observation struct {
 	Port     int32
 }
 
+// Collapse says when Merge names a whole namespace instead of its workloads.
+type Collapse struct {
+	// At is how many workloads of one other namespace a direction's learned rules must name on one
+	// protocol and port before they give way to the namespace; 0 never collapses.
+	At int
+	// Namespace is the policy's own namespace, whose workloads always stay named: inside its own
+	// namespace a workload's least privilege matters most.
+	Namespace string
+}
+
 // Merge adds the observations to spec as learned rules, one rule per direction and peer with the
 // ports merged (the addresses of one name make one rule), skipping what an existing rule already
 // allows. It returns how many observations added or widened a rule. Only Learn mode learns: Protect
 // never does, and in Monitor what Protect would deny is exactly what the operator wants to see as
 // audits, not have allowed behind their back.
+//
+// Many callers of one namespace collapse into that namespace (c): once the learned rules of a
+// direction name c.At workloads of one other namespace on a protocol and port, the port moves from
+// their rules into the learned rule l-namespace-<namespace>, whose peer selects every pod of that
+// namespace (NamespacePeer), and a later workload of that namespace on that port is already
+// allowed. A rule left without ports is removed. Only learned rules naming one workload collapse:
+// manifest and user rules, Services and the policy's own namespace stay as they are.
 //
 // A Service's manifest ingress rule, open to every address, does not count as allowing a caller: the
 // caller is learned, so that the port can be narrowed to its callers when the policy leaves Learn
@@ -49,7 +67,7 @@ type Observation struct {
 // rule names: a connection to a port that only a manifest deny names (a mesh proxy's admin port) is
 // learned into the allow rule LoopbackRuleName, which the generator then leaves out of the deny. A
 // person's deny is never learned around.
-func Merge(spec *v1.WorkloadPolicySpec, open []v1.OpenPort, obs []Observation) int {
+func Merge(spec *v1.WorkloadPolicySpec, open []v1.OpenPort, obs []Observation, c Collapse) int {
 	if spec.Mode != policy.Learn && spec.Mode != "" {
 		return 0
 	}
@@ -59,8 +77,10 @@ func Merge(spec *v1.WorkloadPolicySpec, open []v1.OpenPort, obs []Observation) i
 		switch o.Direction {
 		case policy.Ingress:
 			ok = !covered(spec.Ingress, o, open) && add(&spec.Ingress, o)
+			c.collapse(&spec.Ingress, o)
 		case policy.Egress:
 			ok = !covered(spec.Egress, o, nil) && add(&spec.Egress, o)
+			c.collapse(&spec.Egress, o)
 		case policy.Loopback:
 			ok = addLoopback(&spec.Loopback, o)
 		}
@@ -71,9 +91,9 @@ func Merge(spec *v1.WorkloadPolicySpec, open []v1.OpenPort, obs []Observation) i
 	return learned
 }
 
-// covered reports whether a rule already allows o: one naming the same peer, a name pattern matching
-// its name, or a CIDR holding its address, with a port range holding its port. A Service's open
-// ingress rule does not count unless open says its port is public.
+// covered reports whether a rule already allows o: one naming the same peer, its workload's namespace
+// (NamespacePeer), a name pattern matching its name, or a CIDR holding its address, with a port range
+// holding its port. A Service's open ingress rule does not count unless open says its port is public.
 func covered(rules []v1.Rule, o Observation, open []v1.OpenPort) bool {
 	for _, r := range rules {
 		if !portAllowed(r.Ports, o.Protocol, o.Port) || narrowable(r, o, open) {
@@ -81,6 +101,9 @@ func covered(rules []v1.Rule, o Observation, open []v1.OpenPort) bool {
 		}
 		for _, p := range r.Peers {
 			if equality.Semantic.DeepEqual(p, o.Peer) {
+				return true
+			}
+			if ns := namespaceOf(p); ns != "" && o.Peer.Workload != nil && o.Peer.Workload.Namespace == ns {
 				return true
 			}
 			if p.FQDN != "" && o.Peer.FQDN != "" && policy.MatchName(p.FQDN, o.Peer.FQDN) {
@@ -139,6 +162,90 @@ func add(rules *[]v1.Rule, o Observation) bool {
 	}
 	r.Ports = widen(manifest.NormalizePorts(append(r.Ports, v1.Port{Protocol: o.Protocol, Port: o.Port})))
 	return true
+}
+
+// collapse moves o's port from the learned rules naming workloads of o's namespace into the rule
+// naming the namespace, once c.At of them allow it (see Merge). The namespace rule takes the port
+// before any caller loses it; a caller's range is split around the port, and its whole protocol,
+// wider than the port, stays.
+func (c Collapse) collapse(rules *[]v1.Rule, o Observation) {
+	if c.At <= 0 || o.Peer.Workload == nil {
+		return
+	}
+	ns := o.Peer.Workload.Namespace
+	if ns == "" || ns == c.Namespace { // identify names the policy's own namespace's workloads without one
+		return
+	}
+	callers := map[string]bool{} // rule names
+	workloads := map[v1.WorkloadRef]bool{}
+	for _, r := range *rules {
+		if !portAllowed(r.Ports, o.Protocol, o.Port) {
+			continue
+		}
+		if slices.ContainsFunc(r.Peers, func(p v1.Peer) bool { return namespaceOf(p) == ns }) {
+			return // collapsed already: o's workload was covered
+		}
+		if r.Origin == policy.OriginLearned && len(r.Ports) > 0 && len(r.Peers) == 1 && r.Peers[0].Workload != nil && r.Peers[0].Workload.Namespace == ns {
+			callers[r.Name] = true
+			workloads[r.Peers[0].Workload.WorkloadRef] = true
+		}
+	}
+	if len(workloads) < c.At || !add(rules, Observation{Direction: o.Direction, Peer: NamespacePeer(ns), Protocol: o.Protocol, Port: o.Port}) {
+		return
+	}
+	for i := range *rules {
+		if r := &(*rules)[i]; callers[r.Name] {
+			r.Ports = without(r.Ports, o.Protocol, o.Port)
+		}
+	}
+	// No ports would mean every port.
+	*rules = slices.DeleteFunc(*rules, func(r v1.Rule) bool { return callers[r.Name] && len(r.Ports) == 0 })
+}
+
+// without is ports less port of proto: its own entry goes, a range holding it is split around it, and
+// the whole protocol stays.
+func without(ports []v1.Port, proto policy.Protocol, port int32) []v1.Port {
+	var out []v1.Port
+	for _, p := range ports {
+		if cmp.Or(p.Protocol, "TCP") != proto || (p.Port == 0 && port != 0) || port < p.Port || port > max(p.Port, p.EndPort) {
+			out = append(out, p)
+			continue
+		}
+		if port > p.Port {
+			out = append(out, portRange(p.Protocol, p.Port, port-1))
+		}
+		if port < p.EndPort {
+			out = append(out, portRange(p.Protocol, port+1, p.EndPort))
+		}
+	}
+	return out
+}
+
+// portRange is the ports from to through, one port without an end.
+func portRange(proto policy.Protocol, from, through int32) v1.Port {
+	if from == through {
+		return v1.Port{Protocol: proto, Port: from}
+	}
+	return v1.Port{Protocol: proto, Port: from, EndPort: through}
+}
+
+// NamespacePeer is the peer that selects every pod of namespace ns: the API server labels every
+// namespace kubernetes.io/metadata.name with its own name and keeps it so, and no pod selector means
+// every pod, both where policygen resolves the peer and in an exported NetworkPolicy.
+func NamespacePeer(ns string) v1.Peer {
+	return v1.Peer{Selector: &v1.SelectorPeer{NamespaceSelector: &v1.LabelSelector{
+		MatchLabels: map[string]v1.LabelValue{corev1.LabelMetadataName: v1.LabelValue(ns)}}}}
+}
+
+// namespaceOf is the namespace p selects every pod of, in NamespacePeer's form (an empty pod selector
+// also selects every pod), or "".
+func namespaceOf(p v1.Peer) string {
+	s := p.Selector
+	if s == nil || s.NamespaceSelector == nil || len(s.NamespaceSelector.MatchExpressions) > 0 || len(s.NamespaceSelector.MatchLabels) != 1 ||
+		(s.PodSelector != nil && (len(s.PodSelector.MatchLabels) > 0 || len(s.PodSelector.MatchExpressions) > 0)) {
+		return ""
+	}
+	return string(s.NamespaceSelector.MatchLabels[corev1.LabelMetadataName])
 }
 
 // LoopbackRuleName is the learned loopback allow rule's name.
@@ -232,6 +339,8 @@ func RuleName(p v1.Peer) string {
 		}
 	case p.Nodes:
 		n = "l-nodes"
+	case namespaceOf(p) != "":
+		n = "l-namespace-" + namespaceOf(p)
 	case p.FQDN != "":
 		n = "l-fqdn-" + p.FQDN
 	default:

@@ -2,6 +2,7 @@ package learn
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -120,8 +121,99 @@ func TestMerge(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := tc.spec.DeepCopy()
-			n := Merge(spec, open, tc.obs)
+			n := Merge(spec, open, tc.obs, Collapse{})
 			if d := cmp.Diff(&tc.want, spec); d != "" {
+				t.Errorf("spec (-want +got):\n%s", d)
+			}
+			if n != tc.learned {
+				t.Errorf("learned %d, want %d", n, tc.learned)
+			}
+		})
+	}
+}
+
+func TestMergeCollapsesNamespace(t *testing.T) {
+	wl := func(ns, name string) v1.Peer {
+		return v1.Peer{Workload: &v1.WorkloadPeer{Namespace: ns, WorkloadRef: v1.WorkloadRef{Kind: "Deployment", Name: name}}}
+	}
+	in := func(peer v1.Peer, port int32) Observation { return obs(policy.Ingress, "10.2.0.1", peer, "TCP", port) }
+	rule := func(peer v1.Peer, ports ...v1.Port) v1.Rule {
+		return v1.Rule{Name: RuleName(peer), Origin: "learned", Peers: []v1.Peer{peer}, Ports: ports}
+	}
+	tcp := func(port, end int32) v1.Port { return v1.Port{Protocol: "TCP", Port: port, EndPort: end} }
+	data := NamespacePeer("data")
+	collapsed := []v1.Rule{rule(wl("data", "a"), tcp(9090, 0)), rule(data, tcp(8080, 0))}
+	narrow := v1.Peer{Selector: &v1.SelectorPeer{NamespaceSelector: data.Selector.NamespaceSelector,
+		PodSelector: &v1.LabelSelector{MatchLabels: map[string]v1.LabelValue{"app": "a"}}}}
+	user := v1.Rule{Name: "calls-a", Origin: "user", Peers: []v1.Peer{wl("data", "a")}, Ports: []v1.Port{tcp(5432, 0)}}
+	manifest := v1.Rule{Name: "m-svc-db.data", Origin: "manifest", Peers: []v1.Peer{{Service: &v1.ServicePeer{Namespace: "data", Name: "db"}}}, Ports: []v1.Port{tcp(5432, 0)}}
+	cache := rule(v1.Peer{Service: &v1.ServicePeer{Namespace: "data", Name: "cache"}}, tcp(5432, 0))
+	three := Collapse{At: 3, Namespace: "shop"}
+	tests := []struct {
+		name     string
+		collapse Collapse
+		ingress  []v1.Rule
+		obs      []Observation
+		want     []v1.Rule
+		learned  int
+	}{
+		{"below the threshold every caller stays named", three, nil,
+			[]Observation{in(wl("data", "a"), 8080), in(wl("data", "b"), 8080), in(wl("data", "c"), 9090)},
+			[]v1.Rule{rule(wl("data", "a"), tcp(8080, 0)), rule(wl("data", "b"), tcp(8080, 0)), rule(wl("data", "c"), tcp(9090, 0))},
+			3},
+		{"at the threshold the callers become their namespace, on that port only", three, nil,
+			[]Observation{in(wl("data", "a"), 9090), in(wl("data", "a"), 8080), in(wl("data", "b"), 8080), in(wl("data", "c"), 8080)},
+			collapsed, 4},
+		{"a later caller of a collapsed namespace adds nothing", three, collapsed,
+			[]Observation{in(wl("data", "d"), 8080), in(wl("data", "a"), 8080), in(wl("data", "b"), 8080)},
+			collapsed, 0},
+		{"on another port it is learned as before", three, collapsed,
+			[]Observation{in(wl("data", "d"), 9090), in(wl("data", "d"), 8081), obs(policy.Ingress, "10.2.0.1", wl("data", "d"), "UDP", 8080)},
+			append(slices.Clone(collapsed), rule(wl("data", "d"), tcp(8081, 0), tcp(9090, 0), v1.Port{Protocol: "UDP", Port: 8080})),
+			3},
+		{"the policy's own namespace never collapses", three, nil,
+			[]Observation{in(wl("", "a"), 8080), in(wl("", "b"), 8080), in(wl("", "c"), 8080),
+				in(wl("shop", "d"), 8080), in(wl("shop", "e"), 8080), in(wl("shop", "f"), 8080)},
+			[]v1.Rule{rule(wl("", "a"), tcp(8080, 0)), rule(wl("", "b"), tcp(8080, 0)), rule(wl("", "c"), tcp(8080, 0)),
+				rule(wl("shop", "d"), tcp(8080, 0)), rule(wl("shop", "e"), tcp(8080, 0)), rule(wl("shop", "f"), tcp(8080, 0))},
+			6},
+		{"0 never collapses", Collapse{Namespace: "shop"}, nil,
+			[]Observation{in(wl("data", "a"), 8080), in(wl("data", "b"), 8080), in(wl("data", "c"), 8080), in(wl("data", "d"), 8080)},
+			[]v1.Rule{rule(wl("data", "a"), tcp(8080, 0)), rule(wl("data", "b"), tcp(8080, 0)), rule(wl("data", "c"), tcp(8080, 0)), rule(wl("data", "d"), tcp(8080, 0))},
+			4},
+		{"manifest and user rules and Services stay", three, []v1.Rule{user, manifest, cache},
+			[]Observation{in(wl("data", "a"), 5432), in(v1.Peer{Service: &v1.ServicePeer{Namespace: "data", Name: "db"}}, 5432),
+				in(wl("data", "b"), 5432), in(wl("data", "c"), 5432), in(wl("data", "d"), 5432)},
+			[]v1.Rule{user, manifest, cache, rule(data, tcp(5432, 0))},
+			3},
+		{"directions and protocols count apart", three, nil,
+			[]Observation{in(wl("data", "a"), 53), in(wl("data", "b"), 53), obs(policy.Egress, "10.2.0.1", wl("data", "c"), "TCP", 53),
+				obs(policy.Ingress, "10.2.0.1", wl("data", "c"), "UDP", 53)},
+			[]v1.Rule{rule(wl("data", "a"), tcp(53, 0)), rule(wl("data", "b"), tcp(53, 0)), rule(wl("data", "c"), v1.Port{Protocol: "UDP", Port: 53})},
+			4},
+		{"a range is split around the port, a whole protocol stays, a rule left without ports goes", three,
+			[]v1.Rule{rule(wl("data", "a"), tcp(8000, 8002)), rule(wl("data", "b"), v1.Port{Protocol: "TCP"}), rule(wl("data", "c"), tcp(8002, 0))},
+			[]Observation{in(wl("data", "d"), 8001), in(wl("data", "c"), 8001)},
+			[]v1.Rule{rule(wl("data", "a"), tcp(8000, 0), tcp(8002, 0)), rule(wl("data", "b"), v1.Port{Protocol: "TCP"}), rule(wl("data", "c"), tcp(8002, 0)),
+				rule(data, tcp(8001, 0))},
+			1},
+		{"a selector narrower than the namespace does not cover", three,
+			[]v1.Rule{{Name: "app-a", Origin: "user", Peers: []v1.Peer{narrow}, Ports: []v1.Port{tcp(8080, 0)}}},
+			[]Observation{in(wl("data", "a"), 8080)},
+			[]v1.Rule{{Name: "app-a", Origin: "user", Peers: []v1.Peer{narrow}, Ports: []v1.Port{tcp(8080, 0)}}, rule(wl("data", "a"), tcp(8080, 0))},
+			1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := &v1.WorkloadPolicySpec{Mode: policy.Learn, Ingress: slices.Clone(tc.ingress)}
+			n := Merge(spec, nil, tc.obs, tc.collapse)
+			var wantEgress []v1.Rule
+			for _, o := range tc.obs {
+				if o.Direction == policy.Egress {
+					wantEgress = append(wantEgress, rule(o.Peer, tcp(o.Port, 0)))
+				}
+			}
+			if d := cmp.Diff(&v1.WorkloadPolicySpec{Mode: policy.Learn, Ingress: tc.want, Egress: wantEgress}, spec); d != "" {
 				t.Errorf("spec (-want +got):\n%s", d)
 			}
 			if n != tc.learned {
@@ -138,7 +230,7 @@ func TestWidenManyPorts(t *testing.T) {
 		o = append(o, obs(policy.Egress, "10.1.0.5", api, "TCP", p))
 	}
 	o = append(o, obs(policy.Egress, "10.1.0.5", api, "UDP", 53))
-	Merge(spec, nil, o)
+	Merge(spec, nil, o, Collapse{})
 	want := []v1.Port{{Protocol: "TCP"}, {Protocol: "UDP", Port: 53}}
 	if d := cmp.Diff(want, spec.Egress[0].Ports); d != "" {
 		t.Errorf("ports (-want +got):\n%s", d)
@@ -152,7 +244,7 @@ func TestMergeStopsAtTheRuleLimit(t *testing.T) {
 		ip := netip.AddrFrom4([4]byte{192, 0, byte(i >> 8), byte(i)})
 		o = append(o, obs(policy.Egress, ip.String(), v1.Peer{CIDR: ip.String() + "/32"}, "TCP", 443))
 	}
-	if n := Merge(spec, nil, o); n != MaxRules || len(spec.Egress) != MaxRules {
+	if n := Merge(spec, nil, o, Collapse{}); n != MaxRules || len(spec.Egress) != MaxRules {
 		t.Errorf("learned %d into %d rules, want %d", n, len(spec.Egress), MaxRules)
 	}
 }
@@ -167,6 +259,7 @@ func TestRuleName(t *testing.T) {
 		{db, "l-svc-db.data"},
 		{v1.Peer{CIDR: "2001:db8::1/128"}, "l-cidr-2001-db8--1-128"},
 		{v1.Peer{Nodes: true}, "l-nodes"},
+		{NamespacePeer("data"), "l-namespace-data"},
 		{stripe, "l-fqdn-api.stripe.com"},
 		{v1.Peer{FQDN: "_sip._tcp.example.com"}, "l-fqdn--sip.-tcp.example.com"},
 		{long, "l-statefulset-a-very-long-name-that-goes-on-and-on-and-on-and-on-and-on-and-on-and-on-a-f1d50196d7a2"},
