@@ -168,8 +168,8 @@ type worker struct {
 }
 
 // Bind starts the pool and binds every queue, so that the kernel hands packets to h from the moment
-// Bind returns. It fails when a queue cannot be bound (another process holds it, or NET_ADMIN is
-// missing).
+// Bind returns; they stay bound until Run returns. It fails when a queue cannot be bound (another
+// process holds it, or NET_ADMIN is missing).
 func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
@@ -284,7 +284,8 @@ func (l *Loop) bindQueue(ctx context.Context, num uint16) (*queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open queue %d: %w", num, err)
 	}
-	qctx, cancel := context.WithCancel(ctx)
+	// The reader outlives ctx: stop ends it once the workers have answered what it read.
+	qctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	log := l.log.WithValues("queue", num)
 	if err := nf.RegisterWithErrorFunc(qctx, l.reader(nf), l.onError(qctx, log)); err != nil {
 		cancel()
