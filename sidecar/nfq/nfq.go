@@ -179,8 +179,8 @@ func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop,
 		shrink: make(chan struct{}),
 		scale:  scaler{min: opts.MinWorkers, max: opts.MaxWorkers}}
 	l.mu.Lock()
+	l.logged = opts.MinWorkers // the line below says it
 	l.resize(opts.MinWorkers)
-	l.logged = len(l.workers)
 	l.mu.Unlock()
 	for i := range opts.QueueCount {
 		q, err := l.bindQueue(ctx, opts.QueueNum+i)
