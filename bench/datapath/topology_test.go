@@ -43,6 +43,8 @@ type topology struct {
 	server    netip.Addr
 	sidecar   *exec.Cmd
 	logFile   string
+	// errFile is the sidecar's stderr: its diagnostics, JSON lines.
+	errFile string
 }
 
 // newTopology builds the namespaces and the peer's servers; all are removed when the test ends.
@@ -118,6 +120,7 @@ func (top *topology) startSidecar(t *testing.T, bin, policyFile string, args ...
 	if err != nil {
 		t.Fatal(err)
 	}
+	top.errFile = stderr.Name()
 	cmd := top.pod.Command(context.Background(), append([]string{bin, "--config=", "--policy-file=" + policyFile,
 		"--policy-cache-dir=", "--listen-addr=" + readyAddr, "--pod-name=" + top.name, "--pod-namespace=bench",
 		"--workload=Deployment/bench"}, args...)...)
