@@ -75,14 +75,17 @@ func TestVerdictFlood(t *testing.T) {
 		checkEnforcing(t, top)
 		return top
 	}
+	base := newTopology(t, "base", false)
+	base.peer.Exec(t, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport",
+		fmt.Sprintf("%d:%d", floodFirstPort, floodLastPort), "-j", "REDIRECT", "--to-ports", strconv.Itoa(connPort))
 	fixed := flooded("fixed", "--verdict-max-workers=1")
 	scaled := flooded("scaled")
 	t.Logf("load before the flood: %s", loadAverage(t))
 
 	start := time.Now()
-	next := map[*topology]int{fixed: floodFirstPort, scaled: floodFirstPort}
+	next := map[*topology]int{fixed: floodFirstPort, scaled: floodFirstPort, base: floodFirstPort}
 	drops := map[*topology]int{}
-	best := interleave(rounds, []*topology{fixed, scaled}, func(top *topology) float64 {
+	best := interleave(rounds, []*topology{fixed, scaled, base}, func(top *topology) float64 {
 		before := queueDrops(t, top)
 		began := time.Since(start)
 		r := runFlood(t, top, next[top], perRound)

@@ -125,6 +125,8 @@ type Loop struct {
 	closed  bool
 	// shrink takes one idle worker out of the pool.
 	shrink chan struct{}
+	// wake tells Run, which stops sizing an idle pool at its minimum, that a packet was read.
+	wake chan struct{}
 
 	// mu guards the pool.
 	mu sync.Mutex
@@ -176,7 +178,7 @@ func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop,
 	}
 	l := &Loop{opts: opts, handle: h, log: log, workers: map[*worker]struct{}{},
 		jobs:   make(chan *job, int(opts.QueueCount)*int(opts.MaxQueueLen)),
-		shrink: make(chan struct{}),
+		shrink: make(chan struct{}), wake: make(chan struct{}, 1),
 		scale:  scaler{min: opts.MinWorkers, max: opts.MaxWorkers}}
 	l.mu.Lock()
 	l.logged = opts.MinWorkers // the line below says it
@@ -210,15 +212,15 @@ func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop,
 }
 
 // Run watches the workers and sizes the pool until ctx ends, then answers what the workers hold and
-// unbinds the queues.
+// unbinds the queues. While the pool is idle at its minimum, sizing rests until a packet is read.
 func (l *Loop) Run(ctx context.Context) {
 	watchdog := time.NewTicker(l.opts.StallTimeout / 4)
 	defer watchdog.Stop()
+	sizing := time.NewTicker(scaleInterval)
+	defer sizing.Stop()
 	var rescale <-chan time.Time
 	if l.opts.MaxWorkers > l.opts.MinWorkers {
-		t := time.NewTicker(scaleInterval)
-		defer t.Stop()
-		rescale = t.C
+		rescale = sizing.C
 	}
 	for {
 		select {
@@ -228,7 +230,15 @@ func (l *Loop) Run(ctx context.Context) {
 		case <-watchdog.C:
 			l.watch()
 		case <-rescale:
-			l.rescale()
+			if !l.rescale() {
+				sizing.Stop()
+				rescale = nil
+			}
+		case <-l.wake:
+			if rescale == nil && l.opts.MaxWorkers > l.opts.MinWorkers {
+				sizing.Reset(scaleInterval)
+				rescale = sizing.C
+			}
 		}
 	}
 }
@@ -315,6 +325,10 @@ func (l *Loop) reader(nf *nfqueue.Nfqueue) nfqueue.HookFunc {
 			return 0
 		}
 		l.jobs <- j
+		select {
+		case l.wake <- struct{}{}:
+		default: // Run has been told already
+		}
 		return 0
 	}
 }
@@ -407,8 +421,9 @@ func (l *Loop) watch() {
 	l.resize(l.opts.MinWorkers)
 }
 
-// rescale samples what the pool saw since the last call and lets the scaler size it.
-func (l *Loop) rescale() {
+// rescale samples what the pool saw since the last call and lets the scaler size it. It returns
+// false when the pool is at its minimum and saw nothing: sizing may rest until a packet comes.
+func (l *Loop) rescale() bool {
 	s := sample{backlog: len(l.jobs), wait: time.Duration(l.waited.Swap(0)), peak: int(l.peak.Swap(l.busy.Load()))}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -422,6 +437,7 @@ func (l *Loop) rescale() {
 		default: // none is idle after all: the pool stays
 		}
 	}
+	return n > l.opts.MinWorkers || s != sample{}
 }
 
 // resize starts workers until the pool has n, unless stop has begun. The caller holds mu.
