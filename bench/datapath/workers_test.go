@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -54,10 +57,12 @@ type floodResult struct {
 // each open connections to the peer as fast as they can, every one to a port of the allowed range not
 // used before, so that each connection's SYN is decided by the sidecar. The sidecar runs with its
 // defaults ("scaled": a pool of verdict workers from 1 up to two per CPU) and, as the baseline, with
-// the pool held at one worker (--verdict-max-workers=1), rounds interleaved. It reports the p99 time
-// to connect (the SYN's wait in the queue, its verdict, and a round trip on the veth) of each side's
-// best round, and the kernel's queue drops over all rounds of each side; it prints the scaled pool's
-// size at each change over the whole run.
+// the pool held at one worker (--verdict-max-workers=1), rounds interleaved with a third side with no
+// firewall. It reports the p99 time to connect (the SYN's wait in the queue, its verdict, and a round
+// trip on the veth) of each side's best round, and the kernel's queue drops over all rounds of each
+// side; it prints the scaled pool's size at each change over the whole run, and logs the no-firewall
+// p99 and each sidecar's own verdict latency (podwall_decision_seconds: from reading a packet to its
+// verdict, a p99 bound to its histogram's power-of-two buckets) for context.
 func TestVerdictFlood(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := sidecarBinary(t)
@@ -65,9 +70,7 @@ func TestVerdictFlood(t *testing.T) {
 	perRound := min(floodPerRound, (floodLastPort-floodFirstPort+1)/rounds)
 	dir := t.TempDir()
 	flooded := func(name string, args ...string) *topology {
-		top := newTopology(t, name, false)
-		top.peer.Exec(t, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport",
-			fmt.Sprintf("%d:%d", floodFirstPort, floodLastPort), "-j", "REDIRECT", "--to-ports", strconv.Itoa(connPort))
+		top := newFloodTopology(t, name)
 		p := benchPolicy(smallPolicy, top.server, connPort)
 		server := &p.Egress[len(p.Egress)-1]
 		server.Ports = append(server.Ports, policy.PortRange{Protocol: policy.TCP, Port: floodFirstPort, EndPort: floodLastPort})
@@ -75,11 +78,14 @@ func TestVerdictFlood(t *testing.T) {
 		checkEnforcing(t, top)
 		return top
 	}
-	base := newTopology(t, "base", false)
-	base.peer.Exec(t, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport",
-		fmt.Sprintf("%d:%d", floodFirstPort, floodLastPort), "-j", "REDIRECT", "--to-ports", strconv.Itoa(connPort))
 	fixed := flooded("fixed", "--verdict-max-workers=1")
 	scaled := flooded("scaled")
+	base := newFloodTopology(t, "base")
+	sidecars := []*topology{fixed, scaled}
+	decided := map[*topology]map[float64]float64{}
+	for _, top := range sidecars {
+		decided[top] = decisionBuckets(t, top)
+	}
 	t.Logf("load before the flood: %s", loadAverage(t))
 
 	start := time.Now()
@@ -97,6 +103,11 @@ func TestVerdictFlood(t *testing.T) {
 		return 1 / r.P99Micros
 	})
 	t.Logf("load after the flood: %s", loadAverage(t))
+	t.Logf("no firewall: p99 %.0f µs (best round)", 1/best[2])
+	for _, top := range sidecars {
+		t.Logf("%s: the sidecar's own verdict latency (from reading the packet to its verdict) over all rounds: p99 ≤ %.0f µs",
+			top.name, p99Bound(decided[top], decisionBuckets(t, top))*1e6)
+	}
 	// Once idle, the pool goes back to one worker; its every change since the flood began is printed.
 	var changes []workersChange
 	testutil.Await(t, "the scaled pool back at one worker", 30*time.Second, func() error {
@@ -114,6 +125,15 @@ func TestVerdictFlood(t *testing.T) {
 	}
 	report(t, "verdict_p99_us_flood", 1/best[1], "us", 1/best[0], "value ≤ 2000 (p99 connect time of new keys, 64 dialers; baseline: one verdict worker)")
 	report(t, "queue_drops_flood", float64(drops[scaled]), "drops", float64(drops[fixed]), "value = 0 (kernel queue drops over all rounds; baseline: one verdict worker)")
+}
+
+// newFloodTopology is a topology whose peer takes every connection to the flood's ports on connPort.
+func newFloodTopology(t *testing.T, name string) *topology {
+	t.Helper()
+	top := newTopology(t, name, false)
+	top.peer.Exec(t, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport",
+		fmt.Sprintf("%d:%d", floodFirstPort, floodLastPort), "-j", "REDIRECT", "--to-ports", strconv.Itoa(connPort))
+	return top
 }
 
 // runFlood opens n connections from the pod, to the server's ports first..first+n-1, and returns the
@@ -200,6 +220,54 @@ func queueDrops(t *testing.T, top *topology) int {
 		}
 	}
 	return total
+}
+
+// decisionBuckets reads the sidecar's podwall_decision_seconds histogram: each bucket's cumulative
+// count by its upper bound, in seconds.
+func decisionBuckets(t *testing.T, top *topology) map[float64]float64 {
+	t.Helper()
+	c := top.client()
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://" + readyAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", top.name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", top.name, err)
+	}
+	buckets := map[float64]float64{}
+	for line := range strings.Lines(string(body)) {
+		bucket, ok := strings.CutPrefix(line, `podwall_decision_seconds_bucket{le="`)
+		if !ok {
+			continue
+		}
+		le, count, _ := strings.Cut(bucket, `"} `)
+		bound, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(strings.TrimSpace(count), 64)
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatalf("metrics of %s: %q: %v", top.name, line, err)
+		}
+		buckets[bound] = n
+	}
+	if len(buckets) == 0 {
+		t.Fatalf("metrics of %s: no podwall_decision_seconds buckets", top.name)
+	}
+	return buckets
+}
+
+// p99Bound is the upper bound of the bucket that holds the 99th percentile of the observations made
+// between two readings of a histogram.
+func p99Bound(before, after map[float64]float64) float64 {
+	bounds := slices.Sorted(maps.Keys(after))
+	total := after[math.Inf(1)] - before[math.Inf(1)]
+	for _, le := range bounds {
+		if after[le]-before[le] >= 0.99*total {
+			return le
+		}
+	}
+	return math.Inf(1)
 }
 
 // workersChange is one change of the verdict workers' pool, t after the flood began.
