@@ -148,7 +148,6 @@ type Loop struct {
 
 // queue is one bound queue and the context of its reader.
 type queue struct {
-	num    uint16
 	nf     *nfqueue.Nfqueue
 	cancel context.CancelFunc
 }
@@ -178,7 +177,8 @@ func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop,
 	}
 	l := &Loop{opts: opts, handle: h, log: log, workers: map[*worker]struct{}{},
 		jobs:   make(chan *job, int(opts.QueueCount)*int(opts.MaxQueueLen)),
-		shrink: make(chan struct{}), wake: make(chan struct{}, 1),
+		shrink: make(chan struct{}),
+		wake:   make(chan struct{}, 1),
 		scale:  scaler{min: opts.MinWorkers, max: opts.MaxWorkers}}
 	l.mu.Lock()
 	l.logged = opts.MinWorkers // the line below says it
@@ -302,7 +302,7 @@ func (l *Loop) bindQueue(ctx context.Context, num uint16) (*queue, error) {
 		nf.Close()
 		return nil, fmt.Errorf("bind queue %d: %w", num, err)
 	}
-	return &queue{num: num, nf: nf, cancel: cancel}, nil
+	return &queue{nf: nf, cancel: cancel}, nil
 }
 
 // reader is the hook go-nfqueue calls, on the queue's one reading goroutine, for each packet read.
