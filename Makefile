@@ -111,7 +111,7 @@ bench: ## run every bench-* target; each prints BENCH <name> value= unit= baseli
 bench-datapath: ## (root, ~2 min) sidecar datapath figures vs the same netns with no firewall; see BENCHMARKS.md
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/podwall-sidecar
 	PODWALL_SIDECAR=$(abspath $(BIN))/podwall-sidecar \
-	  $(GO) test -tags bench -count=1 -timeout 10m -run '^(TestDatapath|TestDNS)$$' -v ./bench/datapath/
+	  $(GO) test -tags bench -count=1 -timeout 10m -run '^(TestDatapath|TestDNS|TestVerdictFlood)$$' -v ./bench/datapath/
 
 .PHONY: bench-injector
 bench-injector: ## (~1 min) 500 pod creates at concurrency 8 with and without the webhook: its p99 and the create rate

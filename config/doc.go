@@ -69,6 +69,8 @@
 //	mesh-outbound-ports   15001,4140 (Envoy, Linkerd)        no    platform        proxy ports receiving redirected outbound connections
 //	mesh-inbound-ports    15006,4143 (Envoy, Linkerd)        no    platform        proxy ports receiving redirected inbound connections
 //	queue-base            100                                no    platform        first NFQUEUE number (the one after the last takes DNS)
+//	verdict-min-workers   1                                  no    platform        goroutines deciding queued connections when idle
+//	verdict-max-workers   0 = two per CPU of the limit, ≤ 8  no    platform        goroutines deciding them under load, at most 64 (see below)
 //	policy-file           ""                                 no    platform        resolved policy to enforce standalone
 //	policy-cache-dir      /var/lib/podwall                   no    platform        last received policy, re-applied at start
 //	listen-addr           :9947                              no    platform        /metrics and /readyz
@@ -95,6 +97,13 @@
 // line, as before. deny-memo-timeout (at least 100ms) is how long the kernel refuses, unqueued and
 // unlogged, a connection key (peer, protocol, port, direction) the sidecar denied; the refusals are
 // counted in podwall_deny_memo_hits_total.
+//
+// The goroutines deciding the connection queues' packets are a pool between verdict-min-workers
+// and verdict-max-workers: it grows while packets wait for a worker and shrinks when workers stay
+// idle (podwall_verdict_workers, and a line on stderr at each change). verdict-max-workers 0 is two
+// per CPU the sidecar may use — its container's CPU limit (cgroup v2 cpu.max of its own cgroup and
+// those above it, as /proc/self/cgroup names it), else GOMAXPROCS — at most 8 and never under
+// verdict-min-workers; setting it to verdict-min-workers keeps the pool at one size.
 //
 // Exactly one of policy-file and policygen-url must be set. Port 9947 for listen-addr keeps clear of
 // the ports apps and proxies usually take in the pod's shared network namespace (Prometheus 9090,

@@ -32,6 +32,8 @@ type Sidecar struct {
 	Mesh MeshPorts `mapstructure:",squash"`
 	// Queue is the range of NFQUEUE numbers the sidecar binds, one worker each.
 	Queue Queues `mapstructure:",squash"`
+	// Workers bounds the goroutines that decide the packets of the connection queues.
+	Workers VerdictWorkers `mapstructure:",squash"`
 	// FailMode says what happens to traffic when the sidecar is not there to decide (key fail-mode).
 	FailMode FailMode `mapstructure:"fail-mode"`
 	// DNS tunes the observation of the pod's DNS answers, which FQDN rules are enforced through.
@@ -129,6 +131,17 @@ type Queues struct {
 	Count uint16 `mapstructure:"queue-count"`
 }
 
+// VerdictWorkers bounds the pool of goroutines that decide the packets of the connection queues: it
+// grows while packets wait for a worker and shrinks when workers stay idle.
+type VerdictWorkers struct {
+	// Min is how many workers the pool keeps when idle (key verdict-min-workers).
+	Min int `mapstructure:"verdict-min-workers"`
+	// Max is how many it grows to under load (key verdict-max-workers); 0 when loading means two per
+	// CPU the sidecar may use (its cgroup's CPU limit, else GOMAXPROCS), at most 8 and at least Min.
+	// A loaded config always has 1 ≤ Min ≤ Max; Max = Min keeps the pool at one size.
+	Max int `mapstructure:"verdict-max-workers"`
+}
+
 // DNS tunes how the sidecar follows the pod's DNS answers: the addresses of a name an FQDN rule
 // allows are allowed for as long as the answer's TTL, clamped to [MinTTL, MaxTTL], and the names and
 // addresses held are capped so that a pod resolving without end cannot grow the sidecar without end.
@@ -204,6 +217,8 @@ var sidecarLoader = loader{
 		f.IntSlice(string(sidecar.KeyMeshInboundPorts), []int{15006, 4143}, "mesh proxy ports receiving redirected inbound connections")
 		f.Uint16("queue-base", 100, "first NFQUEUE number")
 		f.Uint16("queue-count", 0, "number of NFQUEUE queues (0: one per CPU, at most 4)")
+		f.Int("verdict-min-workers", 1, "goroutines deciding queued connections when idle")
+		f.Int("verdict-max-workers", 0, "goroutines deciding queued connections under load (0: two per CPU of the container's limit, at most 8)")
 		f.String("fail-mode", string(FailClosed), "traffic while the sidecar is not deciding: closed or open")
 		f.Duration("deny-memo-timeout", 2*time.Second, "in Protect, how long the kernel refuses a denied connection key without asking again")
 		f.String("resolv-conf", "/etc/resolv.conf", "the pod's resolver configuration: whose DNS answers are observed, and its search domains")
@@ -273,5 +288,8 @@ func (s *Sidecar) resolve() {
 	}
 	if s.Queue.Count == 0 {
 		s.Queue.Count = uint16(min(runtime.GOMAXPROCS(0), maxAutoQueues))
+	}
+	if s.Workers.Max == 0 {
+		s.Workers.Max = max(autoMaxWorkers(sidecarCPUs()), s.Workers.Min)
 	}
 }

@@ -31,6 +31,7 @@ func defaultSidecar(file string) Sidecar {
 			Base:  100,
 			Count: uint16(min(runtime.GOMAXPROCS(0), 4)),
 		},
+		Workers:         VerdictWorkers{Min: 1, Max: autoMaxWorkers(sidecarCPUs())},
 		Platform:        SidecarLive{Log: VerdictLog{Allows: LogFirstAllow, AllowInterval: time.Minute, Rate: 100, Burst: 200}},
 		FileState:       FileState{State: policy.ConfigNone},
 		FailMode:        FailClosed,
@@ -107,6 +108,15 @@ queue-count: 3
 			s.Platform = s.Live
 			s.Mesh.Outbound, s.Queue.Base, s.PolicyFile = []uint16{1, 2}, 400, "/p"
 		},
+	}, {
+		name: "verdict workers from env and flags",
+		env:  map[string]string{"PODWALL_VERDICT_MIN_WORKERS": "2", "PODWALL_VERDICT_MAX_WORKERS": "3", "PODWALL_POLICY_FILE": "/p"},
+		args: []string{"--config=$FILE", "--verdict-max-workers=6"},
+		want: func(s *Sidecar) { s.Workers, s.PolicyFile = VerdictWorkers{Min: 2, Max: 6}, "/p" },
+	}, {
+		name: "verdict-max-workers 0 is never under the minimum",
+		args: []string{"--config=$FILE", "--policy-file=/p", "--verdict-min-workers=20"},
+		want: func(s *Sidecar) { s.Workers, s.PolicyFile = VerdictWorkers{Min: 20, Max: 20}, "/p" },
 	}, {
 		name: "the file tightens what env and flags set",
 		file: "mode: Protect\nlog-rate: 500\nlog-allows: all\n",
@@ -219,6 +229,10 @@ func TestLoadSidecarErrors(t *testing.T) {
 		{name: "queue range", args: []string{"--queue-base=65535", "--queue-count=2"}, want: []string{"queue-count: queues 65535 to 65537 (the last for DNS)"}},
 		{name: "queue-base negative", env: map[string]string{"PODWALL_QUEUE_BASE": "-1"}, want: []string{"queue-base"}},
 		{name: "queue-count bool", env: map[string]string{"PODWALL_QUEUE_COUNT": "true"}, want: []string{"queue-count"}},
+		{name: "verdict-min-workers", env: map[string]string{"PODWALL_VERDICT_MIN_WORKERS": "0"}, want: []string{"verdict-min-workers: 0 is under the minimum of 1"}},
+		{name: "verdict-max-workers under the minimum", args: []string{"--verdict-min-workers=4", "--verdict-max-workers=2"}, want: []string{"verdict-max-workers: 2 is under verdict-min-workers (4)"}},
+		{name: "verdict-max-workers too many", env: map[string]string{"PODWALL_VERDICT_MAX_WORKERS": "1000"}, want: []string{"verdict-max-workers: 1000 is over the maximum of 64"}},
+		{name: "verdict-max-workers not a number", env: map[string]string{"PODWALL_VERDICT_MAX_WORKERS": "auto"}, want: []string{"verdict-max-workers"}},
 		{name: "deny-memo-timeout", env: map[string]string{"PODWALL_DENY_MEMO_TIMEOUT": "10ms"}, want: []string{"deny-memo-timeout: 10ms is under the 100ms minimum"}},
 		{name: "dns-min-ttl", args: []string{"--dns-min-ttl=500ms"}, want: []string{"dns-min-ttl: 500ms is under the 1s minimum"}},
 		{name: "dns-max-ttl under dns-min-ttl", env: map[string]string{"PODWALL_DNS_MIN_TTL": "1m", "PODWALL_DNS_MAX_TTL": "30s"}, want: []string{"dns-max-ttl: 30s is under dns-min-ttl (1m0s)"}},

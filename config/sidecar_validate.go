@@ -22,6 +22,7 @@ func (s Sidecar) validate() error {
 	s.checkTuning(&p)
 	s.Mesh.check(&p)
 	s.Queue.check(&p)
+	s.Workers.check(&p)
 	s.checkPolicySource(&p)
 	checkListenAddr(&p, s.ListenAddr, s.Mesh)
 	s.Pod.check(&p)
@@ -99,6 +100,20 @@ func (q Queues) check(p *problems) {
 	// The queue after the connection queues takes the pod's DNS packets.
 	if last := int(q.Base) + int(q.Count); last > math.MaxUint16 {
 		p.add("queue-count", "queues %d to %d (the last for DNS) run past the last queue number, 65535", q.Base, last)
+	}
+}
+
+// check wants a pool of at least one worker that may grow, and no more workers than a sidecar could
+// keep busy.
+func (w VerdictWorkers) check(p *problems) {
+	if w.Min < 1 {
+		p.add("verdict-min-workers", "%d is under the minimum of 1", w.Min)
+	}
+	if w.Max < w.Min {
+		p.add("verdict-max-workers", "%d is under verdict-min-workers (%d)", w.Max, w.Min)
+	}
+	if w.Max > maxWorkers {
+		p.add("verdict-max-workers", "%d is over the maximum of %d", w.Max, maxWorkers)
 	}
 }
 

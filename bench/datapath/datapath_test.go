@@ -154,9 +154,14 @@ func interleave(rounds int, sides []*topology, measure func(*topology) float64) 
 	return best
 }
 
-// report prints one figure in the form make bench-* promises, and logs its target.
+// report prints one figure in the form make bench-* promises, and logs its target. Equal figures have
+// the ratio 1, two zeros too.
 func report(t *testing.T, name string, value float64, unit string, baseline float64, target string) {
-	fmt.Printf("BENCH %s value=%s unit=%s baseline=%s ratio=%.3f\n", name, num(value), unit, num(baseline), value/baseline)
+	ratio := 1.0
+	if value != baseline {
+		ratio = value / baseline
+	}
+	fmt.Printf("BENCH %s value=%s unit=%s baseline=%s ratio=%.3f\n", name, num(value), unit, num(baseline), ratio)
 	t.Logf("%s: target %s", name, target)
 }
 

@@ -49,13 +49,16 @@ type loadResult struct {
 // Rate is the completed connections per second.
 func (r loadResult) Rate() float64 { return float64(r.Conns) / r.Seconds }
 
-// TestMain runs the load generator (or a DNS role of TestDNS) when the binary was re-executed as one,
+// TestMain runs the load generator (or a DNS role of TestDNS, or TestVerdictFlood's flood) when the binary was re-executed as one,
 // and the tests otherwise.
 func TestMain(m *testing.M) {
 	switch role := os.Getenv(envRole); role {
 	case roleLoad:
 	case roleDNSLoad, roleDNSLatency:
 		json.NewEncoder(os.Stdout).Encode(dnsChild(role))
+		os.Exit(0)
+	case roleFlood:
+		json.NewEncoder(os.Stdout).Encode(floodChild())
 		os.Exit(0)
 	default:
 		os.Exit(m.Run())

@@ -43,6 +43,8 @@ type topology struct {
 	server    netip.Addr
 	sidecar   *exec.Cmd
 	logFile   string
+	// errFile is the sidecar's stderr: its diagnostics, JSON lines.
+	errFile string
 }
 
 // newTopology builds the namespaces and the peer's servers; all are removed when the test ends.
@@ -118,16 +120,14 @@ func (top *topology) startSidecar(t *testing.T, bin, policyFile string, args ...
 	if err != nil {
 		t.Fatal(err)
 	}
+	top.errFile = stderr.Name()
 	cmd := top.pod.Command(context.Background(), append([]string{bin, "--config=", "--policy-file=" + policyFile,
 		"--policy-cache-dir=", "--listen-addr=" + readyAddr, "--pod-name=" + top.name, "--pod-namespace=bench",
 		"--workload=Deployment/bench"}, args...)...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	exited := startChild(t, cmd, "sidecar in "+top.name)
 	top.sidecar = cmd
-	client := http.Client{Timeout: time.Second, Transport: &http.Transport{
-		DialContext: func(_ context.Context, network, addr string) (net.Conn, error) {
-			return top.pod.Dial(network, addr, time.Second)
-		}}}
+	client := top.client()
 	defer client.CloseIdleConnections()
 	testutil.Await(t, "sidecar ready in "+top.name, 90*time.Second, func() error {
 		select {
@@ -136,13 +136,21 @@ func (top *topology) startSidecar(t *testing.T, bin, policyFile string, args ...
 			t.Fatalf("sidecar in %s exited before it was ready: %v\n%s", top.name, cmd.ProcessState, diag)
 		default:
 		}
-		return testutil.HTTPOK(&client, "http://"+readyAddr+"/readyz")
+		return testutil.HTTPOK(client, "http://"+readyAddr+"/readyz")
 	})
 	// "ip netns exec" execs the command in place, so the process is the sidecar itself; check it, since
 	// its memory is measured through this pid.
 	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); exe != bin {
 		t.Fatalf("pid %d runs %q, not the sidecar %s", cmd.Process.Pid, exe, bin)
 	}
+}
+
+// client is an HTTP client that connects from the pod namespace, to reach the sidecar's endpoints.
+func (top *topology) client() *http.Client {
+	return &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		DialContext: func(_ context.Context, network, addr string) (net.Conn, error) {
+			return top.pod.Dial(network, addr, time.Second)
+		}}}
 }
 
 // peakRSS is the sidecar's peak resident memory so far (VmHWM), in MiB.

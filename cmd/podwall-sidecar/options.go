@@ -20,6 +20,8 @@ func options(c config.Sidecar) agent.Options {
 		DenyMemo:     c.DenyMemoTimeout,
 		QueueNum:     c.Queue.Base,
 		QueueCount:   c.Queue.Count,
+		MinWorkers:   c.Workers.Min,
+		MaxWorkers:   c.Workers.Max,
 		MeshOutPorts: c.Mesh.Outbound,
 		MeshInPorts:  c.Mesh.Inbound,
 		HTTPAddr:     c.ListenAddr,

@@ -20,3 +20,14 @@ func TestOptionsDNS(t *testing.T) {
 		t.Fatalf("DNS options %+v, want %+v", got, want)
 	}
 }
+
+// TestOptionsVerdictWorkers: the worker bounds reach the agent as loaded.
+func TestOptionsVerdictWorkers(t *testing.T) {
+	cfg, err := config.LoadSidecar([]string{"--config=", "--policy-file=/p", "--verdict-min-workers=2", "--verdict-max-workers=5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := options(cfg); o.MinWorkers != 2 || o.MaxWorkers != 5 {
+		t.Fatalf("verdict workers %d..%d, want 2..5", o.MinWorkers, o.MaxWorkers)
+	}
+}

@@ -27,6 +27,9 @@ type Options struct {
 	FailOpen bool
 	// QueueNum and QueueCount choose the NFQUEUE queues (defaults 100 and 2).
 	QueueNum, QueueCount uint16
+	// MinWorkers and MaxWorkers bound the goroutines deciding the connection queues' packets, a pool
+	// that grows under load and shrinks when idle (defaults 1, and MinWorkers: one size).
+	MinWorkers, MaxWorkers int
 	// DenyMemo is how long, in Protect, the kernel refuses a connection key the verdict loop denied
 	// without queueing it again (default ruleset.DefaultDenyMemoTimeout).
 	DenyMemo time.Duration

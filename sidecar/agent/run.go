@@ -179,7 +179,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	metrics := nfq.NewMetrics(a.reg)
 	loop, err := nfq.Bind(loopCtx, nfq.Options{NetNS: a.nsfd, QueueNum: a.opts.QueueNum,
 		QueueCount: a.opts.QueueCount, FailOpen: a.opts.FailOpen, StallTimeout: a.opts.StallTimeout,
-		Metrics: metrics, Registerer: a.reg}, a.dp.handle, a.log)
+		MinWorkers: a.opts.MinWorkers, MaxWorkers: a.opts.MaxWorkers, Metrics: metrics, Registerer: a.reg}, a.dp.handle, a.log)
 	if err != nil {
 		return err
 	}

@@ -85,6 +85,13 @@ func readInNetNS(netns int, path string) ([]byte, error) {
 	return r.data, r.err
 }
 
+// newWorkersGauge exports the number of workers in a loop's pool, read from size at scrape time.
+func newWorkersGauge(size func() int) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "podwall_verdict_workers", Help: "Goroutines deciding queued packets: more under load, fewer when idle, within the configured bounds.",
+	}, func() float64 { return float64(size()) })
+}
+
 // NewMetrics creates the series and registers them with reg when it is not nil.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{

@@ -1,8 +1,18 @@
 // Package nfq is the capture side of the verdict pipeline: it binds the sidecar's NFQUEUE queues, hands
-// each queued packet to a Handler and returns the Handler's verdict to the kernel. One worker serves each
-// queue (the ruleset fans connections out over the queues), and a watchdog replaces a worker whose handler
-// has hung: the queue's bypass flag only helps while nothing is bound, so a bound but stuck listener would
-// otherwise stall every new connection of the pod.
+// each queued packet to a Handler and returns the Handler's verdict to the kernel.
+//
+// One goroutine reads each queue (the ruleset fans connections out over the queues) and hands every
+// packet it reads to a pool of workers shared by the queues, which decide and answer. The pool keeps
+// between Options.MinWorkers and Options.MaxWorkers workers: it grows while packets wait for a worker
+// and shrinks when workers stay idle (see scaler). Workers answer in whatever order they finish, so two
+// packets of one queue may be reinjected in another order than they were queued; only the opening
+// packets of connections are queued, each answered on its own.
+//
+// Every packet read gets exactly one verdict: its worker's, or, from the watchdog, a drop when its
+// handler has run past Options.StallTimeout (the worker is then written off and replaced, so that a
+// hung handler does not stall the pod's new connections). On shutdown the workers answer every packet
+// read before the queues are unbound; what the kernel still holds it drops as it unbinds them, and a
+// fail-closed ruleset refuses new connections from then on.
 package nfq
 
 import (
@@ -37,8 +47,8 @@ type Reply struct {
 	Mark uint32
 }
 
-// Handler decides a queued packet. It runs on the queue's worker goroutine and must not block for long:
-// the watchdog replaces a worker whose handler runs past Options.StallTimeout.
+// Handler decides a queued packet. Several workers call it at once, and it must not block for long:
+// the watchdog writes off a worker whose handler runs past Options.StallTimeout.
 type Handler func(Packet) Reply
 
 // Options configure the queues. The zero value of each field has the documented default.
@@ -54,16 +64,20 @@ type Options struct {
 	CopyLen uint32
 	// FailOpen asks the kernel to accept packets instead of dropping them when a queue is full.
 	FailOpen bool
-	// StallTimeout is how long one handler call may run before the watchdog replaces the worker
-	// (default 2s).
+	// StallTimeout is how long one handler call may run before the watchdog answers its packet with a
+	// drop and replaces the worker (default 2s).
 	StallTimeout time.Duration
+	// MinWorkers and MaxWorkers bound the workers deciding the queues' packets (defaults 1, and
+	// MinWorkers: a pool of fixed size). Bind refuses a MaxWorkers under MinWorkers.
+	MinWorkers, MaxWorkers int
 	// Metrics receives the queues' counters; nil counts nothing.
 	Metrics *Metrics
-	// Registerer, when set, also exports the kernel's drop counters of the queues.
+	// Registerer, when set, also exports the kernel's drop counters of the queues and the number of
+	// workers.
 	Registerer prometheus.Registerer
 }
 
-func (o *Options) setDefaults() {
+func (o *Options) setDefaults() error {
 	if o.QueueCount == 0 {
 		o.QueueCount = 1
 	}
@@ -79,183 +93,391 @@ func (o *Options) setDefaults() {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
+	if o.MinWorkers == 0 {
+		o.MinWorkers = 1
+	}
+	if o.MaxWorkers == 0 {
+		o.MaxWorkers = o.MinWorkers
+	}
+	if o.MinWorkers < 1 || o.MaxWorkers < o.MinWorkers {
+		return fmt.Errorf("verdict workers: min %d, max %d: want 1 ≤ min ≤ max", o.MinWorkers, o.MaxWorkers)
+	}
+	return nil
 }
 
 // copyLen is how much of each packet the kernel copies to us by default: enough for an IPv6 header, a
 // few extension headers and the transport ports, far less than a full segment.
 const copyLen = 256
 
-// Loop is a set of bound queues and their watchdog.
+// Loop is a set of bound queues, the pool of workers that decides their packets, and its watchdog.
 type Loop struct {
-	opts    Options
-	workers []*worker
-	log     logr.Logger
+	opts   Options
+	handle Handler
+	log    logr.Logger
+	queues []*queue
+
+	// jobs holds the packets read until a worker takes them. It has room for every packet the kernel
+	// may hold without a verdict (MaxQueueLen per queue), so a reader never waits for it.
+	jobs chan *job
+	// closing is held for reading while a reader hands a packet over, and for writing while stop
+	// closes jobs; closed says it has, and readers then decide what they read themselves.
+	closing sync.RWMutex
+	closed  bool
+	// shrink takes one idle worker out of the pool.
+	shrink chan struct{}
+	// wake tells Run, which stops sizing an idle pool at its minimum, that a packet was read.
+	wake chan struct{}
+
+	// mu guards the pool.
+	mu sync.Mutex
+	// workers is the pool: the workers started and neither retired nor written off.
+	workers map[*worker]struct{}
+	// logged is the pool's size as last logged.
+	logged int
+	// stopping is set once stop has begun: no worker is started after it.
+	stopping bool
+	// running counts the pool's workers for stop to wait on; a worker written off leaves it at once.
+	running sync.WaitGroup
+	scale   scaler
+
+	// busy is the number of workers deciding a packet, peak its highest since the last sample, and
+	// waited the longest a packet waited for a worker since then (ns): what the scaler samples.
+	busy, peak atomic.Int64
+	waited     atomic.Int64
 }
 
-// Bind binds every queue, so that the kernel hands packets to h from the moment Bind returns. It fails
-// when a queue cannot be bound (another process holds it, or NET_ADMIN is missing).
+// queue is one bound queue and the context of its reader.
+type queue struct {
+	nf     *nfqueue.Nfqueue
+	cancel context.CancelFunc
+}
+
+// job is one packet read from a queue, until it is answered.
+type job struct {
+	nf  *nfqueue.Nfqueue
+	id  uint32
+	pkt Packet
+	// read is when the packet was read, taken when a worker took it.
+	read, taken time.Time
+	// answered is set by whoever answers the packet: its worker, or the watchdog.
+	answered atomic.Bool
+}
+
+// worker is one goroutine of the pool. cur is the packet it is deciding, nil when idle.
+type worker struct {
+	cur atomic.Pointer[job]
+}
+
+// Bind starts the pool and binds every queue, so that the kernel hands packets to h from the moment
+// Bind returns; they stay bound until Run returns. It fails when a queue cannot be bound (another
+// process holds it, or NET_ADMIN is missing).
 func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop, error) {
-	opts.setDefaults()
-	l := &Loop{opts: opts, log: log}
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	l := &Loop{opts: opts, handle: h, log: log, workers: map[*worker]struct{}{},
+		jobs:   make(chan *job, int(opts.QueueCount)*int(opts.MaxQueueLen)),
+		shrink: make(chan struct{}),
+		wake:   make(chan struct{}, 1),
+		scale:  scaler{min: opts.MinWorkers, max: opts.MaxWorkers}}
+	l.mu.Lock()
+	l.logged = opts.MinWorkers // the line below says it
+	l.resize(opts.MinWorkers)
+	l.mu.Unlock()
 	for i := range opts.QueueCount {
-		num := opts.QueueNum + i
-		w := &worker{num: num, opts: &l.opts, handle: h, log: log.WithValues("queue", num)}
-		if err := w.start(ctx); err != nil {
+		q, err := l.bindQueue(ctx, opts.QueueNum+i)
+		if err != nil {
 			l.stop()
 			return nil, err
 		}
-		l.workers = append(l.workers, w)
+		l.queues = append(l.queues, q)
 	}
 	if opts.Registerer != nil {
-		if err := opts.Registerer.Register(&kernelDrops{netns: opts.NetNS, first: opts.QueueNum,
-			last: opts.QueueNum + opts.QueueCount - 1, desc: prometheus.NewDesc("podwall_queue_kernel_drops_total",
-				"Packets the kernel could not queue to the sidecar (dropped, or accepted when failing open), by queue and reason.",
-				[]string{"queue", "reason"}, nil)}); err != nil {
-			l.stop()
-			return nil, fmt.Errorf("register queue drop counters: %w", err)
+		for _, c := range []prometheus.Collector{
+			&kernelDrops{netns: opts.NetNS, first: opts.QueueNum, last: opts.QueueNum + opts.QueueCount - 1,
+				desc: prometheus.NewDesc("podwall_queue_kernel_drops_total",
+					"Packets the kernel could not queue to the sidecar (dropped, or accepted when failing open), by queue and reason.",
+					[]string{"queue", "reason"}, nil)},
+			newWorkersGauge(l.size),
+		} {
+			if err := opts.Registerer.Register(c); err != nil {
+				l.stop()
+				return nil, fmt.Errorf("register queue metrics: %w", err)
+			}
 		}
 	}
-	log.Info("verdict loop bound", "queues", opts.QueueCount, "first", opts.QueueNum)
+	log.Info("verdict loop bound", "queues", opts.QueueCount, "first", opts.QueueNum,
+		"minWorkers", opts.MinWorkers, "maxWorkers", opts.MaxWorkers)
 	return l, nil
 }
 
-// Run watches the workers until ctx ends, then unbinds the queues.
+// Run watches the workers and sizes the pool until ctx ends, then answers what the workers hold and
+// unbinds the queues. While the pool is idle at its minimum, sizing rests until a packet is read.
 func (l *Loop) Run(ctx context.Context) {
-	tick := time.NewTicker(l.opts.StallTimeout / 4)
-	defer tick.Stop()
+	watchdog := time.NewTicker(l.opts.StallTimeout / 4)
+	defer watchdog.Stop()
+	sizing := time.NewTicker(scaleInterval)
+	defer sizing.Stop()
+	var rescale <-chan time.Time
+	if l.opts.MaxWorkers > l.opts.MinWorkers {
+		rescale = sizing.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			l.stop()
 			return
-		case <-tick.C:
-			for _, w := range l.workers {
-				w.watch(ctx)
+		case <-watchdog.C:
+			l.watch()
+		case <-rescale:
+			if !l.rescale() {
+				sizing.Stop()
+				rescale = nil
+			}
+		case <-l.wake:
+			if rescale == nil && l.opts.MaxWorkers > l.opts.MinWorkers {
+				sizing.Reset(scaleInterval)
+				rescale = sizing.C
 			}
 		}
 	}
 }
 
+// stop answers every packet read and unbinds the queues. From the moment it closes jobs, the readers
+// decide what they still read themselves; the workers answer what jobs holds (the watchdog still writes
+// off a hung one) and exit; then the readers stop and the sockets close, and the kernel drops what it
+// still holds.
 func (l *Loop) stop() {
-	for _, w := range l.workers {
-		w.stop()
+	l.mu.Lock()
+	l.stopping = true
+	l.mu.Unlock()
+	l.closing.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.jobs)
+	}
+	l.closing.Unlock()
+	drained := make(chan struct{})
+	go func() { l.running.Wait(); close(drained) }()
+	watchdog := time.NewTicker(l.opts.StallTimeout / 4)
+	defer watchdog.Stop()
+	for waiting := true; waiting; {
+		select {
+		case <-drained:
+			waiting = false
+		case <-watchdog.C:
+			l.watch()
+		}
+	}
+	for _, q := range l.queues {
+		q.cancel()
+		q.nf.Close()
 	}
 }
 
-// worker serves one queue through one netlink socket.
-type worker struct {
-	num    uint16
-	opts   *Options
-	handle Handler
-	log    logr.Logger
-
-	mu     sync.Mutex
-	nf     *nfqueue.Nfqueue
-	cancel context.CancelFunc
-	// busySince is the UnixNano at which the running handler call started, 0 when idle.
-	busySince atomic.Int64
-}
-
-func (w *worker) start(ctx context.Context) error {
+// bindQueue opens and binds queue num; its reader hands what it reads to the pool.
+func (l *Loop) bindQueue(ctx context.Context, num uint16) (*queue, error) {
 	flags := uint32(0)
-	if w.opts.FailOpen {
+	if l.opts.FailOpen {
 		flags |= nfqueue.NfQaCfgFlagFailOpen
 	}
 	nf, err := nfqueue.Open(&nfqueue.Config{
-		NetNS:        w.opts.NetNS,
-		NfQueue:      w.num,
-		MaxQueueLen:  w.opts.MaxQueueLen,
-		MaxPacketLen: w.opts.CopyLen,
+		NetNS:        l.opts.NetNS,
+		NfQueue:      num,
+		MaxQueueLen:  l.opts.MaxQueueLen,
+		MaxPacketLen: l.opts.CopyLen,
 		Copymode:     nfqueue.NfQnlCopyPacket,
 		Flags:        flags,
 		AfFamily:     unix.AF_INET,
 		WriteTimeout: time.Second,
 	})
 	if err != nil {
-		return fmt.Errorf("open queue %d: %w", w.num, err)
+		return nil, fmt.Errorf("open queue %d: %w", num, err)
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	if err := nf.RegisterWithErrorFunc(wctx, w.hook(nf), w.onError(wctx)); err != nil {
+	// The reader outlives ctx: stop ends it once the workers have answered what it read.
+	qctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	log := l.log.WithValues("queue", num)
+	if err := nf.RegisterWithErrorFunc(qctx, l.reader(nf), l.onError(qctx, log)); err != nil {
 		cancel()
 		nf.Close()
-		return fmt.Errorf("bind queue %d: %w", w.num, err)
+		return nil, fmt.Errorf("bind queue %d: %w", num, err)
 	}
-	w.mu.Lock()
-	w.nf, w.cancel = nf, cancel
-	w.mu.Unlock()
-	return nil
+	return &queue{nf: nf, cancel: cancel}, nil
 }
 
-func (w *worker) hook(nf *nfqueue.Nfqueue) nfqueue.HookFunc {
+// reader is the hook go-nfqueue calls, on the queue's one reading goroutine, for each packet read.
+func (l *Loop) reader(nf *nfqueue.Nfqueue) nfqueue.HookFunc {
 	return func(a nfqueue.Attribute) int {
 		if a.PacketID == nil {
 			return 0
 		}
-		start := time.Now()
-		w.busySince.Store(start.UnixNano())
-		p := Packet{Mark: deref(a.Mark), InDev: deref(a.InDev), OutDev: deref(a.OutDev)}
+		// go-nfqueue copies the payload out of the socket's buffer: it stays valid once the hook returns.
+		j := &job{nf: nf, id: *a.PacketID, read: time.Now(),
+			pkt: Packet{Mark: deref(a.Mark), InDev: deref(a.InDev), OutDev: deref(a.OutDev)}}
 		if a.Payload != nil {
-			p.Payload = *a.Payload
+			j.pkt.Payload = *a.Payload
 		}
-		v := w.handle(p)
-		var err error
-		if v.Mark != 0 {
-			err = nf.SetVerdictWithOption(*a.PacketID, v.Action, nfqueue.WithMark(v.Mark))
-		} else {
-			err = nf.SetVerdict(*a.PacketID, v.Action)
+		l.closing.RLock()
+		defer l.closing.RUnlock()
+		if l.closed {
+			j.taken = j.read
+			l.answer(j, l.handle(j.pkt))
+			return 0
 		}
-		w.busySince.Store(0)
-		w.opts.Metrics.observe(time.Since(start), err)
-		if err != nil {
-			w.log.V(1).Info("set verdict", "error", err.Error())
+		l.jobs <- j
+		select {
+		case l.wake <- struct{}{}:
+		default: // Run has been told already
 		}
 		return 0
 	}
 }
 
-func (w *worker) onError(ctx context.Context) nfqueue.ErrorFunc {
+func (l *Loop) onError(ctx context.Context, log logr.Logger) nfqueue.ErrorFunc {
 	return func(err error) int {
 		if ctx.Err() != nil || errors.Is(err, unix.EBADF) {
 			return 1
 		}
 		if errors.Is(err, unix.ENOBUFS) {
-			w.opts.Metrics.Overruns.Inc()
+			l.opts.Metrics.Overruns.Inc()
 			return 0
 		}
-		w.log.Error(err, "receive from queue")
+		log.Error(err, "receive from queue")
 		return 0
 	}
 }
 
-// watch replaces the worker when its handler has run past the stall timeout. Closing the socket makes
-// the kernel unbind the queue (dropping what it held, which TCP retransmits), so a fresh socket can bind
-// it; the hung goroutine is left to finish on its own and its late verdict goes nowhere.
-func (w *worker) watch(ctx context.Context) {
-	since := w.busySince.Load()
-	if since == 0 || time.Since(time.Unix(0, since)) < w.opts.StallTimeout {
-		return
-	}
-	w.log.Info("verdict loop stalled; rebinding the queue", "stalled", time.Since(time.Unix(0, since)).String())
-	w.opts.Metrics.Restarts.Inc()
-	w.mu.Lock()
-	old, cancel := w.nf, w.cancel
-	w.mu.Unlock()
-	cancel()
-	old.Con.Close()
-	go old.Close() // waits for the hung handler; never on the watchdog's path
-	w.busySince.Store(0)
-	if err := w.start(ctx); err != nil && ctx.Err() == nil {
-		w.log.Error(err, "rebind queue; retrying at the next watchdog tick")
-		w.busySince.Store(since) // stay "stalled" so the next tick tries again
+// work is a worker's goroutine: it decides packets until it is retired, jobs is closed, or the
+// watchdog writes it off.
+func (l *Loop) work(w *worker) {
+	for {
+		select {
+		case j, ok := <-l.jobs:
+			if !ok {
+				l.leave(w)
+				return
+			}
+			if !l.serve(w, j) {
+				return
+			}
+		case <-l.shrink:
+			l.leave(w)
+			return
+		}
 	}
 }
 
-func (w *worker) stop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.cancel != nil {
-		w.cancel()
-		w.nf.Close()
+// serve decides j and answers it. It returns false when the watchdog answered j first, which means
+// it wrote the worker off.
+func (l *Loop) serve(w *worker, j *job) bool {
+	j.taken = time.Now()
+	raise(&l.waited, int64(j.taken.Sub(j.read)))
+	raise(&l.peak, l.busy.Add(1))
+	w.cur.Store(j)
+	r := l.handle(j.pkt)
+	w.cur.Store(nil)
+	l.busy.Add(-1)
+	return l.answer(j, r)
+}
+
+// answer sends r as j's verdict unless j was answered already, and says whether it did.
+func (l *Loop) answer(j *job, r Reply) bool {
+	if !j.answered.CompareAndSwap(false, true) {
+		return false
+	}
+	var err error
+	if r.Mark != 0 {
+		err = j.nf.SetVerdictWithOption(j.id, r.Action, nfqueue.WithMark(r.Mark))
+	} else {
+		err = j.nf.SetVerdict(j.id, r.Action)
+	}
+	l.opts.Metrics.observe(time.Since(j.read), err)
+	if err != nil {
+		l.log.V(1).Info("set verdict", "error", err.Error())
+	}
+	return true
+}
+
+// watch writes off every worker whose handler has run past the stall timeout: it answers the
+// worker's packet with a drop (as unbinding the queue would), and the hung goroutine is left to finish
+// on its own, its late verdict going nowhere. The pool is topped up to its minimum.
+func (l *Loop) watch() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for w := range l.workers {
+		j := w.cur.Load()
+		if j == nil || time.Since(j.taken) < l.opts.StallTimeout {
+			continue
+		}
+		if !l.answer(j, Reply{Action: nfqueue.NfDrop}) {
+			continue // it answered just now
+		}
+		l.log.Info("verdict worker stalled; its packet is dropped and the worker replaced",
+			"stalled", time.Since(j.taken).String())
+		l.opts.Metrics.Restarts.Inc()
+		delete(l.workers, w)
+		l.running.Done()
+	}
+	l.resize(l.opts.MinWorkers)
+}
+
+// rescale samples what the pool saw since the last call and lets the scaler size it. It returns
+// false when the pool is at its minimum and saw nothing: sizing may rest until a packet comes.
+func (l *Loop) rescale() bool {
+	s := sample{backlog: len(l.jobs), wait: time.Duration(l.waited.Swap(0)), peak: int(l.peak.Swap(l.busy.Load()))}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(l.workers)
+	switch want := l.scale.next(n, s); {
+	case want > n:
+		l.resize(want)
+	case want < n:
+		select {
+		case l.shrink <- struct{}{}: // an idle worker took it; it leaves the pool on its own
+		default: // none is idle after all: the pool stays
+		}
+	}
+	return n > l.opts.MinWorkers || s != sample{}
+}
+
+// resize starts workers until the pool has n, unless stop has begun. The caller holds mu.
+func (l *Loop) resize(n int) {
+	for !l.stopping && len(l.workers) < n {
+		w := &worker{}
+		l.workers[w] = struct{}{}
+		l.running.Add(1)
+		go l.work(w)
+	}
+	l.changed()
+}
+
+// leave takes a retiring worker out of the pool.
+func (l *Loop) leave(w *worker) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.workers, w)
+	l.running.Done()
+	l.changed()
+}
+
+// changed logs the pool's size when it differs from the one last logged. The caller holds mu.
+func (l *Loop) changed() {
+	if n := len(l.workers); n != l.logged && !l.stopping {
+		l.log.Info("verdict workers", "workers", n, "was", l.logged)
+		l.logged = n
+	}
+}
+
+// size is the number of workers in the pool.
+func (l *Loop) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.workers)
+}
+
+// raise sets m to v if v is higher.
+func raise(m *atomic.Int64, v int64) {
+	for old := m.Load(); v > old && !m.CompareAndSwap(old, v); old = m.Load() {
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"podwall.io/podwall/internal/netnstest"
 	"podwall.io/podwall/internal/testutil"
@@ -149,5 +150,124 @@ func TestKernelDropsAreExported(t *testing.T) {
 	close(release)
 	for range 4 {
 		<-done
+	}
+}
+
+// dialAll opens n connections to addr from ns at once and returns a channel that receives each
+// attempt's error.
+func dialAll(ns *netnstest.NS, addr string, n int) <-chan error {
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			c, err := ns.Dial("tcp", addr, 10*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			errs <- err
+		}()
+	}
+	return errs
+}
+
+// TestPoolGrowsWhilePacketsWaitAndShrinksWhenIdle holds every packet in its handler until 16
+// connections are queued: the pool doubles up to its maximum while they wait, answers them all once
+// released, and falls back to its minimum when idle. The gauge says so throughout.
+func TestPoolGrowsWhilePacketsWaitAndShrinksWhenIdle(t *testing.T) {
+	ns, l := setup(t)
+	reg := prometheus.NewRegistry()
+	release := make(chan struct{})
+	var held atomic.Int64
+	serveWith(t, Options{NetNS: ns.Fd(), QueueNum: queueNum, StallTimeout: time.Minute, MinWorkers: 1, MaxWorkers: 4,
+		Registerer: reg}, func(Packet) Reply {
+		held.Add(1)
+		<-release
+		return Reply{Action: nfqueue.NfAccept}
+	})
+	workers := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "podwall_verdict_workers" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no podwall_verdict_workers")
+		return 0
+	}
+	if n := workers(); n != 1 {
+		t.Fatalf("%v workers before any packet, want the minimum 1", n)
+	}
+	const conns = 16
+	errs := dialAll(ns, l.Addr().String(), conns)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if n, h := workers(), held.Load(); n != 4 || h != 4 {
+			return fmt.Errorf("%v workers holding %d packets, want the maximum 4 holding one each", n, h)
+		}
+		return nil
+	})
+	close(release)
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Errorf("connection answered by the pool: %v", err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n := workers(); n != 1 {
+			return fmt.Errorf("%v workers after the load, want the minimum 1 once idle", n)
+		}
+		return nil
+	})
+}
+
+// TestStopAnswersEveryPacketRead stops the loop while its one worker holds a packet and the rest wait
+// for it: stop waits for the worker, every packet read is answered (each connection opens), and
+// none is answered twice.
+func TestStopAnswersEveryPacketRead(t *testing.T) {
+	ns, l := setup(t)
+	m := NewMetrics(nil)
+	release := make(chan struct{})
+	var decided atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	loop, err := Bind(ctx, Options{NetNS: ns.Fd(), QueueNum: queueNum, StallTimeout: time.Minute, Metrics: m},
+		func(Packet) Reply {
+			<-release
+			decided.Add(1)
+			return Reply{Action: nfqueue.NfAccept}
+		}, testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() { loop.Run(ctx); close(stopped) }()
+	const conns = 8
+	errs := dialAll(ns, l.Addr().String(), conns)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if n := len(loop.jobs); n != conns-1 {
+			return fmt.Errorf("%d packets wait for the worker, want %d", n, conns-1)
+		}
+		return nil
+	})
+	cancel()
+	select {
+	case <-stopped:
+		t.Fatal("the loop stopped while its worker held a packet")
+	default:
+	}
+	close(release)
+	<-stopped
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Errorf("connection queued when the loop stopped: %v", err)
+		}
+	}
+	var sent dto.Metric
+	if err := m.Latency.Write(&sent); err != nil {
+		t.Fatal(err)
+	}
+	if n, v := decided.Load(), sent.GetHistogram().GetSampleCount(); n != conns || v != conns {
+		t.Fatalf("%d packets decided and %d verdicts sent, want %d of each", n, v, conns)
 	}
 }

@@ -1,0 +1,309 @@
+//go:build bench
+
+package datapath
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/internal/testutil"
+)
+
+// The flood's child role (see TestMain) and its arguments: envAddr is the server's address (no port),
+// envWorkers the dialers, envFirst the first port and envConns how many connections to open, one per
+// port from envFirst on.
+const (
+	roleFlood = "flood"
+	envConns  = "PODWALL_BENCH_CONNS"
+)
+
+// The flood's ports: the policy allows the server's floodFirstPort..floodLastPort, and the peer
+// redirects them all to connPort, so that every connection is to a port not seen before: a new key,
+// whose opening SYN the sidecar decides.
+const (
+	floodFirstPort = 10000
+	floodLastPort  = 59999
+	floodDialers   = 64
+	// floodPerRound is how many connections a round opens at most (fewer when the rounds would use up
+	// the port range).
+	floodPerRound = 3000
+)
+
+// floodResult is what one flood round reports on stdout, as JSON.
+type floodResult struct {
+	Conns      int     `json:"conns"`
+	Errors     int     `json:"errors"`
+	P99Micros  float64 `json:"p99_us"`
+	Seconds    float64 `json:"seconds"`
+	FirstError string  `json:"first_error,omitempty"`
+}
+
+// TestVerdictFlood measures the verdict loop under a flood of new connections: 64 dialers in the pod
+// each open connections to the peer as fast as they can, every one to a port of the allowed range not
+// used before, so that each connection's SYN is decided by the sidecar. The sidecar runs with its
+// defaults ("scaled": a pool of verdict workers from 1 up to two per CPU) and, as the baseline, with
+// the pool held at one worker (--verdict-max-workers=1), rounds interleaved with a third side with no
+// firewall. It reports the p99 time to connect (the SYN's wait in the queue, its verdict, and a round
+// trip on the veth) of each side's best round, and the kernel's queue drops over all rounds of each
+// side; it prints the scaled pool's size at each change over the whole run, and logs the no-firewall
+// p99 and each sidecar's own verdict latency (podwall_decision_seconds: from reading a packet to its
+// verdict, a p99 bound to its histogram's power-of-two buckets) for context.
+func TestVerdictFlood(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := sidecarBinary(t)
+	rounds, _ := settings(t)
+	perRound := min(floodPerRound, (floodLastPort-floodFirstPort+1)/rounds)
+	dir := t.TempDir()
+	flooded := func(name string, args ...string) *topology {
+		top := newFloodTopology(t, name)
+		p := benchPolicy(smallPolicy, top.server, connPort)
+		server := &p.Egress[len(p.Egress)-1]
+		server.Ports = append(server.Ports, policy.PortRange{Protocol: policy.TCP, Port: floodFirstPort, EndPort: floodLastPort})
+		top.startSidecar(t, bin, writePolicy(t, dir, name+".json", p), args...)
+		checkEnforcing(t, top)
+		return top
+	}
+	fixed := flooded("fixed", "--verdict-max-workers=1")
+	scaled := flooded("scaled")
+	base := newFloodTopology(t, "base")
+	sidecars := []*topology{fixed, scaled}
+	decided := map[*topology]map[float64]float64{}
+	for _, top := range sidecars {
+		decided[top] = decisionBuckets(t, top)
+	}
+	t.Logf("load before the flood: %s", loadAverage(t))
+
+	start := time.Now()
+	next := map[*topology]int{fixed: floodFirstPort, scaled: floodFirstPort, base: floodFirstPort}
+	drops := map[*topology]int{}
+	best := interleave(rounds, []*topology{fixed, scaled, base}, func(top *topology) float64 {
+		before := queueDrops(t, top)
+		began := time.Since(start)
+		r := runFlood(t, top, next[top], perRound)
+		next[top] += perRound
+		d := queueDrops(t, top) - before
+		drops[top] += d
+		t.Logf("%s: t=%v..%v %d connections at %.0f/s, p99 %.0f µs, %d kernel queue drops", top.name,
+			began.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), r.Conns, float64(r.Conns)/r.Seconds, r.P99Micros, d)
+		return 1 / r.P99Micros
+	})
+	t.Logf("load after the flood: %s", loadAverage(t))
+	t.Logf("no firewall: p99 %.0f µs (best round)", 1/best[2])
+	for _, top := range sidecars {
+		t.Logf("%s: the sidecar's own verdict latency (from reading the packet to its verdict) over all rounds: p99 ≤ %.0f µs",
+			top.name, p99Bound(decided[top], decisionBuckets(t, top))*1e6)
+	}
+	// Once idle, the pool goes back to one worker; its every change since the flood began is printed.
+	var changes []workersChange
+	testutil.Await(t, "the scaled pool back at one worker", 30*time.Second, func() error {
+		changes = workerChanges(t, scaled, start)
+		if len(changes) == 0 || changes[len(changes)-1].n != 1 {
+			return fmt.Errorf("pool size changes so far: %v", changes)
+		}
+		return nil
+	})
+	for _, c := range changes {
+		fmt.Printf("workers t=%dms n=%d\n", c.t.Milliseconds(), c.n)
+	}
+	if peak := slices.MaxFunc(changes, func(a, b workersChange) int { return a.n - b.n }); peak.n < 2 {
+		t.Errorf("the scaled pool never grew: %v", changes)
+	}
+	report(t, "verdict_p99_us_flood", 1/best[1], "us", 1/best[0], "value ≤ 2000 (p99 connect time of new keys, 64 dialers; baseline: one verdict worker)")
+	report(t, "queue_drops_flood", float64(drops[scaled]), "drops", float64(drops[fixed]), "value = 0 (kernel queue drops over all rounds; baseline: one verdict worker)")
+}
+
+// newFloodTopology is a topology whose peer takes every connection to the flood's ports on connPort.
+func newFloodTopology(t *testing.T, name string) *topology {
+	t.Helper()
+	top := newTopology(t, name, false)
+	top.peer.Exec(t, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport",
+		fmt.Sprintf("%d:%d", floodFirstPort, floodLastPort), "-j", "REDIRECT", "--to-ports", strconv.Itoa(connPort))
+	return top
+}
+
+// runFlood opens n connections from the pod, to the server's ports first..first+n-1, and returns the
+// child's result; a connection that fails is an error of the test.
+func runFlood(t *testing.T, top *topology, first, n int) floodResult {
+	t.Helper()
+	var r floodResult
+	runChild(t, top.pod, roleFlood, time.Minute, &r, envAddr+"="+top.server.String(), envWorkers+"="+strconv.Itoa(floodDialers),
+		envFirst+"="+strconv.Itoa(first), envConns+"="+strconv.Itoa(n))
+	if r.Errors > 0 {
+		t.Errorf("flood in %s: %d of %d connections failed, first: %s", top.name, r.Errors, r.Errors+r.Conns, r.FirstError)
+	}
+	return r
+}
+
+// floodChild is the flood role: it opens the connections from envWorkers dialers, each to the next
+// port, closing each with an RST (no TIME_WAIT), and returns the p99 of their connect times.
+func floodChild() floodResult {
+	dialers, err1 := strconv.Atoi(os.Getenv(envWorkers))
+	first, err2 := strconv.Atoi(os.Getenv(envFirst))
+	n, err3 := strconv.Atoi(os.Getenv(envConns))
+	addr, err4 := netip.ParseAddr(os.Getenv(envAddr))
+	if err := errors.Join(err1, err2, err3, err4); err != nil || dialers < 1 || n < 1 {
+		return floodResult{Errors: 1, FirstError: fmt.Sprintf("bad arguments: %d dialers, %d connections: %v", dialers, n, err)}
+	}
+	var (
+		next atomic.Int64
+		mu   sync.Mutex
+		took []time.Duration
+		r    floodResult
+		wg   sync.WaitGroup
+	)
+	start := time.Now()
+	for range dialers {
+		wg.Go(func() {
+			var mine []time.Duration
+			dialer := net.Dialer{Timeout: dialTimeout}
+			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+				began := time.Now()
+				c, err := dialer.Dial("tcp", netip.AddrPortFrom(addr, uint16(first+int(i))).String())
+				if err != nil {
+					mu.Lock()
+					if r.Errors++; r.FirstError == "" {
+						r.FirstError = err.Error()
+					}
+					mu.Unlock()
+					continue
+				}
+				mine = append(mine, time.Since(began))
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}
+			mu.Lock()
+			took = append(took, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	r.Seconds = time.Since(start).Seconds()
+	r.Conns = len(took)
+	if len(took) > 0 {
+		slices.Sort(took)
+		r.P99Micros = float64(took[len(took)*99/100].Nanoseconds()) / 1e3
+	}
+	return r
+}
+
+// queueDrops is the kernel's count of packets it could not queue in the pod's namespace, over every
+// queue: full queue and socket drops (/proc/net/netfilter/nfnetlink_queue, fields 6 and 7).
+func queueDrops(t *testing.T, top *topology) int {
+	t.Helper()
+	total := 0
+	for line := range strings.Lines(top.pod.Exec(t, "cat", "/proc/net/netfilter/nfnetlink_queue")) {
+		f := strings.Fields(line)
+		if len(f) < 7 {
+			continue
+		}
+		for _, v := range f[5:7] {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("nfnetlink_queue line %q: %v", line, err)
+			}
+			total += n
+		}
+	}
+	return total
+}
+
+// decisionBuckets reads the sidecar's podwall_decision_seconds histogram: each bucket's cumulative
+// count by its upper bound, in seconds.
+func decisionBuckets(t *testing.T, top *topology) map[float64]float64 {
+	t.Helper()
+	c := top.client()
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://" + readyAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", top.name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", top.name, err)
+	}
+	buckets := map[float64]float64{}
+	for line := range strings.Lines(string(body)) {
+		bucket, ok := strings.CutPrefix(line, `podwall_decision_seconds_bucket{le="`)
+		if !ok {
+			continue
+		}
+		le, count, _ := strings.Cut(bucket, `"} `)
+		bound, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(strings.TrimSpace(count), 64)
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatalf("metrics of %s: %q: %v", top.name, line, err)
+		}
+		buckets[bound] = n
+	}
+	if len(buckets) == 0 {
+		t.Fatalf("metrics of %s: no podwall_decision_seconds buckets", top.name)
+	}
+	return buckets
+}
+
+// p99Bound is the upper bound of the bucket that holds the 99th percentile of the observations made
+// between two readings of a histogram.
+func p99Bound(before, after map[float64]float64) float64 {
+	bounds := slices.Sorted(maps.Keys(after))
+	total := after[math.Inf(1)] - before[math.Inf(1)]
+	for _, le := range bounds {
+		if after[le]-before[le] >= 0.99*total {
+			return le
+		}
+	}
+	return math.Inf(1)
+}
+
+// workersChange is one change of the verdict workers' pool, t after the flood began.
+type workersChange struct {
+	t time.Duration
+	n int
+}
+
+// workerChanges reads the sidecar's "verdict workers" lines (stderr, JSON) since start.
+func workerChanges(t *testing.T, top *topology, start time.Time) []workersChange {
+	t.Helper()
+	data, err := os.ReadFile(top.errFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changes []workersChange
+	for line := range strings.Lines(string(data)) {
+		var l struct {
+			Time    time.Time `json:"time"`
+			Msg     string    `json:"msg"`
+			Workers int       `json:"workers"`
+		}
+		if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "verdict workers" || l.Time.Before(start) {
+			continue
+		}
+		changes = append(changes, workersChange{t: l.Time.Sub(start), n: l.Workers})
+	}
+	return changes
+}
+
+// loadAverage is the machine's load average, as /proc/loadavg has it.
+func loadAverage(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(strings.Fields(string(data))[:3], " ")
+}
