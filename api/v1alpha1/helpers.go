@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -32,6 +33,17 @@ func (s *LabelSelector) AsMeta() *metav1.LabelSelector {
 		})
 	}
 	return m
+}
+
+// NamespaceName is the namespace s selects when it selects one by name alone: the label
+// kubernetes.io/metadata.name, which the API server sets to each namespace's name and keeps so, as the
+// only requirement.
+func (s *LabelSelector) NamespaceName() (string, bool) {
+	if s == nil || len(s.MatchExpressions) > 0 || len(s.MatchLabels) != 1 {
+		return "", false
+	}
+	name, ok := s.MatchLabels[corev1.LabelMetadataName]
+	return string(name), ok
 }
 
 // SidecarVersionList lists counts (sidecars by version) as status holds them: the most common

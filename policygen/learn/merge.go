@@ -241,11 +241,11 @@ func NamespacePeer(ns string) v1.Peer {
 // also selects every pod), or "".
 func namespaceOf(p v1.Peer) string {
 	s := p.Selector
-	if s == nil || s.NamespaceSelector == nil || len(s.NamespaceSelector.MatchExpressions) > 0 || len(s.NamespaceSelector.MatchLabels) != 1 ||
-		(s.PodSelector != nil && (len(s.PodSelector.MatchLabels) > 0 || len(s.PodSelector.MatchExpressions) > 0)) {
+	if s == nil || (s.PodSelector != nil && (len(s.PodSelector.MatchLabels) > 0 || len(s.PodSelector.MatchExpressions) > 0)) {
 		return ""
 	}
-	return string(s.NamespaceSelector.MatchLabels[corev1.LabelMetadataName])
+	ns, _ := s.NamespaceSelector.NamespaceName()
+	return ns
 }
 
 // LoopbackRuleName is the learned loopback allow rule's name.

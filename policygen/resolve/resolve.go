@@ -255,7 +255,11 @@ func (rs *resolver) selectorPods(s *v1alpha1.SelectorPeer) ([]corev1.Pod, error)
 		return nil, fmt.Errorf("pod selector: %w", err)
 	}
 	namespaces := []string{rs.ns}
-	if s.NamespaceSelector != nil {
+	if name, ok := s.NamespaceSelector.NamespaceName(); ok {
+		// The API server sets this label to each namespace's name and keeps it so: no other namespace
+		// matches, whatever labels change, and the entry depends on that namespace's pods alone.
+		namespaces = []string{name}
+	} else if s.NamespaceSelector != nil {
 		rs.deps.anyNamespace = true
 		nsSel, err := s.NamespaceSelector.AsSelector()
 		if err != nil {

@@ -420,3 +420,52 @@ func TestPodCountsOnceItsOwnersAreCached(t *testing.T) {
 		t.Errorf("the pod is named %q, want %q", got, want)
 	}
 }
+
+// A selector peer that names one namespace by its kubernetes.io/metadata.name label (a learned
+// namespace peer) resolves to that namespace's pods and depends on them alone: a pod of another
+// namespace or a namespace's labels do not recompute it. Any other namespace selector depends on
+// every namespace.
+func TestNamespaceByNameDependsOnItAlone(t *testing.T) {
+	cfg, c := pgtest.Start(t)
+	k := pgtest.Cluster{T: t, C: c, Cfg: cfg}
+	for _, ns := range []string{"shop", "data", "other"} {
+		pgtest.Namespace(t, c, ns, map[string]string{"team": "a"})
+	}
+	k.Deployment("data", "db", "", "10.2.0.1")
+	k.Deployment("other", "x", "", "10.3.0.1")
+	peer := func(sel map[string]v1.LabelValue) *v1.WorkloadPolicy {
+		return &v1.WorkloadPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deployment-web"},
+			Spec: v1.WorkloadPolicySpec{Workload: v1.WorkloadRef{Kind: "Deployment", Name: "web"}, Mode: policy.Protect,
+				Egress: []v1.Rule{{Name: "ns", Peers: []v1.Peer{{Selector: &v1.SelectorPeer{NamespaceSelector: &v1.LabelSelector{MatchLabels: sel}}}}}}}}
+	}
+	var dataPod, otherPod corev1.PodList
+	if err := c.List(context.Background(), &dataPod, client.InNamespace("data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.List(context.Background(), &otherPod, client.InNamespace("other")); err != nil {
+		t.Fatal(err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "other"}}
+
+	p, d, err := resolvePolicy(context.Background(), c, peer(map[string]v1.LabelValue{corev1.LabelMetadataName: "data"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Egress[0].CIDRs; !slices.Equal(got, pfx("10.2.0.1/32")) {
+		t.Errorf("by name: egress to %v, want data's pod alone", got)
+	}
+	if !affects(&dataPod.Items[0], nil, &d) || affects(&otherPod.Items[0], nil, &d) || affects(ns, nil, &d) {
+		t.Errorf("by name: depends on %+v; want data's pods alone", d)
+	}
+
+	p, d, err = resolvePolicy(context.Background(), c, peer(map[string]v1.LabelValue{"team": "a"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Egress[0].CIDRs; !slices.Equal(got, pfx("10.2.0.1/32", "10.3.0.1/32")) {
+		t.Errorf("by label: egress to %v, want both namespaces' pods", got)
+	}
+	if !affects(&otherPod.Items[0], nil, &d) || !affects(ns, nil, &d) {
+		t.Errorf("by label: depends on %+v; want every namespace", d)
+	}
+}
