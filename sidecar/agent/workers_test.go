@@ -24,18 +24,7 @@ func TestVerdictWorkersScaleOutUnderAFlood(t *testing.T) {
 		dialers = 32
 	)
 	w := newWorld(t)
-	var accepted atomic.Int64
-	l := w.peer.Listen(t, "tcp", w.peerAddr(port).String())
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
+	accepted := countAccepts(t, w.peer, w.peerAddr(port).String())
 	w.writePolicy(t, policy.Protect, 1, port)
 	w.start(t, func(o *Options) { o.MinWorkers, o.MaxWorkers = 1, 4 })
 	if n := w.metric(t, "podwall_verdict_workers"); n != 1 {
