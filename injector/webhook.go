@@ -41,15 +41,9 @@ func routes() map[string]Namespace {
 }
 
 // Register serves the injector's paths on srv, each request timed in the webhook's own latency
-// histogram, which it registers on reg: podwall_injector_request_duration_seconds, per path, from the
-// request's arrival to the response written. Its buckets are fine below 10 ms, the budget a pod
-// create can afford.
+// histogram (requestDuration), which it registers on reg.
 func Register(srv webhook.Server, in *Injector, reg prometheus.Registerer) {
-	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "podwall_injector_request_duration_seconds",
-		Help:    "Time to answer an admission request, by path.",
-		Buckets: []float64{.0002, .0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, 1},
-	}, []string{"path"})
+	latency := requestDuration()
 	reg.MustRegister(latency)
 	for path, route := range routes() {
 		srv.Register(path, timed(latency.WithLabelValues(path), in.Webhook(route)))
@@ -126,6 +120,17 @@ func (h warningHandler) Handle(ctx context.Context, req admission.Request) admis
 	list.mu.Lock()
 	defer list.mu.Unlock()
 	return resp.WithWarnings(list.items...)
+}
+
+// requestDuration is the webhook's latency histogram, podwall_injector_request_duration_seconds, per
+// path, from the request's arrival to the response written. Its buckets are fine below 10 ms, the
+// budget a pod create can afford.
+func requestDuration() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "podwall_injector_request_duration_seconds",
+		Help:    "Time to answer an admission request, by path.",
+		Buckets: []float64{.0002, .0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, 1},
+	}, []string{"path"})
 }
 
 // timed observes each request's duration in observer.
