@@ -4,14 +4,18 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
-	"sync"
+	"reflect"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -55,71 +59,100 @@ func Register(srv webhook.Server, in *Injector, reg prometheus.Registerer) {
 func (in *Injector) Webhook(route Namespace) *admission.Webhook {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme) // registering the built-in types cannot fail
-	wh := admission.WithDefaulter[*corev1.Pod](scheme, defaulter{in: in, route: route})
-	wh.Handler = warningHandler{wh.Handler}
-	return wh
+	return &admission.Webhook{Handler: handler{in: in, route: route, decoder: admission.NewDecoder(scheme)}}
 }
 
-// defaulter is the typed defaulter controller-runtime calls with the decoded pod; it computes the
-// JSON patch from the pod as Default leaves it.
-type defaulter struct {
-	in    *Injector
-	route Namespace
+// handler answers one path's admission requests. It decodes the pod, has mutate change it and
+// answers with the JSON patch from the pod as the API server sent it to the pod as changed (as
+// controller-runtime's typed defaulters do, computed by diffJSON), and with the warnings mutate
+// gave, denied or not.
+type handler struct {
+	in      *Injector
+	route   Namespace
+	decoder admission.Decoder
 }
 
-// Default injects the pod of a CREATE request, and drops NET_RAW from the ephemeral containers an
-// UPDATE of pods/ephemeralcontainers adds to an injected pod. The namespace comes from the request: a
-// pod being created may not carry it yet.
-func (d defaulter) Default(ctx context.Context, pod *corev1.Pod) error {
-	req, err := admission.RequestFromContext(ctx)
-	if err != nil {
-		return err
+func (h handler) Handle(_ context.Context, req admission.Request) admission.Response {
+	if req.Operation == admissionv1.Delete {
+		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, Result: &metav1.Status{Code: http.StatusOK}}}
 	}
-	ns := d.route
+	pod := &corev1.Pod{}
+	if err := h.decoder.Decode(req, pod); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	original := pod.DeepCopy()
+	warnings, err := h.mutate(req, pod)
+	if err != nil {
+		var apiStatus apierrors.APIStatus
+		if errors.As(err, &apiStatus) {
+			return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Result: new(apiStatus.Status())}}.WithWarnings(warnings...)
+		}
+		return admission.Denied(err.Error()).WithWarnings(warnings...)
+	}
+	if reflect.DeepEqual(original, pod) {
+		return admission.Allowed("").WithWarnings(warnings...)
+	}
+	current, err := json.Marshal(pod)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	patch, err := podPatch(req.Object.Raw, current, original)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	resp := admission.Allowed("").WithWarnings(warnings...)
+	if patch != nil {
+		resp.Patch, resp.PatchType = patch, new(admissionv1.PatchTypeJSONPatch)
+	}
+	return resp
+}
+
+// podPatch is the JSON patch from raw, the pod the API server sent, to current, the pod as mutate
+// left it, without the removals that decoding alone makes (a field podwall's API types do not know,
+// an empty field they omit): the API server keeps those. original is the pod as decoded. It is nil
+// when nothing is left to change.
+func podPatch(raw, current []byte, original *corev1.Pod) ([]byte, error) {
+	ops, err := diffJSON(raw, current)
+	if err != nil {
+		return nil, err
+	}
+	if slices.ContainsFunc(ops, func(o patchOp) bool { return o.op == "remove" }) {
+		decoded, err := json.Marshal(original)
+		if err != nil {
+			return nil, err
+		}
+		dropped, err := diffJSON(raw, decoded)
+		if err != nil {
+			return nil, err
+		}
+		ops = slices.DeleteFunc(ops, func(o patchOp) bool {
+			return o.op == "remove" && slices.ContainsFunc(dropped, func(d patchOp) bool { return d.op == "remove" && d.path == o.path })
+		})
+	}
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	return encodePatch(ops)
+}
+
+// mutate injects the pod of a CREATE request, and drops NET_RAW from the ephemeral containers an
+// UPDATE of pods/ephemeralcontainers adds to an injected pod; it returns warnings for the client. An
+// error denies the request. The namespace comes from the request: a pod being created may not carry
+// it yet.
+func (h handler) mutate(req admission.Request, pod *corev1.Pod) ([]string, error) {
+	ns := h.route
 	ns.Name = cmp.Or(pod.Namespace, req.Namespace)
 	switch {
 	case req.Operation == admissionv1.Create && req.SubResource == "":
-		warnings, err := d.in.Inject(pod, ns)
-		addWarnings(ctx, warnings...)
-		return err
+		return h.in.Inject(pod, ns)
 	case req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers":
 		var old corev1.Pod
 		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
-			return fmt.Errorf("decode the pod before the update: %w", err)
+			return nil, fmt.Errorf("decode the pod before the update: %w", err)
 		}
 		dropEphemeralNetRaw(pod, &old, ns)
 	}
-	return nil
-}
-
-// warningsKey carries a *warningList from warningHandler to the defaulter, whose interface returns
-// only an error.
-type warningsKey struct{}
-
-type warningList struct {
-	mu    sync.Mutex
-	items []string
-}
-
-func addWarnings(ctx context.Context, w ...string) {
-	if list, ok := ctx.Value(warningsKey{}).(*warningList); ok && len(w) > 0 {
-		list.mu.Lock()
-		list.items = append(list.items, w...)
-		list.mu.Unlock()
-	}
-}
-
-// warningHandler puts the warnings the defaulter collected into the response, denied or not.
-type warningHandler struct {
-	next admission.Handler
-}
-
-func (h warningHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
-	list := &warningList{}
-	resp := h.next.Handle(context.WithValue(ctx, warningsKey{}, list), req)
-	list.mu.Lock()
-	defer list.mu.Unlock()
-	return resp.WithWarnings(list.items...)
+	return nil, nil
 }
 
 // requestDuration is the webhook's latency histogram, podwall_injector_request_duration_seconds, per
