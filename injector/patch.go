@@ -63,14 +63,14 @@ func diffObjects(a, b []byte, path string, ops []patchOp) ([]patchOp, error) {
 		return nil, err
 	}
 	// A key given twice counts once, with its last value, as when decoded into a map.
-	inA, inB := lastIndex(am), lastIndex(bm)
+	inA, inB := keyIndex(am), keyIndex(bm)
 	for i, m := range bm {
-		if inB[m.key] != i {
+		if inB(m.key) != i {
 			continue
 		}
 		p := path + "/" + escapePointer(m.key)
-		j, ok := inA[m.key]
-		if !ok {
+		j := inA(m.key)
+		if j < 0 {
 			ops = append(ops, patchOp{op: "add", path: p, value: m.value})
 			continue
 		}
@@ -79,11 +79,36 @@ func diffObjects(a, b []byte, path string, ops []patchOp) ([]patchOp, error) {
 		}
 	}
 	for i, m := range am {
-		if _, ok := inB[m.key]; !ok && inA[m.key] == i {
+		if inB(m.key) < 0 && inA(m.key) == i {
 			ops = append(ops, patchOp{op: "remove", path: path + "/" + escapePointer(m.key)})
 		}
 	}
 	return ops, nil
+}
+
+// keyIndex returns a function that finds the last member of ms with a key, -1 for none. A small
+// object is searched, a large one (a pod's labels, say) indexed in a map.
+func keyIndex(ms []member) func(key string) int {
+	if len(ms) <= 16 {
+		return func(key string) int {
+			for i := len(ms) - 1; i >= 0; i-- {
+				if ms[i].key == key {
+					return i
+				}
+			}
+			return -1
+		}
+	}
+	index := make(map[string]int, len(ms))
+	for i, m := range ms {
+		index[m.key] = i
+	}
+	return func(key string) int {
+		if i, ok := index[key]; ok {
+			return i
+		}
+		return -1
+	}
 }
 
 func diffArrays(a, b []byte, path string, ops []patchOp) ([]patchOp, error) {
@@ -158,7 +183,7 @@ type member struct {
 
 // members splits the JSON object d into its members, in order.
 func members(d []byte) ([]member, error) {
-	var out []member
+	out := make([]member, 0, 16)
 	i := skipSpace(d, 1)
 	if i < len(d) && d[i] == '}' {
 		return out, nil
@@ -199,7 +224,7 @@ func members(d []byte) ([]member, error) {
 
 // elements splits the JSON array d into its elements, in order.
 func elements(d []byte) ([][]byte, error) {
-	var out [][]byte
+	out := make([][]byte, 0, 8)
 	i := skipSpace(d, 1)
 	if i < len(d) && d[i] == ']' {
 		return out, nil
@@ -222,15 +247,6 @@ func elements(d []byte) ([][]byte, error) {
 			return nil, errBadJSON
 		}
 	}
-}
-
-// lastIndex maps each key of ms to the index of its last member.
-func lastIndex(ms []member) map[string]int {
-	out := make(map[string]int, len(ms))
-	for i, m := range ms {
-		out[m.key] = i
-	}
-	return out
 }
 
 // valueEnd returns the index just past the JSON value that starts at d[i]. It finds the value's end
