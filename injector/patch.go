@@ -23,45 +23,66 @@ type patchOp struct {
 // left alone. Each value is b's own bytes rather than decoded and encoded again, and a subtree whose
 // bytes are equal in a and b is not looked into: that is what makes it cheap.
 func diffJSON(a, b []byte) ([]patchOp, error) {
-	return diffValues(trimSpace(a), trimSpace(b), "", nil)
+	// Room for a pod's: along the deepest path an injection changes, its objects hold some 50 members.
+	d := differ{members: make([]member, 0, 64), elements: make([][]byte, 0, 16)}
+	if err := d.values(trimSpace(a), trimSpace(b), ""); err != nil {
+		return nil, err
+	}
+	return d.ops, nil
 }
 
-func diffValues(a, b []byte, path string, ops []patchOp) ([]patchOp, error) {
+// differ collects the operations of one diff. The members and elements of the objects and arrays
+// being compared are on stacks that each comparison pops when it returns, so that a diff allocates
+// them a few times rather than per object.
+type differ struct {
+	ops      []patchOp
+	members  []member
+	elements [][]byte
+}
+
+func (d *differ) values(a, b []byte, path string) error {
 	if bytes.Equal(a, b) {
-		return ops, nil
+		return nil
 	}
 	if len(a) == 0 || len(b) == 0 {
-		return nil, errBadJSON
+		return errBadJSON
 	}
 	ka, kb := jsonKind(a[0]), jsonKind(b[0])
 	if ka != kb {
-		return append(ops, patchOp{op: "replace", path: path, value: b}), nil
+		d.ops = append(d.ops, patchOp{op: "replace", path: path, value: b})
+		return nil
 	}
 	switch ka {
 	case '{':
-		return diffObjects(a, b, path, ops)
+		return d.objects(a, b, path)
 	case '[':
-		return diffArrays(a, b, path, ops)
+		return d.arrays(a, b, path)
 	}
 	same, err := sameScalar(ka, a, b)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !same {
-		ops = append(ops, patchOp{op: "replace", path: path, value: b})
+		d.ops = append(d.ops, patchOp{op: "replace", path: path, value: b})
 	}
-	return ops, nil
+	return nil
 }
 
-func diffObjects(a, b []byte, path string, ops []patchOp) ([]patchOp, error) {
-	am, err := members(a)
+func (d *differ) objects(a, b []byte, path string) error {
+	mark := len(d.members)
+	defer func() { d.members = d.members[:mark] }()
+	stack, err := appendMembers(d.members, a)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	bm, err := members(b)
-	if err != nil {
-		return nil, err
+	split := len(stack)
+	if stack, err = appendMembers(stack, b); err != nil {
+		return err
 	}
+	d.members = stack
+	// Slices of the stack stay valid while deeper comparisons push and pop above them, even if it
+	// moves: they keep the old array.
+	am, bm := stack[mark:split], stack[split:]
 	// A key given twice counts once, with its last value, as when decoded into a map.
 	inA, inB := keyIndex(am), keyIndex(bm)
 	for i, m := range bm {
@@ -71,19 +92,19 @@ func diffObjects(a, b []byte, path string, ops []patchOp) ([]patchOp, error) {
 		p := path + "/" + escapePointer(m.key)
 		j := inA(m.key)
 		if j < 0 {
-			ops = append(ops, patchOp{op: "add", path: p, value: m.value})
+			d.ops = append(d.ops, patchOp{op: "add", path: p, value: m.value})
 			continue
 		}
-		if ops, err = diffValues(am[j].value, m.value, p, ops); err != nil {
-			return nil, err
+		if err := d.values(am[j].value, m.value, p); err != nil {
+			return err
 		}
 	}
 	for i, m := range am {
 		if inB(m.key) < 0 && inA(m.key) == i {
-			ops = append(ops, patchOp{op: "remove", path: path + "/" + escapePointer(m.key)})
+			d.ops = append(d.ops, patchOp{op: "remove", path: path + "/" + escapePointer(m.key)})
 		}
 	}
-	return ops, nil
+	return nil
 }
 
 // keyIndex returns a function that finds the last member of ms with a key, -1 for none. A small
@@ -111,28 +132,32 @@ func keyIndex(ms []member) func(key string) int {
 	}
 }
 
-func diffArrays(a, b []byte, path string, ops []patchOp) ([]patchOp, error) {
-	ae, err := elements(a)
+func (d *differ) arrays(a, b []byte, path string) error {
+	mark := len(d.elements)
+	defer func() { d.elements = d.elements[:mark] }()
+	stack, err := appendElements(d.elements, a)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	be, err := elements(b)
-	if err != nil {
-		return nil, err
+	split := len(stack)
+	if stack, err = appendElements(stack, b); err != nil {
+		return err
 	}
+	d.elements = stack
+	ae, be := stack[mark:split], stack[split:]
 	n := min(len(ae), len(be))
 	for i := len(ae) - 1; i >= n; i-- {
-		ops = append(ops, patchOp{op: "remove", path: path + "/" + strconv.Itoa(i)})
+		d.ops = append(d.ops, patchOp{op: "remove", path: path + "/" + strconv.Itoa(i)})
 	}
 	for i := n; i < len(be); i++ {
-		ops = append(ops, patchOp{op: "add", path: path + "/" + strconv.Itoa(i), value: be[i]})
+		d.ops = append(d.ops, patchOp{op: "add", path: path + "/" + strconv.Itoa(i), value: be[i]})
 	}
 	for i := range n {
-		if ops, err = diffValues(ae[i], be[i], path+"/"+strconv.Itoa(i), ops); err != nil {
-			return nil, err
+		if err := d.values(ae[i], be[i], path+"/"+strconv.Itoa(i)); err != nil {
+			return err
 		}
 	}
-	return ops, nil
+	return nil
 }
 
 // jsonKind is the JSON type of the value starting with c: '{', '[', '"', 'n' (null), 'b' (true or
@@ -181,9 +206,8 @@ type member struct {
 	value []byte
 }
 
-// members splits the JSON object d into its members, in order.
-func members(d []byte) ([]member, error) {
-	out := make([]member, 0, 16)
+// appendMembers appends the members of the JSON object d to out, in order.
+func appendMembers(out []member, d []byte) ([]member, error) {
 	i := skipSpace(d, 1)
 	if i < len(d) && d[i] == '}' {
 		return out, nil
@@ -222,9 +246,8 @@ func members(d []byte) ([]member, error) {
 	}
 }
 
-// elements splits the JSON array d into its elements, in order.
-func elements(d []byte) ([][]byte, error) {
-	out := make([][]byte, 0, 8)
+// appendElements appends the elements of the JSON array d to out, in order.
+func appendElements(out [][]byte, d []byte) ([][]byte, error) {
 	i := skipSpace(d, 1)
 	if i < len(d) && d[i] == ']' {
 		return out, nil
