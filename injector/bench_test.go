@@ -39,7 +39,7 @@ import (
 // beside the floor's, each from its own latency histogram, and the create rates; each side's rate is
 // its best round, as the machine is shared and other work only slows a round down.
 func TestBenchInjector(t *testing.T) {
-	pods, workers, rounds := envInt(t, "PODWALL_BENCH_PODS", 500), envInt(t, "PODWALL_BENCH_CONCURRENCY", 8), envInt(t, "PODWALL_BENCH_ROUNDS", 3)
+	pods, workers, rounds := envInt(t, "PODWALL_BENCH_PODS", 500), envInt(t, "PODWALL_BENCH_CONCURRENCY", 8), envInt(t, "PODWALL_BENCH_ROUNDS", 5)
 	c := startCluster(t)
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector", port, nil)
