@@ -144,8 +144,9 @@ func manifestWebhooks(t testing.TB) admissionregistrationv1.MutatingWebhookConfi
 }
 
 // installWebhook creates the webhook configuration of manifests/injector under name, pointed at
-// 127.0.0.1:port (the API server cannot reach a Service here), with caBundle as given.
-func (c *cluster) installWebhook(t testing.TB, name string, port int, caBundle []byte) {
+// 127.0.0.1:port (the API server cannot reach a Service here), with caBundle as given, each webhook
+// then changed by edit.
+func (c *cluster) installWebhook(t testing.TB, name string, port int, caBundle []byte, edit ...func(*admissionregistrationv1.MutatingWebhook)) {
 	t.Helper()
 	mwc := manifestWebhooks(t)
 	mwc.Name = name
@@ -154,6 +155,9 @@ func (c *cluster) installWebhook(t testing.TB, name string, port int, caBundle [
 		cc.URL = ptr.To(fmt.Sprintf("https://127.0.0.1:%d%s", port, *cc.Service.Path))
 		cc.Service = nil
 		cc.CABundle = caBundle
+		for _, e := range edit {
+			e(&mwc.Webhooks[i])
+		}
 	}
 	api := c.cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
 	if _, err := api.Create(context.Background(), &mwc, metav1.CreateOptions{}); err != nil {
@@ -242,11 +246,11 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// waitInjecting waits until pods created in the opted namespace come back injected.
-func (c *cluster) waitInjecting(t testing.TB) {
+// waitInjecting waits until pods created in namespace ns come back injected.
+func (c *cluster) waitInjecting(t testing.TB, ns string) {
 	t.Helper()
 	testutil.Eventually(t, 30*time.Second, func() error {
-		p, _, err := c.createPod("opted", testPod())
+		p, _, err := c.createPod(ns, testPod())
 		if err != nil {
 			return err
 		}
@@ -289,7 +293,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	c.installWebhook(t, "podwall-injector", port, nil)
 	stop := c.runInjector(t, Options{Port: port, TLS: certs.Serving{ExtraHosts: []string{"127.0.0.1"}},
 		PolicyGenCAConfigMap: "podwall-policygen-ca", Sidecar: SidecarOptions{Resources: sidecarResources}})
-	c.waitInjecting(t)
+	c.waitInjecting(t, "opted")
 	t.Run("policygen's CA bundle reaches the sidecar", func(t *testing.T) { testPolicyGenCA(t, c, policyGenCA) })
 
 	t.Run("managed TLS: Secret and caBundle", func(t *testing.T) {
@@ -497,5 +501,5 @@ func testPolicyGenCA(t *testing.T, c *cluster, published []byte) {
 	if err := certs.PublishConfigMap(c.cs, "podwall-system", "podwall-policygen-ca")(ctx, published); err != nil {
 		t.Fatal(err)
 	}
-	c.waitInjecting(t)
+	c.waitInjecting(t, "opted")
 }

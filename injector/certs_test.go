@@ -124,5 +124,5 @@ func testExternalCerts(t *testing.T, c *cluster) {
 	port := freePort(t)
 	c.installWebhook(t, "podwall-injector-external", port, ca.CertPEM())
 	c.runInjector(t, Options{Port: port, TLS: certs.Serving{External: true, CertDir: dir}})
-	c.waitInjecting(t)
+	c.waitInjecting(t, "opted")
 }

@@ -1,10 +1,12 @@
 // Package injector is podwall's mutating admission webhook: it puts the podwall sidecar into every pod
 // created in a namespace labelled podwall.io/inject=enabled, and keeps the webhook's own TLS in order.
 //
-// The mutation is a typed defaulter (admission.Defaulter[*corev1.Pod]): it edits the decoded pod and
-// controller-runtime computes the JSON patch, so no patch is written by hand. Warnings for the client
-// (a hostNetwork pod left alone, an app container that could flush the firewall) travel from the
-// defaulter to the response through the request's context.
+// The mutation edits the decoded pod, as a typed defaulter would, and the JSON patch is computed from
+// the pod as the API server sent it to the pod as edited, so no patch is written by hand: diffJSON
+// finds the operations controller-runtime's defaulters find, on the raw bytes, and the removals that
+// decoding alone makes (fields podwall's API types do not know) are dropped, as they drop them.
+// Warnings for the client (a hostNetwork pod left alone, an app container that could flush the
+// firewall) go into the answer, denied or not.
 //
 // # Layouts
 //
@@ -52,9 +54,10 @@
 // pod's own ConfigMap may only tighten. Beside the pod's identity and the injector's flags, it
 // carries the pod's entry of the platform's ConfigMap (podwall-platform in the injector's namespace,
 // key platform.yaml: its workload's entry over its namespace's over the defaults), read from a cache
-// of that namespace's ConfigMaps (Platform), so that an admission makes no API call. A version that
-// does not parse is logged and the last good one stays; with none good, pods are refused. Changes
-// reach pods created after them. The environment also carries policygen's CA bundle
+// of that namespace's ConfigMaps (Platform), so that an admission makes no API call, and kept until
+// the informer delivers a change, so that it makes no lookup either. A version that does not parse is
+// logged and the last good one stays; with none good, pods are refused. Changes reach pods created
+// after them. The environment also carries policygen's CA bundle
 // (policygen-ca), read from the ConfigMap where policygen publishes it in the same namespace; until it
 // is published, pods are refused.
 package injector

@@ -220,12 +220,8 @@ func admit(t *testing.T, wh *admission.Webhook, raw []byte) goldenResult {
 		out.Message = resp.Result.Message
 	}
 	patched := raw
-	if len(resp.Patches) > 0 {
-		ops, err := json.Marshal(resp.Patches)
-		if err != nil {
-			t.Fatal(err)
-		}
-		patch, err := jsonpatch.DecodePatch(ops)
+	if len(resp.Patch) > 0 {
+		patch, err := jsonpatch.DecodePatch(resp.Patch)
 		if err != nil {
 			t.Fatalf("decode patch: %v", err)
 		}

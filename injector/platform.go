@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"podwall.io/podwall/api/sidecar"
@@ -38,66 +41,123 @@ type PlatformSource interface {
 // The settings also carry policygen's CA bundle (key policygen-ca), from the ConfigMap where
 // policygen publishes it in the same namespace; until it is published, pods are refused: a sidecar
 // that cannot verify policygen would never get a policy.
+//
+// What it read stands until the informer delivers the next event of the namespace's ConfigMaps, so
+// that an admission does not even look the ConfigMaps up in the cache (each lookup maps the kind to
+// its resource and copies the object); the informer updates its cache before it delivers the event.
 type Platform struct {
 	reader client.Reader
 	base   corev1.ResourceRequirements // the sidecar's resources that the entries are set over
 	key    types.NamespacedName
 	ca     types.NamespacedName // Name empty: the sidecars use the system roots
 	log    logr.Logger
+	events atomic.Uint64 // the informer's events of the namespace's ConfigMaps
 
 	mu      sync.Mutex
 	version string           // the resourceVersion last parsed
 	good    *config.Platform // the last version that parsed
 	bad     error            // why the version last parsed was refused
+	last    *platformRead    // the ConfigMaps as last read whole
 }
 
-// NewPlatform reads the ConfigMaps of namespace through reader: the platform's settings and, unless
-// caConfigMap is empty, policygen's CA bundle. base is the sidecar's resources without the platform
-// (SidecarOptions.Resources): a version of the ConfigMap whose resources, set over them, would ask
-// for more than a limit is refused.
-func NewPlatform(reader client.Reader, namespace, caConfigMap string, base corev1.ResourceRequirements, log logr.Logger) *Platform {
-	return &Platform{reader: reader, log: log, base: base,
+// platformRead is what the ConfigMaps said when the informer had delivered events of them.
+type platformRead struct {
+	events   uint64
+	platform *config.Platform // nil: no platform ConfigMap, the platform sets nothing
+	ca       string           // policygen's CA bundle; empty when the sidecars use the system roots
+}
+
+// NewPlatform reads the ConfigMaps of namespace through c, watched by c's ConfigMap informer, which it
+// registers: the platform's settings and, unless caConfigMap is empty, policygen's CA bundle. base is
+// the sidecar's resources without the platform (SidecarOptions.Resources): a version of the ConfigMap
+// whose resources, set over them, would ask for more than a limit is refused.
+func NewPlatform(ctx context.Context, c cache.Cache, namespace, caConfigMap string, base corev1.ResourceRequirements, log logr.Logger) (*Platform, error) {
+	p := &Platform{reader: c, log: log, base: base,
 		key: types.NamespacedName{Namespace: namespace, Name: sidecar.PlatformConfigMap},
 		ca:  types.NamespacedName{Namespace: namespace, Name: caConfigMap}}
+	informer, err := c.GetInformer(ctx, &corev1.ConfigMap{})
+	if err != nil {
+		return nil, fmt.Errorf("watch the platform's ConfigMaps: %w", err)
+	}
+	event := func(any) { p.events.Add(1) }
+	if _, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: event, UpdateFunc: func(_, obj any) { event(obj) }, DeleteFunc: event,
+	}); err != nil {
+		return nil, fmt.Errorf("watch the platform's ConfigMaps: %w", err)
+	}
+	return p, nil
 }
 
 // For implements PlatformSource.
 func (p *Platform) For(namespace, workload string) (config.PlatformEntry, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	entry, err := p.entry(ctx, namespace, workload)
-	if err != nil || p.ca.Name == "" {
-		return entry, err
+	read, err := p.read()
+	if err != nil {
+		return config.PlatformEntry{}, err
 	}
-	var cm corev1.ConfigMap
-	if err := p.reader.Get(ctx, p.ca, &cm); err != nil && !apierrors.IsNotFound(err) {
-		return config.PlatformEntry{}, fmt.Errorf("podwall: read policygen's CA bundle (ConfigMap %s): %w; retry", p.ca, err)
+	var entry config.PlatformEntry
+	if read.platform != nil {
+		entry = read.platform.For(namespace, workload)
 	}
-	ca := cm.Data[certs.KeyCABundle]
-	if ca == "" {
-		return config.PlatformEntry{}, fmt.Errorf("podwall: policygen's CA bundle is not published yet (ConfigMap %s, key %s): policygen publishes it when it starts; check `kubectl -n %s get pods` and create the pod again",
-			p.ca, certs.KeyCABundle, p.ca.Namespace)
+	if p.ca.Name == "" {
+		return entry, nil
 	}
 	entry.Settings = maps.Clone(entry.Settings)
 	if entry.Settings == nil {
 		entry.Settings = config.PlatformSettings{}
 	}
-	entry.Settings[string(sidecar.KeyPolicyGenCA)] = ca
+	entry.Settings[string(sidecar.KeyPolicyGenCA)] = read.ca
 	return entry, nil
 }
 
-// entry is the pod's entry of the platform's ConfigMap.
-func (p *Platform) entry(ctx context.Context, namespace, workload string) (config.PlatformEntry, error) {
+// read returns what the ConfigMaps said when last read, unless the informer has delivered an event
+// since; then it reads them again. A read that fails, or falls back on the last good platform
+// version because the ConfigMap could not be read, is not kept.
+func (p *Platform) read() (*platformRead, error) {
+	events := p.events.Load()
+	p.mu.Lock()
+	last := p.last
+	p.mu.Unlock()
+	if last != nil && last.events == events {
+		return last, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	platform, keep, err := p.platform(ctx)
+	if err != nil {
+		return nil, err
+	}
+	read := &platformRead{events: events, platform: platform}
+	if p.ca.Name != "" {
+		var cm corev1.ConfigMap
+		if err := p.reader.Get(ctx, p.ca, &cm); err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("podwall: read policygen's CA bundle (ConfigMap %s): %w; retry", p.ca, err)
+		}
+		if read.ca = cm.Data[certs.KeyCABundle]; read.ca == "" {
+			return nil, fmt.Errorf("podwall: policygen's CA bundle is not published yet (ConfigMap %s, key %s): policygen publishes it when it starts; check `kubectl -n %s get pods` and create the pod again",
+				p.ca, certs.KeyCABundle, p.ca.Namespace)
+		}
+	}
+	if keep {
+		p.mu.Lock()
+		p.last = read
+		p.mu.Unlock()
+	}
+	return read, nil
+}
+
+// platform is the platform's ConfigMap as parsed, nil when there is none; keep is false when the
+// ConfigMap could not be read and the last good version stands in.
+func (p *Platform) platform(ctx context.Context) (_ *config.Platform, keep bool, _ error) {
 	var cm corev1.ConfigMap
 	err := p.reader.Get(ctx, p.key, &cm)
 	if apierrors.IsNotFound(err) {
-		return config.PlatformEntry{}, nil
+		return nil, true, nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
 	case err != nil && p.good == nil:
-		return config.PlatformEntry{}, fmt.Errorf("podwall: cannot read ConfigMap %s in %s, the platform's settings: %v; retry", p.key.Name, p.key.Namespace, err)
+		return nil, false, fmt.Errorf("podwall: cannot read ConfigMap %s in %s, the platform's settings: %v; retry", p.key.Name, p.key.Namespace, err)
 	case err != nil:
 		p.log.Error(err, "read the platform ConfigMap; the last good one stays in force")
 	case cm.ResourceVersion != p.version:
@@ -112,7 +172,7 @@ func (p *Platform) entry(ctx context.Context, namespace, workload string) (confi
 		p.log.Info("platform ConfigMap applied to pods created from now on", "configmap", p.key.String(), "resourceVersion", cm.ResourceVersion)
 	}
 	if p.good == nil {
-		return config.PlatformEntry{}, fmt.Errorf("podwall: ConfigMap %s in %s (the platform's settings) is invalid and no earlier version of it was good, so no pod is injected until a cluster admin fixes it: %w", p.key.Name, p.key.Namespace, p.bad)
+		return nil, false, fmt.Errorf("podwall: ConfigMap %s in %s (the platform's settings) is invalid and no earlier version of it was good, so no pod is injected until a cluster admin fixes it: %w", p.key.Name, p.key.Namespace, p.bad)
 	}
-	return p.good.For(namespace, workload), nil
+	return p.good, err == nil, nil
 }

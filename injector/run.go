@@ -57,11 +57,12 @@ func Run(ctx context.Context, kube *rest.Config, opts Options, log logr.Logger) 
 		return fmt.Errorf("create manager: %w", err)
 	}
 	if opts.Sidecar.Platform == nil {
-		// Register the ConfigMap informer now, so that the cache starts it with the manager.
-		if _, err := mgr.GetCache().GetInformer(ctx, &corev1.ConfigMap{}); err != nil {
-			return fmt.Errorf("watch the platform's ConfigMaps: %w", err)
+		// NewPlatform registers the ConfigMap informer now, so that the cache starts it with the manager.
+		platform, err := NewPlatform(ctx, mgr.GetCache(), opts.TLS.Namespace, opts.PolicyGenCAConfigMap, opts.Sidecar.Resources, log.WithName("platform"))
+		if err != nil {
+			return err
 		}
-		opts.Sidecar.Platform = NewPlatform(mgr.GetCache(), opts.TLS.Namespace, opts.PolicyGenCAConfigMap, opts.Sidecar.Resources, log.WithName("platform"))
+		opts.Sidecar.Platform = platform
 	}
 	if err := version.Register(opts.Registerer); err != nil {
 		return fmt.Errorf("register build info: %w", err)

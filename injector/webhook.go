@@ -4,14 +4,19 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
-	"sync"
+	"reflect"
+	"slices"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -41,15 +46,9 @@ func routes() map[string]Namespace {
 }
 
 // Register serves the injector's paths on srv, each request timed in the webhook's own latency
-// histogram, which it registers on reg: podwall_injector_request_duration_seconds, per path, from the
-// request's arrival to the response written. Its buckets are fine below 10 ms, the budget a pod
-// create can afford.
+// histogram (requestDuration), which it registers on reg.
 func Register(srv webhook.Server, in *Injector, reg prometheus.Registerer) {
-	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "podwall_injector_request_duration_seconds",
-		Help:    "Time to answer an admission request, by path.",
-		Buckets: []float64{.0002, .0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, 1},
-	}, []string{"path"})
+	latency := requestDuration()
 	reg.MustRegister(latency)
 	for path, route := range routes() {
 		srv.Register(path, timed(latency.WithLabelValues(path), in.Webhook(route)))
@@ -61,71 +60,122 @@ func Register(srv webhook.Server, in *Injector, reg prometheus.Registerer) {
 func (in *Injector) Webhook(route Namespace) *admission.Webhook {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme) // registering the built-in types cannot fail
-	wh := admission.WithDefaulter[*corev1.Pod](scheme, defaulter{in: in, route: route})
-	wh.Handler = warningHandler{wh.Handler}
-	return wh
+	return &admission.Webhook{Handler: handler{in: in, route: route, decoder: admission.NewDecoder(scheme)}, LogConstructor: requestLog}
 }
 
-// defaulter is the typed defaulter controller-runtime calls with the decoded pod; it computes the
-// JSON patch from the pod as Default leaves it.
-type defaulter struct {
-	in    *Injector
-	route Namespace
-}
-
-// Default injects the pod of a CREATE request, and drops NET_RAW from the ephemeral containers an
-// UPDATE of pods/ephemeralcontainers adds to an injected pod. The namespace comes from the request: a
-// pod being created may not carry it yet.
-func (d defaulter) Default(ctx context.Context, pod *corev1.Pod) error {
-	req, err := admission.RequestFromContext(ctx)
-	if err != nil {
-		return err
+// requestLog is the webhook's logger for a request: controller-runtime's, with the request's fields,
+// when its verbose lines (V(5): each request received and answered) are on; otherwise the base logger,
+// saving the fields' encoding twice per request for lines that are not written. The handler logs
+// nothing of its own: what it decides goes into the answer.
+func requestLog(base logr.Logger, req *admission.Request) logr.Logger {
+	if req == nil || !base.V(5).Enabled() {
+		return base
 	}
-	ns := d.route
+	return admission.DefaultLogConstructor(base, req)
+}
+
+// handler answers one path's admission requests. It decodes the pod, has mutate change it and
+// answers with the JSON patch from the pod as the API server sent it to the pod as changed (as
+// controller-runtime's typed defaulters do, computed by diffJSON), and with the warnings mutate
+// gave, denied or not.
+type handler struct {
+	in      *Injector
+	route   Namespace
+	decoder admission.Decoder
+}
+
+func (h handler) Handle(_ context.Context, req admission.Request) admission.Response {
+	if req.Operation == admissionv1.Delete {
+		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, Result: &metav1.Status{Code: http.StatusOK}}}
+	}
+	pod := &corev1.Pod{}
+	if err := h.decoder.Decode(req, pod); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	original := pod.DeepCopy()
+	warnings, err := h.mutate(req, pod)
+	if err != nil {
+		var apiStatus apierrors.APIStatus
+		if errors.As(err, &apiStatus) {
+			return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Result: new(apiStatus.Status())}}.WithWarnings(warnings...)
+		}
+		return admission.Denied(err.Error()).WithWarnings(warnings...)
+	}
+	if reflect.DeepEqual(original, pod) {
+		return admission.Allowed("").WithWarnings(warnings...)
+	}
+	current, err := json.Marshal(pod)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	patch, err := podPatch(req.Object.Raw, current, original)
+	if err != nil {
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	resp := admission.Allowed("").WithWarnings(warnings...)
+	if patch != nil {
+		resp.Patch, resp.PatchType = patch, new(admissionv1.PatchTypeJSONPatch)
+	}
+	return resp
+}
+
+// podPatch is the JSON patch from raw, the pod the API server sent, to current, the pod as mutate
+// left it, without the removals that decoding alone makes (a field podwall's API types do not know,
+// an empty field they omit): the API server keeps those. original is the pod as decoded. It is nil
+// when nothing is left to change.
+func podPatch(raw, current []byte, original *corev1.Pod) ([]byte, error) {
+	ops, err := diffJSON(raw, current)
+	if err != nil {
+		return nil, err
+	}
+	if slices.ContainsFunc(ops, func(o patchOp) bool { return o.op == "remove" }) {
+		decoded, err := json.Marshal(original)
+		if err != nil {
+			return nil, err
+		}
+		dropped, err := diffJSON(raw, decoded)
+		if err != nil {
+			return nil, err
+		}
+		ops = slices.DeleteFunc(ops, func(o patchOp) bool {
+			return o.op == "remove" && slices.ContainsFunc(dropped, func(d patchOp) bool { return d.op == "remove" && d.path == o.path })
+		})
+	}
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	return encodePatch(ops)
+}
+
+// mutate injects the pod of a CREATE request, and drops NET_RAW from the ephemeral containers an
+// UPDATE of pods/ephemeralcontainers adds to an injected pod; it returns warnings for the client. An
+// error denies the request. The namespace comes from the request: a pod being created may not carry
+// it yet.
+func (h handler) mutate(req admission.Request, pod *corev1.Pod) ([]string, error) {
+	ns := h.route
 	ns.Name = cmp.Or(pod.Namespace, req.Namespace)
 	switch {
 	case req.Operation == admissionv1.Create && req.SubResource == "":
-		warnings, err := d.in.Inject(pod, ns)
-		addWarnings(ctx, warnings...)
-		return err
+		return h.in.Inject(pod, ns)
 	case req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers":
 		var old corev1.Pod
 		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
-			return fmt.Errorf("decode the pod before the update: %w", err)
+			return nil, fmt.Errorf("decode the pod before the update: %w", err)
 		}
 		dropEphemeralNetRaw(pod, &old, ns)
 	}
-	return nil
+	return nil, nil
 }
 
-// warningsKey carries a *warningList from warningHandler to the defaulter, whose interface returns
-// only an error.
-type warningsKey struct{}
-
-type warningList struct {
-	mu    sync.Mutex
-	items []string
-}
-
-func addWarnings(ctx context.Context, w ...string) {
-	if list, ok := ctx.Value(warningsKey{}).(*warningList); ok && len(w) > 0 {
-		list.mu.Lock()
-		list.items = append(list.items, w...)
-		list.mu.Unlock()
-	}
-}
-
-// warningHandler puts the warnings the defaulter collected into the response, denied or not.
-type warningHandler struct {
-	next admission.Handler
-}
-
-func (h warningHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
-	list := &warningList{}
-	resp := h.next.Handle(context.WithValue(ctx, warningsKey{}, list), req)
-	list.mu.Lock()
-	defer list.mu.Unlock()
-	return resp.WithWarnings(list.items...)
+// requestDuration is the webhook's latency histogram, podwall_injector_request_duration_seconds, per
+// path, from the request's arrival to the response written. Its buckets are fine below 10 ms, the
+// budget a pod create can afford.
+func requestDuration() *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "podwall_injector_request_duration_seconds",
+		Help:    "Time to answer an admission request, by path.",
+		Buckets: []float64{.0002, .0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, 1},
+	}, []string{"path"})
 }
 
 // timed observes each request's duration in observer.
