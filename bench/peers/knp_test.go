@@ -5,8 +5,8 @@ package peers
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -221,7 +221,10 @@ func (k *knp) stop(t *testing.T, c *harness.Cluster) {
 		for _, pid := range k.agent.pids(t) {
 			syscall.Kill(pid, syscall.SIGINT)
 		}
-		poll(30*time.Second, func() bool { return !knpTablePresent() })
+		start := time.Now()
+		if poll(30*time.Second, func() bool { return !knpTablePresent() }) {
+			t.Logf("KNP removed its table %s after SIGINT", time.Since(start).Round(time.Millisecond))
+		}
 	}
 	ctx := context.Background()
 	if err := c.Client.AppsV1().DaemonSets("kube-system").Delete(ctx, knpTable, metav1.DeleteOptions{}); err != nil {

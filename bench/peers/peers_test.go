@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"podwall.io/podwall/e2e/harness"
 	"podwall.io/podwall/internal/testutil"
 )
@@ -261,6 +263,7 @@ func (b *bench) firstConnection() {
 		if r.Errors > 0 {
 			b.t.Errorf("%s, first connections: %d of %d failed, first: %s", s.name, r.Errors, firstPerRound, r.FirstError)
 		}
+		b.t.Logf("first connections %s: p50 %.0f µs, p99 %.0f µs", s.name, r.P50Micros, r.P99Micros)
 		p50.add(s, r.P50Micros)
 		p99.add(s, r.P99Micros)
 	})
@@ -272,7 +275,11 @@ func (b *bench) firstConnection() {
 func (b *bench) throughput() {
 	for _, streams := range []int{1, 4} {
 		f := newFigure(fmt.Sprintf("throughput_p%d", streams), "Gbit/s", true)
-		b.interleave(func(s *side) { f.add(s, b.iperf(s, streams)) })
+		b.interleave(func(s *side) {
+			gbps := b.iperf(s, streams)
+			b.t.Logf("%s %s: %.2f Gbit/s", f.name, s.name, gbps)
+			f.add(s, gbps)
+		})
 		f.report()
 	}
 }
@@ -305,10 +312,27 @@ func (b *bench) memory() {
 		agent[i] = b.knp.agent.rss(t)
 	}
 	scale(t, c, kn.namespace, 1)
+	t.Logf("podwall's cluster services beside the sidecars (not per node): %s", b.podwallServices())
 	slices.Sort(idle)
 	line("peers_node_mem_10pods", sidecars[0], "MiB", agent[0])
 	line("peers_node_mem_50pods", sidecars[1], "MiB", agent[1])
 	line("sidecar_idle_rss_mib", idle[len(idle)/2], "MiB", agent[1])
+}
+
+// podwallServices lists the resident memory of policygen's and the injector's containers.
+func (b *bench) podwallServices() string {
+	pods, err := b.c.Client.CoreV1().Pods("podwall-system").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	var parts []string
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		for _, st := range p.Status.ContainerStatuses {
+			parts = append(parts, fmt.Sprintf("%s %.1f MiB", p.Name, containerOf(b.t, p, st.Name).rss(b.t)))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // iperf runs iperf3 from the client to the side's server for one round with streams parallel streams
