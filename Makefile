@@ -114,7 +114,7 @@ bench-datapath: ## (root, ~2 min) sidecar datapath figures vs the same netns wit
 	  $(GO) test -tags bench -count=1 -timeout 10m -run '^(TestDatapath|TestDNS|TestVerdictFlood)$$' -v ./bench/datapath/
 
 .PHONY: bench-peers
-bench-peers: e2e-deps cluster-bin ## (root, ~15 min, starts the local cluster: run under flock /tmp/podwall-e2e.lock) podwall beside kube-network-policies v0.8.0 and a static nftables ruleset; see BENCHMARKS.md
+bench-peers: e2e-deps cluster-bin ## (root, ~10 min, starts the local cluster: run under flock /tmp/podwall-e2e.lock) podwall beside kube-network-policies v0.8.0 and a static nftables ruleset; see BENCHMARKS.md
 	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestPeers$$' -v ./bench/peers/
 
 .PHONY: bench-injector

@@ -24,7 +24,7 @@ import (
 
 // Knobs, from the environment as in bench/datapath.
 const (
-	// envRounds is how many interleaved rounds each figure takes per side (default 3).
+	// envRounds is how many interleaved rounds each figure takes per side (default 5).
 	envRounds = "PODWALL_BENCH_ROUNDS"
 	// envSeconds is how long one round of load runs (default 1s).
 	envSeconds = "PODWALL_BENCH_SECONDS"
@@ -353,7 +353,7 @@ func (b *bench) iperf(s *side, streams int) float64 {
 // settings reads the rounds per figure and the length of one round.
 func settings(t *testing.T) (int, time.Duration) {
 	t.Helper()
-	rounds, round := 3, time.Second
+	rounds, round := 5, time.Second
 	if s := os.Getenv(envRounds); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
