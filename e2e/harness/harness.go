@@ -20,11 +20,8 @@ type (
 	ImageSpec    = images.Spec
 )
 
-// NodeName is the cluster's one node; WorkloadImage is the test workload's image, loaded by Up.
-const (
-	NodeName      = cluster.NodeName
-	WorkloadImage = stack.WorkloadImage
-)
+// WorkloadImage is the test workload's image, loaded by Up.
+const WorkloadImage = stack.WorkloadImage
 
 // Up starts a cluster for the repository at root with podwall's images loaded (stack.Up); the caller
 // must Stop it.
