@@ -113,6 +113,10 @@ bench-datapath: ## (root, ~2 min) sidecar datapath figures vs the same netns wit
 	PODWALL_SIDECAR=$(abspath $(BIN))/podwall-sidecar \
 	  $(GO) test -tags bench -count=1 -timeout 10m -run '^(TestDatapath|TestDNS|TestVerdictFlood)$$' -v ./bench/datapath/
 
+.PHONY: bench-peers
+bench-peers: e2e-deps cluster-bin ## (root, ~10 min, starts the local cluster: run under flock /tmp/podwall-e2e.lock) podwall beside kube-network-policies v0.8.0 and a static nftables ruleset; see BENCHMARKS.md
+	$(GO) test -tags bench -count=1 -timeout 60m -run '^TestPeers$$' -v ./bench/peers/
+
 .PHONY: bench-injector
 bench-injector: ## (~2 min) 500 pod creates per round at concurrency 8 through podwall's webhook, a floor webhook and none: the webhook's p99 and create rate against the floor's
 	KUBEBUILDER_ASSETS=$(KUBE_ASSETS) $(GO) test -tags bench -count=1 -timeout 10m -run '^TestBenchInjector$$' -v ./injector/

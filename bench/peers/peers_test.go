@@ -1,0 +1,422 @@
+//go:build bench
+
+package peers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"podwall.io/podwall/e2e/harness"
+	"podwall.io/podwall/internal/testutil"
+)
+
+// Knobs, from the environment as in bench/datapath.
+const (
+	// envRounds is how many interleaved rounds each figure takes per side (default 5).
+	envRounds = "PODWALL_BENCH_ROUNDS"
+	// envSeconds is how long one round of load runs (default 1s).
+	envSeconds = "PODWALL_BENCH_SECONDS"
+)
+
+// firstPerRound is how many fresh-key connections, one at a time, a round of the first-connection
+// latency opens on each side.
+const firstPerRound = 200
+
+// bench is the cluster and the sides being measured.
+type bench struct {
+	t      *testing.T
+	c      *harness.Cluster
+	knp    *knp
+	client netns
+	sides  []*side // none (the baseline) first
+	rounds int
+	round  time.Duration
+	// perFresh is how many fresh ports one round of fresh-key load may use.
+	perFresh int
+}
+
+// TestPeers measures podwall beside kube-network-policies (KNP) and a static nftables ruleset on the
+// local e2e cluster, every side guarding the same end (the server's ingress) under the same allow
+// set, and prints one BENCH line per figure and side (sides.yaml says what each side runs).
+func TestPeers(t *testing.T) {
+	testutil.RequireRoot(t)
+	rounds, round := settings(t)
+	start := time.Now()
+	t.Logf("load average at start: %s", loadAverage(t))
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Dir(filepath.Dir(filepath.Dir(file)))
+	ctx := context.Background()
+
+	k := buildKNP(t, root)
+	c := up(t, root)
+	k.load(ctx, t, c, root)
+	if err := harness.Deploy(ctx, c, root); err != nil {
+		t.Fatalf("deploy podwall: %v", err)
+	}
+	t.Cleanup(func() { k.stop(t, c) })
+	k.deploy(ctx, t, c, root)
+	apply(t, c)
+	b := &bench{t: t, c: c, knp: k, rounds: rounds, round: round,
+		perFresh: (lastFresh - firstFresh + 1 - rounds*firstPerRound - 10) / (2 * rounds)}
+	b.setup()
+	t.Logf("cluster and sides ready in %s; load average %s", time.Since(start).Round(time.Second), loadAverage(t))
+
+	b.connRates()
+	b.firstConnection()
+	b.throughput()
+	b.checkBridge()
+	t.Logf("datapath figures done at %s; load average %s", time.Since(start).Round(time.Second), loadAverage(t))
+	b.memory()
+	t.Logf("whole run took %s; load average at the end: %s", time.Since(start).Round(time.Second), loadAverage(t))
+}
+
+// setup finds every side's server, starts its servers, installs the static ruleset, waits until KNP
+// enforces, and checks every side: the client connects, the intruder does only where nothing guards.
+func (b *bench) setup() {
+	t, c := b.t, b.c
+	client := awaitPods(t, c, "peers-client", "app=client", 1)[0]
+	clientIP := ipv4(t, client)
+	b.client = containerOf(t, client, "client").netns(t)
+	intruder := containerOf(t, awaitPods(t, c, "peers-client", "!app", 1)[0], "intruder").netns(t)
+	for _, name := range []string{sideNone, sideKNP, sidePodwall, sideLogAll, sideStatic} {
+		s := &side{name: name, namespace: "peers-" + name, nextPort: firstFresh}
+		s.server = awaitPods(t, c, s.namespace, "app=server", 1)[0]
+		s.addr = ipv4(t, s.server)
+		s.netns = containerOf(t, s.server, "server").netns(t)
+		switch name {
+		case sideKNP:
+			s.firewall = &b.knp.agent
+		case sidePodwall, sideLogAll:
+			sidecar := containerOf(t, s.server, "podwall")
+			s.firewall = &sidecar
+		case sideStatic:
+			s.netns.run(t, staticRuleset(clientIP), "nft", "-f", "-")
+		}
+		startServers(t, s)
+		b.sides = append(b.sides, s)
+	}
+	b.knp.awaitAddresses(t, []string{b.side(sideKNP).addr})
+	b.checkBridge()
+	for _, s := range b.sides {
+		for _, port := range []int{repeatPort, s.takePorts(t, 1)} {
+			if r := b.client.dial(t, dialOnce(s.addr, port)); r.Conns != 1 {
+				t.Fatalf("%s: the client's connection to port %d failed: %s", s.name, port, r.FirstError)
+			}
+		}
+		r := intruder.dial(t, dialOnce(s.addr, repeatPort))
+		switch {
+		case s.name == sideNone && r.Conns != 1:
+			t.Fatalf("%s: the intruder's connection failed where nothing guards: %s", s.name, r.FirstError)
+		case s.name != sideNone && r.Conns != 0:
+			t.Fatalf("%s: the intruder connected: the side is not enforcing", s.name)
+		}
+	}
+}
+
+func dialOnce(addr string, port int) dialSpec {
+	return dialSpec{Addr: addr, Port: port, Max: 1, Workers: 1, Duration: time.Minute, Timeout: dialTimeout}
+}
+
+func (b *bench) side(name string) *side {
+	for _, s := range b.sides {
+		if s.name == name {
+			return s
+		}
+	}
+	b.t.Fatalf("no side %s", name)
+	return nil
+}
+
+// checkBridge makes sure bridged traffic still crosses the host's IPv4 hooks, where KNP sits: without
+// it KNP would see nothing and its figures would be the bridge's.
+func (b *bench) checkBridge() {
+	const sysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+	v, err := os.ReadFile(sysctl)
+	if err != nil || strings.TrimSpace(string(v)) != "1" {
+		b.t.Fatalf("%s is %q (%v), want 1: KNP would not see the pods' traffic", sysctl, v, err)
+	}
+}
+
+// interleave runs measure on every side rounds times, reversing the order of the sides every other
+// round, so that the machine's changing load weighs on all of them alike.
+func (b *bench) interleave(measure func(s *side)) {
+	for r := range b.rounds {
+		for i := range b.sides {
+			j := i
+			if r%2 == 1 {
+				j = len(b.sides) - 1 - i
+			}
+			measure(b.sides[j])
+		}
+	}
+}
+
+// figure collects one figure's rounds per side.
+type figure struct {
+	name   string
+	unit   string
+	higher bool // a higher value is better (rates); else lower (latencies)
+	rounds map[string][]float64
+}
+
+func newFigure(name, unit string, higher bool) *figure {
+	return &figure{name: name, unit: unit, higher: higher, rounds: map[string][]float64{}}
+}
+
+func (f *figure) add(s *side, v float64) { f.rounds[s.name] = append(f.rounds[s.name], v) }
+
+// best is the side's best round: the machine is shared, and other work only ever makes a round worse.
+func (f *figure) best(name string) float64 {
+	if f.higher {
+		return slices.Max(f.rounds[name])
+	}
+	return slices.Min(f.rounds[name])
+}
+
+// report prints the figure of every guarded side against the baseline (no policy), then podwall's
+// (default logging) against KNP's and the static ruleset's as ratios.
+func (f *figure) report() {
+	base := f.best(sideNone)
+	for _, s := range []string{sideKNP, sidePodwall, sideLogAll, sideStatic} {
+		line("peers_"+f.name+"_"+s, f.best(s), f.unit, base)
+	}
+	for _, s := range []string{sideKNP, sideStatic} {
+		r := f.best(sidePodwall) / f.best(s)
+		line("peers_"+f.name+"_vs_"+s, r, "ratio", 1)
+	}
+}
+
+// connRates measures the new-connection rate with 1 and 8 dialers, to the same key again and again
+// and to a new key each time, and the firewall's CPU time per 10k connections over those rounds.
+func (b *bench) connRates() {
+	t := b.t
+	type tally struct {
+		cpu   time.Duration
+		conns int
+	}
+	cpu := map[bool]map[string]*tally{false: {}, true: {}}
+	for _, fresh := range []bool{false, true} {
+		kind := map[bool]string{false: "repeat", true: "fresh"}[fresh]
+		for _, workers := range []int{1, 8} {
+			f := newFigure(fmt.Sprintf("%s_c%d", kind, workers), "conn/s", true)
+			b.interleave(func(s *side) {
+				spec := dialSpec{Addr: s.addr, Port: repeatPort, Max: maxDials, Workers: workers, Duration: b.round, Timeout: dialTimeout}
+				if fresh {
+					spec.Fresh, spec.Max, spec.Port = true, b.perFresh, s.takePorts(t, b.perFresh)
+				}
+				var before time.Duration
+				if s.firewall != nil {
+					before = s.firewall.cpu(t)
+				}
+				r := b.client.dial(t, spec)
+				if s.firewall != nil {
+					tl := cpu[fresh][s.name]
+					if tl == nil {
+						tl = &tally{}
+						cpu[fresh][s.name] = tl
+					}
+					tl.cpu += s.firewall.cpu(t) - before
+					tl.conns += r.Conns
+				}
+				if r.Errors > 0 {
+					t.Errorf("%s, %s: %d of %d connections failed, first: %s", s.name, f.name, r.Errors, r.Errors+r.Conns, r.FirstError)
+				}
+				t.Logf("%s %s: %.0f conn/s (%d in %.2fs), connect p99 %.0f µs", f.name, s.name, r.Rate(), r.Conns, r.Seconds, r.P99Micros)
+				f.add(s, r.Rate())
+			})
+			f.report()
+		}
+	}
+	// CPU seconds per 10k connections; KNP's is the baseline (with no policy, and under the static
+	// ruleset, no process of the firewall's works: the kernel does).
+	for _, fresh := range []bool{false, true} {
+		kind := map[bool]string{false: "repeat", true: "fresh"}[fresh]
+		per10k := func(s string) float64 {
+			tl := cpu[fresh][s]
+			return tl.cpu.Seconds() / float64(tl.conns) * 10_000
+		}
+		for _, s := range []string{sidePodwall, sideLogAll} {
+			line("peers_cpu10k_"+kind+"_"+s, per10k(s), "cpu-s", per10k(sideKNP))
+		}
+	}
+}
+
+// firstConnection measures the connect time of fresh-key connections opened one at a time (each the
+// first of its key, allowed), p50 and p99 of each round.
+func (b *bench) firstConnection() {
+	p50, p99 := newFigure("first_p50", "us", false), newFigure("first_p99", "us", false)
+	b.interleave(func(s *side) {
+		r := b.client.dial(b.t, dialSpec{Addr: s.addr, Port: s.takePorts(b.t, firstPerRound), Fresh: true,
+			Max: firstPerRound, Workers: 1, Duration: time.Minute, Timeout: dialTimeout})
+		if r.Errors > 0 {
+			b.t.Errorf("%s, first connections: %d of %d failed, first: %s", s.name, r.Errors, firstPerRound, r.FirstError)
+		}
+		b.t.Logf("first connections %s: p50 %.0f µs, p99 %.0f µs", s.name, r.P50Micros, r.P99Micros)
+		p50.add(s, r.P50Micros)
+		p99.add(s, r.P99Micros)
+	})
+	p50.report()
+	p99.report()
+}
+
+// throughput measures iperf3 with 1 and 4 streams, client to server: established flows.
+func (b *bench) throughput() {
+	for _, streams := range []int{1, 4} {
+		f := newFigure(fmt.Sprintf("throughput_p%d", streams), "Gbit/s", true)
+		b.interleave(func(s *side) {
+			gbps := b.iperf(s, streams)
+			b.t.Logf("%s %s: %.2f Gbit/s", f.name, s.name, gbps)
+			f.add(s, gbps)
+		})
+		f.report()
+	}
+}
+
+// memory scales the podwall side and then the KNP side to 10 and 50 guarded pods, one after the
+// other (the node takes 110 pods), and compares what each firewall holds on the node: the sum of the
+// sidecars' resident memory, and KNP's agent's. One idle sidecar's is the median of the 50, the one
+// that took the load aside.
+func (b *bench) memory() {
+	t, c := b.t, b.c
+	pw, kn := b.side(sidePodwall), b.side(sideKNP)
+	var sidecars, agent [2]float64
+	var idle []float64
+	for i, n := range []int{10, 50} {
+		for _, p := range scale(t, c, pw.namespace, n) {
+			rss := containerOf(t, p, "podwall").rss(t)
+			sidecars[i] += rss
+			if n == 50 && p.Name != pw.server.Name {
+				idle = append(idle, rss)
+			}
+		}
+	}
+	scale(t, c, pw.namespace, 1)
+	for i, n := range []int{10, 50} {
+		var addrs []string
+		for _, p := range scale(t, c, kn.namespace, n) {
+			addrs = append(addrs, ipv4(t, p))
+		}
+		b.knp.awaitAddresses(t, addrs)
+		agent[i] = b.knp.agent.rss(t)
+	}
+	scale(t, c, kn.namespace, 1)
+	t.Logf("podwall's cluster services beside the sidecars (not per node): %s", b.podwallServices())
+	slices.Sort(idle)
+	line("peers_node_mem_10pods", sidecars[0], "MiB", agent[0])
+	line("peers_node_mem_50pods", sidecars[1], "MiB", agent[1])
+	line("sidecar_idle_rss_mib", idle[len(idle)/2], "MiB", agent[1])
+}
+
+// podwallServices lists the resident memory of policygen's and the injector's containers.
+func (b *bench) podwallServices() string {
+	pods, err := b.c.Client.CoreV1().Pods("podwall-system").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	var parts []string
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		for _, st := range p.Status.ContainerStatuses {
+			parts = append(parts, fmt.Sprintf("%s %.1f MiB", p.Name, containerOf(b.t, p, st.Name).rss(b.t)))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// iperf runs iperf3 from the client to the side's server for one round with streams parallel streams
+// and returns what the server received, in Gbit/s.
+func (b *bench) iperf(s *side, streams int) float64 {
+	t := b.t
+	ctx, cancel := context.WithTimeout(context.Background(), b.round+30*time.Second)
+	defer cancel()
+	out, err := b.client.command(ctx, "iperf3", "--client", s.addr, "--port", strconv.Itoa(iperfPort),
+		"--parallel", strconv.Itoa(streams), "--time", strconv.Itoa(int(b.round.Seconds())), "--json").Output()
+	bps, jerr := iperfReceived(out)
+	if err != nil || jerr != nil {
+		t.Fatalf("iperf3 -P %d to %s: %v %v", streams, s.name, err, jerr)
+	}
+	return bps / 1e9
+}
+
+// settings reads the rounds per figure and the length of one round.
+func settings(t *testing.T) (int, time.Duration) {
+	t.Helper()
+	rounds, round := 5, time.Second
+	if s := os.Getenv(envRounds); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("%s=%q: want a positive integer", envRounds, s)
+		}
+		rounds = n
+	}
+	if s := os.Getenv(envSeconds); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < time.Second || d%time.Second != 0 {
+			t.Fatalf("%s=%q: want whole seconds, at least 1s", envSeconds, s)
+		}
+		round = d
+	}
+	return rounds, round
+}
+
+// line prints one figure in the form make bench-* promises. Equal figures have the ratio 1.
+func line(name string, value float64, unit string, baseline float64) {
+	ratio := 1.0
+	if value != baseline {
+		ratio = value / baseline
+	}
+	fmt.Printf("BENCH %s value=%s unit=%s baseline=%s ratio=%.3f\n", name, num(value), unit, num(baseline), ratio)
+}
+
+// num prints a figure with three or more significant digits and no exponent.
+func num(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case v >= 0.01:
+		return strconv.FormatFloat(v, 'f', 3, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 5, 64)
+}
+
+// loadAverage is the machine's load average (1, 5, 15 minutes).
+func loadAverage(t *testing.T) string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+// iperfReceived is the throughput the server received, in bit/s, from iperf3's JSON report.
+func iperfReceived(out []byte) (float64, error) {
+	var res struct {
+		Error string `json:"error"`
+		End   struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return 0, fmt.Errorf("iperf3's report %q: %w", out, err)
+	}
+	if res.Error != "" {
+		return 0, errors.New(res.Error)
+	}
+	return res.End.SumReceived.BitsPerSecond, nil
+}
