@@ -46,19 +46,10 @@ func TestDatapath(t *testing.T) {
 
 	base := newTopology(t, "base", true)
 	dir := t.TempDir()
-	sidecar := func(name string, peers int, iperf bool, args ...string) *topology {
-		top := newTopology(t, name, iperf)
-		file := writePolicy(t, dir, name+".json", benchPolicy(peers, top.server, connPort, iperfPort))
-		began := time.Now()
-		top.startSidecar(t, bin, file, args...)
-		t.Logf("%s: sidecar ready in %s", name, time.Since(began).Round(time.Millisecond))
-		checkEnforcing(t, top)
-		return top
-	}
-	fw := sidecar("fw10", smallPolicy, true)
-	big := sidecar("fw100k", largePolicy, false)
-	all := sidecar("all10", smallPolicy, false, "--log-allows=all")
-	allBig := sidecar("all100k", largePolicy, false, "--log-allows=all")
+	fw := startBench(t, bin, dir, "fw10", smallPolicy, true)
+	big := startBench(t, bin, dir, "fw100k", largePolicy, false)
+	all := startBench(t, bin, dir, "all10", smallPolicy, false, "--log-allows=all")
+	allBig := startBench(t, bin, dir, "all100k", largePolicy, false, "--log-allows=all")
 	t.Logf("topologies ready in %s", time.Since(start).Round(time.Millisecond))
 
 	for _, streams := range []int{1, 4} {
@@ -91,12 +82,39 @@ func TestDatapath(t *testing.T) {
 	report(t, "deny_flood_first_deny_ms", flooded, "ms", calm, "value ≤ 100 (a new key's deny line during a 10k SYN/s flood of a denied key; baseline: no flood)")
 
 	// Peak memory after every run, with the 100k-peer policy and default logging, against 10 peers.
-	report(t, "rss_mib", big.peakRSS(t), "MiB", fw.peakRSS(t), "value ≤ 25 (100k-peer policy; baseline 10 peers)")
+	reportIdleRSS(t, fw)
+	report(t, "rss_mib", big.peakRSS(t), "MiB", fw.peakRSS(t), rssTarget)
 	t.Logf("peak RSS with every allow logged: %.1f MiB (10 peers), %.1f MiB (100k peers)", all.peakRSS(t), allBig.peakRSS(t))
 	for _, top := range []*topology{fw, big, all, allBig} {
 		checkLogged(t, top)
 	}
 	t.Logf("whole run took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// rssTarget is rss_mib's target.
+const rssTarget = "value ≤ 40 (100k-peer policy; baseline 10 peers)"
+
+// idleRSSTarget is sidecar_idle_rss_mib's target, its baseline.
+const idleRSSTarget = 12
+
+// startBench builds a topology named name, with iperf3's server if iperf, whose sidecar (flags args)
+// enforces a benchPolicy of peers peers written into dir, and checks that it enforces.
+func startBench(t *testing.T, bin, dir, name string, peers int, iperf bool, args ...string) *topology {
+	t.Helper()
+	top := newTopology(t, name, iperf)
+	file := writePolicy(t, dir, name+".json", benchPolicy(peers, top.server, connPort, iperfPort))
+	began := time.Now()
+	top.startSidecar(t, bin, file, args...)
+	t.Logf("%s: sidecar ready in %s", name, time.Since(began).Round(time.Millisecond))
+	checkEnforcing(t, top)
+	top.idleRSS = top.rss(t)
+	return top
+}
+
+// reportIdleRSS prints the resident memory top's sidecar had once started and checked, idle, against
+// its target.
+func reportIdleRSS(t *testing.T, top *topology) {
+	report(t, "sidecar_idle_rss_mib", top.idleRSS, "MiB", idleRSSTarget, fmt.Sprintf("value ≤ %d (10-peer policy, after start)", idleRSSTarget))
 }
 
 // sidecarBinary is the absolute path of the sidecar binary named by envSidecar.

@@ -45,6 +45,8 @@ type topology struct {
 	logFile   string
 	// errFile is the sidecar's stderr: its diagnostics, JSON lines.
 	errFile string
+	// idleRSS is the sidecar's resident memory once it started and enforced, in MiB (startBench).
+	idleRSS float64
 }
 
 // newTopology builds the namespaces and the peer's servers; all are removed when the test ends.
@@ -154,7 +156,13 @@ func (top *topology) client() *http.Client {
 }
 
 // peakRSS is the sidecar's peak resident memory so far (VmHWM), in MiB.
-func (top *topology) peakRSS(t *testing.T) float64 {
+func (top *topology) peakRSS(t *testing.T) float64 { return top.memory(t, "VmHWM") }
+
+// rss is the sidecar's resident memory now (VmRSS), in MiB.
+func (top *topology) rss(t *testing.T) float64 { return top.memory(t, "VmRSS") }
+
+// memory reads one field of the sidecar's /proc status, in kB there, and returns it in MiB.
+func (top *topology) memory(t *testing.T, field string) float64 {
 	t.Helper()
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", top.sidecar.Process.Pid))
 	if err != nil {
@@ -162,15 +170,15 @@ func (top *topology) peakRSS(t *testing.T) float64 {
 	}
 	defer f.Close()
 	for s := bufio.NewScanner(f); s.Scan(); {
-		if kb, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+		if kb, ok := strings.CutPrefix(s.Text(), field+":"); ok {
 			n, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 64)
 			if err != nil {
-				t.Fatalf("VmHWM %q: %v", kb, err)
+				t.Fatalf("%s %q: %v", field, kb, err)
 			}
 			return n / 1024
 		}
 	}
-	t.Fatalf("no VmHWM in the sidecar's status in %s", top.name)
+	t.Fatalf("no %s in the sidecar's status in %s", field, top.name)
 	return 0
 }
 
