@@ -68,8 +68,10 @@ func TestPeers(t *testing.T) {
 	t.Cleanup(func() { k.stop(t, c) })
 	k.deploy(ctx, t, c, root)
 	apply(t, c)
-	b := &bench{t: t, c: c, knp: k, rounds: rounds, round: round,
-		perFresh: (lastFresh - firstFresh + 1 - rounds*firstPerRound - 10) / (2 * rounds)}
+	// Each side's fresh ports go to setup's check (one), the first connections, and the rest in equal
+	// parts to the rounds of fresh-key load with 1 and 8 dialers.
+	perFresh := (lastFresh - firstFresh + 1 - 1 - rounds*firstPerRound) / (2 * rounds)
+	b := &bench{t: t, c: c, knp: k, rounds: rounds, round: round, perFresh: perFresh}
 	b.setup()
 	t.Logf("cluster and sides ready in %s; load average %s", time.Since(start).Round(time.Second), loadAverage(t))
 
@@ -199,21 +201,20 @@ func (f *figure) report() {
 }
 
 // connRates measures the new-connection rate with 1 and 8 dialers, to the same key again and again
-// and to a new key each time, and the firewall's CPU time per 10k connections over those rounds.
+// and to a new key each time, and the firewall's CPU time per 10k connections over each kind's rounds.
 func (b *bench) connRates() {
 	t := b.t
-	type tally struct {
-		cpu   time.Duration
-		conns int
-	}
-	cpu := map[bool]map[string]*tally{false: {}, true: {}}
-	for _, fresh := range []bool{false, true} {
-		kind := map[bool]string{false: "repeat", true: "fresh"}[fresh]
+	for _, kind := range []struct {
+		name  string
+		fresh bool
+	}{{"repeat", false}, {"fresh", true}} {
+		// The firewall's CPU time and the connections it judged, by side.
+		cpu, conns := map[string]time.Duration{}, map[string]int{}
 		for _, workers := range []int{1, 8} {
-			f := newFigure(fmt.Sprintf("%s_c%d", kind, workers), "conn/s", true)
+			f := newFigure(fmt.Sprintf("%s_c%d", kind.name, workers), "conn/s", true)
 			b.interleave(func(s *side) {
 				spec := dialSpec{Addr: s.addr, Port: repeatPort, Max: maxDials, Workers: workers, Duration: b.round, Timeout: dialTimeout}
-				if fresh {
+				if kind.fresh {
 					spec.Fresh, spec.Max, spec.Port = true, b.perFresh, s.takePorts(t, b.perFresh)
 				}
 				var before time.Duration
@@ -222,13 +223,8 @@ func (b *bench) connRates() {
 				}
 				r := b.client.dial(t, spec)
 				if s.firewall != nil {
-					tl := cpu[fresh][s.name]
-					if tl == nil {
-						tl = &tally{}
-						cpu[fresh][s.name] = tl
-					}
-					tl.cpu += s.firewall.cpu(t) - before
-					tl.conns += r.Conns
+					cpu[s.name] += s.firewall.cpu(t) - before
+					conns[s.name] += r.Conns
 				}
 				if r.Errors > 0 {
 					t.Errorf("%s, %s: %d of %d connections failed, first: %s", s.name, f.name, r.Errors, r.Errors+r.Conns, r.FirstError)
@@ -238,17 +234,11 @@ func (b *bench) connRates() {
 			})
 			f.report()
 		}
-	}
-	// CPU seconds per 10k connections; KNP's is the baseline (with no policy, and under the static
-	// ruleset, no process of the firewall's works: the kernel does).
-	for _, fresh := range []bool{false, true} {
-		kind := map[bool]string{false: "repeat", true: "fresh"}[fresh]
-		per10k := func(s string) float64 {
-			tl := cpu[fresh][s]
-			return tl.cpu.Seconds() / float64(tl.conns) * 10_000
-		}
+		// KNP's is the baseline: with no policy, and under the static ruleset, no process of a
+		// firewall works, the kernel does.
+		per10k := func(s string) float64 { return cpu[s].Seconds() / float64(conns[s]) * 10_000 }
 		for _, s := range []string{sidePodwall, sideLogAll} {
-			line("peers_cpu10k_"+kind+"_"+s, per10k(s), "cpu-s", per10k(sideKNP))
+			line("peers_cpu10k_"+kind.name+"_"+s, per10k(s), "cpu-s", per10k(sideKNP))
 		}
 	}
 }
