@@ -17,8 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
@@ -58,9 +57,7 @@ func Register(srv webhook.Server, in *Injector, reg prometheus.Registerer) {
 // Webhook returns the admission webhook for the namespaces route describes (all but its Name, which
 // each request brings).
 func (in *Injector) Webhook(route Namespace) *admission.Webhook {
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme) // registering the built-in types cannot fail
-	return &admission.Webhook{Handler: handler{in: in, route: route, decoder: admission.NewDecoder(scheme)}, LogConstructor: requestLog}
+	return &admission.Webhook{Handler: handler{in: in, route: route}, LogConstructor: requestLog}
 }
 
 // requestLog is the webhook's logger for a request: controller-runtime's, with the request's fields,
@@ -79,9 +76,8 @@ func requestLog(base logr.Logger, req *admission.Request) logr.Logger {
 // controller-runtime's typed defaulters do, computed by diffJSON), and with the warnings mutate
 // gave, denied or not.
 type handler struct {
-	in      *Injector
-	route   Namespace
-	decoder admission.Decoder
+	in    *Injector
+	route Namespace
 }
 
 func (h handler) Handle(_ context.Context, req admission.Request) admission.Response {
@@ -89,7 +85,7 @@ func (h handler) Handle(_ context.Context, req admission.Request) admission.Resp
 		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, Result: &metav1.Status{Code: http.StatusOK}}}
 	}
 	pod := &corev1.Pod{}
-	if err := h.decoder.Decode(req, pod); err != nil {
+	if err := decodePod(req.Object.Raw, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	original := pod.DeepCopy()
@@ -117,6 +113,22 @@ func (h handler) Handle(_ context.Context, req admission.Request) admission.Resp
 		resp.Patch, resp.PatchType = patch, new(admissionv1.PatchTypeJSONPatch)
 	}
 	return resp
+}
+
+// decodePod decodes a request's pod as the API machinery decodes JSON (field names matched exactly,
+// integers kept). Its apiVersion and kind, when given, must be v1 and Pod: the webhook sees pods only.
+// (A universal deserializer would first decode the whole object once more to find them.)
+func decodePod(raw []byte, pod *corev1.Pod) error {
+	if len(raw) == 0 {
+		return errors.New("the request carries no pod")
+	}
+	if err := utiljson.Unmarshal(raw, pod); err != nil {
+		return fmt.Errorf("decode the pod: %w", err)
+	}
+	if (pod.APIVersion != "" && pod.APIVersion != "v1") || (pod.Kind != "" && pod.Kind != "Pod") {
+		return fmt.Errorf("the object is a %s of %s, not a v1 Pod", pod.Kind, pod.APIVersion)
+	}
+	return nil
 }
 
 // podPatch is the JSON patch from raw, the pod the API server sent, to current, the pod as mutate
