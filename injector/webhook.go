@@ -2,7 +2,6 @@ package injector
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utiljson "k8s.io/apimachinery/pkg/util/json"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
@@ -56,40 +55,31 @@ func Register(srv webhook.Server, in *Injector, reg prometheus.Registerer) {
 
 // Webhook returns the admission webhook for the namespaces route describes (all but its Name, which
 // each request brings).
-func (in *Injector) Webhook(route Namespace) *admission.Webhook {
-	return &admission.Webhook{Handler: handler{in: in, route: route}, LogConstructor: requestLog}
+func (in *Injector) Webhook(route Namespace) *Webhook {
+	return &Webhook{in: in, route: route, recoverPanic: true, log: ctrllog.Log.WithName("admission")}
 }
 
-// requestLog is the webhook's logger for a request: controller-runtime's, with the request's fields,
-// when its verbose lines (V(5): each request received and answered) are on; otherwise the base logger,
-// saving the fields' encoding twice per request for lines that are not written. The handler logs
-// nothing of its own: what it decides goes into the answer.
-func requestLog(base logr.Logger, req *admission.Request) logr.Logger {
-	if req == nil || !base.V(5).Enabled() {
-		return base
-	}
-	return admission.DefaultLogConstructor(base, req)
-}
-
-// handler answers one path's admission requests. It decodes the pod, has mutate change it and
+// Webhook answers one path's admission requests (ServeHTTP). It has mutate change the pod and
 // answers with the JSON patch from the pod as the API server sent it to the pod as changed (as
 // controller-runtime's typed defaulters do, computed by diffJSON), and with the warnings mutate
 // gave, denied or not.
-type handler struct {
-	in    *Injector
-	route Namespace
+type Webhook struct {
+	in           *Injector
+	route        Namespace
+	recoverPanic bool
+	log          logr.Logger
 }
 
-func (h handler) Handle(_ context.Context, req admission.Request) admission.Response {
+func (wh *Webhook) handle(req admissionRequest) admission.Response {
 	if req.Operation == admissionv1.Delete {
 		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, Result: &metav1.Status{Code: http.StatusOK}}}
 	}
-	pod := &corev1.Pod{}
-	if err := decodePod(req.Object.Raw, pod); err != nil {
+	pod := &req.Object
+	if err := checkPod(req.raw, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	original := pod.DeepCopy()
-	warnings, err := h.mutate(req, pod)
+	warnings, err := wh.mutate(req, pod)
 	if err != nil {
 		var apiStatus apierrors.APIStatus
 		if errors.As(err, &apiStatus) {
@@ -104,7 +94,7 @@ func (h handler) Handle(_ context.Context, req admission.Request) admission.Resp
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
-	patch, err := podPatch(req.Object.Raw, current, original)
+	patch, err := podPatch(req.raw, current, original)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
@@ -115,15 +105,11 @@ func (h handler) Handle(_ context.Context, req admission.Request) admission.Resp
 	return resp
 }
 
-// decodePod decodes a request's pod as the API machinery decodes JSON (field names matched exactly,
-// integers kept). Its apiVersion and kind, when given, must be v1 and Pod: the webhook sees pods only.
-// (A universal deserializer would first decode the whole object once more to find them.)
-func decodePod(raw []byte, pod *corev1.Pod) error {
-	if len(raw) == 0 {
+// checkPod checks that the request carries a pod, raw as sent and decoded: its apiVersion and kind,
+// when given, must be v1 and Pod. The webhook sees pods only.
+func checkPod(raw []byte, pod *corev1.Pod) error {
+	if len(raw) == 0 || raw[0] != '{' {
 		return errors.New("the request carries no pod")
-	}
-	if err := utiljson.Unmarshal(raw, pod); err != nil {
-		return fmt.Errorf("decode the pod: %w", err)
 	}
 	if (pod.APIVersion != "" && pod.APIVersion != "v1") || (pod.Kind != "" && pod.Kind != "Pod") {
 		return fmt.Errorf("the object is a %s of %s, not a v1 Pod", pod.Kind, pod.APIVersion)
@@ -163,12 +149,12 @@ func podPatch(raw, current []byte, original *corev1.Pod) ([]byte, error) {
 // UPDATE of pods/ephemeralcontainers adds to an injected pod; it returns warnings for the client. An
 // error denies the request. The namespace comes from the request: a pod being created may not carry
 // it yet.
-func (h handler) mutate(req admission.Request, pod *corev1.Pod) ([]string, error) {
-	ns := h.route
+func (wh *Webhook) mutate(req admissionRequest, pod *corev1.Pod) ([]string, error) {
+	ns := wh.route
 	ns.Name = cmp.Or(pod.Namespace, req.Namespace)
 	switch {
 	case req.Operation == admissionv1.Create && req.SubResource == "":
-		return h.in.Inject(pod, ns)
+		return wh.in.Inject(pod, ns)
 	case req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers":
 		var old corev1.Pod
 		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
