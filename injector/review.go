@@ -1,6 +1,7 @@
 package injector
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,10 +72,16 @@ func readReview(r *http.Request) (_ *admissionReview, code int32, _ error) {
 		return nil, http.StatusBadRequest, errors.New("request body is empty")
 	}
 	defer r.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxReview+1))
-	if err != nil {
+	// Room for the body the request announces, and to find its end without growing.
+	size := r.ContentLength
+	if size < 0 || size > maxReview {
+		size = 0
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(r.Body, maxReview+1)); err != nil {
 		return nil, http.StatusBadRequest, err
 	}
+	body := buf.Bytes()
 	if len(body) > maxReview {
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request entity is too large; limit is %d bytes", maxReview)
 	}

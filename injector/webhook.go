@@ -78,7 +78,9 @@ func (wh *Webhook) handle(req admissionRequest) admission.Response {
 	if err := checkPod(req.raw, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
-	original := pod.DeepCopy()
+	// mutate changes a copy of the pod and puts it in place, so the pod's slices, maps and pointers
+	// stay as decoded: a shallow copy is the pod as the API server sent it.
+	original := *pod
 	warnings, err := wh.mutate(req, pod)
 	if err != nil {
 		var apiStatus apierrors.APIStatus
@@ -87,14 +89,14 @@ func (wh *Webhook) handle(req admissionRequest) admission.Response {
 		}
 		return admission.Denied(err.Error()).WithWarnings(warnings...)
 	}
-	if reflect.DeepEqual(original, pod) {
+	if reflect.DeepEqual(&original, pod) {
 		return admission.Allowed("").WithWarnings(warnings...)
 	}
 	current, err := json.Marshal(pod)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
-	patch, err := podPatch(req.raw, current, original)
+	patch, err := podPatch(req.raw, current, &original)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
@@ -148,7 +150,7 @@ func podPatch(raw, current []byte, original *corev1.Pod) ([]byte, error) {
 // mutate injects the pod of a CREATE request, and drops NET_RAW from the ephemeral containers an
 // UPDATE of pods/ephemeralcontainers adds to an injected pod; it returns warnings for the client. An
 // error denies the request. The namespace comes from the request: a pod being created may not carry
-// it yet.
+// it yet. Either way it changes a copy of the pod and puts that in place.
 func (wh *Webhook) mutate(req admissionRequest, pod *corev1.Pod) ([]string, error) {
 	ns := wh.route
 	ns.Name = cmp.Or(pod.Namespace, req.Namespace)
@@ -160,7 +162,9 @@ func (wh *Webhook) mutate(req admissionRequest, pod *corev1.Pod) ([]string, erro
 		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
 			return nil, fmt.Errorf("decode the pod before the update: %w", err)
 		}
-		dropEphemeralNetRaw(pod, &old, ns)
+		work := pod.DeepCopy()
+		dropEphemeralNetRaw(work, &old, ns)
+		*pod = *work
 	}
 	return nil, nil
 }
