@@ -1,9 +1,11 @@
 package injector
 
 import (
-	"context"
+	"bytes"
 	"encoding/json"
 	"flag"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,9 +16,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
 	"podwall.io/podwall/api/sidecar"
@@ -199,22 +198,20 @@ func readPodJSON(t testing.TB, path string) []byte {
 
 // admit sends a pod CREATE through the webhook as the API server would and applies the returned
 // JSON patch to the pod.
-func admit(t *testing.T, wh *admission.Webhook, raw []byte) goldenResult {
+func admit(t *testing.T, wh *Webhook, raw []byte) goldenResult {
 	t.Helper()
-	var meta struct {
-		Metadata metav1.ObjectMeta `json:"metadata"`
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, PathInject, bytes.NewReader(review(t, raw)))
+	req.Header.Set("Content-Type", "application/json")
+	wh.ServeHTTP(rec, req)
+	var answer admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &answer); err != nil || answer.Response == nil {
+		t.Fatalf("answer is no AdmissionReview (%v): %s", err, rec.Body.Bytes())
 	}
-	if err := json.Unmarshal(raw, &meta); err != nil {
-		t.Fatal(err)
+	resp := answer.Response
+	if resp.UID != "fuzz" {
+		t.Fatalf("answer for UID %q, want the request's", resp.UID)
 	}
-	resp := wh.Handle(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
-		UID:       "test",
-		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-		Namespace: meta.Metadata.Namespace,
-		Operation: admissionv1.Create,
-		Object:    runtime.RawExtension{Raw: raw},
-	}})
 	out := goldenResult{Allowed: resp.Allowed, Warnings: resp.Warnings}
 	if resp.Result != nil {
 		out.Message = resp.Result.Message

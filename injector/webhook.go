@@ -2,7 +2,6 @@ package injector
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,8 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
@@ -57,43 +55,33 @@ func Register(srv webhook.Server, in *Injector, reg prometheus.Registerer) {
 
 // Webhook returns the admission webhook for the namespaces route describes (all but its Name, which
 // each request brings).
-func (in *Injector) Webhook(route Namespace) *admission.Webhook {
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme) // registering the built-in types cannot fail
-	return &admission.Webhook{Handler: handler{in: in, route: route, decoder: admission.NewDecoder(scheme)}, LogConstructor: requestLog}
+func (in *Injector) Webhook(route Namespace) *Webhook {
+	return &Webhook{in: in, route: route, recoverPanic: true, log: ctrllog.Log.WithName("admission")}
 }
 
-// requestLog is the webhook's logger for a request: controller-runtime's, with the request's fields,
-// when its verbose lines (V(5): each request received and answered) are on; otherwise the base logger,
-// saving the fields' encoding twice per request for lines that are not written. The handler logs
-// nothing of its own: what it decides goes into the answer.
-func requestLog(base logr.Logger, req *admission.Request) logr.Logger {
-	if req == nil || !base.V(5).Enabled() {
-		return base
-	}
-	return admission.DefaultLogConstructor(base, req)
-}
-
-// handler answers one path's admission requests. It decodes the pod, has mutate change it and
+// Webhook answers one path's admission requests (ServeHTTP). It has mutate change the pod and
 // answers with the JSON patch from the pod as the API server sent it to the pod as changed (as
 // controller-runtime's typed defaulters do, computed by diffJSON), and with the warnings mutate
 // gave, denied or not.
-type handler struct {
-	in      *Injector
-	route   Namespace
-	decoder admission.Decoder
+type Webhook struct {
+	in           *Injector
+	route        Namespace
+	recoverPanic bool
+	log          logr.Logger
 }
 
-func (h handler) Handle(_ context.Context, req admission.Request) admission.Response {
+func (wh *Webhook) handle(req admissionRequest) admission.Response {
 	if req.Operation == admissionv1.Delete {
 		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, Result: &metav1.Status{Code: http.StatusOK}}}
 	}
-	pod := &corev1.Pod{}
-	if err := h.decoder.Decode(req, pod); err != nil {
+	pod := &req.Object
+	if err := checkPod(req.raw, pod); err != nil {
 		return admission.Errored(http.StatusBadRequest, err)
 	}
-	original := pod.DeepCopy()
-	warnings, err := h.mutate(req, pod)
+	// mutate changes a copy of the pod and puts it in place, so the pod's slices, maps and pointers
+	// stay as decoded: a shallow copy is the pod as the API server sent it.
+	original := *pod
+	warnings, err := wh.mutate(req, pod)
 	if err != nil {
 		var apiStatus apierrors.APIStatus
 		if errors.As(err, &apiStatus) {
@@ -101,14 +89,14 @@ func (h handler) Handle(_ context.Context, req admission.Request) admission.Resp
 		}
 		return admission.Denied(err.Error()).WithWarnings(warnings...)
 	}
-	if reflect.DeepEqual(original, pod) {
+	if reflect.DeepEqual(&original, pod) {
 		return admission.Allowed("").WithWarnings(warnings...)
 	}
 	current, err := json.Marshal(pod)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
-	patch, err := podPatch(req.Object.Raw, current, original)
+	patch, err := podPatch(req.raw, current, &original)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
@@ -117,6 +105,18 @@ func (h handler) Handle(_ context.Context, req admission.Request) admission.Resp
 		resp.Patch, resp.PatchType = patch, new(admissionv1.PatchTypeJSONPatch)
 	}
 	return resp
+}
+
+// checkPod checks that the request carries a pod, raw as sent and decoded: its apiVersion and kind,
+// when given, must be v1 and Pod. The webhook sees pods only.
+func checkPod(raw []byte, pod *corev1.Pod) error {
+	if len(raw) == 0 || raw[0] != '{' {
+		return errors.New("the request carries no pod")
+	}
+	if (pod.APIVersion != "" && pod.APIVersion != "v1") || (pod.Kind != "" && pod.Kind != "Pod") {
+		return fmt.Errorf("the object is a %s of %s, not a v1 Pod", pod.Kind, pod.APIVersion)
+	}
+	return nil
 }
 
 // podPatch is the JSON patch from raw, the pod the API server sent, to current, the pod as mutate
@@ -150,19 +150,21 @@ func podPatch(raw, current []byte, original *corev1.Pod) ([]byte, error) {
 // mutate injects the pod of a CREATE request, and drops NET_RAW from the ephemeral containers an
 // UPDATE of pods/ephemeralcontainers adds to an injected pod; it returns warnings for the client. An
 // error denies the request. The namespace comes from the request: a pod being created may not carry
-// it yet.
-func (h handler) mutate(req admission.Request, pod *corev1.Pod) ([]string, error) {
-	ns := h.route
+// it yet. Either way it changes a copy of the pod and puts that in place.
+func (wh *Webhook) mutate(req admissionRequest, pod *corev1.Pod) ([]string, error) {
+	ns := wh.route
 	ns.Name = cmp.Or(pod.Namespace, req.Namespace)
 	switch {
 	case req.Operation == admissionv1.Create && req.SubResource == "":
-		return h.in.Inject(pod, ns)
+		return wh.in.Inject(pod, ns)
 	case req.Operation == admissionv1.Update && req.SubResource == "ephemeralcontainers":
 		var old corev1.Pod
 		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
 			return nil, fmt.Errorf("decode the pod before the update: %w", err)
 		}
-		dropEphemeralNetRaw(pod, &old, ns)
+		work := pod.DeepCopy()
+		dropEphemeralNetRaw(work, &old, ns)
+		*pod = *work
 	}
 	return nil, nil
 }
