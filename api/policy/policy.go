@@ -95,6 +95,24 @@ type LoopbackRule struct {
 
 // Validate reports the first thing that makes the policy unsafe or meaningless to apply.
 func (p *Policy) Validate() error {
+	if err := p.validateMode(); err != nil {
+		return err
+	}
+	ids := map[string]bool{}
+	for _, set := range []struct {
+		dir   Direction
+		rules []Rule
+	}{{Ingress, p.Ingress}, {Egress, p.Egress}} {
+		for i, r := range set.rules {
+			if err := r.validateIn(set.dir, ids); err != nil {
+				return fmt.Errorf("%s[%d]: %w", set.dir, i, err)
+			}
+		}
+	}
+	return p.validateRest(ids)
+}
+
+func (p *Policy) validateMode() error {
 	switch p.Mode {
 	case Learn, Monitor, Protect:
 	default:
@@ -103,22 +121,12 @@ func (p *Policy) Validate() error {
 	if p.Revision < 0 {
 		return fmt.Errorf("revision %d is negative", p.Revision)
 	}
-	ids := map[string]bool{}
-	for _, set := range []struct {
-		name  string
-		rules []Rule
-	}{{"ingress", p.Ingress}, {"egress", p.Egress}} {
-		for i, r := range set.rules {
-			if err := r.validate(ids); err != nil {
-				return fmt.Errorf("%s[%d]: %w", set.name, i, err)
-			}
-		}
-	}
-	for i, r := range p.Ingress {
-		if len(r.Names) > 0 {
-			return fmt.Errorf("ingress[%d]: rule %s: names are for egress rules only (a DNS answer tells where the pod connects, not who connects to it)", i, r.ID)
-		}
-	}
+	return nil
+}
+
+// validateRest validates what the rules leave: the loopback rules, whose ids must not be among ids
+// (the rules' ids), and the names.
+func (p *Policy) validateRest(ids map[string]bool) error {
 	for i, r := range p.Loopback {
 		if err := checkID(r.ID, ids); err != nil {
 			return fmt.Errorf("loopback[%d]: %w", i, err)
@@ -140,6 +148,18 @@ func (p *Policy) Validate() error {
 		if !a.IsValid() {
 			return fmt.Errorf("names: invalid address")
 		}
+	}
+	return nil
+}
+
+// validateIn validates a rule of direction dir (Ingress or Egress) whose id must not be among ids, and
+// adds its id.
+func (r *Rule) validateIn(dir Direction, ids map[string]bool) error {
+	if err := r.validate(ids); err != nil {
+		return err
+	}
+	if dir == Ingress && len(r.Names) > 0 {
+		return fmt.Errorf("rule %s: names are for egress rules only (a DNS answer tells where the pod connects, not who connects to it)", r.ID)
 	}
 	return nil
 }
