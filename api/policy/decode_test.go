@@ -284,3 +284,18 @@ func FuzzStream(f *testing.F) {
 		}
 	})
 }
+
+// TestRepeatedID: of several repeated ids, the one whose second rule comes first in policy order is
+// reported, at that rule, loopback rules included.
+func TestRepeatedID(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{`{"mode":"Learn","ingress":[{"id":"b","origin":"user"},{"id":"a","origin":"user"}],"egress":[{"id":"a","origin":"user"},{"id":"b","origin":"user"}]}`,
+			`egress[0]: rule id "a" is not unique`},
+		{`{"mode":"Learn","egress":[{"id":"z","origin":"user"}],"loopback":[{"id":"y","origin":"user","action":"deny","ports":[{"protocol":"TCP","port":1}]},{"id":"z","origin":"user","action":"deny","ports":[{"protocol":"TCP","port":1}]}]}`,
+			`loopback[1]: rule id "z" is not unique`},
+	} {
+		if _, err := Decode([]byte(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.doc, err, tc.want)
+		}
+	}
+}

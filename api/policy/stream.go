@@ -20,7 +20,7 @@ import (
 // that happened before any rule was handed over, so that the caller may decode it as YAML instead.
 func Stream(r io.Reader, rule func(Direction, Rule) error) (*Policy, error) {
 	in := &io.LimitedReader{R: r, N: MaxPolicyBytes + 1}
-	s := streamer{dec: json.NewDecoder(in), rule: rule, ids: map[string]bool{}}
+	s := streamer{dec: json.NewDecoder(in), rule: rule}
 	s.dec.DisallowUnknownFields()
 	p, err := s.policy()
 	if in.N <= 0 {
@@ -53,7 +53,7 @@ func (e notJSON) Unwrap() error { return e.err }
 type streamer struct {
 	dec   *json.Decoder
 	rule  func(Direction, Rule) error
-	ids   map[string]bool
+	ids   ruleIDs
 	rules int
 	seen  [Egress]bool // the rule arrays met, by direction
 }
@@ -111,7 +111,7 @@ func (s *streamer) policy() (*Policy, error) {
 	if err := p.validateMode(); err != nil {
 		return nil, fmt.Errorf("invalid policy: %w", err)
 	}
-	if err := p.validateRest(s.ids); err != nil {
+	if err := p.validateRest(&s.ids); err != nil {
 		return nil, fmt.Errorf("invalid policy: %w", err)
 	}
 	return &p, nil
@@ -134,9 +134,10 @@ func (s *streamer) stream(dir Direction) error {
 		if err := s.dec.Decode(&r); err != nil {
 			return decodeErr(err)
 		}
-		if err := r.validateIn(dir, s.ids); err != nil {
+		if err := r.validateIn(dir); err != nil {
 			return fmt.Errorf("invalid policy: %s[%d]: %w", dir, i, err)
 		}
+		s.ids.add(r.ID, dir, i)
 		s.rules++
 		if err := s.rule(dir, r); err != nil {
 			return err
