@@ -46,10 +46,13 @@ func (a *Agent) applyDocument(r io.Reader) (*policy.Policy, error) {
 	return e.Policy, a.applyCompiled(e, cache)
 }
 
+// applyCompiled applies e as Apply does, then settles the memory its reading and compiling took.
 func (a *Agent) applyCompiled(e *enforced, cache *pendingCache) error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.applyLocked(e, a.tunables, cache)
+	err := a.applyLocked(e, a.tunables, cache)
+	a.mu.Unlock()
+	a.settleMemory()
+	return err
 }
 
 // applyLocked makes e the enforced policy under tunables t, and then commits cache, the document e

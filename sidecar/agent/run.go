@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,6 +95,9 @@ func Run(ctx context.Context, opts Options, log logr.Logger) error {
 // kernel offers. Nothing in the namespace changes until Run.
 func New(opts Options, log logr.Logger) (*Agent, error) {
 	opts.setDefaults()
+	if opts.Memory.Floor != 0 {
+		debug.SetMemoryLimit(opts.Memory.limit(0))
+	}
 	a := &Agent{opts: opts, log: log, reg: prometheus.NewRegistry(), tunables: opts.Tunables, config: opts.Config}
 	if opts.NetNS != "" {
 		fd, err := unix.Open(opts.NetNS, unix.O_RDONLY|unix.O_CLOEXEC, 0)

@@ -1,0 +1,53 @@
+package agent
+
+import (
+	"runtime/debug"
+	"runtime/metrics"
+)
+
+// DefaultMemoryFloor is MemoryLimit.Floor's usual value: a sidecar idles at a few MiB of Go memory,
+// and compiling a policy of 100k peers peaks at some 20 MiB of it when the garbage its decoding makes
+// is collected as it goes rather than left to double the heap (GOGC's default).
+const DefaultMemoryFloor = 24 << 20
+
+// MemoryLimit has the agent keep the Go runtime's soft memory limit (runtime/debug.SetMemoryLimit) in
+// step with the policy it enforces: after each policy applied, twice the memory the runtime then
+// holds, at least Floor and at most Cap. The heap never grows past twice what it holds in any case
+// (GOGC=100), so the limit only makes the GC work harder while a policy is read and compiled, whose
+// garbage would otherwise double the sidecar's peak; a policy far larger than the last one is
+// compiled under the old limit, more slowly, and raises it once applied. The zero MemoryLimit leaves
+// the limit alone (GOMEMLIMIT).
+type MemoryLimit struct {
+	// Floor is the least limit; 0 turns the limit off.
+	Floor int64
+	// Cap, when not 0, is the most: part of the container's memory limit, so that the GC works
+	// harder before the kernel kills the container for its memory.
+	Cap int64
+}
+
+// limit is the soft memory limit for a runtime that holds inUse bytes.
+func (m MemoryLimit) limit(inUse int64) int64 {
+	l := max(m.Floor, 2*inUse)
+	if m.Cap > 0 {
+		l = min(l, m.Cap)
+	}
+	return l
+}
+
+// settleMemory follows a policy applied: it returns to the kernel what compiling it freed (tens of
+// MiB for a large policy, which the runtime would otherwise keep for a while) and sets the memory
+// limit from what remains.
+func (a *Agent) settleMemory() {
+	debug.FreeOSMemory()
+	if a.opts.Memory.Floor != 0 {
+		debug.SetMemoryLimit(a.opts.Memory.limit(goMemory()))
+	}
+}
+
+// goMemory is the memory the Go runtime holds and has not released to the kernel: what its memory
+// limit counts.
+func goMemory() int64 {
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	return int64(s[0].Value.Uint64() - s[1].Value.Uint64())
+}
