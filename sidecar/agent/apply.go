@@ -46,7 +46,7 @@ func (a *Agent) applyDocument(r io.Reader) (*policy.Policy, error) {
 	return e.Policy, a.applyCompiled(e, cache)
 }
 
-// applyCompiled applies e as Apply does, then settles the memory its reading and compiling took.
+// applyCompiled applies e as Apply does, then sets the memory limit for it.
 func (a *Agent) applyCompiled(e *enforced, cache *pendingCache) error {
 	a.mu.Lock()
 	err := a.applyLocked(e, a.tunables, cache)

@@ -11,12 +11,11 @@ import (
 const DefaultMemoryFloor = 24 << 20
 
 // MemoryLimit has the agent keep the Go runtime's soft memory limit (runtime/debug.SetMemoryLimit) in
-// step with the policy it enforces: after each policy applied, twice the memory the runtime then
-// holds, at least Floor and at most Cap. The heap never grows past twice what it holds in any case
-// (GOGC=100), so the limit only makes the GC work harder while a policy is read and compiled, whose
-// garbage would otherwise double the sidecar's peak; a policy far larger than the last one is
-// compiled under the old limit, more slowly, and raises it once applied. The zero MemoryLimit leaves
-// the limit alone (GOMEMLIMIT).
+// step with the policy it enforces: after each policy applied, twice the live heap, at least Floor
+// and at most Cap. The heap grows to twice the live heap in any case (GOGC=100), so the limit only
+// makes the GC work harder while a policy is read and compiled, whose garbage would otherwise double
+// the sidecar's peak; a policy far larger than the last one is compiled under the old limit, more
+// slowly, and raises it once applied. The zero MemoryLimit leaves the limit alone (GOMEMLIMIT).
 type MemoryLimit struct {
 	// Floor is the least limit; 0 turns the limit off.
 	Floor int64
@@ -25,29 +24,20 @@ type MemoryLimit struct {
 	Cap int64
 }
 
-// limit is the soft memory limit for a runtime that holds inUse bytes.
-func (m MemoryLimit) limit(inUse int64) int64 {
-	l := max(m.Floor, 2*inUse)
+// limit is the soft memory limit for a live heap of live bytes.
+func (m MemoryLimit) limit(live int64) int64 {
+	l := max(m.Floor, 2*live)
 	if m.Cap > 0 {
 		l = min(l, m.Cap)
 	}
 	return l
 }
 
-// settleMemory follows a policy applied: it returns to the kernel what compiling it freed (tens of
-// MiB for a large policy, which the runtime would otherwise keep for a while) and sets the memory
-// limit from what remains.
+// settleMemory follows a policy applied: it sets the memory limit from the live heap.
 func (a *Agent) settleMemory() {
-	debug.FreeOSMemory()
 	if a.opts.Memory.Floor != 0 {
-		debug.SetMemoryLimit(a.opts.Memory.limit(goMemory()))
+		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		metrics.Read(s)
+		debug.SetMemoryLimit(a.opts.Memory.limit(int64(s[0].Value.Uint64())))
 	}
-}
-
-// goMemory is the memory the Go runtime holds and has not released to the kernel: what its memory
-// limit counts.
-func goMemory() int64 {
-	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
-	metrics.Read(s)
-	return int64(s[0].Value.Uint64() - s[1].Value.Uint64())
 }

@@ -209,6 +209,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		l.Close()
 		return fmt.Errorf("initial policy: %w", err)
 	}
+	// What starting took and dropped (the configuration's, the first policy's reading) goes back to
+	// the kernel now, before the pod's apps start, rather than as the runtime gets round to it. Later
+	// policies are left to the runtime: a forced collection stalls the verdict loop.
+	debug.FreeOSMemory()
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
 	go serveHTTP(httpCtx, l, &a.ready, a.reg, a.log)
