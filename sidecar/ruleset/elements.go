@@ -44,16 +44,6 @@ func ruleSpans(ports []policy.PortRange) []span {
 	return spans
 }
 
-// ruleBoxes expands rules into boxes, IPv4 and IPv6 apart: every CIDR times every port range
-// (Builder.Add).
-func ruleBoxes(rules []policy.Rule) (v4, v6 []box) {
-	var b Builder
-	for _, r := range rules {
-		b.Add(policy.Ingress, r)
-	}
-	return b.boxes[0], b.boxes[1]
-}
-
 // disjoint rewrites boxes as an equal union of boxes that do not overlap. The kernel's set for
 // concatenated ranges (pipapo) refuses an element that overlaps one already in the set, so two rules
 // that allow the same peer and port (a /24 and one of its addresses, say) must become disjoint

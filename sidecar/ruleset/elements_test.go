@@ -156,3 +156,13 @@ func TestLoopbackSpans(t *testing.T) {
 		t.Errorf("loopbackSpans (-want +got):\n%s", diff)
 	}
 }
+
+// ruleBoxes expands rules into boxes, IPv4 and IPv6 apart: every CIDR times every port range
+// (Builder.Add).
+func ruleBoxes(rules []policy.Rule) (v4, v6 []box) {
+	var b Builder
+	for _, r := range rules {
+		b.Add(policy.Ingress, r)
+	}
+	return b.boxes[0], b.boxes[1]
+}

@@ -153,17 +153,6 @@ type cut struct {
 	at    uint32
 }
 
-// indexFQDN returns the index of p's FQDN rules.
-func indexFQDN(p *policy.Policy) *fqdnIndex {
-	var x fqdnIndex
-	for _, r := range p.Egress {
-		if len(r.Names) > 0 {
-			x.add(r)
-		}
-	}
-	return x.done()
-}
-
 // spans returns the port spans of the FQDN rules with a pattern matching one of names, cut at every
 // bound of every FQDN rule's spans. The kernel's set for concatenated ranges refuses an element that
 // overlaps one already there in part; cut this way, the elements any two calls make for one address

@@ -307,3 +307,14 @@ func TestForgetSeenFullSet(t *testing.T) {
 		}
 	}
 }
+
+// indexFQDN returns the index of p's FQDN rules.
+func indexFQDN(p *policy.Policy) *fqdnIndex {
+	var x fqdnIndex
+	for _, r := range p.Egress {
+		if len(r.Names) > 0 {
+			x.add(r)
+		}
+	}
+	return x.done()
+}

@@ -292,7 +292,7 @@ func (p *Compiled) Apply(c *nftables.Conn, o Options) (int, error) {
 		n, err = p.swap(c, old, t, o, suffix, sets)
 		commits += n
 	}
-	if err != nil {
+	if err != nil && commits > 0 { // else the kernel took none of them
 		commits += unstage(c, t, old, allow)
 	}
 	return commits, err
@@ -499,8 +499,8 @@ func (s state) clear(c *nftables.Conn, want []chainSpec, wantSets []setSpec) {
 }
 
 // freshSuffix is a suffix for staged allow sets (see Compiled.Apply) that no set of s has: "_g" and
-// the least number free. Only a failed Apply leaves staged sets behind, so it is "_g1" or "_g2" but
-// after failures.
+// the least number free. Staged Applies alternate between "_g1" and "_g2", unless one whose staged
+// sets could not be deleted left them behind.
 func (s state) freshSuffix() string {
 	for n := 1; ; n++ {
 		suffix := fmt.Sprintf("_g%d", n)
