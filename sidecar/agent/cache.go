@@ -86,7 +86,7 @@ func (a *Agent) loadCache() (*enforced, error) {
 	if a.opts.CacheDir == "" {
 		return nil, nil
 	}
-	e, err := a.readPolicyFile(filepath.Join(a.opts.CacheDir, cacheFile), newCopies(nil))
+	e, err := a.readPolicyFile(filepath.Join(a.opts.CacheDir, cacheFile), nil)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}

@@ -25,7 +25,7 @@ type enforced struct {
 	hash string
 }
 
-// decideOptions are the Decider's options but the mode, which applyLocked sets.
+// decideOptions are the Decider's options but the mode, which swapDecider sets.
 func (a *Agent) decideOptions() decide.Options {
 	return decide.Options{MeshPorts: slices.Concat(a.opts.MeshOutPorts, a.opts.MeshInPorts), SearchDomains: a.resolv.Search}
 }
@@ -89,18 +89,27 @@ func (a *Agent) compileStream(r io.Reader) (*enforced, error) {
 }
 
 // readDocument compiles the policy document r, whose bytes also go to out as they are read (its
-// hash, the cache file). A document that is not JSON (policy.NotJSON: YAML, which people write by
-// hand and keep small) is read again whole from rewind, when there is one, and out is reset first.
+// hash, the cache file; nil: nowhere). A document that is not JSON (policy.NotJSON: YAML, which
+// people write by hand and keep small) is read again whole from rewind, when there is one, and out is
+// reset first.
 func (a *Agent) readDocument(r io.Reader, rewind func() (io.Reader, error), out *copies) (*enforced, error) {
-	e, err := a.compileStream(io.TeeReader(r, out))
+	tee := func(r io.Reader) io.Reader {
+		if out == nil {
+			return r
+		}
+		return io.TeeReader(r, out)
+	}
+	e, err := a.compileStream(tee(r))
 	if !policy.NotJSON(err) || rewind == nil {
 		return e, err
 	}
 	if r, err = rewind(); err != nil {
 		return nil, err
 	}
-	out.reset()
-	data, err := io.ReadAll(io.LimitReader(io.TeeReader(r, out), policy.MaxPolicyBytes+1))
+	if out != nil {
+		out.reset()
+	}
+	data, err := io.ReadAll(io.LimitReader(tee(r), policy.MaxPolicyBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}
@@ -111,7 +120,7 @@ func (a *Agent) readDocument(r io.Reader, rewind func() (io.Reader, error), out 
 	return a.compile(p)
 }
 
-// readPolicyFile compiles the policy file at path, its bytes going to out as well.
+// readPolicyFile compiles the policy file at path, its bytes going to out as well (nil: nowhere).
 func (a *Agent) readPolicyFile(path string, out *copies) (*enforced, error) {
 	f, err := os.Open(path)
 	if err != nil {
