@@ -1,7 +1,10 @@
 package policy
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"net/netip"
 	"strings"
 	"testing"
@@ -160,4 +163,139 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip changed the policy:\n%s\n%s", out, out2)
 		}
 	})
+}
+
+// unmarshalPolicy is what Decode did with JSON before it streamed: the whole document into a Policy,
+// then Validate.
+func unmarshalPolicy(data []byte) (*Policy, error) {
+	var p Policy
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the policy object")
+	}
+	return &p, p.Validate()
+}
+
+// TestStreamMatchesUnmarshal: Stream (through Decode) accepts what decoding the whole JSON document
+// accepts, as the same policy, and refuses what it refuses.
+func TestStreamMatchesUnmarshal(t *testing.T) {
+	for _, doc := range []string{
+		`{"mode":"Learn"}`,
+		`{"Mode":"Learn","EGRESS":[{"id":"a","origin":"user","cidrs":["10.0.0.0/8"]}]}`,
+		`{"egress":[{"id":"a","origin":"user"}],"mode":"Protect","ingress":null,"names":{"10.0.0.1":"x"}}`,
+		`{"mode":"Protect","ingress":[{"id":"a","origin":"user","names":["x.example"]}]}`,
+		`{"mode":"Protect","egress":[{"id":"a","origin":"user"}],"loopback":[{"id":"a","origin":"user","action":"deny","ports":[{"protocol":"TCP","port":1}]}]}`,
+		`{"mode":"Protect","egress":[{"id":"a","origin":"user","extra":1}]}`,
+		`{"mode":"Protect","egress":{"id":"a"}}`,
+		`{"mode":"Protect","egress":[{"id":"a","origin":"user"},]}`,
+		`{"mode":"Protect","egress":[{"id":"a","origin":"user"}]`,
+		`{"mode":"Protect","egress":[]} x`,
+		`{"mode":"Protect","canary":true,"restrictDNS":true,"egress":[{"id":"a","origin":"user","names":["*.example.com"],"ports":[{"protocol":"TCP","port":443}]}]}`,
+	} {
+		want, werr := unmarshalPolicy([]byte(doc))
+		got, gerr := Decode([]byte(doc))
+		if (werr == nil) != (gerr == nil) {
+			t.Errorf("%s: whole decode says %v, Decode says %v", doc, werr, gerr)
+			continue
+		}
+		if werr != nil {
+			continue
+		}
+		if d := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+			cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+			t.Errorf("%s: (-whole +stream):\n%s", doc, d)
+		}
+	}
+}
+
+// TestStreamRefuses: what Stream refuses beyond the whole decode (a rule array given twice), and a
+// document over the size limit, which it stops reading.
+func TestStreamRefuses(t *testing.T) {
+	none := func(Direction, Rule) error { return nil }
+	_, err := Stream(strings.NewReader(`{"mode":"Learn","egress":[],"Egress":[]}`), none)
+	if err == nil || !strings.Contains(err.Error(), "egress given twice") {
+		t.Errorf("rule array twice: %v", err)
+	}
+	huge := io.MultiReader(strings.NewReader(`{"mode":"Learn",`), neverEnding(' '))
+	if _, err := Stream(huge, none); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Errorf("over the limit: %v", err)
+	}
+	stop := errors.New("stop")
+	_, err = Stream(strings.NewReader(`{"mode":"Learn","egress":[{"id":"a","origin":"user"},{"id":"b","origin":"user"}]}`),
+		func(Direction, Rule) error { return stop })
+	if err != stop {
+		t.Errorf("an error of the rule func: got %v, want it as it is", err)
+	}
+}
+
+// neverEnding reads as an endless run of one byte.
+type neverEnding byte
+
+func (b neverEnding) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(b)
+	}
+	return len(p), nil
+}
+
+// TestStreamYAMLOnlyFromTheStart: a document whose rules start as JSON is not retried as YAML.
+func TestStreamYAMLOnlyFromTheStart(t *testing.T) {
+	_, err := Stream(strings.NewReader(`{mode: Learn}`), func(Direction, Rule) error { return nil })
+	if !NotJSON(err) {
+		t.Errorf("YAML flow style: %v, want NotJSON", err)
+	}
+	doc := `{"mode":"Learn","egress":[{"id":"a","origin":"user"},{id: b, origin: user}]}`
+	_, err = Stream(strings.NewReader(doc), func(Direction, Rule) error { return nil })
+	if err == nil || NotJSON(err) {
+		t.Errorf("JSON broken after a rule: %v, want a JSON error", err)
+	}
+	if _, err := Decode([]byte(doc)); err == nil {
+		t.Error("Decode took a document broken after its first JSON rule")
+	}
+}
+
+// FuzzStream checks that Stream, through Decode, agrees with the whole decode on any JSON document:
+// both accept it, as the same policy, or both refuse it (or only Stream, for a rule array given twice).
+func FuzzStream(f *testing.F) {
+	f.Add([]byte(`{"mode":"Learn","egress":[{"id":"a","origin":"user","cidrs":["10.0.0.0/8"]}]}`))
+	f.Add([]byte(`{"mode":"Protect","Ingress":[{"id":"a","origin":"user"}],"names":{"::1":"x"}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !json.Valid(data) {
+			return
+		}
+		want, werr := unmarshalPolicy(data)
+		got, gerr := Decode(data)
+		if gerr != nil && strings.Contains(gerr.Error(), "given twice") {
+			return
+		}
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("whole decode says %v, Decode says %v", werr, gerr)
+		}
+		if werr == nil {
+			a, _ := json.Marshal(want)
+			b, _ := json.Marshal(got)
+			if !bytes.Equal(a, b) {
+				t.Fatalf("whole decode and Stream differ:\n%s\n%s", a, b)
+			}
+		}
+	})
+}
+
+// TestRepeatedID: of several repeated ids, the one whose second rule comes first in policy order is
+// reported, at that rule, loopback rules included.
+func TestRepeatedID(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{`{"mode":"Learn","ingress":[{"id":"b","origin":"user"},{"id":"a","origin":"user"}],"egress":[{"id":"a","origin":"user"},{"id":"b","origin":"user"}]}`,
+			`egress[0]: rule id "a" is not unique`},
+		{`{"mode":"Learn","egress":[{"id":"z","origin":"user"}],"loopback":[{"id":"y","origin":"user","action":"deny","ports":[{"protocol":"TCP","port":1}]},{"id":"z","origin":"user","action":"deny","ports":[{"protocol":"TCP","port":1}]}]}`,
+			`loopback[1]: rule id "z" is not unique`},
+	} {
+		if _, err := Decode([]byte(tc.doc)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.doc, err, tc.want)
+		}
+	}
 }

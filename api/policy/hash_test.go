@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -30,5 +31,33 @@ func TestContentHash(t *testing.T) {
 	}
 	if ContentHash(d) != h {
 		t.Error("a decoded copy hashes differently")
+	}
+}
+
+// TestHasherStreams: a Hasher fed by Stream gives the decoded policy's ContentHash, whatever order the
+// document gives its parts in.
+func TestHasherStreams(t *testing.T) {
+	for _, doc := range []string{
+		`{"namespace":"shop","mode":"Protect","ingress":[{"id":"i","origin":"user"}],"egress":[{"id":"a","origin":"user"},{"id":"b","origin":"learned"}],"names":{"10.0.0.1":"a"}}`,
+		`{"egress":[{"id":"a","origin":"user"},{"id":"b","origin":"learned"}],"names":{"10.0.0.1":"a"},"ingress":[{"id":"i","origin":"user"}],"mode":"Protect","namespace":"shop","revision":4}`,
+	} {
+		var h Hasher
+		p, err := Stream(strings.NewReader(doc), h.Rule)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole, err := Decode([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := h.Sum(p), ContentHash(whole); got != want {
+			t.Errorf("%s: streamed hash %s, ContentHash %s", doc, got, want)
+		}
+	}
+	var swapped Hasher
+	swapped.Rule(Egress, Rule{ID: "i", Origin: OriginUser})
+	p := &Policy{Mode: Protect, Ingress: []Rule{{ID: "i", Origin: OriginUser}}}
+	if swapped.Sum(&Policy{Mode: Protect}) == ContentHash(p) {
+		t.Error("a rule hashes the same as ingress and as egress")
 	}
 }

@@ -4,8 +4,11 @@
 package policy
 
 import (
+	"bytes"
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -95,6 +98,25 @@ type LoopbackRule struct {
 
 // Validate reports the first thing that makes the policy unsafe or meaningless to apply.
 func (p *Policy) Validate() error {
+	if err := p.validateMode(); err != nil {
+		return err
+	}
+	var ids ruleIDs
+	for _, set := range []struct {
+		dir   Direction
+		rules []Rule
+	}{{Ingress, p.Ingress}, {Egress, p.Egress}} {
+		for i, r := range set.rules {
+			if err := r.validateIn(set.dir); err != nil {
+				return fmt.Errorf("%s[%d]: %w", set.dir, i, err)
+			}
+			ids.add(r.ID, set.dir, i)
+		}
+	}
+	return p.validateRest(&ids)
+}
+
+func (p *Policy) validateMode() error {
 	switch p.Mode {
 	case Learn, Monitor, Protect:
 	default:
@@ -103,26 +125,17 @@ func (p *Policy) Validate() error {
 	if p.Revision < 0 {
 		return fmt.Errorf("revision %d is negative", p.Revision)
 	}
-	ids := map[string]bool{}
-	for _, set := range []struct {
-		name  string
-		rules []Rule
-	}{{"ingress", p.Ingress}, {"egress", p.Egress}} {
-		for i, r := range set.rules {
-			if err := r.validate(ids); err != nil {
-				return fmt.Errorf("%s[%d]: %w", set.name, i, err)
-			}
-		}
-	}
-	for i, r := range p.Ingress {
-		if len(r.Names) > 0 {
-			return fmt.Errorf("ingress[%d]: rule %s: names are for egress rules only (a DNS answer tells where the pod connects, not who connects to it)", i, r.ID)
-		}
-	}
+	return nil
+}
+
+// validateRest validates what the rules leave: the loopback rules and the names; and then that no
+// id is repeated, the rules' being in ids already.
+func (p *Policy) validateRest(ids *ruleIDs) error {
 	for i, r := range p.Loopback {
-		if err := checkID(r.ID, ids); err != nil {
+		if err := checkID(r.ID); err != nil {
 			return fmt.Errorf("loopback[%d]: %w", i, err)
 		}
+		ids.add(r.ID, Loopback, i)
 		if err := checkLoopbackPorts(r.Ports); err != nil {
 			return fmt.Errorf("loopback[%d]: %w", i, err)
 		}
@@ -141,11 +154,23 @@ func (p *Policy) Validate() error {
 			return fmt.Errorf("names: invalid address")
 		}
 	}
+	return ids.repeated()
+}
+
+// validateIn validates a rule of direction dir (Ingress or Egress) but for its id's uniqueness,
+// which ruleIDs checks.
+func (r *Rule) validateIn(dir Direction) error {
+	if err := r.validate(); err != nil {
+		return err
+	}
+	if dir == Ingress && len(r.Names) > 0 {
+		return fmt.Errorf("rule %s: names are for egress rules only (a DNS answer tells where the pod connects, not who connects to it)", r.ID)
+	}
 	return nil
 }
 
-func (r *Rule) validate(ids map[string]bool) error {
-	if err := checkID(r.ID, ids); err != nil {
+func (r *Rule) validate() error {
+	if err := checkID(r.ID); err != nil {
 		return err
 	}
 	switch r.Origin {
@@ -178,18 +203,56 @@ func (r *Rule) validate(ids map[string]bool) error {
 // MaxRuleNames bounds Rule.Names.
 const MaxRuleNames = 64
 
-func checkID(id string, seen map[string]bool) error {
+func checkID(id string) error {
 	if id == "" || len(id) > 128 || strings.ContainsAny(id, " \t\n\"") {
 		return fmt.Errorf("rule id %q: want 1-128 characters without spaces or quotes", id)
 	}
 	if id == "default" || id == "loopback-default" {
 		return fmt.Errorf("rule id %q is reserved: verdict lines use it for the mode's default", id)
 	}
-	if seen[id] {
-		return fmt.Errorf("rule id %q is not unique", id)
-	}
-	seen[id] = true
 	return nil
+}
+
+// ruleIDs are the ids of a policy's rules, to find a repeated one once all are in (repeated): end to
+// end in one buffer rather than in a map, since a policy may have 100k of them.
+type ruleIDs struct {
+	text  []byte
+	ends  []uint32
+	where []uint32 // the rule's direction << 30 | its index
+}
+
+func (s *ruleIDs) add(id string, dir Direction, i int) {
+	s.text = append(s.text, id...)
+	s.ends = append(s.ends, uint32(len(s.text)))
+	s.where = append(s.where, uint32(dir)<<30|uint32(i))
+}
+
+func (s *ruleIDs) id(k int32) []byte {
+	start := uint32(0)
+	if k > 0 {
+		start = s.ends[k-1]
+	}
+	return s.text[start:s.ends[k]]
+}
+
+// repeated reports the id repeated the soonest, at its second rule, as a check in policy order would.
+func (s *ruleIDs) repeated() error {
+	order := make([]int32, len(s.ends))
+	for k := range order {
+		order[k] = int32(k)
+	}
+	slices.SortFunc(order, func(a, b int32) int { return cmp.Or(bytes.Compare(s.id(a), s.id(b)), cmp.Compare(a, b)) })
+	second := int32(-1)
+	for k := 1; k < len(order); k++ {
+		if bytes.Equal(s.id(order[k]), s.id(order[k-1])) && (second < 0 || order[k] < second) {
+			second = order[k]
+		}
+	}
+	if second < 0 {
+		return nil
+	}
+	w := s.where[second]
+	return fmt.Errorf("%s[%d]: rule id %q is not unique", Direction(w>>30), w&(1<<30-1), s.id(second))
 }
 
 // checkLoopbackPorts refuses ICMP in loopback rules: the pod pinging itself names no port, and the

@@ -28,6 +28,7 @@ func options(c config.Sidecar) agent.Options {
 		AppNetRaw:    c.AppNetRaw,
 		DNS: agent.DNS{ResolvConf: c.DNS.ResolvConf, MinTTL: c.DNS.MinTTL, MaxTTL: c.DNS.MaxTTL,
 			MaxNames: c.DNS.MaxNames, MaxAddrs: c.DNS.MaxAddrs},
+		Memory:   memoryLimit(),
 		Config:   reported(c),
 		Tunables: tunables(c.Live),
 	}

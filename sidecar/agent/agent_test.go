@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+	"sigs.k8s.io/yaml"
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/verdict"
@@ -321,9 +323,22 @@ func TestBadPolicyKeepsTheLastGood(t *testing.T) {
 		t.Fatalf("allowed connection after a bad policy: %v", err)
 	}
 	w.mustRefuseFast(t, w.peerAddr(81))
-	// The watch goes on: the next good file is applied.
-	w.writePolicy(t, policy.Protect, 2, 80, 81)
+	// The watch goes on: the next good file is applied, YAML too (read again whole once its stream
+	// is found not to be JSON), and cached as it was written.
+	doc, err := yaml.Marshal(w.policy(policy.Protect, 2, 80, 81))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(w.policyFile, doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	waitRevision(t, a, 2)
+	if _, err := w.dial(w.peerAddr(81)); err != nil {
+		t.Fatalf("connection the YAML policy allows: %v", err)
+	}
+	if cached, err := os.ReadFile(filepath.Join(w.cacheDir, cacheFile)); err != nil || !bytes.Equal(cached, doc) {
+		t.Errorf("the cache (%v) is not the YAML file:\n%s", err, cached)
+	}
 }
 
 // A pod whose claimed owner policygen refuses is served a policy of its own (Pod/<name>), while the

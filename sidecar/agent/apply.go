@@ -1,64 +1,102 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"podwall.io/podwall/api/policy"
-	"podwall.io/podwall/sidecar/decide"
 	"podwall.io/podwall/sidecar/revoke"
 	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
 
 // Apply makes p the enforced policy: the decider and the ruleset change together, the ruleset in one
-// netlink batch. If either refuses p, the previous policy stays in force and the error says why. In
-// Protect, the established connections p refuses are then cut (revoke).
+// netlink batch (a large policy's allow sets staged before it: ruleset.Compiled.Apply). If either
+// refuses p, the previous policy stays in force and the error says why. In Protect, the established
+// connections p refuses are then cut (revoke).
 func (a *Agent) Apply(p *policy.Policy) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.applyLocked(p, a.tunables)
+	e, err := a.compile(p)
+	if err != nil {
+		a.applyErr.Inc()
+		return err
+	}
+	cache := a.newCache()
+	if cache != nil {
+		json.NewEncoder(cache).Encode(p) // a write error is commit's to report
+	}
+	return a.applyCompiled(e, cache)
 }
 
-func (a *Agent) applyLocked(p *policy.Policy, t Tunables) error {
+// applyDocument reads a policy document from r, as policygen serves it (JSON), straight into its
+// decider and ruleset (and the cache), applies it as Apply does, and returns it without its rules.
+func (a *Agent) applyDocument(r io.Reader) (*policy.Policy, error) {
+	cache := a.newCache()
+	e, err := a.readDocument(r, nil, newCopies(cache))
+	if err != nil {
+		a.applyErr.Inc()
+		cache.discard()
+		return nil, err
+	}
+	return e.Policy, a.applyCompiled(e, cache)
+}
+
+// applyCompiled applies e as Apply does, then sets the memory limit for it.
+func (a *Agent) applyCompiled(e *enforced, cache *pendingCache) error {
+	a.mu.Lock()
+	err := a.applyLocked(e, a.tunables, cache)
+	a.mu.Unlock()
+	a.settleMemory()
+	return err
+}
+
+// applyLocked makes e the enforced policy under tunables t, and then commits cache, the document e
+// was read from (nil: none to write); a.mu is held.
+func (a *Agent) applyLocked(e *enforced, t Tunables, cache *pendingCache) error {
 	if a.stopped {
+		cache.discard()
 		return errors.New("sidecar stopping: policy not applied")
 	}
 	old := a.dp.decider.Load()
 	// The decider changes first: a connection queued under the old ruleset but decided by the new
 	// policy is judged by the stricter of the two moments, and an allow under the old policy can no
 	// longer slip into the new ruleset's seen sets after the swap.
-	if err := a.swapDecider(p, t); err != nil {
+	if err := a.swapDecider(e, t); err != nil {
 		a.applyErr.Inc()
+		cache.discard()
 		return err
 	}
-	if err := a.guard.Write(func() error {
-		return ruleset.Apply(a.nft, withMode(p, t.Mode), a.rulesetOptions(t))
-	}); err != nil {
+	if err := a.guard.WriteBatches(func() (int, error) { return a.applyRuleset(e, t, a.rulesetOptions(t)) }); err != nil {
 		a.dp.decider.Store(old)
 		a.applyErr.Inc()
+		cache.discard()
 		return fmt.Errorf("apply ruleset: %w", err)
 	}
 	before := a.identity()
-	a.policy, a.tunables = p, t
+	a.policy, a.tunables = e, t
 	if id := a.identity(); id != before {
 		a.relabel(id)
 	}
-	a.revision.Set(float64(p.Revision))
-	a.noteWeakerMode(p, t.Mode)
-	if modeOf(p, t.Mode) == policy.Protect {
+	a.revision.Set(float64(e.Revision))
+	a.noteWeakerMode(e.Policy, t.Mode)
+	if modeOf(e.Policy, t.Mode) == policy.Protect {
 		a.revoke()
 	}
-	if p != baseline(a.opts.FailOpen, t.Mode) && a.opts.CacheDir != "" {
-		if err := saveCache(a.opts.CacheDir, p); err != nil {
-			a.log.Error(err, "policy cache not updated; a restart would re-apply an older policy")
-		}
+	if err := cache.commit(); err != nil {
+		a.log.Error(err, "policy cache not updated; a restart would re-apply an older policy")
 	}
 	return nil
+}
+
+// applyRuleset makes the kernel enforce e under the mode floor of t, with options o, and returns the
+// batches committed.
+func (a *Agent) applyRuleset(e *enforced, t Tunables, o ruleset.Options) (int, error) {
+	return e.rules.WithMode(modeOf(e.Policy, t.Mode)).Apply(a.nft, o)
 }
 
 // revoke cuts the established connections that the decider now in force refuses, each with a revoked
@@ -73,9 +111,11 @@ func (a *Agent) revoke() {
 	}
 }
 
-func (a *Agent) swapDecider(p *policy.Policy, t Tunables) error {
-	d, err := decide.New(p, decide.Options{Mode: modeOf(p, t.Mode), MeshPorts: slices.Concat(a.opts.MeshOutPorts, a.opts.MeshInPorts),
-		SearchDomains: a.resolv.Search})
+// swapDecider puts e's decider in force, in the mode t's floor gives it.
+func (a *Agent) swapDecider(e *enforced, t Tunables) error {
+	opts := a.decideOptions()
+	opts.Mode = modeOf(e.Policy, t.Mode)
+	d, err := e.decider.With(opts)
 	if err != nil {
 		return err
 	}
@@ -112,17 +152,6 @@ func logAllows(t Tunables) ruleset.LogAllows {
 		return ruleset.LogAllowsNone
 	}
 	return ruleset.LogAllowsFirst
-}
-
-// withMode returns p as the kernel should enforce it under a configured mode floor.
-func withMode(p *policy.Policy, configured policy.Mode) *policy.Policy {
-	mode := modeOf(p, configured)
-	if mode == p.Mode {
-		return p
-	}
-	c := *p
-	c.Mode = mode
-	return &c
 }
 
 // noteWeakerMode says, once for each pair, that the configured mode is weaker than the policy's and

@@ -426,7 +426,7 @@ func (a *Agent) addFQDN(addrs []ruleset.FQDNAddr) {
 	if len(todo) == 0 {
 		return
 	}
-	if err := a.guard.Write(func() error { return ruleset.AddFQDN(a.fqdnNft, a.policy, todo, now) }); err != nil {
+	if err := a.guard.Write(func() error { return ruleset.AddFQDN(a.fqdnNft, a.policy.rules, todo, now) }); err != nil {
 		a.log.Error(err, "resolved addresses not put in the kernel's FQDN sets; their connections are decided in user space", "addresses", len(todo))
 		return
 	}

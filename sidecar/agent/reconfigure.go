@@ -20,7 +20,7 @@ func (a *Agent) Reconfigure(t Tunables) error {
 		a.retireLogger(old)
 	}
 	if t.Mode != a.tunables.Mode || t.Log.FirstInterval != a.tunables.Log.FirstInterval || t.Log.Allows != a.tunables.Log.Allows {
-		if err := a.applyLocked(a.policy, t); err != nil {
+		if err := a.applyLocked(a.policy, t, nil); err != nil {
 			return err
 		}
 	}

@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,7 +50,7 @@ type Agent struct {
 	client *pgclient.Client
 
 	mu       sync.Mutex // serializes policy and tunable changes, and every use of nft and fqdnNft
-	policy   *policy.Policy
+	policy   *enforced
 	tunables Tunables
 	// config is what reportHeader reports as the effective configuration.
 	config policy.SidecarConfig
@@ -93,6 +95,9 @@ func Run(ctx context.Context, opts Options, log logr.Logger) error {
 // kernel offers. Nothing in the namespace changes until Run.
 func New(opts Options, log logr.Logger) (*Agent, error) {
 	opts.setDefaults()
+	if opts.Memory.Floor != 0 {
+		debug.SetMemoryLimit(opts.Memory.limit(0))
+	}
 	a := &Agent{opts: opts, log: log, reg: prometheus.NewRegistry(), tunables: opts.Tunables, config: opts.Config}
 	if opts.NetNS != "" {
 		fd, err := unix.Open(opts.NetNS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -160,7 +165,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if c := a.opts.Config; c.File == policy.ConfigRefused {
 		a.vlog.Load().Notice(verdict.NoticeConfigRefused, c.Message, nil)
 	}
-	first, fileData := a.initialPolicy()
+	first, fileHash, cache := a.initialPolicy()
 	// Bind before the ruleset exists so that its queue rules never meet an unbound queue; the decider
 	// must therefore exist first.
 	if err := a.swapDecider(first, a.tunables); err != nil {
@@ -200,10 +205,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", a.opts.HTTPAddr, err)
 	}
-	if err := a.Apply(first); err != nil {
+	if err := a.applyCompiled(first, cache); err != nil {
 		l.Close()
 		return fmt.Errorf("initial policy: %w", err)
 	}
+	// What starting took and dropped (the configuration's, the first policy's reading) goes back to
+	// the kernel now, before the pod's apps start, rather than as the runtime gets round to it. Later
+	// policies are left to the runtime: a forced collection stalls the verdict loop.
+	debug.FreeOSMemory()
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()
 	go serveHTTP(httpCtx, l, &a.ready, a.reg, a.log)
@@ -216,13 +225,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	var fileWatch <-chan struct{}
 	if a.opts.PolicyFile != "" {
-		if fileWatch, err = a.watchPolicyFile(ctx, fileData); err != nil {
+		if fileWatch, err = a.watchPolicyFile(ctx, fileHash); err != nil {
 			return err
 		}
 	}
 	if a.client != nil {
 		received := make(chan struct{})
-		go a.client.Subscribe(ctx, first, firstTime(received, a.Apply))
+		held := pgclient.Held{}
+		if first.Revision > 0 { // from policygen, cached (a baseline has revision 0)
+			held = pgclient.Held{Revision: first.Revision, Hash: first.hash}
+		}
+		go a.client.Follow(ctx, held, firstTime(received, a.applyDocument))
 		go a.client.ReportLoop(ctx, a.dp.reports, a.reportHeader)
 		if first.Revision == 0 {
 			a.awaitFirstPolicy(ctx, received)
@@ -265,14 +278,14 @@ func (a *Agent) awaitFirstPolicy(ctx context.Context, received <-chan struct{}) 
 }
 
 // firstTime wraps apply so that the first policy it applies closes received.
-func firstTime(received chan struct{}, apply func(*policy.Policy) error) func(*policy.Policy) error {
+func firstTime(received chan struct{}, apply func(io.Reader) (*policy.Policy, error)) func(io.Reader) (*policy.Policy, error) {
 	var once sync.Once
-	return func(p *policy.Policy) error {
-		err := apply(p)
+	return func(r io.Reader) (*policy.Policy, error) {
+		p, err := apply(r)
 		if err == nil {
 			once.Do(func() { close(received) })
 		}
-		return err
+		return p, err
 	}
 }
 
@@ -290,13 +303,14 @@ func (a *Agent) leave() error {
 	o.Offline = true
 	// The sidecar's own sockets go with it: an app could bind its port, or forge its mark.
 	o.SelfPorts, o.SelfDests = nil, nil
-	return ruleset.Apply(a.nft, withMode(a.policy, a.tunables.Mode), o)
+	_, err := a.applyRuleset(a.policy, a.tunables, o)
+	return err
 }
 
 func (a *Agent) mode() policy.Mode {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return modeOf(a.policy, a.tunables.Mode)
+	return modeOf(a.policy.Policy, a.tunables.Mode)
 }
 
 // guarding is how the sidecar guards its pod beside its mode, told to policygen with each request.
@@ -315,7 +329,7 @@ func (a *Agent) reportHeader() policy.Report {
 	c := a.config
 	id := a.identity()
 	return policy.Report{Namespace: id.Namespace, Workload: id.Workload, Pod: a.opts.Pod,
-		Revision: a.policy.Revision, Mode: modeOf(a.policy, a.tunables.Mode), Config: &c}
+		Revision: a.policy.Revision, Mode: modeOf(a.policy.Policy, a.tunables.Mode), Config: &c}
 }
 
 // ReportConfig takes a new effective configuration to report (it goes out with the next report, which

@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"podwall.io/podwall/api/policy"
-	"podwall.io/podwall/sidecar/ruleset"
 	"podwall.io/podwall/sidecar/tamper"
 )
 
@@ -20,15 +19,15 @@ func (a *Agent) restore(c tamper.Change) {
 	}
 	a.tampered.Inc()
 	a.tamperedAt.Store(time.Now().Unix())
-	err := a.guard.Write(func() error {
-		return ruleset.Apply(a.nft, withMode(a.policy, a.tunables.Mode), a.rulesetOptions(a.tunables))
+	err := a.guard.WriteBatches(func() (int, error) {
+		return a.applyRuleset(a.policy, a.tunables, a.rulesetOptions(a.tunables))
 	})
 	if err != nil {
 		a.log.Error(err, "ruleset changed by another process; restoring it failed",
 			"generation", c.Generation, "by", c.By, "changes", c.What)
 		return
 	}
-	if modeOf(a.policy, a.tunables.Mode) == policy.Protect {
+	if modeOf(a.policy.Policy, a.tunables.Mode) == policy.Protect {
 		a.revoke()
 	}
 	a.log.Info("ruleset changed by another process; restored", "revision", a.policy.Revision,

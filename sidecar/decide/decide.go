@@ -98,10 +98,11 @@ type Options struct {
 
 // Decider decides connections under one policy revision. It is immutable and safe for concurrent use.
 type Decider struct {
-	mode      policy.Mode
-	revision  int64
-	canary    bool
-	meshPorts []uint16
+	// policyMode is the policy's own mode, mode the one decided in (after Options.Mode).
+	policyMode, mode policy.Mode
+	revision         int64
+	canary           bool
+	meshPorts        []uint16
 	// restrictDNS and searchDomains judge DNS queries (DecideQuery).
 	restrictDNS   bool
 	searchDomains []string
@@ -111,8 +112,8 @@ type Decider struct {
 	names         map[netip.Addr]string
 }
 
-// New indexes p for Decide. The Decider shares p's rule slices and names map, so p must not change
-// afterwards (a new revision is a new Policy).
+// New indexes p for Decide. The Decider shares p's loopback rules, names map and rules' name patterns,
+// so p must not change afterwards (a new revision is a new Policy).
 func New(p *policy.Policy, opts Options) (*Decider, error) {
 	if p == nil {
 		return nil, errors.New("no policy")
@@ -120,7 +121,52 @@ func New(p *policy.Policy, opts Options) (*Decider, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid policy: %w", err)
 	}
-	mode := p.Mode
+	var b Builder
+	for _, r := range p.Ingress {
+		b.Add(policy.Ingress, r)
+	}
+	for _, r := range p.Egress {
+		b.Add(policy.Egress, r)
+	}
+	return b.Build(p, opts)
+}
+
+// Builder indexes a policy's rules one at a time, as policy.Stream hands them over, so that no one
+// holds them all: a Decider keeps of each rule only what a verdict line names (its id and peer) and,
+// for rules with DNS name patterns, the patterns. The zero Builder is ready to use; it builds one
+// Decider.
+type Builder struct {
+	sets [policy.Egress]ruleSetBuilder
+}
+
+// Add indexes r, the next rule of direction dir (policy.Ingress or policy.Egress) in policy order,
+// which the caller has validated (policy.Stream does). It never fails: it fits policy.Stream's rule
+// func.
+func (b *Builder) Add(dir policy.Direction, r policy.Rule) error {
+	b.sets[dir-1].add(r)
+	return nil
+}
+
+// Build returns the Decider of the rules added and of the rest of p (valid, its own rules ignored:
+// policy.Stream returns it without them), under opts. It shares p's loopback rules and names map.
+func (b *Builder) Build(p *policy.Policy, opts Options) (*Decider, error) {
+	d := &Decider{
+		policyMode:  p.Mode,
+		revision:    p.Revision,
+		canary:      p.Canary,
+		restrictDNS: p.RestrictDNS,
+		ingress:     b.sets[policy.Ingress-1].done(),
+		egress:      b.sets[policy.Egress-1].done(),
+		loopback:    newLoopbackSet(p.Loopback),
+		names:       p.Names,
+	}
+	return d.With(opts)
+}
+
+// With returns a Decider of the same policy under opts instead: another mode override, mesh or search
+// domains. It shares d's indexes, so it costs no more than the options.
+func (d *Decider) With(opts Options) (*Decider, error) {
+	mode := d.policyMode
 	switch opts.Mode {
 	case "":
 	case policy.Learn, policy.Monitor, policy.Protect:
@@ -133,18 +179,11 @@ func New(p *policy.Policy, opts Options) (*Decider, error) {
 			return nil, errors.New("mesh port 0")
 		}
 	}
-	return &Decider{
-		mode:          mode,
-		revision:      p.Revision,
-		canary:        p.Canary,
-		meshPorts:     slices.Clone(opts.MeshPorts),
-		restrictDNS:   p.RestrictDNS,
-		searchDomains: slices.Clone(opts.SearchDomains),
-		ingress:       newRuleSet(p.Ingress),
-		egress:        newRuleSet(p.Egress),
-		loopback:      newLoopbackSet(p.Loopback),
-		names:         p.Names,
-	}, nil
+	c := *d
+	c.mode = mode
+	c.meshPorts = slices.Clone(opts.MeshPorts)
+	c.searchDomains = slices.Clone(opts.SearchDomains)
+	return &c, nil
 }
 
 // Decide decides c. It allocates only to name a peer the policy does not name.
@@ -179,7 +218,7 @@ func (d *Decider) DecideQuery(c Conn, name string) Decision {
 		o = outcome{verdict: policy.Allow, rule: "search-domain"}
 	default:
 		if r := d.egress.nameRule(name); r >= 0 {
-			o = outcome{verdict: policy.Allow, rule: d.egress.rules[r].ID}
+			o = outcome{verdict: policy.Allow, rule: d.egress.id(r)}
 		}
 	}
 	return d.finish(o, "dns-query", &subject{peer: c.Remote.Addr(), name: name})

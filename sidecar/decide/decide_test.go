@@ -1,6 +1,8 @@
 package decide
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -273,6 +275,38 @@ func TestOptions(t *testing.T) {
 	}
 	if got := d.Decide(lo(tcp, "127.0.0.1:15001", "")); got.Evaluator != "loopback" {
 		t.Fatalf("15001 is no mesh port when MeshPorts is set: %+v", got)
+	}
+}
+
+// TestBuilderStreams: a Decider built from a streamed policy (the Builder fed by policy.Stream)
+// decides as one built from the whole policy, and With changes its options alone.
+func TestBuilderStreams(t *testing.T) {
+	whole := mustPolicy(t, testPolicy)
+	doc, err := json.Marshal(whole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b Builder
+	rest, err := policy.Stream(bytes.NewReader(doc), b.Add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamed, err := b.Build(rest, Options{Mode: policy.Monitor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if streamed, err = streamed.With(meshPorts); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range decideCases {
+		want := tc.want
+		want.Mode, want.Revision = policy.Protect, 7
+		if diff := cmp.Diff(want, streamed.Decide(tc.conn)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
+		}
+	}
+	if _, err := streamed.With(Options{Mode: "Enforce"}); err == nil {
+		t.Error("With took an unknown mode")
 	}
 }
 

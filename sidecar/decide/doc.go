@@ -1,8 +1,10 @@
 // Package decide turns one new connection into a verdict under a workload's policy. It is pure: no
 // I/O, no clock, no kernel, so that every decision is a table test away.
 //
-// A Decider is built once per policy revision (New) and is then read-only and safe for concurrent use
-// by every queue worker; a new revision gets a new Decider, swapped in atomically by the caller.
+// A Decider is built once per policy revision (New, or a Builder that policy.Stream hands the rules
+// to one at a time, so that a large policy is never held whole) and is then read-only and safe for
+// concurrent use by every queue worker; a new revision gets a new Decider, swapped in atomically by
+// the caller. Of each rule it keeps what it indexes and what a verdict line names, its id and peer.
 //
 // # The pipeline
 //

@@ -3,6 +3,7 @@ package decide
 import (
 	"net/netip"
 	"slices"
+	"strings"
 
 	"podwall.io/podwall/api/policy"
 )
@@ -165,9 +166,17 @@ type ruleSet struct {
 	// fqdn are the rules with Names, in policy order. Policies have few (each names at most
 	// policy.MaxRuleNames patterns), so a scan costs less than an index would.
 	fqdn []fqdnRule
-	// rules is the policy's own slice, shared rather than copied: the caller keeps the policy anyway,
-	// and a copy of the ids and names of 100k rules would cost megabytes.
-	rules []policy.Rule
+	// text holds each rule's id then its peer, end to end, and ends where each ends: rule i's id is
+	// text[ends[2i-1]:ends[2i]] (from 0 for the first) and its peer text[ends[2i]:ends[2i+1]]. One
+	// string for them all: 100k rules' ids and peers as strings of their own would cost twice as much.
+	text string
+	ends []uint32
+}
+
+// ruleSetBuilder builds a ruleSet one rule at a time.
+type ruleSetBuilder struct {
+	set  ruleSet
+	text strings.Builder
 }
 
 // fqdnRule is a rule with DNS name patterns: its index in the policy, its port keys and patterns.
@@ -189,21 +198,53 @@ func (r *fqdnRule) match(proto uint8, port uint16, names []string) (string, bool
 }
 
 func newRuleSet(rules []policy.Rule) *ruleSet {
-	s := &ruleSet{rules: rules}
-	for i, r := range rules {
-		keys := portKeys(r.Ports)
-		if len(r.Names) > 0 {
-			s.fqdn = append(s.fqdn, fqdnRule{index: int32(i), keys: keys, patterns: r.Names})
-		}
-		for _, k := range keys {
-			t := s.byPort.at(k, newPrefixTable)
-			for _, p := range r.CIDRs {
-				t.add(p, int32(i))
-			}
+	var b ruleSetBuilder
+	for _, r := range rules {
+		b.add(r)
+	}
+	return b.done()
+}
+
+// add indexes r, the set's next rule.
+func (b *ruleSetBuilder) add(r policy.Rule) {
+	s := &b.set
+	i := int32(len(s.ends) / 2)
+	keys := portKeys(r.Ports)
+	if len(r.Names) > 0 {
+		s.fqdn = append(s.fqdn, fqdnRule{index: i, keys: keys, patterns: r.Names})
+	}
+	for _, k := range keys {
+		t := s.byPort.at(k, newPrefixTable)
+		for _, p := range r.CIDRs {
+			t.add(p, i)
 		}
 	}
-	return s
+	b.text.WriteString(r.ID)
+	s.ends = append(s.ends, uint32(b.text.Len()))
+	b.text.WriteString(r.Peer)
+	s.ends = append(s.ends, uint32(b.text.Len()))
 }
+
+// done returns the set built, and resets b.
+func (b *ruleSetBuilder) done() *ruleSet {
+	s := b.set
+	s.text, s.ends = b.text.String(), slices.Clip(s.ends)
+	b.set = ruleSet{}
+	b.text.Reset()
+	return &s
+}
+
+// id is rule i's id.
+func (s *ruleSet) id(i int32) string {
+	start := uint32(0)
+	if i > 0 {
+		start = s.ends[2*i-1]
+	}
+	return s.text[start:s.ends[2*i]]
+}
+
+// peer is rule i's peer.
+func (s *ruleSet) peer(i int32) string { return s.text[s.ends[2*i]:s.ends[2*i+1]] }
 
 // lookup returns the index of the first rule that allows addr, of DNS names names, on proto and port,
 // or -1; and, if that rule allows it by a name pattern, the name the pattern matched.

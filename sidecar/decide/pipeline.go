@@ -129,7 +129,7 @@ func rules(set *ruleSet, dir policy.Direction, s subject) outcome {
 	}
 	r, name := set.lookup(s.proto, s.port, s.peer, s.names)
 	if r >= 0 {
-		return outcome{verdict: policy.Allow, rule: set.rules[r].ID, peer: set.rules[r].Peer, name: name}
+		return outcome{verdict: policy.Allow, rule: set.id(r), peer: set.peer(r), name: name}
 	}
 	return next
 }

@@ -36,10 +36,12 @@ type deadline struct {
 	at  time.Time
 }
 
-// NewTracker returns a Tracker holding at most limit queries (at least 1), each for timeout.
+// NewTracker returns a Tracker holding at most limit queries (at least 1), each for timeout. Its table
+// grows with the queries waiting, rather than taking room for limit of them up front: most pods send
+// their queries over UDP, which the kernel tracks.
 func NewTracker(limit int, timeout time.Duration) *Tracker {
 	limit = max(limit, 1)
-	return &Tracker{max: limit, timeout: timeout, pending: make(map[pendingKey]time.Time, limit)}
+	return &Tracker{max: limit, timeout: timeout, pending: map[pendingKey]time.Time{}}
 }
 
 // Asked records that the pod sent q on f. A query asked again (a retransmission) gets a new deadline.

@@ -1,9 +1,15 @@
 // Package ruleset builds and applies the sidecar's nftables ruleset in the pod's network namespace:
 // one inet table, "podwall", that the sidecar alone owns and that holds every object it creates.
 //
-// The build functions (buildChains, buildSets and the expression helpers) return rules, sets and
-// elements and do no I/O; Apply sends the whole table as one netlink batch, so that the kernel swaps
-// it atomically and a policy the kernel refuses leaves the previous ruleset in force.
+// A policy is compiled first (Compile, or a Builder that policy.Stream hands the rules to one at a
+// time): its allow sets' elements encoded end to end, and the few other things of it the ruleset
+// depends on. The build functions (buildChains, buildSets and the expression helpers) return rules,
+// sets and elements and do no I/O; Compiled.Apply sends the whole table as one netlink batch, so that
+// the kernel swaps it atomically and a policy the kernel refuses leaves the previous ruleset in force.
+// A policy whose allow sets would make that batch large (past stageBytes) has them staged first, under
+// names of their own that no rule refers to yet, in batches of bounded size; the last batch swaps the
+// ruleset as for any policy. The memory an Apply holds is thus bounded, and the swap stays atomic:
+// until the last batch commits, the previous ruleset enforces exactly as before.
 //
 // Each judging base chain (output for egress, input for ingress and loopback) has a guard chain just
 // before it at the same hook, which clears the podwall bits of the packet mark (an app holding

@@ -3,7 +3,6 @@ package ruleset
 import (
 	"cmp"
 	"fmt"
-	"net/netip"
 	"slices"
 
 	"podwall.io/podwall/api/policy"
@@ -45,28 +44,6 @@ func ruleSpans(ports []policy.PortRange) []span {
 	return spans
 }
 
-// ruleBoxes expands rules into boxes, IPv4 and IPv6 apart: every CIDR times every port range.
-func ruleBoxes(rules []policy.Rule) (v4, v6 []box) {
-	for _, r := range rules {
-		spans := ruleSpans(r.Ports)
-		for _, c := range r.CIDRs {
-			if c.Addr().Is4In6() && c.Bits() >= 96 { // an IPv4 peer written as IPv6: packets carry IPv4
-				c = netip.PrefixFrom(c.Addr().Unmap(), c.Bits()-96)
-			}
-			lo, hi := prefixRange(c)
-			for _, s := range spans {
-				b := box{lo: lo, hi: hi, span: s}
-				if c.Addr().Is4() {
-					v4 = append(v4, b)
-				} else {
-					v6 = append(v6, b)
-				}
-			}
-		}
-	}
-	return v4, v6
-}
-
 // disjoint rewrites boxes as an equal union of boxes that do not overlap. The kernel's set for
 // concatenated ranges (pipapo) refuses an element that overlaps one already in the set, so two rules
 // that allow the same peer and port (a /24 and one of its addresses, say) must become disjoint
@@ -74,7 +51,8 @@ func ruleBoxes(rules []policy.Rule) (v4, v6 []box) {
 // protocol; neighbouring address stretches with the same spans become one element. Peers are the
 // large dimension of a policy and port spans the small one, so the result stays close to the input in
 // size. work bounds the effort (address stretches times spans) so that a pathological policy fails
-// with an error instead of stalling the sidecar.
+// with an error instead of stalling the sidecar. boxes is reordered, and in the common case its
+// memory holds the result.
 func disjoint(boxes []box, work int) ([]box, error) {
 	if out, ok := disjointRanges(boxes); ok {
 		return out, nil
@@ -84,22 +62,25 @@ func disjoint(boxes []box, work int) ([]box, error) {
 
 // disjointRanges handles the common case fast: boxes whose address ranges are equal or disjoint
 // (distinct peers, each with its ports). Sorted by address, each range's spans are merged on their
-// own. It reports false when two different ranges overlap.
+// own, in place. It reports false, boxes sorted but otherwise as they were, when two different ranges
+// overlap.
 func disjointRanges(boxes []box) ([]box, bool) {
-	sorted := slices.Clone(boxes)
-	slices.SortFunc(sorted, func(a, b box) int {
+	slices.SortFunc(boxes, func(a, b box) int {
 		return cmp.Or(a.lo.compare(b.lo), a.hi.compare(b.hi), compareSpans(a.span, b.span))
 	})
-	out := make([]box, 0, len(sorted))
-	var prev []box // the previous range's merged boxes
-	for i := 0; i < len(sorted); {
-		lo, hi := sorted[i].lo, sorted[i].hi
-		if i > 0 && !sorted[i-1].hi.less(lo) {
-			return nil, false
+	for i := 1; i < len(boxes); i++ {
+		if (boxes[i].lo != boxes[i-1].lo || boxes[i].hi != boxes[i-1].hi) && !boxes[i-1].hi.less(boxes[i].lo) {
+			return boxes, false
 		}
+	}
+	// out is written over boxes, never ahead of the box being read.
+	out := boxes[:0]
+	prev := -1 // where the previous range's merged boxes start in out
+	for i := 0; i < len(boxes); {
+		lo, hi := boxes[i].lo, boxes[i].hi
 		start := len(out)
-		for ; i < len(sorted) && sorted[i].lo == lo && sorted[i].hi == hi; i++ {
-			b := sorted[i]
+		for ; i < len(boxes) && boxes[i].lo == lo && boxes[i].hi == hi; i++ {
+			b := boxes[i]
 			if last := len(out) - 1; last >= start && out[last].proto == b.proto && uint32(b.span.lo) <= uint32(out[last].span.hi)+1 {
 				out[last].span.hi = max(out[last].span.hi, b.span.hi)
 				continue
@@ -107,14 +88,14 @@ func disjointRanges(boxes []box) ([]box, bool) {
 			out = append(out, b)
 		}
 		cur := out[start:]
-		if len(prev) == len(cur) && adjacent(prev[0].hi, lo) && sameSpans(prev, cur) {
-			for k := range prev { // extend the previous range instead
-				prev[k].hi = hi
+		if prev >= 0 && len(out[prev:start]) == len(cur) && adjacent(out[prev].hi, lo) && sameSpans(out[prev:start], cur) {
+			for k := prev; k < start; k++ { // extend the previous range instead
+				out[k].hi = hi
 			}
 			out = out[:start]
 			continue
 		}
-		prev = cur
+		prev = start
 	}
 	return out, true
 }

@@ -3,6 +3,7 @@ package ruleset
 import (
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -21,7 +22,7 @@ func TestDisjoint(t *testing.T) {
 		name     string
 		in, want []box
 	}{
-		{"empty", nil, []box{}},
+		{"empty", nil, nil},
 		{"address inside a prefix, same port",
 			[]box{bx("10.0.0.0", "10.0.0.255", 6, 80, 80), bx("10.0.0.7", "10.0.0.7", 6, 80, 80)},
 			[]box{bx("10.0.0.0", "10.0.0.255", 6, 80, 80)}},
@@ -74,7 +75,7 @@ func TestDisjointRandom(t *testing.T) {
 			p, q := port(), port()
 			in = append(in, box{lo: a, hi: b, span: span{uint8(6 + 11*rng.IntN(2)), min(p, q), max(p, q)}})
 		}
-		out, err := disjoint(in, maxWork)
+		out, err := disjoint(slices.Clone(in), maxWork) // it overwrites its input
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,4 +155,14 @@ func TestLoopbackSpans(t *testing.T) {
 	if diff := cmp.Diff(want, loopbackSpans(rules), cmp.AllowUnexported(span{})); diff != "" {
 		t.Errorf("loopbackSpans (-want +got):\n%s", diff)
 	}
+}
+
+// ruleBoxes expands rules into boxes, IPv4 and IPv6 apart: every CIDR times every port range
+// (Builder.Add).
+func ruleBoxes(rules []policy.Rule) (v4, v6 []box) {
+	var b Builder
+	for _, r := range rules {
+		b.Add(policy.Ingress, r)
+	}
+	return b.boxes[0], b.boxes[1]
 }

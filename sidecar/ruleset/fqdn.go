@@ -1,12 +1,10 @@
 package ruleset
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -45,34 +43,30 @@ type fqdnFamilies [4][]nftables.SetElement
 func (f *fqdnFamilies) specs(t *nftables.Table) []setSpec {
 	r4, x4 := fqdnSets(t, false)
 	r6, x6 := fqdnSets(t, true)
-	return []setSpec{{r4, f[0]}, {x4, f[1]}, {r6, f[2]}, {x6, f[3]}}
+	return []setSpec{{set: r4, elems: f[0]}, {set: x4, elems: f[1]}, {set: r6, elems: f[2]}, {set: x6, elems: f[3]}}
 }
 
 // AddFQDN adds, in one batch that the kernel has taken when it returns, for each address of addrs
-// (one DNS answer's), the elements of every egress rule of p with a pattern matching one of its Names,
-// for the rule's ports, with timeout Expires-now. p is the policy of the last Apply, unchanged since
-// (a new revision is a new Policy): its FQDN rules are indexed once. An element there already gets
-// the new timeout, longer or shorter: the caller passes the expiry the names give the address. An
-// address no rule's pattern matches, or an expired one, adds nothing. It must not run concurrently
-// with Apply on the same connection.
-func AddFQDN(c *nftables.Conn, p *policy.Policy, addrs []FQDNAddr, now time.Time) error {
+// (one DNS answer's), the elements of every egress rule of c (the policy of the last Apply) with a
+// pattern matching one of its Names, for the rule's ports, with timeout Expires-now. An element there
+// already gets the new timeout, longer or shorter: the caller passes the expiry the names give the
+// address. An address no rule's pattern matches, or an expired one, adds nothing. It must not run
+// concurrently with Apply on the same connection.
+func AddFQDN(c *nftables.Conn, p *Compiled, addrs []FQDNAddr, now time.Time) error {
 	if p == nil {
 		return nil
 	}
-	x := indexFQDN(p)
 	var f fqdnFamilies
 	for _, a := range addrs {
 		if a.Addr.IsValid() {
-			f.add(x, a, now)
+			f.add(p.fqdn, a, now)
 		}
 	}
 	n := 0
-	for _, s := range f.specs(table()) {
-		n += len(s.elems)
-		for _, part := range chunks(s.set, s.elems) { // a TCP answer may carry thousands of records
-			if err := c.SetAddElements(s.set, part); err != nil {
-				return fmt.Errorf("FQDN set %s: %w", s.set.Name, err)
-			}
+	for _, s := range f.specs(table()) { // a TCP answer may carry thousands of records
+		n += s.count()
+		if err := s.send(c, func(int) error { return nil }); err != nil {
+			return fmt.Errorf("FQDN %w", err)
 		}
 	}
 	if n == 0 {
@@ -84,10 +78,9 @@ func AddFQDN(c *nftables.Conn, p *policy.Policy, addrs []FQDNAddr, now time.Time
 	return nil
 }
 
-// fqdnElements returns the elements of the FQDN sets for the addresses of a name cache under p, as
+// fqdnElements returns the elements of the FQDN sets for the addresses of a name cache under x, as
 // timeouts left at now. An address listed twice keeps, per element, the latest expiry.
-func fqdnElements(p *policy.Policy, addrs []FQDNAddr, now time.Time) fqdnFamilies {
-	x := indexFQDN(p)
+func fqdnElements(x *fqdnIndex, addrs []FQDNAddr, now time.Time) fqdnFamilies {
 	var all fqdnFamilies
 	seen := map[string]int{} // key and key end → index in its set's list
 	for _, a := range addrs {
@@ -140,11 +133,10 @@ func (f *fqdnFamilies) add(x *fqdnIndex, a FQDNAddr, now time.Time) {
 	}
 }
 
-// fqdnIndex is what the FQDN elements need of a policy: its FQDN rules, and the bounds of all their spans.
-// A policy may have 100,000 address rules and a handful of FQDN rules; AddFQDN runs while a DNS answer
-// waits, so it must not walk them all.
+// fqdnIndex is what the FQDN elements need of a policy: its FQDN rules, and the bounds of all their
+// spans. A policy may have 100,000 address rules and a handful of FQDN rules; AddFQDN runs while a DNS
+// answer waits, so it must not walk them all: a Compiled holds the index, built once (add, done).
 type fqdnIndex struct {
-	p     *policy.Policy
 	rules []fqdnRule
 	cuts  []cut
 }
@@ -159,31 +151,6 @@ type fqdnRule struct {
 type cut struct {
 	proto uint8
 	at    uint32
-}
-
-// lastFQDNIndex is the index of the policy most recently applied or added to: policies are immutable
-// (a new revision is a new Policy), so the pointer names its contents.
-var lastFQDNIndex atomic.Pointer[fqdnIndex]
-
-// indexFQDN returns p's index, built once per policy.
-func indexFQDN(p *policy.Policy) *fqdnIndex {
-	if x := lastFQDNIndex.Load(); x != nil && x.p == p {
-		return x
-	}
-	x := &fqdnIndex{p: p}
-	for _, r := range p.Egress {
-		if len(r.Names) == 0 {
-			continue
-		}
-		spans := ruleSpans(r.Ports)
-		x.rules = append(x.rules, fqdnRule{patterns: r.Names, spans: spans})
-		for _, s := range spans {
-			x.cuts = append(x.cuts, cut{s.proto, uint32(s.lo)}, cut{s.proto, uint32(s.hi) + 1})
-		}
-	}
-	slices.SortFunc(x.cuts, func(a, b cut) int { return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.at, b.at)) })
-	lastFQDNIndex.Store(x)
-	return x
 }
 
 // spans returns the port spans of the FQDN rules with a pattern matching one of names, cut at every
@@ -245,9 +212,9 @@ func ForgetSeen(c *nftables.Conn, keys []SeenKey) error {
 	for _, s := range sets {
 		switch {
 		case s.Name == SetSeenEgress4 && len(v4) > 0:
-			todo = append(todo, setSpec{s, v4})
+			todo = append(todo, setSpec{set: s, elems: v4})
 		case s.Name == SetSeenEgress6 && len(v6) > 0:
-			todo = append(todo, setSpec{s, v6})
+			todo = append(todo, setSpec{set: s, elems: v6})
 		}
 	}
 	// A delete of a key that is not there fails the whole batch, and google/nftables has no

@@ -75,7 +75,7 @@ func TestFQDNTraffic(t *testing.T) {
 			now := time.Now()
 			add := func(a netip.Addr, names ...string) {
 				t.Helper()
-				if err := AddFQDN(x.c, p, []FQDNAddr{{Addr: a, Names: names, Expires: now.Add(ttl)}}, now); err != nil {
+				if err := AddFQDN(x.c, compile(t, p), []FQDNAddr{{Addr: a, Names: names, Expires: now.Add(ttl)}}, now); err != nil {
 					t.Fatalf("AddFQDN %s %v: %v", a, names, err)
 				}
 			}
@@ -121,7 +121,7 @@ func TestAddFQDN(t *testing.T) {
 	now := time.Now()
 	add := func(a FQDNAddr) {
 		t.Helper()
-		if err := AddFQDN(c, p, []FQDNAddr{a}, now); err != nil {
+		if err := AddFQDN(c, compile(t, p), []FQDNAddr{a}, now); err != nil {
 			t.Fatalf("AddFQDN %+v: %v", a, err)
 		}
 	}
@@ -178,7 +178,7 @@ func TestAddFQDN(t *testing.T) {
 	// One answer's addresses in one batch: an address twice (two names' chains end at it) and one more
 	// (keys of one port: the exact sets).
 	a4b := netip.MustParseAddr("192.0.2.2")
-	if err := AddFQDN(c, p, []FQDNAddr{
+	if err := AddFQDN(c, compile(t, p), []FQDNAddr{
 		{Addr: a4b, Names: []string{"api.example.com"}, Expires: now.Add(time.Minute)},
 		{Addr: a4b, Names: []string{"api.example.com", "z.other.example.com"}, Expires: now.Add(time.Minute)},
 		{Addr: a6, Names: []string{"api.example.com"}, Expires: now.Add(time.Minute)},
@@ -306,4 +306,15 @@ func TestForgetSeenFullSet(t *testing.T) {
 			t.Errorf("key %s still there", s)
 		}
 	}
+}
+
+// indexFQDN returns the index of p's FQDN rules.
+func indexFQDN(p *policy.Policy) *fqdnIndex {
+	var x fqdnIndex
+	for _, r := range p.Egress {
+		if len(r.Names) > 0 {
+			x.add(r)
+		}
+	}
+	return x.done()
 }

@@ -39,10 +39,12 @@ type chainSpec struct {
 	rules [][]expr.Any
 }
 
-// buildChains returns every chain of the table with its rules. It does no I/O. The rules depend on
-// the options, the policy's mode and whether it restricts DNS, never on the size of the policy.
-func buildChains(t *nftables.Table, o Options, p *policy.Policy) []chainSpec {
-	b := builder{o: o, refuse: p.Mode == policy.Protect || o.Offline, memo: o.usesDenyMemo(p.Mode), restrictDNS: p.RestrictDNS}
+// buildChains returns every chain of the table with its rules, the allow sets' names followed by
+// allowSuffix (see Compiled.Apply). It does no I/O. The rules depend on the options, the policy's mode
+// and whether it restricts DNS, never on the size of the policy.
+func buildChains(t *nftables.Table, o Options, p *Compiled, allowSuffix string) []chainSpec {
+	b := builder{o: o, refuse: p.mode == policy.Protect || o.Offline, memo: o.usesDenyMemo(p.mode), restrictDNS: p.restrictDNS,
+		allowSuffix: allowSuffix}
 	accept := nftables.ChainPolicyAccept
 	base := func(name string, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
 		return &nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: hook,
@@ -78,6 +80,8 @@ type builder struct {
 	// (policy.Policy.RestrictDNS); otherwise a UDP query on a flow the kernel knows is let through
 	// and tracked in the kernel alone (see dnsQuery).
 	restrictDNS bool
+	// allowSuffix follows the names of the allow sets the rules look up.
+	allowSuffix string
 }
 
 // rules collects rules, each the concatenation of its parts.
@@ -176,7 +180,7 @@ func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string)
 		r.add(loadKey(k, true), []expr.Any{lookup(seen6, regKey)}, acceptV)
 	}
 	if b.o.DecidesInKernel() {
-		acceptIn(r, k, allow4, allow6)
+		acceptIn(r, k, allow4+b.allowSuffix, allow6+b.allowSuffix)
 		if k == keyEgress {
 			acceptIn(r, k, SetFQDNEgress4, SetFQDNEgress6)
 		}

@@ -231,45 +231,138 @@ func Dial(netnsFD int, opts ...nftables.ConnOption) (*nftables.Conn, error) {
 }
 
 // Apply makes the podwall table enforce p (nil: the deny-all baseline, Protect without rules) with
-// options o, in one netlink batch: the kernel swaps the whole ruleset at once or, on any error, keeps
-// the previous one. The base chains stay registered across the swap, so packets waiting in a queue
-// for their verdict survive it (a chain leaving its hook would drop them); their rules and all sets
-// are replaced, which also forgets the seen keys of the previous policy. Nothing outside the table is
-// touched. c should come from Dial; Apply, Remove and DetectQueue must not run concurrently on one
-// connection, whose batch they share.
+// options o: Compile, then Compiled.Apply.
 func Apply(c *nftables.Conn, p *policy.Policy, o Options) error {
+	cp, err := Compile(p)
+	if err != nil {
+		return err
+	}
+	_, err = cp.Apply(c, o)
+	return err
+}
+
+// stageBytes bounds the allow set elements, in netlink bytes, that one batch of Apply carries: a
+// policy whose allow sets take more is staged (see Compiled.Apply). A batch is held in memory whole,
+// twice while it is sent: 1 MiB is some 25,000 IPv4 keys.
+const stageBytes = 1 << 20
+
+// Apply makes the podwall table enforce p with options o, in one netlink batch: the kernel swaps the
+// whole ruleset at once or, on any error, keeps the previous one. The base chains stay registered
+// across the swap, so packets waiting in a queue for their verdict survive it (a chain leaving its
+// hook would drop them); their rules and all sets are replaced, which also forgets the seen keys of
+// the previous policy. Nothing outside the table is touched. c should come from Dial; Apply, Remove
+// and DetectQueue must not run concurrently on one connection, whose batch they share.
+//
+// A policy whose allow sets take more than stageBytes is staged first, so that an Apply holds a
+// bounded part of them in memory whatever their size: its allow sets are created under names of their
+// own (the usual names followed by "_g" and a number that no set of the table has) and filled over as
+// many batches as it takes while no rule refers to them, then the last batch swaps the ruleset as
+// above, its rules looking the staged sets up. Until that batch commits the previous ruleset enforces
+// exactly as before; if any batch fails, the staged sets are deleted (or, if that fails too, by the
+// next Apply) and the previous ruleset stays in force.
+//
+// It returns how many batches the kernel committed: one, more for a staged policy.
+func (p *Compiled) Apply(c *nftables.Conn, o Options) (int, error) {
 	o, err := o.withDefaults()
 	if err != nil {
-		return fmt.Errorf("ruleset options: %w", err)
-	}
-	if p == nil {
-		p = &policy.Policy{Mode: policy.Protect}
-	}
-	if err := p.Validate(); err != nil {
-		return fmt.Errorf("invalid policy: %w", err)
+		return 0, fmt.Errorf("ruleset options: %w", err)
 	}
 	t := table()
 	sets, err := buildSets(t, p, o, time.Now())
 	if err != nil {
-		return err
+		return 0, err
 	}
-	chains := buildChains(t, o, p)
 	old, err := current(c)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	allow := p.allowSpecs(t, "")
+	size := 0
+	for _, s := range allow {
+		size += s.count() * elementBytes(s.set)
+	}
+	if size <= stageBytes {
+		return p.swap(c, old, t, o, "", append(allow, sets...))
+	}
+	suffix := old.freshSuffix()
+	allow = p.allowSpecs(t, suffix)
+	commits, err := stage(c, t, allow)
+	if err == nil {
+		var n int
+		n, err = p.swap(c, old, t, o, suffix, sets)
+		commits += n
+	}
+	if err != nil && commits > 0 { // else the kernel took none of them
+		commits += unstage(c, t, old, allow)
+	}
+	return commits, err
+}
 
+// swap sends the batch that turns the table from old into the ruleset of p with sets (the allow sets
+// among them unless they are staged under allowSuffix already).
+func (p *Compiled) swap(c *nftables.Conn, old state, t *nftables.Table, o Options, allowSuffix string, sets []setSpec) (int, error) {
 	counters := []string{CounterDenyMemoHits}
 	if o.observesDNS() {
 		counters = append(counters, CounterDNSUnsolicited, CounterDNSUntracked)
 	}
-	if err := old.replace(c, t, chains, sets, counters); err != nil {
-		return err
+	if err := old.replace(c, t, buildChains(t, o, p, allowSuffix), sets, counters); err != nil {
+		return 0, err
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("apply ruleset: %w", err)
+		return 0, fmt.Errorf("apply ruleset: %w", err)
 	}
-	return nil
+	return 1, nil
+}
+
+// stage creates the allow sets and fills them, in batches of at most stageBytes of elements each, and
+// returns how many batches were committed.
+func stage(c *nftables.Conn, t *nftables.Table, allow []setSpec) (int, error) {
+	commits, queued := 0, 0
+	flush := func() error {
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("stage allow sets: %w", err)
+		}
+		commits, queued = commits+1, 0
+		return nil
+	}
+	c.AddTable(t)
+	for _, s := range allow {
+		// These fail only for anonymous sets or unencodable keys, which allowSpecs never makes.
+		if err := c.AddSet(s.set, nil); err != nil {
+			return commits, fmt.Errorf("set %s: %w", s.set.Name, err)
+		}
+		err := s.send(c, func(n int) error {
+			if queued += n * elementBytes(s.set); queued >= stageBytes {
+				return flush()
+			}
+			return nil
+		})
+		if err != nil {
+			return commits, err
+		}
+	}
+	return commits, flush()
+}
+
+// unstage deletes the staged allow sets after a failed Apply, as far as it can, and returns the
+// batches committed (0 or 1). Each is added before it is deleted, a no-op for one that exists, so
+// that the batch does not fail for a set whose batch failed; a table that did not exist before the
+// Apply is deleted whole.
+func unstage(c *nftables.Conn, t *nftables.Table, old state, allow []setSpec) int {
+	c.AddTable(t)
+	if !old.exists {
+		c.DelTable(t)
+	} else {
+		for _, s := range allow {
+			if c.AddSet(s.set, nil) == nil {
+				c.DelSet(s.set)
+			}
+		}
+	}
+	if c.Flush() != nil {
+		return 0
+	}
+	return 1
 }
 
 // replace queues the batch that turns the table from s into chains, sets and named counters.
@@ -284,10 +377,8 @@ func (s state) replace(c *nftables.Conn, t *nftables.Table, chains []chainSpec, 
 		if err := c.AddSet(set.set, nil); err != nil {
 			return fmt.Errorf("set %s: %w", set.set.Name, err)
 		}
-		for _, part := range chunks(set.set, set.elems) {
-			if err := c.SetAddElements(set.set, part); err != nil {
-				return fmt.Errorf("set %s: %w", set.set.Name, err)
-			}
+		if err := set.send(c, func(int) error { return nil }); err != nil {
+			return err
 		}
 	}
 	// The counters outlive each Apply: a counter object that exists already is left as it is.
@@ -403,6 +494,26 @@ func (s state) clear(c *nftables.Conn, want []chainSpec, wantSets []setSpec) {
 		i := slices.IndexFunc(want, func(w chainSpec) bool { return w.chain.Name == ch.Name })
 		if i < 0 || !sameHook(ch, want[i].chain) {
 			c.DelChain(ch)
+		}
+	}
+}
+
+// freshSuffix is a suffix for staged allow sets (see Compiled.Apply) that no set of s has: "_g" and
+// the least number free. Staged Applies alternate between "_g1" and "_g2", unless one whose staged
+// sets could not be deleted left them behind.
+func (s state) freshSuffix() string {
+	for n := 1; ; n++ {
+		suffix := fmt.Sprintf("_g%d", n)
+		taken := slices.ContainsFunc(s.sets, func(set *nftables.Set) bool {
+			for _, f := range allowFamilies {
+				if set.Name == f.name+suffix || set.Name == f.name+suffix+exactSuffix {
+					return true
+				}
+			}
+			return false
+		})
+		if !taken {
+			return suffix
 		}
 	}
 }

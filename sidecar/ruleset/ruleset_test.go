@@ -105,6 +105,16 @@ func apply(t *testing.T, c *nftables.Conn, p *policy.Policy, o Options) {
 	}
 }
 
+// compile compiles p.
+func compile(t testing.TB, p *policy.Policy) *Compiled {
+	t.Helper()
+	cp, err := Compile(p)
+	if err != nil {
+		t.Fatalf("compile: %v", err)
+	}
+	return cp
+}
+
 // listRuleset is nft's text of the namespace's ruleset, for people (stdout only: nft warns on stderr
 // that it cannot name the compat target's family).
 func listRuleset(t *testing.T, ns *netnstest.NS) string {

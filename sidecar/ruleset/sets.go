@@ -2,12 +2,9 @@ package ruleset
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/google/nftables"
-
-	"podwall.io/podwall/api/policy"
 )
 
 // The sets of the podwall table. Peers live only in sets, so the number of rules never depends on the
@@ -92,24 +89,45 @@ var (
 	keyProtoPort = nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService)
 )
 
-// setSpec is one set to create and the elements to put in it.
+// setSpec is one set to create and the elements to put in it: elems, or keys (an allow set's, which
+// are sent a chunk at a time and never all made into nftables.SetElement values).
 type setSpec struct {
 	set   *nftables.Set
 	elems []nftables.SetElement
+	keys  keyList
 }
 
-// buildSets returns every set of the table with its elements, the FQDN elements with their time left
-// at now. It does no I/O.
-func buildSets(t *nftables.Table, p *policy.Policy, o Options, now time.Time) ([]setSpec, error) {
-	specs, err := allowSets(t, p)
-	if err != nil {
-		return nil, err
+// count is the number of elements.
+func (s setSpec) count() int { return len(s.elems) + s.keys.len() }
+
+// send queues the messages that add the elements to c's batch, each message a chunk (see chunkLen);
+// sent is called after each with the number of elements it held.
+func (s setSpec) send(c *nftables.Conn, sent func(int) error) error {
+	add := func(part []nftables.SetElement) error {
+		if err := c.SetAddElements(s.set, part); err != nil {
+			return fmt.Errorf("set %s: %w", s.set.Name, err)
+		}
+		return sent(len(part))
 	}
-	fqdn := fqdnElements(p, o.FQDN, now)
+	if s.keys.len() > 0 {
+		return s.keys.chunks(chunkLen(s.set), add)
+	}
+	for _, part := range chunks(s.set, s.elems) {
+		if err := add(part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildSets returns every set of the table but the allow sets (Compiled.allowSpecs) with its
+// elements, the FQDN elements with their time left at now. It does no I/O.
+func buildSets(t *nftables.Table, c *Compiled, o Options, now time.Time) ([]setSpec, error) {
+	fqdn := fqdnElements(c.fqdn, o.FQDN, now)
 	if len(fqdn[0])+len(fqdn[1])+len(fqdn[2])+len(fqdn[3]) > maxElements {
 		return nil, fmt.Errorf("name cache too large: more than %d FQDN set elements", maxElements)
 	}
-	specs = append(specs, fqdn.specs(t)...)
+	specs := fqdn.specs(t)
 	if o.usesSeen() {
 		for _, s := range []struct {
 			name string
@@ -118,7 +136,7 @@ func buildSets(t *nftables.Table, p *policy.Policy, o Options, now time.Time) ([
 			specs = append(specs, setSpec{set: dynamicSet(t, s.name, s.key, o.SeenTimeout, seenSize)})
 		}
 	}
-	if o.usesDenyMemo(p.Mode) {
+	if o.usesDenyMemo(c.mode) {
 		for _, s := range []struct {
 			name string
 			key  nftables.SetDatatype
@@ -131,71 +149,12 @@ func buildSets(t *nftables.Table, p *policy.Policy, o Options, now time.Time) ([
 		setSpec{set: portSet(t, SetSelfPorts), elems: portElements(o.SelfPorts)},
 		setSpec{set: selfDestSet(t, false), elems: self4},
 		setSpec{set: selfDestSet(t, true), elems: self6},
-		setSpec{set: intervalSet(t, SetLoopbackDeny, keyProtoPort), elems: spanElements(loopbackSpans(p.Loopback))},
+		setSpec{set: intervalSet(t, SetLoopbackDeny, keyProtoPort), elems: spanElements(c.loopback)},
 	)
 	if o.observesDNS() {
 		specs = append(specs, dnsSets(t, o.DNSServers)...)
 	}
 	return specs, nil
-}
-
-// allowFamily is the allow sets of one direction and address family: the input boxes, and what
-// building them yields.
-type allowFamily struct {
-	ranges, exact string // set names
-	v6            bool
-	boxes         []box
-	out           [2]setSpec
-	err           error
-}
-
-// allowSets builds the allow sets, the four directions and families in parallel: their elements are
-// the bulk of the work of an Apply.
-func allowSets(t *nftables.Table, p *policy.Policy) ([]setSpec, error) {
-	in4, in6 := ruleBoxes(p.Ingress)
-	out4, out6 := ruleBoxes(p.Egress)
-	fams := []allowFamily{
-		{ranges: SetAllowIngress4, exact: SetAllowIngress4Exact, boxes: in4},
-		{ranges: SetAllowIngress6, exact: SetAllowIngress6Exact, v6: true, boxes: in6},
-		{ranges: SetAllowEgress4, exact: SetAllowEgress4Exact, boxes: out4},
-		{ranges: SetAllowEgress6, exact: SetAllowEgress6Exact, v6: true, boxes: out6},
-	}
-	var wg sync.WaitGroup
-	for i := range fams {
-		wg.Go(func() { fams[i].build(t) })
-	}
-	wg.Wait()
-	var specs []setSpec
-	total := 0
-	for _, f := range fams {
-		if f.err != nil {
-			return nil, f.err
-		}
-		if total += len(f.out[0].elems) + len(f.out[1].elems); total > maxElements {
-			return nil, fmt.Errorf("policy too large: more than %d set elements", maxElements)
-		}
-		specs = append(specs, f.out[:]...)
-	}
-	return specs, nil
-}
-
-func (f *allowFamily) build(t *nftables.Table) {
-	key := keyAddrPort4
-	if f.v6 {
-		key = keyAddrPort6
-	}
-	boxes, err := disjoint(f.boxes, maxWork)
-	if err != nil {
-		f.err = fmt.Errorf("set %s: %w", f.ranges, err)
-		return
-	}
-	if len(boxes) > maxElements { // before encoding them
-		f.err = fmt.Errorf("policy too large: more than %d set elements", maxElements)
-		return
-	}
-	ranges, exact := boxElements(boxes, f.v6)
-	f.out = [2]setSpec{{set: intervalSet(t, f.ranges, key), elems: ranges},
-		{set: exactSet(t, f.exact, key, len(exact)), elems: exact}}
 }
 
 // intervalSet is a set of concatenated ranges: the kernel backs it with pipapo, whose lookup cost does
@@ -222,34 +181,35 @@ func portSet(t *nftables.Table, name string) *nftables.Set {
 	return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeInetService}
 }
 
-// boxElements encodes boxes as elements: those of one address and one port as a key alone (for an
-// exact set), the others with a start and an end key (for an interval set). Every field of a
-// concatenated key takes a multiple of four bytes (one register each): address, protocol + 3 bytes of
-// padding, port in network order + 2 bytes of padding.
-func boxElements(boxes []box, v6 bool) (ranges, exact []nftables.SetElement) {
+// boxKeys encodes boxes as elements: those of one address and one port as a key alone (for an exact
+// set), the others with a start and an end key (for an interval set). Every field of a concatenated
+// key takes a multiple of four bytes (one register each): address, protocol + 3 bytes of padding,
+// port in network order + 2 bytes of padding.
+func boxKeys(boxes []box, v6 bool) (ranges, exact keyList) {
 	keyLen := len(addrKey(nil, addr{}, v6, 0, 0))
-	buf := make([]byte, 0, 2*keyLen*len(boxes)) // one allocation for every key
-	key := func(a addr, proto uint8, port uint16) []byte {
-		buf = addrKey(buf, a, v6, proto, port)
-		return buf[len(buf)-keyLen : len(buf) : len(buf)]
-	}
 	n := 0
 	for _, b := range boxes {
 		if b.lo == b.hi && b.span.lo == b.span.hi {
 			n++
 		}
 	}
-	ranges = make([]nftables.SetElement, 0, len(boxes)-n)
-	exact = make([]nftables.SetElement, 0, n)
+	ranges = keyList{data: make([]byte, 0, 2*keyLen*(len(boxes)-n)), keyLen: keyLen, ranges: true}
+	exact = keyList{data: make([]byte, 0, keyLen*n), keyLen: keyLen}
 	for _, b := range boxes {
-		start := key(b.lo, b.proto, b.span.lo)
 		if b.lo == b.hi && b.span.lo == b.span.hi {
-			exact = append(exact, nftables.SetElement{Key: start})
+			exact.data = addrKey(exact.data, b.lo, v6, b.proto, b.span.lo)
 			continue
 		}
-		ranges = append(ranges, nftables.SetElement{Key: start, KeyEnd: key(b.hi, b.proto, b.span.hi)})
+		ranges.data = addrKey(ranges.data, b.lo, v6, b.proto, b.span.lo)
+		ranges.data = addrKey(ranges.data, b.hi, v6, b.proto, b.span.hi)
 	}
 	return ranges, exact
+}
+
+// boxElements is boxKeys' elements as slices, for a few boxes (an FQDN answer's).
+func boxElements(boxes []box, v6 bool) (ranges, exact []nftables.SetElement) {
+	r, x := boxKeys(boxes, v6)
+	return r.elements(), x.elements()
 }
 
 // addrKey appends "address . protocol . port" to b as the kernel's registers hold it.
@@ -278,12 +238,20 @@ func portElements(ports []uint16) []nftables.SetElement {
 	return elems
 }
 
-// chunks splits elements into groups whose netlink encoding stays under the 64 KiB an attribute can
-// hold: a larger list would overflow the nested attribute's 16-bit length.
-func chunks(s *nftables.Set, elems []nftables.SetElement) [][]nftables.SetElement {
+// chunkLen is how many elements of set s fit in one message: their netlink encoding must stay under
+// the 64 KiB an attribute can hold, or the nested attribute's 16-bit length would overflow.
+func chunkLen(s *nftables.Set) int {
 	const budget = 60000
-	per := 4 + 2*(8+int(s.KeyType.Bytes)) // item header, key and key end, each nested twice
-	n := budget / per
+	return budget / elementBytes(s)
+}
+
+// elementBytes bounds the netlink encoding of one element of s: item header, key and key end, each
+// nested twice.
+func elementBytes(s *nftables.Set) int { return 4 + 2*(8+int(s.KeyType.Bytes)) }
+
+// chunks splits elements into groups of chunkLen.
+func chunks(s *nftables.Set, elems []nftables.SetElement) [][]nftables.SetElement {
+	n := chunkLen(s)
 	var out [][]nftables.SetElement
 	for len(elems) > n {
 		out = append(out, elems[:n])

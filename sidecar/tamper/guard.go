@@ -66,19 +66,28 @@ func (g *Guard) Close() error { return g.gen.close() }
 // as the sidecar's own. If another batch was committed while it ran, no generation is recorded: the
 // monitor and the generation check then restore, erring on the side of one restore too many.
 func (g *Guard) Write(batch func() error) error {
+	return g.WriteBatches(func() (int, error) { return 1, batch() })
+}
+
+// WriteBatches is Write for batches that commit several nftables batches (a staged ruleset Apply)
+// and return how many: the generations they made are the sidecar's own if no other batch was
+// committed meanwhile, which the count tells.
+func (g *Guard) WriteBatches(batches func() (int, error)) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	before, berr := g.gen.get()
-	err := batch()
+	n, err := batches()
 	after, aerr := g.gen.get()
 	switch {
 	case berr == nil && aerr == nil && after == before:
 		// Nothing was committed (the kernel refused the batch): the last own generation still holds.
-	case err == nil && berr == nil && aerr == nil && after == before+1:
-		if len(g.own) == ownBacklog {
-			g.own = g.own[1:]
+	case err == nil && berr == nil && aerr == nil && n > 0 && after == before+uint32(n):
+		for gen := before + 1; gen != after+1; gen++ {
+			if len(g.own) == ownBacklog {
+				g.own = g.own[1:]
+			}
+			g.own = append(g.own, gen)
 		}
-		g.own = append(g.own, after)
 		g.last, g.trusted = after, true
 	default:
 		g.trusted = false
