@@ -25,11 +25,13 @@ import (
 )
 
 // The flood's child role (see TestMain) and its arguments: envAddr is the server's address (no port),
-// envWorkers the dialers, envFirst the first port and envConns how many connections to open, one per
-// port from envFirst on.
+// envWorkers the dialers, envFirst the first port, envConns how many connections to open, one per
+// port from envFirst on, and envRate, when set, the rate at which to open them (connections a second,
+// over all dialers); without it each dialer opens its next connection as soon as the last is closed.
 const (
 	roleFlood = "flood"
 	envConns  = "PODWALL_BENCH_CONNS"
+	envRate   = "PODWALL_BENCH_RATE"
 )
 
 // The flood's ports: the policy allows the server's floodFirstPort..floodLastPort, and the peer
@@ -39,12 +41,16 @@ const (
 	floodFirstPort = 10000
 	floodLastPort  = 59999
 	floodDialers   = 64
-	// floodPerRound is how many connections a round opens at most (fewer when the rounds would use up
-	// the port range).
+	// floodPerRound is how many connections each of a round's two runs opens at most (fewer when the
+	// rounds would use up the port range).
 	floodPerRound = 3000
+	// floodRate is the paced run's rate, in new connections a second over the 64 dialers, unless
+	// envFloodRate says otherwise: a busy pod's, a quarter of what the sidecar decides at most here.
+	floodRate    = 1000
+	envFloodRate = "PODWALL_BENCH_FLOOD_RATE"
 )
 
-// floodResult is what one flood round reports on stdout, as JSON.
+// floodResult is what one flood run reports on stdout, as JSON.
 type floodResult struct {
 	Conns      int     `json:"conns"`
 	Errors     int     `json:"errors"`
@@ -53,21 +59,41 @@ type floodResult struct {
 	FirstError string  `json:"first_error,omitempty"`
 }
 
-// TestVerdictFlood measures the verdict loop under a flood of new connections: 64 dialers in the pod
-// each open connections to the peer as fast as they can, every one to a port of the allowed range not
-// used before, so that each connection's SYN is decided by the sidecar. The sidecar runs with its
-// defaults ("scaled": a pool of verdict workers from 1 up to two per CPU) and, as the baseline, with
-// the pool held at one worker (--verdict-max-workers=1), rounds interleaved with a third side with no
-// firewall. It reports the p99 time to connect (the SYN's wait in the queue, its verdict, and a round
-// trip on the veth) of each side's best round, and the kernel's queue drops over all rounds of each
-// side; it prints the scaled pool's size at each change over the whole run, and logs the no-firewall
-// p99 and each sidecar's own verdict latency (podwall_decision_seconds: from reading a packet to its
-// verdict, a p99 bound to its histogram's power-of-two buckets) for context.
+// Rate is the completed connections per second.
+func (r floodResult) Rate() float64 { return float64(r.Conns) / r.Seconds }
+
+// TestVerdictFlood measures the verdict loop under a flood of new connections from 64 dialers in the
+// pod, every one to a port of the allowed range not used before, so that each connection's SYN is
+// decided by the sidecar. Each round runs the flood twice on each side:
+//
+//   - paced: the dialers open connections at a fixed rate between them (floodRate, an open loop), and
+//     each connection's time is counted from when it was due, so that a late start counts against the
+//     firewall too. Its p99 is the verdict latency under load: the SYN's wait in the queue, its
+//     verdict, and a round trip on the veth.
+//   - saturating: each dialer opens its next connection as soon as the last is closed (a closed loop):
+//     the most new connections a second the sidecar lets through, and the load under which its pool
+//     of workers grows. (A closed loop's connect time says little of the verdict's: with 64 dialers
+//     always waiting, each waits about 64 / rate, with or without a firewall.)
+//
+// The sidecar runs with its defaults ("scaled": a pool of verdict workers from 1 up to two per CPU)
+// and, as the baseline, with the pool held at one worker (--verdict-max-workers=1), rounds interleaved
+// with a third side with no firewall. It reports each side's best round and the kernel's queue drops
+// over all runs of each side; it prints the scaled pool's size at each change over the whole run, and
+// logs the no-firewall figures and each sidecar's own verdict latency (podwall_decision_seconds: from
+// reading a packet to its verdict, a p99 bound to its histogram's power-of-two buckets) for context.
 func TestVerdictFlood(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := sidecarBinary(t)
 	rounds, _ := settings(t)
-	perRound := min(floodPerRound, (floodLastPort-floodFirstPort+1)/rounds)
+	rate := floodRate
+	if s := os.Getenv(envFloodRate); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("%s=%q: want a positive integer (connections a second)", envFloodRate, s)
+		}
+		rate = n
+	}
+	perRound := min(floodPerRound, (floodLastPort-floodFirstPort+1)/rounds/2)
 	dir := t.TempDir()
 	flooded := func(name string, args ...string) *topology {
 		top := newFloodTopology(t, name)
@@ -81,9 +107,9 @@ func TestVerdictFlood(t *testing.T) {
 	fixed := flooded("fixed", "--verdict-max-workers=1")
 	scaled := flooded("scaled")
 	base := newFloodTopology(t, "base")
-	sidecars := []*topology{fixed, scaled}
+	sides := []*topology{fixed, scaled, base}
 	decided := map[*topology]map[float64]float64{}
-	for _, top := range sidecars {
+	for _, top := range sides[:2] {
 		decided[top] = decisionBuckets(t, top)
 	}
 	t.Logf("load before the flood: %s", loadAverage(t))
@@ -91,20 +117,31 @@ func TestVerdictFlood(t *testing.T) {
 	start := time.Now()
 	next := map[*topology]int{fixed: floodFirstPort, scaled: floodFirstPort, base: floodFirstPort}
 	drops := map[*topology]int{}
-	best := interleave(rounds, []*topology{fixed, scaled, base}, func(top *topology) float64 {
+	flood := func(top *topology, rate int) floodResult {
 		before := queueDrops(t, top)
 		began := time.Since(start)
-		r := runFlood(t, top, next[top], perRound)
+		r := runFlood(t, top, next[top], perRound, rate)
 		next[top] += perRound
 		d := queueDrops(t, top) - before
 		drops[top] += d
-		t.Logf("%s: t=%v..%v %d connections at %.0f/s, p99 %.0f µs, %d kernel queue drops", top.name,
-			began.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), r.Conns, float64(r.Conns)/r.Seconds, r.P99Micros, d)
-		return 1 / r.P99Micros
+		how := "saturating"
+		if rate > 0 {
+			how = fmt.Sprintf("paced at %d/s", rate)
+		}
+		t.Logf("%s, %s: t=%v..%v %d connections at %.0f/s, p99 %.0f µs, %d kernel queue drops", top.name, how,
+			began.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), r.Conns, r.Rate(), r.P99Micros, d)
+		return r
+	}
+	fastest := make([]float64, len(sides))
+	best := interleave(rounds, sides, func(top *topology) float64 {
+		paced := flood(top, rate)
+		i := slices.Index(sides, top)
+		fastest[i] = max(fastest[i], flood(top, 0).Rate())
+		return 1 / paced.P99Micros
 	})
 	t.Logf("load after the flood: %s", loadAverage(t))
-	t.Logf("no firewall: p99 %.0f µs (best round)", 1/best[2])
-	for _, top := range sidecars {
+	t.Logf("no firewall: p99 %.0f µs paced at %d/s, %.0f connections/s saturating (best rounds)", 1/best[2], rate, fastest[2])
+	for _, top := range sides[:2] {
 		t.Logf("%s: the sidecar's own verdict latency (from reading the packet to its verdict) over all rounds: p99 ≤ %.0f µs",
 			top.name, p99Bound(decided[top], decisionBuckets(t, top))*1e6)
 	}
@@ -123,8 +160,12 @@ func TestVerdictFlood(t *testing.T) {
 	if peak := slices.MaxFunc(changes, func(a, b workersChange) int { return a.n - b.n }); peak.n < 2 {
 		t.Errorf("the scaled pool never grew: %v", changes)
 	}
-	report(t, "verdict_p99_us_flood", 1/best[1], "us", 1/best[0], "value ≤ 2000 (p99 connect time of new keys, 64 dialers; baseline: one verdict worker)")
-	report(t, "queue_drops_flood", float64(drops[scaled]), "drops", float64(drops[fixed]), "value = 0 (kernel queue drops over all rounds; baseline: one verdict worker)")
+	report(t, "verdict_p99_us_flood", 1/best[1], "us", 1/best[0], fmt.Sprintf(
+		"value ≤ 2000 (p99 time to connect, new keys, 64 dialers paced at %d/s; baseline: one verdict worker)", rate))
+	report(t, "connrate_flood", fastest[1], "conn/s", fastest[0],
+		"none (new keys, 64 dialers, saturating; baseline: one verdict worker)")
+	report(t, "queue_drops_flood", float64(drops[scaled]), "drops", float64(drops[fixed]),
+		"value = 0 (kernel queue drops over all runs; baseline: one verdict worker)")
 }
 
 // newFloodTopology is a topology whose peer takes every connection to the flood's ports on connPort.
@@ -136,13 +177,14 @@ func newFloodTopology(t *testing.T, name string) *topology {
 	return top
 }
 
-// runFlood opens n connections from the pod, to the server's ports first..first+n-1, and returns the
-// child's result; a connection that fails is an error of the test.
-func runFlood(t *testing.T, top *topology, first, n int) floodResult {
+// runFlood opens n connections from the pod, to the server's ports first..first+n-1, at rate a second
+// (0: as fast as they close), and returns the child's result; a connection that fails is an error of
+// the test.
+func runFlood(t *testing.T, top *topology, first, n, rate int) floodResult {
 	t.Helper()
 	var r floodResult
 	runChild(t, top.pod, roleFlood, time.Minute, &r, envAddr+"="+top.server.String(), envWorkers+"="+strconv.Itoa(floodDialers),
-		envFirst+"="+strconv.Itoa(first), envConns+"="+strconv.Itoa(n))
+		envFirst+"="+strconv.Itoa(first), envConns+"="+strconv.Itoa(n), envRate+"="+strconv.Itoa(rate))
 	if r.Errors > 0 {
 		t.Errorf("flood in %s: %d of %d connections failed, first: %s", top.name, r.Errors, r.Errors+r.Conns, r.FirstError)
 	}
@@ -150,14 +192,17 @@ func runFlood(t *testing.T, top *topology, first, n int) floodResult {
 }
 
 // floodChild is the flood role: it opens the connections from envWorkers dialers, each to the next
-// port, closing each with an RST (no TIME_WAIT), and returns the p99 of their connect times.
+// port, closing each with an RST (no TIME_WAIT), and returns the p99 of their connect times. Paced
+// (envRate above 0), the i-th connection is due i/rate seconds after the start, and its time counts
+// from then.
 func floodChild() floodResult {
 	dialers, err1 := strconv.Atoi(os.Getenv(envWorkers))
 	first, err2 := strconv.Atoi(os.Getenv(envFirst))
 	n, err3 := strconv.Atoi(os.Getenv(envConns))
 	addr, err4 := netip.ParseAddr(os.Getenv(envAddr))
-	if err := errors.Join(err1, err2, err3, err4); err != nil || dialers < 1 || n < 1 {
-		return floodResult{Errors: 1, FirstError: fmt.Sprintf("bad arguments: %d dialers, %d connections: %v", dialers, n, err)}
+	rate, err5 := strconv.Atoi(os.Getenv(envRate))
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil || dialers < 1 || n < 1 || rate < 0 {
+		return floodResult{Errors: 1, FirstError: fmt.Sprintf("bad arguments: %d dialers, %d connections, %d a second: %v", dialers, n, rate, err)}
 	}
 	var (
 		next atomic.Int64
@@ -173,6 +218,10 @@ func floodChild() floodResult {
 			dialer := net.Dialer{Timeout: dialTimeout}
 			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
 				began := time.Now()
+				if rate > 0 {
+					began = start.Add(time.Duration(i) * time.Second / time.Duration(rate))
+					time.Sleep(time.Until(began))
+				}
 				c, err := dialer.Dial("tcp", netip.AddrPortFrom(addr, uint16(first+int(i))).String())
 				if err != nil {
 					mu.Lock()
