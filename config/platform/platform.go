@@ -29,9 +29,9 @@ import (
 //	  demo/Deployment/client: {fail-mode: open, resources: {limits: {memory: 256Mi}}}
 //
 // A pod's settings are, key by key, its workload's entry, else its namespace's, else the defaults,
-// else the injector's flag sidecar-<key> (config.InjectedPlatform), else the sidecar's own default. The key
-// resources sets the podwall container's requests and limits (cpu, memory) the same way, resource by
-// resource, over the injector's flags sidecar-{cpu,memory}-{request,limit}.
+// else the injector's flag sidecar-<key> (config.InjectedPlatform), else the sidecar's own default.
+// The key resources sets the podwall container's requests and limits (cpu, memory) the same way,
+// resource by resource, over the injector's flags sidecar-{cpu,memory}-{request,limit}.
 type Platform struct {
 	Defaults   Entry
 	Namespaces map[string]Entry
