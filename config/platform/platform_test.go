@@ -122,7 +122,7 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
-// FuzzPlatformFile feeds arbitrary platform files to ParsePlatform. It must never panic, and what it
+// FuzzPlatformFile feeds arbitrary platform files to Parse. It must never panic, and what it
 // accepts must be settings the sidecar takes: each pod's resolved settings, as its environment, load
 // and validate.
 func FuzzPlatformFile(f *testing.F) {
