@@ -108,8 +108,9 @@ bench: ## run every bench-* target; each prints BENCH <name> value= unit= baseli
 	  $(MAKE) --no-print-directory $$t || exit 1; done
 
 .PHONY: bench-datapath
+# The sidecar is built as its image carries it (e2e/internal/images): static, CGO_ENABLED=0, no libc.
 bench-datapath: ## (root, ~2 min) sidecar datapath figures vs the same netns with no firewall; see BENCHMARKS.md
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/podwall-sidecar
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/podwall-sidecar
 	PODWALL_SIDECAR=$(abspath $(BIN))/podwall-sidecar \
 	  $(GO) test -tags bench -count=1 -timeout 10m -run '^(TestDatapath|TestDNS|TestVerdictFlood)$$' -v ./bench/datapath/
 

@@ -29,7 +29,7 @@
 //
 // The sidecar's configuration has two layers. The platform layer is its flags, its environment and
 // the defaults: what the injector sets, from the platform's ConfigMap (podwall-platform in
-// podwall-system, key platform.yaml, which ParsePlatform reads: defaults, per-namespace and
+// podwall-system, key platform.yaml, which package config/platform reads: defaults, per-namespace and
 // per-workload entries that a cluster admin writes) over its own flags sidecar-<key>. The workload layer is the file
 // (/etc/podwall/config.yaml, where the injector mounts the workload's ConfigMap podwall-config), which
 // anyone who may write ConfigMaps in the pod's namespace controls; LoadSidecar reads it apart from
@@ -45,7 +45,8 @@
 //
 // A platform entry's key resources is not a sidecar key: it sets the podwall container's requests
 // and limits (cpu, memory), resource by resource over the injector's sidecar-{cpu,memory}-* flags,
-// and the workload layer cannot set it (see Platform).
+// and the workload layer cannot set it (see package config/platform, which reads the file: it needs
+// Kubernetes' API types for the resources, and the sidecar, which links this package, must not).
 //
 // "live" keys reach a running sidecar through WatchSidecar; a change of queue-count in the file is
 // reported as a RestartRequiredError and takes effect at the next start. "layer" says who may set the

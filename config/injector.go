@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 
 	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/internal/version"
@@ -70,7 +68,9 @@ type InjectedSidecar struct {
 	Image      string `mapstructure:"sidecar-image"`
 	PullPolicy string `mapstructure:"sidecar-image-pull-policy"`
 	// Resources are Kubernetes quantities; an empty one is left unset (keys sidecar-cpu-request,
-	// sidecar-memory-request, sidecar-cpu-limit, sidecar-memory-limit).
+	// sidecar-memory-request, sidecar-cpu-limit, sidecar-memory-limit). Package config/platform reads
+	// and checks them (SidecarResources), apart from this package, which the sidecar links: they need
+	// Kubernetes' API types.
 	CPURequest    string `mapstructure:"sidecar-cpu-request"`
 	MemoryRequest string `mapstructure:"sidecar-memory-request"`
 	CPULimit      string `mapstructure:"sidecar-cpu-limit"`
@@ -91,12 +91,12 @@ type InjectedSidecar struct {
 	// kubelet rotates it at 80%.
 	TokenExpiration time.Duration `mapstructure:"token-expiration"`
 	// Platform holds the platform's defaults for every sidecar, the lowest layer under the platform's
-	// ConfigMap (see Platform and PlatformDefaults).
+	// ConfigMap (see package config/platform and PlatformDefaults).
 	Platform InjectedPlatform `mapstructure:",squash"`
 }
 
 // InjectedPlatform are the sidecar settings the injector passes to every sidecar unless the
-// platform's ConfigMap says otherwise: the platform keys (ParsePlatform) with "sidecar-" before them,
+// platform's ConfigMap says otherwise: the platform keys (ParsePlatformSettings) with "sidecar-" before them,
 // each spelled as the sidecar's environment takes it; empty leaves the sidecar's own default.
 type InjectedPlatform struct {
 	Mode             string `mapstructure:"sidecar-mode"`
@@ -171,10 +171,10 @@ func (c Injector) validate() error {
 	c.TLS.check(&p)
 	oneOf(&p, "native-sidecars", c.NativeSidecars, NativeAuto, NativeAlways, NativeNever)
 	oneOf(&p, "sidecar-image-pull-policy", c.Sidecar.PullPolicy, "Always", "IfNotPresent", "Never")
-	if !isDNSLabel(c.TLS.Namespace) {
+	if !IsDNSLabel(c.TLS.Namespace) {
 		p.add("namespace", "%q is not a DNS label", c.TLS.Namespace)
 	}
-	if c.TLS.Mode == CertManaged && !isDNSSubdomain(c.TLS.WebhookConfig) {
+	if c.TLS.Mode == CertManaged && !IsDNSSubdomain(c.TLS.WebhookConfig) {
 		p.add("webhook-config-name", "%q is not a DNS subdomain name", c.TLS.WebhookConfig)
 	}
 	c.Sidecar.check(&p)
@@ -185,13 +185,10 @@ func (s InjectedSidecar) check(p *problems) {
 	if s.Image == "" {
 		p.add("sidecar-image", "required")
 	}
-	if _, err := s.Resources(); err != nil {
-		*p = append(*p, err)
-	}
 	if u, err := url.Parse(s.PolicyGenURL); err != nil || u.Scheme != "https" || u.Host == "" {
 		p.add("policygen-url", "%q is not an https URL: the token must not travel in clear", s.PolicyGenURL)
 	}
-	if s.PolicyGenCAConfigMap != "" && !isDNSSubdomain(s.PolicyGenCAConfigMap) {
+	if s.PolicyGenCAConfigMap != "" && !IsDNSSubdomain(s.PolicyGenCAConfigMap) {
 		p.add("policygen-ca-configmap", "%q is not a DNS subdomain name", s.PolicyGenCAConfigMap)
 	}
 	if err := checkPlatformDefaults(s.Platform.PlatformDefaults()); err != nil {
@@ -207,41 +204,4 @@ func checkPort(p *problems, key string, port int) {
 	if port < 1 || port > 65535 {
 		p.add(key, "%d is not a port from 1 to 65535", port)
 	}
-}
-
-// Resources are the sidecar's requests and limits (an empty quantity is left unset). An error names
-// each flag that is not a Kubernetes quantity, or a request above its limit, which the API server
-// would refuse in every pod.
-func (s InjectedSidecar) Resources() (corev1.ResourceRequirements, error) {
-	var p problems
-	res := corev1.ResourceRequirements{}
-	for _, q := range []struct {
-		list       *corev1.ResourceList
-		name       corev1.ResourceName
-		key, value string
-	}{
-		{&res.Requests, corev1.ResourceCPU, "sidecar-cpu-request", s.CPURequest},
-		{&res.Requests, corev1.ResourceMemory, "sidecar-memory-request", s.MemoryRequest},
-		{&res.Limits, corev1.ResourceCPU, "sidecar-cpu-limit", s.CPULimit},
-		{&res.Limits, corev1.ResourceMemory, "sidecar-memory-limit", s.MemoryLimit},
-	} {
-		if q.value == "" {
-			continue
-		}
-		v, err := resource.ParseQuantity(q.value)
-		if err != nil {
-			p.add(q.key, "%q is not a Kubernetes quantity", q.value)
-			continue
-		}
-		if *q.list == nil {
-			*q.list = corev1.ResourceList{}
-		}
-		(*q.list)[q.name] = v
-	}
-	if len(p) == 0 {
-		if err := checkRequestsWithinLimits(res); err != nil {
-			return res, fmt.Errorf("sidecar resources (flags sidecar-{cpu,memory}-{request,limit}): %w", err)
-		}
-	}
-	return res, errors.Join(p...)
 }

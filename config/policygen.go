@@ -142,7 +142,7 @@ func LoadPolicyGenServer(args []string) (PolicyGenServer, error) {
 func (c PolicyGenServer) validate() error {
 	var p problems
 	c.TLS.check(&p)
-	if c.TLS.Mode == CertManaged && !isDNSSubdomain(c.CAConfigMap) {
+	if c.TLS.Mode == CertManaged && !IsDNSSubdomain(c.CAConfigMap) {
 		p.add("ca-configmap", "%q is not a DNS subdomain name", c.CAConfigMap)
 	}
 	if c.API.Audience == "" {
@@ -160,10 +160,10 @@ func (c PolicyGenServer) validate() error {
 	if c.API.ReportBurst < 1 {
 		p.add("report-burst", "%d must be at least 1", c.API.ReportBurst)
 	}
-	if ns, name, ok := strings.Cut(c.Generate.DNSService, "/"); !ok || !isDNSLabel(ns) || !isDNSLabel(name) {
+	if ns, name, ok := strings.Cut(c.Generate.DNSService, "/"); !ok || !IsDNSLabel(ns) || !IsDNSLabel(name) {
 		p.add("dns-service", "%q is not namespace/name", c.Generate.DNSService)
 	}
-	if !isDNSSubdomain(c.Generate.ClusterDomain) {
+	if !IsDNSSubdomain(c.Generate.ClusterDomain) {
 		p.add("cluster-domain", "%q is not a DNS name", c.Generate.ClusterDomain)
 	}
 	if c.Promote.LearnQuiet < 0 || c.Promote.MonitorQuiet < 0 {
@@ -181,7 +181,7 @@ func (c PolicyGenServer) validate() error {
 	if c.ReplicaStatusTTL < 3*time.Second {
 		p.add("replica-status-ttl", "%v is under the 3s minimum", c.ReplicaStatusTTL)
 	}
-	if !isDNSLabel(c.Namespace) {
+	if !IsDNSLabel(c.Namespace) {
 		p.add("namespace", "%q is not a DNS label", c.Namespace)
 	}
 	return errors.Join(p...)

@@ -156,13 +156,13 @@ func checkListenAddr(p *problems, addr string, mesh MeshPorts) {
 
 // check validates what is set; every field is optional.
 func (d Pod) check(p *problems) {
-	if d.Name != "" && !isDNSSubdomain(d.Name) {
+	if d.Name != "" && !IsDNSSubdomain(d.Name) {
 		p.add("pod-name", "%q is not a DNS subdomain name", d.Name)
 	}
-	if d.Namespace != "" && !isDNSLabel(d.Namespace) {
+	if d.Namespace != "" && !IsDNSLabel(d.Namespace) {
 		p.add("pod-namespace", "%q is not a DNS label", d.Namespace)
 	}
-	if d.ServiceAccount != "" && !isDNSSubdomain(d.ServiceAccount) {
+	if d.ServiceAccount != "" && !IsDNSSubdomain(d.ServiceAccount) {
 		p.add("pod-service-account", "%q is not a DNS subdomain name", d.ServiceAccount)
 	}
 	for _, ip := range d.IPs {
@@ -170,7 +170,7 @@ func (d Pod) check(p *problems) {
 			p.add("pod-ips", "%q is not an IP address", ip)
 		}
 	}
-	if kind, name, ok := strings.Cut(d.Workload, "/"); d.Workload != "" && (!ok || kind == "" || !isDNSSubdomain(name)) {
+	if kind, name, ok := strings.Cut(d.Workload, "/"); d.Workload != "" && (!ok || kind == "" || !IsDNSSubdomain(name)) {
 		p.add("workload", "%q is not Kind/name", d.Workload)
 	}
 }
@@ -194,8 +194,8 @@ func oneOf[T ~string](p *problems, key string, v T, allowed ...T) {
 	p.add(key, "%q is not one of %s", v, strings.Join(names, ", "))
 }
 
-// isDNSLabel reports whether s is an RFC 1123 label, as Kubernetes namespace names are.
-func isDNSLabel(s string) bool {
+// IsDNSLabel reports whether s is an RFC 1123 label, as Kubernetes namespace names are.
+func IsDNSLabel(s string) bool {
 	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
 		return false
 	}
@@ -207,13 +207,13 @@ func isDNSLabel(s string) bool {
 	return true
 }
 
-// isDNSSubdomain reports whether s is an RFC 1123 subdomain, as most Kubernetes object names are.
-func isDNSSubdomain(s string) bool {
+// IsDNSSubdomain reports whether s is an RFC 1123 subdomain, as most Kubernetes object names are.
+func IsDNSSubdomain(s string) bool {
 	if len(s) > 253 {
 		return false
 	}
 	for label := range strings.SplitSeq(s, ".") {
-		if !isDNSLabel(label) {
+		if !IsDNSLabel(label) {
 			return false
 		}
 	}

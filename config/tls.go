@@ -52,10 +52,10 @@ func servingTLSFlags(f *pflag.FlagSet, certDir, service, secret string) {
 
 func (t ServingTLS) check(p *problems) {
 	oneOf(p, "cert-mode", t.Mode, CertManaged, CertExternal)
-	if !isDNSLabel(t.Service) {
+	if !IsDNSLabel(t.Service) {
 		p.add("service-name", "%q is not a DNS label", t.Service)
 	}
-	if t.Mode == CertManaged && !isDNSSubdomain(t.Secret) {
+	if t.Mode == CertManaged && !IsDNSSubdomain(t.Secret) {
 		p.add("secret-name", "%q is not a DNS subdomain name", t.Secret)
 	}
 	if t.Mode == CertExternal && t.CertDir == "" {

@@ -11,6 +11,7 @@ import (
 
 	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/config"
+	"podwall.io/podwall/config/platform"
 	"podwall.io/podwall/internal/mesh"
 )
 
@@ -101,20 +102,20 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 		return nil, err
 	}
 	warnings = append(warnings, rawWarnings...)
-	platform := config.PlatformEntry{Settings: maps.Clone(in.opts.PlatformDefaults), Resources: in.opts.Resources}
+	entry := platform.Entry{Settings: maps.Clone(in.opts.PlatformDefaults), Resources: in.opts.Resources}
 	if in.opts.Platform != nil {
-		entry, err := in.opts.Platform.For(ns.Name, workloadOf(work))
+		own, err := in.opts.Platform.For(ns.Name, workloadOf(work))
 		if err != nil {
 			return nil, err
 		}
-		if platform.Settings == nil {
-			platform.Settings = config.PlatformSettings{}
+		if entry.Settings == nil {
+			entry.Settings = config.PlatformSettings{}
 		}
-		maps.Copy(platform.Settings, entry.Settings)
-		platform.Resources = config.MergeResources(platform.Resources, entry.Resources)
+		maps.Copy(entry.Settings, own.Settings)
+		entry.Resources = platform.MergeResources(entry.Resources, own.Resources)
 	}
 	dropNetRaw(work)
-	st := in.add(work, platform)
+	st := in.add(work, entry)
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return nil, fmt.Errorf("encode status: %w", err)
@@ -197,12 +198,12 @@ func riskyContainers(spec *corev1.PodSpec) []string {
 
 // add puts the sidecar, its volumes and (on old clusters) the baseline init container into a pod that
 // holds none of them, and returns the status to record.
-func (in *Injector) add(pod *corev1.Pod, platform config.PlatformEntry) status {
+func (in *Injector) add(pod *corev1.Pod, entry platform.Entry) status {
 	var proxy *mesh.Proxy
 	if p, ok := mesh.In(&pod.Spec, pod.Annotations); ok {
 		proxy = &p
 	}
-	podwall := in.sidecar(pod, proxy, platform)
+	podwall := in.sidecar(pod, proxy, entry)
 	st := status{Volumes: injectedVolumes()}
 	if in.opts.NativeSidecars {
 		st.Layout = "native"

@@ -18,6 +18,7 @@ import (
 
 	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/config"
+	"podwall.io/podwall/config/platform"
 	"podwall.io/podwall/internal/certs"
 )
 
@@ -27,12 +28,12 @@ import (
 type PlatformSource interface {
 	// For returns the entry of a pod of workload ("Kind/name", "" for none) in namespace. An error
 	// refuses the pod, with the error's message.
-	For(namespace, workload string) (config.PlatformEntry, error)
+	For(namespace, workload string) (platform.Entry, error)
 }
 
 // Platform reads the platform's ConfigMap (sidecar.PlatformConfigMap, key sidecar.PlatformFile, in the
 // injector's namespace) from a cache that watches that namespace's ConfigMaps, so an admission costs
-// no API call; the file is parsed again only when the ConfigMap changes (config.ParsePlatform). A
+// no API call; the file is parsed again only when the ConfigMap changes (platform.Parse). A
 // version that does not parse is logged and the last good one stays in force; with none good since
 // the injector started, pods are refused with a message that says so: a platform floor must never
 // silently vanish. Without the ConfigMap the platform sets nothing (only a cluster admin can delete
@@ -54,17 +55,17 @@ type Platform struct {
 	events atomic.Uint64 // the informer's events of the namespace's ConfigMaps
 
 	mu      sync.Mutex
-	version string           // the resourceVersion last parsed
-	good    *config.Platform // the last version that parsed
-	bad     error            // why the version last parsed was refused
-	last    *platformRead    // the ConfigMaps as last read whole
+	version string             // the resourceVersion last parsed
+	good    *platform.Platform // the last version that parsed
+	bad     error              // why the version last parsed was refused
+	last    *platformRead      // the ConfigMaps as last read whole
 }
 
 // platformRead is what the ConfigMaps said when the informer had delivered events of them.
 type platformRead struct {
 	events   uint64
-	platform *config.Platform // nil: no platform ConfigMap, the platform sets nothing
-	ca       string           // policygen's CA bundle; empty when the sidecars use the system roots
+	platform *platform.Platform // nil: no platform ConfigMap, the platform sets nothing
+	ca       string             // policygen's CA bundle; empty when the sidecars use the system roots
 }
 
 // NewPlatform reads the ConfigMaps of namespace through c, watched by c's ConfigMap informer, which it
@@ -89,12 +90,12 @@ func NewPlatform(ctx context.Context, c cache.Cache, namespace, caConfigMap stri
 }
 
 // For implements PlatformSource.
-func (p *Platform) For(namespace, workload string) (config.PlatformEntry, error) {
+func (p *Platform) For(namespace, workload string) (platform.Entry, error) {
 	read, err := p.read()
 	if err != nil {
-		return config.PlatformEntry{}, err
+		return platform.Entry{}, err
 	}
-	var entry config.PlatformEntry
+	var entry platform.Entry
 	if read.platform != nil {
 		entry = read.platform.For(namespace, workload)
 	}
@@ -122,11 +123,11 @@ func (p *Platform) read() (*platformRead, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	platform, keep, err := p.platform(ctx)
+	parsed, keep, err := p.platform(ctx)
 	if err != nil {
 		return nil, err
 	}
-	read := &platformRead{events: events, platform: platform}
+	read := &platformRead{events: events, platform: parsed}
 	if p.ca.Name != "" {
 		var cm corev1.ConfigMap
 		if err := p.reader.Get(ctx, p.ca, &cm); err != nil && !apierrors.IsNotFound(err) {
@@ -147,7 +148,7 @@ func (p *Platform) read() (*platformRead, error) {
 
 // platform is the platform's ConfigMap as parsed, nil when there is none; keep is false when the
 // ConfigMap could not be read and the last good version stands in.
-func (p *Platform) platform(ctx context.Context) (_ *config.Platform, keep bool, _ error) {
+func (p *Platform) platform(ctx context.Context) (_ *platform.Platform, keep bool, _ error) {
 	var cm corev1.ConfigMap
 	err := p.reader.Get(ctx, p.key, &cm)
 	if apierrors.IsNotFound(err) {
@@ -162,7 +163,7 @@ func (p *Platform) platform(ctx context.Context) (_ *config.Platform, keep bool,
 		p.log.Error(err, "read the platform ConfigMap; the last good one stays in force")
 	case cm.ResourceVersion != p.version:
 		p.version = cm.ResourceVersion
-		parsed, perr := config.ParsePlatform([]byte(cm.Data[sidecar.PlatformFile]), p.base)
+		parsed, perr := platform.Parse([]byte(cm.Data[sidecar.PlatformFile]), p.base)
 		if perr != nil {
 			p.bad = perr
 			p.log.Error(perr, "platform ConfigMap refused; the last good version stays in force", "configmap", p.key.String(), "resourceVersion", cm.ResourceVersion)

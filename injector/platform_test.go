@@ -17,6 +17,7 @@ import (
 
 	"podwall.io/podwall/api/sidecar"
 	"podwall.io/podwall/config"
+	"podwall.io/podwall/config/platform"
 	"podwall.io/podwall/internal/testutil"
 )
 
@@ -145,10 +146,10 @@ workloads:
 }
 
 // platformFor is a PlatformSource with the same entry for every pod.
-type platformFor config.PlatformEntry
+type platformFor platform.Entry
 
-func (p platformFor) For(string, string) (config.PlatformEntry, error) {
-	return config.PlatformEntry(p), nil
+func (p platformFor) For(string, string) (platform.Entry, error) {
+	return platform.Entry(p), nil
 }
 
 // TestPlatformDefaultsUnderTheConfigMap: the injector's own platform defaults and resources reach

@@ -15,7 +15,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/api/sidecar"
-	"podwall.io/podwall/config"
+	"podwall.io/podwall/config/platform"
 	"podwall.io/podwall/internal/mesh"
 )
 
@@ -23,7 +23,7 @@ import (
 // NFQUEUE are netlink, which needs NET_ADMIN (not NET_RAW), and Kubernetes cannot grant ambient
 // capabilities, so a non-root user would hold NET_ADMIN in its bounding set but not use it. Every other
 // capability is dropped, privilege escalation is off and the root filesystem read-only.
-func (in *Injector) sidecar(pod *corev1.Pod, proxy *mesh.Proxy, platform config.PlatformEntry) corev1.Container {
+func (in *Injector) sidecar(pod *corev1.Pod, proxy *mesh.Proxy, entry platform.Entry) corev1.Container {
 	port := intstr.FromInt32(in.opts.Port)
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -37,9 +37,9 @@ func (in *Injector) sidecar(pod *corev1.Pod, proxy *mesh.Proxy, platform config.
 		Image:           in.opts.Image,
 		ImagePullPolicy: in.opts.PullPolicy,
 		Command:         []string{sidecar.Binary},
-		Env:             in.env(pod, proxy, platform.Settings),
+		Env:             in.env(pod, proxy, entry.Settings),
 		Ports:           []corev1.ContainerPort{{Name: sidecar.PortName, ContainerPort: in.opts.Port, Protocol: corev1.ProtocolTCP}},
-		Resources:       *platform.Resources.DeepCopy(),
+		Resources:       *entry.Resources.DeepCopy(),
 		// Ready means the ruleset is in place: the startup probe holds back every later container
 		// (native layout) until then; 1s steps for up to 2 minutes.
 		StartupProbe:             probe("/readyz", 1, 120),

@@ -6,12 +6,13 @@ import (
 
 	"podwall.io/podwall/cmd/internal/serving"
 	"podwall.io/podwall/config"
+	"podwall.io/podwall/config/platform"
 	"podwall.io/podwall/injector"
 )
 
 // options translates the loaded configuration into the injector's options.
 func options(c config.Injector) (injector.Options, error) {
-	res, err := c.Sidecar.Resources()
+	res, err := platform.SidecarResources(c.Sidecar)
 	if err != nil {
 		return injector.Options{}, err
 	}

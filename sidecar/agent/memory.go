@@ -3,6 +3,7 @@ package agent
 import (
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 )
 
 // DefaultMemoryFloor is MemoryLimit.Floor's usual value. A sidecar idles at a few MiB of Go memory,
@@ -41,4 +42,17 @@ func (a *Agent) settleMemory() {
 		metrics.Read(s)
 		debug.SetMemoryLimit(a.opts.Memory.limit(int64(s[0].Value.Uint64())))
 	}
+}
+
+// pauseGC turns the collector off while the agent starts, when it keeps a memory limit (which still
+// bounds the heap: a large policy is compiled under it as before), and returns what turns it back on.
+// Starting makes its garbage once and hands it back once (debug.FreeOSMemory in Run): a collection
+// before that one would only add a cycle whose span lists the runtime keeps for good, some 0.3 MiB of
+// an idle sidecar's memory (bench/datapath TestRSS).
+func (a *Agent) pauseGC() (resume func()) {
+	if a.opts.Memory.Floor == 0 {
+		return func() {}
+	}
+	percent := debug.SetGCPercent(-1)
+	return sync.OnceFunc(func() { debug.SetGCPercent(percent) })
 }

@@ -1,6 +1,9 @@
 package agent
 
-import "testing"
+import (
+	"runtime/debug"
+	"testing"
+)
 
 func TestMemoryLimit(t *testing.T) {
 	for _, tc := range []struct {
@@ -15,5 +18,27 @@ func TestMemoryLimit(t *testing.T) {
 		if got := tc.m.limit(tc.live); got != tc.want {
 			t.Errorf("%+v.limit(%d) = %d, want %d", tc.m, tc.live, got, tc.want)
 		}
+	}
+}
+
+// TestPauseGC: with a memory limit kept, the collector is off from pauseGC until resume, which puts
+// back the percentage it found, once; without one, the collector is left alone.
+func TestPauseGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(77))
+	resume := (&Agent{opts: Options{Memory: MemoryLimit{Floor: DefaultMemoryFloor}}}).pauseGC()
+	if p := debug.SetGCPercent(-1); p != -1 {
+		t.Fatalf("GC percent %d while paused, want -1 (off)", p)
+	}
+	resume()
+	if p := debug.SetGCPercent(50); p != 77 {
+		t.Fatalf("GC percent %d after resume, want 77 back", p)
+	}
+	resume() // a second resume changes nothing
+	if p := debug.SetGCPercent(77); p != 50 {
+		t.Fatalf("GC percent %d after a second resume, want 50", p)
+	}
+	(&Agent{}).pauseGC()
+	if p := debug.SetGCPercent(77); p != 77 {
+		t.Fatalf("GC percent %d with no memory limit kept, want 77 untouched", p)
 	}
 }

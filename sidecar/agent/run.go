@@ -165,6 +165,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if c := a.opts.Config; c.File == policy.ConfigRefused {
 		a.vlog.Load().Notice(verdict.NoticeConfigRefused, c.Message, nil)
 	}
+	resumeGC := a.pauseGC()
+	defer resumeGC()
 	first, fileHash, cache := a.initialPolicy()
 	// Bind before the ruleset exists so that its queue rules never meet an unbound queue; the decider
 	// must therefore exist first.
@@ -212,6 +214,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// What starting took and dropped (the configuration's, the first policy's reading) goes back to
 	// the kernel now, before the pod's apps start, rather than as the runtime gets round to it. Later
 	// policies are left to the runtime: a forced collection stalls the verdict loop.
+	resumeGC()
 	debug.FreeOSMemory()
 	httpCtx, stopHTTP := context.WithCancel(context.Background())
 	defer stopHTTP()

@@ -1,4 +1,4 @@
-package config
+package platform
 
 import (
 	"slices"
@@ -8,6 +8,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"podwall.io/podwall/config"
 )
 
 // list is a ResourceList of cpu and memory; an empty quantity is left out.
@@ -24,7 +26,7 @@ func list(cpu, memory string) corev1.ResourceList {
 // quantities compares quantities by value (0.1 and 100m are equal).
 var quantities = cmp.Comparer(func(a, b resource.Quantity) bool { return a.Cmp(b) == 0 })
 
-func TestParsePlatform(t *testing.T) {
+func TestParse(t *testing.T) {
 	const file = `
 defaults: {mode: Monitor, fail-mode: closed, log-rate: 100, log-allow-interval: 30s}
 namespaces:
@@ -34,20 +36,20 @@ namespaces:
 workloads:
   demo/Deployment/client: {fail-mode: open, log-burst: 500, resources: {requests: {cpu: 0.1}, limits: {cpu: 1, memory: 256Mi}}}
 `
-	p, err := ParsePlatform([]byte(file), corev1.ResourceRequirements{})
+	p, err := Parse([]byte(file), corev1.ResourceRequirements{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
 		namespace, workload string
-		want                PlatformSettings
+		want                config.PlatformSettings
 	}{
-		{"other", "Deployment/web", PlatformSettings{"mode": "Monitor", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s"}},
-		{"demo", "Deployment/web", PlatformSettings{"mode": "Protect", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s", "log-allows": "all"}},
-		{"demo", "Deployment/client", PlatformSettings{"mode": "Protect", "fail-mode": "open", "log-rate": "100", "log-allow-interval": "30s", "log-allows": "all", "log-burst": "500"}},
-		{"demo", "", PlatformSettings{"mode": "Protect", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s", "log-allows": "all"}},
-		{"shop", "Deployment/client", PlatformSettings{"mode": "Monitor", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s", "deny-memo-timeout": "5s"}},
-		{"dns", "Deployment/client", PlatformSettings{"mode": "Monitor", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s",
+		{"other", "Deployment/web", config.PlatformSettings{"mode": "Monitor", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s"}},
+		{"demo", "Deployment/web", config.PlatformSettings{"mode": "Protect", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s", "log-allows": "all"}},
+		{"demo", "Deployment/client", config.PlatformSettings{"mode": "Protect", "fail-mode": "open", "log-rate": "100", "log-allow-interval": "30s", "log-allows": "all", "log-burst": "500"}},
+		{"demo", "", config.PlatformSettings{"mode": "Protect", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s", "log-allows": "all"}},
+		{"shop", "Deployment/client", config.PlatformSettings{"mode": "Monitor", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s", "deny-memo-timeout": "5s"}},
+		{"dns", "Deployment/client", config.PlatformSettings{"mode": "Monitor", "fail-mode": "closed", "log-rate": "100", "log-allow-interval": "30s",
 			"dns-min-ttl": "30s", "dns-max-ttl": "10m", "dns-max-names": "100", "dns-max-addrs": "400"}},
 	}
 	for _, tc := range tests {
@@ -68,12 +70,12 @@ workloads:
 			t.Errorf("For(%s, %s).Resources (-want +got):\n%s", tc.namespace, tc.workload, diff)
 		}
 	}
-	if empty, err := ParsePlatform(nil, corev1.ResourceRequirements{}); err != nil || len(empty.For("a", "Pod/b").Settings) != 0 {
+	if empty, err := Parse(nil, corev1.ResourceRequirements{}); err != nil || len(empty.For("a", "Pod/b").Settings) != 0 {
 		t.Errorf("empty file: %v, %v", empty, err)
 	}
 }
 
-func TestParsePlatformErrors(t *testing.T) {
+func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name, file string
 		want       []string
@@ -107,7 +109,7 @@ func TestParsePlatformErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParsePlatform([]byte(tc.file), corev1.ResourceRequirements{Limits: list("", "128Mi")})
+			_, err := Parse([]byte(tc.file), corev1.ResourceRequirements{Limits: list("", "128Mi")})
 			if err == nil {
 				t.Fatal("accepted")
 			}
@@ -120,7 +122,7 @@ func TestParsePlatformErrors(t *testing.T) {
 	}
 }
 
-// FuzzPlatformFile feeds arbitrary platform files to ParsePlatform. It must never panic, and what it
+// FuzzPlatformFile feeds arbitrary platform files to Parse. It must never panic, and what it
 // accepts must be settings the sidecar takes: each pod's resolved settings, as its environment, load
 // and validate.
 func FuzzPlatformFile(f *testing.F) {
@@ -142,7 +144,7 @@ func FuzzPlatformFile(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		base := corev1.ResourceRequirements{Requests: list("10m", "32Mi"), Limits: list("", "192Mi")}
-		p, err := ParsePlatform(data, base)
+		p, err := Parse(data, base)
 		if err != nil {
 			return
 		}
@@ -163,7 +165,7 @@ func FuzzPlatformFile(f *testing.F) {
 			for k, v := range entry.Settings {
 				args = append(args, "--"+k+"="+v)
 			}
-			if _, err := loadPlatform(append(args, "--config=", "--policy-file=/p")); err != nil {
+			if _, err := config.LoadSidecar(append(args, "--config=", "--policy-file=/p")); err != nil {
 				t.Fatalf("accepted settings the sidecar refuses: %v", err)
 			}
 		}
@@ -176,4 +178,43 @@ func FuzzPlatformFile(f *testing.F) {
 			check(ns, kn)
 		}
 	})
+}
+
+func TestSidecarResources(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--sidecar-memory-limit=lots", "--sidecar-cpu-request=some"}, []string{`sidecar-memory-limit: "lots" is not a Kubernetes quantity`, `sidecar-cpu-request: "some" is not`}},
+		{[]string{"--sidecar-memory-request=256Mi"}, []string{"sidecar resources (flags sidecar-{cpu,memory}-{request,limit}): requests.memory: 256Mi is above limits.memory 192Mi"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			c, err := config.LoadInjector(append([]string{"--config="}, tt.args...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = SidecarResources(c.Sidecar)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	c, err := config.LoadInjector([]string{"--config=", "--sidecar-cpu-limit=1", "--sidecar-memory-limit="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := SidecarResources(c.Sidecar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := corev1.ResourceRequirements{Requests: list("10m", "32Mi"), Limits: list("1", "")}
+	if diff := cmp.Diff(want, res, quantities); diff != "" {
+		t.Errorf("resources (-want +got):\n%s", diff)
+	}
 }

@@ -1,4 +1,4 @@
-package config
+package platform
 
 import (
 	"errors"
@@ -10,6 +10,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
+
+	"podwall.io/podwall/config"
 )
 
 // resourcesKey is the key of a platform entry that sets the podwall container's resources rather
@@ -35,23 +37,23 @@ func platformResources(in any) (corev1.ResourceRequirements, error) {
 	if err := yaml.UnmarshalStrict(data, &raw); err != nil {
 		return corev1.ResourceRequirements{}, fmt.Errorf("%s: want {requests: {cpu, memory}, limits: {cpu, memory}}: %w", resourcesKey, err)
 	}
-	var p problems
+	var p []error
 	list := func(what string, in map[string]any) corev1.ResourceList {
 		var out corev1.ResourceList
 		for _, name := range slices.Sorted(maps.Keys(in)) {
 			key := resourcesKey + "." + what + "." + name
 			if !slices.Contains(platformResourceNames, corev1.ResourceName(name)) {
-				p.add(key, "not a resource the platform sets; it sets cpu and memory")
+				p = append(p, fmt.Errorf("%s: not a resource the platform sets; it sets cpu and memory", key))
 				continue
 			}
-			value, ok := scalar(in[name])
+			value, ok := config.Scalar(in[name])
 			if !ok {
-				p.add(key, "want a quantity (20m, 64Mi), got %v", in[name])
+				p = append(p, fmt.Errorf("%s: want a quantity (20m, 64Mi), got %v", key, in[name]))
 				continue
 			}
 			q, err := resource.ParseQuantity(value)
 			if err != nil || q.Sign() <= 0 {
-				p.add(key, "%q is not a positive Kubernetes quantity (20m, 0.5, 64Mi)", value)
+				p = append(p, fmt.Errorf("%s: %q is not a positive Kubernetes quantity (20m, 0.5, 64Mi)", key, value))
 				continue
 			}
 			if out == nil {
@@ -88,11 +90,11 @@ func MergeResources(base, over corev1.ResourceRequirements) corev1.ResourceRequi
 // checkRequestsWithinLimits refuses what the API server would refuse in a pod: a request above the
 // limit of the same resource.
 func checkRequestsWithinLimits(r corev1.ResourceRequirements) error {
-	var p problems
+	var p []error
 	for _, name := range slices.Sorted(maps.Keys(r.Requests)) {
 		request := r.Requests[name]
 		if limit, ok := r.Limits[name]; ok && request.Cmp(limit) > 0 {
-			p.add("requests."+string(name), "%s is above limits.%s %s", request.String(), name, limit.String())
+			p = append(p, fmt.Errorf("requests.%s: %s is above limits.%s %s", name, request.String(), name, limit.String()))
 		}
 	}
 	return errors.Join(p...)
@@ -117,4 +119,41 @@ func (p Platform) checkResolvedResources(base corev1.ResourceRequirements) error
 		check("workloads."+w, ns, kindName)
 	}
 	return errors.Join(errs...)
+}
+
+// SidecarResources are the sidecar's requests and limits that the injector's flags set (an empty
+// quantity is left unset). An error names each flag that is not a Kubernetes quantity, or a request
+// above its limit, which the API server would refuse in every pod.
+func SidecarResources(s config.InjectedSidecar) (corev1.ResourceRequirements, error) {
+	var p []error
+	res := corev1.ResourceRequirements{}
+	for _, q := range []struct {
+		list       *corev1.ResourceList
+		name       corev1.ResourceName
+		key, value string
+	}{
+		{&res.Requests, corev1.ResourceCPU, "sidecar-cpu-request", s.CPURequest},
+		{&res.Requests, corev1.ResourceMemory, "sidecar-memory-request", s.MemoryRequest},
+		{&res.Limits, corev1.ResourceCPU, "sidecar-cpu-limit", s.CPULimit},
+		{&res.Limits, corev1.ResourceMemory, "sidecar-memory-limit", s.MemoryLimit},
+	} {
+		if q.value == "" {
+			continue
+		}
+		v, err := resource.ParseQuantity(q.value)
+		if err != nil {
+			p = append(p, fmt.Errorf("%s: %q is not a Kubernetes quantity", q.key, q.value))
+			continue
+		}
+		if *q.list == nil {
+			*q.list = corev1.ResourceList{}
+		}
+		(*q.list)[q.name] = v
+	}
+	if len(p) == 0 {
+		if err := checkRequestsWithinLimits(res); err != nil {
+			return res, fmt.Errorf("sidecar resources (flags sidecar-{cpu,memory}-{request,limit}): %w", err)
+		}
+	}
+	return res, errors.Join(p...)
 }
