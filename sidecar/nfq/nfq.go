@@ -17,7 +17,6 @@ package nfq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -26,7 +25,6 @@ import (
 	"github.com/florianl/go-nfqueue/v2"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 )
 
 // Packet is what the kernel tells about one queued packet.
@@ -146,15 +144,15 @@ type Loop struct {
 	waited     atomic.Int64
 }
 
-// queue is one bound queue and the context of its reader.
+// queue is one bound queue and its reader, which closes done when it returns.
 type queue struct {
-	nf     *nfqueue.Nfqueue
-	cancel context.CancelFunc
+	sock *socket
+	done chan struct{}
 }
 
 // job is one packet read from a queue, until it is answered.
 type job struct {
-	nf  *nfqueue.Nfqueue
+	q   *queue
 	id  uint32
 	pkt Packet
 	// read is when the packet was read, taken when a worker took it.
@@ -185,7 +183,7 @@ func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop,
 	l.resize(opts.MinWorkers)
 	l.mu.Unlock()
 	for i := range opts.QueueCount {
-		q, err := l.bindQueue(ctx, opts.QueueNum+i)
+		q, err := l.bindQueue(opts.QueueNum + i)
 		if err != nil {
 			l.stop()
 			return nil, err
@@ -270,80 +268,43 @@ func (l *Loop) stop() {
 		}
 	}
 	for _, q := range l.queues {
-		q.cancel()
-		q.nf.Close()
+		q.sock.close()
+		<-q.done
 	}
 }
 
 // bindQueue opens and binds queue num; its reader hands what it reads to the pool.
-func (l *Loop) bindQueue(ctx context.Context, num uint16) (*queue, error) {
-	flags := uint32(0)
-	if l.opts.FailOpen {
-		flags |= nfqueue.NfQaCfgFlagFailOpen
-	}
-	nf, err := nfqueue.Open(&nfqueue.Config{
-		NetNS:        l.opts.NetNS,
-		NfQueue:      num,
-		MaxQueueLen:  l.opts.MaxQueueLen,
-		MaxPacketLen: l.opts.CopyLen,
-		Copymode:     nfqueue.NfQnlCopyPacket,
-		Flags:        flags,
-		AfFamily:     unix.AF_INET,
-		WriteTimeout: time.Second,
-	})
+func (l *Loop) bindQueue(num uint16) (*queue, error) {
+	sock, err := openSocket(&l.opts, num)
 	if err != nil {
-		return nil, fmt.Errorf("open queue %d: %w", num, err)
+		return nil, err
 	}
-	// The reader outlives ctx: stop ends it once the workers have answered what it read.
-	qctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	q := &queue{sock: sock, done: make(chan struct{})}
 	log := l.log.WithValues("queue", num)
-	if err := nf.RegisterWithErrorFunc(qctx, l.reader(nf), l.onError(qctx, log)); err != nil {
-		cancel()
-		nf.Close()
-		return nil, fmt.Errorf("bind queue %d: %w", num, err)
-	}
-	return &queue{nf: nf, cancel: cancel}, nil
+	// The reader outlives the context: stop ends it once the workers have answered what it read.
+	go func() {
+		defer close(q.done)
+		sock.read(func(id uint32, p Packet) { l.take(q, id, p) }, l.opts.Metrics.Overruns.Inc,
+			func(err error) { log.Error(err, "receive from queue") })
+	}()
+	return q, nil
 }
 
-// reader is the hook go-nfqueue calls, on the queue's one reading goroutine, for each packet read.
-func (l *Loop) reader(nf *nfqueue.Nfqueue) nfqueue.HookFunc {
-	return func(a nfqueue.Attribute) int {
-		if a.PacketID == nil {
-			return 0
-		}
-		// go-nfqueue copies the payload out of the socket's buffer: it stays valid once the hook returns.
-		j := &job{nf: nf, id: *a.PacketID, read: time.Now(),
-			pkt: Packet{Mark: deref(a.Mark), InDev: deref(a.InDev), OutDev: deref(a.OutDev)}}
-		if a.Payload != nil {
-			j.pkt.Payload = *a.Payload
-		}
-		l.closing.RLock()
-		defer l.closing.RUnlock()
-		if l.closed {
-			j.taken = j.read
-			l.answer(j, l.handle(j.pkt))
-			return 0
-		}
-		l.jobs <- j
-		select {
-		case l.wake <- struct{}{}:
-		default: // Run has been told already
-		}
-		return 0
+// take hands packet id, read from q, to the pool; once stop has closed jobs, it decides the packet
+// itself.
+func (l *Loop) take(q *queue, id uint32, p Packet) {
+	j := &job{q: q, id: id, read: time.Now(), pkt: p}
+	l.closing.RLock()
+	defer l.closing.RUnlock()
+	if l.closed {
+		j.taken = j.read
+		l.answer(j, l.handle(j.pkt))
+		return
 	}
-}
-
-func (l *Loop) onError(ctx context.Context, log logr.Logger) nfqueue.ErrorFunc {
-	return func(err error) int {
-		if ctx.Err() != nil || errors.Is(err, unix.EBADF) {
-			return 1
-		}
-		if errors.Is(err, unix.ENOBUFS) {
-			l.opts.Metrics.Overruns.Inc()
-			return 0
-		}
-		log.Error(err, "receive from queue")
-		return 0
+	l.jobs <- j
+	select {
+	case l.wake <- struct{}{}:
+	default: // Run has been told already
 	}
 }
 
@@ -385,12 +346,7 @@ func (l *Loop) answer(j *job, r Reply) bool {
 	if !j.answered.CompareAndSwap(false, true) {
 		return false
 	}
-	var err error
-	if r.Mark != 0 {
-		err = j.nf.SetVerdictWithOption(j.id, r.Action, nfqueue.WithMark(r.Mark))
-	} else {
-		err = j.nf.SetVerdict(j.id, r.Action)
-	}
+	err := j.q.sock.verdict(j.id, r)
 	l.opts.Metrics.observe(time.Since(j.read), err)
 	if err != nil {
 		l.log.V(1).Info("set verdict", "error", err.Error())
@@ -479,11 +435,4 @@ func (l *Loop) size() int {
 func raise(m *atomic.Int64, v int64) {
 	for old := m.Load(); v > old && !m.CompareAndSwap(old, v); old = m.Load() {
 	}
-}
-
-func deref(p *uint32) uint32 {
-	if p == nil {
-		return 0
-	}
-	return *p
 }
