@@ -18,6 +18,7 @@ package nfq
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,8 +124,10 @@ type Loop struct {
 	closed  bool
 	// shrink takes one idle worker out of the pool.
 	shrink chan struct{}
-	// wake tells Run, which stops sizing an idle pool at its minimum, that a packet was read.
-	wake chan struct{}
+	// wake tells Run, which stops sizing an idle pool at its minimum (and says so in resting), that a
+	// packet was read.
+	wake    chan struct{}
+	resting atomic.Bool
 
 	// mu guards the pool.
 	mu sync.Mutex
@@ -136,6 +139,9 @@ type Loop struct {
 	stopping bool
 	// running counts the pool's workers for stop to wait on; a worker written off leaves it at once.
 	running sync.WaitGroup
+	// reading counts the queues' readers the same way: a reader leaves it when it ends, becomes a
+	// worker or is written off.
+	reading sync.WaitGroup
 	scale   scaler
 
 	// busy is the number of workers deciding a packet, peak its highest since the last sample, and
@@ -144,10 +150,12 @@ type Loop struct {
 	waited     atomic.Int64
 }
 
-// queue is one bound queue and its reader, which closes done when it returns.
+// queue is one bound queue and its reader.
 type queue struct {
 	sock *socket
-	done chan struct{}
+	log  logr.Logger
+	// reader is the goroutine reading the queue now (see read).
+	reader atomic.Pointer[reader]
 }
 
 // job is one packet read from a queue, until it is answered.
@@ -161,9 +169,41 @@ type job struct {
 	answered atomic.Bool
 }
 
-// worker is one goroutine of the pool. cur is the packet it is deciding, nil when idle.
+// worker is one goroutine of the pool, or a queue's reader. cur is the packet it is deciding, nil
+// when idle.
 type worker struct {
 	cur atomic.Pointer[job]
+}
+
+// reader is a queue's reader: a worker outside the pool that reads the queue and decides what it
+// reads, and the rest of the burst it read last, which whoever takes the queue over inherits.
+type reader struct {
+	worker
+	mu   sync.Mutex
+	rest []received
+	read time.Time
+}
+
+// next takes the next packet of the reader's burst, if it has one left.
+func (r *reader) next(q *queue) (*job, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.rest) == 0 {
+		return nil, false
+	}
+	p := r.rest[0]
+	r.rest = r.rest[1:]
+	return &job{q: q, id: p.id, pkt: p.pkt, read: r.read}, true
+}
+
+// successor is a new reader for the reader's queue, which inherits the packets the reader has not
+// taken yet.
+func (r *reader) successor() *reader {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := &reader{rest: slices.Clone(r.rest), read: r.read}
+	r.rest = nil
+	return next
 }
 
 // Bind starts the pool and binds every queue, so that the kernel hands packets to h from the moment
@@ -183,12 +223,16 @@ func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop,
 	l.resize(opts.MinWorkers)
 	l.mu.Unlock()
 	for i := range opts.QueueCount {
-		q, err := l.bindQueue(opts.QueueNum + i)
+		sock, err := openSocket(&l.opts, opts.QueueNum+i)
 		if err != nil {
 			l.stop()
 			return nil, err
 		}
+		q := &queue{sock: sock, log: log.WithValues("queue", opts.QueueNum+i)}
 		l.queues = append(l.queues, q)
+		l.mu.Lock()
+		l.startReader(q, &reader{})
+		l.mu.Unlock()
 	}
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{
@@ -231,6 +275,12 @@ func (l *Loop) Run(ctx context.Context) {
 			if !l.rescale() {
 				sizing.Stop()
 				rescale = nil
+				l.resting.Store(true)
+				// A reader that took a packet or decided one meanwhile may have seen resting unset.
+				if (len(l.jobs) > 0 || l.deciding()) && l.resting.CompareAndSwap(true, false) {
+					sizing.Reset(scaleInterval)
+					rescale = sizing.C
+				}
 			}
 		case <-l.wake:
 			if rescale == nil && l.opts.MaxWorkers > l.opts.MinWorkers {
@@ -243,8 +293,8 @@ func (l *Loop) Run(ctx context.Context) {
 
 // stop answers every packet read and unbinds the queues. From the moment it closes jobs, the readers
 // decide what they still read themselves; the workers answer what jobs holds (the watchdog still writes
-// off a hung one) and exit; then the readers stop and the sockets close, and the kernel drops what it
-// still holds.
+// off a hung one) and exit; then the readers stop, each deciding what its socket still holds, and the
+// sockets close, and the kernel drops what it holds from then on.
 func (l *Loop) stop() {
 	l.mu.Lock()
 	l.stopping = true
@@ -255,53 +305,113 @@ func (l *Loop) stop() {
 		close(l.jobs)
 	}
 	l.closing.Unlock()
-	drained := make(chan struct{})
-	go func() { l.running.Wait(); close(drained) }()
 	watchdog := time.NewTicker(l.opts.StallTimeout / 4)
 	defer watchdog.Stop()
-	for waiting := true; waiting; {
+	l.await(&l.running, watchdog.C)
+	for _, q := range l.queues {
+		if err := q.sock.stopReading(); err != nil {
+			q.log.Error(err, "stop reading the queue")
+		}
+	}
+	l.await(&l.reading, watchdog.C)
+	for _, q := range l.queues {
+		q.sock.close()
+	}
+}
+
+// await returns once wg is done, and writes off stalled workers and readers meanwhile.
+func (l *Loop) await(wg *sync.WaitGroup, watchdog <-chan time.Time) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for {
 		select {
-		case <-drained:
-			waiting = false
-		case <-watchdog.C:
+		case <-done:
+			return
+		case <-watchdog:
 			l.watch()
 		}
 	}
-	for _, q := range l.queues {
-		q.sock.close()
-		<-q.done
+}
+
+// maxBurst bounds the packets a reader receives at once.
+const maxBurst = 64
+
+// startReader starts r reading q. The caller holds mu.
+func (l *Loop) startReader(q *queue, r *reader) {
+	l.reading.Add(1)
+	q.reader.Store(r)
+	go l.read(q, r)
+}
+
+// read is a reader of q: it receives what the queue holds and decides it, packet after packet, which
+// spares the common case, a few new connections at a time, a hand-over between goroutines. A reader
+// whose decision takes long hands the queue and the rest of its burst to a new reader and joins the
+// pool as a worker (rescale); one whose handler hangs is written off like a worker (watch). Once stop
+// has closed jobs and ended the reading, it decides what the socket still holds and returns.
+func (l *Loop) read(q *queue, r *reader) {
+	overrun := l.opts.Metrics.Overruns.Inc
+	onError := func(err error) { q.log.Error(err, "receive from queue") }
+	var burst []received
+	for {
+		j, ok := r.next(q)
+		if !ok {
+			if q.reader.Load() != r {
+				l.work(&r.worker) // rescale made this reader a worker
+				return
+			}
+			var err error
+			if burst, err = q.sock.receive(burst[:0], maxBurst, overrun, onError); err != nil {
+				for {
+					if burst = q.sock.rest(burst[:0], maxBurst, overrun, onError); len(burst) == 0 {
+						break
+					}
+					l.take(q, burst, time.Now())
+				}
+				l.reading.Done()
+				return
+			}
+			r.mu.Lock()
+			r.rest, r.read = burst, time.Now()
+			r.mu.Unlock()
+			continue
+		}
+		j.taken = time.Now()
+		r.cur.Store(j)
+		if l.resting.CompareAndSwap(true, false) {
+			l.tell() // so that a long decision is seen
+		}
+		reply := l.handle(j.pkt)
+		r.cur.Store(nil)
+		if !l.answer(j, reply) {
+			return // the watchdog wrote this reader off
+		}
 	}
 }
 
-// bindQueue opens and binds queue num; its reader hands what it reads to the pool.
-func (l *Loop) bindQueue(num uint16) (*queue, error) {
-	sock, err := openSocket(&l.opts, num)
-	if err != nil {
-		return nil, err
-	}
-	q := &queue{sock: sock, done: make(chan struct{})}
-	log := l.log.WithValues("queue", num)
-	// The reader outlives the context: stop ends it once the workers have answered what it read.
-	go func() {
-		defer close(q.done)
-		sock.read(func(id uint32, p Packet) { l.take(q, id, p) }, l.opts.Metrics.Overruns.Inc,
-			func(err error) { log.Error(err, "receive from queue") })
-	}()
-	return q, nil
-}
-
-// take hands packet id, read from q, to the pool; once stop has closed jobs, it decides the packet
-// itself.
-func (l *Loop) take(q *queue, id uint32, p Packet) {
-	j := &job{q: q, id: id, read: time.Now(), pkt: p}
-	l.closing.RLock()
-	defer l.closing.RUnlock()
-	if l.closed {
-		j.taken = j.read
-		l.answer(j, l.handle(j.pkt))
+// take hands the packets, read from q at read, to the pool; once stop has closed jobs, it decides
+// them itself.
+func (l *Loop) take(q *queue, pkts []received, read time.Time) {
+	if len(pkts) == 0 {
 		return
 	}
-	l.jobs <- j
+	l.closing.RLock()
+	defer l.closing.RUnlock()
+	for _, p := range pkts {
+		j := &job{q: q, id: p.id, pkt: p.pkt, read: read}
+		if l.closed {
+			j.taken = read
+			l.answer(j, l.handle(j.pkt))
+			continue
+		}
+		l.jobs <- j
+	}
+	if l.resting.CompareAndSwap(true, false) {
+		l.tell()
+	}
+}
+
+// tell wakes Run, which sizes the pool again.
+func (l *Loop) tell() {
 	select {
 	case l.wake <- struct{}{}:
 	default: // Run has been told already
@@ -374,7 +484,32 @@ func (l *Loop) watch() {
 		delete(l.workers, w)
 		l.running.Done()
 	}
+	for _, q := range l.queues {
+		r := q.reader.Load()
+		j := r.cur.Load()
+		if j == nil || time.Since(j.taken) < l.opts.StallTimeout {
+			continue
+		}
+		if !l.answer(j, Reply{Action: nfqueue.NfDrop}) {
+			continue // it answered just now
+		}
+		l.log.Info("verdict reader stalled; its packet is dropped and the reader replaced",
+			"stalled", time.Since(j.taken).String())
+		l.opts.Metrics.Restarts.Inc()
+		l.startReader(q, r.successor())
+		l.reading.Done()
+	}
 	l.resize(l.opts.MinWorkers)
+}
+
+// deciding says whether a queue's reader is deciding a packet.
+func (l *Loop) deciding() bool {
+	for _, q := range l.queues {
+		if q.reader.Load().cur.Load() != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // rescale samples what the pool saw since the last call and lets the scaler size it. It returns
@@ -393,7 +528,25 @@ func (l *Loop) rescale() bool {
 		default: // none is idle after all: the pool stays
 		}
 	}
-	return n > l.opts.MinWorkers || s != sample{}
+	slow := false
+	for _, q := range l.queues {
+		r := q.reader.Load()
+		j := r.cur.Load()
+		if j == nil {
+			continue
+		}
+		if time.Since(j.taken) < growWait || len(l.workers) >= l.opts.MaxWorkers || l.stopping {
+			slow = true
+			continue
+		}
+		// The reader joins the pool with the packet it decides, and a new one reads the queue.
+		l.workers[&r.worker] = struct{}{}
+		l.running.Add(1)
+		l.startReader(q, r.successor())
+		l.reading.Done()
+		l.changed()
+	}
+	return n > l.opts.MinWorkers || s != sample{} || slow
 }
 
 // resize starts workers until the pool has n, unless stop has begun. The caller holds mu.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -100,41 +101,63 @@ func (s *socket) genmsg(b []byte) []byte {
 	return append(b, unix.AF_UNSPEC, unix.NFNETLINK_V0, byte(s.num>>8), byte(s.num))
 }
 
-// read hands every packet message the socket receives to fn, with its id, until the socket is closed.
-// A receive error other than an overrun (counted by overrun) goes to onError.
-func (s *socket) read(fn func(id uint32, p Packet), overrun func(), onError func(error)) error {
-	return s.raw.Read(func(fd uintptr) bool {
-		for {
-			n, _, err := unix.Recvfrom(int(fd), s.buf, unix.MSG_DONTWAIT)
-			switch {
-			case errors.Is(err, unix.EAGAIN):
-				return false // wait until the socket is readable
-			case errors.Is(err, unix.EINTR):
+// received is one packet message: the packet's id and what the Handler sees of it.
+type received struct {
+	id  uint32
+	pkt Packet
+}
+
+// receive waits until the socket holds packets and appends them to b, at most max. It fails once the
+// socket is closed or its read deadline passed (stopReading). An overrun of the socket's buffer is
+// counted by overrun; any other receive error goes to onError.
+func (s *socket) receive(b []received, max int, overrun func(), onError func(error)) ([]received, error) {
+	err := s.raw.Read(func(fd uintptr) bool {
+		b = s.drain(int(fd), b, max, overrun, onError)
+		return len(b) > 0 // or wait until the socket is readable
+	})
+	return b, err
+}
+
+// rest appends to b what the socket holds, at most max, without waiting, whatever its read deadline.
+func (s *socket) rest(b []received, max int, overrun func(), onError func(error)) []received {
+	_ = s.raw.Control(func(fd uintptr) { b = s.drain(int(fd), b, max, overrun, onError) })
+	return b
+}
+
+// drain appends to b the packets the socket holds, one receive each, until it holds none or b has max.
+func (s *socket) drain(fd int, b []received, max int, overrun func(), onError func(error)) []received {
+	for len(b) < max {
+		n, _, err := unix.Recvfrom(fd, s.buf, unix.MSG_DONTWAIT)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return b
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ENOBUFS):
+			overrun()
+			continue
+		case err != nil:
+			onError(err)
+			return b
+		}
+		msgs, err := syscall.ParseNetlinkMessage(s.buf[:n])
+		if err != nil {
+			continue // a truncated datagram: nothing in it can be read
+		}
+		for _, m := range msgs {
+			if m.Header.Type != unix.NFNL_SUBSYS_QUEUE<<8|msgPacket || len(m.Data) < nfgenmsgLen {
 				continue
-			case errors.Is(err, unix.ENOBUFS):
-				overrun()
-				continue
-			case errors.Is(err, unix.EBADF):
-				return true
-			case err != nil:
-				onError(err)
-				return false
 			}
-			msgs, err := syscall.ParseNetlinkMessage(s.buf[:n])
-			if err != nil {
-				continue // a truncated datagram: nothing in it can be read
-			}
-			for _, m := range msgs {
-				if m.Header.Type != unix.NFNL_SUBSYS_QUEUE<<8|msgPacket || len(m.Data) < nfgenmsgLen {
-					continue
-				}
-				if id, p, ok := parsePacket(m.Data[nfgenmsgLen:]); ok {
-					fn(id, p)
-				}
+			if id, p, ok := parsePacket(m.Data[nfgenmsgLen:]); ok {
+				b = append(b, received{id, p})
 			}
 		}
-	})
+	}
+	return b
 }
+
+// stopReading ends receive: the call waiting now and every later one fail.
+func (s *socket) stopReading() error { return s.conn.SetReadDeadline(time.Unix(1, 0)) }
 
 // parsePacket reads a packet message's attributes: its id (ok is false without one), mark, devices
 // and a copy of its payload.
