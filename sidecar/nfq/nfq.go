@@ -1,18 +1,23 @@
 // Package nfq is the capture side of the verdict pipeline: it binds the sidecar's NFQUEUE queues, hands
 // each queued packet to a Handler and returns the Handler's verdict to the kernel.
 //
-// One goroutine reads each queue (the ruleset fans connections out over the queues) and hands every
-// packet it reads to a pool of workers shared by the queues, which decide and answer. The pool keeps
-// between Options.MinWorkers and Options.MaxWorkers workers: it grows while packets wait for a worker
-// and shrinks when workers stay idle (see scaler). Workers answer in whatever order they finish, so two
-// packets of one queue may be reinjected in another order than they were queued; only the opening
-// packets of connections are queued, each answered on its own.
+// One goroutine, the reader, reads each queue (the ruleset fans connections out over the queues) on
+// its netlink socket: each wake-up receives what the socket holds, one message per receive, and
+// copies out of each only its payload. The reader decides what it read itself, packet after packet,
+// so that the common case, a few new connections at a time, costs no hand-over between goroutines.
+// Should a decision take long, a new reader takes the queue over and the slow one joins a pool of
+// workers shared by the queues, to which it hands the rest of the burst it read. The pool
+// keeps between Options.MinWorkers and Options.MaxWorkers workers: it grows while packets wait for a
+// worker and shrinks when workers stay idle (see scaler). Packets are answered in whatever order
+// their deciders finish, so two packets of one queue may be reinjected in another order than they
+// were queued; only the opening packets of connections are queued, each answered on its own.
 //
-// Every packet read gets exactly one verdict: its worker's, or, from the watchdog, a drop when its
-// handler has run past Options.StallTimeout (the worker is then written off and replaced, so that a
-// hung handler does not stall the pod's new connections). On shutdown the workers answer every packet
-// read before the queues are unbound; what the kernel still holds it drops as it unbinds them, and a
-// fail-closed ruleset refuses new connections from then on.
+// Every packet read gets exactly one verdict: its decider's, or, from the watchdog, a drop when its
+// handler has run past Options.StallTimeout (the worker or reader is then written off and replaced,
+// so that a hung handler does not stall the pod's new connections for longer). On shutdown the
+// readers and workers answer every packet read, and what the sockets still hold, before the queues are
+// unbound; what the kernel still holds then it drops as it unbinds them, and a fail-closed ruleset
+// refuses new connections from then on.
 package nfq
 
 import (
@@ -176,7 +181,8 @@ type worker struct {
 }
 
 // reader is a queue's reader: a worker outside the pool that reads the queue and decides what it
-// reads, and the rest of the burst it read last, which whoever takes the queue over inherits.
+// reads, and the rest of the burst it read last, which it gives up when it stops reading (see
+// takeRest).
 type reader struct {
 	worker
 	mu   sync.Mutex
@@ -196,14 +202,13 @@ func (r *reader) next(q *queue) (*job, bool) {
 	return &job{q: q, id: p.id, pkt: p.pkt, read: r.read}, true
 }
 
-// successor is a new reader for the reader's queue, which inherits the packets the reader has not
-// taken yet.
-func (r *reader) successor() *reader {
+// takeRest takes the packets the reader has not taken yet from it, and when they were read.
+func (r *reader) takeRest() ([]received, time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	next := &reader{rest: slices.Clone(r.rest), read: r.read}
+	rest := slices.Clone(r.rest)
 	r.rest = nil
-	return next
+	return rest, r.read
 }
 
 // Bind starts the pool and binds every queue, so that the kernel hands packets to h from the moment
@@ -345,9 +350,10 @@ func (l *Loop) startReader(q *queue, r *reader) {
 
 // read is a reader of q: it receives what the queue holds and decides it, packet after packet, which
 // spares the common case, a few new connections at a time, a hand-over between goroutines. A reader
-// whose decision takes long hands the queue and the rest of its burst to a new reader and joins the
-// pool as a worker (rescale); one whose handler hangs is written off like a worker (watch). Once stop
-// has closed jobs and ended the reading, it decides what the socket still holds and returns.
+// whose decision takes long hands the rest of its burst to the pool, the queue to a new reader, and
+// joins the pool as a worker (rescale); one whose handler hangs is written off like a worker, and its
+// successor inherits the rest of its burst (watch). Once stop has closed jobs and ended the reading, it
+// decides what the socket still holds and returns.
 func (l *Loop) read(q *queue, r *reader) {
 	overrun := l.opts.Metrics.Overruns.Inc
 	onError := func(err error) { q.log.Error(err, "receive from queue") }
@@ -496,7 +502,8 @@ func (l *Loop) watch() {
 		l.log.Info("verdict reader stalled; its packet is dropped and the reader replaced",
 			"stalled", time.Since(j.taken).String())
 		l.opts.Metrics.Restarts.Inc()
-		l.startReader(q, r.successor())
+		rest, read := r.takeRest()
+		l.startReader(q, &reader{rest: rest, read: read})
 		l.reading.Done()
 	}
 	l.resize(l.opts.MinWorkers)
@@ -539,11 +546,14 @@ func (l *Loop) rescale() bool {
 			slow = true
 			continue
 		}
-		// The reader joins the pool with the packet it decides, and a new one reads the queue.
+		// The reader joins the pool with the packet it decides, the rest of its burst goes to the pool,
+		// and a new reader reads the queue. Stop has not begun, so jobs is open.
 		l.workers[&r.worker] = struct{}{}
 		l.running.Add(1)
-		l.startReader(q, r.successor())
+		rest, read := r.takeRest()
+		l.startReader(q, &reader{})
 		l.reading.Done()
+		l.take(q, rest, read)
 		l.changed()
 	}
 	return n > l.opts.MinWorkers || s != sample{} || slow
