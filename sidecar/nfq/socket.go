@@ -9,6 +9,8 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"podwall.io/podwall/internal/rawio"
 )
 
 // The parts of linux/netfilter/nfnetlink_queue.h this package uses.
@@ -127,7 +129,7 @@ func (s *socket) rest(b []received, max int, overrun func(), onError func(error)
 // drain appends to b the packets the socket holds, one receive each, until it holds none or b has max.
 func (s *socket) drain(fd int, b []received, max int, overrun func(), onError func(error)) []received {
 	for len(b) < max {
-		n, _, err := unix.Recvfrom(fd, s.buf, unix.MSG_DONTWAIT)
+		n, err := rawio.Recv(fd, s.buf)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			return b
@@ -200,9 +202,8 @@ func (s *socket) verdict(id uint32, r Reply) error {
 	binary.NativeEndian.PutUint16(b[4:], unix.NFNL_SUBSYS_QUEUE<<8|msgVerdict)
 	binary.NativeEndian.PutUint16(b[6:], unix.NLM_F_REQUEST)
 	var serr error
-	// An unconnected netlink socket writes to the kernel.
 	if err := s.raw.Write(func(fd uintptr) bool {
-		_, serr = unix.Write(int(fd), b)
+		serr = rawio.Send(int(fd), b) // an unconnected netlink socket writes to the kernel
 		return !errors.Is(serr, unix.EAGAIN)
 	}); err != nil {
 		return err
