@@ -162,30 +162,45 @@ func (s *socket) drain(fd int, b []received, max int, overrun func(), onError fu
 func (s *socket) stopReading() error { return s.conn.SetReadDeadline(time.Unix(1, 0)) }
 
 // parsePacket reads a packet message's attributes: its id (ok is false without one), mark, devices
-// and a copy of its payload.
+// and a copy of its payload. A message whose attributes do not parse keeps its id but loses its
+// payload, so that the Handler refuses it rather than leave it unanswered.
 func parsePacket(attrs []byte) (id uint32, p Packet, ok bool) {
-	ad, err := netlink.NewAttributeDecoder(attrs)
-	if err != nil {
-		return 0, p, false
-	}
-	ad.ByteOrder = binary.BigEndian
-	for ad.Next() {
-		switch ad.Type() {
+	for len(attrs) > 0 {
+		if len(attrs) < unix.NLA_HDRLEN {
+			p.Payload = nil
+			break
+		}
+		n := int(binary.NativeEndian.Uint16(attrs))
+		if n < unix.NLA_HDRLEN || n > len(attrs) {
+			p.Payload = nil
+			break
+		}
+		data := attrs[unix.NLA_HDRLEN:n]
+		switch binary.NativeEndian.Uint16(attrs[2:]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER) {
 		case attrPacketHdr:
-			if b := ad.Bytes(); len(b) >= packetHdrMinSize {
-				id, ok = binary.BigEndian.Uint32(b), true
+			if len(data) >= packetHdrMinSize {
+				id, ok = binary.BigEndian.Uint32(data), true
 			}
 		case attrMark:
-			p.Mark = ad.Uint32()
+			p.Mark = be32(data)
 		case attrInDev:
-			p.InDev = ad.Uint32()
+			p.InDev = be32(data)
 		case attrOutDev:
-			p.OutDev = ad.Uint32()
+			p.OutDev = be32(data)
 		case attrPayload:
-			p.Payload = append([]byte(nil), ad.Bytes()...)
+			p.Payload = append([]byte(nil), data...)
 		}
+		attrs = attrs[min((n+unix.NLA_ALIGNTO-1)&^(unix.NLA_ALIGNTO-1), len(attrs)):]
 	}
-	return id, p, ok && ad.Err() == nil
+	return id, p, ok
+}
+
+// be32 reads a 32-bit attribute; 0 if it is too short.
+func be32(b []byte) uint32 {
+	if len(b) < 4 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(b)
 }
 
 // verdict answers packet id with r.
