@@ -142,15 +142,19 @@ func (s *socket) drain(fd int, b []received, max int, overrun func(), onError fu
 			onError(err)
 			return b
 		}
-		msgs, err := syscall.ParseNetlinkMessage(s.buf[:n])
-		if err != nil {
-			continue // a truncated datagram: nothing in it can be read
-		}
-		for _, m := range msgs {
-			if m.Header.Type != unix.NFNL_SUBSYS_QUEUE<<8|msgPacket || len(m.Data) < nfgenmsgLen {
+		// A datagram may hold several messages, each padded to 4 bytes but the last, whose payload
+		// ends it unpadded.
+		for msg := s.buf[:n]; len(msg) >= unix.NLMSG_HDRLEN; {
+			l := int(binary.NativeEndian.Uint32(msg))
+			if l < unix.NLMSG_HDRLEN || l > len(msg) {
+				break // cut short: nothing more in it can be read
+			}
+			typ, data := binary.NativeEndian.Uint16(msg[4:]), msg[unix.NLMSG_HDRLEN:l]
+			msg = msg[min(align(l, unix.NLMSG_ALIGNTO), len(msg)):]
+			if typ != unix.NFNL_SUBSYS_QUEUE<<8|msgPacket || len(data) < nfgenmsgLen {
 				continue
 			}
-			if id, p, ok := parsePacket(m.Data[nfgenmsgLen:]); ok {
+			if id, p, ok := parsePacket(data[nfgenmsgLen:]); ok {
 				b = append(b, received{id, p})
 			}
 		}
@@ -190,10 +194,13 @@ func parsePacket(attrs []byte) (id uint32, p Packet, ok bool) {
 		case attrPayload:
 			p.Payload = append([]byte(nil), data...)
 		}
-		attrs = attrs[min((n+unix.NLA_ALIGNTO-1)&^(unix.NLA_ALIGNTO-1), len(attrs)):]
+		attrs = attrs[min(align(n, unix.NLA_ALIGNTO), len(attrs)):]
 	}
 	return id, p, ok
 }
+
+// align rounds n up to a multiple of to, a power of two.
+func align(n, to int) int { return (n + to - 1) &^ (to - 1) }
 
 // be32 reads a 32-bit attribute; 0 if it is too short.
 func be32(b []byte) uint32 {
