@@ -18,6 +18,8 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"podwall.io/podwall/internal/rawio"
 )
 
 // Options configure Open.
@@ -153,7 +155,7 @@ func (l *Log) Close() error {
 // drain reads and handles what the socket holds, until it holds nothing (nil) or fails. l.mu is held.
 func (l *Log) drain(fd int) error {
 	for {
-		n, _, err := unix.Recvfrom(fd, l.buf, unix.MSG_DONTWAIT)
+		n, err := rawio.Recv(fd, l.buf)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			return nil

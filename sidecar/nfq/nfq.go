@@ -1,24 +1,29 @@
 // Package nfq is the capture side of the verdict pipeline: it binds the sidecar's NFQUEUE queues, hands
 // each queued packet to a Handler and returns the Handler's verdict to the kernel.
 //
-// One goroutine reads each queue (the ruleset fans connections out over the queues) and hands every
-// packet it reads to a pool of workers shared by the queues, which decide and answer. The pool keeps
-// between Options.MinWorkers and Options.MaxWorkers workers: it grows while packets wait for a worker
-// and shrinks when workers stay idle (see scaler). Workers answer in whatever order they finish, so two
-// packets of one queue may be reinjected in another order than they were queued; only the opening
-// packets of connections are queued, each answered on its own.
+// One goroutine, the reader, reads each queue (the ruleset fans connections out over the queues) on
+// its netlink socket: each wake-up receives what the socket holds, one message per receive, and
+// copies out of each only its payload. The reader decides what it read itself, packet after packet,
+// so that the common case, a few new connections at a time, costs no hand-over between goroutines.
+// Should a decision take long, a new reader takes the queue over and the slow one joins a pool of
+// workers shared by the queues, to which it hands the rest of the burst it read. The pool
+// keeps between Options.MinWorkers and Options.MaxWorkers workers: it grows while packets wait for a
+// worker and shrinks when workers stay idle (see scaler). Packets are answered in whatever order
+// their deciders finish, so two packets of one queue may be reinjected in another order than they
+// were queued; only the opening packets of connections are queued, each answered on its own.
 //
-// Every packet read gets exactly one verdict: its worker's, or, from the watchdog, a drop when its
-// handler has run past Options.StallTimeout (the worker is then written off and replaced, so that a
-// hung handler does not stall the pod's new connections). On shutdown the workers answer every packet
-// read before the queues are unbound; what the kernel still holds it drops as it unbinds them, and a
-// fail-closed ruleset refuses new connections from then on.
+// Every packet read gets exactly one verdict: its decider's, or, from the watchdog, a drop when its
+// handler has run past Options.StallTimeout (the worker or reader is then written off and replaced,
+// so that a hung handler does not stall the pod's new connections for longer). On shutdown the
+// readers and workers answer every packet read, and what the sockets still hold, before the queues are
+// unbound; what the kernel still holds then it drops as it unbinds them, and a fail-closed ruleset
+// refuses new connections from then on.
 package nfq
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +31,6 @@ import (
 	"github.com/florianl/go-nfqueue/v2"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sys/unix"
 )
 
 // Packet is what the kernel tells about one queued packet.
@@ -125,8 +129,10 @@ type Loop struct {
 	closed  bool
 	// shrink takes one idle worker out of the pool.
 	shrink chan struct{}
-	// wake tells Run, which stops sizing an idle pool at its minimum, that a packet was read.
-	wake chan struct{}
+	// wake tells Run, which stops sizing an idle pool at its minimum (and says so in resting), that a
+	// packet was read.
+	wake    chan struct{}
+	resting atomic.Bool
 
 	// mu guards the pool.
 	mu sync.Mutex
@@ -138,6 +144,9 @@ type Loop struct {
 	stopping bool
 	// running counts the pool's workers for stop to wait on; a worker written off leaves it at once.
 	running sync.WaitGroup
+	// reading counts the queues' readers the same way: a reader leaves it when it ends, becomes a
+	// worker or is written off.
+	reading sync.WaitGroup
 	scale   scaler
 
 	// busy is the number of workers deciding a packet, peak its highest since the last sample, and
@@ -146,15 +155,17 @@ type Loop struct {
 	waited     atomic.Int64
 }
 
-// queue is one bound queue and the context of its reader.
+// queue is one bound queue and its reader.
 type queue struct {
-	nf     *nfqueue.Nfqueue
-	cancel context.CancelFunc
+	sock *socket
+	log  logr.Logger
+	// reader is the goroutine reading the queue now (see read).
+	reader atomic.Pointer[reader]
 }
 
 // job is one packet read from a queue, until it is answered.
 type job struct {
-	nf  *nfqueue.Nfqueue
+	q   *queue
 	id  uint32
 	pkt Packet
 	// read is when the packet was read, taken when a worker took it.
@@ -163,9 +174,41 @@ type job struct {
 	answered atomic.Bool
 }
 
-// worker is one goroutine of the pool. cur is the packet it is deciding, nil when idle.
+// worker is one goroutine of the pool, or a queue's reader. cur is the packet it is deciding, nil
+// when idle.
 type worker struct {
 	cur atomic.Pointer[job]
+}
+
+// reader is a queue's reader: a worker outside the pool that reads the queue and decides what it
+// reads, and the rest of the burst it read last, which it gives up when it stops reading (see
+// takeRest).
+type reader struct {
+	worker
+	mu   sync.Mutex
+	rest []received
+	read time.Time
+}
+
+// next takes the next packet of the reader's burst, if it has one left.
+func (r *reader) next(q *queue) (*job, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.rest) == 0 {
+		return nil, false
+	}
+	p := r.rest[0]
+	r.rest = r.rest[1:]
+	return &job{q: q, id: p.id, pkt: p.pkt, read: r.read}, true
+}
+
+// takeRest takes the packets the reader has not taken yet from it, and when they were read.
+func (r *reader) takeRest() ([]received, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rest := slices.Clone(r.rest)
+	r.rest = nil
+	return rest, r.read
 }
 
 // Bind starts the pool and binds every queue, so that the kernel hands packets to h from the moment
@@ -185,12 +228,16 @@ func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop,
 	l.resize(opts.MinWorkers)
 	l.mu.Unlock()
 	for i := range opts.QueueCount {
-		q, err := l.bindQueue(ctx, opts.QueueNum+i)
+		sock, err := openSocket(&l.opts, opts.QueueNum+i)
 		if err != nil {
 			l.stop()
 			return nil, err
 		}
+		q := &queue{sock: sock, log: log.WithValues("queue", opts.QueueNum+i)}
 		l.queues = append(l.queues, q)
+		l.mu.Lock()
+		l.startReader(q, &reader{})
+		l.mu.Unlock()
 	}
 	if opts.Registerer != nil {
 		for _, c := range []prometheus.Collector{
@@ -233,6 +280,12 @@ func (l *Loop) Run(ctx context.Context) {
 			if !l.rescale() {
 				sizing.Stop()
 				rescale = nil
+				l.resting.Store(true)
+				// A reader that took a packet or decided one meanwhile may have seen resting unset.
+				if (len(l.jobs) > 0 || l.deciding()) && l.resting.CompareAndSwap(true, false) {
+					sizing.Reset(scaleInterval)
+					rescale = sizing.C
+				}
 			}
 		case <-l.wake:
 			if rescale == nil && l.opts.MaxWorkers > l.opts.MinWorkers {
@@ -245,8 +298,8 @@ func (l *Loop) Run(ctx context.Context) {
 
 // stop answers every packet read and unbinds the queues. From the moment it closes jobs, the readers
 // decide what they still read themselves; the workers answer what jobs holds (the watchdog still writes
-// off a hung one) and exit; then the readers stop and the sockets close, and the kernel drops what it
-// still holds.
+// off a hung one) and exit; then the readers stop, each deciding what its socket still holds, and the
+// sockets close, and the kernel drops what it holds from then on.
 func (l *Loop) stop() {
 	l.mu.Lock()
 	l.stopping = true
@@ -257,93 +310,117 @@ func (l *Loop) stop() {
 		close(l.jobs)
 	}
 	l.closing.Unlock()
-	drained := make(chan struct{})
-	go func() { l.running.Wait(); close(drained) }()
 	watchdog := time.NewTicker(l.opts.StallTimeout / 4)
 	defer watchdog.Stop()
-	for waiting := true; waiting; {
+	l.await(&l.running, watchdog.C)
+	for _, q := range l.queues {
+		if err := q.sock.stopReading(); err != nil {
+			q.log.Error(err, "stop reading the queue")
+		}
+	}
+	l.await(&l.reading, watchdog.C)
+	for _, q := range l.queues {
+		q.sock.close()
+	}
+}
+
+// await returns once wg is done, and writes off stalled workers and readers meanwhile.
+func (l *Loop) await(wg *sync.WaitGroup, watchdog <-chan time.Time) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for {
 		select {
-		case <-drained:
-			waiting = false
-		case <-watchdog.C:
+		case <-done:
+			return
+		case <-watchdog:
 			l.watch()
 		}
 	}
-	for _, q := range l.queues {
-		q.cancel()
-		q.nf.Close()
+}
+
+// maxBurst bounds the packets a reader receives at once.
+const maxBurst = 64
+
+// startReader starts r reading q. The caller holds mu.
+func (l *Loop) startReader(q *queue, r *reader) {
+	l.reading.Add(1)
+	q.reader.Store(r)
+	go l.read(q, r)
+}
+
+// read is a reader of q: it receives what the queue holds and decides it, packet after packet, which
+// spares the common case, a few new connections at a time, a hand-over between goroutines. A reader
+// whose decision takes long hands the rest of its burst to the pool, the queue to a new reader, and
+// joins the pool as a worker (rescale); one whose handler hangs is written off like a worker, and its
+// successor inherits the rest of its burst (watch). Once stop has closed jobs and ended the reading, it
+// decides what the socket still holds and returns.
+func (l *Loop) read(q *queue, r *reader) {
+	overrun := l.opts.Metrics.Overruns.Inc
+	onError := func(err error) { q.log.Error(err, "receive from queue") }
+	var burst []received
+	for {
+		j, ok := r.next(q)
+		if !ok {
+			if q.reader.Load() != r {
+				l.work(&r.worker) // rescale made this reader a worker
+				return
+			}
+			var err error
+			if burst, err = q.sock.receive(burst[:0], maxBurst, overrun, onError); err != nil {
+				for {
+					if burst = q.sock.rest(burst[:0], maxBurst, overrun, onError); len(burst) == 0 {
+						break
+					}
+					l.take(q, burst, time.Now())
+				}
+				l.reading.Done()
+				return
+			}
+			r.mu.Lock()
+			r.rest, r.read = burst, time.Now()
+			r.mu.Unlock()
+			continue
+		}
+		j.taken = time.Now()
+		r.cur.Store(j)
+		if l.resting.CompareAndSwap(true, false) {
+			l.tell() // so that a long decision is seen
+		}
+		reply := l.handle(j.pkt)
+		r.cur.Store(nil)
+		if !l.answer(j, reply) {
+			return // the watchdog wrote this reader off
+		}
 	}
 }
 
-// bindQueue opens and binds queue num; its reader hands what it reads to the pool.
-func (l *Loop) bindQueue(ctx context.Context, num uint16) (*queue, error) {
-	flags := uint32(0)
-	if l.opts.FailOpen {
-		flags |= nfqueue.NfQaCfgFlagFailOpen
+// take hands the packets, read from q at read, to the pool; once stop has closed jobs, it decides
+// them itself.
+func (l *Loop) take(q *queue, pkts []received, read time.Time) {
+	if len(pkts) == 0 {
+		return
 	}
-	nf, err := nfqueue.Open(&nfqueue.Config{
-		NetNS:        l.opts.NetNS,
-		NfQueue:      num,
-		MaxQueueLen:  l.opts.MaxQueueLen,
-		MaxPacketLen: l.opts.CopyLen,
-		Copymode:     nfqueue.NfQnlCopyPacket,
-		Flags:        flags,
-		AfFamily:     unix.AF_INET,
-		WriteTimeout: time.Second,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open queue %d: %w", num, err)
-	}
-	// The reader outlives ctx: stop ends it once the workers have answered what it read.
-	qctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	log := l.log.WithValues("queue", num)
-	if err := nf.RegisterWithErrorFunc(qctx, l.reader(nf), l.onError(qctx, log)); err != nil {
-		cancel()
-		nf.Close()
-		return nil, fmt.Errorf("bind queue %d: %w", num, err)
-	}
-	return &queue{nf: nf, cancel: cancel}, nil
-}
-
-// reader is the hook go-nfqueue calls, on the queue's one reading goroutine, for each packet read.
-func (l *Loop) reader(nf *nfqueue.Nfqueue) nfqueue.HookFunc {
-	return func(a nfqueue.Attribute) int {
-		if a.PacketID == nil {
-			return 0
-		}
-		// go-nfqueue copies the payload out of the socket's buffer: it stays valid once the hook returns.
-		j := &job{nf: nf, id: *a.PacketID, read: time.Now(),
-			pkt: Packet{Mark: deref(a.Mark), InDev: deref(a.InDev), OutDev: deref(a.OutDev)}}
-		if a.Payload != nil {
-			j.pkt.Payload = *a.Payload
-		}
-		l.closing.RLock()
-		defer l.closing.RUnlock()
+	l.closing.RLock()
+	defer l.closing.RUnlock()
+	for _, p := range pkts {
+		j := &job{q: q, id: p.id, pkt: p.pkt, read: read}
 		if l.closed {
-			j.taken = j.read
+			j.taken = read
 			l.answer(j, l.handle(j.pkt))
-			return 0
+			continue
 		}
 		l.jobs <- j
-		select {
-		case l.wake <- struct{}{}:
-		default: // Run has been told already
-		}
-		return 0
+	}
+	if l.resting.CompareAndSwap(true, false) {
+		l.tell()
 	}
 }
 
-func (l *Loop) onError(ctx context.Context, log logr.Logger) nfqueue.ErrorFunc {
-	return func(err error) int {
-		if ctx.Err() != nil || errors.Is(err, unix.EBADF) {
-			return 1
-		}
-		if errors.Is(err, unix.ENOBUFS) {
-			l.opts.Metrics.Overruns.Inc()
-			return 0
-		}
-		log.Error(err, "receive from queue")
-		return 0
+// tell wakes Run, which sizes the pool again.
+func (l *Loop) tell() {
+	select {
+	case l.wake <- struct{}{}:
+	default: // Run has been told already
 	}
 }
 
@@ -385,12 +462,7 @@ func (l *Loop) answer(j *job, r Reply) bool {
 	if !j.answered.CompareAndSwap(false, true) {
 		return false
 	}
-	var err error
-	if r.Mark != 0 {
-		err = j.nf.SetVerdictWithOption(j.id, r.Action, nfqueue.WithMark(r.Mark))
-	} else {
-		err = j.nf.SetVerdict(j.id, r.Action)
-	}
+	err := j.q.sock.verdict(j.id, r)
 	l.opts.Metrics.observe(time.Since(j.read), err)
 	if err != nil {
 		l.log.V(1).Info("set verdict", "error", err.Error())
@@ -418,7 +490,33 @@ func (l *Loop) watch() {
 		delete(l.workers, w)
 		l.running.Done()
 	}
+	for _, q := range l.queues {
+		r := q.reader.Load()
+		j := r.cur.Load()
+		if j == nil || time.Since(j.taken) < l.opts.StallTimeout {
+			continue
+		}
+		if !l.answer(j, Reply{Action: nfqueue.NfDrop}) {
+			continue // it answered just now
+		}
+		l.log.Info("verdict reader stalled; its packet is dropped and the reader replaced",
+			"stalled", time.Since(j.taken).String())
+		l.opts.Metrics.Restarts.Inc()
+		rest, read := r.takeRest()
+		l.startReader(q, &reader{rest: rest, read: read})
+		l.reading.Done()
+	}
 	l.resize(l.opts.MinWorkers)
+}
+
+// deciding says whether a queue's reader is deciding a packet.
+func (l *Loop) deciding() bool {
+	for _, q := range l.queues {
+		if q.reader.Load().cur.Load() != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // rescale samples what the pool saw since the last call and lets the scaler size it. It returns
@@ -437,7 +535,28 @@ func (l *Loop) rescale() bool {
 		default: // none is idle after all: the pool stays
 		}
 	}
-	return n > l.opts.MinWorkers || s != sample{}
+	slow := false
+	for _, q := range l.queues {
+		r := q.reader.Load()
+		j := r.cur.Load()
+		if j == nil {
+			continue
+		}
+		if time.Since(j.taken) < growWait || len(l.workers) >= l.opts.MaxWorkers || l.stopping {
+			slow = true
+			continue
+		}
+		// The reader joins the pool with the packet it decides, the rest of its burst goes to the pool,
+		// and a new reader reads the queue. Stop has not begun, so jobs is open.
+		l.workers[&r.worker] = struct{}{}
+		l.running.Add(1)
+		rest, read := r.takeRest()
+		l.startReader(q, &reader{})
+		l.reading.Done()
+		l.take(q, rest, read)
+		l.changed()
+	}
+	return n > l.opts.MinWorkers || s != sample{} || slow
 }
 
 // resize starts workers until the pool has n, unless stop has begun. The caller holds mu.
@@ -479,11 +598,4 @@ func (l *Loop) size() int {
 func raise(m *atomic.Int64, v int64) {
 	for old := m.Load(); v > old && !m.CompareAndSwap(old, v); old = m.Load() {
 	}
-}
-
-func deref(p *uint32) uint32 {
-	if p == nil {
-		return 0
-	}
-	return *p
 }
