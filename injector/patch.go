@@ -89,19 +89,21 @@ func (d *differ) objects(a, b []byte, path string) error {
 		if inB(m.key) != i {
 			continue
 		}
-		p := path + "/" + escapePointer(m.key)
 		j := inA(m.key)
 		if j < 0 {
-			d.ops = append(d.ops, patchOp{op: "add", path: p, value: m.value})
+			d.ops = append(d.ops, patchOp{op: "add", path: childPath(path, m.key), value: m.value})
 			continue
 		}
-		if err := d.values(am[j].value, m.value, p); err != nil {
+		if bytes.Equal(am[j].value, m.value) {
+			continue
+		}
+		if err := d.values(am[j].value, m.value, childPath(path, m.key)); err != nil {
 			return err
 		}
 	}
 	for i, m := range am {
 		if inB(m.key) < 0 && inA(m.key) == i {
-			d.ops = append(d.ops, patchOp{op: "remove", path: path + "/" + escapePointer(m.key)})
+			d.ops = append(d.ops, patchOp{op: "remove", path: childPath(path, m.key)})
 		}
 	}
 	return nil
@@ -109,11 +111,11 @@ func (d *differ) objects(a, b []byte, path string) error {
 
 // keyIndex returns a function that finds the last member of ms with a key, -1 for none. A small
 // object is searched, a large one (a pod's labels, say) indexed in a map.
-func keyIndex(ms []member) func(key string) int {
+func keyIndex(ms []member) func(key []byte) int {
 	if len(ms) <= 16 {
-		return func(key string) int {
+		return func(key []byte) int {
 			for i := len(ms) - 1; i >= 0; i-- {
-				if ms[i].key == key {
+				if bytes.Equal(ms[i].key, key) {
 					return i
 				}
 			}
@@ -122,10 +124,10 @@ func keyIndex(ms []member) func(key string) int {
 	}
 	index := make(map[string]int, len(ms))
 	for i, m := range ms {
-		index[m.key] = i
+		index[string(m.key)] = i
 	}
-	return func(key string) int {
-		if i, ok := index[key]; ok {
+	return func(key []byte) int {
+		if i, ok := index[string(key)]; ok {
 			return i
 		}
 		return -1
@@ -153,6 +155,9 @@ func (d *differ) arrays(a, b []byte, path string) error {
 		d.ops = append(d.ops, patchOp{op: "add", path: path + "/" + strconv.Itoa(i), value: be[i]})
 	}
 	for i := range n {
+		if bytes.Equal(ae[i], be[i]) {
+			continue
+		}
 		if err := d.values(ae[i], be[i], path+"/"+strconv.Itoa(i)); err != nil {
 			return err
 		}
@@ -181,7 +186,7 @@ func sameScalar(kind byte, a, b []byte) (bool, error) {
 			return false, err
 		}
 		bs, err := unquote(b)
-		return as == bs, err
+		return bytes.Equal(as, bs), err
 	case '0':
 		af, err := strconv.ParseFloat(string(a), 64)
 		if err != nil {
@@ -202,7 +207,7 @@ var errBadJSON = errors.New("invalid JSON document")
 
 // member is one member of a JSON object: its key decoded, its value raw.
 type member struct {
-	key   string
+	key   []byte
 	value []byte
 }
 
@@ -325,17 +330,17 @@ func stringEnd(d []byte, i int) (int, error) {
 }
 
 // unquote decodes the JSON string s, quotes included, as encoding/json does (invalid UTF-8 becomes
-// U+FFFD).
-func unquote(s []byte) (string, error) {
+// U+FFFD). A string without escapes, the usual one, is its own bytes: no copy.
+func unquote(s []byte) ([]byte, error) {
 	inner := s[1 : len(s)-1]
 	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-		return string(inner), nil
+		return inner, nil
 	}
 	var out string
 	if err := json.Unmarshal(s, &out); err != nil {
-		return "", errBadJSON
+		return nil, errBadJSON
 	}
-	return out, nil
+	return []byte(out), nil
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
@@ -358,11 +363,30 @@ func trimSpace(d []byte) []byte {
 // pointerEscaper escapes a key as a JSON pointer's reference token (RFC 6901).
 var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
-func escapePointer(key string) string {
-	if !strings.ContainsAny(key, "~/") {
-		return key
+// childPath is the JSON pointer to the member key of the value at path.
+func childPath(path string, key []byte) string {
+	if bytes.ContainsAny(key, "~/") {
+		return path + "/" + pointerEscaper.Replace(string(key))
 	}
-	return pointerEscaper.Replace(key)
+	return path + "/" + string(key)
+}
+
+// appendString appends s as a JSON string, as encoding/json writes it: a string that needs no escape
+// (printable ASCII but for the quote, backslash and what HTML escaping changes), the usual path, is
+// copied as it is.
+func appendString(out []byte, s string) ([]byte, error) {
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	if plain {
+		out = append(out, '"')
+		out = append(out, s...)
+		return append(out, '"'), nil
+	}
+	quoted, err := json.Marshal(s)
+	return append(out, quoted...), err
 }
 
 // encodePatch writes ops as a JSON patch.
@@ -377,14 +401,13 @@ func encodePatch(ops []patchOp) ([]byte, error) {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		path, err := json.Marshal(o.path)
-		if err != nil {
-			return nil, err
-		}
 		out = append(out, `{"op":"`...)
 		out = append(out, o.op...)
 		out = append(out, `","path":`...)
-		out = append(out, path...)
+		var err error
+		if out, err = appendString(out, o.path); err != nil {
+			return nil, err
+		}
 		if o.op != "remove" {
 			out = append(out, `,"value":`...)
 			out = append(out, o.value...)

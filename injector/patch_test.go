@@ -27,6 +27,7 @@ var diffCases = []struct{ name, a, b string }{
 	{"equal values spelled differently", `{"n":1,"s":"\u0041","t":true,"x":1e2}`, `{"n":1.0,"s":"A","t":true,"x":100}`},
 	{"booleans", `{"t":true,"f":false}`, `{"t":false,"f":true}`},
 	{"escaped keys", `{"a/b":1,"c~d":{"e":1}}`, `{"a/b":2,"c~d":{"e":2},"\"q\"":3}`},
+	{"keys encoding/json escapes", `{"a<b":1,"c&d\u0001":{"e":1}}`, `{"a<b":2,"c&d\u0001":{"e>":2},"é":3}`},
 	{"key given twice", `{"a":1,"a":2,"b":1,"b":1}`, `{"a":2,"c":3,"c":4}`},
 	{"whitespace", " { \"a\" : [ 1 , 2 ] , \"b\" : { } }\n", `{"a":[1,3],"b":{"c":"d"}}`},
 	{"empty containers", `{"a":{},"b":[]}`, `{"a":{"x":1},"b":[{}]}`},

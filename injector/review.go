@@ -118,7 +118,7 @@ func onlyMember(d []byte, key string) ([]byte, error) {
 	}
 	var value []byte
 	for _, m := range members {
-		if m.key != key {
+		if string(m.key) != key {
 			continue
 		}
 		if value != nil {
