@@ -21,13 +21,16 @@ var systemNamespaces = []string{"kube-system", "podwall-system"}
 
 // Injector decides whether a pod gets the sidecar and puts it in.
 type Injector struct {
-	opts SidecarOptions
+	opts     SidecarOptions
+	template template
 }
 
 // New returns an Injector; zero fields of opts take their defaults.
 func New(opts SidecarOptions) *Injector {
 	opts.setDefaults()
-	return &Injector{opts: opts}
+	in := &Injector{opts: opts}
+	in.template = in.newTemplate()
+	return in
 }
 
 // Namespace is what the injector knows about the pod's namespace.
@@ -115,15 +118,11 @@ func (in *Injector) Inject(pod *corev1.Pod, ns Namespace) ([]string, error) {
 		entry.Resources = platform.MergeResources(entry.Resources, own.Resources)
 	}
 	dropNetRaw(work)
-	st := in.add(work, entry)
-	raw, err := json.Marshal(st)
-	if err != nil {
-		return nil, fmt.Errorf("encode status: %w", err)
-	}
+	in.add(work, entry)
 	if work.Annotations == nil {
 		work.Annotations = map[string]string{}
 	}
-	work.Annotations[AnnotationStatus] = string(raw)
+	work.Annotations[AnnotationStatus] = in.template.status
 	*pod = *work
 	return warnings, nil
 }
@@ -197,22 +196,18 @@ func riskyContainers(spec *corev1.PodSpec) []string {
 }
 
 // add puts the sidecar, its volumes and (on old clusters) the baseline init container into a pod that
-// holds none of them, and returns the status to record.
-func (in *Injector) add(pod *corev1.Pod, entry platform.Entry) status {
+// holds none of them, as status says.
+func (in *Injector) add(pod *corev1.Pod, entry platform.Entry) {
 	var proxy *mesh.Proxy
 	if p, ok := mesh.In(&pod.Spec, pod.Annotations); ok {
 		proxy = &p
 	}
 	podwall := in.sidecar(pod, proxy, entry)
-	st := status{Volumes: injectedVolumes()}
 	if in.opts.NativeSidecars {
-		st.Layout = "native"
 		always := corev1.ContainerRestartPolicyAlways
 		podwall.RestartPolicy = &always
 		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, podwall)
-		st.InitContainers = []string{sidecar.ContainerName}
 	} else {
-		st.Layout = "init-container"
 		if _, ok := pod.Annotations[defaultContainerAnnotation]; !ok && len(pod.Spec.Containers) > 0 {
 			if pod.Annotations == nil {
 				pod.Annotations = map[string]string{}
@@ -221,8 +216,6 @@ func (in *Injector) add(pod *corev1.Pod, entry platform.Entry) status {
 		}
 		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, in.baseline(podwall))
 		pod.Spec.Containers = slices.Insert(pod.Spec.Containers, 0, podwall)
-		st.InitContainers = []string{sidecar.InitContainerName}
-		st.Containers = []string{sidecar.ContainerName}
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, in.volumes(pod)...)
 	// A projected token needs a named service account. The API server's ServiceAccount admission
@@ -230,7 +223,15 @@ func (in *Injector) add(pod *corev1.Pod, entry platform.Entry) status {
 	if pod.Spec.ServiceAccountName == "" {
 		pod.Spec.ServiceAccountName = "default"
 	}
-	return st
+}
+
+// status is the status add records: what it adds in the injector's layout.
+func (in *Injector) status() status {
+	if in.opts.NativeSidecars {
+		return status{Layout: "native", InitContainers: []string{sidecar.ContainerName}, Volumes: injectedVolumes()}
+	}
+	return status{Layout: "init-container", InitContainers: []string{sidecar.InitContainerName},
+		Containers: []string{sidecar.ContainerName}, Volumes: injectedVolumes()}
 }
 
 // defaultContainerAnnotation keeps `kubectl logs` and `kubectl exec` on the app when podwall is the

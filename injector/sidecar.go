@@ -1,6 +1,7 @@
 package injector
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -19,11 +20,65 @@ import (
 	"podwall.io/podwall/internal/mesh"
 )
 
-// sidecar builds the podwall container for pod. It runs as root with NET_ADMIN only: nftables and
-// NFQUEUE are netlink, which needs NET_ADMIN (not NET_RAW), and Kubernetes cannot grant ambient
-// capabilities, so a non-root user would hold NET_ADMIN in its bounding set but not use it. Every other
-// capability is dropped, privilege escalation is off and the root filesystem read-only.
+// template is what the injector adds that is the same in every pod, built once (New) and deep-copied
+// into each pod, so that an admission neither builds it again nor shares any of it with a pod.
+type template struct {
+	// container is the podwall container but for its environment and resources (sidecar).
+	container corev1.Container
+	// identity passes the pod's identity (downward API) and settings the injector's settings, the
+	// fixed part of the environment (env).
+	identity, settings []corev1.EnvVar
+	// volumes are the podwall container's volumes (volumes).
+	volumes []corev1.Volume
+	// status is the value of AnnotationStatus (add).
+	status string
+}
+
+// newTemplate builds what in adds to every pod.
+func (in *Injector) newTemplate() template {
+	field := func(key sidecar.Key, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: key.Env(), ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	st, err := json.Marshal(in.status())
+	if err != nil {
+		panic(err) // a struct of strings always encodes
+	}
+	return template{
+		container: in.container(),
+		identity: []corev1.EnvVar{
+			field(sidecar.KeyPodName, "metadata.name"),
+			field(sidecar.KeyPodNamespace, "metadata.namespace"),
+			field(sidecar.KeyPodIPs, "status.podIPs"),
+			field(sidecar.KeyPodServiceAccount, "spec.serviceAccountName"),
+		},
+		settings: []corev1.EnvVar{
+			envValue(sidecar.KeyConfig, sidecar.ConfigFile),
+			envValue(sidecar.KeyListenAddr, ":"+strconv.Itoa(int(in.opts.Port))),
+			envValue(sidecar.KeyPolicyCacheDir, sidecar.CacheDir),
+			envValue(sidecar.KeyPolicyGenURL, in.opts.PolicyGenURL),
+			envValue(sidecar.KeyPolicyGenTokenFile, sidecar.TokenFile),
+		},
+		volumes: in.newVolumes(),
+		status:  string(st),
+	}
+}
+
+// sidecar builds the podwall container for pod: the template's, with the pod's environment and
+// resources.
 func (in *Injector) sidecar(pod *corev1.Pod, proxy *mesh.Proxy, entry platform.Entry) corev1.Container {
+	var c corev1.Container
+	in.template.container.DeepCopyInto(&c)
+	c.Env = in.env(pod, proxy, entry.Settings)
+	entry.Resources.DeepCopyInto(&c.Resources)
+	return c
+}
+
+// container builds the podwall container but for its environment and resources. It runs as root with
+// NET_ADMIN only: nftables and NFQUEUE are netlink, which needs NET_ADMIN (not NET_RAW), and
+// Kubernetes cannot grant ambient capabilities, so a non-root user would hold NET_ADMIN in its
+// bounding set but not use it. Every other capability is dropped, privilege escalation is off and the
+// root filesystem read-only.
+func (in *Injector) container() corev1.Container {
 	port := intstr.FromInt32(in.opts.Port)
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -37,9 +92,7 @@ func (in *Injector) sidecar(pod *corev1.Pod, proxy *mesh.Proxy, entry platform.E
 		Image:           in.opts.Image,
 		ImagePullPolicy: in.opts.PullPolicy,
 		Command:         []string{sidecar.Binary},
-		Env:             in.env(pod, proxy, entry.Settings),
 		Ports:           []corev1.ContainerPort{{Name: sidecar.PortName, ContainerPort: in.opts.Port, Protocol: corev1.ProtocolTCP}},
-		Resources:       *entry.Resources.DeepCopy(),
 		// Ready means the ruleset is in place: the startup probe holds back every later container
 		// (native layout) until then; 1s steps for up to 2 minutes.
 		StartupProbe:             probe("/readyz", 1, 120),
@@ -84,37 +137,37 @@ func (in *Injector) securityContext() *corev1.SecurityContext {
 // for the pod (sorted by key) as the sidecar's PODWALL_* variables: the platform layer of the sidecar's
 // configuration, which the pod's own config file may only tighten.
 func (in *Injector) env(pod *corev1.Pod, proxy *mesh.Proxy, platform map[string]string) []corev1.EnvVar {
-	field := func(key sidecar.Key, path string) corev1.EnvVar {
-		return corev1.EnvVar{Name: key.Env(), ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
-	}
-	value := func(key sidecar.Key, v string) corev1.EnvVar { return corev1.EnvVar{Name: key.Env(), Value: v} }
-	env := []corev1.EnvVar{
-		field(sidecar.KeyPodName, "metadata.name"),
-		field(sidecar.KeyPodNamespace, "metadata.namespace"),
-		field(sidecar.KeyPodIPs, "status.podIPs"),
-		field(sidecar.KeyPodServiceAccount, "spec.serviceAccountName"),
-	}
+	t := &in.template
+	env := make([]corev1.EnvVar, 0, len(t.identity)+len(t.settings)+4+len(platform))
+	env = appendCopies(env, t.identity)
 	if w := workloadOf(pod); w != "" {
-		env = append(env, value(sidecar.KeyWorkload, w))
+		env = append(env, envValue(sidecar.KeyWorkload, w))
 	}
-	env = append(env,
-		value(sidecar.KeyConfig, sidecar.ConfigFile),
-		value(sidecar.KeyListenAddr, ":"+strconv.Itoa(int(in.opts.Port))),
-		value(sidecar.KeyPolicyCacheDir, sidecar.CacheDir),
-		value(sidecar.KeyPolicyGenURL, in.opts.PolicyGenURL),
-		value(sidecar.KeyPolicyGenTokenFile, sidecar.TokenFile),
-	)
+	env = appendCopies(env, t.settings)
 	if holders := netRawHolders(pod); len(holders) > 0 {
-		env = append(env, value(sidecar.KeyAppNetRaw, strings.Join(holders, ",")))
+		env = append(env, envValue(sidecar.KeyAppNetRaw, strings.Join(holders, ",")))
 	}
 	if proxy != nil {
 		env = append(env,
-			value(sidecar.KeyMeshOutboundPorts, strconv.Itoa(proxy.Outbound)),
-			value(sidecar.KeyMeshInboundPorts, strconv.Itoa(proxy.Inbound)),
+			envValue(sidecar.KeyMeshOutboundPorts, strconv.Itoa(proxy.Outbound)),
+			envValue(sidecar.KeyMeshInboundPorts, strconv.Itoa(proxy.Inbound)),
 		)
 	}
 	for _, key := range slices.Sorted(maps.Keys(platform)) {
-		env = append(env, value(sidecar.Key(key), platform[key]))
+		env = append(env, envValue(sidecar.Key(key), platform[key]))
+	}
+	return env
+}
+
+func envValue(key sidecar.Key, v string) corev1.EnvVar {
+	return corev1.EnvVar{Name: key.Env(), Value: v}
+}
+
+// appendCopies appends deep copies of vars to env.
+func appendCopies(env, vars []corev1.EnvVar) []corev1.EnvVar {
+	for i := range vars {
+		env = append(env, corev1.EnvVar{})
+		vars[i].DeepCopyInto(&env[len(env)-1])
 	}
 	return env
 }
@@ -130,18 +183,27 @@ func mounts() []corev1.VolumeMount {
 }
 
 // volumes are the per-workload ConfigMap (optional: absent means the sidecar's defaults), the
-// projected token with audience podwall and the policy cache.
+// projected token with audience podwall and the policy cache: the template's, with the ConfigMap the
+// pod names.
 func (in *Injector) volumes(pod *corev1.Pod) []corev1.Volume {
-	cm := pod.Annotations[AnnotationConfig]
-	if cm == "" {
-		cm = NamespaceConfigMap
+	out := make([]corev1.Volume, len(in.template.volumes))
+	for i := range out {
+		in.template.volumes[i].DeepCopyInto(&out[i])
 	}
+	if cm := pod.Annotations[AnnotationConfig]; cm != "" {
+		out[0].ConfigMap.Name = cm
+	}
+	return out
+}
+
+// newVolumes builds the podwall container's volumes, the config volume with NamespaceConfigMap.
+func (in *Injector) newVolumes() []corev1.Volume {
 	sources := []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
 		Audience: policy.TokenAudience, ExpirationSeconds: ptr.To(int64(in.opts.TokenExpiration.Seconds())), Path: sidecar.TokenFileName,
 	}}}
 	return []corev1.Volume{
 		{Name: sidecar.VolumeConfig, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: cm}, Optional: ptr.To(true),
+			LocalObjectReference: corev1.LocalObjectReference{Name: NamespaceConfigMap}, Optional: ptr.To(true),
 		}}},
 		{Name: sidecar.VolumeToken, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: sources, DefaultMode: ptr.To[int32](0o400),
