@@ -217,7 +217,7 @@ func (in *Injector) add(pod *corev1.Pod, entry platform.Entry) {
 		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, in.baseline(podwall))
 		pod.Spec.Containers = slices.Insert(pod.Spec.Containers, 0, podwall)
 	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, in.volumes(pod)...)
+	pod.Spec.Volumes = in.appendVolumes(pod.Spec.Volumes, pod)
 	// A projected token needs a named service account. The API server's ServiceAccount admission
 	// plugin names "default" before webhooks run; where it is off, do as it would.
 	if pod.Spec.ServiceAccountName == "" {

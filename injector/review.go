@@ -40,7 +40,7 @@ func (wh *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if gvk.APIVersion == "" && gvk.Kind == "" {
 		gvk = metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"}
 	}
-	wh.write(w, gvk, wh.answer(r.Context(), review.Request))
+	wh.write(w, gvk, wh.answer(r.Context(), &review.Request))
 }
 
 // WithRecoverPanic sets whether a panic while answering is answered with an error (the default) or
@@ -131,7 +131,7 @@ func onlyMember(d []byte, key string) ([]byte, error) {
 
 // answer is the webhook's answer to req, with the request's UID and a status code, as
 // controller-runtime completes an answer.
-func (wh *Webhook) answer(ctx context.Context, req admissionRequest) (resp admissionv1.AdmissionResponse) {
+func (wh *Webhook) answer(ctx context.Context, req *admissionRequest) (resp admissionv1.AdmissionResponse) {
 	defer func() {
 		if r := recover(); r != nil {
 			admissionmetrics.WebhookPanics.WithLabelValues().Inc()

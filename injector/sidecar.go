@@ -182,18 +182,19 @@ func mounts() []corev1.VolumeMount {
 	}
 }
 
-// volumes are the per-workload ConfigMap (optional: absent means the sidecar's defaults), the
-// projected token with audience podwall and the policy cache: the template's, with the ConfigMap the
-// pod names.
-func (in *Injector) volumes(pod *corev1.Pod) []corev1.Volume {
-	out := make([]corev1.Volume, len(in.template.volumes))
-	for i := range out {
-		in.template.volumes[i].DeepCopyInto(&out[i])
+// appendVolumes appends pod's podwall volumes to volumes: the per-workload ConfigMap (optional: absent
+// means the sidecar's defaults), the projected token with audience podwall and the policy cache, the
+// template's with the ConfigMap the pod names.
+func (in *Injector) appendVolumes(volumes []corev1.Volume, pod *corev1.Pod) []corev1.Volume {
+	n := len(volumes)
+	volumes = slices.Grow(volumes, len(in.template.volumes))[:n+len(in.template.volumes)]
+	for i := range in.template.volumes {
+		in.template.volumes[i].DeepCopyInto(&volumes[n+i])
 	}
 	if cm := pod.Annotations[AnnotationConfig]; cm != "" {
-		out[0].ConfigMap.Name = cm
+		volumes[n].ConfigMap.Name = cm
 	}
-	return out
+	return volumes
 }
 
 // newVolumes builds the podwall container's volumes, the config volume with NamespaceConfigMap.

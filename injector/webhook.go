@@ -70,7 +70,7 @@ type Webhook struct {
 	log          logr.Logger
 }
 
-func (wh *Webhook) handle(req admissionRequest) admission.Response {
+func (wh *Webhook) handle(req *admissionRequest) admission.Response {
 	if req.Operation == admissionv1.Delete {
 		return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, Result: &metav1.Status{Code: http.StatusOK}}}
 	}
@@ -151,7 +151,7 @@ func podPatch(raw, current []byte, original *corev1.Pod) ([]byte, error) {
 // UPDATE of pods/ephemeralcontainers adds to an injected pod; it returns warnings for the client. An
 // error denies the request. The namespace comes from the request: a pod being created may not carry
 // it yet. Either way it changes a copy of the pod and puts that in place.
-func (wh *Webhook) mutate(req admissionRequest, pod *corev1.Pod) ([]string, error) {
+func (wh *Webhook) mutate(req *admissionRequest, pod *corev1.Pod) ([]string, error) {
 	ns := wh.route
 	ns.Name = cmp.Or(pod.Namespace, req.Namespace)
 	switch {
