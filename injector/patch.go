@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -23,13 +24,30 @@ type patchOp struct {
 // left alone. Each value is b's own bytes rather than decoded and encoded again, and a subtree whose
 // bytes are equal in a and b is not looked into: that is what makes it cheap.
 func diffJSON(a, b []byte) ([]patchOp, error) {
-	// Room for a pod's: along the deepest path an injection changes, its objects hold some 50 members.
-	d := differ{members: make([]member, 0, 64), elements: make([][]byte, 0, 16)}
+	d := differs.Get().(*differ)
+	defer func() {
+		// Nothing of a or b stays referred to from the pool.
+		clear(d.members[:cap(d.members)])
+		clear(d.elements[:cap(d.elements)])
+		d.ops = nil
+		if cap(d.members) <= maxStack && cap(d.elements) <= maxStack {
+			differs.Put(d)
+		}
+	}()
 	if err := d.values(trimSpace(a), trimSpace(b), ""); err != nil {
 		return nil, err
 	}
 	return d.ops, nil
 }
+
+// differs lends diffJSON the stacks of finished diffs; stacks grown past maxStack (a pod with
+// hundreds of labels, say) are left to the garbage collector.
+var differs = sync.Pool{New: func() any {
+	// Room for the members of the objects along the deepest path an injection changes in a pod.
+	return &differ{members: make([]member, 0, 128), elements: make([][]byte, 0, 16)}
+}}
+
+const maxStack = 1024
 
 // differ collects the operations of one diff. The members and elements of the objects and arrays
 // being compared are on stacks that each comparison pops when it returns, so that a diff allocates

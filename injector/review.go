@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -30,7 +31,9 @@ const maxReview = 7 << 20
 // where controller-runtime decodes the review, with a first pass to find its kind, and then the pod,
 // again with a first pass.
 func (wh *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	review, code, err := readReview(r)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	review, code, err := readReview(r, buf)
 	if err != nil {
 		wh.log.Error(err, "unable to read the admission request")
 		wh.write(w, metav1.TypeMeta{}, admission.Errored(code, err).AdmissionResponse)
@@ -65,9 +68,9 @@ type admissionRequest struct {
 	raw    []byte
 }
 
-// readReview reads and decodes the AdmissionReview of r. On error, code is the HTTP status of the
-// answer.
-func readReview(r *http.Request) (_ *admissionReview, code int32, _ error) {
+// readReview reads the AdmissionReview of r into buf and decodes it; the request's raw pod stays in
+// buf. On error, code is the HTTP status of the answer.
+func readReview(r *http.Request, buf *bytes.Buffer) (_ *admissionReview, code int32, _ error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, http.StatusBadRequest, errors.New("request body is empty")
 	}
@@ -77,7 +80,7 @@ func readReview(r *http.Request) (_ *admissionReview, code int32, _ error) {
 	if size < 0 || size > maxReview {
 		size = 0
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	buf.Grow(int(size) + bytes.MinRead)
 	if _, err := buf.ReadFrom(io.LimitReader(r.Body, maxReview+1)); err != nil {
 		return nil, http.StatusBadRequest, err
 	}
@@ -107,6 +110,26 @@ func readReview(r *http.Request) (_ *admissionReview, code int32, _ error) {
 		}
 	}
 	return &out, 0, nil
+}
+
+// buffers lends the webhook the buffers it reads a request into and marshals a pod into, so that an
+// admission allocates neither; one grown past maxPooled is left to the garbage collector.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooled = 64 << 10
+
+// getBuffer returns an empty buffer from buffers, putBuffer gives it back when nothing refers to its
+// bytes any more.
+func getBuffer() *bytes.Buffer {
+	b := buffers.Get().(*bytes.Buffer)
+	b.Reset()
+	return b
+}
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() <= maxPooled {
+		buffers.Put(b)
+	}
 }
 
 // onlyMember returns the value of the member key of the JSON object d, nil when it has none; a key

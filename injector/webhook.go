@@ -92,11 +92,12 @@ func (wh *Webhook) handle(req *admissionRequest) admission.Response {
 	if reflect.DeepEqual(&original, pod) {
 		return admission.Allowed("").WithWarnings(warnings...)
 	}
-	current, err := json.Marshal(pod)
-	if err != nil {
+	current := getBuffer()
+	defer putBuffer(current)
+	if err := json.NewEncoder(current).Encode(pod); err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
-	patch, err := podPatch(req.raw, current, &original)
+	patch, err := podPatch(req.raw, current.Bytes(), &original)
 	if err != nil {
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
