@@ -8,7 +8,10 @@
 // controller-runtime's defaulters find, on the raw bytes, and the removals that decoding alone makes
 // (fields podwall's API types do not know) are dropped, as they drop them. Warnings for the client (a
 // hostNetwork pod left alone, an app container that could flush the firewall) go into the answer,
-// denied or not. Per pod this costs a fraction of what controller-runtime's generic path cost
+// denied or not. What the injector adds that is the same in every pod (the podwall container but for
+// its environment and resources, its volumes, the status annotation) is built once, with the
+// Injector, and deep-copied into each pod; the buffers a request is read and its pod marshalled into
+// are reused. Per pod this costs a fraction of what controller-runtime's generic path cost
 // (BENCHMARKS.md, Injector).
 //
 // # Layouts
