@@ -470,41 +470,26 @@ func (l *Loop) answer(j *job, r Reply) bool {
 	return true
 }
 
-// watch writes off every worker whose handler has run past the stall timeout: it answers the
-// worker's packet with a drop (as unbinding the queue would), and the hung goroutine is left to finish
-// on its own, its late verdict going nowhere. The pool is topped up to its minimum.
+// watch writes off every worker and reader whose handler has run past the stall timeout: it answers
+// the packet with a drop (as unbinding the queue would), and the hung goroutine is left to finish on
+// its own, its late verdict going nowhere. A reader's queue goes to a new reader, with the rest of
+// what the hung one read; the pool is topped up to its minimum.
 func (l *Loop) watch() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for w := range l.workers {
-		j := w.cur.Load()
-		if j == nil || time.Since(j.taken) < l.opts.StallTimeout {
-			continue
+		if l.writeOff(w.cur.Load(), "worker") {
+			delete(l.workers, w)
+			l.running.Done()
 		}
-		if !l.answer(j, Reply{Action: nfqueue.NfDrop}) {
-			continue // it answered just now
-		}
-		l.log.Info("verdict worker stalled; its packet is dropped and the worker replaced",
-			"stalled", time.Since(j.taken).String())
-		l.opts.Metrics.Restarts.Inc()
-		delete(l.workers, w)
-		l.running.Done()
 	}
 	for _, q := range l.queues {
 		r := q.reader.Load()
-		j := r.cur.Load()
-		if j == nil || time.Since(j.taken) < l.opts.StallTimeout {
-			continue
+		if l.writeOff(r.cur.Load(), "reader") {
+			rest, read := r.takeRest()
+			l.startReader(q, &reader{rest: rest, read: read})
+			l.reading.Done()
 		}
-		if !l.answer(j, Reply{Action: nfqueue.NfDrop}) {
-			continue // it answered just now
-		}
-		l.log.Info("verdict reader stalled; its packet is dropped and the reader replaced",
-			"stalled", time.Since(j.taken).String())
-		l.opts.Metrics.Restarts.Inc()
-		rest, read := r.takeRest()
-		l.startReader(q, &reader{rest: rest, read: read})
-		l.reading.Done()
 	}
 	l.resize(l.opts.MinWorkers)
 }
@@ -517,6 +502,19 @@ func (l *Loop) deciding() bool {
 		}
 	}
 	return false
+}
+
+// writeOff answers j, the packet a worker or reader (who) is deciding, with a drop if its handler has
+// run past the stall timeout and nobody answered it yet, and says whether it did: the caller then
+// replaces the goroutine.
+func (l *Loop) writeOff(j *job, who string) bool {
+	if j == nil || time.Since(j.taken) < l.opts.StallTimeout || !l.answer(j, Reply{Action: nfqueue.NfDrop}) {
+		return false
+	}
+	l.log.Info("verdict "+who+" stalled; its packet is dropped and the "+who+" replaced",
+		"stalled", time.Since(j.taken).String())
+	l.opts.Metrics.Restarts.Inc()
+	return true
 }
 
 // rescale samples what the pool saw since the last call and lets the scaler size it. It returns
