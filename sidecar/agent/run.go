@@ -184,7 +184,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		go a.runAnswers(answers)
 	}
 	metrics := nfq.NewMetrics(a.reg)
-	loop, err := nfq.Bind(loopCtx, nfq.Options{NetNS: a.nsfd, QueueNum: a.opts.QueueNum,
+	loop, err := nfq.Bind(nfq.Options{NetNS: a.nsfd, QueueNum: a.opts.QueueNum,
 		QueueCount: a.opts.QueueCount, FailOpen: a.opts.FailOpen, StallTimeout: a.opts.StallTimeout,
 		MinWorkers: a.opts.MinWorkers, MaxWorkers: a.opts.MaxWorkers, Metrics: metrics, Registerer: a.reg}, a.dp.handle, a.log)
 	if err != nil {
@@ -192,7 +192,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	go loop.Run(loopCtx)
 	if a.dns != nil {
-		dnsLoop, err := nfq.Bind(loopCtx, nfq.Options{NetNS: a.nsfd, QueueNum: a.dnsQueue(), FailOpen: a.opts.FailOpen,
+		dnsLoop, err := nfq.Bind(nfq.Options{NetNS: a.nsfd, QueueNum: a.dnsQueue(), FailOpen: a.opts.FailOpen,
 			StallTimeout: a.opts.StallTimeout, CopyLen: dnsCopyLen, Metrics: metrics}, a.dns.handle, a.log.WithName("dns"))
 		if err != nil {
 			return err

@@ -214,7 +214,7 @@ func (r *reader) takeRest() ([]received, time.Time) {
 // Bind starts the pool and binds every queue, so that the kernel hands packets to h from the moment
 // Bind returns; they stay bound until Run returns. It fails when a queue cannot be bound (another
 // process holds it, or NET_ADMIN is missing).
-func Bind(ctx context.Context, opts Options, h Handler, log logr.Logger) (*Loop, error) {
+func Bind(opts Options, h Handler, log logr.Logger) (*Loop, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}

@@ -45,7 +45,7 @@ func serve(t *testing.T, ns *netnstest.NS, m *Metrics, stall time.Duration, h Ha
 
 func serveWith(t *testing.T, o Options, h Handler) {
 	ctx, cancel := context.WithCancel(context.Background())
-	loop, err := Bind(ctx, o, h, testr.New(t))
+	loop, err := Bind(o, h, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestStopAnswersEveryPacketRead(t *testing.T) {
 	var decided atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	loop, err := Bind(ctx, Options{NetNS: ns.Fd(), QueueNum: queueNum, StallTimeout: time.Minute, Metrics: m},
+	loop, err := Bind(Options{NetNS: ns.Fd(), QueueNum: queueNum, StallTimeout: time.Minute, Metrics: m},
 		func(Packet) Reply {
 			<-release
 			decided.Add(1)

@@ -271,7 +271,7 @@ func (v *verdicts) serve(t *testing.T, ns *netnstest.NS, queue uint16) {
 // serveQueue runs a verdict loop with handler h on queue in ns until the test ends.
 func serveQueue(t *testing.T, ns *netnstest.NS, queue uint16, h nfq.Handler) {
 	ctx, cancel := context.WithCancel(context.Background())
-	loop, err := nfq.Bind(ctx, nfq.Options{NetNS: ns.Fd(), QueueNum: queue}, h, testr.New(t))
+	loop, err := nfq.Bind(nfq.Options{NetNS: ns.Fd(), QueueNum: queue}, h, testr.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
