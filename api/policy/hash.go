@@ -13,12 +13,7 @@ import (
 // same content differently. A Hasher computes it for a policy Stream decodes, without its rules.
 func ContentHash(p *Policy) string {
 	var h Hasher
-	for _, r := range p.Ingress {
-		h.Rule(Ingress, r)
-	}
-	for _, r := range p.Egress {
-		h.Rule(Egress, r)
-	}
+	_ = p.EachRule(h.Rule) // Rule never fails
 	return h.Sum(p)
 }
 

@@ -96,6 +96,22 @@ type LoopbackRule struct {
 	Ports  []PortRange `json:"ports"`
 }
 
+// EachRule hands fn each ingress rule, then each egress rule, in policy order, as Stream hands a
+// document's rules over; it stops at fn's first error and returns it.
+func (p *Policy) EachRule(fn func(Direction, Rule) error) error {
+	for _, r := range p.Ingress {
+		if err := fn(Ingress, r); err != nil {
+			return err
+		}
+	}
+	for _, r := range p.Egress {
+		if err := fn(Egress, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Validate reports the first thing that makes the policy unsafe or meaningless to apply.
 func (p *Policy) Validate() error {
 	if err := p.validateMode(); err != nil {

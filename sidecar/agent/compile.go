@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -36,41 +37,40 @@ func (a *Agent) hashed() bool { return a.client != nil }
 
 // compile builds a whole policy's Decider and ruleset (Apply's policies, and a YAML document's).
 func (a *Agent) compile(p *policy.Policy) (*enforced, error) {
-	d, err := decide.New(p, a.decideOptions())
-	if err != nil {
-		return nil, err
-	}
-	rules, err := ruleset.Compile(p)
-	if err != nil {
-		return nil, err
-	}
-	e := &enforced{Policy: withoutRules(p), decider: d, rules: rules}
-	if a.hashed() {
-		e.hash = policy.ContentHash(p)
-	}
-	return e, nil
-}
-
-// withoutRules is p without its ingress and egress rules.
-func withoutRules(p *policy.Policy) *policy.Policy {
-	c := *p
-	c.Ingress, c.Egress = nil, nil
-	return &c
+	return a.build(func(add func(policy.Direction, policy.Rule) error) (*policy.Policy, error) {
+		if p == nil {
+			return nil, errors.New("no policy")
+		}
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("invalid policy: %w", err)
+		}
+		rest := *p
+		rest.Ingress, rest.Egress = nil, nil
+		return &rest, p.EachRule(add)
+	})
 }
 
 // compileStream decodes a JSON policy document from r (policy.Stream) straight into its Decider and
 // ruleset, one rule at a time.
 func (a *Agent) compileStream(r io.Reader) (*enforced, error) {
+	return a.build(func(add func(policy.Direction, policy.Rule) error) (*policy.Policy, error) {
+		return policy.Stream(r, add)
+	})
+}
+
+// build builds a policy's Decider and ruleset, and its hash when policies are hashed, from rules: it
+// hands add each valid rule, in policy order, and returns the rest of the policy.
+func (a *Agent) build(rules func(add func(policy.Direction, policy.Rule) error) (*policy.Policy, error)) (*enforced, error) {
 	var d decide.Builder
-	var rules ruleset.Builder
+	var set ruleset.Builder
 	var h policy.Hasher
 	hashed := a.hashed()
-	p, err := policy.Stream(r, func(dir policy.Direction, r policy.Rule) error {
+	p, err := rules(func(dir policy.Direction, r policy.Rule) error {
 		d.Add(dir, r)
 		if hashed {
 			h.Rule(dir, r)
 		}
-		return rules.Add(dir, r)
+		return set.Add(dir, r)
 	})
 	if err != nil {
 		return nil, err
@@ -79,7 +79,7 @@ func (a *Agent) compileStream(r io.Reader) (*enforced, error) {
 	if e.decider, err = d.Build(p, a.decideOptions()); err != nil {
 		return nil, err
 	}
-	if e.rules, err = rules.Build(p); err != nil {
+	if e.rules, err = set.Build(p); err != nil {
 		return nil, err
 	}
 	if hashed {

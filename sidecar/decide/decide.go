@@ -122,12 +122,7 @@ func New(p *policy.Policy, opts Options) (*Decider, error) {
 		return nil, fmt.Errorf("invalid policy: %w", err)
 	}
 	var b Builder
-	for _, r := range p.Ingress {
-		b.Add(policy.Ingress, r)
-	}
-	for _, r := range p.Egress {
-		b.Add(policy.Egress, r)
-	}
+	_ = p.EachRule(b.Add) // Add never fails
 	return b.Build(p, opts)
 }
 

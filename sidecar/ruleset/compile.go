@@ -54,15 +54,8 @@ func Compile(p *policy.Policy) (*Compiled, error) {
 		return nil, fmt.Errorf("invalid policy: %w", err)
 	}
 	var b Builder
-	for _, r := range p.Ingress {
-		if err := b.Add(policy.Ingress, r); err != nil {
-			return nil, err
-		}
-	}
-	for _, r := range p.Egress {
-		if err := b.Add(policy.Egress, r); err != nil {
-			return nil, err
-		}
+	if err := p.EachRule(b.Add); err != nil {
+		return nil, err
 	}
 	return b.Build(p)
 }
