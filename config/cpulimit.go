@@ -35,10 +35,32 @@ func sidecarCPUs() float64 {
 }
 
 // cgroupCPULimit is the CPU limit, in CPUs, that cgroup v2 sets for the process whose /proc/self/cgroup
-// reads self: the lowest quota/period of the cpu.max files from the process's cgroup up to the root of
-// cgroupfs (the cgroup v2 mount: in a container, the container's own cgroup). ok is false when no
-// cpu.max sets a limit, or self names no cgroup v2 path (cgroup v1).
+// reads self (see cgroupLimit); ok is false when no cpu.max sets one.
 func cgroupCPULimit(cgroupfs fs.FS, self []byte) (cpus float64, ok bool) {
+	return cgroupLimit(cgroupfs, self, "cpu.max", parseCPUMax)
+}
+
+// SidecarMemoryLimit is the memory limit of the sidecar's cgroup, in bytes: cgroup v2's (see
+// cgroupLimit), else cgroup v1's memory.limit_in_bytes; 0 when none is set.
+func SidecarMemoryLimit() int64 {
+	if self, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		if b, ok := cgroupLimit(os.DirFS("/sys/fs/cgroup"), self, "memory.max", parseMemoryMax); ok {
+			return int64(b)
+		}
+	}
+	if data, err := os.ReadFile("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err == nil {
+		if b, ok := parseMemoryMax(data); ok {
+			return int64(b)
+		}
+	}
+	return 0
+}
+
+// cgroupLimit is the lowest limit that the cgroup v2 files called name, read by parse, set for the
+// process whose /proc/self/cgroup reads self: from the process's cgroup up to the root of cgroupfs
+// (the cgroup v2 mount: in a container, the container's own cgroup). ok is false when no such file
+// sets a limit, or self names no cgroup v2 path (cgroup v1).
+func cgroupLimit(cgroupfs fs.FS, self []byte, name string, parse func([]byte) (float64, bool)) (limit float64, ok bool) {
 	dir, found := "", false
 	for line := range strings.Lines(string(self)) {
 		if p, v2 := strings.CutPrefix(strings.TrimSpace(line), "0::"); v2 {
@@ -49,18 +71,28 @@ func cgroupCPULimit(cgroupfs fs.FS, self []byte) (cpus float64, ok bool) {
 		return 0, false
 	}
 	for {
-		if data, err := fs.ReadFile(cgroupfs, path.Join(dir, "cpu.max")); err == nil {
-			if c, limited := parseCPUMax(data); limited && (!ok || c < cpus) {
-				cpus, ok = c, true
+		if data, err := fs.ReadFile(cgroupfs, path.Join(dir, name)); err == nil {
+			if l, limited := parse(data); limited && (!ok || l < limit) {
+				limit, ok = l, true
 			}
 		}
 		if dir == "" {
-			return cpus, ok
+			return limit, ok
 		}
 		if dir = path.Dir(dir); dir == "." {
 			dir = ""
 		}
 	}
+}
+
+// parseMemoryMax reads a memory limit file: bytes, where cgroup v2's "max" and cgroup v1's
+// page-rounded largest value mean no limit.
+func parseMemoryMax(data []byte) (float64, bool) {
+	n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil || n <= 0 || n >= 1<<62 {
+		return 0, false
+	}
+	return float64(n), true
 }
 
 // parseCPUMax reads a cpu.max file, "<quota> <period>" in µs, where the quota "max" means no limit.

@@ -53,3 +53,28 @@ func TestAutoMaxWorkers(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMemoryMax(t *testing.T) {
+	for content, want := range map[string]float64{
+		"201326592\n":           201326592, // cgroup v2, 192Mi
+		"max\n":                 0,         // cgroup v2, no limit
+		"9223372036854771712\n": 0,         // cgroup v1, no limit
+		"":                      0,
+	} {
+		if got, ok := parseMemoryMax([]byte(content)); got != want || ok != (want != 0) {
+			t.Errorf("parseMemoryMax(%q) = %v, %v; want %v", content, got, ok, want)
+		}
+	}
+}
+
+// TestCgroupMemoryLimit: the memory limit is found as the CPU limit is, the lowest along the path.
+func TestCgroupMemoryLimit(t *testing.T) {
+	fsys := fstest.MapFS{
+		"kubepods/pod1/ctr/memory.max": {Data: []byte("max\n")},
+		"kubepods/pod1/memory.max":     {Data: []byte("201326592\n")},
+		"kubepods/memory.max":          {Data: []byte("402653184\n")},
+	}
+	if got, ok := cgroupLimit(fsys, []byte("0::/kubepods/pod1/ctr\n"), "memory.max", parseMemoryMax); got != 201326592 || !ok {
+		t.Errorf("cgroupLimit(memory.max) = %v, %v; want the pod's 201326592", got, ok)
+	}
+}

@@ -6,19 +6,6 @@ import (
 	"podwall.io/podwall/sidecar/agent"
 )
 
-func TestContainerLimit(t *testing.T) {
-	for content, want := range map[string]int64{
-		"201326592\n":           201326592, // cgroup v2, 192Mi
-		"max\n":                 0,         // cgroup v2, no limit
-		"9223372036854771712\n": 0,         // cgroup v1, no limit
-		"":                      0,
-	} {
-		if got := containerLimit(content); got != want {
-			t.Errorf("containerLimit(%q) = %d, want %d", content, got, want)
-		}
-	}
-}
-
 // TestMemoryLimitLeavesGOMEMLIMIT: a limit set in the environment is the operator's; the agent keeps
 // none of its own.
 func TestMemoryLimitLeavesGOMEMLIMIT(t *testing.T) {
