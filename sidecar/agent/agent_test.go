@@ -247,6 +247,59 @@ func TestProtectAllowsPolicyAndRefusesTheRestFast(t *testing.T) {
 	}
 }
 
+// TestAllowSetsAcceptInTheKernelAndLog: what the allow sets allow is accepted in the kernel, never
+// queued, and still logged line by line with the rule that allows it, counted, and in Learn recorded
+// for policygen; the rest is queued and judged as ever.
+func TestAllowSetsAcceptInTheKernelAndLog(t *testing.T) {
+	w := newWorld(t)
+	w.writePolicy(t, policy.Protect, 1, 80)
+	a, _ := w.start(t, nil)
+	const conns = 20
+	for range conns {
+		if _, err := w.dial(w.peerAddr(80)); err != nil {
+			t.Fatalf("allowed connection: %v", err)
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, func() error {
+		n := 0
+		for line := range strings.Lines(w.out.String()) {
+			if strings.Contains(line, `"verdict":"allow"`) && strings.Contains(line, `"rule":"api"`) &&
+				strings.Contains(line, `"evaluator":"egress"`) {
+				n++
+			}
+		}
+		if n != conns {
+			return fmt.Errorf("%d allow lines naming rule api, want one per connection (%d)", n, conns)
+		}
+		return nil
+	})
+	for series, want := range map[string]float64{`podwall_verdicts_total{direction="egress",verdict="allow"}`: conns,
+		"podwall_decision_seconds_count": 0} {
+		if got := w.metric(t, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	w.mustRefuseFast(t, w.peerAddr(81))
+	waitFor(t, w.out, verdict.Line{Verdict: policy.Deny, Dst: w.peerAddr(81), Rule: "default"})
+	if got := w.metric(t, "podwall_decision_seconds_count"); got != 1 {
+		t.Errorf("%v decisions in the verdict loop, want 1: the denied connection's", got)
+	}
+
+	w.writePolicy(t, policy.Learn, 2, 80)
+	waitRevision(t, a, 2)
+	if _, err := w.dial(w.peerAddr(80)); err != nil {
+		t.Fatalf("allowed connection: %v", err)
+	}
+	testutil.Eventually(t, 5*time.Second, func() error {
+		for _, e := range a.dp.reports.Drain() {
+			if e.Direction == policy.Egress && e.Peer == w.peerIP && e.Port == 80 {
+				return nil
+			}
+		}
+		return errors.New("Learn did not record the connection the kernel accepted")
+	})
+}
+
 // TestNoticeAppNetRaw checks that a sidecar told that app containers hold CAP_NET_RAW says so in the
 // verdict log's first line, naming them.
 func TestNoticeAppNetRaw(t *testing.T) {

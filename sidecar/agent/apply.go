@@ -134,7 +134,7 @@ func (a *Agent) rulesetOptions(t Tunables) ruleset.Options {
 	o := ruleset.Options{
 		Queue: a.queue, QueueNum: a.opts.QueueNum, QueueCount: a.opts.QueueCount, FailOpen: a.opts.FailOpen,
 		SeenTimeout: t.Log.FirstInterval, DenyMemoTimeout: a.opts.DenyMemo, SelfPorts: a.selfPorts(), SelfDests: a.selfDests,
-		DNSQueue: a.dnsQueue(), DNSServers: a.resolv.Servers, DNSLog: a.dnsLog,
+		DNSQueue: a.dnsQueue(), DNSServers: a.resolv.Servers, DNSLog: a.kernelLogs, AllowLog: a.kernelLogs,
 	}
 	for _, l := range a.dp.names.Live(time.Now()) {
 		o.FQDN = append(o.FQDN, ruleset.FQDNAddr(l))

@@ -11,6 +11,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/sidecar/decide"
 	"podwall.io/podwall/sidecar/dnsobs"
+	"podwall.io/podwall/sidecar/nflog"
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/packet"
 	"podwall.io/podwall/sidecar/report"
@@ -40,6 +41,8 @@ type datapath struct {
 	// answers the log holds before an egress connection is judged: an answer the app has read was
 	// logged before the app could connect, so the names it gave are in the cache by then.
 	syncNames func()
+	// lost counts verdict lines of allowed connections whose copies the kernel could not hand on.
+	lost func(n uint64)
 }
 
 // handle is the nfq.Handler.
@@ -53,23 +56,45 @@ func (d *datapath) handle(p nfq.Packet) nfq.Reply {
 		d.badPkts.Inc()
 		return nfq.Reply{Action: nfqueue.NfDrop}
 	}
-	if v := d.judge(dec, d.conn(pkt, p), time.Now()); v.Verdict == policy.Deny {
+	if v := d.judge(dec, d.conn(pkt, p.InDev, p.OutDev, p.Mark), time.Now()); v.Verdict == policy.Deny {
 		return nfq.Reply{Action: nfqueue.NfRepeat, Mark: ruleset.MarkDeny}
 	}
 	return nfq.Reply{Action: nfqueue.NfRepeat, Mark: ruleset.MarkAllow}
 }
 
+// accepted is the nflog.Handler of the connections the kernel accepted from the allow sets
+// (ruleset.Options.AllowLog): they are judged to be logged and recorded as queued ones are, and allowed
+// whatever the decider says, since the kernel has let them through already.
+func (d *datapath) accepted(p nflog.Packet) {
+	if p.Lost > 0 {
+		d.lost(uint64(p.Lost))
+	}
+	pkt, err := packet.Parse(p.Payload)
+	if err != nil || !packet.HasPorts(pkt.Proto) {
+		d.badPkts.Inc()
+		return
+	}
+	c := d.conn(pkt, p.InDev, p.OutDev, p.Mark)
+	v := d.decideConn(d.decider.Load(), &c, time.Now(), true)
+	d.log(c, v)
+}
+
 // judge decides c under dec and logs the decision (see decideConn).
 func (d *datapath) judge(dec *decide.Decider, c decide.Conn, now time.Time) decide.Decision {
-	v := d.decideConn(dec, &c, now)
+	v := d.decideConn(dec, &c, now, false)
 	d.log(c, v)
 	return v
 }
 
+// EvaluatorAllowSet names, on a verdict line, the kernel's allow sets as what allowed a connection
+// the decider in force would not have (a policy being swapped in between the two).
+const EvaluatorAllowSet = "allow-set"
+
 // decideConn decides c under dec, with, for egress, the names its remote was resolved from (which it
 // sets in c); counts and records the decision; and keeps an allowed key to a resolved address for
-// forgetting when the address's names expire. The caller logs it.
-func (d *datapath) decideConn(dec *decide.Decider, c *decide.Conn, now time.Time) decide.Decision {
+// forgetting when the address's names expire. A connection the kernel has accepted (accepted) is
+// allowed whatever dec says. The caller logs it.
+func (d *datapath) decideConn(dec *decide.Decider, c *decide.Conn, now time.Time, accepted bool) decide.Decision {
 	if c.Direction == policy.Egress {
 		if d.syncNames != nil {
 			d.syncNames()
@@ -77,6 +102,9 @@ func (d *datapath) decideConn(dec *decide.Decider, c *decide.Conn, now time.Time
 		c.Names = d.names.Names(c.Remote.Addr(), now)
 	}
 	v := dec.Decide(*c)
+	if accepted && v.Verdict != policy.Allow {
+		v.Verdict, v.Rule, v.Evaluator = policy.Allow, "", EvaluatorAllowSet
+	}
 	d.verdicts[c.Direction][v.Verdict].Inc()
 	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
 	// counts.
@@ -94,19 +122,19 @@ func (d *datapath) decideConn(dec *decide.Decider, c *decide.Conn, now time.Time
 // queues egress at output (an out-device set) and ingress and loopback at input. Egress is queued
 // before NAT, so an app→proxy connection that a mesh proxy's REDIRECT will send to the proxy arrives
 // here with its real remote as destination, and is judged and logged against it.
-func (d *datapath) conn(pkt packet.Packet, p nfq.Packet) decide.Conn {
+func (d *datapath) conn(pkt packet.Packet, inDev, outDev, mark uint32) decide.Conn {
 	c := decide.Conn{Proto: pkt.Proto, ICMPType: pkt.ICMPType}
 	switch {
-	case p.OutDev != 0:
+	case outDev != 0:
 		c.Direction, c.Local, c.Remote = policy.Egress, pkt.Src, pkt.Dst
-	case p.InDev == loIndex:
+	case inDev == loIndex:
 		c.Direction, c.Local, c.Remote = policy.Loopback, pkt.Src, pkt.Dst
 	default:
 		c.Direction, c.Local, c.Remote = policy.Ingress, pkt.Dst, pkt.Src
 		// The ruleset copies the connection's original destination port into the mark's low bits
 		// before queueing an inbound packet (its conntrack entry cannot be looked up yet). An ICMP
 		// entry's "port" there is its type and code, which mean no redirect.
-		if port := uint16(p.Mark & 0xffff); port != 0 && packet.HasPorts(pkt.Proto) {
+		if port := uint16(mark & 0xffff); port != 0 && packet.HasPorts(pkt.Proto) {
 			c.Original = netip.AddrPortFrom(pkt.Dst.Addr(), port)
 		}
 	}

@@ -137,7 +137,7 @@ func (o *dnsObserver) query(pkt packet.Packet, data []byte, whole, newFlow bool,
 	c := decide.Conn{Direction: policy.Egress, Proto: pkt.Proto, Local: pkt.Src, Remote: pkt.Dst}
 	dec := o.dp.decider.Load()
 	if newFlow {
-		if v := o.dp.decideConn(dec, &c, now); v.Verdict != policy.Allow {
+		if v := o.dp.decideConn(dec, &c, now, false); v.Verdict != policy.Allow {
 			o.dp.log(c, v)
 			if v.Verdict == policy.Deny {
 				return refuse
@@ -189,8 +189,8 @@ func (o *dnsObserver) asked(f dnsobs.Flow, q dnsobs.Query, now time.Time) bool {
 
 // logged reads an answer the kernel logged (and released): one that answers a query the pod sent,
 // which the kernel checked.
-func (o *dnsObserver) logged(payload []byte) {
-	pkt, data, whole, err := packet.ParseData(payload)
+func (o *dnsObserver) logged(p nflog.Packet) {
+	pkt, data, whole, err := packet.ParseData(p.Payload)
 	if err != nil || pkt.Proto != packet.ProtoUDP {
 		o.dp.badPkts.Inc()
 		return
@@ -347,7 +347,7 @@ func (a *Agent) observeDNS() {
 // then syncs with it before it judges an egress connection. It must run before the ruleset exists, so
 // that no answer is logged to a group nobody reads.
 func (a *Agent) readAnswers() (*nflog.Log, error) {
-	if a.dns == nil || !a.dnsLog {
+	if a.dns == nil || !a.kernelLogs {
 		return nil, nil
 	}
 	l, err := nflog.Open(nflog.Options{NetNS: a.nsfd, Group: a.dnsQueue(), CopyLen: dnsCopyLen}, a.dns.logged)

@@ -20,6 +20,7 @@ import (
 	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/sidecar/decide"
 	"podwall.io/podwall/sidecar/dnsobs"
+	"podwall.io/podwall/sidecar/nflog"
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/report"
 	"podwall.io/podwall/sidecar/ruleset"
@@ -74,9 +75,10 @@ type Agent struct {
 	tampered prometheus.Counter
 	// tamperedAt is when restore last ran (Unix seconds, 0 for never), for policy.Guard.
 	tamperedAt atomic.Int64
-	// dnsLog says whether the kernel can log packets to a netlink group: UDP DNS answers are then
-	// read from the log (ruleset.Options.DNSLog) rather than held in the DNS queue.
-	dnsLog bool
+	// kernelLogs says whether the kernel can log packets to a netlink group: UDP DNS answers are then
+	// read from the log (ruleset.Options.DNSLog) rather than held in the DNS queue, and the
+	// connections the allow sets accept are logged from it (ruleset.Options.AllowLog).
+	kernelLogs bool
 	// counters are the ruleset's named counters as last read (kernelCounter): a scrape while the
 	// table is away (after Remove) repeats them rather than going back.
 	counters map[string]uint64
@@ -117,8 +119,8 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 	if a.queue, err = ruleset.DetectQueue(nft); err != nil {
 		return nil, fmt.Errorf("detect queue support: %w", err)
 	}
-	a.dnsLog = ruleset.DetectLog(nft)
-	log.Info("queue support detected", "kind", a.queue.String(), "log", a.dnsLog)
+	a.kernelLogs = ruleset.DetectLog(nft)
+	log.Info("queue support detected", "kind", a.queue.String(), "log", a.kernelLogs)
 	if a.guard, err = tamper.New(a.nsfd); err != nil {
 		return nil, err
 	}
@@ -134,6 +136,7 @@ func New(opts Options, log logr.Logger) (*Agent, error) {
 	}
 	a.dp = datapath{
 		log:     func(c decide.Conn, d decide.Decision) { a.vlog.Load().Log(c, d) },
+		lost:    func(n uint64) { a.vlog.Load().Lost(policy.Allow, n) },
 		reports: report.New(opts.ReportLimit),
 		names:   names,
 	}
@@ -182,6 +185,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if answers != nil {
 		defer answers.Close()
 		go a.runAnswers(answers)
+	}
+	if a.kernelLogs {
+		accepted, err := a.readAccepted()
+		if err != nil {
+			return err
+		}
+		defer accepted.Close()
+		go a.runAccepted(accepted)
 	}
 	metrics := nfq.NewMetrics(a.reg)
 	loop, err := nfq.Bind(nfq.Options{NetNS: a.nsfd, QueueNum: a.opts.QueueNum,
@@ -344,6 +355,33 @@ func (a *Agent) ReportConfig(c policy.SidecarConfig) {
 		a.vlog.Load().Notice(verdict.NoticeConfigRefused, c.Message, nil)
 	}
 	a.config = c
+}
+
+// acceptedBatch is how many copies of accepted connections the kernel gathers, for at most 10 ms,
+// before it hands them on (nflog.Options.Batch): their verdict lines need not be written at once, and
+// one wake-up of the reader for many connections costs the pod's CPU less.
+const acceptedBatch = 32
+
+// readAccepted binds the netlink log group the ruleset copies the connections the allow sets accept
+// to (ruleset.Options.AllowLog): the datapath logs and records them from it. It must run before the
+// ruleset exists, so that no connection is logged to a group nobody reads.
+func (a *Agent) readAccepted() (*nflog.Log, error) {
+	l, err := nflog.Open(nflog.Options{NetNS: a.nsfd, Group: a.opts.QueueNum, CopyLen: nfq.HeadersLen,
+		Batch: acceptedBatch}, a.dp.accepted)
+	if err != nil {
+		return nil, fmt.Errorf("read accepted connections: %w", err)
+	}
+	a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "podwall_allow_log_overruns_total", Help: "Times the socket the sidecar reads the connections the kernel accepted from overflowed: allowed connections not logged (counted in the verdict log's next summary line).",
+	}, func() float64 { return float64(l.Overruns()) }))
+	return l, nil
+}
+
+// runAccepted reads the accepted connections until the log is closed.
+func (a *Agent) runAccepted(l *nflog.Log) {
+	if err := l.Run(); err != nil {
+		a.log.Error(err, "the connections the kernel accepts are no longer read: their verdict lines are lost")
+	}
 }
 
 // identity names the pod in verdict lines and reports. Its workload is the one policygen named in the

@@ -14,7 +14,8 @@ import (
 )
 
 // TestVerdictWorkersScaleOutUnderAFlood floods the pod's egress with new connections from 32 dialers,
-// every allow logged so that each connection's SYN is decided in the verdict loop, until the pool of
+// each audited in Monitor with every line logged (no allow set holds its key, and no seen set is kept)
+// so that each connection's SYN is decided in the verdict loop, until the pool of
 // verdict workers has grown above its minimum and 1,000 connections or more have opened. Every
 // connection opens (the peer accepts each one), and once the pod is idle the pool is back at its
 // minimum.
@@ -25,7 +26,7 @@ func TestVerdictWorkersScaleOutUnderAFlood(t *testing.T) {
 	)
 	w := newWorld(t)
 	accepted := countAccepts(t, w.peer, w.peerAddr(port).String())
-	w.writePolicy(t, policy.Protect, 1, port)
+	w.writePolicy(t, policy.Monitor, 1, port+1)
 	w.start(t, func(o *Options) { o.MinWorkers, o.MaxWorkers = 1, 4 })
 	if n := w.metric(t, "podwall_verdict_workers"); n != 1 {
 		t.Fatalf("%v verdict workers before the flood, want the minimum 1", n)
@@ -76,8 +77,8 @@ func TestVerdictWorkersScaleOutUnderAFlood(t *testing.T) {
 		}
 		return nil
 	})
-	if v := w.metric(t, `podwall_verdicts_total{direction="egress",verdict="allow"}`); v < float64(opened.Load()) {
-		t.Errorf("%v allow verdicts for %d connections", v, opened.Load())
+	if v := w.metric(t, `podwall_verdicts_total{direction="egress",verdict="audit"}`); v < float64(opened.Load()) {
+		t.Errorf("%v audit verdicts for %d connections", v, opened.Load())
 	}
 	testutil.Eventually(t, 20*time.Second, func() error {
 		if n := w.metric(t, "podwall_verdict_workers"); n != 1 {

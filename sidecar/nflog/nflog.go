@@ -31,12 +31,27 @@ type Options struct {
 	// CopyLen is how much of each packet the kernel copies (the rule's snaplen bounds it too).
 	CopyLen uint32
 	// ReadBuffer is the socket's receive buffer in bytes (default 4 MiB); the copies the kernel
-	// cannot fit in it are lost, and counted (Log.Overruns).
+	// cannot fit in it are lost, and counted (Log.Overruns, Packet.Lost).
 	ReadBuffer int
+	// Batch lets the kernel gather up to Batch copies, for at most 10 ms, before it sends them: fewer
+	// wake-ups for a reader that need not see each packet at once. Zero sends each at once (a rule's
+	// own queue threshold can only lower it).
+	Batch uint32
 }
 
-// Handler takes one logged packet, from its L3 header; payload is only valid during the call.
-type Handler func(payload []byte)
+// Packet is one logged packet. Payload, from the L3 header, is only valid during the Handler's call.
+type Packet struct {
+	Payload []byte
+	// Mark is the packet's mark as the rule that logged it saw it.
+	Mark uint32
+	// InDev and OutDev are the input and output interfaces' indexes, 0 for none.
+	InDev, OutDev uint32
+	// Lost counts the copies the kernel could not deliver between the previous packet and this one.
+	Lost uint32
+}
+
+// Handler takes one logged packet.
+type Handler func(p Packet)
 
 // Log is one bound log group.
 type Log struct {
@@ -48,19 +63,28 @@ type Log struct {
 	// packet that was in the socket has been handled.
 	mu       sync.Mutex
 	buf      []byte
+	seq      uint32 // the sequence number the next copy should carry
 	overruns atomic.Uint64
 	closed   atomic.Bool
 }
 
 // The parts of linux/netfilter/nfnetlink_log.h this package uses.
 const (
-	msgPacket        = 0 // NFULNL_MSG_PACKET
-	msgConfig        = 1 // NFULNL_MSG_CONFIG
-	attrPayload      = 9 // NFULA_PAYLOAD
-	cfgCmd           = 1 // NFULA_CFG_CMD
-	cfgMode          = 2 // NFULA_CFG_MODE
-	cmdBind          = 1 // NFULNL_CFG_CMD_BIND
-	copyPacket       = 2 // NFULNL_COPY_PACKET
+	msgPacket        = 0  // NFULNL_MSG_PACKET
+	msgConfig        = 1  // NFULNL_MSG_CONFIG
+	attrMark         = 2  // NFULA_MARK
+	attrInDev        = 4  // NFULA_IFINDEX_INDEV
+	attrOutDev       = 5  // NFULA_IFINDEX_OUTDEV
+	attrPayload      = 9  // NFULA_PAYLOAD
+	attrSeq          = 12 // NFULA_SEQ
+	cfgCmd           = 1  // NFULA_CFG_CMD
+	cfgMode          = 2  // NFULA_CFG_MODE
+	cfgTimeout       = 4  // NFULA_CFG_TIMEOUT, in hundredths of a second
+	cfgQThresh       = 5  // NFULA_CFG_QTHRESH
+	cfgFlags         = 6  // NFULA_CFG_FLAGS
+	flagSeq          = 1  // NFULNL_CFG_F_SEQ
+	cmdBind          = 1  // NFULNL_CFG_CMD_BIND
+	copyPacket       = 2  // NFULNL_COPY_PACKET
 	defaultBuffer    = 4 << 20
 	nfgenmsgLen      = 4
 	maxMessageLength = 1 << 17 // one receive: a packet of 64 KiB and its attributes, with room
@@ -85,7 +109,14 @@ func (l *Log) configure(o Options) error {
 	mode := make([]byte, 6) // struct nfulnl_msg_config_mode { __be32 copy_range; __u8 copy_mode, _pad; }
 	binary.BigEndian.PutUint32(mode, o.CopyLen)
 	mode[4] = copyPacket
-	for _, attr := range []netlink.Attribute{{Type: cfgCmd, Data: []byte{cmdBind}}, {Type: cfgMode, Data: mode}} {
+	attrs := []netlink.Attribute{{Type: cfgCmd, Data: []byte{cmdBind}}, {Type: cfgMode, Data: mode},
+		// Each copy carries the group's sequence number, so that a gap counts the copies lost.
+		{Type: cfgFlags, Data: binary.BigEndian.AppendUint16(nil, flagSeq)}}
+	if o.Batch > 1 {
+		attrs = append(attrs, netlink.Attribute{Type: cfgQThresh, Data: binary.BigEndian.AppendUint32(nil, o.Batch)},
+			netlink.Attribute{Type: cfgTimeout, Data: binary.BigEndian.AppendUint32(nil, 1)})
+	}
+	for _, attr := range attrs {
 		data, err := netlink.MarshalAttributes([]netlink.Attribute{attr})
 		if err != nil {
 			return err
@@ -175,23 +206,36 @@ func (l *Log) drain(fd int) error {
 			if m.Header.Type != unix.NFNL_SUBSYS_ULOG<<8|msgPacket || len(m.Data) < nfgenmsgLen {
 				continue
 			}
-			if p := payload(m.Data[nfgenmsgLen:]); p != nil {
+			if p, ok := l.packet(m.Data[nfgenmsgLen:]); ok {
 				l.fn(p)
 			}
 		}
 	}
 }
 
-// payload finds a packet message's NFULA_PAYLOAD attribute.
-func payload(attrs []byte) []byte {
+// packet reads a packet message's attributes; a message without a payload is none. l.mu is held.
+func (l *Log) packet(attrs []byte) (Packet, bool) {
+	var p Packet
 	ad, err := netlink.NewAttributeDecoder(attrs)
 	if err != nil {
-		return nil
+		return p, false
 	}
+	ad.ByteOrder = binary.BigEndian
 	for ad.Next() {
-		if ad.Type() == attrPayload {
-			return ad.Bytes()
+		switch ad.Type() {
+		case attrPayload:
+			p.Payload = ad.Bytes()
+		case attrMark:
+			p.Mark = ad.Uint32()
+		case attrInDev:
+			p.InDev = ad.Uint32()
+		case attrOutDev:
+			p.OutDev = ad.Uint32()
+		case attrSeq:
+			seq := ad.Uint32()
+			p.Lost = seq - l.seq
+			l.seq = seq + 1
 		}
 	}
-	return nil
+	return p, ad.Err() == nil && p.Payload != nil
 }

@@ -14,20 +14,31 @@ import (
 	"podwall.io/podwall/internal/testutil"
 )
 
-// received collects the UDP payloads of the logged packets (IPv4, no options).
+// received collects the UDP payloads of the logged packets (IPv4, no options), and what the copies
+// say of the packets.
 type received struct {
-	mu   sync.Mutex
-	msgs []string
+	mu     sync.Mutex
+	msgs   []string
+	lost   uint64
+	outDev bool // every copy named an output interface
 }
 
-func (r *received) handle(p []byte) {
-	if len(p) < 28 || p[0] != 0x45 {
+func (r *received) handle(p Packet) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lost += uint64(p.Lost)
+	if len(r.msgs) == 0 {
+		r.outDev = true
+	}
+	r.outDev = r.outDev && p.OutDev == loIndex && p.InDev == 0
+	if len(p.Payload) < 28 || p.Payload[0] != 0x45 {
 		return
 	}
-	r.mu.Lock()
-	r.msgs = append(r.msgs, string(p[28:]))
-	r.mu.Unlock()
+	r.msgs = append(r.msgs, string(p.Payload[28:]))
 }
+
+// loIndex is the loopback interface's index in every namespace.
+const loIndex = 1
 
 func (r *received) has(msg string) bool {
 	r.mu.Lock()
@@ -36,13 +47,24 @@ func (r *received) has(msg string) bool {
 }
 
 // logged makes a namespace whose output hook copies UDP datagrams to port 9 to log group 5, whole,
-// and binds the group there.
+// and binds the group there with the default options.
 func logged(t *testing.T) (*netnstest.NS, *Log, *received) {
+	return loggedWith(t, Options{})
+}
+
+// loggedWith is logged with o's ReadBuffer and Batch.
+func loggedWith(t *testing.T, o Options) (*netnstest.NS, *Log, *received) {
 	testutil.RequireRoot(t)
 	ns := netnstest.New(t)
 	ns.Exec(t, "ip", "link", "set", "lo", "up")
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader("table inet t {\n chain out {\n type filter hook output priority 0;\n udp dport 9 log group 5 snaplen 65535 queue-threshold 1 accept\n }\n}\n")
+	// A rule's queue threshold can only lower the group's batch: with Batch, the rule leaves it out.
+	threshold := " queue-threshold 1"
+	if o.Batch > 0 {
+		threshold = ""
+	}
+	cmd.Stdin = strings.NewReader("table inet t {\n chain out {\n type filter hook output priority 0;\n udp dport 9 log group 5 snaplen 65535" +
+		threshold + " accept\n }\n}\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
@@ -52,7 +74,7 @@ func logged(t *testing.T) (*netnstest.NS, *Log, *received) {
 	}
 	t.Cleanup(func() { sink.Close() })
 	r := &received{}
-	l, err := Open(Options{NetNS: ns.Fd(), Group: 5, CopyLen: 0xffff}, r.handle)
+	l, err := Open(Options{NetNS: ns.Fd(), Group: 5, CopyLen: 0xffff, ReadBuffer: o.ReadBuffer, Batch: o.Batch}, r.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,4 +138,51 @@ func TestRunHandsOnAsPacketsCome(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Run did not return after Close")
 	}
+}
+
+// TestLostCopiesAreCounted: the copies the kernel could not fit in a full socket are counted, exactly,
+// on the next copy that gets through (by the group's sequence numbers), and each copy names the
+// interface the packet left by.
+func TestLostCopiesAreCounted(t *testing.T) {
+	ns, l, r := loggedWith(t, Options{ReadBuffer: 4096})
+	const sent = 300
+	msgs := make([]string, sent)
+	for i := range msgs {
+		msgs[i] = fmt.Sprintf("flood-%d", i)
+	}
+	send(t, ns, msgs...)
+	l.Sync()
+	send(t, ns, "last")
+	l.Sync()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !slices.Contains(r.msgs, "last") {
+		t.Fatal("the copy sent after the socket was read was not handled")
+	}
+	if r.lost == 0 || l.Overruns() == 0 {
+		t.Fatalf("%d copies handled of %d, %d counted lost, %d overruns: a 4 KiB socket should have overflowed",
+			len(r.msgs), sent+1, r.lost, l.Overruns())
+	}
+	if got := uint64(len(r.msgs)) + r.lost; got != sent+1 {
+		t.Errorf("%d handled + %d lost = %d, want the %d sent", len(r.msgs), r.lost, got, sent+1)
+	}
+	if !r.outDev {
+		t.Error("a copy did not name lo as its output interface (and no input one)")
+	}
+}
+
+// TestBatchHandsOnEveryCopy: with Batch, the kernel holds copies back for at most its timeout: a few
+// packets, fewer than a batch, still reach Run.
+func TestBatchHandsOnEveryCopy(t *testing.T) {
+	ns, l, r := loggedWith(t, Options{Batch: 32})
+	go func() { _ = l.Run() }()
+	send(t, ns, "batch-1", "batch-2", "batch-3")
+	testutil.Eventually(t, 2*time.Second, func() error {
+		for _, m := range []string{"batch-1", "batch-2", "batch-3"} {
+			if !r.has(m) {
+				return fmt.Errorf("%s not handled", m)
+			}
+		}
+		return nil
+	})
 }

@@ -92,7 +92,7 @@ func (o *Options) setDefaults() error {
 		o.StallTimeout = 2 * time.Second
 	}
 	if o.CopyLen == 0 {
-		o.CopyLen = copyLen
+		o.CopyLen = HeadersLen
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
@@ -109,9 +109,9 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
-// copyLen is how much of each packet the kernel copies to us by default: enough for an IPv6 header, a
+// HeadersLen is how much of each packet the kernel copies to us by default: enough for an IPv6 header, a
 // few extension headers and the transport ports, far less than a full segment.
-const copyLen = 256
+const HeadersLen = 256
 
 // Loop is a set of bound queues, the pool of workers that decides their packets, and its watchdog.
 type Loop struct {

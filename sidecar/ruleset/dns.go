@@ -151,6 +151,12 @@ func logExpr(group uint16) *expr.Log {
 		Group: group, Snaplen: 0xffff, QThreshold: 1}
 }
 
+// logBatched copies the packet to the netlink log group, which hands copies on in the batches its
+// reader asked for (nflog.Options.Batch).
+func logBatched(group uint16) *expr.Log {
+	return &expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_SNAPLEN, Group: group, Snaplen: 0xffff}
+}
+
 // dnsQueue queues to Options.DNSQueue, with the connection queues' bypass flag.
 func (b builder) dnsQueue() []expr.Any {
 	return []expr.Any{queueExpr(Options{Queue: b.o.Queue, QueueNum: b.o.DNSQueue, QueueCount: 1, FailOpen: b.o.FailOpen})}

@@ -179,10 +179,35 @@ func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string)
 		r.add(loadKey(k, false), []expr.Any{lookup(seen4, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(seen6, regKey)}, acceptV)
 	}
-	if b.o.DecidesInKernel() {
+	switch {
+	case b.o.DecidesInKernel():
 		acceptIn(r, k, allow4+b.allowSuffix, allow6+b.allowSuffix)
 		if k == keyEgress {
 			acceptIn(r, k, SetFQDNEgress4, SetFQDNEgress6)
+		}
+	case b.o.logsAllows():
+		b.acceptLogged(r, k, seen4, seen6, allow4+b.allowSuffix, allow6+b.allowSuffix)
+	}
+}
+
+// acceptLogged accepts the keys in a pair of split allow sets, ICMP aside (Options.AllowLog): it
+// remembers the key as seen (when the seen sets are in use), copies the packet to the log group
+// Options.QueueNum (an inbound one with its original destination port in the mark, as a queued one
+// carries it), and accepts. A full seen set ends only its own rule, as in remember.
+func (b builder) acceptLogged(r *rules, k keyKind, seen4, seen6, allow4, allow6 string) {
+	for _, fam := range []struct {
+		v6             bool
+		seen, allowSet string
+	}{{false, seen4, allow4}, {true, seen6, allow6}} {
+		for _, set := range []string{fam.allowSet + exactSuffix, fam.allowSet} {
+			match := [][]expr.Any{notICMP(), loadKey(k, fam.v6), {lookup(set, regKey)}}
+			if b.o.usesSeen() {
+				r.add(append(match, []expr.Any{&expr.Dynset{SrcRegKey: regKey, SetName: fam.seen, Operation: dynsetOpAdd}})...)
+			}
+			if k == keyIngress {
+				match = append(match, markOrigPort())
+			}
+			r.add(append(match, []expr.Any{logBatched(b.o.QueueNum)}, acceptV)...)
 		}
 	}
 }

@@ -136,6 +136,13 @@ type Options struct {
 	// it judges a connection by name. DetectLog tells whether the kernel can log. TCP answers are
 	// queued either way.
 	DNSLog bool
+	// AllowLog, with LogAllowsFirst or LogAllowsAll, accepts in the kernel what the allow sets allow,
+	// as LogAllowsNone does, and copies each such connection's opening packet (LogAllowsFirst: once
+	// per seen key) to the netlink log group QueueNum, from which the verdict loop logs and records it
+	// (sidecar/nflog): the connection does not wait for user space. ICMP, connections only an FQDN rule
+	// allows, and what no allow set holds are queued as before. DetectLog tells whether the kernel
+	// can log.
+	AllowLog bool
 	// FQDN is the name cache at Apply time: its addresses are put in the new FQDN sets for the
 	// policy's rules whose patterns match their names, each with its remaining time, so that an
 	// Apply loses no resolved address. Expired entries are left out.
@@ -194,6 +201,9 @@ func (o Options) observesDNS() bool { return len(o.DNSServers) > 0 && !o.Offline
 // address is queued (once per seen key) and allowed from the name cache, and AddFQDN between Applies
 // is work nothing reads: an Apply (Offline too) fills the FQDN sets from Options.FQDN.
 func (o Options) DecidesInKernel() bool { return o.LogAllows == LogAllowsNone || o.Offline }
+
+// logsAllows says whether the allow sets accept, logged, in the kernel (Options.AllowLog).
+func (o Options) logsAllows() bool { return o.AllowLog && !o.DecidesInKernel() }
 
 // usesSeen says whether the seen sets exist: with LogAllowsAll every connection is queued anyway.
 func (o Options) usesSeen() bool { return o.LogAllows != LogAllowsAll }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
 	"podwall.io/podwall/internal/testutil"
+	"podwall.io/podwall/sidecar/nflog"
 	"podwall.io/podwall/sidecar/nfq"
 	"podwall.io/podwall/sidecar/packet"
 )
@@ -390,4 +392,100 @@ func TestMeshRedirect(t *testing.T) {
 		t.Errorf("redirected connection to an allowed remote: %q, %v; want the proxy's greeting", greeting, err)
 	}
 	wantRefused(t, x.pod, ap(x.peerAddr, 81))
+}
+
+// copies collects what the log group hands on: each copy's destination port (the mark's, for an
+// inbound one) and whether it left by an output interface.
+type copies struct {
+	mu    sync.Mutex
+	ports []uint16
+	out   []bool
+}
+
+func (c *copies) handle(p nflog.Packet) {
+	pkt, err := packet.Parse(p.Payload)
+	if err != nil {
+		return
+	}
+	port := pkt.Dst.Port()
+	if p.OutDev == 0 {
+		port = uint16(p.Mark & MarkPortMask)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ports, c.out = append(c.ports, port), append(c.out, p.OutDev != 0)
+}
+
+func (c *copies) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.ports)
+}
+
+// TestAllowLog: with AllowLog, what the allow sets allow is accepted in the kernel and copied to the
+// log group QueueNum, each connection (LogAllowsAll) or each key once per SeenTimeout
+// (LogAllowsFirst), an inbound one with its original port in the mark; nothing of it is queued, and
+// what the sets do not hold is queued and judged as before.
+func TestAllowLog(t *testing.T) {
+	x := newTopo(t)
+	for _, port := range []string{":80", ":81"} {
+		echo(t, x.peer, port)
+	}
+	echo(t, x.pod, ":8080")
+	x.pod.Exec(t, "nft", "add table ip mesh; add chain ip mesh pre { type nat hook prerouting priority dstnat; };"+
+		" add rule ip mesh pre tcp dport 80 redirect to :8080")
+	v := &verdicts{}
+	v.serve(t, x.pod, 3)
+	c := &copies{}
+	l, err := nflog.Open(nflog.Options{NetNS: x.pod.Fd(), Group: 3, CopyLen: nfq.HeadersLen, Batch: 32}, c.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() { _ = l.Run() }()
+	p := &policy.Policy{Mode: policy.Protect,
+		Egress:  []policy.Rule{{ID: "peer", Origin: policy.OriginUser, CIDRs: host(x.peerAddr), Ports: tcp(80)}},
+		Ingress: []policy.Rule{{ID: "peer-in", Origin: policy.OriginUser, CIDRs: host(x.peerAddr), Ports: tcp(80)}}}
+	apply(t, x.c, p, Options{Queue: QueueCompat, QueueNum: 3, LogAllows: LogAllowsAll, AllowLog: true})
+
+	wantConnect(t, x.pod, ap(x.peerAddr, 80))
+	wantConnect(t, x.pod, ap(x.peerAddr, 80))
+	wantConnect(t, x.peer, ap(x.podAddr, 80))
+	wantRefused(t, x.pod, ap(x.peerAddr, 81))
+	testutil.Eventually(t, 2*time.Second, func() error {
+		if n := c.count(); n != 3 {
+			return fmt.Errorf("%d copies logged, want 3 (two egress connections, one inbound)", n)
+		}
+		return nil
+	})
+	c.mu.Lock()
+	if want := []uint16{80, 80, 80}; !slices.Equal(c.ports, want) || !slices.Equal(c.out, []bool{true, true, false}) {
+		t.Errorf("copies' ports %v (output %v), want %v (output, output, input with the original port)", c.ports, c.out, want)
+	}
+	c.mu.Unlock()
+	if n := v.queued.Load(); n != 1 {
+		t.Errorf("%d packets queued, want 1: the connection to port 81, which no allow set holds", n)
+	}
+
+	// LogAllowsFirst: a key is copied once, and is seen until its timeout.
+	apply(t, x.c, p, Options{Queue: QueueCompat, QueueNum: 3, LogAllows: LogAllowsFirst, AllowLog: true, SeenTimeout: time.Minute})
+	before := c.count()
+	wantConnect(t, x.pod, ap(x.peerAddr, 80))
+	wantConnect(t, x.pod, ap(x.peerAddr, 80))
+	// An inbound connection after them is a marker: the group hands copies on in order.
+	wantConnect(t, x.peer, ap(x.podAddr, 80))
+	testutil.Eventually(t, 2*time.Second, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if got := c.out[before:]; !slices.Equal(got, []bool{true, false}) {
+			return fmt.Errorf("copies since (output or not) %v, want one egress copy for two connections to one key, then the inbound one", got)
+		}
+		return nil
+	})
+	if _, sets := readBack(t, x.pod, x.c); !slices.Equal(sets[SetSeenEgress4], []string{x.peerAddr.String() + " . 6 . 80"}) {
+		t.Errorf("seen egress keys %v, want the logged key", sets[SetSeenEgress4])
+	}
+	if n := v.queued.Load(); n != 1 {
+		t.Errorf("%d packets queued, want still 1", n)
+	}
 }

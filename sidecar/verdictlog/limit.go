@@ -57,17 +57,18 @@ type suppressed struct {
 	since                time.Time
 }
 
-func (s *suppressed) add(v policy.Verdict, now time.Time, rateLimited bool) {
+// add counts n lines of verdict v suppressed, by the rate limit or dropped.
+func (s *suppressed) add(v policy.Verdict, now time.Time, rateLimited bool, n uint64) {
 	if s.rateLimited+s.dropped == 0 {
 		s.since = now
 	}
 	if rateLimited {
-		s.rateLimited++
+		s.rateLimited += n
 	} else {
-		s.dropped++
+		s.dropped += n
 	}
 	if int(v) < len(s.byVerdict) {
-		s.byVerdict[v]++
+		s.byVerdict[v] += n
 	}
 }
 

@@ -167,11 +167,11 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 		return
 	case l.closed || len(l.buf) >= l.maxBuf:
 		l.stats.Dropped++
-		l.pending.add(d.Verdict, now, false)
+		l.pending.add(d.Verdict, now, false, 1)
 		return
 	case !l.limit(d.Verdict).AllowN(now, 1):
 		l.stats.RateLimited++
-		l.pending.add(d.Verdict, now, true)
+		l.pending.add(d.Verdict, now, true, 1)
 		return
 	}
 	if first {
@@ -184,6 +184,15 @@ func (l *Logger) Log(c decide.Conn, d decide.Decision) {
 	case l.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Lost counts n lines of verdict v that never reached the Logger (the kernel could not hand on the
+// packets they were about) as dropped: the next summary line tells them.
+func (l *Logger) Lost(v policy.Verdict, n uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stats.Dropped += n
+	l.pending.add(v, l.now(), false, n)
 }
 
 // limit is the token bucket of verdict v's lines.

@@ -401,6 +401,23 @@ func TestCloseTimesOutOnBlockedWriter(t *testing.T) {
 	}
 }
 
+// TestLost: lines lost before they reached the Logger are counted as dropped allows, told by the
+// summary line before the next line written.
+func TestLost(t *testing.T) {
+	var out testutil.Buffer
+	l, _ := newLogger(t, &out, Options{})
+	l.Lost(policy.Allow, 7)
+	l.Log(egress("10.0.0.1:80"), decision(policy.Allow, "p"))
+	closeLogger(t, l)
+	got := lines(t, out.Bytes())
+	if len(got) != 2 || !got[0].IsSummary() || got[0].Dropped != 7 || got[0].SuppressedAllow != 7 || got[1].Verdict != policy.Allow {
+		t.Fatalf("lines %+v, want a summary of 7 dropped allows, then the allow", got)
+	}
+	if st := l.Stats(); st.Dropped != 7 || st.Logged != 1 {
+		t.Errorf("stats %+v, want 7 dropped and 1 logged", st)
+	}
+}
+
 type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
