@@ -213,6 +213,24 @@ func checkEnforcing(t *testing.T, top *topology) {
 	}
 }
 
+// checkAudited makes sure that the sidecar of top, under a Monitor policy, audits a connection no rule
+// allows: it opens, and its audit line is logged.
+func checkAudited(t *testing.T, top *topology) {
+	t.Helper()
+	c, err := top.pod.Dial("tcp", top.addr(deniedPort), dialTimeout)
+	if err != nil {
+		t.Fatalf("%s: audited connection failed: %v", top.name, err)
+	}
+	c.Close()
+	testutil.Eventually(t, 5*time.Second, func() error {
+		data, err := os.ReadFile(top.logFile)
+		if err != nil || !strings.Contains(string(data), `"verdict":"audit"`) {
+			return fmt.Errorf("%s: no audit line in its verdict log (%v)", top.name, err)
+		}
+		return nil
+	})
+}
+
 // checkLogged makes sure the measured sidecar logged verdicts: the deny of checkEnforcing and at least
 // one allow of the load.
 func checkLogged(t *testing.T, top *topology) {
