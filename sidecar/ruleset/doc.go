@@ -40,7 +40,9 @@
 //  3. where what no rule allows is refused, a TCP segment other than a SYN is refused: it opens no
 //     connection, and a connection cut by revocation must not be taken up mid-stream by a key;
 //  4. keys the kernel may decide alone are accepted: seen keys (unless LogAllowsAll), and what the
-//     allow sets and, for egress, the FQDN sets allow with LogAllowsNone or Offline; in Protect, keys in the deny memo (denied less
+//     allow sets and, for egress, the FQDN sets allow with LogAllowsNone or Offline; with
+//     Options.AllowLog and the other LogAllows, what the allow sets allow (ICMP aside), copied first to
+//     the log group Options.QueueNum (and remembered as seen with LogAllowsFirst); in Protect, keys in the deny memo (denied less
 //     than Options.DenyMemoTimeout ago) are refused and counted (CounterDenyMemoHits), so that a flood
 //     of a denied key does not crowd new keys out of the queue;
 //  5. the opening packet of every other connection is queued (TCP: the SYN itself, since a
