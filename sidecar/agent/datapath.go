@@ -86,9 +86,9 @@ func (d *datapath) judge(dec *decide.Decider, c decide.Conn, now time.Time) deci
 	return v
 }
 
-// EvaluatorAllowSet names, on a verdict line, the kernel's allow sets as what allowed a connection
+// evaluatorAllowSet names, on a verdict line, the kernel's allow sets as what allowed a connection
 // the decider in force would not have (a policy being swapped in between the two).
-const EvaluatorAllowSet = "allow-set"
+const evaluatorAllowSet = "allow-set"
 
 // decideConn decides c under dec, with, for egress, the names its remote was resolved from (which it
 // sets in c); counts and records the decision; and keeps an allowed key to a resolved address for
@@ -103,7 +103,7 @@ func (d *datapath) decideConn(dec *decide.Decider, c *decide.Conn, now time.Time
 	}
 	v := dec.Decide(*c)
 	if accepted && v.Verdict != policy.Allow {
-		v.Verdict, v.Rule, v.Evaluator = policy.Allow, "", EvaluatorAllowSet
+		v.Verdict, v.Rule, v.Evaluator = policy.Allow, "", evaluatorAllowSet
 	}
 	d.verdicts[c.Direction][v.Verdict].Inc()
 	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
