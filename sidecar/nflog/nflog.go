@@ -1,6 +1,9 @@
 // Package nflog reads the packets that nftables' log expression copies to a netlink log group
 // (nfnetlink_log) in a network namespace. Unlike a queue, the log releases the packet at once: the
-// sidecar reads the pod's DNS answers this way without making the app wait for them.
+// sidecar reads the pod's DNS answers this way without making the app wait for them, and the opening
+// packets of the connections the kernel accepted from the policy's allow sets, to log them. Each copy
+// carries the group's sequence number, so that the copies the kernel could not hand on (a full socket)
+// are counted exactly (Packet.Lost).
 //
 // What the app may do with a packet the kernel logged happens after the copy is in the log socket, so
 // that Sync, which reads and hands on everything the socket holds, lets a reader catch up with the
