@@ -179,22 +179,25 @@ func (b builder) known(r *rules, k keyKind, seen4, seen6, allow4, allow6 string)
 		r.add(loadKey(k, false), []expr.Any{lookup(seen4, regKey)}, acceptV)
 		r.add(loadKey(k, true), []expr.Any{lookup(seen6, regKey)}, acceptV)
 	}
-	switch {
-	case b.o.DecidesInKernel():
+	if b.o.DecidesInKernel() {
 		acceptIn(r, k, allow4+b.allowSuffix, allow6+b.allowSuffix)
 		if k == keyEgress {
 			acceptIn(r, k, SetFQDNEgress4, SetFQDNEgress6)
 		}
-	case b.o.logsAllows():
-		b.acceptLogged(r, k, seen4, seen6, allow4+b.allowSuffix, allow6+b.allowSuffix)
 	}
 }
 
-// acceptLogged accepts the keys in a pair of split allow sets, ICMP aside (Options.AllowLog): it
-// remembers the key as seen (when the seen sets are in use), copies the packet to the log group
-// Options.QueueNum (an inbound one with its original destination port in the mark, as a queued one
-// carries it), and accepts. A full seen set ends only its own rule, as in remember.
+// acceptLogged accepts, with Options.AllowLog (and a LogAllows other than none), the keys in a pair of
+// split allow sets, ICMP aside: it remembers the key as seen (when the seen sets are in use), copies
+// the packet to the log group Options.QueueNum (an inbound one with its original destination port in
+// the mark, as a queued one carries it), and accepts. A full seen set ends only its own rule, as in
+// remember. The DNS chains do not take this path: a query that opens its flow is queued, so that its
+// flow is judged and its name observed.
 func (b builder) acceptLogged(r *rules, k keyKind, seen4, seen6, allow4, allow6 string) {
+	if !b.o.logsAllows() {
+		return
+	}
+	allow4, allow6 = allow4+b.allowSuffix, allow6+b.allowSuffix
 	for _, fam := range []struct {
 		v6             bool
 		seen, allowSet string
@@ -263,6 +266,7 @@ func (b builder) output() [][]expr.Any {
 	r.add(metaIs(expr.MetaKeyOIF, native32(loIndex)), acceptV) // loopback is judged on input
 	b.midStream(&r)
 	b.known(&r, keyEgress, SetSeenEgress4, SetSeenEgress6, SetAllowEgress4, SetAllowEgress6)
+	b.acceptLogged(&r, keyEgress, SetSeenEgress4, SetSeenEgress6, SetAllowEgress4, SetAllowEgress6)
 	b.memoRefuse(&r, keyEgress)
 	b.queue(&r, nil)
 	b.final(&r)
@@ -279,6 +283,7 @@ func (b builder) input() [][]expr.Any {
 	r.add(tcpDportIn(SetSelfPorts), acceptV)
 	b.midStream(&r)
 	b.known(&r, keyIngress, SetSeenIngress4, SetSeenIngress6, SetAllowIngress4, SetAllowIngress6)
+	b.acceptLogged(&r, keyIngress, SetSeenIngress4, SetSeenIngress6, SetAllowIngress4, SetAllowIngress6)
 	b.memoRefuse(&r, keyIngress)
 	if !b.o.Offline {
 		r.add(markOrigPort())
