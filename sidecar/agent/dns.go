@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"fmt"
 
 	"github.com/florianl/go-nfqueue/v2"
 	"github.com/go-logr/logr"
@@ -350,22 +349,13 @@ func (a *Agent) readAnswers() (*nflog.Log, error) {
 	if a.dns == nil || !a.kernelLogs {
 		return nil, nil
 	}
-	l, err := nflog.Open(nflog.Options{NetNS: a.nsfd, Group: a.dnsQueue(), CopyLen: dnsCopyLen}, a.dns.logged)
+	l, err := a.openLog("DNS answers", nflog.Options{Group: a.dnsQueue(), CopyLen: dnsCopyLen}, a.dns.logged,
+		"podwall_dns_log_overruns_total", "Times the socket the sidecar reads DNS answers from overflowed: answers the app got whose addresses were not learned.")
 	if err != nil {
-		return nil, fmt.Errorf("read DNS answers: %w", err)
+		return nil, err
 	}
 	a.dp.syncNames = l.Sync
-	a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "podwall_dns_log_overruns_total", Help: "Times the socket the sidecar reads DNS answers from overflowed: answers the app got whose addresses were not learned.",
-	}, func() float64 { return float64(l.Overruns()) }))
 	return l, nil
-}
-
-// runAnswers reads the logged answers until the log is closed.
-func (a *Agent) runAnswers(l *nflog.Log) {
-	if err := l.Run(); err != nil {
-		a.log.Error(err, "DNS answers are no longer read: rules by name allow no new address")
-	}
 }
 
 // dnsQueue is the DNS queue's number: the one after the connection queues.

@@ -184,7 +184,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if answers != nil {
 		defer answers.Close()
-		go a.runAnswers(answers)
+		go a.runLog(answers, "DNS answers are no longer read: rules by name allow no new address")
 	}
 	if a.kernelLogs {
 		accepted, err := a.readAccepted()
@@ -192,7 +192,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 		defer accepted.Close()
-		go a.runAccepted(accepted)
+		go a.runLog(accepted, "the connections the kernel accepts are no longer read: their verdict lines are lost")
 	}
 	metrics := nfq.NewMetrics(a.reg)
 	loop, err := nfq.Bind(nfq.Options{NetNS: a.nsfd, QueueNum: a.opts.QueueNum,
@@ -366,21 +366,28 @@ const acceptedBatch = 32
 // to (ruleset.Options.AllowLog): the datapath logs and records them from it. It must run before the
 // ruleset exists, so that no connection is logged to a group nobody reads.
 func (a *Agent) readAccepted() (*nflog.Log, error) {
-	l, err := nflog.Open(nflog.Options{NetNS: a.nsfd, Group: a.opts.QueueNum, CopyLen: nfq.HeadersLen,
-		Batch: acceptedBatch}, a.dp.accepted)
+	return a.openLog("accepted connections", nflog.Options{Group: a.opts.QueueNum, CopyLen: nfq.HeadersLen, Batch: acceptedBatch},
+		a.dp.accepted, "podwall_allow_log_overruns_total",
+		"Times the socket the sidecar reads the connections the kernel accepted from overflowed: allowed connections not logged (counted in the verdict log's next summary line).")
+}
+
+// openLog binds a netlink log group of the namespace for fn, and registers the counter of its
+// socket's overruns as metric.
+func (a *Agent) openLog(what string, o nflog.Options, fn nflog.Handler, metric, help string) (*nflog.Log, error) {
+	o.NetNS = a.nsfd
+	l, err := nflog.Open(o, fn)
 	if err != nil {
-		return nil, fmt.Errorf("read accepted connections: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
-	a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "podwall_allow_log_overruns_total", Help: "Times the socket the sidecar reads the connections the kernel accepted from overflowed: allowed connections not logged (counted in the verdict log's next summary line).",
-	}, func() float64 { return float64(l.Overruns()) }))
+	a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: metric, Help: help},
+		func() float64 { return float64(l.Overruns()) }))
 	return l, nil
 }
 
-// runAccepted reads the accepted connections until the log is closed.
-func (a *Agent) runAccepted(l *nflog.Log) {
+// runLog reads l until it is closed; lost says, should reading fail, what is lost.
+func (a *Agent) runLog(l *nflog.Log, lost string) {
 	if err := l.Run(); err != nil {
-		a.log.Error(err, "the connections the kernel accepts are no longer read: their verdict lines are lost")
+		a.log.Error(err, lost)
 	}
 }
 
