@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-
 	"github.com/florianl/go-nfqueue/v2"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"

@@ -22,6 +22,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"podwall.io/podwall/internal/nlmsg"
 	"podwall.io/podwall/internal/rawio"
 )
 
@@ -201,44 +202,36 @@ func (l *Log) drain(fd int) error {
 		case err != nil:
 			return err
 		}
-		msgs, err := syscall.ParseNetlinkMessage(l.buf[:n])
-		if err != nil {
-			continue // a truncated datagram: nothing in it can be read
-		}
-		for _, m := range msgs {
-			if m.Header.Type != unix.NFNL_SUBSYS_ULOG<<8|msgPacket || len(m.Data) < nfgenmsgLen {
-				continue
+		nlmsg.Messages(l.buf[:n], func(typ uint16, data []byte) {
+			if typ != unix.NFNL_SUBSYS_ULOG<<8|msgPacket || len(data) < nfgenmsgLen {
+				return
 			}
-			if p, ok := l.packet(m.Data[nfgenmsgLen:]); ok {
+			if p, ok := l.packet(data[nfgenmsgLen:]); ok {
 				l.fn(p)
 			}
-		}
+		})
 	}
 }
 
 // packet reads a packet message's attributes; a message without a payload is none. l.mu is held.
 func (l *Log) packet(attrs []byte) (Packet, bool) {
 	var p Packet
-	ad, err := netlink.NewAttributeDecoder(attrs)
-	if err != nil {
-		return p, false
-	}
-	ad.ByteOrder = binary.BigEndian
-	for ad.Next() {
-		switch ad.Type() {
+	a := nlmsg.NewAttrs(attrs)
+	for a.Next() {
+		switch a.Type {
 		case attrPayload:
-			p.Payload = ad.Bytes()
+			p.Payload = a.Data
 		case attrMark:
-			p.Mark = ad.Uint32()
+			p.Mark = a.Uint32()
 		case attrInDev:
-			p.InDev = ad.Uint32()
+			p.InDev = a.Uint32()
 		case attrOutDev:
-			p.OutDev = ad.Uint32()
+			p.OutDev = a.Uint32()
 		case attrSeq:
-			seq := ad.Uint32()
+			seq := a.Uint32()
 			p.Lost = seq - l.seq
 			l.seq = seq + 1
 		}
 	}
-	return p, ad.Err() == nil && p.Payload != nil
+	return p, !a.Malformed() && p.Payload != nil
 }

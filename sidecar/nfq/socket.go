@@ -10,6 +10,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"podwall.io/podwall/internal/nlmsg"
 	"podwall.io/podwall/internal/rawio"
 )
 
@@ -142,22 +143,14 @@ func (s *socket) drain(fd int, b []received, max int, overrun func(), onError fu
 			onError(err)
 			return b
 		}
-		// A datagram may hold several messages, each padded to 4 bytes but the last, whose payload
-		// ends it unpadded.
-		for msg := s.buf[:n]; len(msg) >= unix.NLMSG_HDRLEN; {
-			l := int(binary.NativeEndian.Uint32(msg))
-			if l < unix.NLMSG_HDRLEN || l > len(msg) {
-				break // cut short: nothing more in it can be read
-			}
-			typ, data := binary.NativeEndian.Uint16(msg[4:]), msg[unix.NLMSG_HDRLEN:l]
-			msg = msg[min(align(l, unix.NLMSG_ALIGNTO), len(msg)):]
+		nlmsg.Messages(s.buf[:n], func(typ uint16, data []byte) {
 			if typ != unix.NFNL_SUBSYS_QUEUE<<8|msgPacket || len(data) < nfgenmsgLen {
-				continue
+				return
 			}
 			if id, p, ok := parsePacket(data[nfgenmsgLen:]); ok {
 				b = append(b, received{id, p})
 			}
-		}
+		})
 	}
 	return b
 }
@@ -169,45 +162,27 @@ func (s *socket) stopReading() error { return s.conn.SetReadDeadline(time.Unix(1
 // and a copy of its payload. A message whose attributes do not parse keeps its id but loses its
 // payload, so that the Handler refuses it rather than leave it unanswered.
 func parsePacket(attrs []byte) (id uint32, p Packet, ok bool) {
-	for len(attrs) > 0 {
-		if len(attrs) < unix.NLA_HDRLEN {
-			p.Payload = nil
-			break
-		}
-		n := int(binary.NativeEndian.Uint16(attrs))
-		if n < unix.NLA_HDRLEN || n > len(attrs) {
-			p.Payload = nil
-			break
-		}
-		data := attrs[unix.NLA_HDRLEN:n]
-		switch binary.NativeEndian.Uint16(attrs[2:]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER) {
+	a := nlmsg.NewAttrs(attrs)
+	for a.Next() {
+		switch a.Type {
 		case attrPacketHdr:
-			if len(data) >= packetHdrMinSize {
-				id, ok = binary.BigEndian.Uint32(data), true
+			if len(a.Data) >= packetHdrMinSize {
+				id, ok = binary.BigEndian.Uint32(a.Data), true
 			}
 		case attrMark:
-			p.Mark = be32(data)
+			p.Mark = a.Uint32()
 		case attrInDev:
-			p.InDev = be32(data)
+			p.InDev = a.Uint32()
 		case attrOutDev:
-			p.OutDev = be32(data)
+			p.OutDev = a.Uint32()
 		case attrPayload:
-			p.Payload = append([]byte(nil), data...)
+			p.Payload = append([]byte(nil), a.Data...)
 		}
-		attrs = attrs[min(align(n, unix.NLA_ALIGNTO), len(attrs)):]
+	}
+	if a.Malformed() {
+		p.Payload = nil
 	}
 	return id, p, ok
-}
-
-// align rounds n up to a multiple of to, a power of two.
-func align(n, to int) int { return (n + to - 1) &^ (to - 1) }
-
-// be32 reads a 32-bit attribute; 0 if it is too short.
-func be32(b []byte) uint32 {
-	if len(b) < 4 {
-		return 0
-	}
-	return binary.BigEndian.Uint32(b)
 }
 
 // verdict answers packet id with r.
