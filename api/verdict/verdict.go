@@ -45,7 +45,9 @@ type Line struct {
 	// Canary says the pod is one of its workload's canaries (policy.Policy.Canary): it enforces
 	// Protect while the workload's other pods stay in Monitor.
 	Canary bool `json:"canary,omitzero"`
-	// Evaluator is the decision step that decided.
+	// Evaluator is the decision step that decided (the sidecar's decide pipeline), or "allow-set" for
+	// a connection the kernel accepted from the policy's allow sets that the decider in force would not
+	// have allowed: the two disagree only while a new revision is being swapped in.
 	Evaluator string `json:"evaluator,omitempty"`
 	// OriginalDst is, for a connection judged behind a redirect, the destination it was judged against.
 	OriginalDst netip.AddrPort `json:"original_dst,omitzero"`
