@@ -45,9 +45,7 @@ type Line struct {
 	// Canary says the pod is one of its workload's canaries (policy.Policy.Canary): it enforces
 	// Protect while the workload's other pods stay in Monitor.
 	Canary bool `json:"canary,omitzero"`
-	// Evaluator is the decision step that decided (the sidecar's decide pipeline), or "allow-set" for
-	// a connection the kernel accepted from the policy's allow sets that the decider in force would not
-	// have allowed: the two disagree only while a new revision is being swapped in.
+	// Evaluator is the decision step that decided (the sidecar's decide pipeline), or EvaluatorAllowSet.
 	Evaluator string `json:"evaluator,omitempty"`
 	// OriginalDst is, for a connection judged behind a redirect, the destination it was judged against.
 	OriginalDst netip.AddrPort `json:"original_dst,omitzero"`
@@ -74,6 +72,10 @@ type Line struct {
 	// Containers are the pod's containers the notice is about.
 	Containers []string `json:"containers,omitempty"`
 }
+
+// EvaluatorAllowSet is Line.Evaluator for a connection the kernel accepted from the policy's allow sets
+// that the decider in force would not have allowed (a new revision being swapped in between the two).
+const EvaluatorAllowSet = "allow-set"
 
 // NoticeAppNetRaw tells that app containers of the pod hold CAP_NET_RAW: they can set SO_MARK and
 // open raw and packet sockets whose traffic the sidecar does not judge.

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"podwall.io/podwall/api/policy"
+	"podwall.io/podwall/api/verdict"
 	"podwall.io/podwall/sidecar/decide"
 	"podwall.io/podwall/sidecar/dnsobs"
 	"podwall.io/podwall/sidecar/nflog"
@@ -86,10 +87,6 @@ func (d *datapath) judge(dec *decide.Decider, c decide.Conn, now time.Time) deci
 	return v
 }
 
-// evaluatorAllowSet names, on a verdict line, the kernel's allow sets as what allowed a connection
-// the decider in force would not have (a policy being swapped in between the two).
-const evaluatorAllowSet = "allow-set"
-
 // decideConn decides c under dec, with, for egress, the names its remote was resolved from (which it
 // sets in c); counts and records the decision; and keeps an allowed key to a resolved address for
 // forgetting when the address's names expire. A connection the kernel has accepted (accepted) is
@@ -103,7 +100,7 @@ func (d *datapath) decideConn(dec *decide.Decider, c *decide.Conn, now time.Time
 	}
 	v := dec.Decide(*c)
 	if accepted && v.Verdict != policy.Allow {
-		v.Verdict, v.Rule, v.Evaluator = policy.Allow, "", evaluatorAllowSet
+		v.Verdict, v.Rule, v.Evaluator = policy.Allow, "", verdict.EvaluatorAllowSet
 	}
 	d.verdicts[c.Direction][v.Verdict].Inc()
 	// Learn records everything; Monitor's audits and Protect's denies are the violations policygen
