@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -102,9 +103,15 @@ func TestGeneratorWritesManifestRulesAndKeepsUserRules(t *testing.T) {
 
 	// A user rule survives regeneration; a manifest rule deleted by hand comes back.
 	user := v1.Rule{Name: "m-svc-web", Origin: "user", Peers: []v1.Peer{{CIDR: "10.0.0.0/8"}}, Ports: []v1.Port{{Protocol: "TCP", Port: 8080}}}
-	p.Spec.Ingress = []v1.Rule{user}
-	p.Spec.Egress = p.Spec.Egress[:1]
-	must(c.Update(ctx, &p))
+	// The generator may write the policy (its status) meanwhile: edit the latest version.
+	must(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Get(ctx, key, &p); err != nil {
+			return err
+		}
+		p.Spec.Ingress = []v1.Rule{user}
+		p.Spec.Egress = p.Spec.Egress[:1]
+		return c.Update(ctx, &p)
+	}))
 	admin := service("shop", "web-admin", 81, intstr.FromInt32(8081))
 	admin.Spec.Selector = map[string]string{"app": "web"}
 	must(c.Create(ctx, admin))
