@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -90,6 +91,45 @@ func TestForgedMarks(t *testing.T) {
 		t.Errorf("forged MarkAllow to an allowed port: %d packets queued, want 1", n)
 	}
 	tcp80.WaitReceived(t, 2, "tcp 80")
+}
+
+// TestForgedMarksAllowLog attacks the ruleset as the sidecar runs it where the kernel can log
+// (AllowLog, log-allows first): the allow sets accept port 80 in the kernel and remember its key as
+// seen. An app holding CAP_NET_RAW alone, with each podwall mark on its socket, still has every TCP
+// attempt to port 81 queued and refused, its listener receives nothing, and the seen sets end up
+// holding only the key the policy allows.
+func TestForgedMarksAllowLog(t *testing.T) {
+	x := newTopo(t)
+	tcp81 := marktest.Count(t, x.peer, "tcp", "[::]:81")
+	tcp80 := marktest.Count(t, x.peer, "tcp", "[::]:80")
+	v := &verdicts{}
+	v.serve(t, x.pod, 6)
+	p := &policy.Policy{Mode: policy.Protect,
+		Egress: []policy.Rule{{ID: "peer", Origin: policy.OriginUser, CIDRs: host(x.peerAddr), Ports: tcp(80)}}}
+	apply(t, x.c, p, Options{Queue: QueueCompat, QueueNum: 6, AllowLog: true})
+	att := marktest.New(t, x.pod)
+	for _, mark := range forgedMarks {
+		x.forgetDenials(t)
+		before := v.queued.Load()
+		if err := att.Connect(mark, "tcp", ap(x.peerAddr, 81)); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("mark %#x, tcp to port 81: %v, want connection refused", mark, err)
+		}
+		if n := v.queued.Load() - before; n != 1 {
+			t.Errorf("mark %#x, tcp to port 81: %d packets queued, want 1 (judged and logged)", mark, n)
+		}
+		if err := att.Connect(mark, "tcp", ap(x.peerAddr, 80)); err != nil {
+			t.Errorf("mark %#x, tcp to the allowed port 80: %v, want a connection", mark, err)
+		}
+	}
+	tcp80.WaitReceived(t, int64(len(forgedMarks)), "tcp 80")
+	if n := tcp81.Received(); n != 0 {
+		t.Errorf("port 81 received %d from attackers with forged marks, want 0", n)
+	}
+	_, sets := readBack(t, x.pod, x.c)
+	if want := []string{x.peerAddr.String() + " . 6 . 80"}; !slices.Equal(sets[SetSeenEgress4], want) {
+		t.Errorf("seen egress keys %v after the attacks, want only the allowed %v", sets[SetSeenEgress4], want)
+	}
+	wantRefused(t, x.pod, ap(x.peerAddr, 81))
 }
 
 // sendUDP sends one datagram from ns, as an ordinary process.
