@@ -30,6 +30,14 @@ const (
 	envSeconds = "PODWALL_BENCH_SECONDS"
 )
 
+// iperfSeconds is the least a throughput round runs, iperfOmit the seconds of its start that iperf3
+// leaves out (TCP's ramp-up): a one-second round measured mostly the start and moved by a third
+// between rounds of the same side.
+const (
+	iperfSeconds = 6
+	iperfOmit    = 1
+)
+
 // firstPerRound is how many fresh-key connections, one at a time, a round of the first-connection
 // latency opens on each side.
 const firstPerRound = 200
@@ -325,14 +333,17 @@ func (b *bench) podwallServices() string {
 	return strings.Join(parts, ", ")
 }
 
-// iperf runs iperf3 from the client to the side's server for one round with streams parallel streams
-// and returns what the server received, in Gbit/s.
+// iperf runs iperf3 from the client to the side's server for one round (at least iperfSeconds, the
+// first iperfOmit of them not counted) with streams parallel streams and returns what the server
+// received, in Gbit/s.
 func (b *bench) iperf(s *side, streams int) float64 {
 	t := b.t
-	ctx, cancel := context.WithTimeout(context.Background(), b.round+30*time.Second)
+	seconds := max(int(b.round.Seconds()), iperfSeconds)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+30)*time.Second)
 	defer cancel()
 	out, err := b.client.command(ctx, "iperf3", "--client", s.addr, "--port", strconv.Itoa(iperfPort),
-		"--parallel", strconv.Itoa(streams), "--time", strconv.Itoa(int(b.round.Seconds())), "--json").Output()
+		"--parallel", strconv.Itoa(streams), "--time", strconv.Itoa(seconds), "--omit", strconv.Itoa(iperfOmit),
+		"--json").Output()
 	bps, jerr := iperfReceived(out)
 	if err != nil || jerr != nil {
 		t.Fatalf("iperf3 -P %d to %s: %v %v", streams, s.name, err, jerr)
