@@ -91,25 +91,47 @@ func (c container) cpu(t testing.TB) time.Duration {
 	return time.Duration(ns)
 }
 
-// rss is the resident memory of the container's processes now (VmRSS), in MiB.
-func (c container) rss(t testing.TB) float64 {
+// memUse is what a container's processes hold in memory now, in MiB: resident (VmRSS), split into
+// anonymous memory and file pages (RssAnon, RssFile: for a Go binary, its own mapped code and tables),
+// and the proportional share (Pss): a page that n processes map counts 1/n in each, so that the sum
+// over the node's processes is the memory they hold together. Sidecars of one image map the same
+// binary's page cache.
+type memUse struct{ rss, anon, file, pss float64 }
+
+func (m *memUse) add(o memUse) {
+	m.rss, m.anon, m.file, m.pss = m.rss+o.rss, m.anon+o.anon, m.file+o.file, m.pss+o.pss
+}
+
+func (m memUse) String() string {
+	return fmt.Sprintf("RSS %.1f MiB (anonymous %.1f, file %.1f), PSS %.1f MiB", m.rss, m.anon, m.file, m.pss)
+}
+
+// mem reads the container's memUse from /proc/<pid>/status and /proc/<pid>/smaps_rollup.
+func (c container) mem(t testing.TB) memUse {
 	t.Helper()
-	var kb float64
+	var m memUse
 	for _, pid := range c.pids(t) {
-		f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for s := bufio.NewScanner(f); s.Scan(); {
-			if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-				n, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
-				if err != nil {
-					t.Fatalf("VmRSS %q of %s: %v", v, c.name, err)
-				}
-				kb += n
+		for file, fields := range map[string]map[string]*float64{
+			"status":       {"VmRSS:": &m.rss, "RssAnon:": &m.anon, "RssFile:": &m.file},
+			"smaps_rollup": {"Pss:": &m.pss},
+		} {
+			f, err := os.Open(fmt.Sprintf("/proc/%d/%s", pid, file))
+			if err != nil {
+				t.Fatal(err)
 			}
+			for s := bufio.NewScanner(f); s.Scan(); {
+				line := strings.Fields(s.Text()) // "VmRSS:", "1972", "kB"
+				if len(line) != 3 || fields[line[0]] == nil {
+					continue
+				}
+				kb, err := strconv.ParseFloat(line[1], 64)
+				if err != nil {
+					t.Fatalf("%s of %s: %v", s.Text(), c.name, err)
+				}
+				*fields[line[0]] += kb / 1024
+			}
+			f.Close()
 		}
-		f.Close()
 	}
-	return kb / 1024
+	return m
 }

@@ -3,6 +3,7 @@
 package peers
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -284,19 +285,20 @@ func (b *bench) throughput() {
 
 // memory scales the podwall side and then the KNP side to 10 and 50 guarded pods, one after the
 // other (the node takes 110 pods), and compares what each firewall holds on the node: the sum of the
-// sidecars' resident memory, and KNP's agent's. One idle sidecar's is the median of the 50, the one
-// that took the load aside.
+// sidecars' proportional memory (Pss: the binary's pages, which every sidecar of the image maps,
+// count once over all of them), and KNP's agent's. One idle sidecar's resident memory is the median of
+// the 50, the one that took the load aside.
 func (b *bench) memory() {
 	t, c := b.t, b.c
 	pw, kn := b.side(sidePodwall), b.side(sideKNP)
-	var sidecars, agent [2]float64
-	var idle []float64
+	var sidecars, agent [2]memUse
+	var idle []memUse
 	for i, n := range []int{10, 50} {
 		for _, p := range scale(t, c, pw.namespace, n) {
-			rss := containerOf(t, p, "podwall").rss(t)
-			sidecars[i] += rss
+			m := containerOf(t, p, "podwall").mem(t)
+			sidecars[i].add(m)
 			if n == 50 && p.Name != pw.server.Name {
-				idle = append(idle, rss)
+				idle = append(idle, m)
 			}
 		}
 	}
@@ -307,14 +309,18 @@ func (b *bench) memory() {
 			addrs = append(addrs, ipv4(t, p))
 		}
 		b.knp.awaitAddresses(t, addrs)
-		agent[i] = b.knp.agent.rss(t)
+		agent[i] = b.knp.agent.mem(t)
 	}
 	scale(t, c, kn.namespace, 1)
 	t.Logf("podwall's cluster services beside the sidecars (not per node): %s", b.podwallServices())
-	slices.Sort(idle)
-	line("peers_node_mem_10pods", sidecars[0], "MiB", agent[0])
-	line("peers_node_mem_50pods", sidecars[1], "MiB", agent[1])
-	line("sidecar_idle_rss_mib", idle[len(idle)/2], "MiB", agent[1])
+	for i, n := range []int{10, 50} {
+		t.Logf("%d pods: the sidecars' sum %s; KNP's agent %s", n, sidecars[i], agent[i])
+	}
+	slices.SortFunc(idle, func(a, b memUse) int { return cmp.Compare(a.rss, b.rss) })
+	t.Logf("the median idle sidecar: %s", idle[len(idle)/2])
+	line("peers_node_mem_10pods", sidecars[0].pss, "MiB", agent[0].pss)
+	line("peers_node_mem_50pods", sidecars[1].pss, "MiB", agent[1].pss)
+	line("sidecar_idle_rss_mib", idle[len(idle)/2].rss, "MiB", agent[1].rss)
 }
 
 // podwallServices lists the resident memory of policygen's and the injector's containers.
@@ -327,7 +333,7 @@ func (b *bench) podwallServices() string {
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		for _, st := range p.Status.ContainerStatuses {
-			parts = append(parts, fmt.Sprintf("%s %.1f MiB", p.Name, containerOf(b.t, p, st.Name).rss(b.t)))
+			parts = append(parts, fmt.Sprintf("%s %.1f MiB", p.Name, containerOf(b.t, p, st.Name).mem(b.t).rss))
 		}
 	}
 	return strings.Join(parts, ", ")
