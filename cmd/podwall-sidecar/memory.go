@@ -7,11 +7,17 @@ import (
 	"podwall.io/podwall/sidecar/agent"
 )
 
-// memoryLimit is the agent's soft memory limit: none when GOMEMLIMIT sets one (the operator's word),
-// else agent.DefaultMemoryFloor and, in a container with a memory limit, at most 90% of it.
+// memoryLimit is how the agent keeps the Go runtime's memory: its soft memory limit, none when
+// GOMEMLIMIT sets one (the operator's word), else agent.DefaultMemoryFloor and, in a container with a
+// memory limit, at most 90% of it; and the collector's target, GOGC's when set, else
+// agent.DefaultGCPercent.
 func memoryLimit() agent.MemoryLimit {
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return agent.MemoryLimit{}
+	var m agent.MemoryLimit
+	if os.Getenv("GOGC") == "" {
+		m.GCPercent = agent.DefaultGCPercent
 	}
-	return agent.MemoryLimit{Floor: agent.DefaultMemoryFloor, Cap: config.SidecarMemoryLimit() / 10 * 9}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		m.Floor, m.Cap = agent.DefaultMemoryFloor, config.SidecarMemoryLimit()/10*9
+	}
+	return m
 }

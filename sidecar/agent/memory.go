@@ -24,7 +24,18 @@ type MemoryLimit struct {
 	// Cap, when not 0, is the most: part of the container's memory limit, so that the GC works
 	// harder before the kernel kills the container for its memory.
 	Cap int64
+	// GCPercent, when not 0, is the collector's target (debug.SetGCPercent, as GOGC) once the agent
+	// has started; 0 leaves GOGC's.
+	GCPercent int
 }
+
+// DefaultGCPercent is MemoryLimit.GCPercent's usual value. An idle sidecar's live heap is about
+// 1 MiB, and the runtime lets the heap grow to at least 4 MiB × GOGC/100 between collections: at
+// GOGC's default of 100 that, not what the sidecar holds, sets most of its anonymous memory, and it is
+// the same in every pod of the node. At 25 the heap grows by a quarter of the live heap, at least 1 MiB,
+// and the collector runs four times as often for the same allocation (bench/datapath and bench/peers
+// measure both sides).
+const DefaultGCPercent = 25
 
 // limit is the soft memory limit for a live heap of live bytes.
 func (m MemoryLimit) limit(live int64) int64 {
@@ -45,14 +56,21 @@ func (a *Agent) settleMemory() {
 }
 
 // pauseGC turns the collector off while the agent starts, when it keeps a memory limit (which still
-// bounds the heap: a large policy is compiled under it as before), and returns what turns it back on.
-// Starting makes its garbage once and hands it back once (debug.FreeOSMemory in Run): a collection
-// before that one would only add a cycle whose span lists the runtime keeps for good, some 0.3 MiB of
-// an idle sidecar's memory (bench/datapath TestRSS).
+// bounds the heap: a large policy is compiled under it as before), and returns what turns it back on,
+// at MemoryLimit.GCPercent or else the percentage it found. Starting makes its garbage once and hands
+// it back once (debug.FreeOSMemory in Run): a collection before that one would only add a cycle whose
+// span lists the runtime keeps for good, some 0.3 MiB of an idle sidecar's memory (bench/datapath
+// TestRSS). Without a memory limit the collector is not paused, only set to GCPercent.
 func (a *Agent) pauseGC() (resume func()) {
+	percent := a.opts.Memory.GCPercent
 	if a.opts.Memory.Floor == 0 {
+		if percent != 0 {
+			debug.SetGCPercent(percent)
+		}
 		return func() {}
 	}
-	percent := debug.SetGCPercent(-1)
+	if found := debug.SetGCPercent(-1); percent == 0 {
+		percent = found
+	}
 	return sync.OnceFunc(func() { debug.SetGCPercent(percent) })
 }

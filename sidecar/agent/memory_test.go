@@ -42,3 +42,20 @@ func TestPauseGC(t *testing.T) {
 		t.Fatalf("GC percent %d with no memory limit kept, want 77 untouched", p)
 	}
 }
+
+// TestPauseGCResumesAtGCPercent: with MemoryLimit.GCPercent the collector resumes at it, paused or not.
+func TestPauseGCResumesAtGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(77))
+	resume := (&Agent{opts: Options{Memory: MemoryLimit{Floor: DefaultMemoryFloor, GCPercent: DefaultGCPercent}}}).pauseGC()
+	if p := debug.SetGCPercent(-1); p != -1 {
+		t.Fatalf("GC percent %d while paused, want -1 (off)", p)
+	}
+	resume()
+	if p := debug.SetGCPercent(77); p != DefaultGCPercent {
+		t.Fatalf("GC percent %d after resume, want %d", p, DefaultGCPercent)
+	}
+	(&Agent{opts: Options{Memory: MemoryLimit{GCPercent: DefaultGCPercent}}}).pauseGC()
+	if p := debug.SetGCPercent(77); p != DefaultGCPercent {
+		t.Fatalf("GC percent %d without a memory limit, want %d at once", p, DefaultGCPercent)
+	}
+}
