@@ -49,8 +49,8 @@ type Options struct {
 	AppNetRaw []string
 	// DNS says how the pod's DNS answers are followed, for the rules by name (FQDN rules).
 	DNS DNS
-	// Memory keeps the Go runtime's soft memory limit in step with the policy (see MemoryLimit); the
-	// zero value leaves it alone.
+	// Memory keeps the Go runtime's soft memory limit in step with the policy and sets the
+	// collector's target (see MemoryLimit); the zero value leaves both alone.
 	Memory MemoryLimit
 	// Config is the effective configuration the sidecar reports to policygen with its observations
 	// (ReportConfig changes it); a refused workload config file is also told in a notice line.
