@@ -4,7 +4,6 @@ package datapath
 
 import (
 	"net/netip"
-	"slices"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"podwall.io/podwall/api/policy"
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/sidecar/ruleset"
 )
 
@@ -43,7 +43,7 @@ func measureApply(t *testing.T, rounds int) (large, small float64) {
 			}
 		}
 	}
-	return median(times[0]), median(times[1])
+	return testutil.Median(times[0]), testutil.Median(times[1])
 }
 
 // nftOnly is a fresh namespace and an nftables connection into it, for timing Apply alone.
@@ -72,14 +72,4 @@ func (n *nftOnly) apply(t *testing.T, p *policy.Policy) {
 	if err := ruleset.Apply(n.conn, p, n.opts); err != nil {
 		t.Fatalf("apply %d-rule policy: %v", len(p.Egress), err)
 	}
-}
-
-// median is the middle value of xs (the mean of the two middle ones for an even count).
-func median(xs []float64) float64 {
-	xs = slices.Sorted(slices.Values(xs))
-	n := len(xs)
-	if n%2 == 1 {
-		return xs[n/2]
-	}
-	return (xs[n/2-1] + xs[n/2]) / 2
 }

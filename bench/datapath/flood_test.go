@@ -105,7 +105,7 @@ func measureDenyFlood(t *testing.T, rounds int) (flooded, calm float64) {
 	for range rounds {
 		floods = append(floods, firstDeny())
 	}
-	return median(floods), median(calms)
+	return testutil.Median(floods), testutil.Median(calms)
 }
 
 // denyLineTime is the time of the deny line of a connection to dst, if out has one.

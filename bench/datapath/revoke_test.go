@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"podwall.io/podwall/internal/netnstest"
+	"podwall.io/podwall/internal/testutil"
 	"podwall.io/podwall/sidecar/agent"
 	"podwall.io/podwall/sidecar/verdictlog"
 )
@@ -66,7 +67,7 @@ func measureRevoke(t *testing.T, rounds int) (cut, alone float64) {
 		}
 		held.closeAll()
 	}
-	return median(cuts), median(alones)
+	return testutil.Median(cuts), testutil.Median(alones)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -196,12 +196,6 @@ func (f *figure) best(name string) float64 {
 	return slices.Min(f.rounds[name])
 }
 
-// median is the side's middle round (the mean of the two middle ones for an even count).
-func (f *figure) median(name string) float64 {
-	r := slices.Sorted(slices.Values(f.rounds[name]))
-	return (r[(len(r)-1)/2] + r[len(r)/2]) / 2
-}
-
 // report prints the figure of every guarded side against the baseline (no policy), then podwall's
 // (default logging) against KNP's and the static ruleset's as ratios: of the best rounds, and of the
 // median rounds (_median), which one side's single lucky round does not move.
@@ -212,7 +206,7 @@ func (f *figure) report() {
 	}
 	for _, s := range []string{sideKNP, sideStatic} {
 		line("peers_"+f.name+"_vs_"+s, f.best(sidePodwall)/f.best(s), "ratio", 1)
-		line("peers_"+f.name+"_vs_"+s+"_median", f.median(sidePodwall)/f.median(s), "ratio", 1)
+		line("peers_"+f.name+"_vs_"+s+"_median", testutil.Median(f.rounds[sidePodwall])/testutil.Median(f.rounds[s]), "ratio", 1)
 	}
 }
 

@@ -1,7 +1,7 @@
 // Package testutil holds the helpers every package's tests share: polling for a condition with a
 // deadline, a buffer that goroutines under test may write while the test reads it, and skipping a test
 // that lacks what it needs (root, a browser) — except in CI, where such a test fails rather than pass
-// unseen.
+// unseen; and the median of a benchmark's rounds.
 package testutil
 
 import (
@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -108,4 +109,15 @@ func RequireRoot(t testing.TB) {
 	if os.Geteuid() != 0 {
 		SkipUnlessCI(t, "needs root")
 	}
+}
+
+// Median is the middle value of xs (the mean of the two middle ones for an even count), xs left as
+// it is: a benchmark's figure from its rounds.
+func Median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }

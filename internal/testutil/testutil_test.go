@@ -93,3 +93,16 @@ func TestBufferConcurrentWrites(t *testing.T) {
 		t.Fatalf("%d writes kept, want 800", n)
 	}
 }
+
+func TestMedian(t *testing.T) {
+	xs := []float64{5, 1, 3}
+	if m := Median(xs); m != 3 {
+		t.Errorf("median of %v: %v, want 3", xs, m)
+	}
+	if xs[0] != 5 {
+		t.Errorf("Median sorted its argument: %v", xs)
+	}
+	if m := Median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Errorf("median of 1..4: %v, want 2.5", m)
+	}
+}

@@ -8,12 +8,13 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"podwall.io/podwall/internal/testutil"
 )
 
 // TestBenchUI measures the UI with the map's world of 30 workloads in 5 namespaces (make bench-ui):
@@ -55,7 +56,7 @@ func TestBenchUI(t *testing.T) {
 		}
 		svgMS = append(svgMS, base)
 	}
-	m, b := median(mapMS), median(svgMS)
+	m, b := testutil.Median(mapMS), testutil.Median(svgMS)
 	t.Logf("map %v ms, SVG circle %v ms", mapMS, svgMS)
 	fmt.Printf("BENCH ui_map_render_ms value=%.0f unit=ms baseline=%.0f ratio=%.2f\n", m, b, m/max(b, 1))
 }
@@ -87,10 +88,4 @@ func bundleKiB(t *testing.T, w *world) (all, own float64) {
 		t.Logf("%s: %.1f KiB", m[1], kib)
 	}
 	return all, own
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
