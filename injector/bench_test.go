@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"podwall.io/podwall/internal/certs"
+	"podwall.io/podwall/internal/testutil"
 )
 
 // TestBenchInjector creates pods through the real API server at a fixed concurrency, the sides taking
@@ -93,11 +94,11 @@ func TestBenchInjector(t *testing.T) {
 	}
 	p99, floorP99 := quantile(before, after, 0.99)*1000, quantile(floorBefore, floorAfter, 0.99)*1000
 	vsFloor := rate["webhook"] / rate["floor"]
-	fmt.Printf("BENCH create_rate_vs_floor value=%.2f unit=ratio baseline=1 ratio=%.2f\n", vsFloor, vsFloor)
-	fmt.Printf("BENCH webhook_p99_ms value=%.2f unit=ms baseline=%.2f ratio=%.2f\n", p99, floorP99, p99/floorP99)
-	fmt.Printf("BENCH create_rate value=%.0f unit=pods/s baseline=%.0f ratio=%.2f\n", rate["webhook"], rate["plain"], rate["webhook"]/rate["plain"])
-	fmt.Printf("BENCH create_rate_same_pod value=%.0f unit=pods/s baseline=%.0f ratio=%.2f\n", rate["webhook"], rate["preinjected"], rate["webhook"]/rate["preinjected"])
-	fmt.Printf("BENCH create_rate_floor value=%.0f unit=pods/s baseline=%.0f ratio=%.2f\n", rate["floor"], rate["plain"], rate["floor"]/rate["plain"])
+	testutil.Bench("create_rate_vs_floor", vsFloor, "ratio", 1)
+	testutil.Bench("webhook_p99_ms", p99, "ms", floorP99)
+	testutil.Bench("create_rate", rate["webhook"], "pods/s", rate["plain"])
+	testutil.Bench("create_rate_same_pod", rate["webhook"], "pods/s", rate["preinjected"])
+	testutil.Bench("create_rate_floor", rate["floor"], "pods/s", rate["plain"])
 }
 
 // floorSelector is the label that selects the floor's namespace in its webhook configuration, where

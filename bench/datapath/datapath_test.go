@@ -172,26 +172,10 @@ func interleave(rounds int, sides []*topology, measure func(*topology) float64) 
 	return best
 }
 
-// report prints one figure in the form make bench-* promises, and logs its target. Equal figures have
-// the ratio 1, two zeros too.
+// report prints one figure (testutil.Bench) and logs its target.
 func report(t *testing.T, name string, value float64, unit string, baseline float64, target string) {
-	ratio := 1.0
-	if value != baseline {
-		ratio = value / baseline
-	}
-	fmt.Printf("BENCH %s value=%s unit=%s baseline=%s ratio=%.3f\n", name, num(value), unit, num(baseline), ratio)
+	testutil.Bench(name, value, unit, baseline)
 	t.Logf("%s: target %s", name, target)
-}
-
-// num prints a figure with three or more significant digits and no exponent.
-func num(v float64) string {
-	switch {
-	case v >= 100:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	}
-	return strconv.FormatFloat(v, 'f', 2, 64)
 }
 
 // checkEnforcing makes sure the sidecar is deciding before it is measured: the allowed port connects,

@@ -202,11 +202,11 @@ func (f *figure) best(name string) float64 {
 func (f *figure) report() {
 	base := f.best(sideNone)
 	for _, s := range []string{sideKNP, sidePodwall, sideLogAll, sideStatic} {
-		line("peers_"+f.name+"_"+s, f.best(s), f.unit, base)
+		testutil.Bench("peers_"+f.name+"_"+s, f.best(s), f.unit, base)
 	}
 	for _, s := range []string{sideKNP, sideStatic} {
-		line("peers_"+f.name+"_vs_"+s, f.best(sidePodwall)/f.best(s), "ratio", 1)
-		line("peers_"+f.name+"_vs_"+s+"_median", testutil.Median(f.rounds[sidePodwall])/testutil.Median(f.rounds[s]), "ratio", 1)
+		testutil.Bench("peers_"+f.name+"_vs_"+s, f.best(sidePodwall)/f.best(s), "ratio", 1)
+		testutil.Bench("peers_"+f.name+"_vs_"+s+"_median", testutil.Median(f.rounds[sidePodwall])/testutil.Median(f.rounds[s]), "ratio", 1)
 	}
 }
 
@@ -248,7 +248,7 @@ func (b *bench) connRates() {
 		// firewall works, the kernel does.
 		per10k := func(s string) float64 { return cpu[s].Seconds() / float64(conns[s]) * 10_000 }
 		for _, s := range []string{sidePodwall, sideLogAll} {
-			line("peers_cpu10k_"+kind.name+"_"+s, per10k(s), "cpu-s", per10k(sideKNP))
+			testutil.Bench("peers_cpu10k_"+kind.name+"_"+s, per10k(s), "cpu-s", per10k(sideKNP))
 		}
 	}
 }
@@ -319,9 +319,9 @@ func (b *bench) memory() {
 	}
 	slices.SortFunc(idle, func(a, b memUse) int { return cmp.Compare(a.rss, b.rss) })
 	t.Logf("the median idle sidecar: %s", idle[len(idle)/2])
-	line("peers_node_mem_10pods", sidecars[0].pss, "MiB", agent[0].pss)
-	line("peers_node_mem_50pods", sidecars[1].pss, "MiB", agent[1].pss)
-	line("sidecar_idle_rss_mib", idle[len(idle)/2].rss, "MiB", agent[1].rss)
+	testutil.Bench("peers_node_mem_10pods", sidecars[0].pss, "MiB", agent[0].pss)
+	testutil.Bench("peers_node_mem_50pods", sidecars[1].pss, "MiB", agent[1].pss)
+	testutil.Bench("sidecar_idle_rss_mib", idle[len(idle)/2].rss, "MiB", agent[1].rss)
 }
 
 // podwallServices lists the resident memory of policygen's and the injector's containers.
@@ -377,28 +377,6 @@ func settings(t *testing.T) (int, time.Duration) {
 		round = d
 	}
 	return rounds, round
-}
-
-// line prints one figure in the form make bench-* promises. Equal figures have the ratio 1.
-func line(name string, value float64, unit string, baseline float64) {
-	ratio := 1.0
-	if value != baseline {
-		ratio = value / baseline
-	}
-	fmt.Printf("BENCH %s value=%s unit=%s baseline=%s ratio=%.3f\n", name, num(value), unit, num(baseline), ratio)
-}
-
-// num prints a figure with three or more significant digits and no exponent.
-func num(v float64) string {
-	switch {
-	case v >= 100:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	case v >= 0.01:
-		return strconv.FormatFloat(v, 'f', 3, 64)
-	}
-	return strconv.FormatFloat(v, 'f', 5, 64)
 }
 
 // loadAverage is the machine's load average (1, 5, 15 minutes).

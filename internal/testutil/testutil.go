@@ -1,15 +1,17 @@
 // Package testutil holds the helpers every package's tests share: polling for a condition with a
 // deadline, a buffer that goroutines under test may write while the test reads it, and skipping a test
 // that lacks what it needs (root, a browser) — except in CI, where such a test fails rather than pass
-// unseen; and the median of a benchmark's rounds.
+// unseen; and the median of a benchmark's rounds, and the line each benchmark figure is printed as.
 package testutil
 
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -120,4 +122,32 @@ func Median(xs []float64) float64 {
 		return s[n/2]
 	}
 	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// Bench prints one figure of a make bench-* target on stdout, as every one of them prints its
+// figures: "BENCH <name> value=<v> unit=<u> baseline=<b> ratio=<v/b>". Equal figures have the ratio
+// 1, two zeros too.
+func Bench(name string, value float64, unit string, baseline float64) {
+	fmt.Println(benchLine(name, value, unit, baseline))
+}
+
+func benchLine(name string, value float64, unit string, baseline float64) string {
+	ratio := 1.0
+	if value != baseline {
+		ratio = value / baseline
+	}
+	return fmt.Sprintf("BENCH %s value=%s unit=%s baseline=%s ratio=%.3f", name, benchNum(value), unit, benchNum(baseline), ratio)
+}
+
+// benchNum writes a figure with three or more significant digits and no exponent.
+func benchNum(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case a >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case a >= 0.01:
+		return strconv.FormatFloat(v, 'f', 3, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 5, 64)
 }

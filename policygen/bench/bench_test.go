@@ -137,8 +137,8 @@ func TestBenchPolicygen(t *testing.T) {
 	p99 := lat[int(float64(len(lat))*0.99+0.5)-1]
 	t.Logf("propagation over %d changes: p50 %.1f ms, p99 %.1f ms, max %.1f ms", len(lat), lat[len(lat)/2], p99, lat[len(lat)-1])
 	rss := peakRSSMiB(t, proc.Process.Pid)
-	fmt.Printf("BENCH propagation_p99_ms value=%.1f unit=ms baseline=%.0f ratio=%.3f\n", p99, targetP99MS, p99/targetP99MS)
-	fmt.Printf("BENCH policygen_rss_mib value=%.1f unit=MiB baseline=%.0f ratio=%.3f\n", rss, targetRSSMiB, rss/targetRSSMiB)
+	testutil.Bench("propagation_p99_ms", p99, "ms", targetP99MS)
+	testutil.Bench("policygen_rss_mib", rss, "MiB", targetRSSMiB)
 }
 
 // subscribersOf lists the subscribers whose policy names workload w: those of the workloads before it.

@@ -3,7 +3,6 @@
 package ui_test
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -26,7 +25,7 @@ func TestBenchUI(t *testing.T) {
 	w.seedMap()
 
 	all, own := bundleKiB(t, w)
-	fmt.Printf("BENCH ui_bundle_kib value=%.1f unit=KiB baseline=%.1f ratio=%.2f\n", all, own, all/own)
+	testutil.Bench("ui_bundle_kib", all, "KiB", own)
 
 	ctx := browser(t)
 	if err := chromedp.Do(ctx, chromedp.Navigate(w.url)); err != nil {
@@ -58,7 +57,7 @@ func TestBenchUI(t *testing.T) {
 	}
 	m, b := testutil.Median(mapMS), testutil.Median(svgMS)
 	t.Logf("map %v ms, SVG circle %v ms", mapMS, svgMS)
-	fmt.Printf("BENCH ui_map_render_ms value=%.0f unit=ms baseline=%.0f ratio=%.2f\n", m, b, m/max(b, 1))
+	testutil.Bench("ui_map_render_ms", m, "ms", b)
 }
 
 // bundleKiB sums the scripts index.html loads, all of them and the UI's own (not under vendor/).
