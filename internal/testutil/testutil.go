@@ -139,9 +139,11 @@ func benchLine(name string, value float64, unit string, baseline float64) string
 	return fmt.Sprintf("BENCH %s value=%s unit=%s baseline=%s ratio=%.3f", name, benchNum(value), unit, benchNum(baseline), ratio)
 }
 
-// benchNum writes a figure with three or more significant digits and no exponent.
+// benchNum writes a figure with three or more significant digits and no exponent, zero as 0.
 func benchNum(v float64) string {
 	switch a := math.Abs(v); {
+	case a == 0:
+		return "0"
 	case a >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 10:

@@ -116,7 +116,8 @@ func TestBenchLine(t *testing.T) {
 		{16.56, 12, "BENCH x value=16.6 unit=u baseline=12.0 ratio=1.380"},
 		{9144, 8900, "BENCH x value=9144 unit=u baseline=8900 ratio=1.027"},
 		{0.00159, 2.518, "BENCH x value=0.00159 unit=u baseline=2.518 ratio=0.001"},
-		{0, 0, "BENCH x value=0.00000 unit=u baseline=0.00000 ratio=1.000"},
+		{0, 0, "BENCH x value=0 unit=u baseline=0 ratio=1.000"},
+		{0, 4, "BENCH x value=0 unit=u baseline=4.000 ratio=0.000"},
 	} {
 		if got := benchLine("x", tc.value, "u", tc.baseline); got != tc.want {
 			t.Errorf("benchLine(%v, %v) = %q, want %q", tc.value, tc.baseline, got, tc.want)
