@@ -33,8 +33,8 @@ type MemoryLimit struct {
 // 1 MiB, and the runtime lets the heap grow to at least 4 MiB × GOGC/100 between collections: at
 // GOGC's default of 100 that, not what the sidecar holds, sets most of its anonymous memory, and it is
 // the same in every pod of the node. At 25 the heap grows by a quarter of the live heap, at least 1 MiB,
-// and the collector runs four times as often for the same allocation (bench/datapath and bench/peers
-// measure both sides).
+// and the collector runs four times as often for the same allocation (BENCHMARKS.md measures both,
+// GOGC=100 set in the environment of make bench-datapath and make bench-peers for the other).
 const DefaultGCPercent = 25
 
 // limit is the soft memory limit for a live heap of live bytes.
